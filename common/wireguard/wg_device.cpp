@@ -1,0 +1,108 @@
+#include "common/wireguard/wg_device.hpp"
+
+#include <algorithm>
+#include <map>
+
+namespace mw {
+
+namespace {
+
+bool prefix_less(const ip_prefix& a, const ip_prefix& b) {
+    if (a.address() == b.address()) return a.length() < b.length();
+    return a.address() < b.address();
+}
+
+}  // namespace
+
+std::vector<ip_prefix> normalize_allowed_ips(const std::vector<ip_prefix>& in) {
+    std::vector<ip_prefix> out;
+    out.reserve(in.size());
+    for (const auto& p : in) out.push_back(p.network());
+    std::sort(out.begin(), out.end(), prefix_less);
+    out.erase(std::unique(out.begin(), out.end()), out.end());
+    return out;
+}
+
+bool wg_peer::same_config(const wg_peer& o) const {
+    return public_key == o.public_key && preshared_key == o.preshared_key &&
+           endpoint == o.endpoint && persistent_keepalive == o.persistent_keepalive &&
+           normalize_allowed_ips(allowed_ips) == normalize_allowed_ips(o.allowed_ips);
+}
+
+const wg_peer* wg_device::find_peer(const wg_key& key) const {
+    for (const auto& p : peers) {
+        if (p.public_key == key) return &p;
+    }
+    return nullptr;
+}
+
+void wg_device::normalize() {
+    for (auto& p : peers) p.allowed_ips = normalize_allowed_ips(p.allowed_ips);
+    std::sort(peers.begin(), peers.end(),
+              [](const wg_peer& a, const wg_peer& b) { return a.public_key < b.public_key; });
+}
+
+bool wg_device::same_config(const wg_device& observed) const {
+    if (private_key && private_key != observed.private_key) return false;
+    if (listen_port && listen_port != observed.listen_port) return false;
+    if (fwmark && fwmark.value_or(0) != observed.fwmark.value_or(0)) return false;
+    if (peers.size() != observed.peers.size()) return false;
+    std::map<wg_key, const wg_peer*> by_key;
+    for (const auto& p : observed.peers) by_key[p.public_key] = &p;
+    for (const auto& p : peers) {
+        auto it = by_key.find(p.public_key);
+        if (it == by_key.end() || !p.same_config(*it->second)) return false;
+    }
+    return true;
+}
+
+status validate_ifname(const std::string& name) {
+    bool ok = !name.empty() && name.size() < 16 && name != "." && name != "..";
+    for (char c : name) {
+        if (c == '/' || c == ':' || c <= ' ' || c == 0x7f) ok = false;
+    }
+    if (!ok) return error(errc::invalid_argument, "invalid interface name \"" + name + "\"");
+    return {};
+}
+
+status validate(const wg_device& d) {
+    if (d.private_key && d.private_key->is_zero()) {
+        return error(errc::invalid_argument, "private key is all zero");
+    }
+    std::map<wg_key, size_t> seen_keys;
+    // Allowed-ip (normalized) -> index of the peer that claims it.
+    std::map<std::pair<ip_address, int>, size_t> owner;
+    for (size_t i = 0; i < d.peers.size(); ++i) {
+        const wg_peer& p = d.peers[i];
+        std::string who = "peer " + p.public_key.to_base64();
+        if (p.public_key.is_zero()) {
+            return error(errc::invalid_argument,
+                         "peer #" + std::to_string(i) + ": public key is all zero");
+        }
+        if (!seen_keys.emplace(p.public_key, i).second) {
+            return error(errc::invalid_argument, who + ": listed twice");
+        }
+        if (p.preshared_key && p.preshared_key->is_zero()) {
+            return error(errc::invalid_argument,
+                         who + ": preshared key is all zero (omit it instead)");
+        }
+        if (p.endpoint && (!p.endpoint->address.valid() || p.endpoint->port == 0)) {
+            return error(errc::invalid_argument, who + ": endpoint needs an address and a port");
+        }
+        for (const auto& a : p.allowed_ips) {
+            if (!a.address().valid() || a.length() < 0 || a.length() > a.address().bits()) {
+                return error(errc::invalid_argument, who + ": invalid allowed-ip prefix");
+            }
+            auto net = a.network();
+            auto [it, fresh] = owner.emplace(std::make_pair(net.address(), net.length()), i);
+            if (!fresh && it->second != i) {
+                return error(errc::invalid_argument,
+                             who + ": allowed-ip " + net.str() + " is also claimed by peer " +
+                                 d.peers[it->second].public_key.to_base64());
+            }
+        }
+    }
+    return {};
+}
+
+}  // namespace mw

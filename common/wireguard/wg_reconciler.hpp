@@ -1,0 +1,81 @@
+// Drives one WireGuard interface towards a desired state with the fewest changes: it reads the
+// device, computes the difference (diff() is pure and unit-tested), sends only that, and keeps the
+// interface's link state (up, MTU, addresses) and the routes for the peers' allowed-ips in line.
+// Applying the same state twice sends nothing. Routes it installs carry their own rtnetlink
+// protocol number, so routes that others installed on the interface are never touched.
+#pragma once
+
+#include <cstdint>
+#include <mutex>
+#include <optional>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "common/ip_address.hpp"
+#include "common/result.hpp"
+#include "common/rtnl.hpp"
+#include "common/wireguard/wg_backend.hpp"
+
+namespace mw {
+
+// rtm_protocol of the routes we own ("m" for meshwire). Not a value the kernel or the common
+// routing daemons use (see /etc/iproute2/rt_protos).
+inline constexpr uint8_t k_wg_route_protocol = 109;
+
+struct wg_interface_config {
+    wg_device device;
+    std::vector<ip_prefix> addresses;  // the node's addresses on the interface
+    unsigned mtu = 0;                  // 0: leave the device default
+    bool manage_routes = true;         // a route via the interface for every allowed-ip
+    uint32_t route_table = 254;        // RT_TABLE_MAIN
+};
+
+struct wg_reconcile_report {
+    size_t wg_operations = 0;  // wg_device_update::operation_count() of what was sent
+    uint64_t wg_bytes = 0;     // bytes written to the backend socket
+    size_t link_changes = 0;   // up / mtu / addresses
+    size_t routes_added = 0;
+    size_t routes_removed = 0;
+    bool changed() const { return wg_operations || link_changes || routes_added || routes_removed; }
+};
+
+struct wg_route_diff {
+    std::vector<ip_prefix> add;
+    std::vector<ip_prefix> remove;
+};
+
+class wg_reconciler {
+public:
+    // `backend` must outlive the reconciler. Installs the backend's restart hook, so that a
+    // re-created device gets its link state and routes back without waiting for the next apply().
+    explicit wg_reconciler(wg_backend& backend);
+    ~wg_reconciler();
+    wg_reconciler(const wg_reconciler&) = delete;
+    wg_reconciler& operator=(const wg_reconciler&) = delete;
+
+    // Validates everything first (nothing is applied when any part is bad), then brings the device
+    // up if needed and applies the difference.
+    result<wg_reconcile_report> apply(const wg_interface_config& desired);
+
+    // Minimal update turning `observed` into `desired`. Fields unset in desired (private key,
+    // listen port, fwmark, a peer's endpoint) are left alone; peers absent from desired are
+    // removed.
+    static wg_device_update diff(const wg_device& observed, const wg_device& desired);
+    // Routes to add and remove, given the routes we own now and the allowed-ips wanted.
+    static wg_route_diff diff_routes(const std::vector<ip_prefix>& owned,
+                                     const std::vector<ip_prefix>& wanted);
+    // Every allowed-ip of every peer, normalized (what needs a route).
+    static std::vector<ip_prefix> wanted_routes(const wg_device& desired);
+
+private:
+    status apply_link_locked(const wg_interface_config& desired, wg_reconcile_report& rep);
+    void on_restart();
+
+    wg_backend& backend_;
+    std::mutex mu_;
+    std::optional<wg_interface_config> last_;  // for on_restart()
+    std::set<std::pair<ip_address, int>> added_addresses_;
+};
+
+}  // namespace mw
