@@ -338,7 +338,7 @@ def _communicate(p, data, timeout):
 
 def invoke(plugin, command, conf=None, containerid=None, netns=None, ifname=None,
            cni_path=None, cni_args=None, node=None, stdin=None, env_override=None,
-           unset=(), timeout=60):
+           unset=(), timeout=60, argv=None):
     """Invoke a CNI plugin as a runtime does.
 
     conf: dict (serialised to stdin) unless `stdin` (raw bytes/str) is given.
@@ -366,7 +366,7 @@ def invoke(plugin, command, conf=None, containerid=None, netns=None, ifname=None
     if isinstance(stdin, str):
         stdin = stdin.encode()
     nspath = getattr(node, "path", node)
-    argv = [plugin]
+    argv = list(argv) if argv else [plugin]  # argv: e.g. a wrapper such as /usr/bin/time
     with in_netns(nspath):
         t0 = time.perf_counter()
         p = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
@@ -379,7 +379,7 @@ def invoke(plugin, command, conf=None, containerid=None, netns=None, ifname=None
         p.returncode = os.waitstatus_to_exitcode(status)
         p.stdout.close()
         p.stderr.close()
-    return Result(argv, p.returncode, out.decode(errors="replace"), err.decode(errors="replace"),
+    return Result([plugin] + argv[1:], p.returncode, out.decode(errors="replace"), err.decode(errors="replace"),
                   elapsed, ru.ru_maxrss, env)
 
 
