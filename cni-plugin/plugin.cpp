@@ -3,6 +3,7 @@
 #include <sys/stat.h>
 
 #include <chrono>
+#include <cstdio>
 #include <set>
 
 #include "cni-plugin/cni_version.hpp"
@@ -297,6 +298,19 @@ outcome command_runner::gc() {
     return outcome{};
 }
 
+// VmHWM of this process (the plugin's peak resident set), for the debug log and the benchmark.
+long peak_rss_kb() {
+    FILE* f = std::fopen("/proc/self/status", "re");
+    if (!f) return -1;
+    char line[256];
+    long kb = -1;
+    while (std::fgets(line, sizeof line, f)) {
+        if (std::sscanf(line, "VmHWM: %ld kB", &kb) == 1) break;
+    }
+    std::fclose(f);
+    return kb;
+}
+
 const char* command_name(command c) {
     switch (c) {
         case command::add: return "ADD";
@@ -369,9 +383,13 @@ invocation_output run_invocation(const env_lookup& get, const std::string& stdin
         case command::gc: o = runner.gc(); break;
         case command::version: break;
     }
-    auto us = std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() - t0).count();
-    log::debug("command finished", {{"command", command_name(env.cmd)}, {"container_id", env.container_id},
-                                    {"ok", o.ok ? "true" : "false"}, {"duration_us", std::to_string(us)}});
+    if (log::current_level() <= log::level::debug) {
+        auto us = std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() - t0).count();
+        log::debug("command finished",
+                   {{"command", command_name(env.cmd)}, {"container_id", env.container_id},
+                    {"ok", o.ok ? "true" : "false"}, {"duration_us", std::to_string(us)},
+                    {"peak_rss_kb", std::to_string(peak_rss_kb())}});
+    }
     if (!o.ok) return error_out(o.err);
     return {0, o.out};
 }

@@ -141,7 +141,9 @@ result<wiring_result> pod_wiring::add(const netns& pod_ns, const wiring_spec& sp
         MW_TRY_STATUS(host_.delete_link(existing->index));
     }
 
-    veth_spec vs{out.host_veth, spec.ifname, pod_ns.fd(), spec.mtu, alias};
+    // The alias is set together with IFF_UP below (one message); until then a crash leaves a veth
+    // without alias, which DEL and GC do not touch: the rollback below removes it.
+    veth_spec vs{out.host_veth, spec.ifname, pod_ns.fd(), spec.mtu, {}};
     if (auto st = host_.create_veth(vs); !st) {
         if (st.err().is_errno(EEXIST)) {
             // The host name was free above, so the clash is in the pod.
@@ -175,7 +177,9 @@ result<wiring_result> pod_wiring::add(const netns& pod_ns, const wiring_spec& sp
         // The host's link-local address on the veth must be usable at once for neighbour discovery.
         (void)write_sysctl("net/ipv6/conf/" + out.host_veth + "/accept_dad", "0");
     }
-    if (auto st = host_.set_link_up(host_link->index); !st) return undo(std::move(st).err());
+    if (auto st = host_.change_link(host_link->index, {true, {}, alias}); !st) {
+        return undo(std::move(st).err());
+    }
     if (auto st = configure_pod(pod_ns, spec, *host_link->mac, out); !st) {
         return undo(st.err().wrap("configuring " + spec.ifname + " in " + pod_ns.path()));
     }

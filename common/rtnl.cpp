@@ -295,35 +295,31 @@ status rtnl::delete_link(int index) {
     return transact(nlh, "RTM_DELLINK index " + std::to_string(index));
 }
 
-status rtnl::set_link_up(int index, bool up) {
+status rtnl::change_link(int index, const link_change& change) {
     nlmsghdr* nlh = start(RTM_NEWLINK, 0);
     auto* ifi = static_cast<ifinfomsg*>(mnl_nlmsg_put_extra_header(nlh, sizeof(ifinfomsg)));
     ifi->ifi_family = AF_UNSPEC;
     ifi->ifi_index = index;
-    ifi->ifi_change = IFF_UP;
-    ifi->ifi_flags = up ? IFF_UP : 0;
-    return transact(nlh, std::string("RTM_NEWLINK set ") + (up ? "up" : "down") + " index " +
-                             std::to_string(index));
+    std::string what = "RTM_NEWLINK index " + std::to_string(index);
+    if (change.up) {
+        ifi->ifi_change = IFF_UP;
+        ifi->ifi_flags = *change.up ? IFF_UP : 0;
+        what += *change.up ? " up" : " down";
+    }
+    if (change.mtu) {
+        mnl_attr_put_u32(nlh, IFLA_MTU, *change.mtu);
+        what += " mtu " + std::to_string(*change.mtu);
+    }
+    if (change.alias) {
+        mnl_attr_put(nlh, IFLA_IFALIAS, change.alias->size(), change.alias->data());
+        what += " alias";
+    }
+    return transact(nlh, what);
 }
 
-status rtnl::set_mtu(int index, unsigned mtu) {
-    nlmsghdr* nlh = start(RTM_NEWLINK, 0);
-    auto* ifi = static_cast<ifinfomsg*>(mnl_nlmsg_put_extra_header(nlh, sizeof(ifinfomsg)));
-    ifi->ifi_family = AF_UNSPEC;
-    ifi->ifi_index = index;
-    mnl_attr_put_u32(nlh, IFLA_MTU, mtu);
-    return transact(nlh, "RTM_NEWLINK set mtu " + std::to_string(mtu) + " index " +
-                             std::to_string(index));
-}
-
-status rtnl::set_alias(int index, const std::string& alias) {
-    nlmsghdr* nlh = start(RTM_NEWLINK, 0);
-    auto* ifi = static_cast<ifinfomsg*>(mnl_nlmsg_put_extra_header(nlh, sizeof(ifinfomsg)));
-    ifi->ifi_family = AF_UNSPEC;
-    ifi->ifi_index = index;
-    mnl_attr_put(nlh, IFLA_IFALIAS, alias.size(), alias.data());
-    return transact(nlh, "RTM_NEWLINK set alias index " + std::to_string(index));
-}
+status rtnl::set_link_up(int index, bool up) { return change_link(index, {up, {}, {}}); }
+status rtnl::set_mtu(int index, unsigned mtu) { return change_link(index, {{}, mtu, {}}); }
+status rtnl::set_alias(int index, const std::string& alias) { return change_link(index, {{}, {}, alias}); }
 
 // ---- addresses ----
 

@@ -59,6 +59,13 @@ struct neigh_info {
     uint16_t state = 0;  // NUD_*
 };
 
+// Several link attributes changed in one RTM_NEWLINK (one round trip instead of one each).
+struct link_change {
+    std::optional<bool> up;
+    std::optional<unsigned> mtu;
+    std::optional<std::string> alias;
+};
+
 struct veth_spec {
     std::string name;          // in this socket's namespace
     std::string peer_name;
@@ -91,6 +98,9 @@ public:
     status set_link_up(int index, bool up = true);
     status set_mtu(int index, unsigned mtu);
     status set_alias(int index, const std::string& alias);
+    status change_link(int index, const link_change& change);
+    // Moves the link into the network namespace `netns_fd` (IFLA_NET_NS_FD).
+    status set_link_netns(int index, int netns_fd);
 
     // Addresses. nodad skips IPv6 duplicate address detection (the address is usable at once).
     status add_address(int index, const ip_prefix& addr, bool nodad = false);
