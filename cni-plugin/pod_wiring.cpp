@@ -118,7 +118,15 @@ status pod_wiring::configure_pod(const netns& pod_ns, const wiring_spec& spec,
         MW_TRY_STATUS(nl.set_link_up(link.index));
         for (const auto& a : spec.addresses) {
             MW_TRY_STATUS(nl.add_neighbor(link.index, gateway_for(a.family()), host_mac));
-            MW_TRY_STATUS(nl.add_route(default_route(a.family(), link.index), /*replace=*/true));
+            // A second interface in the same pod must not steal the first one's default route:
+            // its default goes in with a worse metric, so it takes over only if the first goes.
+            route_info def = default_route(a.family(), link.index);
+            auto st = nl.add_route(def);
+            if (!st && st.err().is_errno(EEXIST)) {
+                def.priority = 1024 + static_cast<uint32_t>(link.index);
+                st = nl.add_route(def);
+            }
+            MW_TRY_STATUS(st);
         }
         return {};
     });
