@@ -780,12 +780,19 @@ def bad_versions_and_config(ctx, c):
         ("mtu not a number", dict(conf, mtu="big"), 7),
         ("mtu too small", dict(conf, mtu=100), 7),
         ("prevResult on ADD", dict(conf, prevResult={"cniVersion": "1.0.0", "ips": []}), 2),
+        # the name becomes a directory under dataDir: it must not escape it
+        ("name ../escape", dict(conf, name="../escape"), 7),
+        ("name with a slash", dict(conf, name="a/b"), 7),
+        ("empty name", dict(conf, name=""), 7),
     ]
     for what, cf, code in cases:
         r = env.invoke("ADD", cf, "badconf", pod)
         env.expect_error(r, code, "ADD with " + what)
     env.assert_pod_empty(pod, "after bad config")
     env.assert_clean("after bad config")
+    escaped = os.path.join(os.path.dirname(env.data), "escape")
+    check(not os.path.exists(escaped), "a bad network name created %s", escaped)
+    eq(sorted(os.listdir(env.data)), [], "dataDir after bad configs")
 
 
 @test
