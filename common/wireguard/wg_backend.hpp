@@ -25,7 +25,7 @@ struct wg_backend_options {
     std::string wireguard_go = "wireguard-go";  // looked up in PATH
     std::string socket_dir = "/var/run/wireguard";
     std::chrono::milliseconds start_timeout{10000};  // process start until its socket answers
-    std::chrono::milliseconds io_timeout{10000};     // one UAPI request
+    std::chrono::milliseconds io_timeout{30000};     // one UAPI request
     std::string go_log_level = "error";              // wireguard-go's LOG_LEVEL
 
     // Kernel backend: upper bound of one WG_CMD_SET_DEVICE message; larger peer sets are split.
