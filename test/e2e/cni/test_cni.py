@@ -448,6 +448,12 @@ def del_twice_and_with_vanished_netns(ctx, c):
         check(not os.path.exists(pod.path), "netns still exists")
         env.delete(conf, cid, pod, prev=res if with_prev else None)
         env.assert_clean("after DEL with vanished netns (prevResult=%s)" % with_prev)
+    # host veth removed by hand (the pod side goes with it): DEL still releases the addresses
+    pod = env.node.pod_ns()
+    res = env.add(conf, "nolink", pod)
+    env.node.ns.ip("link", "del", res["interfaces"][0]["name"])
+    env.delete(conf, "nolink", pod, prev=res)
+    env.assert_clean("after DEL with the link already gone")
     # DEL of something never added
     pod = env.node.pod_ns()
     env.delete(conf, "never-added", pod)
