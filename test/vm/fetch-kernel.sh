@@ -53,7 +53,9 @@ if [ ! -f "$dest/.complete" ]; then
   echo "fetch-kernel.sh: fetching $pkg into $dest" >&2
   tmp=$(mktemp -d "$cache/kernels/.tmp.XXXXXX")
   trap 'rm -rf "$tmp"' EXIT
-  chmod 755 "$tmp" # lets apt's _apt sandbox user write there (otherwise apt warns and runs unsandboxed)
+  # apt-get download as root drops to the _apt user, which must be able to write the folder.
+  chmod 755 "$tmp"
+  if [ "$(id -u)" -eq 0 ] && id _apt >/dev/null 2>&1; then chown _apt "$tmp"; fi
   if ! (cd "$tmp" && apt-get download -q "$pkg" >&2); then
     echo "fetch-kernel.sh: 'apt-get download $pkg' failed (is a Debian mirror reachable?)" >&2
     exit 1
@@ -90,7 +92,8 @@ if [ ! -f "$dest/.complete" ]; then
   echo "fetch-kernel.sh: unpacked $pkg ($kver), $(du -sh "$dest" | cut -f1)" >&2
 fi
 
-# current.env describes the kernel apt names now; kernels and initramfs images of older versions
+# current.env describes the kernel apt names now; kernels, initramfs images and
+# decompressed kernels of older versions
 # are removed.
 if ! cmp -s "$dest/kernel.env" "$cache/current.env" 2>/dev/null; then
   cp "$dest/kernel.env" "$cache/current.env.tmp"
@@ -100,7 +103,7 @@ for old in "$cache"/kernels/*; do
   [ "$old" = "$dest" ] || [ ! -d "$old" ] || rm -rf "$old"
 done
 kver=$(sed -n 's/^VM_KERNEL_VERSION=//p' "$cache/current.env")
-for old in "$cache"/initramfs/*.cpio.gz; do
-  case "$old" in *"/initramfs-$kver-"*) ;; *) rm -f "$old" ;; esac
+for old in "$cache"/boot/initramfs-*.cpio.gz "$cache"/boot/vmlinux-*; do
+  case "$old" in *"/initramfs-$kver-"* | *"/vmlinux-$kver" | *"/vmlinux-$kver.unusable") ;; *) rm -f "$old" ;; esac
 done
 cat "$cache/current.env"

@@ -14,11 +14,15 @@
 #   --keep                 keep the per-run work directory (run script, rc file) and print its path
 #   --skip-if-unavailable  run can-run.sh first; exit 77 (CTest skip) if QEMU/kernel are unusable
 #
-# The guest's root is a busybox initramfs; the host's / is mounted read-only via 9p at /host, with
-# fresh tmpfs on /run, /tmp, /var/tmp, /dev/shm, and the command runs as root in `chroot /host`, in
-# the caller's working directory, so a host-built binary runs with the host's own libraries.
+# The guest's root is a busybox initramfs that loads the virtio/9p/overlay/wireguard/veth modules,
+# mounts the host's / read-only via 9p under a tmpfs overlay, mounts a fresh tmpfs on /run (so
+# /var/run/netns and /var/run/wireguard are empty and writable) and runs the command as root in
+# `chroot` into that overlay, in the caller's working directory: a host-built binary runs with the
+# host's own libraries, every host path reads as on the host, writes stay in guest memory except in
+# the work directory ($MESHWIRE_VM_WORK) and --rw directories, which are shared writable.
 # stdout and stderr of the command both go to the guest console, i.e. this script's stdout.
-# The guest prints one final line `VM-RESULT: PASS` or `VM-RESULT: FAIL rc=N`.
+# The last line on stdout is `VM-RESULT: PASS` or `VM-RESULT: FAIL rc=N` (printed by the guest; by
+# this script on timeout or when the guest died without a result).
 #
 # Exit status: the command's exit status; 124 on timeout; 125 if the guest produced no result
 # (boot/init failure, kernel panic); 2 on usage errors; 77 with --skip-if-unavailable.
@@ -105,21 +109,25 @@ cleanup() {
   fi
 }
 trap cleanup EXIT
-trap 'echo "run-in-vm.sh: interrupted" >&2; exit 130' INT TERM HUP
+for sig in INT:130 TERM:143 HUP:129; do
+  # shellcheck disable=SC2064
+  trap "echo 'run-in-vm.sh: interrupted (SIG${sig%%:*})' >&2; exit ${sig#*:}" "${sig%%:*}"
+done
 
 # ---------------------------------------------------------------- initramfs (cached)
 # Modules loaded at boot, in dependency order (modprobe --show-depends). Everything else loads on
 # demand: the guest's /sbin/modprobe (busybox) reads the unpacked kernel's modules via /host.
-boot_modules="virtio_pci 9pnet_virtio 9p wireguard veth"
+boot_modules="virtio_pci 9pnet_virtio 9p overlay wireguard veth"
 
 key=$(cat "$self" <(printf '%s\n' "$kver" "$boot_modules") | sha256sum | cut -c1-16)
-initrd="$cache/initramfs/initramfs-$kver-$key.cpio.gz"
+initrd="$cache/boot/initramfs-$kver-$key.cpio.gz"
+vmlinux="$cache/boot/vmlinux-$kver"
 
 build_initramfs() {
   local tmp mod path name
-  tmp=$(mktemp -d "$cache/initramfs/.build.XXXXXX")
+  tmp=$(mktemp -d "$cache/boot/.build.XXXXXX")
   build_tmp=$tmp
-  mkdir -p "$tmp"/root/{bin,sbin,usr/bin,usr/sbin,proc,sys,dev,host,work,lib,modules,run,tmp}
+  mkdir -p "$tmp"/root/{bin,sbin,usr/bin,usr/sbin,proc,sys,dev,host,hostro,overlay,work,lib,modules,run,tmp}
   local busybox
   busybox=$(command -v busybox) || die "busybox not found (install busybox-static)"
   file -L "$busybox" 2>/dev/null | grep -q 'statically linked' ||
@@ -164,19 +172,25 @@ while read -r m; do
   insmod "/modules/$m" || finish 125 "insmod $m failed"
 done </modules/order
 opts=trans=virtio,version=9p2000.L,msize=262144
-mount -t 9p -o "$opts,ro,cache=loose" hostroot /host || finish 125 "cannot mount the host root (9p tag hostroot)"
+mkdir -p /hostro /overlay /host
+mount -t 9p -o "$opts,ro,cache=loose" hostroot /hostro || finish 125 "cannot mount the host root (9p tag hostroot)"
 mount -t 9p -o "$opts" mwwork /work || finish 125 "cannot mount the work share (9p tag mwwork)"
 [ -f /work/vm.conf ] || finish 125 "no vm.conf in the work share"
 . /work/vm.conf
 result_file=/work/rc
+# The chroot's root: the host's root (read-only 9p) under a tmpfs overlay, so every host path is
+# visible (also under /tmp) and writable, with writes staying in guest memory.
+mount -t tmpfs -o mode=755 tmpfs /overlay || finish 125 "tmpfs /overlay"
+mkdir -p /overlay/upper /overlay/work
+mount -t overlay -o lowerdir=/hostro,upperdir=/overlay/upper,workdir=/overlay/work overlay /host ||
+  finish 125 "cannot mount the overlay root"
 # Modules not in the initramfs load on demand from the unpacked kernel (busybox modprobe).
-ln -s "/host$VM_KROOT/lib/modules" /lib/modules
+ln -s "/hostro$VM_KROOT/lib/modules" /lib/modules
 ip link set lo up
-# Writable scratch inside the read-only host view; /var/run and /var/lock are symlinks into /run.
+# A fresh /run (the host's runtime state would mislead: netns, sockets, pid files); /var/run and
+# /var/lock are symlinks into it.
 mount -t tmpfs -o mode=755 tmpfs /host/run || finish 125 "tmpfs /host/run"
 mkdir -p /host/run/netns /host/run/wireguard /host/run/lock
-mount -t tmpfs -o mode=1777 tmpfs /host/tmp || finish 125 "tmpfs /host/tmp"
-mount -t tmpfs -o mode=1777 tmpfs /host/var/tmp 2>/dev/null
 mount --bind /proc /host/proc || finish 125 "bind /proc"
 mount --bind /sys /host/sys || finish 125 "bind /sys"
 mkdir -p /dev/pts /dev/shm
@@ -184,12 +198,10 @@ mount -t devpts -o newinstance,ptmxmode=0666 devpts /dev/pts
 mount -t tmpfs -o mode=1777 tmpfs /dev/shm
 mount --rbind /dev /host/dev || finish 125 "bind /dev"
 # The work share and the --rw shares appear at their host paths.
-mkdir -p "/host$VM_WORK" 2>/dev/null
 mount --bind /work "/host$VM_WORK" || finish 125 "bind work share at $VM_WORK"
 i=0
 while [ "$i" -lt "$VM_RW_COUNT" ]; do
   eval "dir=\$VM_RW_$i"
-  mkdir -p "/host$dir" 2>/dev/null
   mount -t 9p -o "$opts" "mwrw$i" "/host$dir" || finish 125 "cannot mount --rw $dir"
   i=$((i + 1))
 done
@@ -204,20 +216,30 @@ INIT
   build_tmp=""
 }
 
-if [ ! -f "$initrd" ]; then
-  mkdir -p "$cache/initramfs"
-  exec 8>"$cache/initramfs/.lock"
+if [ ! -f "$initrd" ] || [ ! -f "$vmlinux" ] && [ ! -f "$vmlinux.unusable" ]; then
+  mkdir -p "$cache/boot"
+  exec 8>"$cache/boot/.lock"
   flock 8
   if [ ! -f "$initrd" ]; then
     build_initramfs
     # Images for other versions of this script are stale.
-    for old in "$cache"/initramfs/initramfs-*.cpio.gz; do
+    for old in "$cache"/boot/initramfs-*.cpio.gz; do
       [ "$old" = "$initrd" ] || rm -f "$old"
     done
+  fi
+  # The decompressed kernel boots through its PVH entry: saves the bzImage's xz decompression,
+  # 5-10 s under TCG. Falls back to the bzImage if extraction is impossible.
+  if [ ! -f "$vmlinux" ] && [ ! -f "$vmlinux.unusable" ]; then
+    if ! python3 "$here/extract-vmlinux.py" "$VM_KERNEL_IMAGE" "$vmlinux"; then
+      echo "run-in-vm.sh: booting the compressed kernel (slower)" >&2
+      touch "$vmlinux.unusable"
+    fi
   fi
   flock -u 8
   exec 8>&-
 fi
+boot_kernel=$VM_KERNEL_IMAGE
+[ ! -f "$vmlinux" ] || boot_kernel=$vmlinux
 
 # ---------------------------------------------------------------- per-run work share
 work=$(mktemp -d "${TMPDIR:-/tmp}/meshwire-vm.XXXXXX")
@@ -250,8 +272,8 @@ qpath() { printf '%s' "${1//,/,,}"; }
 qemu_args=(
   -accel tcg,thread=multi -cpu max -smp 2 -m "$mem"
   -display none -vga none -serial stdio -monitor none -no-reboot -nic none
-  -kernel "$VM_KERNEL_IMAGE" -initrd "$initrd"
-  -append 'console=ttyS0 panic=-1 quiet'
+  -kernel "$boot_kernel" -initrd "$initrd"
+  -append "console=ttyS0 panic=-1 quiet${MESHWIRE_VM_KERNEL_ARGS:+ $MESHWIRE_VM_KERNEL_ARGS}"
   -virtfs "local,path=/,mount_tag=hostroot,security_model=none,readonly=on,multidevs=remap,id=hostroot"
   -virtfs "local,path=$(qpath "$work"),mount_tag=mwwork,security_model=none,id=mwwork"
 )
@@ -271,10 +293,12 @@ elapsed=$(awk -v s="$start" -v e="$(date +%s.%N)" 'BEGIN { printf "%.1f", e - s 
 
 if [ "$qrc" -eq 124 ] || [ "$qrc" -eq 137 ]; then
   echo "run-in-vm.sh: TIMEOUT: the guest did not finish within ${timeout_s}s; QEMU was killed" >&2
+  echo "VM-RESULT: FAIL rc=124"
   exit 124
 fi
 if [ ! -s "$work/rc" ]; then
   echo "run-in-vm.sh: the guest produced no result (QEMU exit $qrc after ${elapsed}s; boot or init failure, or kernel panic — see the console output above)" >&2
+  echo "VM-RESULT: FAIL rc=125"
   exit 125
 fi
 rc=$(cat "$work/rc")
