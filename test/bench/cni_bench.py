@@ -62,6 +62,7 @@ class Subject:
         if record:
             for op, r in (("ADD", add), ("DEL", dele)):
                 self.times[op].append(r.elapsed * 1000.0)
+                self.cpu[op].append(r.cpu * 1000.0)
         return True
 
 
@@ -160,20 +161,25 @@ def main():
               % (args.cycles, args.warmup, "dual-stack" if args.dual_stack else "IPv4", v))
         print("machine: %d CPUs, kernel %s; %.1f s wall" % (os.cpu_count(), os.uname().release, wall))
         print()
-        hdr = "%-22s %-4s %9s %9s %9s %9s" % ("plugin", "op", "median", "p90", "min", "max")
+        hdr = "%-22s %-4s %9s %9s %9s %9s %11s" % ("plugin", "op", "median", "p90", "min", "max",
+                                                  "cpu median")
         print(hdr + "   (ms)")
         print("-" * len(hdr))
         for s in subjects:
             for op in ("ADD", "DEL"):
                 xs = s.times[op]
-                print("%-22s %-4s %9.2f %9.2f %9.2f %9.2f" % (s.label, op, statistics.median(xs),
-                                                              pct(xs, 90), min(xs), max(xs)))
+                print("%-22s %-4s %9.2f %9.2f %9.2f %9.2f %11.2f" % (
+                    s.label, op, statistics.median(xs), pct(xs, 90), min(xs), max(xs),
+                    statistics.median(s.cpu[op])))
         print()
         for op in ("ADD", "DEL"):
             r = statistics.median(ref.times[op]) / statistics.median(mw.times[op])
-            print("ratio reference/meshwire, median %s: %.1fx  (target >= 5x: %s)"
-                  % (op, r, "met" if r >= 5 else "NOT met"))
+            rc = statistics.median(ref.cpu[op]) / max(statistics.median(mw.cpu[op]), 1e-6)
+            print("ratio reference/meshwire, median %s: %.1fx  (target >= 5x: %s); cpu time %.1fx"
+                  % (op, r, "met" if r >= 5 else "NOT met", rc))
         print()
+        print("wall time = spawn to reap; cpu = user+sys of the plugin process and the children it "
+              "reaped (wait4)")
         print("spawn+reap floor (/bin/true): %.2f ms" % floor)
         print("peak RSS (max over %d ADD+DEL via /usr/bin/time -f %%M): meshwire %s KiB, "
               "bridge %s KiB (wait4 rusage: includes the host-local child it reaps)"

@@ -260,7 +260,8 @@ def tmpdir(cleanup, tag="data"):
 
 
 class Result:
-    def __init__(self, argv, rc, stdout, stderr, elapsed, maxrss_kb, env):
+    def __init__(self, argv, rc, stdout, stderr, elapsed, maxrss_kb, env, cpu=0.0):
+        self.cpu = cpu  # user + system seconds of the child (and the children it reaped)
         self.argv = argv
         self.rc = rc
         self.stdout = stdout
@@ -380,7 +381,7 @@ def invoke(plugin, command, conf=None, containerid=None, netns=None, ifname=None
         p.stdout.close()
         p.stderr.close()
     return Result([plugin] + argv[1:], p.returncode, out.decode(errors="replace"), err.decode(errors="replace"),
-                  elapsed, ru.ru_maxrss, env)
+                  elapsed, ru.ru_maxrss, env, ru.ru_utime + ru.ru_stime)
 
 
 # --------------------------------------------------------------------------------------------
