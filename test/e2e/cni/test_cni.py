@@ -814,6 +814,28 @@ def ifname_exists_is_104_and_leaks_nothing(ctx, c):
     env.assert_clean("after ADD error 104")
 
 
+@test
+def failed_wiring_rolls_back(ctx, c):
+    """An ADD that fails after its addresses were allocated (the host veth name is taken by a
+    link that is not ours) must release them, leave the pod empty and the foreign link alone."""
+    env = Env(ctx, c)
+    conf = env.conf("1.0.0")
+    pod = env.node.pod_ns()
+    res = env.add(conf, "taken", pod)
+    name = res["interfaces"][0]["name"]
+    env.delete(conf, "taken", pod, prev=res)
+    env.node.ns.ip("link", "add", name, "type", "veth", "peer", "name", "foreignpeer")
+    env.node.ns.ip("link", "set", name, "alias", "not-meshwire")
+    r = env.invoke("ADD", conf, "taken", pod)
+    check(r.rc != 0 and isinstance(r.code, int), "ADD over a foreign %s: %s", name, r.describe())
+    env.assert_pod_empty(pod, "after failed wiring")
+    eq(L.allocations(env.data, NET), {}, "allocations after failed wiring")
+    lk = [x for x in L.links(env.node.name) if x["ifname"] == name]
+    check(lk and lk[0].get("ifalias") == "not-meshwire", "the foreign %s was changed or removed", name)
+    env.node.ns.ip("link", "del", name)
+    env.assert_clean("after failed wiring")
+
+
 # --------------------------------------------------------------------------------------------
 # delegated IPAM and chaining with the reference plugins
 
