@@ -321,6 +321,15 @@ status rtnl::set_link_up(int index, bool up) { return change_link(index, {up, {}
 status rtnl::set_mtu(int index, unsigned mtu) { return change_link(index, {{}, mtu, {}}); }
 status rtnl::set_alias(int index, const std::string& alias) { return change_link(index, {{}, {}, alias}); }
 
+status rtnl::set_link_netns(int index, int netns_fd) {
+    nlmsghdr* nlh = start(RTM_NEWLINK, 0);
+    auto* ifi = static_cast<ifinfomsg*>(mnl_nlmsg_put_extra_header(nlh, sizeof(ifinfomsg)));
+    ifi->ifi_family = AF_UNSPEC;
+    ifi->ifi_index = index;
+    mnl_attr_put_u32(nlh, IFLA_NET_NS_FD, static_cast<uint32_t>(netns_fd));
+    return transact(nlh, "RTM_NEWLINK set netns index " + std::to_string(index));
+}
+
 // ---- addresses ----
 
 static void put_addr(nlmsghdr* nlh, uint16_t type, const ip_address& a) {
