@@ -1,3 +1,4 @@
+# shellcheck shell=bash disable=SC2034
 # Shared helpers of the test/vm scripts (sourced, not executed).
 
 # vm_cache_dir [DIR]: the harness's cache folder (kernel, initramfs images). Never in the git tree.
