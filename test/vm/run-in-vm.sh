@@ -14,12 +14,12 @@
 #   --keep                 keep the per-run work directory (run script, rc file) and print its path
 #   --skip-if-unavailable  run can-run.sh first; exit 77 (CTest skip) if QEMU/kernel are unusable
 #
-# The guest's root is a busybox initramfs that loads the virtio/9p/overlay/wireguard/veth modules,
-# mounts the host's / read-only via 9p under a tmpfs overlay, mounts a fresh tmpfs on /run (so
-# /var/run/netns and /var/run/wireguard are empty and writable) and runs the command as root in
-# `chroot` into that overlay, in the caller's working directory: a host-built binary runs with the
-# host's own libraries, every host path reads as on the host, writes stay in guest memory except in
-# the work directory ($MESHWIRE_VM_WORK) and --rw directories, which are shared writable.
+# The guest's root is a busybox initramfs that loads the virtio, 9p, overlay, wireguard, veth and
+# tun modules, mounts the host's / read-only via 9p under a tmpfs overlay, mounts a fresh tmpfs on
+# /run (so /var/run/netns and /var/run/wireguard are empty and writable) and runs the command as
+# root, chrooted into that overlay, in the caller's working directory: a host-built binary runs with
+# the host's own libraries, every host path reads as on the host, and writes stay in guest memory
+# except in the work directory ($MESHWIRE_VM_WORK) and --rw directories, which are shared writable.
 # stdout and stderr of the command both go to the guest console, i.e. this script's stdout.
 # The last line on stdout is `VM-RESULT: PASS` or `VM-RESULT: FAIL rc=N` (printed by the guest; by
 # this script on timeout or when the guest died without a result).
@@ -117,7 +117,7 @@ done
 # ---------------------------------------------------------------- initramfs (cached)
 # Modules loaded at boot, in dependency order (modprobe --show-depends). Everything else loads on
 # demand: the guest's /sbin/modprobe (busybox) reads the unpacked kernel's modules via /host.
-boot_modules="virtio_pci 9pnet_virtio 9p overlay wireguard veth"
+boot_modules="virtio_pci 9pnet_virtio 9p overlay wireguard veth tun"
 
 key=$(cat "$self" <(printf '%s\n' "$kver" "$boot_modules") | sha256sum | cut -c1-16)
 initrd="$cache/boot/initramfs-$kver-$key.cpio.gz"

@@ -17,6 +17,7 @@ step "kernel $(uname -r)"
 [ -d /sys/module/wireguard ] || fail "wireguard module not loaded (/sys/module/wireguard missing)"
 grep -q '^wireguard ' /proc/modules || fail "wireguard not in /proc/modules"
 step "wireguard module loaded"
+[ -c /dev/net/tun ] || fail "/dev/net/tun missing (tun module, for wireguard-go)"
 
 # Writable scratch areas.
 for d in /run /var/run/netns /var/run/wireguard /tmp "$MESHWIRE_VM_WORK"; do
