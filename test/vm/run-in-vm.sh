@@ -79,7 +79,7 @@ case "$mem" in '' | *[!0-9]*) echo "run-in-vm.sh: --mem wants MiB" >&2; exit 2 ;
 cache=$(vm_cache_dir "$cache_arg")
 if [ "$skip_if_unavailable" -eq 1 ]; then
   if ! reason=$("$here/can-run.sh" "$cache" 2>&1 >/dev/null); then
-    echo "run-in-vm.sh: SKIP: ${reason:-QEMU guest unavailable}"
+    echo "run-in-vm.sh: ${reason:-can-run.sh: SKIP: QEMU guest unavailable}"
     exit 77
   fi
 fi
