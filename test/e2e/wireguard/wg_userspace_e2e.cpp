@@ -304,3 +304,26 @@ TEST_CASE("userspace: shutdown stops wireguard-go and removes its socket and lin
     auto nl = t.a.ns->nl();
     CHECK_FALSE(nl.get_link(t.a.ifname).ok());
 }
+
+TEST_CASE("backend factory: auto picks what the kernel supports; bad names are refused") {
+    if (!can_run()) return;
+    test_ns ns;
+    wg_backend_options o;
+    o.ifname = "mwf" + random_suffix();
+    o.netns_path = ns.path();
+    auto be = make_wg_backend("auto", o);
+    REQUIRE(be.ok());
+    std::string why;
+    bool kernel = kernel_wireguard_available(ns.path(), &why);
+    MESSAGE("auto: " << (*be)->kind() << " (" << why << ")");
+    CHECK((*be)->kind() == (kernel ? "kernel" : "userspace"));
+    CHECK(make_wg_backend("userspace", o).value()->kind() == "userspace");
+    CHECK(make_wg_backend("kernel", o).value()->kind() == "kernel");
+    CHECK(make_wg_backend("fast", o).err().is(errc::invalid_argument));
+    o.ifname = "bad/name";
+    CHECK_FALSE(make_wg_backend("auto", o).ok());
+    // The probe left nothing behind.
+    auto links = ns.nl().list_links();
+    REQUIRE(links.ok());
+    CHECK(links->size() == 1);  // lo
+}
