@@ -216,7 +216,7 @@ INIT
   build_tmp=""
 }
 
-if [ ! -f "$initrd" ] || [ ! -f "$vmlinux" ] && [ ! -f "$vmlinux.unusable" ]; then
+if [ ! -f "$initrd" ] || { [ ! -f "$vmlinux" ] && [ ! -f "$vmlinux.unusable" ]; }; then
   mkdir -p "$cache/boot"
   exec 8>"$cache/boot/.lock"
   flock 8
