@@ -1,0 +1,432 @@
+#!/usr/bin/env python3
+"""Self-test of the e2e testbed (root; Python 3 stdlib; plain tools only: ping, UDP/TCP probes).
+
+Builds the default topology (2 relays, LAN1 behind a cone NAT, LAN2 behind a symmetric NAT, relay2
+behind a user-space delay bridge) and proves its properties; then proves that teardown leaves
+nothing behind, also when the building process raises, is SIGTERMed, or is SIGKILLed (then
+`--cleanup-stale` removes the leftovers). Prints `N passed, N failed`; exit 1 on any failure,
+77 when it cannot run here (not root, no `ip netns`).
+"""
+
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+
+import topology  # noqa: E402
+from topology import NETTOOLS, Topology  # noqa: E402
+
+DELAY_MS = 25.0  # one-way delay on relay2's uplink
+results = []
+
+
+def check(name):
+    """Decorator that runs the check at once and records PASS/FAIL (a failure does not stop)."""
+    def deco(fn):
+        t0 = time.monotonic()
+        try:
+            msg = fn()
+            results.append((name, True))
+            print("PASS %-50s %5.2fs %s" % (name, time.monotonic() - t0, msg or ""), flush=True)
+        except Exception as e:  # noqa: BLE001 - report and go on
+            results.append((name, False))
+            print("FAIL %-50s %5.2fs %s: %s" % (name, time.monotonic() - t0,
+                                                type(e).__name__, e), flush=True)
+        return fn
+    return deco
+
+
+def expect(cond, msg):
+    if not cond:
+        raise AssertionError(msg)
+
+
+def ping_rtts(node, addr, count=5, interval=0.2):
+    p = node.run(["ping", "-n", "-c", str(count), "-i", str(interval), "-W", "2", addr],
+                 check=False, timeout=30)
+    rtts = [float(x) for x in re.findall(r"time=([\d.]+) ms", p.stdout)]
+    return rtts
+
+
+def reachable(node, addr):
+    return node.run(["ping", "-n", "-c", "1", "-W", "1", addr], check=False).returncode == 0
+
+
+def udp_probe(node, targets, sport=0):
+    p = node.run([sys.executable, NETTOOLS, "udp-probe", "--sport", str(sport),
+                  "--targets", ",".join(targets)], check=False, timeout=30)
+    return json.loads(p.stdout) if p.stdout.strip() else [{"error": p.stderr}]
+
+
+def tgt(addr, port):
+    return ("[%s]:%d" if ":" in addr else "%s:%d") % (addr, port)
+
+
+def root_state():
+    """What the root namespace looks like (must not change)."""
+    links = sorted(l["ifname"] for l in json.loads(
+        subprocess.run(["ip", "-j", "link"], capture_output=True, text=True).stdout))
+    nft = subprocess.run(["nft", "list", "ruleset"], capture_output=True, text=True).stdout
+    return links, nft
+
+
+def procs_mentioning(s):
+    out = []
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit() or int(pid) == os.getpid():
+            continue
+        try:
+            with open("/proc/%s/cmdline" % pid, "rb") as f:
+                cmd = f.read().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if s in cmd:
+            out.append((int(pid), cmd))
+    return out
+
+
+# ------------------------------------------------------------------------------------------------
+
+
+def run_topology_checks(t):
+    relays = t.relays
+    r1, r2 = t["relay1"], t["relay2"]
+    lan_nodes = t.lan_nodes()
+
+    @check("plan: addresses as documented")
+    def _():
+        expect((r1.addr4, r1.addr6) == ("203.0.113.11", "2001:db8::11"), r1)
+        expect((t["nat1"].addr4, t["nat2"].addr6) == ("203.0.113.101", "2001:db8::102"), "routers")
+        expect((t["lan2b"].addr4, t["lan2b"].addr6) == ("192.168.12.11", "fd02::11"), "lan2b")
+        names = [n.wg_ifname for n in t.nodes.values()]
+        expect(len(set(names)) == len(names) and max(map(len, names)) <= 15, names)
+        got = sorted(a for _, a in t["lan1a"].addrs())
+        expect(got == ["192.168.11.10", "fd01::10"], got)
+        return "\n" + textwrap.indent(t.describe(), "     ")
+
+    @check("LAN nodes reach every relay over IPv4 and IPv6")
+    def _():
+        bad = [(n.name, r.name, a) for n in lan_nodes for r in relays
+               for a in (r.addr4, r.addr6) if not reachable(n, a)]
+        expect(not bad, "unreachable: %s" % bad)
+        return "%d pairs x 2 families" % (len(lan_nodes) * len(relays))
+
+    @check("nodes of one LAN reach each other directly")
+    def _():
+        for k in (1, 2):
+            a, b = t.lan_nodes(k)[:2]
+            for addr in (b.addr4, b.addr6):
+                expect(reachable(a, addr), "%s -> %s" % (a.name, addr))
+
+    echo = {}
+    for r in relays:
+        echo[r.name] = r.popen([sys.executable, NETTOOLS, "udp-echo", "--port", "7000"],
+                               name="udp-echo")
+    for p in echo.values():
+        p.wait_log("listening")
+
+    @check("relay sees LAN traffic from the NAT router's public address")
+    def _():
+        seen = []
+        for n in (t["lan1a"], t["lan2b"]):
+            rt = t.router_of(n)
+            for fam in ("addr4", "addr6"):
+                res = udp_probe(n, [tgt(getattr(r1, fam), 7000)])[0]
+                expect(res.get("seen_src") == getattr(rt, fam),
+                       "%s: relay saw %s, expected %s" % (n.name, res, getattr(rt, fam)))
+                seen.append("%s->%s" % (n.name, res["seen_src"]))
+        return ", ".join(seen)
+
+    @check("LANs cannot reach each other directly")
+    def _():
+        a, b = t["lan1a"], t["lan2a"]
+        for x, y in ((a, b), (b, a)):
+            for addr in (y.addr4, y.addr6):
+                expect(not reachable(x, addr), "%s reached %s" % (x.name, addr))
+        # even a public host that routes the private prefix at the router gets nothing in
+        nat2 = t["nat2"]
+        r1.ip("route", "add", "192.168.12.0/24", "via", nat2.addr4)
+        r1.ip("-6", "route", "add", "fd02::/64", "via", nat2.addr6)
+        try:
+            expect(not reachable(r1, b.addr4), "relay1 reached %s through nat2" % b.addr4)
+            expect(not reachable(r1, b.addr6), "relay1 reached %s through nat2" % b.addr6)
+        finally:
+            r1.ip("route", "del", "192.168.12.0/24", check=False)
+            r1.ip("-6", "route", "del", "fd02::/64", check=False)
+        return "private addresses unreachable; unsolicited inbound dropped by the routers"
+
+    figures = []
+
+    @check("cone NAT keeps one public port for one socket (v4, v6)")
+    def _():
+        out = []
+        for fam in ("addr4", "addr6"):
+            res = udp_probe(t["lan1a"], [tgt(getattr(r, fam), 7000) for r in relays], sport=40001)
+            ports = [x.get("seen_port") for x in res]
+            expect(None not in ports and len(set(ports)) == 1, "ports %s (%s)" % (ports, res))
+            out.append("%s local 40001 -> %s" % (fam[-1] == "4" and "v4" or "v6", ports))
+        figures.append("cone: " + "; ".join(out))
+        return "; ".join(out)
+
+    @check("symmetric NAT maps per destination (v4, v6)")
+    def _():
+        out = []
+        for fam in ("addr4", "addr6"):
+            res = udp_probe(t["lan2a"], [tgt(getattr(r, fam), 7000) for r in relays], sport=40001)
+            ports = [x.get("seen_port") for x in res]
+            expect(None not in ports and len(set(ports)) == len(ports),
+                   "ports %s (%s)" % (ports, res))
+            out.append("%s local 40001 -> %s" % (fam[-1] == "4" and "v4" or "v6", ports))
+        figures.append("symmetric: " + "; ".join(out))
+        return "; ".join(out)
+
+    @check("cone NAT: second LAN node on the same port gets another port")
+    def _():
+        a = udp_probe(t["lan1a"], [tgt(r1.addr4, 7000)], sport=40002)[0]["seen_port"]
+        b = udp_probe(t["lan1b"], [tgt(r1.addr4, 7000)], sport=40002)[0]["seen_port"]
+        # sequential probes: lan1a's mapping is still in conntrack, so lan1b cannot have 40002
+        expect(a == 40002 and b not in (None, 40002), "lan1a %s, lan1b %s" % (a, b))
+        return "lan1a 40002 -> %s, lan1b 40002 -> %s" % (a, b)
+
+    @check("latency: relay2 is %g ms one-way slower (ping)" % DELAY_MS)
+    def _():
+        n = t["lan1a"]
+        f1 = ping_rtts(n, r1.addr4, count=10, interval=0.05)
+        f2 = ping_rtts(n, r2.addr4, count=10, interval=0.05)
+        expect(len(f1) >= 8 and len(f2) >= 8, "lost pings: %s %s" % (f1, f2))
+        m1, m2 = sorted(f1)[len(f1) // 2], sorted(f2)[len(f2) // 2]
+        expect(m1 < 5, "relay1 median RTT %.2f ms" % m1)
+        expect(2 * DELAY_MS <= m2 <= 2 * DELAY_MS + 10, "relay2 median RTT %.2f ms" % m2)
+        s = "ping median RTT relay1 %.2f ms, relay2 %.2f ms (configured +%g)" % (
+            m1, m2, 2 * DELAY_MS)
+        figures.append(s)
+        return s
+
+    @check("latency: UDP RTT and a runtime change of the delay")
+    def _():
+        n = t["lan2a"]
+        out = []
+        for ms in (DELAY_MS, 5.0, 50.0):
+            r2.set_delay(ms)
+            rt = {}
+            for r in relays:
+                p = n.run([sys.executable, NETTOOLS, "udp-rtt", "--target", tgt(r.addr4, 7000),
+                           "--count", "10"], timeout=60)
+                rt[r.name] = json.loads(p.stdout)
+            lo, hi = 2 * ms, 2 * ms + 10
+            # the median, not the mean: a probe that waits for ARP/ND (two more crossings of
+            # the delay bridge) is an honest outlier, not a fault
+            expect(rt["relay1"]["med_ms"] < 5, rt)
+            expect(lo <= rt["relay2"]["min_ms"] and rt["relay2"]["med_ms"] <= hi, (ms, rt))
+            out.append("delay %g: relay1 med %.2f, relay2 min/med/max %.2f/%.2f/%.2f ms" % (
+                ms, rt["relay1"]["med_ms"], rt["relay2"]["min_ms"], rt["relay2"]["med_ms"],
+                rt["relay2"]["max_ms"]))
+        r2.set_delay(DELAY_MS)
+        figures.extend("UDP " + o for o in out)
+        return "\n     " + "\n     ".join(out)
+
+    @check("TCP bulk transfer through NAT and the delay bridge")
+    def _():
+        out = []
+        for r in relays:
+            r.popen([sys.executable, NETTOOLS, "tcp-sink", "--port", "5001"],
+                    name="tcp-sink").wait_log("listening")
+        for r in relays:
+            for addr in (r.addr4, r.addr6):
+                p = t["lan1b"].run([sys.executable, NETTOOLS, "tcp-send", "--target",
+                                    tgt(addr, 5001), "--bytes", str(16 << 20)], timeout=60)
+                res = json.loads(p.stdout)
+                expect(res["bytes"] == 16 << 20, res)
+                out.append("%s %s %.0f MB/s" % (r.name, addr, res["MBps"]))
+        figures.append("TCP 16 MiB lan1b->: " + ", ".join(out))
+        return ", ".join(out)
+
+    @check("link down cuts a relay off, link up restores it")
+    def _():
+        n = t["lan1a"]
+        r1.link_down()
+        try:
+            expect(not reachable(n, r1.addr4), "relay1 still reachable with its link down")
+            expect(not reachable(n, r1.addr6), "relay1 still reachable (v6) with its link down")
+        finally:
+            r1.link_up()
+        deadline = time.monotonic() + 5
+        while not (reachable(n, r1.addr4) and reachable(n, r1.addr6)):
+            expect(time.monotonic() < deadline, "relay1 not reachable again after link up")
+
+    @check("processes: popen logs, kill, kill_all")
+    def _():
+        p = r1.popen(["sh", "-c", "echo hello from $(ip -br addr show eth0); sleep 600"],
+                     name="sleeper")
+        m = p.wait_log(r"hello from (\S+)")
+        expect("eth0" in m.group(0), p.log())
+        expect(p.pid in r1.pids(), "pid not in the namespace")
+        rc = p.kill()
+        expect(rc == -signal.SIGKILL and not p.alive(), "exit %s" % rc)
+        q = r1.popen(["sleep", "600"], name="sleeper")
+        r1.kill_all()
+        expect(not q.alive(), "kill_all left sleep alive")
+        expect(not echo["relay1"].alive(), "kill_all left udp-echo alive")
+        return "log %s" % os.path.basename(p.log_path)
+
+    if shutil.which("wireguard-go") and shutil.which("wg"):
+        @check("wireguard-go per node: unique names, private /run/wireguard")
+        def _():
+            a, b = t["lan1a"], t["lan2a"]
+            procs = []
+            for n in (a, b):
+                pr = n.popen(["wireguard-go", "-f", n.wg_ifname], name="wireguard-go",
+                             env=dict(os.environ, WG_PROCESS_FOREGROUND="1"))
+                procs.append(pr)
+            for n in (a, b):
+                deadline = time.monotonic() + 10
+                while n.run(["wg", "show", "interfaces"], check=False).stdout.split() != \
+                        [n.wg_ifname]:
+                    expect(time.monotonic() < deadline, "%s: wg show interfaces = %r" % (
+                        n.name, n.run(["wg", "show", "interfaces"], check=False).stdout))
+                    time.sleep(0.05)
+            links = [l["ifname"] for l in a.ipj("link")]
+            expect(a.wg_ifname in links and b.wg_ifname not in links, links)
+            return "%s sees only %s, %s only %s" % (a.name, a.wg_ifname, b.name, b.wg_ifname)
+    else:
+        print("SKIP wireguard-go check (wireguard-go or wg not installed)")
+    return figures
+
+
+# ------------------------------------------------------------------------------------------------
+# teardown in child processes: normal exception, SIGTERM, SIGKILL + --cleanup-stale
+
+CHILD = r"""
+import os, signal, sys, time
+sys.path.insert(0, %(here)r)
+from topology import Topology, NETTOOLS
+mode = sys.argv[1]
+t = Topology(relays=1, lans=["cone"], nodes_per_lan=1, delay_ms={"relay1": 1})
+t["lan1a"].popen(["sleep", "600"], name="sleeper")
+t["relay1"].popen([sys.executable, NETTOOLS, "udp-echo", "--port", "7000"], name="echo")
+print("READY", os.getpid(), t.tmpdir, flush=True)
+if mode == "raise":
+    raise RuntimeError("test failure inside the topology")
+time.sleep(600)
+"""
+
+
+def child_run(mode):
+    p = subprocess.Popen([sys.executable, "-c", CHILD % {"here": HERE}, mode],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    line = p.stdout.readline().split()
+    if not line or line[0] != "READY":
+        p.kill()
+        raise AssertionError("child did not come up: %s" % p.stderr.read())
+    pid, tmpdir = int(line[1]), line[2]
+    return p, pid, tmpdir
+
+
+def leftovers_of(pid, tmpdir):
+    pre = "mwt%d-" % pid
+    left = [ns for ns in topology.netns_list() if ns.startswith(pre)]
+    left += ["process %d %s" % x for x in procs_mentioning(pre)]
+    if os.path.exists(tmpdir):
+        left.append(tmpdir)
+    return left
+
+
+def wait_gone(pid, tmpdir, timeout=10):
+    deadline = time.monotonic() + timeout
+    while True:
+        left = leftovers_of(pid, tmpdir)
+        if not left or time.monotonic() > deadline:
+            return left
+        time.sleep(0.05)
+
+
+def run_teardown_checks():
+    @check("failure inside a topology: everything removed")
+    def _():
+        p, pid, tmpdir = child_run("raise")
+        p.wait(30)
+        left = wait_gone(pid, tmpdir)
+        expect(p.returncode != 0 and not left, "rc %s, left %s" % (p.returncode, left))
+
+    @check("SIGTERM / SIGINT: everything removed")
+    def _():
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            p, pid, tmpdir = child_run("sleep")
+            p.send_signal(sig)
+            p.wait(30)
+            left = wait_gone(pid, tmpdir)
+            expect(p.returncode == 128 + sig and not left,
+                   "%s: rc %s, left %s" % (sig.name, p.returncode, left))
+
+    @check("SIGKILL leaves debris, --cleanup-stale removes it")
+    def _():
+        p, pid, tmpdir = child_run("sleep")
+        p.kill()
+        p.wait(30)
+        time.sleep(0.2)
+        left = leftovers_of(pid, tmpdir)
+        expect(any(x.startswith("mwt%d-" % pid) for x in left), "nothing left? %s" % left)
+        out = subprocess.run([sys.executable, os.path.join(HERE, "topology.py"),
+                              "--cleanup-stale"], capture_output=True, text=True, timeout=60)
+        expect(out.returncode == 0, out.stderr)
+        left2 = wait_gone(pid, tmpdir)
+        expect(not left2, "after --cleanup-stale: %s" % left2)
+        return "%d leftovers removed" % len(left)
+
+
+def main():
+    if os.geteuid() != 0:
+        print("SKIP: needs root")
+        return 77
+    if subprocess.run(["ip", "netns", "list"], capture_output=True).returncode != 0:
+        print("SKIP: ip netns unavailable")
+        return 77
+    t_start = time.monotonic()
+    before = root_state()
+    figures = []
+    t0 = time.monotonic()
+    t = Topology(relays=2, lans=["cone", "symmetric"], nodes_per_lan=2,
+                 delay_ms={"relay2": DELAY_MS})
+    build_s = time.monotonic() - t0
+    prefix, tmpdir = t.prefix, t.tmpdir
+    print("topology built in %.2fs (prefix %s, logs in %s)" % (build_s, prefix, tmpdir))
+    try:
+        figures = run_topology_checks(t)
+    finally:
+        t0 = time.monotonic()
+        t.close()
+        close_s = time.monotonic() - t0
+
+    @check("teardown: nothing left, root namespace unchanged")
+    def _():
+        left = t.leftovers()
+        left += [("netns", ns) for ns in topology.netns_list() if ns.startswith(prefix)]
+        left += [("process", x) for x in procs_mentioning(prefix) + procs_mentioning(tmpdir)]
+        expect(not left, left)
+        after = root_state()
+        expect(after[0] == before[0], "root links changed: %s -> %s" % (before[0], after[0]))
+        expect(after[1] == before[1], "root nft ruleset changed")
+        return "closed in %.2fs" % close_s
+
+    run_teardown_checks()
+
+    print("\nfigures:")
+    for f in figures:
+        print("  " + f)
+    npass = sum(1 for _, ok in results if ok)
+    nfail = len(results) - npass
+    print("self-test took %.1fs" % (time.monotonic() - t_start))
+    print("%d passed, %d failed" % (npass, nfail))
+    return 1 if nfail else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,784 @@
+#!/usr/bin/env python3
+"""meshwire end-to-end testbed: a small Internet in network namespaces (Python 3 stdlib, root).
+
+    with Topology(lans=["cone", "symmetric"], delay_ms={"relay2": 30}) as t:
+        a, r1 = t["lan1a"], t["relay1"]
+        echo = r1.popen([sys.executable, NETTOOLS, "udp-echo", "--port", "7000"], name="echo")
+        print(a.run(["ping", "-c1", r1.addr4]).stdout)
+
+What is built (every namespace is named <prefix><role>, prefix = "mwt<pid>-"):
+
+    internet      bridge br0 = the public segment, 203.0.113.1/24 + 2001:db8::1/64 (the
+                  "upstream gateway" of public nodes; it forwards nothing)
+    relay1..N     public nodes: eth0 203.0.113.1N/24, 2001:db8::1N/64, default via .1 / ::1
+    natK          NAT router of LAN K: wan0 203.0.113.10K + 2001:db8::10K on the public segment,
+                  bridge lan0 192.168.1K.1/24 + fd0K::1/64 inside; nftables masquerade for v4 AND
+                  v6 (cone: plain masquerade; symmetric: masquerade random), stateful firewall
+                  (nothing unsolicited gets in from wan0)
+    lanKa, lanKb  LAN nodes: eth0 192.168.1K.10/.11 + fd0K::10/::11, default via the router
+    dly-<node>    (optional) a user-space delay bridge spliced into a public node's uplink
+                  (see delayer.py): adds delay_ms one-way, in each direction, to every frame
+
+No interface is ever created in the caller's namespace: veth pairs are created directly inside the
+test namespaces (`ip -n A link add ... peer ... netns B`), so the only change to the root namespace
+is the set of named namespaces under /run/netns. nft tables live in the router namespaces and
+vanish with them.
+
+Cleanup: Topology.close() (context manager, atexit, SIGINT/SIGTERM/SIGHUP handlers) stops every
+process it started (process group TERM, then KILL), kills whatever else still runs in its
+namespaces, deletes the namespaces and the temp dir. `topology.py --cleanup-stale` removes
+leftovers of runs whose process is gone (namespaces mwt<pid>-*, /tmp/mwt<pid>-* dirs,
+/run/wireguard/mwt<pid>n*.sock).
+"""
+
+import argparse
+import atexit
+import ipaddress
+import json
+import os
+import re
+import shlex
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+DELAYER = os.path.join(HERE, "delayer.py")
+NETTOOLS = os.path.join(HERE, "nettools.py")
+
+PID = os.getpid()
+PREFIX = "mwt%d-" % PID
+STALE_RE = re.compile(r"^mwt(\d+)[-n]")
+NETNS_DIR = "/run/netns"
+WG_RUN_DIR = "/run/wireguard"
+
+PUBLIC4 = ipaddress.ip_network("203.0.113.0/24")
+PUBLIC6 = ipaddress.ip_network("2001:db8::/64")
+
+
+def lan_net4(k):
+    return ipaddress.ip_network("192.168.%d.0/24" % (10 + k))
+
+
+def lan_net6(k):
+    return ipaddress.ip_network("fd%02x::/64" % k)
+
+
+# ------------------------------------------------------------------------------------------------
+# small helpers
+
+
+def sh(cmd, check=True, timeout=60, input=None):
+    """Run a command in the caller's namespace (only `ip netns ...`/`ip -n ...` are used so)."""
+    p = subprocess.run(cmd, input=input, capture_output=True, text=True, timeout=timeout)
+    if check and p.returncode != 0:
+        raise RuntimeError("%s -> exit %d\n%s%s" % (" ".join(map(str, cmd)), p.returncode,
+                                                     p.stdout, p.stderr))
+    return p
+
+
+def pid_alive(pid):
+    try:
+        os.kill(pid, 0)
+        return True
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+
+
+def netns_list():
+    try:
+        return sorted(os.listdir(NETNS_DIR))
+    except FileNotFoundError:
+        return []
+
+
+def netns_pids(ns):
+    p = sh(["ip", "netns", "pids", ns], check=False)
+    return [int(x) for x in p.stdout.split()] if p.returncode == 0 else []
+
+
+def kill_netns_processes(ns, grace=1.0):
+    """TERM then KILL every process whose network namespace is `ns`."""
+    pids = netns_pids(ns)
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        for pid in pids:
+            try:
+                os.kill(pid, sig)
+            except ProcessLookupError:
+                pass
+        deadline = time.monotonic() + grace
+        while pids and time.monotonic() < deadline:
+            pids = [p for p in pids if pid_alive(p) and not _is_zombie(p)]
+            time.sleep(0.02)
+        if not pids:
+            return
+
+
+def _is_zombie(pid):
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            return f.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except OSError:
+        return True
+
+
+def delete_netns(ns):
+    kill_netns_processes(ns)
+    sh(["ip", "netns", "del", ns], check=False)
+
+
+# ------------------------------------------------------------------------------------------------
+# global cleanup: every live Topology is closed at exit and on SIGINT/SIGTERM/SIGHUP
+
+_live = []
+_live_lock = threading.Lock()
+_handlers_installed = False
+
+
+def _close_all():
+    while True:
+        with _live_lock:
+            if not _live:
+                return
+            t = _live[-1]
+        t.close()
+
+
+def _install_handlers():
+    global _handlers_installed
+    if _handlers_installed:
+        return
+    _handlers_installed = True
+    atexit.register(_close_all)
+    if threading.current_thread() is not threading.main_thread():
+        return
+
+    def handler(signum, _frame):
+        print("\ntopology: caught signal %d, cleaning up" % signum, file=sys.stderr)
+        _close_all()
+        os._exit(128 + signum)
+
+    for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(s, handler)
+
+
+# ------------------------------------------------------------------------------------------------
+# processes
+
+
+class Proc:
+    """A long-running process started in a node (own process group; output in a log file)."""
+
+    def __init__(self, node, name, cmd, popen, log_path):
+        self.node, self.name, self.cmd, self.popen, self.log_path = node, name, cmd, popen, log_path
+
+    @property
+    def pid(self):
+        return self.popen.pid
+
+    def alive(self):
+        return self.popen.poll() is None
+
+    def signal(self, sig):
+        try:
+            os.killpg(self.popen.pid, sig)
+        except ProcessLookupError:
+            pass
+
+    def stop(self, timeout=3.0):
+        """SIGTERM the process group, SIGKILL after `timeout`; returns the exit code."""
+        if self.alive():
+            self.signal(signal.SIGTERM)
+            try:
+                self.popen.wait(timeout)
+            except subprocess.TimeoutExpired:
+                pass
+        return self.kill()
+
+    def kill(self):
+        """SIGKILL the process group at once (a crash); returns the exit code."""
+        self.signal(signal.SIGKILL)
+        try:
+            return self.popen.wait(5)
+        except subprocess.TimeoutExpired:
+            return None
+
+    def wait(self, timeout=None):
+        return self.popen.wait(timeout)
+
+    def log(self):
+        try:
+            with open(self.log_path, errors="replace") as f:
+                return f.read()
+        except FileNotFoundError:
+            return ""
+
+    def wait_log(self, pattern, timeout=10.0):
+        """Wait until the log matches regex `pattern`; returns the match or raises TimeoutError."""
+        rx = re.compile(pattern)
+        deadline = time.monotonic() + timeout
+        while True:
+            m = rx.search(self.log())
+            if m:
+                return m
+            if not self.alive():
+                raise RuntimeError("%s on %s exited (%s) before %r; log:\n%s" % (
+                    self.name, self.node.name, self.popen.returncode, pattern, self.log()))
+            if time.monotonic() > deadline:
+                raise TimeoutError("%s on %s: no %r within %.1fs; log:\n%s" % (
+                    self.name, self.node.name, pattern, timeout, self.log()))
+            time.sleep(0.02)
+
+
+# ------------------------------------------------------------------------------------------------
+# nodes
+
+
+class Node:
+    """One network namespace playing a host.
+
+    name       short role name ("relay1", "lan1", "lan1a", "internet", ...)
+    ns         namespace name (prefix + name); path: /run/netns/<ns> (CNI_NETNS-style path)
+    kind       "internet" | "public" | "router" | "lan" | "delay" | "extra"
+    uplink     the interface that connects it to the rest ("eth0" for hosts, "wan0" for routers)
+    addr4/6    its address on its uplink (routers: the public one; lan_addr4/6 the LAN side)
+    wg_ifname  a WireGuard interface name unique on this machine (mwt<pid>n<i>, <= 15 chars)
+    dir        a private directory for configs, state and logs (inside the topology temp dir)
+    """
+
+    def __init__(self, topo, name, kind, index):
+        self.topo, self.name, self.kind = topo, name, kind
+        self.ns = topo.prefix + name
+        self.path = os.path.join(NETNS_DIR, self.ns)
+        self.uplink = None
+        self.addr4 = self.addr6 = None
+        self.lan_addr4 = self.lan_addr6 = None
+        self.lan = None  # LAN number for routers and LAN nodes
+        self.nat = None  # routers: "cone" | "symmetric"
+        self.delayer = None  # public nodes with a delay bridge: the Delayer
+        self.wg_ifname = "mwt%dn%d" % (topo.pid, index)
+        assert len(self.wg_ifname) <= 15
+        self.dir = os.path.join(topo.tmpdir, name)
+        self.run_dir = os.path.join(self.dir, "run")
+        os.makedirs(self.run_dir, exist_ok=True)
+        for d in topo.private_dirs:
+            os.makedirs(self.private_path(d), exist_ok=True)
+        self._procs = []
+
+    def __repr__(self):
+        return "<Node %s %s %s/%s>" % (self.name, self.kind, self.addr4, self.addr6)
+
+    def private_path(self, d):
+        """Where this node's private copy of directory `d` (e.g. /run/wireguard) lives."""
+        return os.path.join(self.run_dir, d.strip("/").replace("/", "_"))
+
+    # -- commands -------------------------------------------------------------------------------
+
+    def _wrap(self, cmd):
+        """`ip netns exec` + per-node private bind mounts (see Topology(private_dirs=...))."""
+        cmd = [str(c) for c in cmd]
+        binds = []
+        for d in self.topo.private_dirs:
+            src = self.private_path(d)
+            binds.append("mount --bind %s %s" % (shlex.quote(src), shlex.quote(d)))
+        if not binds:
+            return ["ip", "netns", "exec", self.ns] + cmd
+        script = " && ".join(binds) + ' && exec "$@"'
+        return ["ip", "netns", "exec", self.ns, "sh", "-c", script, "sh"] + cmd
+
+    def run(self, cmd, check=True, timeout=60, input=None, env=None):
+        """Run `cmd` (list) in the node and wait: subprocess.CompletedProcess (text output)."""
+        full = self._wrap(cmd)
+        p = subprocess.run(full, input=input, capture_output=True, text=True, timeout=timeout,
+                           env=env)
+        if check and p.returncode != 0:
+            raise RuntimeError("[%s] %s -> exit %d\nstdout: %s\nstderr: %s" % (
+                self.name, " ".join(map(str, cmd)), p.returncode, p.stdout, p.stderr))
+        return p
+
+    def popen(self, cmd, name=None, env=None, cwd=None):
+        """Start a long-running `cmd` in the node, stdout+stderr to <dir>/<name>.log.
+
+        The process gets its own process group; the topology stops it at close(). Returns a Proc.
+        """
+        name = name or os.path.basename(str(cmd[0]))
+        log_path = os.path.join(self.dir, "%s.log" % name)
+        n = 1
+        while os.path.exists(log_path):
+            n += 1
+            log_path = os.path.join(self.dir, "%s.%d.log" % (name, n))
+        with open(log_path, "wb") as log:
+            p = subprocess.Popen(self._wrap(cmd), stdin=subprocess.DEVNULL, stdout=log,
+                                 stderr=subprocess.STDOUT, start_new_session=True, env=env,
+                                 cwd=cwd)
+        proc = Proc(self, name, list(cmd), p, log_path)
+        self._procs.append(proc)
+        return proc
+
+    def procs(self):
+        return list(self._procs)
+
+    def kill_all(self, sig=signal.SIGKILL):
+        """Kill every process in this namespace (started by popen or not)."""
+        for pr in self._procs:
+            pr.signal(sig)
+        for pid in netns_pids(self.ns):
+            try:
+                os.kill(pid, sig)
+            except ProcessLookupError:
+                pass
+        for pr in self._procs:
+            try:
+                pr.popen.wait(5)
+            except subprocess.TimeoutExpired:
+                pass
+
+    def pids(self):
+        return netns_pids(self.ns)
+
+    def ip(self, *args, check=True):
+        return sh(["ip", "-n", self.ns] + [str(a) for a in args], check=check)
+
+    def ipj(self, *args):
+        out = sh(["ip", "-j", "-n", self.ns] + [str(a) for a in args]).stdout.strip()
+        return json.loads(out) if out else []
+
+    def sysctl(self, key, value=None):
+        path = "/proc/sys/" + key.replace(".", "/")
+        if value is None:
+            return self.run(["cat", path]).stdout.strip()
+        self.run(["sh", "-c", "echo %s > %s" % (shlex.quote(str(value)), path)])
+        return str(value)
+
+    def nft(self, script):
+        return self.run(["nft", "-f", "-"], input=script)
+
+    # -- addresses and links --------------------------------------------------------------------
+
+    def addrs(self, ifname=None, family=None):
+        """Global addresses [(ifname, "addr")] (family 4/6 filter)."""
+        out = []
+        for link in self.ipj("addr", "show"):
+            if ifname and link["ifname"] != ifname:
+                continue
+            for a in link.get("addr_info", []):
+                if a.get("scope") != "global":
+                    continue
+                fam = 4 if a["family"] == "inet" else 6
+                if family and fam != family:
+                    continue
+                out.append((link["ifname"], a["local"]))
+        return out
+
+    def link_down(self, ifname=None):
+        """Take a link down (default: the uplink): a relay loses all connectivity at once."""
+        self.ip("link", "set", "dev", ifname or self.uplink, "down")
+
+    def link_up(self, ifname=None):
+        """Bring it back; addresses stay, routes are restored (they are re-added if flushed)."""
+        ifname = ifname or self.uplink
+        self.ip("link", "set", "dev", ifname, "up")
+        if ifname == self.uplink:
+            self._restore_routes()
+
+    def _restore_routes(self):
+        gw4, gw6 = self._gateways()
+        if gw4:
+            self.ip("route", "replace", "default", "via", gw4, "dev", self.uplink)
+        if gw6:
+            self.ip("-6", "route", "replace", "default", "via", gw6, "dev", self.uplink)
+
+    def _gateways(self):
+        if self.kind in ("public", "router"):
+            return str(PUBLIC4[1]), str(PUBLIC6[1])
+        if self.kind == "lan":
+            return str(lan_net4(self.lan)[1]), str(lan_net6(self.lan)[1])
+        return None, None
+
+    def set_delay(self, ms, loss=None):
+        """Change this node's uplink delay (needs delay_ms={name: ...} at build time)."""
+        if not self.delayer:
+            raise RuntimeError("%s has no delay bridge (pass delay_ms={%r: 0} to Topology)" % (
+                self.name, self.name))
+        self.delayer.set(ms, loss)
+
+
+class Delayer:
+    """A user-space delay bridge (delayer.py) between a node's uplink and the public bridge."""
+
+    def __init__(self, node, dnode, ms, loss):
+        self.node, self.dnode = node, dnode
+        self.ctl = os.path.join(dnode.dir, "delay.ctl")
+        self.ms, self.loss, self.seq = ms, loss, 0
+        self._write()
+        self.proc = dnode.popen([sys.executable, DELAYER, "--a", "dn0", "--b", "up0",
+                                 "--ctl", self.ctl], name="delayer")
+        self.proc.wait_log(r"delayer: ready", timeout=10)
+
+    def _write(self):
+        tmp = self.ctl + ".tmp"
+        with open(tmp, "w") as f:
+            json.dump({"delay_ms": self.ms, "loss_pct": self.loss, "seq": self.seq}, f)
+        os.replace(tmp, self.ctl)
+
+    def set(self, ms, loss=None):
+        self.ms = ms
+        if loss is not None:
+            self.loss = loss
+        self.seq += 1
+        self._write()
+        self.proc.signal(signal.SIGHUP)
+        self.proc.wait_log(r"delayer: seq=%d " % self.seq, timeout=5)
+
+
+# ------------------------------------------------------------------------------------------------
+# the topology
+
+
+class Topology:
+    """Build the testbed; use as a context manager (or call close()).
+
+    relays       number of public relay nodes (relay1..relayN), or a list of names
+    lans         one entry per LAN: "cone" or "symmetric" (NAT kind of its router)
+    nodes_per_lan  hosts per LAN (lanKa, lanKb, ...)
+    delay_ms     {public node name: one-way ms} -> a delay bridge on that node's uplink (0 is fine:
+                 the delay can be changed later with node.set_delay)
+    loss_pct     {public node name: percent} random frame loss on the same bridge
+    private_dirs directories that each node sees privately (a per-node dir is bind-mounted over
+                 them in node.run/popen); default /run/wireguard so that `wg show` in a node lists
+                 only that node's wireguard-go interfaces
+    """
+
+    def __init__(self, relays=2, lans=("cone", "symmetric"), nodes_per_lan=2, delay_ms=None,
+                 loss_pct=None, private_dirs=(WG_RUN_DIR,), keep_tmp=False):
+        if os.geteuid() != 0:
+            raise PermissionError("the topology needs root")
+        _install_handlers()
+        self.pid = PID
+        self.prefix = PREFIX
+        self._seq = getattr(Topology, "_count", 0)
+        Topology._count = self._seq + 1
+        if self._seq:  # several topologies in one process: keep prefixes distinct
+            self.prefix = "mwt%d-%d" % (PID, self._seq)
+        self.tmpdir = tempfile.mkdtemp(prefix="mwt%d-" % PID)
+        self.keep_tmp = keep_tmp
+        self.private_dirs = tuple(private_dirs or ())
+        for d in self.private_dirs:
+            os.makedirs(d, exist_ok=True)  # the mount point must exist
+        self.nodes = {}
+        self._closed = False
+        self._lock = threading.RLock()
+        with _live_lock:
+            _live.append(self)
+        self._index = self._seq * 40
+        delay_ms = dict(delay_ms or {})
+        loss_pct = dict(loss_pct or {})
+        relay_names = (["relay%d" % i for i in range(1, relays + 1)]
+                       if isinstance(relays, int) else list(relays))
+        try:
+            self._build(relay_names, list(lans), nodes_per_lan, delay_ms, loss_pct)
+        except BaseException:
+            self.close()
+            raise
+
+    # -- mapping access -------------------------------------------------------------------------
+
+    def __getitem__(self, name):
+        return self.nodes[name]
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+        return False
+
+    @property
+    def relays(self):
+        return [n for n in self.nodes.values() if n.kind == "public"]
+
+    @property
+    def routers(self):
+        return [n for n in self.nodes.values() if n.kind == "router"]
+
+    def lan_nodes(self, k=None):
+        return [n for n in self.nodes.values() if n.kind == "lan" and (k is None or n.lan == k)]
+
+    def router_of(self, node):
+        """The NAT router of a LAN node (or of LAN number `node`)."""
+        return self.nodes["nat%d" % (node if isinstance(node, int) else node.lan)]
+
+    @property
+    def hosts(self):
+        """The nodes that would run meshd: public nodes and LAN nodes."""
+        return [n for n in self.nodes.values() if n.kind in ("public", "lan")]
+
+    # -- building -------------------------------------------------------------------------------
+
+    def _new_node(self, name, kind):
+        if name in self.nodes:
+            raise ValueError("duplicate node name %r" % name)
+        self._index += 1
+        n = Node(self, name, kind, self._index)
+        sh(["ip", "netns", "add", n.ns])
+        self.nodes[name] = n
+        n.ip("link", "set", "lo", "up")
+        # static addresses survive link down/up, as configured hosts keep them
+        n.sysctl("net.ipv6.conf.all.keep_addr_on_down", 1)
+        return n
+
+    def add_netns(self, tag):
+        """An extra empty namespace (e.g. a pod) owned and cleaned up by this topology."""
+        return self._new_node(tag, "extra")
+
+    def _veth(self, a, a_if, b, b_if):
+        """A veth pair with one end in each namespace; nothing touches the caller's namespace."""
+        a.ip("link", "add", a_if, "type", "veth", "peer", "name", b_if, "netns", b.ns)
+
+    def _build(self, relay_names, lans, per_lan, delay_ms, loss_pct):
+        unknown = set(delay_ms) | set(loss_pct)
+        unknown -= set(relay_names)
+        if unknown:
+            raise ValueError("delay/loss only on public nodes, not %s" % sorted(unknown))
+        inet = self._new_node("internet", "internet")
+        self.internet = inet
+        inet.ip("link", "add", "br0", "type", "bridge", "stp_state", "0")
+        inet.ip("addr", "add", "%s/24" % PUBLIC4[1], "dev", "br0")
+        inet.ip("addr", "add", "%s/64" % PUBLIC6[1], "dev", "br0", "nodad")
+        inet.ip("link", "set", "br0", "up")
+        port = 0
+
+        def attach(node, ifname, host):
+            nonlocal port
+            port += 1
+            pname = "p%d" % port
+            if node.name in delay_ms or node.name in loss_pct:
+                d = self._new_node("dly-" + node.name, "delay")
+                self._veth(node, ifname, d, "dn0")
+                self._veth(d, "up0", inet, pname)
+                for i in ("dn0", "up0"):
+                    d.sysctl("net.ipv6.conf.%s.disable_ipv6" % i, 1)
+                    d.ip("link", "set", i, "up")
+            else:
+                d = None
+                self._veth(node, ifname, inet, pname)
+            inet.ip("link", "set", pname, "master", "br0")
+            inet.ip("link", "set", pname, "up")
+            node.uplink = ifname
+            node.addr4 = str(PUBLIC4[host])
+            node.addr6 = str(PUBLIC6[int(str(host), 16)])  # 203.0.113.11 <-> 2001:db8::11
+            node.ip("addr", "add", "%s/24" % node.addr4, "dev", ifname)
+            node.ip("addr", "add", "%s/64" % node.addr6, "dev", ifname, "nodad")
+            node.ip("link", "set", ifname, "up")
+            node._restore_routes()
+            if d is not None:
+                node.delayer = Delayer(node, d, float(delay_ms.get(node.name, 0)),
+                                       float(loss_pct.get(node.name, 0)))
+
+        for i, name in enumerate(relay_names, 1):
+            r = self._new_node(name, "public")
+            attach(r, "eth0", 10 + i)
+
+        for k, kind in enumerate(lans, 1):
+            if kind not in ("cone", "symmetric"):
+                raise ValueError("NAT kind must be cone or symmetric, not %r" % kind)
+            rt = self._new_node("nat%d" % k, "router")
+            rt.lan, rt.nat = k, kind
+            attach(rt, "wan0", 100 + k)
+            n4, n6 = lan_net4(k), lan_net6(k)
+            rt.lan_addr4, rt.lan_addr6 = str(n4[1]), str(n6[1])
+            rt.ip("link", "add", "lan0", "type", "bridge", "stp_state", "0")
+            rt.ip("addr", "add", "%s/24" % n4[1], "dev", "lan0")
+            rt.ip("addr", "add", "%s/64" % n6[1], "dev", "lan0", "nodad")
+            rt.ip("link", "set", "lan0", "up")
+            rt.sysctl("net.ipv4.ip_forward", 1)
+            rt.sysctl("net.ipv6.conf.all.forwarding", 1)
+            rt.nft(self._nat_rules(kind))
+            for j in range(per_lan):
+                h = self._new_node("lan%d%s" % (k, chr(ord("a") + j)), "lan")
+                h.lan = k
+                pname = "h%d" % j
+                self._veth(h, "eth0", rt, pname)
+                rt.ip("link", "set", pname, "master", "lan0")
+                rt.ip("link", "set", pname, "up")
+                h.uplink = "eth0"
+                h.addr4, h.addr6 = str(n4[10 + j]), str(n6[0x10 + j])
+                h.lan_addr4, h.lan_addr6 = h.addr4, h.addr6
+                h.ip("addr", "add", "%s/24" % h.addr4, "dev", "eth0")
+                h.ip("addr", "add", "%s/64" % h.addr6, "dev", "eth0", "nodad")
+                h.ip("link", "set", "eth0", "up")
+                h._restore_routes()
+
+    @staticmethod
+    def _nat_rules(kind):
+        masq = "masquerade" if kind == "cone" else "masquerade random"
+        return """
+table inet mwnat {
+    chain prerouting {
+        type nat hook prerouting priority dstnat; policy accept;
+    }
+    chain postrouting {
+        type nat hook postrouting priority srcnat; policy accept;
+        oifname "wan0" %s
+    }
+    chain forward {
+        type filter hook forward priority filter; policy accept;
+        iifname "wan0" ct state established,related accept
+        iifname "wan0" ct status dnat accept
+        iifname "wan0" drop
+    }
+}
+""" % masq
+
+    def expose(self, node, proto, port, public_port=None):
+        """Port-forward router:public_port -> node:port (v4 only), e.g. a LAN node made a relay."""
+        rt = self.router_of(node)
+        rt.nft("add rule inet mwnat prerouting iifname \"wan0\" meta nfproto ipv4 %s dport %d "
+               "dnat ip to %s:%d\n" % (proto, public_port or port, node.addr4, port))
+
+    # -- teardown -------------------------------------------------------------------------------
+
+    def close(self):
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            try:
+                nodes = list(self.nodes.values())
+                for n in nodes:  # our processes first (process groups), politely
+                    for pr in n._procs:
+                        if pr.alive():
+                            pr.signal(signal.SIGTERM)
+                deadline = time.monotonic() + 2.0
+                for n in nodes:
+                    for pr in n._procs:
+                        try:
+                            pr.popen.wait(max(0.0, deadline - time.monotonic()))
+                        except subprocess.TimeoutExpired:
+                            pr.kill()
+                for n in reversed(nodes):  # then anything else left in the namespaces
+                    if os.path.exists(n.path):
+                        delete_netns(n.ns)
+                for ns in netns_list():  # and anything with our prefix we lost track of
+                    if ns.startswith(self.prefix):
+                        delete_netns(ns)
+                for f in _glob_wg(self.pid):
+                    _unlink(f)
+            finally:
+                if not self.keep_tmp:
+                    shutil.rmtree(self.tmpdir, ignore_errors=True)
+                with _live_lock:
+                    if self in _live:
+                        _live.remove(self)
+
+    def leftovers(self):
+        """What of this topology still exists (should be empty after close())."""
+        left = [("netns", ns) for ns in netns_list() if ns.startswith(self.prefix)]
+        for n in self.nodes.values():
+            left += [("process", "%s:%d" % (n.name, pr.pid)) for pr in n._procs
+                     if pid_alive(pr.pid) and not _is_zombie(pr.pid)]
+        left += [("wg-socket", f) for f in _glob_wg(self.pid)]
+        if os.path.exists(self.tmpdir) and not self.keep_tmp:
+            left.append(("tmpdir", self.tmpdir))
+        return left
+
+    def describe(self):
+        lines = []
+        for n in self.nodes.values():
+            if n.kind in ("internet", "delay", "extra"):
+                continue
+            extra = ""
+            if n.kind == "router":
+                extra = " NAT=%s lan=%s,%s" % (n.nat, n.lan_addr4, n.lan_addr6)
+            if n.delayer:
+                extra += " delay=%gms" % n.delayer.ms
+            lines.append("%-8s %-7s ns=%-22s %-15s %-18s wg=%s%s" % (
+                n.name, n.kind, n.ns, n.addr4, n.addr6, n.wg_ifname, extra))
+        return "\n".join(lines)
+
+
+def _glob_wg(pid):
+    try:
+        names = os.listdir(WG_RUN_DIR)
+    except FileNotFoundError:
+        return []
+    return [os.path.join(WG_RUN_DIR, f) for f in names if f.startswith("mwt%dn" % pid)]
+
+
+def _unlink(path):
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+
+
+# ------------------------------------------------------------------------------------------------
+# stale cleanup
+
+
+def cleanup_stale(verbose=True):
+    """Remove namespaces, temp dirs and wg sockets of testbed runs whose process is gone."""
+    removed = []
+
+    def dead(name):
+        m = STALE_RE.match(name)
+        return m and int(m.group(1)) != PID and not pid_alive(int(m.group(1)))
+
+    for ns in netns_list():
+        if dead(ns):
+            delete_netns(ns)
+            removed.append("netns " + ns)
+    tmp = tempfile.gettempdir()
+    for d in os.listdir(tmp):
+        if dead(d) and os.path.isdir(os.path.join(tmp, d)):
+            shutil.rmtree(os.path.join(tmp, d), ignore_errors=True)
+            removed.append("dir " + os.path.join(tmp, d))
+    try:
+        socks = os.listdir(WG_RUN_DIR)
+    except FileNotFoundError:
+        socks = []
+    for f in socks:
+        if dead(f):
+            _unlink(os.path.join(WG_RUN_DIR, f))
+            removed.append("socket " + os.path.join(WG_RUN_DIR, f))
+    if verbose:
+        for r in removed:
+            print("removed", r)
+        print("cleanup-stale: %d removed" % len(removed))
+    return removed
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--cleanup-stale", action="store_true",
+                    help="remove leftovers (mwt<pid>-*) of runs whose process is gone")
+    ap.add_argument("--up", action="store_true",
+                    help="build the default topology, print it, wait for Ctrl-C, clean up")
+    ap.add_argument("--lans", default="cone,symmetric")
+    ap.add_argument("--delay", action="append", default=[], metavar="NODE=MS")
+    a = ap.parse_args(argv)
+    if a.cleanup_stale:
+        cleanup_stale()
+        return 0
+    if a.up:
+        delays = {k: float(v) for k, v in (d.split("=", 1) for d in a.delay)}
+        with Topology(lans=a.lans.split(","), delay_ms=delays) as t:
+            print(t.describe())
+            print("run commands with: ip netns exec <ns> ...   (Ctrl-C to tear down)")
+            try:
+                signal.pause()
+            except KeyboardInterrupt:
+                pass
+        return 0
+    ap.print_help()
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
