@@ -8,6 +8,9 @@
                                            of what each echo server saw (NAT port behaviour)
   udp-rtt   --target IP:P [--count N]      RTT of N request/replies to an echo server:
                                            JSON {"min_ms", "med_ms", "avg_ms", "max_ms", "lost"}
+  udp-punch --sport S --peer IP:P [--seconds T]  UDP hole punching: send to the peer's public
+                                           endpoint every 50 ms for T s from local port S, print
+                                           JSON {"sent", "received", "from": [sources seen]}
   tcp-sink  --port P                       accept one connection at a time, count bytes, reply
                                            with the count when the sender shuts down
   tcp-send  --target IP:P --bytes N        send N bytes, print JSON {"bytes", "seconds", "MBps"}
@@ -111,6 +114,29 @@ def udp_rtt(a):
     return 0 if rtts else 1
 
 
+def udp_punch(a):
+    host, port = parse_target(a.peer)
+    fam = family_of(host)
+    s = socket.socket(fam, socket.SOCK_DGRAM)
+    s.bind(("::" if fam == socket.AF_INET6 else "0.0.0.0", a.sport))
+    s.settimeout(0.05)
+    sent = received = 0
+    seen = set()
+    end = time.monotonic() + a.seconds
+    while time.monotonic() < end:
+        s.sendto(b"punch", (host, port))
+        sent += 1
+        try:
+            while True:
+                _, src = s.recvfrom(2048)
+                received += 1
+                seen.add(("[%s]:%d" if ":" in src[0] else "%s:%d") % src[:2])
+        except socket.timeout:
+            pass
+    print(json.dumps({"sent": sent, "received": received, "from": sorted(seen)}))
+    return 0
+
+
 def tcp_sink(a):
     s = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
     s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -164,6 +190,10 @@ def main():
     p.add_argument("--count", type=int, default=10)
     p.add_argument("--interval", type=float, default=0.05)
     p.add_argument("--timeout", type=float, default=2.0)
+    p = sub.add_parser("udp-punch")
+    p.add_argument("--sport", type=int, required=True)
+    p.add_argument("--peer", required=True)
+    p.add_argument("--seconds", type=float, default=2.0)
     p = sub.add_parser("tcp-sink")
     p.add_argument("--port", type=int, required=True)
     p = sub.add_parser("tcp-send")
@@ -171,7 +201,7 @@ def main():
     p.add_argument("--bytes", type=int, default=20 << 20)
     p.add_argument("--timeout", type=float, default=10.0)
     a = ap.parse_args()
-    return {"udp-echo": udp_echo, "udp-probe": udp_probe, "udp-rtt": udp_rtt,
+    return {"udp-echo": udp_echo, "udp-probe": udp_probe, "udp-rtt": udp_rtt, "udp-punch": udp_punch,
             "tcp-sink": tcp_sink, "tcp-send": tcp_send}[a.cmd](a) or 0
 
 

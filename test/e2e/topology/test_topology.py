@@ -60,8 +60,9 @@ def reachable(node, addr):
     return node.run(["ping", "-n", "-c", "1", "-W", "1", addr], check=False).returncode == 0
 
 
-def udp_probe(node, targets, sport=0):
+def udp_probe(node, targets, sport=0, tries=3):
     p = node.run([sys.executable, NETTOOLS, "udp-probe", "--sport", str(sport),
+                  "--tries", str(tries),
                   "--targets", ",".join(targets)], check=False, timeout=30)
     return json.loads(p.stdout) if p.stdout.strip() else [{"error": p.stderr}]
 
@@ -195,6 +196,48 @@ def run_topology_checks(t):
         # sequential probes: lan1a's mapping is still in conntrack, so lan1b cannot have 40002
         expect(a == 40002 and b not in (None, 40002), "lan1a %s, lan1b %s" % (a, b))
         return "lan1a 40002 -> %s, lan1b 40002 -> %s" % (a, b)
+
+    @check("expose: a port forward makes a LAN node reachable from outside")
+    def _():
+        b = t["lan1b"]
+        e = b.popen([sys.executable, NETTOOLS, "udp-echo", "--port", "7001"], name="udp-echo")
+        e.wait_log("listening")
+        expect(udp_probe(r1, [tgt(t["nat1"].addr4, 7001)], tries=1)[0].get("seen_port") is None,
+               "reached lan1b before the port forward")
+        t.expose(b, "udp", 7001, public_port=17001)
+        res = udp_probe(r1, [tgt(t["nat1"].addr4, 17001)], sport=41000)[0]
+        expect(res.get("seen_src") == r1.addr4 and res.get("seen_port") == 41000, res)
+        e.stop()
+        return "relay1 -> nat1:17001 -> lan1b:7001, lan1b saw %s:%s" % (
+            res["seen_src"], res["seen_port"])
+
+    @check("hole punching: cone<->cone works, cone<->symmetric does not (v4, v6)")
+    def _():
+        out = []
+
+        def punch(x, y, port, fam):
+            rx, ry = t.router_of(x), t.router_of(y)
+            px = x.popen([sys.executable, NETTOOLS, "udp-punch", "--sport", str(port), "--peer",
+                          tgt(getattr(ry, fam), port), "--seconds", "1.0"], name="punch")
+            py = y.popen([sys.executable, NETTOOLS, "udp-punch", "--sport", str(port), "--peer",
+                          tgt(getattr(rx, fam), port), "--seconds", "1.0"], name="punch")
+            px.wait(10)
+            py.wait(10)
+            jx = json.loads(px.log().strip().splitlines()[-1])
+            jy = json.loads(py.log().strip().splitlines()[-1])
+            return jx["received"] > 0 and jy["received"] > 0, jx, jy
+
+        for fam, port in (("addr4", 42000), ("addr6", 42001)):
+            ok, jx, jy = punch(t["lan1a"], t["lan3a"], port, fam)
+            expect(ok, "cone<->cone %s: %s / %s" % (fam, jx, jy))
+            out.append("cone<->cone %s: %d/%d datagrams in" % (fam[-1] == "4" and "v4" or "v6",
+                                                              jx["received"], jy["received"]))
+            ok, jx, jy = punch(t["lan1b"], t["lan2a"], port, fam)
+            expect(not ok, "cone<->symmetric %s punched through: %s / %s" % (fam, jx, jy))
+            out.append("cone<->symmetric %s: %d/%d" % (fam[-1] == "4" and "v4" or "v6",
+                                                       jx["received"], jy["received"]))
+        figures.append("punch (1 s, 50 ms interval): " + ", ".join(out))
+        return ", ".join(out)
 
     @check("latency: relay2 is %g ms one-way slower (ping)" % DELAY_MS)
     def _():
@@ -393,7 +436,7 @@ def main():
     before = root_state()
     figures = []
     t0 = time.monotonic()
-    t = Topology(relays=2, lans=["cone", "symmetric"], nodes_per_lan=2,
+    t = Topology(relays=2, lans=["cone", "symmetric", "cone"], nodes_per_lan=2,
                  delay_ms={"relay2": DELAY_MS})
     build_s = time.monotonic() - t0
     prefix, tmpdir = t.prefix, t.tmpdir

@@ -633,6 +633,12 @@ table inet mwnat {
         iifname "wan0" ct status dnat accept
         iifname "wan0" drop
     }
+    chain input {
+        type filter hook input priority filter; policy accept;
+        iifname "wan0" ct state established,related accept
+        iifname "wan0" meta l4proto { icmp, ipv6-icmp } accept
+        iifname "wan0" drop
+    }
 }
 """ % masq
 
