@@ -1,0 +1,29 @@
+#include "meshd/core/node_id.hpp"
+
+#include <sodium.h>
+
+namespace mw::meshd {
+
+node_id node_id::of(const wg_key& wg_public_key) {
+    node_id id;
+    crypto_generichash(id.bytes_.data(), size, wg_public_key.data(), wg_key::size, nullptr, 0);
+    return id;
+}
+
+bool node_id::is_zero() const noexcept {
+    uint8_t acc = 0;
+    for (auto b : bytes_) acc |= b;
+    return acc == 0;
+}
+
+std::string node_id::hex() const {
+    static const char digits[] = "0123456789abcdef";
+    std::string s(2 * size, '0');
+    for (size_t i = 0; i < size; ++i) {
+        s[2 * i] = digits[bytes_[i] >> 4];
+        s[2 * i + 1] = digits[bytes_[i] & 15];
+    }
+    return s;
+}
+
+}  // namespace mw::meshd

@@ -1,0 +1,80 @@
+// A node's self-description, signed by the node: what the relays, mDNS and the DHT pass around.
+//
+// Canonical binary form (big-endian; the signature covers every byte before it):
+//   u8   format (1)
+//   32   WireGuard public key            (node ID = BLAKE2b-256 of it)
+//   32   Ed25519 signing public key      (must be the Ed25519 form of the WG key, node_identity)
+//   u64  sequence number                 (higher wins; the node bumps it on every change)
+//   u64  expiry, unix ms                 (invalid at and after this instant)
+//   u8   name length (1..253), name      ([A-Za-z0-9._-], e.g. the Kubernetes node name)
+//   u8   pod CIDR count (<= 8), each: u8 family (4|6), 4|16 address bytes, u8 prefix length
+//        (host bits must be zero)
+//   u8   endpoint count (<= 8), each: u8 family (4|6), 4|16 address bytes, u16 port (non-zero)
+//   u8   relay count (<= 8), each: 32-byte node ID of a relay the node is attached to
+//   64   Ed25519 signature over "meshwire peer record v1" || all bytes above
+//
+// Every field has exactly one encoding (fixed widths, zero host bits, no trailing bytes), so
+// decode(encode(r)) == r and equal records have equal bytes: the store compares records by bytes.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "common/ip_address.hpp"
+#include "common/result.hpp"
+#include "common/wireguard/wg_endpoint.hpp"
+#include "common/wireguard/wg_key.hpp"
+#include "meshd/core/node_id.hpp"
+#include "meshd/core/node_identity.hpp"
+
+namespace mw::meshd {
+
+struct peer_record {
+    static constexpr uint8_t format = 1;
+    static constexpr size_t max_name = 253;
+    static constexpr size_t max_cidrs = 8;
+    static constexpr size_t max_endpoints = 8;
+    static constexpr size_t max_relays = 8;
+    static constexpr size_t signature_size = 64;
+    // Largest possible encoding (all lists full, v6 everywhere): fits one control datagram.
+    static constexpr size_t max_encoded_size = 1 + 32 + 32 + 8 + 8 + 1 + max_name + 1 +
+                                               max_cidrs * 18 + 1 + max_endpoints * 19 + 1 +
+                                               max_relays * 32 + signature_size;
+    static constexpr const char* signing_label = "meshwire peer record v1";
+
+    std::string name;
+    wg_key wg_public_key;
+    signing_public_key signing_key{};
+    std::vector<ip_prefix> pod_cidrs;
+    std::vector<wg_endpoint> endpoints;
+    std::vector<node_id> relays;
+    uint64_t seq = 0;
+    uint64_t expires_ms = 0;
+    signature sig{};
+
+    node_id id() const { return node_id::of(wg_public_key); }
+
+    // Field limits and canonical forms (what encode() requires and decode() enforces).
+    status validate() const;
+    // The signed bytes (everything but the signature).
+    result<std::vector<uint8_t>> encode_body() const;
+    // body || signature: the form carried in HELLO and RECORDS.
+    result<std::vector<uint8_t>> encode() const;
+    // Structure only: a decoded record is well-formed but NOT trusted until verify() passes.
+    static result<peer_record> decode(std::span<const uint8_t> bytes);
+
+    // Sets the key fields from the identity and signs. The caller sets the other fields first.
+    status sign(const node_identity& identity);
+    // Trust check: the signing key is bound to the WG key (so the record speaks for node id()),
+    // the signature is valid, the record has not expired at now_ms, and, when given, id() is
+    // the node ID the caller expects (e.g. the sender of the HELLO carrying it).
+    status verify(uint64_t now_ms, const std::optional<node_id>& expected_id = {}) const;
+
+    // Same signed content (signature excluded: Ed25519 is deterministic for honest signers).
+    bool same_content(const peer_record& other) const;
+};
+
+}  // namespace mw::meshd

@@ -1,0 +1,67 @@
+// Seals and opens control datagrams with XChaCha20-Poly1305-IETF under a key derived from the
+// cluster PSK. Datagram layout (all control messages; RELAY_DATA frames are not sealed):
+//
+//   offset  size  field
+//   0       2     magic "MW" (0x4d 0x57)
+//   2       1     version (1)
+//   3       1     message type
+//   4       24    nonce (from the caller's RNG; XChaCha's 192-bit nonce makes random nonces safe)
+//   28      n+16  ciphertext of the n-byte plaintext, then the Poly1305 tag
+//
+// The 4-byte header (magic, version, type) is the associated data, so a type byte cannot be
+// swapped onto another message's body. The AEAD key is BLAKE2b-256 keyed with the PSK over the
+// label "meshwire control v1": the raw PSK never keys the cipher, and a future protocol version
+// gets an unrelated key from the same PSK.
+//
+// open() never throws and never answers: every failure is an error value the caller counts.
+#pragma once
+
+#include <array>
+#include <cstdint>
+#include <span>
+#include <vector>
+
+#include "common/result.hpp"
+
+namespace mw::meshd {
+
+using aead_nonce = std::array<uint8_t, 24>;
+
+class psk_sealer {
+public:
+    static constexpr uint8_t magic0 = 0x4d;  // 'M'
+    static constexpr uint8_t magic1 = 0x57;  // 'W'
+    static constexpr uint8_t version = 1;
+    static constexpr size_t header_size = 4;
+    static constexpr size_t nonce_size = 24;
+    static constexpr size_t tag_size = 16;
+    static constexpr size_t overhead = header_size + nonce_size + tag_size;  // 44
+    static constexpr size_t key_size = 32;
+    // A PSK shorter than this is refused: it would be guessable offline from one captured packet.
+    static constexpr size_t min_psk_size = 16;
+    static constexpr const char* key_label = "meshwire control v1";
+
+    static result<psk_sealer> create(std::span<const uint8_t> psk);
+
+    psk_sealer(const psk_sealer&) = default;
+    psk_sealer& operator=(const psk_sealer&) = default;
+    ~psk_sealer();
+
+    std::vector<uint8_t> seal(uint8_t type, std::span<const uint8_t> plaintext,
+                              const aead_nonce& nonce) const;
+
+    struct opened {
+        uint8_t type = 0;
+        aead_nonce nonce{};
+        std::vector<uint8_t> plaintext;
+    };
+    // Fails (errc::parse_error) on a short datagram, a wrong magic or version, and
+    // (errc::protocol_error) on a failed authentication: wrong PSK, tampering, wrong type byte.
+    result<opened> open(std::span<const uint8_t> datagram) const;
+
+private:
+    psk_sealer() = default;
+    std::array<uint8_t, key_size> key_{};
+};
+
+}  // namespace mw::meshd

@@ -1,0 +1,96 @@
+#include "meshd/core/record_store.hpp"
+
+#include <algorithm>
+
+namespace mw::meshd {
+
+result<put_outcome> record_store::put(const peer_record& rec, uint64_t now_ms) {
+    MW_TRY_STATUS(rec.verify(now_ms));
+    if (rec.expires_ms - now_ms > cfg_.max_lifetime_ms) {
+        return error(errc::invalid_argument, "peer record " + rec.name +
+                                                 ": expiry too far in the future (more than " +
+                                                 std::to_string(cfg_.max_lifetime_ms) + " ms)");
+    }
+    node_id id = rec.id();
+    auto it = records_.find(id);
+    if (it != records_.end()) {
+        const peer_record& cur = it->second;
+        if (rec.seq < cur.seq) {
+            return error(errc::already_exists, "peer record " + rec.name + ": seq " +
+                                                   std::to_string(rec.seq) + " is older than " +
+                                                   std::to_string(cur.seq));
+        }
+        if (rec.seq == cur.seq) {
+            if (rec.same_content(cur)) return put_outcome::duplicate;
+            return error(errc::state_mismatch, "peer record " + rec.name + ": seq " +
+                                                   std::to_string(rec.seq) +
+                                                   " already seen with different content");
+        }
+        remove(it);
+        records_.emplace(id, rec);
+        by_expiry_.emplace(rec.expires_ms, id);
+        by_name_.emplace(rec.name, id);
+        return put_outcome::replaced;
+    }
+    if (records_.size() >= cfg_.max_records) {
+        expire(now_ms);
+        if (records_.size() >= cfg_.max_records) {
+            auto soonest = by_expiry_.begin();
+            if (soonest->first >= rec.expires_ms) {
+                return error(errc::exhausted, "record store full (" +
+                                                  std::to_string(cfg_.max_records) +
+                                                  " records), all outliving " + rec.name);
+            }
+            remove(records_.find(soonest->second));
+        }
+    }
+    records_.emplace(id, rec);
+    by_expiry_.emplace(rec.expires_ms, id);
+    by_name_.emplace(rec.name, id);
+    return put_outcome::inserted;
+}
+
+void record_store::remove(std::map<node_id, peer_record>::iterator it) {
+    const peer_record& rec = it->second;
+    by_expiry_.erase({rec.expires_ms, it->first});
+    auto [b, e] = by_name_.equal_range(rec.name);
+    for (auto n = b; n != e; ++n) {
+        if (n->second == it->first) {
+            by_name_.erase(n);
+            break;
+        }
+    }
+    records_.erase(it);
+}
+
+size_t record_store::expire(uint64_t now_ms) {
+    size_t dropped = 0;
+    while (!by_expiry_.empty() && by_expiry_.begin()->first <= now_ms) {
+        remove(records_.find(by_expiry_.begin()->second));
+        ++dropped;
+    }
+    return dropped;
+}
+
+bool record_store::erase(const node_id& id) {
+    auto it = records_.find(id);
+    if (it == records_.end()) return false;
+    remove(it);
+    return true;
+}
+
+const peer_record* record_store::find(const node_id& id) const {
+    auto it = records_.find(id);
+    return it == records_.end() ? nullptr : &it->second;
+}
+
+std::vector<const peer_record*> record_store::find_by_name(const std::string& name) const {
+    std::vector<const peer_record*> out;
+    auto [b, e] = by_name_.equal_range(name);
+    for (auto n = b; n != e; ++n) out.push_back(&records_.at(n->second));
+    std::sort(out.begin(), out.end(),
+              [](const peer_record* a, const peer_record* b) { return a->id() < b->id(); });
+    return out;
+}
+
+}  // namespace mw::meshd

@@ -1,0 +1,302 @@
+#include "meshd/core/wire_codec.hpp"
+
+#include <netinet/in.h>
+
+#include "meshd/core/byte_io.hpp"
+
+namespace mw::meshd {
+
+namespace {
+
+error bad(msg_type t, const std::string& why) {
+    return error(errc::parse_error, std::string(to_string(t)) + ": " + why);
+}
+
+void write_id(byte_writer& w, const node_id& id) {
+    w.bytes(id.data(), node_id::size);
+}
+
+node_id read_id(byte_reader& r) {
+    auto v = r.view(node_id::size);
+    return r.ok() ? node_id::from_bytes(v.data()) : node_id{};
+}
+
+status write_record(byte_writer& w, const peer_record& rec) {
+    auto bytes = rec.encode();
+    if (!bytes) return bytes.err();
+    w.u16(static_cast<uint16_t>(bytes->size()));
+    w.bytes(*bytes);
+    return {};
+}
+
+result<peer_record> read_record(byte_reader& r, msg_type t) {
+    size_t len = r.u16();
+    auto bytes = r.view(len);
+    if (!r.ok()) return bad(t, "truncated record");
+    auto rec = peer_record::decode(bytes);
+    if (!rec) return bad(t, rec.err().message);
+    return rec;
+}
+
+void write_endpoint(byte_writer& w, const wg_endpoint& e) {
+    w.u8(e.address.is_v4() ? 4 : 6);
+    w.bytes(e.address.data(), e.address.byte_len());
+    w.u16(e.port);
+}
+
+wg_endpoint read_endpoint(byte_reader& r) {
+    uint8_t fam = r.u8();
+    size_t len = fam == 4 ? 4 : fam == 6 ? 16 : 0;
+    if (len == 0) {
+        r.fail();
+        return {};
+    }
+    auto bytes = r.view(len);
+    uint16_t port = r.u16();
+    if (!r.ok()) return {};
+    auto a = ip_address::from_bytes(fam == 4 ? AF_INET : AF_INET6, bytes.data(), len);
+    if (!a || port == 0) {
+        r.fail();
+        return {};
+    }
+    return wg_endpoint{*a, port};
+}
+
+template <class M>
+void write_session(byte_writer& w, const M& m) {
+    w.u64(m.session_id);
+    write_id(w, m.from);
+    write_id(w, m.to);
+}
+
+template <class M>
+void read_session(byte_reader& r, M& m) {
+    m.session_id = r.u64();
+    m.from = read_id(r);
+    m.to = read_id(r);
+}
+
+struct body_encoder {
+    byte_writer& w;
+
+    status operator()(const hello_msg& m) {
+        if (m.flags & ~hello_msg::flag_want_records) {
+            return error(errc::invalid_argument, "HELLO: unknown flags");
+        }
+        w.u8(m.flags);
+        return write_record(w, m.record);
+    }
+    status operator()(const records_msg& m) {
+        if (m.records.empty() || m.records.size() > 255) {
+            return error(errc::invalid_argument, "RECORDS: needs 1-255 records");
+        }
+        w.u8(static_cast<uint8_t>(m.records.size()));
+        for (const auto& rec : m.records) MW_TRY_STATUS(write_record(w, rec));
+        return {};
+    }
+    status operator()(const ping_msg& m) {
+        w.u64(m.seq);
+        return {};
+    }
+    status operator()(const pong_msg& m) {
+        if (!m.observed.address.valid() || m.observed.port == 0) {
+            return error(errc::invalid_argument, "PONG: observed address needs an IP and port");
+        }
+        w.u64(m.seq);
+        w.u64(m.ping_timestamp_ms);
+        write_endpoint(w, m.observed);
+        return {};
+    }
+    status operator()(const relay_session_request_msg& m) {
+        write_session(w, m);
+        return {};
+    }
+    status operator()(const relay_session_accept_msg& m) {
+        write_session(w, m);
+        return {};
+    }
+    status operator()(const relay_session_reject_msg& m) {
+        write_session(w, m);
+        w.u8(static_cast<uint8_t>(m.reason));
+        return {};
+    }
+};
+
+result<message_body> decode_body(msg_type t, byte_reader& r) {
+    switch (t) {
+        case msg_type::hello: {
+            hello_msg m;
+            m.flags = r.u8();
+            if (m.flags & ~hello_msg::flag_want_records) return bad(t, "unknown flags");
+            m.record = MW_TRY(read_record(r, t));
+            return message_body(std::move(m));
+        }
+        case msg_type::records: {
+            records_msg m;
+            size_t n = r.u8();
+            if (r.ok() && n == 0) return bad(t, "no records");
+            for (size_t i = 0; i < n; ++i) m.records.push_back(MW_TRY(read_record(r, t)));
+            return message_body(std::move(m));
+        }
+        case msg_type::ping: {
+            ping_msg m;
+            m.seq = r.u64();
+            return message_body(m);
+        }
+        case msg_type::pong: {
+            pong_msg m;
+            m.seq = r.u64();
+            m.ping_timestamp_ms = r.u64();
+            m.observed = read_endpoint(r);
+            return message_body(m);
+        }
+        case msg_type::relay_session_request: {
+            relay_session_request_msg m;
+            read_session(r, m);
+            return message_body(m);
+        }
+        case msg_type::relay_session_accept: {
+            relay_session_accept_msg m;
+            read_session(r, m);
+            return message_body(m);
+        }
+        case msg_type::relay_session_reject: {
+            relay_session_reject_msg m;
+            read_session(r, m);
+            uint8_t reason = r.u8();
+            if (reason > static_cast<uint8_t>(reject_reason::capacity)) {
+                return bad(t, "unknown reject reason " + std::to_string(reason));
+            }
+            m.reason = static_cast<reject_reason>(reason);
+            return message_body(m);
+        }
+        case msg_type::relay_data:
+            break;
+    }
+    return error(errc::parse_error,
+                 "unknown control message type " + std::to_string(static_cast<unsigned>(t)));
+}
+
+bool is_control_type(uint8_t t) {
+    return t >= static_cast<uint8_t>(msg_type::hello) &&
+           t <= static_cast<uint8_t>(msg_type::relay_session_reject);
+}
+
+}  // namespace
+
+const char* to_string(msg_type t) noexcept {
+    switch (t) {
+        case msg_type::hello:
+            return "HELLO";
+        case msg_type::records:
+            return "RECORDS";
+        case msg_type::ping:
+            return "PING";
+        case msg_type::pong:
+            return "PONG";
+        case msg_type::relay_session_request:
+            return "RELAY_SESSION_REQUEST";
+        case msg_type::relay_session_accept:
+            return "RELAY_SESSION_ACCEPT";
+        case msg_type::relay_session_reject:
+            return "RELAY_SESSION_REJECT";
+        case msg_type::relay_data:
+            return "RELAY_DATA";
+    }
+    return "UNKNOWN";
+}
+
+msg_type control_message::type() const noexcept {
+    return std::visit([](const auto& m) { return std::decay_t<decltype(m)>::type; }, body);
+}
+
+result<std::vector<uint8_t>> encode_plaintext(const control_message& m) {
+    std::vector<uint8_t> out;
+    out.reserve(256);
+    byte_writer w(out);
+    write_id(w, m.sender);
+    w.u64(m.timestamp_ms);
+    MW_TRY_STATUS(std::visit(body_encoder{w}, m.body));
+    if (out.size() > max_control_plaintext) {
+        return error(errc::invalid_argument, std::string(to_string(m.type())) + ": " +
+                                                 std::to_string(out.size()) +
+                                                 " bytes does not fit one datagram");
+    }
+    return out;
+}
+
+result<control_message> decode_plaintext(uint8_t type, std::span<const uint8_t> plaintext) {
+    if (!is_control_type(type)) {
+        return error(errc::parse_error,
+                     "unknown control message type " + std::to_string(static_cast<unsigned>(type)));
+    }
+    auto t = static_cast<msg_type>(type);
+    if (plaintext.size() > max_control_plaintext) return bad(t, "oversized");
+    byte_reader r(plaintext);
+    control_message m;
+    m.sender = read_id(r);
+    m.timestamp_ms = r.u64();
+    if (!r.ok()) return bad(t, "truncated envelope");
+    m.body = MW_TRY(decode_body(t, r));
+    if (!r.ok()) return bad(t, "truncated");
+    if (!r.at_end()) return bad(t, "trailing bytes");
+    return m;
+}
+
+result<std::vector<uint8_t>> seal_message(const psk_sealer& sealer, const control_message& m,
+                                          const aead_nonce& nonce) {
+    auto plain = MW_TRY(encode_plaintext(m));
+    return sealer.seal(static_cast<uint8_t>(m.type()), plain, nonce);
+}
+
+result<opened_message> open_message(const psk_sealer& sealer, std::span<const uint8_t> datagram) {
+    if (datagram.size() > max_control_datagram) {
+        return error(errc::parse_error,
+                     "control datagram oversized (" + std::to_string(datagram.size()) + " bytes)");
+    }
+    // Cheap header checks before spending an AEAD open on it.
+    if (classify(datagram) != frame_kind::control) {
+        return error(errc::parse_error, "not a control datagram");
+    }
+    auto o = MW_TRY(sealer.open(datagram));
+    opened_message out;
+    out.nonce = o.nonce;
+    out.message = MW_TRY(decode_plaintext(o.type, o.plaintext));
+    return out;
+}
+
+frame_kind classify(std::span<const uint8_t> d) noexcept {
+    if (d.size() < psk_sealer::header_size || d[0] != psk_sealer::magic0 ||
+        d[1] != psk_sealer::magic1 || d[2] != psk_sealer::version) {
+        return frame_kind::invalid;
+    }
+    if (d[3] == static_cast<uint8_t>(msg_type::relay_data)) return frame_kind::relay_data;
+    if (is_control_type(d[3])) return frame_kind::control;
+    return frame_kind::invalid;
+}
+
+void write_relay_data_header(uint64_t session_id, uint8_t* out) noexcept {
+    out[0] = psk_sealer::magic0;
+    out[1] = psk_sealer::magic1;
+    out[2] = psk_sealer::version;
+    out[3] = static_cast<uint8_t>(msg_type::relay_data);
+    for (int i = 0; i < 8; ++i) out[4 + i] = static_cast<uint8_t>(session_id >> (56 - 8 * i));
+}
+
+result<relay_data_view> decode_relay_data(std::span<const uint8_t> frame) {
+    if (classify(frame) != frame_kind::relay_data) {
+        return error(errc::parse_error, "RELAY_DATA: bad header");
+    }
+    if (frame.size() <= relay_data_header_size) {
+        return error(errc::parse_error, "RELAY_DATA: no payload");
+    }
+    if (frame.size() - relay_data_header_size > max_relay_payload) {
+        return error(errc::parse_error, "RELAY_DATA: oversized");
+    }
+    relay_data_view v;
+    for (int i = 0; i < 8; ++i) v.session_id = v.session_id << 8 | frame[4 + i];
+    v.payload = frame.subspan(relay_data_header_size);
+    return v;
+}
+
+}  // namespace mw::meshd

@@ -1,0 +1,162 @@
+// Control messages of the meshd protocol and their binary encoding.
+//
+// A control datagram is psk_sealer's envelope around a plaintext that always starts with
+//   32   sender node ID
+//   u64  sender timestamp, unix ms   (replay_window: freshness and per-sender de-duplication)
+// followed by the type-specific body (big-endian, fixed widths, no trailing bytes):
+//
+//   type  name                   body
+//   0x01  HELLO                  u8 flags (bit 0: send me RECORDS; other bits must be 0),
+//                                u16 length, the sender's signed peer_record
+//                                (registers the sender with a relay; the record's node ID must
+//                                be the sender's)
+//   0x02  RECORDS                u8 count (1..), each: u16 length, signed peer_record
+//                                (a relay's answer; several datagrams when many records)
+//   0x03  PING                   u64 seq
+//   0x04  PONG                   u64 seq, u64 the PING's timestamp (RTT = now - it),
+//                                observed source of the PING: u8 family (4|6), address, u16 port
+//   0x05  RELAY_SESSION_REQUEST  u64 session id, 32 from node, 32 to node
+//   0x06  RELAY_SESSION_ACCEPT   u64 session id, 32 from node, 32 to node
+//   0x07  RELAY_SESSION_REJECT   u64 session id, 32 from node, 32 to node, u8 reason
+//
+// Types 0x01-0x7f are sealed control messages; 0x80-0xff are unsealed frames, of which only
+// 0x80 RELAY_DATA exists:
+//   "MW" 0x01 0x80 | u64 session id | WireGuard ciphertext (1..max_relay_payload bytes)
+// RELAY_DATA is not sealed because WireGuard already authenticates and encrypts end to end; a
+// relay forwards it only for a session it set up and only from the address that set it up.
+//
+// New messages get a new type number and a body decoder; an unknown type is an error value, so a
+// node never guesses at a newer peer's message. Decoders never throw and never read outside the
+// buffer (byte_reader); anything malformed is errc::parse_error.
+#pragma once
+
+#include <cstdint>
+#include <span>
+#include <variant>
+#include <vector>
+
+#include "common/result.hpp"
+#include "common/wireguard/wg_endpoint.hpp"
+#include "meshd/core/node_id.hpp"
+#include "meshd/core/peer_record.hpp"
+#include "meshd/core/psk_sealer.hpp"
+
+namespace mw::meshd {
+
+enum class msg_type : uint8_t {
+    hello = 0x01,
+    records = 0x02,
+    ping = 0x03,
+    pong = 0x04,
+    relay_session_request = 0x05,
+    relay_session_accept = 0x06,
+    relay_session_reject = 0x07,
+    relay_data = 0x80,
+};
+
+const char* to_string(msg_type t) noexcept;
+
+struct hello_msg {
+    static constexpr msg_type type = msg_type::hello;
+    static constexpr uint8_t flag_want_records = 0x01;
+    uint8_t flags = 0;
+    peer_record record;
+};
+
+struct records_msg {
+    static constexpr msg_type type = msg_type::records;
+    std::vector<peer_record> records;
+};
+
+struct ping_msg {
+    static constexpr msg_type type = msg_type::ping;
+    uint64_t seq = 0;
+};
+
+struct pong_msg {
+    static constexpr msg_type type = msg_type::pong;
+    uint64_t seq = 0;
+    uint64_t ping_timestamp_ms = 0;
+    wg_endpoint observed;  // reflexive address: where the PING came from, as the replier saw it
+};
+
+struct relay_session_request_msg {
+    static constexpr msg_type type = msg_type::relay_session_request;
+    uint64_t session_id = 0;
+    node_id from;
+    node_id to;
+};
+
+struct relay_session_accept_msg {
+    static constexpr msg_type type = msg_type::relay_session_accept;
+    uint64_t session_id = 0;
+    node_id from;
+    node_id to;
+};
+
+enum class reject_reason : uint8_t {
+    unspecified = 0,
+    unknown_peer = 1,  // the relay has no session with / record of the target node
+    rate_limited = 2,
+    not_a_relay = 3,
+    capacity = 4,
+};
+
+struct relay_session_reject_msg {
+    static constexpr msg_type type = msg_type::relay_session_reject;
+    uint64_t session_id = 0;
+    node_id from;
+    node_id to;
+    reject_reason reason = reject_reason::unspecified;
+};
+
+using message_body =
+    std::variant<hello_msg, records_msg, ping_msg, pong_msg, relay_session_request_msg,
+                 relay_session_accept_msg, relay_session_reject_msg>;
+
+struct control_message {
+    node_id sender;
+    uint64_t timestamp_ms = 0;
+    message_body body;
+
+    msg_type type() const noexcept;
+};
+
+// Size limits. Control datagrams stay below a typical path MTU (no IP fragmentation through NATs).
+constexpr size_t max_control_datagram = 1400;
+constexpr size_t envelope_size = node_id::size + 8;
+constexpr size_t max_control_plaintext = max_control_datagram - psk_sealer::overhead;
+constexpr size_t relay_data_header_size = 12;
+constexpr size_t max_relay_payload = 65535 - relay_data_header_size;
+static_assert(envelope_size + 1 + 2 + peer_record::max_encoded_size <= max_control_plaintext,
+              "a HELLO with the largest record must fit one datagram");
+
+// Plaintext (envelope + body) for psk_sealer; fails if a field is invalid or it is too large.
+result<std::vector<uint8_t>> encode_plaintext(const control_message& m);
+// Inverse of encode_plaintext for the type byte from the sealed header.
+result<control_message> decode_plaintext(uint8_t type, std::span<const uint8_t> plaintext);
+
+// Whole-datagram helpers: encode + seal, and open + decode.
+result<std::vector<uint8_t>> seal_message(const psk_sealer& sealer, const control_message& m,
+                                          const aead_nonce& nonce);
+struct opened_message {
+    control_message message;
+    aead_nonce nonce{};  // for replay_window
+};
+result<opened_message> open_message(const psk_sealer& sealer, std::span<const uint8_t> datagram);
+
+// What kind of frame a received datagram is, from its first 4 bytes (cheap; for the relay's
+// receive path to route RELAY_DATA away from the control core).
+enum class frame_kind { control, relay_data, invalid };
+frame_kind classify(std::span<const uint8_t> datagram) noexcept;
+
+// RELAY_DATA: the header is written in place in front of the payload so the forwarder allocates
+// nothing per packet. `out` must have relay_data_header_size bytes.
+void write_relay_data_header(uint64_t session_id, uint8_t* out) noexcept;
+struct relay_data_view {
+    uint64_t session_id = 0;
+    std::span<const uint8_t> payload;  // points into the input
+};
+result<relay_data_view> decode_relay_data(std::span<const uint8_t> frame);
+
+}  // namespace mw::meshd
