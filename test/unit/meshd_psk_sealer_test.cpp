@@ -1,0 +1,129 @@
+// psk_sealer: XChaCha20-Poly1305 under a BLAKE2b-derived key. Every tampered byte, a wrong PSK,
+// a swapped type byte and truncation must fail to open; the raw PSK must not be the AEAD key.
+#include <doctest/doctest.h>
+#include <sodium.h>
+
+#include <algorithm>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "meshd/core/psk_sealer.hpp"
+
+using namespace mw::meshd;
+
+namespace {
+
+std::vector<uint8_t> bytes_of(const std::string& s) {
+    return {s.begin(), s.end()};
+}
+
+const std::vector<uint8_t> psk = bytes_of("correct horse battery staple 2026");
+
+aead_nonce nonce(uint8_t n) {
+    aead_nonce x{};
+    x.fill(n);
+    return x;
+}
+
+}  // namespace
+
+TEST_CASE("psk_sealer: round trip and layout") {
+    auto s = psk_sealer::create(psk);
+    REQUIRE(s.ok());
+    auto plain = bytes_of("hello relay");
+    auto d = s->seal(0x03, plain, nonce(7));
+    REQUIRE(d.size() == plain.size() + psk_sealer::overhead);
+    CHECK(d[0] == 'M');
+    CHECK(d[1] == 'W');
+    CHECK(d[2] == 1);
+    CHECK(d[3] == 0x03);
+    CHECK(std::memcmp(d.data() + 4, nonce(7).data(), 24) == 0);
+    // Encrypted: the plaintext does not appear in the datagram.
+    CHECK(std::search(d.begin(), d.end(), plain.begin(), plain.end()) == d.end());
+    auto o = s->open(d);
+    REQUIRE(o.ok());
+    CHECK(o->type == 0x03);
+    CHECK(o->nonce == nonce(7));
+    CHECK(o->plaintext == plain);
+    // Same plaintext, different nonce: different ciphertext.
+    CHECK(s->seal(0x03, plain, nonce(8)) != d);
+}
+
+TEST_CASE("psk_sealer: key is BLAKE2b(key=PSK, \"meshwire control v1\"), not the PSK") {
+    auto s = psk_sealer::create(psk).value();
+    auto plain = bytes_of("x");
+    auto d = s.seal(0x01, plain, nonce(1));
+    std::array<uint8_t, 32> key{};
+    const char* label = "meshwire control v1";
+    crypto_generichash(key.data(), key.size(), reinterpret_cast<const uint8_t*>(label),
+                       std::strlen(label), psk.data(), psk.size());
+    std::vector<uint8_t> out(d.size());
+    unsigned long long mlen = 0;
+    CHECK(crypto_aead_xchacha20poly1305_ietf_decrypt(out.data(), &mlen, nullptr, d.data() + 28,
+                                                     d.size() - 28, d.data(), 4, d.data() + 4,
+                                                     key.data()) == 0);
+    CHECK(mlen == 1);
+    CHECK(out[0] == 'x');
+    // The first 32 PSK bytes used directly as the key must not work.
+    CHECK(crypto_aead_xchacha20poly1305_ietf_decrypt(out.data(), &mlen, nullptr, d.data() + 28,
+                                                     d.size() - 28, d.data(), 4, d.data() + 4,
+                                                     psk.data()) != 0);
+}
+
+TEST_CASE("psk_sealer: wrong PSK, short PSK, long PSK") {
+    auto a = psk_sealer::create(psk).value();
+    auto other = bytes_of("correct horse battery staple 2027");
+    auto b = psk_sealer::create(other).value();
+    auto d = a.seal(0x02, bytes_of("records"), nonce(3));
+    auto o = b.open(d);
+    REQUIRE_FALSE(o.ok());
+    CHECK(o.err().is(mw::errc::protocol_error));
+
+    CHECK(psk_sealer::create(bytes_of("short")).err().is(mw::errc::invalid_argument));
+    CHECK_FALSE(psk_sealer::create({}).ok());
+    CHECK(psk_sealer::create(bytes_of("0123456789abcdef")).ok());  // exactly the minimum
+
+    // PSKs longer than BLAKE2b's 64-byte key limit work and differ by their tail.
+    std::vector<uint8_t> long1(200, 'k'), long2(200, 'k');
+    long2.back() = 'j';
+    auto l1 = psk_sealer::create(long1).value();
+    auto l2 = psk_sealer::create(long2).value();
+    auto dl = l1.seal(0x02, bytes_of("z"), nonce(4));
+    CHECK(l1.open(dl).ok());
+    CHECK_FALSE(l2.open(dl).ok());
+}
+
+TEST_CASE("psk_sealer: every flipped bit position fails to open") {
+    auto s = psk_sealer::create(psk).value();
+    auto d = s.seal(0x04, bytes_of("pong body of some length"), nonce(9));
+    for (size_t i = 0; i < d.size(); ++i) {
+        auto t = d;
+        t[i] ^= 0x01;
+        CHECK_FALSE(s.open(t).ok());
+    }
+    // Swapping in another type byte is caught by the associated data.
+    auto t = d;
+    t[3] = 0x05;
+    CHECK(s.open(t).err().is(mw::errc::protocol_error));
+}
+
+TEST_CASE("psk_sealer: truncated, empty and foreign datagrams") {
+    auto s = psk_sealer::create(psk).value();
+    auto d = s.seal(0x01, bytes_of("abc"), nonce(2));
+    for (size_t n = 0; n < d.size(); ++n) {
+        CHECK_FALSE(s.open(std::span<const uint8_t>(d.data(), n)).ok());
+    }
+    auto wrong_version = d;
+    wrong_version[2] = 2;
+    CHECK(s.open(wrong_version).err().is(mw::errc::parse_error));
+    auto wrong_magic = d;
+    wrong_magic[0] = 'X';
+    CHECK(s.open(wrong_magic).err().is(mw::errc::parse_error));
+    // An empty plaintext is legal for the sealer (the codec never produces one).
+    auto empty = s.seal(0x03, {}, nonce(5));
+    CHECK(empty.size() == psk_sealer::overhead);
+    auto o = s.open(empty);
+    REQUIRE(o.ok());
+    CHECK(o->plaintext.empty());
+}

@@ -1,0 +1,42 @@
+// Shared fixtures for the meshd core tests: deterministic identities and records.
+#pragma once
+
+#include <array>
+#include <cstdint>
+#include <string>
+
+#include "common/ip_address.hpp"
+#include "common/wireguard/wg_endpoint.hpp"
+#include "meshd/core/node_identity.hpp"
+#include "meshd/core/peer_record.hpp"
+
+namespace meshd_test {
+
+inline mw::meshd::node_identity identity(uint8_t n) {
+    mw::meshd::identity_seed seed{};
+    seed.fill(n);
+    seed[0] = 0xa5;
+    return mw::meshd::node_identity::from_seed(seed);
+}
+
+inline constexpr uint64_t t0 = 1'764'000'000'000ull;  // a fixed "now" (Nov 2025, unix ms)
+
+// A signed record for identity(n): v4+v6 pod CIDRs, two endpoints, one relay.
+inline mw::meshd::peer_record record(uint8_t n, uint64_t seq = 1, uint64_t expires = t0 + 60'000,
+                                     std::string name = "") {
+    auto id = identity(n);
+    mw::meshd::peer_record r;
+    r.name = name.empty() ? "node-" + std::to_string(n) : name;
+    r.pod_cidrs = {mw::ip_prefix::parse("10.244." + std::to_string(n) + ".0/24").value(),
+                   mw::ip_prefix::parse("fd00:244:" + std::to_string(n) + "::/64").value()};
+    r.endpoints = {mw::wg_endpoint::parse("192.168.1." + std::to_string(n) + ":51821").value(),
+                   mw::wg_endpoint::parse("[2001:db8::" + std::to_string(n) + "]:51821").value()};
+    r.relays = {identity(200).id()};
+    r.seq = seq;
+    r.expires_ms = expires;
+    auto s = r.sign(id);
+    (void)s;
+    return r;
+}
+
+}  // namespace meshd_test

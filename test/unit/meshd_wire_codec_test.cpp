@@ -1,0 +1,257 @@
+// wire_codec: every message type round-trips through seal/open; every truncation, every extra
+// byte and every oversized input is an error value; unknown types are errors; RELAY_DATA frames
+// are parsed in place.
+#include <doctest/doctest.h>
+
+#include <string>
+#include <vector>
+
+#include "meshd/core/wire_codec.hpp"
+#include "meshd_test_util.hpp"
+
+using namespace mw::meshd;
+using meshd_test::t0;
+
+namespace {
+
+psk_sealer sealer() {
+    std::string psk = "cluster psk for codec tests 0123";
+    return psk_sealer::create(std::vector<uint8_t>(psk.begin(), psk.end())).value();
+}
+
+aead_nonce nonce(uint8_t n) {
+    aead_nonce x{};
+    x.fill(n);
+    return x;
+}
+
+control_message msg(message_body body) {
+    control_message m;
+    m.sender = meshd_test::identity(1).id();
+    m.timestamp_ms = t0 + 5;
+    m.body = std::move(body);
+    return m;
+}
+
+// One message of every type, with non-trivial field values.
+std::vector<control_message> all_messages() {
+    auto a = meshd_test::identity(1).id();
+    auto b = meshd_test::identity(2).id();
+    hello_msg hello;
+    hello.flags = hello_msg::flag_want_records;
+    hello.record = meshd_test::record(1);
+    records_msg records;
+    records.records = {meshd_test::record(2), meshd_test::record(3)};
+    pong_msg pong;
+    pong.seq = 0x0102030405060708ull;
+    pong.ping_timestamp_ms = t0 - 20;
+    pong.observed = mw::wg_endpoint::parse("203.0.113.7:40123").value();
+    pong_msg pong6 = pong;
+    pong6.observed = mw::wg_endpoint::parse("[2001:db8::7]:1").value();
+    relay_session_reject_msg reject{
+        .session_id = 77, .from = a, .to = b, .reason = reject_reason::rate_limited};
+    return {msg(hello),
+            msg(records),
+            msg(ping_msg{.seq = ~0ull}),
+            msg(pong),
+            msg(pong6),
+            msg(relay_session_request_msg{.session_id = 0xdeadbeefcafef00dull, .from = a, .to = b}),
+            msg(relay_session_accept_msg{.session_id = 1, .from = a, .to = b}),
+            msg(reject)};
+}
+
+}  // namespace
+
+TEST_CASE("wire_codec: every message type round-trips through seal and open") {
+    auto s = sealer();
+    auto all = all_messages();
+    for (const auto& m : all) {
+        CAPTURE(to_string(m.type()));
+        auto d = seal_message(s, m, nonce(1));
+        REQUIRE(d.ok());
+        CHECK(d->size() <= max_control_datagram);
+        CHECK((*d)[3] == static_cast<uint8_t>(m.type()));
+        CHECK(classify(*d) == frame_kind::control);
+        auto o = open_message(s, *d);
+        REQUIRE(o.ok());
+        CHECK(o->nonce == nonce(1));
+        CHECK(o->message.sender == m.sender);
+        CHECK(o->message.timestamp_ms == m.timestamp_ms);
+        CHECK(o->message.type() == m.type());
+        // Canonical: re-encoding the decoded message gives the same plaintext bytes.
+        CHECK(encode_plaintext(o->message).value() == encode_plaintext(m).value());
+    }
+    // Spot-check decoded field values.
+    auto o = open_message(s, seal_message(s, all[3], nonce(2)).value()).value();
+    auto& pong = std::get<pong_msg>(o.message.body);
+    CHECK(pong.seq == 0x0102030405060708ull);
+    CHECK(pong.ping_timestamp_ms == t0 - 20);
+    CHECK(pong.observed.str() == "203.0.113.7:40123");
+    auto h = open_message(s, seal_message(s, all[0], nonce(3)).value()).value();
+    auto& hello = std::get<hello_msg>(h.message.body);
+    CHECK(hello.flags == hello_msg::flag_want_records);
+    CHECK(hello.record.verify(t0, h.message.sender).ok());
+    auto r = open_message(s, seal_message(s, all[1], nonce(4)).value()).value();
+    auto& recs = std::get<records_msg>(r.message.body);
+    REQUIRE(recs.records.size() == 2);
+    CHECK(recs.records[1].same_content(meshd_test::record(3)));
+    auto j = open_message(s, seal_message(s, all[7], nonce(5)).value()).value();
+    auto& rej = std::get<relay_session_reject_msg>(j.message.body);
+    CHECK(rej.session_id == 77);
+    CHECK(rej.to == meshd_test::identity(2).id());
+    CHECK(rej.reason == reject_reason::rate_limited);
+}
+
+TEST_CASE("wire_codec: truncated and padded plaintexts of every type are errors") {
+    for (const auto& m : all_messages()) {
+        CAPTURE(to_string(m.type()));
+        auto t = static_cast<uint8_t>(m.type());
+        auto plain = encode_plaintext(m).value();
+        REQUIRE(decode_plaintext(t, plain).ok());
+        for (size_t n = 0; n < plain.size(); ++n) {
+            auto r = decode_plaintext(t, std::span<const uint8_t>(plain.data(), n));
+            CHECK_FALSE(r.ok());
+            if (!r.ok()) CHECK(r.err().is(mw::errc::parse_error));
+        }
+        auto padded = plain;
+        padded.push_back(0);
+        CHECK_FALSE(decode_plaintext(t, padded).ok());
+        auto huge = plain;
+        huge.resize(max_control_plaintext + 1);
+        CHECK_FALSE(decode_plaintext(t, huge).ok());
+    }
+}
+
+TEST_CASE("wire_codec: a sealed but truncated or padded body is refused after opening") {
+    auto s = sealer();
+    for (const auto& m : all_messages()) {
+        CAPTURE(to_string(m.type()));
+        auto plain = encode_plaintext(m).value();
+        auto t = static_cast<uint8_t>(m.type());
+        plain.pop_back();
+        CHECK_FALSE(open_message(s, s.seal(t, plain, nonce(1))).ok());
+        plain.push_back(0);
+        plain.push_back(0);
+        CHECK_FALSE(open_message(s, s.seal(t, plain, nonce(1))).ok());
+    }
+}
+
+TEST_CASE("wire_codec: unknown types and malformed fields are errors") {
+    auto s = sealer();
+    auto plain = encode_plaintext(msg(ping_msg{.seq = 1})).value();
+    for (int t : {0x00, 0x08, 0x42, 0x7f, 0x80, 0x81, 0xff}) {
+        CAPTURE(t);
+        CHECK(decode_plaintext(static_cast<uint8_t>(t), plain).err().is(mw::errc::parse_error));
+        CHECK_FALSE(open_message(s, s.seal(static_cast<uint8_t>(t), plain, nonce(1))).ok());
+    }
+
+    SUBCASE("HELLO with unknown flags") {
+        hello_msg h;
+        h.record = meshd_test::record(1);
+        auto p = encode_plaintext(msg(h)).value();
+        p[envelope_size] = 0x02;
+        CHECK_FALSE(decode_plaintext(0x01, p).ok());
+        h.flags = 0x80;
+        CHECK(encode_plaintext(msg(h)).err().is(mw::errc::invalid_argument));
+    }
+    SUBCASE("HELLO whose record length points past the end") {
+        hello_msg h;
+        h.record = meshd_test::record(1);
+        auto p = encode_plaintext(msg(h)).value();
+        p[envelope_size + 1] = 0xff;
+        CHECK_FALSE(decode_plaintext(0x01, p).ok());
+    }
+    SUBCASE("RECORDS with zero records") {
+        auto p = encode_plaintext(msg(ping_msg{})).value();
+        p.resize(envelope_size);
+        p.push_back(0);
+        CHECK_FALSE(decode_plaintext(0x02, p).ok());
+        CHECK_FALSE(encode_plaintext(msg(records_msg{})).ok());
+    }
+    SUBCASE("RECORDS claiming more records than present") {
+        records_msg r;
+        r.records = {meshd_test::record(2)};
+        auto p = encode_plaintext(msg(r)).value();
+        p[envelope_size] = 2;
+        CHECK_FALSE(decode_plaintext(0x02, p).ok());
+    }
+    SUBCASE("PONG with family 5 or port 0") {
+        pong_msg pg;
+        pg.observed = mw::wg_endpoint::parse("198.51.100.1:9").value();
+        auto p = encode_plaintext(msg(pg)).value();
+        auto fam = p;
+        fam[envelope_size + 16] = 5;
+        CHECK_FALSE(decode_plaintext(0x04, fam).ok());
+        auto port = p;
+        port[p.size() - 1] = 0;
+        port[p.size() - 2] = 0;
+        CHECK_FALSE(decode_plaintext(0x04, port).ok());
+        pg.observed.port = 0;
+        CHECK_FALSE(encode_plaintext(msg(pg)).ok());
+    }
+    SUBCASE("REJECT with an unknown reason") {
+        auto p = encode_plaintext(msg(relay_session_reject_msg{})).value();
+        p.back() = 99;
+        CHECK_FALSE(decode_plaintext(0x07, p).ok());
+    }
+}
+
+TEST_CASE("wire_codec: oversized messages are refused on both sides") {
+    // Three maximal records do not fit one datagram: the encoder refuses instead of fragmenting.
+    auto id = meshd_test::identity(9);
+    peer_record big;
+    big.name = std::string(253, 'b');
+    for (int i = 0; i < 8; ++i) big.relays.push_back(meshd_test::identity(10).id());
+    big.seq = 1;
+    big.expires_ms = t0 + 1000;
+    REQUIRE(big.sign(id).ok());
+    records_msg r;
+    r.records = {big, big, big};
+    auto e = encode_plaintext(msg(r));
+    REQUIRE_FALSE(e.ok());
+    CHECK(e.err().is(mw::errc::invalid_argument));
+    r.records = {big};
+    CHECK(encode_plaintext(msg(r)).ok());
+
+    auto s = sealer();
+    std::vector<uint8_t> d(max_control_datagram + 1, 0);
+    d[0] = 'M';
+    d[1] = 'W';
+    d[2] = 1;
+    d[3] = 1;
+    CHECK(open_message(s, d).err().is(mw::errc::parse_error));
+}
+
+TEST_CASE("wire_codec: RELAY_DATA header in place, classify") {
+    std::vector<uint8_t> frame(relay_data_header_size + 3);
+    write_relay_data_header(0x1122334455667788ull, frame.data());
+    frame[12] = 0xaa;
+    frame[13] = 0xbb;
+    frame[14] = 0xcc;
+    CHECK(classify(frame) == frame_kind::relay_data);
+    auto v = decode_relay_data(frame);
+    REQUIRE(v.ok());
+    CHECK(v->session_id == 0x1122334455667788ull);
+    REQUIRE(v->payload.size() == 3);
+    CHECK(v->payload.data() == frame.data() + 12);  // no copy
+
+    CHECK_FALSE(decode_relay_data(std::span<const uint8_t>(frame.data(), 12)).ok());
+    for (size_t n = 0; n < 12; ++n) {
+        CHECK_FALSE(decode_relay_data(std::span<const uint8_t>(frame.data(), n)).ok());
+    }
+    std::vector<uint8_t> huge(relay_data_header_size + max_relay_payload + 1);
+    write_relay_data_header(1, huge.data());
+    CHECK_FALSE(decode_relay_data(huge).ok());
+    huge.pop_back();
+    CHECK(decode_relay_data(huge).ok());
+
+    // A RELAY_DATA frame is never a control message and vice versa.
+    auto s = sealer();
+    CHECK_FALSE(open_message(s, frame).ok());
+    auto ctl = seal_message(s, msg(ping_msg{.seq = 3}), nonce(1)).value();
+    CHECK(classify(ctl) == frame_kind::control);
+    CHECK_FALSE(decode_relay_data(ctl).ok());
+    CHECK(classify(std::vector<uint8_t>{'M', 'W', 2, 1}) == frame_kind::invalid);
+    CHECK(classify(std::vector<uint8_t>{'M', 'W', 1, 0x90}) == frame_kind::invalid);
+    CHECK(classify(std::vector<uint8_t>{}) == frame_kind::invalid);
+}
