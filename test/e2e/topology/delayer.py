@@ -19,6 +19,7 @@ FIFO order per direction; a queue holds at most --limit frames (excess is droppe
 import argparse
 import collections
 import json
+import os
 import random
 import selectors
 import signal
@@ -74,6 +75,10 @@ def main():
     signal.signal(signal.SIGTERM, on_term)
     signal.signal(signal.SIGUSR1, lambda *_: print("delayer: stats %r" % stats, flush=True))
 
+    try:  # timing matters more than fairness on a busy CI machine
+        os.setpriority(os.PRIO_PROCESS, 0, -10)
+    except OSError:
+        pass
     sa, sb = open_if(args.a), open_if(args.b)
     # direction: (receive socket, send socket, queue)
     q_ab, q_ba = collections.deque(), collections.deque()

@@ -25,6 +25,7 @@ import topology  # noqa: E402
 from topology import NETTOOLS, Topology  # noqa: E402
 
 DELAY_MS = 25.0  # one-way delay on relay2's uplink
+SLACK_MS = 15.0  # allowed median RTT above 2 * delay (measured: ~1 ms idle, ~4 ms at load 11)
 results = []
 
 
@@ -247,7 +248,7 @@ def run_topology_checks(t):
         expect(len(f1) >= 8 and len(f2) >= 8, "lost pings: %s %s" % (f1, f2))
         m1, m2 = sorted(f1)[len(f1) // 2], sorted(f2)[len(f2) // 2]
         expect(m1 < 5, "relay1 median RTT %.2f ms" % m1)
-        expect(2 * DELAY_MS <= m2 <= 2 * DELAY_MS + 10, "relay2 median RTT %.2f ms" % m2)
+        expect(2 * DELAY_MS <= m2 <= 2 * DELAY_MS + SLACK_MS, "relay2 median RTT %.2f ms" % m2)
         s = "ping median RTT relay1 %.2f ms, relay2 %.2f ms (configured +%g)" % (
             m1, m2, 2 * DELAY_MS)
         figures.append(s)
@@ -264,7 +265,7 @@ def run_topology_checks(t):
                 p = n.run([sys.executable, NETTOOLS, "udp-rtt", "--target", tgt(r.addr4, 7000),
                            "--count", "10"], timeout=60)
                 rt[r.name] = json.loads(p.stdout)
-            lo, hi = 2 * ms, 2 * ms + 10
+            lo, hi = 2 * ms, 2 * ms + SLACK_MS
             # the median, not the mean: a probe that waits for ARP/ND (two more crossings of
             # the delay bridge) is an honest outlier, not a fault
             expect(rt["relay1"]["med_ms"] < 5, rt)
@@ -319,6 +320,18 @@ def run_topology_checks(t):
         expect(not q.alive(), "kill_all left sleep alive")
         expect(not echo["relay1"].alive(), "kill_all left udp-echo alive")
         return "log %s" % os.path.basename(p.log_path)
+
+    @check("a second topology beside the first: same addresses, isolated")
+    def _():
+        with Topology(relays=1, lans=["cone"], nodes_per_lan=1) as t2:
+            expect(t2.prefix != t.prefix and t2["relay1"].addr4 == r1.addr4, t2.prefix)
+            expect(reachable(t2["lan1a"], t2["relay1"].addr4), "t2 lan1a -> t2 relay1")
+            expect(reachable(t["lan1a"], r1.addr4), "t lan1a -> t relay1")
+            p2 = t2.prefix
+        left = [ns for ns in topology.netns_list() if ns.startswith(p2)]
+        expect(not left, left)
+        expect(reachable(t["lan1a"], r1.addr4), "first topology broken by closing the second")
+        return "prefix %s" % p2
 
     if shutil.which("wireguard-go") and shutil.which("wg"):
         @check("wireguard-go per node: unique names, private /run/wireguard")

@@ -137,6 +137,7 @@ def delete_netns(ns):
 # global cleanup: every live Topology is closed at exit and on SIGINT/SIGTERM/SIGHUP
 
 _live = []
+_node_index = 0  # wg_ifname numbers, unique in the process
 _live_lock = threading.Lock()
 _handlers_installed = False
 
@@ -465,7 +466,7 @@ class Topology:
         self._seq = getattr(Topology, "_count", 0)
         Topology._count = self._seq + 1
         if self._seq:  # several topologies in one process: keep prefixes distinct
-            self.prefix = "mwt%d-%d" % (PID, self._seq)
+            self.prefix = "mwt%d-%d-" % (PID, self._seq)
         self.tmpdir = tempfile.mkdtemp(prefix="mwt%d-" % PID)
         self.keep_tmp = keep_tmp
         self.private_dirs = tuple(private_dirs or ())
@@ -476,7 +477,6 @@ class Topology:
         self._lock = threading.RLock()
         with _live_lock:
             _live.append(self)
-        self._index = self._seq * 40
         delay_ms = dict(delay_ms or {})
         loss_pct = dict(loss_pct or {})
         relay_names = (["relay%d" % i for i in range(1, relays + 1)]
@@ -524,8 +524,11 @@ class Topology:
     def _new_node(self, name, kind):
         if name in self.nodes:
             raise ValueError("duplicate node name %r" % name)
-        self._index += 1
-        n = Node(self, name, kind, self._index)
+        global _node_index
+        with _live_lock:
+            _node_index += 1
+            index = _node_index
+        n = Node(self, name, kind, index)
         sh(["ip", "netns", "add", n.ns])
         self.nodes[name] = n
         n.ip("link", "set", "lo", "up")
@@ -671,10 +674,9 @@ table inet mwnat {
                 for n in reversed(nodes):  # then anything else left in the namespaces
                     if os.path.exists(n.path):
                         delete_netns(n.ns)
-                for ns in netns_list():  # and anything with our prefix we lost track of
-                    if ns.startswith(self.prefix):
-                        delete_netns(ns)
-                for f in _glob_wg(self.pid):
+                for ns in self._own_stray():  # anything with our prefix we lost track of
+                    delete_netns(ns)
+                for f in self._wg_sockets():
                     _unlink(f)
             finally:
                 if not self.keep_tmp:
@@ -683,13 +685,28 @@ table inet mwnat {
                     if self in _live:
                         _live.remove(self)
 
+    def _own_stray(self):
+        """Namespaces with this topology's prefix (not those of a later one: mwt<pid>-<n>-...)."""
+        out = []
+        for ns in netns_list():
+            if not ns.startswith(self.prefix):
+                continue
+            if self._seq == 0 and re.match(r"\d+-", ns[len(self.prefix):]):
+                continue
+            out.append(ns)
+        return out
+
+    def _wg_sockets(self):
+        return [f for f in (os.path.join(WG_RUN_DIR, n.wg_ifname + ".sock")
+                            for n in self.nodes.values()) if os.path.exists(f)]
+
     def leftovers(self):
         """What of this topology still exists (should be empty after close())."""
-        left = [("netns", ns) for ns in netns_list() if ns.startswith(self.prefix)]
+        left = [("netns", ns) for ns in self._own_stray()]
         for n in self.nodes.values():
             left += [("process", "%s:%d" % (n.name, pr.pid)) for pr in n._procs
                      if pid_alive(pr.pid) and not _is_zombie(pr.pid)]
-        left += [("wg-socket", f) for f in _glob_wg(self.pid)]
+        left += [("wg-socket", f) for f in self._wg_sockets()]
         if os.path.exists(self.tmpdir) and not self.keep_tmp:
             left.append(("tmpdir", self.tmpdir))
         return left
@@ -707,14 +724,6 @@ table inet mwnat {
             lines.append("%-8s %-7s ns=%-22s %-15s %-18s wg=%s%s" % (
                 n.name, n.kind, n.ns, n.addr4, n.addr6, n.wg_ifname, extra))
         return "\n".join(lines)
-
-
-def _glob_wg(pid):
-    try:
-        names = os.listdir(WG_RUN_DIR)
-    except FileNotFoundError:
-        return []
-    return [os.path.join(WG_RUN_DIR, f) for f in names if f.startswith("mwt%dn" % pid)]
 
 
 def _unlink(path):
