@@ -14,7 +14,16 @@ bool prefix_less(const ip_prefix& a, const ip_prefix& b) {
 
 }  // namespace
 
+bool allowed_ips_normalized(const std::vector<ip_prefix>& v) {
+    for (size_t i = 0; i < v.size(); ++i) {
+        if (!(v[i] == v[i].network())) return false;
+        if (i > 0 && !prefix_less(v[i - 1], v[i])) return false;
+    }
+    return true;
+}
+
 std::vector<ip_prefix> normalize_allowed_ips(const std::vector<ip_prefix>& in) {
+    if (allowed_ips_normalized(in)) return in;
     std::vector<ip_prefix> out;
     out.reserve(in.size());
     for (const auto& p : in) out.push_back(p.network());
@@ -23,10 +32,15 @@ std::vector<ip_prefix> normalize_allowed_ips(const std::vector<ip_prefix>& in) {
     return out;
 }
 
+bool same_allowed_ips(const std::vector<ip_prefix>& a, const std::vector<ip_prefix>& b) {
+    if (allowed_ips_normalized(a) && allowed_ips_normalized(b)) return a == b;
+    return normalize_allowed_ips(a) == normalize_allowed_ips(b);
+}
+
 bool wg_peer::same_config(const wg_peer& o) const {
     return public_key == o.public_key && preshared_key == o.preshared_key &&
            endpoint == o.endpoint && persistent_keepalive == o.persistent_keepalive &&
-           normalize_allowed_ips(allowed_ips) == normalize_allowed_ips(o.allowed_ips);
+           same_allowed_ips(allowed_ips, o.allowed_ips);
 }
 
 const wg_peer* wg_device::find_peer(const wg_key& key) const {
@@ -69,37 +83,51 @@ status validate(const wg_device& d) {
     if (d.private_key && d.private_key->is_zero()) {
         return error(errc::invalid_argument, "private key is all zero");
     }
-    std::map<wg_key, size_t> seen_keys;
-    // Allowed-ip (normalized) -> index of the peer that claims it.
-    std::map<std::pair<ip_address, int>, size_t> owner;
+    // Sorted vectors rather than maps: validate runs on every apply, over thousands of peers.
+    std::vector<std::pair<wg_key, size_t>> keys;
+    keys.reserve(d.peers.size());
+    struct claim {
+        ip_prefix net;
+        size_t peer;
+    };
+    std::vector<claim> claims;
+    auto who = [&](size_t i) { return "peer " + d.peers[i].public_key.to_base64(); };
     for (size_t i = 0; i < d.peers.size(); ++i) {
         const wg_peer& p = d.peers[i];
-        std::string who = "peer " + p.public_key.to_base64();
         if (p.public_key.is_zero()) {
             return error(errc::invalid_argument,
                          "peer #" + std::to_string(i) + ": public key is all zero");
         }
-        if (!seen_keys.emplace(p.public_key, i).second) {
-            return error(errc::invalid_argument, who + ": listed twice");
-        }
+        keys.emplace_back(p.public_key, i);
         if (p.preshared_key && p.preshared_key->is_zero()) {
             return error(errc::invalid_argument,
-                         who + ": preshared key is all zero (omit it instead)");
+                         who(i) + ": preshared key is all zero (omit it instead)");
         }
         if (p.endpoint && (!p.endpoint->address.valid() || p.endpoint->port == 0)) {
-            return error(errc::invalid_argument, who + ": endpoint needs an address and a port");
+            return error(errc::invalid_argument, who(i) + ": endpoint needs an address and a port");
         }
         for (const auto& a : p.allowed_ips) {
             if (!a.address().valid() || a.length() < 0 || a.length() > a.address().bits()) {
-                return error(errc::invalid_argument, who + ": invalid allowed-ip prefix");
+                return error(errc::invalid_argument, who(i) + ": invalid allowed-ip prefix");
             }
-            auto net = a.network();
-            auto [it, fresh] = owner.emplace(std::make_pair(net.address(), net.length()), i);
-            if (!fresh && it->second != i) {
-                return error(errc::invalid_argument,
-                             who + ": allowed-ip " + net.str() + " is also claimed by peer " +
-                                 d.peers[it->second].public_key.to_base64());
-            }
+            claims.push_back({a.network(), i});
+        }
+    }
+    std::sort(keys.begin(), keys.end());
+    for (size_t i = 1; i < keys.size(); ++i) {
+        if (keys[i].first == keys[i - 1].first) {
+            return error(errc::invalid_argument, who(keys[i].second) + ": listed twice");
+        }
+    }
+    std::sort(claims.begin(), claims.end(), [](const claim& x, const claim& y) {
+        if (!(x.net == y.net)) return prefix_less(x.net, y.net);
+        return x.peer < y.peer;
+    });
+    for (size_t i = 1; i < claims.size(); ++i) {
+        if (claims[i].net == claims[i - 1].net && claims[i].peer != claims[i - 1].peer) {
+            return error(errc::invalid_argument, who(claims[i].peer) + ": allowed-ip " +
+                                                     claims[i].net.str() + " is also claimed by " +
+                                                     who(claims[i - 1].peer));
         }
     }
     return {};

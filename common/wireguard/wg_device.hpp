@@ -53,6 +53,9 @@ struct wg_device {
 // Normalized allowed-ips of one peer: host bits cleared, sorted, duplicates removed — which is how
 // both WireGuard implementations store them.
 std::vector<ip_prefix> normalize_allowed_ips(const std::vector<ip_prefix>& in);
+bool allowed_ips_normalized(const std::vector<ip_prefix>& v);
+// Set equality of two allowed-ip lists (no allocation when both are already normalized).
+bool same_allowed_ips(const std::vector<ip_prefix>& a, const std::vector<ip_prefix>& b);
 
 // Rejects bad input before anything is applied: zero or duplicate peer keys, endpoints without
 // address or port, malformed prefixes, and one allowed-ip claimed by two peers (WireGuard would

@@ -25,12 +25,28 @@ result<rtnl> open_rtnl(const std::string& netns_path) {
 
 }  // namespace
 
-wg_reconciler::wg_reconciler(wg_backend& backend) : backend_(backend) {
-    backend_.set_restart_hook([this] { on_restart(); });
+struct wg_reconciler::hook_guard {
+    std::mutex m;
+    wg_reconciler* self = nullptr;
+};
+
+wg_reconciler::wg_reconciler(wg_backend& backend, std::chrono::seconds full_sync_interval)
+    : backend_(backend),
+      full_sync_interval_(full_sync_interval),
+      guard_(std::make_shared<hook_guard>()) {
+    guard_->self = this;
+    // The hook may already be running on the backend's supervisor thread when we are destroyed;
+    // the guard makes the destructor wait for it and later calls find no reconciler.
+    backend_.set_restart_hook([g = guard_] {
+        std::lock_guard lk(g->m);
+        if (g->self) g->self->on_restart();
+    });
 }
 
 wg_reconciler::~wg_reconciler() {
     backend_.set_restart_hook({});
+    std::lock_guard lk(guard_->m);
+    guard_->self = nullptr;
 }
 
 wg_device_update wg_reconciler::diff(const wg_device& observed, const wg_device& desired) {
@@ -44,58 +60,65 @@ wg_device_update wg_reconciler::diff(const wg_device& observed, const wg_device&
     if (desired.fwmark && desired.fwmark.value_or(0) != observed.fwmark.value_or(0)) {
         u.fwmark = desired.fwmark;
     }
-    std::map<wg_key, const wg_peer*> have, want;
-    for (const auto& p : observed.peers) have[p.public_key] = &p;
-    for (const auto& p : desired.peers) want[p.public_key] = &p;
-
-    for (const auto& [key, p] : have) {
-        if (!want.count(key)) {
+    // Both peer sets sorted by key and walked together: O(N log N), no per-peer allocation.
+    auto by_key = [](const std::vector<wg_peer>& v) {
+        std::vector<const wg_peer*> out;
+        out.reserve(v.size());
+        for (const auto& p : v) out.push_back(&p);
+        std::sort(out.begin(), out.end(),
+                  [](const wg_peer* x, const wg_peer* y) { return x->public_key < y->public_key; });
+        return out;
+    };
+    auto have = by_key(observed.peers), want = by_key(desired.peers);
+    std::vector<wg_peer_update> changes;
+    size_t i = 0, j = 0;
+    while (i < have.size() || j < want.size()) {
+        if (j == want.size() || (i < have.size() && have[i]->public_key < want[j]->public_key)) {
             wg_peer_update pu;
-            pu.public_key = key;
+            pu.public_key = have[i++]->public_key;
             pu.remove = true;
-            u.peers.push_back(std::move(pu));
-        }
-    }
-    for (const auto& [key, d] : want) {
-        auto it = have.find(key);
-        wg_peer_update pu;
-        pu.public_key = key;
-        auto wanted_ips = normalize_allowed_ips(d->allowed_ips);
-        if (it == have.end()) {
-            pu.preshared_key = d->preshared_key;
-            pu.endpoint = d->endpoint;
-            if (d->persistent_keepalive) pu.persistent_keepalive = d->persistent_keepalive;
-            pu.allowed_ips = std::move(wanted_ips);
-            u.peers.push_back(std::move(pu));
+            u.peers.push_back(std::move(pu));  // removals first
             continue;
         }
-        const wg_peer& o = *it->second;
+        const wg_peer& d = *want[j++];
+        wg_peer_update pu;
+        pu.public_key = d.public_key;
+        if (i == have.size() || want[j - 1]->public_key < have[i]->public_key) {
+            pu.preshared_key = d.preshared_key;
+            pu.endpoint = d.endpoint;
+            if (d.persistent_keepalive) pu.persistent_keepalive = d.persistent_keepalive;
+            pu.allowed_ips = normalize_allowed_ips(d.allowed_ips);
+            changes.push_back(std::move(pu));
+            continue;
+        }
+        const wg_peer& o = *have[i++];
         bool changed = false;
-        if (d->preshared_key != o.preshared_key) {
+        if (d.preshared_key != o.preshared_key) {
             // Clearing is done with the all-zero key.
-            pu.preshared_key = d->preshared_key ? *d->preshared_key : wg_key{};
+            pu.preshared_key = d.preshared_key ? *d.preshared_key : wg_key{};
             changed = true;
         }
         // An unset endpoint is left alone: WireGuard learns it when the peer roams.
-        if (d->endpoint && d->endpoint != o.endpoint) {
-            pu.endpoint = d->endpoint;
+        if (d.endpoint && d.endpoint != o.endpoint) {
+            pu.endpoint = d.endpoint;
             changed = true;
         }
-        if (d->persistent_keepalive != o.persistent_keepalive) {
-            pu.persistent_keepalive = d->persistent_keepalive;
+        if (d.persistent_keepalive != o.persistent_keepalive) {
+            pu.persistent_keepalive = d.persistent_keepalive;
             changed = true;
         }
-        if (wanted_ips != normalize_allowed_ips(o.allowed_ips)) {
+        if (!same_allowed_ips(d.allowed_ips, o.allowed_ips)) {
             pu.replace_allowed_ips = true;
-            pu.allowed_ips = std::move(wanted_ips);
+            pu.allowed_ips = normalize_allowed_ips(d.allowed_ips);
             changed = true;
         }
         if (changed) {
             // Never re-create a peer that disappeared between our read and this write.
             pu.update_only = true;
-            u.peers.push_back(std::move(pu));
+            changes.push_back(std::move(pu));
         }
     }
+    for (auto& c : changes) u.peers.push_back(std::move(c));
     return u;
 }
 
@@ -126,7 +149,13 @@ wg_route_diff wg_reconciler::diff_routes(const std::vector<ip_prefix>& owned,
     return d;
 }
 
-result<wg_reconcile_report> wg_reconciler::apply(const wg_interface_config& desired) {
+void wg_reconciler::invalidate_locked() {
+    expected_.reset();
+    owned_routes_.reset();
+    ifindex_ = 0;
+}
+
+result<wg_reconcile_report> wg_reconciler::apply(const wg_interface_config& desired, wg_sync sync) {
     // Everything is checked before the first change, so bad input never half-applies.
     MW_TRY_STATUS(validate_ifname(backend_.ifname()));
     MW_TRY_STATUS(validate(desired.device));
@@ -136,99 +165,147 @@ result<wg_reconcile_report> wg_reconciler::apply(const wg_interface_config& desi
         }
     }
     std::lock_guard lk(mu_);
+    auto now = std::chrono::steady_clock::now();
+    bool full = sync == wg_sync::full || !expected_ || now - last_full_ >= full_sync_interval_;
     wg_reconcile_report rep;
-    MW_TRY_STATUS(backend_.up());
-    auto observed = MW_TRY(backend_.get());
-    auto u = diff(observed, desired.device);
+    rep.full_sync = full;
+    wg_device base;
+    if (full) {
+        MW_TRY_STATUS(backend_.up());
+        auto observed = backend_.get();
+        if (!observed) {
+            invalidate_locked();
+            return std::move(observed).err();
+        }
+        base = std::move(*observed);
+    } else {
+        base = std::move(*expected_);
+        expected_.reset();
+    }
+    auto u = diff(base, desired.device);
     if (!u.empty()) {
         auto before = backend_.stats().bytes_sent;
-        MW_TRY_STATUS(backend_.set(u));
+        auto st = backend_.set(u);
+        if (!st) {
+            // What the device holds is unknown now: the next apply reads it back.
+            invalidate_locked();
+            return std::move(st).err();
+        }
         rep.wg_operations = u.operation_count();
         rep.wg_bytes = backend_.stats().bytes_sent - before;
+        apply_update(base, u);
         log::info("wireguard device updated",
                   {{"interface", backend_.ifname()},
                    {"operations", std::to_string(rep.wg_operations)},
                    {"peers", std::to_string(desired.device.peers.size())}});
     }
+    expected_ = std::move(base);
+    if (desired.manage_link) {
+        auto st = apply_link_locked(desired, full, rep);
+        if (!st) {
+            invalidate_locked();
+            return std::move(st).err();
+        }
+    }
     last_ = desired;
-    MW_TRY_STATUS(apply_link_locked(desired, rep));
+    if (full) last_full_ = now;
     return rep;
 }
 
-status wg_reconciler::apply_link_locked(const wg_interface_config& desired,
+status wg_reconciler::apply_link_locked(const wg_interface_config& desired, bool full,
                                         wg_reconcile_report& rep) {
     const std::string& ifname = backend_.ifname();
-    auto nl = MW_TRY(open_rtnl(backend_.options().netns_path));
-    auto link = MW_TRY(nl.get_link(ifname));
-    if (desired.mtu && link.mtu != desired.mtu) {
-        MW_TRY_STATUS(nl.set_mtu(link.index, desired.mtu));
-        ++rep.link_changes;
-    }
-    if (!link.up()) {
-        MW_TRY_STATUS(nl.set_link_up(link.index));
-        ++rep.link_changes;
-    }
-    auto addrs = MW_TRY(nl.list_addresses(AF_UNSPEC, link.index));
-    std::set<std::pair<ip_address, int>> have, want;
-    for (const auto& a : addrs) have.emplace(a.prefix.address(), a.prefix.length());
-    for (const auto& a : desired.addresses) {
-        auto k = std::make_pair(a.address(), a.length());
-        want.insert(k);
-        if (!have.count(k)) {
-            MW_TRY_STATUS(nl.add_address(link.index, a, /*nodad=*/true));
+    auto wanted = desired.manage_routes ? wanted_routes(desired.device) : std::vector<ip_prefix>{};
+    // Between full syncs, link settings that did not change are not re-read, and routes are
+    // diffed against the set we know we own: a one-peer change costs one route operation.
+    bool incremental = !full && ifindex_ > 0 && owned_routes_ && last_ &&
+                       last_->addresses == desired.addresses && last_->mtu == desired.mtu &&
+                       last_->route_table == desired.route_table;
+    std::optional<rtnl> nl_opt;
+    auto nl_get = [&]() -> result<rtnl*> {
+        if (!nl_opt) nl_opt.emplace(MW_TRY(open_rtnl(backend_.options().netns_path)));
+        return &*nl_opt;
+    };
+    if (!incremental) {
+        rtnl& nl = *MW_TRY(nl_get());
+        auto link = MW_TRY(nl.get_link(ifname));
+        ifindex_ = link.index;
+        if (desired.mtu && link.mtu != desired.mtu) {
+            MW_TRY_STATUS(nl.set_mtu(link.index, desired.mtu));
             ++rep.link_changes;
         }
-        added_addresses_.insert(k);
-    }
-    // Only addresses this reconciler added before are removed; others belong to someone else.
-    for (auto it = added_addresses_.begin(); it != added_addresses_.end();) {
-        if (!want.count(*it)) {
-            if (have.count(*it)) {
-                MW_TRY_STATUS(nl.del_address(link.index, ip_prefix(it->first, it->second)));
+        if (!link.up()) {
+            MW_TRY_STATUS(nl.set_link_up(link.index));
+            ++rep.link_changes;
+        }
+        auto addrs = MW_TRY(nl.list_addresses(AF_UNSPEC, link.index));
+        std::set<std::pair<ip_address, int>> have, want;
+        for (const auto& a : addrs) have.emplace(a.prefix.address(), a.prefix.length());
+        for (const auto& a : desired.addresses) {
+            auto k = std::make_pair(a.address(), a.length());
+            want.insert(k);
+            if (!have.count(k)) {
+                MW_TRY_STATUS(nl.add_address(link.index, a, /*nodad=*/true));
                 ++rep.link_changes;
             }
-            it = added_addresses_.erase(it);
-        } else {
-            ++it;
+            added_addresses_.insert(k);
         }
-    }
-
-    std::vector<ip_prefix> owned;
-    for (int family : {AF_INET, AF_INET6}) {
-        auto routes = MW_TRY(nl.list_routes(family));
-        for (const auto& r : routes) {
-            if (r.oif == link.index && r.protocol == k_wg_route_protocol &&
-                r.table == desired.route_table) {
-                owned.push_back(r.dst);
+        // Only addresses this reconciler added before are removed; others belong to someone else.
+        for (auto it = added_addresses_.begin(); it != added_addresses_.end();) {
+            if (!want.count(*it)) {
+                if (have.count(*it)) {
+                    MW_TRY_STATUS(nl.del_address(link.index, ip_prefix(it->first, it->second)));
+                    ++rep.link_changes;
+                }
+                it = added_addresses_.erase(it);
+            } else {
+                ++it;
             }
         }
+        std::vector<ip_prefix> owned;
+        for (int family : {AF_INET, AF_INET6}) {
+            auto routes = MW_TRY(nl.list_routes(family));
+            for (const auto& r : routes) {
+                if (r.oif == link.index && r.protocol == k_wg_route_protocol &&
+                    r.table == desired.route_table) {
+                    owned.push_back(r.dst);
+                }
+            }
+        }
+        owned_routes_ = std::move(owned);
+        foreign_routes_.clear();
     }
-    auto wanted = desired.manage_routes ? wanted_routes(desired.device) : std::vector<ip_prefix>{};
-    auto rd = diff_routes(owned, wanted);
+    // Prefixes someone else already routes are not ours to add (found on an earlier attempt).
+    std::erase_if(wanted, [&](const ip_prefix& p) { return foreign_routes_.count(p.str()) > 0; });
+    auto rd = diff_routes(*owned_routes_, wanted);
+    auto& owned = *owned_routes_;
     for (const auto& p : rd.remove) {
         route_info r;
         r.dst = p;
-        r.oif = link.index;
+        r.oif = ifindex_;
         r.table = desired.route_table;
-        auto st = nl.del_route(r);
+        auto st = MW_TRY(nl_get())->del_route(r);
         if (!st && !st.err().is_errno(ESRCH) && !st.err().is_errno(ENOENT)) return st;
+        std::erase(owned, p);
         ++rep.routes_removed;
     }
     for (const auto& p : rd.add) {
         route_info r;
         r.dst = p;
-        r.oif = link.index;
+        r.oif = ifindex_;
         r.table = desired.route_table;
         r.protocol = k_wg_route_protocol;
         r.scope = p.is_v4() ? RT_SCOPE_LINK : RT_SCOPE_UNIVERSE;
-        auto st = nl.add_route(r);
+        auto st = MW_TRY(nl_get())->add_route(r);
         if (!st && st.err().is_errno(EEXIST)) {
             // Someone else's route for the same prefix: it is theirs, we leave it.
             log::warn("route exists and is not ours, leaving it",
                       {{"interface", ifname}, {"route", p.str()}});
+            foreign_routes_.insert(p.str());
             continue;
         }
         if (!st) return st;
+        owned.push_back(p);
         ++rep.routes_added;
     }
     return {};
@@ -236,12 +313,16 @@ status wg_reconciler::apply_link_locked(const wg_interface_config& desired,
 
 void wg_reconciler::on_restart() {
     std::lock_guard lk(mu_);
-    if (!last_) return;
+    if (!last_ || !last_->manage_link) return;
+    // The link is new: its index, addresses and routes must be read and set again.
+    owned_routes_.reset();
+    ifindex_ = 0;
     wg_reconcile_report rep;
-    auto st = apply_link_locked(*last_, rep);
+    auto st = apply_link_locked(*last_, /*full=*/true, rep);
     if (!st) {
         log::error("restoring link state after device restart failed",
                    {{"interface", backend_.ifname()}, {"error", st.err().message}});
+        invalidate_locked();
         return;
     }
     log::info("link state restored after device restart",

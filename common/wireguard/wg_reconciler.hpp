@@ -1,11 +1,19 @@
-// Drives one WireGuard interface towards a desired state with the fewest changes: it reads the
-// device, computes the difference (diff() is pure and unit-tested), sends only that, and keeps the
-// interface's link state (up, MTU, addresses) and the routes for the peers' allowed-ips in line.
-// Applying the same state twice sends nothing. Routes it installs carry their own rtnetlink
-// protocol number, so routes that others installed on the interface are never touched.
+// Drives one WireGuard interface towards a desired state with the fewest changes: it computes the
+// difference between what the device holds and what is wanted (diff() is pure and unit-tested),
+// sends only that, and keeps the interface's link state (up, MTU, addresses) and the routes for
+// the peers' allowed-ips in line. Applying the same state twice sends nothing. Routes it installs
+// carry their own rtnetlink protocol number, so routes others installed are never touched.
+//
+// Cost: a full sync reads the device, its addresses and the route table (O(peers)); between full
+// syncs the reconciler diffs against what it knows it applied, so changing one peer costs O(1)
+// bytes and time. A full sync happens on the first apply, after any failure or device restart,
+// when the caller asks for one, and at least every `full_sync_interval` — that is what catches
+// changes made behind meshd's back (an operator's `wg set`, a deleted route).
 #pragma once
 
+#include <chrono>
 #include <cstdint>
+#include <memory>
 #include <mutex>
 #include <optional>
 #include <set>
@@ -29,7 +37,10 @@ struct wg_interface_config {
     unsigned mtu = 0;                  // 0: leave the device default
     bool manage_routes = true;         // a route via the interface for every allowed-ip
     uint32_t route_table = 254;        // RT_TABLE_MAIN
+    bool manage_link = true;           // false: WireGuard state only (no up/MTU/addresses/routes)
 };
+
+enum class wg_sync { automatic, full };
 
 struct wg_reconcile_report {
     size_t wg_operations = 0;  // wg_device_update::operation_count() of what was sent
@@ -37,6 +48,7 @@ struct wg_reconcile_report {
     size_t link_changes = 0;   // up / mtu / addresses
     size_t routes_added = 0;
     size_t routes_removed = 0;
+    bool full_sync = false;  // the device (and routes) were read back this time
     bool changed() const { return wg_operations || link_changes || routes_added || routes_removed; }
 };
 
@@ -49,14 +61,16 @@ class wg_reconciler {
 public:
     // `backend` must outlive the reconciler. Installs the backend's restart hook, so that a
     // re-created device gets its link state and routes back without waiting for the next apply().
-    explicit wg_reconciler(wg_backend& backend);
+    explicit wg_reconciler(wg_backend& backend,
+                           std::chrono::seconds full_sync_interval = std::chrono::seconds(60));
     ~wg_reconciler();
     wg_reconciler(const wg_reconciler&) = delete;
     wg_reconciler& operator=(const wg_reconciler&) = delete;
 
     // Validates everything first (nothing is applied when any part is bad), then brings the device
-    // up if needed and applies the difference.
-    result<wg_reconcile_report> apply(const wg_interface_config& desired);
+    // up if needed and applies the difference. wg_sync::full forces reading everything back.
+    result<wg_reconcile_report> apply(const wg_interface_config& desired,
+                                      wg_sync sync = wg_sync::automatic);
 
     // Minimal update turning `observed` into `desired`. Fields unset in desired (private key,
     // listen port, fwmark, a peer's endpoint) are left alone; peers absent from desired are
@@ -69,13 +83,25 @@ public:
     static std::vector<ip_prefix> wanted_routes(const wg_device& desired);
 
 private:
-    status apply_link_locked(const wg_interface_config& desired, wg_reconcile_report& rep);
+    struct hook_guard;  // lets the backend's restart hook outlive us safely
+
+    status apply_link_locked(const wg_interface_config& desired, bool full,
+                             wg_reconcile_report& rep);
+    void invalidate_locked();
     void on_restart();
 
     wg_backend& backend_;
+    std::chrono::seconds full_sync_interval_;
+    std::shared_ptr<hook_guard> guard_;
     std::mutex mu_;
-    std::optional<wg_interface_config> last_;  // for on_restart()
+    std::optional<wg_interface_config> last_;  // for on_restart() and the link cache
     std::set<std::pair<ip_address, int>> added_addresses_;
+    // What we know the device holds (valid between full syncs).
+    std::optional<wg_device> expected_;
+    std::optional<std::vector<ip_prefix>> owned_routes_;
+    std::set<std::string> foreign_routes_;  // prefixes routed by someone else on this interface
+    int ifindex_ = 0;
+    std::chrono::steady_clock::time_point last_full_{};
 };
 
 }  // namespace mw

@@ -115,15 +115,35 @@ TEST_CASE("userspace: two namespaces ping over the tunnel (v4, v6); wg show matc
 TEST_CASE("userspace: re-applying the same state changes nothing") {
     if (!can_run()) return;
     two_nodes t;
+    // Between full syncs nothing at all goes to wireguard-go.
     auto before = t.a.backend->stats();
     auto r = t.a.rec->apply(t.a.cfg);
     REQUIRE(r.ok());
     CHECK_FALSE(r->changed());
-    CHECK(r->wg_operations == 0);
+    CHECK_FALSE(r->full_sync);
     CHECK(r->wg_bytes == 0);
+    CHECK(t.a.backend->stats().bytes_sent == before.bytes_sent);
+    // A full sync reads the device back once and still sends no change.
+    auto full = t.a.rec->apply(t.a.cfg, wg_sync::full);
+    REQUIRE(full.ok());
+    CHECK(full->full_sync);
+    CHECK_FALSE(full->changed());
     auto after = t.a.backend->stats();
-    CHECK(after.set_calls == before.set_calls);  // nothing sent to wireguard-go but one get
+    CHECK(after.set_calls == before.set_calls);
     CHECK(after.get_calls == before.get_calls + 1);
+}
+
+TEST_CASE("userspace: a change made behind our back is repaired by the next full sync") {
+    if (!can_run()) return;
+    two_nodes t;
+    std::string out;
+    auto key = t.a.cfg.device.peers[0].public_key.to_base64();
+    REQUIRE(t.a.ns->run("wg set " + t.a.ifname + " peer " + key + " allowed-ips 10.99.2.0/24",
+                        &out) == 0);
+    auto r = t.a.rec->apply(t.a.cfg, wg_sync::full);
+    REQUIRE(r.ok());
+    CHECK(r->wg_operations == 3);  // replace + two allowed-ips
+    check_dump_matches(*t.a.ns, t.a.ifname, t.a.cfg.device);
 }
 
 TEST_CASE("userspace: endpoint and allowed-ips changed live keep traffic flowing") {
