@@ -306,6 +306,27 @@ def run_topology_checks(t):
         while not (reachable(n, r1.addr4) and reachable(n, r1.addr6)):
             expect(time.monotonic() < deadline, "relay1 not reachable again after link up")
 
+    @check("offline LAN: uplink down, a node joins, LAN still works")
+    def _():
+        nat3 = t["nat3"]
+        nat3.link_down()
+        try:
+            c = t.add_lan_node(3)
+            expect(c.name == "lan3c" and c.addr4 == "192.168.13.12" and c.addr6 == "fd03::12", c)
+            expect(reachable(c, t["lan3a"].addr4) and reachable(t["lan3a"], c.addr6),
+                   "LAN-local traffic broken while offline")
+            expect(not reachable(c, r1.addr4), "reached relay1 with the LAN uplink down")
+        finally:
+            nat3.link_up()
+        expect(reachable(c, r1.addr4) and reachable(c, r1.addr6), "no uplink after link_up")
+        return "lan3c joined while nat3's wan0 was down"
+
+    @check("a relay added at runtime")
+    def _():
+        r3 = t.add_public()
+        expect((r3.name, r3.addr4, r3.addr6) == ("relay3", "203.0.113.13", "2001:db8::13"), r3)
+        expect(reachable(t["lan2b"], r3.addr4) and reachable(t["lan2b"], r3.addr6), "relay3")
+
     @check("processes: popen logs, kill, kill_all")
     def _():
         p = r1.popen(["sh", "-c", "echo hello from $(ip -br addr show eth0); sleep 600"],

@@ -187,6 +187,10 @@ class Proc:
         return self.popen.poll() is None
 
     def signal(self, sig):
+        """Signal the process group (children too); a no-op once the process has been reaped,
+        so a recycled pid can never be hit."""
+        if self.popen.returncode is not None:
+            return
         try:
             os.killpg(self.popen.pid, sig)
         except ProcessLookupError:
@@ -551,72 +555,101 @@ class Topology:
             raise ValueError("delay/loss only on public nodes, not %s" % sorted(unknown))
         inet = self._new_node("internet", "internet")
         self.internet = inet
+        self._port = 0
+        self._lan_count = {}
         inet.ip("link", "add", "br0", "type", "bridge", "stp_state", "0")
         inet.ip("addr", "add", "%s/24" % PUBLIC4[1], "dev", "br0")
         inet.ip("addr", "add", "%s/64" % PUBLIC6[1], "dev", "br0", "nodad")
         inet.ip("link", "set", "br0", "up")
-        port = 0
+        for name in relay_names:
+            self.add_public(name, delay_ms.get(name), loss_pct.get(name))
+        for kind in lans:
+            k = self.add_lan(kind)
+            for _ in range(per_lan):
+                self.add_lan_node(k)
 
-        def attach(node, ifname, host):
-            nonlocal port
-            port += 1
-            pname = "p%d" % port
-            if node.name in delay_ms or node.name in loss_pct:
-                d = self._new_node("dly-" + node.name, "delay")
-                self._veth(node, ifname, d, "dn0")
-                self._veth(d, "up0", inet, pname)
-                for i in ("dn0", "up0"):
-                    d.sysctl("net.ipv6.conf.%s.disable_ipv6" % i, 1)
-                    d.ip("link", "set", i, "up")
-            else:
-                d = None
-                self._veth(node, ifname, inet, pname)
-            inet.ip("link", "set", pname, "master", "br0")
-            inet.ip("link", "set", pname, "up")
-            node.uplink = ifname
-            node.addr4 = str(PUBLIC4[host])
-            node.addr6 = str(PUBLIC6[int(str(host), 16)])  # 203.0.113.11 <-> 2001:db8::11
-            node.ip("addr", "add", "%s/24" % node.addr4, "dev", ifname)
-            node.ip("addr", "add", "%s/64" % node.addr6, "dev", ifname, "nodad")
-            node.ip("link", "set", ifname, "up")
-            node._restore_routes()
-            if d is not None:
-                node.delayer = Delayer(node, d, float(delay_ms.get(node.name, 0)),
-                                       float(loss_pct.get(node.name, 0)))
+    def _attach(self, node, ifname, host, delay_ms=None, loss_pct=None):
+        """Plug `node` into the public bridge (through a delay bridge if delay/loss is given)."""
+        inet = self.internet
+        self._port += 1
+        pname = "p%d" % self._port
+        d = None
+        if delay_ms is not None or loss_pct is not None:
+            d = self._new_node("dly-" + node.name, "delay")
+            self._veth(node, ifname, d, "dn0")
+            self._veth(d, "up0", inet, pname)
+            for i in ("dn0", "up0"):
+                d.sysctl("net.ipv6.conf.%s.disable_ipv6" % i, 1)
+                d.ip("link", "set", i, "up")
+        else:
+            self._veth(node, ifname, inet, pname)
+        inet.ip("link", "set", pname, "master", "br0")
+        inet.ip("link", "set", pname, "up")
+        node.uplink = ifname
+        node.addr4 = str(PUBLIC4[host])
+        node.addr6 = str(PUBLIC6[int(str(host), 16)])  # 203.0.113.11 <-> 2001:db8::11
+        node.ip("addr", "add", "%s/24" % node.addr4, "dev", ifname)
+        node.ip("addr", "add", "%s/64" % node.addr6, "dev", ifname, "nodad")
+        node.ip("link", "set", ifname, "up")
+        node._restore_routes()
+        if d is not None:
+            node.delayer = Delayer(node, d, float(delay_ms or 0), float(loss_pct or 0))
 
-        for i, name in enumerate(relay_names, 1):
-            r = self._new_node(name, "public")
-            attach(r, "eth0", 10 + i)
+    def add_public(self, name=None, delay_ms=None, loss_pct=None):
+        """A public node (relay candidate) on the public segment, also while the testbed runs:
+        203.0.113.(10+i) / 2001:db8::(10+i) for the i-th public node."""
+        i = len(self.relays) + 1
+        if i > 89:
+            raise ValueError("at most 89 public nodes")
+        n = self._new_node(name or "relay%d" % i, "public")
+        self._attach(n, "eth0", 10 + i, delay_ms, loss_pct)
+        return n
 
-        for k, kind in enumerate(lans, 1):
-            if kind not in ("cone", "symmetric"):
-                raise ValueError("NAT kind must be cone or symmetric, not %r" % kind)
-            rt = self._new_node("nat%d" % k, "router")
-            rt.lan, rt.nat = k, kind
-            attach(rt, "wan0", 100 + k)
-            n4, n6 = lan_net4(k), lan_net6(k)
-            rt.lan_addr4, rt.lan_addr6 = str(n4[1]), str(n6[1])
-            rt.ip("link", "add", "lan0", "type", "bridge", "stp_state", "0")
-            rt.ip("addr", "add", "%s/24" % n4[1], "dev", "lan0")
-            rt.ip("addr", "add", "%s/64" % n6[1], "dev", "lan0", "nodad")
-            rt.ip("link", "set", "lan0", "up")
-            rt.sysctl("net.ipv4.ip_forward", 1)
-            rt.sysctl("net.ipv6.conf.all.forwarding", 1)
-            rt.nft(self._nat_rules(kind))
-            for j in range(per_lan):
-                h = self._new_node("lan%d%s" % (k, chr(ord("a") + j)), "lan")
-                h.lan = k
-                pname = "h%d" % j
-                self._veth(h, "eth0", rt, pname)
-                rt.ip("link", "set", pname, "master", "lan0")
-                rt.ip("link", "set", pname, "up")
-                h.uplink = "eth0"
-                h.addr4, h.addr6 = str(n4[10 + j]), str(n6[0x10 + j])
-                h.lan_addr4, h.lan_addr6 = h.addr4, h.addr6
-                h.ip("addr", "add", "%s/24" % h.addr4, "dev", "eth0")
-                h.ip("addr", "add", "%s/64" % h.addr6, "dev", "eth0", "nodad")
-                h.ip("link", "set", "eth0", "up")
-                h._restore_routes()
+    def add_lan(self, kind="cone"):
+        """A LAN behind a new NAT router natK; returns K (add hosts with add_lan_node(K))."""
+        if kind not in ("cone", "symmetric"):
+            raise ValueError("NAT kind must be cone or symmetric, not %r" % kind)
+        k = len(self.routers) + 1
+        if k > 99:
+            raise ValueError("at most 99 LANs")
+        rt = self._new_node("nat%d" % k, "router")
+        rt.lan, rt.nat = k, kind
+        self._lan_count[k] = 0
+        self._attach(rt, "wan0", 100 + k)
+        n4, n6 = lan_net4(k), lan_net6(k)
+        rt.lan_addr4, rt.lan_addr6 = str(n4[1]), str(n6[1])
+        rt.ip("link", "add", "lan0", "type", "bridge", "stp_state", "0")
+        rt.ip("addr", "add", "%s/24" % n4[1], "dev", "lan0")
+        rt.ip("addr", "add", "%s/64" % n6[1], "dev", "lan0", "nodad")
+        rt.ip("link", "set", "lan0", "up")
+        rt.sysctl("net.ipv4.ip_forward", 1)
+        rt.sysctl("net.ipv6.conf.all.forwarding", 1)
+        rt.nft(self._nat_rules(kind))
+        return k
+
+    def add_lan_node(self, k, name=None):
+        """Another host on LAN k (also while the LAN's uplink is down): lanKa, lanKb, ...
+        with 192.168.1K.(10+j) / fd0K::(10+j)."""
+        rt = self.router_of(k)
+        j = self._lan_count[k]
+        if j >= 26:
+            raise ValueError("at most 26 nodes per LAN")
+        self._lan_count[k] = j + 1
+        n4, n6 = lan_net4(k), lan_net6(k)
+        h = self._new_node(name or "lan%d%s" % (k, chr(ord("a") + j)), "lan")
+        h.lan = k
+        pname = "h%d" % j
+        self._veth(h, "eth0", rt, pname)
+        rt.ip("link", "set", pname, "master", "lan0")
+        rt.ip("link", "set", pname, "up")
+        h.uplink = "eth0"
+        h.addr4, h.addr6 = str(n4[10 + j]), str(n6[int(str(10 + j), 16)])
+        h.lan_addr4, h.lan_addr6 = h.addr4, h.addr6
+        h.ip("addr", "add", "%s/24" % h.addr4, "dev", "eth0")
+        h.ip("addr", "add", "%s/64" % h.addr6, "dev", "eth0", "nodad")
+        h.ip("link", "set", "eth0", "up")
+        h._restore_routes()
+        return h
 
     @staticmethod
     def _nat_rules(kind):
