@@ -16,8 +16,12 @@ bool parse_num(std::string_view s, T& out) {
 }
 
 error malformed(std::string_view line, const char* why) {
-    return error(errc::protocol_error,
-                 "malformed UAPI answer line \"" + std::string(line.substr(0, 80)) + "\": " + why);
+    // Error messages end up in logs: key material is never quoted.
+    std::string shown(line.substr(0, 80));
+    for (std::string_view secret : {"private_key=", "preshared_key="}) {
+        if (line.substr(0, secret.size()) == secret) shown = std::string(secret) + "(redacted)";
+    }
+    return error(errc::protocol_error, "malformed UAPI answer line \"" + shown + "\": " + why);
 }
 
 // Endpoints may carry an IPv6 zone ("[fe80::1%eth0]:51820"); we keep the address and port.

@@ -172,3 +172,15 @@ TEST_CASE("wg_uapi: encode -> apply -> parse round trip of 1000 peers") {
     REQUIRE(got.ok());
     CHECK(want.same_config(*got));
 }
+
+TEST_CASE("wg_uapi: errors never quote key material") {
+    std::string secret = std::string(63, 'a') + "z";  // 64 chars, not hex
+    auto d = wg_uapi::parse_get("private_key=" + secret + "\nerrno=0\n\n");
+    REQUIRE_FALSE(d.ok());
+    CHECK(d.err().message.find(secret) == std::string::npos);
+    CHECK(d.err().message.find("redacted") != std::string::npos);
+    auto p = wg_uapi::parse_get("public_key=" + std::string(64, '1') + "\npreshared_key=" + secret +
+                                "\nerrno=0\n\n");
+    REQUIRE_FALSE(p.ok());
+    CHECK(p.err().message.find(secret) == std::string::npos);
+}
