@@ -395,8 +395,7 @@ def check_fails_after_address_removed(ctx, c):
     a4 = ip_of(res, 4)
     pod.ip("addr", "del", a4 + "/32", "dev", "eth0")
     r = env.invoke("CHECK", chk, "chk", pod)
-    check(r.rc != 0, "CHECK passed after %s was removed from eth0: %s", a4, r.describe())
-    check(isinstance(r.code, int) and r.code != 0, "CHECK failure has no error code: %s", r.describe())
+    env.expect_error(r, 103, "CHECK after %s was removed from eth0" % a4)
     env.delete(conf, "chk", pod, prev=res)
     env.assert_clean()
 
@@ -411,21 +410,21 @@ def check_fails_after_route_or_v6_address_removed(ctx, c):
     host = res["interfaces"][0]["name"]
     env.node.ns.ip("route", "del", ip_of(res, 4) + "/32", "dev", host)
     r = env.invoke("CHECK", dict(conf, prevResult=res), "chk-route", pod)
-    check(r.rc != 0 and r.code, "CHECK passed without the host route: %s", r.describe())
+    env.expect_error(r, 103, "CHECK without the host route")
     env.delete(conf, "chk-route", pod, prev=res)
     # v6 address gone
     pod = env.node.pod_ns()
     res = env.add(conf, "chk-v6", pod)
     pod.ip("-6", "addr", "del", ip_of(res, 6) + "/128", "dev", "eth0")
     r = env.invoke("CHECK", dict(conf, prevResult=res), "chk-v6", pod)
-    check(r.rc != 0 and r.code, "CHECK passed without the v6 address: %s", r.describe())
+    env.expect_error(r, 103, "CHECK without the v6 address")
     env.delete(conf, "chk-v6", pod, prev=res)
     # pod default route gone
     pod = env.node.pod_ns()
     res = env.add(conf, "chk-gw", pod)
     pod.ip("route", "del", "default")
     r = env.invoke("CHECK", dict(conf, prevResult=res), "chk-gw", pod)
-    check(r.rc != 0 and r.code, "CHECK passed without the pod default route: %s", r.describe())
+    env.expect_error(r, 103, "CHECK without the pod default route")
     env.delete(conf, "chk-gw", pod, prev=res)
     env.assert_clean()
 
