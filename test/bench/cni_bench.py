@@ -66,6 +66,20 @@ class Subject:
         return True
 
 
+def kernel_veth_floor(pod, n):
+    """Median wall time of `ip link add` (veth, peer into the pod) and `ip link del`, run from the
+    node namespace like the plugins: what any veth-based plugin pays the kernel, at least."""
+    add, dele = [], []
+    for i in range(n):
+        for argv, xs in ((["ip", "link", "add", "mwtfloor0", "type", "veth", "peer", "name", "eth0",
+                           "netns", pod.path], add),
+                         (["ip", "link", "del", "mwtfloor0"], dele)):
+            t0 = time.perf_counter()
+            L.subprocess.run(argv, check=True)
+            xs.append((time.perf_counter() - t0) * 1000.0)
+    return statistics.median(add[5:]), statistics.median(dele[5:])
+
+
 def peak_rss(s, cycles):
     """Largest max-RSS (KiB) of the plugin process over `cycles` ADD+DEL, via GNU time."""
     if not os.access("/usr/bin/time", os.X_OK):
@@ -146,6 +160,7 @@ def main():
             # the floor: spawning and reaping a do-nothing binary the same way
             floor = statistics.median(
                 [L.invoke("/bin/true", "VERSION", {}).elapsed * 1000.0 for _ in range(60)][10:])
+            kadd, kdel = kernel_veth_floor(subjects[0].pod, 40)
         wall = time.monotonic() - t0
 
         mw, ref = subjects
@@ -181,6 +196,8 @@ def main():
         print("wall time = spawn to reap; cpu = user+sys of the plugin process and the children it "
               "reaped (wait4)")
         print("spawn+reap floor (/bin/true): %.2f ms" % floor)
+        print("kernel veth floor via `ip` (incl. its spawn): create pair with peer in the pod "
+              "%.2f ms, delete %.2f ms" % (kadd, kdel))
         print("peak RSS (max over %d ADD+DEL via /usr/bin/time -f %%M): meshwire %s KiB, "
               "bridge %s KiB (wait4 rusage: includes the host-local child it reaps)"
               % (args.rss_cycles, mw.maxrss or "n/a", ref.maxrss or "n/a"))
