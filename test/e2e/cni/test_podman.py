@@ -101,7 +101,7 @@ class Podman:
                      "--runroot", os.path.join(self.tmp, "runroot"),
                      "--storage-driver", "vfs", "--network-config-dir", self.netdir,
                      "--tmpdir", os.path.join(self.tmp, "libpod-tmp")]
-        n = pid % 250 + 1
+        n = free_slash24(pid)
         self.v4 = "10.250.%d.0/24" % n
         self.v6 = "fd00:250:0:%x::/64" % n
         self.net = self.tag + "-net"
@@ -171,6 +171,23 @@ class Podman:
 
     def inspect(self, name):
         return json.loads(self("inspect", name).stdout)[0]
+
+
+def free_slash24(seed):
+    """n such that no route in the root namespace lies inside 10.250.n.0/24 (another run's pods)."""
+    used = set()
+    for dst in L.route_dsts(None):
+        try:
+            net = ipaddress.ip_network(dst, strict=False)
+        except ValueError:
+            continue
+        if net.version == 4 and net.prefixlen >= 24:
+            used.add(net.supernet(new_prefix=24))
+    for k in range(seed, seed + 250):
+        n = k % 250 + 1
+        if ipaddress.ip_network("10.250.%d.0/24" % n) not in used:
+            return n
+    raise L.TestFailure("every 10.250.n.0/24 is in use in the root namespace")
 
 
 def root_ns_leaks(pm, ips):
