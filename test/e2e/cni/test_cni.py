@@ -485,6 +485,8 @@ def repeated_add_keeps_addresses(ctx, c):
     pod2 = env.node.pod_ns()
     res2 = env.add(conf, "again", pod2)
     eq(sorted(L.result_ips(res2)), sorted(L.result_ips(res)), "addresses after sandbox re-creation")
+    eq(res2["interfaces"][0]["name"], res["interfaces"][0]["name"],
+       "host veth name (a function of container ID and ifname)")
     verify_attachment(env, res2, conf, "again", pod2)
     eq(L.allocations(env.data, NET), allocs, "allocations after sandbox re-creation")
     env.delete(conf, "again", pod2, prev=res2)
