@@ -222,6 +222,9 @@ status parse_peer(const nlattr* nest, peer_chunk& c) {
 
 result<message_parts> parse_message(const nlmsghdr* nlh) {
     if (nlh->nlmsg_len < MNL_NLMSG_HDRLEN + sizeof(genlmsghdr)) return bad("too short");
+    // Attribute walking runs up to the aligned end of the message; senders (the kernel, libmnl)
+    // always pad, and an unpadded length would let the last attribute reach past the buffer.
+    if (nlh->nlmsg_len % MNL_ALIGNTO != 0) return bad("length not padded to 4 bytes");
     message_parts m;
     status st;
     nl::for_each_attr(nlh, sizeof(genlmsghdr), [&](const nlattr* a) {

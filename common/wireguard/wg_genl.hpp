@@ -36,7 +36,8 @@ public:
     // WG_CMD_GET_DEVICE dump request.
     static message encode_get(const std::string& ifname, uint16_t family_id);
 
-    // Adds one message of a WG_CMD_GET_DEVICE answer to `dev`. A peer split over two messages
+    // Adds one message of a WG_CMD_GET_DEVICE answer to `dev` (nlh->nlmsg_len bytes must be
+    // readable, as the receive loop guarantees). A peer split over two messages
     // (same public key ending one and starting the next) is merged.
     static status decode_get(const nlmsghdr* nlh, wg_device& dev);
     // Reassembles set messages into the update they carry (tests and diagnostics).

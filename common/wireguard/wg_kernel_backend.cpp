@@ -69,7 +69,9 @@ status receive(mnl_socket* s, uint32_t portid, uint32_t seq, const std::string& 
         bytes += static_cast<uint64_t>(n);
         const auto* nlh = reinterpret_cast<const nlmsghdr*>(buf.data());
         int len = static_cast<int>(n);
-        for (; mnl_nlmsg_ok(nlh, len); nlh = mnl_nlmsg_next(nlh, &len)) {
+        // mnl_nlmsg_ok compares lengths as int; the unsigned bound keeps a bogus length in check.
+        for (; mnl_nlmsg_ok(nlh, len) && nlh->nlmsg_len <= static_cast<unsigned>(len);
+             nlh = mnl_nlmsg_next(nlh, &len)) {
             if (nlh->nlmsg_seq != seq || nlh->nlmsg_pid != portid) continue;
             if (nlh->nlmsg_type == NLMSG_ERROR) {
                 const auto* err = static_cast<const nlmsgerr*>(mnl_nlmsg_get_payload(nlh));
