@@ -337,6 +337,37 @@ def _communicate(p, data, timeout):
     return b"".join(out[p.stdout.fileno()]), b"".join(out[p.stderr.fileno()])
 
 
+class _Spawned:
+    """A child started with posix_spawn (vfork + exec): about 0.7 ms from spawn to reap for
+    /bin/true here, against about 4 ms for subprocess.Popen, whose overhead would otherwise be
+    counted as plugin time by the benchmark. Popen-like enough for _communicate()."""
+
+    def __init__(self, argv, env):
+        in_r, in_w = os.pipe()
+        out_r, out_w = os.pipe()
+        err_r, err_w = os.pipe()
+        for fd in (in_w, out_r, err_r):
+            os.set_inheritable(fd, False)
+        actions = [(os.POSIX_SPAWN_DUP2, in_r, 0), (os.POSIX_SPAWN_DUP2, out_w, 1),
+                   (os.POSIX_SPAWN_DUP2, err_w, 2)]
+        exe = argv[0] if os.path.sep in argv[0] else shutil.which(argv[0], path=env.get("PATH"))
+        try:
+            self.pid = os.posix_spawn(exe, argv, env, file_actions=actions)
+        finally:
+            for fd in (in_r, out_w, err_w):
+                os.close(fd)
+        self.stdin = os.fdopen(in_w, "wb", buffering=0)
+        self.stdout = os.fdopen(out_r, "rb", buffering=0)
+        self.stderr = os.fdopen(err_r, "rb", buffering=0)
+        self.returncode = None
+
+    def kill(self):
+        try:
+            os.kill(self.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
 def invoke(plugin, command, conf=None, containerid=None, netns=None, ifname=None,
            cni_path=None, cni_args=None, node=None, stdin=None, env_override=None,
            unset=(), timeout=60, argv=None):
@@ -370,8 +401,7 @@ def invoke(plugin, command, conf=None, containerid=None, netns=None, ifname=None
     argv = list(argv) if argv else [plugin]  # argv: e.g. a wrapper such as /usr/bin/time
     with in_netns(nspath):
         t0 = time.perf_counter()
-        p = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                             stderr=subprocess.PIPE, env=env, close_fds=True)
+        p = _Spawned(argv, env)
     try:
         out, err = _communicate(p, stdin, timeout)
     finally:
