@@ -46,6 +46,22 @@ bool kernel_wireguard_available(const std::string& netns_path, std::string* why)
     return true;
 }
 
+result<std::unique_ptr<wg_backend>> attach_wg_backend(const wg_backend_options& opts) {
+    MW_TRY_STATUS(validate_ifname(opts.ifname));
+    std::string sock = opts.socket_dir + "/" + opts.ifname + ".sock";
+    if (::access(sock.c_str(), F_OK) == 0) {
+        return std::unique_ptr<wg_backend>(new wg_userspace_backend(opts));
+    }
+    auto nl = MW_TRY(open_rtnl_in(opts.netns_path));
+    auto link = nl.get_link(opts.ifname);
+    if (link && link->kind == "wireguard") {
+        return std::unique_ptr<wg_backend>(new wg_kernel_backend(opts));
+    }
+    return error(errc::not_found, "no WireGuard interface " + opts.ifname + " (no " + sock +
+                                      (link ? ", and the link is a \"" + link->kind + "\" link)"
+                                            : " and no such link)"));
+}
+
 result<std::unique_ptr<wg_backend>> make_wg_backend(std::string_view kind,
                                                     const wg_backend_options& opts) {
     MW_TRY_STATUS(validate_ifname(opts.ifname));

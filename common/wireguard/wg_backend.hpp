@@ -73,6 +73,11 @@ protected:
 // `why` says how that was decided, for the log.
 bool kernel_wireguard_available(const std::string& netns_path, std::string* why);
 
+// For readers of an interface someone else drives (meshctl): a backend of the kind the existing
+// interface is — userspace when its UAPI socket exists, kernel when it is a wireguard link — on
+// which get() works without up(). Never creates or stops anything.
+result<std::unique_ptr<wg_backend>> attach_wg_backend(const wg_backend_options& opts);
+
 // backend: "auto" | "kernel" | "userspace". auto picks the kernel when the module is available
 // and logs which backend it chose and why.
 result<std::unique_ptr<wg_backend>> make_wg_backend(std::string_view kind,

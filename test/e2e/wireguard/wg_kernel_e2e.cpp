@@ -214,9 +214,18 @@ TEST_CASE("kernel: 1000 peers (split over many messages) set and read back ident
     CHECK(ping(*t.a.ns, t.b.tunnel_v4, t.a.tunnel_v4));
 }
 
-TEST_CASE("kernel: down() deletes the link") {
+TEST_CASE("kernel: attach (meshctl) reads the device; down() deletes the link") {
     if (!kernel_wg()) return;
     kernel_nodes t;
+    wg_backend_options o;
+    o.ifname = t.a.ifname;
+    o.netns_path = t.a.ns->path();
+    auto reader = attach_wg_backend(o);
+    REQUIRE(reader.ok());
+    CHECK((*reader)->kind() == "kernel");
+    auto d = (*reader)->get();
+    REQUIRE(d.ok());
+    CHECK(t.a.cfg.device.same_config(*d));
     REQUIRE(t.a.backend->down().ok());
     CHECK_FALSE(t.a.ns->nl().get_link(t.a.ifname).ok());
     CHECK(t.a.backend->down().ok());  // idempotent

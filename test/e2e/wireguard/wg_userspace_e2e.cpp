@@ -347,3 +347,22 @@ TEST_CASE("backend factory: auto picks what the kernel supports; bad names are r
     REQUIRE(links.ok());
     CHECK(links->size() == 1);  // lo
 }
+
+TEST_CASE("attach: a reader (meshctl) sees the running device without owning it") {
+    if (!can_run()) return;
+    two_nodes t;
+    wg_backend_options o;
+    o.ifname = t.a.ifname;
+    o.netns_path = t.a.ns->path();
+    {
+        auto be = attach_wg_backend(o);
+        REQUIRE(be.ok());
+        CHECK((*be)->kind() == "userspace");
+        auto d = (*be)->get();
+        REQUIRE(d.ok());
+        CHECK(t.a.cfg.device.same_config(*d));
+    }  // destroying the reader must not stop wireguard-go
+    CHECK(t.a.read().peers.size() == 1);
+    o.ifname = "mwnone" + t.suffix;
+    CHECK(attach_wg_backend(o).err().is(errc::not_found));
+}
