@@ -1,11 +1,12 @@
 // End-to-end tests of the userspace backend: wireguard-go in two network namespaces joined by a
 // veth pair (the "underlay"), configured only through the meshwire API. Needs root; skips with a
 // message otherwise or when wireguard-go / wg / ping are missing.
-#define DOCTEST_CONFIG_IMPLEMENT_WITH_MAIN
+#define DOCTEST_CONFIG_IMPLEMENT
 #include <doctest/doctest.h>
 #include <signal.h>
 
 #include <chrono>
+#include <cstdio>
 
 #include "test/e2e/wireguard/wg_e2e_fixture.hpp"
 
@@ -365,4 +366,20 @@ TEST_CASE("attach: a reader (meshctl) sees the running device without owning it"
     CHECK(t.a.read().peers.size() == 1);
     o.ifname = "mwnone" + t.suffix;
     CHECK(attach_wg_backend(o).err().is(errc::not_found));
+}
+
+// Without root or the tools, report a CTest skip (77) with the reason instead of a silent pass.
+int main(int argc, char** argv) {
+    if (geteuid() != 0) {
+        std::printf("SKIP: wg_userspace_e2e needs root (network namespaces, TUN devices)\n");
+        return 77;
+    }
+    for (const char* tool : {"/usr/bin/wireguard-go", "/usr/bin/wg", "/usr/bin/ping"}) {
+        if (access(tool, X_OK) != 0) {
+            std::printf("SKIP: %s not installed (install/deps.sh)\n", tool);
+            return 77;
+        }
+    }
+    doctest::Context ctx(argc, argv);
+    return ctx.run();
 }
