@@ -108,9 +108,15 @@ TEST_CASE("userspace: two namespaces ping over the tunnel (v4, v6); wg show matc
     check_dump_matches(*t.a.ns, t.a.ifname, t.a.cfg.device);
     t.check_pings();
 
-    // The API reads back what it set.
+    // The API reads back what it set, plus the live handshake time and counters.
     auto got = t.a.read();
     CHECK(t.a.cfg.device.same_config(got));
+    const auto* p = got.find_peer(t.a.cfg.device.peers[0].public_key);
+    REQUIRE(p);
+    CHECK(p->last_handshake_sec > 0);
+    CHECK(p->rx_bytes > 0);
+    CHECK(p->tx_bytes > 0);
+    CHECK(got.public_key == t.a.cfg.device.private_key->public_key());
 }
 
 TEST_CASE("userspace: re-applying the same state changes nothing") {
