@@ -283,6 +283,16 @@ void write_relay_data_header(uint64_t session_id, uint8_t* out) noexcept {
     for (int i = 0; i < 8; ++i) out[4 + i] = static_cast<uint8_t>(session_id >> (56 - 8 * i));
 }
 
+std::optional<uint64_t> peek_relay_data_session(std::span<const uint8_t> frame) noexcept {
+    if (classify(frame) != frame_kind::relay_data || frame.size() <= relay_data_header_size ||
+        frame.size() - relay_data_header_size > max_relay_payload) {
+        return std::nullopt;
+    }
+    uint64_t id = 0;
+    for (int i = 0; i < 8; ++i) id = id << 8 | frame[4 + i];
+    return id;
+}
+
 result<relay_data_view> decode_relay_data(std::span<const uint8_t> frame) {
     if (classify(frame) != frame_kind::relay_data) {
         return error(errc::parse_error, "RELAY_DATA: bad header");

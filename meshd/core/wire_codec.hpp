@@ -31,6 +31,7 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <span>
 #include <variant>
 #include <vector>
@@ -158,5 +159,8 @@ struct relay_data_view {
     std::span<const uint8_t> payload;  // points into the input
 };
 result<relay_data_view> decode_relay_data(std::span<const uint8_t> frame);
+// The same checks as decode_relay_data without building an error value (no allocation), for the
+// forwarder's per-packet path: the session id of a well-formed RELAY_DATA frame, else nullopt.
+std::optional<uint64_t> peek_relay_data_session(std::span<const uint8_t> frame) noexcept;
 
 }  // namespace mw::meshd

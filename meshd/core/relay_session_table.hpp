@@ -1,0 +1,147 @@
+// The relay's forwarding state: which RELAY_DATA frames it forwards, and where to.
+//
+// A session is set up by the authenticated control exchange (RELAY_SESSION_REQUEST, done by the
+// caller): node A asks for session S to node B, and the relay binds A's side to the address the
+// request came from; B's request for the same S (from B, to A) binds B's side. From then on a
+// frame for S from A's bound address goes to B's bound address and vice versa. Anything else is
+// dropped and counted by reason, so the relay is never an open relay: an unknown session, a known
+// session from any other address, a half-open session, an idle-expired session, or a sender node
+// over its token-bucket rate (packets/s and bytes/s).
+//
+// Pure and fixed-size: time is passed in (ms, any monotonic origin), all memory is reserved at
+// construction, and route() — the per-packet call — allocates nothing and touches one index probe
+// sequence, one session slot and one node slot. Not thread-safe; the forwarder serialises access.
+#pragma once
+
+#include <array>
+#include <cstdint>
+#include <vector>
+
+#include "common/result.hpp"
+#include "meshd/core/fixed_u64_map.hpp"
+#include "meshd/core/node_id.hpp"
+#include "meshd/core/relay_addr.hpp"
+
+namespace mw::meshd {
+
+struct relay_table_limits {
+    size_t max_sessions = 16384;
+    size_t max_nodes = 4096;
+    // Sessions one node may have its side bound in: a node relays to at most this many peers.
+    size_t max_sessions_per_node = 1024;
+    // WireGuard sends a keepalive at least every 25 s on a path it uses (persistent keepalive) and
+    // rekeys every 2 min, so a session quiet for longer than this is abandoned.
+    uint64_t idle_timeout_ms = 180'000;
+    // Per sending node. 1 Gbit/s of 1400-byte packets is ~90 kpps; allow headroom over that.
+    uint64_t node_packets_per_s = 200'000;
+    uint64_t node_bytes_per_s = 250'000'000;
+    // Bucket depth, as this many ms worth of the rate: absorbs bursts (a TCP window) without
+    // letting a node exceed its rate for long.
+    uint64_t burst_ms = 200;
+    uint64_t hash_seed = 0;  // from the caller's RNG (the core draws no randomness)
+};
+
+enum class relay_drop : uint8_t {
+    unknown_session,       // no such session id
+    wrong_source,          // session known, frame not from either bound address
+    not_established,       // from the bound side of a half-open session (peer not bound yet)
+    expired,               // session idle past idle_timeout_ms (removed on this frame)
+    rate_limited_packets,  // sender node over node_packets_per_s
+    rate_limited_bytes,    // sender node over node_bytes_per_s
+};
+constexpr size_t relay_drop_count = 6;
+const char* to_string(relay_drop d) noexcept;
+
+enum class relay_bind_state { half_open, established };
+
+struct relay_session_info {
+    uint64_t session_id = 0;
+    node_id a, b;
+    relay_addr a_addr, b_addr;  // b_addr invalid while half-open
+    uint64_t last_active_ms = 0;
+    uint64_t packets_a_to_b = 0, bytes_a_to_b = 0, packets_b_to_a = 0, bytes_b_to_a = 0;
+};
+
+class relay_session_table {
+public:
+    explicit relay_session_table(const relay_table_limits& limits = {});
+
+    // The control plane's call after an authenticated RELAY_SESSION_REQUEST{session_id, from, to}
+    // arrived from `observed`. Creates the session (binding `from`'s side) or binds the other
+    // side; a repeat from an already bound side re-binds it to `observed` (NAT rebinding).
+    // Errors: already_exists (the id belongs to another pair), exhausted (table, node table or the
+    // node's session limit full), invalid_argument (from == to, a zero port, or both sides on one
+    // address).
+    result<relay_bind_state> bind(uint64_t session_id, const node_id& from, const node_id& to,
+                                  const relay_addr& observed, uint64_t now_ms);
+    bool remove(uint64_t session_id) noexcept;
+    // Removes sessions idle past the timeout; returns how many. Meant for a periodic timer
+    // (route() also drops an expired session lazily, so correctness does not depend on it).
+    size_t expire(uint64_t now_ms) noexcept;
+    // When the next session will expire if nothing is forwarded (UINT64_MAX when empty).
+    uint64_t next_expiry(uint64_t now_ms) const noexcept;
+
+    // Per packet: where a RELAY_DATA frame of `frame_bytes` for `session_id` from `from` goes, or
+    // nullptr (dropped, counted in drops()). The pointer stays valid until the next call that
+    // changes the table.
+    const relay_addr* route(uint64_t session_id, const relay_addr& from, size_t frame_bytes,
+                            uint64_t now_ms) noexcept;
+
+    const std::array<uint64_t, relay_drop_count>& drops() const noexcept { return drops_; }
+    uint64_t drops(relay_drop d) const noexcept { return drops_[static_cast<size_t>(d)]; }
+    uint64_t routed_packets() const noexcept { return routed_packets_; }
+    uint64_t routed_bytes() const noexcept { return routed_bytes_; }
+
+    size_t size() const noexcept { return session_index_.size(); }
+    size_t node_count() const noexcept { return node_index_.size(); }
+    // For meshctl / metrics (relay load). Not for the hot path.
+    bool info(uint64_t session_id, relay_session_info& out) const noexcept;
+    size_t node_sessions(const node_id& n) const noexcept;
+
+private:
+    static constexpr uint32_t no_slot = fixed_u64_map::none;
+
+    struct node_slot {
+        node_id id;
+        uint32_t sessions = 0;       // sessions with this node's side bound
+        uint64_t packet_tokens = 0;  // in 1/1000 packet
+        uint64_t byte_tokens = 0;    // in 1/1000 byte
+        uint64_t refilled_ms = 0;
+        bool used = false;
+    };
+    struct side {
+        uint32_t node = no_slot;  // node slot while bound
+        node_id id;
+        relay_addr addr;
+    };
+    struct session_slot {
+        uint64_t id = 0;
+        side a, b;
+        uint64_t last_active_ms = 0;
+        uint64_t packets_a_to_b = 0, bytes_a_to_b = 0, packets_b_to_a = 0, bytes_b_to_a = 0;
+        bool used = false;
+    };
+
+    static uint64_t node_key(const node_id& n) noexcept;
+    uint32_t find_node(const node_id& n) const noexcept;
+    result<uint32_t> acquire_node(const node_id& n, uint64_t now_ms);
+    void release_node(uint32_t slot) noexcept;
+    bool take_tokens(node_slot& n, size_t bytes, uint64_t now_ms) noexcept;
+    void erase_slot(uint32_t slot) noexcept;
+    bool idle(const session_slot& s, uint64_t now_ms) const noexcept {
+        return now_ms > s.last_active_ms && now_ms - s.last_active_ms > limits_.idle_timeout_ms;
+    }
+
+    relay_table_limits limits_;
+    uint64_t packet_burst_, byte_burst_;  // bucket depths, in 1/1000 units
+    std::vector<session_slot> sessions_;
+    std::vector<uint32_t> free_sessions_;
+    fixed_u64_map session_index_;
+    std::vector<node_slot> nodes_;
+    std::vector<uint32_t> free_nodes_;
+    fixed_u64_map node_index_;  // keyed by the node ID's first 8 bytes; slot holds the full ID
+    std::array<uint64_t, relay_drop_count> drops_{};
+    uint64_t routed_packets_ = 0, routed_bytes_ = 0;
+};
+
+}  // namespace mw::meshd

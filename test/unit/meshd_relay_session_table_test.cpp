@@ -1,0 +1,313 @@
+// relay_session_table: binding to observed addresses, what is dropped and why, expiry, per-node
+// limits and rate limits, capacity; plus the fixed_u64_map index under it.
+#include <doctest/doctest.h>
+
+#include <map>
+#include <random>
+
+#include "meshd/core/fixed_u64_map.hpp"
+#include "meshd/core/relay_session_table.hpp"
+#include "meshd/core/wire_codec.hpp"
+
+using namespace mw;
+using namespace mw::meshd;
+
+namespace {
+
+node_id nid(uint8_t n) {
+    std::array<uint8_t, 32> b{};
+    b.fill(n);
+    return node_id(b);
+}
+
+relay_addr addr(const char* text) {
+    return relay_addr::from_endpoint(wg_endpoint::parse(text).value());
+}
+
+constexpr uint64_t t0 = 1'000'000;
+
+relay_table_limits roomy() {
+    relay_table_limits l;
+    l.max_sessions = 64;
+    l.max_nodes = 16;
+    l.max_sessions_per_node = 8;
+    l.idle_timeout_ms = 10'000;
+    l.node_packets_per_s = 1'000'000;
+    l.node_bytes_per_s = 1'000'000'000;
+    return l;
+}
+
+}  // namespace
+
+TEST_CASE("relay_addr: v4 and v4-mapped v6 are one address; round trips") {
+    auto a = addr("192.0.2.1:5000");
+    auto m = addr("[::ffff:192.0.2.1]:5000");
+    CHECK(a == m);
+    CHECK(a.is_v4());
+    CHECK(a.to_endpoint().str() == "192.0.2.1:5000");
+    auto v6 = addr("[2001:db8::1]:7");
+    CHECK_FALSE(v6.is_v4());
+    CHECK(v6.to_endpoint().str() == "[2001:db8::1]:7");
+    CHECK_FALSE(a == addr("192.0.2.1:5001"));
+    sockaddr_storage ss;
+    socklen_t len = a.to_sockaddr(ss, AF_INET6);
+    CHECK(len == sizeof(sockaddr_in6));
+    CHECK(*relay_addr::from_sockaddr(&ss, len) == a);
+    len = a.to_sockaddr(ss, AF_INET);
+    CHECK(len == sizeof(sockaddr_in));
+    CHECK(*relay_addr::from_sockaddr(&ss, len) == a);
+    CHECK_FALSE(relay_addr::from_sockaddr(&ss, 1).has_value());
+}
+
+TEST_CASE("fixed_u64_map: insert, find, erase with collisions, matches std::map under churn") {
+    fixed_u64_map m(100, 42);
+    std::map<uint64_t, uint32_t> ref;
+    std::mt19937_64 rng(7);
+    for (int step = 0; step < 20000; ++step) {
+        uint64_t k = rng() % 300;  // small key space: many hits, probes and deletions
+        if (rng() % 3 == 0) {
+            CHECK(m.erase(k) == (ref.erase(k) == 1));
+        } else {
+            uint32_t v = uint32_t(rng() % 1000);
+            bool room = ref.size() < 100 || ref.count(k);
+            CHECK(m.insert(k, v) == room);
+            if (room) ref[k] = v;
+        }
+        REQUIRE(m.size() == ref.size());
+    }
+    for (uint64_t k = 0; k < 300; ++k) {
+        auto it = ref.find(k);
+        CHECK(m.find(k) == (it == ref.end() ? fixed_u64_map::none : it->second));
+    }
+}
+
+TEST_CASE("relay table: binding both sides, forwarding both ways, counters") {
+    relay_session_table t(roomy());
+    auto a = addr("198.51.100.1:51821"), b = addr("[2001:db8::2]:40000");
+    CHECK(t.bind(7, nid(1), nid(2), a, t0).value() == relay_bind_state::half_open);
+    // Half-open: A's frames have nowhere to go yet.
+    CHECK(t.route(7, a, 100, t0) == nullptr);
+    CHECK(t.drops(relay_drop::not_established) == 1);
+    CHECK(t.bind(7, nid(2), nid(1), b, t0).value() == relay_bind_state::established);
+
+    const relay_addr* to = t.route(7, a, 100, t0 + 1);
+    REQUIRE(to != nullptr);
+    CHECK(*to == b);
+    to = t.route(7, b, 60, t0 + 2);
+    REQUIRE(to != nullptr);
+    CHECK(*to == a);
+    CHECK(t.routed_packets() == 2);
+    CHECK(t.routed_bytes() == 160);
+    relay_session_info info;
+    REQUIRE(t.info(7, info));
+    CHECK(info.packets_a_to_b == 1);
+    CHECK(info.bytes_b_to_a == 60);
+    CHECK(info.a == nid(1));
+    CHECK(info.b_addr == b);
+    CHECK(t.node_sessions(nid(1)) == 1);
+    CHECK(t.node_sessions(nid(2)) == 1);
+}
+
+TEST_CASE("relay table: not an open relay") {
+    relay_session_table t(roomy());
+    auto a = addr("10.0.0.1:1000"), b = addr("10.0.0.2:2000");
+    REQUIRE(t.bind(1, nid(1), nid(2), a, t0));
+    REQUIRE(t.bind(1, nid(2), nid(1), b, t0));
+
+    SUBCASE("unknown session") {
+        CHECK(t.route(2, a, 100, t0) == nullptr);
+        CHECK(t.drops(relay_drop::unknown_session) == 1);
+    }
+    SUBCASE("known session from another address, port or family") {
+        CHECK(t.route(1, addr("10.0.0.3:1000"), 100, t0) == nullptr);
+        CHECK(t.route(1, addr("10.0.0.1:1001"), 100, t0) == nullptr);
+        CHECK(t.route(1, addr("[2001:db8::1]:1000"), 100, t0) == nullptr);
+        CHECK(t.drops(relay_drop::wrong_source) == 3);
+        CHECK(t.routed_packets() == 0);
+    }
+    SUBCASE("a third node cannot join or take over a session id") {
+        auto r = t.bind(1, nid(3), nid(2), addr("10.0.0.3:3000"), t0);
+        REQUIRE_FALSE(r);
+        CHECK(r.err().is(errc::already_exists));
+        CHECK(t.bind(1, nid(1), nid(3), addr("10.0.0.3:3000"), t0).err().is(errc::already_exists));
+        CHECK(t.route(1, addr("10.0.0.3:3000"), 100, t0) == nullptr);
+    }
+    SUBCASE("a side re-binds to its new address (NAT rebinding); the old one is dropped") {
+        auto a2 = addr("10.0.0.1:1555");
+        CHECK(t.bind(1, nid(1), nid(2), a2, t0).value() == relay_bind_state::established);
+        CHECK(t.route(1, a, 100, t0) == nullptr);
+        REQUIRE(t.route(1, a2, 100, t0) != nullptr);
+        CHECK(*t.route(1, b, 100, t0) == a2);
+    }
+    SUBCASE("invalid binds") {
+        CHECK(t.bind(9, nid(1), nid(1), a, t0).err().is(errc::invalid_argument));
+        CHECK(t.bind(9, nid(1), nid(2), relay_addr{}, t0).err().is(errc::invalid_argument));
+        REQUIRE(t.bind(10, nid(4), nid(5), a, t0));
+        CHECK(t.bind(10, nid(5), nid(4), a, t0).err().is(errc::invalid_argument));
+    }
+    SUBCASE("removal") {
+        CHECK(t.remove(1));
+        CHECK_FALSE(t.remove(1));
+        CHECK(t.route(1, a, 100, t0) == nullptr);
+        CHECK(t.drops(relay_drop::unknown_session) == 1);
+        CHECK(t.size() == 0);
+        CHECK(t.node_count() == 0);  // node slots are released with their last session
+    }
+}
+
+TEST_CASE("relay table: idle expiry, lazily on route and by sweep") {
+    auto l = roomy();
+    relay_session_table t(l);
+    auto a = addr("10.0.0.1:1000"), b = addr("10.0.0.2:2000");
+    REQUIRE(t.bind(1, nid(1), nid(2), a, t0));
+    REQUIRE(t.bind(1, nid(2), nid(1), b, t0));
+    REQUIRE(t.bind(2, nid(1), nid(3), a, t0));  // half-open sessions expire too
+    CHECK(t.next_expiry(t0) == t0 + l.idle_timeout_ms + 1);
+
+    // Traffic keeps session 1 alive.
+    REQUIRE(t.route(1, a, 10, t0 + 9'000));
+    CHECK(t.expire(t0 + l.idle_timeout_ms + 1) == 1);  // only session 2
+    CHECK(t.size() == 1);
+    CHECK(t.next_expiry(t0 + 10'001) == t0 + 9'000 + l.idle_timeout_ms + 1);
+    REQUIRE(t.route(1, b, 10, t0 + 9'000 + l.idle_timeout_ms));  // exactly at the limit: alive
+
+    // Past the timeout without a sweep: the next frame finds it expired and removes it.
+    uint64_t late = t0 + 9'000 + 2 * l.idle_timeout_ms + 1;
+    CHECK(t.route(1, a, 10, late) == nullptr);
+    CHECK(t.drops(relay_drop::expired) == 1);
+    CHECK(t.size() == 0);
+    CHECK(t.route(1, a, 10, late) == nullptr);
+    CHECK(t.drops(relay_drop::unknown_session) == 1);
+    CHECK(t.next_expiry(late) == UINT64_MAX);
+}
+
+TEST_CASE("relay table: per-node token buckets (packets/s and bytes/s)") {
+    auto l = roomy();
+    l.node_packets_per_s = 1000;  // bucket 200 packets at burst_ms = 200
+    l.node_bytes_per_s = 10'000'000;
+    relay_session_table t(l);
+    auto a = addr("10.0.0.1:1000"), b = addr("10.0.0.2:2000");
+    REQUIRE(t.bind(1, nid(1), nid(2), a, t0));
+    REQUIRE(t.bind(1, nid(2), nid(1), b, t0));
+
+    int passed = 0;
+    for (int i = 0; i < 300; ++i) passed += t.route(1, a, 100, t0) != nullptr;
+    CHECK(passed == 200);
+    CHECK(t.drops(relay_drop::rate_limited_packets) == 100);
+    // The limit is per sending node: B still has its full bucket.
+    CHECK(t.route(1, b, 100, t0) != nullptr);
+    // 10 ms later A has earned 10 packets.
+    passed = 0;
+    for (int i = 0; i < 50; ++i) passed += t.route(1, a, 100, t0 + 10) != nullptr;
+    CHECK(passed == 10);
+    // After a long pause the bucket is full again, not more.
+    passed = 0;
+    for (int i = 0; i < 300; ++i) passed += t.route(1, a, 100, t0 + 5'000) != nullptr;
+    CHECK(passed == 200);
+
+    SUBCASE("bytes") {
+        auto lb = roomy();
+        lb.node_bytes_per_s = 1'000'000;  // bucket 200 kB; at least one 64 KiB frame
+        relay_session_table tb(lb);
+        REQUIRE(tb.bind(1, nid(1), nid(2), a, t0));
+        REQUIRE(tb.bind(1, nid(2), nid(1), b, t0));
+        passed = 0;
+        for (int i = 0; i < 300; ++i) passed += tb.route(1, a, 1000, t0) != nullptr;
+        CHECK(passed == 200);
+        CHECK(tb.drops(relay_drop::rate_limited_bytes) == 100);
+        CHECK(tb.drops(relay_drop::rate_limited_packets) == 0);
+        CHECK(tb.route(1, a, 1000, t0 + 1) != nullptr);  // 1 ms earns 1000 bytes
+        CHECK(tb.route(1, a, 1000, t0 + 1) == nullptr);
+    }
+    SUBCASE("a node's sessions share its bucket") {
+        REQUIRE(t.bind(2, nid(1), nid(3), a, t0 + 5'000));
+        REQUIRE(t.bind(2, nid(3), nid(1), addr("10.0.0.3:3000"), t0 + 5'000));
+        CHECK(t.route(2, a, 100, t0 + 5'000) == nullptr);
+    }
+}
+
+TEST_CASE("relay table: capacity limits") {
+    auto l = roomy();
+    l.max_sessions = 5;
+    l.max_nodes = 3;
+    l.max_sessions_per_node = 2;
+    relay_session_table t(l);
+    auto a = addr("10.0.0.1:1000");
+    REQUIRE(t.bind(1, nid(1), nid(2), a, t0));
+    REQUIRE(t.bind(2, nid(1), nid(3), a, t0));
+    auto r = t.bind(3, nid(1), nid(4), a, t0);
+    REQUIRE_FALSE(r);
+    CHECK(r.err().is(errc::exhausted));  // per node
+    CHECK(t.size() == 2);
+    // Half-open sessions naming a victim as "to" do not use up the victim's quota.
+    CHECK(t.node_sessions(nid(2)) == 0);
+
+    REQUIRE(t.bind(3, nid(2), nid(5), addr("10.0.0.2:1"), t0));
+    REQUIRE(t.bind(4, nid(3), nid(5), addr("10.0.0.3:1"), t0));
+    CHECK(t.node_count() == 3);
+    // A fourth distinct node does not fit the node table.
+    CHECK(t.bind(5, nid(6), nid(5), addr("10.0.0.6:1"), t0).err().is(errc::exhausted));
+    REQUIRE(t.bind(5, nid(3), nid(5), addr("10.0.0.3:1"), t0));
+    CHECK(t.size() == 5);
+    CHECK(t.bind(6, nid(2), nid(5), addr("10.0.0.2:1"), t0).err().is(errc::exhausted));  // table
+    // Binding session 1's other side as node 2 uses node 2's existing slot.
+    REQUIRE(t.bind(1, nid(2), nid(1), addr("10.0.0.2:2"), t0));
+    CHECK(t.node_sessions(nid(2)) == 2);
+    // Everything freed: back to empty, reusable.
+    for (uint64_t id = 1; id <= 5; ++id) CHECK(t.remove(id));
+    CHECK(t.size() == 0);
+    CHECK(t.node_count() == 0);
+    for (uint64_t id = 100; id < 105; ++id) {
+        REQUIRE(t.bind(id, nid(uint8_t(id % 3 + 1)), nid(9), addr("10.0.0.9:9"), t0));
+    }
+    CHECK(t.size() == 5);
+}
+
+TEST_CASE("relay table: many sessions, lookups stay correct under churn") {
+    auto l = roomy();
+    l.max_sessions = 1000;
+    l.max_nodes = 2000;
+    l.max_sessions_per_node = 1;
+    relay_session_table t(l);
+    std::mt19937_64 rng(1);
+    std::map<uint64_t, std::pair<relay_addr, relay_addr>> live;
+    for (int round = 0; round < 5000; ++round) {
+        uint64_t id = rng();
+        if (live.size() < 900) {
+            auto n = uint8_t(live.size() % 250);
+            std::array<uint8_t, 32> ba{}, bb{};
+            std::memcpy(ba.data(), &id, 8);
+            uint64_t other = ~id;  // node keys are the first 8 bytes: keep them distinct
+            std::memcpy(bb.data(), &other, 8);
+            relay_addr a = addr(("10.1.0." + std::to_string(n) + ":1").c_str());
+            relay_addr b = addr(("10.2.0." + std::to_string(n) + ":2").c_str());
+            a.port = uint16_t(round + 1);
+            REQUIRE(t.bind(id, node_id(ba), node_id(bb), a, t0));
+            REQUIRE(t.bind(id, node_id(bb), node_id(ba), b, t0));
+            live[id] = {a, b};
+        }
+        if (rng() % 2) {
+            auto it = live.begin();
+            std::advance(it, rng() % live.size());
+            CHECK(t.remove(it->first));
+            live.erase(it);
+        }
+    }
+    CHECK(t.size() == live.size());
+    for (auto& [id, ab] : live) {
+        const relay_addr* to = t.route(id, ab.first, 10, t0);
+        REQUIRE(to != nullptr);
+        CHECK(*to == ab.second);
+    }
+}
+
+TEST_CASE("peek_relay_data_session agrees with decode_relay_data") {
+    std::vector<uint8_t> frame(relay_data_header_size + 5, 0xab);
+    write_relay_data_header(0x0102030405060708ull, frame.data());
+    CHECK(peek_relay_data_session(frame) == 0x0102030405060708ull);
+    CHECK(decode_relay_data(frame).value().session_id == 0x0102030405060708ull);
+    std::span<const uint8_t> header_only(frame.data(), relay_data_header_size);
+    CHECK_FALSE(peek_relay_data_session(header_only).has_value());
+    frame[3] = 0x03;  // a control type
+    CHECK_FALSE(peek_relay_data_session(frame).has_value());
+}
