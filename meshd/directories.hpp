@@ -1,0 +1,19 @@
+// Creating meshd's directories (stateDir, runDir) on first start.
+#pragma once
+
+#include <sys/types.h>
+#include <string>
+
+#include "common/result.hpp"
+
+namespace mw::meshd {
+
+// mkdir -p: missing parents are created 0755, the last component with final_mode (e.g. 0700 for
+// the state dir, which holds the identity seed). An existing directory is left as it is: its mode
+// is the operator's choice, and the secrets inside carry their own 0600.
+status make_directories(const std::string& path, mode_t final_mode);
+
+// fsync of a directory, so that a rename or link into it survives a crash.
+status sync_directory(const std::string& dir);
+
+}  // namespace mw::meshd

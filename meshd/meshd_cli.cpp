@@ -1,0 +1,248 @@
+#include "meshd/meshd_cli.hpp"
+
+#include <cstring>
+#include <string_view>
+
+#include "common/log.hpp"
+#include "meshd/identity_store.hpp"
+#include "meshd/meshd_config.hpp"
+#include "meshd/node_file.hpp"
+#include "meshd/psk_file.hpp"
+
+#ifndef MESHWIRE_VERSION
+#define MESHWIRE_VERSION "unknown"
+#endif
+
+namespace mw::meshd {
+
+namespace {
+
+const char* const k_help = R"(NAME
+    meshd - the meshwire node daemon (WireGuard mesh, relays, discovery)
+
+SYNOPSIS
+    meshd [--config FILE]
+    meshd --check-config [--config FILE]
+    meshd --help | --version
+
+DESCRIPTION
+    meshd runs on every node of a meshwire cluster. It owns the node's WireGuard interface,
+    finds the other nodes, sets up direct or relayed paths to them, runs the relay service on
+    nodes listed in relayNodes, and writes <runDir>/node.json for the meshwire CNI plugin.
+
+    PREVIEW: this build loads and checks the configuration, creates or loads the node identity,
+    writes node.json, logs who this node is, and then exits with status 69 because the data
+    plane is not implemented yet.
+
+OPTIONS
+    -c, --config FILE   The YAML configuration (default /etc/meshwire/meshd.yaml).
+    --check-config      Parse and validate the configuration and the PSK file, then print the
+                        effective configuration (every default filled in) as YAML on stdout.
+                        Also reports the node identity if one exists. Writes nothing.
+    -h, --help          This text.
+    -V, --version       The version.
+
+CONFIGURATION (YAML; unknown fields are errors; an annotated example is conf/meshd.yaml)
+    nodeName            This node's name (default: $NODE_NAME, else the hostname);
+                        1-253 characters of A-Z a-z 0-9 . _ -
+    podCIDRs            Required. This node's pod CIDRs, at most 8, e.g. [10.244.1.0/24, fd00:244:1::/64]
+    interface           WireGuard interface name (default meshwire0)
+    wireguard.backend   auto | kernel | userspace (default auto: kernel if the module exists)
+    wireguard.listenPort  WireGuard UDP port (default 51820)
+    listenPort          Control protocol and relay UDP port (default 51821)
+    psk.path            Required. File holding the cluster pre-shared key: at least 16 bytes
+                        (trailing newlines ignored), not accessible by others (chmod 600)
+    relayNodes          Relays: [{nodeName: NAME, advertiseAddress: [IP, ...]}]; the node whose
+                        name is listed runs the relay service
+    stateDir            Persistent state, holds the node identity (default /var/lib/meshwire)
+    runDir              Runtime files, holds node.json (default /run/meshwire)
+    socket              Control socket for meshctl (default <runDir>/meshd.sock)
+    mtu                 Pod MTU written to node.json (1280-65535; default: the plugin derives it)
+    mdns.enable         LAN discovery by mDNS (default true)
+    dht.enable          Discovery across LANs by a DHT (default true)
+    kubernetes.enable   Kubernetes integration (default false; not implemented yet)
+    kubernetes.apiServer, kubernetes.kubeConfig   https:// URL, absolute path
+    metrics.listen      Prometheus endpoint IP:PORT (default: none)
+    logLevel            debug | info | warn | error (default info)
+
+FILES
+    /etc/meshwire/meshd.yaml        the configuration
+    <stateDir>/node.seed            the node identity: a 32-byte secret seed, mode 0600, created
+                                    once; the node ID and WireGuard key derive from it. Deleting
+                                    it gives the node a new identity.
+    <runDir>/node.json              {"nodeName", "podCIDRs", "mtu"?} for the CNI plugin
+    <runDir>/meshd.sock             control socket (meshctl)
+
+EXIT STATUS
+    0    success (--help, --version, --check-config with a valid configuration)
+    1    runtime failure (state directory, node identity, node.json)
+    64   command-line usage error
+    69   started, but the data plane is not implemented yet (preview build)
+    78   invalid configuration or PSK file; the message names the field
+    With systemd use RestartPreventExitStatus=64 69 78.
+
+LOGS
+    logfmt lines on stderr: ts=... level=... component=meshd msg="..." key=value...
+    The node's private key material is never logged.
+)";
+
+std::string join_relays(const meshd_config& c) {
+    std::string s;
+    for (const auto& r : c.relay_nodes) {
+        if (!s.empty()) s += ",";
+        s += r.node_name + "(";
+        for (size_t i = 0; i < r.advertise_address.size(); ++i) {
+            s += (i ? " " : "") + r.advertise_address[i].str();
+        }
+        s += ")";
+    }
+    return s;
+}
+
+std::string join_cidrs(const meshd_config& c) {
+    std::string s;
+    for (const auto& p : c.pod_cidrs) s += (s.empty() ? "" : ",") + p.str();
+    return s;
+}
+
+// The config and the PSK file it names: both must be valid for meshd to start, so --check-config
+// checks both.
+result<meshd_config> load_checked(const std::string& path) {
+    auto c = load_meshd_config(path, config_environment::from_process());
+    if (!c) return c;
+    auto psk = psk_file::read(c->psk_path);
+    if (!psk) return psk.err();
+    if (!psk->warning().empty()) log::warn(psk->warning(), {{"path", c->psk_path}});
+    return c;
+}
+
+int check_config(const std::string& path, std::FILE* out) {
+    auto c = load_checked(path);
+    if (!c) {
+        std::fprintf(stderr, "meshd: invalid configuration: %s\n", c.err().message.c_str());
+        return exit_config;
+    }
+    std::string text = "# effective configuration of " + path + " (defaults included)\n";
+    text += print_yaml(*c);
+    // Read-only: --check-config never creates the identity.
+    identity_store store(c->state_dir);
+    auto id = store.load();
+    if (id) {
+        text += "# node identity " + id->path + ": node ID " + id->identity.id().hex() +
+                ", WireGuard public key " + id->identity.wg_public_key().to_base64() + "\n";
+    } else if (id.err().is(errc::not_found)) {
+        text += "# node identity " + store.path() +
+                " does not exist yet; meshd creates it on first start\n";
+    } else {
+        std::fputs(text.c_str(), out);
+        std::fprintf(stderr, "meshd: %s\n", id.err().message.c_str());
+        return exit_failure;
+    }
+    std::fputs(text.c_str(), out);
+    return exit_ok;
+}
+
+int run(const std::string& path) {
+    auto c = load_checked(path);
+    if (!c) {
+        log::error("invalid configuration", {{"error", c.err().message}});
+        return exit_config;
+    }
+    log::level lvl = log::level::info;
+    if (log::parse_level(c->log_level, lvl)) log::set_level(lvl);
+
+    auto id = identity_store(c->state_dir).load_or_create();
+    if (!id) {
+        log::error("cannot load the node identity", {{"error", id.err().message}});
+        return exit_failure;
+    }
+    if (id->created) log::info("created a new node identity", {{"path", id->path}});
+
+    node_file nf{c->node_name, c->pod_cidrs, c->mtu};
+    if (auto w = nf.write(c->node_file_path()); !w) {
+        log::error("cannot write node.json", {{"error", w.err().message}});
+        return exit_failure;
+    }
+
+    const relay_node* self = c->self_relay();
+    log::info("meshd starting", {{"node", c->node_name},
+                                 {"node_id", id->identity.id().hex()},
+                                 {"wg_public_key", id->identity.wg_public_key().to_base64()},
+                                 {"pod_cidrs", join_cidrs(*c)},
+                                 {"interface", c->interface},
+                                 {"relays", join_relays(*c)},
+                                 {"relay_role", self ? "yes" : "no"},
+                                 {"node_file", c->node_file_path()}});
+    if (c->kubernetes_enable) {
+        log::warn(
+            "kubernetes integration is not implemented yet; the kubernetes section was "
+            "validated and is ignored");
+    }
+    log::error(
+        "the data plane is not implemented yet in this preview build; meshd stops here "
+        "instead of pretending to run",
+        {{"code", std::to_string(exit_not_implemented)}});
+    return exit_not_implemented;
+}
+
+}  // namespace
+
+result<cli_options> parse_cli(int argc, const char* const* argv) {
+    cli_options o;
+    bool help = false, version = false, check = false;
+    for (int i = 1; i < argc; ++i) {
+        std::string_view a = argv[i];
+        if (a == "-h" || a == "--help") {
+            help = true;
+        } else if (a == "-V" || a == "--version") {
+            version = true;
+        } else if (a == "--check-config") {
+            check = true;
+        } else if (a == "-c" || a == "--config") {
+            if (i + 1 >= argc)
+                return error(errc::invalid_argument, std::string(a) + " needs a FILE");
+            if (!o.config_path.empty())
+                return error(errc::invalid_argument, "--config given twice");
+            o.config_path = argv[++i];
+        } else if (a.rfind("--config=", 0) == 0) {
+            if (!o.config_path.empty())
+                return error(errc::invalid_argument, "--config given twice");
+            o.config_path = std::string(a.substr(9));
+        } else {
+            return error(errc::invalid_argument, "unknown argument \"" + std::string(a) + "\"");
+        }
+    }
+    if (o.config_path.empty()) o.config_path = meshd_config::default_path;
+    o.what = help      ? cli_options::mode::help
+             : version ? cli_options::mode::version
+             : check   ? cli_options::mode::check_config
+                       : cli_options::mode::run;
+    return o;
+}
+
+const char* help_text() {
+    return k_help;
+}
+
+std::string version_text() {
+    return std::string("meshd ") + MESHWIRE_VERSION + "\n";
+}
+
+int run_meshd(const cli_options& options, std::FILE* out) {
+    log::set_component("meshd");
+    switch (options.what) {
+        case cli_options::mode::help:
+            std::fputs(help_text(), out);
+            return exit_ok;
+        case cli_options::mode::version:
+            std::fputs(version_text().c_str(), out);
+            return exit_ok;
+        case cli_options::mode::check_config:
+            return check_config(options.config_path, out);
+        case cli_options::mode::run:
+            return run(options.config_path);
+    }
+    return exit_failure;
+}
+
+}  // namespace mw::meshd

@@ -1,0 +1,86 @@
+// meshd's configuration file (DESIGN §8): YAML, field names as in the EdgeMesh ConfigMap where
+// they exist (relayNodes[].nodeName, relayNodes[].advertiseAddress). Parsing is strict: an unknown
+// field or a value of the wrong shape is an error that names the field path and what is expected,
+// e.g. `relayNodes[1].advertiseAddress[0]: "1.2.3" is not an IP address (line 14)`, because a
+// silently ignored typo in a ConfigMap ("relayNode:") is far harder to debug than a refusal.
+//
+// Every default is filled in here, so the rest of meshd never deals with "unset"; print_yaml()
+// shows exactly what meshd will use (`meshd --check-config`).
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "common/ip_address.hpp"
+#include "common/result.hpp"
+
+namespace mw::meshd {
+
+struct relay_node {
+    std::string node_name;
+    std::vector<ip_address> advertise_address;
+
+    friend bool operator==(const relay_node&, const relay_node&) = default;
+};
+
+enum class wg_backend_kind { auto_select, kernel, userspace };
+std::string_view to_string(wg_backend_kind k);
+
+struct meshd_config {
+    static constexpr const char* default_path = "/etc/meshwire/meshd.yaml";
+    static constexpr uint16_t default_wg_port = 51820;
+    static constexpr uint16_t default_control_port = 51821;
+    // Mirrors peer_record's limits: this node's pod CIDRs and a relay's addresses go into records.
+    static constexpr size_t max_pod_cidrs = 8;
+    static constexpr size_t max_advertise_addresses = 8;
+
+    std::string node_name;
+    std::vector<ip_prefix> pod_cidrs;
+    std::string interface = "meshwire0";
+    wg_backend_kind wg_backend = wg_backend_kind::auto_select;
+    uint16_t wg_listen_port = default_wg_port;
+    uint16_t listen_port = default_control_port;  // control protocol and relay service
+    std::string psk_path;
+    std::vector<relay_node> relay_nodes;
+    std::string state_dir = "/var/lib/meshwire";
+    std::string run_dir = "/run/meshwire";
+    std::string socket;           // default <runDir>/meshd.sock
+    std::optional<unsigned> mtu;  // written to node.json for the CNI plugin when set
+    bool mdns_enable = true;
+    bool dht_enable = true;
+    bool kubernetes_enable = false;
+    std::string kubernetes_api_server;   // https:// URL; empty: in-cluster discovery (later)
+    std::string kubernetes_kube_config;  // path; empty: service account (later)
+    std::string metrics_listen;          // "IP:PORT"; empty: no metrics endpoint
+    std::string log_level = "info";
+
+    std::string node_file_path() const { return run_dir + "/node.json"; }
+    // The relay entry naming this node, if any (this node then runs the relay service).
+    const relay_node* self_relay() const;
+};
+
+// What the defaults depend on outside the file; injected so that parsing stays pure and testable.
+struct config_environment {
+    std::optional<std::string> node_name_env;  // $NODE_NAME
+    std::string hostname;
+
+    static config_environment from_process();
+};
+
+// Parses and validates YAML text. Never throws; errors are errc::invalid_argument (a field) or
+// errc::parse_error (YAML syntax), with the field path and line in the message.
+result<meshd_config> parse_meshd_config(std::string_view yaml_text, const config_environment& env);
+
+// Reads the file at path and parses it; the message is prefixed with the path.
+result<meshd_config> load_meshd_config(const std::string& path, const config_environment& env);
+
+// The effective configuration (defaults included) as YAML that parse_meshd_config accepts again.
+std::string print_yaml(const meshd_config& c);
+
+// True for names a peer record can carry: 1-253 of [A-Za-z0-9._-] (Kubernetes node names fit).
+bool valid_node_name(std::string_view name);
+
+}  // namespace mw::meshd
