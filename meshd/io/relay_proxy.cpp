@@ -1,0 +1,317 @@
+#include "meshd/io/relay_proxy.hpp"
+
+#include <netinet/in.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <cerrno>
+
+#include "meshd/core/wire_codec.hpp"
+#include "meshd/io/udp_socket.hpp"
+
+namespace mw::meshd {
+
+namespace {
+
+constexpr uint64_t stop_tag = ~uint64_t(0);
+constexpr uint64_t uplink_tag = ~uint64_t(0) - 1;
+constexpr int max_rounds_per_wakeup = 16;
+
+uint64_t peer_tag(uint32_t slot, uint32_t generation) {
+    return uint64_t(generation) << 32 | slot;
+}
+
+}  // namespace
+
+relay_proxy::relay_proxy(relay_proxy_config config)
+    : config_(std::move(config)),
+      peers_(config_.max_peers),
+      index_(config_.max_peers),
+      rx_(config_.batch, config_.buffer_size, relay_data_header_size),
+      tx_(config_.batch),
+      slot_of_(config_.batch),
+      control_idx_() {
+    control_idx_.reserve(config_.batch);
+    free_.reserve(config_.max_peers);
+    for (size_t i = config_.max_peers; i > 0; --i) free_.push_back(uint32_t(i - 1));
+}
+
+result<std::unique_ptr<relay_proxy>> relay_proxy::start(relay_proxy_config config) {
+    if (config.batch == 0 || config.buffer_size <= relay_data_header_size) {
+        return error(errc::invalid_argument, "relay proxy: batch and buffer_size must be positive");
+    }
+    std::unique_ptr<relay_proxy> p(new relay_proxy(std::move(config)));
+    p->uplink_ = MW_TRY(open_udp_socket(p->config_.uplink));
+    p->uplink_family_ = socket_family(p->uplink_.get());
+    p->uplink_dual_stack_ = socket_dual_stack(p->uplink_.get());
+    p->epoll_.reset(::epoll_create1(EPOLL_CLOEXEC));
+    if (!p->epoll_.valid()) return error::from_errno(errno, "relay proxy: epoll_create1");
+    p->stop_event_.reset(::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC));
+    if (!p->stop_event_.valid()) return error::from_errno(errno, "relay proxy: eventfd");
+    for (auto [fd, tag] :
+         {std::pair{p->stop_event_.get(), stop_tag}, std::pair{p->uplink_.get(), uplink_tag}}) {
+        epoll_event ev{};
+        ev.events = EPOLLIN;
+        ev.data.u64 = tag;
+        if (::epoll_ctl(p->epoll_.get(), EPOLL_CTL_ADD, fd, &ev) != 0) {
+            return error::from_errno(errno, "relay proxy: epoll_ctl");
+        }
+    }
+    p->thread_ = std::thread([raw = p.get()] { raw->run(); });
+    return p;
+}
+
+relay_proxy::~relay_proxy() {
+    stop();
+}
+
+void relay_proxy::stop() {
+    if (!thread_.joinable()) return;
+    uint64_t one = 1;
+    (void)!::write(stop_event_.get(), &one, sizeof one);
+    thread_.join();
+}
+
+wg_endpoint relay_proxy::uplink_endpoint() const {
+    auto e = local_endpoint(uplink_.get());
+    return e ? *e : wg_endpoint{};
+}
+
+result<wg_endpoint> relay_proxy::add_peer(uint64_t session_id, const wg_endpoint& relay,
+                                          const wg_endpoint& wg) {
+    relay_addr r = relay_addr::from_endpoint(relay);
+    relay_addr w = relay_addr::from_endpoint(wg);
+    if (!r.valid() || !w.valid()) {
+        return error(errc::invalid_argument, "relay proxy: relay and WireGuard need address:port");
+    }
+    if (r.is_v4() ? !(uplink_family_ == AF_INET || uplink_dual_stack_)
+                  : uplink_family_ != AF_INET6) {
+        return error(errc::unsupported, "relay proxy: uplink " + uplink_endpoint().str() +
+                                            " cannot reach " + relay.str());
+    }
+    // The peer socket lives on loopback in WireGuard's family, and is connected to WireGuard's
+    // port: the kernel then delivers only what WireGuard sends (the loop checks again anyway).
+    wg_endpoint loopback{*ip_address::parse(w.is_v4() ? "127.0.0.1" : "::1"), 0};
+    unique_fd fd = MW_TRY(open_udp_socket(loopback, 1 << 20));
+    sockaddr_storage ss;
+    socklen_t len = wg.to_sockaddr(ss);
+    if (::connect(fd.get(), reinterpret_cast<sockaddr*>(&ss), len) != 0) {
+        return error::from_errno(errno, "relay proxy: connect to WireGuard at " + wg.str());
+    }
+    wg_endpoint local = MW_TRY(local_endpoint(fd.get()));
+
+    std::lock_guard lock(mutex_);
+    if (index_.find(session_id) != fixed_u64_map::none) {
+        return error(errc::already_exists, "relay proxy: session already has a peer");
+    }
+    if (free_.empty()) return error(errc::exhausted, "relay proxy: peer table full");
+    uint32_t slot = free_.back();
+    peer_slot& p = peers_[slot];
+    epoll_event ev{};
+    ev.events = EPOLLIN;
+    ev.data.u64 = peer_tag(slot, p.generation);
+    if (::epoll_ctl(epoll_.get(), EPOLL_CTL_ADD, fd.get(), &ev) != 0) {
+        return error::from_errno(errno, "relay proxy: epoll_ctl");
+    }
+    free_.pop_back();
+    p.used = true;
+    p.session_id = session_id;
+    p.relay = r;
+    p.wg = w;
+    p.family = w.is_v4() ? AF_INET : AF_INET6;
+    p.fd = std::move(fd);
+    (void)index_.insert(session_id, slot);  // sized like peers_: cannot fail
+    return local;
+}
+
+status relay_proxy::retarget_peer(uint64_t old_session_id, uint64_t new_session_id,
+                                  const wg_endpoint& relay) {
+    relay_addr r = relay_addr::from_endpoint(relay);
+    if (!r.valid()) return error(errc::invalid_argument, "relay proxy: relay needs address:port");
+    std::lock_guard lock(mutex_);
+    uint32_t slot = index_.find(old_session_id);
+    if (slot == fixed_u64_map::none) return error(errc::not_found, "relay proxy: no such session");
+    if (new_session_id != old_session_id && index_.find(new_session_id) != fixed_u64_map::none) {
+        return error(errc::already_exists, "relay proxy: new session already has a peer");
+    }
+    index_.erase(old_session_id);
+    (void)index_.insert(new_session_id, slot);
+    peers_[slot].session_id = new_session_id;
+    peers_[slot].relay = r;
+    return {};
+}
+
+bool relay_proxy::remove_peer(uint64_t session_id) {
+    std::lock_guard lock(mutex_);
+    uint32_t slot = index_.find(session_id);
+    if (slot == fixed_u64_map::none) return false;
+    peer_slot& p = peers_[slot];
+    (void)::epoll_ctl(epoll_.get(), EPOLL_CTL_DEL, p.fd.get(), nullptr);
+    p.fd.reset();
+    p.used = false;
+    ++p.generation;  // an event already fetched for the old socket no longer matches
+    index_.erase(session_id);
+    free_.push_back(slot);
+    return true;
+}
+
+status relay_proxy::send_control(std::span<const uint8_t> datagram, const wg_endpoint& to) {
+    relay_addr dst = relay_addr::from_endpoint(to);
+    sockaddr_storage ss;
+    socklen_t len = dst.to_sockaddr(ss, uplink_family_);
+    if (::sendto(uplink_.get(), datagram.data(), datagram.size(), MSG_DONTWAIT,
+                 reinterpret_cast<sockaddr*>(&ss), len) < 0) {
+        return error::from_errno(errno, "relay proxy: send to " + to.str());
+    }
+    return {};
+}
+
+relay_proxy_stats relay_proxy::stats() const {
+    constexpr auto relaxed = std::memory_order_relaxed;
+    relay_proxy_stats s;
+    s.to_relay_packets = counters_.to_relay_packets.load(relaxed);
+    s.to_relay_bytes = counters_.to_relay_bytes.load(relaxed);
+    s.to_wg_packets = counters_.to_wg_packets.load(relaxed);
+    s.to_wg_bytes = counters_.to_wg_bytes.load(relaxed);
+    s.control_packets = counters_.control_packets.load(relaxed);
+    s.unknown_session = counters_.unknown_session.load(relaxed);
+    s.wrong_source = counters_.wrong_source.load(relaxed);
+    s.foreign_local = counters_.foreign_local.load(relaxed);
+    s.malformed = counters_.malformed.load(relaxed);
+    s.send_failed = counters_.send_failed.load(relaxed);
+    return s;
+}
+
+void relay_proxy::run() noexcept {
+    tid_ = pid_t(::syscall(SYS_gettid));
+    epoll_event events[16];
+    for (;;) {
+        int n = ::epoll_wait(epoll_.get(), events, 16, -1);
+        if (n < 0 && errno != EINTR) return;
+        for (int i = 0; i < n; ++i) {
+            uint64_t tag = events[i].data.u64;
+            if (tag == stop_tag) return;
+            if (tag == uplink_tag) {
+                drain_uplink();
+                continue;
+            }
+            std::lock_guard lock(mutex_);
+            uint32_t slot = uint32_t(tag);
+            if (slot < peers_.size() && peers_[slot].used &&
+                peers_[slot].generation == uint32_t(tag >> 32)) {
+                drain_peer(slot);
+            }
+        }
+    }
+}
+
+// relay -> WireGuard.
+void relay_proxy::drain_uplink() noexcept {
+    constexpr auto relaxed = std::memory_order_relaxed;
+    constexpr uint32_t none = fixed_u64_map::none;
+    for (int round = 0; round < max_rounds_per_wakeup; ++round) {
+        int n = rx_.recv(uplink_.get());
+        if (n <= 0) return;
+        uint64_t malformed = 0, unknown = 0, wrong = 0, sent = 0, bytes = 0, failed = 0;
+        control_idx_.clear();
+        {
+            std::lock_guard lock(mutex_);
+            for (int i = 0; i < n; ++i) {
+                slot_of_[size_t(i)] = none;
+                auto d = rx_.datagram(size_t(i));
+                if (rx_.truncated(size_t(i))) {
+                    ++malformed;
+                    continue;
+                }
+                auto session = peek_relay_data_session(d);
+                if (!session) {
+                    if (classify(d) == frame_kind::control) {
+                        control_idx_.push_back(uint32_t(i));
+                    } else {
+                        ++malformed;
+                    }
+                    continue;
+                }
+                uint32_t slot = index_.find(*session);
+                if (slot == none) {
+                    ++unknown;
+                    continue;
+                }
+                auto from =
+                    relay_addr::from_sockaddr(&rx_.from(size_t(i)), rx_.from_len(size_t(i)));
+                if (!from || !(*from == peers_[slot].relay)) {
+                    ++wrong;
+                    continue;
+                }
+                slot_of_[size_t(i)] = slot;
+            }
+            // One sendmmsg per peer socket in this batch: frames for the same peer are gathered
+            // (batches usually carry few distinct peers, so the quadratic scan is short).
+            for (int i = 0; i < n; ++i) {
+                uint32_t slot = slot_of_[size_t(i)];
+                if (slot == none) continue;
+                const peer_slot& p = peers_[slot];
+                for (int j = i; j < n; ++j) {
+                    if (slot_of_[size_t(j)] != slot) continue;
+                    tx_.add(rx_.data(size_t(j)) + relay_data_header_size,
+                            rx_.size(size_t(j)) - relay_data_header_size, p.wg, p.family);
+                    slot_of_[size_t(j)] = none;
+                }
+                auto r = tx_.flush(p.fd.get());
+                sent += r.packets;
+                bytes += r.bytes;
+                failed += r.failed;
+            }
+        }
+        for (uint32_t i : control_idx_) {
+            auto from = wg_endpoint::from_sockaddr(&rx_.from(i), rx_.from_len(i));
+            if (config_.on_control && from) config_.on_control(rx_.datagram(i), *from);
+        }
+        counters_.to_wg_packets.fetch_add(sent, relaxed);
+        counters_.to_wg_bytes.fetch_add(bytes, relaxed);
+        counters_.send_failed.fetch_add(failed, relaxed);
+        counters_.malformed.fetch_add(malformed, relaxed);
+        counters_.unknown_session.fetch_add(unknown, relaxed);
+        counters_.wrong_source.fetch_add(wrong, relaxed);
+        counters_.control_packets.fetch_add(control_idx_.size(), relaxed);
+        if (size_t(n) < rx_.capacity()) return;
+    }
+}
+
+// WireGuard -> relay. Called with mutex_ held.
+void relay_proxy::drain_peer(uint32_t slot) noexcept {
+    constexpr auto relaxed = std::memory_order_relaxed;
+    const peer_slot& p = peers_[slot];
+    for (int round = 0; round < max_rounds_per_wakeup; ++round) {
+        int n = rx_.recv(p.fd.get());
+        if (n <= 0) return;
+        uint64_t foreign = 0, malformed = 0;
+        for (int i = 0; i < n; ++i) {
+            if (rx_.truncated(size_t(i)) || rx_.size(size_t(i)) == 0 ||
+                rx_.size(size_t(i)) > max_relay_payload) {
+                ++malformed;
+                continue;
+            }
+            auto from = relay_addr::from_sockaddr(&rx_.from(size_t(i)), rx_.from_len(size_t(i)));
+            if (!from || !(*from == p.wg)) {
+                ++foreign;
+                continue;
+            }
+            // The headroom in front of the packet takes the header: no copy.
+            uint8_t* frame = rx_.data(size_t(i)) - relay_data_header_size;
+            write_relay_data_header(p.session_id, frame);
+            tx_.add(frame, rx_.size(size_t(i)) + relay_data_header_size, p.relay, uplink_family_);
+        }
+        auto r = tx_.flush(uplink_.get());
+        counters_.to_relay_packets.fetch_add(r.packets, relaxed);
+        counters_.to_relay_bytes.fetch_add(r.bytes, relaxed);
+        counters_.send_failed.fetch_add(r.failed, relaxed);
+        counters_.foreign_local.fetch_add(foreign, relaxed);
+        counters_.malformed.fetch_add(malformed, relaxed);
+        if (size_t(n) < rx_.capacity()) return;
+    }
+}
+
+}  // namespace mw::meshd

@@ -1,0 +1,131 @@
+// The node side of a relayed path (DESIGN §5): WireGuard talks to a local socket as if it were the
+// peer; this class carries those packets to the relay and back.
+//
+// For each relayed peer B there is one local UDP socket on loopback (127.0.0.1 or ::1, ephemeral
+// port); meshd sets B's WireGuard endpoint to it. Then
+//   WG -> peer socket:   recvmmsg into buffers with relay_data_header_size bytes of headroom,
+//                        write the RELAY_DATA header in place in front of the packet, sendmmsg to
+//                        the relay from the uplink socket;
+//   relay -> uplink:     recvmmsg; a RELAY_DATA frame from the session's relay address has its
+//                        header skipped (the iovec starts after it) and is sent to the local
+//                        WireGuard port from that peer's socket, so WireGuard sees it come from the
+//                        endpoint it knows for B.
+// The uplink is the node's control socket (UDP 51821): the relay binds a session to the address the
+// RELAY_SESSION_REQUEST came from, so data must leave from that same socket. Control datagrams
+// arriving on it go to `on_control` (copied by the callback, not here).
+//
+// Failover is one call: retarget_peer() moves a peer to a new relay and session id and keeps its
+// local socket, so WireGuard's endpoint for B never changes (make before break).
+//
+// Packets WireGuard did not send (anything on loopback can reach a peer socket) and frames not
+// from the session's relay are dropped and counted.
+//
+// Threading as in relay_forwarder: one loop thread; peers are added and removed from other threads
+// under a mutex that the loop holds while it handles one batch (the peer sockets it uses must not
+// close under it). Memory: batch × (headroom + buffer_size) plus max_peers fixed slots.
+#pragma once
+
+#include <sys/types.h>
+
+#include <atomic>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <span>
+#include <thread>
+#include <vector>
+
+#include "common/result.hpp"
+#include "common/unique_fd.hpp"
+#include "common/wireguard/wg_endpoint.hpp"
+#include "meshd/core/fixed_u64_map.hpp"
+#include "meshd/core/relay_addr.hpp"
+#include "meshd/io/recv_batch.hpp"
+#include "meshd/io/send_batch.hpp"
+
+namespace mw::meshd {
+
+struct relay_proxy_config {
+    wg_endpoint uplink;  // the node's control/relay socket address, e.g. [::]:51821
+    size_t batch = 64;
+    size_t buffer_size = 2048;  // largest WireGuard packet / RELAY_DATA frame carried
+    size_t max_peers = 1024;
+    std::function<void(std::span<const uint8_t>, const wg_endpoint&)> on_control;
+};
+
+struct relay_proxy_stats {
+    uint64_t to_relay_packets = 0, to_relay_bytes = 0;  // WireGuard -> relay (frame bytes)
+    uint64_t to_wg_packets = 0, to_wg_bytes = 0;        // relay -> WireGuard (payload bytes)
+    uint64_t control_packets = 0;
+    uint64_t unknown_session = 0;  // RELAY_DATA for a session we have no peer for
+    uint64_t wrong_source = 0;     // RELAY_DATA not from that session's relay
+    uint64_t foreign_local = 0;    // a peer socket got a packet not from the WireGuard port
+    uint64_t malformed = 0;        // neither RELAY_DATA nor control, or truncated
+    uint64_t send_failed = 0;
+};
+
+class relay_proxy {
+public:
+    static result<std::unique_ptr<relay_proxy>> start(relay_proxy_config config);
+    ~relay_proxy();
+    relay_proxy(const relay_proxy&) = delete;
+    relay_proxy& operator=(const relay_proxy&) = delete;
+
+    void stop();
+
+    // A relayed peer: frames for `session_id` go to `relay`; what comes back goes to the local
+    // WireGuard listening at `wg` (127.0.0.1:51820 or [::1]:51820). Returns the loopback endpoint
+    // to set as the peer's WireGuard endpoint. Errors: already_exists, exhausted, socket errors.
+    result<wg_endpoint> add_peer(uint64_t session_id, const wg_endpoint& relay,
+                                 const wg_endpoint& wg);
+    // Moves a peer to another relay / session, keeping its local socket and so its WG endpoint.
+    status retarget_peer(uint64_t old_session_id, uint64_t new_session_id,
+                         const wg_endpoint& relay);
+    bool remove_peer(uint64_t session_id);
+
+    wg_endpoint uplink_endpoint() const;
+    status send_control(std::span<const uint8_t> datagram, const wg_endpoint& to);
+    relay_proxy_stats stats() const;
+    pid_t thread_id() const noexcept { return tid_.load(); }
+
+private:
+    struct peer_slot {
+        bool used = false;
+        uint32_t generation = 0;  // bumped on removal: stale epoll events are recognised
+        uint64_t session_id = 0;
+        relay_addr relay, wg;
+        unique_fd fd;
+        int family = 0;
+    };
+
+    explicit relay_proxy(relay_proxy_config config);
+    void run() noexcept;
+    void drain_uplink() noexcept;
+    void drain_peer(uint32_t slot) noexcept;
+
+    relay_proxy_config config_;
+    unique_fd uplink_, epoll_, stop_event_;
+    int uplink_family_ = 0;
+    bool uplink_dual_stack_ = false;
+
+    mutable std::mutex mutex_;  // guards peers_, index_, free_ (and peer fds)
+    std::vector<peer_slot> peers_;
+    std::vector<uint32_t> free_;
+    fixed_u64_map index_;  // session id -> slot
+
+    recv_batch rx_;
+    send_batch tx_;
+    std::vector<uint32_t> slot_of_;  // per received frame: its peer slot (uplink path)
+    std::vector<uint32_t> control_idx_;
+
+    struct counters {
+        std::atomic<uint64_t> to_relay_packets{0}, to_relay_bytes{0}, to_wg_packets{0},
+            to_wg_bytes{0}, control_packets{0}, unknown_session{0}, wrong_source{0},
+            foreign_local{0}, malformed{0}, send_failed{0};
+    } counters_;
+
+    std::atomic<pid_t> tid_{0};
+    std::thread thread_;
+};
+
+}  // namespace mw::meshd

@@ -1,0 +1,45 @@
+// Preallocated send side of a sendmmsg() batch. add() only points an iovec at bytes the caller
+// owns (a recv_batch buffer, forwarded as is) and writes the destination address into a slot
+// reserved here; flush() hands the whole batch to the kernel in as few syscalls as it takes.
+// Datagrams the kernel will not take right now (socket buffer full) are dropped and counted:
+// queueing them would need memory proportional to the backlog, and UDP senders retransmit anyway
+// (WireGuard carries TCP, which does).
+#pragma once
+
+#include <sys/socket.h>
+
+#include <cstddef>
+#include <cstdint>
+#include <vector>
+
+#include "meshd/core/relay_addr.hpp"
+
+namespace mw::meshd {
+
+class send_batch {
+public:
+    explicit send_batch(size_t capacity);
+    send_batch(const send_batch&) = delete;
+    send_batch& operator=(const send_batch&) = delete;
+
+    // False when full (the caller flushes first). `socket_family` is the sending socket's family.
+    bool add(const uint8_t* data, size_t len, const relay_addr& to, int socket_family) noexcept;
+    size_t size() const noexcept { return count_; }
+    bool empty() const noexcept { return count_ == 0; }
+    bool full() const noexcept { return count_ == msgs_.size(); }
+
+    struct outcome {
+        uint64_t packets = 0, bytes = 0;  // accepted by the kernel
+        uint64_t failed = 0;              // dropped: buffer full or a per-destination error
+    };
+    // Sends everything added since the last flush on `fd` and empties the batch.
+    outcome flush(int fd) noexcept;
+
+private:
+    std::vector<mmsghdr> msgs_;
+    std::vector<iovec> iovs_;
+    std::vector<sockaddr_storage> names_;
+    size_t count_ = 0;
+};
+
+}  // namespace mw::meshd
