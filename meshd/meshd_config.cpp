@@ -70,9 +70,11 @@ class mapping {
 public:
     mapping(const YAML::Node& node, const std::string& path,
             std::initializer_list<const char*> allowed)
-        : node_(node), path_(path) {
+        : path_(path) {
         if (!node.IsMap()) {
-            fail(path, node, "must be a mapping with the fields " + join(allowed));
+            fail(path, node,
+                 (path.empty() ? "the config " : "") +
+                     std::string("must be a mapping with the fields ") + join(allowed));
         }
         for (const auto& kv : node) {
             if (!kv.first.IsScalar()) fail(path, kv.first, "field names must be plain strings");
@@ -94,10 +96,8 @@ public:
         return it->second;
     }
     std::string path(const std::string& key) const { return child_path(path_, key); }
-    const YAML::Node& node() const { return node_; }
 
 private:
-    YAML::Node node_;
     std::string path_;
     std::map<std::string, YAML::Node> entries_;
 };
@@ -455,8 +455,14 @@ bool valid_node_name(std::string_view name) {
 
 result<meshd_config> parse_meshd_config(std::string_view yaml_text, const config_environment& env) {
     try {
-        YAML::Node root = YAML::Load(std::string(yaml_text));
-        return parse_tree(root, env);
+        // LoadAll, not Load: Load would silently ignore every document after the first.
+        std::vector<YAML::Node> docs = YAML::LoadAll(std::string(yaml_text));
+        if (docs.size() > 1) {
+            return error(errc::invalid_argument,
+                         "the config has " + std::to_string(docs.size()) +
+                             " YAML documents (separated by ---); meshd reads exactly one");
+        }
+        return parse_tree(docs.empty() ? YAML::Node() : docs[0], env);
     } catch (const field_error& e) {
         return error(e.code, e.message);
     } catch (const YAML::ParserException& e) {
@@ -477,10 +483,17 @@ result<meshd_config> load_meshd_config(const std::string& path, const config_env
         if (e == ENOENT) return error(errc::not_found, "config file " + path + " does not exist");
         return error::from_errno(e, "cannot read config file " + path);
     }
-    std::stringstream ss;
-    ss << in.rdbuf();
+    // A config is a few kilobytes; refusing huge files keeps a wrong --config path (a log, an
+    // image) from being slurped into memory.
+    constexpr std::streamsize max_size = 1 << 20;
+    std::string text(static_cast<size_t>(max_size) + 1, '\0');
+    in.read(text.data(), max_size + 1);
     if (in.bad()) return error(errc::io_error, "cannot read config file " + path);
-    auto c = parse_meshd_config(ss.str(), env);
+    if (in.gcount() > max_size) {
+        return error(errc::invalid_argument, "config file " + path + " is larger than 1 MiB");
+    }
+    text.resize(static_cast<size_t>(in.gcount()));
+    auto c = parse_meshd_config(text, env);
     if (!c) return c.err().wrap(path);
     return c;
 }

@@ -180,6 +180,10 @@ TEST_CASE("meshd config: invalid values, one message each") {
     CHECK_ERR("", "the config is empty");
     CHECK_ERR("- a\n- b\n", "must be a mapping with the fields nodeName");
     CHECK_ERR("podCIDRs: [10.0.0.0/24\n", "YAML syntax error at line");
+    CHECK_ERR("# only a comment\n", "the config is empty");
+    CHECK_ERR("hello\n", "the config must be a mapping with the fields nodeName");
+    CHECK_ERR(minimal() + "---\n" + minimal(), "the config has 2 YAML documents");
+    CHECK_ERR(std::string(5000, '[') + "\n", "YAML");  // deep nesting: an error, not a crash
 
     // nodeName and its defaults.
     CHECK_ERR(minimal("nodeName: 'bad name'\n"), "nodeName: \"bad name\" is not a valid node name");
