@@ -59,7 +59,7 @@ result<std::unique_ptr<relay_forwarder>> relay_forwarder::start(relay_forwarder_
         s.fd = MW_TRY(open_udp_socket(ep));
         s.family = socket_family(s.fd.get());
         s.dual_stack = socket_dual_stack(s.fd.get());
-        s.out = std::make_unique<send_batch>(f->config_.batch);
+        s.out = std::make_unique<send_batch>(f->config_.batch, f->config_.gso);
         size_t idx = f->sockets_.size();
         ev.data.u64 = idx;
         if (::epoll_ctl(f->epoll_.get(), EPOLL_CTL_ADD, s.fd.get(), &ev) != 0) {

@@ -5,7 +5,8 @@
 //     -> recvmmsg up to `batch` datagrams into preallocated buffers
 //     -> per datagram: peek the session id (wire_codec), relay_session_table::route()
 //     -> sendmmsg the batch, each datagram from the buffer it arrived in, unchanged (the receiver
-//        needs the session id to know which peer it is from)
+//        needs the session id to know which peer it is from); runs of same-size frames to one
+//        destination go as one UDP GSO send (see send_batch)
 //
 // Non-RELAY_DATA datagrams that look like control messages (the relay shares UDP 51821 with the
 // control protocol) are passed to `on_control`; that is the only copy the forwarder makes, and
@@ -53,6 +54,8 @@ struct relay_forwarder_config {
     // are at most the underlay MTU; 2048 covers 1500-byte links with room to spare.
     size_t buffer_size = 2048;
     relay_table_limits limits;
+    // Coalesce same-size frames to one destination into UDP GSO sends (see send_batch).
+    bool gso = true;
     // Called on the forwarder thread with a control datagram and its source; the span is valid
     // only during the call (copy what you keep, e.g. into an Asio post).
     std::function<void(std::span<const uint8_t>, const wg_endpoint&)> on_control;

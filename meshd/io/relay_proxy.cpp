@@ -30,7 +30,7 @@ relay_proxy::relay_proxy(relay_proxy_config config)
       peers_(config_.max_peers),
       index_(config_.max_peers),
       rx_(config_.batch, config_.buffer_size, relay_data_header_size),
-      tx_(config_.batch),
+      tx_(config_.batch, /*gso=*/true),
       slot_of_(config_.batch),
       control_idx_() {
     control_idx_.reserve(config_.batch);

@@ -4,8 +4,8 @@
 // For each relayed peer B there is one local UDP socket on loopback (127.0.0.1 or ::1, ephemeral
 // port); meshd sets B's WireGuard endpoint to it. Then
 //   WG -> peer socket:   recvmmsg into buffers with relay_data_header_size bytes of headroom,
-//                        write the RELAY_DATA header in place in front of the packet, sendmmsg to
-//                        the relay from the uplink socket;
+//                        write the RELAY_DATA header in place in front of the packet, sendmmsg
+//                        (UDP GSO for same-size runs) to the relay from the uplink socket;
 //   relay -> uplink:     recvmmsg; a RELAY_DATA frame from the session's relay address has its
 //                        header skipped (the iovec starts after it) and is sent to the local
 //                        WireGuard port from that peer's socket, so WireGuard sees it come from the

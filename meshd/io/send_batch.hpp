@@ -8,6 +8,7 @@
 
 #include <sys/socket.h>
 
+#include <array>
 #include <cstddef>
 #include <cstdint>
 #include <vector>
@@ -18,7 +19,11 @@ namespace mw::meshd {
 
 class send_batch {
 public:
-    explicit send_batch(size_t capacity);
+    // With `gso`, consecutive datagrams to one destination of one size (the last may be shorter)
+    // go to the kernel as one UDP GSO send (UDP_SEGMENT): one pass through the UDP/IP stack and
+    // routing for up to 64 datagrams instead of one each; the receiver still gets separate
+    // datagrams. If the kernel refuses GSO, the batch falls back to plain sends for good.
+    explicit send_batch(size_t capacity, bool gso = false);
     send_batch(const send_batch&) = delete;
     send_batch& operator=(const send_batch&) = delete;
 
@@ -36,7 +41,16 @@ public:
     outcome flush(int fd) noexcept;
 
 private:
+    outcome flush_plain(int fd, size_t from) noexcept;
+    outcome flush_gso(int fd) noexcept;
+    bool same_destination(size_t a, size_t b) const noexcept;
+
+    bool gso_;
     std::vector<mmsghdr> msgs_;
+    // GSO: one coalesced message per run of datagrams, its control buffer and segment count.
+    std::vector<mmsghdr> gso_msgs_;
+    std::vector<std::array<uint8_t, 32>> gso_cmsg_;
+    std::vector<uint32_t> gso_first_;
     std::vector<iovec> iovs_;
     std::vector<sockaddr_storage> names_;
     size_t count_ = 0;
