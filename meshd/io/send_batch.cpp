@@ -25,6 +25,12 @@ send_batch::send_batch(size_t capacity, bool gso)
       iovs_(capacity),
       names_(capacity) {}
 
+void send_batch::add_to(outcome& total, const outcome& part) noexcept {
+    total.packets += part.packets;
+    total.bytes += part.bytes;
+    total.failed += part.failed;
+}
+
 bool send_batch::same_destination(size_t a, size_t b) const noexcept {
     const msghdr& x = msgs_[a].msg_hdr;
     const msghdr& y = msgs_[b].msg_hdr;
@@ -48,7 +54,7 @@ bool send_batch::add(const uint8_t* data, size_t len, const relay_addr& to,
 
 send_batch::outcome send_batch::flush(int fd) noexcept {
     if (gso_ && count_ > 1) return flush_gso(fd);
-    return flush_plain(fd, 0);
+    return flush_plain(fd);
 }
 
 send_batch::outcome send_batch::flush_gso(int fd) noexcept {
@@ -103,16 +109,21 @@ send_batch::outcome send_batch::flush_gso(int fd) noexcept {
             out.failed += count_ - gso_first_[off];
             break;
         }
-        if (n < 0 && gso_first_[off + 1] - gso_first_[off] > 1 &&
-            (errno == EINVAL || errno == EIO || errno == EOPNOTSUPP || errno == ENOPROTOOPT)) {
-            // This kernel or device cannot do UDP GSO: send the rest one datagram at a time,
-            // and never try GSO again on this batch.
-            gso_ = false;
-            outcome rest = flush_plain(fd, gso_first_[off]);
-            out.packets += rest.packets;
-            out.bytes += rest.bytes;
-            out.failed += rest.failed;
-            return out;
+        const size_t first = gso_first_[off], last = gso_first_[off + 1];
+        if (n < 0 && last - first > 1) {
+            if (errno == EIO || errno == EOPNOTSUPP || errno == ENOPROTOOPT) {
+                // This kernel or route cannot do UDP GSO (e.g. no checksum offload, xfrm):
+                // send the rest one datagram at a time and never try GSO again here.
+                gso_ = false;
+                add_to(out, flush_range(fd, first, count_));
+                break;
+            }
+            // Anything else (EMSGSIZE when the segment size exceeds the route's MTU, where a
+            // plain send would fragment; EINVAL): send this run plainly, which also reports a
+            // genuinely bad destination per datagram. GSO stays on for other runs.
+            add_to(out, flush_range(fd, first, last));
+            ++off;
+            continue;
         }
         // A per-destination error (e.g. unreachable): drop that run, keep going.
         out.failed += gso_first_[off + 1] - gso_first_[off];
@@ -122,12 +133,17 @@ send_batch::outcome send_batch::flush_gso(int fd) noexcept {
     return out;
 }
 
-send_batch::outcome send_batch::flush_plain(int fd, size_t from) noexcept {
+send_batch::outcome send_batch::flush_plain(int fd) noexcept {
+    outcome out = flush_range(fd, 0, count_);
+    count_ = 0;
+    return out;
+}
+
+send_batch::outcome send_batch::flush_range(int fd, size_t from, size_t to) noexcept {
     outcome out;
     size_t off = from;
-    while (off < count_) {
-        int n =
-            ::sendmmsg(fd, msgs_.data() + off, static_cast<unsigned>(count_ - off), MSG_DONTWAIT);
+    while (off < to) {
+        int n = ::sendmmsg(fd, msgs_.data() + off, static_cast<unsigned>(to - off), MSG_DONTWAIT);
         if (n > 0) {
             for (size_t i = off; i < off + size_t(n); ++i) out.bytes += iovs_[i].iov_len;
             out.packets += n;
@@ -137,7 +153,7 @@ send_batch::outcome send_batch::flush_plain(int fd, size_t from) noexcept {
         if (n < 0 && errno == EINTR) continue;
         if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == ENOBUFS)) {
             // The socket buffer is full: the rest of this batch would block. Drop it.
-            out.failed += count_ - off;
+            out.failed += to - off;
             break;
         }
         // sendmmsg reports an error only for the first datagram (e.g. EINVAL for an address the
@@ -145,7 +161,6 @@ send_batch::outcome send_batch::flush_plain(int fd, size_t from) noexcept {
         ++out.failed;
         ++off;
     }
-    count_ = 0;
     return out;
 }
 

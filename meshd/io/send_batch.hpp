@@ -41,7 +41,9 @@ public:
     outcome flush(int fd) noexcept;
 
 private:
-    outcome flush_plain(int fd, size_t from) noexcept;
+    outcome flush_plain(int fd) noexcept;
+    outcome flush_range(int fd, size_t from, size_t to) noexcept;  // plain sends, count_ kept
+    static void add_to(outcome& total, const outcome& part) noexcept;
     outcome flush_gso(int fd) noexcept;
     bool same_destination(size_t a, size_t b) const noexcept;
 
