@@ -96,7 +96,7 @@ void relay_session_table::release_node(uint32_t slot) noexcept {
 
 result<relay_bind_state> relay_session_table::bind(uint64_t session_id, const node_id& from,
                                                    const node_id& to, const relay_addr& observed,
-                                                   uint64_t now_ms) {
+                                                   uint64_t now_ms, uint16_t via) {
     if (from == to) return error(errc::invalid_argument, "relay: session from a node to itself");
     if (!observed.valid()) return error(errc::invalid_argument, "relay: sender address port 0");
 
@@ -110,8 +110,8 @@ result<relay_bind_state> relay_session_table::bind(uint64_t session_id, const no
         s = session_slot{};
         s.id = session_id;
         s.used = true;
-        s.a = {node, from, observed};
-        s.b = {no_slot, to, relay_addr{}};
+        s.a = {node, from, observed, via};
+        s.b = {no_slot, to, relay_addr{}, no_via};
         s.last_active_ms = now_ms;
         (void)session_index_.insert(session_id, slot);  // cannot fail: sized like sessions_
         return relay_bind_state::half_open;
@@ -132,6 +132,7 @@ result<relay_bind_state> relay_session_table::bind(uint64_t session_id, const no
     }
     if (mine->node == no_slot) mine->node = MW_TRY(acquire_node(from, now_ms));
     mine->addr = observed;
+    mine->via = via;
     s.last_active_ms = std::max(s.last_active_ms, now_ms);
     return other->node != no_slot ? relay_bind_state::established : relay_bind_state::half_open;
 }
@@ -197,7 +198,8 @@ bool relay_session_table::take_tokens(node_slot& n, size_t bytes, uint64_t now_m
 }
 
 const relay_addr* relay_session_table::route(uint64_t session_id, const relay_addr& from,
-                                             size_t frame_bytes, uint64_t now_ms) noexcept {
+                                             size_t frame_bytes, uint64_t now_ms,
+                                             uint16_t arrived_via, uint16_t* reply_via) noexcept {
     uint32_t slot = session_index_.find(session_id);
     if (slot == no_slot) {
         ++drops_[size_t(relay_drop::unknown_session)];
@@ -234,6 +236,8 @@ const relay_addr* relay_session_table::route(uint64_t session_id, const relay_ad
     }
     ++routed_packets_;
     routed_bytes_ += frame_bytes;
+    src->via = arrived_via;
+    if (reply_via) *reply_via = dst->via;
     return &dst->addr;
 }
 

@@ -72,8 +72,10 @@ public:
     // Errors: already_exists (the id belongs to another pair), exhausted (table, node table or the
     // node's session limit full), invalid_argument (from == to, a zero port, or both sides on one
     // address).
+    // `via`: the caller's tag of where the request arrived (see route()).
     result<relay_bind_state> bind(uint64_t session_id, const node_id& from, const node_id& to,
-                                  const relay_addr& observed, uint64_t now_ms);
+                                  const relay_addr& observed, uint64_t now_ms,
+                                  uint16_t via = 0xffff);
     bool remove(uint64_t session_id) noexcept;
     // Removes sessions idle past the timeout; returns how many. Meant for a periodic timer
     // (route() also drops an expired session lazily, so correctness does not depend on it).
@@ -84,8 +86,14 @@ public:
     // Per packet: where a RELAY_DATA frame of `frame_bytes` for `session_id` from `from` goes, or
     // nullptr (dropped, counted in drops()). The pointer stays valid until the next call that
     // changes the table.
+    // `arrived_via` is an opaque tag of the caller's (the forwarder's socket index); the table
+    // remembers it for the sending side and puts the tag last seen from the destination side in
+    // `*reply_via` (no_via until that side has sent), so a relay with one socket per address
+    // answers each node from the address that node talks to (its NAT expects exactly that).
+    static constexpr uint16_t no_via = 0xffff;
     const relay_addr* route(uint64_t session_id, const relay_addr& from, size_t frame_bytes,
-                            uint64_t now_ms) noexcept;
+                            uint64_t now_ms, uint16_t arrived_via = no_via,
+                            uint16_t* reply_via = nullptr) noexcept;
 
     const std::array<uint64_t, relay_drop_count>& drops() const noexcept { return drops_; }
     uint64_t drops(relay_drop d) const noexcept { return drops_[static_cast<size_t>(d)]; }
@@ -113,6 +121,7 @@ private:
         uint32_t node = no_slot;  // node slot while bound
         node_id id;
         relay_addr addr;
+        uint16_t via = no_via;  // the caller's tag of where this side's frames arrive
     };
     struct session_slot {
         uint64_t id = 0;

@@ -107,6 +107,16 @@ int relay_forwarder::socket_for(const relay_addr& to) const noexcept {
     return to.is_v4() ? v4_socket_ : v6_socket_;
 }
 
+int relay_forwarder::socket_for(const relay_addr& to, uint16_t via) const noexcept {
+    // The socket the destination's own frames arrive on: its NAT mapping is towards that
+    // address. Until it has sent anything, the first socket of its family.
+    if (via < sockets_.size()) {
+        const socket_slot& s = sockets_[via];
+        if (to.is_v4() ? (s.family == AF_INET || s.dual_stack) : s.family == AF_INET6) return via;
+    }
+    return socket_for(to);
+}
+
 status relay_forwarder::send_control(std::span<const uint8_t> datagram, const wg_endpoint& to) {
     relay_addr dst = relay_addr::from_endpoint(to);
     int s = socket_for(dst);
@@ -189,9 +199,11 @@ void relay_forwarder::drain(size_t socket) noexcept {
                     ++malformed;
                     continue;
                 }
-                const relay_addr* to = table_.route(*session, *from, d.size(), now);
+                uint16_t reply_via = relay_session_table::no_via;
+                const relay_addr* to =
+                    table_.route(*session, *from, d.size(), now, uint16_t(socket), &reply_via);
                 if (!to) continue;  // counted by the table
-                int out = socket_for(*to);
+                int out = socket_for(*to, reply_via);
                 if (out < 0) {
                     ++no_socket;
                     continue;
@@ -212,7 +224,9 @@ void relay_forwarder::drain(size_t socket) noexcept {
         }
         for (uint32_t i : control_idx_) {
             auto from = wg_endpoint::from_sockaddr(&rx_.from(i), rx_.from_len(i));
-            if (config_.on_control && from) config_.on_control(rx_.datagram(i), *from);
+            if (config_.on_control && from) {
+                config_.on_control(rx_.datagram(i), *from, uint16_t(socket));
+            }
         }
 
         constexpr auto relaxed = std::memory_order_relaxed;

@@ -45,9 +45,12 @@ namespace mw::meshd {
 
 struct relay_forwarder_config {
     // One socket per address. "[::]:51821" alone is one dual-stack socket for both families; a
-    // specific v4 and a specific v6 address give two sockets. A frame leaves through the first
-    // socket that can reach its destination's family (a v4 socket first for v4, then a
-    // dual-stack one).
+    // specific v4 and a specific v6 address give two sockets. A frame leaves through the socket
+    // its destination's own frames arrive on (so each node hears the relay from the address it
+    // talks to), and before that side has sent anything through the first socket of its family
+    // (a v4 socket first for v4, then a dual-stack one). On a multi-homed relay, list each
+    // advertised address rather than a wildcard: a wildcard socket's source address is the
+    // kernel's choice.
     std::vector<wg_endpoint> listen;
     size_t batch = 64;
     // Largest datagram forwarded; bigger ones arrive truncated and are dropped. WireGuard packets
@@ -56,9 +59,10 @@ struct relay_forwarder_config {
     relay_table_limits limits;
     // Coalesce same-size frames to one destination into UDP GSO sends (see send_batch).
     bool gso = true;
-    // Called on the forwarder thread with a control datagram and its source; the span is valid
-    // only during the call (copy what you keep, e.g. into an Asio post).
-    std::function<void(std::span<const uint8_t>, const wg_endpoint&)> on_control;
+    // Called on the forwarder thread with a control datagram, its source and the index (into
+    // `listen`) of the socket it arrived on, which relay_session_table::bind() takes as `via`;
+    // the span is valid only during the call (copy what you keep, e.g. into an Asio post).
+    std::function<void(std::span<const uint8_t>, const wg_endpoint&, uint16_t socket)> on_control;
 };
 
 struct relay_forwarder_stats {
@@ -114,6 +118,7 @@ private:
     void run() noexcept;
     void drain(size_t socket) noexcept;
     int socket_for(const relay_addr& to) const noexcept;
+    int socket_for(const relay_addr& to, uint16_t via) const noexcept;
 
     relay_forwarder_config config_;
     std::vector<socket_slot> sockets_;

@@ -155,6 +155,27 @@ TEST_CASE("relay table: not an open relay") {
     }
 }
 
+TEST_CASE("relay table: each side is answered via the socket its own frames arrive on") {
+    relay_session_table t(roomy());
+    auto a = addr("10.0.0.1:1000"), b = addr("10.0.0.2:2000");
+    REQUIRE(t.bind(1, nid(1), nid(2), a, t0, 0));  // A's request came in on socket 0
+    REQUIRE(t.bind(1, nid(2), nid(1), b, t0, 1));  // B's on socket 1
+    uint16_t via = 99;
+    REQUIRE(t.route(1, a, 10, t0, 0, &via));
+    CHECK(via == 1);
+    REQUIRE(t.route(1, b, 10, t0, 1, &via));
+    CHECK(via == 0);
+    // B's frames now arrive elsewhere (another relay address): A's frames follow.
+    REQUIRE(t.route(1, b, 10, t0, 3, &via));
+    REQUIRE(t.route(1, a, 10, t0, 0, &via));
+    CHECK(via == 3);
+    // Without tags (the defaults) the caller learns nothing.
+    REQUIRE(t.bind(2, nid(3), nid(4), addr("10.0.0.3:1"), t0));
+    REQUIRE(t.bind(2, nid(4), nid(3), addr("10.0.0.4:1"), t0));
+    REQUIRE(t.route(2, addr("10.0.0.3:1"), 10, t0, relay_session_table::no_via, &via));
+    CHECK(via == relay_session_table::no_via);
+}
+
 TEST_CASE("relay table: idle expiry, lazily on route and by sweep") {
     auto l = roomy();
     relay_session_table t(l);

@@ -91,7 +91,9 @@ struct rig {
     rig(bool a_v6, bool b_v6) {
         relay_forwarder_config rc;
         rc.listen = {ep("127.0.0.1:0"), ep("[::1]:0")};
-        rc.on_control = [this](std::span<const uint8_t>, const wg_endpoint&) { ++control_seen; };
+        rc.on_control = [this](std::span<const uint8_t>, const wg_endpoint&, uint16_t) {
+            ++control_seen;
+        };
         relay = relay_forwarder::start(std::move(rc)).value();
         auto eps = relay->local_endpoints();
         relay_v4 = eps[0];
@@ -325,6 +327,37 @@ TEST_CASE("relay e2e: failover keeps the WireGuard endpoint; removal stops traff
     relay2->stop();
     r.proxy_a->stop();
     r.proxy_b->stop();
+}
+
+TEST_CASE("relay e2e: a relay with two addresses answers each node from the one it talks to") {
+    // 127.0.0.2 is as local as 127.0.0.1; each node's proxy only accepts frames from the relay
+    // address it uses, as a NAT in front of it would.
+    relay_forwarder_config rc;
+    rc.listen = {ep("127.0.0.1:0"), ep("127.0.0.2:0")};
+    auto relay = relay_forwarder::start(std::move(rc)).value();
+    auto eps = relay->local_endpoints();
+    relay_proxy_config pa, pb;
+    pa.uplink = ep("127.0.0.1:0");
+    pb.uplink = ep("127.0.0.1:0");
+    auto proxy_a = relay_proxy::start(std::move(pa)).value();
+    auto proxy_b = relay_proxy::start(std::move(pb)).value();
+    unique_fd wg_a = udp("127.0.0.1:0"), wg_b = udp("127.0.0.1:0");
+    constexpr uint64_t s = 9;
+    // The control plane passes the socket index on_control reported for each request.
+    REQUIRE(relay->with_table([&](relay_session_table& t, uint64_t now) {
+        return t.bind(s, nid(1), nid(2), relay_addr::from_endpoint(proxy_a->uplink_endpoint()), now,
+                      0);
+    }));
+    REQUIRE(relay->with_table([&](relay_session_table& t, uint64_t now) {
+        return t.bind(s, nid(2), nid(1), relay_addr::from_endpoint(proxy_b->uplink_endpoint()), now,
+                      1);
+    }));
+    auto local_a = proxy_a->add_peer(s, eps[0], local_endpoint(wg_a.get()).value()).value();
+    auto local_b = proxy_b->add_peer(s, eps[1], local_endpoint(wg_b.get()).value()).value();
+    exchange(wg_a.get(), local_a, wg_b.get(), local_b, 50);
+    exchange(wg_b.get(), local_b, wg_a.get(), local_a, 50);
+    CHECK(proxy_a->stats().wrong_source == 0);
+    CHECK(proxy_b->stats().wrong_source == 0);
 }
 
 // UDP GSO refuses a segment size above the route's MTU (EMSGSIZE) where a plain send would
