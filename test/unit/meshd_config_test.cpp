@@ -183,6 +183,9 @@ TEST_CASE("meshd config: invalid values, one message each") {
     CHECK_ERR("# only a comment\n", "the config is empty");
     CHECK_ERR("hello\n", "the config must be a mapping with the fields nodeName");
     CHECK_ERR(minimal() + "---\n" + minimal(), "the config has 2 YAML documents");
+    CHECK_ERR("---\n" + minimal() + "...\n" + minimal(), "the config has 2 YAML documents");
+    CHECK(ok("%YAML 1.2\n# comment\n---\n" + minimal() + "...\n").node_name == "host-a");
+    CHECK(ok(minimal("interface: >-\n  ---x\n")).interface == "---x");  // indented: not a marker
     CHECK_ERR(std::string(5000, '[') + "\n", "YAML");  // deep nesting: an error, not a crash
 
     // nodeName and its defaults.
