@@ -113,6 +113,11 @@ result<meshd_config> load_checked(const std::string& path) {
     auto psk = psk_file::read(c->psk_path);
     if (!psk) return psk.err();
     if (!psk->warning().empty()) log::warn(psk->warning(), {{"path", c->psk_path}});
+    if (c->kubernetes_enable) {
+        log::warn(
+            "kubernetes integration is not implemented yet; the kubernetes section was "
+            "validated and is ignored");
+    }
     return c;
 }
 
@@ -173,11 +178,6 @@ int run(const std::string& path) {
                                  {"relays", join_relays(*c)},
                                  {"relay_role", self ? "yes" : "no"},
                                  {"node_file", c->node_file_path()}});
-    if (c->kubernetes_enable) {
-        log::warn(
-            "kubernetes integration is not implemented yet; the kubernetes section was "
-            "validated and is ignored");
-    }
     log::error(
         "the data plane is not implemented yet in this preview build; meshd stops here "
         "instead of pretending to run",
