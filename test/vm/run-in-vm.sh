@@ -281,14 +281,27 @@ for i in "${!rw_dirs[@]}"; do
   qemu_args+=(-virtfs "local,path=$(qpath "${rw_dirs[$i]}"),mount_tag=mwrw$i,security_model=none,id=mwrw$i")
 done
 
-start=$(date +%s.%N)
-timeout --kill-after=10 "$timeout_s" qemu-system-x86_64 "${qemu_args[@]}" </dev/null &
-qpid=$!
-set +e
-wait "$qpid"
-qrc=$?
-set -e
-qpid=""
+# QEMU (TCG) occasionally crashes with a signal during early boot on these machines (seen: SIGSEGV
+# after 2 s). The guest is disposable (overlay root, fresh /run), so such a crash without a result is
+# retried, at most twice; timeouts and guest failures are not.
+attempt=1
+while :; do
+  rm -f "$work/rc"
+  start=$(date +%s.%N)
+  timeout --kill-after=10 "$timeout_s" qemu-system-x86_64 "${qemu_args[@]}" </dev/null &
+  qpid=$!
+  set +e
+  wait "$qpid"
+  qrc=$?
+  set -e
+  qpid=""
+  if [ ! -s "$work/rc" ] && [ "$qrc" -gt 128 ] && [ "$qrc" -ne 137 ] && [ "$attempt" -lt 3 ]; then
+    echo "run-in-vm.sh: QEMU died with signal $((qrc - 128)) before the guest finished; retrying ($attempt/2)" >&2
+    attempt=$((attempt + 1))
+    continue
+  fi
+  break
+done
 elapsed=$(awk -v s="$start" -v e="$(date +%s.%N)" 'BEGIN { printf "%.1f", e - s }')
 
 if [ "$qrc" -eq 124 ] || [ "$qrc" -eq 137 ]; then
