@@ -1,6 +1,7 @@
 #include "common/rtnl.hpp"
 
 #include "common/nl_attr.hpp"
+#include "common/nl_socket.hpp"
 
 #include <arpa/inet.h>
 #include <linux/if.h>
@@ -25,23 +26,6 @@ using nl::attr_string;
 namespace {
 
 constexpr size_t k_buf_size = 32768;  // large enough for one dump datagram
-
-// Extracts the kernel's extended-ack message from an NLMSG_ERROR, if any.
-std::string extack_text(const nlmsghdr* nlh) {
-    if (!(nlh->nlmsg_flags & NLM_F_ACK_TLVS)) return {};
-    const auto* err = static_cast<const nlmsgerr*>(mnl_nlmsg_get_payload(nlh));
-    // With NETLINK_CAP_ACK (set below, or implied by NLM_F_CAPPED) only the request header is echoed.
-    size_t off = sizeof(nlmsgerr);
-    if (!(nlh->nlmsg_flags & NLM_F_CAPPED)) off += err->msg.nlmsg_len - sizeof(nlmsghdr);
-    size_t hdr = MNL_NLMSG_HDRLEN + MNL_ALIGN(off);
-    if (nlh->nlmsg_len <= hdr) return {};
-    const auto* a = reinterpret_cast<const nlattr*>(reinterpret_cast<const char*>(nlh) + hdr);
-    int len = static_cast<int>(nlh->nlmsg_len - hdr);
-    for (; mnl_attr_ok(a, len); a = mnl_attr_next(a)) {
-        if (mnl_attr_get_type(a) == NLMSGERR_ATTR_MSG) return attr_string(a);
-    }
-    return {};
-}
 
 }  // namespace
 
@@ -95,18 +79,9 @@ rtnl::~rtnl() {
 }
 
 result<rtnl> rtnl::open() {
-    mnl_socket* s = mnl_socket_open2(NETLINK_ROUTE, SOCK_CLOEXEC);
-    if (!s) return error::from_errno(errno, "opening rtnetlink socket");
-    int one = 1;
-    // Extended acks give the kernel's reason for a refusal; capped acks keep error messages small.
-    mnl_socket_setsockopt(s, NETLINK_EXT_ACK, &one, sizeof one);
-    mnl_socket_setsockopt(s, NETLINK_CAP_ACK, &one, sizeof one);
-    if (mnl_socket_bind(s, 0, MNL_SOCKET_AUTOPID) < 0) {
-        int e = errno;
-        mnl_socket_close(s);
-        return error::from_errno(e, "binding rtnetlink socket");
-    }
-    return rtnl(s);
+    auto s = nl::open_socket(NETLINK_ROUTE, "rtnetlink");
+    if (!s) return std::move(s).err();
+    return rtnl(*s);
 }
 
 result<rtnl> rtnl::open_in(const netns& ns) {
@@ -135,14 +110,16 @@ status rtnl::receive(uint32_t seq, const std::string& what,
         }
         const auto* nlh = reinterpret_cast<const nlmsghdr*>(rbuf.data());
         int len = static_cast<int>(n);
-        for (; mnl_nlmsg_ok(nlh, len); nlh = mnl_nlmsg_next(nlh, &len)) {
+        // mnl_nlmsg_ok compares lengths as int; the unsigned bound keeps a bogus length in check.
+        for (; mnl_nlmsg_ok(nlh, len) && nlh->nlmsg_len <= static_cast<unsigned>(len);
+             nlh = mnl_nlmsg_next(nlh, &len)) {
             if (nlh->nlmsg_seq != seq || nlh->nlmsg_pid != portid_) continue;  // stale answer
             if (nlh->nlmsg_type == NLMSG_ERROR) {
                 const auto* err = static_cast<const nlmsgerr*>(mnl_nlmsg_get_payload(nlh));
                 if (err->error == 0) return {};
                 int e = -err->error;
                 std::string msg = what + ": " + std::strerror(e);
-                std::string ext = extack_text(nlh);
+                std::string ext = nl::extack_text(nlh);
                 if (!ext.empty()) msg += " (kernel: " + ext + ")";
                 return error(std::error_code(e, std::system_category()), msg);
             }

@@ -12,6 +12,7 @@
 #include "common/log.hpp"
 #include "common/netns.hpp"
 #include "common/nl_attr.hpp"
+#include "common/nl_socket.hpp"
 #include "common/rtnl.hpp"
 
 namespace mw {
@@ -26,34 +27,7 @@ result<rtnl> open_rtnl_in(const std::string& netns_path) {
     return rtnl::open_in(ns);
 }
 
-result<mnl_socket*> open_genl() {
-    mnl_socket* s = mnl_socket_open2(NETLINK_GENERIC, SOCK_CLOEXEC);
-    if (!s) return error::from_errno(errno, "opening generic netlink socket");
-    int one = 1;
-    mnl_socket_setsockopt(s, NETLINK_EXT_ACK, &one, sizeof one);
-    mnl_socket_setsockopt(s, NETLINK_CAP_ACK, &one, sizeof one);
-    if (mnl_socket_bind(s, 0, MNL_SOCKET_AUTOPID) < 0) {
-        int e = errno;
-        mnl_socket_close(s);
-        return error::from_errno(e, "binding generic netlink socket");
-    }
-    return s;
-}
-
-std::string extack_text(const nlmsghdr* nlh) {
-    if (!(nlh->nlmsg_flags & NLM_F_ACK_TLVS)) return {};
-    const auto* err = static_cast<const nlmsgerr*>(mnl_nlmsg_get_payload(nlh));
-    size_t off = sizeof(nlmsgerr);
-    if (!(nlh->nlmsg_flags & NLM_F_CAPPED)) off += err->msg.nlmsg_len - sizeof(nlmsghdr);
-    size_t hdr = MNL_NLMSG_HDRLEN + MNL_ALIGN(off);
-    if (nlh->nlmsg_len <= hdr) return {};
-    const auto* a = reinterpret_cast<const nlattr*>(reinterpret_cast<const char*>(nlh) + hdr);
-    int len = static_cast<int>(nlh->nlmsg_len - hdr);
-    for (; mnl_attr_ok(a, len); a = mnl_attr_next(a)) {
-        if (mnl_attr_get_type(a) == NLMSGERR_ATTR_MSG) return nl::attr_string(a);
-    }
-    return {};
-}
+result<mnl_socket*> open_genl() { return nl::open_socket(NETLINK_GENERIC, "generic netlink"); }
 
 // Receives the answer to `seq`: data messages go to cb; ends at the ack, NLMSG_DONE or an error.
 status receive(mnl_socket* s, uint32_t portid, uint32_t seq, const std::string& what,
@@ -78,7 +52,7 @@ status receive(mnl_socket* s, uint32_t portid, uint32_t seq, const std::string& 
                 if (err->error == 0) return cb_status;
                 int e = -err->error;
                 std::string msg = what + ": " + std::strerror(e);
-                std::string ext = extack_text(nlh);
+                std::string ext = nl::extack_text(nlh);
                 if (!ext.empty()) msg += " (kernel: " + ext + ")";
                 return error(std::error_code(e, std::system_category()), msg);
             }

@@ -1,3 +1,4 @@
+#include "common/hex.hpp"
 #include "common/wireguard/wg_key.hpp"
 
 #include <fcntl.h>
@@ -88,15 +89,7 @@ std::string wg_key::to_base64() const {
     return buf;
 }
 
-std::string wg_key::to_hex() const {
-    static const char digits[] = "0123456789abcdef";
-    std::string s(2 * size, '0');
-    for (size_t i = 0; i < size; ++i) {
-        s[2 * i] = digits[bytes_[i] >> 4];
-        s[2 * i + 1] = digits[bytes_[i] & 15];
-    }
-    return s;
-}
+std::string wg_key::to_hex() const { return mw::to_hex(bytes_.data(), size); }
 
 bool wg_key::is_zero() const noexcept {
     uint8_t acc = 0;

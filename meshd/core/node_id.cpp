@@ -1,3 +1,4 @@
+#include "common/hex.hpp"
 #include "meshd/core/node_id.hpp"
 
 #include <sodium.h>
@@ -16,14 +17,6 @@ bool node_id::is_zero() const noexcept {
     return acc == 0;
 }
 
-std::string node_id::hex() const {
-    static const char digits[] = "0123456789abcdef";
-    std::string s(2 * size, '0');
-    for (size_t i = 0; i < size; ++i) {
-        s[2 * i] = digits[bytes_[i] >> 4];
-        s[2 * i + 1] = digits[bytes_[i] & 15];
-    }
-    return s;
-}
+std::string node_id::hex() const { return mw::to_hex(bytes_.data(), size); }
 
 }  // namespace mw::meshd
