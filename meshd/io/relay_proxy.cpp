@@ -4,6 +4,7 @@
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <sys/syscall.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -34,6 +35,7 @@ relay_proxy::relay_proxy(relay_proxy_config config)
       slot_of_(config_.batch),
       control_idx_() {
     control_idx_.reserve(config_.batch);
+    control_session_.reserve(config_.batch);
     free_.reserve(config_.max_peers);
     for (size_t i = config_.max_peers; i > 0; --i) free_.push_back(uint32_t(i - 1));
 }
@@ -86,6 +88,8 @@ result<wg_endpoint> relay_proxy::add_peer(uint64_t session_id, const wg_endpoint
     if (!r.valid() || !w.valid()) {
         return error(errc::invalid_argument, "relay proxy: relay and WireGuard need address:port");
     }
+    // 0 means "not in a session" to on_control.
+    if (session_id == 0) return error(errc::invalid_argument, "relay proxy: session id 0");
     if (r.is_v4() ? !(uplink_family_ == AF_INET || uplink_dual_stack_)
                   : uplink_family_ != AF_INET6) {
         return error(errc::unsupported, "relay proxy: uplink " + uplink_endpoint().str() +
@@ -130,6 +134,7 @@ status relay_proxy::retarget_peer(uint64_t old_session_id, uint64_t new_session_
                                   const wg_endpoint& relay) {
     relay_addr r = relay_addr::from_endpoint(relay);
     if (!r.valid()) return error(errc::invalid_argument, "relay proxy: relay needs address:port");
+    if (new_session_id == 0) return error(errc::invalid_argument, "relay proxy: session id 0");
     std::lock_guard lock(mutex_);
     uint32_t slot = index_.find(old_session_id);
     if (slot == fixed_u64_map::none) return error(errc::not_found, "relay proxy: no such session");
@@ -168,6 +173,38 @@ status relay_proxy::send_control(std::span<const uint8_t> datagram, const wg_end
     return {};
 }
 
+status relay_proxy::send_in_session(uint64_t session_id, std::span<const uint8_t> datagram) {
+    if (datagram.empty() || datagram.size() > max_relay_payload) {
+        return error(errc::invalid_argument, "relay proxy: in-band datagram size out of range");
+    }
+    relay_addr relay;
+    {
+        std::lock_guard lock(mutex_);
+        uint32_t slot = index_.find(session_id);
+        if (slot == fixed_u64_map::none) {
+            return error(errc::not_found, "relay proxy: no peer for the session");
+        }
+        relay = peers_[slot].relay;
+    }
+    // Header and datagram as two iovecs: no copy, and no use of the loop thread's buffers. The
+    // loop's own sendmmsg on the uplink may run at the same time; datagram sends are atomic.
+    uint8_t header[relay_data_header_size];
+    write_relay_data_header(session_id, header);
+    iovec iov[2] = {{header, sizeof header},
+                    {const_cast<uint8_t*>(datagram.data()), datagram.size()}};
+    sockaddr_storage ss;
+    msghdr msg{};
+    msg.msg_name = &ss;
+    msg.msg_namelen = relay.to_sockaddr(ss, uplink_family_);
+    msg.msg_iov = iov;
+    msg.msg_iovlen = 2;
+    if (::sendmsg(uplink_.get(), &msg, MSG_DONTWAIT) < 0) {
+        return error::from_errno(
+            errno, "relay proxy: in-band send for session " + std::to_string(session_id));
+    }
+    return {};
+}
+
 relay_proxy_stats relay_proxy::stats() const {
     constexpr auto relaxed = std::memory_order_relaxed;
     relay_proxy_stats s;
@@ -176,6 +213,7 @@ relay_proxy_stats relay_proxy::stats() const {
     s.to_wg_packets = counters_.to_wg_packets.load(relaxed);
     s.to_wg_bytes = counters_.to_wg_bytes.load(relaxed);
     s.control_packets = counters_.control_packets.load(relaxed);
+    s.inband_control_packets = counters_.inband_control_packets.load(relaxed);
     s.unknown_session = counters_.unknown_session.load(relaxed);
     s.wrong_source = counters_.wrong_source.load(relaxed);
     s.foreign_local = counters_.foreign_local.load(relaxed);
@@ -215,7 +253,9 @@ void relay_proxy::drain_uplink() noexcept {
         int n = rx_.recv(uplink_.get());
         if (n <= 0) return;
         uint64_t malformed = 0, unknown = 0, wrong = 0, sent = 0, bytes = 0, failed = 0;
+        uint64_t inband = 0;
         control_idx_.clear();
+        control_session_.clear();
         {
             std::lock_guard lock(mutex_);
             for (int i = 0; i < n; ++i) {
@@ -229,6 +269,7 @@ void relay_proxy::drain_uplink() noexcept {
                 if (!session) {
                     if (classify(d) == frame_kind::control) {
                         control_idx_.push_back(uint32_t(i));
+                        control_session_.push_back(0);
                     } else {
                         ++malformed;
                     }
@@ -243,6 +284,15 @@ void relay_proxy::drain_uplink() noexcept {
                     relay_addr::from_sockaddr(&rx_.from(size_t(i)), rx_.from_len(size_t(i)));
                 if (!from || !(*from == peers_[slot].relay)) {
                     ++wrong;
+                    continue;
+                }
+                // An in-band control datagram (a probe of this path) is for the node core, not
+                // for WireGuard. Checked only after the source, so nobody but the session's relay
+                // can inject one as coming through the session.
+                if (classify(d.subspan(relay_data_header_size)) == frame_kind::control) {
+                    control_idx_.push_back(uint32_t(i));
+                    control_session_.push_back(*session);
+                    ++inband;
                     continue;
                 }
                 slot_of_[size_t(i)] = slot;
@@ -265,9 +315,14 @@ void relay_proxy::drain_uplink() noexcept {
                 failed += r.failed;
             }
         }
-        for (uint32_t i : control_idx_) {
+        // Outside the lock: the callback may call send_in_session or add_peer.
+        for (size_t k = 0; k < control_idx_.size(); ++k) {
+            uint32_t i = control_idx_[k];
+            uint64_t session = control_session_[k];
             auto from = wg_endpoint::from_sockaddr(&rx_.from(i), rx_.from_len(i));
-            if (config_.on_control && from) config_.on_control(rx_.datagram(i), *from);
+            if (!config_.on_control || !from) continue;
+            auto d = rx_.datagram(i);
+            config_.on_control(session ? d.subspan(relay_data_header_size) : d, *from, session);
         }
         counters_.to_wg_packets.fetch_add(sent, relaxed);
         counters_.to_wg_bytes.fetch_add(bytes, relaxed);
@@ -275,7 +330,8 @@ void relay_proxy::drain_uplink() noexcept {
         counters_.malformed.fetch_add(malformed, relaxed);
         counters_.unknown_session.fetch_add(unknown, relaxed);
         counters_.wrong_source.fetch_add(wrong, relaxed);
-        counters_.control_packets.fetch_add(control_idx_.size(), relaxed);
+        counters_.control_packets.fetch_add(control_idx_.size() - inband, relaxed);
+        counters_.inband_control_packets.fetch_add(inband, relaxed);
         if (size_t(n) < rx_.capacity()) return;
     }
 }

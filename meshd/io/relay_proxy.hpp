@@ -14,6 +14,13 @@
 // RELAY_SESSION_REQUEST came from, so data must leave from that same socket. Control datagrams
 // arriving on it go to `on_control` (copied by the callback, not here).
 //
+// In-band control: the node core probes a relayed path end to end (DESIGN §7: liveness measured on
+// the path data actually uses) by sending a sealed control datagram as the payload of a RELAY_DATA
+// frame of the session (send_in_session), so it takes exactly the data path through the relay. On
+// receipt, a RELAY_DATA payload that classifies as control goes to `on_control` with the session id
+// instead of to WireGuard. No WireGuard packet is mistaken for one: WireGuard messages start with
+// type 1..4 and three zero bytes, control datagrams with "MW".
+//
 // Failover is one call: retarget_peer() moves a peer to a new relay and session id and keeps its
 // local socket, so WireGuard's endpoint for B never changes (make before break).
 //
@@ -50,17 +57,24 @@ struct relay_proxy_config {
     size_t batch = 64;
     size_t buffer_size = 2048;  // largest WireGuard packet / RELAY_DATA frame carried
     size_t max_peers = 1024;
-    std::function<void(std::span<const uint8_t>, const wg_endpoint&)> on_control;
+    // Control datagrams from the uplink, called on the loop thread (copy what you keep, return
+    // quickly). `session_id` is 0 for a plain control datagram sent to the uplink, and the
+    // session's id for one that came in-band inside a RELAY_DATA frame (already checked to come
+    // from that session's relay; `from` is then the relay's address).
+    std::function<void(std::span<const uint8_t> datagram, const wg_endpoint& from,
+                       uint64_t session_id)>
+        on_control;
 };
 
 struct relay_proxy_stats {
     uint64_t to_relay_packets = 0, to_relay_bytes = 0;  // WireGuard -> relay (frame bytes)
     uint64_t to_wg_packets = 0, to_wg_bytes = 0;        // relay -> WireGuard (payload bytes)
-    uint64_t control_packets = 0;
-    uint64_t unknown_session = 0;  // RELAY_DATA for a session we have no peer for
-    uint64_t wrong_source = 0;     // RELAY_DATA not from that session's relay
-    uint64_t foreign_local = 0;    // a peer socket got a packet not from the WireGuard port
-    uint64_t malformed = 0;        // neither RELAY_DATA nor control, or truncated
+    uint64_t control_packets = 0;                       // plain control datagrams on the uplink
+    uint64_t inband_control_packets = 0;  // control datagrams inside a session's RELAY_DATA
+    uint64_t unknown_session = 0;         // RELAY_DATA for a session we have no peer for
+    uint64_t wrong_source = 0;            // RELAY_DATA not from that session's relay
+    uint64_t foreign_local = 0;           // a peer socket got a packet not from the WireGuard port
+    uint64_t malformed = 0;               // neither RELAY_DATA nor control, or truncated
     uint64_t send_failed = 0;
 };
 
@@ -75,7 +89,8 @@ public:
 
     // A relayed peer: frames for `session_id` go to `relay`; what comes back goes to the local
     // WireGuard listening at `wg` (127.0.0.1:51820 or [::1]:51820). Returns the loopback endpoint
-    // to set as the peer's WireGuard endpoint. Errors: already_exists, exhausted, socket errors.
+    // to set as the peer's WireGuard endpoint. Session id 0 is refused (on_control uses it for "not
+    // in a session"). Errors: invalid_argument, already_exists, exhausted, socket errors.
     result<wg_endpoint> add_peer(uint64_t session_id, const wg_endpoint& relay,
                                  const wg_endpoint& wg);
     // Moves a peer to another relay / session, keeping its local socket and so its WG endpoint.
@@ -85,6 +100,11 @@ public:
 
     wg_endpoint uplink_endpoint() const;
     status send_control(std::span<const uint8_t> datagram, const wg_endpoint& to);
+    // A control datagram in-band: framed as RELAY_DATA of `session_id` and sent from the uplink to
+    // that session's relay, so it follows the data path to the peer's proxy (which hands it to its
+    // on_control with the session id). Thread-safe. Errors: not_found (no peer for the session),
+    // invalid_argument (empty or larger than max_relay_payload), socket errors.
+    status send_in_session(uint64_t session_id, std::span<const uint8_t> datagram);
     relay_proxy_stats stats() const;
     pid_t thread_id() const noexcept { return tid_.load(); }
 
@@ -117,11 +137,12 @@ private:
     send_batch tx_;
     std::vector<uint32_t> slot_of_;  // per received frame: its peer slot (uplink path)
     std::vector<uint32_t> control_idx_;
+    std::vector<uint64_t> control_session_;  // per control_idx_ entry: 0 or the in-band session
 
     struct counters {
         std::atomic<uint64_t> to_relay_packets{0}, to_relay_bytes{0}, to_wg_packets{0},
-            to_wg_bytes{0}, control_packets{0}, unknown_session{0}, wrong_source{0},
-            foreign_local{0}, malformed{0}, send_failed{0};
+            to_wg_bytes{0}, control_packets{0}, inband_control_packets{0}, unknown_session{0},
+            wrong_source{0}, foreign_local{0}, malformed{0}, send_failed{0};
     } counters_;
 
     std::atomic<pid_t> tid_{0};

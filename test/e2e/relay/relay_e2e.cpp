@@ -11,6 +11,7 @@
 #include <atomic>
 #include <chrono>
 #include <cstring>
+#include <mutex>
 #include <thread>
 #include <vector>
 
@@ -79,8 +80,46 @@ std::vector<uint8_t> packet(uint32_t seq, size_t size) {
     return p;
 }
 
+// What a proxy's on_control saw.
+struct control_log {
+    struct entry {
+        std::vector<uint8_t> datagram;
+        wg_endpoint from;
+        uint64_t session_id = 0;
+    };
+    std::mutex mutex;
+    std::vector<entry> entries;
+
+    void add(std::span<const uint8_t> d, const wg_endpoint& from, uint64_t session) {
+        std::lock_guard lock(mutex);
+        entries.push_back({{d.begin(), d.end()}, from, session});
+    }
+    // Waits (bounded) until there are `n` entries; returns a copy.
+    std::vector<entry> wait_for(size_t n) {
+        for (int i = 0; i < 400; ++i) {
+            {
+                std::lock_guard lock(mutex);
+                if (entries.size() >= n) return entries;
+            }
+            std::this_thread::sleep_for(std::chrono::milliseconds(5));
+        }
+        std::lock_guard lock(mutex);
+        return entries;
+    }
+};
+
+// Shaped like a sealed control datagram (classify() says control): "MW", version 1, PING type,
+// then recognisable bytes. The proxies never open it; that is the core's job.
+std::vector<uint8_t> control_like(uint8_t fill, size_t size = 80) {
+    std::vector<uint8_t> c(size, fill);
+    c[0] = 'M', c[1] = 'W', c[2] = 1, c[3] = 0x03;
+    REQUIRE(classify(c) == frame_kind::control);
+    return c;
+}
+
 struct rig {
     std::atomic<int> control_seen{0};
+    control_log control_a, control_b;  // the proxies' on_control
     std::unique_ptr<relay_forwarder> relay;
     std::unique_ptr<relay_proxy> proxy_a, proxy_b;
     unique_fd wg_a, wg_b;
@@ -102,6 +141,12 @@ struct rig {
         relay_proxy_config pa, pb;
         pa.uplink = ep(loopback(a_v6));
         pb.uplink = ep(loopback(b_v6));
+        pa.on_control = [this](std::span<const uint8_t> d, const wg_endpoint& from, uint64_t s) {
+            control_a.add(d, from, s);
+        };
+        pb.on_control = [this](std::span<const uint8_t> d, const wg_endpoint& from, uint64_t s) {
+            control_b.add(d, from, s);
+        };
         proxy_a = relay_proxy::start(std::move(pa)).value();
         proxy_b = relay_proxy::start(std::move(pb)).value();
 
@@ -287,6 +332,86 @@ TEST_CASE("relay e2e: nothing is forwarded for anyone else; drops and control ar
 
     // The path still works after all that.
     exchange(r.wg_b.get(), r.local_b, r.wg_a.get(), r.local_a, 20);
+}
+
+TEST_CASE("relay e2e: in-band control datagrams take the data path and reach the core, not WG") {
+    for (bool v6 : {false, true}) {
+        CAPTURE(v6);
+        rig r(v6, v6);
+        exchange(r.wg_a.get(), r.local_a, r.wg_b.get(), r.local_b, 3);
+        const wg_endpoint relay_ep = v6 ? r.relay_v6 : r.relay_v4;
+
+        // A -> B and B -> A through the forwarder, which needs no change: it forwards any payload.
+        auto probe_ab = control_like(0xab), probe_ba = control_like(0xba, 300);
+        REQUIRE(r.proxy_a->send_in_session(rig::session, probe_ab));
+        REQUIRE(r.proxy_b->send_in_session(rig::session, probe_ba));
+        auto at_b = r.control_b.wait_for(1);
+        auto at_a = r.control_a.wait_for(1);
+        REQUIRE(at_b.size() == 1);
+        REQUIRE(at_a.size() == 1);
+        CHECK(at_b[0].datagram == probe_ab);
+        CHECK(at_b[0].session_id == rig::session);
+        CHECK(at_b[0].from == relay_ep);
+        CHECK(at_a[0].datagram == probe_ba);
+        CHECK(at_a[0].session_id == rig::session);
+        // Never handed to either WireGuard.
+        check_silence(r.wg_a.get());
+        check_silence(r.wg_b.get());
+
+        // A payload that looks like WireGuard (type 4 = transport data, three zero bytes) sent the
+        // same way still goes to WireGuard, as does a real packet from "WireGuard A".
+        std::vector<uint8_t> wg_like(64, 0x42);
+        wg_like[0] = 4, wg_like[1] = wg_like[2] = wg_like[3] = 0;
+        REQUIRE(r.proxy_a->send_in_session(rig::session, wg_like));
+        std::vector<uint8_t> buf(4096);
+        auto got = recv_from(r.wg_b.get(), buf, 2000);
+        REQUIRE(got.size == ssize_t(wg_like.size()));
+        CHECK(std::memcmp(buf.data(), wg_like.data(), wg_like.size()) == 0);
+        CHECK(got.from == r.local_b);
+        send_to(r.wg_a.get(), wg_like.data(), wg_like.size(), r.local_a);
+        got = recv_from(r.wg_b.get(), buf, 2000);
+        CHECK(got.size == ssize_t(wg_like.size()));
+
+        // A plain control datagram to the uplink is reported with session 0.
+        unique_fd other = udp(loopback(v6));
+        auto plain = control_like(0x11);
+        send_to(other.get(), plain.data(), plain.size(), r.proxy_b->uplink_endpoint());
+        at_b = r.control_b.wait_for(2);
+        REQUIRE(at_b.size() == 2);
+        CHECK(at_b[1].datagram == plain);
+        CHECK(at_b[1].session_id == 0);
+        CHECK(at_b[1].from == local_endpoint(other.get()).value());
+
+        // Someone else sending a session frame with a control payload straight to the uplink is
+        // not the session's relay: dropped, never reported as in-band.
+        std::vector<uint8_t> forged(relay_data_header_size);
+        write_relay_data_header(rig::session, forged.data());
+        forged.insert(forged.end(), probe_ab.begin(), probe_ab.end());
+        send_to(other.get(), forged.data(), forged.size(), r.proxy_b->uplink_endpoint());
+        check_silence(r.wg_b.get());
+
+        // Unknown sessions and bad sizes are error values.
+        auto missing = r.proxy_a->send_in_session(0xdead, probe_ab);
+        REQUIRE_FALSE(missing);
+        CHECK(missing.err().is(errc::not_found));
+        CHECK_FALSE(r.proxy_a->send_in_session(rig::session, {}));
+        // Session id 0 means "not in a session" to on_control, so no peer may use it.
+        CHECK_FALSE(r.proxy_a->add_peer(0, relay_ep, r.wg_a_ep));
+
+        settle([&] { return r.proxy_b->stats().wrong_source == 1; });
+        auto sa = r.proxy_a->stats(), sb = r.proxy_b->stats();
+        CHECK(sb.inband_control_packets == 1);
+        CHECK(sa.inband_control_packets == 1);
+        CHECK(sb.control_packets == 1);
+        CHECK(sa.control_packets == 0);
+        CHECK(sb.wrong_source == 1);
+        CHECK(sb.to_wg_packets == 3 + 2);
+        CHECK(r.control_b.wait_for(3).size() == 2);
+        auto fs = r.relay->stats();
+        CHECK(fs.forwarded_packets == 3 + 2 + 2);
+        CHECK(fs.control_packets == 0);
+        CHECK(fs.malformed == 0);
+    }
 }
 
 TEST_CASE("relay e2e: failover keeps the WireGuard endpoint; removal stops traffic; clean stop") {
