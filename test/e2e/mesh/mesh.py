@@ -1,0 +1,521 @@
+#!/usr/bin/env python3
+"""A meshwire mesh on the e2e testbed: meshd on every host of a Topology, pods through the real CNI
+plugin, meshctl queries (Python 3 stdlib, root). See README.md in this directory.
+
+    with Mesh(build_dir="build") as m:              # default topology: 2 relays, cone + symmetric
+        m.start()
+        m.wait_ready(timeout=20)
+        m.wait_paths({("lan1a", "lan1b"): "direct", ("lan1a", "lan2a"): "relay"}, timeout=30)
+        p = m.add_pod(m["lan1a"], "web")
+        q = m.add_pod(m["lan2a"], "db")
+        p.ping(q.addr4)
+    # pods deleted (CNI DEL), meshd stopped, namespaces gone, also when the block raised
+
+Every mesh node (the relays and the LAN nodes, not routers) i = 1, 2, ... gets the pod CIDRs
+10.244.<i>.0/24 and fd00:244:<i>::/64 and its own files under node.dir: meshd.yaml, psk (0600),
+state/, run/ (node.json, meshd.sock), ipam/ (the CNI plugin's dataDir), meshd.log.
+"""
+
+import copy
+import ipaddress
+import json
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(HERE, "..", "topology"))
+
+from topology import Topology  # noqa: E402
+
+CNI_NETWORK = "meshnet"
+CNI_VERSION = "1.0.0"
+
+
+def pod_cidrs(i):
+    """The pod CIDR pair of mesh node number i (1-based)."""
+    return ["10.244.%d.0/24" % i, "fd00:244:%x::/64" % i]
+
+
+# ------------------------------------------------------------------------------------------------
+# YAML: block style with JSON-quoted scalars (a JSON string is a valid YAML double-quoted scalar),
+# so that meshd's errors carry useful line numbers and no quoting rule of YAML can bite.
+
+
+def to_yaml(value, indent=0):
+    pad = " " * indent
+    if isinstance(value, dict):
+        if not value:
+            return pad + "{}\n"
+        out = ""
+        for k, v in value.items():
+            if isinstance(v, (dict, list)) and v:
+                out += "%s%s:\n%s" % (pad, k, to_yaml(v, indent + 2))
+            else:
+                out += "%s%s: %s\n" % (pad, k, _scalar(v))
+        return out
+    if isinstance(value, list):
+        if not value:
+            return pad + "[]\n"
+        out = ""
+        for v in value:
+            if isinstance(v, (dict, list)) and v:
+                body = to_yaml(v, indent + 2)
+                out += "%s- %s" % (pad, body[indent + 2:])  # first line after the dash
+            else:
+                out += "%s- %s\n" % (pad, _scalar(v))
+        return out
+    return pad + _scalar(value) + "\n"
+
+
+def _scalar(v):
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, int):
+        return str(v)
+    if isinstance(v, dict):
+        return "{}"
+    if isinstance(v, list):
+        return "[]"
+    if v is None:
+        return "null"
+    return json.dumps(str(v))
+
+
+def merge(base, extra):
+    """Deep merge of config dicts; a None value in `extra` removes the key."""
+    out = copy.deepcopy(base)
+    for k, v in extra.items():
+        if v is None:
+            out.pop(k, None)
+        elif isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = merge(out[k], v)
+        else:
+            out[k] = copy.deepcopy(v)
+    return out
+
+
+def _tail(text, lines=40):
+    return "\n".join(text.splitlines()[-lines:])
+
+
+def peer_paths(doc):
+    """{peer node name: path} from `meshctl peers --json`.
+
+    Accepts a list of peer objects or an object with a "peers" list; a peer's name is "nodeName"
+    (or "name"/"node"), its path "path". Adjust here if meshctl's stable JSON differs.
+    """
+    peers = doc.get("peers", []) if isinstance(doc, dict) else (doc or [])
+    out = {}
+    for p in peers:
+        if not isinstance(p, dict):
+            continue
+        name = p.get("nodeName") or p.get("name") or p.get("node")
+        if name:
+            out[name] = p.get("path")
+    return out
+
+
+# ------------------------------------------------------------------------------------------------
+
+
+class Pod:
+    """A pod: a namespace owned by the topology, wired by the meshwire CNI plugin into its node."""
+
+    def __init__(self, mesh, node, name, netns, container_id, conf, result):
+        self.mesh, self.node, self.name = mesh, node, name
+        self.netns = netns  # a topology Node of kind "extra"
+        self.container_id, self.conf, self.result = container_id, conf, result
+        self.addr4 = self.addr6 = None
+        for ip in result.get("ips", []):
+            iface = ipaddress.ip_interface(ip["address"])
+            if iface.version == 4:
+                self.addr4 = str(iface.ip)
+            else:
+                self.addr6 = str(iface.ip)
+        self.deleted = False
+
+    def __repr__(self):
+        return "<Pod %s on %s %s %s>" % (self.name, self.node.name, self.addr4, self.addr6)
+
+    @property
+    def path(self):
+        return self.netns.path
+
+    def run(self, cmd, check=True, timeout=60, input=None):
+        """Run `cmd` (list) inside the pod's namespace; CompletedProcess (text)."""
+        return self.netns.run(cmd, check=check, timeout=timeout, input=input)
+
+    def ping(self, addr, count=1, timeout=2, check=True):
+        """ping from the pod; returns the CompletedProcess (raises on loss when check)."""
+        fam = "-6" if ":" in str(addr) else "-4"
+        return self.run(["ping", fam, "-n", "-c", str(count), "-i", "0.2", "-W", str(timeout),
+                         str(addr)],
+                        check=check, timeout=count * (timeout + 1) + 10)
+
+    def delete(self):
+        self.mesh.del_pod(self)
+
+
+class Mesh:
+    """meshd on the hosts of a Topology. Context manager; close() is idempotent.
+
+    topology     a Topology, or None to build Topology(**topology_args) (default: relays=2,
+                 lans=["cone", "symmetric"], nodes_per_lan=2); a built one is closed by close(),
+                 a given one only if close_topology=True (default False: the caller owns it)
+    build_dir    the CMake build tree (binaries meshd/meshd, meshctl/meshctl, cni-plugin/meshwire)
+    psk          the cluster PSK as text (default: 32 random bytes as 64 hex digits)
+    nodes        the names of the mesh nodes (default: every relay and LAN node, in topology order)
+    overrides    {node name: {"psk": text, "config": {deep merge into meshd.yaml; None deletes},
+                  "pod_cidrs": [...]}} e.g. a node with a wrong PSK or extra config
+    """
+
+    def __init__(self, topology=None, build_dir=None, psk=None, nodes=None, overrides=None,
+                 topology_args=None, close_topology=None):
+        self.build_dir = os.path.abspath(build_dir or os.path.join(HERE, "..", "..", "..",
+                                                                   "build"))
+        self.meshd_bin = os.path.join(self.build_dir, "meshd", "meshd")
+        self.meshctl_bin = os.path.join(self.build_dir, "meshctl", "meshctl")
+        self.plugin_bin = os.path.join(self.build_dir, "cni-plugin", "meshwire")
+        self.psk = psk or secrets.token_hex(32)
+        self.overrides = dict(overrides or {})
+        self.nodes = []  # the mesh nodes (topology Nodes), index i+1 = pod CIDR number
+        self.configs = {}  # name -> the meshd.yaml dict (edit, then write_config(node))
+        self.procs = {}  # name -> the latest meshd Proc
+        self.pods = []
+        self._closed = False
+        self._owns_topology = topology is None
+        if close_topology is not None:
+            self._owns_topology = close_topology
+        args = {"relays": 2, "lans": ["cone", "symmetric"], "nodes_per_lan": 2}
+        args.update(topology_args or {})
+        self.t = topology if topology is not None else Topology(**args)
+        try:
+            unknown = set(self.overrides) - {n.name for n in self.t.hosts}
+            if nodes is not None:
+                unknown |= set(nodes) - {n.name for n in self.t.hosts}
+            if unknown:
+                raise ValueError("not mesh hosts of the topology: %s" % sorted(unknown))
+            # All first, then the configs: each lists every relay node.
+            self.nodes = [n for n in self.t.hosts if nodes is None or n.name in nodes]
+            for n in self.nodes:
+                self._configure(n)
+        except BaseException:
+            self.close()
+            raise
+
+    # -- access ---------------------------------------------------------------------------------
+
+    def __getitem__(self, name):
+        return self.t[name]
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+        return False
+
+    @property
+    def relays(self):
+        return [n for n in self.nodes if n.kind == "public"]
+
+    def index(self, node):
+        """The 1-based mesh number of a node (its pod CIDRs are pod_cidrs(index))."""
+        return self.nodes.index(node) + 1
+
+    def config_path(self, node):
+        return os.path.join(node.dir, "meshd.yaml")
+
+    def socket_path(self, node):
+        return self.configs[node.name]["socket"]
+
+    def node_file(self, node):
+        return os.path.join(self.configs[node.name]["runDir"], "node.json")
+
+    def log(self, node):
+        p = self.procs.get(node.name)
+        return p.log() if p else ""
+
+    # -- configuration --------------------------------------------------------------------------
+
+    def add_node(self, node):
+        """Make a topology host a mesh node (also one added at runtime): next pod CIDR pair,
+        PSK file and meshd.yaml written. Relay nodes added later are listed only in the configs
+        written after them (rewrite the others with write_config to tell them)."""
+        if node in self.nodes:
+            raise ValueError("%s is already a mesh node" % node.name)
+        self.nodes.append(node)
+        return self._configure(node)
+
+    def _configure(self, node):
+        ov = self.overrides.get(node.name, {})
+        psk_path = os.path.join(node.dir, "psk")
+        fd = os.open(psk_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(ov.get("psk", self.psk) + "\n")
+        os.chmod(psk_path, 0o600)  # also when the file existed with other bits
+        run_dir = os.path.join(node.dir, "run")
+        os.makedirs(os.path.join(node.dir, "ipam"), exist_ok=True)
+        cfg = {
+            "nodeName": node.name,
+            "podCIDRs": ov.get("pod_cidrs", pod_cidrs(self.index(node))),
+            "interface": node.wg_ifname,
+            "wireguard": {"backend": "userspace", "listenPort": 51820},
+            "listenPort": 51821,
+            "psk": {"path": psk_path},
+            "relayNodes": self.relay_nodes(),
+            "stateDir": os.path.join(node.dir, "state"),
+            "runDir": run_dir,
+            "socket": os.path.join(run_dir, "meshd.sock"),
+            "mdns": {"enable": False},
+            "dht": {"enable": False},
+            "logLevel": "debug",
+        }
+        self.configs[node.name] = merge(cfg, ov.get("config", {}))
+        self.write_config(node)
+        return node
+
+    def relay_nodes(self):
+        """relayNodes as in meshd.yaml: every relay mesh node with its v4 and v6 address."""
+        return [{"nodeName": n.name, "advertiseAddress": [n.addr4, n.addr6]}
+                for n in self.t.relays if n in self.nodes]
+
+    def write_config(self, node):
+        """(Re)writes <node.dir>/meshd.yaml from self.configs[node.name]."""
+        path = self.config_path(node)
+        with open(path + ".tmp", "w") as f:
+            f.write("# written by test/e2e/mesh/mesh.py for %s\n" % node.name)
+            f.write(to_yaml(self.configs[node.name]))
+        os.replace(path + ".tmp", path)
+        return path
+
+    def check_config(self, node):
+        """`meshd --check-config` in the node: CompletedProcess (not raised on failure)."""
+        return node.run([self.meshd_bin, "--check-config", "--config", self.config_path(node)],
+                        check=False, timeout=30)
+
+    # -- meshd ----------------------------------------------------------------------------------
+
+    def _targets(self, node):
+        return self.nodes if node is None else [node]
+
+    def start(self, node=None):
+        """Start meshd on one node or on every mesh node; returns the Proc (or the list)."""
+        procs = []
+        for n in self._targets(node):
+            p = self.procs.get(n.name)
+            if p is not None and p.alive():
+                raise RuntimeError("meshd already runs on %s (pid %d)" % (n.name, p.pid))
+            self.procs[n.name] = n.popen([self.meshd_bin, "--config", self.config_path(n)],
+                                         name="meshd")
+            procs.append(self.procs[n.name])
+        return procs[0] if node is not None else procs
+
+    def stop(self, node=None, timeout=3.0):
+        """SIGTERM (SIGKILL after timeout); returns the exit code (or {name: code})."""
+        codes = {n.name: self.procs[n.name].stop(timeout)
+                 for n in self._targets(node) if n.name in self.procs}
+        return codes.get(node.name) if node is not None else codes
+
+    def kill(self, node):
+        """SIGKILL meshd on a node (a crash); returns the exit code."""
+        p = self.procs.get(node.name)
+        return p.kill() if p else None
+
+    def signal(self, node, sig=signal.SIGHUP):
+        self.procs[node.name].signal(sig)
+
+    def meshctl(self, node, *args, json=True, check=True, timeout=10):
+        """meshctl in the node against its meshd: parsed JSON (json=True) or the stdout text."""
+        cmd = [self.meshctl_bin, "--socket", self.socket_path(node)] + [str(a) for a in args]
+        if json:
+            cmd.append("--json")
+        p = node.run(cmd, check=False, timeout=timeout)
+        if p.returncode != 0:
+            if check:
+                raise RuntimeError("[%s] %s -> exit %d\nstdout: %s\nstderr: %s" % (
+                    node.name, " ".join(cmd[1:]), p.returncode, p.stdout, p.stderr))
+            return None
+        return _json_loads(p.stdout, cmd) if json else p.stdout
+
+    def wait_ready(self, timeout=20.0, nodes=None):
+        """Wait until `meshctl status` answers on every (given) mesh node; raises AssertionError
+        naming the nodes that did not, with meshctl's last answer and the meshd log tails."""
+        pending = list(nodes if nodes is not None else self.nodes)
+        last = {}
+        deadline = time.monotonic() + timeout
+        while pending:
+            for n in list(pending):
+                p = self.procs.get(n.name)
+                if p is None:
+                    raise AssertionError("meshd was never started on %s" % n.name)
+                cmd = [self.meshctl_bin, "--socket", self.socket_path(n), "status", "--json"]
+                try:
+                    r = n.run(cmd, check=False, timeout=5)
+                    last[n.name] = "exit %d: %s%s" % (r.returncode, r.stdout, r.stderr)
+                    ok = r.returncode == 0
+                except (OSError, subprocess.TimeoutExpired) as e:
+                    last[n.name], ok = str(e), False
+                if ok:
+                    pending.remove(n)
+                elif not p.alive():
+                    deadline = 0  # it will not get better
+            if pending and time.monotonic() > deadline:
+                raise AssertionError("meshd not ready within %.1fs on %s:\n%s" % (
+                    timeout, ", ".join(n.name for n in pending),
+                    "\n".join(self._describe(n, last.get(n.name)) for n in pending)))
+            if pending:
+                time.sleep(0.1)
+
+    def paths(self, node):
+        """{peer name: path} as `meshctl peers --json` on `node` shows it."""
+        return peer_paths(self.meshctl(node, "peers"))
+
+    def wait_paths(self, expected, timeout=30.0):
+        """expected: {(a, b): "direct" | "relay"} with node names or Nodes; polls `meshctl peers`
+        on a until b shows that path, for every pair. Raises AssertionError with the last observed
+        tables and the tails of both meshd logs."""
+        want = {(_name(a), _name(b)): v for (a, b), v in expected.items()}
+        tables = {}
+        deadline = time.monotonic() + timeout
+        while True:
+            bad = []
+            for a in sorted({a for a, _ in want}):
+                try:
+                    tables[a] = self.paths(self.t[a])
+                except (RuntimeError, ValueError, subprocess.TimeoutExpired) as e:
+                    tables[a] = "error: %s" % e
+            for (a, b), v in want.items():
+                got = tables[a].get(b) if isinstance(tables[a], dict) else None
+                if got != v:
+                    bad.append((a, b, v, got))
+            if not bad:
+                return tables
+            if time.monotonic() > deadline:
+                msg = ["paths not as expected within %.1fs:" % timeout]
+                for a, b, v, got in bad:
+                    msg.append("  %s -> %s: want %s, got %s" % (a, b, v, got))
+                msg.append("last observed tables: " + json.dumps(tables, indent=1, sort_keys=True))
+                for name in sorted({x for a, b, _, _ in bad for x in (a, b)}):
+                    msg.append(self._describe(self.t[name]))
+                raise AssertionError("\n".join(msg))
+            time.sleep(0.2)
+
+    def _describe(self, node, last_answer=None):
+        p = self.procs.get(node.name)
+        state = ("not started" if p is None else "running (pid %d)" % p.pid if p.alive()
+                 else "exited %s" % p.popen.returncode)
+        out = "--- %s: meshd %s" % (node.name, state)
+        if last_answer:
+            out += "; last meshctl: %s" % last_answer.strip()
+        return out + "\n" + _tail(self.log(node))
+
+    # -- pods -----------------------------------------------------------------------------------
+
+    def net_conf(self, node, cidrs_from="conf", **extra):
+        """The CNI network configuration used for pods on `node`. cidrs_from="conf": the node's
+        pod CIDRs in "podCIDRs"; "node_file": none, the plugin reads meshd's node.json (nodeFile
+        pointing into the node's runDir) as on a real node."""
+        conf = {"cniVersion": CNI_VERSION, "name": CNI_NETWORK, "type": "meshwire",
+                "dataDir": os.path.join(node.dir, "ipam"), "nodeFile": self.node_file(node)}
+        if cidrs_from == "conf":
+            conf["podCIDRs"] = self.configs[node.name]["podCIDRs"]
+        elif cidrs_from != "node_file":
+            raise ValueError("cidrs_from is conf or node_file, not %r" % cidrs_from)
+        conf.update(extra)
+        return conf
+
+    def cni(self, node, command, netns_path, container_id, conf, ifname="eth0", check=True):
+        """Runs the meshwire plugin in `node`'s namespace as a runtime would; (rc, parsed stdout,
+        stderr). Raises on a non-zero exit when check."""
+        env = dict(os.environ, CNI_COMMAND=command, CNI_CONTAINERID=container_id,
+                   CNI_NETNS=netns_path, CNI_IFNAME=ifname,
+                   CNI_PATH=os.path.dirname(self.plugin_bin))
+        p = node.run([self.plugin_bin], check=False, timeout=30, input=json.dumps(conf), env=env)
+        out = None
+        if p.stdout.strip():
+            try:
+                out = json.loads(p.stdout)
+            except ValueError:
+                out = p.stdout
+        if check and p.returncode != 0:
+            raise RuntimeError("CNI %s on %s for %s -> exit %d\nstdout: %s\nstderr: %s" % (
+                command, node.name, container_id, p.returncode, p.stdout, p.stderr))
+        return p.returncode, out, p.stderr
+
+    def add_pod(self, node, name, cidrs_from="conf", **conf_extra):
+        """A pod on `node`: a namespace (owned by the topology, named pod-<node>-<name>) wired by
+        CNI ADD in the node's namespace. Returns a Pod (addr4/addr6 from the CNI result)."""
+        tag = "pod-%s-%s" % (node.name, name)
+        netns = self.t.add_netns(tag)
+        cid = "mesh-%s-%s" % (node.name, name)
+        conf = self.net_conf(node, cidrs_from, **conf_extra)
+        try:
+            _, result, _ = self.cni(node, "ADD", netns.path, cid, conf)
+        except BaseException:
+            self.cni(node, "DEL", netns.path, cid, conf, check=False)  # roll back what it did
+            raise
+        if not isinstance(result, dict):
+            raise RuntimeError("CNI ADD on %s returned no JSON result: %r" % (node.name, result))
+        pod = Pod(self, node, name, netns, cid, conf, result)
+        self.pods.append(pod)
+        return pod
+
+    def del_pod(self, pod, check=True):
+        """CNI DEL (idempotent); the namespace itself stays until the topology closes."""
+        if pod.deleted:
+            return
+        self.cni(pod.node, "DEL", pod.path, pod.container_id, pod.conf, check=check)
+        pod.deleted = True
+
+    # -- teardown -------------------------------------------------------------------------------
+
+    def close(self):
+        """CNI DEL for every pod, meshd stopped everywhere (TERM, then KILL), then the topology
+        closed when this Mesh owns it. Goes on past failures and re-raises the first one."""
+        if self._closed:
+            return
+        self._closed = True
+        first = None
+        for pod in reversed(self.pods):
+            try:
+                self.del_pod(pod)
+            except Exception as e:  # noqa: BLE001 - cleanup goes on
+                first = first or e
+                print("mesh: DEL of %s failed: %s" % (pod.name, e), file=sys.stderr)
+        for name, p in self.procs.items():
+            try:
+                p.stop(3.0)
+            except Exception as e:  # noqa: BLE001
+                first = first or e
+                print("mesh: stopping meshd on %s failed: %s" % (name, e), file=sys.stderr)
+        if self._owns_topology:
+            self.t.close()
+        if first is not None:
+            raise first
+
+    def leftovers(self):
+        """What is left of the mesh and its topology (empty after close() of an owned one)."""
+        left = [("meshd", "%s:%d" % (n, p.pid)) for n, p in self.procs.items() if p.alive()]
+        return left + self.t.leftovers()
+
+
+def _name(x):
+    return x if isinstance(x, str) else x.name
+
+
+def _json_loads(text, cmd):
+    try:
+        return json.loads(text)
+    except ValueError as e:
+        raise ValueError("%s: not JSON (%s): %r" % (" ".join(cmd), e, text[:500])) from None
+
+
+__all__ = ["Mesh", "Pod", "pod_cidrs", "peer_paths", "to_yaml", "merge", "CNI_NETWORK"]
+if __name__ == "__main__":
+    print(__doc__)
+    sys.exit(0)
