@@ -24,7 +24,7 @@ result<control_message> control_channel::receive(std::span<const uint8_t> datagr
         return std::move(decoded).err();
     }
     control_message& m = *decoded;
-    auto verdict = replay_.check(m.sender, m.timestamp_ms, opened->nonce, now_ms);
+    auto verdict = replay_.check(m.sender, m.timestamp_us, opened->nonce, now_ms * 1000);
     switch (verdict) {
         case replay_verdict::accept:
             break;
@@ -62,10 +62,10 @@ result<std::vector<uint8_t>> control_channel::send(message_body body, const aead
     control_message m;
     m.sender = self_;
     m.body = std::move(body);
-    uint64_t saved = last_sent_ms_;
-    m.timestamp_ms = next_send_timestamp(last_sent_ms_, now_ms);
+    uint64_t saved = last_sent_us_;
+    m.timestamp_us = next_send_timestamp(last_sent_us_, now_ms * 1000);
     auto sealed = seal_message(sealer_, m, nonce);
-    if (!sealed) last_sent_ms_ = saved;  // nothing was sent
+    if (!sealed) last_sent_us_ = saved;  // nothing was sent
     return sealed;
 }
 

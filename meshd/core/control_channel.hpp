@@ -37,7 +37,7 @@ struct control_counters {
 class control_channel {
 public:
     control_channel(const node_id& self, psk_sealer sealer, replay_config replay = {})
-        : self_(self), sealer_(std::move(sealer)), replay_(replay) {}
+        : self_(self), sealer_(std::move(sealer)), replay_(in_us(replay)) {}
 
     // Errors: errc::parse_error (not ours / malformed), errc::protocol_error (authentication,
     // replay, bad record), errc::timeout (stale or future timestamp), errc::exhausted (table
@@ -48,7 +48,7 @@ public:
     result<std::vector<uint8_t>> send(message_body body, const aead_nonce& nonce, uint64_t now_ms);
 
     // Forget replay state that can no longer matter (call every few seconds).
-    void expire(uint64_t now_ms) { replay_.expire(now_ms); }
+    void expire(uint64_t now_ms) { replay_.expire(now_ms * 1000); }
 
     const control_counters& counters() const noexcept { return counters_; }
     const node_id& self() const noexcept { return self_; }
@@ -58,7 +58,15 @@ private:
     psk_sealer sealer_;
     replay_window replay_;
     control_counters counters_;
-    uint64_t last_sent_ms_ = 0;
+    // Envelope timestamps are unix microseconds, strictly increasing per sender (replay_window
+    // rule 4). Milliseconds would cap a sender at 1000 messages/s before its timestamps run ahead
+    // of its clock and receivers call them "future": a relay answering hundreds of HELLOs and
+    // pushing records sends more than that.
+    static replay_config in_us(replay_config c) {
+        c.window_ms *= 1000;
+        return c;
+    }
+    uint64_t last_sent_us_ = 0;
 };
 
 }  // namespace mw::meshd

@@ -101,6 +101,7 @@ result<std::vector<uint8_t>> peer_record::encode_body() const {
         write_address(w, e.address);
         w.u16(e.port);
     }
+    w.u16(wg_port);
     w.u8(static_cast<uint8_t>(relays.size()));
     for (const auto& r : relays) w.bytes(r.data(), node_id::size);
     return out;
@@ -140,6 +141,7 @@ result<peer_record> peer_record::decode(std::span<const uint8_t> bytes) {
         uint16_t port = r.u16();
         if (r.ok()) rec.endpoints.push_back(wg_endpoint{a, port});
     }
+    rec.wg_port = r.u16();
     n = r.u8();
     if (n > max_relays) return bad("too many relays");
     for (size_t i = 0; i < n && r.ok(); ++i) {

@@ -9,7 +9,9 @@
 //   u8   name length (1..253), name      ([A-Za-z0-9._-], e.g. the Kubernetes node name)
 //   u8   pod CIDR count (<= 8), each: u8 family (4|6), 4|16 address bytes, u8 prefix length
 //        (host bits must be zero)
-//   u8   endpoint count (<= 8), each: u8 family (4|6), 4|16 address bytes, u16 port (non-zero)
+//   u8   endpoint count (<= 8), each: u8 family (4|6), 4|16 address bytes, u16 port (non-zero):
+//        where the node's control socket answers (its LAN or public addresses)
+//   u16  WireGuard listen port (0: unknown); a direct path uses endpoint address : this port
 //   u8   relay count (<= 8), each: 32-byte node ID of a relay the node is attached to
 //   64   Ed25519 signature over "meshwire peer record v1" || all bytes above
 //
@@ -41,7 +43,7 @@ struct peer_record {
     static constexpr size_t signature_size = 64;
     // Largest possible encoding (all lists full, v6 everywhere): fits one control datagram.
     static constexpr size_t max_encoded_size = 1 + 32 + 32 + 8 + 8 + 1 + max_name + 1 +
-                                               max_cidrs * 18 + 1 + max_endpoints * 19 + 1 +
+                                               max_cidrs * 18 + 1 + max_endpoints * 19 + 2 + 1 +
                                                max_relays * 32 + signature_size;
     static constexpr const char* signing_label = "meshwire peer record v1";
 
@@ -49,7 +51,8 @@ struct peer_record {
     wg_key wg_public_key;
     signing_public_key signing_key{};
     std::vector<ip_prefix> pod_cidrs;
-    std::vector<wg_endpoint> endpoints;
+    std::vector<wg_endpoint> endpoints;  // control endpoints
+    uint16_t wg_port = 0;
     std::vector<node_id> relays;
     uint64_t seq = 0;
     uint64_t expires_ms = 0;

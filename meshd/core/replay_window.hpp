@@ -50,7 +50,7 @@ public:
     explicit replay_window(replay_config cfg = {});
 
     // Checks a message and, when accepted, remembers it. `nonce` is the AEAD nonce.
-    replay_verdict check(const node_id& sender, uint64_t timestamp_ms,
+    replay_verdict check(const node_id& sender, uint64_t timestamp_us,
                          std::span<const uint8_t> nonce, uint64_t now_ms);
 
     // Forgets senders with nothing inside the window (call periodically; check() also does it

@@ -103,7 +103,7 @@ struct body_encoder {
             return error(errc::invalid_argument, "PONG: observed address needs an IP and port");
         }
         w.u64(m.seq);
-        w.u64(m.ping_timestamp_ms);
+        w.u64(m.ping_timestamp_us);
         write_endpoint(w, m.observed);
         return {};
     }
@@ -146,7 +146,7 @@ result<message_body> decode_body(msg_type t, byte_reader& r) {
         case msg_type::pong: {
             pong_msg m;
             m.seq = r.u64();
-            m.ping_timestamp_ms = r.u64();
+            m.ping_timestamp_us = r.u64();
             m.observed = read_endpoint(r);
             return message_body(m);
         }
@@ -215,7 +215,7 @@ result<std::vector<uint8_t>> encode_plaintext(const control_message& m) {
     out.reserve(256);
     byte_writer w(out);
     write_id(w, m.sender);
-    w.u64(m.timestamp_ms);
+    w.u64(m.timestamp_us);
     MW_TRY_STATUS(std::visit(body_encoder{w}, m.body));
     if (out.size() > max_control_plaintext) {
         return error(errc::invalid_argument, std::string(to_string(m.type())) + ": " +
@@ -235,7 +235,7 @@ result<control_message> decode_plaintext(uint8_t type, std::span<const uint8_t> 
     byte_reader r(plaintext);
     control_message m;
     m.sender = read_id(r);
-    m.timestamp_ms = r.u64();
+    m.timestamp_us = r.u64();
     if (!r.ok()) return bad(t, "truncated envelope");
     m.body = MW_TRY(decode_body(t, r));
     if (!r.ok()) return bad(t, "truncated");

@@ -2,7 +2,7 @@
 //
 // A control datagram is psk_sealer's envelope around a plaintext that always starts with
 //   32   sender node ID
-//   u64  sender timestamp, unix ms   (replay_window: freshness and per-sender de-duplication)
+//   u64  sender timestamp, unix µs   (replay_window: freshness and per-sender de-duplication)
 // followed by the type-specific body (big-endian, fixed widths, no trailing bytes):
 //
 //   type  name                   body
@@ -77,7 +77,7 @@ struct ping_msg {
 struct pong_msg {
     static constexpr msg_type type = msg_type::pong;
     uint64_t seq = 0;
-    uint64_t ping_timestamp_ms = 0;
+    uint64_t ping_timestamp_us = 0;
     wg_endpoint observed;  // reflexive address: where the PING came from, as the replier saw it
 };
 
@@ -117,7 +117,7 @@ using message_body =
 
 struct control_message {
     node_id sender;
-    uint64_t timestamp_ms = 0;
+    uint64_t timestamp_us = 0;
     message_body body;
 
     msg_type type() const noexcept;

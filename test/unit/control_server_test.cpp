@@ -383,3 +383,13 @@ TEST_CASE("control_server: stop drops open connections; a later reply is harmles
     held = nullptr;
     CHECK(connect_unix(path) < 0);
 }
+
+TEST_CASE("control_server: a handler that drops its reply closes the connection") {
+    tmp_dir dir;
+    boost::asio::io_context io;
+    std::string path = dir.path + "/meshd.sock";
+    auto server = control_server::start(io, path, [](const json&, control_server::reply_fn) {});
+    REQUIRE(server.ok());
+    CHECK(pump_roundtrip(io, path, "{}\n").empty());
+    REQUIRE(pump_until(io, [&] { return (*server)->connections() == 0; }));
+}

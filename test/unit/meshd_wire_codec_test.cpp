@@ -28,7 +28,7 @@ aead_nonce nonce(uint8_t n) {
 control_message msg(message_body body) {
     control_message m;
     m.sender = meshd_test::identity(1).id();
-    m.timestamp_ms = t0 + 5;
+    m.timestamp_us = t0 + 5;
     m.body = std::move(body);
     return m;
 }
@@ -44,7 +44,7 @@ std::vector<control_message> all_messages() {
     records.records = {meshd_test::record(2), meshd_test::record(3)};
     pong_msg pong;
     pong.seq = 0x0102030405060708ull;
-    pong.ping_timestamp_ms = t0 - 20;
+    pong.ping_timestamp_us = t0 - 20;
     pong.observed = mw::wg_endpoint::parse("203.0.113.7:40123").value();
     pong_msg pong6 = pong;
     pong6.observed = mw::wg_endpoint::parse("[2001:db8::7]:1").value();
@@ -76,7 +76,7 @@ TEST_CASE("wire_codec: every message type round-trips through seal and open") {
         REQUIRE(o.ok());
         CHECK(o->nonce == nonce(1));
         CHECK(o->message.sender == m.sender);
-        CHECK(o->message.timestamp_ms == m.timestamp_ms);
+        CHECK(o->message.timestamp_us == m.timestamp_us);
         CHECK(o->message.type() == m.type());
         // Canonical: re-encoding the decoded message gives the same plaintext bytes.
         CHECK(encode_plaintext(o->message).value() == encode_plaintext(m).value());
@@ -85,7 +85,7 @@ TEST_CASE("wire_codec: every message type round-trips through seal and open") {
     auto o = open_message(s, seal_message(s, all[3], nonce(2)).value()).value();
     auto& pong = std::get<pong_msg>(o.message.body);
     CHECK(pong.seq == 0x0102030405060708ull);
-    CHECK(pong.ping_timestamp_ms == t0 - 20);
+    CHECK(pong.ping_timestamp_us == t0 - 20);
     CHECK(pong.observed.str() == "203.0.113.7:40123");
     auto h = open_message(s, seal_message(s, all[0], nonce(3)).value()).value();
     auto& hello = std::get<hello_msg>(h.message.body);

@@ -1,0 +1,807 @@
+#include "meshd/core/node_core.hpp"
+
+#include <sodium.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <cstring>
+
+#include "meshd/core/sodium_init.hpp"
+
+namespace mw::meshd {
+
+namespace {
+
+// A dual-stack socket reports IPv4 peers as ::ffff:a.b.c.d; the rest of the core (records, the
+// relay config) names them as plain IPv4. One form for comparisons.
+wg_endpoint normalize(const wg_endpoint& e) {
+    if (!e.address.is_v6()) return e;
+    static constexpr uint8_t mapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
+    if (std::memcmp(e.address.data(), mapped, 12) != 0) return e;
+    auto a = ip_address::from_bytes(AF_INET, e.address.data() + 12, 4);
+    return a ? wg_endpoint{*a, e.port} : e;
+}
+
+uint64_t pair_hash(const char* label, const node_id& a, const node_id& b, const node_id& relay) {
+    const node_id& lo = a < b ? a : b;
+    const node_id& hi = a < b ? b : a;
+    crypto_generichash_state st;
+    crypto_generichash_init(&st, nullptr, 0, 16);
+    crypto_generichash_update(&st, reinterpret_cast<const uint8_t*>(label), std::strlen(label));
+    crypto_generichash_update(&st, lo.data(), node_id::size);
+    crypto_generichash_update(&st, hi.data(), node_id::size);
+    crypto_generichash_update(&st, relay.data(), node_id::size);
+    uint8_t h[16];
+    crypto_generichash_final(&st, h, sizeof h);
+    uint64_t v = 0;
+    for (int i = 0; i < 8; ++i) v = (v << 8) | h[i];
+    return v;
+}
+
+
+}  // namespace
+
+const char* to_string(path_kind k) noexcept {
+    switch (k) {
+        case path_kind::none: return "none";
+        case path_kind::direct: return "direct";
+        case path_kind::relay: return "relay";
+    }
+    return "?";
+}
+
+const char* to_string(relay_state s) noexcept {
+    switch (s) {
+        case relay_state::unknown: return "unknown";
+        case relay_state::up: return "up";
+        case relay_state::down: return "down";
+        case relay_state::self: return "self";
+    }
+    return "?";
+}
+
+uint64_t node_core::session_id_for(const node_id& a, const node_id& b, const node_id& relay) {
+    uint64_t v = pair_hash("meshwire relay session v1", a, b, relay);
+    return v ? v : 1;  // 0 means "not in a session" everywhere
+}
+
+uint64_t node_core::rendezvous_score(const node_id& a, const node_id& b, const node_id& relay) {
+    return pair_hash("meshwire relay choice v1", a, b, relay);
+}
+
+node_core::node_core(node_core_config cfg, const node_identity& identity, psk_sealer sealer,
+                     rng_fn rng, relay_binder* binder, record_store_config store_cfg)
+    : cfg_(std::move(cfg)),
+      identity_(identity),
+      ch_(identity.id(), std::move(sealer)),
+      rng_(std::move(rng)),
+      binder_(binder),
+      store_(store_cfg) {
+    ensure_sodium();
+    auto relays = std::move(cfg_.relays);
+    cfg_.relays.clear();
+    set_relays(std::move(relays), cfg_.relay_role, 0);
+}
+
+void node_core::log(int level, std::string msg,
+                    std::vector<std::pair<std::string, std::string>> f) {
+    log_.push_back(core_log_event{level, std::move(msg), std::move(f)});
+}
+
+void node_core::send(message_body body, const wg_endpoint& to, uint64_t session_id,
+                     uint64_t now) {
+    aead_nonce nonce;
+    rng_(nonce);
+    auto d = ch_.send(std::move(body), nonce, now);
+    if (!d) {
+        log(3, "cannot encode a control message", {{"error", d.err().message}});
+        return;
+    }
+    out_.push_back(outgoing_datagram{to, session_id, std::move(*d)});
+}
+
+uint64_t node_core::send_ping(const wg_endpoint& to, uint64_t session_id, pending_ping p,
+                              uint64_t now) {
+    uint64_t seq = next_seq_++;
+    p.sent_ms = now;
+    pending_[seq] = p;
+    send(ping_msg{seq}, to, session_id, now);
+    return seq;
+}
+
+void node_core::set_relays(std::vector<relay_spec> relays, bool relay_role, uint64_t now) {
+    if (relays == cfg_.relays && relay_role == cfg_.relay_role && !relays_.empty()) return;
+    std::vector<relay_entry> next;
+    for (auto& spec : relays) {
+        relay_entry e;
+        // Keep what we learned about a relay that stays (its ID, RTTs).
+        for (auto& old : relays_) {
+            if (old.spec.name == spec.name) {
+                e = old;
+                break;
+            }
+        }
+        e.spec = spec;
+        e.self = spec.name == cfg_.node_name;
+        std::vector<relay_addr_state> addrs;
+        for (const auto& a : spec.addresses) {
+            relay_addr_state s{wg_endpoint{a, cfg_.control_port}};
+            for (const auto& o : e.addrs) {
+                if (o.ep == s.ep) s = o;
+            }
+            addrs.push_back(s);
+        }
+        e.addrs = std::move(addrs);
+        if (e.self) e.id = identity_.id();
+        e.next_ping_ms = now;
+        e.next_hello_ms = now;
+        next.push_back(std::move(e));
+    }
+    bool role_changed = relay_role != cfg_.relay_role;
+    relays_ = std::move(next);
+    cfg_.relays = std::move(relays);
+    cfg_.relay_role = relay_role;
+    if (role_changed) {
+        log(1, relay_role ? "relay role taken" : "relay role dropped", {{"relay", cfg_.node_name}});
+    }
+    self_dirty_ = true;
+    recheck_all_ = true;
+    due(now);
+}
+
+void node_core::set_endpoints(std::vector<wg_endpoint> endpoints, uint64_t now) {
+    if (endpoints == cfg_.endpoints) return;
+    cfg_.endpoints = std::move(endpoints);
+    self_dirty_ = true;
+    due(now);
+}
+
+uint64_t node_core::start(uint64_t now_ms) {
+    refresh_self(now_ms, true);
+    log(1, "node core started",
+        {{"peer", cfg_.node_name},
+         {"node_id", identity_.id().short_hex()},
+         {"relays", std::to_string(relays_.size())},
+         {"relay_role", cfg_.relay_role ? "yes" : "no"}});
+    return tick(now_ms);
+}
+
+void node_core::refresh_self(uint64_t now, bool force) {
+    std::vector<node_id> attached;
+    for (const auto& r : relays_) {
+        if (!r.self && r.id && relay_up(r, now) && attached.size() < peer_record::max_relays) {
+            attached.push_back(*r.id);
+        }
+    }
+    std::sort(attached.begin(), attached.end());
+    if (attached != self_.relays) self_dirty_ = true;
+    bool old = now >= self_signed_ms_ + cfg_.record_lifetime_ms / 2;
+    if (!force && !self_dirty_ && !old) return;
+    peer_record r;
+    r.name = cfg_.node_name;
+    r.pod_cidrs = cfg_.pod_cidrs;
+    r.endpoints = cfg_.endpoints;
+    if (r.endpoints.size() > peer_record::max_endpoints) r.endpoints.resize(peer_record::max_endpoints);
+    r.wg_port = cfg_.wg_port;
+    r.relays = std::move(attached);
+    // The seq must grow across restarts too (a restarted node's record must replace the old one at
+    // the relays), so it is the signing time in ms, bumped if the clock did not move.
+    r.seq = std::max(self_.seq + 1, now);
+    r.expires_ms = now + cfg_.record_lifetime_ms;
+    if (auto s = r.sign(identity_); !s) {
+        log(3, "cannot sign our peer record", {{"error", s.err().message}});
+        return;
+    }
+    self_ = std::move(r);
+    self_dirty_ = false;
+    self_signed_ms_ = now;
+    push_record(self_, identity_.id(), now);
+    // New content goes to the relays now rather than at the next HELLO.
+    for (auto& rl : relays_) rl.next_hello_ms = std::min(rl.next_hello_ms, now);
+}
+
+bool node_core::relay_up(const relay_entry& r, uint64_t now) const {
+    if (r.self) return true;
+    for (const auto& a : r.addrs) {
+        if (a.last_pong_ms && now <= a.last_pong_ms + cfg_.path_timeout_ms) return true;
+    }
+    return false;
+}
+
+std::optional<wg_endpoint> node_core::relay_endpoint(const relay_entry& r, uint64_t now) const {
+    // The first configured address that answers: stable (no hopping between a relay's v4 and v6
+    // address on RTT noise), and the operator's order expresses preference.
+    for (const auto& a : r.addrs) {
+        if (a.last_pong_ms && now <= a.last_pong_ms + cfg_.path_timeout_ms) return a.ep;
+    }
+    return std::nullopt;
+}
+
+const node_core::relay_entry* node_core::relay_by_id(const node_id& id) const {
+    for (const auto& r : relays_) {
+        if (r.id && *r.id == id) return &r;
+    }
+    return nullptr;
+}
+
+node_core::relay_entry* node_core::relay_by_id(const node_id& id) {
+    for (auto& r : relays_) {
+        if (r.id && *r.id == id) return &r;
+    }
+    return nullptr;
+}
+
+std::string node_core::name_of(const node_id& id) const {
+    if (auto* rec = store_.find(id)) return rec->name;
+    if (auto* r = relay_by_id(id)) return r->spec.name;
+    return id.short_hex();
+}
+
+uint64_t node_core::tick(uint64_t now) {
+    next_deadline_ = UINT64_MAX;
+    if (now >= next_expire_ms_) {
+        store_.expire(now);
+        ch_.expire(now);
+        next_expire_ms_ = now + 5000;
+    }
+    due(next_expire_ms_);
+    for (auto it = pending_.begin(); it != pending_.end();) {
+        if (now >= it->second.sent_ms + cfg_.ping_timeout_ms) {
+            it = pending_.erase(it);
+        } else {
+            due(it->second.sent_ms + cfg_.ping_timeout_ms);
+            ++it;
+        }
+    }
+    tick_relays(now);
+    refresh_self(now, false);
+    due(self_signed_ms_ + cfg_.record_lifetime_ms / 2);
+    tick_peers(now);
+    if (next_deadline_ <= now) next_deadline_ = now + tick_quantum_ms;
+    return next_deadline_;
+}
+
+void node_core::tick_relays(uint64_t now) {
+    for (size_t i = 0; i < relays_.size(); ++i) {
+        auto& r = relays_[i];
+        if (r.self) continue;
+        bool up = relay_up(r, now);
+        if (up != r.was_up) {
+            r.was_up = up;
+            recheck_all_ = true;
+            auto ep = relay_endpoint(r, now);
+            log(up ? 1 : 2, up ? "relay up" : "relay down",
+                {{"relay", r.spec.name}, {"endpoint", ep ? ep->str() : "-"}});
+            self_dirty_ = true;
+        }
+        if (now >= r.next_ping_ms) {
+            for (size_t a = 0; a < r.addrs.size(); ++a) {
+                send_ping(r.addrs[a].ep, 0, pending_ping{ping_kind::relay, {}, i, a}, now);
+            }
+            r.next_ping_ms = now + cfg_.ping_interval_ms;
+        }
+        due(r.next_ping_ms);
+        if (now >= r.next_hello_ms) {
+            // To every address: until one answers we do not know which works, and a relay with
+            // two families reached on both keeps both NAT mappings warm.
+            for (const auto& a : r.addrs) {
+                send(hello_msg{hello_msg::flag_want_records, self_}, a.ep, 0, now);
+            }
+            r.next_hello_ms = now + cfg_.hello_interval_ms;
+        }
+        due(r.next_hello_ms);
+        if (up) {
+            // If the relay went down and the last moment it was up is what we compare against,
+            // wake up when it would time out.
+            for (const auto& a : r.addrs) {
+                if (a.last_pong_ms) due(a.last_pong_ms + cfg_.path_timeout_ms + 1);
+            }
+        }
+    }
+}
+
+void node_core::tick_peers(uint64_t now) {
+    // Peers follow the record store: a record that expired (or was never there) is no peer.
+    for (auto it = peers_.begin(); it != peers_.end();) {
+        if (!store_.find(it->first)) {
+            log(1, "peer gone (record expired)", {{"peer", it->second.dp.name}});
+            it = peers_.erase(it);
+            ++dp_version_;
+        } else {
+            ++it;
+        }
+    }
+    const bool all = std::exchange(recheck_all_, false);
+    store_.for_each([&](const peer_record& rec) {
+        node_id id = rec.id();
+        if (id == identity_.id()) return;
+        auto [it, inserted] = peers_.try_emplace(id);
+        peer_entry& p = it->second;
+        if (inserted) {
+            p.dp.id = id;
+            log(1, "peer discovered", {{"peer", rec.name}, {"node_id", id.short_hex()}});
+            ++dp_version_;
+        }
+        if (p.record_seq != rec.seq) {
+            // Candidates follow the record, keeping what we measured for addresses that stay.
+            std::vector<candidate> cands;
+            for (const auto& e : rec.endpoints) {
+                candidate c{normalize(e)};
+                for (const auto& o : p.candidates) {
+                    if (o.ep == c.ep) c = o;
+                }
+                cands.push_back(c);
+            }
+            p.candidates = std::move(cands);
+            p.record_seq = rec.seq;
+            p.next_check_ms = 0;
+        }
+        // Only peers with something due are decided again: ticks stay cheap with many peers.
+        if (!all && now < p.next_check_ms) {
+            due(p.next_check_ms);
+            return;
+        }
+        uint64_t outer = std::exchange(next_deadline_, UINT64_MAX);
+        decide(id, p, rec, now);
+        p.next_check_ms = next_deadline_;
+        next_deadline_ = std::min(outer, next_deadline_);
+    });
+}
+
+void node_core::decide(const node_id& id, peer_entry& p, const peer_record& rec, uint64_t now) {
+    const bool in_use_direct = p.dp.path == path_kind::direct && !p.learned;
+    // Probe the direct candidates.
+    if (now >= p.next_probe_ms) {
+        for (size_t i = 0; i < p.candidates.size(); ++i) {
+            send_ping(p.candidates[i].ep, 0, pending_ping{ping_kind::direct, id, i}, now);
+        }
+        p.next_probe_ms =
+            now + (in_use_direct || p.dp.path == path_kind::none || p.learned
+                       ? cfg_.ping_interval_ms
+                       : cfg_.upgrade_interval_ms);
+    }
+    due(p.next_probe_ms);
+
+    peer_dataplane dp;
+    dp.id = id;
+    dp.name = rec.name;
+    dp.wg_public_key = rec.wg_public_key;
+    dp.allowed_ips = rec.pod_cidrs;
+    bool learned = false;
+
+    const candidate* best = nullptr;
+    for (const auto& c : p.candidates) {
+        if (c.last_pong_ms && now <= c.last_pong_ms + cfg_.path_timeout_ms) {
+            if (!best || c.rtt_ms < best->rtt_ms) best = &c;
+            due(c.last_pong_ms + cfg_.path_timeout_ms + 1);
+        }
+    }
+    if (best) {
+        dp.path = path_kind::direct;
+        if (rec.wg_port) {
+            dp.endpoint = wg_endpoint{best->ep.address, rec.wg_port};
+        } else {
+            learned = true;
+        }
+    } else if (p.last_inbound_ms && now <= p.last_inbound_ms + cfg_.path_timeout_ms) {
+        dp.path = path_kind::direct;
+        learned = true;
+        due(p.last_inbound_ms + cfg_.path_timeout_ms + 1);
+    } else if (!cfg_.relay_role) {
+        // The common relay with the lowest rendezvous score, among those up for us, listed by the
+        // peer, and not excluded for this pair.
+        const relay_entry* chosen = nullptr;
+        uint64_t best_score = UINT64_MAX;
+        for (const auto& rid : rec.relays) {
+            const relay_entry* r = relay_by_id(rid);
+            if (!r || r->self || !relay_up(*r, now)) continue;
+            auto ex = p.excluded.find(rid);
+            if (ex != p.excluded.end()) {
+                if (now < ex->second) {
+                    due(ex->second);
+                    continue;
+                }
+            }
+            uint64_t s = rendezvous_score(identity_.id(), id, rid);
+            if (!chosen || s < best_score) {
+                chosen = r;
+                best_score = s;
+            }
+        }
+        // All candidates excluded: better an old relay than none.
+        if (!chosen && !p.excluded.empty()) {
+            p.excluded.clear();
+            for (const auto& rid : rec.relays) {
+                const relay_entry* r = relay_by_id(rid);
+                if (r && !r->self && relay_up(*r, now)) {
+                    uint64_t s = rendezvous_score(identity_.id(), id, rid);
+                    if (!chosen || s < best_score) {
+                        chosen = r;
+                        best_score = s;
+                    }
+                }
+            }
+        }
+        if (chosen) {
+            dp.path = path_kind::relay;
+            dp.relay = *chosen->id;
+            dp.relay_endpoint = *relay_endpoint(*chosen, now);
+            dp.session_id = session_id_for(identity_.id(), id, *chosen->id);
+        }
+    }
+
+    // Relay session upkeep.
+    if (dp.path == path_kind::relay) {
+        if (!p.relay || *p.relay != dp.relay || p.session_id != dp.session_id) {
+            p.relay = dp.relay;
+            p.session_id = dp.session_id;
+            p.accepted = false;
+            p.next_request_ms = now;
+            p.relay_since_ms = now;
+            p.last_inband_pong_ms = 0;
+            p.next_inband_ms = now;
+        }
+        if (now >= p.next_request_ms) {
+            send(relay_session_request_msg{p.session_id, identity_.id(), id}, dp.relay_endpoint, 0,
+                 now);
+            p.next_request_ms = now + (p.accepted ? cfg_.session_refresh_ms : cfg_.session_retry_ms);
+        }
+        due(p.next_request_ms);
+        if (now >= p.next_inband_ms) {
+            send_ping(dp.relay_endpoint, p.session_id, pending_ping{ping_kind::inband, id}, now);
+            p.next_inband_ms = now + cfg_.ping_interval_ms;
+        }
+        due(p.next_inband_ms);
+        // End-to-end check: the relay answers us, but nothing comes back through it from the
+        // peer. Give the pair's session a fair start (both ends must bind), then try another.
+        uint64_t last = std::max(p.last_inband_pong_ms, p.relay_since_ms + 2 * cfg_.path_timeout_ms);
+        if (now > last + cfg_.path_timeout_ms) {
+            log(2, "relayed path silent end to end; trying another relay",
+                {{"peer", rec.name}, {"relay", name_of(dp.relay)}, {"path", "relay"}});
+            p.excluded[dp.relay] = now + cfg_.relay_exclude_ms;
+            p.relay.reset();
+            p.session_id = 0;
+            due(now);
+            // Decided again on the next tick (now), without this relay.
+        } else {
+            due(last + cfg_.path_timeout_ms + 1);
+        }
+    } else if (p.relay) {
+        p.relay.reset();
+        p.session_id = 0;
+        p.accepted = false;
+    }
+
+    if (dp != p.dp || learned != p.learned) {
+        if (dp.path != p.dp.path || dp.endpoint != p.dp.endpoint || dp.relay != p.dp.relay ||
+            learned != p.learned) {
+            std::string ep = dp.endpoint ? dp.endpoint->str() : (learned ? "learned" : "-");
+            std::vector<std::pair<std::string, std::string>> f = {
+                {"peer", rec.name}, {"path", to_string(dp.path)}, {"endpoint", ep}};
+            if (dp.path == path_kind::relay) {
+                f.emplace_back("relay", name_of(dp.relay));
+                f.emplace_back("why", "no direct answer within " +
+                                          std::to_string(cfg_.path_timeout_ms) + " ms");
+            } else if (dp.path == path_kind::direct) {
+                f.emplace_back("why", learned ? "the peer reaches us directly"
+                                              : "the peer answers on a direct address");
+            }
+            log(1, "path selected", std::move(f));
+        }
+        p.dp = std::move(dp);
+        p.learned = learned;
+        ++dp_version_;
+    }
+}
+
+uint64_t node_core::on_datagram(std::span<const uint8_t> datagram, const wg_endpoint& from_raw,
+                                uint64_t session_id, uint16_t via, uint64_t now) {
+    auto m = ch_.receive(datagram, now);
+    if (!m) return next_deadline_;  // counted by the channel; never answered
+    wg_endpoint from = normalize(from_raw);
+    if (m->sender == identity_.id()) return next_deadline_;  // our own, looped back
+    std::visit(
+        [&](const auto& b) {
+            using T = std::decay_t<decltype(b)>;
+            if constexpr (std::is_same_v<T, ping_msg>) {
+                on_ping(*m, b, from, session_id, now);
+            } else if constexpr (std::is_same_v<T, pong_msg>) {
+                on_pong(*m, b, now);
+            } else if constexpr (std::is_same_v<T, hello_msg>) {
+                if (!session_id) on_hello(*m, b, from, now);
+            } else if constexpr (std::is_same_v<T, records_msg>) {
+                if (!session_id) on_records(*m, b, now);
+            } else if constexpr (std::is_same_v<T, relay_session_request_msg>) {
+                if (!session_id) on_session_request(*m, b, from, via, now);
+            } else if constexpr (std::is_same_v<T, relay_session_accept_msg>) {
+                on_session_answer(*m, b.session_id, b.to, true, 0, now);
+            } else if constexpr (std::is_same_v<T, relay_session_reject_msg>) {
+                on_session_answer(*m, b.session_id, b.to, false, static_cast<uint8_t>(b.reason),
+                                  now);
+            }
+        },
+        m->body);
+    due(now);
+    return next_deadline_;
+}
+
+void node_core::on_ping(const control_message& m, const ping_msg& b, const wg_endpoint& from,
+                        uint64_t session_id, uint64_t now) {
+    send(pong_msg{b.seq, m.timestamp_us, from}, from, session_id, now);
+    if (!session_id) {
+        auto it = peers_.find(m.sender);
+        if (it != peers_.end()) {
+            it->second.last_inbound_ms = now;
+            it->second.next_check_ms = 0;
+        }
+    }
+}
+
+void node_core::on_pong(const control_message& m, const pong_msg& b, uint64_t now) {
+    auto it = pending_.find(b.seq);
+    if (it == pending_.end()) return;  // late, or not ours
+    pending_ping p = it->second;
+    double rtt = static_cast<double>(now - p.sent_ms);
+    switch (p.kind) {
+        case ping_kind::relay: {
+            if (p.index >= relays_.size() || p.addr >= relays_[p.index].addrs.size()) break;
+            auto& r = relays_[p.index];
+            if (r.id && *r.id != m.sender) {
+                log(2, "relay answered with a new node identity (reinstalled?)",
+                    {{"relay", r.spec.name}, {"node_id", m.sender.short_hex()}});
+            }
+            if (!r.id || *r.id != m.sender) {
+                self_dirty_ = true;
+                recheck_all_ = true;
+            }
+            r.id = m.sender;
+            auto& a = r.addrs[p.addr];
+            if (!a.last_pong_ms || now > a.last_pong_ms + cfg_.path_timeout_ms) recheck_all_ = true;
+            a.last_pong_ms = now;
+            a.rtt_ms = a.rtt_ms == 0 ? rtt : 0.75 * a.rtt_ms + 0.25 * rtt;
+            a.reflexive = normalize(b.observed);
+            break;
+        }
+        case ping_kind::direct: {
+            if (m.sender != p.peer) break;
+            auto pit = peers_.find(p.peer);
+            if (pit == peers_.end() || p.index >= pit->second.candidates.size()) break;
+            auto& c = pit->second.candidates[p.index];
+            c.last_pong_ms = now;
+            c.rtt_ms = c.rtt_ms == 0 ? rtt : 0.75 * c.rtt_ms + 0.25 * rtt;
+            pit->second.next_check_ms = 0;
+            break;
+        }
+        case ping_kind::inband: {
+            if (m.sender != p.peer) break;
+            auto pit = peers_.find(p.peer);
+            if (pit == peers_.end()) break;
+            auto& pe = pit->second;
+            pe.last_inband_pong_ms = now;
+            pe.inband_rtt_ms = pe.inband_rtt_ms == 0 ? rtt : 0.75 * pe.inband_rtt_ms + 0.25 * rtt;
+            pe.next_check_ms = 0;
+            break;
+        }
+        case ping_kind::user:
+            if (m.sender != p.peer) break;
+            ping_results_.push_back(ping_result{p.token, rtt});
+            break;
+    }
+    pending_.erase(it);
+}
+
+void node_core::on_hello(const control_message& m, const hello_msg& b, const wg_endpoint& from,
+                         uint64_t now) {
+    if (!cfg_.relay_role) return;  // only relays are rendezvous points
+    auto put = store_.put(b.record, now);
+    if (!put) {
+        // Outdated seq is normal (a HELLO overtaken by a newer one); anything else is worth a line.
+        if (!put.err().is(errc::already_exists)) {
+            log(2, "registration refused", {{"peer", b.record.name}, {"error", put.err().message}});
+        }
+        return;
+    }
+    registered_[m.sender] = registration{from, now};
+    if (*put == put_outcome::inserted) {
+        log(1, "node registered", {{"peer", b.record.name}, {"endpoint", from.str()}});
+    }
+    if (*put != put_outcome::duplicate) push_record(b.record, m.sender, now);
+    if (b.flags & hello_msg::flag_want_records) send_records(from, now);
+}
+
+void node_core::push_record(const peer_record& rec, const node_id& except, uint64_t now) {
+    if (!cfg_.relay_role) return;
+    for (auto it = registered_.begin(); it != registered_.end();) {
+        // A node that stopped saying HELLO is no longer listening here.
+        if (now > it->second.last_hello_ms + 3 * cfg_.hello_interval_ms) {
+            it = registered_.erase(it);
+            continue;
+        }
+        if (it->first != except && it->first != rec.id()) {
+            send(records_msg{{rec}}, it->second.from, 0, now);
+        }
+        ++it;
+    }
+}
+
+void node_core::send_records(const wg_endpoint& to, uint64_t now) {
+    // Our own record first, then the store, packed into datagrams below the control size limit.
+    std::vector<const peer_record*> all{&self_};
+    store_.for_each([&](const peer_record& r) { all.push_back(&r); });
+    records_msg batch;
+    size_t size = envelope_size + 1;
+    for (const auto* r : all) {
+        auto enc = r->encode();
+        if (!enc) continue;
+        size_t n = 2 + enc->size();
+        if (!batch.records.empty() &&
+            (size + n > max_control_plaintext || batch.records.size() == 255)) {
+            send(std::move(batch), to, 0, now);
+            batch = records_msg{};
+            size = envelope_size + 1;
+        }
+        batch.records.push_back(*r);
+        size += n;
+    }
+    if (!batch.records.empty()) send(std::move(batch), to, 0, now);
+}
+
+void node_core::on_records(const control_message& m, const records_msg& b, uint64_t now) {
+    // Records come from relays (the rendezvous); from anyone else they are ignored. The relay is
+    // not trusted for their content: every record is verified against its own node's key.
+    if (!relay_by_id(m.sender)) return;
+    for (const auto& r : b.records) {
+        if (r.id() == identity_.id()) continue;
+        auto put = store_.put(r, now);
+        if (!put && !put.err().is(errc::already_exists)) {
+            log(0, "record refused", {{"peer", r.name}, {"error", put.err().message}});
+        }
+        // A relay passes on what it learned from another relay (nodes that reach only us).
+        if (put && *put != put_outcome::duplicate) push_record(r, m.sender, now);
+    }
+}
+
+void node_core::on_session_request(const control_message& m, const relay_session_request_msg& b,
+                                   const wg_endpoint& from, uint16_t via, uint64_t now) {
+    auto reject = [&](reject_reason why) {
+        send(relay_session_reject_msg{b.session_id, b.from, b.to, why}, from, 0, now);
+    };
+    if (!cfg_.relay_role || !binder_) return reject(reject_reason::not_a_relay);
+    // A node asks only for its own side: the request's `from` must be the authenticated sender.
+    if (b.from != m.sender || b.to == b.from) return reject(reject_reason::unspecified);
+    auto st = binder_->bind(b.session_id, b.from, b.to, from, via);
+    if (!st) {
+        log(2, "relay session refused",
+            {{"peer", name_of(b.from)}, {"error", st.err().message}, {"endpoint", from.str()}});
+        return reject(st.err().is(errc::exhausted) ? reject_reason::capacity
+                                                   : reject_reason::unspecified);
+    }
+    send(relay_session_accept_msg{b.session_id, b.from, b.to}, from, 0, now);
+}
+
+void node_core::on_session_answer(const control_message& m, uint64_t session_id,
+                                  const node_id& to, bool accepted, uint8_t reason,
+                                  uint64_t now) {
+    auto it = peers_.find(to);
+    if (it == peers_.end()) return;
+    auto& p = it->second;
+    if (!p.relay || *p.relay != m.sender || p.session_id != session_id) return;
+    p.next_check_ms = 0;
+    if (accepted) {
+        if (!p.accepted) {
+            log(0, "relay session accepted",
+                {{"peer", p.dp.name}, {"relay", name_of(m.sender)}});
+        }
+        p.accepted = true;
+        p.next_request_ms = now + cfg_.session_refresh_ms;
+    } else {
+        log(2, "relay session rejected; trying another relay",
+            {{"peer", p.dp.name}, {"relay", name_of(m.sender)}, {"reason", std::to_string(reason)}});
+        p.excluded[m.sender] = now + cfg_.relay_exclude_ms;
+        p.relay.reset();
+        p.session_id = 0;
+    }
+}
+
+result<uint64_t> node_core::ping(const node_id& peer, uint64_t now) {
+    auto it = peers_.find(peer);
+    if (it == peers_.end()) return error(errc::not_found, "no such peer");
+    const auto& p = it->second;
+    uint64_t token = next_token_++;
+    pending_ping pp{ping_kind::user, peer};
+    pp.token = token;
+    if (p.dp.path == path_kind::direct) {
+        // The control endpoint behind the direct path, or (learned) the last direct PING source
+        // is not known here: probe every candidate; the first answer wins.
+        bool sent = false;
+        for (const auto& c : p.candidates) {
+            if (p.dp.endpoint && c.ep.address != p.dp.endpoint->address) continue;
+            send_ping(c.ep, 0, pp, now);
+            sent = true;
+        }
+        if (!sent) {
+            for (const auto& c : p.candidates) send_ping(c.ep, 0, pp, now);
+        }
+    } else if (p.dp.path == path_kind::relay) {
+        send_ping(p.dp.relay_endpoint, p.dp.session_id, pp, now);
+    } else {
+        return error(errc::state_mismatch, "no path to " + p.dp.name + " yet");
+    }
+    due(now + cfg_.ping_timeout_ms);
+    return token;
+}
+
+std::optional<node_id> node_core::resolve(const std::string& name_or_id) const {
+    for (const auto& [id, p] : peers_) {
+        if (p.dp.name == name_or_id || id.hex() == name_or_id) return id;
+    }
+    return std::nullopt;
+}
+
+std::vector<peer_dataplane> node_core::dataplane() const {
+    std::vector<peer_dataplane> v;
+    v.reserve(peers_.size());
+    for (const auto& [id, p] : peers_) v.push_back(p.dp);
+    return v;
+}
+
+std::vector<peer_view> node_core::peers() const {
+    std::vector<peer_view> v;
+    for (const auto& [id, p] : peers_) {
+        peer_view pv;
+        pv.id = id;
+        pv.name = p.dp.name;
+        pv.wg_public_key = p.dp.wg_public_key;
+        pv.pod_cidrs = p.dp.allowed_ips;
+        pv.path = p.dp.path;
+        pv.learned = p.learned;
+        pv.endpoint = p.dp.endpoint;
+        if (p.dp.path == path_kind::relay) {
+            pv.relay = p.dp.relay;
+            pv.relay_name = name_of(p.dp.relay);
+            pv.session_id = p.dp.session_id;
+            pv.session_accepted = p.accepted;
+            if (p.last_inband_pong_ms) pv.rtt_ms = p.inband_rtt_ms;
+        } else if (p.dp.path == path_kind::direct) {
+            for (const auto& c : p.candidates) {
+                if (c.last_pong_ms && (!pv.rtt_ms || c.rtt_ms < *pv.rtt_ms)) pv.rtt_ms = c.rtt_ms;
+            }
+        }
+        v.push_back(std::move(pv));
+    }
+    return v;
+}
+
+std::vector<relay_view> node_core::relays() const {
+    std::vector<relay_view> v;
+    // No clock here: "up" is judged at the last instant the core saw (the newest PONG or tick).
+    for (const auto& r : relays_) {
+        relay_view rv;
+        rv.name = r.spec.name;
+        rv.addresses = r.spec.addresses;
+        rv.id = r.id;
+        if (r.self) {
+            rv.state = relay_state::self;
+        } else {
+            rv.state = r.was_up ? relay_state::up : (r.id ? relay_state::down : relay_state::unknown);
+            const relay_addr_state* best = nullptr;
+            for (const auto& a : r.addrs) {
+                if (a.last_pong_ms && (!best || a.last_pong_ms > best->last_pong_ms)) best = &a;
+            }
+            if (best) {
+                rv.endpoint = best->ep;
+                rv.rtt_ms = best->rtt_ms;
+                rv.reflexive = best->reflexive;
+            }
+        }
+        if (r.id) {
+            for (const auto& [id, p] : peers_) {
+                if (p.dp.path == path_kind::relay && p.dp.relay == *r.id) ++rv.load;
+            }
+        }
+        v.push_back(std::move(rv));
+    }
+    return v;
+}
+
+}  // namespace mw::meshd

@@ -1,0 +1,321 @@
+// The node's protocol brain (DESIGN §4, §5, §7): membership through the relays, a path per peer
+// (direct or relayed), end-to-end liveness of every path, and — on nodes listed in relayNodes —
+// the relay service's control side (registrations, RECORDS answers, session set-up).
+//
+// Pure: events and `now` (unix ms) in; datagrams to send, log events, the desired data plane and
+// the next deadline out. No clock, socket, thread or OS randomness: the caller passes an RNG, and
+// the relay's session table is reached through relay_binder. That is what lets test/sim run
+// hundreds of these on a simulated network with a virtual clock.
+//
+// Membership: every node sends HELLO (its signed record, "send me RECORDS") to every configured
+// relay every hello_interval; a relay stores the record and answers with every record it holds,
+// its own included, and pushes a new or changed record to every node registered with it. Records are the record_store's: verified, newest seq wins, bounded.
+//
+// Paths, per remote node B (see docs/architecture.md "Paths"):
+//   direct   we got a PONG from one of B's advertised control endpoints within path_timeout;
+//            the WireGuard endpoint is that address with B's WireGuard port. Probed every
+//            ping_interval while in use, every upgrade_interval otherwise (so a relayed pair
+//            upgrades by itself when direct starts to work, and the probing stays bounded).
+//   direct (learned)  no probe of ours came back, but B's own direct PINGs reach us: B can reach
+//            us, so B's WireGuard will reach ours and ours learns B's address from it (WireGuard
+//            roaming); we leave B's endpoint alone.
+//   relay    otherwise, through a relay both of us are attached to. Both ends pick the same
+//            relay and session id without talking to each other: the relay with the lowest
+//            rendezvous hash of (pair, relay), and a session id hashed from (pair, relay). Each
+//            end asks the relay to bind its side (RELAY_SESSION_REQUEST, refreshed, which also
+//            restores the session after a relay restart). Liveness is end to end on the data
+//            path: sealed PINGs inside RELAY_DATA frames of the session, answered the same way.
+//            A relayed path whose in-band PINGs stop coming back while the relay itself answers
+//            is given up for that pair and another common relay is tried.
+//   none     no way yet (no record, no common relay).
+// Nodes with the relay role never take relayed paths: every other node reaches them directly.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <optional>
+#include <span>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "common/ip_address.hpp"
+#include "common/result.hpp"
+#include "common/wireguard/wg_endpoint.hpp"
+#include "common/wireguard/wg_key.hpp"
+#include "meshd/core/control_channel.hpp"
+#include "meshd/core/node_id.hpp"
+#include "meshd/core/node_identity.hpp"
+#include "meshd/core/peer_record.hpp"
+#include "meshd/core/record_store.hpp"
+#include "meshd/core/relay_session_table.hpp"
+
+namespace mw::meshd {
+
+enum class path_kind : uint8_t { none, direct, relay };
+const char* to_string(path_kind k) noexcept;
+
+struct relay_spec {
+    std::string name;
+    std::vector<ip_address> addresses;
+    friend bool operator==(const relay_spec&, const relay_spec&) = default;
+};
+
+struct node_core_config {
+    std::string node_name;
+    std::vector<ip_prefix> pod_cidrs;
+    uint16_t control_port = 51821;  // ours, and the port relays are reached on
+    uint16_t wg_port = 51820;
+    std::vector<wg_endpoint> endpoints;  // our control endpoints, advertised in our record
+    std::vector<relay_spec> relays;
+    bool relay_role = false;
+
+    uint64_t ping_interval_ms = 1000;     // relays, paths in use (direct and in-band)
+    uint64_t upgrade_interval_ms = 5000;  // direct candidates of a pair not using them
+    uint64_t path_timeout_ms = 3500;      // no answer for this long: path / relay is down
+    uint64_t hello_interval_ms = 10000;
+    uint64_t session_refresh_ms = 15000;
+    uint64_t session_retry_ms = 1000;  // until the relay accepted
+    uint64_t relay_exclude_ms = 30000;  // a relay that failed a pair is not retried for it
+    uint64_t record_lifetime_ms = 10 * 60 * 1000;
+    uint64_t ping_timeout_ms = 3000;  // pending PINGs are forgotten after this
+};
+
+// One remote node as the data plane should have it.
+struct peer_dataplane {
+    node_id id;
+    std::string name;
+    wg_key wg_public_key;
+    std::vector<ip_prefix> allowed_ips;
+    path_kind path = path_kind::none;
+    // direct: the peer's address and WireGuard port; nullopt: learned by WireGuard (see above).
+    std::optional<wg_endpoint> endpoint;
+    node_id relay;               // relay path
+    wg_endpoint relay_endpoint;  // relay path: the relay's socket
+    uint64_t session_id = 0;     // relay path
+
+    friend bool operator==(const peer_dataplane&, const peer_dataplane&) = default;
+};
+
+struct outgoing_datagram {
+    wg_endpoint to;
+    uint64_t session_id = 0;  // non-zero: send inside RELAY_DATA of this session (in-band)
+    std::vector<uint8_t> bytes;
+};
+
+struct core_log_event {
+    int level = 1;  // log::level values: 0 debug, 1 info, 2 warn, 3 error
+    std::string msg;
+    std::vector<std::pair<std::string, std::string>> fields;
+};
+
+// The relay's session table, as the control side of the relay service sees it.
+class relay_binder {
+public:
+    virtual ~relay_binder() = default;
+    virtual result<relay_bind_state> bind(uint64_t session_id, const node_id& from,
+                                          const node_id& to, const wg_endpoint& observed,
+                                          uint16_t via) = 0;
+};
+
+// meshctl's views.
+struct peer_view {
+    node_id id;
+    std::string name;
+    wg_key wg_public_key;
+    std::vector<ip_prefix> pod_cidrs;
+    path_kind path = path_kind::none;
+    bool learned = false;  // direct, endpoint learned by WireGuard
+    std::optional<node_id> relay;
+    std::string relay_name;
+    uint64_t session_id = 0;
+    bool session_accepted = false;
+    std::optional<wg_endpoint> endpoint;
+    std::optional<double> rtt_ms;  // of the path in use
+};
+
+enum class relay_state { unknown, up, down, self };
+const char* to_string(relay_state s) noexcept;
+
+struct relay_view {
+    std::string name;
+    std::vector<ip_address> addresses;
+    std::optional<node_id> id;
+    std::optional<wg_endpoint> endpoint;
+    relay_state state = relay_state::unknown;
+    std::optional<double> rtt_ms;
+    std::optional<wg_endpoint> reflexive;  // our address as the relay sees it
+    size_t load = 0;                       // our pairs relayed through it
+};
+
+struct ping_result {
+    uint64_t token = 0;
+    double rtt_ms = 0;
+};
+
+class node_core {
+public:
+    using rng_fn = std::function<void(std::span<uint8_t>)>;
+
+    node_core(node_core_config cfg, const node_identity& identity, psk_sealer sealer, rng_fn rng,
+              relay_binder* binder = nullptr, record_store_config store_cfg = {});
+
+    // Starts registering; call once. Returns the next deadline.
+    uint64_t start(uint64_t now_ms);
+    // A control datagram that arrived from `from` (session_id != 0: in-band, inside RELAY_DATA of
+    // that session); `via` is the relay forwarder's socket tag, passed back to relay_binder.
+    // Returns the next deadline (the effects of a datagram are decided on the next tick, which is
+    // at most tick_quantum_ms away: ticks are O(peers), so they are batched, not run per packet).
+    uint64_t on_datagram(std::span<const uint8_t> datagram, const wg_endpoint& from,
+                     uint64_t session_id, uint16_t via, uint64_t now_ms);
+    // Timers. Returns the next deadline (absolute, ms).
+    uint64_t tick(uint64_t now_ms);
+    // Live configuration changes (relayNodes, our addresses).
+    void set_relays(std::vector<relay_spec> relays, bool relay_role, uint64_t now_ms);
+    void set_endpoints(std::vector<wg_endpoint> endpoints, uint64_t now_ms);
+
+    // meshctl ping: sends one PING over the peer's path in use; the answer shows up in
+    // take_ping_results() with the returned token. Errors: not_found (no such peer), state_mismatch
+    // (no path).
+    result<uint64_t> ping(const node_id& peer, uint64_t now_ms);
+
+    std::vector<outgoing_datagram> take_outgoing() { return std::exchange(out_, {}); }
+    std::vector<core_log_event> take_log() { return std::exchange(log_, {}); }
+    std::vector<ping_result> take_ping_results() { return std::exchange(ping_results_, {}); }
+
+    // Desired data plane; dataplane_version() changes whenever it does.
+    uint64_t dataplane_version() const noexcept { return dp_version_; }
+    std::vector<peer_dataplane> dataplane() const;
+
+    std::vector<peer_view> peers() const;
+    std::vector<relay_view> relays() const;
+    const peer_record& self_record() const noexcept { return self_; }
+    const control_counters& counters() const noexcept { return ch_.counters(); }
+    const record_store& store() const noexcept { return store_; }
+    const node_core_config& config() const noexcept { return cfg_; }
+    const node_id& id() const noexcept { return identity_.id(); }
+    // Resolves a name or a 64-hex node ID to a known peer.
+    std::optional<node_id> resolve(const std::string& name_or_id) const;
+
+    // The pair's relay choice and session id (exposed for tests and the simulation).
+    static uint64_t session_id_for(const node_id& a, const node_id& b, const node_id& relay);
+    static uint64_t rendezvous_score(const node_id& a, const node_id& b, const node_id& relay);
+
+private:
+    struct relay_addr_state {
+        wg_endpoint ep;
+        uint64_t last_pong_ms = 0;
+        double rtt_ms = 0;
+        std::optional<wg_endpoint> reflexive;
+    };
+    struct relay_entry {
+        relay_spec spec;
+        bool self = false;
+        std::optional<node_id> id;
+        std::vector<relay_addr_state> addrs;
+        uint64_t next_ping_ms = 0;
+        uint64_t next_hello_ms = 0;
+        bool was_up = false;
+    };
+    struct candidate {
+        wg_endpoint ep;  // control endpoint
+        uint64_t last_pong_ms = 0;
+        double rtt_ms = 0;
+    };
+    struct peer_entry {
+        std::vector<candidate> candidates;
+        uint64_t next_probe_ms = 0;
+        uint64_t last_inbound_ms = 0;  // last direct PING from the peer
+        // relay path
+        std::optional<node_id> relay;
+        uint64_t session_id = 0;
+        bool accepted = false;
+        uint64_t next_request_ms = 0;
+        uint64_t next_inband_ms = 0;
+        uint64_t relay_since_ms = 0;
+        uint64_t last_inband_pong_ms = 0;
+        double inband_rtt_ms = 0;
+        std::map<node_id, uint64_t> excluded;  // relay -> until
+        // when decide() must run again (0: now); events that may change the decision reset it
+        uint64_t next_check_ms = 0;
+        uint64_t record_seq = 0;  // the record the candidates were taken from
+        // the decision
+        peer_dataplane dp;
+        bool learned = false;
+    };
+    enum class ping_kind : uint8_t { relay, direct, inband, user };
+    struct pending_ping {
+        ping_kind kind;
+        node_id peer;       // direct/inband/user: the peer; relay: unused
+        size_t index = 0;   // relay: relay index; direct: candidate index
+        size_t addr = 0;    // relay: address index
+        uint64_t sent_ms = 0;
+        uint64_t token = 0;
+    };
+
+    void send(message_body body, const wg_endpoint& to, uint64_t session_id, uint64_t now);
+    uint64_t send_ping(const wg_endpoint& to, uint64_t session_id, pending_ping p, uint64_t now);
+    void log(int level, std::string msg, std::vector<std::pair<std::string, std::string>> f = {});
+    static constexpr uint64_t tick_quantum_ms = 20;
+    void due(uint64_t t) {
+        t += (tick_quantum_ms - t % tick_quantum_ms) % tick_quantum_ms;  // batch nearby timers
+        if (t < next_deadline_) next_deadline_ = t;
+    }
+
+    void refresh_self(uint64_t now, bool force);
+    void tick_relays(uint64_t now);
+    void tick_peers(uint64_t now);
+    void decide(const node_id& id, peer_entry& p, const peer_record& rec, uint64_t now);
+    bool relay_up(const relay_entry& r, uint64_t now) const;
+    std::optional<wg_endpoint> relay_endpoint(const relay_entry& r, uint64_t now) const;
+    const relay_entry* relay_by_id(const node_id& id) const;
+    relay_entry* relay_by_id(const node_id& id);
+    std::string name_of(const node_id& id) const;
+
+    void on_ping(const control_message& m, const ping_msg& b, const wg_endpoint& from,
+                 uint64_t session_id, uint64_t now);
+    void on_pong(const control_message& m, const pong_msg& b, uint64_t now);
+    void on_hello(const control_message& m, const hello_msg& b, const wg_endpoint& from,
+                  uint64_t now);
+    void on_records(const control_message& m, const records_msg& b, uint64_t now);
+    void on_session_request(const control_message& m, const relay_session_request_msg& b,
+                            const wg_endpoint& from, uint16_t via, uint64_t now);
+    void on_session_answer(const control_message& m, uint64_t session_id, const node_id& to,
+                           bool accepted, uint8_t reason, uint64_t now);
+    void send_records(const wg_endpoint& to, uint64_t now);
+    void push_record(const peer_record& rec, const node_id& except, uint64_t now);
+
+    node_core_config cfg_;
+    node_identity identity_;
+    control_channel ch_;
+    rng_fn rng_;
+    relay_binder* binder_;
+    record_store store_;
+    peer_record self_;
+    bool self_dirty_ = true;
+    uint64_t self_signed_ms_ = 0;
+
+    std::vector<relay_entry> relays_;
+    // Relay role: the nodes registered with us and where their HELLOs come from, so a new or
+    // changed record reaches every node at once instead of at its next HELLO.
+    struct registration {
+        wg_endpoint from;
+        uint64_t last_hello_ms = 0;
+    };
+    std::map<node_id, registration> registered_;
+    std::map<node_id, peer_entry> peers_;
+    std::map<uint64_t, pending_ping> pending_;
+    uint64_t next_seq_ = 1;
+    uint64_t next_token_ = 1;
+    uint64_t next_expire_ms_ = 0;
+
+    std::vector<outgoing_datagram> out_;
+    std::vector<core_log_event> log_;
+    std::vector<ping_result> ping_results_;
+    uint64_t dp_version_ = 0;
+    uint64_t next_deadline_ = UINT64_MAX;
+    bool recheck_all_ = true;  // relay state changed: every peer's decision may change
+};
+
+}  // namespace mw::meshd

@@ -1,0 +1,294 @@
+#include "test/sim/sim_net.hpp"
+
+#include <algorithm>
+#include <stdexcept>
+
+#include "meshd/core/relay_addr.hpp"
+#include "meshd/core/wire_codec.hpp"
+
+namespace mw::sim {
+
+using namespace mw::meshd;
+
+namespace {
+
+struct sim_binder : relay_binder {
+    relay_session_table& table;
+    sim_net& net;
+    sim_binder(relay_session_table& t, sim_net& n) : table(t), net(n) {}
+    result<relay_bind_state> bind(uint64_t session_id, const node_id& from, const node_id& to,
+                                  const wg_endpoint& observed, uint16_t via) override {
+        return table.bind(session_id, from, to, relay_addr::from_endpoint(observed), net.now(),
+                          via);
+    }
+};
+
+ip_address addr(const std::string& s) {
+    return ip_address::parse(s).value();
+}
+
+std::string key(const wg_endpoint& e) {
+    return e.str();
+}
+
+}  // namespace
+
+sim_net::sim_net(uint64_t seed, uint64_t t0) : rng_(seed), t0_(t0), now_(t0), now_us_(t0 * 1000) {}
+sim_net::~sim_net() = default;
+
+int sim_net::add_lan(bool symmetric, double delay_ms) {
+    sim_nat n;
+    n.lan = static_cast<int>(nats_.size()) + 1;
+    n.pub = addr("198.51.100." + std::to_string(n.lan));
+    n.symmetric = symmetric;
+    n.delay_ms = delay_ms;
+    nats_.push_back(std::move(n));
+    return nats_.back().lan;
+}
+
+sim_host& sim_net::add_public(const std::string& name, double delay_ms) {
+    auto h = std::make_unique<sim_host>();
+    h->name = name;
+    ++public_count_;
+    h->addr = addr("203.0." + std::to_string(113 + public_count_ / 250) + "." +
+                   std::to_string(1 + public_count_ % 250));
+    h->delay_ms = delay_ms;
+    hosts_.push_back(std::move(h));
+    return *hosts_.back();
+}
+
+sim_host& sim_net::add_lan_host(int lan, const std::string& name) {
+    int n = 1;
+    for (const auto& h : hosts_) n += h->lan == lan;
+    auto h = std::make_unique<sim_host>();
+    h->name = name;
+    h->lan = lan;
+    h->addr = addr("10." + std::to_string(lan) + "." + std::to_string(n / 250) + "." +
+                   std::to_string(1 + n % 250));
+    hosts_.push_back(std::move(h));
+    return *hosts_.back();
+}
+
+std::vector<relay_spec> sim_net::relay_specs() const {
+    std::vector<relay_spec> v;
+    for (const auto& h : hosts_) {
+        if (h->relay) v.push_back(relay_spec{h->name, {h->addr}});
+    }
+    return v;
+}
+
+void sim_net::start_core(sim_host& h, const std::vector<relay_spec>& relays,
+                         const std::string& psk, node_core_config c) {
+    identity_seed seed{};
+    uint64_t s = rng_();
+    for (size_t i = 0; i < seed.size(); ++i) seed[i] = static_cast<uint8_t>(s >> (8 * (i % 8))) ^ i;
+    auto id = node_identity::from_seed(seed);
+    auto sealer = psk_sealer::create(
+        std::span(reinterpret_cast<const uint8_t*>(psk.data()), psk.size()));
+    c.node_name = h.name;
+    size_t idx = 0;
+    for (size_t i = 0; i < hosts_.size(); ++i) {
+        if (hosts_[i].get() == &h) idx = i;
+    }
+    c.pod_cidrs = {ip_prefix::parse("10.244." + std::to_string(idx % 256) + ".0/24").value()};
+    c.control_port = port;
+    c.endpoints = {h.ep(port)};
+    c.relays = relays;
+    c.relay_role = false;
+    for (const auto& r : relays) c.relay_role |= r.name == h.name;
+    if (c.relay_role) {
+        h.relay = true;
+        h.table = std::make_unique<relay_session_table>();
+        h.binder = std::make_unique<sim_binder>(*h.table, *this);
+    }
+    auto rng_seed = rng_();
+    auto gen = std::make_shared<std::mt19937_64>(rng_seed);
+    h.core = std::make_unique<node_core>(
+        c, id, std::move(sealer.value()),
+        [gen](std::span<uint8_t> out) {
+            for (auto& b : out) b = static_cast<uint8_t>((*gen)());
+        },
+        h.binder.get());
+    h.deadline = h.core->start(now_);
+    drain(h);
+}
+
+sim_host& sim_net::operator[](const std::string& name) {
+    for (auto& h : hosts_) {
+        if (h->name == name) return *h;
+    }
+    throw std::out_of_range("no sim host " + name);
+}
+
+sim_host* sim_net::host_at(const ip_address& a) {
+    for (auto& h : hosts_) {
+        if (h->addr == a) return h.get();
+    }
+    return nullptr;
+}
+
+sim_nat* sim_net::nat_at(const ip_address& a) {
+    for (auto& n : nats_) {
+        if (n.pub == a) return &n;
+    }
+    return nullptr;
+}
+
+bool sim_net::lost(double p) {
+    if (p <= 0) return false;
+    return std::uniform_real_distribution<double>(0, 1)(rng_) < p;
+}
+
+void sim_net::run_for(uint64_t ms) {
+    step(now_ + ms);
+}
+
+void sim_net::step(uint64_t until_ms) {
+    const uint64_t until_us = until_ms * 1000;
+    for (;;) {
+        uint64_t tq = queue_.empty() ? UINT64_MAX : queue_.top().at_us;
+        uint64_t th = UINT64_MAX;
+        for (auto& h : hosts_) {
+            if (h->core && h->up && h->deadline != UINT64_MAX) th = std::min(th, h->deadline * 1000);
+        }
+        uint64_t t = std::min(tq, th);
+        if (t > until_us) {
+            now_us_ = std::max(now_us_, until_us);
+            now_ = now_us_ / 1000;
+            return;
+        }
+        now_us_ = std::max(now_us_, t);
+        now_ = now_us_ / 1000;
+        if (tq <= th) {
+            event e = queue_.top();
+            queue_.pop();
+            deliver(e);
+        } else {
+            for (auto& h : hosts_) {
+                if (h->core && h->up && h->deadline * 1000 <= now_us_) {
+                    h->deadline = h->core->tick(now_);
+                    drain(*h);
+                }
+            }
+        }
+    }
+}
+
+void sim_net::drain(sim_host& h) {
+    for (auto& o : h.core->take_outgoing()) {
+        if (o.session_id) {
+            std::vector<uint8_t> frame(relay_data_header_size + o.bytes.size());
+            write_relay_data_header(o.session_id, frame.data());
+            std::copy(o.bytes.begin(), o.bytes.end(), frame.begin() + relay_data_header_size);
+            transmit(h, o.to, std::move(frame));
+        } else {
+            transmit(h, o.to, std::move(o.bytes));
+        }
+    }
+    auto l = h.core->take_log();
+    if (h.keep_log && h.log.size() < 20000) {
+        for (auto& e : l) h.log.push_back(std::move(e));
+    }
+}
+
+void sim_net::transmit(sim_host& src, const wg_endpoint& to, std::vector<uint8_t> bytes) {
+    if (!src.up || lost(src.loss)) {
+        ++dropped_;
+        return;
+    }
+    wg_endpoint from = src.ep(port);
+    sim_host* dst = host_at(to.address);
+    if (src.lan >= 0) {
+        if (dst && dst->lan == src.lan) {
+            if (nats_[src.lan - 1].isolated) {
+                ++dropped_;
+                return;
+            }
+            return route(from, to, std::move(bytes), 0.2);
+        }
+        sim_nat& nat = nats_[src.lan - 1];
+        auto k = std::make_pair(key(from), nat.symmetric ? key(to) : std::string());
+        auto it = nat.out.find(k);
+        uint16_t p;
+        if (it == nat.out.end()) {
+            p = nat.next_port++;
+            nat.out.emplace(k, p);
+            nat.in[p] = sim_nat::mapping{from, {}};
+        } else {
+            p = it->second;
+        }
+        auto& allowed = nat.in[p].allowed;
+        if (std::find(allowed.begin(), allowed.end(), to) == allowed.end()) allowed.push_back(to);
+        return route(wg_endpoint{nat.pub, p}, to, std::move(bytes), nat.delay_ms);
+    }
+    route(from, to, std::move(bytes), src.delay_ms);
+}
+
+// Second half of a datagram's trip: from the public core to its destination.
+void sim_net::route(const wg_endpoint& from, const wg_endpoint& to, std::vector<uint8_t> bytes,
+                    double delay_ms) {
+    sim_host* dst = host_at(to.address);
+    wg_endpoint final_to = to;
+    double d = delay_ms;
+    if (dst && (dst->lan < 0 || delay_ms == 0.2)) {
+        if (dst->lan < 0) d += dst->delay_ms;
+    } else if (sim_nat* nat = nat_at(to.address)) {
+        auto it = nat->in.find(to.port);
+        if (it == nat->in.end() ||
+            std::find(it->second.allowed.begin(), it->second.allowed.end(), from) ==
+                it->second.allowed.end()) {
+            ++dropped_;  // no mapping, or filtered: a NAT drops unsolicited traffic
+            return;
+        }
+        final_to = it->second.internal;
+        d += nat->delay_ms;
+    } else {
+        ++dropped_;  // a private address of another LAN: not routed
+        return;
+    }
+    queue_.push(event{now_us_ + static_cast<uint64_t>(d * 1000), seq_++, from, final_to,
+                      std::move(bytes)});
+}
+
+void sim_net::deliver(const event& e) {
+    sim_host* h = host_at(e.to.address);
+    if (!h || !h->up || !h->core || e.to.port != port || lost(h->loss)) {
+        ++dropped_;
+        return;
+    }
+    ++delivered_;
+    ++h->rx_datagrams;
+    std::span<const uint8_t> d(e.bytes);
+    if (classify(d) == frame_kind::relay_data) {
+        auto sid = peek_relay_data_session(d);
+        if (!sid) return;
+        if (h->relay) {
+            auto* dest = h->table->route(*sid, relay_addr::from_endpoint(e.from), d.size(), now_);
+            if (!dest) return;
+            ++h->relay_forwarded;
+            transmit(*h, dest->to_endpoint(), e.bytes);
+            return;
+        }
+        auto v = decode_relay_data(d);
+        if (!v || classify(v->payload) != frame_kind::control) return;  // WireGuard: not simulated
+        ++h->inband_rx;
+        h->deadline = h->core->on_datagram(v->payload, e.from, *sid, 0, now_);
+    } else {
+        h->deadline = h->core->on_datagram(d, e.from, 0, 0, now_);
+    }
+    drain(*h);
+}
+
+path_kind sim_net::path(const std::string& a, const std::string& b) {
+    auto p = peer(a, b);
+    return p ? p->path : path_kind::none;
+}
+
+std::optional<peer_view> sim_net::peer(const std::string& a, const std::string& b) {
+    for (auto& pv : (*this)[a].core->peers()) {
+        if (pv.name == b) return pv;
+    }
+    return std::nullopt;
+}
+
+}  // namespace mw::sim

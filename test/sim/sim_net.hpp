@@ -1,0 +1,138 @@
+// A simulated network for node_core (DESIGN §9): many cores in one process, a virtual clock,
+// per-host one-way latency, loss, LANs behind NAT boxes (port-restricted cone or symmetric), and
+// relays that forward RELAY_DATA through the real relay_session_table. WireGuard itself is not
+// simulated: the data path is exercised by the cores' in-band probes, which travel exactly as
+// WireGuard packets would (inside RELAY_DATA of the pair's session).
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <optional>
+#include <queue>
+#include <random>
+#include <string>
+#include <tuple>
+#include <vector>
+
+#include "common/ip_address.hpp"
+#include "common/wireguard/wg_endpoint.hpp"
+#include "meshd/core/node_core.hpp"
+#include "meshd/core/relay_session_table.hpp"
+
+namespace mw::sim {
+
+using meshd::node_core;
+using meshd::node_core_config;
+
+struct sim_nat {
+    int lan = 0;
+    ip_address pub;
+    bool symmetric = false;
+    double delay_ms = 1;  // one-way, LAN <-> core
+    bool isolated = false;  // hosts in the LAN cannot reach each other (client isolation)
+    // cone: key (internal ep); symmetric: key (internal ep, remote ep)
+    std::map<std::pair<std::string, std::string>, uint16_t> out;
+    struct mapping {
+        wg_endpoint internal;
+        std::vector<wg_endpoint> allowed;  // remotes the mapping sent to (filtering)
+    };
+    std::map<uint16_t, mapping> in;
+    uint16_t next_port = 20000;
+};
+
+struct sim_host {
+    std::string name;
+    ip_address addr;
+    int lan = -1;  // -1: public
+    double delay_ms = 1;  // public hosts: one-way to the core
+    double loss = 0;      // probability a datagram to or from this host is lost
+    bool up = true;
+    bool relay = false;
+    std::unique_ptr<node_core> core;
+    std::unique_ptr<meshd::relay_session_table> table;
+    std::unique_ptr<meshd::relay_binder> binder;
+    uint64_t deadline = UINT64_MAX;
+    uint64_t rx_datagrams = 0, inband_rx = 0, relay_forwarded = 0;
+    std::vector<meshd::core_log_event> log;  // everything the core logged
+    bool keep_log = true;
+
+    wg_endpoint ep(uint16_t port) const { return wg_endpoint{addr, port}; }
+};
+
+class sim_net {
+public:
+    explicit sim_net(uint64_t seed = 1, uint64_t t0 = 1'764'000'000'000ull);
+    ~sim_net();
+
+    static constexpr uint16_t port = 51821;
+
+    // Topology. LAN k's hosts get 192.168.<k>.<n>; public hosts 203.0.113.<n>; NAT k 198.51.100.k.
+    int add_lan(bool symmetric = false, double delay_ms = 1);
+    sim_host& add_public(const std::string& name, double delay_ms = 1);
+    sim_host& add_lan_host(int lan, const std::string& name);
+
+    // Starts a core on a host. `psk` may differ per host (a wrong-PSK node).
+    void start_core(sim_host& h, const std::vector<meshd::relay_spec>& relays,
+                    const std::string& psk = "sim cluster psk 0123456789",
+                    node_core_config overrides = {});
+    // Relay specs for every host flagged relay (their public address).
+    std::vector<meshd::relay_spec> relay_specs() const;
+
+    sim_host& operator[](const std::string& name);
+    sim_nat& lan(int k) { return nats_.at(k - 1); }
+    std::vector<std::unique_ptr<sim_host>>& hosts() { return hosts_; }
+
+    uint64_t now() const { return now_; }
+    uint64_t elapsed_ms() const { return now_ - t0_; }
+    void run_for(uint64_t ms);
+    // Runs until pred() or the time limit; returns whether pred() became true.
+    template <class P>
+    bool run_until(P pred, uint64_t limit_ms) {
+        uint64_t end = now_ + limit_ms;
+        while (now_ < end) {
+            if (pred()) return true;
+            step(std::min(end, now_ + 50));
+        }
+        return pred();
+    }
+
+    // The path host `a` uses for peer `b` (none when unknown).
+    meshd::path_kind path(const std::string& a, const std::string& b);
+    std::optional<meshd::peer_view> peer(const std::string& a, const std::string& b);
+
+    uint64_t delivered() const { return delivered_; }
+    uint64_t dropped() const { return dropped_; }
+
+private:
+    struct event {
+        uint64_t at_us;
+        uint64_t seq;
+        wg_endpoint from, to;
+        std::vector<uint8_t> bytes;
+        bool operator>(const event& o) const {
+            return std::tie(at_us, seq) > std::tie(o.at_us, o.seq);
+        }
+    };
+    void step(uint64_t until_ms);
+    void drain(sim_host& h);
+    void route(const wg_endpoint& from, const wg_endpoint& to, std::vector<uint8_t> bytes,
+               double delay_ms);
+    void transmit(sim_host& src, const wg_endpoint& to, std::vector<uint8_t> bytes);
+    void deliver(const event& e);
+    sim_host* host_at(const ip_address& a);
+    sim_nat* nat_at(const ip_address& a);
+    bool lost(double p);
+
+    std::mt19937_64 rng_;
+    uint64_t t0_, now_;
+    uint64_t now_us_;
+    uint64_t seq_ = 0;
+    std::vector<std::unique_ptr<sim_host>> hosts_;
+    std::vector<sim_nat> nats_;
+    std::priority_queue<event, std::vector<event>, std::greater<event>> queue_;
+    uint64_t delivered_ = 0, dropped_ = 0;
+    int public_count_ = 0;
+};
+
+}  // namespace mw::sim
