@@ -77,6 +77,10 @@ public:
     connection(std::shared_ptr<control_server::state> s, stream::socket sock)
         : s_(std::move(s)), sock_(std::move(sock)), timer_(s_->io) {}
 
+    // A handler that dropped its reply_fn without calling it ends here: the client sees the
+    // connection close without an answer, and the server must forget the connection.
+    ~connection() { s_->conns.erase(this); }
+
     void start() {
         arm_timer();
         auto self = shared_from_this();
