@@ -6,6 +6,7 @@
 #include "common/log.hpp"
 #include "meshd/identity_store.hpp"
 #include "meshd/meshd_config.hpp"
+#include "meshd/meshd_runtime.hpp"
 #include "meshd/node_file.hpp"
 #include "meshd/psk_file.hpp"
 
@@ -178,11 +179,12 @@ int run(const std::string& path) {
                                  {"relays", join_relays(*c)},
                                  {"relay_role", self ? "yes" : "no"},
                                  {"node_file", c->node_file_path()}});
-    log::error(
-        "the data plane is not implemented yet in this preview build; meshd stops here "
-        "instead of pretending to run",
-        {{"code", std::to_string(exit_not_implemented)}});
-    return exit_not_implemented;
+    auto psk = psk_file::read(c->psk_path);
+    if (!psk) {
+        log::error("cannot read the PSK file", {{"error", psk.err().message}});
+        return exit_config;
+    }
+    return run_daemon(*c, id->identity, psk->bytes());
 }
 
 }  // namespace

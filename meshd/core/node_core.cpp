@@ -209,12 +209,31 @@ bool node_core::relay_up(const relay_entry& r, uint64_t now) const {
 }
 
 std::optional<wg_endpoint> node_core::relay_endpoint(const relay_entry& r, uint64_t now) const {
-    // The first configured address that answers: stable (no hopping between a relay's v4 and v6
-    // address on RTT noise), and the operator's order expresses preference.
+    if (r.active < r.addrs.size()) {
+        const auto& a = r.addrs[r.active];
+        if (a.last_pong_ms && now <= a.last_pong_ms + cfg_.path_timeout_ms) return a.ep;
+    }
     for (const auto& a : r.addrs) {
         if (a.last_pong_ms && now <= a.last_pong_ms + cfg_.path_timeout_ms) return a.ep;
     }
     return std::nullopt;
+}
+
+void node_core::pick_relay_address(relay_entry& r, uint64_t now) {
+    // Sticky: the address in use stays while it answers (moving a session to the relay's other
+    // family is a rebind for nothing). Otherwise the first configured address that answers: the
+    // operator's order expresses preference.
+    auto alive = [&](size_t i) {
+        const auto& a = r.addrs[i];
+        return a.last_pong_ms && now <= a.last_pong_ms + cfg_.path_timeout_ms;
+    };
+    if (r.active < r.addrs.size() && alive(r.active)) return;
+    size_t next = SIZE_MAX;
+    for (size_t i = 0; i < r.addrs.size() && next == SIZE_MAX; ++i) {
+        if (alive(i)) next = i;
+    }
+    if (next != r.active) recheck_all_ = true;
+    r.active = next;
 }
 
 const node_core::relay_entry* node_core::relay_by_id(const node_id& id) const {
@@ -265,6 +284,7 @@ void node_core::tick_relays(uint64_t now) {
     for (size_t i = 0; i < relays_.size(); ++i) {
         auto& r = relays_[i];
         if (r.self) continue;
+        pick_relay_address(r, now);
         bool up = relay_up(r, now);
         if (up != r.was_up) {
             r.was_up = up;
@@ -558,6 +578,7 @@ void node_core::on_pong(const control_message& m, const pong_msg& b, uint64_t no
             auto& a = r.addrs[p.addr];
             if (!a.last_pong_ms || now > a.last_pong_ms + cfg_.path_timeout_ms) recheck_all_ = true;
             a.last_pong_ms = now;
+            pick_relay_address(r, now);
             a.rtt_ms = a.rtt_ms == 0 ? rtt : 0.75 * a.rtt_ms + 0.25 * rtt;
             a.reflexive = normalize(b.observed);
             break;

@@ -180,6 +180,9 @@ public:
     // (no path).
     result<uint64_t> ping(const node_id& peer, uint64_t now_ms);
 
+    // The earliest deadline after the last call (events such as ping() can pull it in).
+    uint64_t next_deadline() const noexcept { return next_deadline_; }
+
     std::vector<outgoing_datagram> take_outgoing() { return std::exchange(out_, {}); }
     std::vector<core_log_event> take_log() { return std::exchange(log_, {}); }
     std::vector<ping_result> take_ping_results() { return std::exchange(ping_results_, {}); }
@@ -217,6 +220,7 @@ private:
         uint64_t next_ping_ms = 0;
         uint64_t next_hello_ms = 0;
         bool was_up = false;
+        size_t active = SIZE_MAX;  // the address in use (sticky while it answers)
     };
     struct candidate {
         wg_endpoint ep;  // control endpoint
@@ -269,6 +273,7 @@ private:
     void decide(const node_id& id, peer_entry& p, const peer_record& rec, uint64_t now);
     bool relay_up(const relay_entry& r, uint64_t now) const;
     std::optional<wg_endpoint> relay_endpoint(const relay_entry& r, uint64_t now) const;
+    void pick_relay_address(relay_entry& r, uint64_t now);
     const relay_entry* relay_by_id(const node_id& id) const;
     relay_entry* relay_by_id(const node_id& id);
     std::string name_of(const node_id& id) const;

@@ -1,0 +1,684 @@
+#include "meshd/meshd_runtime.hpp"
+
+#include <net/if.h>
+#include <linux/if_addr.h>
+#include <linux/rtnetlink.h>
+#include <sodium.h>
+#include <sys/socket.h>
+
+#include <boost/asio.hpp>
+#include <chrono>
+#include <cstdio>
+#include <map>
+#include <nlohmann/json.hpp>
+#include <optional>
+
+#include "common/log.hpp"
+#include "common/rtnl.hpp"
+#include "common/sysctl.hpp"
+#include "common/wireguard/wg_backend.hpp"
+#include "common/wireguard/wg_reconciler.hpp"
+#include "meshd/core/node_core.hpp"
+#include "meshd/core/psk_sealer.hpp"
+#include "meshd/io/control_server.hpp"
+#include "meshd/io/relay_forwarder.hpp"
+#include "meshd/io/relay_proxy.hpp"
+
+namespace mw::meshd {
+
+namespace {
+
+namespace asio = boost::asio;
+using json = nlohmann::json;
+
+constexpr uint16_t k_keepalive_s = 25;
+// A peer that left the relay path keeps its proxy socket this long: WireGuard on a "learned"
+// direct path still sends to the old loopback endpoint until the peer's first packet arrives.
+constexpr uint64_t k_proxy_linger_ms = 60'000;
+constexpr auto k_wg_poll = std::chrono::seconds(2);
+constexpr auto k_addr_poll = std::chrono::seconds(15);
+
+uint64_t unix_ms() {
+    return static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::milliseconds>(
+                                     std::chrono::system_clock::now().time_since_epoch())
+                                     .count());
+}
+
+int to_log_level(int l) {
+    return l;
+}
+
+void emit(const core_log_event& e) {
+    // log::write takes an initializer_list; build the line's fields by hand.
+    std::string msg = e.msg;
+    std::vector<log::field> f;
+    f.reserve(e.fields.size());
+    for (const auto& [k, v] : e.fields) f.emplace_back(k, v);
+    auto lvl = static_cast<log::level>(to_log_level(e.level));
+    // At most 8 fields per event (the core never uses more).
+    auto get = [&](size_t i) { return i < f.size() ? f[i] : log::field{"", ""}; };
+    switch (f.size()) {
+        case 0: log::write(lvl, msg); break;
+        case 1: log::write(lvl, msg, {get(0)}); break;
+        case 2: log::write(lvl, msg, {get(0), get(1)}); break;
+        case 3: log::write(lvl, msg, {get(0), get(1), get(2)}); break;
+        case 4: log::write(lvl, msg, {get(0), get(1), get(2), get(3)}); break;
+        case 5: log::write(lvl, msg, {get(0), get(1), get(2), get(3), get(4)}); break;
+        default: log::write(lvl, msg, {get(0), get(1), get(2), get(3), get(4), get(5)}); break;
+    }
+}
+
+json opt_str(const std::optional<wg_endpoint>& e) {
+    return e ? json(e->str()) : json(nullptr);
+}
+
+std::string hex16(uint64_t v) {
+    char b[17];
+    std::snprintf(b, sizeof b, "%016llx", static_cast<unsigned long long>(v));
+    return b;
+}
+
+class daemon;
+
+// The relay service's session table lives in the forwarder (under its lock).
+struct forwarder_binder : relay_binder {
+    relay_forwarder* fwd = nullptr;
+    result<relay_bind_state> bind(uint64_t session_id, const node_id& from, const node_id& to,
+                                  const wg_endpoint& observed, uint16_t via) override {
+        return fwd->with_table([&](relay_session_table& t, uint64_t now) {
+            return t.bind(session_id, from, to, relay_addr::from_endpoint(observed), now, via);
+        });
+    }
+};
+
+class daemon {
+public:
+    daemon(const meshd_config& cfg, const node_identity& id, psk_sealer sealer)
+        : cfg_(cfg), identity_(id), sealer_(std::move(sealer)), signals_(io_, SIGINT, SIGTERM),
+          timer_(io_), wg_timer_(io_), addr_timer_(io_) {}
+
+    int run();
+
+private:
+    status start_transport();
+    status start_wireguard();
+    std::vector<wg_endpoint> local_endpoints();
+    void arm_timer(uint64_t deadline);
+    void on_timer();
+    void after_core();  // flush sends, logs, pings, data plane
+    void send_out(const outgoing_datagram& o);
+    void apply_dataplane();
+    void poll_wg();
+    void poll_addresses();
+    void handle(const json& req, control_server::reply_fn reply);
+    json status_json();
+    json peers_json();
+    json relays_json();
+    void shutdown();
+
+    const meshd_config& cfg_;
+    node_identity identity_;
+    psk_sealer sealer_;
+    asio::io_context io_;
+    asio::signal_set signals_;
+    asio::steady_timer timer_, wg_timer_, addr_timer_;
+    uint64_t armed_deadline_ = UINT64_MAX;
+    std::chrono::steady_clock::time_point started_ = std::chrono::steady_clock::now();
+
+    forwarder_binder binder_;
+    std::unique_ptr<node_core> core_;
+    std::unique_ptr<relay_forwarder> forwarder_;
+    std::unique_ptr<relay_proxy> proxy_;
+    std::unique_ptr<wg_backend> wg_;
+    std::unique_ptr<wg_reconciler> reconciler_;
+    std::unique_ptr<control_server> ctl_;
+    std::optional<wg_device> observed_;
+    uint64_t applied_version_ = UINT64_MAX;
+    bool stopping_ = false;
+
+    struct proxied {
+        uint64_t session_id = 0;
+        wg_endpoint relay;
+        wg_endpoint local;
+        uint64_t linger_until = 0;  // non-zero: not on a relay path any more
+    };
+    std::map<node_id, proxied> proxied_;
+
+    struct pending_ping {
+        node_id peer;
+        std::string path, relay;
+        int count = 0, sent = 0;
+        std::vector<double> rtts;
+        std::map<uint64_t, std::chrono::steady_clock::time_point> sent_at;
+        control_server::reply_fn reply;
+        std::shared_ptr<asio::steady_timer> timer;
+    };
+    std::map<uint64_t, std::shared_ptr<pending_ping>> pings_;  // token -> ping
+};
+
+status daemon::start_transport() {
+    const relay_node* self = cfg_.self_relay();
+    auto post = [this](std::span<const uint8_t> d, const wg_endpoint& from, uint64_t sid,
+                       uint16_t via) {
+        std::vector<uint8_t> copy(d.begin(), d.end());
+        asio::post(io_, [this, copy = std::move(copy), from, sid, via] {
+            if (!core_ || stopping_) return;
+            core_->on_datagram(copy, from, sid, via, unix_ms());
+            after_core();
+        });
+    };
+    if (self) {
+        relay_forwarder_config fc;
+        for (const auto& a : self->advertise_address) fc.listen.push_back({a, cfg_.listen_port});
+        fc.on_control = [post](std::span<const uint8_t> d, const wg_endpoint& from, uint16_t s) {
+            post(d, from, 0, s);
+        };
+        auto f = relay_forwarder::start(std::move(fc));
+        if (!f) {
+            return error(f.err().code,
+                         "cannot start the relay service on the advertised addresses (port " +
+                             std::to_string(cfg_.listen_port) + "): " + f.err().message);
+        }
+        forwarder_ = std::move(*f);
+        binder_.fwd = forwarder_.get();
+        std::string eps;
+        for (const auto& e : forwarder_->local_endpoints()) eps += (eps.empty() ? "" : ",") + e.str();
+        log::info("relay service listening", {{"relay", cfg_.node_name}, {"endpoint", eps}});
+    } else {
+        relay_proxy_config pc;
+        pc.uplink = wg_endpoint{ip_address::parse("::").value(), cfg_.listen_port};
+        pc.on_control = [post](std::span<const uint8_t> d, const wg_endpoint& from, uint64_t sid) {
+            post(d, from, sid, 0);
+        };
+        auto p = relay_proxy::start(std::move(pc));
+        if (!p) {
+            return error(p.err().code, "cannot open the control socket on port " +
+                                           std::to_string(cfg_.listen_port) + ": " +
+                                           p.err().message);
+        }
+        proxy_ = std::move(*p);
+        log::info("control socket listening", {{"endpoint", proxy_->uplink_endpoint().str()}});
+    }
+    return {};
+}
+
+status daemon::start_wireguard() {
+    wg_backend_options o;
+    o.ifname = cfg_.interface;
+    auto b = make_wg_backend(to_string(cfg_.wg_backend), o);
+    if (!b) return b.err();
+    wg_ = std::move(*b);
+    if (auto s = wg_->up(); !s) return s;
+    reconciler_ = std::make_unique<wg_reconciler>(*wg_);
+    log::info("wireguard interface up",
+              {{"interface", cfg_.interface}, {"backend", std::string(wg_->kind())},
+               {"port", std::to_string(cfg_.wg_listen_port)}});
+    return {};
+}
+
+std::vector<wg_endpoint> daemon::local_endpoints() {
+    std::vector<wg_endpoint> out;
+    if (const relay_node* self = cfg_.self_relay()) {
+        for (const auto& a : self->advertise_address) out.push_back({a, cfg_.listen_port});
+        return out;
+    }
+    auto nl = rtnl::open();
+    if (!nl) return out;
+    auto links = nl->list_links();
+    if (!links) return out;
+    std::map<int, const link_info*> by_index;
+    for (const auto& l : *links) by_index[l.index] = &l;
+    for (int fam : {AF_INET, AF_INET6}) {
+        auto addrs = nl->list_addresses(fam);
+        if (!addrs) continue;
+        for (const auto& a : *addrs) {
+            auto it = by_index.find(a.index);
+            if (it == by_index.end()) continue;
+            const link_info& l = *it->second;
+            // Not: loopback, our WireGuard interface, pod veths (their host side carries no
+            // addresses, but be explicit), link-local or deprecated/tentative addresses.
+            if ((l.flags & IFF_LOOPBACK) || l.name == cfg_.interface || l.kind == "wireguard" ||
+                l.kind == "tun" || !l.up())
+                continue;
+            if (a.scope != RT_SCOPE_UNIVERSE) continue;
+            if (a.flags & (IFA_F_TENTATIVE | IFA_F_DEPRECATED | IFA_F_DADFAILED)) continue;
+            out.push_back({a.prefix.address(), cfg_.listen_port});
+            if (out.size() == peer_record::max_endpoints) return out;
+        }
+    }
+    return out;
+}
+
+void daemon::arm_timer(uint64_t deadline) {
+    if (deadline >= armed_deadline_) return;
+    armed_deadline_ = deadline;
+    uint64_t now = unix_ms();
+    auto wait = std::chrono::milliseconds(deadline > now ? deadline - now : 0);
+    timer_.expires_after(wait);
+    timer_.async_wait([this](const boost::system::error_code& ec) {
+        if (ec) return;
+        armed_deadline_ = UINT64_MAX;
+        on_timer();
+    });
+}
+
+void daemon::on_timer() {
+    if (stopping_) return;
+    core_->tick(unix_ms());
+    after_core();
+}
+
+void daemon::after_core() {
+    for (const auto& e : core_->take_log()) emit(e);
+    for (const auto& o : core_->take_outgoing()) send_out(o);
+    for (const auto& r : core_->take_ping_results()) {
+        auto it = pings_.find(r.token);
+        if (it == pings_.end()) continue;
+        auto p = it->second;
+        pings_.erase(it);
+        // The core's clock has ms resolution; the daemon's steady clock gives the real figure.
+        auto st = p->sent_at.find(r.token);
+        double rtt = r.rtt_ms;
+        if (st != p->sent_at.end()) {
+            rtt = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() -
+                                                            st->second)
+                      .count();
+        }
+        p->rtts.push_back(rtt);
+    }
+    if (core_->dataplane_version() != applied_version_) apply_dataplane();
+    // The core may have pulled its deadline in (a datagram to act on, a ping).
+    arm_timer(core_->next_deadline());
+}
+
+void daemon::send_out(const outgoing_datagram& o) {
+    status s;
+    if (o.session_id) {
+        if (proxy_) s = proxy_->send_in_session(o.session_id, o.bytes);
+    } else if (forwarder_) {
+        s = forwarder_->send_control(o.bytes, o.to);
+    } else if (proxy_) {
+        s = proxy_->send_control(o.bytes, o.to);
+    }
+    if (!s && !s.err().is(errc::not_found)) {
+        log::debug("control send failed", {{"endpoint", o.to.str()}, {"error", s.err().message}});
+    }
+}
+
+void daemon::apply_dataplane() {
+    uint64_t now = unix_ms();
+    auto dps = core_->dataplane();
+    wg_interface_config want;
+    want.device.private_key = identity_.wg_private_key();
+    want.device.listen_port = cfg_.wg_listen_port;
+    const wg_endpoint wg_local{ip_address::parse("127.0.0.1").value(), cfg_.wg_listen_port};
+    std::map<node_id, bool> on_relay;
+    for (const auto& dp : dps) {
+        if (dp.allowed_ips.empty()) continue;
+        wg_peer p;
+        p.public_key = dp.wg_public_key;
+        p.allowed_ips = dp.allowed_ips;
+        p.persistent_keepalive = k_keepalive_s;
+        if (dp.path == path_kind::direct) {
+            p.endpoint = dp.endpoint;  // nullopt: learned, left alone
+        } else if (dp.path == path_kind::relay && proxy_) {
+            on_relay[dp.id] = true;
+            auto it = proxied_.find(dp.id);
+            if (it == proxied_.end()) {
+                auto local = proxy_->add_peer(dp.session_id, dp.relay_endpoint, wg_local);
+                if (!local) {
+                    log::warn("cannot add a relay proxy socket",
+                              {{"peer", dp.name}, {"error", local.err().message}});
+                    continue;
+                }
+                it = proxied_.emplace(dp.id, proxied{dp.session_id, dp.relay_endpoint, *local}).first;
+            } else if (it->second.session_id != dp.session_id ||
+                       !(it->second.relay == dp.relay_endpoint)) {
+                if (auto s = proxy_->retarget_peer(it->second.session_id, dp.session_id,
+                                                   dp.relay_endpoint);
+                    !s) {
+                    log::warn("cannot move a peer to another relay",
+                              {{"peer", dp.name}, {"error", s.err().message}});
+                    continue;
+                }
+                it->second.session_id = dp.session_id;
+                it->second.relay = dp.relay_endpoint;
+            }
+            it->second.linger_until = 0;
+            p.endpoint = it->second.local;
+        }
+        want.device.peers.push_back(std::move(p));
+    }
+    // Proxy sockets of peers no longer relayed linger, then go.
+    for (auto it = proxied_.begin(); it != proxied_.end();) {
+        bool gone = std::none_of(dps.begin(), dps.end(), [&](const auto& d) { return d.id == it->first; });
+        if (!on_relay.count(it->first)) {
+            if (!it->second.linger_until) it->second.linger_until = now + k_proxy_linger_ms;
+            if (gone || now >= it->second.linger_until) {
+                proxy_->remove_peer(it->second.session_id);
+                it = proxied_.erase(it);
+                continue;
+            }
+        }
+        ++it;
+    }
+    auto rep = reconciler_->apply(want);
+    want.device.private_key->wipe();
+    if (!rep) {
+        log::error("cannot apply the wireguard configuration",
+                   {{"interface", cfg_.interface}, {"error", rep.err().message}});
+        // Retried on the next poll (applied_version_ unchanged).
+        return;
+    }
+    applied_version_ = core_->dataplane_version();
+    if (rep->changed()) {
+        log::debug("data plane applied",
+                   {{"peers", std::to_string(want.device.peers.size())},
+                    {"operations", std::to_string(rep->wg_operations)},
+                    {"routes_added", std::to_string(rep->routes_added)},
+                    {"routes_removed", std::to_string(rep->routes_removed)}});
+    }
+}
+
+void daemon::poll_wg() {
+    if (stopping_) return;
+    auto d = wg_->get();
+    if (d) observed_ = std::move(*d);
+    // Retries a failed apply, and expires lingering proxy sockets.
+    bool lingering = std::any_of(proxied_.begin(), proxied_.end(),
+                                 [](const auto& kv) { return kv.second.linger_until != 0; });
+    if (core_->dataplane_version() != applied_version_ || lingering) apply_dataplane();
+    wg_timer_.expires_after(k_wg_poll);
+    wg_timer_.async_wait([this](const boost::system::error_code& ec) {
+        if (!ec) poll_wg();
+    });
+}
+
+void daemon::poll_addresses() {
+    if (stopping_) return;
+    core_->set_endpoints(local_endpoints(), unix_ms());
+    after_core();
+    addr_timer_.expires_after(k_addr_poll);
+    addr_timer_.async_wait([this](const boost::system::error_code& ec) {
+        if (!ec) poll_addresses();
+    });
+}
+
+json daemon::status_json() {
+    json node;
+    node["name"] = cfg_.node_name;
+    node["id"] = identity_.id().hex();
+    node["wgPublicKey"] = identity_.wg_public_key().to_base64();
+    json cidrs = json::array();
+    for (const auto& p : cfg_.pod_cidrs) cidrs.push_back(p.str());
+    node["podCIDRs"] = cidrs;
+    node["interface"] = cfg_.interface;
+    node["backend"] = std::string(wg_->kind());
+    node["wgListenPort"] = cfg_.wg_listen_port;
+    node["listenPort"] = cfg_.listen_port;
+    json eps = json::array();
+    for (const auto& e : core_->config().endpoints) eps.push_back(e.str());
+    node["endpoints"] = eps;
+    node["relayRole"] = forwarder_ != nullptr;
+    node["uptimeSeconds"] = std::chrono::duration_cast<std::chrono::seconds>(
+                                std::chrono::steady_clock::now() - started_)
+                                .count();
+    json peers = {{"total", 0}, {"direct", 0}, {"relay", 0}, {"none", 0}};
+    for (const auto& p : core_->peers()) {
+        peers["total"] = peers["total"].get<int>() + 1;
+        const char* k = to_string(p.path);
+        peers[k] = peers[k].get<int>() + 1;
+    }
+    json relays = {{"total", 0}, {"up", 0}};
+    for (const auto& r : core_->relays()) {
+        relays["total"] = relays["total"].get<int>() + 1;
+        if (r.state == relay_state::up || r.state == relay_state::self) {
+            relays["up"] = relays["up"].get<int>() + 1;
+        }
+    }
+    json svc = nullptr;
+    if (forwarder_) {
+        auto st = forwarder_->stats();
+        size_t sessions = 0, nodes = 0;
+        forwarder_->with_table([&](relay_session_table& t, uint64_t) {
+            sessions = t.size();
+            nodes = t.node_count();
+            return 0;
+        });
+        json drops;
+        for (size_t i = 0; i < relay_drop_count; ++i) {
+            drops[to_string(static_cast<relay_drop>(i))] = st.table_drops[i];
+        }
+        svc = {{"sessions", sessions},
+               {"nodes", nodes},
+               {"forwardedPackets", st.forwarded_packets},
+               {"forwardedBytes", st.forwarded_bytes},
+               {"drops", drops}};
+    }
+    const auto& c = core_->counters();
+    json control = {{"accepted", c.accepted},   {"authFailed", c.auth_failed},
+                    {"malformed", c.malformed}, {"stale", c.stale},
+                    {"future", c.future},       {"replayed", c.replayed},
+                    {"notControl", c.not_control}, {"badRecord", c.bad_record}};
+    return {{"node", node},
+            {"peers", peers},
+            {"relays", relays},
+            {"relayService", svc},
+            {"control", control}};
+}
+
+json daemon::peers_json() {
+    json arr = json::array();
+    int64_t now_s = static_cast<int64_t>(unix_ms() / 1000);
+    for (const auto& p : core_->peers()) {
+        json j;
+        j["name"] = p.name;
+        j["id"] = p.id.hex();
+        j["wgPublicKey"] = p.wg_public_key.to_base64();
+        json cidrs = json::array();
+        for (const auto& c : p.pod_cidrs) cidrs.push_back(c.str());
+        j["podCIDRs"] = cidrs;
+        j["path"] = to_string(p.path);
+        j["relay"] = p.relay ? json(p.relay_name) : json(nullptr);
+        j["relayId"] = p.relay ? json(p.relay->hex()) : json(nullptr);
+        j["sessionId"] = p.relay ? json(hex16(p.session_id)) : json(nullptr);
+        const wg_peer* w = observed_ ? observed_->find_peer(p.wg_public_key) : nullptr;
+        // The endpoint the device really uses (learned ones included); else what we configured.
+        auto px = proxied_.find(p.id);
+        if (w && w->endpoint) {
+            j["endpoint"] = w->endpoint->str();
+        } else if (p.path == path_kind::relay && px != proxied_.end()) {
+            j["endpoint"] = px->second.local.str();
+        } else {
+            j["endpoint"] = opt_str(p.endpoint);
+        }
+        j["rttMs"] = p.rtt_ms ? json(*p.rtt_ms) : json(nullptr);
+        if (w && w->last_handshake_sec) {
+            j["lastHandshake"] = w->last_handshake_sec;
+            j["lastHandshakeAgoSeconds"] = std::max<int64_t>(0, now_s - w->last_handshake_sec);
+        } else {
+            j["lastHandshake"] = nullptr;
+            j["lastHandshakeAgoSeconds"] = nullptr;
+        }
+        j["rxBytes"] = w ? w->rx_bytes : 0;
+        j["txBytes"] = w ? w->tx_bytes : 0;
+        arr.push_back(std::move(j));
+    }
+    return {{"peers", arr}};
+}
+
+json daemon::relays_json() {
+    json arr = json::array();
+    for (const auto& r : core_->relays()) {
+        json j;
+        j["name"] = r.name;
+        j["id"] = r.id ? json(r.id->hex()) : json(nullptr);
+        json addrs = json::array();
+        for (const auto& a : r.addresses) addrs.push_back(a.str());
+        j["addresses"] = addrs;
+        j["endpoint"] = opt_str(r.endpoint);
+        j["state"] = r.state == relay_state::unknown ? "down" : to_string(r.state);
+        j["rttMs"] = r.rtt_ms ? json(*r.rtt_ms) : json(nullptr);
+        j["reflexive"] = opt_str(r.reflexive);
+        j["load"] = r.load;
+        arr.push_back(std::move(j));
+    }
+    return {{"relays", arr}};
+}
+
+void daemon::handle(const json& req, control_server::reply_fn reply) {
+    auto fail = [&](const std::string& m) { reply({{"ok", false}, {"error", m}}); };
+    if (!req.is_object() || !req.contains("cmd") || !req["cmd"].is_string()) {
+        return fail("request needs a \"cmd\" string");
+    }
+    std::string cmd = req["cmd"];
+    if (cmd == "status") return reply({{"ok", true}, {"result", status_json()}});
+    if (cmd == "peers") return reply({{"ok", true}, {"result", peers_json()}});
+    if (cmd == "relays") return reply({{"ok", true}, {"result", relays_json()}});
+    if (cmd != "ping") return fail("unknown command \"" + cmd + "\"");
+    if (!req.contains("node") || !req["node"].is_string()) return fail("ping needs \"node\"");
+    std::string node = req["node"];
+    int count = 3;
+    if (req.contains("count")) {
+        if (!req["count"].is_number_integer() || req["count"].get<int>() < 1 ||
+            req["count"].get<int>() > 100) {
+            return fail("\"count\" must be 1..100");
+        }
+        count = req["count"];
+    }
+    auto id = core_->resolve(node);
+    if (!id) return fail("no peer named \"" + node + "\" (see meshctl peers)");
+    auto p = std::make_shared<pending_ping>();
+    p->peer = *id;
+    p->count = count;
+    p->reply = std::move(reply);
+    p->timer = std::make_shared<asio::steady_timer>(io_);
+    // One PING every 200 ms; the answer is complete 1 s after the last one.
+    auto step = std::make_shared<std::function<void()>>();
+    *step = [this, p, step, node]() {
+        if (stopping_) return;
+        if (p->sent < p->count) {
+            for (const auto& v : core_->peers()) {
+                if (v.id == p->peer) {
+                    p->path = to_string(v.path);
+                    p->relay = v.relay ? v.relay_name : "";
+                }
+            }
+            auto tok = core_->ping(p->peer, unix_ms());
+            ++p->sent;
+            if (tok) {
+                pings_[*tok] = p;
+                p->sent_at[*tok] = std::chrono::steady_clock::now();
+            }
+            after_core();
+            p->timer->expires_after(std::chrono::milliseconds(p->sent < p->count ? 200 : 1000));
+            p->timer->async_wait([step](const boost::system::error_code& ec) {
+                if (!ec) (*step)();
+            });
+            return;
+        }
+        for (auto it = pings_.begin(); it != pings_.end();) {
+            it = it->second == p ? pings_.erase(it) : std::next(it);
+        }
+        json rtts = json::array();
+        for (double r : p->rtts) rtts.push_back(r);
+        json res = {{"node", node},
+                    {"id", p->peer.hex()},
+                    {"path", p->path},
+                    {"relay", p->relay.empty() ? json(nullptr) : json(p->relay)},
+                    {"sent", p->sent},
+                    {"received", p->rtts.size()},
+                    {"rttMs", rtts}};
+        p->reply({{"ok", true}, {"result", res}});
+        *step = nullptr;  // break the cycle
+    };
+    (*step)();
+}
+
+void daemon::shutdown() {
+    if (stopping_) return;
+    stopping_ = true;
+    log::info("meshd stopping");
+    timer_.cancel();
+    wg_timer_.cancel();
+    addr_timer_.cancel();
+    if (ctl_) ctl_->stop();
+    if (forwarder_) forwarder_->stop();
+    if (proxy_) proxy_->stop();
+    // wireguard-go is our child: stop it with us (the interface goes with it). A kernel device
+    // stays, so a restarted meshd finds the data path still working.
+    if (wg_ && wg_->kind() == "userspace") {
+        if (auto s = wg_->down(); !s) log::warn("cannot stop wireguard-go", {{"error", s.err().message}});
+    }
+    io_.stop();
+}
+
+int daemon::run() {
+    for (const char* k : {"net/ipv4/ip_forward", "net/ipv6/conf/all/forwarding"}) {
+        if (auto s = ensure_sysctl(k, "1"); !s) {
+            log::warn("cannot enable forwarding; pods will not reach other nodes",
+                      {{"sysctl", k}, {"error", s.err().message}});
+        }
+    }
+    if (auto s = start_wireguard(); !s) {
+        log::error("cannot set up the wireguard interface",
+                   {{"interface", cfg_.interface}, {"error", s.err().message}});
+        return 1;
+    }
+    if (auto s = start_transport(); !s) {
+        log::error("cannot start the control transport", {{"error", s.err().message}});
+        shutdown();
+        return 1;
+    }
+    node_core_config cc;
+    cc.node_name = cfg_.node_name;
+    cc.pod_cidrs = cfg_.pod_cidrs;
+    cc.control_port = cfg_.listen_port;
+    cc.wg_port = cfg_.wg_listen_port;
+    cc.endpoints = local_endpoints();
+    for (const auto& r : cfg_.relay_nodes) cc.relays.push_back(relay_spec{r.node_name, r.advertise_address});
+    cc.relay_role = cfg_.self_relay() != nullptr;
+    core_ = std::make_unique<node_core>(
+        cc, identity_, sealer_, [](std::span<uint8_t> out) { randombytes_buf(out.data(), out.size()); },
+        forwarder_ ? &binder_ : nullptr);
+    auto ctl = control_server::start(io_, cfg_.socket, [this](const json& r, control_server::reply_fn f) {
+        handle(r, std::move(f));
+    });
+    if (!ctl) {
+        log::error("cannot open the control socket", {{"socket", cfg_.socket}, {"error", ctl.err().message}});
+        shutdown();
+        return 1;
+    }
+    ctl_ = std::move(*ctl);
+    signals_.async_wait([this](const boost::system::error_code& ec, int sig) {
+        if (ec) return;
+        log::info("signal received", {{"signal", std::to_string(sig)}});
+        shutdown();
+    });
+    core_->start(unix_ms());
+    after_core();
+    apply_dataplane();
+    poll_wg();
+    addr_timer_.expires_after(k_addr_poll);
+    addr_timer_.async_wait([this](const boost::system::error_code& ec) {
+        if (!ec) poll_addresses();
+    });
+    log::info("meshd ready", {{"node", cfg_.node_name}, {"socket", cfg_.socket}});
+    io_.run();
+    return 0;
+}
+
+}  // namespace
+
+int run_daemon(const meshd_config& cfg, const node_identity& identity,
+               std::span<const uint8_t> psk) {
+    auto sealer = psk_sealer::create(psk);
+    if (!sealer) {
+        log::error("cannot use the PSK", {{"error", sealer.err().message}});
+        return 78;
+    }
+    daemon d(cfg, identity, std::move(*sealer));
+    return d.run();
+}
+
+}  // namespace mw::meshd
