@@ -314,7 +314,9 @@ void daemon::apply_dataplane() {
     const wg_endpoint wg_local{ip_address::parse("127.0.0.1").value(), cfg_.wg_listen_port};
     std::map<node_id, bool> on_relay;
     for (const auto& dp : dps) {
-        if (dp.allowed_ips.empty()) continue;
+        // A peer without a path is not configured yet: WireGuard would try a handshake without an
+        // endpoint, fail, and then wait REKEY_TIMEOUT (5 s) before it tries again once it has one.
+        if (dp.allowed_ips.empty() || dp.path == path_kind::none) continue;
         wg_peer p;
         p.public_key = dp.wg_public_key;
         p.allowed_ips = dp.allowed_ips;
