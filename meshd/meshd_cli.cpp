@@ -31,9 +31,18 @@ DESCRIPTION
     finds the other nodes, sets up direct or relayed paths to them, runs the relay service on
     nodes listed in relayNodes, and writes <runDir>/node.json for the meshwire CNI plugin.
 
-    PREVIEW: this build loads and checks the configuration, creates or loads the node identity,
-    writes node.json, logs who this node is, and then exits with status 69 because the data
-    plane is not implemented yet.
+    Membership: every node registers its signed peer record with every relay in relayNodes
+    (UDP listenPort) and learns the other nodes' records from them. Paths: a peer that answers
+    on one of its advertised addresses is reached directly (WireGuard endpoint = that address);
+    otherwise through a relay both nodes are attached to, chosen by rendezvous hashing so both
+    ends agree without talking. Relayed packets stay WireGuard ciphertext; the relay forwards
+    only for sessions the two nodes asked for, from the addresses they asked from. Every path
+    is checked end to end once a second (relayed paths by probes inside the relay session);
+    a path that stops answering for 3.5 s is replaced (direct -> relay, relay -> other relay),
+    and a relayed pair moves back to direct as soon as direct answers again.
+
+    Not implemented yet: mDNS and DHT discovery (mdns/dht settings are accepted and ignored),
+    the Kubernetes integration, live reload of relayNodes, the metrics endpoint.
 
 OPTIONS
     -c, --config FILE   The YAML configuration (default /etc/meshwire/meshd.yaml).
@@ -76,11 +85,11 @@ FILES
 
 EXIT STATUS
     0    success (--help, --version, --check-config with a valid configuration)
-    1    runtime failure (state directory, node identity, node.json)
+    1    runtime failure (state directory, node identity, node.json, the WireGuard interface,
+         the UDP or control socket)
     64   command-line usage error
-    69   started, but the data plane is not implemented yet (preview build)
     78   invalid configuration or PSK file; the message names the field
-    With systemd use RestartPreventExitStatus=64 69 78.
+    With systemd use RestartPreventExitStatus=64 78.
 
 LOGS
     logfmt lines on stderr: ts=... level=... component=meshd msg="..." key=value...
