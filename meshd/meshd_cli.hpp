@@ -21,7 +21,6 @@ enum exit_code : int {
     exit_ok = 0,
     exit_failure = 1,
     exit_usage = 64,
-    exit_not_implemented = 69,
     exit_config = 78,
 };
 
