@@ -30,6 +30,8 @@ relay_proxy::relay_proxy(relay_proxy_config config)
     : config_(std::move(config)),
       peers_(config_.max_peers),
       index_(config_.max_peers),
+      aliases_(2 * config_.max_peers),
+      alias_index_(2 * config_.max_peers),
       rx_(config_.batch, config_.buffer_size, relay_data_header_size),
       tx_(config_.batch, /*gso=*/true),
       slot_of_(config_.batch),
@@ -38,6 +40,8 @@ relay_proxy::relay_proxy(relay_proxy_config config)
     control_session_.reserve(config_.batch);
     free_.reserve(config_.max_peers);
     for (size_t i = config_.max_peers; i > 0; --i) free_.push_back(uint32_t(i - 1));
+    free_aliases_.reserve(aliases_.size());
+    for (size_t i = aliases_.size(); i > 0; --i) free_aliases_.push_back(uint32_t(i - 1));
 }
 
 result<std::unique_ptr<relay_proxy>> relay_proxy::start(relay_proxy_config config) {
@@ -107,7 +111,8 @@ result<wg_endpoint> relay_proxy::add_peer(uint64_t session_id, const wg_endpoint
     wg_endpoint local = MW_TRY(local_endpoint(fd.get()));
 
     std::lock_guard lock(mutex_);
-    if (index_.find(session_id) != fixed_u64_map::none) {
+    if (index_.find(session_id) != fixed_u64_map::none ||
+        alias_index_.find(session_id) != fixed_u64_map::none) {
         return error(errc::already_exists, "relay proxy: session already has a peer");
     }
     if (free_.empty()) return error(errc::exhausted, "relay proxy: peer table full");
@@ -141,6 +146,13 @@ status relay_proxy::retarget_peer(uint64_t old_session_id, uint64_t new_session_
     if (new_session_id != old_session_id && index_.find(new_session_id) != fixed_u64_map::none) {
         return error(errc::already_exists, "relay proxy: new session already has a peer");
     }
+    // Promoting this peer's warm standby: it stops being an alias.
+    if (uint32_t a = alias_index_.find(new_session_id); a != fixed_u64_map::none) {
+        if (aliases_[a].peer != slot) {
+            return error(errc::already_exists, "relay proxy: new session belongs to another peer");
+        }
+        erase_alias(a);
+    }
     index_.erase(old_session_id);
     (void)index_.insert(new_session_id, slot);
     peers_[slot].session_id = new_session_id;
@@ -159,6 +171,62 @@ bool relay_proxy::remove_peer(uint64_t session_id) {
     ++p.generation;  // an event already fetched for the old socket no longer matches
     index_.erase(session_id);
     free_.push_back(slot);
+    for (uint32_t a = 0; a < aliases_.size(); ++a) {
+        if (aliases_[a].used && aliases_[a].peer == slot) erase_alias(a);
+    }
+    return true;
+}
+
+void relay_proxy::erase_alias(uint32_t a) noexcept {
+    alias_index_.erase(aliases_[a].session_id);
+    aliases_[a].used = false;
+    free_aliases_.push_back(a);
+}
+
+status relay_proxy::add_alias(uint64_t peer_session, uint64_t alias_session,
+                              const wg_endpoint& relay) {
+    relay_addr r = relay_addr::from_endpoint(relay);
+    if (!r.valid()) return error(errc::invalid_argument, "relay proxy: relay needs address:port");
+    if (alias_session == 0) return error(errc::invalid_argument, "relay proxy: session id 0");
+    std::lock_guard lock(mutex_);
+    uint32_t slot = index_.find(peer_session);
+    if (slot == fixed_u64_map::none) return error(errc::not_found, "relay proxy: no such session");
+    if (uint32_t a = alias_index_.find(alias_session); a != fixed_u64_map::none) {
+        if (aliases_[a].peer != slot) {
+            return error(errc::already_exists, "relay proxy: session belongs to another peer");
+        }
+        aliases_[a].relay = r;  // the relay moved to another address of its own
+        return {};
+    }
+    if (index_.find(alias_session) != fixed_u64_map::none) {
+        return error(errc::already_exists, "relay proxy: session already has a peer");
+    }
+    if (free_aliases_.empty()) return error(errc::exhausted, "relay proxy: alias table full");
+    uint32_t a = free_aliases_.back();
+    free_aliases_.pop_back();
+    aliases_[a] = alias_slot{true, alias_session, slot, r};
+    (void)alias_index_.insert(alias_session, a);
+    return {};
+}
+
+bool relay_proxy::remove_alias(uint64_t alias_session) {
+    std::lock_guard lock(mutex_);
+    uint32_t a = alias_index_.find(alias_session);
+    if (a == fixed_u64_map::none) return false;
+    erase_alias(a);
+    return true;
+}
+
+bool relay_proxy::lookup(uint64_t session, uint32_t& slot, relay_addr& relay) const noexcept {
+    slot = index_.find(session);
+    if (slot != fixed_u64_map::none) {
+        relay = peers_[slot].relay;
+        return true;
+    }
+    uint32_t a = alias_index_.find(session);
+    if (a == fixed_u64_map::none) return false;
+    slot = aliases_[a].peer;
+    relay = aliases_[a].relay;
     return true;
 }
 
@@ -180,11 +248,10 @@ status relay_proxy::send_in_session(uint64_t session_id, std::span<const uint8_t
     relay_addr relay;
     {
         std::lock_guard lock(mutex_);
-        uint32_t slot = index_.find(session_id);
-        if (slot == fixed_u64_map::none) {
+        uint32_t slot;
+        if (!lookup(session_id, slot, relay)) {
             return error(errc::not_found, "relay proxy: no peer for the session");
         }
-        relay = peers_[slot].relay;
     }
     // Header and datagram as two iovecs: no copy, and no use of the loop thread's buffers. The
     // loop's own sendmmsg on the uplink may run at the same time; datagram sends are atomic.
@@ -275,14 +342,15 @@ void relay_proxy::drain_uplink() noexcept {
                     }
                     continue;
                 }
-                uint32_t slot = index_.find(*session);
-                if (slot == none) {
+                uint32_t slot;
+                relay_addr expected;
+                if (!lookup(*session, slot, expected)) {
                     ++unknown;
                     continue;
                 }
                 auto from =
                     relay_addr::from_sockaddr(&rx_.from(size_t(i)), rx_.from_len(size_t(i)));
-                if (!from || !(*from == peers_[slot].relay)) {
+                if (!from || !(*from == expected)) {
                     ++wrong;
                     continue;
                 }

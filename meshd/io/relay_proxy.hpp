@@ -97,6 +97,14 @@ public:
     status retarget_peer(uint64_t old_session_id, uint64_t new_session_id,
                          const wg_endpoint& relay);
     bool remove_peer(uint64_t session_id);
+    // Warm standby sessions (make before break): frames arriving on `alias_session` from `relay`
+    // are delivered to the peer whose primary session is `peer_session`, as if they came through
+    // the primary, so the remote end may send on whichever relay it prefers and both directions
+    // fail over independently. Sending uses the primary; retarget_peer() to an alias promotes it
+    // (one table update). Errors: not_found (no such peer), already_exists (id in use),
+    // exhausted. remove_peer() drops the peer's aliases too.
+    status add_alias(uint64_t peer_session, uint64_t alias_session, const wg_endpoint& relay);
+    bool remove_alias(uint64_t alias_session);
 
     wg_endpoint uplink_endpoint() const;
     status send_control(std::span<const uint8_t> datagram, const wg_endpoint& to);
@@ -132,6 +140,18 @@ private:
     std::vector<peer_slot> peers_;
     std::vector<uint32_t> free_;
     fixed_u64_map index_;  // session id -> slot
+    struct alias_slot {
+        bool used = false;
+        uint64_t session_id = 0;
+        uint32_t peer = 0;  // peer slot
+        relay_addr relay;
+    };
+    std::vector<alias_slot> aliases_;
+    std::vector<uint32_t> free_aliases_;
+    fixed_u64_map alias_index_;  // alias session id -> alias slot
+    // Under mutex_: the slot and the relay address frames for `session` must come from.
+    bool lookup(uint64_t session, uint32_t& slot, relay_addr& relay) const noexcept;
+    void erase_alias(uint32_t a) noexcept;
 
     recv_batch rx_;
     send_batch tx_;

@@ -454,6 +454,49 @@ TEST_CASE("relay e2e: failover keeps the WireGuard endpoint; removal stops traff
     r.proxy_b->stop();
 }
 
+TEST_CASE("relay e2e: warm standby sessions: each side sends on its own relay, both deliver") {
+    rig r(false, false);
+    relay_forwarder_config rc;
+    rc.listen = {ep("127.0.0.1:0")};
+    auto relay2 = relay_forwarder::start(std::move(rc)).value();
+    auto relay2_ep = relay2->local_endpoints()[0];
+    constexpr uint64_t session2 = 78;
+    for (auto [from, to, up] : {std::tuple{nid(1), nid(2), r.proxy_a->uplink_endpoint()},
+                                std::tuple{nid(2), nid(1), r.proxy_b->uplink_endpoint()}}) {
+        REQUIRE(relay2->with_table([&](relay_session_table& t, uint64_t now) {
+            return t.bind(session2, from, to, relay_addr::from_endpoint(up), now);
+        }));
+    }
+    // Both proxies know session2 as a standby of their peer; only A moves its sending to it.
+    REQUIRE(r.proxy_a->add_alias(rig::session, session2, relay2_ep));
+    REQUIRE(r.proxy_b->add_alias(rig::session, session2, relay2_ep));
+    CHECK(r.proxy_b->add_alias(rig::session, rig::session, relay2_ep).err().is(errc::already_exists));
+    CHECK(r.proxy_b->add_alias(999, 5, relay2_ep).err().is(errc::not_found));
+    REQUIRE(r.proxy_a->retarget_peer(rig::session, session2, relay2_ep));
+    // The old primary stays as A's standby: B still sends on it.
+    REQUIRE(r.proxy_a->add_alias(session2, rig::session, r.relay_v4));
+    // A -> B now through relay2, arriving at B on its standby; B -> A still through relay 1.
+    exchange(r.wg_a.get(), r.local_a, r.wg_b.get(), r.local_b, 20);
+    exchange(r.wg_b.get(), r.local_b, r.wg_a.get(), r.local_a, 20);
+    settle([&] { return relay2->stats().forwarded_packets == 20; });
+    CHECK(relay2->stats().forwarded_packets == 20);
+    // B's frames on session 1 reached A through its standby entry.
+    CHECK(r.proxy_a->stats().unknown_session == 0);
+    // A frame for the standby session from anyone but its relay is refused.
+    auto before = r.proxy_b->stats().wrong_source;
+    unique_fd intruder = udp("127.0.0.1:0");
+    std::vector<uint8_t> f(relay_data_header_size + 50, 4);
+    write_relay_data_header(session2, f.data());
+    send_to(intruder.get(), f.data(), f.size(), r.proxy_b->uplink_endpoint());
+    settle([&] { return r.proxy_b->stats().wrong_source > before; });
+    CHECK(r.proxy_b->stats().wrong_source == before + 1);
+    check_silence(r.wg_b.get());
+    // remove_peer drops the standby too.
+    CHECK(r.proxy_b->remove_peer(rig::session));
+    CHECK_FALSE(r.proxy_b->remove_alias(session2));
+    relay2->stop();
+}
+
 TEST_CASE("relay e2e: a relay with two addresses answers each node from the one it talks to") {
     // 127.0.0.2 is as local as 127.0.0.1; each node's proxy only accepts frames from the relay
     // address it uses, as a NAT in front of it would.
