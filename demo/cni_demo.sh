@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# meshwire demo: a node (its own network namespace) gets two pods wired by the real meshwire CNI
+# meshwire single-node CNI walkthrough (run by `demo/demo.sh --cni` before the mesh demo): a node (its own network namespace) gets two pods wired by the real meshwire CNI
 # plugin, invoked exactly as a container runtime invokes it. The pods reach each other and the node
 # over IPv4 and IPv6, then are deleted, and nothing is left behind.
 # Everything lives in namespaces named mwdemo-<pid>-*; they are removed on exit, also on failure.

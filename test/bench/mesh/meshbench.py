@@ -1,0 +1,137 @@
+"""Shared helpers of the meshd testbed benchmarks (test/bench/mesh): the mesh harness, process
+CPU and memory from /proc, pair waiting. Python 3 stdlib, root."""
+
+import os
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.abspath(os.path.join(HERE, "..", "..", ".."))
+sys.path.insert(0, os.path.join(REPO, "test", "e2e", "mesh"))
+
+from mesh import Mesh  # noqa: E402,F401
+
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+SKIP = 77
+
+
+def need_root(name):
+    if os.geteuid() != 0:
+        print("%s: SKIP (needs root for the network-namespace testbed)" % name)
+        sys.exit(SKIP)
+
+
+def cpu_seconds(pid):
+    """utime + stime of a process, in seconds. /proc/<pid>/stat counts every thread, live or
+    exited (the per-thread figures are in /proc/<pid>/task/*/stat)."""
+    with open("/proc/%d/stat" % pid) as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK  # fields 14, 15 of stat(5)
+
+
+def status_kb(pid, keys=("VmRSS", "VmHWM")):
+    out = {}
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            k, _, v = line.partition(":")
+            if k in keys:
+                out[k] = int(v.split()[0])
+    return out
+
+
+def comm(pid):
+    try:
+        with open("/proc/%d/comm" % pid) as f:
+            return f.read().strip()
+    except OSError:
+        return None
+
+
+def children(pid):
+    out = []
+    for d in os.listdir("/proc/%d/task" % pid):
+        try:
+            with open("/proc/%d/task/%s/children" % (pid, d)) as f:
+                out += [int(x) for x in f.read().split()]
+        except OSError:
+            pass
+    return out
+
+
+def meshd_pid(m, node):
+    """meshd's pid (the Proc is `ip netns exec ... sh -c exec meshd`, one exec chain)."""
+    pid = m.procs[node.name].pid
+    if comm(pid) != "meshd":
+        raise RuntimeError("pid %d on %s is %r, not meshd" % (pid, node.name, comm(pid)))
+    return pid
+
+
+def wg_pid(m, node):
+    """wireguard-go's pid under this node's meshd (userspace backend), or None."""
+    todo = [meshd_pid(m, node)]
+    while todo:
+        p = todo.pop()
+        for c in children(p):
+            if comm(c) and comm(c).startswith("wireguard"):
+                return c
+            todo.append(c)
+    return None
+
+
+class CpuSample:
+    """CPU seconds of a set of processes over an interval: with CpuSample({...}) as s: ...;
+    s.delta[label] (seconds), s.wall."""
+
+    def __init__(self, pids):
+        self.pids = {k: v for k, v in pids.items() if v}
+
+    def __enter__(self):
+        self.t0 = time.monotonic()
+        self.c0 = {k: cpu_seconds(p) for k, p in self.pids.items()}
+        return self
+
+    def __exit__(self, *exc):
+        self.wall = time.monotonic() - self.t0
+        self.delta = {k: cpu_seconds(p) - self.c0[k] for k, p in self.pids.items()}
+        return False
+
+
+def wait_handshake(m, a, b, timeout=30):
+    """Waits until `meshctl peers` on a shows a WireGuard handshake with b (and b with a)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        ok = True
+        for x, y in ((a, b), (b, a)):
+            peers = {p["name"]: p for p in m.meshctl(m[x], "peers").get("peers", [])}
+            ok &= bool(peers.get(y, {}).get("lastHandshake"))
+        if ok:
+            return True
+        time.sleep(0.2)
+    return False
+
+
+def peer(m, a, b):
+    for p in m.meshctl(m[a], "peers").get("peers", []):
+        if p.get("name") == b:
+            return p
+    return None
+
+
+def start_mesh(m, pairs):
+    """meshd everywhere, paths as expected, WireGuard sessions up for the pairs; returns the
+    seconds it took."""
+    t0 = time.monotonic()
+    m.start()
+    m.wait_ready(timeout=20)
+    m.wait_paths(pairs, timeout=30)
+    for (a, b) in pairs:
+        if not wait_handshake(m, a, b):
+            raise RuntimeError("no WireGuard handshake %s <-> %s within 30 s" % (a, b))
+    return time.monotonic() - t0
+
+
+def ping_until_ok(pod, addr, timeout=15):
+    r = pod.run(["ping", "-n", "-c", "1", "-w", str(timeout), addr], check=False,
+                timeout=timeout + 5)
+    if r.returncode != 0:
+        raise RuntimeError("%s cannot reach %s: %s%s" % (pod.name, addr, r.stdout, r.stderr))
