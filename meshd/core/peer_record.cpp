@@ -1,5 +1,7 @@
 #include "meshd/core/peer_record.hpp"
 
+#include <algorithm>
+
 #include <netinet/in.h>
 
 #include <cstring>
@@ -60,9 +62,10 @@ status peer_record::validate() const {
         }
     }
     if (pod_cidrs.size() > max_cidrs || endpoints.size() > max_endpoints ||
-        relays.size() > max_relays) {
+        relays.size() > max_relays ||
+        (!relay_rtt_ms.empty() && relay_rtt_ms.size() != relays.size())) {
         return error(errc::invalid_argument,
-                     "peer record: at most 8 pod CIDRs, 8 endpoints and 8 relays");
+                     "peer record: at most 8 pod CIDRs, 8 endpoints and 8 relays (one RTT each)");
     }
     for (const auto& p : pod_cidrs) {
         if (!p.address().valid() || p.length() < 0 || p.length() > p.address().bits() ||
@@ -103,7 +106,10 @@ result<std::vector<uint8_t>> peer_record::encode_body() const {
     }
     w.u16(wg_port);
     w.u8(static_cast<uint8_t>(relays.size()));
-    for (const auto& r : relays) w.bytes(r.data(), node_id::size);
+    for (size_t i = 0; i < relays.size(); ++i) {
+        w.bytes(relays[i].data(), node_id::size);
+        w.u16(relay_rtt(i));
+    }
     return out;
 }
 
@@ -146,7 +152,16 @@ result<peer_record> peer_record::decode(std::span<const uint8_t> bytes) {
     if (n > max_relays) return bad("too many relays");
     for (size_t i = 0; i < n && r.ok(); ++i) {
         auto id = r.view(node_id::size);
-        if (r.ok()) rec.relays.push_back(node_id::from_bytes(id.data()));
+        uint16_t rtt = r.u16();
+        if (r.ok()) {
+            rec.relays.push_back(node_id::from_bytes(id.data()));
+            rec.relay_rtt_ms.push_back(rtt);
+        }
+    }
+    // One form for "no RTTs": an empty list (what a node that measured nothing writes).
+    if (std::all_of(rec.relay_rtt_ms.begin(), rec.relay_rtt_ms.end(),
+                    [](uint16_t v) { return v == unknown_rtt; })) {
+        rec.relay_rtt_ms.clear();
     }
     r.copy(rec.sig.data(), rec.sig.size());
     if (!r.ok()) return bad("truncated");

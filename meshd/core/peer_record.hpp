@@ -12,7 +12,8 @@
 //   u8   endpoint count (<= 8), each: u8 family (4|6), 4|16 address bytes, u16 port (non-zero):
 //        where the node's control socket answers (its LAN or public addresses)
 //   u16  WireGuard listen port (0: unknown); a direct path uses endpoint address : this port
-//   u8   relay count (<= 8), each: 32-byte node ID of a relay the node is attached to
+//   u8   relay count (<= 8), each: 32-byte node ID of a relay the node is attached to, u16 the
+//        node's RTT to it in ms (0xffff: unknown) — relay election adds both ends' RTTs
 //   64   Ed25519 signature over "meshwire peer record v1" || all bytes above
 //
 // Every field has exactly one encoding (fixed widths, zero host bits, no trailing bytes), so
@@ -44,7 +45,7 @@ struct peer_record {
     // Largest possible encoding (all lists full, v6 everywhere): fits one control datagram.
     static constexpr size_t max_encoded_size = 1 + 32 + 32 + 8 + 8 + 1 + max_name + 1 +
                                                max_cidrs * 18 + 1 + max_endpoints * 19 + 2 + 1 +
-                                               max_relays * 32 + signature_size;
+                                               max_relays * 34 + signature_size;
     static constexpr const char* signing_label = "meshwire peer record v1";
 
     std::string name;
@@ -54,6 +55,12 @@ struct peer_record {
     std::vector<wg_endpoint> endpoints;  // control endpoints
     uint16_t wg_port = 0;
     std::vector<node_id> relays;
+    // Parallel to relays (empty = all unknown); 0xffff = unknown.
+    static constexpr uint16_t unknown_rtt = 0xffff;
+    std::vector<uint16_t> relay_rtt_ms;
+    uint16_t relay_rtt(size_t i) const {
+        return i < relay_rtt_ms.size() ? relay_rtt_ms[i] : unknown_rtt;
+    }
     uint64_t seq = 0;
     uint64_t expires_ms = 0;
     signature sig{};

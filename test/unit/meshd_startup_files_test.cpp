@@ -264,7 +264,7 @@ TEST_CASE("meshd command line") {
     CHECK(parse({"-c", "/a", "-c", "/b"}).err().message == "--config given twice");
     CHECK(parse({"--frobnicate"}).err().message == "unknown argument \"--frobnicate\"");
     std::string help = help_text();
-    for (const char* s : {"--check-config", "EXIT STATUS", "relayNodes", "node.seed", "69", "78"}) {
+    for (const char* s : {"--check-config", "EXIT STATUS", "relayNodes", "node.seed", "64", "78"}) {
         CHECK_MESSAGE(help.find(s) != std::string::npos, s);
     }
 }
