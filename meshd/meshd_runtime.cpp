@@ -12,6 +12,7 @@
 #include <map>
 #include <nlohmann/json.hpp>
 #include <optional>
+#include <set>
 
 #include "common/log.hpp"
 #include "common/rtnl.hpp"
@@ -141,7 +142,14 @@ private:
         wg_endpoint relay;
         wg_endpoint local;
         uint64_t linger_until = 0;  // non-zero: not on a relay path any more
+        std::set<uint64_t> aliases;  // warm standby sessions registered with the proxy
     };
+    // When each peer first got a path: persistent keepalive is switched on only a moment later.
+    // Its first keepalive starts a handshake at once, and a handshake that reaches a peer which
+    // has not configured us yet is lost and retried only after REKEY_TIMEOUT (5 s); a moment
+    // later both ends know each other (pod traffic starts handshakes on its own anyway).
+    std::map<node_id, uint64_t> path_since_;
+    bool keepalive_pending_ = false;
     std::map<node_id, proxied> proxied_;
 
     struct pending_ping {
@@ -308,6 +316,7 @@ void daemon::send_out(const outgoing_datagram& o) {
 void daemon::apply_dataplane() {
     uint64_t now = unix_ms();
     auto dps = core_->dataplane();
+    keepalive_pending_ = false;
     wg_interface_config want;
     want.device.private_key = identity_.wg_private_key();
     want.device.listen_port = cfg_.wg_listen_port;
@@ -320,7 +329,12 @@ void daemon::apply_dataplane() {
         wg_peer p;
         p.public_key = dp.wg_public_key;
         p.allowed_ips = dp.allowed_ips;
-        p.persistent_keepalive = k_keepalive_s;
+        auto since = path_since_.try_emplace(dp.id, now).first->second;
+        if (now >= since + 3000) {
+            p.persistent_keepalive = k_keepalive_s;
+        } else {
+            keepalive_pending_ = true;
+        }
         if (dp.path == path_kind::direct) {
             p.endpoint = dp.endpoint;  // nullopt: learned, left alone
         } else if (dp.path == path_kind::relay && proxy_) {
@@ -336,6 +350,7 @@ void daemon::apply_dataplane() {
                 it = proxied_.emplace(dp.id, proxied{dp.session_id, dp.relay_endpoint, *local}).first;
             } else if (it->second.session_id != dp.session_id ||
                        !(it->second.relay == dp.relay_endpoint)) {
+                // Failover: one table update; a standby session is promoted in place.
                 if (auto s = proxy_->retarget_peer(it->second.session_id, dp.session_id,
                                                    dp.relay_endpoint);
                     !s) {
@@ -343,17 +358,34 @@ void daemon::apply_dataplane() {
                               {{"peer", dp.name}, {"error", s.err().message}});
                     continue;
                 }
+                it->second.aliases.erase(dp.session_id);
                 it->second.session_id = dp.session_id;
                 it->second.relay = dp.relay_endpoint;
             }
             it->second.linger_until = 0;
+            // Warm standby sessions: the peer may send on any of them.
+            std::set<uint64_t> want;
+            for (const auto& [sid, ep] : dp.standby) {
+                if (sid == dp.session_id) continue;
+                if (auto s = proxy_->add_alias(dp.session_id, sid, ep); s) {
+                    want.insert(sid);
+                } else {
+                    log::warn("cannot register a standby relay session",
+                              {{"peer", dp.name}, {"error", s.err().message}});
+                }
+            }
+            for (uint64_t old : it->second.aliases) {
+                if (!want.count(old)) proxy_->remove_alias(old);
+            }
+            it->second.aliases = std::move(want);
             p.endpoint = it->second.local;
         }
         want.device.peers.push_back(std::move(p));
     }
     // Proxy sockets of peers no longer relayed linger, then go.
     for (auto it = proxied_.begin(); it != proxied_.end();) {
-        bool gone = std::none_of(dps.begin(), dps.end(), [&](const auto& d) { return d.id == it->first; });
+        bool gone = std::none_of(dps.begin(), dps.end(),
+                                 [&](const auto& d) { return d.id == it->first; });
         if (!on_relay.count(it->first)) {
             if (!it->second.linger_until) it->second.linger_until = now + k_proxy_linger_ms;
             if (gone || now >= it->second.linger_until) {
@@ -389,7 +421,9 @@ void daemon::poll_wg() {
     // Retries a failed apply, and expires lingering proxy sockets.
     bool lingering = std::any_of(proxied_.begin(), proxied_.end(),
                                  [](const auto& kv) { return kv.second.linger_until != 0; });
-    if (core_->dataplane_version() != applied_version_ || lingering) apply_dataplane();
+    if (core_->dataplane_version() != applied_version_ || lingering || keepalive_pending_) {
+        apply_dataplane();
+    }
     wg_timer_.expires_after(k_wg_poll);
     wg_timer_.async_wait([this](const boost::system::error_code& ec) {
         if (!ec) poll_wg();

@@ -167,14 +167,27 @@ uint64_t node_core::start(uint64_t now_ms) {
 }
 
 void node_core::refresh_self(uint64_t now, bool force) {
-    std::vector<node_id> attached;
-    for (const auto& r : relays_) {
-        if (!r.self && r.id && relay_up(r, now) && attached.size() < peer_record::max_relays) {
-            attached.push_back(*r.id);
+    std::vector<std::pair<node_id, uint16_t>> att;
+    for (auto& r : relays_) {
+        if (r.self || !r.id || !relay_up(r, now) || att.size() >= peer_record::max_relays) continue;
+        // Publish our RTT to the relay, but re-sign only when it moved by more than noise: every
+        // change is a record pushed to the whole cluster.
+        double m = relay_rtt(r);
+        double pub = r.published_rtt;
+        if (r.published_rtt == peer_record::unknown_rtt ||
+            std::abs(m - pub) > std::max(2.0, 0.25 * pub)) {
+            r.published_rtt = static_cast<uint16_t>(std::clamp(m + 0.5, 1.0, 60000.0));
         }
+        att.emplace_back(*r.id, r.published_rtt);
     }
-    std::sort(attached.begin(), attached.end());
-    if (attached != self_.relays) self_dirty_ = true;
+    std::sort(att.begin(), att.end());
+    std::vector<node_id> attached;
+    std::vector<uint16_t> rtts;
+    for (const auto& [id, rtt] : att) {
+        attached.push_back(id);
+        rtts.push_back(rtt);
+    }
+    if (attached != self_.relays || rtts != self_.relay_rtt_ms) self_dirty_ = true;
     bool old = now >= self_signed_ms_ + cfg_.record_lifetime_ms / 2;
     if (!force && !self_dirty_ && !old) return;
     peer_record r;
@@ -184,6 +197,7 @@ void node_core::refresh_self(uint64_t now, bool force) {
     if (r.endpoints.size() > peer_record::max_endpoints) r.endpoints.resize(peer_record::max_endpoints);
     r.wg_port = cfg_.wg_port;
     r.relays = std::move(attached);
+    r.relay_rtt_ms = std::move(rtts);
     // The seq must grow across restarts too (a restarted node's record must replace the old one at
     // the relays), so it is the signing time in ms, bumped if the clock did not move.
     r.seq = std::max(self_.seq + 1, now);
@@ -281,11 +295,38 @@ uint64_t node_core::tick(uint64_t now) {
 }
 
 void node_core::tick_relays(uint64_t now) {
+    // Relays in some relayed pair's warm set are probed fast (failover budget).
+    // Sticky for a while: a relay that just failed drops out of the warm sets, and must not then
+    // look alive again merely because the slow timeout applies to it.
+    for (const auto& [id, p] : peers_) {
+        for (const auto& w : p.warm) {
+            if (auto* r = relay_by_id(w.relay)) r->fast_until = now + 10 * cfg_.path_timeout_ms;
+        }
+    }
+    for (auto& r : relays_) r.fast = now < r.fast_until;
     for (size_t i = 0; i < relays_.size(); ++i) {
         auto& r = relays_[i];
         if (r.self) continue;
         pick_relay_address(r, now);
         bool up = relay_up(r, now);
+        bool usable = relay_usable(r, now);
+        if (usable != r.was_usable) {
+            r.was_usable = usable;
+            recheck_all_ = true;
+            if (r.fast && !usable && up) {
+                log(2, "relay stopped answering; its pairs fail over",
+                    {{"relay", r.spec.name},
+                     {"timeout_ms", std::to_string(cfg_.fast_relay_timeout_ms)}});
+            }
+        }
+        if (r.fast) {
+            r.next_ping_ms = std::min(r.next_ping_ms, now + cfg_.fast_ping_interval_ms);
+            for (const auto& a : r.addrs) {
+                if (a.last_pong_ms && now <= a.last_pong_ms + cfg_.fast_relay_timeout_ms) {
+                    due(a.last_pong_ms + cfg_.fast_relay_timeout_ms + 1);
+                }
+            }
+        }
         if (up != r.was_up) {
             r.was_up = up;
             recheck_all_ = true;
@@ -298,7 +339,7 @@ void node_core::tick_relays(uint64_t now) {
             for (size_t a = 0; a < r.addrs.size(); ++a) {
                 send_ping(r.addrs[a].ep, 0, pending_ping{ping_kind::relay, {}, i, a}, now);
             }
-            r.next_ping_ms = now + cfg_.ping_interval_ms;
+            r.next_ping_ms = now + (r.fast ? cfg_.fast_ping_interval_ms : cfg_.ping_interval_ms);
         }
         due(r.next_ping_ms);
         if (now >= r.next_hello_ms) {
@@ -339,6 +380,7 @@ void node_core::tick_peers(uint64_t now) {
         peer_entry& p = it->second;
         if (inserted) {
             p.dp.id = id;
+            p.discovered_ms = now;
             log(1, "peer discovered", {{"peer", rec.name}, {"node_id", id.short_hex()}});
             ++dp_version_;
         }
@@ -407,91 +449,20 @@ void node_core::decide(const node_id& id, peer_entry& p, const peer_record& rec,
         dp.path = path_kind::direct;
         learned = true;
         due(p.last_inbound_ms + cfg_.path_timeout_ms + 1);
+    } else if (relay_by_id(id)) {
+        // A configured relay is reached directly by everyone by definition; relaying to it through
+        // another relay would only hide that it is down.
+    } else if (!cfg_.relay_role && !p.candidates.empty() && now < p.discovered_ms + cfg_.direct_grace_ms) {
+        // A new peer: give its direct addresses a moment before binding relay sessions for it.
+        due(p.discovered_ms + cfg_.direct_grace_ms);
     } else if (!cfg_.relay_role) {
-        // The common relay with the lowest rendezvous score, among those up for us, listed by the
-        // peer, and not excluded for this pair.
-        const relay_entry* chosen = nullptr;
-        uint64_t best_score = UINT64_MAX;
-        for (const auto& rid : rec.relays) {
-            const relay_entry* r = relay_by_id(rid);
-            if (!r || r->self || !relay_up(*r, now)) continue;
-            auto ex = p.excluded.find(rid);
-            if (ex != p.excluded.end()) {
-                if (now < ex->second) {
-                    due(ex->second);
-                    continue;
-                }
-            }
-            uint64_t s = rendezvous_score(identity_.id(), id, rid);
-            if (!chosen || s < best_score) {
-                chosen = r;
-                best_score = s;
-            }
-        }
-        // All candidates excluded: better an old relay than none.
-        if (!chosen && !p.excluded.empty()) {
-            p.excluded.clear();
-            for (const auto& rid : rec.relays) {
-                const relay_entry* r = relay_by_id(rid);
-                if (r && !r->self && relay_up(*r, now)) {
-                    uint64_t s = rendezvous_score(identity_.id(), id, rid);
-                    if (!chosen || s < best_score) {
-                        chosen = r;
-                        best_score = s;
-                    }
-                }
-            }
-        }
-        if (chosen) {
-            dp.path = path_kind::relay;
-            dp.relay = *chosen->id;
-            dp.relay_endpoint = *relay_endpoint(*chosen, now);
-            dp.session_id = session_id_for(identity_.id(), id, *chosen->id);
-        }
+        choose_relay(id, p, rec, now, dp);
     }
-
-    // Relay session upkeep.
-    if (dp.path == path_kind::relay) {
-        if (!p.relay || *p.relay != dp.relay || p.session_id != dp.session_id) {
-            p.relay = dp.relay;
-            p.session_id = dp.session_id;
-            p.accepted = false;
-            p.next_request_ms = now;
-            p.relay_since_ms = now;
-            p.last_inband_pong_ms = 0;
-            p.next_inband_ms = now;
-        }
-        if (now >= p.next_request_ms) {
-            send(relay_session_request_msg{p.session_id, identity_.id(), id}, dp.relay_endpoint, 0,
-                 now);
-            p.next_request_ms = now + (p.accepted ? cfg_.session_refresh_ms : cfg_.session_retry_ms);
-        }
-        due(p.next_request_ms);
-        if (now >= p.next_inband_ms) {
-            send_ping(dp.relay_endpoint, p.session_id, pending_ping{ping_kind::inband, id}, now);
-            p.next_inband_ms = now + cfg_.ping_interval_ms;
-        }
-        due(p.next_inband_ms);
-        // End-to-end check: the relay answers us, but nothing comes back through it from the
-        // peer. Give the pair's session a fair start (both ends must bind), then try another.
-        uint64_t last = std::max(p.last_inband_pong_ms, p.relay_since_ms + 2 * cfg_.path_timeout_ms);
-        if (now > last + cfg_.path_timeout_ms) {
-            log(2, "relayed path silent end to end; trying another relay",
-                {{"peer", rec.name}, {"relay", name_of(dp.relay)}, {"path", "relay"}});
-            p.excluded[dp.relay] = now + cfg_.relay_exclude_ms;
-            p.relay.reset();
-            p.session_id = 0;
-            due(now);
-            // Decided again on the next tick (now), without this relay.
-        } else {
-            due(last + cfg_.path_timeout_ms + 1);
-        }
-    } else if (p.relay) {
+    if (dp.path != path_kind::relay && (p.relay || !p.warm.empty())) {
         p.relay.reset();
         p.session_id = 0;
-        p.accepted = false;
+        p.warm.clear();
     }
-
     if (dp != p.dp || learned != p.learned) {
         if (dp.path != p.dp.path || dp.endpoint != p.dp.endpoint || dp.relay != p.dp.relay ||
             learned != p.learned) {
@@ -511,6 +482,146 @@ void node_core::decide(const node_id& id, peer_entry& p, const peer_record& rec,
         p.dp = std::move(dp);
         p.learned = learned;
         ++dp_version_;
+    }
+}
+
+double node_core::relay_rtt(const relay_entry& r) const {
+    if (r.active < r.addrs.size() && r.addrs[r.active].rtt_ms > 0) return r.addrs[r.active].rtt_ms;
+    for (const auto& a : r.addrs) {
+        if (a.rtt_ms > 0) return a.rtt_ms;
+    }
+    return 0;
+}
+
+bool node_core::relay_usable(const relay_entry& r, uint64_t now) const {
+    if (!relay_up(r, now)) return false;
+    if (!r.fast) return true;
+    for (const auto& a : r.addrs) {
+        if (a.last_pong_ms && now <= a.last_pong_ms + cfg_.fast_relay_timeout_ms) return true;
+    }
+    return false;
+}
+
+// Relay election for one relayed pair (DESIGN §5). Score = RTT(A,R) + RTT(R,B) from the RTTs both
+// nodes publish in their records, so both ends rank relays alike without talking; relays within
+// spread_* of the best are equally good and ordered by the pair's rendezvous hash, which spreads
+// pairs over them. Sessions are kept at the first warm_relays (make before break). The relay we
+// send through stays while it is usable and in the warm set, unless the best is better by both
+// switch_abs_ms and switch_rel (hysteresis). Each end chooses its sending relay on its own and
+// accepts the peer's frames on any warm session: both directions fail over independently.
+void node_core::choose_relay(const node_id& id, peer_entry& p, const peer_record& rec,
+                             uint64_t now, peer_dataplane& dp) {
+    struct cand {
+        const relay_entry* r;
+        double score;
+        uint64_t hash;
+    };
+    std::vector<cand> cands;
+    auto collect = [&](bool honour_exclusions) {
+        for (size_t i = 0; i < rec.relays.size(); ++i) {
+            const relay_entry* r = relay_by_id(rec.relays[i]);
+            if (!r || r->self || !relay_usable(*r, now)) continue;
+            if (honour_exclusions) {
+                auto ex = p.excluded.find(rec.relays[i]);
+                if (ex != p.excluded.end() && now < ex->second) {
+                    due(ex->second);
+                    continue;
+                }
+            }
+            double mine = r->published_rtt != peer_record::unknown_rtt ? r->published_rtt
+                                                                        : relay_rtt(*r);
+            double theirs = rec.relay_rtt(i) != peer_record::unknown_rtt ? rec.relay_rtt(i) : mine;
+            cands.push_back({r, mine + theirs, rendezvous_score(identity_.id(), id, rec.relays[i])});
+        }
+    };
+    collect(true);
+    if (cands.empty() && !p.excluded.empty()) {
+        p.excluded.clear();  // all excluded: better a relay that failed once than none
+        collect(false);
+    }
+    if (cands.empty()) return;
+    double best = cands[0].score;
+    for (const auto& c : cands) best = std::min(best, c.score);
+    double spread = std::max(cfg_.spread_abs_ms, best * cfg_.spread_rel);
+    std::sort(cands.begin(), cands.end(), [&](const cand& a, const cand& b) {
+        bool ga = a.score <= best + spread, gb = b.score <= best + spread;
+        if (ga != gb) return ga;
+        if (ga) return a.hash < b.hash;
+        return a.score < b.score;
+    });
+    if (cands.size() > cfg_.warm_relays) cands.resize(cfg_.warm_relays);
+
+    // The relay we send through.
+    const cand* use = &cands[0];
+    for (const auto& c : cands) {
+        if (p.relay && *c.r->id == *p.relay) {
+            double margin = std::max(cfg_.switch_abs_ms, c.score * cfg_.switch_rel);
+            if (!(cands[0].score + margin < c.score)) use = &c;
+        }
+    }
+
+    // Warm sessions follow the set, keeping the state of those that stay.
+    std::vector<peer_entry::warm_session> warm;
+    for (const auto& c : cands) {
+        peer_entry::warm_session w{*c.r->id, session_id_for(identity_.id(), id, *c.r->id),
+                                   *relay_endpoint(*c.r, now)};
+        for (const auto& o : p.warm) {
+            if (o.relay == w.relay) {
+                w.accepted = o.accepted;
+                w.next_request_ms = o.next_request_ms;
+                if (!(o.ep == w.ep)) w.next_request_ms = now;  // rebind from the new address
+            }
+        }
+        warm.push_back(w);
+    }
+    p.warm = std::move(warm);
+    for (auto& w : p.warm) {
+        if (now >= w.next_request_ms) {
+            send(relay_session_request_msg{w.session_id, identity_.id(), id}, w.ep, 0, now);
+            w.next_request_ms = now + (w.accepted ? cfg_.session_refresh_ms : cfg_.session_retry_ms);
+        }
+        due(w.next_request_ms);
+    }
+
+    dp.path = path_kind::relay;
+    dp.relay = *use->r->id;
+    dp.relay_endpoint = *relay_endpoint(*use->r, now);
+    dp.session_id = session_id_for(identity_.id(), id, dp.relay);
+    for (const auto& w : p.warm) {
+        if (w.relay != dp.relay && w.accepted) dp.standby.emplace_back(w.session_id, w.ep);
+    }
+    if (!p.relay || *p.relay != dp.relay) {
+        if (p.relay) {
+            log(1, "relay switched",
+                {{"peer", rec.name}, {"relay", name_of(dp.relay)}, {"from", name_of(*p.relay)},
+                 {"path", "relay"}});
+        }
+        p.relay = dp.relay;
+        p.session_id = dp.session_id;
+        p.relay_since_ms = now;
+        p.last_inband_pong_ms = 0;
+        p.next_inband_ms = now;
+    }
+    p.accepted = false;
+    for (const auto& w : p.warm) {
+        if (w.relay == dp.relay) p.accepted = w.accepted;
+    }
+    if (now >= p.next_inband_ms) {
+        send_ping(dp.relay_endpoint, p.session_id, pending_ping{ping_kind::inband, id}, now);
+        p.next_inband_ms = now + cfg_.ping_interval_ms;
+    }
+    due(p.next_inband_ms);
+    // End to end: the relay answers us, but nothing comes back through it from the peer. Give
+    // the session a fair start (both ends must bind), then exclude it for this pair.
+    uint64_t last = std::max(p.last_inband_pong_ms, p.relay_since_ms + 2 * cfg_.path_timeout_ms);
+    if (now > last + cfg_.path_timeout_ms) {
+        log(2, "relayed path silent end to end; trying another relay",
+            {{"peer", rec.name}, {"relay", name_of(dp.relay)}, {"path", "relay"}});
+        p.excluded[dp.relay] = now + cfg_.relay_exclude_ms;
+        p.relay.reset();
+        due(now);
+    } else {
+        due(last + cfg_.path_timeout_ms + 1);
     }
 }
 
@@ -706,21 +817,23 @@ void node_core::on_session_answer(const control_message& m, uint64_t session_id,
     auto it = peers_.find(to);
     if (it == peers_.end()) return;
     auto& p = it->second;
-    if (!p.relay || *p.relay != m.sender || p.session_id != session_id) return;
+    auto w = std::find_if(p.warm.begin(), p.warm.end(), [&](const auto& x) {
+        return x.relay == m.sender && x.session_id == session_id;
+    });
+    if (w == p.warm.end()) return;
     p.next_check_ms = 0;
     if (accepted) {
-        if (!p.accepted) {
-            log(0, "relay session accepted",
-                {{"peer", p.dp.name}, {"relay", name_of(m.sender)}});
+        if (!w->accepted) {
+            log(0, "relay session accepted", {{"peer", p.dp.name}, {"relay", name_of(m.sender)}});
         }
-        p.accepted = true;
-        p.next_request_ms = now + cfg_.session_refresh_ms;
+        w->accepted = true;
+        w->next_request_ms = now + cfg_.session_refresh_ms;
     } else {
         log(2, "relay session rejected; trying another relay",
             {{"peer", p.dp.name}, {"relay", name_of(m.sender)}, {"reason", std::to_string(reason)}});
         p.excluded[m.sender] = now + cfg_.relay_exclude_ms;
-        p.relay.reset();
-        p.session_id = 0;
+        if (p.relay && *p.relay == m.sender) p.relay.reset();
+        p.warm.erase(w);
     }
 }
 

@@ -72,6 +72,19 @@ struct node_core_config {
     bool relay_role = false;
 
     uint64_t ping_interval_ms = 1000;     // relays, paths in use (direct and in-band)
+    // Relays that carry (or stand by for) one of our relayed pairs are probed this often and
+    // declared dead for those pairs after fast_relay_timeout_ms without an answer: the failover
+    // budget is that timeout plus one tick.
+    uint64_t fast_ping_interval_ms = 100;
+    uint64_t fast_relay_timeout_ms = 400;
+    size_t warm_relays = 2;  // sessions kept per relayed pair (in use + standby)
+    // Election hysteresis: a better relay replaces the one in use only if it is better by both.
+    double switch_abs_ms = 5;
+    double switch_rel = 0.2;
+    // Relays within this of the best score count as equally good (pairs spread over them).
+    double spread_abs_ms = 2;
+    double spread_rel = 0.1;
+    uint64_t direct_grace_ms = 1000;  // a new peer gets this long to answer directly
     uint64_t upgrade_interval_ms = 5000;  // direct candidates of a pair not using them
     uint64_t path_timeout_ms = 3500;      // no answer for this long: path / relay is down
     uint64_t hello_interval_ms = 10000;
@@ -91,9 +104,11 @@ struct peer_dataplane {
     path_kind path = path_kind::none;
     // direct: the peer's address and WireGuard port; nullopt: learned by WireGuard (see above).
     std::optional<wg_endpoint> endpoint;
-    node_id relay;               // relay path
+    node_id relay;               // relay path: the relay we send through
     wg_endpoint relay_endpoint;  // relay path: the relay's socket
     uint64_t session_id = 0;     // relay path
+    // relay path: warm standby sessions (accepted by their relay) the peer may send on
+    std::vector<std::pair<uint64_t, wg_endpoint>> standby;
 
     friend bool operator==(const peer_dataplane&, const peer_dataplane&) = default;
 };
@@ -221,6 +236,10 @@ private:
         uint64_t next_hello_ms = 0;
         bool was_up = false;
         size_t active = SIZE_MAX;  // the address in use (sticky while it answers)
+        uint16_t published_rtt = peer_record::unknown_rtt;  // in our record
+        bool fast = false;  // probed fast: in a relayed pair's warm set
+        bool was_usable = false;
+        uint64_t fast_until = 0;
     };
     struct candidate {
         wg_endpoint ep;  // control endpoint
@@ -231,11 +250,19 @@ private:
         std::vector<candidate> candidates;
         uint64_t next_probe_ms = 0;
         uint64_t last_inbound_ms = 0;  // last direct PING from the peer
-        // relay path
+        uint64_t discovered_ms = 0;
+        // relay path: sessions at the warm relays (the one we send through first)
+        struct warm_session {
+            node_id relay;
+            uint64_t session_id = 0;
+            wg_endpoint ep;
+            bool accepted = false;
+            uint64_t next_request_ms = 0;
+        };
+        std::vector<warm_session> warm;
         std::optional<node_id> relay;
         uint64_t session_id = 0;
         bool accepted = false;
-        uint64_t next_request_ms = 0;
         uint64_t next_inband_ms = 0;
         uint64_t relay_since_ms = 0;
         uint64_t last_inband_pong_ms = 0;
@@ -272,6 +299,10 @@ private:
     void tick_peers(uint64_t now);
     void decide(const node_id& id, peer_entry& p, const peer_record& rec, uint64_t now);
     bool relay_up(const relay_entry& r, uint64_t now) const;
+    bool relay_usable(const relay_entry& r, uint64_t now) const;
+    double relay_rtt(const relay_entry& r) const;
+    void choose_relay(const node_id& id, peer_entry& p, const peer_record& rec, uint64_t now,
+                      peer_dataplane& dp);
     std::optional<wg_endpoint> relay_endpoint(const relay_entry& r, uint64_t now) const;
     void pick_relay_address(relay_entry& r, uint64_t now);
     const relay_entry* relay_by_id(const node_id& id) const;
