@@ -917,7 +917,11 @@ std::vector<relay_view> node_core::relays() const {
         if (r.self) {
             rv.state = relay_state::self;
         } else {
-            rv.state = r.was_up ? relay_state::up : (r.id ? relay_state::down : relay_state::unknown);
+            // A relay that stopped answering its fast probes is down for meshctl too, although
+            // our record keeps it attached until the slow timeout.
+            rv.state = r.was_up && r.was_usable ? relay_state::up
+                       : r.id                   ? relay_state::down
+                                                : relay_state::unknown;
             const relay_addr_state* best = nullptr;
             for (const auto& a : r.addrs) {
                 if (a.last_pong_ms && (!best || a.last_pong_ms > best->last_pong_ms)) best = &a;

@@ -262,3 +262,77 @@ TEST_CASE("sim: 100 nodes in 10 LANs behind NATs with 3 relays converge") {
             << load["relay2"] << ", relay3 " << load["relay3"] << " of " << pairs);
     for (std::string r : {"relay1", "relay2", "relay3"}) CHECK(load[r] > pairs / 5);
 }
+
+namespace {
+// Relayed pair-directions per relay name, over every node.
+std::map<std::string, size_t> relay_load(sim_net& net) {
+    std::map<std::string, size_t> load;
+    for (auto& h : net.hosts()) {
+        for (const auto& pv : h->core->peers()) {
+            if (pv.path == path_kind::relay) ++load[pv.relay_name];
+        }
+    }
+    return load;
+}
+size_t switches(sim_net& net) {
+    size_t n = 0;
+    for (auto& h : net.hosts()) {
+        for (const auto& e : h->log) n += e.msg == "relay switched";
+    }
+    return n;
+}
+}  // namespace
+
+TEST_CASE("sim: election picks the relay with the lower RTT sum; a recovered relay is not flapped back") {
+    sim_net net(21);
+    net.add_public("near", 2).relay = true;
+    net.add_public("far", 25).relay = true;
+    int l1 = net.add_lan(false, 2), l2 = net.add_lan(true, 2);
+    for (int i = 0; i < 3; ++i) {
+        net.add_lan_host(l1, "a" + std::to_string(i));
+        net.add_lan_host(l2, "b" + std::to_string(i));
+    }
+    auto specs = net.relay_specs();
+    for (auto& h : net.hosts()) net.start_core(*h, specs);
+    net.run_for(8000);
+    auto load = relay_load(net);
+    MESSAGE("pairs via near " << load["near"] << ", via far " << load["far"]);
+    CHECK(load["near"] == 18);  // 9 cross-LAN pairs, both directions
+    CHECK(load["far"] == 0);
+    // The near relay dies: everyone moves to far within the failover budget...
+    net["near"].up = false;
+    net.run_for(1000);
+    load = relay_load(net);
+    CHECK(load["far"] == 18);
+    // ...and back when near returns, because it is clearly better (RTT sum ~8 vs ~54 ms).
+    net["near"].up = true;
+    net.run_for(10000);
+    load = relay_load(net);
+    CHECK(load["near"] == 18);
+}
+
+TEST_CASE("sim: hysteresis — equally good relays under jitter do not flap; pairs spread") {
+    sim_net net(23);
+    net.add_public("r1", 5).relay = true;
+    net.add_public("r2", 5).relay = true;
+    net["r1"].jitter_ms = 3;
+    net["r2"].jitter_ms = 3;
+    int l1 = net.add_lan(false, 2), l2 = net.add_lan(false, 2);
+    for (int i = 0; i < 6; ++i) {
+        net.add_lan_host(l1, "a" + std::to_string(i));
+        net.add_lan_host(l2, "b" + std::to_string(i));
+    }
+    auto specs = net.relay_specs();
+    for (auto& h : net.hosts()) net.start_core(*h, specs);
+    net.run_for(10000);
+    size_t before = switches(net);
+    net.run_for(60000);
+    size_t after = switches(net);
+    auto load = relay_load(net);
+    MESSAGE("relay switches in 60 s of jittery steady state: " << after - before << "; load r1 "
+            << load["r1"] << " r2 " << load["r2"]);
+    CHECK(after - before == 0);
+    CHECK(load["r1"] + load["r2"] == 72);
+    CHECK(load["r1"] >= 18);  // spread: neither relay gets (almost) everything
+    CHECK(load["r2"] >= 18);
+}

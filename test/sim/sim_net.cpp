@@ -232,6 +232,7 @@ void sim_net::route(const wg_endpoint& from, const wg_endpoint& to, std::vector<
     double d = delay_ms;
     if (dst && (dst->lan < 0 || delay_ms == 0.2)) {
         if (dst->lan < 0) d += dst->delay_ms;
+        if (dst->jitter_ms > 0) d += std::uniform_real_distribution<double>(0, dst->jitter_ms)(rng_);
     } else if (sim_nat* nat = nat_at(to.address)) {
         auto it = nat->in.find(to.port);
         if (it == nat->in.end() ||

@@ -47,6 +47,7 @@ struct sim_host {
     int lan = -1;  // -1: public
     double delay_ms = 1;  // public hosts: one-way to the core
     double loss = 0;      // probability a datagram to or from this host is lost
+    double jitter_ms = 0;  // extra one-way delay, uniform in [0, jitter_ms], per datagram
     bool up = true;
     bool relay = false;
     std::unique_ptr<node_core> core;
