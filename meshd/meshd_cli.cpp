@@ -34,15 +34,19 @@ DESCRIPTION
     Membership: every node registers its signed peer record with every relay in relayNodes
     (UDP listenPort) and learns the other nodes' records from them. Paths: a peer that answers
     on one of its advertised addresses is reached directly (WireGuard endpoint = that address);
-    otherwise through a relay both nodes are attached to, chosen by rendezvous hashing so both
-    ends agree without talking. Relayed packets stay WireGuard ciphertext; the relay forwards
+    otherwise through a relay both nodes are attached to, chosen so that both
+    ends agree without talking; relays are ranked by the RTT sum both nodes publish, and a warm
+    standby session is kept at the second-best. Relays in use are probed every 100 ms and
+    dropped after 400 ms of silence (failover to the standby). Relayed packets stay WireGuard
+    ciphertext; the relay forwards
     only for sessions the two nodes asked for, from the addresses they asked from. Every path
     is checked end to end once a second (relayed paths by probes inside the relay session);
     a path that stops answering for 3.5 s is replaced (direct -> relay, relay -> other relay),
     and a relayed pair moves back to direct as soon as direct answers again.
 
     Not implemented yet: mDNS and DHT discovery (mdns/dht settings are accepted and ignored),
-    the Kubernetes integration, live reload of relayNodes, the metrics endpoint.
+    the Kubernetes integration, live reload of relayNodes, the relay dial-back check, the
+    metrics endpoint.
 
 OPTIONS
     -c, --config FILE   The YAML configuration (default /etc/meshwire/meshd.yaml).
