@@ -1,8 +1,8 @@
 #include "meshd/meshd_runtime.hpp"
 
-#include <net/if.h>
 #include <linux/if_addr.h>
 #include <linux/rtnetlink.h>
+#include <net/if.h>
 #include <sodium.h>
 #include <sys/socket.h>
 
@@ -59,13 +59,27 @@ void emit(const core_log_event& e) {
     // At most 8 fields per event (the core never uses more).
     auto get = [&](size_t i) { return i < f.size() ? f[i] : log::field{"", ""}; };
     switch (f.size()) {
-        case 0: log::write(lvl, msg); break;
-        case 1: log::write(lvl, msg, {get(0)}); break;
-        case 2: log::write(lvl, msg, {get(0), get(1)}); break;
-        case 3: log::write(lvl, msg, {get(0), get(1), get(2)}); break;
-        case 4: log::write(lvl, msg, {get(0), get(1), get(2), get(3)}); break;
-        case 5: log::write(lvl, msg, {get(0), get(1), get(2), get(3), get(4)}); break;
-        default: log::write(lvl, msg, {get(0), get(1), get(2), get(3), get(4), get(5)}); break;
+        case 0:
+            log::write(lvl, msg);
+            break;
+        case 1:
+            log::write(lvl, msg, {get(0)});
+            break;
+        case 2:
+            log::write(lvl, msg, {get(0), get(1)});
+            break;
+        case 3:
+            log::write(lvl, msg, {get(0), get(1), get(2)});
+            break;
+        case 4:
+            log::write(lvl, msg, {get(0), get(1), get(2), get(3)});
+            break;
+        case 5:
+            log::write(lvl, msg, {get(0), get(1), get(2), get(3), get(4)});
+            break;
+        default:
+            log::write(lvl, msg, {get(0), get(1), get(2), get(3), get(4), get(5)});
+            break;
     }
 }
 
@@ -95,8 +109,13 @@ struct forwarder_binder : relay_binder {
 class daemon {
 public:
     daemon(const meshd_config& cfg, const node_identity& id, psk_sealer sealer)
-        : cfg_(cfg), identity_(id), sealer_(std::move(sealer)), signals_(io_, SIGINT, SIGTERM),
-          timer_(io_), wg_timer_(io_), addr_timer_(io_) {}
+        : cfg_(cfg),
+          identity_(id),
+          sealer_(std::move(sealer)),
+          signals_(io_, SIGINT, SIGTERM),
+          timer_(io_),
+          wg_timer_(io_),
+          addr_timer_(io_) {}
 
     int run();
 
@@ -141,7 +160,7 @@ private:
         uint64_t session_id = 0;
         wg_endpoint relay;
         wg_endpoint local;
-        uint64_t linger_until = 0;  // non-zero: not on a relay path any more
+        uint64_t linger_until = 0;   // non-zero: not on a relay path any more
         std::set<uint64_t> aliases;  // warm standby sessions registered with the proxy
     };
     // When each peer first got a path: persistent keepalive is switched on only a moment later.
@@ -190,7 +209,8 @@ status daemon::start_transport() {
         forwarder_ = std::move(*f);
         binder_.fwd = forwarder_.get();
         std::string eps;
-        for (const auto& e : forwarder_->local_endpoints()) eps += (eps.empty() ? "" : ",") + e.str();
+        for (const auto& e : forwarder_->local_endpoints())
+            eps += (eps.empty() ? "" : ",") + e.str();
         log::info("relay service listening", {{"relay", cfg_.node_name}, {"endpoint", eps}});
     } else {
         relay_proxy_config pc;
@@ -218,9 +238,9 @@ status daemon::start_wireguard() {
     wg_ = std::move(*b);
     if (auto s = wg_->up(); !s) return s;
     reconciler_ = std::make_unique<wg_reconciler>(*wg_);
-    log::info("wireguard interface up",
-              {{"interface", cfg_.interface}, {"backend", std::string(wg_->kind())},
-               {"port", std::to_string(cfg_.wg_listen_port)}});
+    log::info("wireguard interface up", {{"interface", cfg_.interface},
+                                         {"backend", std::string(wg_->kind())},
+                                         {"port", std::to_string(cfg_.wg_listen_port)}});
     return {};
 }
 
@@ -347,7 +367,8 @@ void daemon::apply_dataplane() {
                               {{"peer", dp.name}, {"error", local.err().message}});
                     continue;
                 }
-                it = proxied_.emplace(dp.id, proxied{dp.session_id, dp.relay_endpoint, *local}).first;
+                it = proxied_.emplace(dp.id, proxied{dp.session_id, dp.relay_endpoint, *local})
+                         .first;
             } else if (it->second.session_id != dp.session_id ||
                        !(it->second.relay == dp.relay_endpoint)) {
                 // Failover: one table update; a standby session is promoted in place.
@@ -384,8 +405,8 @@ void daemon::apply_dataplane() {
     }
     // Proxy sockets of peers no longer relayed linger, then go.
     for (auto it = proxied_.begin(); it != proxied_.end();) {
-        bool gone = std::none_of(dps.begin(), dps.end(),
-                                 [&](const auto& d) { return d.id == it->first; });
+        bool gone =
+            std::none_of(dps.begin(), dps.end(), [&](const auto& d) { return d.id == it->first; });
         if (!on_relay.count(it->first)) {
             if (!it->second.linger_until) it->second.linger_until = now + k_proxy_linger_ms;
             if (gone || now >= it->second.linger_until) {
@@ -406,11 +427,10 @@ void daemon::apply_dataplane() {
     }
     applied_version_ = core_->dataplane_version();
     if (rep->changed()) {
-        log::debug("data plane applied",
-                   {{"peers", std::to_string(want.device.peers.size())},
-                    {"operations", std::to_string(rep->wg_operations)},
-                    {"routes_added", std::to_string(rep->routes_added)},
-                    {"routes_removed", std::to_string(rep->routes_removed)}});
+        log::debug("data plane applied", {{"peers", std::to_string(want.device.peers.size())},
+                                          {"operations", std::to_string(rep->wg_operations)},
+                                          {"routes_added", std::to_string(rep->routes_added)},
+                                          {"routes_removed", std::to_string(rep->routes_removed)}});
     }
 }
 
@@ -492,9 +512,9 @@ json daemon::status_json() {
                {"drops", drops}};
     }
     const auto& c = core_->counters();
-    json control = {{"accepted", c.accepted},   {"authFailed", c.auth_failed},
-                    {"malformed", c.malformed}, {"stale", c.stale},
-                    {"future", c.future},       {"replayed", c.replayed},
+    json control = {{"accepted", c.accepted},      {"authFailed", c.auth_failed},
+                    {"malformed", c.malformed},    {"stale", c.stale},
+                    {"future", c.future},          {"replayed", c.replayed},
                     {"notControl", c.not_control}, {"badRecord", c.bad_record}};
     return {{"node", node},
             {"peers", peers},
@@ -618,12 +638,9 @@ void daemon::handle(const json& req, control_server::reply_fn reply) {
         }
         json rtts = json::array();
         for (double r : p->rtts) rtts.push_back(r);
-        json res = {{"node", node},
-                    {"id", p->peer.hex()},
-                    {"path", p->path},
-                    {"relay", p->relay.empty() ? json(nullptr) : json(p->relay)},
-                    {"sent", p->sent},
-                    {"received", p->rtts.size()},
+        json res = {{"node", node},    {"id", p->peer.hex()},
+                    {"path", p->path}, {"relay", p->relay.empty() ? json(nullptr) : json(p->relay)},
+                    {"sent", p->sent}, {"received", p->rtts.size()},
                     {"rttMs", rtts}};
         p->reply({{"ok", true}, {"result", res}});
         *step = nullptr;  // break the cycle
@@ -644,7 +661,8 @@ void daemon::shutdown() {
     // wireguard-go is our child: stop it with us (the interface goes with it). A kernel device
     // stays, so a restarted meshd finds the data path still working.
     if (wg_ && wg_->kind() == "userspace") {
-        if (auto s = wg_->down(); !s) log::warn("cannot stop wireguard-go", {{"error", s.err().message}});
+        if (auto s = wg_->down(); !s)
+            log::warn("cannot stop wireguard-go", {{"error", s.err().message}});
     }
     io_.stop();
 }
@@ -672,16 +690,19 @@ int daemon::run() {
     cc.control_port = cfg_.listen_port;
     cc.wg_port = cfg_.wg_listen_port;
     cc.endpoints = local_endpoints();
-    for (const auto& r : cfg_.relay_nodes) cc.relays.push_back(relay_spec{r.node_name, r.advertise_address});
+    for (const auto& r : cfg_.relay_nodes)
+        cc.relays.push_back(relay_spec{r.node_name, r.advertise_address});
     cc.relay_role = cfg_.self_relay() != nullptr;
     core_ = std::make_unique<node_core>(
-        cc, identity_, sealer_, [](std::span<uint8_t> out) { randombytes_buf(out.data(), out.size()); },
+        cc, identity_, sealer_,
+        [](std::span<uint8_t> out) { randombytes_buf(out.data(), out.size()); },
         forwarder_ ? &binder_ : nullptr);
-    auto ctl = control_server::start(io_, cfg_.socket, [this](const json& r, control_server::reply_fn f) {
-        handle(r, std::move(f));
-    });
+    auto ctl = control_server::start(
+        io_, cfg_.socket,
+        [this](const json& r, control_server::reply_fn f) { handle(r, std::move(f)); });
     if (!ctl) {
-        log::error("cannot open the control socket", {{"socket", cfg_.socket}, {"error", ctl.err().message}});
+        log::error("cannot open the control socket",
+                   {{"socket", cfg_.socket}, {"error", ctl.err().message}});
         shutdown();
         return 1;
     }

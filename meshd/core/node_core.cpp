@@ -38,24 +38,30 @@ uint64_t pair_hash(const char* label, const node_id& a, const node_id& b, const 
     return v;
 }
 
-
 }  // namespace
 
 const char* to_string(path_kind k) noexcept {
     switch (k) {
-        case path_kind::none: return "none";
-        case path_kind::direct: return "direct";
-        case path_kind::relay: return "relay";
+        case path_kind::none:
+            return "none";
+        case path_kind::direct:
+            return "direct";
+        case path_kind::relay:
+            return "relay";
     }
     return "?";
 }
 
 const char* to_string(relay_state s) noexcept {
     switch (s) {
-        case relay_state::unknown: return "unknown";
-        case relay_state::up: return "up";
-        case relay_state::down: return "down";
-        case relay_state::self: return "self";
+        case relay_state::unknown:
+            return "unknown";
+        case relay_state::up:
+            return "up";
+        case relay_state::down:
+            return "down";
+        case relay_state::self:
+            return "self";
     }
     return "?";
 }
@@ -88,8 +94,7 @@ void node_core::log(int level, std::string msg,
     log_.push_back(core_log_event{level, std::move(msg), std::move(f)});
 }
 
-void node_core::send(message_body body, const wg_endpoint& to, uint64_t session_id,
-                     uint64_t now) {
+void node_core::send(message_body body, const wg_endpoint& to, uint64_t session_id, uint64_t now) {
     aead_nonce nonce;
     rng_(nonce);
     auto d = ch_.send(std::move(body), nonce, now);
@@ -194,7 +199,8 @@ void node_core::refresh_self(uint64_t now, bool force) {
     r.name = cfg_.node_name;
     r.pod_cidrs = cfg_.pod_cidrs;
     r.endpoints = cfg_.endpoints;
-    if (r.endpoints.size() > peer_record::max_endpoints) r.endpoints.resize(peer_record::max_endpoints);
+    if (r.endpoints.size() > peer_record::max_endpoints)
+        r.endpoints.resize(peer_record::max_endpoints);
     r.wg_port = cfg_.wg_port;
     r.relays = std::move(attached);
     r.relay_rtt_ms = std::move(rtts);
@@ -417,10 +423,9 @@ void node_core::decide(const node_id& id, peer_entry& p, const peer_record& rec,
         for (size_t i = 0; i < p.candidates.size(); ++i) {
             send_ping(p.candidates[i].ep, 0, pending_ping{ping_kind::direct, id, i}, now);
         }
-        p.next_probe_ms =
-            now + (in_use_direct || p.dp.path == path_kind::none || p.learned
-                       ? cfg_.ping_interval_ms
-                       : cfg_.upgrade_interval_ms);
+        p.next_probe_ms = now + (in_use_direct || p.dp.path == path_kind::none || p.learned
+                                     ? cfg_.ping_interval_ms
+                                     : cfg_.upgrade_interval_ms);
     }
     due(p.next_probe_ms);
 
@@ -452,7 +457,8 @@ void node_core::decide(const node_id& id, peer_entry& p, const peer_record& rec,
     } else if (relay_by_id(id)) {
         // A configured relay is reached directly by everyone by definition; relaying to it through
         // another relay would only hide that it is down.
-    } else if (!cfg_.relay_role && !p.candidates.empty() && now < p.discovered_ms + cfg_.direct_grace_ms) {
+    } else if (!cfg_.relay_role && !p.candidates.empty() &&
+               now < p.discovered_ms + cfg_.direct_grace_ms) {
         // A new peer: give its direct addresses a moment before binding relay sessions for it.
         due(p.discovered_ms + cfg_.direct_grace_ms);
     } else if (!cfg_.relay_role) {
@@ -509,8 +515,8 @@ bool node_core::relay_usable(const relay_entry& r, uint64_t now) const {
 // send through stays while it is usable and in the warm set, unless the best is better by both
 // switch_abs_ms and switch_rel (hysteresis). Each end chooses its sending relay on its own and
 // accepts the peer's frames on any warm session: both directions fail over independently.
-void node_core::choose_relay(const node_id& id, peer_entry& p, const peer_record& rec,
-                             uint64_t now, peer_dataplane& dp) {
+void node_core::choose_relay(const node_id& id, peer_entry& p, const peer_record& rec, uint64_t now,
+                             peer_dataplane& dp) {
     struct cand {
         const relay_entry* r;
         double score;
@@ -528,10 +534,11 @@ void node_core::choose_relay(const node_id& id, peer_entry& p, const peer_record
                     continue;
                 }
             }
-            double mine = r->published_rtt != peer_record::unknown_rtt ? r->published_rtt
-                                                                        : relay_rtt(*r);
+            double mine =
+                r->published_rtt != peer_record::unknown_rtt ? r->published_rtt : relay_rtt(*r);
             double theirs = rec.relay_rtt(i) != peer_record::unknown_rtt ? rec.relay_rtt(i) : mine;
-            cands.push_back({r, mine + theirs, rendezvous_score(identity_.id(), id, rec.relays[i])});
+            cands.push_back(
+                {r, mine + theirs, rendezvous_score(identity_.id(), id, rec.relays[i])});
         }
     };
     collect(true);
@@ -578,7 +585,8 @@ void node_core::choose_relay(const node_id& id, peer_entry& p, const peer_record
     for (auto& w : p.warm) {
         if (now >= w.next_request_ms) {
             send(relay_session_request_msg{w.session_id, identity_.id(), id}, w.ep, 0, now);
-            w.next_request_ms = now + (w.accepted ? cfg_.session_refresh_ms : cfg_.session_retry_ms);
+            w.next_request_ms =
+                now + (w.accepted ? cfg_.session_refresh_ms : cfg_.session_retry_ms);
         }
         due(w.next_request_ms);
     }
@@ -593,7 +601,9 @@ void node_core::choose_relay(const node_id& id, peer_entry& p, const peer_record
     if (!p.relay || *p.relay != dp.relay) {
         if (p.relay) {
             log(1, "relay switched",
-                {{"peer", rec.name}, {"relay", name_of(dp.relay)}, {"from", name_of(*p.relay)},
+                {{"peer", rec.name},
+                 {"relay", name_of(dp.relay)},
+                 {"from", name_of(*p.relay)},
                  {"path", "relay"}});
         }
         p.relay = dp.relay;
@@ -811,9 +821,8 @@ void node_core::on_session_request(const control_message& m, const relay_session
     send(relay_session_accept_msg{b.session_id, b.from, b.to}, from, 0, now);
 }
 
-void node_core::on_session_answer(const control_message& m, uint64_t session_id,
-                                  const node_id& to, bool accepted, uint8_t reason,
-                                  uint64_t now) {
+void node_core::on_session_answer(const control_message& m, uint64_t session_id, const node_id& to,
+                                  bool accepted, uint8_t reason, uint64_t now) {
     auto it = peers_.find(to);
     if (it == peers_.end()) return;
     auto& p = it->second;
@@ -830,7 +839,9 @@ void node_core::on_session_answer(const control_message& m, uint64_t session_id,
         w->next_request_ms = now + cfg_.session_refresh_ms;
     } else {
         log(2, "relay session rejected; trying another relay",
-            {{"peer", p.dp.name}, {"relay", name_of(m.sender)}, {"reason", std::to_string(reason)}});
+            {{"peer", p.dp.name},
+             {"relay", name_of(m.sender)},
+             {"reason", std::to_string(reason)}});
         p.excluded[m.sender] = now + cfg_.relay_exclude_ms;
         if (p.relay && *p.relay == m.sender) p.relay.reset();
         p.warm.erase(w);

@@ -9,7 +9,8 @@
 //
 // Membership: every node sends HELLO (its signed record, "send me RECORDS") to every configured
 // relay every hello_interval; a relay stores the record and answers with every record it holds,
-// its own included, and pushes a new or changed record to every node registered with it. Records are the record_store's: verified, newest seq wins, bounded.
+// its own included, and pushes a new or changed record to every node registered with it. Records
+// are the record_store's: verified, newest seq wins, bounded.
 //
 // Paths, per remote node B (see docs/architecture.md "Paths"):
 //   direct   we got a PONG from one of B's advertised control endpoints within path_timeout;
@@ -71,7 +72,7 @@ struct node_core_config {
     std::vector<relay_spec> relays;
     bool relay_role = false;
 
-    uint64_t ping_interval_ms = 1000;     // relays, paths in use (direct and in-band)
+    uint64_t ping_interval_ms = 1000;  // relays, paths in use (direct and in-band)
     // Relays that carry (or stand by for) one of our relayed pairs are probed this often and
     // declared dead for those pairs after fast_relay_timeout_ms without an answer: the failover
     // budget is that timeout plus one tick.
@@ -84,12 +85,12 @@ struct node_core_config {
     // Relays within this of the best score count as equally good (pairs spread over them).
     double spread_abs_ms = 2;
     double spread_rel = 0.1;
-    uint64_t direct_grace_ms = 1000;  // a new peer gets this long to answer directly
+    uint64_t direct_grace_ms = 1000;      // a new peer gets this long to answer directly
     uint64_t upgrade_interval_ms = 5000;  // direct candidates of a pair not using them
     uint64_t path_timeout_ms = 3500;      // no answer for this long: path / relay is down
     uint64_t hello_interval_ms = 10000;
     uint64_t session_refresh_ms = 15000;
-    uint64_t session_retry_ms = 1000;  // until the relay accepted
+    uint64_t session_retry_ms = 1000;   // until the relay accepted
     uint64_t relay_exclude_ms = 30000;  // a relay that failed a pair is not retried for it
     uint64_t record_lifetime_ms = 10 * 60 * 1000;
     uint64_t ping_timeout_ms = 3000;  // pending PINGs are forgotten after this
@@ -183,7 +184,7 @@ public:
     // Returns the next deadline (the effects of a datagram are decided on the next tick, which is
     // at most tick_quantum_ms away: ticks are O(peers), so they are batched, not run per packet).
     uint64_t on_datagram(std::span<const uint8_t> datagram, const wg_endpoint& from,
-                     uint64_t session_id, uint16_t via, uint64_t now_ms);
+                         uint64_t session_id, uint16_t via, uint64_t now_ms);
     // Timers. Returns the next deadline (absolute, ms).
     uint64_t tick(uint64_t now_ms);
     // Live configuration changes (relayNodes, our addresses).
@@ -278,9 +279,9 @@ private:
     enum class ping_kind : uint8_t { relay, direct, inband, user };
     struct pending_ping {
         ping_kind kind;
-        node_id peer;       // direct/inband/user: the peer; relay: unused
-        size_t index = 0;   // relay: relay index; direct: candidate index
-        size_t addr = 0;    // relay: address index
+        node_id peer;      // direct/inband/user: the peer; relay: unused
+        size_t index = 0;  // relay: relay index; direct: candidate index
+        size_t addr = 0;   // relay: address index
         uint64_t sent_ms = 0;
         uint64_t token = 0;
     };

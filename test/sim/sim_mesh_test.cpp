@@ -107,7 +107,9 @@ TEST_CASE("sim: a node with the wrong PSK gets no answer and cannot register") {
     auto& net = m.net;
     auto specs = net.relay_specs();
     for (auto& h : net.hosts()) {
-        net.start_core(*h, specs, h->name == "lan2b" ? "some other cluster's psk!!" : "sim cluster psk 0123456789");
+        net.start_core(
+            *h, specs,
+            h->name == "lan2b" ? "some other cluster's psk!!" : "sim cluster psk 0123456789");
     }
     net.run_for(15000);
     auto& bad = net["lan2b"];
@@ -169,8 +171,8 @@ TEST_CASE("sim: the relay in use dies; the pair moves to the other relay") {
             return m.relayed_live("lan1a", "lan2a") && p->relay_name == other;
         },
         20000));
-    MESSAGE("relay " << used << " died; pair on " << other << " end to end after "
-                     << net.now() - t << " ms");
+    MESSAGE("relay " << used << " died; pair on " << other << " end to end after " << net.now() - t
+                     << " ms");
     CHECK(net.now() - t < 1000);
     if (net.now() - t >= 1000) {
         for (auto& e : net["lan1a"].log) {
@@ -235,15 +237,17 @@ TEST_CASE("sim: 100 nodes in 10 LANs behind NATs with 3 relays converge") {
                 ++relayed;
             } else {
                 if (++bad < 5) {
-                    MESSAGE(nodes[i] << " -> " << nodes[j] << ": " << std::string(meshd::to_string(p->path)) << " "
-                            << p->relay_name << " rtt=" << (p->rtt_ms ? *p->rtt_ms : -1) << " / "
-                            << std::string(meshd::to_string(q->path)) << " " << q->relay_name << " rtt="
-                            << (q->rtt_ms ? *q->rtt_ms : -1));
+                    MESSAGE(nodes[i] << " -> " << nodes[j] << ": "
+                                     << std::string(meshd::to_string(p->path)) << " "
+                                     << p->relay_name << " rtt=" << (p->rtt_ms ? *p->rtt_ms : -1)
+                                     << " / " << std::string(meshd::to_string(q->path)) << " "
+                                     << q->relay_name << " rtt=" << (q->rtt_ms ? *q->rtt_ms : -1));
                 }
             }
         }
     }
-    MESSAGE("sampled pairs: " << direct << " direct, " << relayed << " relayed, " << bad << " wrong");
+    MESSAGE("sampled pairs: " << direct << " direct, " << relayed << " relayed, " << bad
+                              << " wrong");
     CHECK(bad == 0);
     CHECK(direct > 0);
     CHECK(relayed > 0);
@@ -258,8 +262,9 @@ TEST_CASE("sim: 100 nodes in 10 LANs behind NATs with 3 relays converge") {
             }
         }
     }
-    MESSAGE("relayed pair-directions per relay: relay1 " << load["relay1"] << ", relay2 "
-            << load["relay2"] << ", relay3 " << load["relay3"] << " of " << pairs);
+    MESSAGE("relayed pair-directions per relay: relay1 "
+            << load["relay1"] << ", relay2 " << load["relay2"] << ", relay3 " << load["relay3"]
+            << " of " << pairs);
     for (std::string r : {"relay1", "relay2", "relay3"}) CHECK(load[r] > pairs / 5);
 }
 
@@ -283,7 +288,8 @@ size_t switches(sim_net& net) {
 }
 }  // namespace
 
-TEST_CASE("sim: election picks the relay with the lower RTT sum; a recovered relay is not flapped back") {
+TEST_CASE(
+    "sim: election picks the relay with the lower RTT sum; a recovered relay is not flapped back") {
     sim_net net(21);
     net.add_public("near", 2).relay = true;
     net.add_public("far", 25).relay = true;
@@ -329,8 +335,8 @@ TEST_CASE("sim: hysteresis — equally good relays under jitter do not flap; pai
     net.run_for(60000);
     size_t after = switches(net);
     auto load = relay_load(net);
-    MESSAGE("relay switches in 60 s of jittery steady state: " << after - before << "; load r1 "
-            << load["r1"] << " r2 " << load["r2"]);
+    MESSAGE("relay switches in 60 s of jittery steady state: "
+            << after - before << "; load r1 " << load["r1"] << " r2 " << load["r2"]);
     CHECK(after - before == 0);
     CHECK(load["r1"] + load["r2"] == 72);
     CHECK(load["r1"] >= 18);  // spread: neither relay gets (almost) everything

@@ -77,14 +77,14 @@ std::vector<relay_spec> sim_net::relay_specs() const {
     return v;
 }
 
-void sim_net::start_core(sim_host& h, const std::vector<relay_spec>& relays,
-                         const std::string& psk, node_core_config c) {
+void sim_net::start_core(sim_host& h, const std::vector<relay_spec>& relays, const std::string& psk,
+                         node_core_config c) {
     identity_seed seed{};
     uint64_t s = rng_();
     for (size_t i = 0; i < seed.size(); ++i) seed[i] = static_cast<uint8_t>(s >> (8 * (i % 8))) ^ i;
     auto id = node_identity::from_seed(seed);
-    auto sealer = psk_sealer::create(
-        std::span(reinterpret_cast<const uint8_t*>(psk.data()), psk.size()));
+    auto sealer =
+        psk_sealer::create(std::span(reinterpret_cast<const uint8_t*>(psk.data()), psk.size()));
     c.node_name = h.name;
     size_t idx = 0;
     for (size_t i = 0; i < hosts_.size(); ++i) {
@@ -149,7 +149,8 @@ void sim_net::step(uint64_t until_ms) {
         uint64_t tq = queue_.empty() ? UINT64_MAX : queue_.top().at_us;
         uint64_t th = UINT64_MAX;
         for (auto& h : hosts_) {
-            if (h->core && h->up && h->deadline != UINT64_MAX) th = std::min(th, h->deadline * 1000);
+            if (h->core && h->up && h->deadline != UINT64_MAX)
+                th = std::min(th, h->deadline * 1000);
         }
         uint64_t t = std::min(tq, th);
         if (t > until_us) {
@@ -232,12 +233,12 @@ void sim_net::route(const wg_endpoint& from, const wg_endpoint& to, std::vector<
     double d = delay_ms;
     if (dst && (dst->lan < 0 || delay_ms == 0.2)) {
         if (dst->lan < 0) d += dst->delay_ms;
-        if (dst->jitter_ms > 0) d += std::uniform_real_distribution<double>(0, dst->jitter_ms)(rng_);
+        if (dst->jitter_ms > 0)
+            d += std::uniform_real_distribution<double>(0, dst->jitter_ms)(rng_);
     } else if (sim_nat* nat = nat_at(to.address)) {
         auto it = nat->in.find(to.port);
-        if (it == nat->in.end() ||
-            std::find(it->second.allowed.begin(), it->second.allowed.end(), from) ==
-                it->second.allowed.end()) {
+        if (it == nat->in.end() || std::find(it->second.allowed.begin(), it->second.allowed.end(),
+                                             from) == it->second.allowed.end()) {
             ++dropped_;  // no mapping, or filtered: a NAT drops unsolicited traffic
             return;
         }
@@ -247,8 +248,8 @@ void sim_net::route(const wg_endpoint& from, const wg_endpoint& to, std::vector<
         ++dropped_;  // a private address of another LAN: not routed
         return;
     }
-    queue_.push(event{now_us_ + static_cast<uint64_t>(d * 1000), seq_++, from, final_to,
-                      std::move(bytes)});
+    queue_.push(
+        event{now_us_ + static_cast<uint64_t>(d * 1000), seq_++, from, final_to, std::move(bytes)});
 }
 
 void sim_net::deliver(const event& e) {

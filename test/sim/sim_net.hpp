@@ -29,7 +29,7 @@ struct sim_nat {
     int lan = 0;
     ip_address pub;
     bool symmetric = false;
-    double delay_ms = 1;  // one-way, LAN <-> core
+    double delay_ms = 1;    // one-way, LAN <-> core
     bool isolated = false;  // hosts in the LAN cannot reach each other (client isolation)
     // cone: key (internal ep); symmetric: key (internal ep, remote ep)
     std::map<std::pair<std::string, std::string>, uint16_t> out;
@@ -44,9 +44,9 @@ struct sim_nat {
 struct sim_host {
     std::string name;
     ip_address addr;
-    int lan = -1;  // -1: public
-    double delay_ms = 1;  // public hosts: one-way to the core
-    double loss = 0;      // probability a datagram to or from this host is lost
+    int lan = -1;          // -1: public
+    double delay_ms = 1;   // public hosts: one-way to the core
+    double loss = 0;       // probability a datagram to or from this host is lost
     double jitter_ms = 0;  // extra one-way delay, uniform in [0, jitter_ms], per datagram
     bool up = true;
     bool relay = false;
