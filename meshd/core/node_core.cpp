@@ -52,8 +52,24 @@ const char* to_string(path_kind k) noexcept {
     return "?";
 }
 
+const char* to_string(relay_role_state s) noexcept {
+    switch (s) {
+        case relay_role_state::none:
+            return "none";
+        case relay_role_state::verifying:
+            return "verifying";
+        case relay_role_state::active:
+            return "active";
+        case relay_role_state::refused:
+            return "refused";
+    }
+    return "?";
+}
+
 const char* to_string(relay_state s) noexcept {
     switch (s) {
+        case relay_state::refusing:
+            return "refusing";
         case relay_state::unknown:
             return "unknown";
         case relay_state::up:
@@ -86,7 +102,8 @@ node_core::node_core(node_core_config cfg, const node_identity& identity, psk_se
     ensure_sodium();
     auto relays = std::move(cfg_.relays);
     cfg_.relays.clear();
-    set_relays(std::move(relays), cfg_.relay_role, 0);
+    bool listed = std::exchange(cfg_.relay_role, false);
+    set_relays(std::move(relays), listed, 0);
 }
 
 void node_core::log(int level, std::string msg,
@@ -142,12 +159,27 @@ void node_core::set_relays(std::vector<relay_spec> relays, bool relay_role, uint
         e.next_hello_ms = now;
         next.push_back(std::move(e));
     }
-    bool role_changed = relay_role != cfg_.relay_role;
+    bool was_listed = cfg_.relay_role;
     relays_ = std::move(next);
     cfg_.relays = std::move(relays);
     cfg_.relay_role = relay_role;
-    if (role_changed) {
-        log(1, relay_role ? "relay role taken" : "relay role dropped", {{"relay", cfg_.node_name}});
+    std::vector<wg_endpoint> addrs;
+    for (const auto& r : relays_) {
+        if (r.self) {
+            for (const auto& a : r.addrs) addrs.push_back(a.ep);
+        }
+    }
+    if (relay_role && (!was_listed || addrs != self_addrs_ || role_ == relay_role_state::none)) {
+        // Newly listed (or at other addresses): prove the addresses reachable before serving.
+        self_addrs_ = std::move(addrs);
+        self_verified_.assign(self_addrs_.size(), false);
+        dialback_nonces_.clear();
+        dialback_asked_.clear();
+        set_role(relay_role_state::verifying,
+                 "listed in relayNodes; waiting for another node to dial back", now);
+    } else if (!relay_role && was_listed) {
+        self_addrs_.clear();
+        set_role(relay_role_state::none, "no longer listed in relayNodes", now);
     }
     self_dirty_ = true;
     recheck_all_ = true;
@@ -162,12 +194,14 @@ void node_core::set_endpoints(std::vector<wg_endpoint> endpoints, uint64_t now) 
 }
 
 uint64_t node_core::start(uint64_t now_ms) {
+    role_since_ms_ = now_ms;  // the constructor has no clock
+    next_dialback_ms_ = now_ms;
     refresh_self(now_ms, true);
     log(1, "node core started",
         {{"peer", cfg_.node_name},
          {"node_id", identity_.id().short_hex()},
          {"relays", std::to_string(relays_.size())},
-         {"relay_role", cfg_.relay_role ? "yes" : "no"}});
+         {"relay_role", cfg_.relay_role ? "listed" : "no"}});
     return tick(now_ms);
 }
 
@@ -199,6 +233,15 @@ void node_core::refresh_self(uint64_t now, bool force) {
     r.name = cfg_.node_name;
     r.pod_cidrs = cfg_.pod_cidrs;
     r.endpoints = cfg_.endpoints;
+    if (relay_like()) {
+        // A relay's advertised addresses first: that is where everyone can reach it (e.g. the
+        // public address of its NAT, port-forwarded to it).
+        std::vector<wg_endpoint> eps = self_addrs_;
+        for (const auto& e : cfg_.endpoints) {
+            if (std::find(eps.begin(), eps.end(), e) == eps.end()) eps.push_back(e);
+        }
+        r.endpoints = std::move(eps);
+    }
     if (r.endpoints.size() > peer_record::max_endpoints)
         r.endpoints.resize(peer_record::max_endpoints);
     r.wg_port = cfg_.wg_port;
@@ -278,6 +321,7 @@ std::string node_core::name_of(const node_id& id) const {
 
 uint64_t node_core::tick(uint64_t now) {
     next_deadline_ = UINT64_MAX;
+    last_tick_ms_ = now;
     if (now >= next_expire_ms_) {
         store_.expire(now);
         ch_.expire(now);
@@ -292,6 +336,7 @@ uint64_t node_core::tick(uint64_t now) {
             ++it;
         }
     }
+    tick_role(now);
     tick_relays(now);
     refresh_self(now, false);
     due(self_signed_ms_ + cfg_.record_lifetime_ms / 2);
@@ -454,14 +499,16 @@ void node_core::decide(const node_id& id, peer_entry& p, const peer_record& rec,
         dp.path = path_kind::direct;
         learned = true;
         due(p.last_inbound_ms + cfg_.path_timeout_ms + 1);
-    } else if (relay_by_id(id)) {
-        // A configured relay is reached directly by everyone by definition; relaying to it through
-        // another relay would only hide that it is down.
-    } else if (!cfg_.relay_role && !p.candidates.empty() &&
+    } else if (const relay_entry* rl = relay_by_id(id);
+               rl && relay_up(*rl, now) && now >= rl->not_serving_until) {
+        // A serving relay answers at its relay address, which its record advertises: it is
+        // reached directly by everyone, never through another relay.
+        due(now + cfg_.ping_interval_ms);
+    } else if (!relay_like() && !p.candidates.empty() &&
                now < p.discovered_ms + cfg_.direct_grace_ms) {
         // A new peer: give its direct addresses a moment before binding relay sessions for it.
         due(p.discovered_ms + cfg_.direct_grace_ms);
-    } else if (!cfg_.relay_role) {
+    } else if (!relay_like()) {
         choose_relay(id, p, rec, now, dp);
     }
     if (dp.path != path_kind::relay && (p.relay || !p.warm.empty())) {
@@ -500,7 +547,7 @@ double node_core::relay_rtt(const relay_entry& r) const {
 }
 
 bool node_core::relay_usable(const relay_entry& r, uint64_t now) const {
-    if (!relay_up(r, now)) return false;
+    if (!relay_up(r, now) || now < r.not_serving_until) return false;
     if (!r.fast) return true;
     for (const auto& a : r.addrs) {
         if (a.last_pong_ms && now <= a.last_pong_ms + cfg_.fast_relay_timeout_ms) return true;
@@ -599,7 +646,10 @@ void node_core::choose_relay(const node_id& id, peer_entry& p, const peer_record
         if (w.relay != dp.relay && w.accepted) dp.standby.emplace_back(w.session_id, w.ep);
     }
     if (!p.relay || *p.relay != dp.relay) {
+        ++selections_;
         if (p.relay) {
+            const relay_entry* old = relay_by_id(*p.relay);
+            if (!old || !relay_usable(*old, now)) ++failovers_;
             log(1, "relay switched",
                 {{"peer", rec.name},
                  {"relay", name_of(dp.relay)},
@@ -635,6 +685,140 @@ void node_core::choose_relay(const node_id& id, peer_entry& p, const peer_record
     }
 }
 
+void node_core::set_role(relay_role_state st, std::string reason, uint64_t now) {
+    if (st == role_ && reason == role_reason_) return;
+    role_ = st;
+    role_reason_ = std::move(reason);
+    role_since_ms_ = now;
+    next_dialback_ms_ = now;
+    recheck_all_ = true;
+    self_dirty_ = true;
+    int lvl = st == relay_role_state::refused ? 2 : 1;
+    log(lvl, std::string("relay role ") + to_string(st),
+        {{"relay", cfg_.node_name}, {"why", role_reason_}});
+    due(now);
+}
+
+std::vector<wg_endpoint> node_core::verified_addresses() const {
+    std::vector<wg_endpoint> v;
+    for (size_t i = 0; i < self_addrs_.size(); ++i) {
+        if (self_verified_[i]) v.push_back(self_addrs_[i]);
+    }
+    return v;
+}
+
+void node_core::tick_role(uint64_t now) {
+    if (role_ != relay_role_state::verifying) return;
+    size_t verified = std::count(self_verified_.begin(), self_verified_.end(), true);
+    auto list = [&](bool want_verified) {
+        std::string s;
+        for (size_t i = 0; i < self_addrs_.size(); ++i) {
+            if (self_verified_[i] == want_verified)
+                s += (s.empty() ? "" : ", ") + self_addrs_[i].str();
+        }
+        return s;
+    };
+    if (!self_addrs_.empty() && verified == self_addrs_.size()) {
+        return set_role(relay_role_state::active, "advertiseAddress reachable: " + list(true), now);
+    }
+    if (now >= role_since_ms_ + cfg_.dialback_timeout_ms) {
+        std::string secs = std::to_string(cfg_.dialback_timeout_ms / 1000);
+        if (verified > 0) {
+            return set_role(
+                relay_role_state::active,
+                "serving on " + list(true) + "; not reachable from other nodes: " + list(false),
+                now);
+        }
+        std::string who;
+        for (const auto& n : dialback_asked_) who += (who.empty() ? "" : ", ") + n;
+        return set_role(relay_role_state::refused,
+                        dialback_asked_.empty()
+                            ? "no other node could be asked to dial back " + list(false) +
+                                  " within " + secs + " s"
+                            : "advertiseAddress " + list(false) +
+                                  " not reachable from other nodes: no dial-back from " + who +
+                                  " within " + secs + " s",
+                        now);
+    }
+    due(role_since_ms_ + cfg_.dialback_timeout_ms);
+    if (now < next_dialback_ms_) {
+        due(next_dialback_ms_);
+        return;
+    }
+    next_dialback_ms_ = now + cfg_.dialback_interval_ms;
+    due(next_dialback_ms_);
+    // Helpers: other relays that answer us, then peers we reach directly, then nodes registered
+    // with us (answered at the address their HELLO came from).
+    std::vector<std::pair<std::string, wg_endpoint>> helpers;
+    for (const auto& r : relays_) {
+        if (r.self || !relay_up(r, now)) continue;
+        if (auto ep = relay_endpoint(r, now)) helpers.emplace_back(r.spec.name, *ep);
+    }
+    for (const auto& [id, p] : peers_) {
+        if (helpers.size() >= cfg_.dialback_helpers) break;
+        if (relay_by_id(id)) continue;
+        for (const auto& c : p.candidates) {
+            if (c.last_pong_ms && now <= c.last_pong_ms + cfg_.path_timeout_ms) {
+                helpers.emplace_back(p.dp.name, c.ep);
+                break;
+            }
+        }
+    }
+    for (const auto& [id, reg] : registered_) {
+        if (helpers.size() >= cfg_.dialback_helpers) break;
+        if (relay_by_id(id) || now > reg.last_hello_ms + 3 * cfg_.hello_interval_ms) continue;
+        helpers.emplace_back(name_of(id), reg.from);
+    }
+    if (helpers.size() > cfg_.dialback_helpers) helpers.resize(cfg_.dialback_helpers);
+    for (size_t i = 0; i < self_addrs_.size(); ++i) {
+        if (self_verified_[i]) continue;
+        for (const auto& [name, ep] : helpers) {
+            // Only the address family the helper can reach.
+            if (ep.address.is_v4() != self_addrs_[i].address.is_v4()) continue;
+            uint64_t nonce;
+            rng_(std::span(reinterpret_cast<uint8_t*>(&nonce), sizeof nonce));
+            dialback_nonces_[nonce] = i;
+            send(dialback_request_msg{nonce, self_addrs_[i]}, ep, 0, now);
+            if (std::find(dialback_asked_.begin(), dialback_asked_.end(), name) ==
+                dialback_asked_.end()) {
+                dialback_asked_.push_back(name);
+            }
+        }
+    }
+}
+
+void node_core::on_dialback_request(const control_message& m, const dialback_request_msg& b,
+                                    uint64_t now) {
+    // Probes go only to the cluster's control port (no reflection to arbitrary services), and at
+    // a bounded rate.
+    if (b.target.port != cfg_.control_port) return;
+    if (now >= probe_window_ms_ + 1000) {
+        probe_window_ms_ = now;
+        probes_in_window_ = 0;
+    }
+    if (++probes_in_window_ > cfg_.dialback_probes_per_s) return;
+    aead_nonce nonce;
+    rng_(nonce);
+    auto d = ch_.send(dialback_probe_msg{b.nonce}, nonce, now);
+    if (!d) return;
+    outgoing_datagram o{normalize(b.target), 0, std::move(*d)};
+    o.fresh_socket = true;
+    out_.push_back(std::move(o));
+    log(0, "dial-back probe sent", {{"peer", name_of(m.sender)}, {"endpoint", b.target.str()}});
+}
+
+void node_core::on_dialback_probe(const control_message& m, const dialback_probe_msg& b,
+                                  uint64_t now) {
+    auto it = dialback_nonces_.find(b.nonce);
+    if (it == dialback_nonces_.end() || it->second >= self_verified_.size()) return;
+    if (!self_verified_[it->second]) {
+        self_verified_[it->second] = true;
+        log(1, "advertiseAddress dialled back",
+            {{"endpoint", self_addrs_[it->second].str()}, {"peer", name_of(m.sender)}});
+    }
+    due(now);
+}
+
 uint64_t node_core::on_datagram(std::span<const uint8_t> datagram, const wg_endpoint& from_raw,
                                 uint64_t session_id, uint16_t via, uint64_t now) {
     auto m = ch_.receive(datagram, now);
@@ -659,6 +843,10 @@ uint64_t node_core::on_datagram(std::span<const uint8_t> datagram, const wg_endp
             } else if constexpr (std::is_same_v<T, relay_session_reject_msg>) {
                 on_session_answer(*m, b.session_id, b.to, false, static_cast<uint8_t>(b.reason),
                                   now);
+            } else if constexpr (std::is_same_v<T, dialback_request_msg>) {
+                if (!session_id) on_dialback_request(*m, b, now);
+            } else if constexpr (std::is_same_v<T, dialback_probe_msg>) {
+                if (!session_id) on_dialback_probe(*m, b, now);
             }
         },
         m->body);
@@ -734,7 +922,7 @@ void node_core::on_pong(const control_message& m, const pong_msg& b, uint64_t no
 
 void node_core::on_hello(const control_message& m, const hello_msg& b, const wg_endpoint& from,
                          uint64_t now) {
-    if (!cfg_.relay_role) return;  // only relays are rendezvous points
+    if (!relay_like()) return;  // only relays are rendezvous points
     auto put = store_.put(b.record, now);
     if (!put) {
         // Outdated seq is normal (a HELLO overtaken by a newer one); anything else is worth a line.
@@ -752,7 +940,7 @@ void node_core::on_hello(const control_message& m, const hello_msg& b, const wg_
 }
 
 void node_core::push_record(const peer_record& rec, const node_id& except, uint64_t now) {
-    if (!cfg_.relay_role) return;
+    if (!relay_like()) return;
     for (auto it = registered_.begin(); it != registered_.end();) {
         // A node that stopped saying HELLO is no longer listening here.
         if (now > it->second.last_hello_ms + 3 * cfg_.hello_interval_ms) {
@@ -808,7 +996,9 @@ void node_core::on_session_request(const control_message& m, const relay_session
     auto reject = [&](reject_reason why) {
         send(relay_session_reject_msg{b.session_id, b.from, b.to, why}, from, 0, now);
     };
-    if (!cfg_.relay_role || !binder_) return reject(reject_reason::not_a_relay);
+    // Only a verified relay forwards (a listed node whose address nobody can reach must not
+    // attract sessions it cannot carry).
+    if (role_ != relay_role_state::active || !binder_) return reject(reject_reason::not_a_relay);
     // A node asks only for its own side: the request's `from` must be the authenticated sender.
     if (b.from != m.sender || b.to == b.from) return reject(reject_reason::unspecified);
     auto st = binder_->bind(b.session_id, b.from, b.to, from, via);
@@ -842,9 +1032,19 @@ void node_core::on_session_answer(const control_message& m, uint64_t session_id,
             {{"peer", p.dp.name},
              {"relay", name_of(m.sender)},
              {"reason", std::to_string(reason)}});
-        p.excluded[m.sender] = now + cfg_.relay_exclude_ms;
+        if (reason != static_cast<uint8_t>(reject_reason::not_a_relay)) {
+            p.excluded[m.sender] = now + cfg_.relay_exclude_ms;
+        }
         if (p.relay && *p.relay == m.sender) p.relay.reset();
         p.warm.erase(w);
+        if (reason == static_cast<uint8_t>(reject_reason::not_a_relay)) {
+            // Listed but not serving (still verifying, or refused): no pair should use it for a
+            // while. Short, because a relay being verified usually serves a second later.
+            if (auto* r = relay_by_id(m.sender)) {
+                r->not_serving_until = now + 3 * cfg_.dialback_interval_ms;
+                recheck_all_ = true;
+            }
+        }
     }
 }
 
@@ -930,9 +1130,10 @@ std::vector<relay_view> node_core::relays() const {
         } else {
             // A relay that stopped answering its fast probes is down for meshctl too, although
             // our record keeps it attached until the slow timeout.
-            rv.state = r.was_up && r.was_usable ? relay_state::up
-                       : r.id                   ? relay_state::down
-                                                : relay_state::unknown;
+            rv.state = r.was_up && r.not_serving_until > last_tick_ms_ ? relay_state::refusing
+                       : r.was_up && r.was_usable                      ? relay_state::up
+                       : r.id                                          ? relay_state::down
+                                                                       : relay_state::unknown;
             const relay_addr_state* best = nullptr;
             for (const auto& a : r.addrs) {
                 if (a.last_pong_ms && (!best || a.last_pong_ms > best->last_pong_ms)) best = &a;

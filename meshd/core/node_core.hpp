@@ -57,6 +57,11 @@ namespace mw::meshd {
 enum class path_kind : uint8_t { none, direct, relay };
 const char* to_string(path_kind k) noexcept;
 
+// The relay role of this node (DESIGN §5 "Relay role"): listed in relayNodes -> verifying (its
+// advertiseAddress must be dialled back by another node) -> active, or refused with a reason.
+enum class relay_role_state : uint8_t { none, verifying, active, refused };
+const char* to_string(relay_role_state s) noexcept;
+
 struct relay_spec {
     std::string name;
     std::vector<ip_address> addresses;
@@ -85,7 +90,13 @@ struct node_core_config {
     // Relays within this of the best score count as equally good (pairs spread over them).
     double spread_abs_ms = 2;
     double spread_rel = 0.1;
-    uint64_t direct_grace_ms = 1000;      // a new peer gets this long to answer directly
+    uint64_t direct_grace_ms = 1000;  // a new peer gets this long to answer directly
+    // Relay role verification: DIALBACK_REQUESTs to up to dialback_helpers other nodes every
+    // dialback_interval_ms; without a probe back within dialback_timeout_ms the role is refused.
+    uint64_t dialback_interval_ms = 1000;
+    uint64_t dialback_timeout_ms = 15000;
+    size_t dialback_helpers = 3;
+    uint64_t dialback_probes_per_s = 20;  // as a helper: probes we send for others, at most
     uint64_t upgrade_interval_ms = 5000;  // direct candidates of a pair not using them
     uint64_t path_timeout_ms = 3500;      // no answer for this long: path / relay is down
     uint64_t hello_interval_ms = 10000;
@@ -118,6 +129,9 @@ struct outgoing_datagram {
     wg_endpoint to;
     uint64_t session_id = 0;  // non-zero: send inside RELAY_DATA of this session (in-band)
     std::vector<uint8_t> bytes;
+    // Send from a new ephemeral port, not the control socket (dial-back probes: an answer from
+    // the control port could pass the target's NAT as the reply to a flow the target opened).
+    bool fresh_socket = false;
 };
 
 struct core_log_event {
@@ -151,7 +165,7 @@ struct peer_view {
     std::optional<double> rtt_ms;  // of the path in use
 };
 
-enum class relay_state { unknown, up, down, self };
+enum class relay_state { unknown, up, down, self, refusing };
 const char* to_string(relay_state s) noexcept;
 
 struct relay_view {
@@ -211,6 +225,13 @@ public:
     std::vector<relay_view> relays() const;
     const peer_record& self_record() const noexcept { return self_; }
     const control_counters& counters() const noexcept { return ch_.counters(); }
+    relay_role_state role() const noexcept { return role_; }
+    const std::string& role_reason() const noexcept { return role_reason_; }
+    // Our relay addresses (addr:control port) that another node has dialled back.
+    std::vector<wg_endpoint> verified_addresses() const;
+    // Failovers (the relay we send through changed because it failed) and relay selections.
+    uint64_t relay_failovers() const noexcept { return failovers_; }
+    uint64_t relay_selections() const noexcept { return selections_; }
     const record_store& store() const noexcept { return store_; }
     const node_core_config& config() const noexcept { return cfg_; }
     const node_id& id() const noexcept { return identity_.id(); }
@@ -241,6 +262,7 @@ private:
         bool fast = false;  // probed fast: in a relayed pair's warm set
         bool was_usable = false;
         uint64_t fast_until = 0;
+        uint64_t not_serving_until = 0;  // it answered REJECT(not_a_relay)
     };
     struct candidate {
         wg_endpoint ep;  // control endpoint
@@ -353,6 +375,26 @@ private:
     uint64_t dp_version_ = 0;
     uint64_t next_deadline_ = UINT64_MAX;
     bool recheck_all_ = true;  // relay state changed: every peer's decision may change
+
+    // Relay role.
+    bool relay_like() const noexcept {
+        return role_ == relay_role_state::verifying || role_ == relay_role_state::active;
+    }
+    void tick_role(uint64_t now);
+    void set_role(relay_role_state s, std::string reason, uint64_t now);
+    void on_dialback_request(const control_message& m, const dialback_request_msg& b, uint64_t now);
+    void on_dialback_probe(const control_message& m, const dialback_probe_msg& b, uint64_t now);
+    relay_role_state role_ = relay_role_state::none;
+    std::string role_reason_;
+    uint64_t role_since_ms_ = 0;
+    uint64_t next_dialback_ms_ = 0;
+    std::vector<wg_endpoint> self_addrs_;  // our advertised relay endpoints
+    std::vector<bool> self_verified_;
+    std::map<uint64_t, size_t> dialback_nonces_;  // nonce -> index into self_addrs_
+    std::vector<std::string> dialback_asked_;     // helpers asked so far (names)
+    uint64_t probe_window_ms_ = 0, probes_in_window_ = 0;
+    uint64_t failovers_ = 0, selections_ = 0;
+    uint64_t last_tick_ms_ = 0;
 };
 
 }  // namespace mw::meshd

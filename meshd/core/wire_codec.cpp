@@ -120,6 +120,18 @@ struct body_encoder {
         w.u8(static_cast<uint8_t>(m.reason));
         return {};
     }
+    status operator()(const dialback_request_msg& m) {
+        if (!m.target.address.valid() || m.target.port == 0) {
+            return error(errc::invalid_argument, "DIALBACK_REQUEST: target needs an IP and port");
+        }
+        w.u64(m.nonce);
+        write_endpoint(w, m.target);
+        return {};
+    }
+    status operator()(const dialback_probe_msg& m) {
+        w.u64(m.nonce);
+        return {};
+    }
 };
 
 result<message_body> decode_body(msg_type t, byte_reader& r) {
@@ -170,6 +182,17 @@ result<message_body> decode_body(msg_type t, byte_reader& r) {
             m.reason = static_cast<reject_reason>(reason);
             return message_body(m);
         }
+        case msg_type::dialback_request: {
+            dialback_request_msg m;
+            m.nonce = r.u64();
+            m.target = read_endpoint(r);
+            return message_body(m);
+        }
+        case msg_type::dialback_probe: {
+            dialback_probe_msg m;
+            m.nonce = r.u64();
+            return message_body(m);
+        }
         case msg_type::relay_data:
             break;
     }
@@ -179,7 +202,7 @@ result<message_body> decode_body(msg_type t, byte_reader& r) {
 
 bool is_control_type(uint8_t t) {
     return t >= static_cast<uint8_t>(msg_type::hello) &&
-           t <= static_cast<uint8_t>(msg_type::relay_session_reject);
+           t <= static_cast<uint8_t>(msg_type::dialback_probe);
 }
 
 }  // namespace
@@ -200,6 +223,10 @@ const char* to_string(msg_type t) noexcept {
             return "RELAY_SESSION_ACCEPT";
         case msg_type::relay_session_reject:
             return "RELAY_SESSION_REJECT";
+        case msg_type::dialback_request:
+            return "DIALBACK_REQUEST";
+        case msg_type::dialback_probe:
+            return "DIALBACK_PROBE";
         case msg_type::relay_data:
             return "RELAY_DATA";
     }

@@ -18,6 +18,10 @@
 //   0x05  RELAY_SESSION_REQUEST  u64 session id, 32 from node, 32 to node
 //   0x06  RELAY_SESSION_ACCEPT   u64 session id, 32 from node, 32 to node
 //   0x07  RELAY_SESSION_REJECT   u64 session id, 32 from node, 32 to node, u8 reason
+//   0x08  DIALBACK_REQUEST       u64 nonce, target: u8 family (4|6), address, u16 port
+//                                (a node about to serve as relay asks another node to send a
+//                                DIALBACK_PROBE to its advertised address, from a fresh port)
+//   0x09  DIALBACK_PROBE         u64 nonce (the answer, arriving at the target if reachable)
 //
 // Types 0x01-0x7f are sealed control messages; 0x80-0xff are unsealed frames, of which only
 // 0x80 RELAY_DATA exists:
@@ -52,6 +56,8 @@ enum class msg_type : uint8_t {
     relay_session_request = 0x05,
     relay_session_accept = 0x06,
     relay_session_reject = 0x07,
+    dialback_request = 0x08,
+    dialback_probe = 0x09,
     relay_data = 0x80,
 };
 
@@ -111,9 +117,21 @@ struct relay_session_reject_msg {
     reject_reason reason = reject_reason::unspecified;
 };
 
+struct dialback_request_msg {
+    static constexpr msg_type type = msg_type::dialback_request;
+    uint64_t nonce = 0;
+    wg_endpoint target;
+};
+
+struct dialback_probe_msg {
+    static constexpr msg_type type = msg_type::dialback_probe;
+    uint64_t nonce = 0;
+};
+
 using message_body =
     std::variant<hello_msg, records_msg, ping_msg, pong_msg, relay_session_request_msg,
-                 relay_session_accept_msg, relay_session_reject_msg>;
+                 relay_session_accept_msg, relay_session_reject_msg, dialback_request_msg,
+                 dialback_probe_msg>;
 
 struct control_message {
     node_id sender;

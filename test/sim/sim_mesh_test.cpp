@@ -309,6 +309,7 @@ TEST_CASE(
     net["near"].up = false;
     net.run_for(1000);
     load = relay_load(net);
+    MESSAGE("1 s after near died: via near " << load["near"] << ", via far " << load["far"]);
     CHECK(load["far"] == 18);
     // ...and back when near returns, because it is clearly better (RTT sum ~8 vs ~54 ms).
     net["near"].up = true;
@@ -341,4 +342,59 @@ TEST_CASE("sim: hysteresis — equally good relays under jitter do not flap; pai
     CHECK(load["r1"] + load["r2"] == 72);
     CHECK(load["r1"] >= 18);  // spread: neither relay gets (almost) everything
     CHECK(load["r2"] >= 18);
+}
+
+TEST_CASE(
+    "sim: relayNodes edited live: a relay added, one removed, a LAN node converted, one refused") {
+    std_mesh m(31);
+    auto& net = m.net;
+    REQUIRE(net.run_until([&] { return m.relayed_live("lan1a", "lan2a"); }, 10000));
+    for (std::string r : {"relay1", "relay2"}) {
+        CHECK(net[r].core->role() == meshd::relay_role_state::active);
+    }
+    auto specs = net.relay_specs();
+
+    // A third, much closer relay is added to the config: it verifies itself and pairs move to it.
+    auto& r3 = net.add_public("relay3", 0.1);
+    specs.push_back({"relay3", {r3.addr}});
+    net.start_core(r3, specs);
+    net.set_relays(specs);
+    uint64_t t = net.now();
+    REQUIRE(
+        net.run_until([&] { return r3.core->role() == meshd::relay_role_state::active; }, 5000));
+    MESSAGE("relay3 verified (dial-back) after " << net.now() - t
+                                                 << " ms: " << r3.core->role_reason());
+    REQUIRE(net.run_until([&] { return relay_load(net)["relay3"] >= 8; }, 20000));
+    MESSAGE("pairs on relay3 " << net.now() - t << " ms after it was added");
+
+    // relay1 is removed: it drops the role, and nobody relays through it any more.
+    specs.erase(specs.begin());
+    net.set_relays(specs);
+    CHECK(net["relay1"].core->role() == meshd::relay_role_state::none);
+    REQUIRE(net.run_until([&] { return relay_load(net)["relay1"] == 0; }, 5000));
+    REQUIRE(net.run_until([&] { return m.relayed_live("lan1a", "lan2a"); }, 10000));
+
+    // lan1b, behind LAN 1's NAT with the control port forwarded, is listed: it verifies and serves.
+    net.lan(1).forwards[sim_net::port] = net["lan1b"].ep(sim_net::port);
+    specs.push_back({"lan1b", {net.lan(1).pub}});
+    net.set_relays(specs);
+    t = net.now();
+    REQUIRE(net.run_until(
+        [&] { return net["lan1b"].core->role() == meshd::relay_role_state::active; }, 10000));
+    MESSAGE("lan1b (port-forwarded) became a relay after " << net.now() - t << " ms");
+    // Everyone reaches it directly now, at its public address.
+    REQUIRE(net.run_until([&] { return is_direct(net, "lan2a", "lan1b"); }, 10000));
+
+    // lan2b is listed without any way in (symmetric NAT, no forward): it refuses and says why.
+    specs.push_back({"lan2b", {net.lan(2).pub}});
+    net.set_relays(specs);
+    t = net.now();
+    REQUIRE(net.run_until(
+        [&] { return net["lan2b"].core->role() == meshd::relay_role_state::refused; }, 30000));
+    MESSAGE("lan2b refused after " << net.now() - t << " ms: " << net["lan2b"].core->role_reason());
+    CHECK(net["lan2b"].core->role_reason().find("not reachable") != std::string::npos);
+    net.run_for(5000);
+    CHECK(relay_load(net)["lan2b"] == 0);
+    // And lan2b still works as a node: relayed to the other LAN.
+    REQUIRE(net.run_until([&] { return m.relayed_live("lan1a", "lan2b"); }, 15000));
 }

@@ -96,11 +96,10 @@ void sim_net::start_core(sim_host& h, const std::vector<relay_spec>& relays, con
     c.relays = relays;
     c.relay_role = false;
     for (const auto& r : relays) c.relay_role |= r.name == h.name;
-    if (c.relay_role) {
-        h.relay = true;
-        h.table = std::make_unique<relay_session_table>();
-        h.binder = std::make_unique<sim_binder>(*h.table, *this);
-    }
+    h.relay = c.relay_role;
+    // Every host gets a session table: any node may be made a relay at runtime.
+    h.table = std::make_unique<relay_session_table>();
+    h.binder = std::make_unique<sim_binder>(*h.table, *this);
     auto rng_seed = rng_();
     auto gen = std::make_shared<std::mt19937_64>(rng_seed);
     h.core = std::make_unique<node_core>(
@@ -183,7 +182,7 @@ void sim_net::drain(sim_host& h) {
             std::copy(o.bytes.begin(), o.bytes.end(), frame.begin() + relay_data_header_size);
             transmit(h, o.to, std::move(frame));
         } else {
-            transmit(h, o.to, std::move(o.bytes));
+            transmit(h, o.to, std::move(o.bytes), o.fresh_socket ? ephemeral_port_++ : port);
         }
     }
     auto l = h.core->take_log();
@@ -192,12 +191,13 @@ void sim_net::drain(sim_host& h) {
     }
 }
 
-void sim_net::transmit(sim_host& src, const wg_endpoint& to, std::vector<uint8_t> bytes) {
+void sim_net::transmit(sim_host& src, const wg_endpoint& to, std::vector<uint8_t> bytes,
+                       uint16_t src_port) {
     if (!src.up || lost(src.loss)) {
         ++dropped_;
         return;
     }
-    wg_endpoint from = src.ep(port);
+    wg_endpoint from = src.ep(src_port);
     sim_host* dst = host_at(to.address);
     if (src.lan >= 0) {
         if (dst && dst->lan == src.lan) {
@@ -208,6 +208,12 @@ void sim_net::transmit(sim_host& src, const wg_endpoint& to, std::vector<uint8_t
             return route(from, to, std::move(bytes), 0.2);
         }
         sim_nat& nat = nats_[src.lan - 1];
+        for (const auto& [pub_port, internal] : nat.forwards) {
+            // Replies of a port-forwarded host leave from the forwarded port (conntrack un-DNAT).
+            if (internal == from) {
+                return route(wg_endpoint{nat.pub, pub_port}, to, std::move(bytes), nat.delay_ms);
+            }
+        }
         auto k = std::make_pair(key(from), nat.symmetric ? key(to) : std::string());
         auto it = nat.out.find(k);
         uint16_t p;
@@ -236,6 +242,12 @@ void sim_net::route(const wg_endpoint& from, const wg_endpoint& to, std::vector<
         if (dst->jitter_ms > 0)
             d += std::uniform_real_distribution<double>(0, dst->jitter_ms)(rng_);
     } else if (sim_nat* nat = nat_at(to.address)) {
+        if (auto fw = nat->forwards.find(to.port); fw != nat->forwards.end()) {
+            // A port forward (DNAT): anyone may reach the internal host on this port.
+            queue_.push(event{now_us_ + static_cast<uint64_t>((d + nat->delay_ms) * 1000), seq_++,
+                              from, fw->second, std::move(bytes)});
+            return;
+        }
         auto it = nat->in.find(to.port);
         if (it == nat->in.end() || std::find(it->second.allowed.begin(), it->second.allowed.end(),
                                              from) == it->second.allowed.end()) {
@@ -264,7 +276,10 @@ void sim_net::deliver(const event& e) {
     if (classify(d) == frame_kind::relay_data) {
         auto sid = peek_relay_data_session(d);
         if (!sid) return;
-        if (h->relay) {
+        // As the daemon does: the relay forwarder owns the port while the role is being verified
+        // or served; otherwise the node's relay proxy does.
+        auto role = h->core->role();
+        if (role == relay_role_state::verifying || role == relay_role_state::active) {
             auto* dest = h->table->route(*sid, relay_addr::from_endpoint(e.from), d.size(), now_);
             if (!dest) return;
             ++h->relay_forwarded;
@@ -279,6 +294,18 @@ void sim_net::deliver(const event& e) {
         h->deadline = h->core->on_datagram(d, e.from, 0, 0, now_);
     }
     drain(*h);
+}
+
+void sim_net::set_relays(const std::vector<relay_spec>& relays) {
+    for (auto& h : hosts_) {
+        if (!h->core) continue;
+        bool listed = false;
+        for (const auto& r : relays) listed |= r.name == h->name;
+        h->relay = listed;
+        h->core->set_relays(relays, listed, now_);
+        h->deadline = std::min(h->deadline, h->core->next_deadline());
+        drain(*h);
+    }
 }
 
 path_kind sim_net::path(const std::string& a, const std::string& b) {

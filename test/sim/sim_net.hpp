@@ -39,6 +39,7 @@ struct sim_nat {
     };
     std::map<uint16_t, mapping> in;
     uint16_t next_port = 20000;
+    std::map<uint16_t, wg_endpoint> forwards;  // port forwards: public port -> internal endpoint
 };
 
 struct sim_host {
@@ -77,6 +78,8 @@ public:
     void start_core(sim_host& h, const std::vector<meshd::relay_spec>& relays,
                     const std::string& psk = "sim cluster psk 0123456789",
                     node_core_config overrides = {});
+    // A relayNodes edit applied live on every running core.
+    void set_relays(const std::vector<meshd::relay_spec>& relays);
     // Relay specs for every host flagged relay (their public address).
     std::vector<meshd::relay_spec> relay_specs() const;
 
@@ -119,7 +122,8 @@ private:
     void drain(sim_host& h);
     void route(const wg_endpoint& from, const wg_endpoint& to, std::vector<uint8_t> bytes,
                double delay_ms);
-    void transmit(sim_host& src, const wg_endpoint& to, std::vector<uint8_t> bytes);
+    void transmit(sim_host& src, const wg_endpoint& to, std::vector<uint8_t> bytes,
+                  uint16_t src_port = port);
     void deliver(const event& e);
     sim_host* host_at(const ip_address& a);
     sim_nat* nat_at(const ip_address& a);
@@ -134,6 +138,7 @@ private:
     std::priority_queue<event, std::vector<event>, std::greater<event>> queue_;
     uint64_t delivered_ = 0, dropped_ = 0;
     int public_count_ = 0;
+    uint16_t ephemeral_port_ = 40000;
 };
 
 }  // namespace mw::sim
