@@ -1,0 +1,492 @@
+#!/usr/bin/env python3
+"""End-to-end test of meshd's relay election and fast relay failover on the testbed (root; Python 3
+stdlib; meshd + wireguard-go + the real CNI plugin; iperf3). CTest `e2e_failover`, label e2e.
+
+Topology: mesh.py's default (relay1, relay2; LAN1 cone: lan1a, lan1b; LAN2 symmetric: lan2a,
+lan2b), with a delay bridge on both relays (0 ms at start) so their latency can be changed at
+runtime. Checks, on one mesh:
+
+  election    relay2 made slower (15 ms one-way): all four cross-LAN pairs, both directions, use
+              relay1; then relay1 40 ms and relay2 0 ms: they all move to relay2 (the time is
+              printed); then relay1 only 1 ms slower than relay2: nothing moves back within 10 s;
+              then relay1 slightly better (9 vs 10 ms one-way, sums ~4 ms apart): nothing moves
+              within 10 s (hysteresis: a switch needs max(5 ms, 20 %)); then relay1 at 0 ms,
+              relay2 at 10 ms: all move to relay1 (clearly better)
+  tcp         an iperf3 TCP stream pod(lan1a) -> pod(lan2a), 8 s with 0.1 s reports, and a ping
+              -i 0.01 beside it; at ~3 s the meshd of the relay lan1a uses for lan2a is killed:
+              the transfer completes; the outage (longest run of empty intervals, longest gap
+              between ping replies) and the new relay are printed
+  both ways   lan1a -> lan2a and lan2a -> lan1a both use the other relay then
+  restart     the killed relay's meshd started again: within 30 s it lists all 5 other nodes,
+              relayService.sessions > 0, and every LAN node shows it up (times printed)
+
+Prints figures and `N passed, N failed`; exit 1 on a failure, 77 when it cannot run here.
+
+Usage: test_failover.py [--build-dir DIR]
+"""
+
+import argparse
+import json
+import os
+import re
+import shutil
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+
+from mesh import Mesh  # noqa: E402
+
+LAN_NODES = ["lan1a", "lan1b", "lan2a", "lan2b"]
+RELAYS = ["relay1", "relay2"]
+ALL = RELAYS + LAN_NODES
+
+results = []
+figures = []
+
+
+def check(name):
+    """Runs the check at once and records PASS/FAIL (a failure does not stop the others)."""
+    def deco(fn):
+        t0 = time.monotonic()
+        try:
+            msg = fn()
+            results.append((name, True))
+            print("PASS %-58s %5.2fs %s" % (name, time.monotonic() - t0, msg or ""), flush=True)
+        except Exception as e:  # noqa: BLE001 - report and go on
+            results.append((name, False))
+            print("FAIL %-58s %5.2fs %s: %s" % (name, time.monotonic() - t0,
+                                                type(e).__name__, e), flush=True)
+        return fn
+    return deco
+
+
+def expect(cond, msg):
+    if not cond:
+        raise AssertionError(msg)
+
+
+def figure(what, value):
+    figures.append((what, value))
+    print("FIGURE %s: %s" % (what, value), flush=True)
+
+
+def cross_pairs():
+    """Ordered pairs of LAN nodes in different LANs (8)."""
+    return [(a, b) for a in LAN_NODES for b in LAN_NODES if a[:4] != b[:4]]
+
+
+def peers_by_name(m, node_name):
+    return {p["name"]: p for p in m.meshctl(m[node_name], "peers")["peers"]}
+
+
+def relay_table(m, pairs=None):
+    """{(a, b): relay name or "<path>"} as each a's `meshctl peers` shows it."""
+    pairs = pairs or cross_pairs()
+    out = {}
+    for a in sorted({a for a, _ in pairs}):
+        t = peers_by_name(m, a)
+        for x, b in pairs:
+            if x == a:
+                p = t.get(b)
+                out[(a, b)] = (p or {}).get("relay") if (p or {}).get("path") == "relay" \
+                    else "<%s>" % (p or {}).get("path")
+    return out
+
+
+def fmt_table(tab):
+    return " ".join("%s>%s:%s" % (a, b, r) for (a, b), r in sorted(tab.items()))
+
+
+def wait_relays(m, want, timeout, pairs=None):
+    """Polls until every pair (a, b) uses relay want (a name, or a {pair: name} dict). Returns
+    (seconds, last table); raises AssertionError with the table on timeout."""
+    t0 = time.monotonic()
+    while True:
+        tab = relay_table(m, pairs)
+        if all(r == (want[k] if isinstance(want, dict) else want) for k, r in tab.items()):
+            return time.monotonic() - t0, tab
+        if time.monotonic() - t0 > timeout:
+            raise AssertionError("not all on %s within %.0fs: %s" % (want, timeout,
+                                                                      fmt_table(tab)))
+        time.sleep(0.1)
+
+
+def relay_rtts(m, node_name):
+    return {r["name"]: r["rttMs"] for r in m.meshctl(m[node_name], "relays")["relays"]}
+
+
+def relay_state(m, node_name, relay):
+    for r in m.meshctl(m[node_name], "relays")["relays"]:
+        if r["name"] == relay:
+            return r["state"]
+    return None
+
+
+# -- traffic probes (also used by test/bench/mesh/bench_failover.py) -----------------------------
+
+_PING_D = re.compile(r"^\[(\d+\.\d+)\] \d+ bytes from .*icmp_seq=(\d+)")
+
+
+def ping_reply_times(text):
+    """Reply timestamps (unix seconds) from `ping -D` output."""
+    out = []
+    for line in text.splitlines():
+        mo = _PING_D.match(line)
+        if mo:
+            out.append(float(mo.group(1)))
+    return out
+
+
+def largest_gap(times, start=None, end=None):
+    """The largest gap between consecutive timestamps that overlaps [start, end] (unix s), and
+    where it began. A stream that stops before `end` counts up to `end`."""
+    ts = sorted(times)
+    best, at = 0.0, None
+    for x, y in zip(ts, ts[1:]):
+        if (start is None or y > start) and (end is None or x < end):
+            if y - x > best:
+                best, at = y - x, x
+    if end is not None and ts and ts[-1] < end and (start is None or end > start):
+        last = max(ts[-1], start if start is not None else ts[-1])
+        if end - last > best:
+            best, at = end - last, last
+    return best, at
+
+
+UDP_RECV = r"""
+import socket, sys, time
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind(("0.0.0.0", int(sys.argv[1])))
+print("udp-recv: ready", flush=True)
+while True:
+    d = s.recv(2048)
+    sys.stdout.write("%.6f %s\n" % (time.time(), d.split(b" ", 1)[0].decode()))
+    sys.stdout.flush()
+"""
+
+UDP_SEND = r"""
+import socket, sys, time
+host, port, pps = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+t0, i, pad = time.monotonic(), 0, b" " + b"x" * 100
+print("udp-send: start %.6f" % time.time(), flush=True)
+while True:
+    try:
+        s.sendto(str(i).encode() + pad, (host, port))
+    except OSError:
+        pass
+    i += 1
+    d = t0 + i / pps - time.monotonic()
+    if d > 0:
+        time.sleep(d)
+"""
+
+
+class UdpStream:
+    """A steady UDP stream (pps packets/s) from pod src to pod dst; dst logs each arrival with its
+    unix time. stream.arrivals() reads them so far."""
+
+    def __init__(self, src, dst, pps=100, port=5555):
+        self.pps = pps
+        self.recv = dst.netns.popen([sys.executable, "-u", "-c", UDP_RECV, str(port)],
+                                    name="udp-recv")
+        self.recv.wait_log(r"udp-recv: ready", timeout=10)
+        self.send = src.netns.popen([sys.executable, "-u", "-c", UDP_SEND, dst.addr4, str(port),
+                                     str(pps)], name="udp-send")
+
+    def arrivals(self):
+        out = []
+        for line in self.recv.log().splitlines():
+            parts = line.split()
+            if len(parts) == 2 and parts[0][0].isdigit():
+                try:
+                    out.append(float(parts[0]))
+                except ValueError:
+                    pass
+        return out
+
+    def wait_flowing(self, timeout=15):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            a = self.arrivals()
+            if len(a) > 20 and time.time() - a[-1] < 0.1:
+                return True
+            time.sleep(0.1)
+        return False
+
+    def stop(self):
+        self.send.stop(1)
+        self.recv.stop(1)
+
+
+# ------------------------------------------------------------------------------------------------
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--build-dir", default=os.path.join(HERE, "..", "..", "..", "build"))
+    a = ap.parse_args()
+    build = os.path.abspath(a.build_dir)
+    if os.geteuid() != 0:
+        print("skipped: needs root (network namespaces)")
+        return 77
+    for tool in ("ip", "nft", "wg", "wireguard-go", "ping", "iperf3"):
+        if not shutil.which(tool):
+            print("skipped: needs %s" % tool)
+            return 77
+    for b in ("meshd/meshd", "meshctl/meshctl", "cni-plugin/meshwire"):
+        if not os.access(os.path.join(build, b), os.X_OK):
+            print("FAIL: %s not built in %s" % (b, build))
+            return 1
+
+    t_start = time.monotonic()
+    m = Mesh(build_dir=build, topology_args={"delay_ms": {"relay1": 0, "relay2": 0}})
+    try:
+        run(m)
+    finally:
+        try:
+            m.close()
+        except Exception as e:  # noqa: BLE001
+            print("close() raised: %s" % e)
+
+    @check("close() leaves nothing")
+    def _():
+        left = m.leftovers()
+        expect(not left, "left: %s" % left)
+
+    print("--- figures")
+    for what, value in figures:
+        print("  %-56s %s" % (what, value))
+    print("total run time %.1fs" % (time.monotonic() - t_start))
+    failed = sum(1 for _, ok in results if not ok)
+    print("%d passed, %d failed" % (len(results) - failed, failed))
+    return 1 if failed else 0
+
+
+def run(m):
+    started = {}
+    r1, r2 = m["relay1"], m["relay2"]
+
+    @check("meshd starts; cross-LAN pairs relayed")
+    def _():
+        t0 = time.monotonic()
+        m.start()
+        m.wait_ready(timeout=20)
+        m.wait_paths({p: "relay" for p in cross_pairs()}, timeout=30)
+        started["t0"] = t0
+        figure("cross-LAN pairs relayed (from start)", "%.2fs" % (time.monotonic() - t0))
+        return fmt_table(relay_table(m))
+
+    if "t0" not in started:
+        return
+
+    # -- a) election ------------------------------------------------------------------------------
+
+    @check("election: relay2 +15 ms -> every cross-LAN pair on relay1")
+    def _():
+        t0 = time.monotonic()
+        r2.set_delay(15)
+        dt, tab = wait_relays(m, "relay1", timeout=30)
+        figure("relay2 +15 ms: all 8 directions on relay1 after", "%.2fs" % dt)
+        figure("lan1a relay RTTs (relay2 +15 ms)", relay_rtts(m, "lan1a"))
+        return "%.2fs %s" % (time.monotonic() - t0, fmt_table(tab))
+
+    @check("election: relay1 +40 ms, relay2 0 ms -> every pair moves to relay2")
+    def _():
+        r1.set_delay(40)
+        r2.set_delay(0)
+        t0 = time.monotonic()
+        first = {}
+        while True:
+            tab = relay_table(m)
+            for k, r in tab.items():
+                if r == "relay2" and k not in first:
+                    first[k] = time.monotonic() - t0
+            if len(first) == len(tab):
+                break
+            expect(time.monotonic() - t0 < 30, "after 30 s: %s" % fmt_table(tab))
+            time.sleep(0.1)
+        v = sorted(first.values())
+        figure("relay1 +40/relay2 0: moved to relay2 (first / median / last of 8)",
+               "%.2f / %.2f / %.2f s" % (v[0], v[len(v) // 2], v[-1]))
+        figure("lan1a relay RTTs (relay1 +40 ms)", relay_rtts(m, "lan1a"))
+        return fmt_table(tab)
+
+    @check("election: relay1 only 1 ms slower -> nobody moves back within 10 s (hysteresis)")
+    def _():
+        r1.set_delay(1)
+        t0 = time.monotonic()
+        moved = {}
+        while time.monotonic() - t0 < 10:
+            for k, r in relay_table(m).items():
+                if r != "relay2":
+                    moved.setdefault(k, (r, round(time.monotonic() - t0, 2)))
+            time.sleep(0.25)
+        figure("lan1a relay RTTs (relay1 +1 ms, relay2 0)", relay_rtts(m, "lan1a"))
+        expect(not moved, "moved: %s" % moved)
+        return "all 8 stayed on relay2 for 10 s"
+
+    @check("election: relay1 slightly better (9 vs 10 ms) -> nobody moves within 10 s")
+    def _():
+        # Sums of about 38 vs 42 ms: relay1 better by ~4 ms, below max(5 ms, 20 %).
+        r1.set_delay(9)  # first relay1 (still worse than relay2 at 0), then relay2
+        r2.set_delay(10)
+        t0 = time.monotonic()
+        moved = {}
+        while time.monotonic() - t0 < 10:
+            for k, r in relay_table(m).items():
+                if r != "relay2":
+                    moved.setdefault(k, (r, round(time.monotonic() - t0, 2)))
+            time.sleep(0.25)
+        rtt = {n: relay_rtts(m, n) for n in LAN_NODES}
+        figure("relay RTTs (relay1 +9 ms, relay2 +10 ms)", " ".join(
+            "%s:%.1f/%.1f" % (n, v["relay1"], v["relay2"]) for n, v in rtt.items()))
+        if moved:
+            lines = []
+            for (a, b) in moved:
+                lines += ["%s: %s" % (a, ln) for ln in m.log(m[a]).splitlines()[-400:]
+                          if "peer=%s" % b in ln and "relay" in ln][-6:]
+            raise AssertionError("moved: %s\n%s" % (moved, "\n".join(lines)))
+        return "all 8 stayed on relay2 for 10 s"
+
+    @check("election: relay1 0 ms, relay2 10 ms (clearly better) -> every pair moves back")
+    def _():
+        r1.set_delay(0)
+        dt, tab = wait_relays(m, "relay1", timeout=30)
+        figure("relay1 0/relay2 +10: all 8 on relay1 after", "%.2fs" % dt)
+        return fmt_table(tab)
+
+    r1.set_delay(0)
+    r2.set_delay(0)
+
+    # -- b) a TCP stream survives the relay dying ---------------------------------------------------
+
+    pods = {}
+    state = {}
+
+    @check("pods on lan1a and lan2a reach each other")
+    def _():
+        pods["a"] = m.add_pod(m["lan1a"], "src")
+        pods["b"] = m.add_pod(m["lan2a"], "dst")
+        for x, y in (("a", "b"), ("b", "a")):
+            r = pods[x].run(["ping", "-n", "-c", "1", "-w", "15", pods[y].addr4], check=False,
+                            timeout=20)
+            expect(r.returncode == 0, "%s -> %s: %s" % (x, y, r.stdout))
+        return "%s -> %s" % (pods["a"].addr4, pods["b"].addr4)
+
+    @check("TCP stream (iperf3 8 s) survives killing its relay's meshd at ~3 s")
+    def _():
+        expect(pods, "no pods")
+        src, dst = pods["a"], pods["b"]
+        before = relay_table(m, [("lan1a", "lan2a"), ("lan2a", "lan1a")])
+        relay = before[("lan1a", "lan2a")]
+        expect(relay in RELAYS, before)
+        dst.netns.popen(["iperf3", "-s", "-1"], name="iperf3-server")
+        time.sleep(0.7)  # iperf3 -s buffers its "Server listening" line into the log file
+        cli = src.netns.popen(["iperf3", "-c", dst.addr4, "-t", "8", "-i", "0.1", "-b", "50M",
+                               "-J"], name="iperf3-client")
+        pinger = src.netns.popen(["ping", "-D", "-n", "-i", "0.01", "-w", "9", dst.addr4],
+                                 name="ping-kill")
+        time.sleep(3)
+        t_kill = time.time()
+        m.kill(m[relay])
+        state["killed"] = relay
+        t_mono = time.monotonic()
+        new = None
+        while time.monotonic() - t_mono < 5:
+            new = relay_table(m, [("lan1a", "lan2a")])[("lan1a", "lan2a")]
+            if new != relay:
+                break
+            time.sleep(0.05)
+        t_switch = time.monotonic() - t_mono
+        rc = cli.wait(30)
+        pinger.wait(15)
+        out = cli.log()
+        expect(rc == 0, "iperf3 exit %s:\n%s" % (rc, out[-3000:]))
+        doc = json.loads(out)
+        expect("error" not in doc, doc.get("error"))
+        ivs = [(i["sum"]["start"], i["sum"]["end"], i["sum"]["bytes"]) for i in doc["intervals"]]
+        run_best = cur = 0.0
+        for s, e, b in ivs:
+            cur = cur + (e - s) if b == 0 else 0.0
+            run_best = max(run_best, cur)
+        total = doc["end"]["sum_received"]["bytes"]
+        replies = ping_reply_times(pinger.log())
+        gap, at = largest_gap(replies)
+        state["new"] = new
+        figure("relay killed / new relay (lan1a>lan2a)", "%s / %s (meshctl shows it after %.2fs)"
+               % (relay, new, t_switch))
+        figure("TCP outage: longest run of 0-byte 0.1 s intervals", "%.1fs" % run_best)
+        figure("TCP transfer", "%.1f MB received in %.1fs, %d retransmits" % (
+            total / 1e6, doc["end"]["sum_received"]["seconds"],
+            doc["end"]["sum_sent"].get("retransmits", -1)))
+        figure("ping -i 0.01 outage: largest gap between replies",
+               "%.3fs (starting %.2fs after the kill; %d replies)" % (
+                   gap, (at or 0) - t_kill, len(replies)))
+        expect(new in RELAYS and new != relay, "lan1a>lan2a still/now on %s" % new)
+        expect(total > 0, "no bytes")
+        return "%s -> %s" % (relay, new)
+
+    # -- c) both directions --------------------------------------------------------------------------
+
+    @check("both directions fail over to the other relay")
+    def _():
+        killed = state.get("killed")
+        expect(killed, "no relay was killed")
+        other = [r for r in RELAYS if r != killed][0]
+        dt, tab = wait_relays(m, other, timeout=5, pairs=[("lan1a", "lan2a"), ("lan2a", "lan1a")])
+        full = relay_table(m)
+        return "%s (all: %s)" % (fmt_table(tab), fmt_table(full))
+
+    # -- d) restart ------------------------------------------------------------------------------------
+
+    @check("restarted relay: peers, sessions and up everywhere within 30 s")
+    def _():
+        killed = state.get("killed")
+        expect(killed, "no relay was killed")
+        node = m[killed]
+        t0 = time.monotonic()
+        m.start(node)
+        m.wait_ready(timeout=10, nodes=[node])
+        times = {"ready": time.monotonic() - t0}
+        others = [n for n in ALL if n != killed]
+        last = {}
+        while time.monotonic() - t0 < 30 and len(times) < 3 + len(LAN_NODES):
+            now = time.monotonic() - t0
+            if "peers" not in times:
+                names = set(peers_by_name(m, killed))
+                last["peers"] = sorted(names)
+                if names >= set(others):
+                    times["peers"] = now
+            if "sessions" not in times:
+                rs = m.meshctl(node, "status")["relayService"]
+                last["sessions"] = rs["sessions"]
+                if rs["sessions"] > 0:
+                    times["sessions"] = now
+            for n in LAN_NODES:
+                if "up@" + n not in times:
+                    st = relay_state(m, n, killed)
+                    last["up@" + n] = st
+                    if st == "up":
+                        times["up@" + n] = now
+            time.sleep(0.1)
+        for k in ["ready", "peers", "sessions"] + ["up@" + n for n in LAN_NODES]:
+            figure("restarted %s: %s after" % (killed, k),
+                   "%.2fs" % times[k] if k in times else "NOT within 30 s (last: %s)" % last[k])
+        rs = m.meshctl(node, "status")["relayService"]
+        figure("restarted %s: sessions at the end" % killed, rs["sessions"])
+        missing = [k for k in ["peers", "sessions"] + ["up@" + n for n in LAN_NODES]
+                   if k not in times]
+        expect(not missing, "not within 30 s: %s (last: %s)" % (missing, last))
+        return " ".join("%s=%.1fs" % kv for kv in times.items())
+
+    @check("every meshd still runs")
+    def _():
+        dead = [n for n in ALL if not m.procs[n].alive()]
+        expect(not dead, "exited: %s\n%s" % (dead, "\n".join(m._describe(m[n]) for n in dead)))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
