@@ -197,7 +197,7 @@ int run(const std::string& path) {
         log::error("cannot read the PSK file", {{"error", psk.err().message}});
         return exit_config;
     }
-    return run_daemon(*c, id->identity, psk->bytes());
+    return run_daemon(*c, path, id->identity, psk->bytes());
 }
 
 }  // namespace

@@ -9,10 +9,12 @@
 #include <boost/asio.hpp>
 #include <chrono>
 #include <cstdio>
+#include <fstream>
 #include <map>
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <set>
+#include <sstream>
 
 #include "common/log.hpp"
 #include "common/rtnl.hpp"
@@ -22,8 +24,12 @@
 #include "meshd/core/node_core.hpp"
 #include "meshd/core/psk_sealer.hpp"
 #include "meshd/io/control_server.hpp"
+#include "meshd/io/metrics_server.hpp"
+#include "meshd/io/prometheus_text.hpp"
 #include "meshd/io/relay_forwarder.hpp"
 #include "meshd/io/relay_proxy.hpp"
+#include "meshd/io/udp_socket.hpp"
+#include "meshd/relay_nodes_diff.hpp"
 
 namespace mw::meshd {
 
@@ -100,6 +106,7 @@ struct forwarder_binder : relay_binder {
     relay_forwarder* fwd = nullptr;
     result<relay_bind_state> bind(uint64_t session_id, const node_id& from, const node_id& to,
                                   const wg_endpoint& observed, uint16_t via) override {
+        if (!fwd) return error(errc::unsupported, "the relay forwarder is not running");
         return fwd->with_table([&](relay_session_table& t, uint64_t now) {
             return t.bind(session_id, from, to, relay_addr::from_endpoint(observed), now, via);
         });
@@ -108,19 +115,30 @@ struct forwarder_binder : relay_binder {
 
 class daemon {
 public:
-    daemon(const meshd_config& cfg, const node_identity& id, psk_sealer sealer)
+    daemon(const meshd_config& cfg, std::string config_path, const node_identity& id,
+           psk_sealer sealer)
         : cfg_(cfg),
+          config_path_(std::move(config_path)),
           identity_(id),
           sealer_(std::move(sealer)),
           signals_(io_, SIGINT, SIGTERM),
           timer_(io_),
           wg_timer_(io_),
-          addr_timer_(io_) {}
+          addr_timer_(io_),
+          config_timer_(io_) {}
 
     int run();
 
 private:
-    status start_transport();
+    // The UDP port's owner follows the relay role: the forwarder while the role is verified or
+    // served, the node's relay proxy otherwise. Switching closes one before opening the other.
+    status sync_transport();
+    status start_forwarder();
+    status start_proxy();
+    void send_fresh(const outgoing_datagram& o);
+    void watch_config();
+    void reload_config();
+    std::string metrics_text();
     status start_wireguard();
     std::vector<wg_endpoint> local_endpoints();
     void arm_timer(uint64_t deadline);
@@ -136,12 +154,15 @@ private:
     json relays_json();
     void shutdown();
 
-    const meshd_config& cfg_;
+    meshd_config cfg_;  // relayNodes follows live edits of the file
+    std::string config_path_;
+    std::string config_text_;  // the file's content last applied (or refused)
     node_identity identity_;
     psk_sealer sealer_;
     asio::io_context io_;
     asio::signal_set signals_;
-    asio::steady_timer timer_, wg_timer_, addr_timer_;
+    asio::steady_timer timer_, wg_timer_, addr_timer_, config_timer_;
+    std::unique_ptr<metrics_server> metrics_;
     uint64_t armed_deadline_ = UINT64_MAX;
     std::chrono::steady_clock::time_point started_ = std::chrono::steady_clock::now();
 
@@ -183,51 +204,107 @@ private:
     std::map<uint64_t, std::shared_ptr<pending_ping>> pings_;  // token -> ping
 };
 
-status daemon::start_transport() {
+status daemon::start_forwarder() {
     const relay_node* self = cfg_.self_relay();
-    auto post = [this](std::span<const uint8_t> d, const wg_endpoint& from, uint64_t sid,
-                       uint16_t via) {
+    if (!self) return error(errc::invalid_argument, "not listed in relayNodes");
+    relay_forwarder_config fc;
+    // One socket per advertised address when they are all ours; an address that is not (the
+    // public address of a NAT that forwards the port to us) needs the wildcard, which then
+    // serves everything (the kernel picks reply sources; the NAT maps them back).
+    std::vector<ip_address> local;
+    if (auto nl = rtnl::open()) {
+        for (int fam : {AF_INET, AF_INET6}) {
+            if (auto addrs = nl->list_addresses(fam)) {
+                for (const auto& a : *addrs) local.push_back(a.prefix.address());
+            }
+        }
+    }
+    bool all_local = true;
+    for (const auto& a : self->advertise_address) {
+        all_local &= std::find(local.begin(), local.end(), a) != local.end();
+    }
+    if (all_local) {
+        for (const auto& a : self->advertise_address) fc.listen.push_back({a, cfg_.listen_port});
+    } else {
+        fc.listen.push_back({ip_address::parse("::").value(), cfg_.listen_port});
+    }
+    fc.on_control = [this](std::span<const uint8_t> d, const wg_endpoint& from, uint16_t sock) {
         std::vector<uint8_t> copy(d.begin(), d.end());
-        asio::post(io_, [this, copy = std::move(copy), from, sid, via] {
+        asio::post(io_, [this, copy = std::move(copy), from, sock] {
             if (!core_ || stopping_) return;
-            core_->on_datagram(copy, from, sid, via, unix_ms());
+            core_->on_datagram(copy, from, 0, sock, unix_ms());
             after_core();
         });
     };
-    if (self) {
-        relay_forwarder_config fc;
-        for (const auto& a : self->advertise_address) fc.listen.push_back({a, cfg_.listen_port});
-        fc.on_control = [post](std::span<const uint8_t> d, const wg_endpoint& from, uint16_t s) {
-            post(d, from, 0, s);
-        };
-        auto f = relay_forwarder::start(std::move(fc));
-        if (!f) {
-            return error(f.err().code,
-                         "cannot start the relay service on the advertised addresses (port " +
-                             std::to_string(cfg_.listen_port) + "): " + f.err().message);
+    auto f = relay_forwarder::start(std::move(fc));
+    if (!f) {
+        return error(f.err().code, "cannot start the relay service on port " +
+                                       std::to_string(cfg_.listen_port) + ": " + f.err().message);
+    }
+    forwarder_ = std::move(*f);
+    binder_.fwd = forwarder_.get();
+    std::string eps;
+    for (const auto& e : forwarder_->local_endpoints()) eps += (eps.empty() ? "" : ",") + e.str();
+    log::info("relay forwarder listening", {{"relay", cfg_.node_name}, {"endpoint", eps}});
+    return {};
+}
+
+status daemon::start_proxy() {
+    relay_proxy_config pc;
+    pc.uplink = wg_endpoint{ip_address::parse("::").value(), cfg_.listen_port};
+    pc.on_control = [this](std::span<const uint8_t> d, const wg_endpoint& from, uint64_t sid) {
+        std::vector<uint8_t> copy(d.begin(), d.end());
+        asio::post(io_, [this, copy = std::move(copy), from, sid] {
+            if (!core_ || stopping_) return;
+            core_->on_datagram(copy, from, sid, 0, unix_ms());
+            after_core();
+        });
+    };
+    auto p = relay_proxy::start(std::move(pc));
+    if (!p) {
+        return error(p.err().code, "cannot open the control socket on port " +
+                                       std::to_string(cfg_.listen_port) + ": " + p.err().message);
+    }
+    proxy_ = std::move(*p);
+    log::info("control socket listening", {{"endpoint", proxy_->uplink_endpoint().str()}});
+    return {};
+}
+
+status daemon::sync_transport() {
+    auto role = core_->role();
+    bool want_forwarder = role == relay_role_state::verifying || role == relay_role_state::active;
+    if (want_forwarder && !forwarder_) {
+        if (proxy_) {
+            proxy_->stop();
+            proxy_.reset();
+            proxied_.clear();
         }
-        forwarder_ = std::move(*f);
-        binder_.fwd = forwarder_.get();
-        std::string eps;
-        for (const auto& e : forwarder_->local_endpoints())
-            eps += (eps.empty() ? "" : ",") + e.str();
-        log::info("relay service listening", {{"relay", cfg_.node_name}, {"endpoint", eps}});
-    } else {
-        relay_proxy_config pc;
-        pc.uplink = wg_endpoint{ip_address::parse("::").value(), cfg_.listen_port};
-        pc.on_control = [post](std::span<const uint8_t> d, const wg_endpoint& from, uint64_t sid) {
-            post(d, from, sid, 0);
-        };
-        auto p = relay_proxy::start(std::move(pc));
-        if (!p) {
-            return error(p.err().code, "cannot open the control socket on port " +
-                                           std::to_string(cfg_.listen_port) + ": " +
-                                           p.err().message);
+        if (auto s = start_forwarder(); !s) {
+            log::error("cannot take the relay role", {{"error", s.err().message}});
+            // Keep the node reachable as a node.
+            return start_proxy();
         }
-        proxy_ = std::move(*p);
-        log::info("control socket listening", {{"endpoint", proxy_->uplink_endpoint().str()}});
+        applied_version_ = UINT64_MAX;  // relayed peers lost their proxy sockets
+    } else if (!want_forwarder && (forwarder_ || !proxy_)) {
+        if (forwarder_) {
+            forwarder_->stop();
+            binder_.fwd = nullptr;
+            forwarder_.reset();
+        }
+        MW_TRY_STATUS(start_proxy());
+        applied_version_ = UINT64_MAX;
     }
     return {};
+}
+
+void daemon::send_fresh(const outgoing_datagram& o) {
+    wg_endpoint any{ip_address::parse(o.to.address.is_v4() ? "0.0.0.0" : "::").value(), 0};
+    auto fd = open_udp_socket(any, 1 << 16);
+    if (!fd) return;
+    sockaddr_storage ss;
+    socklen_t len = o.to.to_sockaddr(ss);
+    (void)::sendto(fd->get(), o.bytes.data(), o.bytes.size(), MSG_DONTWAIT,
+                   reinterpret_cast<sockaddr*>(&ss), len);
 }
 
 status daemon::start_wireguard() {
@@ -245,11 +322,8 @@ status daemon::start_wireguard() {
 }
 
 std::vector<wg_endpoint> daemon::local_endpoints() {
+    // Our own addresses; the core puts a relay's advertised addresses in front of them.
     std::vector<wg_endpoint> out;
-    if (const relay_node* self = cfg_.self_relay()) {
-        for (const auto& a : self->advertise_address) out.push_back({a, cfg_.listen_port});
-        return out;
-    }
     auto nl = rtnl::open();
     if (!nl) return out;
     auto links = nl->list_links();
@@ -298,7 +372,18 @@ void daemon::on_timer() {
 
 void daemon::after_core() {
     for (const auto& e : core_->take_log()) emit(e);
-    for (const auto& o : core_->take_outgoing()) send_out(o);
+    if (!stopping_) {
+        if (auto s = sync_transport(); !s) {
+            log::error("no control transport", {{"error", s.err().message}});
+        }
+    }
+    for (const auto& o : core_->take_outgoing()) {
+        if (o.fresh_socket) {
+            send_fresh(o);
+        } else {
+            send_out(o);
+        }
+    }
     for (const auto& r : core_->take_ping_results()) {
         auto it = pings_.find(r.token);
         if (it == pings_.end()) continue;
@@ -475,7 +560,13 @@ json daemon::status_json() {
     json eps = json::array();
     for (const auto& e : core_->config().endpoints) eps.push_back(e.str());
     node["endpoints"] = eps;
-    node["relayRole"] = forwarder_ != nullptr;
+    node["relayRole"] = core_->role() == relay_role_state::active;
+    node["relayRoleState"] = to_string(core_->role());
+    node["relayRoleReason"] =
+        core_->role_reason().empty() ? json(nullptr) : json(core_->role_reason());
+    json verified = json::array();
+    for (const auto& e : core_->verified_addresses()) verified.push_back(e.str());
+    node["relayVerified"] = verified;
     node["uptimeSeconds"] = std::chrono::duration_cast<std::chrono::seconds>(
                                 std::chrono::steady_clock::now() - started_)
                                 .count();
@@ -648,6 +739,135 @@ void daemon::handle(const json& req, control_server::reply_fn reply) {
     (*step)();
 }
 
+void daemon::watch_config() {
+    config_timer_.expires_after(std::chrono::seconds(2));
+    config_timer_.async_wait([this](const boost::system::error_code& ec) {
+        if (ec || stopping_) return;
+        reload_config();
+        watch_config();
+    });
+}
+
+// relayNodes edits apply live (a mounted ConfigMap changes under us); the rest of the file is
+// fixed for the process's life, and a change there is reported, not half-applied.
+void daemon::reload_config() {
+    std::ifstream in(config_path_);
+    if (!in) return;  // mid-swap of a ConfigMap's symlinks: next time
+    std::stringstream ss;
+    ss << in.rdbuf();
+    std::string text = ss.str();
+    if (text == config_text_) return;
+    config_text_ = text;
+    auto next = parse_meshd_config(text, config_environment::from_process());
+    if (!next) {
+        log::error("config change refused; the running configuration stays",
+                   {{"path", config_path_}, {"error", next.err().message}});
+        return;
+    }
+    std::vector<std::string> fixed;
+    auto note = [&](bool differs, const char* field) {
+        if (differs) fixed.push_back(field);
+    };
+    note(next->node_name != cfg_.node_name, "nodeName");
+    note(next->pod_cidrs != cfg_.pod_cidrs, "podCIDRs");
+    note(next->interface != cfg_.interface, "interface");
+    note(next->wg_backend != cfg_.wg_backend || next->wg_listen_port != cfg_.wg_listen_port,
+         "wireguard");
+    note(next->listen_port != cfg_.listen_port, "listenPort");
+    note(next->psk_path != cfg_.psk_path, "psk");
+    note(next->state_dir != cfg_.state_dir || next->run_dir != cfg_.run_dir ||
+             next->socket != cfg_.socket,
+         "stateDir/runDir/socket");
+    note(next->metrics_listen != cfg_.metrics_listen, "metrics");
+    note(next->mtu != cfg_.mtu, "mtu");
+    for (const auto& f : fixed) {
+        log::warn("config field changed; it takes effect at the next restart", {{"field", f}});
+    }
+    auto diff = relay_nodes_diff(cfg_.relay_nodes, next->relay_nodes, cfg_.node_name);
+    if (diff.empty()) return;
+    for (const auto& r : diff.added) log::info("relay added by config", {{"relay", r.node_name}});
+    for (const auto& r : diff.removed) {
+        log::info("relay removed by config; its pairs move", {{"relay", r.node_name}});
+    }
+    for (const auto& r : diff.changed) {
+        log::info("relay addresses changed by config", {{"relay", r.node_name}});
+    }
+    cfg_.relay_nodes = next->relay_nodes;
+    std::vector<relay_spec> specs;
+    for (const auto& r : cfg_.relay_nodes)
+        specs.push_back(relay_spec{r.node_name, r.advertise_address});
+    core_->set_relays(std::move(specs), cfg_.self_relay() != nullptr, unix_ms());
+    after_core();
+}
+
+std::string daemon::metrics_text() {
+    prometheus_text t;
+    using L = prometheus_text::labels;
+    std::map<std::string, int> paths{{"direct", 0}, {"relay", 0}, {"none", 0}};
+    for (const auto& p : core_->peers()) ++paths[to_string(p.path)];
+    for (const auto& [k, v] : paths) {
+        t.gauge("meshwire_peers", "Peer nodes by the path in use.", {{"path", k}}, v);
+    }
+    t.counter("meshwire_relay_selections_total",
+              "Relayed pairs that chose (or changed) the relay they send through.", L{},
+              core_->relay_selections());
+    t.counter("meshwire_relay_failovers_total",
+              "Relay changes because the relay in use stopped answering.", L{},
+              core_->relay_failovers());
+    for (const auto& r : core_->relays()) {
+        L l{{"relay", r.name}};
+        t.gauge("meshwire_relay_up", "1 if the relay answers our probes.", l,
+                r.state == relay_state::up || r.state == relay_state::self ? 1 : 0);
+        if (r.rtt_ms) t.gauge("meshwire_relay_rtt_ms", "Smoothed RTT to the relay.", l, *r.rtt_ms);
+        t.gauge("meshwire_relay_load", "Our relayed pairs that send through the relay.", l,
+                static_cast<double>(r.load));
+    }
+    const auto& pl = core_->probe_losses();
+    for (auto [kind, v] : {std::pair{"relay", pl.relay}, std::pair{"direct", pl.direct},
+                           std::pair{"inband", pl.inband}, std::pair{"user", pl.user}}) {
+        t.counter("meshwire_probe_losses_total", "PINGs without an answer, by what they probed.",
+                  {{"probe", kind}}, v);
+    }
+    t.gauge("meshwire_relay_role", "This node's relay role (1 for the current state).",
+            {{"state", to_string(core_->role())}, {"reason", core_->role_reason()}}, 1);
+    if (forwarder_) {
+        auto st = forwarder_->stats();
+        size_t sessions = 0;
+        forwarder_->with_table([&](relay_session_table& tb, uint64_t) {
+            sessions = tb.size();
+            return 0;
+        });
+        t.gauge("meshwire_relay_sessions", "Sessions in this relay's table.", L{},
+                static_cast<double>(sessions));
+        t.counter("meshwire_relay_forwarded_packets_total", "Packets this relay forwarded.", L{},
+                  st.forwarded_packets);
+        t.counter("meshwire_relay_forwarded_bytes_total", "Bytes this relay forwarded.", L{},
+                  st.forwarded_bytes);
+        for (size_t i = 0; i < relay_drop_count; ++i) {
+            t.counter("meshwire_relay_dropped_packets_total",
+                      "Frames this relay refused to forward, by reason.",
+                      {{"reason", to_string(static_cast<relay_drop>(i))}}, st.table_drops[i]);
+        }
+    }
+    const auto& c = core_->counters();
+    t.counter("meshwire_control_accepted_total", "Control datagrams accepted.", L{}, c.accepted);
+    for (auto [why, v] :
+         {std::pair{"auth_failed", c.auth_failed}, std::pair{"malformed", c.malformed},
+          std::pair{"stale", c.stale}, std::pair{"future", c.future},
+          std::pair{"replayed", c.replayed}, std::pair{"not_control", c.not_control},
+          std::pair{"bad_record", c.bad_record}, std::pair{"table_full", c.table_full}}) {
+        t.counter("meshwire_control_dropped_total", "Control datagrams dropped, by reason.",
+                  {{"reason", why}}, v);
+    }
+    t.gauge("meshwire_records", "Peer records known.", L{},
+            static_cast<double>(core_->store().size()));
+    if (t.invalid_samples()) {
+        t.counter("meshwire_metrics_invalid_samples_total", "Samples skipped as invalid.", L{},
+                  static_cast<uint64_t>(t.invalid_samples()));
+    }
+    return t.str();
+}
+
 void daemon::shutdown() {
     if (stopping_) return;
     stopping_ = true;
@@ -655,6 +875,8 @@ void daemon::shutdown() {
     timer_.cancel();
     wg_timer_.cancel();
     addr_timer_.cancel();
+    config_timer_.cancel();
+    if (metrics_) metrics_->stop();
     if (ctl_) ctl_->stop();
     if (forwarder_) forwarder_->stop();
     if (proxy_) proxy_->stop();
@@ -679,11 +901,6 @@ int daemon::run() {
                    {{"interface", cfg_.interface}, {"error", s.err().message}});
         return 1;
     }
-    if (auto s = start_transport(); !s) {
-        log::error("cannot start the control transport", {{"error", s.err().message}});
-        shutdown();
-        return 1;
-    }
     node_core_config cc;
     cc.node_name = cfg_.node_name;
     cc.pod_cidrs = cfg_.pod_cidrs;
@@ -695,8 +912,30 @@ int daemon::run() {
     cc.relay_role = cfg_.self_relay() != nullptr;
     core_ = std::make_unique<node_core>(
         cc, identity_, sealer_,
-        [](std::span<uint8_t> out) { randombytes_buf(out.data(), out.size()); },
-        forwarder_ ? &binder_ : nullptr);
+        [](std::span<uint8_t> out) { randombytes_buf(out.data(), out.size()); }, &binder_);
+    if (auto s = sync_transport(); !s) {
+        log::error("cannot start the control transport", {{"error", s.err().message}});
+        shutdown();
+        return 1;
+    }
+    if (!cfg_.metrics_listen.empty()) {
+        auto m = metrics_server::start(io_, cfg_.metrics_listen, [this] { return metrics_text(); });
+        if (!m) {
+            log::error("cannot open the metrics endpoint",
+                       {{"listen", cfg_.metrics_listen}, {"error", m.err().message}});
+            shutdown();
+            return 1;
+        }
+        metrics_ = std::move(*m);
+        log::info("metrics endpoint listening",
+                  {{"endpoint", metrics_->local_endpoint().str()}, {"path", "/metrics"}});
+    }
+    {
+        std::ifstream in(config_path_);
+        std::stringstream ss;
+        ss << in.rdbuf();
+        config_text_ = ss.str();
+    }
     auto ctl = control_server::start(
         io_, cfg_.socket,
         [this](const json& r, control_server::reply_fn f) { handle(r, std::move(f)); });
@@ -720,6 +959,7 @@ int daemon::run() {
     addr_timer_.async_wait([this](const boost::system::error_code& ec) {
         if (!ec) poll_addresses();
     });
+    watch_config();
     log::info("meshd ready", {{"node", cfg_.node_name}, {"socket", cfg_.socket}});
     io_.run();
     return 0;
@@ -727,14 +967,14 @@ int daemon::run() {
 
 }  // namespace
 
-int run_daemon(const meshd_config& cfg, const node_identity& identity,
-               std::span<const uint8_t> psk) {
+int run_daemon(const meshd_config& cfg, const std::string& config_path,
+               const node_identity& identity, std::span<const uint8_t> psk) {
     auto sealer = psk_sealer::create(psk);
     if (!sealer) {
         log::error("cannot use the PSK", {{"error", sealer.err().message}});
         return 78;
     }
-    daemon d(cfg, identity, std::move(*sealer));
+    daemon d(cfg, config_path, identity, std::move(*sealer));
     return d.run();
 }
 

@@ -26,7 +26,8 @@
 namespace mw::meshd {
 
 // Runs until SIGINT/SIGTERM. Returns the process exit status (0 after a clean stop).
-int run_daemon(const meshd_config& cfg, const node_identity& identity,
-               std::span<const uint8_t> psk);
+// `config_path` is watched: relayNodes edits apply live.
+int run_daemon(const meshd_config& cfg, const std::string& config_path,
+               const node_identity& identity, std::span<const uint8_t> psk);
 
 }  // namespace mw::meshd

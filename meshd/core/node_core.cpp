@@ -330,6 +330,20 @@ uint64_t node_core::tick(uint64_t now) {
     due(next_expire_ms_);
     for (auto it = pending_.begin(); it != pending_.end();) {
         if (now >= it->second.sent_ms + cfg_.ping_timeout_ms) {
+            switch (it->second.kind) {
+                case ping_kind::relay:
+                    ++probe_losses_.relay;
+                    break;
+                case ping_kind::direct:
+                    ++probe_losses_.direct;
+                    break;
+                case ping_kind::inband:
+                    ++probe_losses_.inband;
+                    break;
+                case ping_kind::user:
+                    ++probe_losses_.user;
+                    break;
+            }
             it = pending_.erase(it);
         } else {
             due(it->second.sent_ms + cfg_.ping_timeout_ms);
@@ -770,6 +784,12 @@ void node_core::tick_role(uint64_t now) {
         helpers.emplace_back(name_of(id), reg.from);
     }
     if (helpers.size() > cfg_.dialback_helpers) helpers.resize(cfg_.dialback_helpers);
+    if (helpers.empty()) {
+        // Nobody to ask yet (everyone is starting): look again soon rather than in a second.
+        next_dialback_ms_ = now + cfg_.fast_ping_interval_ms;
+        due(next_dialback_ms_);
+        return;
+    }
     for (size_t i = 0; i < self_addrs_.size(); ++i) {
         if (self_verified_[i]) continue;
         for (const auto& [name, ep] : helpers) {

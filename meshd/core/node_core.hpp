@@ -232,6 +232,11 @@ public:
     // Failovers (the relay we send through changed because it failed) and relay selections.
     uint64_t relay_failovers() const noexcept { return failovers_; }
     uint64_t relay_selections() const noexcept { return selections_; }
+    // PINGs that got no PONG within ping_timeout_ms, by what they probed.
+    struct probe_loss_counts {
+        uint64_t relay = 0, direct = 0, inband = 0, user = 0;
+    };
+    const probe_loss_counts& probe_losses() const noexcept { return probe_losses_; }
     const record_store& store() const noexcept { return store_; }
     const node_core_config& config() const noexcept { return cfg_; }
     const node_id& id() const noexcept { return identity_.id(); }
@@ -395,6 +400,7 @@ private:
     uint64_t probe_window_ms_ = 0, probes_in_window_ = 0;
     uint64_t failovers_ = 0, selections_ = 0;
     uint64_t last_tick_ms_ = 0;
+    probe_loss_counts probe_losses_;
 };
 
 }  // namespace mw::meshd

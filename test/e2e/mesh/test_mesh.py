@@ -244,7 +244,7 @@ def main():
             return 1
 
     t_start = time.monotonic()
-    m = Mesh(build_dir=build)
+    m = Mesh(build_dir=build, topology_args={"keep_tmp": bool(os.environ.get("MESH_KEEP"))})
     try:
         main_mesh(m)
     finally:
