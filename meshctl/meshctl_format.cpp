@@ -194,7 +194,12 @@ std::string format_status(const json& r) {
     std::string eps = text(at(node, "endpoints"));
     std::replace(eps.begin(), eps.end(), ',', ' ');
     out += kv("endpoints", eps);
-    out += kv("relay role", text(at(node, "relayRole")));
+    // "active", "verifying", "refused" (with the reason) or "none"; older meshd: the bool.
+    std::string role = text(at(node, "relayRoleState"));
+    if (role == "-") role = text(at(node, "relayRole"));
+    std::string reason = text(at(node, "relayRoleReason"));
+    if (reason != "-" && role != "none") role += " (" + reason + ")";
+    out += kv("relay role", role);
     std::int64_t up = integer(at(node, "uptimeSeconds"));
     out += kv("uptime", up < 0 ? "-" : format_duration(up));
     out += "\n";

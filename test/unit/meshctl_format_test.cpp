@@ -220,6 +220,12 @@ TEST_CASE("meshctl: status") {
               "rate_limited_packets=5 rate_limited_bytes=6\n"
               "control:        100 accepted; dropped: authFailed=1 malformed=2 stale=3 "
               "future=4 replayed=5 notControl=6 badRecord=7\n");
+    json refused = sample_status();
+    refused["node"]["relayRoleState"] = "refused";
+    refused["node"]["relayRoleReason"] = "advertiseAddress 198.51.100.2:51821 not reachable";
+    CHECK(format_status(refused).find(
+              "relay role:     refused (advertiseAddress 198.51.100.2:51821 not reachable)\n") !=
+          std::string::npos);
     json off = sample_status();
     off["relayService"] = nullptr;
     CHECK(format_status(off).find("relay service:  off\n") != std::string::npos);
