@@ -44,9 +44,13 @@ DESCRIPTION
     a path that stops answering for 3.5 s is replaced (direct -> relay, relay -> other relay),
     and a relayed pair moves back to direct as soon as direct answers again.
 
+    A node listed in relayNodes serves only after another node has dialled back one of its
+    advertiseAddresses (else it refuses the role and says why in meshctl status and the log).
+    The config file is re-read every 2 s: relayNodes edits apply live; other edits are logged
+    as needing a restart. metrics.listen serves Prometheus text at /metrics.
+
     Not implemented yet: mDNS and DHT discovery (mdns/dht settings are accepted and ignored),
-    the Kubernetes integration, live reload of relayNodes, the relay dial-back check, the
-    metrics endpoint.
+    relay candidates without relayNodes, the Kubernetes integration.
 
 OPTIONS
     -c, --config FILE   The YAML configuration (default /etc/meshwire/meshd.yaml).
