@@ -17,6 +17,7 @@ runtime. Checks, on one mesh:
               the transfer completes; the outage (longest run of empty intervals, longest gap
               between ping replies) and the new relay are printed
   both ways   lan1a -> lan2a and lan2a -> lan1a both use the other relay then
+  idle pairs  every cross-LAN pair, also those without traffic, leaves the dead relay within 2 s
   restart     the killed relay's meshd started again: within 30 s it lists all 5 other nodes,
               relayService.sessions > 0, and every LAN node shows it up (times printed)
 
@@ -70,6 +71,12 @@ def expect(cond, msg):
 def figure(what, value):
     figures.append((what, value))
     print("FIGURE %s: %s" % (what, value), flush=True)
+
+
+def stamp():
+    """UTC wall clock like meshd's log ts (to line up printed events with meshd.log)."""
+    t = time.time()
+    return time.strftime("%H:%M:%S", time.gmtime(t)) + (".%03dZ" % int((t % 1) * 1000))
 
 
 def cross_pairs():
@@ -242,7 +249,10 @@ def main():
             return 1
 
     t_start = time.monotonic()
-    m = Mesh(build_dir=build, topology_args={"delay_ms": {"relay1": 0, "relay2": 0}})
+    targs = {"delay_ms": {"relay1": 0, "relay2": 0}}
+    if os.environ.get("MESHWIRE_KEEP_TMP"):  # keep the logs (meshd.log per node) after the run
+        targs["keep_tmp"] = True
+    m = Mesh(build_dir=build, topology_args=targs)
     try:
         run(m)
     finally:
@@ -288,6 +298,7 @@ def run(m):
     def _():
         t0 = time.monotonic()
         r2.set_delay(15)
+        print("delay relay2 15 set at %s" % stamp(), flush=True)
         dt, tab = wait_relays(m, "relay1", timeout=30)
         figure("relay2 +15 ms: all 8 directions on relay1 after", "%.2fs" % dt)
         figure("lan1a relay RTTs (relay2 +15 ms)", relay_rtts(m, "lan1a"))
@@ -297,6 +308,7 @@ def run(m):
     def _():
         r1.set_delay(40)
         r2.set_delay(0)
+        print("delays relay1 40, relay2 0 set at %s" % stamp(), flush=True)
         t0 = time.monotonic()
         first = {}
         while True:
@@ -317,6 +329,7 @@ def run(m):
     @check("election: relay1 only 1 ms slower -> nobody moves back within 10 s (hysteresis)")
     def _():
         r1.set_delay(1)
+        print("delay relay1 1 set at %s" % stamp(), flush=True)
         t0 = time.monotonic()
         moved = {}
         while time.monotonic() - t0 < 10:
@@ -333,13 +346,17 @@ def run(m):
         # Sums of about 38 vs 42 ms: relay1 better by ~4 ms, below max(5 ms, 20 %).
         r1.set_delay(9)  # first relay1 (still worse than relay2 at 0), then relay2
         r2.set_delay(10)
+        print("delays relay1 9, relay2 10 set at %s" % stamp(), flush=True)
         t0 = time.monotonic()
         moved = {}
+        hist = []  # (t, {node: (rtt relay1, rtt relay2)}) as meshctl relays shows them
         while time.monotonic() - t0 < 10:
             for k, r in relay_table(m).items():
                 if r != "relay2":
                     moved.setdefault(k, (r, round(time.monotonic() - t0, 2)))
-            time.sleep(0.25)
+            if time.monotonic() - t0 < 3:
+                hist.append((time.monotonic() - t0, {n: relay_rtts(m, n) for n in LAN_NODES}))
+            time.sleep(0.1)
         rtt = {n: relay_rtts(m, n) for n in LAN_NODES}
         figure("relay RTTs (relay1 +9 ms, relay2 +10 ms)", " ".join(
             "%s:%.1f/%.1f" % (n, v["relay1"], v["relay2"]) for n, v in rtt.items()))
@@ -348,7 +365,11 @@ def run(m):
             for (a, b) in moved:
                 lines += ["%s: %s" % (a, ln) for ln in m.log(m[a]).splitlines()[-400:]
                           if "peer=%s" % b in ln and "relay" in ln][-6:]
-            raise AssertionError("moved: %s\n%s" % (moved, "\n".join(lines)))
+            nodes = sorted({x for k in moved for x in k})
+            rt = ["%.2fs %s" % (t, " ".join("%s:%.1f/%.1f" % (n, v[n]["relay1"], v[n]["relay2"])
+                                            for n in nodes)) for t, v in hist]
+            raise AssertionError("moved: %s\n%s\nrttMs relay1/relay2 as meshctl relays shows "
+                                 "them:\n%s" % (moved, "\n".join(lines), "\n".join(rt)))
         return "all 8 stayed on relay2 for 10 s"
 
     @check("election: relay1 0 ms, relay2 10 ms (clearly better) -> every pair moves back")
@@ -393,14 +414,19 @@ def run(m):
         t_kill = time.time()
         m.kill(m[relay])
         state["killed"] = relay
+        state["t_kill"] = t_kill
+        print("killed meshd of %s at %s" % (relay, stamp()), flush=True)
         t_mono = time.monotonic()
-        new = None
-        while time.monotonic() - t_mono < 5:
-            new = relay_table(m, [("lan1a", "lan2a")])[("lan1a", "lan2a")]
-            if new != relay:
-                break
+        new, t_switch, off = None, None, {}
+        while time.monotonic() - t_mono < 8 and len(off) < 8:
+            for k, r in relay_table(m).items():  # all 8 directions, also the idle ones
+                if r != relay and k not in off:
+                    off[k] = time.time() - t_kill
+            if t_switch is None and ("lan1a", "lan2a") in off:
+                t_switch = time.monotonic() - t_mono
             time.sleep(0.05)
-        t_switch = time.monotonic() - t_mono
+        new = relay_table(m, [("lan1a", "lan2a")])[("lan1a", "lan2a")]
+        state["off"] = off
         rc = cli.wait(30)
         pinger.wait(15)
         out = cli.log()
@@ -416,8 +442,8 @@ def run(m):
         replies = ping_reply_times(pinger.log())
         gap, at = largest_gap(replies)
         state["new"] = new
-        figure("relay killed / new relay (lan1a>lan2a)", "%s / %s (meshctl shows it after %.2fs)"
-               % (relay, new, t_switch))
+        figure("relay killed / new relay (lan1a>lan2a)", "%s / %s (meshctl shows it after %s)"
+               % (relay, new, "%.2fs" % t_switch if t_switch is not None else "never"))
         figure("TCP outage: longest run of 0-byte 0.1 s intervals", "%.1fs" % run_best)
         figure("TCP transfer", "%.1f MB received in %.1fs, %d retransmits" % (
             total / 1e6, doc["end"]["sum_received"]["seconds"],
@@ -439,6 +465,23 @@ def run(m):
         dt, tab = wait_relays(m, other, timeout=5, pairs=[("lan1a", "lan2a"), ("lan2a", "lan1a")])
         full = relay_table(m)
         return "%s (all: %s)" % (fmt_table(tab), fmt_table(full))
+
+    @check("every cross-LAN pair (also idle ones) leaves the dead relay within 2 s")
+    def _():
+        # Relays in a pair's warm set are probed every 100 ms and dead after 400 ms of silence,
+        # whether or not the pair carries traffic.
+        killed = state.get("killed")
+        expect(killed, "no relay was killed")
+        off = state.get("off") or {}
+        expect(off, "nothing left the killed relay")
+        v = sorted(off.values())
+        figure("all 8 directions off the killed %s (first / median / last, s after the kill)"
+               % killed, "%.2f / %.2f / %.2f%s" % (v[0], v[len(v) // 2], v[-1],
+                                                    "" if len(v) == 8 else " (%d of 8)" % len(v)))
+        late = {"%s>%s" % k: round(t, 2) for k, t in off.items() if t > 2}
+        expect(len(off) == 8 and not late, "late: %s; never: %s" % (
+            late, [k for k in relay_table(m) if k not in off]))
+        return " ".join("%s>%s:%.2fs" % (a, b, t) for (a, b), t in sorted(off.items()))
 
     # -- d) restart ------------------------------------------------------------------------------------
 
