@@ -1,0 +1,563 @@
+#!/usr/bin/env python3
+"""meshd's runtime relay changes and Prometheus metrics on the testbed (root; Python 3 stdlib;
+meshd + wireguard-go + the real CNI plugin). CTest `e2e_relays_runtime`, label e2e.
+
+Topology (mesh.py's default): relay1, relay2 on the public segment (relayNodes), LAN1 behind a
+cone NAT (lan1a, lan1b), LAN2 behind a symmetric NAT (lan2a, lan2b). Every node gets
+`metrics: {listen: "127.0.0.1:9464"}`. Checks, on one mesh whose configs are edited live (meshd
+re-reads relayNodes from its watched config file):
+
+  metrics    GET /metrics inside each node parses as Prometheus text; meshwire_peers{path} sums
+             to `meshctl status` peers.total (and per path); relays export
+             meshwire_relay_forwarded_packets_total and meshwire_relay_role{state="active"} 1
+  add relay  relay3 added at runtime (t.add_public) and listed in every config: its role turns
+             active, every node lists it up; then relay1 removed from every config: nobody lists
+             it, its role is none, no pair uses it, cross-LAN pods still ping
+  LAN relay  lan1b with a port forward (51821, 51820) on its cone router, listed with the
+             router's public v4: its role turns active (reason printed), other nodes list it up
+  refused    lan2b (symmetric NAT, no port forward) listed with its router's public v4: refused
+             with a reason saying "not reachable", "relay role refused" in its log, the metric
+             meshwire_relay_role{state="refused"} 1, and its pods still reach other LANs' pods
+then close() leaves nothing. Prints the measured times and `N passed, N failed`; exit 1 on a
+failure, 77 when it cannot run here.
+
+Usage: test_relays_runtime.py [--build-dir DIR]
+"""
+
+import argparse
+import os
+import re
+import shutil
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+
+from mesh import Mesh  # noqa: E402
+
+LAN_NODES = ["lan1a", "lan1b", "lan2a", "lan2b"]
+RELAYS = ["relay1", "relay2"]
+ALL = RELAYS + LAN_NODES
+METRICS = "127.0.0.1:9464"
+RELAY_PORT = 51821
+WG_PORT = 51820
+
+results = []
+figures = []
+
+
+def check(name):
+    """Runs the check at once and records PASS/FAIL (a failure does not stop the others)."""
+    def deco(fn):
+        t0 = time.monotonic()
+        try:
+            msg = fn()
+            results.append((name, True))
+            print("PASS %-58s %5.2fs %s" % (name, time.monotonic() - t0, msg or ""), flush=True)
+        except Exception as e:  # noqa: BLE001 - report and go on
+            results.append((name, False))
+            print("FAIL %-58s %5.2fs %s: %s" % (name, time.monotonic() - t0,
+                                                type(e).__name__, e), flush=True)
+        return fn
+    return deco
+
+
+def expect(cond, msg):
+    if not cond:
+        raise AssertionError(msg)
+
+
+def figure(what, value):
+    figures.append((what, value))
+    print("FIGURE %s: %s" % (what, value), flush=True)
+
+
+def lan_of(name):
+    return name[:4] if name.startswith("lan") else None
+
+
+_RTT = re.compile(r"= [\d.]+/([\d.]+)/[\d.]+/[\d.]+ ms")
+
+
+def ping_retry(pod, addr, within=5.0):
+    """ping -c 3 from a pod, retried until `within` s passed; the average RTT in ms."""
+    fam = "-6" if ":" in addr else "-4"
+    cmd = ["ping", fam, "-n", "-c", "3", "-i", "0.2", "-W", "1", addr]
+    deadline = time.monotonic() + within
+    tries = 0
+    while True:
+        tries += 1
+        r = pod.run(cmd, check=False, timeout=15)
+        if r.returncode == 0:
+            mo = _RTT.search(r.stdout)
+            return float(mo.group(1)) if mo else float("nan")
+        if time.monotonic() > deadline:
+            raise AssertionError("pod %s on %s -> %s: no reply within %.0fs (%d tries):\n%s%s" % (
+                pod.name, pod.node.name, addr, within, tries, r.stdout, r.stderr))
+        time.sleep(0.2)
+
+
+def pair_diag(m, a, b):
+    """Both ends' view of the pair and their recent log lines about each other (for failures)."""
+    out = []
+    for x, y in ((a, b), (b, a)):
+        try:
+            p = peers_of(m, x).get(y) or {}
+            out.append("%s -> %s: path %s relay %s session %s endpoint %s rtt %s hs %ss ago" % (
+                x, y, p.get("path"), p.get("relay"), p.get("sessionId"), p.get("endpoint"),
+                p.get("rttMs"), p.get("lastHandshakeAgoSeconds")))
+            dump = m[x].run(["wg", "show", m[x].wg_ifname, "dump"], check=False).stdout
+            for ln in dump.splitlines()[1:]:
+                f = ln.split("\t")
+                if f[0] == p.get("wgPublicKey"):
+                    out.append("  wg: endpoint %s latest-handshake %s rx %s tx %s" % (
+                        f[2], f[4], f[5], f[6]))
+            if p.get("relay"):
+                rs = status(m, p["relay"])["relayService"] or {}
+                out.append("  %s: sessions %s fwd %s drops %s" % (
+                    p["relay"], rs.get("sessions"), rs.get("forwardedPackets"), rs.get("drops")))
+        except Exception as e:  # noqa: BLE001
+            out.append("%s -> %s: %s" % (x, y, e))
+        lines = [ln for ln in m.log(m[x]).splitlines()
+                 if "peer=%s " % y in ln + " " and "level=debug" not in ln]
+        out += ["  " + ln[:260] for ln in lines[-8:]]
+    return "\n".join(out)
+
+
+def ping_pair(m, pods, a, b, within=8.0, v6=False):
+    try:
+        return ping_retry(pods[a], pods[b].addr6 if v6 else pods[b].addr4, within=within)
+    except AssertionError as e:
+        raise AssertionError("%s\n%s" % (e, pair_diag(m, a, b))) from None
+
+
+def wait_for(what, fn, timeout, interval=0.25):
+    """Polls fn() until it returns a true value; returns (value, seconds). Raises with fn's last
+    answer (or exception) on timeout. fn may return (ok, detail) to have the detail reported."""
+    t0 = time.monotonic()
+    last = None
+    while True:
+        try:
+            got = fn()
+            if isinstance(got, tuple):
+                ok, last = got
+            else:
+                ok, last = got, got
+            if ok:
+                return last, time.monotonic() - t0
+        except Exception as e:  # noqa: BLE001 - keep polling, report the last one
+            last = "%s: %s" % (type(e).__name__, e)
+        if time.monotonic() - t0 > timeout:
+            raise AssertionError("%s: not within %.0fs; last: %s" % (what, timeout, last))
+        time.sleep(interval)
+
+
+# -- Prometheus text ------------------------------------------------------------------------------
+
+FETCH = ("import urllib.request,sys;"
+         "sys.stdout.write(urllib.request.urlopen('http://%s/metrics',timeout=5).read().decode())"
+         % METRICS)
+_SAMPLE = re.compile(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})?\s+(\S+)(?:\s+-?\d+)?$')
+_LABEL = re.compile(r'\s*([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"\s*(,|$)')
+
+
+def parse_labels(text):
+    out, pos = {}, 0
+    while pos < len(text):
+        mo = _LABEL.match(text, pos)
+        if not mo:
+            raise ValueError("bad labels at %d: %r" % (pos, text))
+        out[mo.group(1)] = (mo.group(2).replace('\\"', '"').replace("\\n", "\n")
+                            .replace("\\\\", "\\"))
+        pos = mo.end()
+        if mo.group(3) == "":
+            break
+    return out
+
+
+def parse_prom(text):
+    """[(name, {labels}, float)] from Prometheus text; raises on a line that does not parse."""
+    samples = []
+    for i, line in enumerate(text.splitlines(), 1):
+        if not line.strip() or line.startswith("#"):
+            if line.startswith("#") and not re.match(r"^# (HELP|TYPE) \S+ ", line + " "):
+                raise ValueError("line %d: comment is neither HELP nor TYPE: %r" % (i, line))
+            continue
+        mo = _SAMPLE.match(line)
+        if not mo:
+            raise ValueError("line %d does not parse: %r" % (i, line))
+        labels = parse_labels(mo.group(2)) if mo.group(2) else {}
+        samples.append((mo.group(1), labels, float(mo.group(3))))
+    return samples
+
+
+def metrics(node):
+    r = node.run([sys.executable, "-c", FETCH], check=False, timeout=15)
+    if r.returncode != 0:
+        raise RuntimeError("GET http://%s/metrics in %s: exit %d %s" % (
+            METRICS, node.name, r.returncode, r.stderr.strip()[-300:]))
+    return r.stdout
+
+
+def series(samples, name, **labels):
+    return [(lb, v) for n, lb, v in samples
+            if n == name and all(lb.get(k) == v_ for k, v_ in labels.items())]
+
+
+# -- meshctl helpers ------------------------------------------------------------------------------
+
+
+def status(m, n):
+    return m.meshctl(m[n], "status")
+
+
+def relays_of(m, n):
+    return {r["name"]: r for r in m.meshctl(m[n], "relays")["relays"]}
+
+
+def peers_of(m, n):
+    return {p["name"]: p for p in m.meshctl(m[n], "peers")["peers"]}
+
+
+def role(m, n):
+    node = status(m, n)["node"]
+    return node.get("relayRoleState"), node.get("relayRoleReason"), node.get("relayVerified")
+
+
+def set_relays(m, fn):
+    """Applies fn(list of relayNodes entries) -> new list to every mesh node's config and writes
+    every config file (meshd picks it up within its 2 s watch interval)."""
+    for n in m.nodes:
+        cfg = m.configs[n.name]
+        cfg["relayNodes"] = fn(list(cfg["relayNodes"]))
+        m.write_config(n)
+
+
+def relay_entry(name, addrs):
+    return {"nodeName": name, "advertiseAddress": list(addrs)}
+
+
+def log_lines(m, n, rx):
+    return [ln for ln in m.log(m[n]).splitlines() if re.search(rx, ln)]
+
+
+# ------------------------------------------------------------------------------------------------
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--build-dir", default=os.path.join(HERE, "..", "..", "..", "build"))
+    a = ap.parse_args()
+    build = os.path.abspath(a.build_dir)
+    if os.geteuid() != 0:
+        print("skipped: needs root (network namespaces)")
+        return 77
+    for tool in ("ip", "nft", "wg", "wireguard-go", "ping"):
+        if not shutil.which(tool):
+            print("skipped: needs %s" % tool)
+            return 77
+    for b in ("meshd/meshd", "meshctl/meshctl", "cni-plugin/meshwire"):
+        if not os.access(os.path.join(build, b), os.X_OK):
+            print("FAIL: %s not built in %s" % (b, build))
+            return 1
+
+    t_start = time.monotonic()
+    ov = {n: {"config": {"metrics": {"listen": METRICS}}} for n in ALL}
+    m = Mesh(build_dir=build, overrides=ov,
+             topology_args={"keep_tmp": bool(os.environ.get("MESH_KEEP"))})
+    try:
+        run_mesh(m)
+    finally:
+        try:
+            m.close()
+        except Exception as e:  # noqa: BLE001
+            print("close() raised: %s" % e)
+
+    @check("cleanup: close() leaves nothing")
+    def _():
+        left = m.leftovers()
+        expect(not left, "left: %s" % left)
+        expect(not os.path.exists(m.t.tmpdir), m.t.tmpdir)
+
+    print("--- figures")
+    for what, value in figures:
+        print("  %-52s %s" % (what, value))
+    print("total run time %.1fs" % (time.monotonic() - t_start))
+    failed = sum(1 for _, ok in results if not ok)
+    print("%d passed, %d failed" % (len(results) - failed, failed))
+    return 1 if failed else 0
+
+
+def run_mesh(m):
+    st = {}
+    pods = {}
+
+    @check("meshd starts on 6 nodes; cross-LAN pairs relayed")
+    def _():
+        t0 = time.monotonic()
+        m.start()
+        m.wait_ready(timeout=20)
+        want = {(a, b): ("relay" if lan_of(a) and lan_of(b) and lan_of(a) != lan_of(b)
+                         else "direct") for a in ALL for b in ALL if a != b}
+        m.wait_paths(want, timeout=30)
+        figure("all 30 paths settled (from start)", "%.2fs" % (time.monotonic() - t0))
+        for n in LAN_NODES:
+            pods[n] = m.add_pod(m[n], "p")
+        for a, b in (("lan1a", "lan2a"), ("lan2b", "lan1b")):
+            ping_retry(pods[a], pods[b].addr4)
+        st["ok"] = True
+
+    if "ok" not in st:
+        return
+
+    # -- 1. metrics -------------------------------------------------------------------------------
+
+    @check("metrics: /metrics parses on every node, peers{path} = meshctl's counts")
+    def _():
+        out = []
+        for n in ALL:
+            def one():
+                s0 = status(m, n)["peers"]
+                smp = parse_prom(metrics(m[n]))
+                s1 = status(m, n)["peers"]
+                byp = {lb.get("path"): v for lb, v in series(smp, "meshwire_peers")}
+                ok = (s0 == s1 and sum(byp.values()) == s1["total"]
+                      and all(byp.get(k, 0) == s1[k] for k in ("direct", "relay", "none")))
+                return ok, (len(smp), byp, s1)
+            (nsamp, byp, s), _dt = wait_for("%s: meshwire_peers vs status" % n, one, 5)
+            expect(None not in byp, "%s: meshwire_peers without a path label" % n)
+            out.append("%s %d samples %s" % (n, nsamp, ",".join(
+                "%s=%d" % (k, v) for k, v in sorted(byp.items()))))
+        figure("metrics samples per node", "; ".join(out))
+
+    @check("metrics: relays export forwarding counters and relay_role{state=active} 1")
+    def _():
+        out = []
+        for n in ALL:
+            smp = parse_prom(metrics(m[n]))
+            names = {x[0] for x in smp}
+            for want in ("meshwire_relay_selections_total", "meshwire_relay_failovers_total",
+                         "meshwire_control_accepted_total", "meshwire_records",
+                         "meshwire_relay_role"):
+                expect(want in names, "%s: no %s" % (n, want))
+            roles = {lb.get("state"): v for lb, v in series(smp, "meshwire_relay_role")}
+            fwd = series(smp, "meshwire_relay_forwarded_packets_total")
+            if n in RELAYS:
+                expect(roles.get("active") == 1, "%s: relay_role %s" % (n, roles))
+                expect(fwd, "%s: no meshwire_relay_forwarded_packets_total" % n)
+                expect("meshwire_relay_sessions" in names, "%s: no meshwire_relay_sessions" % n)
+                sess = series(smp, "meshwire_relay_sessions")[0][1]
+                out.append("%s fwd=%d sessions=%d" % (n, fwd[0][1], sess))
+            else:
+                expect(roles.get("active", 0) == 0, "%s: relay_role %s" % (n, roles))
+                expect(roles.get("none") == 1, "%s: relay_role %s" % (n, roles))
+                ups = {lb.get("relay"): v for lb, v in series(smp, "meshwire_relay_up")}
+                expect(ups == {"relay1": 1, "relay2": 1}, "%s: relay_up %s" % (n, ups))
+        total = sum(int(x.split("fwd=")[1].split()[0]) for x in out)
+        expect(total > 0, "no relay forwarded anything: %s" % out)
+        return "; ".join(out)
+
+    # -- 2. relay3 added, relay1 removed ----------------------------------------------------------
+
+    @check("add relay3 at runtime: active, listed up by every node")
+    def _():
+        r3 = m.t.add_public("relay3")
+        m.add_node(r3)
+        m.configs["relay3"]["metrics"] = {"listen": METRICS}
+        m.write_config(r3)
+        e3 = relay_entry("relay3", [r3.addr4, r3.addr6])
+        set_relays(m, lambda lst: lst if any(e["nodeName"] == "relay3" for e in lst)
+                   else lst + [e3])
+        t0 = time.monotonic()
+        m.start(r3)
+        m.wait_ready(timeout=10, nodes=[r3])
+        (state, why, ver), dt = wait_for("relay3 active", lambda: (
+            role(m, "relay3")[0] == "active", role(m, "relay3")), 20)
+        figure("relay3: relayRoleState active after", "%.2fs (reason %r, verified %s)" % (
+            dt, why, ver))
+
+        def listed():
+            bad = {}
+            for n in [x.name for x in m.nodes if x.name != "relay3"]:
+                r = relays_of(m, n).get("relay3")
+                if not r or r["state"] != "up":
+                    bad[n] = r and r["state"]
+            return not bad, bad
+        _, dt2 = wait_for("every node lists relay3 up", listed, 20)
+        figure("relay3: listed up by every node after", "%.2fs" % (time.monotonic() - t0))
+        st["relay3"] = True
+
+    @check("relay3: carries relayed pairs or holds sessions")
+    def _():
+        expect("relay3" in st, "relay3 did not come up")
+
+        def used():
+            rs = status(m, "relay3")["relayService"] or {}
+            users = ["%s-%s" % (a, b) for a in LAN_NODES
+                     for b, p in peers_of(m, a).items() if p.get("relay") == "relay3"]
+            return rs.get("sessions", 0) > 0, (rs.get("sessions"), users)
+        (sess, users), dt = wait_for("relay3 sessions", used, 10)
+        figure("relay3: sessions / pairs using it", "%s / %s (after %.2fs more)" % (
+            sess, users or "none", dt))
+
+    @check("remove relay1 from every config: dropped everywhere, role none")
+    def _():
+        t0 = time.monotonic()
+        set_relays(m, lambda lst: [e for e in lst if e["nodeName"] != "relay1"])
+
+        def gone():
+            bad = {}
+            for x in m.nodes:
+                n = x.name
+                if "relay1" in relays_of(m, n):
+                    bad[n] = "lists relay1"
+                for peer, p in peers_of(m, n).items():
+                    if p.get("relay") == "relay1":
+                        bad["%s-%s" % (n, peer)] = "via relay1"
+            r1 = role(m, "relay1")
+            if r1[0] != "none":
+                bad["relay1"] = r1
+            return not bad, bad
+        _, dt = wait_for("relay1 gone", gone, 15)
+        figure("relay1 removed: unlisted everywhere, role none after", "%.2fs" % dt)
+        smp = parse_prom(metrics(m["relay1"]))
+        roles = {lb.get("state"): v for lb, v in series(smp, "meshwire_relay_role")}
+        expect(roles.get("none") == 1 and roles.get("active", 0) == 0,
+               "relay1 metrics relay_role %s" % roles)
+        ups = {lb.get("relay") for lb, _ in series(parse_prom(metrics(m["lan2a"])),
+                                                   "meshwire_relay_up")}
+        expect("relay1" not in ups, "lan2a still exports relay_up for relay1: %s" % ups)
+        st["t_rm"] = t0
+
+    @check("after relay1's removal: cross-LAN pods ping, pairs on relay2/relay3")
+    def _():
+        rtts = []
+        for a, b in (("lan1a", "lan2a"), ("lan1b", "lan2b"), ("lan2a", "lan1b"),
+                     ("lan2b", "lan1a")):
+            rtts.append("%s->%s %.2fms" % (a, b, ping_pair(m, pods, a, b)))
+        via = sorted({"%s" % p.get("relay") for a in LAN_NODES
+                      for p in peers_of(m, a).values() if p["path"] == "relay"})
+        expect("relay1" not in via, via)
+        figure("cross-LAN pings after relay1's removal", ", ".join(rtts))
+        return "relays in use: %s" % via
+
+    # -- 3. a port-forwarded LAN node becomes a relay ---------------------------------------------
+
+    @check("lan1b (port-forwarded, cone NAT) becomes an active relay")
+    def _():
+        n = m["lan1b"]
+        rt = m.t.router_of(n)
+        m.t.expose(n, "udp", RELAY_PORT, RELAY_PORT)
+        m.t.expose(n, "udp", WG_PORT, WG_PORT)
+        t0 = time.monotonic()
+        set_relays(m, lambda lst: lst + [relay_entry("lan1b", [rt.addr4])])
+
+        states = []
+
+        def active_noting():
+            r = role(m, "lan1b")
+            if not states or states[-1] != r[0]:
+                states.append(r[0])
+            return r[0] == "active", r
+        (state, why, ver), dt = wait_for("lan1b active", active_noting, 25)
+        figure("lan1b: relayRoleState active after", "%.2fs (states %s)" % (dt, states))
+        figure("lan1b: relayRoleReason / relayVerified", "%r / %s" % (why, ver))
+        expect("%s:%d" % (rt.addr4, RELAY_PORT) in (ver or []), "relayVerified %s" % ver)
+        expect(log_lines(m, "lan1b", r"relay role active"), "no 'relay role active' in the log")
+        st["lan1b"] = t0
+
+    @check("lan1b relay: listed up by nodes outside LAN1")
+    def _():
+        expect("lan1b" in st, "lan1b did not become a relay")
+        others = [x.name for x in m.nodes if x.name not in ("lan1b", "lan1a")]
+
+        def up():
+            bad = {}
+            for n in others:
+                r = relays_of(m, n).get("lan1b")
+                if not r or r["state"] != "up":
+                    bad[n] = r and (r["state"], r["endpoint"])
+            return not bad, bad
+        _, dt = wait_for("lan1b listed up", up, 15)
+        figure("lan1b: listed up by %s after" % ",".join(others),
+               "%.2fs (from the config edit)" % (time.monotonic() - st["lan1b"]))
+        r = relays_of(m, "lan1a").get("lan1b")
+        # lan1a sits behind the same router (no hairpin NAT): informative only.
+        figure("lan1b relay as lan1a sees it", r and "%s endpoint %s" % (r["state"],
+                                                                         r["endpoint"]))
+        # A node with the relay role is reached directly by everyone (here through the forward).
+        paths = {n: peers_of(m, n)["lan1b"]["path"] for n in ("lan2a", "lan2b", "relay2")}
+        figure("paths to lan1b when it is listed up", paths)
+
+        def direct():
+            got = {n: peers_of(m, n)["lan1b"]["path"] for n in ("lan2a", "lan2b")}
+            return all(v == "direct" for v in got.values()), got
+        _, dt = wait_for("lan2a/lan2b reach lan1b direct", direct, 15)
+        rtts = ["%s->lan1b %.2fms" % (a, ping_pair(m, pods, a, "lan1b")) for a in ("lan2a", "lan2b")]
+        figure("lan2a/lan2b -> lan1b direct after (from the edit)", "%.2fs; pings %s" % (
+            time.monotonic() - st["lan1b"], ", ".join(rtts)))
+        rs = status(m, "lan1b")["relayService"]
+        return "lan1b relayService sessions %s" % (rs and rs.get("sessions"))
+
+    # -- 4. an unreachable LAN node listed as a relay refuses --------------------------------------
+
+    @check("lan2b (symmetric NAT, no forward) listed as relay: refused, says why")
+    def _():
+        n = m["lan2b"]
+        rt = m.t.router_of(n)
+        t0 = time.monotonic()
+        set_relays(m, lambda lst: lst + [relay_entry("lan2b", [rt.addr4])])
+        states = []
+
+        def refused():
+            r = role(m, "lan2b")
+            if not states or states[-1] != r[0]:
+                states.append(r[0])
+            return r[0] == "refused", r
+        (state, why, ver), dt = wait_for("lan2b refused", refused, 25)
+        figure("lan2b: relayRoleState refused after", "%.2fs (states %s)" % (dt, states))
+        figure("lan2b: relayRoleReason", repr(why))
+        expect(why and "not reachable" in why, "reason %r" % why)
+        expect(not ver, "relayVerified %s" % ver)
+        lines = log_lines(m, "lan2b", r"relay role refused")
+        expect(lines, "no 'relay role refused' in lan2b's log")
+        figure("lan2b: log line", lines[-1][:300])
+        smp = parse_prom(metrics(n))
+        roles = [(lb, v) for lb, v in series(smp, "meshwire_relay_role")]
+        ref = [(lb, v) for lb, v in roles if lb.get("state") == "refused"]
+        expect(ref and ref[0][1] == 1, "meshwire_relay_role: %s" % roles)
+        expect(ref[0][0].get("reason"), "refused series without a reason label: %s" % ref)
+        expect(status(m, "lan2b")["node"].get("relayRole") is False, "relayRole not false")
+        figure("lan2b: metric", "meshwire_relay_role{%s} 1" % ",".join(
+            '%s="%s"' % kv for kv in sorted(ref[0][0].items())))
+        st["lan2b"] = True
+
+    @check("lan2b refused: others do not use it; its pods reach other LANs")
+    def _():
+        rtts = []
+        for a, b in (("lan2b", "lan1a"), ("lan1b", "lan2b"), ("lan2b", "lan2a")):
+            rtts.append("%s->%s %.2fms" % (a, b, ping_pair(m, pods, a, b)))
+        rtts.append("lan2b->lan1a v6 %.2fms" % ping_pair(m, pods, "lan2b", "lan1a", v6=True))
+        via = {}
+        for a in LAN_NODES:
+            for b, p in peers_of(m, a).items():
+                if p["path"] == "relay":
+                    via["%s-%s" % (a, b)] = p["relay"]
+        expect("lan2b" not in via.values(), "pairs through the refused lan2b: %s" % via)
+        p = peers_of(m, "lan2b")["lan1a"]
+        expect(p["path"] == "relay" and p["relay"] in ("relay2", "relay3", "lan1b"), p)
+        seen = {n: (relays_of(m, n).get("lan2b") or {}).get("state")
+                for n in ("relay2", "lan1a", "lan2a")}
+        figure("lan2b relay state as others list it", seen)
+        figure("pings with lan2b refused", ", ".join(rtts))
+        figure("relayed pairs at the end", " ".join("%s@%s" % kv for kv in sorted(via.items())))
+
+    @check("every meshd still runs")
+    def _():
+        dead = [x.name for x in m.nodes if not m.procs[x.name].alive()]
+        expect(not dead, "exited: %s\n%s" % (dead, "\n".join(m._describe(m[n]) for n in dead)))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
