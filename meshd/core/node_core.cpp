@@ -209,12 +209,14 @@ void node_core::refresh_self(uint64_t now, bool force) {
     std::vector<std::pair<node_id, uint16_t>> att;
     for (auto& r : relays_) {
         if (r.self || !r.id || !relay_up(r, now) || att.size() >= peer_record::max_relays) continue;
-        // Publish our RTT to the relay, but re-sign only when it moved by more than noise: every
-        // change is a record pushed to the whole cluster.
+        // Publish our RTT to the relay, but re-sign only when it moved by more than noise (every
+        // change is a record pushed to the whole cluster). The threshold, max(1 ms, 10 %), is
+        // half the election's switching margin, so stale published values cannot fake a
+        // "clearly better" relay.
         double m = relay_rtt(r);
         double pub = r.published_rtt;
         if (r.published_rtt == peer_record::unknown_rtt ||
-            std::abs(m - pub) > std::max(2.0, 0.25 * pub)) {
+            std::abs(m - pub) > std::max(1.0, 0.1 * pub)) {
             r.published_rtt = static_cast<uint16_t>(std::clamp(m + 0.5, 1.0, 60000.0));
         }
         att.emplace_back(*r.id, r.published_rtt);
@@ -617,6 +619,10 @@ void node_core::choose_relay(const node_id& id, peer_entry& p, const peer_record
         if (ga) return a.hash < b.hash;
         return a.score < b.score;
     });
+    double cur_score = -1;
+    for (const auto& c : cands) {
+        if (p.relay && *c.r->id == *p.relay) cur_score = c.score;
+    }
     if (cands.size() > cfg_.warm_relays) cands.resize(cfg_.warm_relays);
 
     // The relay we send through.
@@ -664,11 +670,20 @@ void node_core::choose_relay(const node_id& id, peer_entry& p, const peer_record
         if (p.relay) {
             const relay_entry* old = relay_by_id(*p.relay);
             if (!old || !relay_usable(*old, now)) ++failovers_;
+            char scores[64];
+            std::snprintf(scores, sizeof scores, "%.1f", use->score);
+            std::string from_score = "gone";
+            if (cur_score >= 0) {
+                char b2[32];
+                std::snprintf(b2, sizeof b2, "%.1f", cur_score);
+                from_score = b2;
+            }
             log(1, "relay switched",
                 {{"peer", rec.name},
                  {"relay", name_of(dp.relay)},
                  {"from", name_of(*p.relay)},
-                 {"path", "relay"}});
+                 {"path", "relay"},
+                 {"rtt_sum_ms", std::string(scores) + " (was " + from_score + ")"}});
         }
         p.relay = dp.relay;
         p.session_id = dp.session_id;

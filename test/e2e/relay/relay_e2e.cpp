@@ -461,16 +461,19 @@ TEST_CASE("relay e2e: warm standby sessions: each side sends on its own relay, b
     auto relay2 = relay_forwarder::start(std::move(rc)).value();
     auto relay2_ep = relay2->local_endpoints()[0];
     constexpr uint64_t session2 = 78;
-    for (auto [from, to, up] : {std::tuple{nid(1), nid(2), r.proxy_a->uplink_endpoint()},
-                                std::tuple{nid(2), nid(1), r.proxy_b->uplink_endpoint()}}) {
+    for (const auto& side : {std::tuple{nid(1), nid(2), r.proxy_a->uplink_endpoint()},
+                             std::tuple{nid(2), nid(1), r.proxy_b->uplink_endpoint()}}) {
+        // (No structured bindings: clang 14 cannot capture them in the lambda.)
         REQUIRE(relay2->with_table([&](relay_session_table& t, uint64_t now) {
-            return t.bind(session2, from, to, relay_addr::from_endpoint(up), now);
+            return t.bind(session2, std::get<0>(side), std::get<1>(side),
+                          relay_addr::from_endpoint(std::get<2>(side)), now);
         }));
     }
     // Both proxies know session2 as a standby of their peer; only A moves its sending to it.
     REQUIRE(r.proxy_a->add_alias(rig::session, session2, relay2_ep));
     REQUIRE(r.proxy_b->add_alias(rig::session, session2, relay2_ep));
-    CHECK(r.proxy_b->add_alias(rig::session, rig::session, relay2_ep).err().is(errc::already_exists));
+    CHECK(
+        r.proxy_b->add_alias(rig::session, rig::session, relay2_ep).err().is(errc::already_exists));
     CHECK(r.proxy_b->add_alias(999, 5, relay2_ep).err().is(errc::not_found));
     REQUIRE(r.proxy_a->retarget_peer(rig::session, session2, relay2_ep));
     // The old primary stays as A's standby: B still sends on it.
