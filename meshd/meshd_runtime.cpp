@@ -272,7 +272,7 @@ status daemon::start_proxy() {
 
 status daemon::sync_transport() {
     auto role = core_->role();
-    bool want_forwarder = role == relay_role_state::verifying || role == relay_role_state::active;
+    bool want_forwarder = role == relay_role_state::active;
     if (want_forwarder && !forwarder_) {
         if (proxy_) {
             proxy_->stop();

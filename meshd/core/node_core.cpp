@@ -235,7 +235,7 @@ void node_core::refresh_self(uint64_t now, bool force) {
     r.name = cfg_.node_name;
     r.pod_cidrs = cfg_.pod_cidrs;
     r.endpoints = cfg_.endpoints;
-    if (relay_like()) {
+    if (serving()) {
         // A relay's advertised addresses first: that is where everyone can reach it (e.g. the
         // public address of its NAT, port-forwarded to it).
         std::vector<wg_endpoint> eps = self_addrs_;
@@ -520,11 +520,11 @@ void node_core::decide(const node_id& id, peer_entry& p, const peer_record& rec,
         // A serving relay answers at its relay address, which its record advertises: it is
         // reached directly by everyone, never through another relay.
         due(now + cfg_.ping_interval_ms);
-    } else if (!relay_like() && !p.candidates.empty() &&
+    } else if (!serving() && !p.candidates.empty() &&
                now < p.discovered_ms + cfg_.direct_grace_ms) {
         // A new peer: give its direct addresses a moment before binding relay sessions for it.
         due(p.discovered_ms + cfg_.direct_grace_ms);
-    } else if (!relay_like()) {
+    } else if (!serving()) {
         choose_relay(id, p, rec, now, dp);
     }
     if (dp.path != path_kind::relay && (p.relay || !p.warm.empty())) {
@@ -626,16 +626,29 @@ void node_core::choose_relay(const node_id& id, peer_entry& p, const peer_record
     if (cands.size() > cfg_.warm_relays) cands.resize(cfg_.warm_relays);
 
     // The relay we send through.
-    const cand* use = &cands[0];
-    for (const auto& c : cands) {
+    size_t use_idx = 0;
+    for (size_t i = 0; i < cands.size(); ++i) {
+        const auto& c = cands[i];
         if (p.relay && *c.r->id == *p.relay) {
             double margin = std::max(cfg_.switch_abs_ms, c.score * cfg_.switch_rel);
-            if (!(cands[0].score + margin < c.score)) use = &c;
+            if (!(cands[0].score + margin < c.score)) use_idx = i;
         }
     }
+    const cand use_c = cands[use_idx];  // a copy: cands grows below
+    const cand* use = &use_c;
 
+    // The relay the peer sends through stays warm here too (even if we excluded it or rank it
+    // lower), or its frames would find no session on our side.
+    std::vector<const relay_entry*> extra;
+    if (p.peer_relay && now <= p.peer_relay_ms + cfg_.path_timeout_ms) {
+        bool in = false;
+        for (const auto& c : cands) in |= *c.r->id == *p.peer_relay;
+        const relay_entry* r = relay_by_id(*p.peer_relay);
+        if (!in && r && !r->self && relay_up(*r, now)) extra.push_back(r);
+    }
     // Warm sessions follow the set, keeping the state of those that stay.
     std::vector<peer_entry::warm_session> warm;
+    for (const relay_entry* r : extra) cands.push_back({r, 0, 0});
     for (const auto& c : cands) {
         peer_entry::warm_session w{*c.r->id, session_id_for(identity_.id(), id, *c.r->id),
                                    *relay_endpoint(*c.r, now)};
@@ -892,6 +905,19 @@ uint64_t node_core::on_datagram(std::span<const uint8_t> datagram, const wg_endp
 void node_core::on_ping(const control_message& m, const ping_msg& b, const wg_endpoint& from,
                         uint64_t session_id, uint64_t now) {
     send(pong_msg{b.seq, m.timestamp_us, from}, from, session_id, now);
+    if (session_id) {
+        auto it = peers_.find(m.sender);
+        if (it != peers_.end()) {
+            for (const auto& r : relays_) {
+                if (r.id && !r.self &&
+                    session_id_for(identity_.id(), m.sender, *r.id) == session_id) {
+                    if (it->second.peer_relay != r.id) it->second.next_check_ms = 0;
+                    it->second.peer_relay = r.id;
+                    it->second.peer_relay_ms = now;
+                }
+            }
+        }
+    }
     if (!session_id) {
         auto it = peers_.find(m.sender);
         if (it != peers_.end()) {

@@ -279,6 +279,10 @@ private:
         uint64_t next_probe_ms = 0;
         uint64_t last_inbound_ms = 0;  // last direct PING from the peer
         uint64_t discovered_ms = 0;
+        // The relay the peer sends through, as its in-band probes show: kept warm on our side
+        // whatever our own choice, so the two ends never disagree into silence.
+        std::optional<node_id> peer_relay;
+        uint64_t peer_relay_ms = 0;
         // relay path: sessions at the warm relays (the one we send through first)
         struct warm_session {
             node_id relay;
@@ -382,6 +386,11 @@ private:
     bool recheck_all_ = true;  // relay state changed: every peer's decision may change
 
     // Relay role.
+    // Serving: only then does the node own its port with the relay forwarder and stop taking
+    // relayed paths itself. While verifying it stays a normal node (the dial-back probe reaches
+    // its ordinary control socket), so a node being considered loses nothing.
+    bool serving() const noexcept { return role_ == relay_role_state::active; }
+    // Rendezvous (accepts registrations) from the moment it is listed.
     bool relay_like() const noexcept {
         return role_ == relay_role_state::verifying || role_ == relay_role_state::active;
     }

@@ -389,6 +389,10 @@ TEST_CASE(
     specs.push_back({"lan2b", {net.lan(2).pub}});
     net.set_relays(specs);
     t = net.now();
+    // While it is being verified it stays a normal node: its relayed pairs keep working.
+    net.run_for(5000);
+    CHECK(net["lan2b"].core->role() == meshd::relay_role_state::verifying);
+    CHECK(m.relayed_live("lan1a", "lan2b"));
     REQUIRE(net.run_until(
         [&] { return net["lan2b"].core->role() == meshd::relay_role_state::refused; }, 30000));
     MESSAGE("lan2b refused after " << net.now() - t << " ms: " << net["lan2b"].core->role_reason());

@@ -276,10 +276,10 @@ void sim_net::deliver(const event& e) {
     if (classify(d) == frame_kind::relay_data) {
         auto sid = peek_relay_data_session(d);
         if (!sid) return;
-        // As the daemon does: the relay forwarder owns the port while the role is being verified
-        // or served; otherwise the node's relay proxy does.
+        // As the daemon does: the relay forwarder owns the port while the role is served;
+        // otherwise (also while it is being verified) the node's relay proxy does.
         auto role = h->core->role();
-        if (role == relay_role_state::verifying || role == relay_role_state::active) {
+        if (role == relay_role_state::active) {
             auto* dest = h->table->route(*sid, relay_addr::from_endpoint(e.from), d.size(), now_);
             if (!dest) return;
             ++h->relay_forwarded;
