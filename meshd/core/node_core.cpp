@@ -1087,6 +1087,7 @@ void node_core::on_session_answer(const control_message& m, uint64_t session_id,
             log(0, "relay session accepted", {{"peer", p.dp.name}, {"relay", name_of(m.sender)}});
         }
         w->accepted = true;
+        if (auto* r = relay_by_id(m.sender)) r->reject_backoff_ms = 0;
         w->next_request_ms = now + cfg_.session_refresh_ms;
     } else {
         log(2, "relay session rejected; trying another relay",
@@ -1099,10 +1100,16 @@ void node_core::on_session_answer(const control_message& m, uint64_t session_id,
         if (p.relay && *p.relay == m.sender) p.relay.reset();
         p.warm.erase(w);
         if (reason == static_cast<uint8_t>(reject_reason::not_a_relay)) {
-            // Listed but not serving (still verifying, or refused): no pair should use it for a
-            // while. Short, because a relay being verified usually serves a second later.
+            // Listed but not serving (still verifying, or refused): no pair uses it for a while.
+            // 1 s first (a relay being verified usually serves a moment later), doubling per
+            // round of refusals up to 60 s (a refused relay is not asked by every pair forever).
             if (auto* r = relay_by_id(m.sender)) {
-                r->not_serving_until = now + 3 * cfg_.dialback_interval_ms;
+                if (now >= r->not_serving_until) {
+                    r->reject_backoff_ms = r->reject_backoff_ms
+                                               ? std::min<uint64_t>(2 * r->reject_backoff_ms, 60000)
+                                               : cfg_.dialback_interval_ms;
+                    r->not_serving_until = now + r->reject_backoff_ms;
+                }
                 recheck_all_ = true;
             }
         }

@@ -268,6 +268,7 @@ private:
         bool was_usable = false;
         uint64_t fast_until = 0;
         uint64_t not_serving_until = 0;  // it answered REJECT(not_a_relay)
+        uint64_t reject_backoff_ms = 0;
     };
     struct candidate {
         wg_endpoint ep;  // control endpoint

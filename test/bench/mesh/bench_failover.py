@@ -102,7 +102,9 @@ def trial(m, stream, ids, i, hold):
     while time.monotonic() - t0 < 30 and (t_up is None or t_sb is None):
         if t_up is None and relay_state(m, "lan1a", relay) == "up":
             t_up = time.monotonic() - t0
-        if t_sb is None:
+        # The restarted relay verifies its address again (a second or two) before it serves:
+        # until then it has no relay service to probe.
+        if t_sb is None and m.meshctl(m[relay], "status")["relayService"] is not None:
             got = probe_sessions(m, relay, [sid], m["lan1b"], n=3)
             if got.get(sid):
                 t_sb = time.monotonic() - t0
