@@ -562,6 +562,13 @@ double node_core::relay_rtt(const relay_entry& r) const {
     return 0;
 }
 
+bool node_core::relay_usable_fast(const relay_entry& r, uint64_t now) const {
+    for (const auto& a : r.addrs) {
+        if (a.last_pong_ms && now <= a.last_pong_ms + cfg_.fast_relay_timeout_ms) return true;
+    }
+    return false;
+}
+
 bool node_core::relay_usable(const relay_entry& r, uint64_t now) const {
     if (!relay_up(r, now) || now < r.not_serving_until) return false;
     if (!r.fast) return true;
@@ -586,10 +593,14 @@ void node_core::choose_relay(const node_id& id, peer_entry& p, const peer_record
         uint64_t hash;
     };
     std::vector<cand> cands;
+    bool ignore_refusals = false;
     auto collect = [&](bool honour_exclusions) {
         for (size_t i = 0; i < rec.relays.size(); ++i) {
             const relay_entry* r = relay_by_id(rec.relays[i]);
-            if (!r || r->self || !relay_usable(*r, now)) continue;
+            if (!r || r->self) continue;
+            if (!(ignore_refusals ? relay_up(*r, now) && (!r->fast || relay_usable_fast(*r, now))
+                                  : relay_usable(*r, now)))
+                continue;
             if (honour_exclusions) {
                 auto ex = p.excluded.find(rec.relays[i]);
                 if (ex != p.excluded.end() && now < ex->second) {
@@ -607,6 +618,12 @@ void node_core::choose_relay(const node_id& id, peer_entry& p, const peer_record
     collect(true);
     if (cands.empty() && !p.excluded.empty()) {
         p.excluded.clear();  // all excluded: better a relay that failed once than none
+        collect(false);
+    }
+    if (cands.empty()) {
+        // Only relays that refused us lately are left: ask them anyway (their refusal backoff
+        // must not cut the pair off when one of them may serve by now).
+        ignore_refusals = true;
         collect(false);
     }
     if (cands.empty()) return;
@@ -763,6 +780,14 @@ void node_core::tick_role(uint64_t now) {
     if (!self_addrs_.empty() && verified == self_addrs_.size()) {
         return set_role(relay_role_state::active, "advertiseAddress reachable: " + list(true), now);
     }
+    // One reachable address is enough to serve; a second family can take a while to find a
+    // helper that speaks it (and may never be reachable), which must not keep the relay idle.
+    if (verified > 0) {
+        return set_role(relay_role_state::active,
+                        "advertiseAddress reachable: " + list(true) +
+                            " (not dialled back yet: " + list(false) + ")",
+                        now);
+    }
     if (now >= role_since_ms_ + cfg_.dialback_timeout_ms) {
         std::string secs = std::to_string(cfg_.dialback_timeout_ms / 1000);
         if (verified > 0) {
@@ -821,8 +846,8 @@ void node_core::tick_role(uint64_t now) {
     for (size_t i = 0; i < self_addrs_.size(); ++i) {
         if (self_verified_[i]) continue;
         for (const auto& [name, ep] : helpers) {
-            // Only the address family the helper can reach.
-            if (ep.address.is_v4() != self_addrs_[i].address.is_v4()) continue;
+            // Any helper: it sends the probe from a fresh socket of the target's family,
+            // whatever family we reach it on.
             uint64_t nonce;
             rng_(std::span(reinterpret_cast<uint8_t*>(&nonce), sizeof nonce));
             dialback_nonces_[nonce] = i;
@@ -1102,11 +1127,11 @@ void node_core::on_session_answer(const control_message& m, uint64_t session_id,
         if (reason == static_cast<uint8_t>(reject_reason::not_a_relay)) {
             // Listed but not serving (still verifying, or refused): no pair uses it for a while.
             // 1 s first (a relay being verified usually serves a moment later), doubling per
-            // round of refusals up to 60 s (a refused relay is not asked by every pair forever).
+            // round of refusals up to 16 s (a refused relay is not asked by every pair forever).
             if (auto* r = relay_by_id(m.sender)) {
                 if (now >= r->not_serving_until) {
                     r->reject_backoff_ms = r->reject_backoff_ms
-                                               ? std::min<uint64_t>(2 * r->reject_backoff_ms, 60000)
+                                               ? std::min<uint64_t>(2 * r->reject_backoff_ms, 16000)
                                                : cfg_.dialback_interval_ms;
                     r->not_serving_until = now + r->reject_backoff_ms;
                 }

@@ -333,6 +333,7 @@ private:
     void decide(const node_id& id, peer_entry& p, const peer_record& rec, uint64_t now);
     bool relay_up(const relay_entry& r, uint64_t now) const;
     bool relay_usable(const relay_entry& r, uint64_t now) const;
+    bool relay_usable_fast(const relay_entry& r, uint64_t now) const;
     double relay_rtt(const relay_entry& r) const;
     void choose_relay(const node_id& id, peer_entry& p, const peer_record& rec, uint64_t now,
                       peer_dataplane& dp);
