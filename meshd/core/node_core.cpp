@@ -504,6 +504,20 @@ void node_core::decide(const node_id& id, peer_entry& p, const peer_record& rec,
             due(c.last_pong_ms + cfg_.path_timeout_ms + 1);
         }
     }
+    // Keep the address in use (say the IPv4 one) while it answers unless another (the IPv6 one) is
+    // clearly faster: every change is a WireGuard endpoint update, and millisecond RTTs are noise.
+    if (best && p.dp.path == path_kind::direct && p.dp.endpoint &&
+        best->ep.address != p.dp.endpoint->address) {
+        for (const auto& c : p.candidates) {
+            if (c.ep.address == p.dp.endpoint->address && c.last_pong_ms &&
+                now <= c.last_pong_ms + cfg_.path_timeout_ms &&
+                c.rtt_ms - best->rtt_ms <
+                    std::max(cfg_.switch_abs_ms, cfg_.switch_rel * c.rtt_ms)) {
+                best = &c;
+                break;
+            }
+        }
+    }
     if (best) {
         dp.path = path_kind::direct;
         if (rec.wg_port) {

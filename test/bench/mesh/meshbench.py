@@ -130,8 +130,33 @@ def start_mesh(m, pairs):
     return time.monotonic() - t0
 
 
-def ping_until_ok(pod, addr, timeout=15):
-    r = pod.run(["ping", "-n", "-c", "1", "-w", str(timeout), addr], check=False,
-                timeout=timeout + 5)
+def ping_until_ok(pod, addr, timeout=15, grace=45):
+    """Waits until `pod` gets an answer from `addr`; returns the seconds it took. Past `timeout`
+    it prints the state of the source node and of the node owning `addr` (meshctl, wg, routes,
+    logs) and keeps trying for `grace` more seconds, so that a slow start is reported in the
+    figures rather than lost; only then does it fail."""
+    t0 = time.monotonic()
+
+    def ping(wait):
+        return pod.run(["ping", "-n", "-c", "1", "-w", str(wait), addr], check=False,
+                       timeout=wait + 5)
+
+    r = ping(timeout)
+    if r.returncode == 0:
+        return time.monotonic() - t0
+    m = pod.mesh
+    owner = [n for n in m.nodes if n is not pod.node and any(
+        p.addr4 == addr or p.addr6 == addr for p in getattr(m, "pods", []) if p.node is n)]
+    print("!! %s@%s got no answer from %s within %d s; state:" % (pod.name, pod.node.name, addr,
+                                                                   timeout))
+    for n in [pod.node] + owner:
+        print(m.diagnose(n))
+    sys.stdout.flush()
+    r = ping(grace)
+    took = time.monotonic() - t0
     if r.returncode != 0:
-        raise RuntimeError("%s cannot reach %s: %s%s" % (pod.name, addr, r.stdout, r.stderr))
+        raise RuntimeError("%s cannot reach %s within %.0f s: %s%s" % (pod.name, addr, took,
+                                                                   r.stdout, r.stderr))
+    print("!! %s@%s reached %s only after %.1f s (state above)" % (pod.name, pod.node.name, addr,
+                                                                    took))
+    return took

@@ -414,6 +414,25 @@ class Mesh:
             out += "; last meshctl: %s" % last_answer.strip()
         return out + "\n" + _tail(self.log(node))
 
+    def diagnose(self, node, log_lines=60):
+        """Everything worth seeing when traffic does not flow through `node`: meshd's state and
+        `meshctl peers`, `wg show`, the WireGuard link and the routes, and the meshd log tail."""
+        out = ["--- %s" % node.name]
+        p = self.procs.get(node.name)
+        out.append("meshd: %s" % ("not started" if p is None else "running (pid %d)" % p.pid
+                                  if p.alive() else "exited %s" % p.popen.returncode))
+        if p is not None and p.alive():
+            try:
+                out.append(self.meshctl(node, "peers", json=False, check=False, timeout=5))
+            except Exception as e:  # the diagnosis must not hide the failure being diagnosed
+                out.append("meshctl peers: %s" % e)
+        for cmd in (["wg", "show", node.wg_ifname], ["ip", "-br", "link", "show", node.wg_ifname],
+                    ["ip", "route"], ["ip", "-6", "route"]):
+            r = node.run(cmd, check=False, timeout=10)
+            out.append("$ %s\n%s%s" % (" ".join(cmd), r.stdout, r.stderr))
+        out.append(_tail(self.log(node), log_lines))
+        return "\n".join(out)
+
     # -- pods -----------------------------------------------------------------------------------
 
     def net_conf(self, node, cidrs_from="conf", **extra):
