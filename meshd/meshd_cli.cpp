@@ -45,7 +45,8 @@ DESCRIPTION
     and a relayed pair moves back to direct as soon as direct answers again.
 
     A node listed in relayNodes serves only after another node has dialled back one of its
-    advertiseAddresses (else it refuses the role and says why in meshctl status and the log).
+    advertiseAddresses (else it refuses the role, says why in meshctl status and the log, and
+    checks again after 1, 2, 4, ... up to 16 minutes).
     The config file is re-read every 2 s: relayNodes edits apply live; other edits are logged
     as needing a restart. metrics.listen serves Prometheus text at /metrics.
 

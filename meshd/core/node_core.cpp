@@ -172,11 +172,8 @@ void node_core::set_relays(std::vector<relay_spec> relays, bool relay_role, uint
     if (relay_role && (!was_listed || addrs != self_addrs_ || role_ == relay_role_state::none)) {
         // Newly listed (or at other addresses): prove the addresses reachable before serving.
         self_addrs_ = std::move(addrs);
-        self_verified_.assign(self_addrs_.size(), false);
-        dialback_nonces_.clear();
-        dialback_asked_.clear();
-        set_role(relay_role_state::verifying,
-                 "listed in relayNodes; waiting for another node to dial back", now);
+        role_retry_backoff_ms_ = cfg_.role_retry_ms;
+        start_verifying("listed in relayNodes; waiting for another node to dial back", now);
     } else if (!relay_role && was_listed) {
         self_addrs_.clear();
         set_role(relay_role_state::none, "no longer listed in relayNodes", now);
@@ -780,7 +777,25 @@ std::vector<wg_endpoint> node_core::verified_addresses() const {
     return v;
 }
 
+void node_core::start_verifying(std::string why, uint64_t now) {
+    self_verified_.assign(self_addrs_.size(), false);
+    dialback_nonces_.clear();
+    dialback_asked_.clear();
+    set_role(relay_role_state::verifying, std::move(why), now);
+}
+
 void node_core::tick_role(uint64_t now) {
+    if (role_ == relay_role_state::refused) {
+        // A refusal is not final: a port forward or firewall rule may be added later. Check
+        // again after role_retry_ms, doubling up to role_retry_max_ms (each check costs the
+        // helpers a few probes and logs a warning when it fails again).
+        uint64_t at = role_since_ms_ + role_retry_backoff_ms_;
+        if (now < at) return due(at);
+        role_retry_backoff_ms_ = std::min(role_retry_backoff_ms_ * 2, cfg_.role_retry_max_ms);
+        return start_verifying("checking again whether advertiseAddress is reachable (refused " +
+                                   std::to_string((now - role_since_ms_) / 1000) + " s ago)",
+                               now);
+    }
     if (role_ != relay_role_state::verifying) return;
     size_t verified = std::count(self_verified_.begin(), self_verified_.end(), true);
     auto list = [&](bool want_verified) {
@@ -804,12 +819,6 @@ void node_core::tick_role(uint64_t now) {
     }
     if (now >= role_since_ms_ + cfg_.dialback_timeout_ms) {
         std::string secs = std::to_string(cfg_.dialback_timeout_ms / 1000);
-        if (verified > 0) {
-            return set_role(
-                relay_role_state::active,
-                "serving on " + list(true) + "; not reachable from other nodes: " + list(false),
-                now);
-        }
         std::string who;
         for (const auto& n : dialback_asked_) who += (who.empty() ? "" : ", ") + n;
         return set_role(relay_role_state::refused,

@@ -96,6 +96,9 @@ struct node_core_config {
     uint64_t dialback_interval_ms = 1000;
     uint64_t dialback_timeout_ms = 15000;
     size_t dialback_helpers = 3;
+    // A refused relay role is checked again after role_retry_ms, doubling up to the max.
+    uint64_t role_retry_ms = 60000;
+    uint64_t role_retry_max_ms = 960000;
     uint64_t dialback_probes_per_s = 20;  // as a helper: probes we send for others, at most
     uint64_t upgrade_interval_ms = 5000;  // direct candidates of a pair not using them
     uint64_t path_timeout_ms = 3500;      // no answer for this long: path / relay is down
@@ -398,11 +401,13 @@ private:
     }
     void tick_role(uint64_t now);
     void set_role(relay_role_state s, std::string reason, uint64_t now);
+    void start_verifying(std::string why, uint64_t now);
     void on_dialback_request(const control_message& m, const dialback_request_msg& b, uint64_t now);
     void on_dialback_probe(const control_message& m, const dialback_probe_msg& b, uint64_t now);
     relay_role_state role_ = relay_role_state::none;
     std::string role_reason_;
     uint64_t role_since_ms_ = 0;
+    uint64_t role_retry_backoff_ms_ = 60000;  // after the next refusal
     uint64_t next_dialback_ms_ = 0;
     std::vector<wg_endpoint> self_addrs_;  // our advertised relay endpoints
     std::vector<bool> self_verified_;

@@ -397,8 +397,58 @@ TEST_CASE(
         [&] { return net["lan2b"].core->role() == meshd::relay_role_state::refused; }, 30000));
     MESSAGE("lan2b refused after " << net.now() - t << " ms: " << net["lan2b"].core->role_reason());
     CHECK(net["lan2b"].core->role_reason().find("not reachable") != std::string::npos);
+    const uint64_t refused_at = net.now();
     net.run_for(5000);
     CHECK(relay_load(net)["lan2b"] == 0);
     // And lan2b still works as a node: relayed to the other LAN.
     REQUIRE(net.run_until([&] { return m.relayed_live("lan1a", "lan2b"); }, 15000));
+
+    // A refusal is not final: the control port gets forwarded later, and the check that follows
+    // the refusal by role_retry_ms (60 s) finds the address reachable.
+    net.lan(2).forwards[sim_net::port] = net["lan2b"].ep(sim_net::port);
+    net.run_until([&] { return net.now() >= refused_at + 59000; }, 60000);
+    CHECK(net["lan2b"].core->role() == meshd::relay_role_state::refused);
+    REQUIRE(net.run_until(
+        [&] { return net["lan2b"].core->role() == meshd::relay_role_state::active; }, 5000));
+    MESSAGE("lan2b, port-forwarded after its refusal, became a relay "
+            << net.now() - refused_at
+            << " ms after the refusal: " << net["lan2b"].core->role_reason());
+}
+
+TEST_CASE("sim: a refused relay role is checked again, with a doubling interval") {
+    std_mesh m(37);
+    auto& net = m.net;
+    REQUIRE(net.run_until([&] { return m.relayed_live("lan1a", "lan2a"); }, 10000));
+    auto specs = net.relay_specs();
+    specs.push_back({"lan2b", {net.lan(2).pub}});
+    net.set_relays(specs);
+    auto& core = *net["lan2b"].core;
+    // Role changes as (state, virtual ms), sampled at every simulation step (<= 50 ms).
+    std::vector<std::pair<std::string, uint64_t>> v{{"verifying", net.now()}};
+    net.run_until(
+        [&] {
+            std::string st = meshd::to_string(core.role());
+            if (st != v.back().first) v.emplace_back(st, net.now());
+            return false;
+        },
+        215000);
+    std::vector<uint64_t> refusals, checks;
+    for (const auto& [st, at] : v) (st == "refused" ? refusals : checks).push_back(at);
+    std::string seq;
+    for (const auto& [st, at] : v)
+        seq += st + "@" + std::to_string((at - v[0].second) / 1000) + "s ";
+    MESSAGE("lan2b role changes over 215 s: " << seq);
+    // verifying (listed) → refused 15 s later → verifying 60 s later → refused → verifying 120 s
+    // later: three checks, two refusals, the gap between them doubled.
+    REQUIRE(refusals.size() == 2);
+    REQUIRE(checks.size() == 3);
+    CHECK(refusals[0] - checks[0] >= 15000);
+    CHECK(refusals[0] - checks[0] <= 15100);
+    CHECK(checks[1] - refusals[0] >= 60000);
+    CHECK(checks[1] - refusals[0] <= 60100);
+    CHECK(checks[2] - refusals[1] >= 120000);
+    CHECK(checks[2] - refusals[1] <= 120100);
+    CHECK(core.role() == meshd::relay_role_state::verifying);
+    CHECK(relay_load(net)["lan2b"] == 0);
+    CHECK(m.relayed_live("lan1a", "lan2b"));
 }
