@@ -427,21 +427,24 @@ void node_core::tick_relays(uint64_t now) {
 
 void node_core::tick_peers(uint64_t now) {
     // Peers follow the record store: a record that expired (or was never there) is no peer.
-    for (auto it = peers_.begin(); it != peers_.end();) {
-        if (!store_.find(it->first)) {
-            log(1, "peer gone (record expired)", {{"peer", it->second.dp.name}});
-            it = peers_.erase(it);
+    // Both are maps ordered by node ID, walked together in one pass (a tick runs often; with
+    // hundreds of peers, per-peer lookups and key hashing were most of its cost).
+    auto pit = peers_.begin();
+    auto drop_until = [&](const node_id* id) {
+        while (pit != peers_.end() && (!id || pit->first < *id)) {
+            log(1, "peer gone (record expired)", {{"peer", pit->second.dp.name}});
+            pit = peers_.erase(pit);
             ++dp_version_;
-        } else {
-            ++it;
         }
-    }
+    };
     const bool all = std::exchange(recheck_all_, false);
-    store_.for_each([&](const peer_record& rec) {
-        node_id id = rec.id();
+    store_.for_each_with_id([&](const node_id& id, const peer_record& rec) {
+        drop_until(&id);
         if (id == identity_.id()) return;
-        auto [it, inserted] = peers_.try_emplace(id);
-        peer_entry& p = it->second;
+        bool inserted = pit == peers_.end() || !(pit->first == id);
+        if (inserted) pit = peers_.emplace_hint(pit, id, peer_entry{});
+        peer_entry& p = pit->second;
+        ++pit;
         if (inserted) {
             p.dp.id = id;
             p.discovered_ms = now;
@@ -472,6 +475,7 @@ void node_core::tick_peers(uint64_t now) {
         p.next_check_ms = next_deadline_;
         next_deadline_ = std::min(outer, next_deadline_);
     });
+    drop_until(nullptr);
 }
 
 void node_core::decide(const node_id& id, peer_entry& p, const peer_record& rec, uint64_t now) {
@@ -628,7 +632,9 @@ void node_core::choose_relay(const node_id& id, peer_entry& p, const peer_record
     };
     collect(true);
     if (cands.empty() && !p.excluded.empty()) {
-        p.excluded.clear();  // all excluded: better a relay that failed once than none
+        // All excluded: better a relay that failed once than none. The exclusions stay, and pace
+        // new session requests below: a relay that rejected us (full) must not get a request
+        // from every pair on every tick, at 300 nodes that was 4 million datagrams a second.
         collect(false);
     }
     if (cands.empty()) {
@@ -680,6 +686,9 @@ void node_core::choose_relay(const node_id& id, peer_entry& p, const peer_record
     for (const auto& c : cands) {
         peer_entry::warm_session w{*c.r->id, session_id_for(identity_.id(), id, *c.r->id),
                                    *relay_endpoint(*c.r, now)};
+        if (auto ex = p.excluded.find(w.relay); ex != p.excluded.end() && now < ex->second) {
+            w.next_request_ms = ex->second;
+        }
         for (const auto& o : p.warm) {
             if (o.relay == w.relay) {
                 w.accepted = o.accepted;

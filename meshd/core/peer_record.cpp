@@ -191,7 +191,8 @@ status peer_record::sign(const node_identity& identity) {
     return {};
 }
 
-status peer_record::verify(uint64_t now_ms, const std::optional<node_id>& expected_id) const {
+status peer_record::verify(uint64_t now_ms, const std::optional<node_id>& expected_id,
+                           bool keys_known_bound) const {
     auto body = encode_body();
     if (!body) return body.err();
     node_id id = this->id();
@@ -199,7 +200,7 @@ status peer_record::verify(uint64_t now_ms, const std::optional<node_id>& expect
         return error(errc::protocol_error, "peer record of node " + id.short_hex() +
                                                " presented as node " + expected_id->short_hex());
     }
-    if (!node_identity::keys_bound(wg_public_key, signing_key)) {
+    if (!keys_known_bound && !node_identity::keys_bound(wg_public_key, signing_key)) {
         return error(errc::protocol_error, "peer record " + name + " (" + id.short_hex() +
                                                "): signing key does not belong to its WG key");
     }

@@ -81,7 +81,10 @@ struct peer_record {
     // Trust check: the signing key is bound to the WG key (so the record speaks for node id()),
     // the signature is valid, the record has not expired at now_ms, and, when given, id() is
     // the node ID the caller expects (e.g. the sender of the HELLO carrying it).
-    status verify(uint64_t now_ms, const std::optional<node_id>& expected_id = {}) const;
+    // keys_known_bound: the caller already verified this (wg_public_key, signing_key) pair
+    // (the record store, for a newer record of a node it holds), so that check is skipped.
+    status verify(uint64_t now_ms, const std::optional<node_id>& expected_id = {},
+                  bool keys_known_bound = false) const;
 
     // Same signed content (signature excluded: Ed25519 is deterministic for honest signers).
     bool same_content(const peer_record& other) const;

@@ -69,6 +69,11 @@ public:
     void for_each(F&& f) const {
         for (const auto& [id, rec] : records_) f(rec);
     }
+    // The same with each record's node ID (no hashing of keys per visit).
+    template <class F>
+    void for_each_with_id(F&& f) const {
+        for (const auto& [id, rec] : records_) f(id, rec);
+    }
 
 private:
     void remove(std::map<node_id, peer_record>::iterator it);

@@ -97,9 +97,9 @@ TEST_CASE("sim: membership through relays, direct within a LAN, relayed across N
     CHECK(changes_after == changes_before);
     // Relays forward only for sessions they set up: each relayed pair keeps a session at both
     // relays (the one in use and the warm standby), nothing else.
-    size_t sessions = net["relay1"].table->size() + net["relay2"].table->size();
+    size_t sessions = net["relay1"].relay_table().size() + net["relay2"].relay_table().size();
     CHECK(sessions == 8);
-    CHECK(net["relay1"].table->drops(meshd::relay_drop::wrong_source) == 0);
+    CHECK(net["relay1"].relay_table().drops(meshd::relay_drop::wrong_source) == 0);
 }
 
 TEST_CASE("sim: a node with the wrong PSK gets no answer and cannot register") {
@@ -121,7 +121,7 @@ TEST_CASE("sim: a node with the wrong PSK gets no answer and cannot register") {
     CHECK(net["relay1"].core->counters().auth_failed > 0);
     CHECK(net["relay2"].core->counters().auth_failed > 0);
     // lan1a|lan1b <-> lan2a, each at both relays; none with lan2b.
-    CHECK(net["relay1"].table->size() + net["relay2"].table->size() == 4);
+    CHECK(net["relay1"].relay_table().size() + net["relay2"].relay_table().size() == 4);
 }
 
 TEST_CASE("sim: a direct path that stops working is replaced by a relayed one, and back") {

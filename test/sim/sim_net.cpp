@@ -13,13 +13,13 @@ using namespace mw::meshd;
 namespace {
 
 struct sim_binder : relay_binder {
-    relay_session_table& table;
+    sim_host& host;
     sim_net& net;
-    sim_binder(relay_session_table& t, sim_net& n) : table(t), net(n) {}
+    sim_binder(sim_host& h, sim_net& n) : host(h), net(n) {}
     result<relay_bind_state> bind(uint64_t session_id, const node_id& from, const node_id& to,
                                   const wg_endpoint& observed, uint16_t via) override {
-        return table.bind(session_id, from, to, relay_addr::from_endpoint(observed), net.now(),
-                          via);
+        return host.relay_table().bind(session_id, from, to, relay_addr::from_endpoint(observed),
+                                       net.now(), via);
     }
 };
 
@@ -97,9 +97,8 @@ void sim_net::start_core(sim_host& h, const std::vector<relay_spec>& relays, con
     c.relay_role = false;
     for (const auto& r : relays) c.relay_role |= r.name == h.name;
     h.relay = c.relay_role;
-    // Every host gets a session table: any node may be made a relay at runtime.
-    h.table = std::make_unique<relay_session_table>();
-    h.binder = std::make_unique<sim_binder>(*h.table, *this);
+    // Every host gets a binder: any node may be made a relay at runtime.
+    h.binder = std::make_unique<sim_binder>(h, *this);
     auto rng_seed = rng_();
     auto gen = std::make_shared<std::mt19937_64>(rng_seed);
     h.core = std::make_unique<node_core>(
@@ -280,7 +279,8 @@ void sim_net::deliver(const event& e) {
         // otherwise (also while it is being verified) the node's relay proxy does.
         auto role = h->core->role();
         if (role == relay_role_state::active) {
-            auto* dest = h->table->route(*sid, relay_addr::from_endpoint(e.from), d.size(), now_);
+            auto* dest =
+                h->relay_table().route(*sid, relay_addr::from_endpoint(e.from), d.size(), now_);
             if (!dest) return;
             ++h->relay_forwarded;
             transmit(*h, dest->to_endpoint(), e.bytes);

@@ -52,7 +52,13 @@ struct sim_host {
     bool up = true;
     bool relay = false;
     std::unique_ptr<node_core> core;
+    // Created on first use (a relay's first session): a table is ~3.5 MB preallocated, which
+    // would swamp the per-core memory figures of core_rss_bench if every host had one.
     std::unique_ptr<meshd::relay_session_table> table;
+    meshd::relay_session_table& relay_table() {
+        if (!table) table = std::make_unique<meshd::relay_session_table>();
+        return *table;
+    }
     std::unique_ptr<meshd::relay_binder> binder;
     uint64_t deadline = UINT64_MAX;
     uint64_t rx_datagrams = 0, inband_rx = 0, relay_forwarded = 0;

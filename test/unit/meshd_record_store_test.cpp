@@ -15,6 +15,12 @@ TEST_CASE("record_store: insert, duplicate, newer, older, conflicting") {
     CHECK(s.put(r1, t0).value() == put_outcome::inserted);
     CHECK(s.put(r1, t0).value() == put_outcome::duplicate);
     CHECK(s.size() == 1);
+    // Duplicates skip the signature check only when byte-identical, signature included.
+    auto bad_sig = r1;
+    bad_sig.sig[7] ^= 1;
+    CHECK(s.put(bad_sig, t0).err().is(mw::errc::protocol_error));
+    // An expired copy is refused like any expired record.
+    CHECK(s.put(r1, r1.expires_ms).err().is(mw::errc::timeout));
 
     auto older = record(1, 4);
     CHECK(s.put(older, t0).err().is(mw::errc::already_exists));

@@ -30,7 +30,8 @@ std::map<std::string, long> proc_status_kb() {
         auto colon = line.find(':');
         if (colon == std::string::npos) continue;
         std::string key = line.substr(0, colon);
-        if (key == "VmRSS" || key == "VmHWM") out[key] = std::strtol(line.c_str() + colon + 1, nullptr, 10);
+        if (key == "VmRSS" || key == "VmHWM")
+            out[key] = std::strtol(line.c_str() + colon + 1, nullptr, 10);
     }
     return out;
 }
@@ -46,12 +47,17 @@ int main(int argc, char** argv) {
     for (int i = 1; i + 1 < argc; i += 2) {
         std::string a = argv[i];
         int v = std::atoi(argv[i + 1]);
-        if (a == "--peers") peers = v;
-        else if (a == "--lans") lans = v;
-        else if (a == "--seconds") seconds = v;
-        else if (a == "--settle") settle = v;
+        if (a == "--peers")
+            peers = v;
+        else if (a == "--lans")
+            lans = v;
+        else if (a == "--seconds")
+            seconds = v;
+        else if (a == "--settle")
+            settle = v;
         else {
-            std::fprintf(stderr, "usage: %s [--peers N] [--lans L] [--seconds S] [--settle S]\n", argv[0]);
+            std::fprintf(stderr, "usage: %s [--peers N] [--lans L] [--seconds S] [--settle S]\n",
+                         argv[0]);
             return 2;
         }
     }
@@ -86,9 +92,12 @@ int main(int argc, char** argv) {
 
     size_t obs_direct = 0, obs_relay = 0, obs_none = 0;
     for (auto& p : obs.core->peers()) {
-        if (p.path == meshd::path_kind::direct) ++obs_direct;
-        else if (p.path == meshd::path_kind::relay) ++obs_relay;
-        else ++obs_none;
+        if (p.path == meshd::path_kind::direct)
+            ++obs_direct;
+        else if (p.path == meshd::path_kind::relay)
+            ++obs_relay;
+        else
+            ++obs_none;
     }
     // A sample of the other cores: how many peers they know.
     size_t min_known = SIZE_MAX, max_known = 0;
@@ -98,29 +107,35 @@ int main(int argc, char** argv) {
         max_known = std::max(max_known, k);
     }
     long growth_kb = after["VmRSS"] - before["VmRSS"];
-    std::printf("core_rss_bench: 1 observed node_core (relay1, the only relay) + %d peers in %d LANs "
-                "(%d per LAN, cone/symmetric alternating), simulated network, virtual time\n",
-                made, lans, per_lan);
-    std::printf("  observed node knows %s peers (%zu of %zu) after %.1f s virtual%s; ran %d s more\n",
-                all ? "all" : "NOT all", known, total - 1, known_ms / 1000.0,
-                all ? "" : " (time limit)", settle);
+    std::printf(
+        "core_rss_bench: 1 observed node_core (relay1, the only relay) + %d peers in %d LANs "
+        "(%d per LAN, cone/symmetric alternating), simulated network, virtual time\n",
+        made, lans, per_lan);
+    std::printf(
+        "  observed node knows %s peers (%zu of %zu) after %.1f s virtual%s; ran %d s more\n",
+        all ? "all" : "NOT all", known, total - 1, known_ms / 1000.0, all ? "" : " (time limit)",
+        settle);
     std::printf("  virtual time %.1f s, wall %.1f s, datagrams delivered %llu, dropped %llu\n",
                 net.elapsed_ms() / 1000.0, wall, (unsigned long long)net.delivered(),
                 (unsigned long long)net.dropped());
-    std::printf("  process VmRSS: before %ld KiB, cores started %ld KiB, after %ld KiB; VmHWM %ld KiB\n",
-                before["VmRSS"], started["VmRSS"], after["VmRSS"], after["VmHWM"]);
-    std::printf("  RSS growth: %.1f MiB for %zu cores = %.1f KiB per core (each core knows %zu..%zu peers)\n",
-                growth_kb / 1024.0, total, double(growth_kb) / double(total), min_known, max_known);
-    std::printf("  observed node: peers %zu (direct %zu, relay %zu, none %zu), records stored %zu, "
-                "relay sessions %zu, relay forwarded %llu, control accepted %llu\n",
-                obs.core->peers().size(), obs_direct, obs_relay, obs_none, obs.core->store().size(),
-                obs.table ? obs.table->size() : size_t(0),
-                (unsigned long long)obs.relay_forwarded,
-                (unsigned long long)obs.core->counters().accepted);
-    std::printf("RESULT peers=%d lans=%d all_known=%d known_after_ms=%llu rss_growth_kib=%ld "
-                "kib_per_core=%.1f obs_peers=%zu obs_records=%zu obs_sessions=%zu wall_s=%.1f\n",
-                made, lans, all ? 1 : 0, (unsigned long long)known_ms, growth_kb,
-                double(growth_kb) / double(total), obs.core->peers().size(), obs.core->store().size(),
-                obs.table ? obs.table->size() : size_t(0), wall);
+    std::printf(
+        "  process VmRSS: before %ld KiB, cores started %ld KiB, after %ld KiB; VmHWM %ld KiB\n",
+        before["VmRSS"], started["VmRSS"], after["VmRSS"], after["VmHWM"]);
+    std::printf(
+        "  RSS growth: %.1f MiB for %zu cores = %.1f KiB per core (each core knows %zu..%zu "
+        "peers)\n",
+        growth_kb / 1024.0, total, double(growth_kb) / double(total), min_known, max_known);
+    std::printf(
+        "  observed node: peers %zu (direct %zu, relay %zu, none %zu), records stored %zu, "
+        "relay sessions %zu, relay forwarded %llu, control accepted %llu\n",
+        obs.core->peers().size(), obs_direct, obs_relay, obs_none, obs.core->store().size(),
+        obs.table ? obs.table->size() : size_t(0), (unsigned long long)obs.relay_forwarded,
+        (unsigned long long)obs.core->counters().accepted);
+    std::printf(
+        "RESULT peers=%d lans=%d all_known=%d known_after_ms=%llu rss_growth_kib=%ld "
+        "kib_per_core=%.1f obs_peers=%zu obs_records=%zu obs_sessions=%zu wall_s=%.1f\n",
+        made, lans, all ? 1 : 0, (unsigned long long)known_ms, growth_kb,
+        double(growth_kb) / double(total), obs.core->peers().size(), obs.core->store().size(),
+        obs.table ? obs.table->size() : size_t(0), wall);
     return 0;
 }
