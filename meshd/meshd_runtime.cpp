@@ -814,6 +814,9 @@ std::string daemon::metrics_text() {
     t.counter("meshwire_relay_failovers_total",
               "Relay changes because the relay in use stopped answering.", L{},
               core_->relay_failovers());
+    t.counter("meshwire_stalls_total",
+              "Wakeups over 150 ms late (meshd itself stalled); relay liveness was paused.", L{},
+              core_->stalls());
     for (const auto& r : core_->relays()) {
         L l{{"relay", r.name}};
         t.gauge("meshwire_relay_up", "1 if the relay answers our probes.", l,

@@ -318,7 +318,21 @@ std::string node_core::name_of(const node_id& id) const {
     return id.short_hex();
 }
 
+void node_core::note_wakeup(uint64_t now) {
+    if (next_deadline_ == UINT64_MAX || now <= next_deadline_ + cfg_.stall_ms) return;
+    uint64_t late = now - next_deadline_;
+    for (auto& r : relays_) {
+        for (auto& a : r.addrs) {
+            if (a.last_pong_ms) a.last_pong_ms = std::min(now, a.last_pong_ms + late);
+        }
+    }
+    ++stalls_;
+    next_deadline_ = now;  // credited once: the calls that follow this wakeup are not late
+    log(1, "woken late; relay liveness paused for the stall", {{"late_ms", std::to_string(late)}});
+}
+
 uint64_t node_core::tick(uint64_t now) {
+    note_wakeup(now);
     next_deadline_ = UINT64_MAX;
     last_tick_ms_ = now;
     if (now >= next_expire_ms_) {
@@ -926,6 +940,7 @@ void node_core::on_dialback_probe(const control_message& m, const dialback_probe
 
 uint64_t node_core::on_datagram(std::span<const uint8_t> datagram, const wg_endpoint& from_raw,
                                 uint64_t session_id, uint16_t via, uint64_t now) {
+    note_wakeup(now);
     auto m = ch_.receive(datagram, now);
     if (!m) return next_deadline_;  // counted by the channel; never answered
     wg_endpoint from = normalize(from_raw);

@@ -83,6 +83,10 @@ struct node_core_config {
     // budget is that timeout plus one tick.
     uint64_t fast_ping_interval_ms = 100;
     uint64_t fast_relay_timeout_ms = 400;
+    // Called this much later than the deadline we asked for, our own process was stalled (an
+    // overloaded machine): the relays' silence over that time is not theirs, so their liveness
+    // clock is paused for it instead of failing every pair over.
+    uint64_t stall_ms = 150;
     size_t warm_relays = 2;  // sessions kept per relayed pair (in use + standby)
     // Election hysteresis: a better relay replaces the one in use only if it is better by both.
     double switch_abs_ms = 5;
@@ -234,6 +238,8 @@ public:
     std::vector<wg_endpoint> verified_addresses() const;
     // Failovers (the relay we send through changed because it failed) and relay selections.
     uint64_t relay_failovers() const noexcept { return failovers_; }
+    // Wakeups later than stall_ms past the deadline (our process was stalled).
+    uint64_t stalls() const noexcept { return stalls_; }
     uint64_t relay_selections() const noexcept { return selections_; }
     // PINGs that got no PONG within ping_timeout_ms, by what they probed.
     struct probe_loss_counts {
@@ -401,6 +407,7 @@ private:
     }
     void tick_role(uint64_t now);
     void set_role(relay_role_state s, std::string reason, uint64_t now);
+    void note_wakeup(uint64_t now);
     void start_verifying(std::string why, uint64_t now);
     void on_dialback_request(const control_message& m, const dialback_request_msg& b, uint64_t now);
     void on_dialback_probe(const control_message& m, const dialback_probe_msg& b, uint64_t now);
@@ -414,7 +421,7 @@ private:
     std::map<uint64_t, size_t> dialback_nonces_;  // nonce -> index into self_addrs_
     std::vector<std::string> dialback_asked_;     // helpers asked so far (names)
     uint64_t probe_window_ms_ = 0, probes_in_window_ = 0;
-    uint64_t failovers_ = 0, selections_ = 0;
+    uint64_t failovers_ = 0, selections_ = 0, stalls_ = 0;
     uint64_t last_tick_ms_ = 0;
     probe_loss_counts probe_losses_;
 };

@@ -452,3 +452,33 @@ TEST_CASE("sim: a refused relay role is checked again, with a doubling interval"
     CHECK(relay_load(net)["lan2b"] == 0);
     CHECK(m.relayed_live("lan1a", "lan2b"));
 }
+
+TEST_CASE(
+    "sim: a node stalled for 700 ms keeps its relays; a relay stalled as long is failed over") {
+    std_mesh m(41);
+    auto& net = m.net;
+    REQUIRE(net.run_until([&] { return m.relayed_live("lan1a", "lan2a"); }, 10000));
+    net.run_for(5000);
+    const auto used = net.peer("lan1a", "lan2a")->relay_name;
+    const size_t before = switches(net);
+    const uint64_t stalls_before = net["lan1a"].core->stalls();
+
+    // lan1a's own process stalls (longer than the 400 ms relay timeout): the PONGs queued for it
+    // arrive when it resumes, and no relay is taken for dead.
+    net["lan1a"].frozen_until_ms = net.now() + 700;
+    net.run_for(3000);
+    MESSAGE("lan1a stalled 700 ms: stalls counted " << net["lan1a"].core->stalls() - stalls_before
+                                                    << ", relay switches "
+                                                    << switches(net) - before);
+    CHECK(net["lan1a"].core->stalls() == stalls_before + 1);
+    CHECK(switches(net) == before);
+    CHECK(net.peer("lan1a", "lan2a")->relay_name == used);
+    CHECK(m.relayed_live("lan1a", "lan2a"));
+
+    // The relay's process stalls as long: it forwards nothing meanwhile, so its pairs move.
+    net[used].frozen_until_ms = net.now() + 700;
+    uint64_t t = net.now();
+    REQUIRE(net.run_until([&] { return net.peer("lan1a", "lan2a")->relay_name != used; }, 700));
+    MESSAGE("relay " << used << " stalled: lan1a moved after " << net.now() - t << " ms");
+    CHECK(net[used].core->stalls() >= 1);  // the relay itself noticed its stall
+}

@@ -148,7 +148,7 @@ void sim_net::step(uint64_t until_ms) {
         uint64_t th = UINT64_MAX;
         for (auto& h : hosts_) {
             if (h->core && h->up && h->deadline != UINT64_MAX)
-                th = std::min(th, h->deadline * 1000);
+                th = std::min(th, std::max(h->deadline, h->frozen_until_ms) * 1000);
         }
         uint64_t t = std::min(tq, th);
         if (t > until_us) {
@@ -164,7 +164,8 @@ void sim_net::step(uint64_t until_ms) {
             deliver(e);
         } else {
             for (auto& h : hosts_) {
-                if (h->core && h->up && h->deadline * 1000 <= now_us_) {
+                if (h->core && h->up && h->deadline * 1000 <= now_us_ &&
+                    h->frozen_until_ms <= now_) {
                     h->deadline = h->core->tick(now_);
                     drain(*h);
                 }
@@ -267,6 +268,12 @@ void sim_net::deliver(const event& e) {
     sim_host* h = host_at(e.to.address);
     if (!h || !h->up || !h->core || e.to.port != port || lost(h->loss)) {
         ++dropped_;
+        return;
+    }
+    if (h->frozen_until_ms > now_) {
+        // Read 1 ms after the resumed process ran its overdue timers: the unkind order, which
+        // an event loop may well choose.
+        queue_.push(event{(h->frozen_until_ms + 1) * 1000, seq_++, e.from, e.to, e.bytes});
         return;
     }
     ++delivered_;

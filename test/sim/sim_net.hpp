@@ -50,6 +50,10 @@ struct sim_host {
     double loss = 0;       // probability a datagram to or from this host is lost
     double jitter_ms = 0;  // extra one-way delay, uniform in [0, jitter_ms], per datagram
     bool up = true;
+    // A stalled process (a GC-like pause, an overloaded machine): until then its core is neither
+    // ticked nor fed; datagrams to it wait, as in a socket buffer, and are read 1 ms after it
+    // resumes (after its overdue timers ran).
+    uint64_t frozen_until_ms = 0;
     bool relay = false;
     std::unique_ptr<node_core> core;
     // Created on first use (a relay's first session): a table is ~3.5 MB preallocated, which

@@ -580,7 +580,13 @@ table inet %s {
         for a, b in cross_lan_pairs(LAN_NODES):
             watch.note(a, peers_by_name(m, a)[b])
         ch = watch.changes()
-        expect(not ch, "relay/session changed: %s" % ch)
+        why = []
+        for pair in ch:
+            for n in pair.split("-"):
+                why += ["%s: %s" % (n, l) for l in m.log(m[n]).splitlines()
+                        if re.search(r'relay switched|stopped answering|session rejected|silent|'
+                                     r'relay up|relay role', l)]
+        expect(not ch, "relay/session changed: %s\n%s" % (ch, "\n".join(why[-40:])))
         return "%d pairs watched" % len(watch.seen)
 
     @check("every meshd still runs")
