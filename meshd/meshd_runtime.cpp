@@ -602,16 +602,28 @@ json daemon::status_json() {
                {"forwardedBytes", st.forwarded_bytes},
                {"drops", drops}};
     }
+    // The relayed-peer side (local proxy sockets), null while the relay forwarder owns the port.
+    json proxy = nullptr;
+    if (proxy_) {
+        auto ps = proxy_->stats();
+        proxy = {{"toRelayPackets", ps.to_relay_packets},
+                 {"toRelayBytes", ps.to_relay_bytes},
+                 {"toWireguardPackets", ps.to_wg_packets},
+                 {"toWireguardBytes", ps.to_wg_bytes},
+                 {"inbandControlPackets", ps.inband_control_packets},
+                 {"unknownSession", ps.unknown_session},
+                 {"wrongSource", ps.wrong_source},
+                 {"foreignLocal", ps.foreign_local},
+                 {"malformed", ps.malformed},
+                 {"sendFailed", ps.send_failed}};
+    }
     const auto& c = core_->counters();
     json control = {{"accepted", c.accepted},      {"authFailed", c.auth_failed},
                     {"malformed", c.malformed},    {"stale", c.stale},
                     {"future", c.future},          {"replayed", c.replayed},
                     {"notControl", c.not_control}, {"badRecord", c.bad_record}};
-    return {{"node", node},
-            {"peers", peers},
-            {"relays", relays},
-            {"relayService", svc},
-            {"control", control}};
+    return {{"node", node},        {"peers", peers},      {"relays", relays},
+            {"relayService", svc}, {"relayProxy", proxy}, {"control", control}};
 }
 
 json daemon::peers_json() {

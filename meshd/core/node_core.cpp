@@ -191,7 +191,8 @@ void node_core::set_endpoints(std::vector<wg_endpoint> endpoints, uint64_t now) 
 }
 
 uint64_t node_core::start(uint64_t now_ms) {
-    role_since_ms_ = now_ms;  // the constructor has no clock
+    role_since_ms_ = now_ms;      // the constructor has no clock
+    next_deadline_ = UINT64_MAX;  // nor did its due(0): starting is not waking up late
     next_dialback_ms_ = now_ms;
     refresh_self(now_ms, true);
     log(1, "node core started",
@@ -320,11 +321,23 @@ std::string node_core::name_of(const node_id& id) const {
 
 void node_core::note_wakeup(uint64_t now) {
     if (next_deadline_ == UINT64_MAX || now <= next_deadline_ + cfg_.stall_ms) return;
-    uint64_t late = now - next_deadline_;
+    const uint64_t late = now - next_deadline_;
+    auto shift = [&](uint64_t& t) {
+        if (t) t = std::min(now, t + late);
+    };
     for (auto& r : relays_) {
-        for (auto& a : r.addrs) {
-            if (a.last_pong_ms) a.last_pong_ms = std::min(now, a.last_pong_ms + late);
-        }
+        for (auto& a : r.addrs) shift(a.last_pong_ms);
+    }
+    for (auto& [id, p] : peers_) {
+        for (auto& c : p.candidates) shift(c.last_pong_ms);
+        shift(p.last_inbound_ms);
+        shift(p.last_inband_pong_ms);
+        shift(p.peer_relay_ms);
+    }
+    // Pings in flight across the stall would measure the stall as RTT (and get re-signed into
+    // our record): forget them, unanswered and uncounted; the next probes follow at once.
+    for (auto it = pending_.begin(); it != pending_.end();) {
+        it = it->second.sent_ms <= next_deadline_ ? pending_.erase(it) : std::next(it);
     }
     ++stalls_;
     next_deadline_ = now;  // credited once: the calls that follow this wakeup are not late
@@ -646,9 +659,9 @@ void node_core::choose_relay(const node_id& id, peer_entry& p, const peer_record
     };
     collect(true);
     if (cands.empty() && !p.excluded.empty()) {
-        // All excluded: better a relay that failed once than none. The exclusions stay, and pace
-        // new session requests below: a relay that rejected us (full) must not get a request
-        // from every pair on every tick, at 300 nodes that was 4 million datagrams a second.
+        // All excluded: better a relay that failed once than none. A relay that rejected the
+        // pair (full) is asked again only when its exclusion ends (`rejected`, below): asked on
+        // every tick by every pair, at 300 nodes that was 4 million datagrams a second.
         collect(false);
     }
     if (cands.empty()) {
@@ -700,8 +713,8 @@ void node_core::choose_relay(const node_id& id, peer_entry& p, const peer_record
     for (const auto& c : cands) {
         peer_entry::warm_session w{*c.r->id, session_id_for(identity_.id(), id, *c.r->id),
                                    *relay_endpoint(*c.r, now)};
-        if (auto ex = p.excluded.find(w.relay); ex != p.excluded.end() && now < ex->second) {
-            w.next_request_ms = ex->second;
+        if (auto rj = p.rejected.find(w.relay); rj != p.rejected.end() && now < rj->second) {
+            w.next_request_ms = rj->second;
         }
         for (const auto& o : p.warm) {
             if (o.relay == w.relay) {
@@ -767,7 +780,12 @@ void node_core::choose_relay(const node_id& id, peer_entry& p, const peer_record
     // End to end: the relay answers us, but nothing comes back through it from the peer. Give
     // the session a fair start (both ends must bind), then exclude it for this pair.
     uint64_t last = std::max(p.last_inband_pong_ms, p.relay_since_ms + 2 * cfg_.path_timeout_ms);
-    if (now > last + cfg_.path_timeout_ms) {
+    auto rj = p.rejected.find(dp.relay);
+    if (!p.accepted && rj != p.rejected.end() && now < rj->second) {
+        // Waiting to ask again a relay that rejected us (all others excluded): it cannot carry
+        // anything before then, which is no news; no end-to-end verdict on it meanwhile.
+        due(rj->second);
+    } else if (now > last + cfg_.path_timeout_ms) {
         log(2, "relayed path silent end to end; trying another relay",
             {{"peer", rec.name}, {"relay", name_of(dp.relay)}, {"path", "relay"}});
         p.excluded[dp.relay] = now + cfg_.relay_exclude_ms;
@@ -1168,6 +1186,7 @@ void node_core::on_session_answer(const control_message& m, uint64_t session_id,
              {"reason", std::to_string(reason)}});
         if (reason != static_cast<uint8_t>(reject_reason::not_a_relay)) {
             p.excluded[m.sender] = now + cfg_.relay_exclude_ms;
+            p.rejected[m.sender] = now + cfg_.relay_exclude_ms;
         }
         if (p.relay && *p.relay == m.sender) p.relay.reset();
         p.warm.erase(w);

@@ -310,6 +310,8 @@ private:
         uint64_t last_inband_pong_ms = 0;
         double inband_rtt_ms = 0;
         std::map<node_id, uint64_t> excluded;  // relay -> until
+        // relay -> until: it REJECTed our session request; no new request before then.
+        std::map<node_id, uint64_t> rejected;
         // when decide() must run again (0: now); events that may change the decision reset it
         uint64_t next_check_ms = 0;
         uint64_t record_seq = 0;  // the record the candidates were taken from

@@ -128,8 +128,11 @@ def ping_retry(pod, addr, within=5.0, expect_ok=True):
         if time.monotonic() > deadline:
             if not expect_ok:
                 return None
-            raise AssertionError("pod %s on %s -> %s: no reply within %.0fs (%d tries):\n%s%s" % (
-                pod.name, pod.node.name, addr, within, tries, r.stdout, r.stderr))
+            m = pod.mesh
+            owners = [p.node for p in m.pods if addr in (p.addr4, p.addr6)]
+            raise AssertionError("pod %s on %s -> %s: no reply within %.0fs (%d tries):\n%s%s\n%s" % (
+                pod.name, pod.node.name, addr, within, tries, r.stdout, r.stderr,
+                "\n".join(m.diagnose(n) for n in [pod.node] + owners)))
         time.sleep(0.2)
 
 
@@ -204,8 +207,10 @@ def drops(m, relay_name):
 
 
 class PathWatch:
-    """Remembers each relayed pair's (relay, sessionId) as seen by its lower-named end, to report
-    relay changes during the run (a pair should keep its relay while it works)."""
+    """Remembers the (relay, sessionId) each end of a relayed pair sends through, per direction,
+    to report relay changes during the run (a direction keeps its relay while it works). The two
+    ends may use different relays (each elects its own; the other's session is kept warm), so
+    their views are kept apart: mixed into one history they would look like a flapping pair."""
 
     def __init__(self):
         self.seen = {}
@@ -213,14 +218,14 @@ class PathWatch:
     def note(self, a, p):
         if p.get("path") != "relay":
             return
-        key = tuple(sorted((a, p["name"])))
+        key = (a, p["name"])
         val = (p.get("relay"), p.get("sessionId"))
         hist = self.seen.setdefault(key, [])
         if not hist or hist[-1] != val:
             hist.append(val)
 
     def changes(self):
-        return {"%s-%s" % k: v for k, v in self.seen.items() if len(v) > 1}
+        return {"%s->%s" % k: v for k, v in self.seen.items() if len(v) > 1}
 
 
 # ------------------------------------------------------------------------------------------------
@@ -458,6 +463,14 @@ def main_mesh(m):
                     expect(isinstance(rs["drops"].get(k), int), (n, k, rs["drops"]))
             else:
                 expect(s["relayService"] is None, (n, s["relayService"]))
+                px = s["relayProxy"]
+                expect(isinstance(px, dict), (n, px))
+                for k in ("toRelayPackets", "toRelayBytes", "toWireguardPackets",
+                          "toWireguardBytes", "inbandControlPackets", "unknownSession",
+                          "wrongSource", "foreignLocal", "malformed", "sendFailed"):
+                    expect(isinstance(px.get(k), int), (n, k, px))
+                # relayed pods have pinged by now: WireGuard traffic went both ways via relays
+                expect(px["toRelayPackets"] > 0 and px["toWireguardPackets"] > 0, (n, px))
 
     @check("relayService: relays carrying pairs have sessions and forwarded")
     def _():
@@ -581,12 +594,11 @@ table inet %s {
             watch.note(a, peers_by_name(m, a)[b])
         ch = watch.changes()
         why = []
-        for pair in ch:
-            for n in pair.split("-"):
-                why += ["%s: %s" % (n, l) for l in m.log(m[n]).splitlines()
-                        if re.search(r'relay switched|stopped answering|session rejected|silent|'
-                                     r'relay up|relay role', l)]
-        expect(not ch, "relay/session changed: %s\n%s" % (ch, "\n".join(why[-40:])))
+        for n in sorted({n for pair in ch for n in pair.split("->")}):
+            why += ["%s: %s" % (n, ln[:240]) for ln in m.log(m[n]).splitlines()
+                    if re.search(r'relay switched|stopped answering|session rejected|silent|'
+                                 r'path selected|woken late|peer gone|relay up|relay role', ln)]
+        expect(not ch, "relay/session changed: %s\n%s" % (ch, "\n".join(why[-80:])))
         return "%d pairs watched" % len(watch.seen)
 
     @check("every meshd still runs")

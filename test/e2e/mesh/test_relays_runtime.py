@@ -117,11 +117,13 @@ def pair_diag(m, a, b):
                 rs = status(m, p["relay"])["relayService"] or {}
                 out.append("  %s: sessions %s fwd %s drops %s" % (
                     p["relay"], rs.get("sessions"), rs.get("forwardedPackets"), rs.get("drops")))
+            out.append("  %s relayProxy: %s" % (x, status(m, x).get("relayProxy")))
         except Exception as e:  # noqa: BLE001
             out.append("%s -> %s: %s" % (x, y, e))
         lines = [ln for ln in m.log(m[x]).splitlines()
-                 if "peer=%s " % y in ln + " " and "level=debug" not in ln]
-        out += ["  " + ln[:260] for ln in lines[-8:]]
+                 if ("peer=%s " % y in ln + " " and "level=debug" not in ln)
+                 or "level=warn" in ln or "level=error" in ln]
+        out += ["  " + ln[:260] for ln in lines[-14:]]
     return "\n".join(out)
 
 
