@@ -366,8 +366,19 @@ def main_mesh(m):
         errors = []
         for a, b in all_pairs(LAN_NODES):
             for addr in (pods[b].addr4, pods[b].addr6):
+                t0 = time.monotonic()
                 try:
                     rtts[want_path(a, b)].append(ping_retry(pods[a], addr))
+                    continue
+                except AssertionError as e:
+                    # Printed (with both nodes' state), then 20 s more: a stalled WireGuard
+                    # session recovers by its own re-handshake; the delay is reported, not hidden.
+                    print("WARNING %s" % e)
+                try:
+                    rtts[want_path(a, b)].append(ping_retry(pods[a], addr, within=20))
+                    figure("WARNING slow pod ping %s -> %s %s" % (a, b, addr),
+                           "answered only after %.1fs (state printed above)"
+                           % (time.monotonic() - t0))
                 except AssertionError as e:
                     errors.append(str(e))
         expect(not errors, "\n".join(errors))
