@@ -30,47 +30,15 @@ import argparse
 import json
 import os
 import re
-import shutil
 import sys
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
+from checks import (ALL, LAN_NODES, RELAYS, check, expect, figure,  # noqa: E402
+                    peers_by_name, preflight, report)
 from mesh import Mesh  # noqa: E402
-
-LAN_NODES = ["lan1a", "lan1b", "lan2a", "lan2b"]
-RELAYS = ["relay1", "relay2"]
-ALL = RELAYS + LAN_NODES
-
-results = []
-figures = []
-
-
-def check(name):
-    """Runs the check at once and records PASS/FAIL (a failure does not stop the others)."""
-    def deco(fn):
-        t0 = time.monotonic()
-        try:
-            msg = fn()
-            results.append((name, True))
-            print("PASS %-58s %5.2fs %s" % (name, time.monotonic() - t0, msg or ""), flush=True)
-        except Exception as e:  # noqa: BLE001 - report and go on
-            results.append((name, False))
-            print("FAIL %-58s %5.2fs %s: %s" % (name, time.monotonic() - t0,
-                                                type(e).__name__, e), flush=True)
-        return fn
-    return deco
-
-
-def expect(cond, msg):
-    if not cond:
-        raise AssertionError(msg)
-
-
-def figure(what, value):
-    figures.append((what, value))
-    print("FIGURE %s: %s" % (what, value), flush=True)
 
 
 def stamp():
@@ -82,10 +50,6 @@ def stamp():
 def cross_pairs():
     """Ordered pairs of LAN nodes in different LANs (8)."""
     return [(a, b) for a in LAN_NODES for b in LAN_NODES if a[:4] != b[:4]]
-
-
-def peers_by_name(m, node_name):
-    return {p["name"]: p for p in m.meshctl(m[node_name], "peers")["peers"]}
 
 
 def relay_table(m, pairs=None):
@@ -236,17 +200,9 @@ def main():
     ap.add_argument("--build-dir", default=os.path.join(HERE, "..", "..", "..", "build"))
     a = ap.parse_args()
     build = os.path.abspath(a.build_dir)
-    if os.geteuid() != 0:
-        print("skipped: needs root (network namespaces)")
-        return 77
-    for tool in ("ip", "nft", "wg", "wireguard-go", "ping", "iperf3"):
-        if not shutil.which(tool):
-            print("skipped: needs %s" % tool)
-            return 77
-    for b in ("meshd/meshd", "meshctl/meshctl", "cni-plugin/meshwire"):
-        if not os.access(os.path.join(build, b), os.X_OK):
-            print("FAIL: %s not built in %s" % (b, build))
-            return 1
+    rc = preflight(build, ("ip", "nft", "wg", "wireguard-go", "ping", "iperf3"))
+    if rc is not None:
+        return rc
 
     t_start = time.monotonic()
     targs = {"delay_ms": {"relay1": 0, "relay2": 0}}
@@ -266,13 +222,7 @@ def main():
         left = m.leftovers()
         expect(not left, "left: %s" % left)
 
-    print("--- figures")
-    for what, value in figures:
-        print("  %-56s %s" % (what, value))
-    print("total run time %.1fs" % (time.monotonic() - t_start))
-    failed = sum(1 for _, ok in results if not ok)
-    print("%d passed, %d failed" % (len(results) - failed, failed))
-    return 1 if failed else 0
+    return report(t_start, 56)
 
 
 def run(m):

@@ -29,8 +29,6 @@ import hashlib
 import os
 import re
 import secrets
-import shutil
-import socket
 import struct
 import sys
 import time
@@ -38,46 +36,9 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
+from checks import (ALL, LAN_NODES, RELAY_PORT, RELAYS, WG_PORT, check, expect,  # noqa: E402
+                    figure, lan_of, peers_by_name, ping_retry, preflight, report, status)
 from mesh import Mesh  # noqa: E402
-
-LAN_NODES = ["lan1a", "lan1b", "lan2a", "lan2b"]
-RELAYS = ["relay1", "relay2"]
-ALL = RELAYS + LAN_NODES
-RELAY_PORT = 51821
-WG_PORT = 51820
-
-results = []
-figures = []  # (what, value) printed at the end too
-
-
-def check(name):
-    """Runs the check at once and records PASS/FAIL (a failure does not stop the others)."""
-    def deco(fn):
-        t0 = time.monotonic()
-        try:
-            msg = fn()
-            results.append((name, True))
-            print("PASS %-58s %5.2fs %s" % (name, time.monotonic() - t0, msg or ""), flush=True)
-        except Exception as e:  # noqa: BLE001 - report and go on
-            results.append((name, False))
-            print("FAIL %-58s %5.2fs %s: %s" % (name, time.monotonic() - t0,
-                                                type(e).__name__, e), flush=True)
-        return fn
-    return deco
-
-
-def expect(cond, msg):
-    if not cond:
-        raise AssertionError(msg)
-
-
-def figure(what, value):
-    figures.append((what, value))
-    print("FIGURE %s: %s" % (what, value), flush=True)
-
-
-def lan_of(name):
-    return name[:4] if name.startswith("lan") else None
 
 
 def want_path(a, b):
@@ -95,45 +56,6 @@ def cross_lan_pairs(nodes):
     """Unordered pairs of LAN nodes in different LANs."""
     lans = [n for n in nodes if n in LAN_NODES]
     return [(a, b) for i, a in enumerate(lans) for b in lans[i + 1:] if lan_of(a) != lan_of(b)]
-
-
-def peers_by_name(m, node_name):
-    return {p["name"]: p for p in m.meshctl(m[node_name], "peers")["peers"]}
-
-
-def status(m, node_name):
-    return m.meshctl(m[node_name], "status")
-
-
-_RTT = re.compile(r"= [\d.]+/([\d.]+)/[\d.]+/[\d.]+ ms")
-
-
-def ping_retry(pod, addr, within=5.0, expect_ok=True):
-    """ping -c 3 from a pod, retried until `within` s passed (the first packets may wait for a
-    WireGuard handshake). Returns the average RTT in ms. With expect_ok=False: asserts that no
-    reply comes during `within` s."""
-    fam = "-6" if ":" in addr else "-4"
-    cmd = ["ping", fam, "-n", "-c", "3", "-i", "0.2", "-W", "1", addr]
-    deadline = time.monotonic() + within
-    tries = 0
-    while True:
-        tries += 1
-        r = pod.run(cmd, check=False, timeout=15)
-        if r.returncode == 0:
-            if not expect_ok:
-                raise AssertionError("%s -> %s answered (it must not):\n%s" % (
-                    pod.name, addr, r.stdout))
-            mo = _RTT.search(r.stdout)
-            return float(mo.group(1)) if mo else float("nan")
-        if time.monotonic() > deadline:
-            if not expect_ok:
-                return None
-            m = pod.mesh
-            owners = [p.node for p in m.pods if addr in (p.addr4, p.addr6)]
-            raise AssertionError("pod %s on %s -> %s: no reply within %.0fs (%d tries):\n%s%s\n%s" % (
-                pod.name, pod.node.name, addr, within, tries, r.stdout, r.stderr,
-                "\n".join(m.diagnose(n) for n in [pod.node] + owners)))
-        time.sleep(0.2)
 
 
 def wg_endpoints(node):
@@ -236,17 +158,9 @@ def main():
     ap.add_argument("--build-dir", default=os.path.join(HERE, "..", "..", "..", "build"))
     a = ap.parse_args()
     build = os.path.abspath(a.build_dir)
-    if os.geteuid() != 0:
-        print("skipped: needs root (network namespaces)")
-        return 77
-    for tool in ("ip", "nft", "wg", "wireguard-go", "ping"):
-        if not shutil.which(tool):
-            print("skipped: needs %s" % tool)
-            return 77
-    for b in ("meshd/meshd", "meshctl/meshctl", "cni-plugin/meshwire"):
-        if not os.access(os.path.join(build, b), os.X_OK):
-            print("FAIL: %s not built in %s" % (b, build))
-            return 1
+    rc = preflight(build)
+    if rc is not None:
+        return rc
 
     t_start = time.monotonic()
     m = Mesh(build_dir=build, topology_args={"keep_tmp": bool(os.environ.get("MESH_KEEP"))})
@@ -280,13 +194,7 @@ def main():
         expect(not left, "left: %s" % left)
         expect(not os.path.exists(m2.t.tmpdir), m2.t.tmpdir)
 
-    print("--- figures")
-    for what, value in figures:
-        print("  %-48s %s" % (what, value))
-    print("total run time %.1fs" % (time.monotonic() - t_start))
-    failed = sum(1 for _, ok in results if not ok)
-    print("%d passed, %d failed" % (len(results) - failed, failed))
-    return 1 if failed else 0
+    return report(t_start, 48)
 
 
 def main_mesh(m):

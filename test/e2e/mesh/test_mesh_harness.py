@@ -23,30 +23,8 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
+from checks import check, expect, results  # noqa: E402
 from mesh import Mesh, peer_paths, pod_cidrs  # noqa: E402
-
-results = []
-
-
-def check(name):
-    """Runs the check at once and records PASS/FAIL (a failure does not stop the others)."""
-    def deco(fn):
-        t0 = time.monotonic()
-        try:
-            msg = fn()
-            results.append((name, True))
-            print("PASS %-52s %5.2fs %s" % (name, time.monotonic() - t0, msg or ""), flush=True)
-        except Exception as e:  # noqa: BLE001 - report and go on
-            results.append((name, False))
-            print("FAIL %-52s %5.2fs %s: %s" % (name, time.monotonic() - t0,
-                                                type(e).__name__, e), flush=True)
-        return fn
-    return deco
-
-
-def expect(cond, msg):
-    if not cond:
-        raise AssertionError(msg)
 
 
 def in_cidrs(addr, cidrs):

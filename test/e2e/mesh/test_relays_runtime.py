@@ -27,75 +27,17 @@ Usage: test_relays_runtime.py [--build-dir DIR]
 import argparse
 import os
 import re
-import shutil
 import sys
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
+from checks import (ALL, LAN_NODES, RELAY_PORT, RELAYS, WG_PORT, check, expect,  # noqa: E402
+                    figure, lan_of, ping_retry, preflight, report, status)
 from mesh import Mesh  # noqa: E402
 
-LAN_NODES = ["lan1a", "lan1b", "lan2a", "lan2b"]
-RELAYS = ["relay1", "relay2"]
-ALL = RELAYS + LAN_NODES
 METRICS = "127.0.0.1:9464"
-RELAY_PORT = 51821
-WG_PORT = 51820
-
-results = []
-figures = []
-
-
-def check(name):
-    """Runs the check at once and records PASS/FAIL (a failure does not stop the others)."""
-    def deco(fn):
-        t0 = time.monotonic()
-        try:
-            msg = fn()
-            results.append((name, True))
-            print("PASS %-58s %5.2fs %s" % (name, time.monotonic() - t0, msg or ""), flush=True)
-        except Exception as e:  # noqa: BLE001 - report and go on
-            results.append((name, False))
-            print("FAIL %-58s %5.2fs %s: %s" % (name, time.monotonic() - t0,
-                                                type(e).__name__, e), flush=True)
-        return fn
-    return deco
-
-
-def expect(cond, msg):
-    if not cond:
-        raise AssertionError(msg)
-
-
-def figure(what, value):
-    figures.append((what, value))
-    print("FIGURE %s: %s" % (what, value), flush=True)
-
-
-def lan_of(name):
-    return name[:4] if name.startswith("lan") else None
-
-
-_RTT = re.compile(r"= [\d.]+/([\d.]+)/[\d.]+/[\d.]+ ms")
-
-
-def ping_retry(pod, addr, within=5.0):
-    """ping -c 3 from a pod, retried until `within` s passed; the average RTT in ms."""
-    fam = "-6" if ":" in addr else "-4"
-    cmd = ["ping", fam, "-n", "-c", "3", "-i", "0.2", "-W", "1", addr]
-    deadline = time.monotonic() + within
-    tries = 0
-    while True:
-        tries += 1
-        r = pod.run(cmd, check=False, timeout=15)
-        if r.returncode == 0:
-            mo = _RTT.search(r.stdout)
-            return float(mo.group(1)) if mo else float("nan")
-        if time.monotonic() > deadline:
-            raise AssertionError("pod %s on %s -> %s: no reply within %.0fs (%d tries):\n%s%s" % (
-                pod.name, pod.node.name, addr, within, tries, r.stdout, r.stderr))
-        time.sleep(0.2)
 
 
 def pair_diag(m, a, b):
@@ -136,11 +78,11 @@ def ping_pair(m, pods, a, b, within=8.0, v6=False, grace=20.0):
     addr = pods[b].addr6 if v6 else pods[b].addr4
     t0 = time.monotonic()
     try:
-        return ping_retry(pods[a], addr, within=within)
+        return ping_retry(pods[a], addr, within=within, diagnose=False)
     except AssertionError as e:
         print("WARNING %s -> %s: %s\n%s" % (a, b, str(e).splitlines()[0], pair_diag(m, a, b)))
     try:
-        rtt = ping_retry(pods[a], addr, within=grace)
+        rtt = ping_retry(pods[a], addr, within=grace, diagnose=False)
     except AssertionError as e:
         raise AssertionError("%s\n%s" % (e, pair_diag(m, a, b))) from None
     figure("WARNING slow recovery %s -> %s" % (a, b),
@@ -224,10 +166,6 @@ def series(samples, name, **labels):
 # -- meshctl helpers ------------------------------------------------------------------------------
 
 
-def status(m, n):
-    return m.meshctl(m[n], "status")
-
-
 def relays_of(m, n):
     return {r["name"]: r for r in m.meshctl(m[n], "relays")["relays"]}
 
@@ -266,17 +204,9 @@ def main():
     ap.add_argument("--build-dir", default=os.path.join(HERE, "..", "..", "..", "build"))
     a = ap.parse_args()
     build = os.path.abspath(a.build_dir)
-    if os.geteuid() != 0:
-        print("skipped: needs root (network namespaces)")
-        return 77
-    for tool in ("ip", "nft", "wg", "wireguard-go", "ping"):
-        if not shutil.which(tool):
-            print("skipped: needs %s" % tool)
-            return 77
-    for b in ("meshd/meshd", "meshctl/meshctl", "cni-plugin/meshwire"):
-        if not os.access(os.path.join(build, b), os.X_OK):
-            print("FAIL: %s not built in %s" % (b, build))
-            return 1
+    rc = preflight(build)
+    if rc is not None:
+        return rc
 
     t_start = time.monotonic()
     ov = {n: {"config": {"metrics": {"listen": METRICS}}} for n in ALL}
@@ -296,13 +226,7 @@ def main():
         expect(not left, "left: %s" % left)
         expect(not os.path.exists(m.t.tmpdir), m.t.tmpdir)
 
-    print("--- figures")
-    for what, value in figures:
-        print("  %-52s %s" % (what, value))
-    print("total run time %.1fs" % (time.monotonic() - t_start))
-    failed = sum(1 for _, ok in results if not ok)
-    print("%d passed, %d failed" % (len(results) - failed, failed))
-    return 1 if failed else 0
+    return report(t_start, 52)
 
 
 def run_mesh(m):
@@ -321,7 +245,7 @@ def run_mesh(m):
         for n in LAN_NODES:
             pods[n] = m.add_pod(m[n], "p")
         for a, b in (("lan1a", "lan2a"), ("lan2b", "lan1b")):
-            ping_retry(pods[a], pods[b].addr4)
+            ping_retry(pods[a], pods[b].addr4, diagnose=False)
         st["ok"] = True
 
     if "ok" not in st:
@@ -526,7 +450,6 @@ def run_mesh(m):
     def _():
         n = m["lan2b"]
         rt = m.t.router_of(n)
-        t0 = time.monotonic()
         set_relays(m, lambda lst: lst + [relay_entry("lan2b", [rt.addr4])])
         states = []
 
