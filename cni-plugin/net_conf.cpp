@@ -22,7 +22,7 @@ std::optional<json> parse_json(const std::string& raw, std::string* why) {
         try {
             json again = json::parse(raw);
             (void)again;
-        } catch (const json::parse_error& e) {
+        } catch (const json::exception& e) {  // parse_error, or out_of_range for 1e999999
             *why = e.what();
         }
         return std::nullopt;
