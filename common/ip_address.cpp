@@ -2,6 +2,7 @@
 
 #include <arpa/inet.h>
 
+#include <algorithm>
 #include <charconv>
 #include <cstring>
 
@@ -64,6 +65,22 @@ u128 ip_address::to_u128() const noexcept {
     return v;
 }
 
+bool ip_address::is_private() const noexcept {
+    const uint8_t* b = bytes_.data();
+    auto v4_private = [](const uint8_t* a) {
+        return a[0] == 10 || a[0] == 127 || a[0] == 0 || (a[0] == 172 && (a[1] & 0xf0) == 16) ||
+               (a[0] == 192 && a[1] == 168) || (a[0] == 169 && a[1] == 254) ||
+               (a[0] == 100 && (a[1] & 0xc0) == 64);
+    };
+    if (is_v4()) return v4_private(b);
+    if (!is_v6()) return true;
+    static constexpr uint8_t mapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
+    if (std::equal(mapped, mapped + 12, b)) return v4_private(b + 12);
+    bool zero_prefix = std::all_of(b, b + 15, [](uint8_t x) { return x == 0; });
+    if (zero_prefix && b[15] <= 1) return true;  // :: and ::1
+    return (b[0] & 0xfe) == 0xfc || (b[0] == 0xfe && (b[1] & 0xc0) == 0x80);
+}
+
 std::string ip_address::str() const {
     char buf[INET6_ADDRSTRLEN] = {};
     if (!valid() || !inet_ntop(family_, bytes_.data(), buf, sizeof buf)) return "<invalid>";
@@ -102,7 +119,9 @@ static u128 host_mask(int bits, int len) {
     return (u128(1) << host) - 1;
 }
 
-ip_prefix ip_prefix::network() const { return {first(), len_}; }
+ip_prefix ip_prefix::network() const {
+    return {first(), len_};
+}
 
 ip_address ip_prefix::first() const {
     return ip_address::from_u128(family(), addr_.to_u128() & ~host_mask(addr_.bits(), len_));
@@ -124,6 +143,8 @@ u128 ip_prefix::size() const {
     return u128(1) << host;
 }
 
-std::string ip_prefix::str() const { return addr_.str() + "/" + std::to_string(len_); }
+std::string ip_prefix::str() const {
+    return addr_.str() + "/" + std::to_string(len_);
+}
 
 }  // namespace mw

@@ -37,6 +37,10 @@ public:
 
     u128 to_u128() const noexcept;
     std::string str() const;
+    // Not reachable from other networks by design: RFC 1918, shared (CGNAT) 100.64/10, loopback,
+    // link-local, "this network" 0/8, unspecified, IPv6 ULA fc00::/7, and IPv4-mapped forms of
+    // these. Documentation and benchmarking ranges count as public (test networks use them so).
+    bool is_private() const noexcept;
 
     friend bool operator==(const ip_address& a, const ip_address& b) noexcept {
         return a.family_ == b.family_ && a.bytes_ == b.bytes_;
@@ -63,13 +67,13 @@ public:
     int family() const noexcept { return addr_.family(); }
     bool is_v4() const noexcept { return addr_.is_v4(); }
 
-    ip_prefix network() const;          // host bits cleared
-    ip_address first() const;           // network address
-    ip_address last() const;            // all host bits set (v4 broadcast)
+    ip_prefix network() const;  // host bits cleared
+    ip_address first() const;   // network address
+    ip_address last() const;    // all host bits set (v4 broadcast)
     bool contains(const ip_address& a) const;
     bool is_host() const noexcept { return len_ == addr_.bits(); }
-    u128 size() const;                  // number of addresses, saturating at 2^127 for huge v6
-    std::string str() const;            // "addr/len"
+    u128 size() const;        // number of addresses, saturating at 2^127 for huge v6
+    std::string str() const;  // "addr/len"
 
     friend bool operator==(const ip_prefix& a, const ip_prefix& b) noexcept {
         return a.addr_ == b.addr_ && a.len_ == b.len_;

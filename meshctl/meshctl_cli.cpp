@@ -109,7 +109,8 @@ JSON
                   "rxBytes", "txBytes"}]}
     relays:
       {"relays": [{"name", "id": hex|null, "addresses": [str], "endpoint": "ip:port"|null,
-                   "state": "up"|"down"|"self", "rttMs": num|null,
+                   "state": "up"|"down"|"refusing"|"self",
+                   "origin": "configured"|"bootstrap"|"discovered", "rttMs": num|null,
                    "reflexive": "ip:port"|null, "load": int}]}
     ping:
       {"node", "id", "path": "direct"|"relay", "relay": str|null, "sent", "received",

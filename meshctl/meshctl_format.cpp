@@ -252,12 +252,12 @@ std::string format_peers(const json& r, std::int64_t now_unix) {
 std::string format_relays(const json& r) {
     std::vector<std::vector<std::string>> rows;
     for (const json& p : list(r, "relays"))
-        rows.push_back({text(at(p, "name")), text(at(p, "state")), text(at(p, "endpoint")),
-                        format_rtt(at(p, "rttMs")), count(at(p, "load")), text(at(p, "reflexive")),
-                        text(at(p, "addresses"))});
+        rows.push_back({text(at(p, "name")), text(at(p, "state")), text(at(p, "origin")),
+                        text(at(p, "endpoint")), format_rtt(at(p, "rttMs")), count(at(p, "load")),
+                        text(at(p, "reflexive")), text(at(p, "addresses"))});
     sort_rows(rows);
-    return render_table({"NAME", "STATE", "ENDPOINT", "RTT", "LOAD", "REFLEXIVE", "ADDRESSES"},
-                        rows);
+    return render_table(
+        {"NAME", "STATE", "ORIGIN", "ENDPOINT", "RTT", "LOAD", "REFLEXIVE", "ADDRESSES"}, rows);
 }
 
 std::string format_ping(const json& r) {

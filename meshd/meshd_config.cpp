@@ -271,6 +271,28 @@ std::vector<relay_node> parse_relay_nodes(const YAML::Node& n, const std::string
     return out;
 }
 
+// dht.bootstrap: IP addresses of other meshd (their listenPort, which is the cluster's).
+std::vector<ip_address> parse_bootstrap(const YAML::Node& n, const std::string& path) {
+    as_sequence(n, path, "IP addresses of other nodes, e.g. [203.0.113.11]");
+    if (n.size() > meshd_config::max_bootstrap) {
+        fail(path, n,
+             "has " + std::to_string(n.size()) + " entries; at most " +
+                 std::to_string(meshd_config::max_bootstrap) + " are supported");
+    }
+    std::vector<ip_address> out;
+    for (size_t i = 0; i < n.size(); ++i) {
+        std::string p = item_path(path, i);
+        std::string text = as_string(n[i], p);
+        auto a = ip_address::parse(text);
+        if (!a) fail(p, n[i], quoted(text) + " is not an IP address");
+        if (a->to_u128() == 0) fail(p, n[i], quoted(text) + " is the unspecified address");
+        if (std::find(out.begin(), out.end(), *a) != out.end())
+            fail(p, n[i], quoted(text) + " is listed twice");
+        out.push_back(*a);
+    }
+    return out;
+}
+
 bool parse_enable_section(const mapping& top, const char* key) {
     auto n = top.get(key);
     if (!n) return true;
@@ -408,7 +430,11 @@ meshd_config parse_tree(const YAML::Node& root, const config_environment& env) {
     if (auto n = top.get("mtu")) c.mtu = static_cast<unsigned>(as_integer(*n, "mtu", 1280, 65535));
 
     c.mdns_enable = parse_enable_section(top, "mdns");
-    c.dht_enable = parse_enable_section(top, "dht");
+    if (auto n = top.get("dht")) {
+        mapping m(*n, "dht", {"enable", "bootstrap"});
+        if (auto e = m.get("enable")) c.dht_enable = as_bool(*e, m.path("enable"));
+        if (auto b = m.get("bootstrap")) c.dht_bootstrap = parse_bootstrap(*b, m.path("bootstrap"));
+    }
 
     if (auto n = top.get("kubernetes")) {
         mapping m(*n, "kubernetes", {"enable", "apiServer", "kubeConfig"});
@@ -562,6 +588,10 @@ std::string print_yaml(const meshd_config& c) {
     if (c.mtu) o << "mtu: " << *c.mtu << "\n";
     o << "mdns:\n  enable: " << (c.mdns_enable ? "true" : "false") << "\n";
     o << "dht:\n  enable: " << (c.dht_enable ? "true" : "false") << "\n";
+    o << "  bootstrap: [";
+    for (size_t i = 0; i < c.dht_bootstrap.size(); ++i)
+        o << (i ? ", " : "") << quoted(c.dht_bootstrap[i].str());
+    o << "]\n";
     o << "kubernetes:\n  enable: " << (c.kubernetes_enable ? "true" : "false") << "\n";
     if (!c.kubernetes_api_server.empty())
         o << "  apiServer: " << quoted(c.kubernetes_api_server) << "\n";

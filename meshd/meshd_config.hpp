@@ -36,6 +36,7 @@ struct meshd_config {
     // Mirrors peer_record's limits: this node's pod CIDRs and a relay's addresses go into records.
     static constexpr size_t max_pod_cidrs = 8;
     static constexpr size_t max_advertise_addresses = 8;
+    static constexpr size_t max_bootstrap = 16;
 
     std::string node_name;
     std::vector<ip_prefix> pod_cidrs;
@@ -51,6 +52,8 @@ struct meshd_config {
     std::optional<unsigned> mtu;  // written to node.json for the CNI plugin when set
     bool mdns_enable = true;
     bool dht_enable = true;
+    // Other nodes asked for the cluster's records when relayNodes is empty (their listenPort).
+    std::vector<ip_address> dht_bootstrap;
     bool kubernetes_enable = false;
     std::string kubernetes_api_server;   // https:// URL; empty: in-cluster discovery (later)
     std::string kubernetes_kube_config;  // path; empty: service account (later)

@@ -206,7 +206,6 @@ private:
 
 status daemon::start_forwarder() {
     const relay_node* self = cfg_.self_relay();
-    if (!self) return error(errc::invalid_argument, "not listed in relayNodes");
     relay_forwarder_config fc;
     // One socket per advertised address when they are all ours; an address that is not (the
     // public address of a NAT that forwards the port to us) needs the wildcard, which then
@@ -219,8 +218,10 @@ status daemon::start_forwarder() {
             }
         }
     }
-    bool all_local = true;
-    for (const auto& a : self->advertise_address) {
+    // Not listed (relayNodes empty, the role taken at our own public address): the wildcard, as
+    // our other addresses must keep answering too.
+    bool all_local = self != nullptr;
+    for (const auto& a : self ? self->advertise_address : std::vector<ip_address>{}) {
         all_local &= std::find(local.begin(), local.end(), a) != local.end();
     }
     if (all_local) {
@@ -677,6 +678,7 @@ json daemon::relays_json() {
         j["addresses"] = addrs;
         j["endpoint"] = opt_str(r.endpoint);
         j["state"] = r.state == relay_state::unknown ? "down" : to_string(r.state);
+        j["origin"] = to_string(r.origin);
         j["rttMs"] = r.rtt_ms ? json(*r.rtt_ms) : json(nullptr);
         j["reflexive"] = opt_str(r.reflexive);
         j["load"] = r.load;
@@ -760,8 +762,8 @@ void daemon::watch_config() {
     });
 }
 
-// relayNodes edits apply live (a mounted ConfigMap changes under us); the rest of the file is
-// fixed for the process's life, and a change there is reported, not half-applied.
+// relayNodes and dht.bootstrap edits apply live (a mounted ConfigMap changes under us); the rest of
+// the file is fixed for the process's life, and a change there is reported, not half-applied.
 void daemon::reload_config() {
     std::ifstream in(config_path_);
     if (!in) return;  // mid-swap of a ConfigMap's symlinks: next time
@@ -794,6 +796,14 @@ void daemon::reload_config() {
     note(next->mtu != cfg_.mtu, "mtu");
     for (const auto& f : fixed) {
         log::warn("config field changed; it takes effect at the next restart", {{"field", f}});
+    }
+    if (next->dht_bootstrap != cfg_.dht_bootstrap) {
+        std::string list;
+        for (const auto& a : next->dht_bootstrap) list += (list.empty() ? "" : ",") + a.str();
+        log::info("dht.bootstrap changed by config", {{"bootstrap", list.empty() ? "-" : list}});
+        cfg_.dht_bootstrap = next->dht_bootstrap;
+        core_->set_bootstrap(cfg_.dht_bootstrap, unix_ms());
+        after_core();
     }
     auto diff = relay_nodes_diff(cfg_.relay_nodes, next->relay_nodes, cfg_.node_name);
     if (diff.empty()) return;
@@ -925,6 +935,7 @@ int daemon::run() {
     for (const auto& r : cfg_.relay_nodes)
         cc.relays.push_back(relay_spec{r.node_name, r.advertise_address});
     cc.relay_role = cfg_.self_relay() != nullptr;
+    cc.bootstrap = cfg_.dht_bootstrap;
     core_ = std::make_unique<node_core>(
         cc, identity_, sealer_,
         [](std::span<uint8_t> out) { randombytes_buf(out.data(), out.size()); }, &binder_);

@@ -66,6 +66,18 @@ const char* to_string(relay_role_state s) noexcept {
     return "?";
 }
 
+const char* to_string(relay_origin o) noexcept {
+    switch (o) {
+        case relay_origin::configured:
+            return "configured";
+        case relay_origin::bootstrap:
+            return "bootstrap";
+        case relay_origin::discovered:
+            return "discovered";
+    }
+    return "?";
+}
+
 const char* to_string(relay_state s) noexcept {
     switch (s) {
         case relay_state::refusing:
@@ -133,36 +145,10 @@ uint64_t node_core::send_ping(const wg_endpoint& to, uint64_t session_id, pendin
 
 void node_core::set_relays(std::vector<relay_spec> relays, bool relay_role, uint64_t now) {
     if (relays == cfg_.relays && relay_role == cfg_.relay_role && !relays_.empty()) return;
-    std::vector<relay_entry> next;
-    for (auto& spec : relays) {
-        relay_entry e;
-        // Keep what we learned about a relay that stays (its ID, RTTs).
-        for (auto& old : relays_) {
-            if (old.spec.name == spec.name) {
-                e = old;
-                break;
-            }
-        }
-        e.spec = spec;
-        e.self = spec.name == cfg_.node_name;
-        std::vector<relay_addr_state> addrs;
-        for (const auto& a : spec.addresses) {
-            relay_addr_state s{wg_endpoint{a, cfg_.control_port}};
-            for (const auto& o : e.addrs) {
-                if (o.ep == s.ep) s = o;
-            }
-            addrs.push_back(s);
-        }
-        e.addrs = std::move(addrs);
-        if (e.self) e.id = identity_.id();
-        e.next_ping_ms = now;
-        e.next_hello_ms = now;
-        next.push_back(std::move(e));
-    }
     bool was_listed = cfg_.relay_role;
-    relays_ = std::move(next);
     cfg_.relays = std::move(relays);
     cfg_.relay_role = relay_role;
+    rebuild_relays(now, true);
     std::vector<wg_endpoint> addrs;
     for (const auto& r : relays_) {
         if (r.self) {
@@ -174,19 +160,222 @@ void node_core::set_relays(std::vector<relay_spec> relays, bool relay_role, uint
         self_addrs_ = std::move(addrs);
         role_retry_backoff_ms_ = cfg_.role_retry_ms;
         start_verifying("listed in relayNodes; waiting for another node to dial back", now);
-    } else if (!relay_role && was_listed) {
+    } else if (!relay_role && auto_relays()) {
+        if (was_listed) self_addrs_.clear();  // offered again below, at our own public addresses
+        update_auto_role(now);
+    } else if (!relay_role && role_ != relay_role_state::none) {
         self_addrs_.clear();
-        set_role(relay_role_state::none, "no longer listed in relayNodes", now);
+        set_role(relay_role_state::none,
+                 was_listed ? "no longer listed in relayNodes"
+                            : "relayNodes configured and this node is not listed",
+                 now);
     }
     self_dirty_ = true;
     recheck_all_ = true;
     due(now);
 }
 
+void node_core::rebuild_relays(uint64_t now, bool reset_timers) {
+    relays_dirty_ = false;
+    std::vector<relay_entry> next;
+    // What we learned about a relay that stays (ID, RTTs, the address in use): configured ones
+    // are matched by name, found ones by node ID or by a shared address.
+    auto carry = [&](relay_entry fresh) {
+        const relay_entry* old = nullptr;
+        for (const auto& o : relays_) {
+            bool same = fresh.origin == relay_origin::configured
+                            ? o.origin == relay_origin::configured && o.spec.name == fresh.spec.name
+                        : fresh.id && o.id
+                            ? *o.id == *fresh.id
+                            : std::any_of(o.addrs.begin(), o.addrs.end(), [&](auto& a) {
+                                  return std::any_of(fresh.addrs.begin(), fresh.addrs.end(),
+                                                     [&](auto& f) { return f.ep == a.ep; });
+                              });
+            if (same && (o.origin == relay_origin::configured) ==
+                            (fresh.origin == relay_origin::configured)) {
+                old = &o;
+                break;
+            }
+        }
+        relay_entry e = old ? *old : relay_entry{};
+        e.spec = fresh.spec;
+        e.origin = fresh.origin;
+        e.candidate = fresh.candidate;
+        e.self = fresh.self;
+        if (fresh.id) e.id = fresh.id;
+        std::vector<relay_addr_state> addrs;
+        for (auto s : fresh.addrs) {
+            for (const auto& o : e.addrs) {
+                if (o.ep == s.ep) s = o;
+            }
+            addrs.push_back(s);
+        }
+        e.addrs = std::move(addrs);
+        if (e.active >= e.addrs.size()) e.active = SIZE_MAX;
+        if (!old || reset_timers) {
+            e.next_ping_ms = now;
+            e.next_hello_ms = now;
+        }
+        next.push_back(std::move(e));
+    };
+    if (!auto_relays()) {
+        for (const auto& spec : cfg_.relays) {
+            relay_entry e;
+            e.spec = spec;
+            e.self = spec.name == cfg_.node_name;
+            if (e.self) e.id = identity_.id();
+            for (const auto& a : spec.addresses) {
+                e.addrs.push_back(relay_addr_state{wg_endpoint{a, cfg_.control_port}});
+            }
+            carry(std::move(e));
+        }
+    } else {
+        for (const auto& a : cfg_.bootstrap) {
+            wg_endpoint ep = normalize(wg_endpoint{a, cfg_.control_port});
+            bool ours = std::any_of(cfg_.endpoints.begin(), cfg_.endpoints.end(),
+                                    [&](const auto& e) { return e.address == a; });
+            bool dup = std::any_of(next.begin(), next.end(), [&](const auto& n) {
+                return !n.addrs.empty() && n.addrs[0].ep == ep;
+            });
+            if (ours || dup) continue;
+            relay_entry e;
+            e.origin = relay_origin::bootstrap;
+            e.candidate = false;
+            e.spec = relay_spec{a.str(), {a}};
+            e.addrs.push_back(relay_addr_state{ep});
+            carry(std::move(e));
+        }
+        store_.for_each_with_id([&](const node_id& id, const peer_record& rec) {
+            if (id == identity_.id()) return;
+            relay_entry* b = nullptr;
+            for (auto& n : next) {
+                bool at = !n.id &&
+                          std::any_of(rec.endpoints.begin(), rec.endpoints.end(),
+                                      [&](const auto& e) { return normalize(e) == n.addrs[0].ep; });
+                if ((n.id && *n.id == id) || at) b = &n;
+            }
+            // Where a serving node is reached: its public addresses (a private one would make
+            // it a relay for its own LAN only, where everyone is direct anyway).
+            std::vector<wg_endpoint> eps;
+            if (rec.relay_serving()) {
+                for (const auto& e : rec.endpoints) {
+                    if (!e.address.is_private()) eps.push_back(normalize(e));
+                }
+            }
+            if (b) {  // a bootstrap node: named by its record, a relay if it serves
+                b->spec.name = rec.name;
+                b->id = id;
+                b->candidate = !eps.empty();
+                for (const auto& e : eps) {
+                    if (std::none_of(b->addrs.begin(), b->addrs.end(),
+                                     [&](const auto& a) { return a.ep == e; })) {
+                        relay_addr_state st{e};
+                        for (const auto& o : relays_) {
+                            for (const auto& a : o.addrs) {
+                                if (o.id && *o.id == id && a.ep == e) st = a;
+                            }
+                        }
+                        b->addrs.push_back(st);
+                        b->spec.addresses.push_back(e.address);
+                    }
+                }
+                return;
+            }
+            if (eps.empty()) return;
+            relay_entry e;
+            e.origin = relay_origin::discovered;
+            e.id = id;
+            e.spec.name = rec.name;
+            for (const auto& ep : eps) {
+                e.addrs.push_back(relay_addr_state{ep});
+                e.spec.addresses.push_back(ep.address);
+            }
+            carry(std::move(e));
+        });
+    }
+    auto summary = [](const std::vector<relay_entry>& v) {
+        std::string s;
+        for (const auto& r : v) {
+            s += r.spec.name + (r.candidate ? "+" : "-");
+            for (const auto& a : r.addrs) s += a.ep.str() + ",";
+            s += ";";
+        }
+        return s;
+    };
+    if (summary(next) != summary(relays_)) {
+        if (auto_relays() && !reset_timers) {
+            for (const auto& r : next) {
+                if (r.origin == relay_origin::configured || !r.candidate) continue;
+                bool had = std::any_of(relays_.begin(), relays_.end(), [&](const auto& o) {
+                    return o.candidate && o.id && r.id && *o.id == *r.id;
+                });
+                if (!had)
+                    log(1, "relay found",
+                        {{"relay", r.spec.name}, {"origin", to_string(r.origin)}});
+            }
+            for (const auto& o : relays_) {
+                if (!o.candidate || !o.id) continue;
+                bool stays = std::any_of(next.begin(), next.end(), [&](const auto& r) {
+                    return r.candidate && r.id && *r.id == *o.id;
+                });
+                if (!stays)
+                    log(1, "relay no longer serving; its pairs move", {{"relay", o.spec.name}});
+            }
+        }
+        recheck_all_ = true;
+        self_dirty_ = true;
+    }
+    relays_ = std::move(next);
+    due(now);
+}
+
+void node_core::update_auto_role(uint64_t now) {
+    if (!auto_relays()) return;  // the role follows relayNodes
+    std::vector<wg_endpoint> pub;
+    std::string list;
+    for (const auto& e : cfg_.endpoints) {
+        wg_endpoint ep{e.address, cfg_.control_port};
+        if (e.address.is_private() || std::find(pub.begin(), pub.end(), ep) != pub.end()) continue;
+        pub.push_back(ep);
+        list += (list.empty() ? "" : ", ") + ep.str();
+    }
+    if (pub.empty()) {
+        if (role_ != relay_role_state::none) {
+            self_addrs_.clear();
+            set_role(relay_role_state::none,
+                     "no relayNodes configured and no public address to offer", now);
+        }
+        return;
+    }
+    if (pub == self_addrs_ && role_ != relay_role_state::none) return;
+    self_addrs_ = std::move(pub);
+    role_retry_backoff_ms_ = cfg_.role_retry_ms;
+    start_verifying("no relayNodes configured; offering to relay at " + list +
+                        " once another node dials it back",
+                    now);
+}
+
+void node_core::note_record(const peer_record& rec) {
+    // A record that may add, drop or re-address a found relay (a serving node, or one we know
+    // as a relay); others (most RTT re-signs of ordinary nodes) cost no rebuild.
+    if (auto_relays() && (rec.relay_serving() || relay_by_id(rec.id()))) relays_dirty_ = true;
+}
+
 void node_core::set_endpoints(std::vector<wg_endpoint> endpoints, uint64_t now) {
     if (endpoints == cfg_.endpoints) return;
     cfg_.endpoints = std::move(endpoints);
     self_dirty_ = true;
+    if (auto_relays()) {
+        rebuild_relays(now, false);  // a bootstrap address may have become ours
+        update_auto_role(now);
+    }
+    due(now);
+}
+
+void node_core::set_bootstrap(std::vector<ip_address> bootstrap, uint64_t now) {
+    if (bootstrap == cfg_.bootstrap) return;
+    cfg_.bootstrap = std::move(bootstrap);
+    if (auto_relays()) rebuild_relays(now, false);
     due(now);
 }
 
@@ -206,7 +395,9 @@ uint64_t node_core::start(uint64_t now_ms) {
 void node_core::refresh_self(uint64_t now, bool force) {
     std::vector<std::pair<node_id, uint16_t>> att;
     for (auto& r : relays_) {
-        if (r.self || !r.id || !relay_up(r, now) || att.size() >= peer_record::max_relays) continue;
+        if (r.self || !r.id || !r.candidate || !relay_up(r, now) ||
+            att.size() >= peer_record::max_relays)
+            continue;
         // Publish our RTT to the relay, but re-sign only when it moved by more than noise (every
         // change is a record pushed to the whole cluster). The threshold, max(1 ms, 10 %), is
         // half the election's switching margin, so stale published values cannot fake a
@@ -245,6 +436,7 @@ void node_core::refresh_self(uint64_t now, bool force) {
     if (r.endpoints.size() > peer_record::max_endpoints)
         r.endpoints.resize(peer_record::max_endpoints);
     r.wg_port = cfg_.wg_port;
+    r.flags = serving() ? peer_record::flag_relay : 0;
     r.relays = std::move(attached);
     r.relay_rtt_ms = std::move(rtts);
     // The seq must grow across restarts too (a restarted node's record must replace the old one at
@@ -351,6 +543,7 @@ uint64_t node_core::tick(uint64_t now) {
     if (now >= next_expire_ms_) {
         store_.expire(now);
         ch_.expire(now);
+        if (auto_relays()) relays_dirty_ = true;  // a serving node's record may have expired
         next_expire_ms_ = now + 5000;
     }
     due(next_expire_ms_);
@@ -377,6 +570,7 @@ uint64_t node_core::tick(uint64_t now) {
         }
     }
     tick_role(now);
+    if (relays_dirty_) rebuild_relays(now, false);
     tick_relays(now);
     refresh_self(now, false);
     due(self_signed_ms_ + cfg_.record_lifetime_ms / 2);
@@ -428,7 +622,8 @@ void node_core::tick_relays(uint64_t now) {
         }
         if (now >= r.next_ping_ms) {
             for (size_t a = 0; a < r.addrs.size(); ++a) {
-                send_ping(r.addrs[a].ep, 0, pending_ping{ping_kind::relay, {}, i, a}, now);
+                send_ping(r.addrs[a].ep, 0, pending_ping{ping_kind::relay, {}, i, a, r.addrs[a].ep},
+                          now);
             }
             r.next_ping_ms = now + (r.fast ? cfg_.fast_ping_interval_ms : cfg_.ping_interval_ms);
         }
@@ -558,7 +753,7 @@ void node_core::decide(const node_id& id, peer_entry& p, const peer_record& rec,
         learned = true;
         due(p.last_inbound_ms + cfg_.path_timeout_ms + 1);
     } else if (const relay_entry* rl = relay_by_id(id);
-               rl && relay_up(*rl, now) && now >= rl->not_serving_until) {
+               rl && rl->candidate && relay_up(*rl, now) && now >= rl->not_serving_until) {
         // A serving relay answers at its relay address, which its record advertises: it is
         // reached directly by everyone, never through another relay.
         due(now + cfg_.ping_interval_ms);
@@ -612,7 +807,7 @@ bool node_core::relay_usable_fast(const relay_entry& r, uint64_t now) const {
 }
 
 bool node_core::relay_usable(const relay_entry& r, uint64_t now) const {
-    if (!relay_up(r, now) || now < r.not_serving_until) return false;
+    if (!r.candidate || !relay_up(r, now) || now < r.not_serving_until) return false;
     if (!r.fast) return true;
     for (const auto& a : r.addrs) {
         if (a.last_pong_ms && now <= a.last_pong_ms + cfg_.fast_relay_timeout_ms) return true;
@@ -639,7 +834,7 @@ void node_core::choose_relay(const node_id& id, peer_entry& p, const peer_record
     auto collect = [&](bool honour_exclusions) {
         for (size_t i = 0; i < rec.relays.size(); ++i) {
             const relay_entry* r = relay_by_id(rec.relays[i]);
-            if (!r || r->self) continue;
+            if (!r || r->self || !r->candidate) continue;
             if (!(ignore_refusals ? relay_up(*r, now) && (!r->fast || relay_usable_fast(*r, now))
                                   : relay_usable(*r, now)))
                 continue;
@@ -820,6 +1015,7 @@ std::vector<wg_endpoint> node_core::verified_addresses() const {
 
 void node_core::start_verifying(std::string why, uint64_t now) {
     self_verified_.assign(self_addrs_.size(), false);
+    dialback_first_ms_ = 0;
     dialback_nonces_.clear();
     dialback_asked_.clear();
     set_role(relay_role_state::verifying, std::move(why), now);
@@ -858,7 +1054,13 @@ void node_core::tick_role(uint64_t now) {
                             " (not dialled back yet: " + list(false) + ")",
                         now);
     }
-    if (now >= role_since_ms_ + cfg_.dialback_timeout_ms) {
+    // Listed nodes get dialback_timeout_ms from being listed. A node that only offers itself
+    // (no relayNodes) counts from its first request: the first node of a cluster has nobody to
+    // ask until others arrive, and must not be refused for being early.
+    const uint64_t verify_from =
+        auto_relays() && !cfg_.relay_role ? dialback_first_ms_ : role_since_ms_;
+    const bool timing = !(auto_relays() && !cfg_.relay_role) || dialback_first_ms_ != 0;
+    if (timing && now >= verify_from + cfg_.dialback_timeout_ms) {
         std::string secs = std::to_string(cfg_.dialback_timeout_ms / 1000);
         std::string who;
         for (const auto& n : dialback_asked_) who += (who.empty() ? "" : ", ") + n;
@@ -871,7 +1073,7 @@ void node_core::tick_role(uint64_t now) {
                                   " within " + secs + " s",
                         now);
     }
-    due(role_since_ms_ + cfg_.dialback_timeout_ms);
+    if (timing) due(verify_from + cfg_.dialback_timeout_ms);
     if (now < next_dialback_ms_) {
         due(next_dialback_ms_);
         return;
@@ -907,6 +1109,7 @@ void node_core::tick_role(uint64_t now) {
         due(next_dialback_ms_);
         return;
     }
+    if (!dialback_first_ms_) dialback_first_ms_ = now;
     for (size_t i = 0; i < self_addrs_.size(); ++i) {
         if (self_verified_[i]) continue;
         for (const auto& [name, ep] : helpers) {
@@ -1024,8 +1227,18 @@ void node_core::on_pong(const control_message& m, const pong_msg& b, uint64_t no
     double rtt = static_cast<double>(now - p.sent_ms);
     switch (p.kind) {
         case ping_kind::relay: {
-            if (p.index >= relays_.size() || p.addr >= relays_[p.index].addrs.size()) break;
-            auto& r = relays_[p.index];
+            // By address: relays_ may have been rebuilt (indices moved) since the PING.
+            relay_entry* rp = nullptr;
+            size_t ai = 0;
+            for (auto& rr : relays_) {
+                for (size_t k = 0; k < rr.addrs.size() && !rp; ++k) {
+                    if (rr.addrs[k].ep == p.ep) rp = &rr, ai = k;
+                }
+                if (rp) break;
+            }
+            if (!rp || rp->self) break;
+            auto& r = *rp;
+            p.addr = ai;
             if (r.id && *r.id != m.sender) {
                 log(2, "relay answered with a new node identity (reinstalled?)",
                     {{"relay", r.spec.name}, {"node_id", m.sender.short_hex()}});
@@ -1033,6 +1246,7 @@ void node_core::on_pong(const control_message& m, const pong_msg& b, uint64_t no
             if (!r.id || *r.id != m.sender) {
                 self_dirty_ = true;
                 recheck_all_ = true;
+                relays_dirty_ = auto_relays();  // a bootstrap node: its record names it
             }
             r.id = m.sender;
             auto& a = r.addrs[p.addr];
@@ -1083,6 +1297,7 @@ void node_core::on_hello(const control_message& m, const hello_msg& b, const wg_
         return;
     }
     registered_[m.sender] = registration{from, now};
+    note_record(b.record);
     if (*put == put_outcome::inserted) {
         log(1, "node registered", {{"peer", b.record.name}, {"endpoint", from.str()}});
     }
@@ -1134,6 +1349,7 @@ void node_core::on_records(const control_message& m, const records_msg& b, uint6
     for (const auto& r : b.records) {
         if (r.id() == identity_.id()) continue;
         auto put = store_.put(r, now);
+        if (put && *put != put_outcome::duplicate) note_record(r);
         if (!put && !put.err().is(errc::already_exists)) {
             log(0, "record refused", {{"peer", r.name}, {"error", put.err().message}});
         }
@@ -1282,6 +1498,7 @@ std::vector<relay_view> node_core::relays() const {
     for (const auto& r : relays_) {
         relay_view rv;
         rv.name = r.spec.name;
+        rv.origin = r.origin;
         rv.addresses = r.spec.addresses;
         rv.id = r.id;
         if (r.self) {
@@ -1289,10 +1506,11 @@ std::vector<relay_view> node_core::relays() const {
         } else {
             // A relay that stopped answering its fast probes is down for meshctl too, although
             // our record keeps it attached until the slow timeout.
-            rv.state = r.was_up && r.not_serving_until > last_tick_ms_ ? relay_state::refusing
-                       : r.was_up && r.was_usable                      ? relay_state::up
-                       : r.id                                          ? relay_state::down
-                                                                       : relay_state::unknown;
+            rv.state = r.was_up && (!r.candidate || r.not_serving_until > last_tick_ms_)
+                           ? relay_state::refusing
+                       : r.was_up && r.was_usable ? relay_state::up
+                       : r.id                     ? relay_state::down
+                                                  : relay_state::unknown;
             const relay_addr_state* best = nullptr;
             for (const auto& a : r.addrs) {
                 if (a.last_pong_ms && (!best || a.last_pong_ms > best->last_pong_ms)) best = &a;

@@ -62,6 +62,13 @@ const char* to_string(path_kind k) noexcept;
 enum class relay_role_state : uint8_t { none, verifying, active, refused };
 const char* to_string(relay_role_state s) noexcept;
 
+// Where a relay entry comes from. With relayNodes configured only those are relays. Without
+// (DESIGN §5: "with none configured, nodes whose advertised address others can verifiably reach
+// become relay candidates"): the dht.bootstrap addresses are asked for the cluster's records, and
+// every node whose record says it serves (its public address was dialled back) is a relay.
+enum class relay_origin : uint8_t { configured, bootstrap, discovered };
+const char* to_string(relay_origin o) noexcept;
+
 struct relay_spec {
     std::string name;
     std::vector<ip_address> addresses;
@@ -76,6 +83,9 @@ struct node_core_config {
     std::vector<wg_endpoint> endpoints;  // our control endpoints, advertised in our record
     std::vector<relay_spec> relays;
     bool relay_role = false;
+    // dht.bootstrap: nodes (control port) asked for the cluster's records when no relayNodes
+    // are configured; they serve as relays only if their record says so.
+    std::vector<ip_address> bootstrap;
 
     uint64_t ping_interval_ms = 1000;  // relays, paths in use (direct and in-band)
     // Relays that carry (or stand by for) one of our relayed pairs are probed this often and
@@ -177,6 +187,7 @@ const char* to_string(relay_state s) noexcept;
 
 struct relay_view {
     std::string name;
+    relay_origin origin = relay_origin::configured;
     std::vector<ip_address> addresses;
     std::optional<node_id> id;
     std::optional<wg_endpoint> endpoint;
@@ -211,6 +222,10 @@ public:
     // Live configuration changes (relayNodes, our addresses).
     void set_relays(std::vector<relay_spec> relays, bool relay_role, uint64_t now_ms);
     void set_endpoints(std::vector<wg_endpoint> endpoints, uint64_t now_ms);
+    void set_bootstrap(std::vector<ip_address> bootstrap, uint64_t now_ms);
+    // No relayNodes configured: relays are found (bootstrap + records of serving nodes), and a
+    // node with a public address offers itself (verifies it by dial-back, then serves).
+    bool auto_relays() const noexcept { return cfg_.relays.empty(); }
 
     // meshctl ping: sends one PING over the peer's path in use; the answer shows up in
     // take_ping_results() with the returned token. Errors: not_found (no such peer), state_mismatch
@@ -265,6 +280,10 @@ private:
     };
     struct relay_entry {
         relay_spec spec;
+        relay_origin origin = relay_origin::configured;
+        // May carry pairs: configured, or (found ones) its record says it serves. A bootstrap
+        // node that does not is only asked for records.
+        bool candidate = true;
         bool self = false;
         std::optional<node_id> id;
         std::vector<relay_addr_state> addrs;
@@ -325,6 +344,7 @@ private:
         node_id peer;      // direct/inband/user: the peer; relay: unused
         size_t index = 0;  // relay: relay index; direct: candidate index
         size_t addr = 0;   // relay: address index
+        wg_endpoint ep;    // relay: the address probed (indices move when relays_ is rebuilt)
         uint64_t sent_ms = 0;
         uint64_t token = 0;
     };
@@ -339,6 +359,12 @@ private:
     }
 
     void refresh_self(uint64_t now, bool force);
+    // relays_ from relayNodes, or (auto_relays) from bootstrap + serving records; keeps what was
+    // learned about relays that stay. `reset_timers`: probe and HELLO every relay now.
+    void rebuild_relays(uint64_t now, bool reset_timers);
+    void update_auto_role(uint64_t now);
+    bool relays_dirty_ = false;  // auto_relays: a record that may add or drop a relay changed
+    void note_record(const peer_record& rec);
     void tick_relays(uint64_t now);
     void tick_peers(uint64_t now);
     void decide(const node_id& id, peer_entry& p, const peer_record& rec, uint64_t now);
@@ -404,8 +430,10 @@ private:
     // its ordinary control socket), so a node being considered loses nothing.
     bool serving() const noexcept { return role_ == relay_role_state::active; }
     // Rendezvous (accepts registrations) from the moment it is listed.
+    // Without relayNodes every node is a rendezvous for whoever lists it in dht.bootstrap.
     bool relay_like() const noexcept {
-        return role_ == relay_role_state::verifying || role_ == relay_role_state::active;
+        return role_ == relay_role_state::verifying || role_ == relay_role_state::active ||
+               auto_relays();
     }
     void tick_role(uint64_t now);
     void set_role(relay_role_state s, std::string reason, uint64_t now);
@@ -418,6 +446,7 @@ private:
     uint64_t role_since_ms_ = 0;
     uint64_t role_retry_backoff_ms_ = 60000;  // after the next refusal
     uint64_t next_dialback_ms_ = 0;
+    uint64_t dialback_first_ms_ = 0;       // first DIALBACK_REQUEST of this verification
     std::vector<wg_endpoint> self_addrs_;  // our advertised relay endpoints
     std::vector<bool> self_verified_;
     std::map<uint64_t, size_t> dialback_nonces_;  // nonce -> index into self_addrs_

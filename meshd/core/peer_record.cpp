@@ -67,6 +67,9 @@ status peer_record::validate() const {
         return error(errc::invalid_argument,
                      "peer record: at most 8 pod CIDRs, 8 endpoints and 8 relays (one RTT each)");
     }
+    if (flags & ~known_flags) {
+        return error(errc::invalid_argument, "peer record: unknown flag bits");
+    }
     for (const auto& p : pod_cidrs) {
         if (!p.address().valid() || p.length() < 0 || p.length() > p.address().bits() ||
             !(p.network() == p)) {
@@ -105,6 +108,7 @@ result<std::vector<uint8_t>> peer_record::encode_body() const {
         w.u16(e.port);
     }
     w.u16(wg_port);
+    w.u8(flags);
     w.u8(static_cast<uint8_t>(relays.size()));
     for (size_t i = 0; i < relays.size(); ++i) {
         w.bytes(relays[i].data(), node_id::size);
@@ -148,6 +152,7 @@ result<peer_record> peer_record::decode(std::span<const uint8_t> bytes) {
         if (r.ok()) rec.endpoints.push_back(wg_endpoint{a, port});
     }
     rec.wg_port = r.u16();
+    rec.flags = r.u8();
     n = r.u8();
     if (n > max_relays) return bad("too many relays");
     for (size_t i = 0; i < n && r.ok(); ++i) {

@@ -1,7 +1,7 @@
 // A node's self-description, signed by the node: what the relays, mDNS and the DHT pass around.
 //
 // Canonical binary form (big-endian; the signature covers every byte before it):
-//   u8   format (1)
+//   u8   format (2)
 //   32   WireGuard public key            (node ID = BLAKE2b-256 of it)
 //   32   Ed25519 signing public key      (must be the Ed25519 form of the WG key, node_identity)
 //   u64  sequence number                 (higher wins; the node bumps it on every change)
@@ -12,6 +12,8 @@
 //   u8   endpoint count (<= 8), each: u8 family (4|6), 4|16 address bytes, u16 port (non-zero):
 //        where the node's control socket answers (its LAN or public addresses)
 //   u16  WireGuard listen port (0: unknown); a direct path uses endpoint address : this port
+//   u8   flags: 0x01 = serving as a relay (its advertised addresses were dialled back by other
+//        nodes); other bits must be zero
 //   u8   relay count (<= 8), each: 32-byte node ID of a relay the node is attached to, u16 the
 //        node's RTT to it in ms (0xffff: unknown) — relay election adds both ends' RTTs
 //   64   Ed25519 signature over "meshwire peer record v1" || all bytes above
@@ -36,7 +38,9 @@
 namespace mw::meshd {
 
 struct peer_record {
-    static constexpr uint8_t format = 1;
+    static constexpr uint8_t format = 2;
+    static constexpr uint8_t flag_relay = 0x01;
+    static constexpr uint8_t known_flags = flag_relay;
     static constexpr size_t max_name = 253;
     static constexpr size_t max_cidrs = 8;
     static constexpr size_t max_endpoints = 8;
@@ -44,7 +48,7 @@ struct peer_record {
     static constexpr size_t signature_size = 64;
     // Largest possible encoding (all lists full, v6 everywhere): fits one control datagram.
     static constexpr size_t max_encoded_size = 1 + 32 + 32 + 8 + 8 + 1 + max_name + 1 +
-                                               max_cidrs * 18 + 1 + max_endpoints * 19 + 2 + 1 +
+                                               max_cidrs * 18 + 1 + max_endpoints * 19 + 2 + 1 + 1 +
                                                max_relays * 34 + signature_size;
     static constexpr const char* signing_label = "meshwire peer record v1";
 
@@ -54,6 +58,8 @@ struct peer_record {
     std::vector<ip_prefix> pod_cidrs;
     std::vector<wg_endpoint> endpoints;  // control endpoints
     uint16_t wg_port = 0;
+    uint8_t flags = 0;
+    bool relay_serving() const { return (flags & flag_relay) != 0; }
     std::vector<node_id> relays;
     // Parallel to relays (empty = all unknown); 0xffff = unknown.
     static constexpr uint16_t unknown_rtt = 0xffff;

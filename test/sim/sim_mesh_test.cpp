@@ -485,3 +485,93 @@ TEST_CASE(
     net.run_for(1000);
     CHECK(net[used].core->stalls() == relay_stalls + 1);  // noticed once it ran again
 }
+
+TEST_CASE("sim: no relayNodes — public nodes are found, verify themselves and relay; failover") {
+    // No relayNodes anywhere; every node is told one bootstrap address (pub1). pub2 is listed
+    // nowhere: the cluster must find it through its record, as a relay once it proved reachable.
+    sim_net net(51);
+    net.add_public("pub1", 2);
+    net.add_public("pub2", 3);
+    int l1 = net.add_lan(false, 3);
+    int l2 = net.add_lan(true, 4);
+    net.add_lan_host(l1, "lan1a");
+    net.add_lan_host(l1, "lan1b");
+    net.add_lan_host(l2, "lan2a");
+    net.add_lan_host(l2, "lan2b");
+    node_core_config c;
+    c.bootstrap = {net["pub1"].addr};
+    for (auto& h : net.hosts()) net.start_core(*h, {}, "sim cluster psk 0123456789", c);
+    std::vector<std::string> lans{"lan1a", "lan1b", "lan2a", "lan2b"};
+    auto relays_up = [&](const std::string& n) {
+        std::map<std::string, meshd::relay_view> v;
+        for (auto& r : net[n].core->relays()) {
+            if (r.state == meshd::relay_state::up) v[r.name] = r;
+        }
+        return v;
+    };
+    auto live = [&](const std::string& a, const std::string& b) {
+        auto pa = net.peer(a, b), pb = net.peer(b, a);
+        return pa && pb && pa->path == path_kind::relay && pb->path == path_kind::relay &&
+               pa->rtt_ms && pb->rtt_ms;
+    };
+    bool ok = net.run_until(
+        [&] {
+            if (net["pub1"].core->role() != meshd::relay_role_state::active ||
+                net["pub2"].core->role() != meshd::relay_role_state::active)
+                return false;
+            for (auto& n : lans) {
+                if (relays_up(n).size() != 2) return false;
+            }
+            return is_direct(net, "lan1a", "lan1b") && is_direct(net, "lan2a", "lan2b") &&
+                   live("lan1a", "lan2a") && live("lan1b", "lan2b") && live("lan1a", "lan2b") &&
+                   live("lan1b", "lan2a");
+        },
+        30000);
+    if (!ok) {
+        for (std::string n : {"pub1", "pub2", "lan1a"}) {
+            for (auto& e : net[n].log) {
+                std::string f;
+                for (auto& [k, v] : e.fields) f += " " + k + "=" + v;
+                MESSAGE(n << ": " << e.msg << f);
+            }
+        }
+    }
+    REQUIRE(ok);
+    MESSAGE("no relayNodes: both public nodes serving, LAN pairs relayed end to end after "
+            << net.elapsed_ms() << " ms");
+    for (auto& n : lans) {
+        CAPTURE(n);
+        CHECK(net[n].core->role() == meshd::relay_role_state::none);  // private addresses only
+        auto up = relays_up(n);
+        REQUIRE(up.count("pub1"));
+        REQUIRE(up.count("pub2"));
+        CHECK(up["pub1"].origin == meshd::relay_origin::bootstrap);
+        CHECK(up["pub2"].origin == meshd::relay_origin::discovered);
+        CHECK(net[n].core->self_record().relays.size() == 2);  // RTTs published for both
+    }
+    CHECK(net["pub1"].core->self_record().relay_serving());
+    CHECK(net["lan1a"].core->self_record().relay_serving() == false);
+    for (auto& n : lans) {
+        for (std::string r : {"pub1", "pub2"}) CHECK(is_direct(net, n, r));
+    }
+
+    // The relay in use dies: the pair moves to the other found relay within the failover budget.
+    auto used = net.peer("lan1a", "lan2a")->relay_name;
+    std::string other = used == "pub1" ? "pub2" : "pub1";
+    net[used].up = false;
+    uint64_t t = net.now();
+    REQUIRE(net.run_until(
+        [&] {
+            auto p = net.peer("lan1a", "lan2a"), q = net.peer("lan2a", "lan1a");
+            return live("lan1a", "lan2a") && p->relay_name == other && q->relay_name == other;
+        },
+        5000));
+    MESSAGE("found relay " << used << " died; lan1a<->lan2a on " << other << " after "
+                           << net.now() - t << " ms");
+    CHECK(net.now() - t < 1000);
+    // Records keep flowing through the survivor: a node started now (no pub1 if it died, only
+    // the bootstrap list) still joins when the bootstrap node is alive, and the cluster keeps
+    // working meanwhile.
+    net[used].up = true;
+    REQUIRE(net.run_until([&] { return relays_up("lan2b").size() == 2; }, 10000));
+}

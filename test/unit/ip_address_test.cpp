@@ -41,3 +41,19 @@ TEST_CASE("ip_prefix contains and arithmetic") {
     CHECK(ip_address::from_u128(AF_INET, a.to_u128() + 1).str() == "10.0.1.0");
     CHECK(ip_prefix::parse("0.0.0.0/0")->contains(a));
 }
+
+TEST_CASE("ip_address::is_private: private-use, shared, local ranges; public ones are not") {
+    auto priv = [](const char* s) { return mw::ip_address::parse(s).value().is_private(); };
+    for (const char* s : {"10.1.2.3", "172.16.0.1", "172.31.255.255", "192.168.11.10", "100.64.0.1",
+                          "100.127.255.254", "127.0.0.1", "169.254.1.1", "0.0.0.0", "fd01::10",
+                          "fc00::1", "fe80::1", "::1", "::", "::ffff:192.168.1.1"}) {
+        CAPTURE(s);
+        CHECK(priv(s));
+    }
+    for (const char* s :
+         {"203.0.113.11", "172.32.0.1", "172.15.255.255", "100.128.0.1", "100.63.255.255",
+          "8.8.8.8", "2001:db8::11", "2a00::1", "::ffff:203.0.113.5", "::2"}) {
+        CAPTURE(s);
+        CHECK_FALSE(priv(s));
+    }
+}

@@ -71,10 +71,11 @@ json sample_peers() {
 json sample_relays() {
     return json::parse(R"({"relays": [
       {"name": "relay2", "id": null, "addresses": ["198.51.100.2", "2001:db8::2"],
-       "endpoint": null, "state": "down", "rttMs": null, "reflexive": null, "load": 0},
+       "endpoint": null, "state": "down", "origin": "configured", "rttMs": null,
+       "reflexive": null, "load": 0},
       {"name": "relay1", "id": ")" +
                        hex64('1') + R"(", "addresses": ["198.51.100.1"],
-       "endpoint": "198.51.100.1:51821", "state": "up", "rttMs": 12.25,
+       "endpoint": "198.51.100.1:51821", "state": "up", "origin": "discovered", "rttMs": 12.25,
        "reflexive": "203.0.113.7:40000", "load": 2}]})");
 }
 
@@ -252,9 +253,11 @@ TEST_CASE("meshctl: peers table") {
 
 TEST_CASE("meshctl: relays table") {
     CHECK(format_relays(sample_relays()) ==
-          "NAME    STATE  ENDPOINT            RTT     LOAD  REFLEXIVE          ADDRESSES\n"
-          "relay1  up     198.51.100.1:51821  12.2ms  2     203.0.113.7:40000  198.51.100.1\n"
-          "relay2  down   -                   -       0     -                  "
+          "NAME    STATE  ORIGIN      ENDPOINT            RTT     LOAD  REFLEXIVE          "
+          "ADDRESSES\n"
+          "relay1  up     discovered  198.51.100.1:51821  12.2ms  2     203.0.113.7:40000  "
+          "198.51.100.1\n"
+          "relay2  down   configured  -                   -       0     -                  "
           "198.51.100.2,2001:db8::2\n");
 }
 

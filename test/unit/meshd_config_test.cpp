@@ -120,7 +120,9 @@ TEST_CASE("meshd config: defaults") {
     SUBCASE("explicit values") {
         auto e = ok(minimal(
             "wireguard: {backend: userspace, listenPort: 1000}\nlistenPort: 1001\nmtu: 1380\n"
-            "mdns: {enable: false}\ndht: {enable: False}\nlogLevel: debug\n"
+            "mdns: {enable: false}\ndht: {enable: False, bootstrap: [203.0.113.11, "
+            "'2001:db8::11']}\n"
+            "logLevel: debug\n"
             "kubernetes: {enable: true, apiServer: 'https://10.96.0.1:443', kubeConfig: /etc/k}\n"
             "metrics: {listen: '[::]:9464'}\n"));
         CHECK(e.wg_backend == mw::meshd::wg_backend_kind::userspace);
@@ -129,6 +131,8 @@ TEST_CASE("meshd config: defaults") {
         CHECK(e.mtu == 1380u);
         CHECK_FALSE(e.mdns_enable);
         CHECK_FALSE(e.dht_enable);
+        REQUIRE(e.dht_bootstrap.size() == 2);
+        CHECK(e.dht_bootstrap[1].str() == "2001:db8::11");
         CHECK(e.log_level == "debug");
         CHECK(e.kubernetes_enable);
         CHECK(e.kubernetes_api_server == "https://10.96.0.1:443");
@@ -142,13 +146,15 @@ TEST_CASE("meshd config: print_yaml is the effective config and parses back to t
     std::stringstream ss;
     ss << in.rdbuf();
     for (const std::string& text :
-         {ss.str(), minimal(), minimal("mtu: 1400\nkubernetes: {apiServer: 'https://k:6443'}\n")}) {
+         {ss.str(), minimal(), minimal("mtu: 1400\nkubernetes: {apiServer: 'https://k:6443'}\n"),
+          minimal("dht: {bootstrap: [203.0.113.11, 'fd00::1']}\n")}) {
         auto c = ok(text);
         std::string printed = print_yaml(c);
         auto again = ok(printed);
         CHECK(print_yaml(again) == printed);
         CHECK(again.relay_nodes == c.relay_nodes);
         CHECK(again.pod_cidrs == c.pod_cidrs);
+        CHECK(again.dht_bootstrap == c.dht_bootstrap);
     }
     CHECK(print_yaml(ok(minimal())).find("socket: \"/run/meshwire/meshd.sock\"") !=
           std::string::npos);
@@ -290,6 +296,13 @@ TEST_CASE("meshd config: invalid values, one message each") {
     CHECK_ERR(minimal("mdns: {enable: maybe}\n"),
               "mdns.enable: \"maybe\" is not a boolean (expected true or false)");
     CHECK_ERR(minimal("dht: {enable: [1]}\n"), "dht.enable: must be true or false");
+    CHECK_ERR(minimal("dht: {bootstrap: 1.2.3.4}\n"), "dht.bootstrap: ");
+    CHECK_ERR(minimal("dht: {bootstrap: [1.2.3]}\n"),
+              "dht.bootstrap[0]: \"1.2.3\" is not an IP address");
+    CHECK_ERR(minimal("dht: {bootstrap: [1.2.3.4, 1.2.3.4]}\n"),
+              "dht.bootstrap[1]: \"1.2.3.4\" is listed twice");
+    CHECK_ERR(minimal("dht: {bootstrap: ['::']}\n"), "is the unspecified address");
+    CHECK_ERR(minimal("dht: {seeds: []}\n"), "dht.seeds: unknown field");
     CHECK_ERR(minimal("kubernetes: {enable: yes}\n"),
               "kubernetes.enable: \"yes\" is not a boolean");
     CHECK_ERR(minimal("kubernetes: {apiServer: 'http://10.96.0.1'}\n"),

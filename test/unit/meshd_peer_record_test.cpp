@@ -160,7 +160,8 @@ TEST_CASE("peer_record: decode rejects truncation, trailing bytes and malformed 
         b[at] = v;
         return peer_record::decode(b);
     };
-    CHECK_FALSE(patched(0, 2).ok());                           // unknown format
+    CHECK_FALSE(patched(0, 1).ok());                           // old format
+    CHECK_FALSE(patched(0, 3).ok());                           // unknown format
     CHECK_FALSE(patched(name_len_at, 0).ok());                 // empty name
     CHECK_FALSE(patched(name_len_at + 1, ' ').ok());           // bad name char
     CHECK_FALSE(patched(cidr_count_at, 9).ok());               // too many CIDRs
@@ -171,4 +172,31 @@ TEST_CASE("peer_record: decode rejects truncation, trailing bytes and malformed 
     auto sig_flip = patched(bytes.size() - 1, bytes.back() ^ 1);
     REQUIRE(sig_flip.ok());
     CHECK_FALSE(sig_flip->verify(t0).ok());
+}
+
+TEST_CASE("peer_record: the relay flag round-trips; unknown flag bits are refused") {
+    auto id = meshd_test::identity(1);
+    auto rec = meshd_test::record(1);
+    CHECK_FALSE(rec.relay_serving());
+    auto plain = rec.encode_body().value();
+    rec.flags = peer_record::flag_relay;
+    REQUIRE(rec.sign(id).ok());
+    auto bytes = rec.encode().value();
+    auto back = peer_record::decode(bytes);
+    REQUIRE(back.ok());
+    CHECK(back->relay_serving());
+    CHECK(back->verify(t0).ok());
+    CHECK_FALSE(back->same_content(meshd_test::record(1)));  // the flag is signed
+    // The flags byte is the first one that differs from the unflagged body.
+    size_t at = 0;
+    while (at < plain.size() && plain[at] == bytes[at]) ++at;
+    REQUIRE(at < plain.size());
+    CHECK(bytes[at] == peer_record::flag_relay);
+    for (uint8_t bad : {uint8_t{0x02}, uint8_t{0x80}, uint8_t{0xff}}) {
+        auto b = bytes;
+        b[at] = bad;
+        CHECK_FALSE(peer_record::decode(b).ok());
+    }
+    rec.flags = 0x04;
+    CHECK(rec.sign(id).err().is(mw::errc::invalid_argument));
 }

@@ -114,3 +114,21 @@ def preflight(build, tools=("ip", "nft", "wg", "wireguard-go", "ping")):
             print("FAIL: %s not built in %s" % (b, build))
             return 1
     return None
+
+
+def run_and_clean(m, body, what="cleanup: close() leaves nothing"):
+    """body(m), then m.close() (also when body raised), then a check that the mesh left no
+    namespace, link, process or (unless kept on purpose) temporary directory."""
+    try:
+        body(m)
+    finally:
+        try:
+            m.close()
+        except Exception as e:  # noqa: BLE001 - reported; the check below still runs
+            print("close() raised: %s" % e)
+
+    @check(what)
+    def _():
+        left = m.leftovers()
+        expect(not left, "left: %s" % left)
+        expect(m.t.keep_tmp or not os.path.exists(m.t.tmpdir), m.t.tmpdir)

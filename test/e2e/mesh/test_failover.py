@@ -37,7 +37,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
 from checks import (ALL, LAN_NODES, RELAYS, check, expect, figure,  # noqa: E402
-                    peers_by_name, preflight, report)
+                    peers_by_name, preflight, report, run_and_clean)
 from mesh import Mesh  # noqa: E402
 
 
@@ -209,19 +209,7 @@ def main():
     if os.environ.get("MESHWIRE_KEEP_TMP"):  # keep the logs (meshd.log per node) after the run
         targs["keep_tmp"] = True
     m = Mesh(build_dir=build, topology_args=targs)
-    try:
-        run(m)
-    finally:
-        try:
-            m.close()
-        except Exception as e:  # noqa: BLE001
-            print("close() raised: %s" % e)
-
-    @check("close() leaves nothing")
-    def _():
-        left = m.leftovers()
-        expect(not left, "left: %s" % left)
-
+    run_and_clean(m, run, "close() leaves nothing")
     return report(t_start, 56)
 
 

@@ -37,7 +37,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
 from checks import (ALL, LAN_NODES, RELAY_PORT, RELAYS, WG_PORT, check, expect,  # noqa: E402
-                    figure, lan_of, peers_by_name, ping_retry, preflight, report, status)
+                    figure, lan_of, peers_by_name, ping_retry, preflight, report, run_and_clean,
+                    status)
 from mesh import Mesh  # noqa: E402
 
 
@@ -164,35 +165,11 @@ def main():
 
     t_start = time.monotonic()
     m = Mesh(build_dir=build, topology_args={"keep_tmp": bool(os.environ.get("MESH_KEEP"))})
-    try:
-        main_mesh(m)
-    finally:
-        try:
-            m.close()
-        except Exception as e:  # noqa: BLE001
-            print("close() of the main mesh raised: %s" % e)
-
-    @check("main mesh: close() leaves nothing")
-    def _():
-        left = m.leftovers()
-        expect(not left, "left: %s" % left)
-        expect(not os.path.exists(m.t.tmpdir), m.t.tmpdir)
+    run_and_clean(m, main_mesh, "main mesh: close() leaves nothing")
 
     bad_psk = secrets.token_hex(32)
     m2 = Mesh(build_dir=build, overrides={"lan2b": {"psk": bad_psk}})
-    try:
-        wrong_psk_mesh(m2)
-    finally:
-        try:
-            m2.close()
-        except Exception as e:  # noqa: BLE001
-            print("close() of the wrong-PSK mesh raised: %s" % e)
-
-    @check("wrong-PSK mesh: close() leaves nothing")
-    def _():
-        left = m2.leftovers()
-        expect(not left, "left: %s" % left)
-        expect(not os.path.exists(m2.t.tmpdir), m2.t.tmpdir)
+    run_and_clean(m2, wrong_psk_mesh, "wrong-PSK mesh: close() leaves nothing")
 
     return report(t_start, 48)
 

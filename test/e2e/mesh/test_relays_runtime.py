@@ -34,7 +34,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
 from checks import (ALL, LAN_NODES, RELAY_PORT, RELAYS, WG_PORT, check, expect,  # noqa: E402
-                    figure, lan_of, ping_retry, preflight, report, status)
+                    figure, lan_of, ping_retry, preflight, report, run_and_clean, status)
 from mesh import Mesh  # noqa: E402
 
 METRICS = "127.0.0.1:9464"
@@ -212,20 +212,7 @@ def main():
     ov = {n: {"config": {"metrics": {"listen": METRICS}}} for n in ALL}
     m = Mesh(build_dir=build, overrides=ov,
              topology_args={"keep_tmp": bool(os.environ.get("MESH_KEEP"))})
-    try:
-        run_mesh(m)
-    finally:
-        try:
-            m.close()
-        except Exception as e:  # noqa: BLE001
-            print("close() raised: %s" % e)
-
-    @check("cleanup: close() leaves nothing")
-    def _():
-        left = m.leftovers()
-        expect(not left, "left: %s" % left)
-        expect(not os.path.exists(m.t.tmpdir), m.t.tmpdir)
-
+    run_and_clean(m, run_mesh)
     return report(t_start, 52)
 
 

@@ -1,0 +1,186 @@
+#!/usr/bin/env python3
+"""A cluster with no relayNodes on the testbed (root; Python 3 stdlib; meshd + wireguard-go + the
+real CNI plugin). CTest `e2e_auto_relays`, label e2e.
+
+Topology (mesh.py's default): relay1, relay2 on the public segment, LAN1 behind a cone NAT (lan1a,
+lan1b), LAN2 behind a symmetric NAT (lan2a, lan2b). No node has relayNodes; every node has
+`dht.bootstrap: [relay1's v4 address]` and nothing else about the cluster. Checks:
+
+  offer      relay1 and relay2 (public addresses) offer to relay, are dialled back and serve
+             (relayRoleState active, the reason names "no relayNodes configured"); the LAN nodes
+             (private addresses only) do not offer (state none)
+  found      every LAN node lists relay1 (origin bootstrap) and relay2 (origin discovered: it is
+             in no file, only in its own record) as up relays
+  paths      within a LAN direct, across LANs relayed through one of the two, relays direct
+  pods       pods ping across the LANs (v4, v6) and within a LAN
+  failover   the relay lan1a uses for lan2a is killed (SIGKILL): the pods ping again through the
+             other, found relay; the outage is printed
+then close() leaves nothing. Prints `N passed, N failed`; exit 1 on a failure, 77 when it cannot
+run here.
+
+Usage: test_auto_relays.py [--build-dir DIR]
+"""
+
+import argparse
+import os
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+
+from checks import (ALL, LAN_NODES, RELAYS, check, expect, figure, lan_of,  # noqa: E402
+                    peers_by_name, ping_retry, preflight, report, run_and_clean, status)
+from mesh import Mesh  # noqa: E402
+
+
+def relays_of(m, n):
+    return {r["name"]: r for r in m.meshctl(m[n], "relays")["relays"]}
+
+
+def wait_until(what, fn, timeout, interval=0.25):
+    """Polls fn() -> (ok, detail) until ok; returns the seconds it took; raises with the last
+    detail on timeout."""
+    t0 = time.monotonic()
+    detail = None
+    while True:
+        try:
+            ok, detail = fn()
+            if ok:
+                return time.monotonic() - t0
+        except Exception as e:  # noqa: BLE001 - keep polling, report the last one
+            detail = "%s: %s" % (type(e).__name__, e)
+        if time.monotonic() - t0 > timeout:
+            raise AssertionError("%s: not within %.0fs; last: %s" % (what, timeout, detail))
+        time.sleep(interval)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--build-dir", default=os.path.join(HERE, "..", "..", "..", "build"))
+    a = ap.parse_args()
+    build = os.path.abspath(a.build_dir)
+    rc = preflight(build)
+    if rc is not None:
+        return rc
+
+    t_start = time.monotonic()
+    m = Mesh(build_dir=build, topology_args={"keep_tmp": bool(os.environ.get("MESH_KEEP"))})
+    run_and_clean(m, run_mesh)
+    return report(t_start, 52)
+
+
+def run_mesh(m):
+    seed = m["relay1"].addr4
+    for n in ALL:
+        m.configs[n]["relayNodes"] = []
+        m.configs[n]["dht"] = {"enable": False, "bootstrap": [seed]}
+        m.write_config(m[n])
+    st = {}
+    pods = {}
+
+    @check("no relayNodes: public nodes offer, are dialled back and serve")
+    def _():
+        t0 = time.monotonic()
+        m.start()
+        m.wait_ready(timeout=20)
+
+        def roles():
+            s = {n: status(m, n)["node"] for n in ALL}
+            ok = all(s[r]["relayRoleState"] == "active" for r in RELAYS)
+            return ok, {n: (v["relayRoleState"], v["relayRoleReason"]) for n, v in s.items()}
+        dt = wait_until("relay roles", roles, 30)
+        figure("public nodes serving (from start)", "%.2fs" % (time.monotonic() - t0))
+        for r in RELAYS:
+            node = status(m, r)["node"]
+            expect("no relayNodes configured" in (node["relayRoleReason"] or "")
+                   or "reachable" in (node["relayRoleReason"] or ""),
+                   "%s: reason %r" % (r, node["relayRoleReason"]))
+            expect(node["relayVerified"], "%s: nothing dialled back" % r)
+        for n in LAN_NODES:
+            node = status(m, n)["node"]
+            expect(node["relayRoleState"] == "none",
+                   "%s (private addresses only) offers: %s (%s)" % (
+                       n, node["relayRoleState"], node["relayRoleReason"]))
+        st["roles"] = dt
+        return "after %.2fs" % dt
+
+    if "roles" not in st:
+        return
+
+    @check("found: relay1 (bootstrap) and relay2 (discovered) up on every LAN node")
+    def _():
+        def found():
+            bad = {}
+            for n in LAN_NODES:
+                rs = relays_of(m, n)
+                got = {k: (v["origin"], v["state"]) for k, v in rs.items()}
+                if got.get("relay1") != ("bootstrap", "up") or \
+                        got.get("relay2") != ("discovered", "up"):
+                    bad[n] = got
+            return not bad, bad
+        dt = wait_until("relays found", found, 20)
+        figure("both relays up on every LAN node (after roles)", "%.2fs" % dt)
+        for n in LAN_NODES:
+            rs = relays_of(m, n)
+            expect(rs["relay2"]["addresses"] == [m["relay2"].addr4, m["relay2"].addr6] or
+                   set(rs["relay2"]["addresses"]) == {m["relay2"].addr4, m["relay2"].addr6},
+                   "%s: relay2 addresses %s" % (n, rs["relay2"]["addresses"]))
+
+    @check("paths: within a LAN direct, across LANs relayed, relays direct")
+    def _():
+        t0 = time.monotonic()
+        want = {(a, b): ("relay" if lan_of(a) and lan_of(b) and lan_of(a) != lan_of(b)
+                         else "direct") for a in ALL for b in ALL if a != b}
+        m.wait_paths(want, timeout=30)
+        figure("all 30 paths settled", "%.2fs" % (time.monotonic() - t0))
+        used = set()
+        for a in LAN_NODES:
+            for b, p in peers_by_name(m, a).items():
+                if p["path"] == "relay":
+                    expect(p["relay"] in RELAYS, "%s -> %s via %r" % (a, b, p["relay"]))
+                    used.add(p["relay"])
+        figure("relays carrying cross-LAN pairs", ",".join(sorted(used)))
+        st["paths"] = True
+
+    if "paths" not in st:
+        return
+
+    @check("pods: ping across the LANs (v4, v6) and within a LAN")
+    def _():
+        for n in LAN_NODES:
+            pods[n] = m.add_pod(m[n], "p")
+        out = []
+        for a, b in (("lan1a", "lan2a"), ("lan2b", "lan1b"), ("lan1a", "lan1b")):
+            for fam in ("addr4", "addr6"):
+                rtt = ping_retry(pods[a], getattr(pods[b], fam), within=20)
+                out.append("%s->%s v%s %.2fms" % (a, b, fam[-1], rtt))
+        figure("pod ping avg RTT", "; ".join(out))
+        st["pods"] = True
+
+    if "pods" not in st:
+        return
+
+    @check("failover: the relay in use is killed; pods ping through the found other one")
+    def _():
+        used = peers_by_name(m, "lan1a")["lan2a"]["relay"]
+        other = "relay2" if used == "relay1" else "relay1"
+        m.kill(m[used])
+        t0 = time.monotonic()
+        cmd = ["ping", "-4", "-n", "-c", "1", "-W", "0.2", pods["lan2a"].addr4]
+        while pods["lan1a"].run(cmd, check=False, timeout=5).returncode != 0:
+            expect(time.monotonic() - t0 < 20, "no pod reply 20 s after %s died" % used)
+        outage = time.monotonic() - t0
+        figure("pod traffic again after %s died (ping -W 0.2 loop)" % used, "%.2fs" % outage)
+
+        def moved():
+            a = peers_by_name(m, "lan1a")["lan2a"]
+            b = peers_by_name(m, "lan2a")["lan1a"]
+            return (a["relay"] == other and b["relay"] == other), (a["relay"], b["relay"])
+        wait_until("pair on %s" % other, moved, 10)
+        ping_retry(pods["lan2b"], pods["lan1b"].addr6, within=10)
+        return "%s died, pair on %s, pods answered after %.2fs" % (used, other, outage)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
