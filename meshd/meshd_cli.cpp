@@ -47,11 +47,16 @@ DESCRIPTION
     A node listed in relayNodes serves only after another node has dialled back one of its
     advertiseAddresses (else it refuses the role, says why in meshctl status and the log, and
     checks again after 1, 2, 4, ... up to 16 minutes).
-    The config file is re-read every 2 s: relayNodes edits apply live; other edits are logged
-    as needing a restart. metrics.listen serves Prometheus text at /metrics.
+    Without relayNodes, nodes meet through dht.bootstrap: those addresses are asked for the
+    cluster's records. Every node with a public (not RFC 1918, CGNAT, ULA or link-local)
+    address offers to relay, serves once another node has dialled that address back, and says
+    so in its signed record; the other nodes then use it like a configured relay (meshctl
+    relays shows ORIGIN bootstrap or discovered).
+    The config file is re-read every 2 s: relayNodes and dht.bootstrap edits apply live; other
+    edits are logged as needing a restart. metrics.listen serves Prometheus text at /metrics.
 
-    Not implemented yet: mDNS and DHT discovery (mdns/dht settings are accepted and ignored),
-    relay candidates without relayNodes, the Kubernetes integration.
+    Not implemented yet: mDNS and the Kademlia DHT (mdns.enable and dht.enable are accepted and
+    ignored; nodes meet only through relays or dht.bootstrap nodes), the Kubernetes integration.
 
 OPTIONS
     -c, --config FILE   The YAML configuration (default /etc/meshwire/meshd.yaml).
@@ -78,7 +83,9 @@ CONFIGURATION (YAML; unknown fields are errors; an annotated example is conf/mes
     socket              Control socket for meshctl (default <runDir>/meshd.sock)
     mtu                 Pod MTU written to node.json (1280-65535; default: the plugin derives it)
     mdns.enable         LAN discovery by mDNS (default true)
-    dht.enable          Discovery across LANs by a DHT (default true)
+    dht.enable          Discovery across LANs by a DHT (default true; not implemented yet)
+    dht.bootstrap       [IP, ...] other nodes (on listenPort) asked for the cluster's records;
+                        used when relayNodes is empty (default [])
     kubernetes.enable   Kubernetes integration (default false; not implemented yet)
     kubernetes.apiServer, kubernetes.kubeConfig   https:// URL, absolute path
     metrics.listen      Prometheus endpoint IP:PORT (default: none)

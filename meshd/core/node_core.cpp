@@ -1297,7 +1297,7 @@ void node_core::on_hello(const control_message& m, const hello_msg& b, const wg_
         return;
     }
     registered_[m.sender] = registration{from, now};
-    note_record(b.record);
+    if (*put != put_outcome::duplicate) note_record(b.record);
     if (*put == put_outcome::inserted) {
         log(1, "node registered", {{"peer", b.record.name}, {"endpoint", from.str()}});
     }
