@@ -189,6 +189,9 @@ private:
     // has not configured us yet is lost and retried only after REKEY_TIMEOUT (5 s); a moment
     // later both ends know each other (pod traffic starts handshakes on its own anyway).
     std::map<node_id, uint64_t> path_since_;
+    // What each peer was last configured with: a peer whose path is lost for a moment (every
+    // relay of the pair gone, a direct path timing out before the relay took over) keeps it.
+    std::map<node_id, wg_peer> last_peer_;
     bool keepalive_pending_ = false;
     std::map<node_id, proxied> proxied_;
 
@@ -428,10 +431,23 @@ void daemon::apply_dataplane() {
     want.device.listen_port = cfg_.wg_listen_port;
     const wg_endpoint wg_local{ip_address::parse("127.0.0.1").value(), cfg_.wg_listen_port};
     std::map<node_id, bool> on_relay;
+    std::map<node_id, wg_peer> next_last;
     for (const auto& dp : dps) {
         // A peer without a path is not configured yet: WireGuard would try a handshake without an
         // endpoint, fail, and then wait REKEY_TIMEOUT (5 s) before it tries again once it has one.
-        if (dp.allowed_ips.empty() || dp.path == path_kind::none) continue;
+        if (dp.allowed_ips.empty()) continue;
+        if (dp.path == path_kind::none) {
+            // Had a path: WireGuard keeps the peer as it was. Removing it would drop its session
+            // keys while the other end goes on sending with them, and that end starts a new
+            // handshake only after 15 s of unanswered traffic (KEEPALIVE + REKEY_TIMEOUT): a
+            // momentary "no path" in the control plane became a 15 s outage of working traffic.
+            if (auto last = last_peer_.find(dp.id); last != last_peer_.end()) {
+                if (proxied_.count(dp.id)) on_relay[dp.id] = true;  // its proxy socket stays
+                want.device.peers.push_back(last->second);
+                next_last.insert(*last);
+            }
+            continue;
+        }
         wg_peer p;
         p.public_key = dp.wg_public_key;
         p.allowed_ips = dp.allowed_ips;
@@ -487,8 +503,10 @@ void daemon::apply_dataplane() {
             it->second.aliases = std::move(want);
             p.endpoint = it->second.local;
         }
+        next_last[dp.id] = p;
         want.device.peers.push_back(std::move(p));
     }
+    last_peer_ = std::move(next_last);  // a peer whose record is gone is removed and forgotten
     // Proxy sockets of peers no longer relayed linger, then go.
     for (auto it = proxied_.begin(); it != proxied_.end();) {
         bool gone =

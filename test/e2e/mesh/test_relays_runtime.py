@@ -18,6 +18,9 @@ re-reads relayNodes from its watched config file):
   refused    lan2b (symmetric NAT, no port forward) listed with its router's public v4: refused
              with a reason saying "not reachable", "relay role refused" in its log, the metric
              meshwire_relay_role{state="refused"} 1, and its pods still reach other LANs' pods
+  no relay   lan2a alone cannot reach any relay (nftables): its path to lan1a goes to none, yet
+             its WireGuard peer (session keys) and pod route stay; unblocked: lan1a's pod reaches
+             lan2a's again (time printed)
 then close() leaves nothing. Prints the measured times and `N passed, N failed`; exit 1 on a
 failure, 77 when it cannot run here.
 
@@ -25,6 +28,7 @@ Usage: test_relays_runtime.py [--build-dir DIR]
 """
 
 import argparse
+import ipaddress
 import os
 import re
 import sys
@@ -482,6 +486,52 @@ def run_mesh(m):
         figure("lan2b relay state as others list it", seen)
         figure("pings with lan2b refused", ", ".join(rtts))
         figure("relayed pairs at the end", " ".join("%s@%s" % kv for kv in sorted(via.items())))
+
+    # -- 5. a node without any relay for a moment keeps its WireGuard peers --------------------
+
+    @check("lan2a loses every relay for a moment: WireGuard peers and routes stay")
+    def _():
+        # lan2a alone stops reaching the relays (nftables drops its control/relay datagrams to
+        # anything outside its LAN): its relayed peers go to path none on its side, the loss that
+        # used to remove the WireGuard peer and its session keys (and the pod route).
+        n = m["lan2a"]
+        key = peers_of(m, "lan2a")["lan1a"]["wgPublicKey"]
+        ping_pair(m, pods, "lan1a", "lan2a")
+        lan4 = ipaddress.ip_interface(n.addr4 + "/24").network
+        lan6 = ipaddress.ip_interface(n.addr6 + "/64").network
+        n.nft("table inet mwtest_norelay {\n chain out {\n"
+              "  type filter hook output priority 0; policy accept;\n"
+              "  ip daddr != %s udp dport %d drop\n"
+              "  ip6 daddr != %s udp dport %d drop\n }\n}\n" % (lan4, RELAY_PORT, lan6,
+                                                                 RELAY_PORT))
+        try:
+            def none():
+                p = peers_of(m, "lan2a")["lan1a"]
+                return p["path"] == "none", p["path"]
+            _, dt = wait_for("lan2a: lan1a path none", none, 15)
+            figure("lan2a cut off from the relays: lan1a path none after", "%.2fs" % dt)
+            time.sleep(2.5)  # a few data plane polls (2 s)
+            dump = n.run(["wg", "show", n.wg_ifname, "dump"], check=False).stdout
+            mine = [ln.split("\t") for ln in dump.splitlines()[1:] if ln.split("\t")[0] == key]
+            expect(mine, "lan1a's WireGuard peer was removed from lan2a:\n%s" % dump)
+            routes = n.run(["ip", "-4", "route", "show", "dev", n.wg_ifname], check=False).stdout
+            pod_net = str(ipaddress.ip_interface(pods["lan1a"].addr4 + "/24").network)
+            expect(pod_net in routes, "no route to lan1a's pods (%s) on lan2a:\n%s" % (
+                pod_net, routes))
+            hs = mine[0][4]
+        finally:
+            n.run(["nft", "delete", "table", "inet", "mwtest_norelay"], check=False)
+        t0 = time.monotonic()
+        cmd = ["ping", "-4", "-n", "-c", "1", "-W", "0.2", pods["lan2a"].addr4]
+        while pods["lan1a"].run(cmd, check=False, timeout=5).returncode != 0:
+            expect(time.monotonic() - t0 < 30, "no pod reply 30 s after the relays came back")
+        back = time.monotonic() - t0
+        figure("lan1a -> lan2a pod answers after lan2a's relays are back", "%.2fs" % back)
+        dump = n.run(["wg", "show", n.wg_ifname, "dump"], check=False).stdout
+        now_hs = [ln.split("\t")[4] for ln in dump.splitlines()[1:] if ln.split("\t")[0] == key]
+        figure("lan2a's WireGuard handshake with lan1a (before, after)", "%s, %s" % (
+            hs, now_hs and now_hs[0]))
+        return "peer kept; pods again after %.2fs" % back
 
     @check("every meshd still runs")
     def _():
