@@ -156,13 +156,15 @@ void node_core::set_relays(std::vector<relay_spec> relays, bool relay_role, uint
         }
     }
     if (relay_role && (!was_listed || addrs != self_addrs_ || role_ == relay_role_state::none)) {
-        // Newly listed (or at other addresses): prove the addresses reachable before serving.
-        self_addrs_ = std::move(addrs);
+        // Newly listed (or at other addresses): prove the addresses reachable before serving,
+        // unless we already serve at one of them (we offered ourselves with no relayNodes).
         role_retry_backoff_ms_ = cfg_.role_retry_ms;
-        start_verifying("listed in relayNodes; waiting for another node to dial back", now);
+        if (!keep_serving_at(addrs, "listed in relayNodes; already dialled back at ", now)) {
+            self_addrs_ = std::move(addrs);
+            start_verifying("listed in relayNodes; waiting for another node to dial back", now);
+        }
     } else if (!relay_role && auto_relays()) {
-        if (was_listed) self_addrs_.clear();  // offered again below, at our own public addresses
-        update_auto_role(now);
+        update_auto_role(now, was_listed);
     } else if (!relay_role && role_ != relay_role_state::none) {
         self_addrs_.clear();
         set_role(relay_role_state::none,
@@ -181,21 +183,26 @@ void node_core::rebuild_relays(uint64_t now, bool reset_timers) {
     // What we learned about a relay that stays (ID, RTTs, the address in use): configured ones
     // are matched by name, found ones by node ID or by a shared address.
     auto carry = [&](relay_entry fresh) {
+        // Across a switch between relayNodes and none configured, the same relay is carried
+        // over too (by ID or address), so its liveness survives the switch.
+        auto shares_address = [&](const relay_entry& o) {
+            return std::any_of(o.addrs.begin(), o.addrs.end(), [&](const auto& a) {
+                return std::any_of(fresh.addrs.begin(), fresh.addrs.end(),
+                                   [&](const auto& f) { return f.ep == a.ep; });
+            });
+        };
         const relay_entry* old = nullptr;
         for (const auto& o : relays_) {
-            bool same = fresh.origin == relay_origin::configured
-                            ? o.origin == relay_origin::configured && o.spec.name == fresh.spec.name
-                        : fresh.id && o.id
-                            ? *o.id == *fresh.id
-                            : std::any_of(o.addrs.begin(), o.addrs.end(), [&](auto& a) {
-                                  return std::any_of(fresh.addrs.begin(), fresh.addrs.end(),
-                                                     [&](auto& f) { return f.ep == a.ep; });
-                              });
-            if (same && (o.origin == relay_origin::configured) ==
-                            (fresh.origin == relay_origin::configured)) {
+            if (fresh.origin == relay_origin::configured && o.origin == relay_origin::configured &&
+                o.spec.name == fresh.spec.name) {
                 old = &o;
                 break;
             }
+        }
+        for (const auto& o : relays_) {
+            if (old) break;
+            bool by_id = fresh.origin != relay_origin::configured && fresh.id && o.id;
+            if (by_id ? *o.id == *fresh.id : shares_address(o)) old = &o;
         }
         relay_entry e = old ? *old : relay_entry{};
         e.spec = fresh.spec;
@@ -329,7 +336,25 @@ void node_core::rebuild_relays(uint64_t now, bool reset_timers) {
     due(now);
 }
 
-void node_core::update_auto_role(uint64_t now) {
+bool node_core::keep_serving_at(const std::vector<wg_endpoint>& addrs, const std::string& why,
+                                uint64_t now) {
+    if (role_ != relay_role_state::active) return false;
+    auto verified = verified_addresses();
+    std::vector<bool> v(addrs.size(), false);
+    std::string list;
+    for (size_t i = 0; i < addrs.size(); ++i) {
+        v[i] = std::find(verified.begin(), verified.end(), addrs[i]) != verified.end();
+        if (v[i]) list += (list.empty() ? "" : ", ") + addrs[i].str();
+    }
+    if (list.empty()) return false;
+    self_addrs_ = addrs;
+    self_verified_ = std::move(v);
+    dialback_nonces_.clear();
+    set_role(relay_role_state::active, why + list, now);
+    return true;
+}
+
+void node_core::update_auto_role(uint64_t now, bool was_listed) {
     if (!auto_relays()) return;  // the role follows relayNodes
     std::vector<wg_endpoint> pub;
     std::string list;
@@ -347,9 +372,11 @@ void node_core::update_auto_role(uint64_t now) {
         }
         return;
     }
-    if (pub == self_addrs_ && role_ != relay_role_state::none) return;
-    self_addrs_ = std::move(pub);
+    if (!was_listed && pub == self_addrs_ && role_ != relay_role_state::none) return;
     role_retry_backoff_ms_ = cfg_.role_retry_ms;
+    // A listed relay whose relayNodes were emptied goes on serving where it was dialled back.
+    if (keep_serving_at(pub, "no relayNodes configured; already dialled back at ", now)) return;
+    self_addrs_ = std::move(pub);
     start_verifying("no relayNodes configured; offering to relay at " + list +
                         " once another node dials it back",
                     now);

@@ -362,7 +362,11 @@ private:
     // relays_ from relayNodes, or (auto_relays) from bootstrap + serving records; keeps what was
     // learned about relays that stay. `reset_timers`: probe and HELLO every relay now.
     void rebuild_relays(uint64_t now, bool reset_timers);
-    void update_auto_role(uint64_t now);
+    void update_auto_role(uint64_t now, bool was_listed = false);
+    // Already active and dialled back at one of addrs: serve there at once (a switch between
+    // relayNodes and none configured must not stop a working relay to verify it again).
+    bool keep_serving_at(const std::vector<wg_endpoint>& addrs, const std::string& why,
+                         uint64_t now);
     bool relays_dirty_ = false;  // auto_relays: a record that may add or drop a relay changed
     void note_record(const peer_record& rec);
     void tick_relays(uint64_t now);

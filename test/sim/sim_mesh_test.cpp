@@ -575,3 +575,53 @@ TEST_CASE("sim: no relayNodes — public nodes are found, verify themselves and 
     net[used].up = true;
     REQUIRE(net.run_until([&] { return relays_up("lan2b").size() == 2; }, 10000));
 }
+
+TEST_CASE("sim: relayNodes emptied live and set again: relays keep serving, pairs keep flowing") {
+    std_mesh m(61);
+    auto& net = m.net;
+    REQUIRE(net.run_until([&] { return m.relayed_live("lan1a", "lan2a"); }, 10000));
+    net.run_for(3000);
+    const auto specs = net.relay_specs();
+    auto roles_active = [&] {
+        return net["relay1"].core->role() == meshd::relay_role_state::active &&
+               net["relay2"].core->role() == meshd::relay_role_state::active;
+    };
+    auto all_live = [&] {
+        return m.relayed_live("lan1a", "lan2a") && m.relayed_live("lan1b", "lan2b") &&
+               m.relayed_live("lan1a", "lan2b") && m.relayed_live("lan1b", "lan2a");
+    };
+    auto origins = [&](const std::string& n) {
+        std::map<std::string, meshd::relay_origin> o;
+        for (auto& r : net[n].core->relays()) {
+            if (r.state == meshd::relay_state::up) o[r.name] = r.origin;
+        }
+        return o;
+    };
+    const uint64_t failovers = net["lan1a"].core->relay_failovers();
+    for (int round = 0; round < 2; ++round) {
+        const bool to_auto = round == 0;
+        net.set_relays(to_auto ? std::vector<meshd::relay_spec>{} : specs);
+        // Sampled at every step for 5 s: both relays serve throughout, every pair stays live.
+        bool always_active = true, always_live = true;
+        net.run_until(
+            [&] {
+                always_active &= roles_active();
+                always_live &= all_live();
+                return false;
+            },
+            5000);
+        CAPTURE(round);
+        CHECK(always_active);
+        CHECK(always_live);
+        auto want = to_auto ? meshd::relay_origin::discovered : meshd::relay_origin::configured;
+        for (std::string n : {"lan1a", "lan2b"}) {
+            auto o = origins(n);
+            CHECK(o.size() == 2);
+            CHECK(o["relay1"] == want);
+            CHECK(o["relay2"] == want);
+        }
+        MESSAGE(std::string(to_auto ? "relayNodes emptied" : "relayNodes set again")
+                << std::string(": relay1 role reason: ") << net["relay1"].core->role_reason());
+    }
+    CHECK(net["lan1a"].core->relay_failovers() == failovers);
+}
