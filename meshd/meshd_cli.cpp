@@ -48,10 +48,10 @@ DESCRIPTION
     advertiseAddresses (else it refuses the role, says why in meshctl status and the log, and
     checks again after 1, 2, 4, ... up to 16 minutes).
     Without relayNodes, nodes meet through dht.bootstrap: those addresses are asked for the
-    cluster's records. Every node with a public (not RFC 1918, CGNAT, ULA or link-local)
-    address offers to relay, serves once another node has dialled that address back, and says
-    so in its signed record; the other nodes then use it like a configured relay (meshctl
-    relays shows ORIGIN bootstrap or discovered).
+    cluster's records. Every node with a public (not RFC 1918, CGNAT, ULA or link-local) IPv4
+    address (IPv6 if it has no IPv4) offers to relay, serves once a node at a public address has
+    dialled it back, and says so in its signed record; the other nodes then use it (at most 16)
+    like a configured relay (meshctl relays shows ORIGIN bootstrap or discovered).
     The config file is re-read every 2 s: relayNodes and dht.bootstrap edits apply live; other
     edits are logged as needing a restart. metrics.listen serves Prometheus text at /metrics.
 

@@ -264,6 +264,13 @@ std::vector<relay_node> parse_relay_nodes(const YAML::Node& n, const std::string
                 r.advertise_address.end()) {
                 fail(aj, an, quoted(text) + " is listed twice");
             }
+            // Two relays at one address would be one node answering for both.
+            for (size_t k = 0; k < out.size(); ++k) {
+                const auto& o = out[k].advertise_address;
+                if (std::find(o.begin(), o.end(), *a) != o.end()) {
+                    fail(aj, an, quoted(text) + " is already an address of " + item_path(path, k));
+                }
+            }
             r.advertise_address.push_back(*a);
         }
         out.push_back(std::move(r));

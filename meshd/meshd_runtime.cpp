@@ -281,6 +281,8 @@ status daemon::sync_transport() {
         if (proxy_) {
             proxy_->stop();
             proxy_.reset();
+            // Relayed peers' endpoints were the proxy's sockets: nothing to keep for them.
+            for (const auto& [id, px] : proxied_) last_peer_.erase(id);
             proxied_.clear();
         }
         if (auto s = start_forwarder(); !s) {
@@ -442,9 +444,14 @@ void daemon::apply_dataplane() {
             // handshake only after 15 s of unanswered traffic (KEEPALIVE + REKEY_TIMEOUT): a
             // momentary "no path" in the control plane became a 15 s outage of working traffic.
             if (auto last = last_peer_.find(dp.id); last != last_peer_.end()) {
-                if (proxied_.count(dp.id)) on_relay[dp.id] = true;  // its proxy socket stays
-                want.device.peers.push_back(last->second);
-                next_last.insert(*last);
+                wg_peer kept = last->second;
+                kept.allowed_ips = dp.allowed_ips;  // the record's pod CIDRs stay current
+                auto px = proxied_.find(dp.id);
+                if (px != proxied_.end() && kept.endpoint == px->second.local) {
+                    on_relay[dp.id] = true;  // its proxy socket stays while WireGuard uses it
+                }
+                want.device.peers.push_back(kept);
+                next_last.emplace(dp.id, std::move(kept));
             }
             continue;
         }

@@ -217,8 +217,14 @@ void node_core::rebuild_relays(uint64_t now, bool reset_timers) {
             }
             addrs.push_back(s);
         }
+        // The address in use, found again by endpoint (a record may list them in a new order).
+        e.active = SIZE_MAX;
+        if (old && old->active < old->addrs.size()) {
+            for (size_t k = 0; k < addrs.size(); ++k) {
+                if (addrs[k].ep == old->addrs[old->active].ep) e.active = k;
+            }
+        }
         e.addrs = std::move(addrs);
-        if (e.active >= e.addrs.size()) e.active = SIZE_MAX;
         if (!old || reset_timers) {
             e.next_ping_ms = now;
             e.next_hello_ms = now;
@@ -237,21 +243,34 @@ void node_core::rebuild_relays(uint64_t now, bool reset_timers) {
             carry(std::move(e));
         }
     } else {
+        auto used = [&](const wg_endpoint& ep, const relay_entry* except) {
+            return std::any_of(next.begin(), next.end(), [&](const relay_entry& n) {
+                return &n != except && std::any_of(n.addrs.begin(), n.addrs.end(),
+                                                   [&](const auto& a) { return a.ep == ep; });
+            });
+        };
         for (const auto& a : cfg_.bootstrap) {
             wg_endpoint ep = normalize(wg_endpoint{a, cfg_.control_port});
             bool ours = std::any_of(cfg_.endpoints.begin(), cfg_.endpoints.end(),
                                     [&](const auto& e) { return e.address == a; });
-            bool dup = std::any_of(next.begin(), next.end(), [&](const auto& n) {
-                return !n.addrs.empty() && n.addrs[0].ep == ep;
-            });
-            if (ours || dup) continue;
+            if (ours || used(ep, nullptr)) continue;
             relay_entry e;
             e.origin = relay_origin::bootstrap;
             e.candidate = false;
             e.spec = relay_spec{a.str(), {a}};
             e.addrs.push_back(relay_addr_state{ep});
             carry(std::move(e));
+            // Two bootstrap addresses of one node (v4 and v6; its PONGs told the ID): one entry.
+            relay_entry& last = next.back();
+            for (size_t k = 0; last.id && k + 1 < next.size(); ++k) {
+                if (next[k].id != last.id) continue;
+                for (const auto& s : last.addrs) next[k].addrs.push_back(s);
+                for (const auto& s : last.spec.addresses) next[k].spec.addresses.push_back(s);
+                next.pop_back();
+                break;
+            }
         }
+        size_t found = 0;
         store_.for_each_with_id([&](const node_id& id, const peer_record& rec) {
             if (id == identity_.id()) return;
             relay_entry* b = nullptr;
@@ -259,14 +278,22 @@ void node_core::rebuild_relays(uint64_t now, bool reset_timers) {
                 bool at = !n.id &&
                           std::any_of(rec.endpoints.begin(), rec.endpoints.end(),
                                       [&](const auto& e) { return normalize(e) == n.addrs[0].ep; });
-                if ((n.id && *n.id == id) || at) b = &n;
+                if ((n.id && *n.id == id) || at) {
+                    b = &n;
+                    break;
+                }
             }
             // Where a serving node is reached: its public addresses (a private one would make
-            // it a relay for its own LAN only, where everyone is direct anyway).
+            // it a relay for its own LAN only, where everyone is direct anyway), on the
+            // cluster's port only (a record must not make every node probe another service),
+            // and never an address another entry already stands for (a stale or forged record
+            // claiming a relay's address).
             std::vector<wg_endpoint> eps;
             if (rec.relay_serving()) {
                 for (const auto& e : rec.endpoints) {
-                    if (!e.address.is_private()) eps.push_back(normalize(e));
+                    wg_endpoint n = normalize(e);
+                    if (!e.address.is_private() && e.port == cfg_.control_port && !used(n, b))
+                        eps.push_back(n);
                 }
             }
             if (b) {  // a bootstrap node: named by its record, a relay if it serves
@@ -288,7 +315,10 @@ void node_core::rebuild_relays(uint64_t now, bool reset_timers) {
                 }
                 return;
             }
-            if (eps.empty()) return;
+            // Bounded: every node probes every relay (each PING, HELLO and RECORDS exchange costs
+            // all of them), so a cluster with many public nodes uses the first by node ID.
+            if (eps.empty() || found >= cfg_.max_found_relays) return;
+            ++found;
             relay_entry e;
             e.origin = relay_origin::discovered;
             e.id = id;
@@ -329,8 +359,7 @@ void node_core::rebuild_relays(uint64_t now, bool reset_timers) {
                     log(1, "relay no longer serving; its pairs move", {{"relay", o.spec.name}});
             }
         }
-        recheck_all_ = true;
-        self_dirty_ = true;
+        recheck_all_ = true;  // refresh_self notices a change of the relays we are attached to
     }
     relays_ = std::move(next);
     due(now);
@@ -358,17 +387,25 @@ void node_core::update_auto_role(uint64_t now, bool was_listed) {
     if (!auto_relays()) return;  // the role follows relayNodes
     std::vector<wg_endpoint> pub;
     std::string list;
+    bool v4 = false, pub_v4 = false;
     for (const auto& e : cfg_.endpoints) {
         wg_endpoint ep{e.address, cfg_.control_port};
+        v4 |= e.address.is_v4();
         if (e.address.is_private() || std::find(pub.begin(), pub.end(), ep) != pub.end()) continue;
+        pub_v4 |= e.address.is_v4();
         pub.push_back(ep);
         list += (list.empty() ? "" : ", ") + ep.str();
     }
-    if (pub.empty()) {
+    // A node that serves takes no relayed paths itself, so it must reach every node directly:
+    // with a public IPv6 address but only a NATed IPv4 one (a common edge LAN) it could not
+    // reach IPv4-only nodes behind other NATs. Such a node does not offer.
+    if (pub.empty() || (v4 && !pub_v4)) {
         if (role_ != relay_role_state::none) {
             self_addrs_.clear();
             set_role(relay_role_state::none,
-                     "no relayNodes configured and no public address to offer", now);
+                     pub.empty() ? "no relayNodes configured and no public address to offer"
+                                 : "no relayNodes configured and no public IPv4 address to offer",
+                     now);
         }
         return;
     }
@@ -382,10 +419,19 @@ void node_core::update_auto_role(uint64_t now, bool was_listed) {
                     now);
 }
 
-void node_core::note_record(const peer_record& rec) {
-    // A record that may add, drop or re-address a found relay (a serving node, or one we know
-    // as a relay); others (most RTT re-signs of ordinary nodes) cost no rebuild.
-    if (auto_relays() && (rec.relay_serving() || relay_by_id(rec.id()))) relays_dirty_ = true;
+std::optional<node_core::relay_facts> node_core::relay_facts_of(const peer_record* rec) {
+    if (!rec) return std::nullopt;
+    return relay_facts{rec->flags, rec->endpoints, rec->name};
+}
+
+void node_core::note_record(const peer_record& rec, const std::optional<relay_facts>& before) {
+    // Only a record whose relay flag, addresses or name changed may add, drop or re-address a
+    // found relay; RTT re-signs (the common case) cost no rebuild.
+    if (!auto_relays() || relay_facts_of(&rec) == before) return;
+    if (rec.relay_serving() || (before && (std::get<0>(*before) & peer_record::flag_relay)) ||
+        relay_by_id(rec.id())) {
+        relays_dirty_ = true;
+    }
 }
 
 void node_core::set_endpoints(std::vector<wg_endpoint> endpoints, uint64_t now) {
@@ -568,9 +614,9 @@ uint64_t node_core::tick(uint64_t now) {
     next_deadline_ = UINT64_MAX;
     last_tick_ms_ = now;
     if (now >= next_expire_ms_) {
-        store_.expire(now);
+        // A serving node's record may have expired.
+        if (store_.expire(now) && auto_relays()) relays_dirty_ = true;
         ch_.expire(now);
-        if (auto_relays()) relays_dirty_ = true;  // a serving node's record may have expired
         next_expire_ms_ = now + 5000;
     }
     due(next_expire_ms_);
@@ -1109,17 +1155,24 @@ void node_core::tick_role(uint64_t now) {
     due(next_dialback_ms_);
     // Helpers: other relays that answer us, then peers we reach directly, then nodes registered
     // with us (answered at the address their HELLO came from).
+    // Offering ourselves (no relayNodes): only a helper reached at a public address proves
+    // anything (a LAN neighbour reaches a firewalled global IPv6 address too).
+    const bool public_only = auto_relays() && !cfg_.relay_role;
     std::vector<std::pair<std::string, wg_endpoint>> helpers;
+    auto add = [&](std::string name, const wg_endpoint& ep) {
+        if (!public_only || !ep.address.is_private()) helpers.emplace_back(std::move(name), ep);
+    };
     for (const auto& r : relays_) {
         if (r.self || !relay_up(r, now)) continue;
-        if (auto ep = relay_endpoint(r, now)) helpers.emplace_back(r.spec.name, *ep);
+        if (auto ep = relay_endpoint(r, now)) add(r.spec.name, *ep);
     }
     for (const auto& [id, p] : peers_) {
         if (helpers.size() >= cfg_.dialback_helpers) break;
         if (relay_by_id(id)) continue;
         for (const auto& c : p.candidates) {
-            if (c.last_pong_ms && now <= c.last_pong_ms + cfg_.path_timeout_ms) {
-                helpers.emplace_back(p.dp.name, c.ep);
+            if (c.last_pong_ms && now <= c.last_pong_ms + cfg_.path_timeout_ms &&
+                (!public_only || !c.ep.address.is_private())) {
+                add(p.dp.name, c.ep);
                 break;
             }
         }
@@ -1127,7 +1180,7 @@ void node_core::tick_role(uint64_t now) {
     for (const auto& [id, reg] : registered_) {
         if (helpers.size() >= cfg_.dialback_helpers) break;
         if (relay_by_id(id) || now > reg.last_hello_ms + 3 * cfg_.hello_interval_ms) continue;
-        helpers.emplace_back(name_of(id), reg.from);
+        add(name_of(id), reg.from);
     }
     if (helpers.size() > cfg_.dialback_helpers) helpers.resize(cfg_.dialback_helpers);
     if (helpers.empty()) {
@@ -1265,6 +1318,9 @@ void node_core::on_pong(const control_message& m, const pong_msg& b, uint64_t no
             }
             if (!rp || rp->self) break;
             auto& r = *rp;
+            // A found relay is the node its signed record names: an answer from another node at
+            // that address (a stale record of a reinstalled node, a forged one) is no answer.
+            if (r.origin == relay_origin::discovered && r.id && *r.id != m.sender) break;
             p.addr = ai;
             if (r.id && *r.id != m.sender) {
                 log(2, "relay answered with a new node identity (reinstalled?)",
@@ -1315,6 +1371,7 @@ void node_core::on_pong(const control_message& m, const pong_msg& b, uint64_t no
 void node_core::on_hello(const control_message& m, const hello_msg& b, const wg_endpoint& from,
                          uint64_t now) {
     if (!relay_like()) return;  // only relays are rendezvous points
+    auto before = relay_facts_of(store_.find(b.record.id()));
     auto put = store_.put(b.record, now);
     if (!put) {
         // Outdated seq is normal (a HELLO overtaken by a newer one); anything else is worth a line.
@@ -1324,7 +1381,7 @@ void node_core::on_hello(const control_message& m, const hello_msg& b, const wg_
         return;
     }
     registered_[m.sender] = registration{from, now};
-    if (*put != put_outcome::duplicate) note_record(b.record);
+    if (*put != put_outcome::duplicate) note_record(b.record, before);
     if (*put == put_outcome::inserted) {
         log(1, "node registered", {{"peer", b.record.name}, {"endpoint", from.str()}});
     }
@@ -1375,8 +1432,9 @@ void node_core::on_records(const control_message& m, const records_msg& b, uint6
     if (!relay_by_id(m.sender)) return;
     for (const auto& r : b.records) {
         if (r.id() == identity_.id()) continue;
+        auto before = relay_facts_of(store_.find(r.id()));
         auto put = store_.put(r, now);
-        if (put && *put != put_outcome::duplicate) note_record(r);
+        if (put && *put != put_outcome::duplicate) note_record(r, before);
         if (!put && !put.err().is(errc::already_exists)) {
             log(0, "record refused", {{"peer", r.name}, {"error", put.err().message}});
         }

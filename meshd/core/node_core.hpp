@@ -38,6 +38,7 @@
 #include <optional>
 #include <span>
 #include <string>
+#include <tuple>
 #include <utility>
 #include <vector>
 
@@ -86,6 +87,7 @@ struct node_core_config {
     // dht.bootstrap: nodes (control port) asked for the cluster's records when no relayNodes
     // are configured; they serve as relays only if their record says so.
     std::vector<ip_address> bootstrap;
+    size_t max_found_relays = 16;  // relays taken from records (no relayNodes), by node ID
 
     uint64_t ping_interval_ms = 1000;  // relays, paths in use (direct and in-band)
     // Relays that carry (or stand by for) one of our relayed pairs are probed this often and
@@ -368,7 +370,10 @@ private:
     bool keep_serving_at(const std::vector<wg_endpoint>& addrs, const std::string& why,
                          uint64_t now);
     bool relays_dirty_ = false;  // auto_relays: a record that may add or drop a relay changed
-    void note_record(const peer_record& rec);
+    // What of a record decides whether (and where) its node is a found relay.
+    using relay_facts = std::tuple<uint8_t, std::vector<wg_endpoint>, std::string>;
+    static std::optional<relay_facts> relay_facts_of(const peer_record* rec);
+    void note_record(const peer_record& rec, const std::optional<relay_facts>& before);
     void tick_relays(uint64_t now);
     void tick_peers(uint64_t now);
     void decide(const node_id& id, peer_entry& p, const peer_record& rec, uint64_t now);

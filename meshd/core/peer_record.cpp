@@ -67,7 +67,10 @@ status peer_record::validate() const {
         return error(errc::invalid_argument,
                      "peer record: at most 8 pod CIDRs, 8 endpoints and 8 relays (one RTT each)");
     }
-    if (flags & ~known_flags) {
+    if (version < oldest_format || version > format) {
+        return error(errc::invalid_argument, "peer record: unknown format");
+    }
+    if ((flags & ~known_flags) || (version < 2 && flags)) {
         return error(errc::invalid_argument, "peer record: unknown flag bits");
     }
     for (const auto& p : pod_cidrs) {
@@ -90,7 +93,7 @@ result<std::vector<uint8_t>> peer_record::encode_body() const {
     std::vector<uint8_t> out;
     out.reserve(max_encoded_size);
     byte_writer w(out);
-    w.u8(format);
+    w.u8(version);
     w.bytes(wg_public_key.data(), wg_key::size);
     w.bytes(signing_key.data(), signing_key.size());
     w.u64(seq);
@@ -108,7 +111,7 @@ result<std::vector<uint8_t>> peer_record::encode_body() const {
         w.u16(e.port);
     }
     w.u16(wg_port);
-    w.u8(flags);
+    if (version >= 2) w.u8(flags);
     w.u8(static_cast<uint8_t>(relays.size()));
     for (size_t i = 0; i < relays.size(); ++i) {
         w.bytes(relays[i].data(), node_id::size);
@@ -127,7 +130,8 @@ result<peer_record> peer_record::decode(std::span<const uint8_t> bytes) {
     if (bytes.size() > max_encoded_size) return bad("too large");
     byte_reader r(bytes);
     peer_record rec;
-    if (r.u8() != format) return bad("unknown format");
+    rec.version = r.u8();
+    if (rec.version < oldest_format || rec.version > format) return bad("unknown format");
     std::array<uint8_t, 32> k{};
     r.copy(k.data(), k.size());
     rec.wg_public_key = wg_key(k);
@@ -152,7 +156,7 @@ result<peer_record> peer_record::decode(std::span<const uint8_t> bytes) {
         if (r.ok()) rec.endpoints.push_back(wg_endpoint{a, port});
     }
     rec.wg_port = r.u16();
-    rec.flags = r.u8();
+    if (rec.version >= 2) rec.flags = r.u8();
     n = r.u8();
     if (n > max_relays) return bad("too many relays");
     for (size_t i = 0; i < n && r.ok(); ++i) {

@@ -1,7 +1,8 @@
 // A node's self-description, signed by the node: what the relays, mDNS and the DHT pass around.
 //
 // Canonical binary form (big-endian; the signature covers every byte before it):
-//   u8   format (2)
+//   u8   format (2; 1 is still read: the same without the flags byte, so that nodes of the
+//        previous version and this one see each other during a rolling upgrade)
 //   32   WireGuard public key            (node ID = BLAKE2b-256 of it)
 //   32   Ed25519 signing public key      (must be the Ed25519 form of the WG key, node_identity)
 //   u64  sequence number                 (higher wins; the node bumps it on every change)
@@ -39,6 +40,7 @@ namespace mw::meshd {
 
 struct peer_record {
     static constexpr uint8_t format = 2;
+    static constexpr uint8_t oldest_format = 1;
     static constexpr uint8_t flag_relay = 0x01;
     static constexpr uint8_t known_flags = flag_relay;
     static constexpr size_t max_name = 253;
@@ -58,7 +60,8 @@ struct peer_record {
     std::vector<ip_prefix> pod_cidrs;
     std::vector<wg_endpoint> endpoints;  // control endpoints
     uint16_t wg_port = 0;
-    uint8_t flags = 0;
+    uint8_t version = format;  // as decoded (and signed); our own records are always `format`
+    uint8_t flags = 0;         // version 1: always 0
     bool relay_serving() const { return (flags & flag_relay) != 0; }
     std::vector<node_id> relays;
     // Parallel to relays (empty = all unknown); 0xffff = unknown.

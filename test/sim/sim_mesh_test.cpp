@@ -543,6 +543,7 @@ TEST_CASE("sim: no relayNodes — public nodes are found, verify themselves and 
         CAPTURE(n);
         CHECK(net[n].core->role() == meshd::relay_role_state::none);  // private addresses only
         auto up = relays_up(n);
+        CHECK(net[n].core->relays().size() == 2);  // one entry per relay
         REQUIRE(up.count("pub1"));
         REQUIRE(up.count("pub2"));
         CHECK(up["pub1"].origin == meshd::relay_origin::bootstrap);
@@ -569,11 +570,10 @@ TEST_CASE("sim: no relayNodes — public nodes are found, verify themselves and 
     MESSAGE("found relay " << used << " died; lan1a<->lan2a on " << other << " after "
                            << net.now() - t << " ms");
     CHECK(net.now() - t < 1000);
-    // Records keep flowing through the survivor: a node started now (no pub1 if it died, only
-    // the bootstrap list) still joins when the bootstrap node is alive, and the cluster keeps
-    // working meanwhile.
+    // The dead relay comes back: listed up again (one entry per relay, not a second one).
     net[used].up = true;
     REQUIRE(net.run_until([&] { return relays_up("lan2b").size() == 2; }, 10000));
+    CHECK(net["lan2b"].core->relays().size() == 2);
 }
 
 TEST_CASE("sim: relayNodes emptied live and set again: relays keep serving, pairs keep flowing") {

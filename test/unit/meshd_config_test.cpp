@@ -303,6 +303,10 @@ TEST_CASE("meshd config: invalid values, one message each") {
               "dht.bootstrap[1]: \"1.2.3.4\" is listed twice");
     CHECK_ERR(minimal("dht: {bootstrap: ['::']}\n"), "is the unspecified address");
     CHECK_ERR(minimal("dht: {seeds: []}\n"), "dht.seeds: unknown field");
+    CHECK_ERR(minimal("relayNodes: [{nodeName: a, advertiseAddress: [1.1.1.1]},\n"
+                      "             {nodeName: b, advertiseAddress: [2.2.2.2, 1.1.1.1]}]\n"),
+              "relayNodes[1].advertiseAddress[1]: \"1.1.1.1\" is already an address of "
+              "relayNodes[0]");
     CHECK_ERR(minimal("kubernetes: {enable: yes}\n"),
               "kubernetes.enable: \"yes\" is not a boolean");
     CHECK_ERR(minimal("kubernetes: {apiServer: 'http://10.96.0.1'}\n"),

@@ -160,7 +160,7 @@ TEST_CASE("peer_record: decode rejects truncation, trailing bytes and malformed 
         b[at] = v;
         return peer_record::decode(b);
     };
-    CHECK_FALSE(patched(0, 1).ok());                           // old format
+    CHECK_FALSE(patched(0, 0).ok());                           // unknown format
     CHECK_FALSE(patched(0, 3).ok());                           // unknown format
     CHECK_FALSE(patched(name_len_at, 0).ok());                 // empty name
     CHECK_FALSE(patched(name_len_at + 1, ' ').ok());           // bad name char
@@ -198,5 +198,26 @@ TEST_CASE("peer_record: the relay flag round-trips; unknown flag bits are refuse
         CHECK_FALSE(peer_record::decode(b).ok());
     }
     rec.flags = 0x04;
+    CHECK(rec.sign(id).err().is(mw::errc::invalid_argument));
+}
+
+TEST_CASE("peer_record: format 1 (no flags byte) is still read, verified and re-encoded as such") {
+    // A node of the previous version signs format 1; during a rolling upgrade both must accept
+    // each other's records.
+    auto id = meshd_test::identity(3);
+    auto rec = meshd_test::record(3);
+    rec.version = 1;
+    REQUIRE(rec.sign(id).ok());
+    auto v1 = rec.encode().value();
+    auto v2 = meshd_test::record(3).encode().value();
+    CHECK(v1.size() + 1 == v2.size());
+    CHECK(v1[0] == 1);
+    auto back = peer_record::decode(v1);
+    REQUIRE(back.ok());
+    CHECK(back->version == 1);
+    CHECK_FALSE(back->relay_serving());
+    CHECK(back->verify(t0).ok());
+    CHECK(back->encode().value() == v1);
+    rec.flags = peer_record::flag_relay;  // format 1 has no flags
     CHECK(rec.sign(id).err().is(mw::errc::invalid_argument));
 }

@@ -4,13 +4,14 @@ real CNI plugin). CTest `e2e_auto_relays`, label e2e.
 
 Topology (mesh.py's default): relay1, relay2 on the public segment, LAN1 behind a cone NAT (lan1a,
 lan1b), LAN2 behind a symmetric NAT (lan2a, lan2b). No node has relayNodes; every node has
-`dht.bootstrap: [relay1's v4 address]` and nothing else about the cluster. Checks:
+`dht.bootstrap: [relay1's v4 and v6 addresses]` and nothing else about the cluster. Checks:
 
   offer      relay1 and relay2 (public addresses) offer to relay, are dialled back and serve
              (relayRoleState active, the reason names "no relayNodes configured"); the LAN nodes
              (private addresses only) do not offer (state none)
-  found      every LAN node lists relay1 (origin bootstrap) and relay2 (origin discovered: it is
-             in no file, only in its own record) as up relays
+  found      every LAN node lists exactly two relays, up: relay1 (origin bootstrap, one entry
+             with both addresses) and relay2 (origin discovered: it is in no file, only in its
+             own record)
   paths      within a LAN direct, across LANs relayed through one of the two, relays direct
   pods       pods ping across the LANs (v4, v6) and within a LAN
   failover   the relay lan1a uses for lan2a is killed (SIGKILL): the pods ping again through the
@@ -71,10 +72,11 @@ def main():
 
 
 def run_mesh(m):
-    seed = m["relay1"].addr4
+    # Both of relay1's addresses: one node, so one relay entry (merged once its PONGs name it).
+    seed = [m["relay1"].addr4, m["relay1"].addr6]
     for n in ALL:
         m.configs[n]["relayNodes"] = []
-        m.configs[n]["dht"] = {"enable": False, "bootstrap": [seed]}
+        m.configs[n]["dht"] = {"enable": False, "bootstrap": seed}
         m.write_config(m[n])
     st = {}
     pods = {}
@@ -93,9 +95,11 @@ def run_mesh(m):
         figure("public nodes serving (from start)", "%.2fs" % (time.monotonic() - t0))
         for r in RELAYS:
             node = status(m, r)["node"]
-            expect("no relayNodes configured" in (node["relayRoleReason"] or "")
-                   or "reachable" in (node["relayRoleReason"] or ""),
+            expect("advertiseAddress reachable" in (node["relayRoleReason"] or ""),
                    "%s: reason %r" % (r, node["relayRoleReason"]))
+            expect(any(line for line in m.log(m[r]).splitlines()
+                       if "relay role verifying" in line and "no relayNodes configured" in line),
+                   "%s: no 'relay role verifying ... no relayNodes configured' log line" % r)
             expect(node["relayVerified"], "%s: nothing dialled back" % r)
         for n in LAN_NODES:
             node = status(m, n)["node"]
@@ -113,19 +117,18 @@ def run_mesh(m):
         def found():
             bad = {}
             for n in LAN_NODES:
-                rs = relays_of(m, n)
-                got = {k: (v["origin"], v["state"]) for k, v in rs.items()}
-                if got.get("relay1") != ("bootstrap", "up") or \
-                        got.get("relay2") != ("discovered", "up"):
+                rs = m.meshctl(m[n], "relays")["relays"]
+                got = sorted((v["name"], v["origin"], v["state"]) for v in rs)
+                if got != [("relay1", "bootstrap", "up"), ("relay2", "discovered", "up")]:
                     bad[n] = got
             return not bad, bad
         dt = wait_until("relays found", found, 20)
         figure("both relays up on every LAN node (after roles)", "%.2fs" % dt)
         for n in LAN_NODES:
             rs = relays_of(m, n)
-            expect(rs["relay2"]["addresses"] == [m["relay2"].addr4, m["relay2"].addr6] or
-                   set(rs["relay2"]["addresses"]) == {m["relay2"].addr4, m["relay2"].addr6},
-                   "%s: relay2 addresses %s" % (n, rs["relay2"]["addresses"]))
+            for r in RELAYS:
+                expect(set(rs[r]["addresses"]) == {m[r].addr4, m[r].addr6},
+                       "%s: %s addresses %s" % (n, r, rs[r]["addresses"]))
 
     @check("paths: within a LAN direct, across LANs relayed, relays direct")
     def _():
