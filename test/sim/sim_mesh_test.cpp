@@ -625,3 +625,40 @@ TEST_CASE("sim: relayNodes emptied live and set again: relays keep serving, pair
     }
     CHECK(net["lan1a"].core->relay_failovers() == failovers);
 }
+
+TEST_CASE("sim: no relayNodes — a lone first node is not refused; dht.bootstrap applies live") {
+    sim_net net(71);
+    net.add_public("pub1", 2);
+    int l1 = net.add_lan(false, 3);
+    net.add_lan_host(l1, "lan1a");
+    const std::string psk = "sim cluster psk 0123456789";
+    node_core_config c;
+    c.bootstrap = {net["pub1"].addr};  // its own address: skipped
+    net.start_core(net["pub1"], {}, psk, c);
+    auto& pub1 = *net["pub1"].core;
+    // Alone far longer than the 15 s dial-back timeout: still offering, not refused.
+    net.run_for(40000);
+    CHECK(pub1.role() == meshd::relay_role_state::verifying);
+    CHECK(pub1.relays().empty());
+    // lan1a starts without any bootstrap address: it meets nobody.
+    net.start_core(net["lan1a"], {}, psk, node_core_config{});
+    net.run_for(5000);
+    CHECK(net["lan1a"].core->peers().empty());
+    CHECK(pub1.role() == meshd::relay_role_state::verifying);
+    // dht.bootstrap edited live on lan1a: it registers with pub1, which has its helper at last.
+    net["lan1a"].core->set_bootstrap({net["pub1"].addr}, net.now());
+    net["lan1a"].deadline = net.now();
+    const uint64_t t = net.now();
+    REQUIRE(net.run_until(
+        [&] {
+            auto rs = net["lan1a"].core->relays();
+            return pub1.role() == meshd::relay_role_state::active && rs.size() == 1 &&
+                   rs[0].name == "pub1" && rs[0].state == meshd::relay_state::up &&
+                   rs[0].origin == meshd::relay_origin::bootstrap;
+        },
+        10000));
+    MESSAGE("bootstrap set live: pub1 serving and listed up by lan1a after " << net.now() - t
+                                                                             << " ms");
+    CHECK(net.peer("lan1a", "pub1"));
+    CHECK(net.peer("pub1", "lan1a"));
+}
