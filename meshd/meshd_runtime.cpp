@@ -350,6 +350,9 @@ std::vector<wg_endpoint> daemon::local_endpoints() {
                 continue;
             if (a.scope != RT_SCOPE_UNIVERSE) continue;
             if (a.flags & (IFA_F_TENTATIVE | IFA_F_DEPRECATED | IFA_F_DADFAILED)) continue;
+            // IPv6 privacy addresses are for outgoing connections and rotate (each rotation
+            // would re-sign our record, and re-verify a relay role offered on them).
+            if (fam == AF_INET6 && (a.flags & IFA_F_TEMPORARY)) continue;
             out.push_back({a.prefix.address(), cfg_.listen_port});
             if (out.size() == peer_record::max_endpoints) return out;
         }
