@@ -184,7 +184,8 @@ private:
         uint64_t linger_until = 0;   // non-zero: not on a relay path any more
         std::set<uint64_t> aliases;  // warm standby sessions registered with the proxy
     };
-    // When each peer first got a path: persistent keepalive is switched on only a moment later.
+    // When each peer first got a path: persistent keepalive is switched on only a moment later
+    // (the end with the higher node ID later still).
     // Its first keepalive starts a handshake at once, and a handshake that reaches a peer which
     // has not configured us yet is lost and retried only after REKEY_TIMEOUT (5 s); a moment
     // later both ends know each other (pod traffic starts handshakes on its own anyway).
@@ -281,8 +282,14 @@ status daemon::sync_transport() {
         if (proxy_) {
             proxy_->stop();
             proxy_.reset();
-            // Relayed peers' endpoints were the proxy's sockets: nothing to keep for them.
-            for (const auto& [id, px] : proxied_) last_peer_.erase(id);
+            // Relayed peers' endpoints were the proxy's sockets, now gone: a peer that is kept
+            // (no path yet as seen from a relay) keeps its session keys but no endpoint, which
+            // WireGuard then learns from the peer's first packet (roaming). Removing it made the
+            // peer's next packets undecryptable here until it re-handshaked (15 s).
+            for (const auto& [id, px] : proxied_) {
+                if (auto it = last_peer_.find(id); it != last_peer_.end())
+                    it->second.endpoint.reset();
+            }
             proxied_.clear();
         }
         if (auto s = start_forwarder(); !s) {
@@ -462,7 +469,12 @@ void daemon::apply_dataplane() {
         p.public_key = dp.wg_public_key;
         p.allowed_ips = dp.allowed_ips;
         auto since = path_since_.try_emplace(dp.id, now).first->second;
-        if (now >= since + 3000) {
+        // The lower node ID first, the other 2 s later: each end's first keepalive starts a
+        // handshake when it has no session, and meshd on both ends decides at the same moment
+        // (same path time, same 2 s poll phase), so both handshakes crossed within
+        // milliseconds. A session that stalled for 15-30 s was seen right after such a
+        // crossing (1 run in about 11 of e2e_relays_runtime); starting one end first avoids it.
+        if (now >= since + (identity_.id() < dp.id ? 3000 : 5000)) {
             p.persistent_keepalive = k_keepalive_s;
         } else {
             keepalive_pending_ = true;
