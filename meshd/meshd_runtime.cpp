@@ -225,8 +225,10 @@ status daemon::start_forwarder() {
     // Not listed (relayNodes empty, the role taken at our own public address): the wildcard, as
     // our other addresses must keep answering too.
     bool all_local = self != nullptr;
-    for (const auto& a : self ? self->advertise_address : std::vector<ip_address>{}) {
-        all_local &= std::find(local.begin(), local.end(), a) != local.end();
+    if (self) {
+        for (const auto& a : self->advertise_address) {
+            all_local &= std::find(local.begin(), local.end(), a) != local.end();
+        }
     }
     if (all_local) {
         for (const auto& a : self->advertise_address) fc.listen.push_back({a, cfg_.listen_port});

@@ -180,16 +180,18 @@ void node_core::set_relays(std::vector<relay_spec> relays, bool relay_role, uint
 void node_core::rebuild_relays(uint64_t now, bool reset_timers) {
     relays_dirty_ = false;
     std::vector<relay_entry> next;
+    auto has_ep = [](const relay_entry& r, const wg_endpoint& ep) {
+        return std::any_of(r.addrs.begin(), r.addrs.end(),
+                           [&](const auto& a) { return a.ep == ep; });
+    };
     // What we learned about a relay that stays (ID, RTTs, the address in use): configured ones
     // are matched by name, found ones by node ID or by a shared address.
     auto carry = [&](relay_entry fresh) {
         // Across a switch between relayNodes and none configured, the same relay is carried
         // over too (by ID or address), so its liveness survives the switch.
         auto shares_address = [&](const relay_entry& o) {
-            return std::any_of(o.addrs.begin(), o.addrs.end(), [&](const auto& a) {
-                return std::any_of(fresh.addrs.begin(), fresh.addrs.end(),
-                                   [&](const auto& f) { return f.ep == a.ep; });
-            });
+            return std::any_of(fresh.addrs.begin(), fresh.addrs.end(),
+                               [&](const auto& f) { return has_ep(o, f.ep); });
         };
         const relay_entry* old = nullptr;
         for (const auto& o : relays_) {
@@ -244,10 +246,8 @@ void node_core::rebuild_relays(uint64_t now, bool reset_timers) {
         }
     } else {
         auto used = [&](const wg_endpoint& ep, const relay_entry* except) {
-            return std::any_of(next.begin(), next.end(), [&](const relay_entry& n) {
-                return &n != except && std::any_of(n.addrs.begin(), n.addrs.end(),
-                                                   [&](const auto& a) { return a.ep == ep; });
-            });
+            return std::any_of(next.begin(), next.end(),
+                               [&](const relay_entry& n) { return &n != except && has_ep(n, ep); });
         };
         for (const auto& a : cfg_.bootstrap) {
             wg_endpoint ep = normalize(wg_endpoint{a, cfg_.control_port});
@@ -301,8 +301,7 @@ void node_core::rebuild_relays(uint64_t now, bool reset_timers) {
                 b->id = id;
                 b->candidate = !eps.empty();
                 for (const auto& e : eps) {
-                    if (std::none_of(b->addrs.begin(), b->addrs.end(),
-                                     [&](const auto& a) { return a.ep == e; })) {
+                    if (!has_ep(*b, e)) {
                         relay_addr_state st{e};
                         for (const auto& o : relays_) {
                             for (const auto& a : o.addrs) {
@@ -1130,9 +1129,8 @@ void node_core::tick_role(uint64_t now) {
     // Listed nodes get dialback_timeout_ms from being listed. A node that only offers itself
     // (no relayNodes) counts from its first request: the first node of a cluster has nobody to
     // ask until others arrive, and must not be refused for being early.
-    const uint64_t verify_from =
-        auto_relays() && !cfg_.relay_role ? dialback_first_ms_ : role_since_ms_;
-    const bool timing = !(auto_relays() && !cfg_.relay_role) || dialback_first_ms_ != 0;
+    const uint64_t verify_from = offering() ? dialback_first_ms_ : role_since_ms_;
+    const bool timing = !offering() || dialback_first_ms_ != 0;
     if (timing && now >= verify_from + cfg_.dialback_timeout_ms) {
         std::string secs = std::to_string(cfg_.dialback_timeout_ms / 1000);
         std::string who;
@@ -1157,7 +1155,7 @@ void node_core::tick_role(uint64_t now) {
     // with us (answered at the address their HELLO came from).
     // Offering ourselves (no relayNodes): only a helper reached at a public address proves
     // anything (a LAN neighbour reaches a firewalled global IPv6 address too).
-    const bool public_only = auto_relays() && !cfg_.relay_role;
+    const bool public_only = offering();
     std::vector<std::pair<std::string, wg_endpoint>> helpers;
     auto add = [&](std::string name, const wg_endpoint& ep) {
         if (!public_only || !ep.address.is_private()) helpers.emplace_back(std::move(name), ep);
@@ -1371,7 +1369,8 @@ void node_core::on_pong(const control_message& m, const pong_msg& b, uint64_t no
 void node_core::on_hello(const control_message& m, const hello_msg& b, const wg_endpoint& from,
                          uint64_t now) {
     if (!relay_like()) return;  // only relays are rendezvous points
-    auto before = relay_facts_of(store_.find(b.record.id()));
+    // Only found relays depend on records; with relayNodes nothing is copied per HELLO.
+    auto before = auto_relays() ? relay_facts_of(store_.find(b.record.id())) : std::nullopt;
     auto put = store_.put(b.record, now);
     if (!put) {
         // Outdated seq is normal (a HELLO overtaken by a newer one); anything else is worth a line.
@@ -1432,7 +1431,7 @@ void node_core::on_records(const control_message& m, const records_msg& b, uint6
     if (!relay_by_id(m.sender)) return;
     for (const auto& r : b.records) {
         if (r.id() == identity_.id()) continue;
-        auto before = relay_facts_of(store_.find(r.id()));
+        auto before = auto_relays() ? relay_facts_of(store_.find(r.id())) : std::nullopt;
         auto put = store_.put(r, now);
         if (put && *put != put_outcome::duplicate) note_record(r, before);
         if (!put && !put.err().is(errc::already_exists)) {

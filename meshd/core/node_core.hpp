@@ -228,6 +228,8 @@ public:
     // No relayNodes configured: relays are found (bootstrap + records of serving nodes), and a
     // node with a public address offers itself (verifies it by dial-back, then serves).
     bool auto_relays() const noexcept { return cfg_.relays.empty(); }
+    // Not listed, offering ourselves at our own public addresses (no relayNodes configured).
+    bool offering() const noexcept { return auto_relays() && !cfg_.relay_role; }
 
     // meshctl ping: sends one PING over the peer's path in use; the answer shows up in
     // take_ping_results() with the returned token. Errors: not_found (no such peer), state_mismatch

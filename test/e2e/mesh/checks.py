@@ -2,10 +2,16 @@
 the default mesh's node names, PASS/FAIL checks that run at once and do not stop each other,
 figures, the final report, meshctl shortcuts and a retrying pod ping. Python 3 stdlib."""
 
+import argparse
 import os
 import re
 import shutil
+import sys
 import time
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "topology"))
+
+from pass_fail import check, expect, results  # noqa: E402,F401 - re-exported to the scenarios
 
 LAN_NODES = ["lan1a", "lan1b", "lan2a", "lan2b"]
 RELAYS = ["relay1", "relay2"]
@@ -13,29 +19,7 @@ ALL = RELAYS + LAN_NODES
 RELAY_PORT = 51821
 WG_PORT = 51820
 
-results = []  # (check name, passed)
 figures = []  # (what, value), printed again by report()
-
-
-def check(name):
-    """Runs the check at once and records PASS/FAIL (a failure does not stop the others)."""
-    def deco(fn):
-        t0 = time.monotonic()
-        try:
-            msg = fn()
-            results.append((name, True))
-            print("PASS %-58s %5.2fs %s" % (name, time.monotonic() - t0, msg or ""), flush=True)
-        except Exception as e:  # noqa: BLE001 - report and go on
-            results.append((name, False))
-            print("FAIL %-58s %5.2fs %s: %s" % (name, time.monotonic() - t0,
-                                                type(e).__name__, e), flush=True)
-        return fn
-    return deco
-
-
-def expect(cond, msg):
-    if not cond:
-        raise AssertionError(msg)
 
 
 def figure(what, value):
@@ -64,6 +48,41 @@ def peers_by_name(m, node_name):
 
 def status(m, node_name):
     return m.meshctl(m[node_name], "status")
+
+
+def relays_of(m, node_name):
+    return {r["name"]: r for r in m.meshctl(m[node_name], "relays")["relays"]}
+
+
+def wait_for(what, fn, timeout, interval=0.25):
+    """Polls fn() until it returns a true value; returns (value, seconds). Raises with fn's last
+    answer (or exception) on timeout. fn may return (ok, detail) to have the detail reported."""
+    t0 = time.monotonic()
+    last = None
+    while True:
+        try:
+            got = fn()
+            if isinstance(got, tuple):
+                ok, last = got
+            else:
+                ok, last = got, got
+            if ok:
+                return last, time.monotonic() - t0
+        except Exception as e:  # noqa: BLE001 - keep polling, report the last one
+            last = "%s: %s" % (type(e).__name__, e)
+        if time.monotonic() - t0 > timeout:
+            raise AssertionError("%s: not within %.0fs; last: %s" % (what, timeout, last))
+        time.sleep(interval)
+
+
+def first_reply(pod, addr, limit, what):
+    """Pings addr (v4) from pod with 0.2 s timeouts until one answers; returns the seconds that
+    took (the outage as the pod sees it). Raises after `limit` s, naming `what`."""
+    t0 = time.monotonic()
+    cmd = ["ping", "-4", "-n", "-c", "1", "-W", "0.2", addr]
+    while pod.run(cmd, check=False, timeout=5).returncode != 0:
+        expect(time.monotonic() - t0 < limit, "no pod reply %d s %s" % (limit, what))
+    return time.monotonic() - t0
 
 
 _RTT = re.compile(r"= [\d.]+/([\d.]+)/[\d.]+/[\d.]+ ms")
@@ -132,3 +151,13 @@ def run_and_clean(m, body, what="cleanup: close() leaves nothing"):
         left = m.leftovers()
         expect(not left, "left: %s" % left)
         expect(m.t.keep_tmp or not os.path.exists(m.t.tmpdir), m.t.tmpdir)
+
+
+def scenario_setup(tools=("ip", "nft", "wg", "wireguard-go", "ping")):
+    """A scenario's command line (--build-dir, default the repository's build/) and preflight:
+    (absolute build dir, None) when it can run, else (None, exit code)."""
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--build-dir", default=os.path.join(os.path.dirname(os.path.abspath(
+        __file__)), "..", "..", "..", "build"))
+    build = os.path.abspath(ap.parse_args().build_dir)
+    return build, preflight(build, tools)

@@ -22,7 +22,6 @@ run here.
 Usage: test_auto_relays.py [--build-dir DIR]
 """
 
-import argparse
 import os
 import sys
 import time
@@ -30,38 +29,14 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
-from checks import (ALL, LAN_NODES, RELAYS, check, expect, figure, lan_of,  # noqa: E402
-                    peers_by_name, ping_retry, preflight, report, run_and_clean, status)
+from checks import (ALL, LAN_NODES, RELAYS, check, expect, figure,  # noqa: E402
+                    first_reply, lan_of, peers_by_name, ping_retry, relays_of, report,
+                    run_and_clean, scenario_setup, status, wait_for)
 from mesh import Mesh  # noqa: E402
 
 
-def relays_of(m, n):
-    return {r["name"]: r for r in m.meshctl(m[n], "relays")["relays"]}
-
-
-def wait_until(what, fn, timeout, interval=0.25):
-    """Polls fn() -> (ok, detail) until ok; returns the seconds it took; raises with the last
-    detail on timeout."""
-    t0 = time.monotonic()
-    detail = None
-    while True:
-        try:
-            ok, detail = fn()
-            if ok:
-                return time.monotonic() - t0
-        except Exception as e:  # noqa: BLE001 - keep polling, report the last one
-            detail = "%s: %s" % (type(e).__name__, e)
-        if time.monotonic() - t0 > timeout:
-            raise AssertionError("%s: not within %.0fs; last: %s" % (what, timeout, detail))
-        time.sleep(interval)
-
-
 def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--build-dir", default=os.path.join(HERE, "..", "..", "..", "build"))
-    a = ap.parse_args()
-    build = os.path.abspath(a.build_dir)
-    rc = preflight(build)
+    build, rc = scenario_setup()
     if rc is not None:
         return rc
 
@@ -91,7 +66,7 @@ def run_mesh(m):
             s = {n: status(m, n)["node"] for n in ALL}
             ok = all(s[r]["relayRoleState"] == "active" for r in RELAYS)
             return ok, {n: (v["relayRoleState"], v["relayRoleReason"]) for n, v in s.items()}
-        dt = wait_until("relay roles", roles, 30)
+        _, dt = wait_for("relay roles", roles, 30)
         figure("public nodes serving (from start)", "%.2fs" % (time.monotonic() - t0))
         for r in RELAYS:
             node = status(m, r)["node"]
@@ -122,7 +97,7 @@ def run_mesh(m):
                 if got != [("relay1", "bootstrap", "up"), ("relay2", "discovered", "up")]:
                     bad[n] = got
             return not bad, bad
-        dt = wait_until("relays found", found, 20)
+        _, dt = wait_for("relays found", found, 20)
         figure("both relays up on every LAN node (after roles)", "%.2fs" % dt)
         for n in LAN_NODES:
             rs = relays_of(m, n)
@@ -169,18 +144,14 @@ def run_mesh(m):
         used = peers_by_name(m, "lan1a")["lan2a"]["relay"]
         other = "relay2" if used == "relay1" else "relay1"
         m.kill(m[used])
-        t0 = time.monotonic()
-        cmd = ["ping", "-4", "-n", "-c", "1", "-W", "0.2", pods["lan2a"].addr4]
-        while pods["lan1a"].run(cmd, check=False, timeout=5).returncode != 0:
-            expect(time.monotonic() - t0 < 20, "no pod reply 20 s after %s died" % used)
-        outage = time.monotonic() - t0
+        outage = first_reply(pods["lan1a"], pods["lan2a"].addr4, 20, "after %s died" % used)
         figure("pod traffic again after %s died (ping -W 0.2 loop)" % used, "%.2fs" % outage)
 
         def moved():
             a = peers_by_name(m, "lan1a")["lan2a"]
             b = peers_by_name(m, "lan2a")["lan1a"]
             return (a["relay"] == other and b["relay"] == other), (a["relay"], b["relay"])
-        wait_until("pair on %s" % other, moved, 10)
+        wait_for("pair on %s" % other, moved, 10)
         ping_retry(pods["lan2b"], pods["lan1b"].addr6, within=10)
         return "%s died, pair on %s, pods answered after %.2fs" % (used, other, outage)
 

@@ -26,7 +26,6 @@ Prints figures and `N passed, N failed`; exit 1 on a failure, 77 when it cannot 
 Usage: test_failover.py [--build-dir DIR]
 """
 
-import argparse
 import json
 import os
 import re
@@ -37,7 +36,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
 from checks import (ALL, LAN_NODES, RELAYS, check, expect, figure,  # noqa: E402
-                    peers_by_name, preflight, report, run_and_clean)
+                    peers_by_name, scenario_setup, report, run_and_clean)
 from mesh import Mesh  # noqa: E402
 
 
@@ -196,11 +195,7 @@ class UdpStream:
 
 
 def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--build-dir", default=os.path.join(HERE, "..", "..", "..", "build"))
-    a = ap.parse_args()
-    build = os.path.abspath(a.build_dir)
-    rc = preflight(build, ("ip", "nft", "wg", "wireguard-go", "ping", "iperf3"))
+    build, rc = scenario_setup(("ip", "nft", "wg", "wireguard-go", "ping", "iperf3"))
     if rc is not None:
         return rc
 

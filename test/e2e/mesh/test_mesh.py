@@ -24,7 +24,6 @@ each mesh closes nothing is left. Prints figures and `N passed, N failed`; exit 
 Usage: test_mesh.py [--build-dir DIR]
 """
 
-import argparse
 import hashlib
 import os
 import re
@@ -37,8 +36,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
 from checks import (ALL, LAN_NODES, RELAY_PORT, RELAYS, WG_PORT, check, expect,  # noqa: E402
-                    figure, lan_of, peers_by_name, ping_retry, preflight, report, run_and_clean,
-                    status)
+                    figure, lan_of, peers_by_name, ping_retry, report, run_and_clean,
+                    scenario_setup, status)
 from mesh import Mesh  # noqa: E402
 
 
@@ -155,11 +154,7 @@ class PathWatch:
 
 
 def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--build-dir", default=os.path.join(HERE, "..", "..", "..", "build"))
-    a = ap.parse_args()
-    build = os.path.abspath(a.build_dir)
-    rc = preflight(build)
+    build, rc = scenario_setup()
     if rc is not None:
         return rc
 

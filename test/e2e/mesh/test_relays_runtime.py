@@ -27,7 +27,6 @@ failure, 77 when it cannot run here.
 Usage: test_relays_runtime.py [--build-dir DIR]
 """
 
-import argparse
 import ipaddress
 import os
 import re
@@ -38,7 +37,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
 from checks import (ALL, LAN_NODES, RELAY_PORT, RELAYS, WG_PORT, check, expect,  # noqa: E402
-                    figure, lan_of, ping_retry, preflight, report, run_and_clean, status)
+                    figure, first_reply, lan_of, ping_retry, scenario_setup, relays_of, report,
+                    run_and_clean, status, wait_for)
 from mesh import Mesh  # noqa: E402
 
 METRICS = "127.0.0.1:9464"
@@ -92,27 +92,6 @@ def ping_pair(m, pods, a, b, within=8.0, v6=False, grace=20.0):
     figure("WARNING slow recovery %s -> %s" % (a, b),
            "pods answered only after %.1fs (state printed above)" % (time.monotonic() - t0))
     return rtt
-
-
-def wait_for(what, fn, timeout, interval=0.25):
-    """Polls fn() until it returns a true value; returns (value, seconds). Raises with fn's last
-    answer (or exception) on timeout. fn may return (ok, detail) to have the detail reported."""
-    t0 = time.monotonic()
-    last = None
-    while True:
-        try:
-            got = fn()
-            if isinstance(got, tuple):
-                ok, last = got
-            else:
-                ok, last = got, got
-            if ok:
-                return last, time.monotonic() - t0
-        except Exception as e:  # noqa: BLE001 - keep polling, report the last one
-            last = "%s: %s" % (type(e).__name__, e)
-        if time.monotonic() - t0 > timeout:
-            raise AssertionError("%s: not within %.0fs; last: %s" % (what, timeout, last))
-        time.sleep(interval)
 
 
 # -- Prometheus text ------------------------------------------------------------------------------
@@ -170,10 +149,6 @@ def series(samples, name, **labels):
 # -- meshctl helpers ------------------------------------------------------------------------------
 
 
-def relays_of(m, n):
-    return {r["name"]: r for r in m.meshctl(m[n], "relays")["relays"]}
-
-
 def peers_of(m, n):
     return {p["name"]: p for p in m.meshctl(m[n], "peers")["peers"]}
 
@@ -204,11 +179,7 @@ def log_lines(m, n, rx):
 
 
 def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--build-dir", default=os.path.join(HERE, "..", "..", "..", "build"))
-    a = ap.parse_args()
-    build = os.path.abspath(a.build_dir)
-    rc = preflight(build)
+    build, rc = scenario_setup()
     if rc is not None:
         return rc
 
@@ -521,11 +492,7 @@ def run_mesh(m):
             hs = mine[0][4]
         finally:
             n.run(["nft", "delete", "table", "inet", "mwtest_norelay"], check=False)
-        t0 = time.monotonic()
-        cmd = ["ping", "-4", "-n", "-c", "1", "-W", "0.2", pods["lan2a"].addr4]
-        while pods["lan1a"].run(cmd, check=False, timeout=5).returncode != 0:
-            expect(time.monotonic() - t0 < 30, "no pod reply 30 s after the relays came back")
-        back = time.monotonic() - t0
+        back = first_reply(pods["lan1a"], pods["lan2a"].addr4, 30, "after the relays came back")
         figure("lan1a -> lan2a pod answers after lan2a's relays are back", "%.2fs" % back)
         dump = n.run(["wg", "show", n.wg_ifname, "dump"], check=False).stdout
         now_hs = [ln.split("\t")[4] for ln in dump.splitlines()[1:] if ln.split("\t")[0] == key]

@@ -22,34 +22,11 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
 import topology  # noqa: E402
+from pass_fail import check, expect, results  # noqa: E402
 from topology import NETTOOLS, Topology  # noqa: E402
 
 DELAY_MS = 25.0  # one-way delay on relay2's uplink
 SLACK_MS = 15.0  # allowed median RTT above 2 * delay (measured: ~1 ms idle, ~4 ms at load 11)
-results = []
-
-
-def check(name):
-    """Decorator that runs the check at once and records PASS/FAIL (a failure does not stop)."""
-    def deco(fn):
-        t0 = time.monotonic()
-        try:
-            msg = fn()
-            results.append((name, True))
-            print("PASS %-50s %5.2fs %s" % (name, time.monotonic() - t0, msg or ""), flush=True)
-        except Exception as e:  # noqa: BLE001 - report and go on
-            results.append((name, False))
-            print("FAIL %-50s %5.2fs %s: %s" % (name, time.monotonic() - t0,
-                                                type(e).__name__, e), flush=True)
-        return fn
-    return deco
-
-
-def expect(cond, msg):
-    if not cond:
-        raise AssertionError(msg)
-
-
 def ping_rtts(node, addr, count=5, interval=0.2):
     p = node.run(["ping", "-n", "-c", str(count), "-i", str(interval), "-W", "2", addr],
                  check=False, timeout=30)
