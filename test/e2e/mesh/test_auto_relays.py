@@ -16,8 +16,9 @@ lan1b), LAN2 behind a symmetric NAT (lan2a, lan2b). No node has relayNodes; ever
   pods       pods ping across the LANs (v4, v6) and within a LAN
   failover   the relay lan1a uses for lan2a is killed (SIGKILL): the pods ping again through the
              other, found relay; the outage is printed
-then close() leaves nothing. Prints `N passed, N failed`; exit 1 on a failure, 77 when it cannot
-run here.
+then close() leaves nothing. Every deadline is a failure (bounds in checks.py, each with its
+reason); a pod ping that misses its deadline prints both nodes' state. Prints `N passed, N
+failed`; exit 1 on a failure, 77 when it cannot run here.
 
 Usage: test_auto_relays.py [--build-dir DIR]
 """
@@ -29,9 +30,10 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
-from checks import (ALL, LAN_NODES, RELAYS, check, expect, figure,  # noqa: E402
-                    first_reply, lan_of, peers_by_name, ping_retry, relays_of, report,
-                    run_and_clean, scenario_setup, status, wait_for)
+from checks import (ALL, FAILOVER_BOUND, LAN_NODES, PATHS_BOUND, READY_BOUND,  # noqa: E402
+                    RELAYS, ROLE_BOUND, check, expect, figure, lan_of, peers_by_name,
+                    ping_retry, relays_of, report, run_and_clean, scenario_setup, status,
+                    time_to_reply, wait_for, watch_recovery)
 from mesh import Mesh  # noqa: E402
 
 
@@ -60,13 +62,13 @@ def run_mesh(m):
     def _():
         t0 = time.monotonic()
         m.start()
-        m.wait_ready(timeout=20)
+        m.wait_ready(timeout=READY_BOUND)
 
         def roles():
             s = {n: status(m, n)["node"] for n in ALL}
             ok = all(s[r]["relayRoleState"] == "active" for r in RELAYS)
             return ok, {n: (v["relayRoleState"], v["relayRoleReason"]) for n, v in s.items()}
-        _, dt = wait_for("relay roles", roles, 30)
+        _, dt = wait_for("relay roles", roles, ROLE_BOUND)
         figure("public nodes serving (from start)", "%.2fs" % (time.monotonic() - t0))
         for r in RELAYS:
             node = status(m, r)["node"]
@@ -97,7 +99,9 @@ def run_mesh(m):
                 if got != [("relay1", "bootstrap", "up"), ("relay2", "discovered", "up")]:
                     bad[n] = got
             return not bad, bad
-        _, dt = wait_for("relays found", found, 20)
+        # relay2 is found in its record, which the LAN nodes get from relay1 with their next
+        # HELLO (every 10 s) at the latest, and up on its first PONG: as for PATHS_BOUND.
+        _, dt = wait_for("relays found", found, PATHS_BOUND)
         figure("both relays up on every LAN node (after roles)", "%.2fs" % dt)
         for n in LAN_NODES:
             rs = relays_of(m, n)
@@ -110,7 +114,7 @@ def run_mesh(m):
         t0 = time.monotonic()
         want = {(a, b): ("relay" if lan_of(a) and lan_of(b) and lan_of(a) != lan_of(b)
                          else "direct") for a in ALL for b in ALL if a != b}
-        m.wait_paths(want, timeout=30)
+        m.wait_paths(want, timeout=PATHS_BOUND)
         figure("all 30 paths settled", "%.2fs" % (time.monotonic() - t0))
         used = set()
         for a in LAN_NODES:
@@ -131,7 +135,8 @@ def run_mesh(m):
         out = []
         for a, b in (("lan1a", "lan2a"), ("lan2b", "lan1b"), ("lan1a", "lan1b")):
             for fam in ("addr4", "addr6"):
-                rtt = ping_retry(pods[a], getattr(pods[b], fam), within=20)
+                # The pair's first pod traffic: ping_retry's HANDSHAKE_BOUND.
+                rtt = ping_retry(pods[a], getattr(pods[b], fam), watch=30)
                 out.append("%s->%s v%s %.2fms" % (a, b, fam[-1], rtt))
         figure("pod ping avg RTT", "; ".join(out))
         st["pods"] = True
@@ -143,16 +148,24 @@ def run_mesh(m):
     def _():
         used = peers_by_name(m, "lan1a")["lan2a"]["relay"]
         other = "relay2" if used == "relay1" else "relay1"
+        t_kill = time.monotonic()  # the outage counts from here: m.kill waits for the exit
         m.kill(m[used])
-        outage = first_reply(pods["lan1a"], pods["lan2a"].addr4, 20, "after %s died" % used)
+        left = FAILOVER_BOUND - (time.monotonic() - t_kill)
+        if time_to_reply(pods["lan1a"], pods["lan2a"].addr4, left) is None:
+            diag = "\n".join(m.diagnose(m[n]) for n in ("lan1a", "lan2a"))
+            raise AssertionError("no pod reply within %g s after %s died; %s\n%s" % (
+                FAILOVER_BOUND, used, watch_recovery(pods["lan1a"], pods["lan2a"].addr4), diag))
+        outage = time.monotonic() - t_kill
         figure("pod traffic again after %s died (ping -W 0.2 loop)" % used, "%.2fs" % outage)
 
         def moved():
             a = peers_by_name(m, "lan1a")["lan2a"]
             b = peers_by_name(m, "lan2a")["lan1a"]
             return (a["relay"] == other and b["relay"] == other), (a["relay"], b["relay"])
-        wait_for("pair on %s" % other, moved, 10)
-        ping_retry(pods["lan2b"], pods["lan1b"].addr6, within=10)
+        # Both ends left the dead relay within FAILOVER_BOUND (the pods answered): meshctl
+        # shows it by now.
+        wait_for("pair on %s" % other, moved, FAILOVER_BOUND)
+        ping_retry(pods["lan2b"], pods["lan1b"].addr6, watch=30)
         return "%s died, pair on %s, pods answered after %.2fs" % (used, other, outage)
 
 

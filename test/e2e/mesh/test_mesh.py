@@ -20,6 +20,8 @@ then on a second, short mesh where lan2b has a wrong PSK: nobody answers lan2b, 
 the relays count authFailed, no relay session involves it, its pod reaches nothing; and after
 each mesh closes nothing is left. Prints figures and `N passed, N failed`; exit 1 on a failure,
 77 when it cannot run here.
+Every deadline is a failure (bounds in checks.py, each with its reason); a pod ping that misses
+its deadline prints both nodes' state and how long it still took to answer, if at all.
 
 Usage: test_mesh.py [--build-dir DIR]
 """
@@ -35,9 +37,9 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
-from checks import (ALL, LAN_NODES, RELAY_PORT, RELAYS, WG_PORT, check, expect,  # noqa: E402
-                    figure, lan_of, peers_by_name, ping_retry, report, run_and_clean,
-                    scenario_setup, status)
+from checks import (ALL, LAN_NODES, PATHS_BOUND, READY_BOUND, RELAY_PORT,  # noqa: E402
+                    RELAYS, WG_PORT, check, expect, figure, lan_of, peers_by_name, ping_retry,
+                    report, run_and_clean, scenario_setup, status)
 from mesh import Mesh  # noqa: E402
 
 
@@ -177,7 +179,7 @@ def main_mesh(m):
     def _():
         t0 = time.monotonic()
         m.start()
-        m.wait_ready(timeout=20)
+        m.wait_ready(timeout=READY_BOUND)
         started["t0"] = t0
         figure("meshd ready on all nodes", "%.2fs" % (time.monotonic() - t0))
 
@@ -187,7 +189,7 @@ def main_mesh(m):
     @check("paths: direct within a LAN and to relays, relay across LANs")
     def _():
         want = {(a, b): want_path(a, b) for a, b in all_pairs(ALL)}
-        m.wait_paths(want, timeout=30)
+        m.wait_paths(want, timeout=PATHS_BOUND)
         dt = time.monotonic() - started["t0"]
         figure("all 30 paths settled (from start)", "%.2fs" % dt)
         return "%d ordered pairs" % len(want)
@@ -246,22 +248,15 @@ def main_mesh(m):
         errors = []
         for a, b in all_pairs(LAN_NODES):
             for addr in (pods[b].addr4, pods[b].addr6):
-                t0 = time.monotonic()
+                # The first pod traffic of the pair: HANDSHAKE_BOUND (one lost WireGuard handshake
+                # initiation). A miss fails the check (the others are still tried) with both
+                # nodes' state; watching on says whether it was a stall or a broken path.
                 try:
-                    rtts[want_path(a, b)].append(ping_retry(pods[a], addr))
-                    continue
-                except AssertionError as e:
-                    # Printed (with both nodes' state), then 20 s more: a stalled WireGuard
-                    # session recovers by its own re-handshake; the delay is reported, not hidden.
-                    print("WARNING %s" % e)
-                try:
-                    rtts[want_path(a, b)].append(ping_retry(pods[a], addr, within=20))
-                    figure("WARNING slow pod ping %s -> %s %s" % (a, b, addr),
-                           "answered only after %.1fs (state printed above)"
-                           % (time.monotonic() - t0))
+                    rtts[want_path(a, b)].append(ping_retry(pods[a], addr, watch=30))
                 except AssertionError as e:
                     errors.append(str(e))
-        expect(not errors, "\n".join(errors))
+        expect(not errors, "%d of %d pod pings failed:\n%s" % (
+            len(errors), 2 * len(all_pairs(LAN_NODES)), "\n".join(errors)))
         for kind, v in rtts.items():
             v = sorted(v)
             figure("pod ping avg RTT, %s (min/median/max of %d)" % (kind, len(v)),
@@ -459,24 +454,27 @@ table inet %s {
 """ % (table, a.addr4, a.addr6, a.addr4, a.addr6))
         t0 = time.monotonic()
         try:
+            # The direct path is down after path_timeout (3.5 s) without a PONG, then relayed.
             m.wait_paths({("lan1a", "lan1b"): "relay", ("lan1b", "lan1a"): "relay"}, timeout=15)
             t_relay = time.monotonic() - t0
             figure("direct -> relay after blocking lan1a<->lan1b", "%.2fs" % t_relay)
             pa, pb = peers_by_name(m, "lan1a")["lan1b"], peers_by_name(m, "lan1b")["lan1a"]
             expect((pa["relay"], pa["sessionId"]) == (pb["relay"], pb["sessionId"]), (pa, pb))
             t1 = time.monotonic()
-            rt = [ping_retry(pods["lan1a"], pods["lan1b"].addr4, within=8),
-                  ping_retry(pods["lan1b"], pods["lan1a"].addr6, within=8)]
+            rt = [ping_retry(pods["lan1a"], pods["lan1b"].addr4, watch=30),
+                  ping_retry(pods["lan1b"], pods["lan1a"].addr6, watch=30)]
             figure("pods lan1a<->lan1b relayed (via %s): ping ok after" % pa["relay"],
                    "%.2fs, avg rtt %.3f / %.3f ms" % (time.monotonic() - t1, rt[0], rt[1]))
         finally:
             b.run(["nft", "delete", "table", "inet", table], check=False)
         t0 = time.monotonic()
+        # A relayed pair probes its direct candidates every 5 s (upgrade_interval), and is direct
+        # on the first PONG; 15 s leaves two probes lost to the loaded host.
         m.wait_paths({("lan1a", "lan1b"): "direct", ("lan1b", "lan1a"): "direct"}, timeout=15)
         t_direct = time.monotonic() - t0
         figure("relay -> direct after unblocking", "%.2fs" % t_direct)
-        ping_retry(pods["lan1a"], pods["lan1b"].addr6, within=8)
-        ping_retry(pods["lan1b"], pods["lan1a"].addr4, within=8)
+        ping_retry(pods["lan1a"], pods["lan1b"].addr6, watch=30)
+        ping_retry(pods["lan1b"], pods["lan1a"].addr4, watch=30)
         return "relay after %.1fs, direct again after %.1fs" % (t_relay, t_direct)
 
     @check("relayed pairs kept their relay and session during the run")
@@ -506,8 +504,8 @@ def wrong_psk_mesh(m):
     def _():
         t0 = time.monotonic()
         m.start()
-        m.wait_ready(timeout=20)
-        m.wait_paths({(a, b): want_path(a, b) for a, b in all_pairs(good)}, timeout=30)
+        m.wait_ready(timeout=READY_BOUND)
+        m.wait_paths({(a, b): want_path(a, b) for a, b in all_pairs(good)}, timeout=PATHS_BOUND)
         ok["yes"] = True
         figure("wrong-PSK mesh: good paths settled", "%.2fs" % (time.monotonic() - t0))
 
@@ -599,8 +597,8 @@ def wrong_psk_mesh(m):
         p1 = m.add_pod(m["lan1a"], "p")
         p2 = m.add_pod(m["lan2a"], "p")
         bad = m.add_pod(m["lan2b"], "p")
-        ping_retry(p1, p2.addr4)
-        ping_retry(p2, p1.addr6)
+        ping_retry(p1, p2.addr4, watch=30)
+        ping_retry(p2, p1.addr6, watch=30)
         ping_retry(bad, p1.addr4, within=3, expect_ok=False)
         ping_retry(bad, p1.addr6, within=3, expect_ok=False)
         ping_retry(bad, p2.addr4, within=2, expect_ok=False)

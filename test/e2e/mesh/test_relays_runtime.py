@@ -21,8 +21,10 @@ re-reads relayNodes from its watched config file):
   no relay   lan2a alone cannot reach any relay (nftables): its path to lan1a goes to none, yet
              its WireGuard peer (session keys) and pod route stay; unblocked: lan1a's pod reaches
              lan2a's again (time printed)
-then close() leaves nothing. Prints the measured times and `N passed, N failed`; exit 1 on a
-failure, 77 when it cannot run here.
+then close() leaves nothing. Every deadline is a failure (bounds named in checks.py and here, each
+with its reason); a pod ping that misses its deadline prints the pair's state on both ends and how
+long it still took to answer, if at all. Prints the measured times and `N passed, N failed`; exit 1
+on a failure, 77 when it cannot run here.
 
 Usage: test_relays_runtime.py [--build-dir DIR]
 """
@@ -36,12 +38,24 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
-from checks import (ALL, LAN_NODES, RELAY_PORT, RELAYS, WG_PORT, check, expect,  # noqa: E402
-                    figure, first_reply, lan_of, ping_retry, scenario_setup, relays_of, report,
-                    run_and_clean, status, wait_for)
+from checks import (ALL, HANDSHAKE_BOUND, LAN_NODES, PATHS_BOUND, READY_BOUND,  # noqa: E402
+                    RELAY_PORT, RELAYS, ROLE_BOUND, WG_PORT, check, expect, figure, first_reply,
+                    lan_of, ping_retry, relays_of, report, run_and_clean, scenario_setup, status,
+                    wait_for, watch_recovery)
 from mesh import Mesh  # noqa: E402
 
 METRICS = "127.0.0.1:9464"
+
+# A node whose relays come back after a moment without any: it probes every relay at least every
+# 1 s (ping_interval), the first PONG makes one usable again, the pair's relay sessions are still
+# bound (refreshed every 15 s) and its WireGuard session keys were kept, so pods answer as soon as
+# a relay does (0.4 s measured). 1 s + the 1 s session REQUEST retry + slack for the loaded host;
+# below REKEY_TIMEOUT, so a recovery that needed a new handshake whose first initiation was lost
+# fails (the test also asserts the handshake did not change).
+RELAYS_BACK_BOUND = 4.0
+# A relay list change reaches every node through its config file, polled every 2 s; a relay is
+# listed up on its first PONG (probes every 1 s) once it serves, dropped at once when removed.
+LIST_BOUND = 10.0
 
 
 def pair_diag(m, a, b):
@@ -74,24 +88,20 @@ def pair_diag(m, a, b):
     return "\n".join(out)
 
 
-def ping_pair(m, pods, a, b, within=8.0, v6=False, grace=20.0):
-    """Pod a pings pod b within `within` s. Past that the pair's state is printed as a warning
-    and the ping goes on for `grace` s more: a WireGuard session that stalls after a relay change
-    recovers by its own re-handshake (REKEY_TIMEOUT + KEEPALIVE, ~15 s). That delay is reported
-    every time it happens (it is a known issue, not a pass); no answer at all fails the check."""
+def ping_pair(m, pods, a, b, v6=False):
+    """Pod a pings pod b within HANDSHAKE_BOUND (after a relay change the pair may need a new
+    WireGuard handshake). A miss fails: the AssertionError carries the pair's state on both ends,
+    taken at the deadline, and how long the pods still took to answer (a WireGuard session that
+    stalls after a relay change answers after 15-28 s: that is the failure being caught)."""
     addr = pods[b].addr6 if v6 else pods[b].addr4
-    t0 = time.monotonic()
     try:
-        return ping_retry(pods[a], addr, within=within, diagnose=False)
+        return ping_retry(pods[a], addr, within=HANDSHAKE_BOUND, diagnose=False)
     except AssertionError as e:
-        print("WARNING %s -> %s: %s\n%s" % (a, b, str(e).splitlines()[0], pair_diag(m, a, b)))
-    try:
-        rtt = ping_retry(pods[a], addr, within=grace, diagnose=False)
-    except AssertionError as e:
-        raise AssertionError("%s\n%s" % (e, pair_diag(m, a, b))) from None
-    figure("WARNING slow recovery %s -> %s" % (a, b),
-           "pods answered only after %.1fs (state printed above)" % (time.monotonic() - t0))
-    return rtt
+        diag = pair_diag(m, a, b)
+        after = watch_recovery(pods[a], addr)
+        raise AssertionError("%s -> %s: %s; %s\n%s\n%s" % (
+            a, b, str(e).splitlines()[0].rstrip(":"), after, "\n".join(str(e).splitlines()[1:]),
+            diag)) from None
 
 
 # -- Prometheus text ------------------------------------------------------------------------------
@@ -199,15 +209,15 @@ def run_mesh(m):
     def _():
         t0 = time.monotonic()
         m.start()
-        m.wait_ready(timeout=20)
+        m.wait_ready(timeout=READY_BOUND)
         want = {(a, b): ("relay" if lan_of(a) and lan_of(b) and lan_of(a) != lan_of(b)
                          else "direct") for a in ALL for b in ALL if a != b}
-        m.wait_paths(want, timeout=30)
+        m.wait_paths(want, timeout=PATHS_BOUND)
         figure("all 30 paths settled (from start)", "%.2fs" % (time.monotonic() - t0))
         for n in LAN_NODES:
             pods[n] = m.add_pod(m[n], "p")
         for a, b in (("lan1a", "lan2a"), ("lan2b", "lan1b")):
-            ping_retry(pods[a], pods[b].addr4, diagnose=False)
+            ping_pair(m, pods, a, b)
         st["ok"] = True
 
     if "ok" not in st:
@@ -275,7 +285,7 @@ def run_mesh(m):
         m.start(r3)
         m.wait_ready(timeout=10, nodes=[r3])
         (state, why, ver), dt = wait_for("relay3 active", lambda: (
-            role(m, "relay3")[0] == "active", role(m, "relay3")), 20)
+            role(m, "relay3")[0] == "active", role(m, "relay3")), ROLE_BOUND)
         figure("relay3: relayRoleState active after", "%.2fs (reason %r, verified %s)" % (
             dt, why, ver))
 
@@ -286,26 +296,16 @@ def run_mesh(m):
                 if not r or r["state"] != "up":
                     bad[n] = r and r["state"]
             return not bad, bad
-        _, dt2 = wait_for("every node lists relay3 up", listed, 20)
+        _, dt2 = wait_for("every node lists relay3 up", listed, LIST_BOUND)
         figure("relay3: listed up by every node after", "%.2fs" % (time.monotonic() - t0))
+        # Whether pairs use relay3 now is up to the election (it may keep every pair on relay1
+        # and relay2): a figure, not a check. Once relay1 is removed, relay3 must carry sessions.
+        rs = status(m, "relay3")["relayService"] or {}
+        users = ["%s-%s" % (a, b) for a in LAN_NODES
+                 for b, p in peers_of(m, a).items() if p.get("relay") == "relay3"]
+        figure("relay3: sessions / pairs using it (when listed up)", "%s / %s" % (
+            rs.get("sessions"), users or "none"))
         st["relay3"] = True
-
-    @check("relay3: sessions / pairs using it (reported)")
-    def _():
-        expect("relay3" in st, "relay3 did not come up")
-
-        def used():
-            rs = status(m, "relay3")["relayService"] or {}
-            users = ["%s-%s" % (a, b) for a in LAN_NODES
-                     for b, p in peers_of(m, a).items() if p.get("relay") == "relay3"]
-            return rs.get("sessions", 0) > 0, (rs.get("sessions"), users)
-        # Optional by design (the election may keep every pair on relay1/relay2): reported only.
-        try:
-            (sess, users), dt = wait_for("relay3 sessions", used, 10)
-            figure("relay3: sessions / pairs using it", "%s / %s (after %.2fs more)" % (
-                sess, users or "none", dt))
-        except AssertionError as e:
-            figure("relay3: sessions / pairs using it", "none within 10 s (%s)" % e)
 
     @check("remove relay1 from every config: dropped everywhere, role none")
     def _():
@@ -345,6 +345,11 @@ def run_mesh(m):
         via = sorted({"%s" % p.get("relay") for a in LAN_NODES
                       for p in peers_of(m, a).values() if p["path"] == "relay"})
         expect("relay1" not in via, via)
+        # relay2 and relay3 are the only relays left: every cross-LAN pair keeps its warm
+        # sessions (in use + standby) on both, so relay3 holds sessions now.
+        sess, _dt = wait_for("relay3 holds sessions", lambda: (
+            ((status(m, "relay3")["relayService"] or {}).get("sessions") or 0) > 0,
+            status(m, "relay3")["relayService"]), 5)
         figure("cross-LAN pings after relay1's removal", ", ".join(rtts))
         return "relays in use: %s" % via
 
@@ -366,7 +371,7 @@ def run_mesh(m):
             if not states or states[-1] != r[0]:
                 states.append(r[0])
             return r[0] == "active", r
-        (state, why, ver), dt = wait_for("lan1b active", active_noting, 25)
+        (state, why, ver), dt = wait_for("lan1b active", active_noting, ROLE_BOUND)
         figure("lan1b: relayRoleState active after", "%.2fs (states %s)" % (dt, states))
         figure("lan1b: relayRoleReason / relayVerified", "%r / %s" % (why, ver))
         expect("%s:%d" % (rt.addr4, RELAY_PORT) in (ver or []), "relayVerified %s" % ver)
@@ -420,7 +425,7 @@ def run_mesh(m):
             if not states or states[-1] != r[0]:
                 states.append(r[0])
             return r[0] == "refused", r
-        (state, why, ver), dt = wait_for("lan2b refused", refused, 25)
+        (state, why, ver), dt = wait_for("lan2b refused", refused, ROLE_BOUND)
         figure("lan2b: relayRoleState refused after", "%.2fs (states %s)" % (dt, states))
         figure("lan2b: relayRoleReason", repr(why))
         expect(why and "not reachable" in why, "reason %r" % why)
@@ -492,7 +497,13 @@ def run_mesh(m):
             hs = mine[0][4]
         finally:
             n.run(["nft", "delete", "table", "inet", "mwtest_norelay"], check=False)
-        back = first_reply(pods["lan1a"], pods["lan2a"].addr4, 30, "after the relays came back")
+        try:
+            back = first_reply(pods["lan1a"], pods["lan2a"].addr4, RELAYS_BACK_BOUND,
+                               "after the relays came back")
+        except AssertionError as e:
+            diag = pair_diag(m, "lan1a", "lan2a")  # the state at the deadline, then watch on
+            raise AssertionError("%s; %s\n%s" % (
+                e, watch_recovery(pods["lan1a"], pods["lan2a"].addr4), diag)) from None
         figure("lan1a -> lan2a pod answers after lan2a's relays are back", "%.2fs" % back)
         dump = n.run(["wg", "show", n.wg_ifname, "dump"], check=False).stdout
         now_hs = [ln.split("\t")[4] for ln in dump.splitlines()[1:] if ln.split("\t")[0] == key]
