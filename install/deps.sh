@@ -16,7 +16,7 @@ packages=(
   libboost1.81-dev nlohmann-json3-dev libmnl-dev libnl-3-dev libnl-route-3-dev doctest-dev
   libsodium-dev libssl-dev libyaml-cpp-dev
   # runtime and test tools
-  iproute2 iputils-ping nftables wireguard-go wireguard-tools iperf3 procps psmisc jq python3
+  iproute2 iputils-ping nftables wireguard-go wireguard-tools iperf3 procps psmisc jq python3 time
   containernetworking-plugins podman runc busybox-static
   # kernel WireGuard tests under QEMU
   qemu-system-x86 kmod cpio

@@ -9,7 +9,8 @@ for). Peak RSS is the largest ru_maxrss that wait4() reported for an invocation 
 includes the host-local child it waits for).
 
 Prints a table and the ratios reference/meshwire of the median ADD and DEL (target: >= 5x).
-Never fails on timing; exits non-zero only if an invocation fails or something leaks.
+Never fails on timing; exits 1 if an invocation fails (timed or in the peak-RSS runs), a peak RSS
+could not be measured, or something leaks; 77 (skip) without root or without /usr/bin/time.
 
     python3 test/bench/cni_bench.py --plugin build/cni-plugin/meshwire [--cycles 150] [--dual-stack]
 """
@@ -107,9 +108,8 @@ def kernel_veth_floor(pod, n):
 
 
 def peak_rss(s, cycles):
-    """Largest max-RSS (KiB) of the plugin process over `cycles` ADD+DEL, via GNU time."""
-    if not os.access("/usr/bin/time", os.X_OK):
-        return 0
+    """Largest max-RSS (KiB) of the plugin process over `cycles` ADD+DEL, via GNU time; 0 after a
+    failed invocation (recorded in s.failures)."""
     peak = 0
     for i in range(cycles):
         cid = "rss-%s-%d" % (s.label.split()[0], i)
@@ -120,14 +120,20 @@ def peak_rss(s, cycles):
                          cni_path=s.cni_path, node=s.node,
                          argv=["/usr/bin/time", "-f", "MAXRSS=%M", s.path])
             lines = [x for x in r.stderr.splitlines() if x.startswith("MAXRSS=")]
-            if r.rc != 0 or not lines:
-                s.failures.append(r.describe())
+            if r.rc != 0:
+                s.failures.append("peak-RSS run, %s of %s: %s" % (op, cid, r.describe()))
                 return 0
-            peak = max(peak, int(lines[-1].split("=")[1]))
+            if not lines:  # the plugin worked: still DEL what it added, then fail
+                s.failures.append("peak-RSS run, %s of %s: no MAXRSS line from /usr/bin/time: %r"
+                                  % (op, cid, r.stderr[-500:]))
+            else:
+                peak = max(peak, int(lines[-1].split("=")[1]))
             if op == "ADD":
                 out = r.stdout  # GNU time writes its line to stderr; stdout is the plugin's
                 prev = L.json.loads(out)
                 s.ips.update(L.result_ips(prev))
+        if s.failures:
+            return 0
     return peak
 
 
@@ -142,6 +148,11 @@ def main():
     args = ap.parse_args()
     if os.geteuid() != 0:
         print("SKIP: the benchmark needs root (network namespaces)", file=sys.stderr)
+        return L.SKIP
+    if not os.access("/usr/bin/time", os.X_OK):
+        # the peak-RSS figure needs a small process between us and the plugin (see peak_rss)
+        print("SKIP: the benchmark needs /usr/bin/time (Debian package time) for peak RSS",
+              file=sys.stderr)
         return L.SKIP
     plugin = os.path.abspath(args.plugin)
     bridge = os.path.join(args.cni_dir, "bridge")
@@ -234,7 +245,16 @@ def main():
               "bridge %s KiB (wait4 rusage: includes the host-local child it reaps)"
               % (args.rss_cycles, mw.maxrss or "n/a", ref.maxrss or "n/a"))
         print("leaks after %d cycles: %s" % (total, "none" if not leaks else leaks))
-        return 1 if leaks else 0
+        rss_failed = [(s.label, f) for s in subjects for f in s.failures]
+        for label, f in rss_failed:
+            print("FAIL: %s: %s" % (label, f))
+        for s in subjects:
+            if not s.maxrss and not s.failures:
+                rss_failed.append((s.label, "no peak RSS measured"))
+                print("FAIL: %s: no peak RSS measured" % s.label)
+        if leaks:
+            print("FAIL: leaks: %s" % leaks)
+        return 1 if leaks or rss_failed else 0
     finally:
         c.run()
 

@@ -12,8 +12,12 @@ lan2a (the receiver logs the arrival time of each datagram). Each trial:
      only moves back to a clearly better relay), and whether the pair moved back.
 
 Prints per-trial figures and the summary (median, p90, max). Never fails on timing, only when the
-mesh breaks (no failover within 5 s, the relay not up again or no standby session within 30 s, the
-stream stopped). Skips (77) without root.
+mesh breaks (exit 1, `FAIL:`): the killed meshd did not die; lan1a still on the dead relay after
+5 s, or lan2a (the other end) still on it after 5 s; the stream stopped (no datagram in the last
+second, checked after the failover and again after the recovery); another meshd died; the
+restarted relay not ready, not up in lan1a's relays or without the standby session within 30 s;
+a trial that breaks in any other way (meshctl failing, ...); no trial completed. Skips (77)
+without root.
 
 Usage: bench_failover.py --build-dir DIR [--trials N]
 """
@@ -22,8 +26,9 @@ import argparse
 import os
 import sys
 import time
+import traceback
 
-from meshbench import REPO, Mesh, need_root, peer, ping_until_ok, start_mesh
+from meshbench import REPO, Mesh, meshd_exits, need_root, peer, ping_until_ok, start_mesh
 
 sys.path.insert(0, os.path.join(REPO, "test", "e2e", "mesh"))
 from test_failover import UdpStream, largest_gap, relay_state  # noqa: E402
@@ -64,14 +69,34 @@ class Broken(Exception):
     pass
 
 
+def stream_alive(stream, i, when):
+    """Raises Broken when the receiver logged no datagram in the last second."""
+    arr = arrivals_seq(stream)
+    now = time.time()
+    if not arr or now - arr[-1][0] > 1.0:
+        raise Broken("trial %d: the stream stopped %s (last datagram %s)" % (
+            i, when, "%.1f s ago" % (now - arr[-1][0]) if arr else "never"))
+    return arr
+
+
+def others_alive(m, i, when, but=None):
+    """Raises Broken when a meshd other than `but` is not running."""
+    dead = {k: v for k, v in meshd_exits(m).items() if k != but}
+    if dead:
+        raise Broken("trial %d: meshd not running %s: %s" % (i, when, ", ".join(
+            "%s (exit %s)" % kv for kv in sorted(dead.items()))))
+
+
 def trial(m, stream, ids, i, hold):
     relay = peer(m, "lan1a", "lan2a")["relay"]
     if relay not in ("relay1", "relay2"):
         raise Broken("lan1a>lan2a not relayed: %s" % peer(m, "lan1a", "lan2a"))
     back_before = peer(m, "lan2a", "lan1a")["relay"]
     t_kill = time.time()
-    m.kill(m[relay])
+    rc = m.kill(m[relay])
     t0 = time.monotonic()
+    if rc is None or m.procs[relay].alive():
+        raise Broken("trial %d: the meshd of %s did not die on SIGKILL" % (i, relay))
     new = relay
     while time.monotonic() - t0 < 5:
         new = peer(m, "lan1a", "lan2a")["relay"]
@@ -83,13 +108,16 @@ def trial(m, stream, ids, i, hold):
         raise Broken("trial %d: lan1a>lan2a still on the dead %s after 5 s" % (i, relay))
     time.sleep(max(0.0, 1.5 - (time.monotonic() - t0)))
     back_after_kill = peer(m, "lan2a", "lan1a")["relay"]
+    while back_after_kill == relay and time.monotonic() - t0 < 5:
+        time.sleep(0.05)
+        back_after_kill = peer(m, "lan2a", "lan1a")["relay"]
+    if back_after_kill == relay:
+        raise Broken("trial %d: lan2a>lan1a still on the dead %s after 5 s" % (i, relay))
     t_end1 = time.time()
-    arr = arrivals_seq(stream)
+    arr = stream_alive(stream, i, "after the failover")
+    others_alive(m, i, "after the failover", but=relay)
     gap1, at1 = largest_gap([t for t, _ in arr], t_kill - 0.2, t_end1)
     lost1 = lost_between(arr, t_kill - 0.2, t_end1)
-    if not arr or t_end1 - arr[-1][0] > 1.0:
-        raise Broken("trial %d: the stream stopped (last datagram %.1f s ago)" % (
-            i, t_end1 - (arr[-1][0] if arr else 0)))
 
     # restart and recovery
     t_start = time.time()
@@ -115,7 +143,8 @@ def trial(m, stream, ids, i, hold):
                      "within 30 s" % (i, relay, t_up, t_sb))
     time.sleep(hold)
     t_end2 = time.time()
-    arr = arrivals_seq(stream)
+    arr = stream_alive(stream, i, "after the recovery")
+    others_alive(m, i, "after the recovery")
     gap2, at2 = largest_gap([t for t, _ in arr], t_start, t_end2)
     lost2 = lost_between(arr, t_start, t_end2)
     now = peer(m, "lan1a", "lan2a")["relay"]
@@ -167,9 +196,10 @@ def main():
         try:
             for i in range(1, a.trials + 1):
                 runs.append(trial(m, stream, ids, i, a.hold))
-        except Broken as e:
-            broken = str(e)
-            print("BROKEN: %s" % e)
+        except Exception as e:  # noqa: BLE001 - any break ends the trials; the summary still prints
+            broken = str(e) if isinstance(e, Broken) else "trial %d: %s" % (
+                len(runs) + 1, traceback.format_exc())
+            print("BROKEN: %s" % broken)
             for n in ("lan1a", "lan2a", "relay1", "relay2"):
                 print(m._describe(m[n]))
         stream.stop()
@@ -196,6 +226,8 @@ def main():
         print("killed: relay1 %d, relay2 %d" % (sum(r["killed"] == "relay1" for r in runs),
                                                 sum(r["killed"] == "relay2" for r in runs)))
     print("total run time %.1f s" % (time.monotonic() - t_begin))
+    if not runs and not broken:
+        broken = "no trial completed (--trials %d)" % a.trials
     if broken:
         print("FAIL: %s" % broken)
         return 1

@@ -8,6 +8,12 @@ observed node's peers and records. Default 500 peers in 10 LANs, 1 s virtual aft
 knows all (about 2.5 min wall on 2 cores: every core verifies every other's signed record, O(N^2);
 CORE_RSS_PEERS=200 takes ~20 s). Prints figures.
 
+Fails (exit 1) when a figure is missing or would not be what it claims: a meshd not running when
+sampled (or dead by the end of the testbed part), no VmRSS/VmHWM for a process that must have one
+(meshd on relay1 and lan1a, and their wireguard-go with the userspace backend), core_rss_bench
+crashing, failing (it checks that every simulated core knows every other), timing out or printing
+no complete RESULT line. Skips (77) without root.
+
 A real meshd with 500 real peers is not run: the peers would have to speak the sealed protocol
 (XChaCha20-Poly1305 + Ed25519 records), so the at-scale figure is node_core's, measured in
 process on the simulator."""
@@ -19,7 +25,26 @@ import subprocess
 import sys
 import time
 
-from meshbench import Mesh, meshd_pid, need_root, start_mesh, status_kb, wg_pid
+from meshbench import (Failures, Mesh, check_meshd_alive, meshd_pid, need_root, start_mesh,
+                       status_kb, wg_pid)
+
+RESULT_KEYS = ("peers", "lans", "all_known", "known_after_ms", "rss_growth_kib", "kib_per_core",
+               "obs_peers", "obs_records", "obs_sessions")
+
+
+def sample(fails, rows, node, what, pid, peers):
+    """Appends (node, what, {VmRSS, VmHWM} KiB, peers) to rows; a failure when the process is gone
+    or /proc has no figure for it."""
+    try:
+        kb = status_kb(pid) if pid else {}
+    except OSError as e:
+        kb = {}
+        fails.add("%s on %s: /proc/%s/status: %s" % (what, node, pid, e))
+        return
+    if "VmRSS" not in kb or "VmHWM" not in kb:
+        fails.add("%s on %s (pid %s): no VmRSS/VmHWM (%s)" % (what, node, pid, kb))
+        return
+    rows.append((node, what, kb, peers))
 
 
 def main():
@@ -31,19 +56,21 @@ def main():
     ap.add_argument("--settle", type=int, default=1)
     a = ap.parse_args()
     need_root("bench_meshd_rss")
+    fails = Failures("bench_meshd_rss")
     rows = []
     with Mesh(build_dir=a.build_dir) as m:
         settle = start_mesh(m, {("lan1a", "lan1b"): "direct", ("lan1a", "lan2a"): "relay"})
         time.sleep(2)
         print("testbed mesh settled after %.1f s (+2 s idle)" % settle)
-        for name in ("relay1", "lan1a"):
-            n = m[name]
-            st = m.meshctl(n, "status")
-            mp = meshd_pid(m, n)
-            rows.append((name, "meshd", status_kb(mp), st["peers"]["total"]))
-            wp = wg_pid(m, n)
-            if wp:
-                rows.append((name, "wireguard-go", status_kb(wp), st["peers"]["total"]))
+        if check_meshd_alive(m, fails, "when sampled", ("relay1", "lan1a")):
+            for name in ("relay1", "lan1a"):
+                n = m[name]
+                st = m.meshctl(n, "status")
+                sample(fails, rows, name, "meshd", meshd_pid(m, n), st["peers"]["total"])
+                wp = wg_pid(m, n)
+                if wp or m.configs[name]["wireguard"].get("backend") == "userspace":
+                    sample(fails, rows, name, "wireguard-go", wp, st["peers"]["total"])
+            check_meshd_alive(m, fails, "at the end of the testbed part")
     for name, what, kb, peers in rows:
         print("idle %-7s %-13s VmRSS %6d KiB  VmHWM %6d KiB  (%d peers)" % (
             name, what, kb["VmRSS"], kb["VmHWM"], peers))
@@ -54,11 +81,23 @@ def main():
            "--settle", str(a.settle)]
     print("$ " + " ".join(cmd))
     t0 = time.monotonic()
-    p = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
-    print(p.stdout.rstrip())
-    if p.returncode != 0:
-        print("core_rss_bench exit %d: %s" % (p.returncode, p.stderr[-2000:]))
-    res = dict(re.findall(r"(\w+)=([\d.]+)", (re.findall(r"^RESULT .*$", p.stdout, re.M) or [""])[0]))
+    try:
+        # bounded below the ctest TIMEOUT (900 s) so that a hang is reported here, with its output
+        p = subprocess.run(cmd, capture_output=True, text=True, timeout=800)
+        out = p.stdout
+        print(out.rstrip())
+        if p.returncode != 0:
+            fails.add("core_rss_bench %s: %s" % (
+                "killed by signal %d" % -p.returncode if p.returncode < 0
+                else "exit %d" % p.returncode, p.stderr[-2000:]))
+    except (OSError, subprocess.TimeoutExpired) as e:
+        out = e.stdout if isinstance(getattr(e, "stdout", None), str) else ""
+        fails.add("core_rss_bench: %s" % e)
+    res = dict(re.findall(r"(\w+)=([\d.]+)", (re.findall(r"^RESULT .*$", out, re.M) or [""])[0]))
+    missing = [k for k in RESULT_KEYS if k not in res]
+    if missing:
+        fails.add("core_rss_bench printed no complete RESULT line (missing %s)" % ", ".join(missing))
+        res = {}
 
     print()
     print("==== bench_meshd_rss summary ====")
@@ -74,7 +113,7 @@ def main():
               "peers known: %s (after %s ms virtual)" % (
                   res["obs_peers"], res["obs_records"], res["obs_sessions"],
                   "yes" if res["all_known"] == "1" else "no", res["known_after_ms"]))
-    return 0
+    return fails.done()
 
 
 if __name__ == "__main__":

@@ -6,6 +6,10 @@
 // sessions, control counters). It measures node_core and its relay table, not a whole meshd (no
 // WireGuard, no sockets, no Asio): a lower bound for a real daemon's footprint at that peer count.
 //
+// Exits 1 (after the figures) when the figure would not be what it claims: the observed node did
+// not learn every peer within the virtual-time limit, some core does not know every other when
+// measured (the per-core figure assumes a full mesh), or /proc/self/status gave no VmRSS.
+//
 //   core_rss_bench [--peers N] [--lans L] [--seconds S] [--settle S]
 #include <chrono>
 #include <cstdio>
@@ -14,6 +18,7 @@
 #include <fstream>
 #include <map>
 #include <string>
+#include <vector>
 
 #include "test/sim/sim_net.hpp"
 
@@ -107,6 +112,19 @@ int main(int argc, char** argv) {
         max_known = std::max(max_known, k);
     }
     long growth_kb = after["VmRSS"] - before["VmRSS"];
+    std::vector<std::string> fail;
+    if (!all) {
+        fail.push_back("the observed node knows " + std::to_string(known) + " of " +
+                       std::to_string(total - 1) + " peers after " + std::to_string(seconds) +
+                       " s virtual");
+    }
+    if (min_known < total - 1) {
+        fail.push_back("a core knows only " + std::to_string(min_known) + " of " +
+                       std::to_string(total - 1) + " peers: not a full mesh");
+    }
+    if (before["VmRSS"] <= 0 || after["VmRSS"] <= 0) {
+        fail.push_back("no VmRSS in /proc/self/status");
+    }
     std::printf(
         "core_rss_bench: 1 observed node_core (relay1, the only relay) + %d peers in %d LANs "
         "(%d per LAN, cone/symmetric alternating), simulated network, virtual time\n",
@@ -137,5 +155,6 @@ int main(int argc, char** argv) {
         made, lans, all ? 1 : 0, (unsigned long long)known_ms, growth_kb,
         double(growth_kb) / double(total), obs.core->peers().size(), obs.core->store().size(),
         obs.table ? obs.table->size() : size_t(0), wall);
-    return 0;
+    for (auto& f : fail) std::printf("FAIL: %s\n", f.c_str());
+    return fail.empty() ? 0 : 1;
 }

@@ -1,5 +1,9 @@
 """Shared helpers of the meshd testbed benchmarks (test/bench/mesh): the mesh harness, process
-CPU and memory from /proc, pair waiting. Python 3 stdlib, root."""
+CPU and memory from /proc, pair waiting, and what each benchmark checks before it trusts a figure
+(every meshd still running, a pair on the path it is claimed to be on). Python 3 stdlib, root.
+
+A benchmark never fails on a figure; it fails (exit 1, `FAIL: ...` lines) when the thing it
+measures did not work, and exits 77 when it cannot run here."""
 
 import os
 import sys
@@ -13,6 +17,77 @@ from mesh import Mesh  # noqa: E402,F401
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 SKIP = 77
+
+
+class Failures:
+    """What did not work in a benchmark run: add() records (and prints at once) a failure, the
+    run goes on where its figures still mean something; done() prints them all again after the
+    summary and returns the exit code."""
+
+    def __init__(self, name):
+        self.name = name
+        self.items = []
+
+    def add(self, what):
+        self.items.append(what)
+        print("FAIL: %s" % what, flush=True)
+
+    def __bool__(self):
+        return bool(self.items)
+
+    def done(self):
+        if not self.items:
+            print("%s: every measured run worked (figures above)" % self.name)
+            return 0
+        print("%s: FAILED (%d):" % (self.name, len(self.items)))
+        for x in self.items:
+            print("FAIL: %s" % x)
+        return 1
+
+
+def meshd_exits(m):
+    """Mesh nodes whose meshd is not running (never started, exited, killed): {name: exit code}."""
+    out = {}
+    for n in m.nodes:
+        p = m.procs.get(n.name)
+        if p is None or not p.alive():
+            out[n.name] = None if p is None else p.popen.returncode
+    return out
+
+
+def check_meshd_alive(m, fails, when, nodes=None):
+    """Records a failure (with the node's state and log tail) for every meshd of `nodes` (default:
+    all) that is not running; returns True when all run."""
+    dead = {k: v for k, v in meshd_exits(m).items() if nodes is None or k in nodes}
+    for name, rc in sorted(dead.items()):
+        fails.add("meshd on %s is not running %s (exit %s)\n%s" % (name, when, rc,
+                                                                  m._describe(m[name])))
+    return not dead
+
+
+def path_of(m, a, b):
+    """(path, relay) that `meshctl peers` on a shows for b; (None, None) when b is not listed,
+    ("no answer from meshctl", None) when meshctl fails (meshd not running)."""
+    doc = m.meshctl(m[a], "peers", check=False)
+    if doc is None:
+        return "no answer from meshctl", None
+    for p in doc.get("peers", []):
+        if p.get("name") == b:
+            return p.get("path"), p.get("relay")
+    return None, None
+
+
+def check_path(m, fails, a, b, want, relay=None, when=""):
+    """Records a failure when `meshctl peers` on a does not show b on path `want` (and through
+    `relay`, when given): the figures of a pair are only what they claim while it is on its
+    claimed path. Returns True when it is."""
+    path, via = path_of(m, a, b)
+    if path == want and (relay is None or via == relay):
+        return True
+    claim = want + (" via %s" % relay if relay else "")
+    fails.add("%s -> %s %s: on %s%s, claimed %s" % (a, b, when, path,
+                                                    " via %s" % via if via else "", claim))
+    return False
 
 
 def need_root(name):
