@@ -1,7 +1,17 @@
 #!/usr/bin/env bash
 # The README's second command (and CI's): install everything, build, run the whole test suite.
+# Before ctest, the stale-state sweep removes what killed earlier runs left behind (namespaces,
+# processes, temp dirs, wireguard sockets of test processes that are gone; live runs are never
+# touched), so that one killed run cannot break this one. ctest runs the same sweep again as the
+# fixture e2e_stale_sweep. A sweep that cannot remove something fails the run here.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash install/deps.sh
 bash install/build.sh
+rc=0
+python3 test/e2e/topology/topology.py --cleanup-stale || rc=$?
+if [[ $rc -ne 0 && $rc -ne 77 ]]; then # 77: not root, nothing to sweep
+    echo "install/test.sh: the stale-state sweep could not remove everything (see above)" >&2
+    exit 1
+fi
 exec ctest --test-dir build --output-on-failure --timeout 1500 "$@"

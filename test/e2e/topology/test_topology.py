@@ -331,42 +331,128 @@ def run_topology_checks(t):
         expect(reachable(t["lan1a"], r1.addr4), "first topology broken by closing the second")
         return "prefix %s" % p2
 
-    if shutil.which("wireguard-go") and shutil.which("wg"):
-        @check("wireguard-go per node: unique names, private /run/wireguard")
-        def _():
-            a, b = t["lan1a"], t["lan2a"]
-            procs = []
-            for n in (a, b):
-                pr = n.popen(["wireguard-go", "-f", n.wg_ifname], name="wireguard-go",
-                             env=dict(os.environ, WG_PROCESS_FOREGROUND="1"))
-                procs.append(pr)
-            for n in (a, b):
-                deadline = time.monotonic() + 10
-                while n.run(["wg", "show", "interfaces"], check=False).stdout.split() != \
-                        [n.wg_ifname]:
-                    expect(time.monotonic() < deadline, "%s: wg show interfaces = %r" % (
-                        n.name, n.run(["wg", "show", "interfaces"], check=False).stdout))
-                    time.sleep(0.05)
-            links = [l["ifname"] for l in a.ipj("link")]
-            expect(a.wg_ifname in links and b.wg_ifname not in links, links)
-            return "%s sees only %s, %s only %s" % (a.name, a.wg_ifname, b.name, b.wg_ifname)
-    else:
-        print("SKIP wireguard-go check (wireguard-go or wg not installed)")
+    @check("wireguard-go per node: unique names, private /run/wireguard")
+    def _():
+        a, b = t["lan1a"], t["lan2a"]
+        for n in (a, b):
+            n.popen(["wireguard-go", "-f", n.wg_ifname], name="wireguard-go",
+                    env=dict(os.environ, WG_PROCESS_FOREGROUND="1"))
+        for n in (a, b):
+            deadline = time.monotonic() + 10
+            while n.run(["wg", "show", "interfaces"], check=False).stdout.split() != \
+                    [n.wg_ifname]:
+                expect(time.monotonic() < deadline, "%s: wg show interfaces = %r" % (
+                    n.name, n.run(["wg", "show", "interfaces"], check=False).stdout))
+                time.sleep(0.05)
+        links = [l["ifname"] for l in a.ipj("link")]
+        expect(a.wg_ifname in links and b.wg_ifname not in links, links)
+        # the sockets are in the per-node dirs, not in the shared /run/wireguard
+        sock = os.path.join(a.private_path(topology.WG_RUN_DIR), a.wg_ifname + ".sock")
+        expect(os.path.exists(sock), "no %s" % sock)
+        expect(not os.path.exists(os.path.join(topology.WG_RUN_DIR, a.wg_ifname + ".sock")),
+               "socket in the shared /run/wireguard")
+        return "%s sees only %s, %s only %s; socket %s" % (a.name, a.wg_ifname, b.name,
+                                                          b.wg_ifname, sock)
     return figures
+
+
+# ------------------------------------------------------------------------------------------------
+# leftovers() must see what is really there, or a teardown bug passes unnoticed
+
+
+def fake_socket(path):
+    """A UNIX socket file nobody listens on: what a SIGKILLed wireguard-go leaves."""
+    import socket
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as so:
+        so.bind(path)
+
+
+def run_leftover_checks():
+    @check("leftovers() reports wireguard-go, sockets and strays where they are")
+    def _():
+        t = Topology(relays=1, lans=["cone"], nodes_per_lan=1, keep_tmp=True)
+        strays = []
+        try:
+            r1, a = t["relay1"], t["lan1a"]
+            wg = a.popen(["wireguard-go", "-f", a.wg_ifname], name="wireguard-go",
+                         env=dict(os.environ, WG_PROCESS_FOREGROUND="1"))
+            sock = os.path.join(a.private_path(topology.WG_RUN_DIR), a.wg_ifname + ".sock")
+            deadline = time.monotonic() + 10
+            while not os.path.exists(sock):
+                expect(time.monotonic() < deadline and wg.alive(), "no socket: " + wg.log())
+                time.sleep(0.05)
+            left = t.leftovers()
+            expect(("wg-socket", sock) in left, left)
+            expect(any(k == "process" and ":%d " % wg.pid in w for k, w in left), left)
+            # SIGKILL: wireguard-go cannot remove its socket; the file is a leftover
+            wg.kill()
+            left = t.leftovers()
+            expect(("wg-socket", sock) in left, "stale socket not reported: %s" % left)
+            expect(not any(":%d " % wg.pid in w for _, w in left), left)
+            # a fake socket in the relay's private dir (nobody listens), like a killed one
+            fake = os.path.join(r1.private_path(topology.WG_RUN_DIR), r1.wg_ifname + ".sock")
+            fake_socket(fake)
+            expect(("wg-socket", fake) in t.leftovers(), t.leftovers())
+            # processes that popen() does not know: in a node namespace, started by hand ...
+            strays.append(subprocess.Popen(["ip", "netns", "exec", r1.ns, "sleep", "600"],
+                                           start_new_session=True))
+            # ... and one in a namespace of its own naming the node's files (a lost meshd)
+            strays.append(subprocess.Popen(
+                ["unshare", "-n", "--", sys.executable, "-c", "import time; time.sleep(600)",
+                 os.path.join(a.dir, "meshd.yaml")], start_new_session=True))
+            time.sleep(0.3)
+            pids = [pid for pid, _ in t.processes()]
+            expect(all(p.pid in pids for p in strays), "strays %s not in %s" % (
+                [p.pid for p in strays], t.processes()))
+            # the namespace's name deleted under the hand-started sleep: the namespace lives on
+            # through it and leftovers() still finds it (by the namespace's identity)
+            topology.sh(["ip", "netns", "del", r1.ns])
+            expect(("process", "%d sleep 600" % strays[0].pid) in t.leftovers(),
+                   "process of a deleted namespace missed: %s" % t.leftovers())
+            t.close()
+            left = t.leftovers()
+            expect(not left, "after close(): %s" % left)
+            expect(all(p.poll() is not None for p in strays), "close() left a stray")
+            return "found: per-node socket (live and stale), fake socket, 2 strays (one in a " \
+                   "deleted namespace); close() removed all"
+        finally:
+            t.close()
+            for p in strays:
+                if p.poll() is None:
+                    p.kill()
+                p.wait()
+            shutil.rmtree(t.tmpdir, ignore_errors=True)
 
 
 # ------------------------------------------------------------------------------------------------
 # teardown in child processes: normal exception, SIGTERM, SIGKILL + --cleanup-stale
 
 CHILD = r"""
-import os, signal, sys, time
+import json, os, socket, subprocess, sys, time
 sys.path.insert(0, %(here)r)
+import topology
 from topology import Topology, NETTOOLS
 mode = sys.argv[1]
 t = Topology(relays=1, lans=["cone"], nodes_per_lan=1, delay_ms={"relay1": 1})
-t["lan1a"].popen(["sleep", "600"], name="sleeper")
-t["relay1"].popen([sys.executable, NETTOOLS, "udp-echo", "--port", "7000"], name="echo")
-print("READY", os.getpid(), t.tmpdir, flush=True)
+a, r1 = t["lan1a"], t["relay1"]
+procs = [a.popen(["sleep", "600"], name="sleeper"),
+         r1.popen([sys.executable, NETTOOLS, "udp-echo", "--port", "7000"], name="echo"),
+         a.popen(["wireguard-go", "-f", a.wg_ifname], name="wireguard-go",
+                 env=dict(os.environ, WG_PROCESS_FOREGROUND="1"))]
+sock = os.path.join(a.private_path(topology.WG_RUN_DIR), a.wg_ifname + ".sock")
+while not os.path.exists(sock):
+    assert procs[2].alive(), procs[2].log()
+    time.sleep(0.05)
+# what a test can leave outside the named namespaces: a process in a namespace of its own that
+# names the run's files (a meshd whose namespace is gone), a socket in the shared /run/wireguard
+lost = subprocess.Popen(["unshare", "-n", "--", sys.executable, "-c",
+                         "import time; time.sleep(600)", os.path.join(a.dir, "meshd.yaml")],
+                        start_new_session=True)
+shared = os.path.join(topology.WG_RUN_DIR, r1.wg_ifname + ".sock")
+with socket.socket(socket.AF_UNIX) as so:
+    so.bind(shared)
+print("READY", os.getpid(), t.tmpdir, json.dumps({"pids": [p.pid for p in procs] + [lost.pid],
+      "sockets": [sock, shared]}), flush=True)
 if mode == "raise":
     raise RuntimeError("test failure inside the topology")
 time.sleep(600)
@@ -376,27 +462,34 @@ time.sleep(600)
 def child_run(mode):
     p = subprocess.Popen([sys.executable, "-c", CHILD % {"here": HERE}, mode],
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    line = p.stdout.readline().split()
+    line = p.stdout.readline().split(None, 3)
     if not line or line[0] != "READY":
         p.kill()
         raise AssertionError("child did not come up: %s" % p.stderr.read())
-    pid, tmpdir = int(line[1]), line[2]
-    return p, pid, tmpdir
+    return p, int(line[1]), line[2], json.loads(line[3])
 
 
-def leftovers_of(pid, tmpdir):
-    pre = "mwt%d-" % pid
+def leftovers_of(pid, tmpdir, made):
+    """What is left of child run `pid`, looked for independently of topology.py."""
+    pre, wg = "mwt%d-" % pid, "mwt%dn" % pid
     left = [ns for ns in topology.netns_list() if ns.startswith(pre)]
-    left += ["process %d %s" % x for x in procs_mentioning(pre)]
+    procs = {x for s in (pre, wg, tmpdir) for x in procs_mentioning(s)}
+    procs |= {(q, "(started by the run)") for q in made["pids"]
+              if topology.pid_alive(q) and not topology._is_zombie(q)}
+    left += ["process %d %s" % x for x in sorted(procs)]
+    left += [f for f in made["sockets"] if os.path.exists(f)]
+    if os.path.isdir(topology.WG_RUN_DIR):
+        left += [os.path.join(topology.WG_RUN_DIR, f) for f in os.listdir(topology.WG_RUN_DIR)
+                 if f.startswith(wg)]
     if os.path.exists(tmpdir):
         left.append(tmpdir)
-    return left
+    return sorted(set(left))
 
 
-def wait_gone(pid, tmpdir, timeout=10):
+def wait_gone(pid, tmpdir, made, timeout=10):
     deadline = time.monotonic() + timeout
     while True:
-        left = leftovers_of(pid, tmpdir)
+        left = leftovers_of(pid, tmpdir, made)
         if not left or time.monotonic() > deadline:
             return left
         time.sleep(0.05)
@@ -405,35 +498,41 @@ def wait_gone(pid, tmpdir, timeout=10):
 def run_teardown_checks():
     @check("failure inside a topology: everything removed")
     def _():
-        p, pid, tmpdir = child_run("raise")
+        p, pid, tmpdir, made = child_run("raise")
         p.wait(30)
-        left = wait_gone(pid, tmpdir)
+        left = wait_gone(pid, tmpdir, made)
         expect(p.returncode != 0 and not left, "rc %s, left %s" % (p.returncode, left))
 
     @check("SIGTERM / SIGINT: everything removed")
     def _():
         for sig in (signal.SIGTERM, signal.SIGINT):
-            p, pid, tmpdir = child_run("sleep")
+            p, pid, tmpdir, made = child_run("sleep")
             p.send_signal(sig)
             p.wait(30)
-            left = wait_gone(pid, tmpdir)
+            left = wait_gone(pid, tmpdir, made)
             expect(p.returncode == 128 + sig and not left,
                    "%s: rc %s, left %s" % (sig.name, p.returncode, left))
 
     @check("SIGKILL leaves debris, --cleanup-stale removes it")
     def _():
-        p, pid, tmpdir = child_run("sleep")
+        p, pid, tmpdir, made = child_run("sleep")
         p.kill()
         p.wait(30)
         time.sleep(0.2)
-        left = leftovers_of(pid, tmpdir)
-        expect(any(x.startswith("mwt%d-" % pid) for x in left), "nothing left? %s" % left)
+        left = leftovers_of(pid, tmpdir, made)
+        want = ["mwt%d-" % pid, "process %d" % made["pids"][2], "process %d" % made["pids"][3],
+                made["sockets"][0], made["sockets"][1], tmpdir]
+        missing = [w for w in want if not any(x.startswith(w) for x in left)]
+        expect(not missing, "a SIGKILL should leave %s; left: %s" % (missing, left))
+        t0 = time.monotonic()
         out = subprocess.run([sys.executable, os.path.join(HERE, "topology.py"),
                               "--cleanup-stale"], capture_output=True, text=True, timeout=60)
-        expect(out.returncode == 0, out.stderr)
-        left2 = wait_gone(pid, tmpdir)
-        expect(not left2, "after --cleanup-stale: %s" % left2)
-        return "%d leftovers removed" % len(left)
+        sweep_s = time.monotonic() - t0
+        expect(out.returncode == 0, "exit %d\n%s%s" % (out.returncode, out.stdout, out.stderr))
+        left2 = wait_gone(pid, tmpdir, made)
+        expect(not left2, "after --cleanup-stale: %s\n%s" % (left2, out.stdout))
+        return "%d leftovers (namespaces, wireguard-go, a lost process, sockets, tmpdir) " \
+               "removed in %.2fs" % (len(left), sweep_s)
 
 
 def main():
@@ -443,6 +542,10 @@ def main():
     if subprocess.run(["ip", "netns", "list"], capture_output=True).returncode != 0:
         print("SKIP: ip netns unavailable")
         return 77
+    for tool in ("wireguard-go", "wg", "unshare"):
+        if not shutil.which(tool):
+            print("SKIP: %s not installed (install/deps.sh)" % tool)
+            return 77
     t_start = time.monotonic()
     before = root_state()
     figures = []
@@ -470,6 +573,7 @@ def main():
         expect(after[1] == before[1], "root nft ruleset changed")
         return "closed in %.2fs" % close_s
 
+    run_leftover_checks()
     run_teardown_checks()
 
     print("\nfigures:")

@@ -26,13 +26,16 @@ vanish with them.
 
 Cleanup: Topology.close() (context manager, atexit, SIGINT/SIGTERM/SIGHUP handlers) stops every
 process it started (process group TERM, then KILL), kills whatever else still runs in its
-namespaces, deletes the namespaces and the temp dir. `topology.py --cleanup-stale` removes
-leftovers of runs whose process is gone (namespaces mwt<pid>-*, /tmp/mwt<pid>-* dirs,
-/run/wireguard/mwt<pid>n*.sock).
+namespaces or names its temp dir or WireGuard interfaces, deletes the namespaces, the WireGuard
+sockets (the shared /run/wireguard and the per-node private copies) and the temp dir;
+Topology.leftovers() looks for all of these where they really are. Only a SIGKILLed run leaves
+debris: `topology.py --cleanup-stale` removes everything of runs whose process is gone
+(namespaces, processes, temp dirs with the per-node dirs, wireguard sockets), see cleanup_stale().
 """
 
 import argparse
 import atexit
+import ctypes
 import ipaddress
 import json
 import os
@@ -40,6 +43,8 @@ import re
 import shlex
 import shutil
 import signal
+import socket
+import struct
 import subprocess
 import sys
 import tempfile
@@ -52,7 +57,13 @@ NETTOOLS = os.path.join(HERE, "nettools.py")
 
 PID = os.getpid()
 PREFIX = "mwt%d-" % PID
-STALE_RE = re.compile(r"^mwt(\d+)[-n]")
+# Names that carry the pid of the test process that made them (see cleanup_stale()):
+#   mwt<pid>-...   this testbed's namespaces and temp dirs (mwt<pid>-<n>-... for a 2nd topology)
+#   mwt<pid>n<i>   this testbed's WireGuard interface names, so wireguard-go sockets and args
+#   mwt-<pid>-...  the CNI tests' (test/e2e/cni/cnilib.py) and meshd_cli's namespaces and temp dirs
+STALE_RE = re.compile(r"^mwt(?:(\d+)[-n]|-(\d+)-)")
+# The same inside a command line argument: a path component or a whole word.
+STALE_ARG_RE = re.compile(r"(?:^|/)mwt-?(\d+)-|(?<![\w-])mwt(\d+)n\d+(?!\w)")
 NETNS_DIR = "/run/netns"
 WG_RUN_DIR = "/run/wireguard"
 
@@ -131,6 +142,103 @@ def _is_zombie(pid):
 def delete_netns(ns):
     kill_netns_processes(ns)
     sh(["ip", "netns", "del", ns], check=False)
+
+
+def ns_id(path):
+    """(st_dev, st_ino) of a network namespace file (/run/netns/X, /proc/PID/ns/net), or None.
+    The kernel reuses the inode number of a freed namespace: confirm with ns_cookie()."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
+
+
+_libc = ctypes.CDLL(None, use_errno=True)
+SO_NETNS_COOKIE = 71  # Linux >= 5.14
+
+
+def ns_cookie(path):
+    """The network namespace's cookie (64 bits, never reused while the system runs, unlike its
+    inode number), read from a socket made in it by a helper thread; None if it cannot be read."""
+    out = []
+
+    def run():
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        except OSError:
+            return
+        try:
+            if _libc.setns(fd, 0x40000000) != 0:  # CLONE_NEWNET: only this thread moves
+                return
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as so:
+                out.append(struct.unpack("Q", so.getsockopt(socket.SOL_SOCKET,
+                                                            SO_NETNS_COOKIE, 8))[0])
+        except OSError:
+            pass
+        finally:
+            os.close(fd)
+
+    t = threading.Thread(target=run)  # the thread and its namespace end together
+    t.start()
+    t.join()
+    return out[0] if out else None
+
+
+def processes():
+    """Every live process as (pid, net namespace id, argv); kernel threads and zombies (empty
+    cmdline) are left out."""
+    out = []
+    for e in os.listdir("/proc"):
+        if not e.isdigit():
+            continue
+        pid = int(e)
+        try:
+            with open("/proc/%d/cmdline" % pid, "rb") as f:
+                argv = [a.decode(errors="replace") for a in f.read().split(b"\0") if a]
+        except OSError:
+            continue
+        if argv:
+            out.append((pid, ns_id("/proc/%d/ns/net" % pid), argv))
+    return out
+
+
+def _self_and_ancestors():
+    """Our pid and our parents' (never to be killed: the shell or ctest that runs us may well
+    mention a test's name or directory)."""
+    pids, pid = set(), os.getpid()
+    while pid > 1 and pid not in pids:
+        pids.add(pid)
+        try:
+            with open("/proc/%d/stat" % pid) as f:
+                pid = int(f.read().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            break
+    return pids
+
+
+def kill_pids(pids, grace=1.0):
+    """TERM, then KILL after `grace` s, the given processes; returns those still alive."""
+    pids = list(pids)
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        for pid in pids:
+            try:
+                os.kill(pid, sig)
+            except ProcessLookupError:
+                pass
+        deadline = time.monotonic() + grace
+        while True:
+            pids = [p for p in pids if pid_alive(p) and not _is_zombie(p)]
+            if not pids or time.monotonic() > deadline:
+                break
+            time.sleep(0.02)
+        if not pids:
+            break
+    return pids
+
+
+def describe_proc(pid, argv):
+    return "%d %s" % (pid, " ".join(argv)[:200])
 
 
 # ------------------------------------------------------------------------------------------------
@@ -267,6 +375,7 @@ class Node:
         self.lan = None  # LAN number for routers and LAN nodes
         self.nat = None  # routers: "cone" | "symmetric"
         self.delayer = None  # public nodes with a delay bridge: the Delayer
+        self.ns_id = self.ns_cookie = None  # the namespace's identity, set once it exists
         self.wg_ifname = "mwt%dn%d" % (topo.pid, index)
         assert len(self.wg_ifname) <= 15
         self.dir = os.path.join(topo.tmpdir, name)
@@ -465,13 +574,15 @@ class Topology:
         if os.geteuid() != 0:
             raise PermissionError("the topology needs root")
         _install_handlers()
-        self.pid = PID
-        self.prefix = PREFIX
+        # The pid of the process that builds it (not the one that imported this module: a
+        # forked child's testbed must not look stale when its parent exits).
+        self.pid = os.getpid()
+        self.prefix = "mwt%d-" % self.pid
         self._seq = getattr(Topology, "_count", 0)
         Topology._count = self._seq + 1
         if self._seq:  # several topologies in one process: keep prefixes distinct
-            self.prefix = "mwt%d-%d-" % (PID, self._seq)
-        self.tmpdir = tempfile.mkdtemp(prefix="mwt%d-" % PID)
+            self.prefix = "mwt%d-%d-" % (self.pid, self._seq)
+        self.tmpdir = tempfile.mkdtemp(prefix="mwt%d-" % self.pid)
         self.keep_tmp = keep_tmp
         self.private_dirs = tuple(private_dirs or ())
         for d in self.private_dirs:
@@ -535,6 +646,9 @@ class Topology:
         n = Node(self, name, kind, index)
         sh(["ip", "netns", "add", n.ns])
         self.nodes[name] = n
+        # to find its processes even after the name is gone (ns_id a quick filter, the cookie
+        # the proof: a freed namespace's inode number may be another test's namespace next)
+        n.ns_id, n.ns_cookie = ns_id(n.path), ns_cookie(n.path)
         n.ip("link", "set", "lo", "up")
         # static addresses survive link down/up, as configured hosts keep them
         n.sysctl("net.ipv6.conf.all.keep_addr_on_down", 1)
@@ -709,7 +823,10 @@ table inet mwnat {
                         delete_netns(n.ns)
                 for ns in self._own_stray():  # anything with our prefix we lost track of
                     delete_netns(ns)
-                for f in self._wg_sockets():
+                # whatever still runs in a namespace of ours (its name already gone) or names
+                # our temp dir or interfaces
+                kill_pids(pid for pid, _ in self.processes())
+                for f in self.wg_sockets():  # those of killed wireguard-go processes
                     _unlink(f)
             finally:
                 if not self.keep_tmp:
@@ -729,17 +846,59 @@ table inet mwnat {
             out.append(ns)
         return out
 
-    def _wg_sockets(self):
-        return [f for f in (os.path.join(WG_RUN_DIR, n.wg_ifname + ".sock")
-                            for n in self.nodes.values()) if os.path.exists(f)]
+    def wg_sockets(self):
+        """The WireGuard UAPI sockets of this topology where wireguard-go really puts them: every
+        socket in a node's private /run/wireguard (node.run/popen bind-mount it there, so meshd's
+        and wireguard-go's sockets land in <tmpdir>/<node>/run/run_wireguard), and our interface
+        names in the shared /run/wireguard (a wireguard-go started without the private dir)."""
+        out = []
+        for n in self.nodes.values():
+            f = os.path.join(WG_RUN_DIR, n.wg_ifname + ".sock")
+            if os.path.exists(f):
+                out.append(f)
+            if WG_RUN_DIR in self.private_dirs:
+                d = n.private_path(WG_RUN_DIR)
+                try:
+                    out += [os.path.join(d, x) for x in sorted(os.listdir(d))
+                            if x.endswith(".sock")]
+                except FileNotFoundError:
+                    pass
+        return out
+
+    def processes(self):
+        """[(pid, description)] of every process that belongs to this topology: in one of its
+        namespaces (also one whose name was deleted while the process kept it alive), or naming
+        its temp dir or one of its WireGuard interfaces (meshd --config <tmpdir>/..., wireguard-go
+        mwt<pid>n<i>) wherever it runs. Never the calling process or its ancestors."""
+        ids = {n.ns_id: n.ns_cookie for n in self.nodes.values() if n.ns_id}
+        names = [n.wg_ifname for n in self.nodes.values()]
+        rx = re.compile(r"(?<![\w-])(?:%s)(?!\w)" % "|".join(map(re.escape, names))) \
+            if names else None
+        mine = _self_and_ancestors()
+        tmp = self.tmpdir.rstrip("/") + "/"
+        out = []
+        for pid, nid, argv in processes():
+            if pid in mine:
+                continue
+            if (any(a == self.tmpdir or tmp in a for a in argv)
+                    or (rx and any(rx.search(a) for a in argv))
+                    or (nid in ids and ns_cookie("/proc/%d/ns/net" % pid) == ids[nid])):
+                out.append((pid, describe_proc(pid, argv)))
+        return out
 
     def leftovers(self):
-        """What of this topology still exists (should be empty after close())."""
+        """What of this topology still exists (must be empty after close()): namespaces, processes
+        (those started with popen and any other in its namespaces or naming its temp dir or
+        interfaces), WireGuard sockets (shared and per-node dirs) and the temp dir."""
         left = [("netns", ns) for ns in self._own_stray()]
+        seen = set()
         for n in self.nodes.values():
-            left += [("process", "%s:%d" % (n.name, pr.pid)) for pr in n._procs
-                     if pid_alive(pr.pid) and not _is_zombie(pr.pid)]
-        left += [("wg-socket", f) for f in self._wg_sockets()]
+            for pr in n._procs:
+                if pid_alive(pr.pid) and not _is_zombie(pr.pid):
+                    left.append(("process", "%s:%d %s" % (n.name, pr.pid, pr.name)))
+                    seen.add(pr.pid)
+        left += [("process", d) for pid, d in self.processes() if pid not in seen]
+        left += [("wg-socket", f) for f in self.wg_sockets()]
         if os.path.exists(self.tmpdir) and not self.keep_tmp:
             left.append(("tmpdir", self.tmpdir))
         return left
@@ -770,50 +929,123 @@ def _unlink(path):
 # stale cleanup
 
 
-def cleanup_stale(verbose=True):
-    """Remove namespaces, temp dirs and wg sockets of testbed runs whose process is gone."""
-    removed = []
+def _stale_pid(name):
+    """The pid in a stale-able name (STALE_RE), or None."""
+    m = STALE_RE.match(name)
+    return int(m.group(1) or m.group(2)) if m else None
 
-    def dead(name):
-        m = STALE_RE.match(name)
-        return m and int(m.group(1)) != PID and not pid_alive(int(m.group(1)))
 
+def _dead_run(pid):
+    """A run is stale only when its process is gone; our own pid and live pids are never stale
+    (a recycled pid keeps a dead run's debris until the next sweep: the safe direction)."""
+    return pid is not None and pid != os.getpid() and not pid_alive(pid)
+
+
+def _stale_procs():
+    """Processes of dead runs that live outside a named namespace: [(pid, argv, in_root_ns)]."""
+    mine = _self_and_ancestors()
+    root = ns_id("/proc/self/ns/net")
+    out = []
+    for pid, nid, argv in processes():
+        if pid in mine:
+            continue
+        runs = set()
+        for a in argv:
+            for m in STALE_ARG_RE.finditer(a):
+                runs.add(int(m.group(1) or m.group(2)))
+        if any(_dead_run(r) for r in runs):
+            out.append((pid, argv, nid == root))
+    return out
+
+
+def stale_items():
+    """What dead runs left: [(kind, what)] for kind in netns, process, dir, socket. Processes in
+    our own (root) namespace that merely name a dead run (an editor on a kept log) are listed as
+    "ignored": only processes in a test namespace are the testbed's."""
+    items, in_ns = [], {}
     for ns in netns_list():
-        if dead(ns):
-            delete_netns(ns)
-            removed.append("netns " + ns)
-    tmp = tempfile.gettempdir()
-    for d in os.listdir(tmp):
-        if dead(d) and os.path.isdir(os.path.join(tmp, d)):
-            shutil.rmtree(os.path.join(tmp, d), ignore_errors=True)
-            removed.append("dir " + os.path.join(tmp, d))
+        if _dead_run(_stale_pid(ns)):
+            items.append(("netns", ns))
+            for pid in netns_pids(ns):
+                in_ns[pid] = ns
+    procs = _stale_procs()
+    argvs = {pid: argv for pid, argv, _ in procs}
+    items += [("process", describe_proc(pid, argvs.get(pid, ["(in %s)" % ns])))
+              for pid, ns in sorted(in_ns.items())]
+    for pid, argv, in_root in procs:
+        if pid not in in_ns:
+            items.append(("ignored" if in_root else "process", describe_proc(pid, argv)))
+    for tmp in sorted({tempfile.gettempdir(), "/tmp"}):
+        try:
+            names = os.listdir(tmp)
+        except FileNotFoundError:
+            continue
+        for d in names:
+            path = os.path.join(tmp, d)
+            if _dead_run(_stale_pid(d)) and os.path.isdir(path) and not os.path.islink(path):
+                items.append(("dir", path))
     try:
         socks = os.listdir(WG_RUN_DIR)
     except FileNotFoundError:
         socks = []
     for f in socks:
-        if dead(f):
-            _unlink(os.path.join(WG_RUN_DIR, f))
-            removed.append("socket " + os.path.join(WG_RUN_DIR, f))
+        if _dead_run(_stale_pid(f)):
+            items.append(("socket", os.path.join(WG_RUN_DIR, f)))
+    return items
+
+
+def cleanup_stale(verbose=True, dry_run=False):
+    """Remove everything testbed runs whose process is gone left behind (a SIGKILLed test, e.g.
+    a ctest timeout): processes in their namespaces or naming their temp dirs or interfaces
+    (meshd, wireguard-go, delayers; TERM then KILL), their namespaces (mwt<pid>-*, and the CNI
+    tests' and meshd_cli's mwt-<pid>-*), their temp dirs (with the per-node dirs and private
+    /run/wireguard sockets inside) and their sockets in the shared /run/wireguard. Live runs are
+    never touched. Returns (removed, still_there)."""
+    found = stale_items()
     if verbose:
-        for r in removed:
-            print("removed", r)
-        print("cleanup-stale: %d removed" % len(removed))
-    return removed
+        for kind, what in found:
+            print("%s %s %s" % ("stale" if dry_run else "removing", kind, what))
+    if dry_run:
+        return found, []
+    for ns in [w for k, w in found if k == "netns"]:
+        delete_netns(ns)
+    kill_pids(pid for pid, _, in_root in _stale_procs() if not in_root)
+    for kind, what in found:
+        if kind == "dir":
+            shutil.rmtree(what, ignore_errors=True)
+        elif kind == "socket":
+            _unlink(what)
+    still = [x for x in stale_items() if x[0] != "ignored"]
+    removed = [x for x in found if x not in still and x[0] != "ignored"]
+    if verbose:
+        for kind, what in still:
+            print("NOT REMOVED: %s %s" % (kind, what))
+        for kind, what in found:
+            if kind == "ignored":
+                print("left alone (root namespace, not a testbed process): %s" % what)
+        print("cleanup-stale: %d removed, %d not removed" % (len(removed), len(still)))
+    return removed, still
 
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--cleanup-stale", action="store_true",
-                    help="remove leftovers (mwt<pid>-*) of runs whose process is gone")
+                    help="remove leftovers (namespaces, processes, temp dirs, wireguard sockets) "
+                         "of test runs whose process is gone; exit 1 if some remain")
+    ap.add_argument("--dry-run", action="store_true",
+                    help="with --cleanup-stale: only list what would be removed")
     ap.add_argument("--up", action="store_true",
                     help="build the default topology, print it, wait for Ctrl-C, clean up")
     ap.add_argument("--lans", default="cone,symmetric")
     ap.add_argument("--delay", action="append", default=[], metavar="NODE=MS")
     a = ap.parse_args(argv)
     if a.cleanup_stale:
-        cleanup_stale()
-        return 0
+        if os.geteuid() != 0:
+            # Only root runs the e2e tests, so only root can have left namespaces behind.
+            print("cleanup-stale: not root, nothing a test run can leave is removable; skipped")
+            return 77
+        _, still = cleanup_stale(dry_run=a.dry_run)
+        return 1 if still else 0
     if a.up:
         delays = {k: float(v) for k, v in (d.split("=", 1) for d in a.delay)}
         with Topology(lans=a.lans.split(","), delay_ms=delays) as t:

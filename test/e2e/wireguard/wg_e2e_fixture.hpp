@@ -4,6 +4,7 @@
 // Namespaces are anonymous (held by file descriptors), so they vanish with the test process even
 // when it fails; backends stop wireguard-go and remove its socket in their destructors; interface
 // names carry a random suffix because /var/run/wireguard is shared by all namespaces.
+// skip_case()/finish_run(): a case that cannot run here is a skip (exit 77), never a pass.
 #pragma once
 
 #include <doctest/doctest.h>
@@ -28,6 +29,72 @@
 namespace wg_e2e {
 
 using namespace mw;
+
+// ---- a case that could not run is a skip, never a pass --------------------------------------
+// A test case that cannot run here calls skip_case(why) and returns. A case that ends without a
+// single assertion and without skip_case() did nothing, which must not read as a pass either.
+// The listener below records both; finish_run() turns them into the exit status: doctest's
+// failure first, then 1 for empty cases, then 77 (CTest's skip code) when any case was skipped.
+struct case_outcomes {
+    std::vector<std::string> skipped, empty;
+    std::string current;
+    bool current_skipped = false;
+};
+
+inline case_outcomes& outcomes() {
+    static case_outcomes o;
+    return o;
+}
+
+inline void skip_case(const std::string& why) {
+    outcomes().current_skipped = true;
+    MESSAGE("SKIP: " << why);
+}
+
+class outcome_listener : public doctest::IReporter {
+public:
+    explicit outcome_listener(const doctest::ContextOptions&) {}
+    void report_query(const doctest::QueryData&) override {}
+    void test_run_start() override {}
+    void test_run_end(const doctest::TestRunStats&) override {}
+    void test_case_start(const doctest::TestCaseData& d) override {
+        outcomes().current = d.m_name;
+        outcomes().current_skipped = false;
+    }
+    void test_case_reenter(const doctest::TestCaseData&) override {}
+    void test_case_end(const doctest::CurrentTestCaseStats& st) override {
+        auto& o = outcomes();
+        if (o.current_skipped) {
+            o.skipped.push_back(o.current);
+        } else if (st.numAssertsCurrentTest == 0 && st.testCaseSuccess) {
+            o.empty.push_back(o.current);
+        }
+    }
+    void test_case_exception(const doctest::TestCaseException&) override {}
+    void subcase_start(const doctest::SubcaseSignature&) override {}
+    void subcase_end() override {}
+    void log_assert(const doctest::AssertData&) override {}
+    void log_message(const doctest::MessageData&) override {}
+    void test_case_skipped(const doctest::TestCaseData&) override {}
+};
+DOCTEST_REGISTER_LISTENER("case_outcomes", 1, outcome_listener);
+
+// The exit status of a run whose doctest result is `doctest_rc` (see case_outcomes).
+inline int finish_run(int doctest_rc) {
+    const auto& o = outcomes();
+    for (const auto& n : o.empty) {
+        std::printf("FAIL: test case \"%s\" ran no assertion (a silent skip is not a pass)\n",
+                    n.c_str());
+    }
+    if (doctest_rc != 0) return doctest_rc;
+    if (!o.empty.empty()) return 1;
+    if (!o.skipped.empty()) {
+        std::printf("SKIP: %zu test case(s) could not run here (exit 77):\n", o.skipped.size());
+        for (const auto& n : o.skipped) std::printf("  %s\n", n.c_str());
+        return 77;
+    }
+    return 0;
+}
 
 inline std::string random_suffix() {
     std::random_device rd;
