@@ -1,17 +1,19 @@
-// The running daemon: wires node_core (pure) to the real world on one Asio io_context thread.
+// The running daemon: wires node_core (pure) to the real world. The parts, each in its own file:
 //
-//   UDP listenPort  relay nodes: relay_forwarder (RELAY_DATA hot path on its own thread; control
-//                   datagrams are posted here); other nodes: relay_proxy (its uplink is the
-//                   control socket, so relay sessions are bound to the address control comes from)
-//   node_core       timers (one steady_timer on the core's deadline), datagrams, meshctl pings
-//   WireGuard       wg_backend + wg_reconciler: one peer per remote node, allowed-ips = its pod
-//                   CIDRs (routes via the interface), endpoint by path: direct address, nothing
-//                   (learned by roaming), or the relay_proxy's loopback socket for the peer
-//   control socket  control_server, the meshctl JSON of docs/meshctl-json.md
-//   node.json       for the CNI plugin (written at startup)
+//   transport          UDP listenPort: relay_forwarder on relay nodes, relay_proxy otherwise
+//   dataplane_planner  (pure) desired data plane + kept state + now -> WireGuard peers and
+//                      relay_proxy operations
+//   wireguard_worker   wg_backend + wg_reconciler on their own thread; results posted back
+//   node_snapshot      one read of the node's state, rendered by control_api (meshctl JSON of
+//                      docs/meshctl-json.md) and metrics_export (Prometheus text)
+//   config_watcher     the config file, re-read every 2 s; which edits apply live
+//   host_addresses     our advertised endpoints (rtnetlink)
+//   node.json          for the CNI plugin (written at startup, by meshd_cli)
 //
-// Threading: everything here runs on the io_context thread; the forwarder's and the proxy's loop
-// threads only post received control datagrams to it.
+// Threading: the core, its timers, the control socket, the metrics endpoint, the planner and the
+// views run on one io_context thread. The forwarder's and the proxy's loop threads only post
+// received control datagrams to it; the WireGuard thread posts call results to it. Nothing on it
+// waits for WireGuard (a UAPI request may block for seconds), so the 100 ms relay probes keep time.
 #pragma once
 
 #include <cstdint>

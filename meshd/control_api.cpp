@@ -1,0 +1,160 @@
+#include "meshd/control_api.hpp"
+
+#include <algorithm>
+#include <cstdio>
+
+namespace mw::meshd {
+
+namespace {
+
+using json = nlohmann::json;
+
+json opt_str(const std::optional<wg_endpoint>& e) {
+    return e ? json(e->str()) : json(nullptr);
+}
+
+std::string hex16(uint64_t v) {
+    char b[17];
+    std::snprintf(b, sizeof b, "%016llx", static_cast<unsigned long long>(v));
+    return b;
+}
+
+}  // namespace
+
+json status_json(const node_snapshot& s) {
+    json node;
+    node["name"] = s.name;
+    node["id"] = s.id.hex();
+    node["wgPublicKey"] = s.wg_public_key.to_base64();
+    json cidrs = json::array();
+    for (const auto& p : s.pod_cidrs) cidrs.push_back(p.str());
+    node["podCIDRs"] = cidrs;
+    node["interface"] = s.interface;
+    node["backend"] = s.backend;
+    node["wgListenPort"] = s.wg_listen_port;
+    node["listenPort"] = s.listen_port;
+    json eps = json::array();
+    for (const auto& e : s.endpoints) eps.push_back(e.str());
+    node["endpoints"] = eps;
+    node["relayRole"] = s.role == relay_role_state::active;
+    node["relayRoleState"] = to_string(s.role);
+    node["relayRoleReason"] = s.role_reason.empty() ? json(nullptr) : json(s.role_reason);
+    json verified = json::array();
+    for (const auto& e : s.verified) verified.push_back(e.str());
+    node["relayVerified"] = verified;
+    node["uptimeSeconds"] = s.uptime_s;
+    json peers = {{"total", s.paths.total},
+                  {"direct", s.paths.direct},
+                  {"relay", s.paths.relay},
+                  {"none", s.paths.none}};
+    json relays = {{"total", s.relays.size()}, {"up", s.relays_up}};
+    json svc = nullptr;
+    if (s.service) {
+        json drops;
+        for (size_t i = 0; i < relay_drop_count; ++i) {
+            drops[to_string(static_cast<relay_drop>(i))] = s.service->stats.table_drops[i];
+        }
+        svc = {{"sessions", s.service->sessions},
+               {"nodes", s.service->nodes},
+               {"forwardedPackets", s.service->stats.forwarded_packets},
+               {"forwardedBytes", s.service->stats.forwarded_bytes},
+               {"drops", drops}};
+    }
+    json proxy = nullptr;
+    if (s.proxy) {
+        const auto& ps = *s.proxy;
+        proxy = {{"toRelayPackets", ps.to_relay_packets},
+                 {"toRelayBytes", ps.to_relay_bytes},
+                 {"toWireguardPackets", ps.to_wg_packets},
+                 {"toWireguardBytes", ps.to_wg_bytes},
+                 {"inbandControlPackets", ps.inband_control_packets},
+                 {"unknownSession", ps.unknown_session},
+                 {"wrongSource", ps.wrong_source},
+                 {"foreignLocal", ps.foreign_local},
+                 {"malformed", ps.malformed},
+                 {"sendFailed", ps.send_failed}};
+    }
+    const auto& c = s.control;
+    json control = {{"accepted", c.accepted},      {"authFailed", c.auth_failed},
+                    {"malformed", c.malformed},    {"stale", c.stale},
+                    {"future", c.future},          {"replayed", c.replayed},
+                    {"notControl", c.not_control}, {"badRecord", c.bad_record}};
+    return {{"node", node},        {"peers", peers},      {"relays", relays},
+            {"relayService", svc}, {"relayProxy", proxy}, {"control", control}};
+}
+
+json peers_json(const node_snapshot& s) {
+    json arr = json::array();
+    int64_t now_s = static_cast<int64_t>(s.now_ms / 1000);
+    for (const auto& e : s.peers) {
+        const peer_view& p = e.view;
+        const wg_peer* w = e.device ? &*e.device : nullptr;
+        json j;
+        j["name"] = p.name;
+        j["id"] = p.id.hex();
+        j["wgPublicKey"] = p.wg_public_key.to_base64();
+        json cidrs = json::array();
+        for (const auto& c : p.pod_cidrs) cidrs.push_back(c.str());
+        j["podCIDRs"] = cidrs;
+        j["path"] = to_string(p.path);
+        j["relay"] = p.relay ? json(p.relay_name) : json(nullptr);
+        j["relayId"] = p.relay ? json(p.relay->hex()) : json(nullptr);
+        j["sessionId"] = p.relay ? json(hex16(p.session_id)) : json(nullptr);
+        j["endpoint"] = opt_str(e.endpoint);
+        j["rttMs"] = p.rtt_ms ? json(*p.rtt_ms) : json(nullptr);
+        if (w && w->last_handshake_sec) {
+            j["lastHandshake"] = w->last_handshake_sec;
+            j["lastHandshakeAgoSeconds"] = std::max<int64_t>(0, now_s - w->last_handshake_sec);
+        } else {
+            j["lastHandshake"] = nullptr;
+            j["lastHandshakeAgoSeconds"] = nullptr;
+        }
+        j["rxBytes"] = w ? w->rx_bytes : 0;
+        j["txBytes"] = w ? w->tx_bytes : 0;
+        arr.push_back(std::move(j));
+    }
+    return {{"peers", arr}};
+}
+
+json relays_json(const node_snapshot& s) {
+    json arr = json::array();
+    for (const auto& r : s.relays) {
+        json j;
+        j["name"] = r.name;
+        j["id"] = r.id ? json(r.id->hex()) : json(nullptr);
+        json addrs = json::array();
+        for (const auto& a : r.addresses) addrs.push_back(a.str());
+        j["addresses"] = addrs;
+        j["endpoint"] = opt_str(r.endpoint);
+        j["state"] = r.state == relay_state::unknown ? "down" : to_string(r.state);
+        j["origin"] = to_string(r.origin);
+        j["rttMs"] = r.rtt_ms ? json(*r.rtt_ms) : json(nullptr);
+        j["reflexive"] = opt_str(r.reflexive);
+        j["load"] = r.load;
+        arr.push_back(std::move(j));
+    }
+    return {{"relays", arr}};
+}
+
+result<control_request> parse_control_request(const json& req) {
+    auto fail = [](const std::string& m) { return error(errc::invalid_argument, m); };
+    if (!req.is_object() || !req.contains("cmd") || !req["cmd"].is_string()) {
+        return fail("request needs a \"cmd\" string");
+    }
+    control_request r;
+    r.cmd = req["cmd"];
+    if (r.cmd == "status" || r.cmd == "peers" || r.cmd == "relays") return r;
+    if (r.cmd != "ping") return fail("unknown command \"" + r.cmd + "\"");
+    if (!req.contains("node") || !req["node"].is_string()) return fail("ping needs \"node\"");
+    r.node = req["node"];
+    if (req.contains("count")) {
+        if (!req["count"].is_number_integer() || req["count"].get<int>() < 1 ||
+            req["count"].get<int>() > 100) {
+            return fail("\"count\" must be 1..100");
+        }
+        r.count = req["count"];
+    }
+    return r;
+}
+
+}  // namespace mw::meshd

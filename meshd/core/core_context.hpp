@@ -1,0 +1,93 @@
+// What every part of the node core shares (passed to each by reference): the live configuration,
+// the identity, the control channel, the RNG, the outbox and log sink, the probes in flight and
+// the deadline scheduler. The parts (membership, relay_directory, relay_role, relay_election,
+// peer_paths) own their own state; this holds only what they all write to or read.
+//
+// Pure like the rest of the core: no clock (every call takes `now`), no socket (datagrams are
+// queued for the daemon), no OS randomness (the caller's RNG).
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <span>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "common/wireguard/wg_endpoint.hpp"
+#include "meshd/core/control_channel.hpp"
+#include "meshd/core/core_types.hpp"
+#include "meshd/core/node_identity.hpp"
+#include "meshd/core/probe_tracker.hpp"
+
+namespace mw::meshd {
+
+// A dual-stack socket reports IPv4 peers as ::ffff:a.b.c.d; the rest of the core (records, the
+// relay config) names them as plain IPv4. One form for comparisons.
+wg_endpoint normalize_endpoint(const wg_endpoint& e);
+
+class core_context {
+public:
+    using rng_fn = std::function<void(std::span<uint8_t>)>;
+    using log_fields = std::vector<std::pair<std::string, std::string>>;
+    // Timers are batched to this grain: ticks are O(peers), so nearby deadlines share one.
+    static constexpr uint64_t tick_quantum_ms = 20;
+
+    core_context(node_core_config cfg, const node_identity& identity, psk_sealer sealer,
+                 rng_fn rng);
+
+    // Live: node_core's set_relays/set_endpoints/set_bootstrap change it.
+    node_core_config cfg;
+    // No relayNodes configured: relays are found (bootstrap + records of serving nodes).
+    bool auto_relays() const noexcept { return cfg.relays.empty(); }
+    // Not listed, offering ourselves at our own public addresses (no relayNodes configured).
+    bool offering() const noexcept { return auto_relays() && !cfg.relay_role; }
+
+    const node_identity& identity() const noexcept { return identity_; }
+    const node_id& id() const noexcept { return identity_.id(); }
+    control_channel& channel() noexcept { return ch_; }
+    const control_channel& channel() const noexcept { return ch_; }
+    probe_tracker& probes() noexcept { return probes_; }
+    const probe_tracker& probes() const noexcept { return probes_; }
+
+    // Seals `body` and queues it (session_id != 0: in-band, inside RELAY_DATA of that session).
+    void send(message_body body, const wg_endpoint& to, uint64_t session_id, uint64_t now);
+    // The same from a fresh ephemeral port (dial-back probes); dropped silently if unsealable.
+    void send_fresh(message_body body, const wg_endpoint& to, uint64_t now);
+    // Records the probe and sends its PING; returns the sequence number.
+    uint64_t send_ping(const wg_endpoint& to, uint64_t session_id, probe p, uint64_t now);
+    void log(int level, std::string msg, log_fields f = {});
+    uint64_t random_u64();
+
+    // The deadline scheduler: every part asks for a wakeup with due(); node_core returns the
+    // earliest. Nearby timers are rounded up to one tick_quantum_ms.
+    void due(uint64_t t) {
+        t += (tick_quantum_ms - t % tick_quantum_ms) % tick_quantum_ms;
+        if (t < next_deadline_) next_deadline_ = t;
+    }
+    uint64_t next_deadline() const noexcept { return next_deadline_; }
+    void set_next_deadline(uint64_t t) noexcept { next_deadline_ = t; }
+
+    // A clock value moved forward by a stall of `late` ms, never past `now` (0: never set).
+    static void shift_clock(uint64_t& t, uint64_t late, uint64_t now) {
+        if (t) t = std::min(now, t + late);
+    }
+
+    // A node's name for log lines (its record's, a relay's configured one, or its short ID);
+    // set by node_core, which knows where names live.
+    std::function<std::string(const node_id&)> name_of;
+
+    std::vector<outgoing_datagram> take_outgoing() { return std::exchange(out_, {}); }
+    std::vector<core_log_event> take_log() { return std::exchange(log_, {}); }
+
+private:
+    node_identity identity_;
+    control_channel ch_;
+    rng_fn rng_;
+    probe_tracker probes_;
+    std::vector<outgoing_datagram> out_;
+    std::vector<core_log_event> log_;
+    uint64_t next_deadline_ = UINT64_MAX;
+};
+
+}  // namespace mw::meshd

@@ -1,0 +1,88 @@
+#include "meshd/core/core_types.hpp"
+
+namespace mw::meshd {
+
+const char* to_string(learned_via v) noexcept {
+    switch (v) {
+        case learned_via::relay:
+            return "relay";
+        case learned_via::bootstrap:
+            return "bootstrap";
+        case learned_via::mdns:
+            return "mdns";
+        case learned_via::cache:
+            return "cache";
+        case learned_via::dht:
+            return "dht";
+        case learned_via::kubernetes:
+            return "kubernetes";
+        case learned_via::registration:
+            return "registration";
+    }
+    return "?";
+}
+
+std::vector<std::string> learned_via_names(learned_via_set s) {
+    std::vector<std::string> v;
+    for (uint8_t bit = 1; bit != 0 && bit <= static_cast<uint8_t>(learned_via::registration);
+         bit = static_cast<uint8_t>(bit << 1)) {
+        if (s & bit) v.emplace_back(to_string(static_cast<learned_via>(bit)));
+    }
+    return v;
+}
+
+const char* to_string(path_kind k) noexcept {
+    switch (k) {
+        case path_kind::none:
+            return "none";
+        case path_kind::direct:
+            return "direct";
+        case path_kind::relay:
+            return "relay";
+    }
+    return "?";
+}
+
+const char* to_string(relay_role_state s) noexcept {
+    switch (s) {
+        case relay_role_state::none:
+            return "none";
+        case relay_role_state::verifying:
+            return "verifying";
+        case relay_role_state::active:
+            return "active";
+        case relay_role_state::refused:
+            return "refused";
+    }
+    return "?";
+}
+
+const char* to_string(relay_origin o) noexcept {
+    switch (o) {
+        case relay_origin::configured:
+            return "configured";
+        case relay_origin::bootstrap:
+            return "bootstrap";
+        case relay_origin::discovered:
+            return "discovered";
+    }
+    return "?";
+}
+
+const char* to_string(relay_state s) noexcept {
+    switch (s) {
+        case relay_state::refusing:
+            return "refusing";
+        case relay_state::unknown:
+            return "unknown";
+        case relay_state::up:
+            return "up";
+        case relay_state::down:
+            return "down";
+        case relay_state::self:
+            return "self";
+    }
+    return "?";
+}
+
+}  // namespace mw::meshd

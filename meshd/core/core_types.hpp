@@ -1,0 +1,196 @@
+// The node core's plain types: its configuration, what it hands the daemon (datagrams, log
+// events, the desired data plane, meshctl's views) and the small enums its parts share.
+// node_core.hpp includes this, so users of node_core see them all as before.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "common/ip_address.hpp"
+#include "common/result.hpp"
+#include "common/wireguard/wg_endpoint.hpp"
+#include "common/wireguard/wg_key.hpp"
+#include "meshd/core/node_id.hpp"
+#include "meshd/core/peer_record.hpp"
+#include "meshd/core/relay_session_table.hpp"
+
+namespace mw::meshd {
+
+// How the core learned of a node or an address: the discovery sources behind the one entry
+// (discovery_sink, DESIGN §6). A bit each, so one node can be known through several.
+enum class learned_via : uint8_t {
+    relay = 1 << 0,         // a RECORDS answer or push from a relay
+    bootstrap = 1 << 1,     // a dht.bootstrap address, or RECORDS from a bootstrap node
+    mdns = 1 << 2,          // mDNS on the LAN
+    cache = 1 << 3,         // the on-disk record cache
+    dht = 1 << 4,           // the DHT
+    kubernetes = 1 << 5,    // the Kubernetes API
+    registration = 1 << 6,  // the node registered with us (its HELLO: we are its rendezvous)
+};
+using learned_via_set = uint8_t;
+const char* to_string(learned_via v) noexcept;
+// The names of the bits set, in the order above (meshctl's `learnedVia`).
+std::vector<std::string> learned_via_names(learned_via_set s);
+constexpr learned_via_set operator|(learned_via_set s, learned_via v) noexcept {
+    return static_cast<learned_via_set>(s | static_cast<uint8_t>(v));
+}
+
+// PINGs that got no PONG within ping_timeout_ms, by what they probed.
+struct probe_loss_counts {
+    uint64_t relay = 0, direct = 0, inband = 0, user = 0;
+};
+
+enum class path_kind : uint8_t { none, direct, relay };
+const char* to_string(path_kind k) noexcept;
+
+// The relay role of this node (DESIGN §5 "Relay role"): listed in relayNodes -> verifying (its
+// advertiseAddress must be dialled back by another node) -> active, or refused with a reason.
+enum class relay_role_state : uint8_t { none, verifying, active, refused };
+const char* to_string(relay_role_state s) noexcept;
+
+// Where a relay entry comes from. With relayNodes configured only those are relays. Without
+// (DESIGN §5: "with none configured, nodes whose advertised address others can verifiably reach
+// become relay candidates"): the dht.bootstrap addresses are asked for the cluster's records, and
+// every node whose record says it serves (its public address was dialled back) is a relay.
+enum class relay_origin : uint8_t { configured, bootstrap, discovered };
+const char* to_string(relay_origin o) noexcept;
+
+struct relay_spec {
+    std::string name;
+    std::vector<ip_address> addresses;
+    friend bool operator==(const relay_spec&, const relay_spec&) = default;
+};
+
+struct node_core_config {
+    std::string node_name;
+    std::vector<ip_prefix> pod_cidrs;
+    uint16_t control_port = 51821;  // ours, and the port relays are reached on
+    uint16_t wg_port = 51820;
+    std::vector<wg_endpoint> endpoints;  // our control endpoints, advertised in our record
+    std::vector<relay_spec> relays;
+    bool relay_role = false;
+    // dht.bootstrap: nodes (control port) asked for the cluster's records when no relayNodes
+    // are configured; they serve as relays only if their record says so.
+    std::vector<ip_address> bootstrap;
+    size_t max_found_relays = 16;  // relays taken from records (no relayNodes), by node ID
+
+    uint64_t ping_interval_ms = 1000;  // relays, paths in use (direct and in-band)
+    // Relays that carry (or stand by for) one of our relayed pairs are probed this often and
+    // declared dead for those pairs after fast_relay_timeout_ms without an answer: the failover
+    // budget is that timeout plus one tick.
+    uint64_t fast_ping_interval_ms = 100;
+    uint64_t fast_relay_timeout_ms = 400;
+    // Called this much later than the deadline we asked for, our own process was stalled (an
+    // overloaded machine): the relays' silence over that time is not theirs, so their liveness
+    // clock is paused for it instead of failing every pair over.
+    uint64_t stall_ms = 150;
+    size_t warm_relays = 2;  // sessions kept per relayed pair (in use + standby)
+    // Election hysteresis: a better relay replaces the one in use only if it is better by both.
+    double switch_abs_ms = 5;
+    double switch_rel = 0.2;
+    // Relays within this of the best score count as equally good (pairs spread over them).
+    double spread_abs_ms = 2;
+    double spread_rel = 0.1;
+    uint64_t direct_grace_ms = 1000;  // a new peer gets this long to answer directly
+    // Relay role verification: DIALBACK_REQUESTs to up to dialback_helpers other nodes every
+    // dialback_interval_ms; without a probe back within dialback_timeout_ms the role is refused.
+    uint64_t dialback_interval_ms = 1000;
+    uint64_t dialback_timeout_ms = 15000;
+    size_t dialback_helpers = 3;
+    // A refused relay role is checked again after role_retry_ms, doubling up to the max.
+    uint64_t role_retry_ms = 60000;
+    uint64_t role_retry_max_ms = 960000;
+    uint64_t dialback_probes_per_s = 20;  // as a helper: probes we send for others, at most
+    uint64_t upgrade_interval_ms = 5000;  // direct candidates of a pair not using them
+    uint64_t path_timeout_ms = 3500;      // no answer for this long: path / relay is down
+    uint64_t hello_interval_ms = 10000;
+    uint64_t session_refresh_ms = 15000;
+    uint64_t session_retry_ms = 1000;   // until the relay accepted
+    uint64_t relay_exclude_ms = 30000;  // a relay that failed a pair is not retried for it
+    uint64_t record_lifetime_ms = 10 * 60 * 1000;
+    uint64_t ping_timeout_ms = 3000;  // pending PINGs are forgotten after this
+};
+
+// One remote node as the data plane should have it.
+struct peer_dataplane {
+    node_id id;
+    std::string name;
+    wg_key wg_public_key;
+    std::vector<ip_prefix> allowed_ips;
+    path_kind path = path_kind::none;
+    // direct: the peer's address and WireGuard port; nullopt: learned by WireGuard (see above).
+    std::optional<wg_endpoint> endpoint;
+    node_id relay;               // relay path: the relay we send through
+    wg_endpoint relay_endpoint;  // relay path: the relay's socket
+    uint64_t session_id = 0;     // relay path
+    // relay path: warm standby sessions (accepted by their relay) the peer may send on
+    std::vector<std::pair<uint64_t, wg_endpoint>> standby;
+
+    friend bool operator==(const peer_dataplane&, const peer_dataplane&) = default;
+};
+
+struct outgoing_datagram {
+    wg_endpoint to;
+    uint64_t session_id = 0;  // non-zero: send inside RELAY_DATA of this session (in-band)
+    std::vector<uint8_t> bytes;
+    // Send from a new ephemeral port, not the control socket (dial-back probes: an answer from
+    // the control port could pass the target's NAT as the reply to a flow the target opened).
+    bool fresh_socket = false;
+};
+
+struct core_log_event {
+    int level = 1;  // log::level values: 0 debug, 1 info, 2 warn, 3 error
+    std::string msg;
+    std::vector<std::pair<std::string, std::string>> fields;
+};
+
+// The relay's session table, as the control side of the relay service sees it.
+class relay_binder {
+public:
+    virtual ~relay_binder() = default;
+    virtual result<relay_bind_state> bind(uint64_t session_id, const node_id& from,
+                                          const node_id& to, const wg_endpoint& observed,
+                                          uint16_t via) = 0;
+};
+
+// meshctl's views.
+struct peer_view {
+    node_id id;
+    std::string name;
+    wg_key wg_public_key;
+    std::vector<ip_prefix> pod_cidrs;
+    path_kind path = path_kind::none;
+    bool learned = false;  // direct, endpoint learned by WireGuard
+    std::optional<node_id> relay;
+    std::string relay_name;
+    uint64_t session_id = 0;
+    bool session_accepted = false;
+    std::optional<wg_endpoint> endpoint;
+    std::optional<double> rtt_ms;  // of the path in use
+    learned_via_set sources = 0;   // how its record reached us (learned_via bits)
+};
+
+enum class relay_state { unknown, up, down, self, refusing };
+const char* to_string(relay_state s) noexcept;
+
+struct relay_view {
+    std::string name;
+    relay_origin origin = relay_origin::configured;
+    std::vector<ip_address> addresses;
+    std::optional<node_id> id;
+    std::optional<wg_endpoint> endpoint;
+    relay_state state = relay_state::unknown;
+    std::optional<double> rtt_ms;
+    std::optional<wg_endpoint> reflexive;  // our address as the relay sees it
+    size_t load = 0;                       // our pairs relayed through it
+};
+
+struct ping_result {
+    uint64_t token = 0;
+    double rtt_ms = 0;
+};
+
+}  // namespace mw::meshd

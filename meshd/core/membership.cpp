@@ -1,0 +1,164 @@
+#include "meshd/core/membership.hpp"
+
+#include <algorithm>
+
+namespace mw::meshd {
+
+membership::membership(core_context& ctx, const relay_role& role, record_store_config store_cfg,
+                       record_changed_fn on_record_changed)
+    : ctx_(ctx), role_(role), on_record_changed_(std::move(on_record_changed)), store_(store_cfg) {}
+
+uint64_t membership::self_refresh_due() const noexcept {
+    return self_signed_ms_ + ctx_.cfg.record_lifetime_ms / 2;
+}
+
+bool membership::refresh_self(std::vector<std::pair<node_id, uint16_t>> att, bool force,
+                              uint64_t now) {
+    const auto& cfg = ctx_.cfg;
+    std::sort(att.begin(), att.end());
+    std::vector<node_id> attached;
+    std::vector<uint16_t> rtts;
+    for (const auto& [id, rtt] : att) {
+        attached.push_back(id);
+        rtts.push_back(rtt);
+    }
+    if (attached != self_.relays || rtts != self_.relay_rtt_ms) self_dirty_ = true;
+    bool old = now >= self_signed_ms_ + cfg.record_lifetime_ms / 2;
+    if (!force && !self_dirty_ && !old) return false;
+    peer_record r;
+    r.name = cfg.node_name;
+    r.pod_cidrs = cfg.pod_cidrs;
+    r.endpoints = cfg.endpoints;
+    if (role_.serving()) {
+        // A relay's advertised addresses first: that is where everyone can reach it (e.g. the
+        // public address of its NAT, port-forwarded to it).
+        std::vector<wg_endpoint> eps = role_.addresses();
+        for (const auto& e : cfg.endpoints) {
+            if (std::find(eps.begin(), eps.end(), e) == eps.end()) eps.push_back(e);
+        }
+        r.endpoints = std::move(eps);
+    }
+    if (r.endpoints.size() > peer_record::max_endpoints)
+        r.endpoints.resize(peer_record::max_endpoints);
+    r.wg_port = cfg.wg_port;
+    r.flags = role_.serving() ? peer_record::flag_relay : 0;
+    r.relays = std::move(attached);
+    r.relay_rtt_ms = std::move(rtts);
+    // The seq must grow across restarts too (a restarted node's record must replace the old one at
+    // the relays), so it is the signing time in ms, bumped if the clock did not move.
+    r.seq = std::max(self_.seq + 1, now);
+    r.expires_ms = now + cfg.record_lifetime_ms;
+    if (auto s = r.sign(ctx_.identity()); !s) {
+        ctx_.log(3, "cannot sign our peer record", {{"error", s.err().message}});
+        return false;
+    }
+    self_ = std::move(r);
+    self_dirty_ = false;
+    self_signed_ms_ = now;
+    push_record(self_, ctx_.id(), now);
+    return true;
+}
+
+result<put_outcome> membership::accept(const peer_record& rec, learned_via via, uint64_t now) {
+    // Only found relays depend on records; with relayNodes nothing is copied per record.
+    auto before = ctx_.auto_relays() ? relay_facts_of(store_.find(rec.id())) : std::nullopt;
+    auto put = store_.put(rec, now);
+    if (!put) return put;
+    learned_[rec.id()] = learned_[rec.id()] | via;
+    if (*put != put_outcome::duplicate) on_record_changed_(rec, before);
+    return put;
+}
+
+result<put_outcome> membership::offer_record(const peer_record& rec, learned_via via,
+                                             const node_id& from, uint64_t now) {
+    if (rec.id() == ctx_.id()) return error(errc::invalid_argument, "our own record");
+    auto put = accept(rec, via, now);
+    // A relay passes on what it learned from another relay (nodes that reach only us).
+    if (put && *put != put_outcome::duplicate) push_record(rec, from, now);
+    return put;
+}
+
+void membership::on_hello(const control_message& m, const hello_msg& b, const wg_endpoint& from,
+                          uint64_t now) {
+    if (!role_.relay_like()) return;  // only relays are rendezvous points
+    auto put = accept(b.record, learned_via::registration, now);
+    if (!put) {
+        // Outdated seq is normal (a HELLO overtaken by a newer one); anything else is worth a line.
+        if (!put.err().is(errc::already_exists)) {
+            ctx_.log(2, "registration refused",
+                     {{"peer", b.record.name}, {"error", put.err().message}});
+        }
+        return;
+    }
+    registered_[m.sender] = registration{from, now};
+    if (*put == put_outcome::inserted) {
+        ctx_.log(1, "node registered", {{"peer", b.record.name}, {"endpoint", from.str()}});
+    }
+    if (*put != put_outcome::duplicate) push_record(b.record, m.sender, now);
+    if (b.flags & hello_msg::flag_want_records) send_records(from, now);
+}
+
+void membership::on_records(const control_message& m, const records_msg& b, learned_via via,
+                            uint64_t now) {
+    // The relay is not trusted for their content: every record is verified against its own
+    // node's key.
+    for (const auto& r : b.records) {
+        if (r.id() == ctx_.id()) continue;
+        auto put = offer_record(r, via, m.sender, now);
+        if (!put && !put.err().is(errc::already_exists)) {
+            ctx_.log(0, "record refused", {{"peer", r.name}, {"error", put.err().message}});
+        }
+    }
+}
+
+bool membership::expire(uint64_t now) {
+    bool dropped = store_.expire(now) > 0;
+    if (dropped || learned_.size() > store_.size()) {
+        std::erase_if(learned_, [&](const auto& kv) { return !store_.find(kv.first); });
+    }
+    return dropped;
+}
+
+learned_via_set membership::learned_of(const node_id& id) const {
+    auto it = learned_.find(id);
+    return it == learned_.end() ? 0 : it->second;
+}
+
+void membership::push_record(const peer_record& rec, const node_id& except, uint64_t now) {
+    if (!role_.relay_like()) return;
+    for (auto it = registered_.begin(); it != registered_.end();) {
+        // A node that stopped saying HELLO is no longer listening here.
+        if (now > it->second.last_hello_ms + 3 * ctx_.cfg.hello_interval_ms) {
+            it = registered_.erase(it);
+            continue;
+        }
+        if (it->first != except && it->first != rec.id()) {
+            ctx_.send(records_msg{{rec}}, it->second.from, 0, now);
+        }
+        ++it;
+    }
+}
+
+void membership::send_records(const wg_endpoint& to, uint64_t now) {
+    // Our own record first, then the store, packed into datagrams below the control size limit.
+    std::vector<const peer_record*> all{&self_};
+    store_.for_each([&](const peer_record& r) { all.push_back(&r); });
+    records_msg batch;
+    size_t size = envelope_size + 1;
+    for (const auto* r : all) {
+        auto enc = r->encode();
+        if (!enc) continue;
+        size_t n = 2 + enc->size();
+        if (!batch.records.empty() &&
+            (size + n > max_control_plaintext || batch.records.size() == 255)) {
+            ctx_.send(std::move(batch), to, 0, now);
+            batch = records_msg{};
+            size = envelope_size + 1;
+        }
+        batch.records.push_back(*r);
+        size += n;
+    }
+    if (!batch.records.empty()) ctx_.send(std::move(batch), to, 0, now);
+}
+
+}  // namespace mw::meshd

@@ -1,0 +1,87 @@
+// Membership (DESIGN §4, §6): the record store, our own signed record, and the records' flow —
+// HELLO (a node registers with us, a rendezvous), RECORDS (answers and pushes), and the one entry
+// for records from any discovery source, offer_record(). Also how each node was learned
+// (learned_via bits, meshctl's learnedVia).
+//
+// Every node sends HELLO (its signed record, "send me RECORDS") to every relay every
+// hello_interval (relay_directory sends them); a relay stores the record and answers with every
+// record it holds, its own included, and pushes a new or changed record to every node registered
+// with it. Records are the record_store's: verified, newest seq wins, bounded.
+//
+// Couplings, as explicit calls (wired by node_core): on_record_changed for every record that is
+// new or changed (relay_directory decides whether it adds, drops or re-addresses a found relay).
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <optional>
+#include <utility>
+#include <vector>
+
+#include "meshd/core/core_context.hpp"
+#include "meshd/core/record_store.hpp"
+#include "meshd/core/relay_directory.hpp"
+#include "meshd/core/relay_role.hpp"
+
+namespace mw::meshd {
+
+class membership {
+public:
+    using record_changed_fn =
+        std::function<void(const peer_record& rec, const std::optional<relay_facts>& before)>;
+
+    membership(core_context& ctx, const relay_role& role, record_store_config store_cfg,
+               record_changed_fn on_record_changed);
+
+    // Re-signs our record when what it says changed (`attached`: relays and published RTTs, see
+    // relay_directory::attachments), when it is half-way to expiry, or when forced. Returns true
+    // if it did (the new record was pushed to registered nodes; the caller HELLOs the relays).
+    bool refresh_self(std::vector<std::pair<node_id, uint16_t>> attached, bool force, uint64_t now);
+    void mark_self_dirty() noexcept { self_dirty_ = true; }
+    // When our record must be signed again at the latest.
+    uint64_t self_refresh_due() const noexcept;
+
+    // The discovery entry for records: a signed record learned through `via` (RECORDS from a
+    // relay, and every later source). Verified and stored (newest seq wins); a new or changed one
+    // is pushed on to the nodes registered with us except `from` (who sent it; our own ID for a
+    // local source). Errors: record_store::put's, errc::invalid_argument for our own record.
+    result<put_outcome> offer_record(const peer_record& rec, learned_via via, const node_id& from,
+                                     uint64_t now);
+    void on_hello(const control_message& m, const hello_msg& b, const wg_endpoint& from,
+                  uint64_t now);
+    // RECORDS from a relay (the caller checked that the sender is one).
+    void on_records(const control_message& m, const records_msg& b, learned_via via, uint64_t now);
+    // Drops expired records; returns true if any went.
+    bool expire(uint64_t now);
+
+    // Relay role: the nodes registered with us and where their HELLOs come from, so a new or
+    // changed record reaches every node at once instead of at its next HELLO.
+    struct registration {
+        wg_endpoint from;
+        uint64_t last_hello_ms = 0;
+    };
+    const std::map<node_id, registration>& registrations() const noexcept { return registered_; }
+
+    const record_store& store() const noexcept { return store_; }
+    const peer_record& self() const noexcept { return self_; }
+    learned_via_set learned_of(const node_id& id) const;
+
+private:
+    // put + the couplings (relay facts, learned_via).
+    result<put_outcome> accept(const peer_record& rec, learned_via via, uint64_t now);
+    void push_record(const peer_record& rec, const node_id& except, uint64_t now);
+    void send_records(const wg_endpoint& to, uint64_t now);
+
+    core_context& ctx_;
+    const relay_role& role_;
+    record_changed_fn on_record_changed_;
+    record_store store_;
+    peer_record self_;
+    bool self_dirty_ = true;
+    uint64_t self_signed_ms_ = 0;
+    std::map<node_id, registration> registered_;
+    std::map<node_id, learned_via_set> learned_;  // follows the store
+};
+
+}  // namespace mw::meshd

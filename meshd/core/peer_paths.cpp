@@ -1,0 +1,327 @@
+#include "meshd/core/peer_paths.hpp"
+
+#include <algorithm>
+
+namespace mw::meshd {
+
+peer_paths::peer_paths(core_context& ctx, const record_store& store, relay_directory& relays,
+                       relay_election& election, const relay_role& role)
+    : ctx_(ctx), store_(store), relays_(relays), election_(election), role_(role) {}
+
+void peer_paths::take_candidates(const node_id& id, peer_entry& p, const peer_record& rec) {
+    // Candidates follow the record (and the offered addresses), keeping what we measured for
+    // addresses that stay.
+    std::vector<candidate> cands;
+    auto add = [&](const wg_endpoint& e) {
+        candidate c{normalize_endpoint(e)};
+        for (const auto& o : p.candidates) {
+            if (o.ep == c.ep) c = o;
+        }
+        cands.push_back(c);
+    };
+    for (const auto& e : rec.endpoints) add(e);
+    if (auto it = offered_.find(id); it != offered_.end()) {
+        for (const auto& o : it->second) {
+            wg_endpoint n = normalize_endpoint(o.ep);
+            if (std::none_of(cands.begin(), cands.end(), [&](const auto& c) { return c.ep == n; }))
+                add(o.ep);
+        }
+    }
+    p.candidates = std::move(cands);
+    p.record_seq = rec.seq;
+    p.next_check_ms = 0;
+}
+
+void peer_paths::add_candidate(const node_id& id, const wg_endpoint& ep, learned_via via,
+                               uint64_t now) {
+    if (id == ctx_.id()) return;
+    auto it = offered_.find(id);
+    if (it == offered_.end()) {
+        // Bounded like the store: one entry per node the store could hold.
+        if (offered_.size() >= store_.config().max_records) return;
+        it = offered_.emplace(id, std::vector<offered>{}).first;
+    }
+    auto& v = it->second;
+    for (const auto& o : v) {
+        if (o.ep == ep && o.via == via) return;
+    }
+    if (v.size() >= peer_record::max_endpoints) v.erase(v.begin());  // the oldest goes
+    v.push_back(offered{ep, via});
+    if (auto p = peers_.find(id); p != peers_.end()) p->second.record_seq = 0;  // take them
+    ctx_.due(now);
+}
+
+void peer_paths::withdraw_candidates(learned_via via, uint64_t now) {
+    for (auto it = offered_.begin(); it != offered_.end();) {
+        auto n = it->second.size();
+        std::erase_if(it->second, [&](const offered& o) { return o.via == via; });
+        if (n != it->second.size()) {
+            if (auto p = peers_.find(it->first); p != peers_.end()) p->second.record_seq = 0;
+        }
+        it = it->second.empty() ? offered_.erase(it) : std::next(it);
+    }
+    ctx_.due(now);
+}
+
+void peer_paths::tick(uint64_t now) {
+    // Both are maps ordered by node ID, walked together in one pass (a tick runs often; with
+    // hundreds of peers, per-peer lookups and key hashing were most of its cost).
+    auto pit = peers_.begin();
+    auto drop_until = [&](const node_id* id) {
+        while (pit != peers_.end() && (!id || pit->first < *id)) {
+            ctx_.log(1, "peer gone (record expired)", {{"peer", pit->second.dp.name}});
+            pit = peers_.erase(pit);
+            ++dp_version_;
+        }
+    };
+    const bool all = std::exchange(recheck_all_, false);
+    store_.for_each_with_id([&](const node_id& id, const peer_record& rec) {
+        drop_until(&id);
+        if (id == ctx_.id()) return;
+        bool inserted = pit == peers_.end() || !(pit->first == id);
+        if (inserted) pit = peers_.emplace_hint(pit, id, peer_entry{});
+        peer_entry& p = pit->second;
+        ++pit;
+        if (inserted) {
+            p.dp.id = id;
+            p.discovered_ms = now;
+            ctx_.log(1, "peer discovered", {{"peer", rec.name}, {"node_id", id.short_hex()}});
+            ++dp_version_;
+        }
+        if (p.record_seq != rec.seq) take_candidates(id, p, rec);
+        // Only peers with something due are decided again: ticks stay cheap with many peers.
+        if (!all && now < p.next_check_ms) {
+            ctx_.due(p.next_check_ms);
+            return;
+        }
+        uint64_t outer = ctx_.next_deadline();
+        ctx_.set_next_deadline(UINT64_MAX);
+        decide(id, p, rec, now);
+        p.next_check_ms = ctx_.next_deadline();
+        ctx_.set_next_deadline(std::min(outer, p.next_check_ms));
+    });
+    drop_until(nullptr);
+}
+
+void peer_paths::decide(const node_id& id, peer_entry& p, const peer_record& rec, uint64_t now) {
+    const auto& cfg = ctx_.cfg;
+    const bool in_use_direct = p.dp.path == path_kind::direct && !p.learned;
+    // Probe the direct candidates.
+    if (now >= p.next_probe_ms) {
+        for (size_t i = 0; i < p.candidates.size(); ++i) {
+            ctx_.send_ping(p.candidates[i].ep, 0, probe{probe_kind::direct, id, i}, now);
+        }
+        p.next_probe_ms = now + (in_use_direct || p.dp.path == path_kind::none || p.learned
+                                     ? cfg.ping_interval_ms
+                                     : cfg.upgrade_interval_ms);
+    }
+    ctx_.due(p.next_probe_ms);
+
+    peer_dataplane dp;
+    dp.id = id;
+    dp.name = rec.name;
+    dp.wg_public_key = rec.wg_public_key;
+    dp.allowed_ips = rec.pod_cidrs;
+    bool learned = false;
+
+    const candidate* best = nullptr;
+    for (const auto& c : p.candidates) {
+        if (c.last_pong_ms && now <= c.last_pong_ms + cfg.path_timeout_ms) {
+            if (!best || c.rtt_ms < best->rtt_ms) best = &c;
+            ctx_.due(c.last_pong_ms + cfg.path_timeout_ms + 1);
+        }
+    }
+    // Keep the address in use (say the IPv4 one) while it answers unless another (the IPv6 one) is
+    // clearly faster: every change is a WireGuard endpoint update, and millisecond RTTs are noise.
+    if (best && p.dp.path == path_kind::direct && p.dp.endpoint &&
+        best->ep.address != p.dp.endpoint->address) {
+        for (const auto& c : p.candidates) {
+            if (c.ep.address == p.dp.endpoint->address && c.last_pong_ms &&
+                now <= c.last_pong_ms + cfg.path_timeout_ms &&
+                c.rtt_ms - best->rtt_ms < std::max(cfg.switch_abs_ms, cfg.switch_rel * c.rtt_ms)) {
+                best = &c;
+                break;
+            }
+        }
+    }
+    if (best) {
+        dp.path = path_kind::direct;
+        if (rec.wg_port) {
+            dp.endpoint = wg_endpoint{best->ep.address, rec.wg_port};
+        } else {
+            learned = true;
+        }
+    } else if (p.last_inbound_ms && now <= p.last_inbound_ms + cfg.path_timeout_ms) {
+        dp.path = path_kind::direct;
+        learned = true;
+        ctx_.due(p.last_inbound_ms + cfg.path_timeout_ms + 1);
+    } else if (const relay_entry* rl = relays_.by_id(id);
+               rl && rl->candidate && relays_.up(*rl, now) && now >= rl->not_serving_until) {
+        // A serving relay answers at its relay address, which its record advertises: it is
+        // reached directly by everyone, never through another relay.
+        ctx_.due(now + cfg.ping_interval_ms);
+    } else if (!role_.serving() && !p.candidates.empty() &&
+               now < p.discovered_ms + cfg.direct_grace_ms) {
+        // A new peer: give its direct addresses a moment before binding relay sessions for it.
+        ctx_.due(p.discovered_ms + cfg.direct_grace_ms);
+    } else if (!role_.serving()) {
+        election_.choose(id, p.relayed, rec, now, dp);
+    }
+    if (dp.path != path_kind::relay) relay_election::release(p.relayed);
+    if (dp != p.dp || learned != p.learned) {
+        if (dp.path != p.dp.path || dp.endpoint != p.dp.endpoint || dp.relay != p.dp.relay ||
+            learned != p.learned) {
+            std::string ep = dp.endpoint ? dp.endpoint->str() : (learned ? "learned" : "-");
+            core_context::log_fields f = {
+                {"peer", rec.name}, {"path", to_string(dp.path)}, {"endpoint", ep}};
+            if (dp.path == path_kind::relay) {
+                f.emplace_back("relay", ctx_.name_of(dp.relay));
+                f.emplace_back("why", "no direct answer within " +
+                                          std::to_string(cfg.path_timeout_ms) + " ms");
+            } else if (dp.path == path_kind::direct) {
+                f.emplace_back("why", learned ? "the peer reaches us directly"
+                                              : "the peer answers on a direct address");
+            }
+            ctx_.log(1, "path selected", std::move(f));
+        }
+        p.dp = std::move(dp);
+        p.learned = learned;
+        ++dp_version_;
+    }
+}
+
+void peer_paths::on_ping(const node_id& sender, uint64_t session_id, uint64_t now) {
+    auto it = peers_.find(sender);
+    if (it == peers_.end()) return;
+    auto& p = it->second;
+    if (session_id) {
+        for (const auto& r : relays_.all()) {
+            if (r.id && !r.self && relay_session_id(ctx_.id(), sender, *r.id) == session_id) {
+                if (p.relayed.peer_relay != r.id) p.next_check_ms = 0;
+                p.relayed.peer_relay = r.id;
+                p.relayed.peer_relay_ms = now;
+            }
+        }
+    } else {
+        p.last_inbound_ms = now;
+        p.next_check_ms = 0;
+    }
+}
+
+void peer_paths::on_pong(const probe& pr, const node_id& sender, double rtt, uint64_t now) {
+    if (sender != pr.peer) return;
+    auto pit = peers_.find(pr.peer);
+    if (pit == peers_.end()) return;
+    auto& pe = pit->second;
+    if (pr.kind == probe_kind::direct) {
+        if (pr.index >= pe.candidates.size()) return;
+        auto& c = pe.candidates[pr.index];
+        c.last_pong_ms = now;
+        c.rtt_ms = c.rtt_ms == 0 ? rtt : 0.75 * c.rtt_ms + 0.25 * rtt;
+        pe.next_check_ms = 0;
+    } else if (pr.kind == probe_kind::inband) {
+        auto& r = pe.relayed;
+        r.last_inband_pong_ms = now;
+        r.inband_rtt_ms = r.inband_rtt_ms == 0 ? rtt : 0.75 * r.inband_rtt_ms + 0.25 * rtt;
+        pe.next_check_ms = 0;
+    }
+}
+
+void peer_paths::on_session_answer(const node_id& relay, uint64_t session_id, const node_id& to,
+                                   bool accepted, uint8_t reason, uint64_t now) {
+    auto it = peers_.find(to);
+    if (it == peers_.end()) return;
+    auto& p = it->second;
+    if (election_.on_session_answer(p.relayed, p.dp.name, relay, session_id, accepted, reason,
+                                    now)) {
+        p.next_check_ms = 0;
+    }
+}
+
+result<uint64_t> peer_paths::ping(const node_id& peer, uint64_t now) {
+    auto it = peers_.find(peer);
+    if (it == peers_.end()) return error(errc::not_found, "no such peer");
+    const auto& p = it->second;
+    uint64_t token = next_token_++;
+    probe pp{probe_kind::user, peer};
+    pp.token = token;
+    if (p.dp.path == path_kind::direct) {
+        // The control endpoint behind the direct path, or (learned) the last direct PING source
+        // is not known here: probe every candidate; the first answer wins.
+        bool sent = false;
+        for (const auto& c : p.candidates) {
+            if (p.dp.endpoint && c.ep.address != p.dp.endpoint->address) continue;
+            ctx_.send_ping(c.ep, 0, pp, now);
+            sent = true;
+        }
+        if (!sent) {
+            for (const auto& c : p.candidates) ctx_.send_ping(c.ep, 0, pp, now);
+        }
+    } else if (p.dp.path == path_kind::relay) {
+        ctx_.send_ping(p.dp.relay_endpoint, p.dp.session_id, pp, now);
+    } else {
+        return error(errc::state_mismatch, "no path to " + p.dp.name + " yet");
+    }
+    ctx_.due(now + ctx_.cfg.ping_timeout_ms);
+    return token;
+}
+
+void peer_paths::shift_clocks(uint64_t late, uint64_t now) {
+    for (auto& [id, p] : peers_) {
+        for (auto& c : p.candidates) core_context::shift_clock(c.last_pong_ms, late, now);
+        core_context::shift_clock(p.last_inbound_ms, late, now);
+        core_context::shift_clock(p.relayed.last_inband_pong_ms, late, now);
+        core_context::shift_clock(p.relayed.peer_relay_ms, late, now);
+    }
+}
+
+std::optional<node_id> peer_paths::resolve(const std::string& name_or_id) const {
+    for (const auto& [id, p] : peers_) {
+        if (p.dp.name == name_or_id || id.hex() == name_or_id) return id;
+    }
+    return std::nullopt;
+}
+
+std::vector<peer_dataplane> peer_paths::dataplane() const {
+    std::vector<peer_dataplane> v;
+    v.reserve(peers_.size());
+    for (const auto& [id, p] : peers_) v.push_back(p.dp);
+    return v;
+}
+
+size_t peer_paths::relayed_through(const node_id& relay) const {
+    size_t n = 0;
+    for (const auto& [id, p] : peers_) {
+        if (p.dp.path == path_kind::relay && p.dp.relay == relay) ++n;
+    }
+    return n;
+}
+
+std::vector<peer_view> peer_paths::views() const {
+    std::vector<peer_view> v;
+    for (const auto& [id, p] : peers_) {
+        peer_view pv;
+        pv.id = id;
+        pv.name = p.dp.name;
+        pv.wg_public_key = p.dp.wg_public_key;
+        pv.pod_cidrs = p.dp.allowed_ips;
+        pv.path = p.dp.path;
+        pv.learned = p.learned;
+        pv.endpoint = p.dp.endpoint;
+        if (p.dp.path == path_kind::relay) {
+            pv.relay = p.dp.relay;
+            pv.relay_name = ctx_.name_of(p.dp.relay);
+            pv.session_id = p.dp.session_id;
+            pv.session_accepted = p.relayed.accepted;
+            if (p.relayed.last_inband_pong_ms) pv.rtt_ms = p.relayed.inband_rtt_ms;
+        } else if (p.dp.path == path_kind::direct) {
+            for (const auto& c : p.candidates) {
+                if (c.last_pong_ms && (!pv.rtt_ms || c.rtt_ms < *pv.rtt_ms)) pv.rtt_ms = c.rtt_ms;
+            }
+        }
+        v.push_back(std::move(pv));
+    }
+    return v;
+}
+
+}  // namespace mw::meshd

@@ -1,0 +1,107 @@
+// A path per remote node and its liveness (DESIGN §7; docs/architecture.md "Paths"): the
+// candidates (control endpoints from the node's record, plus those offered through the discovery
+// entry), their probes and RTTs, the node's own direct PINGs to us, and the decision — direct,
+// direct (learned), relayed (relay_election picks the relay), or none — as the peer_dataplane
+// the daemon applies.
+//
+// Peers follow the record store: a record that expired (or was never there) is no peer. A peer is
+// decided again when something it depends on changed (next_check_ms); relays_changed() makes
+// every peer decided again on the next tick (relay_directory and relay_role call it).
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "meshd/core/core_context.hpp"
+#include "meshd/core/record_store.hpp"
+#include "meshd/core/relay_directory.hpp"
+#include "meshd/core/relay_election.hpp"
+#include "meshd/core/relay_role.hpp"
+
+namespace mw::meshd {
+
+class peer_paths {
+public:
+    struct candidate {
+        wg_endpoint ep;  // control endpoint
+        uint64_t last_pong_ms = 0;
+        double rtt_ms = 0;
+    };
+    struct peer_entry {
+        std::vector<candidate> candidates;
+        uint64_t next_probe_ms = 0;
+        uint64_t last_inbound_ms = 0;  // last direct PING from the peer
+        uint64_t discovered_ms = 0;
+        relayed_pair relayed;  // relay path: the election's state for this pair
+        // when decide() must run again (0: now); events that may change the decision reset it
+        uint64_t next_check_ms = 0;
+        uint64_t record_seq = 0;  // the record the candidates were taken from (0: rebuild)
+        // the decision
+        peer_dataplane dp;
+        bool learned = false;
+    };
+
+    peer_paths(core_context& ctx, const record_store& store, relay_directory& relays,
+               relay_election& election, const relay_role& role);
+
+    // Follows the store, decides the peers that are due (all after relays_changed()).
+    void tick(uint64_t now);
+    // Something every pair's decision reads changed (relays, their liveness, our role).
+    void relays_changed() noexcept { recheck_all_ = true; }
+
+    // The discovery entry for addresses of known node IDs: "node `id` may answer at control
+    // endpoint `ep`, learned via `via`". A candidate from then on, beside its record's, until
+    // withdrawn; probed like them.
+    void add_candidate(const node_id& id, const wg_endpoint& ep, learned_via via, uint64_t now);
+    void withdraw_candidates(learned_via via, uint64_t now);
+
+    // A PING from `sender` (session_id != 0: in-band, through that relay session).
+    void on_ping(const node_id& sender, uint64_t session_id, uint64_t now);
+    // A PONG to a direct or in-band probe.
+    void on_pong(const probe& p, const node_id& sender, double rtt, uint64_t now);
+    void on_session_answer(const node_id& relay, uint64_t session_id, const node_id& to,
+                           bool accepted, uint8_t reason, uint64_t now);
+    // meshctl ping over the path in use; see node_core::ping.
+    result<uint64_t> ping(const node_id& peer, uint64_t now);
+    void shift_clocks(uint64_t late, uint64_t now);
+
+    template <class F>
+    void for_each_warm_relay(F&& f) const {
+        for (const auto& [id, p] : peers_) {
+            for (const auto& w : p.relayed.warm) f(w.relay);
+        }
+    }
+    const std::map<node_id, peer_entry>& all() const noexcept { return peers_; }
+    uint64_t dataplane_version() const noexcept { return dp_version_; }
+    std::vector<peer_dataplane> dataplane() const;
+    std::vector<peer_view> views() const;
+    std::optional<node_id> resolve(const std::string& name_or_id) const;
+    // Our pairs relayed through `relay`.
+    size_t relayed_through(const node_id& relay) const;
+
+private:
+    void decide(const node_id& id, peer_entry& p, const peer_record& rec, uint64_t now);
+    void take_candidates(const node_id& id, peer_entry& p, const peer_record& rec);
+
+    core_context& ctx_;
+    const record_store& store_;
+    relay_directory& relays_;
+    relay_election& election_;
+    const relay_role& role_;
+    std::map<node_id, peer_entry> peers_;
+    struct offered {
+        wg_endpoint ep;
+        learned_via via;
+    };
+    std::map<node_id, std::vector<offered>> offered_;  // add_candidate(), bounded
+    uint64_t dp_version_ = 0;
+    uint64_t next_token_ = 1;
+    bool recheck_all_ = true;
+};
+
+}  // namespace mw::meshd

@@ -1,0 +1,63 @@
+#include "meshd/core/probe_tracker.hpp"
+
+#include <algorithm>
+#include <iterator>
+
+namespace mw::meshd {
+
+uint64_t probe_tracker::add(probe p, uint64_t now) {
+    uint64_t seq = next_seq_++;
+    p.sent_ms = now;
+    pending_[seq] = p;
+    return seq;
+}
+
+std::optional<probe> probe_tracker::take(uint64_t seq) {
+    auto it = pending_.find(seq);
+    if (it == pending_.end()) return std::nullopt;
+    probe p = it->second;
+    pending_.erase(it);
+    return p;
+}
+
+uint64_t probe_tracker::expire(uint64_t now, uint64_t timeout_ms) {
+    uint64_t next = UINT64_MAX;
+    for (auto it = pending_.begin(); it != pending_.end();) {
+        if (now >= it->second.sent_ms + timeout_ms) {
+            switch (it->second.kind) {
+                case probe_kind::relay:
+                    ++losses_.relay;
+                    break;
+                case probe_kind::direct:
+                    ++losses_.direct;
+                    break;
+                case probe_kind::inband:
+                    ++losses_.inband;
+                    break;
+                case probe_kind::user:
+                    ++losses_.user;
+                    break;
+            }
+            it = pending_.erase(it);
+        } else {
+            next = std::min(next, it->second.sent_ms + timeout_ms);
+            ++it;
+        }
+    }
+    return next;
+}
+
+size_t probe_tracker::forget_sent_until(uint64_t t) {
+    size_t n = 0;
+    for (auto it = pending_.begin(); it != pending_.end();) {
+        if (it->second.sent_ms <= t) {
+            it = pending_.erase(it);
+            ++n;
+        } else {
+            it = std::next(it);
+        }
+    }
+    return n;
+}
+
+}  // namespace mw::meshd

@@ -1,0 +1,535 @@
+#include "meshd/core/relay_directory.hpp"
+
+#include <algorithm>
+
+namespace mw::meshd {
+
+namespace {
+
+bool has_ep(const relay_entry& r, const wg_endpoint& ep) {
+    return std::any_of(r.addrs.begin(), r.addrs.end(), [&](const auto& a) { return a.ep == ep; });
+}
+
+bool alive(const relay_addr_state& a, uint64_t timeout_ms, uint64_t now) {
+    return a.last_pong_ms && now <= a.last_pong_ms + timeout_ms;
+}
+
+}  // namespace
+
+std::optional<relay_facts> relay_facts_of(const peer_record* rec) {
+    if (!rec) return std::nullopt;
+    return relay_facts{rec->flags, rec->endpoints, rec->name};
+}
+
+relay_directory::relay_directory(core_context& ctx, const record_store& store,
+                                 std::function<void()> on_relays_changed,
+                                 std::function<void()> on_self_changed)
+    : ctx_(ctx),
+      store_(store),
+      on_relays_changed_(std::move(on_relays_changed)),
+      on_self_changed_(std::move(on_self_changed)) {}
+
+// What we learned about a relay that stays (ID, RTTs, the address in use): configured ones are
+// matched by name, found ones by node ID or by a shared address.
+relay_entry relay_directory::carry(relay_entry fresh, uint64_t now, bool reset_timers) const {
+    // Across a switch between relayNodes and none configured, the same relay is carried over too
+    // (by ID or address), so its liveness survives the switch.
+    auto shares_address = [&](const relay_entry& o) {
+        return std::any_of(fresh.addrs.begin(), fresh.addrs.end(),
+                           [&](const auto& f) { return has_ep(o, f.ep); });
+    };
+    const relay_entry* old = nullptr;
+    for (const auto& o : relays_) {
+        if (fresh.origin == relay_origin::configured && o.origin == relay_origin::configured &&
+            o.spec.name == fresh.spec.name) {
+            old = &o;
+            break;
+        }
+    }
+    for (const auto& o : relays_) {
+        if (old) break;
+        bool by_id = fresh.origin != relay_origin::configured && fresh.id && o.id;
+        if (by_id ? *o.id == *fresh.id : shares_address(o)) old = &o;
+    }
+    relay_entry e = old ? *old : relay_entry{};
+    e.spec = fresh.spec;
+    e.origin = fresh.origin;
+    e.candidate = fresh.candidate;
+    e.self = fresh.self;
+    if (fresh.id) e.id = fresh.id;
+    std::vector<relay_addr_state> addrs;
+    for (auto s : fresh.addrs) {
+        for (const auto& o : e.addrs) {
+            if (o.ep == s.ep) s = o;
+        }
+        addrs.push_back(s);
+    }
+    // The address in use, found again by endpoint (a record may list them in a new order).
+    e.active = SIZE_MAX;
+    if (old && old->active < old->addrs.size()) {
+        for (size_t k = 0; k < addrs.size(); ++k) {
+            if (addrs[k].ep == old->addrs[old->active].ep) e.active = k;
+        }
+    }
+    e.addrs = std::move(addrs);
+    if (!old || reset_timers) {
+        e.next_ping_ms = now;
+        e.next_hello_ms = now;
+    }
+    return e;
+}
+
+void relay_directory::add_configured(std::vector<relay_entry>& next, uint64_t now,
+                                     bool reset_timers) const {
+    for (const auto& spec : ctx_.cfg.relays) {
+        relay_entry e;
+        e.spec = spec;
+        e.self = spec.name == ctx_.cfg.node_name;
+        if (e.self) e.id = ctx_.id();
+        for (const auto& a : spec.addresses) {
+            e.addrs.push_back(relay_addr_state{wg_endpoint{a, ctx_.cfg.control_port}});
+        }
+        next.push_back(carry(std::move(e), now, reset_timers));
+    }
+}
+
+namespace {
+bool used_by_other(const std::vector<relay_entry>& next, const wg_endpoint& ep,
+                   const relay_entry* except) {
+    return std::any_of(next.begin(), next.end(),
+                       [&](const relay_entry& n) { return &n != except && has_ep(n, ep); });
+}
+}  // namespace
+
+void relay_directory::add_rendezvous(std::vector<relay_entry>& next, uint64_t now,
+                                     bool reset_timers) const {
+    for (const auto& rv : rendezvous_) {
+        const ip_address& a = rv.ep.address;
+        wg_endpoint ep = normalize_endpoint(rv.ep);
+        bool ours = std::any_of(ctx_.cfg.endpoints.begin(), ctx_.cfg.endpoints.end(),
+                                [&](const auto& e) { return e.address == a; });
+        if (ours || used_by_other(next, ep, nullptr)) continue;
+        relay_entry e;
+        e.origin = relay_origin::bootstrap;
+        e.candidate = false;
+        e.spec = relay_spec{a.str(), {a}};
+        e.addrs.push_back(relay_addr_state{ep});
+        next.push_back(carry(std::move(e), now, reset_timers));
+        // Two bootstrap addresses of one node (v4 and v6; its PONGs told the ID): one entry.
+        relay_entry& last = next.back();
+        for (size_t k = 0; last.id && k + 1 < next.size(); ++k) {
+            if (next[k].id != last.id) continue;
+            for (const auto& s : last.addrs) next[k].addrs.push_back(s);
+            for (const auto& s : last.spec.addresses) next[k].spec.addresses.push_back(s);
+            next.pop_back();
+            break;
+        }
+    }
+}
+
+void relay_directory::add_found(std::vector<relay_entry>& next, uint64_t now,
+                                bool reset_timers) const {
+    size_t found = 0;
+    store_.for_each_with_id([&](const node_id& id, const peer_record& rec) {
+        if (id == ctx_.id()) return;
+        relay_entry* b = nullptr;
+        for (auto& n : next) {
+            bool at = !n.id &&
+                      std::any_of(rec.endpoints.begin(), rec.endpoints.end(), [&](const auto& e) {
+                          return normalize_endpoint(e) == n.addrs[0].ep;
+                      });
+            if ((n.id && *n.id == id) || at) {
+                b = &n;
+                break;
+            }
+        }
+        // Where a serving node is reached: its public addresses (a private one would make it a
+        // relay for its own LAN only, where everyone is direct anyway), on the cluster's port
+        // only (a record must not make every node probe another service), and never an address
+        // another entry already stands for (a stale or forged record claiming a relay's address).
+        std::vector<wg_endpoint> eps;
+        if (rec.relay_serving()) {
+            for (const auto& e : rec.endpoints) {
+                wg_endpoint n = normalize_endpoint(e);
+                if (!e.address.is_private() && e.port == ctx_.cfg.control_port &&
+                    !used_by_other(next, n, b))
+                    eps.push_back(n);
+            }
+        }
+        if (b) {  // a bootstrap node: named by its record, a relay if it serves
+            b->spec.name = rec.name;
+            b->id = id;
+            b->candidate = !eps.empty();
+            for (const auto& e : eps) {
+                if (!has_ep(*b, e)) {
+                    relay_addr_state st{e};
+                    for (const auto& o : relays_) {
+                        for (const auto& a : o.addrs) {
+                            if (o.id && *o.id == id && a.ep == e) st = a;
+                        }
+                    }
+                    b->addrs.push_back(st);
+                    b->spec.addresses.push_back(e.address);
+                }
+            }
+            return;
+        }
+        // Bounded: every node probes every relay (each PING, HELLO and RECORDS exchange costs
+        // all of them), so a cluster with many public nodes uses the first by node ID.
+        if (eps.empty() || found >= ctx_.cfg.max_found_relays) return;
+        ++found;
+        relay_entry e;
+        e.origin = relay_origin::discovered;
+        e.id = id;
+        e.spec.name = rec.name;
+        for (const auto& ep : eps) {
+            e.addrs.push_back(relay_addr_state{ep});
+            e.spec.addresses.push_back(ep.address);
+        }
+        next.push_back(carry(std::move(e), now, reset_timers));
+    });
+}
+
+void relay_directory::log_changes(const std::vector<relay_entry>& next) {
+    for (const auto& r : next) {
+        if (r.origin == relay_origin::configured || !r.candidate) continue;
+        bool had = std::any_of(relays_.begin(), relays_.end(), [&](const auto& o) {
+            return o.candidate && o.id && r.id && *o.id == *r.id;
+        });
+        if (!had)
+            ctx_.log(1, "relay found", {{"relay", r.spec.name}, {"origin", to_string(r.origin)}});
+    }
+    for (const auto& o : relays_) {
+        if (!o.candidate || !o.id) continue;
+        bool stays = std::any_of(next.begin(), next.end(), [&](const auto& r) {
+            return r.candidate && r.id && *r.id == *o.id;
+        });
+        if (!stays)
+            ctx_.log(1, "relay no longer serving; its pairs move", {{"relay", o.spec.name}});
+    }
+}
+
+void relay_directory::rebuild(uint64_t now, bool reset_timers) {
+    dirty_ = false;
+    std::vector<relay_entry> next;
+    if (!ctx_.auto_relays()) {
+        add_configured(next, now, reset_timers);
+    } else {
+        add_rendezvous(next, now, reset_timers);
+        add_found(next, now, reset_timers);
+    }
+    auto summary = [](const std::vector<relay_entry>& v) {
+        std::string s;
+        for (const auto& r : v) {
+            s += r.spec.name + (r.candidate ? "+" : "-");
+            for (const auto& a : r.addrs) s += a.ep.str() + ",";
+            s += ";";
+        }
+        return s;
+    };
+    if (summary(next) != summary(relays_)) {
+        if (ctx_.auto_relays() && !reset_timers) log_changes(next);
+        on_relays_changed_();  // membership notices a change of the relays we are attached to
+    }
+    relays_ = std::move(next);
+    ctx_.due(now);
+}
+
+void relay_directory::note_record(const peer_record& rec,
+                                  const std::optional<relay_facts>& before) {
+    // Only a record whose relay flag, addresses or name changed may add, drop or re-address a
+    // found relay; RTT re-signs (the common case) cost no rebuild.
+    if (!ctx_.auto_relays() || relay_facts_of(&rec) == before) return;
+    if (rec.relay_serving() || (before && (std::get<0>(*before) & peer_record::flag_relay)) ||
+        by_id(rec.id())) {
+        dirty_ = true;
+    }
+}
+
+void relay_directory::note_records_expired() {
+    // A serving node's record may have expired.
+    if (ctx_.auto_relays()) dirty_ = true;
+}
+
+void relay_directory::offer_rendezvous(const wg_endpoint& ep, learned_via via) {
+    for (const auto& rv : rendezvous_) {
+        if (rv.ep == ep) return;  // an entry stands for it already (rebuild skips duplicates)
+    }
+    rendezvous_.push_back(rendezvous{ep, via});
+    if (ctx_.auto_relays()) dirty_ = true;
+}
+
+void relay_directory::withdraw_rendezvous(learned_via via) {
+    auto n = rendezvous_.size();
+    std::erase_if(rendezvous_, [&](const rendezvous& rv) { return rv.via == via; });
+    if (n != rendezvous_.size() && ctx_.auto_relays()) dirty_ = true;
+}
+
+bool relay_directory::up(const relay_entry& r, uint64_t now) const {
+    if (r.self) return true;
+    for (const auto& a : r.addrs) {
+        if (alive(a, ctx_.cfg.path_timeout_ms, now)) return true;
+    }
+    return false;
+}
+
+std::optional<wg_endpoint> relay_directory::endpoint(const relay_entry& r, uint64_t now) const {
+    if (r.active < r.addrs.size()) {
+        const auto& a = r.addrs[r.active];
+        if (alive(a, ctx_.cfg.path_timeout_ms, now)) return a.ep;
+    }
+    for (const auto& a : r.addrs) {
+        if (alive(a, ctx_.cfg.path_timeout_ms, now)) return a.ep;
+    }
+    return std::nullopt;
+}
+
+void relay_directory::pick_address(relay_entry& r, uint64_t now) {
+    // Sticky: the address in use stays while it answers (moving a session to the relay's other
+    // family is a rebind for nothing). Otherwise the first configured address that answers: the
+    // operator's order expresses preference.
+    auto ok = [&](size_t i) { return alive(r.addrs[i], ctx_.cfg.path_timeout_ms, now); };
+    if (r.active < r.addrs.size() && ok(r.active)) return;
+    size_t next = SIZE_MAX;
+    for (size_t i = 0; i < r.addrs.size() && next == SIZE_MAX; ++i) {
+        if (ok(i)) next = i;
+    }
+    if (next != r.active) on_relays_changed_();
+    r.active = next;
+}
+
+const relay_entry* relay_directory::by_id(const node_id& id) const {
+    for (const auto& r : relays_) {
+        if (r.id && *r.id == id) return &r;
+    }
+    return nullptr;
+}
+
+relay_entry* relay_directory::find(const node_id& id) {
+    for (auto& r : relays_) {
+        if (r.id && *r.id == id) return &r;
+    }
+    return nullptr;
+}
+
+std::string relay_directory::name_of(const node_id& id) const {
+    if (auto* rec = store_.find(id)) return rec->name;
+    if (auto* r = by_id(id)) return r->spec.name;
+    return id.short_hex();
+}
+
+double relay_directory::rtt(const relay_entry& r) const {
+    if (r.active < r.addrs.size() && r.addrs[r.active].rtt_ms > 0) return r.addrs[r.active].rtt_ms;
+    for (const auto& a : r.addrs) {
+        if (a.rtt_ms > 0) return a.rtt_ms;
+    }
+    return 0;
+}
+
+bool relay_directory::usable_fast(const relay_entry& r, uint64_t now) const {
+    for (const auto& a : r.addrs) {
+        if (alive(a, ctx_.cfg.fast_relay_timeout_ms, now)) return true;
+    }
+    return false;
+}
+
+bool relay_directory::usable(const relay_entry& r, uint64_t now) const {
+    if (!r.candidate || !up(r, now) || now < r.not_serving_until) return false;
+    if (!r.fast) return true;
+    return usable_fast(r, now);
+}
+
+void relay_directory::keep_fast(const node_id& relay, uint64_t now) {
+    // Sticky for a while: a relay that just failed drops out of the warm sets, and must not then
+    // look alive again merely because the slow timeout applies to it.
+    if (auto* r = find(relay)) r->fast_until = now + 10 * ctx_.cfg.path_timeout_ms;
+}
+
+void relay_directory::tick(const peer_record& self, uint64_t now) {
+    const auto& cfg = ctx_.cfg;
+    for (auto& r : relays_) r.fast = now < r.fast_until;
+    for (size_t i = 0; i < relays_.size(); ++i) {
+        auto& r = relays_[i];
+        if (r.self) continue;
+        pick_address(r, now);
+        bool is_up = up(r, now);
+        bool is_usable = usable(r, now);
+        if (is_usable != r.was_usable) {
+            r.was_usable = is_usable;
+            on_relays_changed_();
+            if (r.fast && !is_usable && is_up) {
+                ctx_.log(2, "relay stopped answering; its pairs fail over",
+                         {{"relay", r.spec.name},
+                          {"timeout_ms", std::to_string(cfg.fast_relay_timeout_ms)}});
+            }
+        }
+        if (r.fast) {
+            r.next_ping_ms = std::min(r.next_ping_ms, now + cfg.fast_ping_interval_ms);
+            for (const auto& a : r.addrs) {
+                if (alive(a, cfg.fast_relay_timeout_ms, now)) {
+                    ctx_.due(a.last_pong_ms + cfg.fast_relay_timeout_ms + 1);
+                }
+            }
+        }
+        if (is_up != r.was_up) {
+            r.was_up = is_up;
+            on_relays_changed_();
+            auto ep = endpoint(r, now);
+            ctx_.log(is_up ? 1 : 2, is_up ? "relay up" : "relay down",
+                     {{"relay", r.spec.name}, {"endpoint", ep ? ep->str() : "-"}});
+            on_self_changed_();
+        }
+        if (now >= r.next_ping_ms) {
+            for (size_t a = 0; a < r.addrs.size(); ++a) {
+                ctx_.send_ping(r.addrs[a].ep, 0, probe{probe_kind::relay, {}, i, a, r.addrs[a].ep},
+                               now);
+            }
+            r.next_ping_ms = now + (r.fast ? cfg.fast_ping_interval_ms : cfg.ping_interval_ms);
+        }
+        ctx_.due(r.next_ping_ms);
+        if (now >= r.next_hello_ms) {
+            // To every address: until one answers we do not know which works, and a relay with
+            // two families reached on both keeps both NAT mappings warm.
+            for (const auto& a : r.addrs) {
+                ctx_.send(hello_msg{hello_msg::flag_want_records, self}, a.ep, 0, now);
+            }
+            r.next_hello_ms = now + cfg.hello_interval_ms;
+        }
+        ctx_.due(r.next_hello_ms);
+        if (is_up) {
+            // If the relay went down and the last moment it was up is what we compare against,
+            // wake up when it would time out.
+            for (const auto& a : r.addrs) {
+                if (a.last_pong_ms) ctx_.due(a.last_pong_ms + cfg.path_timeout_ms + 1);
+            }
+        }
+    }
+}
+
+void relay_directory::on_pong(const probe& p, const node_id& sender, double rtt_ms,
+                              const wg_endpoint& observed, uint64_t now) {
+    // By address: the list may have been rebuilt (indices moved) since the PING.
+    relay_entry* rp = nullptr;
+    size_t ai = 0;
+    for (auto& rr : relays_) {
+        for (size_t k = 0; k < rr.addrs.size() && !rp; ++k) {
+            if (rr.addrs[k].ep == p.ep) rp = &rr, ai = k;
+        }
+        if (rp) break;
+    }
+    if (!rp || rp->self) return;
+    auto& r = *rp;
+    // A found relay is the node its signed record names: an answer from another node at that
+    // address (a stale record of a reinstalled node, a forged one) is no answer.
+    if (r.origin == relay_origin::discovered && r.id && *r.id != sender) return;
+    if (r.id && *r.id != sender) {
+        ctx_.log(2, "relay answered with a new node identity (reinstalled?)",
+                 {{"relay", r.spec.name}, {"node_id", sender.short_hex()}});
+    }
+    if (!r.id || *r.id != sender) {
+        on_self_changed_();
+        on_relays_changed_();
+        dirty_ = ctx_.auto_relays();  // a bootstrap node: its record names it
+    }
+    r.id = sender;
+    auto& a = r.addrs[ai];
+    if (!a.last_pong_ms || now > a.last_pong_ms + ctx_.cfg.path_timeout_ms) on_relays_changed_();
+    a.last_pong_ms = now;
+    pick_address(r, now);
+    a.rtt_ms = a.rtt_ms == 0 ? rtt_ms : 0.75 * a.rtt_ms + 0.25 * rtt_ms;
+    a.reflexive = normalize_endpoint(observed);
+}
+
+void relay_directory::on_session_accepted(const node_id& relay) {
+    if (auto* r = find(relay)) r->reject_backoff_ms = 0;
+}
+
+void relay_directory::on_not_serving(const node_id& relay, uint64_t now) {
+    // Listed but not serving (still verifying, or refused): no pair uses it for a while. 1 s
+    // first (a relay being verified usually serves a moment later), doubling per round of
+    // refusals up to 16 s (a refused relay is not asked by every pair forever).
+    auto* r = find(relay);
+    if (!r) return;
+    if (now >= r->not_serving_until) {
+        r->reject_backoff_ms = r->reject_backoff_ms
+                                   ? std::min<uint64_t>(2 * r->reject_backoff_ms, 16000)
+                                   : ctx_.cfg.dialback_interval_ms;
+        r->not_serving_until = now + r->reject_backoff_ms;
+    }
+    on_relays_changed_();
+}
+
+void relay_directory::hello_now(uint64_t now) {
+    for (auto& r : relays_) r.next_hello_ms = std::min(r.next_hello_ms, now);
+}
+
+std::vector<std::pair<node_id, uint16_t>> relay_directory::attachments(uint64_t now) {
+    std::vector<std::pair<node_id, uint16_t>> att;
+    for (auto& r : relays_) {
+        if (r.self || !r.id || !r.candidate || !up(r, now) || att.size() >= peer_record::max_relays)
+            continue;
+        // Publish our RTT to the relay, but re-sign only when it moved by more than noise (every
+        // change is a record pushed to the whole cluster). The threshold, max(1 ms, 10 %), is
+        // half the election's switching margin, so stale published values cannot fake a
+        // "clearly better" relay.
+        double m = rtt(r);
+        double pub = r.published_rtt;
+        if (r.published_rtt == peer_record::unknown_rtt ||
+            std::abs(m - pub) > std::max(1.0, 0.1 * pub)) {
+            r.published_rtt = static_cast<uint16_t>(std::clamp(m + 0.5, 1.0, 60000.0));
+        }
+        att.emplace_back(*r.id, r.published_rtt);
+    }
+    return att;
+}
+
+std::vector<wg_endpoint> relay_directory::self_addresses() const {
+    std::vector<wg_endpoint> addrs;
+    for (const auto& r : relays_) {
+        if (r.self) {
+            for (const auto& a : r.addrs) addrs.push_back(a.ep);
+        }
+    }
+    return addrs;
+}
+
+void relay_directory::shift_clocks(uint64_t late, uint64_t now) {
+    for (auto& r : relays_) {
+        for (auto& a : r.addrs) core_context::shift_clock(a.last_pong_ms, late, now);
+    }
+}
+
+std::vector<relay_view> relay_directory::views(uint64_t last_tick_ms) const {
+    std::vector<relay_view> v;
+    for (const auto& r : relays_) {
+        relay_view rv;
+        rv.name = r.spec.name;
+        rv.origin = r.origin;
+        rv.addresses = r.spec.addresses;
+        rv.id = r.id;
+        if (r.self) {
+            rv.state = relay_state::self;
+        } else {
+            // A relay that stopped answering its fast probes is down for meshctl too, although
+            // our record keeps it attached until the slow timeout.
+            rv.state = r.was_up && (!r.candidate || r.not_serving_until > last_tick_ms)
+                           ? relay_state::refusing
+                       : r.was_up && r.was_usable ? relay_state::up
+                       : r.id                     ? relay_state::down
+                                                  : relay_state::unknown;
+            const relay_addr_state* best = nullptr;
+            for (const auto& a : r.addrs) {
+                if (a.last_pong_ms && (!best || a.last_pong_ms > best->last_pong_ms)) best = &a;
+            }
+            if (best) {
+                rv.endpoint = best->ep;
+                rv.rtt_ms = best->rtt_ms;
+                rv.reflexive = best->reflexive;
+            }
+        }
+        v.push_back(std::move(rv));
+    }
+    return v;
+}
+
+}  // namespace mw::meshd

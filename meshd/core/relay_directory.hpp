@@ -1,0 +1,135 @@
+// The relays this node knows and how they answer (DESIGN §5): where each is reached, its node ID,
+// per address the last PONG, RTT and our reflexive address as it sees us, whether it is in some
+// relayed pair's warm set (probed fast), and whether it refused to serve lately.
+//
+// Where the list comes from: with relayNodes configured, exactly those. Without, the rendezvous
+// addresses offered through the discovery entry (dht.bootstrap today: asked for the cluster's
+// records, relays only if their record says they serve) plus every node whose verified record
+// says it serves (up to max_found_relays, by node ID). rebuild() recomputes the list and keeps
+// what was learned about relays that stay.
+//
+// Couplings, as explicit calls (wired by node_core): on_relays_changed when anything a pair's
+// path decision reads changed (peer_paths re-decides every pair), on_self_changed when what our
+// own record says about relays changed (membership re-signs it).
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <optional>
+#include <string>
+#include <tuple>
+#include <utility>
+#include <vector>
+
+#include "meshd/core/core_context.hpp"
+#include "meshd/core/record_store.hpp"
+
+namespace mw::meshd {
+
+struct relay_addr_state {
+    wg_endpoint ep;
+    uint64_t last_pong_ms = 0;
+    double rtt_ms = 0;
+    std::optional<wg_endpoint> reflexive;
+};
+
+struct relay_entry {
+    relay_spec spec;
+    relay_origin origin = relay_origin::configured;
+    // May carry pairs: configured, or (found ones) its record says it serves. A bootstrap
+    // node that does not is only asked for records.
+    bool candidate = true;
+    bool self = false;
+    std::optional<node_id> id;
+    std::vector<relay_addr_state> addrs;
+    uint64_t next_ping_ms = 0;
+    uint64_t next_hello_ms = 0;
+    bool was_up = false;
+    size_t active = SIZE_MAX;  // the address in use (sticky while it answers)
+    uint16_t published_rtt = peer_record::unknown_rtt;  // in our record
+    bool fast = false;                                  // probed fast: in a relayed pair's warm set
+    bool was_usable = false;
+    uint64_t fast_until = 0;
+    uint64_t not_serving_until = 0;  // it answered REJECT(not_a_relay)
+    uint64_t reject_backoff_ms = 0;
+};
+
+// What of a record decides whether (and where) its node is a found relay.
+using relay_facts = std::tuple<uint8_t, std::vector<wg_endpoint>, std::string>;
+std::optional<relay_facts> relay_facts_of(const peer_record* rec);
+
+class relay_directory {
+public:
+    relay_directory(core_context& ctx, const record_store& store,
+                    std::function<void()> on_relays_changed, std::function<void()> on_self_changed);
+
+    // Recomputes the list; `reset_timers`: probe and HELLO every relay now.
+    void rebuild(uint64_t now, bool reset_timers);
+    // A record that may add, drop or re-address a found relay changed: rebuilt on the next tick.
+    void note_record(const peer_record& rec, const std::optional<relay_facts>& before);
+    void note_records_expired();
+    bool dirty() const noexcept { return dirty_; }
+
+    // The discovery entry's id-less addresses: "a meshd may answer at ep" (dht.bootstrap).
+    // Rendezvous points while no relayNodes are configured; the next tick rebuilds.
+    void offer_rendezvous(const wg_endpoint& ep, learned_via via);
+    void withdraw_rendezvous(learned_via via);
+
+    // Probes, HELLOs (with our record), liveness changes. Call keep_fast() first.
+    void tick(const peer_record& self, uint64_t now);
+    // A relayed pair keeps this relay warm: probe it fast for a while.
+    void keep_fast(const node_id& relay, uint64_t now);
+    // A PONG to a relay probe.
+    void on_pong(const probe& p, const node_id& sender, double rtt, const wg_endpoint& observed,
+                 uint64_t now);
+    // The relay accepted a session / refused to serve (REJECT not_a_relay).
+    void on_session_accepted(const node_id& relay);
+    void on_not_serving(const node_id& relay, uint64_t now);
+    // HELLO every relay now (our record changed).
+    void hello_now(uint64_t now);
+    // The relays we are attached to and the RTT we publish for each (unsorted).
+    std::vector<std::pair<node_id, uint16_t>> attachments(uint64_t now);
+    // Our own entry's addresses (listed in relayNodes).
+    std::vector<wg_endpoint> self_addresses() const;
+    // Clocks moved forward over a stall of our own process.
+    void shift_clocks(uint64_t late, uint64_t now);
+
+    bool up(const relay_entry& r, uint64_t now) const;
+    bool usable(const relay_entry& r, uint64_t now) const;
+    bool usable_fast(const relay_entry& r, uint64_t now) const;
+    double rtt(const relay_entry& r) const;
+    std::optional<wg_endpoint> endpoint(const relay_entry& r, uint64_t now) const;
+    const relay_entry* by_id(const node_id& id) const;
+    const std::vector<relay_entry>& all() const noexcept { return relays_; }
+    bool empty() const noexcept { return relays_.empty(); }
+    // A node's name: its record's, a relay's configured one, or its short ID.
+    std::string name_of(const node_id& id) const;
+
+    // meshctl's view (load left 0: the pairs are peer_paths'). "Up" is judged at last_tick_ms.
+    std::vector<relay_view> views(uint64_t last_tick_ms) const;
+
+private:
+    relay_entry* find(const node_id& id);
+    void pick_address(relay_entry& r, uint64_t now);
+    // rebuild()'s steps.
+    relay_entry carry(relay_entry fresh, uint64_t now, bool reset_timers) const;
+    void add_configured(std::vector<relay_entry>& next, uint64_t now, bool reset_timers) const;
+    void add_rendezvous(std::vector<relay_entry>& next, uint64_t now, bool reset_timers) const;
+    void add_found(std::vector<relay_entry>& next, uint64_t now, bool reset_timers) const;
+    void log_changes(const std::vector<relay_entry>& next);
+
+    core_context& ctx_;
+    const record_store& store_;
+    std::function<void()> on_relays_changed_;
+    std::function<void()> on_self_changed_;
+    std::vector<relay_entry> relays_;
+    struct rendezvous {
+        wg_endpoint ep;
+        learned_via via;
+    };
+    std::vector<rendezvous> rendezvous_;
+    bool dirty_ = false;  // auto_relays: a record that may add or drop a relay changed
+};
+
+}  // namespace mw::meshd

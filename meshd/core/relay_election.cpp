@@ -1,0 +1,254 @@
+#include "meshd/core/relay_election.hpp"
+
+#include <sodium.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <cstring>
+
+namespace mw::meshd {
+
+namespace {
+
+uint64_t pair_hash(const char* label, const node_id& a, const node_id& b, const node_id& relay) {
+    const node_id& lo = a < b ? a : b;
+    const node_id& hi = a < b ? b : a;
+    crypto_generichash_state st;
+    crypto_generichash_init(&st, nullptr, 0, 16);
+    crypto_generichash_update(&st, reinterpret_cast<const uint8_t*>(label), std::strlen(label));
+    crypto_generichash_update(&st, lo.data(), node_id::size);
+    crypto_generichash_update(&st, hi.data(), node_id::size);
+    crypto_generichash_update(&st, relay.data(), node_id::size);
+    uint8_t h[16];
+    crypto_generichash_final(&st, h, sizeof h);
+    uint64_t v = 0;
+    for (int i = 0; i < 8; ++i) v = (v << 8) | h[i];
+    return v;
+}
+
+}  // namespace
+
+uint64_t relay_session_id(const node_id& a, const node_id& b, const node_id& relay) {
+    uint64_t v = pair_hash("meshwire relay session v1", a, b, relay);
+    return v ? v : 1;  // 0 means "not in a session" everywhere
+}
+
+uint64_t relay_rendezvous_score(const node_id& a, const node_id& b, const node_id& relay) {
+    return pair_hash("meshwire relay choice v1", a, b, relay);
+}
+
+relay_ranking rank_relays(std::vector<relay_candidate> cands, const std::optional<node_id>& current,
+                          const election_params& p) {
+    relay_ranking out;
+    if (cands.empty()) return out;
+    double best = cands[0].score;
+    for (const auto& c : cands) best = std::min(best, c.score);
+    double spread = std::max(p.spread_abs_ms, best * p.spread_rel);
+    std::sort(cands.begin(), cands.end(), [&](const relay_candidate& a, const relay_candidate& b) {
+        bool ga = a.score <= best + spread, gb = b.score <= best + spread;
+        if (ga != gb) return ga;
+        if (ga) return a.hash < b.hash;
+        return a.score < b.score;
+    });
+    for (const auto& c : cands) {
+        if (current && c.id == *current) out.current_score = c.score;
+    }
+    if (cands.size() > p.warm_relays) cands.resize(p.warm_relays);
+    for (size_t i = 0; i < cands.size(); ++i) {
+        const auto& c = cands[i];
+        if (current && c.id == *current) {
+            double margin = std::max(p.switch_abs_ms, c.score * p.switch_rel);
+            if (!(cands[0].score + margin < c.score)) out.use = i;
+        }
+    }
+    out.warm = std::move(cands);
+    return out;
+}
+
+relay_election::relay_election(core_context& ctx, relay_directory& relays)
+    : ctx_(ctx), relays_(relays) {}
+
+void relay_election::release(relayed_pair& p) {
+    if (p.relay || !p.warm.empty()) {
+        p.relay.reset();
+        p.session_id = 0;
+        p.warm.clear();
+    }
+}
+
+void relay_election::choose(const node_id& id, relayed_pair& p, const peer_record& rec,
+                            uint64_t now, peer_dataplane& dp) {
+    const auto& cfg = ctx_.cfg;
+    std::vector<relay_candidate> cands;
+    bool ignore_refusals = false;
+    auto collect = [&](bool honour_exclusions) {
+        for (size_t i = 0; i < rec.relays.size(); ++i) {
+            const relay_entry* r = relays_.by_id(rec.relays[i]);
+            if (!r || r->self || !r->candidate) continue;
+            if (!(ignore_refusals
+                      ? relays_.up(*r, now) && (!r->fast || relays_.usable_fast(*r, now))
+                      : relays_.usable(*r, now)))
+                continue;
+            if (honour_exclusions) {
+                auto ex = p.excluded.find(rec.relays[i]);
+                if (ex != p.excluded.end() && now < ex->second) {
+                    ctx_.due(ex->second);
+                    continue;
+                }
+            }
+            double mine =
+                r->published_rtt != peer_record::unknown_rtt ? r->published_rtt : relays_.rtt(*r);
+            double theirs = rec.relay_rtt(i) != peer_record::unknown_rtt ? rec.relay_rtt(i) : mine;
+            cands.push_back(
+                {*r->id, mine + theirs, relay_rendezvous_score(ctx_.id(), id, rec.relays[i])});
+        }
+    };
+    collect(true);
+    if (cands.empty() && !p.excluded.empty()) {
+        // All excluded: better a relay that failed once than none. A relay that rejected the
+        // pair (full) is asked again only when its exclusion ends (`rejected`, below): asked on
+        // every tick by every pair, at 300 nodes that was 4 million datagrams a second.
+        collect(false);
+    }
+    if (cands.empty()) {
+        // Only relays that refused us lately are left: ask them anyway (their refusal backoff
+        // must not cut the pair off when one of them may serve by now).
+        ignore_refusals = true;
+        collect(false);
+    }
+    if (cands.empty()) return;
+    relay_ranking rk =
+        rank_relays(std::move(cands), p.relay,
+                    election_params{cfg.warm_relays, cfg.switch_abs_ms, cfg.switch_rel,
+                                    cfg.spread_abs_ms, cfg.spread_rel});
+    const relay_candidate use = rk.warm[rk.use];
+
+    // The warm set, and the relay the peer sends through (even if we excluded it or rank it
+    // lower), or its frames would find no session on our side.
+    std::vector<const relay_entry*> set;
+    for (const auto& c : rk.warm) set.push_back(relays_.by_id(c.id));
+    if (p.peer_relay && now <= p.peer_relay_ms + cfg.path_timeout_ms) {
+        bool in = false;
+        for (const auto& c : rk.warm) in |= c.id == *p.peer_relay;
+        const relay_entry* r = relays_.by_id(*p.peer_relay);
+        if (!in && r && !r->self && relays_.up(*r, now)) set.push_back(r);
+    }
+    // Warm sessions follow the set, keeping the state of those that stay.
+    std::vector<relayed_pair::warm_session> warm;
+    for (const relay_entry* r : set) {
+        relayed_pair::warm_session w{*r->id, relay_session_id(ctx_.id(), id, *r->id),
+                                     *relays_.endpoint(*r, now)};
+        if (auto rj = p.rejected.find(w.relay); rj != p.rejected.end() && now < rj->second) {
+            w.next_request_ms = rj->second;
+        }
+        for (const auto& o : p.warm) {
+            if (o.relay == w.relay) {
+                w.accepted = o.accepted;
+                w.next_request_ms = o.next_request_ms;
+                if (!(o.ep == w.ep)) w.next_request_ms = now;  // rebind from the new address
+            }
+        }
+        warm.push_back(w);
+    }
+    p.warm = std::move(warm);
+    for (auto& w : p.warm) {
+        if (now >= w.next_request_ms) {
+            ctx_.send(relay_session_request_msg{w.session_id, ctx_.id(), id}, w.ep, 0, now);
+            w.next_request_ms = now + (w.accepted ? cfg.session_refresh_ms : cfg.session_retry_ms);
+        }
+        ctx_.due(w.next_request_ms);
+    }
+
+    dp.path = path_kind::relay;
+    dp.relay = use.id;
+    dp.relay_endpoint = *relays_.endpoint(*relays_.by_id(use.id), now);
+    dp.session_id = relay_session_id(ctx_.id(), id, dp.relay);
+    for (const auto& w : p.warm) {
+        if (w.relay != dp.relay && w.accepted) dp.standby.emplace_back(w.session_id, w.ep);
+    }
+    if (!p.relay || *p.relay != dp.relay) {
+        ++selections_;
+        if (p.relay) {
+            const relay_entry* old = relays_.by_id(*p.relay);
+            if (!old || !relays_.usable(*old, now)) ++failovers_;
+            char scores[64];
+            std::snprintf(scores, sizeof scores, "%.1f", use.score);
+            std::string from_score = "gone";
+            if (rk.current_score >= 0) {
+                char b2[32];
+                std::snprintf(b2, sizeof b2, "%.1f", rk.current_score);
+                from_score = b2;
+            }
+            ctx_.log(1, "relay switched",
+                     {{"peer", rec.name},
+                      {"relay", ctx_.name_of(dp.relay)},
+                      {"from", ctx_.name_of(*p.relay)},
+                      {"path", "relay"},
+                      {"rtt_sum_ms", std::string(scores) + " (was " + from_score + ")"}});
+        }
+        p.relay = dp.relay;
+        p.session_id = dp.session_id;
+        p.relay_since_ms = now;
+        p.last_inband_pong_ms = 0;
+        p.next_inband_ms = now;
+    }
+    p.accepted = false;
+    for (const auto& w : p.warm) {
+        if (w.relay == dp.relay) p.accepted = w.accepted;
+    }
+    if (now >= p.next_inband_ms) {
+        ctx_.send_ping(dp.relay_endpoint, p.session_id, probe{probe_kind::inband, id}, now);
+        p.next_inband_ms = now + cfg.ping_interval_ms;
+    }
+    ctx_.due(p.next_inband_ms);
+    // End to end: the relay answers us, but nothing comes back through it from the peer. Give
+    // the session a fair start (both ends must bind), then exclude it for this pair.
+    uint64_t last = std::max(p.last_inband_pong_ms, p.relay_since_ms + 2 * cfg.path_timeout_ms);
+    auto rj = p.rejected.find(dp.relay);
+    if (!p.accepted && rj != p.rejected.end() && now < rj->second) {
+        // Waiting to ask again a relay that rejected us (all others excluded): it cannot carry
+        // anything before then, which is no news; no end-to-end verdict on it meanwhile.
+        ctx_.due(rj->second);
+    } else if (now > last + cfg.path_timeout_ms) {
+        ctx_.log(2, "relayed path silent end to end; trying another relay",
+                 {{"peer", rec.name}, {"relay", ctx_.name_of(dp.relay)}, {"path", "relay"}});
+        p.excluded[dp.relay] = now + cfg.relay_exclude_ms;
+        p.relay.reset();
+        ctx_.due(now);
+    } else {
+        ctx_.due(last + cfg.path_timeout_ms + 1);
+    }
+}
+
+bool relay_election::on_session_answer(relayed_pair& p, const std::string& peer_name,
+                                       const node_id& relay, uint64_t session_id, bool accepted,
+                                       uint8_t reason, uint64_t now) {
+    auto w = std::find_if(p.warm.begin(), p.warm.end(), [&](const auto& x) {
+        return x.relay == relay && x.session_id == session_id;
+    });
+    if (w == p.warm.end()) return false;
+    if (accepted) {
+        if (!w->accepted) {
+            ctx_.log(0, "relay session accepted",
+                     {{"peer", peer_name}, {"relay", ctx_.name_of(relay)}});
+        }
+        w->accepted = true;
+        relays_.on_session_accepted(relay);
+        w->next_request_ms = now + ctx_.cfg.session_refresh_ms;
+        return true;
+    }
+    ctx_.log(
+        2, "relay session rejected; trying another relay",
+        {{"peer", peer_name}, {"relay", ctx_.name_of(relay)}, {"reason", std::to_string(reason)}});
+    if (reason != static_cast<uint8_t>(reject_reason::not_a_relay)) {
+        p.excluded[relay] = now + ctx_.cfg.relay_exclude_ms;
+        p.rejected[relay] = now + ctx_.cfg.relay_exclude_ms;
+    }
+    if (p.relay && *p.relay == relay) p.relay.reset();
+    p.warm.erase(w);
+    if (reason == static_cast<uint8_t>(reject_reason::not_a_relay))
+        relays_.on_not_serving(relay, now);
+    return true;
+}
+
+}  // namespace mw::meshd

@@ -1,0 +1,105 @@
+// Relay election for one relayed pair (DESIGN §5) and the pair's relay sessions.
+//
+// Score = RTT(A,R) + RTT(R,B) from the RTTs both nodes publish in their records, so both ends rank
+// relays alike without talking; relays within spread_* of the best are equally good and ordered
+// by the pair's rendezvous hash, which spreads pairs over them. Sessions are kept at the first
+// warm_relays (make before break). The relay we send through stays while it is usable and in the
+// warm set, unless the best is better by both switch_abs_ms and switch_rel (hysteresis). Each end
+// chooses its sending relay on its own and accepts the peer's frames on any warm session: both
+// directions fail over independently.
+//
+// rank_relays() is the pure ranking (unit-tested); relay_election applies it to a pair: candidate
+// collection with exclusions, warm sessions and their requests, in-band liveness, switches.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "meshd/core/core_context.hpp"
+#include "meshd/core/relay_directory.hpp"
+
+namespace mw::meshd {
+
+// The pair's session id at a relay and the pair's rendezvous hash for it: both ends compute the
+// same values without talking.
+uint64_t relay_session_id(const node_id& a, const node_id& b, const node_id& relay);
+uint64_t relay_rendezvous_score(const node_id& a, const node_id& b, const node_id& relay);
+
+struct relay_candidate {
+    node_id id;
+    double score = 0;   // RTT(A,R) + RTT(R,B), ms
+    uint64_t hash = 0;  // relay_rendezvous_score of the pair and this relay
+};
+
+struct election_params {
+    size_t warm_relays = 2;
+    double switch_abs_ms = 5, switch_rel = 0.2;
+    double spread_abs_ms = 2, spread_rel = 0.1;
+};
+
+struct relay_ranking {
+    std::vector<relay_candidate> warm;  // at most warm_relays, best first
+    size_t use = 0;                     // index into warm: the relay to send through
+    double current_score = -1;          // the current relay's score; -1: not a candidate
+};
+
+// Ranks a pair's candidate relays. `current`: the relay the pair sends through now (kept unless
+// the best beats it by the switch margin). Empty `cands`: an empty ranking.
+relay_ranking rank_relays(std::vector<relay_candidate> cands, const std::optional<node_id>& current,
+                          const election_params& p);
+
+// A relayed pair's relay state (owned per peer by peer_paths, changed only here).
+struct relayed_pair {
+    // The relay the peer sends through, as its in-band probes show: kept warm on our side
+    // whatever our own choice, so the two ends never disagree into silence.
+    std::optional<node_id> peer_relay;
+    uint64_t peer_relay_ms = 0;
+    // Sessions at the warm relays (the one we send through first).
+    struct warm_session {
+        node_id relay;
+        uint64_t session_id = 0;
+        wg_endpoint ep;
+        bool accepted = false;
+        uint64_t next_request_ms = 0;
+    };
+    std::vector<warm_session> warm;
+    std::optional<node_id> relay;
+    uint64_t session_id = 0;
+    bool accepted = false;
+    uint64_t next_inband_ms = 0;
+    uint64_t relay_since_ms = 0;
+    uint64_t last_inband_pong_ms = 0;
+    double inband_rtt_ms = 0;
+    std::map<node_id, uint64_t> excluded;  // relay -> until
+    // relay -> until: it REJECTed our session request; no new request before then.
+    std::map<node_id, uint64_t> rejected;
+};
+
+class relay_election {
+public:
+    relay_election(core_context& ctx, relay_directory& relays);
+
+    // Picks the pair's relay (sets dp's relay fields) and keeps its sessions; leaves dp alone
+    // when no relay can carry the pair.
+    void choose(const node_id& peer, relayed_pair& p, const peer_record& rec, uint64_t now,
+                peer_dataplane& dp);
+    // The pair no longer goes through a relay.
+    static void release(relayed_pair& p);
+    // A relay's answer to our session request; false if it matches no warm session of the pair.
+    bool on_session_answer(relayed_pair& p, const std::string& peer_name, const node_id& relay,
+                           uint64_t session_id, bool accepted, uint8_t reason, uint64_t now);
+
+    uint64_t failovers() const noexcept { return failovers_; }
+    uint64_t selections() const noexcept { return selections_; }
+
+private:
+    core_context& ctx_;
+    relay_directory& relays_;
+    uint64_t failovers_ = 0, selections_ = 0;
+};
+
+}  // namespace mw::meshd

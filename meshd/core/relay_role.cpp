@@ -1,0 +1,253 @@
+#include "meshd/core/relay_role.hpp"
+
+#include <algorithm>
+
+namespace mw::meshd {
+
+relay_role::relay_role(core_context& ctx, relay_binder* binder, std::function<void()> on_change)
+    : ctx_(ctx), binder_(binder), on_change_(std::move(on_change)) {}
+
+void relay_role::start(uint64_t now) {
+    role_since_ms_ = now;  // the constructor has no clock
+    next_dialback_ms_ = now;
+}
+
+void relay_role::on_relay_config(bool listed, bool was_listed, std::vector<wg_endpoint> addrs,
+                                 uint64_t now) {
+    if (listed && (!was_listed || addrs != self_addrs_ || role_ == relay_role_state::none)) {
+        // Newly listed (or at other addresses): prove the addresses reachable before serving,
+        // unless we already serve at one of them (we offered ourselves with no relayNodes).
+        role_retry_backoff_ms_ = ctx_.cfg.role_retry_ms;
+        if (!keep_serving_at(addrs, "listed in relayNodes; already dialled back at ", now)) {
+            self_addrs_ = std::move(addrs);
+            start_verifying("listed in relayNodes; waiting for another node to dial back", now);
+        }
+    } else if (!listed && ctx_.auto_relays()) {
+        update_auto(now, was_listed);
+    } else if (!listed && role_ != relay_role_state::none) {
+        self_addrs_.clear();
+        set_role(relay_role_state::none,
+                 was_listed ? "no longer listed in relayNodes"
+                            : "relayNodes configured and this node is not listed",
+                 now);
+    }
+}
+
+bool relay_role::keep_serving_at(const std::vector<wg_endpoint>& addrs, const std::string& why,
+                                 uint64_t now) {
+    if (role_ != relay_role_state::active) return false;
+    auto verified = verified_addresses();
+    std::vector<bool> v(addrs.size(), false);
+    std::string list;
+    for (size_t i = 0; i < addrs.size(); ++i) {
+        v[i] = std::find(verified.begin(), verified.end(), addrs[i]) != verified.end();
+        if (v[i]) list += (list.empty() ? "" : ", ") + addrs[i].str();
+    }
+    if (list.empty()) return false;
+    self_addrs_ = addrs;
+    self_verified_ = std::move(v);
+    dialback_nonces_.clear();
+    set_role(relay_role_state::active, why + list, now);
+    return true;
+}
+
+void relay_role::update_auto(uint64_t now, bool was_listed) {
+    if (!ctx_.auto_relays()) return;  // the role follows relayNodes
+    std::vector<wg_endpoint> pub;
+    std::string list;
+    bool v4 = false, pub_v4 = false;
+    for (const auto& e : ctx_.cfg.endpoints) {
+        wg_endpoint ep{e.address, ctx_.cfg.control_port};
+        v4 |= e.address.is_v4();
+        if (e.address.is_private() || std::find(pub.begin(), pub.end(), ep) != pub.end()) continue;
+        pub_v4 |= e.address.is_v4();
+        pub.push_back(ep);
+        list += (list.empty() ? "" : ", ") + ep.str();
+    }
+    // A node that serves takes no relayed paths itself, so it must reach every node directly:
+    // with a public IPv6 address but only a NATed IPv4 one (a common edge LAN) it could not
+    // reach IPv4-only nodes behind other NATs. Such a node does not offer.
+    if (pub.empty() || (v4 && !pub_v4)) {
+        if (role_ != relay_role_state::none) {
+            self_addrs_.clear();
+            set_role(relay_role_state::none,
+                     pub.empty() ? "no relayNodes configured and no public address to offer"
+                                 : "no relayNodes configured and no public IPv4 address to offer",
+                     now);
+        }
+        return;
+    }
+    if (!was_listed && pub == self_addrs_ && role_ != relay_role_state::none) return;
+    role_retry_backoff_ms_ = ctx_.cfg.role_retry_ms;
+    // A listed relay whose relayNodes were emptied goes on serving where it was dialled back.
+    if (keep_serving_at(pub, "no relayNodes configured; already dialled back at ", now)) return;
+    self_addrs_ = std::move(pub);
+    start_verifying("no relayNodes configured; offering to relay at " + list +
+                        " once another node dials it back",
+                    now);
+}
+
+void relay_role::set_role(relay_role_state st, std::string reason, uint64_t now) {
+    if (st == role_ && reason == role_reason_) return;
+    role_ = st;
+    role_reason_ = std::move(reason);
+    role_since_ms_ = now;
+    next_dialback_ms_ = now;
+    on_change_();
+    int lvl = st == relay_role_state::refused ? 2 : 1;
+    ctx_.log(lvl, std::string("relay role ") + to_string(st),
+             {{"relay", ctx_.cfg.node_name}, {"why", role_reason_}});
+    ctx_.due(now);
+}
+
+std::vector<wg_endpoint> relay_role::verified_addresses() const {
+    std::vector<wg_endpoint> v;
+    for (size_t i = 0; i < self_addrs_.size(); ++i) {
+        if (self_verified_[i]) v.push_back(self_addrs_[i]);
+    }
+    return v;
+}
+
+void relay_role::start_verifying(std::string why, uint64_t now) {
+    self_verified_.assign(self_addrs_.size(), false);
+    dialback_first_ms_ = 0;
+    dialback_nonces_.clear();
+    dialback_asked_.clear();
+    set_role(relay_role_state::verifying, std::move(why), now);
+}
+
+void relay_role::tick(const helper_source& helper_fn, uint64_t now) {
+    const auto& cfg = ctx_.cfg;
+    if (role_ == relay_role_state::refused) {
+        // A refusal is not final: a port forward or firewall rule may be added later. Check
+        // again after role_retry_ms, doubling up to role_retry_max_ms (each check costs the
+        // helpers a few probes and logs a warning when it fails again).
+        uint64_t at = role_since_ms_ + role_retry_backoff_ms_;
+        if (now < at) return ctx_.due(at);
+        role_retry_backoff_ms_ = std::min(role_retry_backoff_ms_ * 2, cfg.role_retry_max_ms);
+        return start_verifying("checking again whether advertiseAddress is reachable (refused " +
+                                   std::to_string((now - role_since_ms_) / 1000) + " s ago)",
+                               now);
+    }
+    if (role_ != relay_role_state::verifying) return;
+    size_t verified = std::count(self_verified_.begin(), self_verified_.end(), true);
+    auto list = [&](bool want_verified) {
+        std::string s;
+        for (size_t i = 0; i < self_addrs_.size(); ++i) {
+            if (self_verified_[i] == want_verified)
+                s += (s.empty() ? "" : ", ") + self_addrs_[i].str();
+        }
+        return s;
+    };
+    if (!self_addrs_.empty() && verified == self_addrs_.size()) {
+        return set_role(relay_role_state::active, "advertiseAddress reachable: " + list(true), now);
+    }
+    // One reachable address is enough to serve; a second family can take a while to find a
+    // helper that speaks it (and may never be reachable), which must not keep the relay idle.
+    if (verified > 0) {
+        return set_role(relay_role_state::active,
+                        "advertiseAddress reachable: " + list(true) +
+                            " (not dialled back yet: " + list(false) + ")",
+                        now);
+    }
+    // Listed nodes get dialback_timeout_ms from being listed. A node that only offers itself
+    // (no relayNodes) counts from its first request: the first node of a cluster has nobody to
+    // ask until others arrive, and must not be refused for being early.
+    const uint64_t verify_from = ctx_.offering() ? dialback_first_ms_ : role_since_ms_;
+    const bool timing = !ctx_.offering() || dialback_first_ms_ != 0;
+    if (timing && now >= verify_from + cfg.dialback_timeout_ms) {
+        std::string secs = std::to_string(cfg.dialback_timeout_ms / 1000);
+        std::string who;
+        for (const auto& n : dialback_asked_) who += (who.empty() ? "" : ", ") + n;
+        return set_role(relay_role_state::refused,
+                        dialback_asked_.empty()
+                            ? "no other node could be asked to dial back " + list(false) +
+                                  " within " + secs + " s"
+                            : "advertiseAddress " + list(false) +
+                                  " not reachable from other nodes: no dial-back from " + who +
+                                  " within " + secs + " s",
+                        now);
+    }
+    if (timing) ctx_.due(verify_from + cfg.dialback_timeout_ms);
+    if (now < next_dialback_ms_) {
+        ctx_.due(next_dialback_ms_);
+        return;
+    }
+    next_dialback_ms_ = now + cfg.dialback_interval_ms;
+    ctx_.due(next_dialback_ms_);
+    // Offering ourselves (no relayNodes): only a helper reached at a public address proves
+    // anything (a LAN neighbour reaches a firewalled global IPv6 address too).
+    helper_list helpers = helper_fn(ctx_.offering(), cfg.dialback_helpers, now);
+    if (helpers.empty()) {
+        // Nobody to ask yet (everyone is starting): look again soon rather than in a second.
+        next_dialback_ms_ = now + cfg.fast_ping_interval_ms;
+        ctx_.due(next_dialback_ms_);
+        return;
+    }
+    if (!dialback_first_ms_) dialback_first_ms_ = now;
+    for (size_t i = 0; i < self_addrs_.size(); ++i) {
+        if (self_verified_[i]) continue;
+        for (const auto& [name, ep] : helpers) {
+            // Any helper: it sends the probe from a fresh socket of the target's family,
+            // whatever family we reach it on.
+            uint64_t nonce = ctx_.random_u64();
+            dialback_nonces_[nonce] = i;
+            ctx_.send(dialback_request_msg{nonce, self_addrs_[i]}, ep, 0, now);
+            if (std::find(dialback_asked_.begin(), dialback_asked_.end(), name) ==
+                dialback_asked_.end()) {
+                dialback_asked_.push_back(name);
+            }
+        }
+    }
+}
+
+void relay_role::on_dialback_request(const control_message& m, const dialback_request_msg& b,
+                                     uint64_t now) {
+    // Probes go only to the cluster's control port (no reflection to arbitrary services), and at
+    // a bounded rate.
+    if (b.target.port != ctx_.cfg.control_port) return;
+    if (now >= probe_window_ms_ + 1000) {
+        probe_window_ms_ = now;
+        probes_in_window_ = 0;
+    }
+    if (++probes_in_window_ > ctx_.cfg.dialback_probes_per_s) return;
+    ctx_.send_fresh(dialback_probe_msg{b.nonce}, normalize_endpoint(b.target), now);
+    ctx_.log(0, "dial-back probe sent",
+             {{"peer", ctx_.name_of(m.sender)}, {"endpoint", b.target.str()}});
+}
+
+void relay_role::on_dialback_probe(const control_message& m, const dialback_probe_msg& b,
+                                   uint64_t now) {
+    auto it = dialback_nonces_.find(b.nonce);
+    if (it == dialback_nonces_.end() || it->second >= self_verified_.size()) return;
+    if (!self_verified_[it->second]) {
+        self_verified_[it->second] = true;
+        ctx_.log(1, "advertiseAddress dialled back",
+                 {{"endpoint", self_addrs_[it->second].str()}, {"peer", ctx_.name_of(m.sender)}});
+    }
+    ctx_.due(now);
+}
+
+void relay_role::on_session_request(const control_message& m, const relay_session_request_msg& b,
+                                    const wg_endpoint& from, uint16_t via, uint64_t now) {
+    auto reject = [&](reject_reason why) {
+        ctx_.send(relay_session_reject_msg{b.session_id, b.from, b.to, why}, from, 0, now);
+    };
+    // Only a verified relay forwards (a listed node whose address nobody can reach must not
+    // attract sessions it cannot carry).
+    if (role_ != relay_role_state::active || !binder_) return reject(reject_reason::not_a_relay);
+    // A node asks only for its own side: the request's `from` must be the authenticated sender.
+    if (b.from != m.sender || b.to == b.from) return reject(reject_reason::unspecified);
+    auto st = binder_->bind(b.session_id, b.from, b.to, from, via);
+    if (!st) {
+        ctx_.log(2, "relay session refused",
+                 {{"peer", ctx_.name_of(b.from)},
+                  {"error", st.err().message},
+                  {"endpoint", from.str()}});
+        return reject(st.err().is(errc::exhausted) ? reject_reason::capacity
+                                                   : reject_reason::unspecified);
+    }
+    ctx_.send(relay_session_accept_msg{b.session_id, b.from, b.to}, from, 0, now);
+}
+
+}  // namespace mw::meshd

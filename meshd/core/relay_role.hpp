@@ -1,0 +1,86 @@
+// This node's relay role (DESIGN §5 "Relay role") and its control side: listed in relayNodes, or
+// (none configured) offering itself at its public addresses -> verifying (another node must dial
+// the address back) -> active, or refused with a reason and checked again later. Also the
+// helper side of dial-back (probes for others, rate-limited) and the relay's session requests
+// (bound in the relay_binder, the forwarder's session table).
+//
+// Couplings, as explicit calls (wired by node_core): on_change whenever the state changes (pairs
+// are decided again — a serving node takes no relayed paths — and our record re-signed).
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "meshd/core/core_context.hpp"
+
+namespace mw::meshd {
+
+class relay_role {
+public:
+    // Who may be asked to dial us back: (name, control endpoint), at most `max`; with
+    // `public_only` only helpers at public addresses (see tick()).
+    using helper_list = std::vector<std::pair<std::string, wg_endpoint>>;
+    using helper_source = std::function<helper_list(bool public_only, size_t max, uint64_t now)>;
+
+    relay_role(core_context& ctx, relay_binder* binder, std::function<void()> on_change);
+
+    // relayNodes (or whether we are listed) changed; `self_addrs`: our entry's addresses.
+    void on_relay_config(bool listed, bool was_listed, std::vector<wg_endpoint> self_addrs,
+                         uint64_t now);
+    // No relayNodes: offer ourselves at our public addresses (or stop offering).
+    void update_auto(uint64_t now, bool was_listed = false);
+    void start(uint64_t now);
+    // Verification rounds, refusal retries.
+    void tick(const helper_source& helpers, uint64_t now);
+
+    void on_dialback_request(const control_message& m, const dialback_request_msg& b, uint64_t now);
+    void on_dialback_probe(const control_message& m, const dialback_probe_msg& b, uint64_t now);
+    void on_session_request(const control_message& m, const relay_session_request_msg& b,
+                            const wg_endpoint& from, uint16_t via, uint64_t now);
+
+    relay_role_state state() const noexcept { return role_; }
+    const std::string& reason() const noexcept { return role_reason_; }
+    // Serving: only then does the node own its port with the relay forwarder and stop taking
+    // relayed paths itself. While verifying it stays a normal node (the dial-back probe reaches
+    // its ordinary control socket), so a node being considered loses nothing.
+    bool serving() const noexcept { return role_ == relay_role_state::active; }
+    // Rendezvous (accepts registrations) from the moment it is listed.
+    // Without relayNodes every node is a rendezvous for whoever lists it in dht.bootstrap.
+    bool relay_like() const noexcept {
+        return role_ == relay_role_state::verifying || role_ == relay_role_state::active ||
+               ctx_.auto_relays();
+    }
+    // Our advertised relay endpoints, and those another node has dialled back.
+    const std::vector<wg_endpoint>& addresses() const noexcept { return self_addrs_; }
+    std::vector<wg_endpoint> verified_addresses() const;
+
+private:
+    void set_role(relay_role_state s, std::string reason, uint64_t now);
+    void start_verifying(std::string why, uint64_t now);
+    // Already active and dialled back at one of addrs: serve there at once (a switch between
+    // relayNodes and none configured must not stop a working relay to verify it again).
+    bool keep_serving_at(const std::vector<wg_endpoint>& addrs, const std::string& why,
+                         uint64_t now);
+
+    core_context& ctx_;
+    relay_binder* binder_;
+    std::function<void()> on_change_;
+    relay_role_state role_ = relay_role_state::none;
+    std::string role_reason_;
+    uint64_t role_since_ms_ = 0;
+    uint64_t role_retry_backoff_ms_ = 60000;  // after the next refusal
+    uint64_t next_dialback_ms_ = 0;
+    uint64_t dialback_first_ms_ = 0;       // first DIALBACK_REQUEST of this verification
+    std::vector<wg_endpoint> self_addrs_;  // our advertised relay endpoints
+    std::vector<bool> self_verified_;
+    std::map<uint64_t, size_t> dialback_nonces_;  // nonce -> index into self_addrs_
+    std::vector<std::string> dialback_asked_;     // helpers asked so far (names)
+    uint64_t probe_window_ms_ = 0, probes_in_window_ = 0;
+};
+
+}  // namespace mw::meshd

@@ -1,0 +1,114 @@
+// The data-plane planner: turns the core's desired data plane (one peer_dataplane per remote node)
+// into WireGuard peers and relay_proxy operations, keeping what must survive between applies. Pure:
+// no sockets, no clock (`now` is passed in), no WireGuard calls, so every rule below is unit-tested
+// (test/unit/meshd_dataplane_planner_test.cpp).
+//
+// Rules (each one fixed a stall seen in the e2e suite; see git log faff364, 648b5aa, a892593):
+//   - A peer is configured only once it has a path: WireGuard would try a handshake without an
+//     endpoint, fail, and wait REKEY_TIMEOUT (5 s) before trying the real one.
+//   - A peer that had a path and loses it (path none) keeps its last WireGuard configuration and
+//     its proxy socket until its record goes: removing it dropped its session keys while the other
+//     end kept sending with them, a 15 s stall until that end re-handshaked. Its allowed-ips follow
+//     the record's pod CIDRs.
+//   - Persistent keepalive is switched on 3 s after the peer first got a path on the end with the
+//     lower node ID, 5 s on the other: both ends decide at the same moment, and handshakes that
+//     crossed within milliseconds stalled a session for 15-30 s.
+//   - Relayed peers get a relay_proxy socket whose loopback address is their WireGuard endpoint;
+//     a relay change is one retarget (the endpoint never changes); warm standby sessions are
+//     aliases. A peer that leaves the relay path keeps its socket for 60 s (WireGuard on a learned
+//     direct path sends to it until the peer's first packet arrives); a peer whose record is gone
+//     loses it at once.
+//   - When the proxy goes (this node took the relay role), kept peers lose their proxy endpoint but
+//     keep their keys; WireGuard learns the endpoint from the peer's first packet (roaming).
+//
+// One apply is three steps, because the proxy picks a relayed peer's local socket:
+//   1. proxy_ops(): what to do to the relay proxy (const);
+//   2. the caller runs them in order (skipping the alias operations of a peer whose add or
+//      retarget failed) and reports each outcome with proxy_done();
+//   3. wireguard(): the WireGuard peers; it updates the kept state.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "common/wireguard/wg_device.hpp"
+#include "meshd/core/node_core.hpp"
+
+namespace mw::meshd {
+
+struct dataplane_timing {
+    uint16_t keepalive_s = 25;
+    uint64_t keepalive_first_ms = 3000;   // after the path, on the end with the lower node ID
+    uint64_t keepalive_second_ms = 5000;  // on the other end
+    uint64_t proxy_linger_ms = 60'000;
+};
+
+// A relayed peer's socket in the relay proxy.
+struct proxied_peer {
+    uint64_t session_id = 0;
+    wg_endpoint relay;
+    wg_endpoint local;           // the peer's WireGuard endpoint (loopback)
+    uint64_t linger_until = 0;   // non-zero: not on a relay path any more
+    std::set<uint64_t> aliases;  // warm standby sessions registered with the proxy
+};
+
+struct proxy_op {
+    enum class kind : uint8_t { add_peer, retarget_peer, add_alias, remove_alias, remove_peer };
+    kind op = kind::add_peer;
+    node_id peer;
+    std::string name;         // for log lines
+    uint64_t session_id = 0;  // add_peer: the session; retarget: the old one; alias: the peer's
+    uint64_t other_id = 0;    // retarget: the new session; add/remove_alias: the alias
+    wg_endpoint relay;        // add_peer, retarget_peer, add_alias
+
+    friend bool operator==(const proxy_op&, const proxy_op&) = default;
+};
+const char* to_string(proxy_op::kind k) noexcept;
+
+struct wireguard_plan {
+    std::vector<wg_peer> peers;
+    // Some peer's keepalive is still to be switched on: plan again within a poll.
+    bool keepalive_pending = false;
+};
+
+class dataplane_planner {
+public:
+    explicit dataplane_planner(node_id self, dataplane_timing t = {}) : self_(self), t_(t) {}
+
+    // Step 1. `proxy_up`: the relay proxy runs (not while this node serves as a relay).
+    std::vector<proxy_op> proxy_ops(const std::vector<peer_dataplane>& desired, bool proxy_up,
+                                    uint64_t now) const;
+    // Step 2: the outcome of one operation; `local` is add_peer's socket.
+    void proxy_done(const proxy_op& op, bool ok, const wg_endpoint& local = {});
+    // Step 3.
+    wireguard_plan wireguard(const std::vector<peer_dataplane>& desired, bool proxy_up,
+                             uint64_t now);
+
+    // The relay proxy stopped (its sockets are gone): kept peers keep their keys, not the
+    // endpoint.
+    void proxy_gone();
+
+    // A proxy socket waits for its linger time: plan again within a poll.
+    bool lingering() const;
+    const std::map<node_id, proxied_peer>& proxied() const noexcept { return proxied_; }
+    // What each peer was last configured with (the kept state).
+    const std::map<node_id, wg_peer>& last_peers() const noexcept { return last_peer_; }
+
+private:
+    // Whether the peer's proxy socket stays in use by this plan (`last` is the kept state before
+    // the plan).
+    bool on_relay(const peer_dataplane& dp, bool proxy_up) const;
+
+    node_id self_;
+    dataplane_timing t_;
+    // When each peer first got a path (keepalive staging). Never forgotten, as before the split:
+    // a peer that comes back keeps keepalive on at once.
+    std::map<node_id, uint64_t> path_since_;
+    std::map<node_id, wg_peer> last_peer_;
+    std::map<node_id, proxied_peer> proxied_;
+};
+
+}  // namespace mw::meshd

@@ -1,0 +1,73 @@
+#include "meshd/metrics_export.hpp"
+
+#include <utility>
+
+#include "meshd/io/prometheus_text.hpp"
+
+namespace mw::meshd {
+
+std::string metrics_text(const node_snapshot& s) {
+    prometheus_text t;
+    using L = prometheus_text::labels;
+    for (auto [k, v] : {std::pair{"direct", s.paths.direct}, std::pair{"none", s.paths.none},
+                        std::pair{"relay", s.paths.relay}}) {
+        t.gauge("meshwire_peers", "Peer nodes by the path in use.", {{"path", k}},
+                static_cast<double>(v));
+    }
+    t.counter("meshwire_relay_selections_total",
+              "Relayed pairs that chose (or changed) the relay they send through.", L{},
+              s.relay_selections);
+    t.counter("meshwire_relay_failovers_total",
+              "Relay changes because the relay in use stopped answering.", L{}, s.relay_failovers);
+    t.counter("meshwire_stalls_total",
+              "Wakeups over 150 ms late (meshd itself stalled); relay liveness was paused.", L{},
+              s.stalls);
+    for (const auto& r : s.relays) {
+        L l{{"relay", r.name}};
+        t.gauge("meshwire_relay_up", "1 if the relay answers our probes.", l,
+                relay_is_up(r) ? 1 : 0);
+        if (r.rtt_ms) t.gauge("meshwire_relay_rtt_ms", "Smoothed RTT to the relay.", l, *r.rtt_ms);
+        t.gauge("meshwire_relay_load", "Our relayed pairs that send through the relay.", l,
+                static_cast<double>(r.load));
+    }
+    const auto& pl = s.probe_losses;
+    for (auto [kind, v] : {std::pair{"relay", pl.relay}, std::pair{"direct", pl.direct},
+                           std::pair{"inband", pl.inband}, std::pair{"user", pl.user}}) {
+        t.counter("meshwire_probe_losses_total", "PINGs without an answer, by what they probed.",
+                  {{"probe", kind}}, v);
+    }
+    t.gauge("meshwire_relay_role", "This node's relay role (1 for the current state).",
+            {{"state", to_string(s.role)}, {"reason", s.role_reason}}, 1);
+    if (s.service) {
+        const auto& st = s.service->stats;
+        t.gauge("meshwire_relay_sessions", "Sessions in this relay's table.", L{},
+                static_cast<double>(s.service->sessions));
+        t.counter("meshwire_relay_forwarded_packets_total", "Packets this relay forwarded.", L{},
+                  st.forwarded_packets);
+        t.counter("meshwire_relay_forwarded_bytes_total", "Bytes this relay forwarded.", L{},
+                  st.forwarded_bytes);
+        for (size_t i = 0; i < relay_drop_count; ++i) {
+            t.counter("meshwire_relay_dropped_packets_total",
+                      "Frames this relay refused to forward, by reason.",
+                      {{"reason", to_string(static_cast<relay_drop>(i))}}, st.table_drops[i]);
+        }
+    }
+    const auto& c = s.control;
+    t.counter("meshwire_control_accepted_total", "Control datagrams accepted.", L{}, c.accepted);
+    for (auto [why, v] :
+         {std::pair{"auth_failed", c.auth_failed}, std::pair{"malformed", c.malformed},
+          std::pair{"stale", c.stale}, std::pair{"future", c.future},
+          std::pair{"replayed", c.replayed}, std::pair{"not_control", c.not_control},
+          std::pair{"bad_record", c.bad_record}, std::pair{"table_full", c.table_full}}) {
+        t.counter("meshwire_control_dropped_total", "Control datagrams dropped, by reason.",
+                  {{"reason", why}}, v);
+    }
+    t.gauge("meshwire_records", "Peer records known.", L{}, static_cast<double>(s.records));
+    if (t.invalid_samples()) {
+        t.counter("meshwire_metrics_invalid_samples_total", "Samples skipped as invalid.", L{},
+                  static_cast<uint64_t>(t.invalid_samples()));
+    }
+    return t.str();
+}
+
+}  // namespace mw::meshd

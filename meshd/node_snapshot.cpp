@@ -1,0 +1,77 @@
+#include "meshd/node_snapshot.hpp"
+
+namespace mw::meshd {
+
+bool relay_is_up(const relay_view& r) noexcept {
+    return r.state == relay_state::up || r.state == relay_state::self;
+}
+
+node_snapshot take_snapshot(const snapshot_sources& s) {
+    const node_core& core = s.core;
+    node_snapshot n;
+    n.now_ms = s.now_ms;
+    n.name = s.cfg.node_name;
+    n.id = s.identity.id();
+    n.wg_public_key = s.identity.wg_public_key();
+    n.pod_cidrs = s.cfg.pod_cidrs;
+    n.interface = s.cfg.interface;
+    n.backend = std::string(s.backend);
+    n.wg_listen_port = s.cfg.wg_listen_port;
+    n.listen_port = s.cfg.listen_port;
+    n.endpoints = core.config().endpoints;
+    n.role = core.role();
+    n.role_reason = core.role_reason();
+    n.verified = core.verified_addresses();
+    n.uptime_s = s.uptime_s;
+
+    for (auto& p : core.peers()) {
+        node_snapshot::peer e;
+        const wg_peer* w = s.observed ? s.observed->find_peer(p.wg_public_key) : nullptr;
+        auto px = s.proxied.find(p.id);
+        if (w && w->endpoint) {
+            e.endpoint = w->endpoint;
+        } else if (p.path == path_kind::relay && px != s.proxied.end()) {
+            e.endpoint = px->second.local;
+        } else {
+            e.endpoint = p.endpoint;
+        }
+        if (w) e.device = *w;
+        ++n.paths.total;
+        switch (p.path) {
+            case path_kind::direct:
+                ++n.paths.direct;
+                break;
+            case path_kind::relay:
+                ++n.paths.relay;
+                break;
+            case path_kind::none:
+                ++n.paths.none;
+                break;
+        }
+        e.view = std::move(p);
+        n.peers.push_back(std::move(e));
+    }
+    n.relays = core.relays();
+    for (const auto& r : n.relays) n.relays_up += relay_is_up(r) ? 1 : 0;
+
+    if (s.forwarder) {
+        node_snapshot::relay_service svc;
+        svc.stats = s.forwarder->stats();
+        s.forwarder->with_table([&](relay_session_table& t, uint64_t) {
+            svc.sessions = t.size();
+            svc.nodes = t.node_count();
+            return 0;
+        });
+        n.service = svc;
+    }
+    if (s.proxy) n.proxy = s.proxy->stats();
+    n.control = core.counters();
+    n.relay_selections = core.relay_selections();
+    n.relay_failovers = core.relay_failovers();
+    n.stalls = core.stalls();
+    n.probe_losses = core.probe_losses();
+    n.records = core.store().size();
+    return n;
+}
+
+}  // namespace mw::meshd

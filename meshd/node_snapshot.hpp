@@ -1,0 +1,85 @@
+// One read of the node's state, taken on the core's thread, that both the control API (meshctl
+// status / peers / relays) and the Prometheus metrics render. Each count is computed once, here
+// (peers by path, relays up, the relay service's table), so the two views cannot disagree.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "common/wireguard/wg_device.hpp"
+#include "meshd/core/control_channel.hpp"
+#include "meshd/core/node_core.hpp"
+#include "meshd/dataplane_planner.hpp"
+#include "meshd/io/relay_forwarder.hpp"
+#include "meshd/io/relay_proxy.hpp"
+#include "meshd/meshd_config.hpp"
+
+namespace mw::meshd {
+
+// Up for meshctl and the metrics: answering our probes, or ourselves.
+bool relay_is_up(const relay_view& r) noexcept;
+
+struct node_snapshot {
+    uint64_t now_ms = 0;  // unix ms
+    // This node.
+    std::string name;
+    node_id id;
+    wg_key wg_public_key;
+    std::vector<ip_prefix> pod_cidrs;
+    std::string interface;
+    std::string backend;  // "kernel" / "userspace"
+    uint16_t wg_listen_port = 0, listen_port = 0;
+    std::vector<wg_endpoint> endpoints;  // advertised
+    relay_role_state role = relay_role_state::none;
+    std::string role_reason;
+    std::vector<wg_endpoint> verified;  // relay addresses dialled back
+    int64_t uptime_s = 0;
+
+    struct peer {
+        peer_view view;
+        // The endpoint WireGuard really uses (learned ones included), else what we configured.
+        std::optional<wg_endpoint> endpoint;
+        std::optional<wg_peer> device;  // as the device reports it (handshake, transfer)
+    };
+    std::vector<peer> peers;
+    struct path_counts {
+        size_t total = 0, direct = 0, relay = 0, none = 0;
+    } paths;
+
+    std::vector<relay_view> relays;
+    size_t relays_up = 0;
+
+    // This node's relay service (while the forwarder owns the port).
+    struct relay_service {
+        size_t sessions = 0, nodes = 0;
+        relay_forwarder_stats stats;
+    };
+    std::optional<relay_service> service;
+    // The relayed-peer side (local proxy sockets), absent while the forwarder owns the port.
+    std::optional<relay_proxy_stats> proxy;
+
+    control_counters control;
+    uint64_t relay_selections = 0, relay_failovers = 0, stalls = 0;
+    node_core::probe_loss_counts probe_losses;
+    size_t records = 0;
+};
+
+// What the daemon knows besides the core.
+struct snapshot_sources {
+    const meshd_config& cfg;
+    const node_core& core;
+    const node_identity& identity;
+    std::string_view backend;
+    int64_t uptime_s = 0;
+    uint64_t now_ms = 0;
+    relay_forwarder* forwarder = nullptr;
+    relay_proxy* proxy = nullptr;
+    const std::optional<wg_device>& observed;  // the last device read
+    const std::map<node_id, proxied_peer>& proxied;
+};
+
+node_snapshot take_snapshot(const snapshot_sources& s);
+
+}  // namespace mw::meshd

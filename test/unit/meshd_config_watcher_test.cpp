@@ -1,0 +1,140 @@
+// Live config (meshd/config_watcher.hpp): which edits apply live and which need a restart, derived
+// from print_yaml so that no field's change goes unreported; and the file watch itself.
+#include <doctest/doctest.h>
+
+#include <unistd.h>
+
+#include <cstdlib>
+#include <fstream>
+#include <string>
+
+#include "meshd/config_watcher.hpp"
+
+using namespace mw::meshd;
+
+namespace {
+
+config_environment env() {
+    config_environment e;
+    e.hostname = "host-a";
+    return e;
+}
+
+const std::string base =
+    "nodeName: a\npodCIDRs: [10.244.1.0/24]\npsk: {path: /etc/meshwire/psk}\n"
+    "relayNodes: [{nodeName: r1, advertiseAddress: [192.0.2.1]}]\n";
+
+meshd_config parse(const std::string& yaml) {
+    auto r = parse_meshd_config(yaml, env());
+    if (!r) FAIL_CHECK("config does not parse: ", r.err().message, "\n", yaml);
+    REQUIRE(r.ok());
+    return *r;
+}
+
+config_change change_of(const std::string& extra) {
+    return compare_configs(parse(base), parse(base + extra));
+}
+
+}  // namespace
+
+TEST_CASE("config watcher: the same configuration is no change") {
+    CHECK(compare_configs(parse(base), parse(base)).empty());
+    // Defaults written out are the same configuration.
+    CHECK(change_of("interface: meshwire0\nlogLevel: info\nmdns: {enable: true}\n").empty());
+}
+
+TEST_CASE("config watcher: every restart-only field is named, including mdns, dht, kubernetes") {
+    struct edit {
+        const char* yaml;
+        const char* field;
+    };
+    // One edit per leaf print_yaml writes (besides the live ones).
+    for (auto [yaml, field] : {
+             edit{"nodeName: b\n", "nodeName"},
+             edit{"podCIDRs: [10.244.2.0/24]\n", "podCIDRs"},
+             edit{"interface: mw1\n", "interface"},
+             edit{"wireguard: {backend: userspace}\n", "wireguard.backend"},
+             edit{"wireguard: {listenPort: 51900}\n", "wireguard.listenPort"},
+             edit{"listenPort: 51999\n", "listenPort"},
+             edit{"psk: {path: /etc/meshwire/other}\n", "psk.path"},
+             edit{"stateDir: /var/lib/other\n", "stateDir"},
+             edit{"socket: /run/other.sock\n", "socket"},
+             edit{"mtu: 1380\n", "mtu"},
+             edit{"mdns: {enable: false}\n", "mdns.enable"},
+             edit{"dht: {enable: false}\n", "dht.enable"},
+             edit{"kubernetes: {enable: true}\n", "kubernetes.enable"},
+             edit{"kubernetes: {apiServer: \"https://10.0.0.1:6443\"}\n", "kubernetes.apiServer"},
+             edit{"kubernetes: {kubeConfig: /etc/kube.conf}\n", "kubernetes.kubeConfig"},
+             edit{"metrics: {listen: \"127.0.0.1:9100\"}\n", "metrics.listen"},
+         }) {
+        CAPTURE(yaml);
+        // A key the base has already is replaced (the parser refuses duplicate keys).
+        std::string b = base, n;
+        auto key = std::string(yaml).substr(0, std::string(yaml).find(':'));
+        if (b.find(key + ":") == 0 || b.find("\n" + key + ":") != std::string::npos) {
+            size_t at = b.find(key + ":") == 0 ? 0 : b.find("\n" + key + ":") + 1;
+            size_t end = b.find('\n', at);
+            n = b.substr(0, at) + yaml + b.substr(end + 1);
+        } else {
+            n = b + yaml;
+        }
+        auto ch = compare_configs(parse(b), parse(n));
+        CHECK_FALSE(ch.relay_nodes);
+        CHECK_FALSE(ch.dht_bootstrap);
+        CHECK_FALSE(ch.log_level);
+        REQUIRE(ch.restart_only.size() >= 1);
+        CHECK(ch.restart_only[0] == field);
+    }
+    // runDir moves the default socket with it: both are named.
+    auto ch = change_of("runDir: /run/other\n");
+    CHECK(ch.restart_only == std::vector<std::string>{"runDir", "socket"});
+}
+
+TEST_CASE("config watcher: relayNodes, dht.bootstrap and logLevel are live, nothing else") {
+    auto ch = compare_configs(parse(base), parse("nodeName: a\npodCIDRs: [10.244.1.0/24]\n"
+                                                 "psk: {path: /etc/meshwire/psk}\n"
+                                                 "relayNodes: []\n"
+                                                 "dht: {bootstrap: [198.51.100.7]}\n"
+                                                 "logLevel: debug\n"));
+    CHECK(ch.relay_nodes);
+    CHECK(ch.dht_bootstrap);
+    CHECK(ch.log_level);
+    CHECK(ch.restart_only.empty());
+    // Live and restart-only edits together are told apart.
+    ch = change_of("logLevel: warn\nmdns: {enable: false}\n");
+    CHECK(ch.log_level);
+    CHECK(ch.restart_only == std::vector<std::string>{"mdns.enable"});
+}
+
+TEST_CASE("config watcher: reports a file's new configuration once per change") {
+    char dir[] = "/tmp/meshd-config-watcher-XXXXXX";
+    REQUIRE(::mkdtemp(dir));
+    std::string path = std::string(dir) + "/meshd.yaml";
+    auto write = [&](const std::string& text) {
+        std::ofstream out(path, std::ios::trunc);
+        out << text;
+    };
+    write(base);
+    config_watcher w(path);
+    w.prime();
+    CHECK_FALSE(w.poll());  // unchanged since start
+
+    write(base + "logLevel: debug\n");
+    auto next = w.poll();
+    REQUIRE(next);
+    CHECK(next->log_level == "debug");
+    CHECK_FALSE(w.poll());  // reported once
+
+    write(base + "logLevel: loud\n");  // refused (logged), the running configuration stays
+    CHECK_FALSE(w.poll());
+    CHECK_FALSE(w.poll());
+
+    ::unlink(path.c_str());  // mid-swap of a ConfigMap's symlinks: nothing, no error
+    CHECK_FALSE(w.poll());
+    write(base);
+    next = w.poll();
+    REQUIRE(next);
+    CHECK(next->log_level == "info");
+    ::unlink(path.c_str());
+    ::rmdir(dir);
+}

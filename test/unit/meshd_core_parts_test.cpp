@@ -1,0 +1,279 @@
+// The node core's parts on their own: the pure relay ranking, the probe tracker, the pair hashes,
+// learned_via names, and the discovery entry of node_core (records and endpoints from a source
+// become peers, path candidates and rendezvous points; withdrawn ones stop being probed).
+#include <doctest/doctest.h>
+
+#include <algorithm>
+#include <string>
+
+#include "meshd/core/node_core.hpp"
+#include "meshd/core/probe_tracker.hpp"
+#include "meshd/core/relay_election.hpp"
+#include "meshd_test_util.hpp"
+
+using namespace mw::meshd;
+using meshd_test::identity;
+using meshd_test::record;
+using meshd_test::t0;
+
+namespace {
+
+node_id id_of(uint8_t n) {
+    return identity(n).id();
+}
+
+std::vector<node_id> ids(const relay_ranking& r) {
+    std::vector<node_id> v;
+    for (const auto& c : r.warm) v.push_back(c.id);
+    return v;
+}
+
+}  // namespace
+
+TEST_CASE("rank_relays: equally good relays ordered by the pair's hash, then by score") {
+    election_params p;  // warm 2, spread max(2 ms, 10 %), switch max(5 ms, 20 %)
+    std::vector<relay_candidate> c = {
+        {id_of(1), 10, 50}, {id_of(2), 11, 10}, {id_of(3), 30, 0}, {id_of(4), 12.5, 5}};
+    auto r = rank_relays(c, std::nullopt, p);
+    // 10, 11 are within 2 ms of the best: by hash (2 before 1); 12.5 and 30 are not.
+    CHECK(ids(r) == std::vector<node_id>{id_of(2), id_of(1)});
+    CHECK(r.use == 0);
+    CHECK(r.current_score == -1);
+
+    p.warm_relays = 4;
+    r = rank_relays(c, std::nullopt, p);
+    CHECK(ids(r) == std::vector<node_id>{id_of(2), id_of(1), id_of(4), id_of(3)});
+
+    // A wider spread (10 % of 100 ms = 10 ms) puts all within it in hash order.
+    std::vector<relay_candidate> slow = {
+        {id_of(1), 100, 3}, {id_of(2), 108, 1}, {id_of(3), 111, 0}};
+    r = rank_relays(slow, std::nullopt, p);
+    CHECK(ids(r) == std::vector<node_id>{id_of(2), id_of(1), id_of(3)});
+
+    CHECK(rank_relays({}, id_of(1), p).warm.empty());
+}
+
+TEST_CASE("rank_relays: hysteresis keeps the relay in use unless clearly beaten") {
+    election_params p;
+    // In use: 14 ms; the best is 10 ms; margin max(5, 2.8) = 5: 10 + 5 < 14 is false, stay.
+    auto r = rank_relays({{id_of(1), 10, 1}, {id_of(2), 14, 0}}, id_of(2), p);
+    REQUIRE(r.warm.size() == 2);
+    CHECK(r.warm[r.use].id == id_of(2));
+    CHECK(r.current_score == 14);
+    // 16 ms: 10 + 5 < 16, switch to the best.
+    r = rank_relays({{id_of(1), 10, 1}, {id_of(2), 16, 0}}, id_of(2), p);
+    CHECK(r.warm[r.use].id == id_of(1));
+    CHECK(r.current_score == 16);
+    // The relay in use fell out of the warm set: its score is still reported, the best is used.
+    r = rank_relays({{id_of(1), 10, 1}, {id_of(2), 11, 2}, {id_of(3), 40, 0}}, id_of(3), p);
+    CHECK(ids(r) == std::vector<node_id>{id_of(1), id_of(2)});
+    CHECK(r.use == 0);
+    CHECK(r.current_score == 40);
+    // A relative margin for slow relays: 20 % of 100 = 20 ms.
+    r = rank_relays({{id_of(1), 50, 1}, {id_of(2), 100, 0}}, id_of(2), p);
+    CHECK(r.warm[r.use].id == id_of(1));
+    r = rank_relays({{id_of(1), 85, 1}, {id_of(2), 100, 0}}, id_of(2), p);
+    CHECK(r.warm[r.use].id == id_of(2));
+}
+
+TEST_CASE("relay pair hashes: both ends agree, relays differ, session ids are never 0") {
+    auto a = id_of(1), b = id_of(2), r1 = id_of(3), r2 = id_of(4);
+    CHECK(relay_session_id(a, b, r1) == relay_session_id(b, a, r1));
+    CHECK(relay_rendezvous_score(a, b, r1) == relay_rendezvous_score(b, a, r1));
+    CHECK(relay_session_id(a, b, r1) != relay_session_id(a, b, r2));
+    CHECK(relay_rendezvous_score(a, b, r1) != relay_session_id(a, b, r1));
+    CHECK(relay_session_id(a, b, r1) != 0);
+    CHECK(node_core::session_id_for(a, b, r1) == relay_session_id(a, b, r1));
+}
+
+TEST_CASE("probe_tracker: answers, timeouts counted by kind, stalls forgotten uncounted") {
+    probe_tracker t;
+    uint64_t s1 = t.add(probe{probe_kind::relay}, 1000);
+    uint64_t s2 = t.add(probe{probe_kind::direct, id_of(1), 3}, 1500);
+    uint64_t s3 = t.add(probe{probe_kind::inband, id_of(2)}, 2000);
+    probe u{probe_kind::user, id_of(1)};
+    u.token = 77;
+    uint64_t s4 = t.add(u, 2500);
+    CHECK(s1 != s2);
+    CHECK(t.in_flight() == 4);
+
+    auto got = t.take(s2);
+    REQUIRE(got);
+    CHECK(got->kind == probe_kind::direct);
+    CHECK(got->peer == id_of(1));
+    CHECK(got->index == 3);
+    CHECK(got->sent_ms == 1500);
+    CHECK_FALSE(t.take(s2));   // answered once
+    CHECK_FALSE(t.take(999));  // not ours
+
+    // At 4000 with a 3000 ms timeout: nothing lost yet; the oldest times out at 4000.
+    CHECK(t.expire(3999, 3000) == 4000);
+    CHECK(t.expire(4000, 3000) == 5000);  // the relay probe is lost
+    CHECK(t.losses().relay == 1);
+    CHECK(t.in_flight() == 2);
+    CHECK_FALSE(t.take(s1));
+
+    // A stall: probes sent up to the missed deadline are forgotten, not counted.
+    CHECK(t.forget_sent_until(2000) == 1);
+    CHECK(t.in_flight() == 1);
+    CHECK(t.expire(10000, 3000) == UINT64_MAX);
+    CHECK(t.losses().inband == 0);
+    CHECK(t.losses().user == 1);
+    CHECK(t.losses().direct == 0);
+    (void)s3;
+    (void)s4;
+}
+
+TEST_CASE("learned_via: names in a fixed order") {
+    learned_via_set s = 0;
+    s = s | learned_via::mdns;
+    s = s | learned_via::relay;
+    s = s | learned_via::cache;
+    CHECK(learned_via_names(s) == std::vector<std::string>{"relay", "mdns", "cache"});
+    CHECK(learned_via_names(0).empty());
+    CHECK(std::string(to_string(learned_via::kubernetes)) == "kubernetes");
+}
+
+namespace {
+
+constexpr std::string_view psk = "0123456789abcdef0123456789abcdef";
+
+psk_sealer sealer() {
+    return psk_sealer::create(std::span(reinterpret_cast<const uint8_t*>(psk.data()), psk.size()))
+        .value();
+}
+
+struct core_fixture {
+    node_core core;
+    control_channel peer_end{id_of(9), sealer()};  // decodes what the core sends
+
+    explicit core_fixture(node_core_config cfg)
+        : core(cfg, identity(50), sealer(), [n = uint8_t{0}](std::span<uint8_t> out) mutable {
+              for (auto& b : out) b = ++n;
+          }) {}
+
+    static node_core_config config() {
+        node_core_config c;
+        c.node_name = "me";
+        c.endpoints = {mw::wg_endpoint::parse("192.168.1.50:51821").value()};
+        return c;
+    }
+
+    // The message types the core sent to `to` since the last call.
+    std::vector<msg_type> sent_to(const mw::wg_endpoint& to, uint64_t now) {
+        std::vector<msg_type> v;
+        for (const auto& d : core.take_outgoing()) {
+            if (!(d.to == to)) continue;
+            auto m = peer_end.receive(d.bytes, now);
+            REQUIRE(m);
+            v.push_back(m->type());
+        }
+        return v;
+    }
+};
+
+bool has(const std::vector<msg_type>& v, msg_type t) {
+    return std::find(v.begin(), v.end(), t) != v.end();
+}
+
+}  // namespace
+
+TEST_CASE("discovery entry: a record becomes a peer, learned via its source") {
+    core_fixture f(core_fixture::config());
+    uint64_t now = t0;
+    f.core.start(now);
+    auto rec = record(1);
+    CHECK(f.core.offer_record(rec, learned_via::cache, now).value() == put_outcome::inserted);
+    CHECK(f.core.offer_record(rec, learned_via::mdns, now).value() == put_outcome::duplicate);
+    CHECK(f.core.offer_record(f.core.self_record(), learned_via::cache, now)
+              .err()
+              .is(mw::errc::invalid_argument));
+    auto forged = rec;
+    forged.name = "someone-else";
+    CHECK_FALSE(f.core.offer_record(forged, learned_via::cache, now));
+    f.core.tick(now);
+    auto peers = f.core.peers();
+    REQUIRE(peers.size() == 1);
+    CHECK(peers[0].id == rec.id());
+    CHECK(learned_via_names(peers[0].sources) == std::vector<std::string>{"mdns", "cache"});
+    // Its record's addresses are probed.
+    auto to = mw::wg_endpoint::parse("192.168.1.1:51821").value();
+    CHECK(has(f.sent_to(to, now), msg_type::ping));
+}
+
+TEST_CASE("discovery entry: an endpoint of a known node is probed until withdrawn") {
+    core_fixture f(core_fixture::config());
+    uint64_t now = t0;
+    f.core.start(now);
+    auto extra = mw::wg_endpoint::parse("10.9.0.1:51821").value();
+    // Offered before the record arrives: taken when the peer appears.
+    f.core.offer_endpoint(id_of(1), extra, learned_via::mdns, now);
+    REQUIRE(f.core.offer_record(record(1), learned_via::cache, now));
+    f.core.tick(now);
+    CHECK(has(f.sent_to(extra, now), msg_type::ping));
+    now += 1000;  // the next probe round (no path yet: every ping_interval)
+    f.core.tick(now);
+    CHECK(has(f.sent_to(extra, now), msg_type::ping));
+    f.core.withdraw_endpoints(learned_via::mdns, now);
+    for (int i = 0; i < 3; ++i) {
+        now += 1000;
+        f.core.tick(now);
+        CHECK(f.sent_to(extra, now).empty());
+    }
+    // The record's own addresses are still probed.
+    auto rec_ep = mw::wg_endpoint::parse("192.168.1.1:51821").value();
+    now += 1000;
+    f.core.tick(now);
+    CHECK(has(f.sent_to(rec_ep, now), msg_type::ping));
+}
+
+TEST_CASE("discovery entry: an id-less endpoint is a rendezvous without relayNodes") {
+    core_fixture f(core_fixture::config());
+    uint64_t now = t0;
+    f.core.start(now);
+    auto rv = mw::wg_endpoint::parse("203.0.113.7:51821").value();
+    f.core.offer_endpoint(std::nullopt, rv, learned_via::mdns, now);
+    f.core.tick(now);
+    auto relays = f.core.relays();
+    REQUIRE(relays.size() == 1);
+    CHECK(relays[0].origin == relay_origin::bootstrap);
+    auto sent = f.sent_to(rv, now);
+    CHECK(has(sent, msg_type::hello));
+    CHECK(has(sent, msg_type::ping));
+    f.core.withdraw_endpoints(learned_via::mdns, now);
+    now += 20;
+    f.core.tick(now);
+    CHECK(f.core.relays().empty());
+
+    // dht.bootstrap goes through the same entry: set live, replaced, cleared.
+    auto b1 = mw::ip_address::parse("203.0.113.8").value();
+    f.core.set_bootstrap({b1}, now);
+    REQUIRE(f.core.relays().size() == 1);
+    CHECK(f.core.relays()[0].addresses == std::vector<mw::ip_address>{b1});
+    f.core.set_bootstrap({}, now);
+    CHECK(f.core.relays().empty());
+}
+
+TEST_CASE("membership tells relay_directory: a serving node's record makes it a relay") {
+    core_fixture f(core_fixture::config());
+    uint64_t now = t0;
+    f.core.start(now);
+    auto rec = record(2);
+    rec.endpoints = {mw::wg_endpoint::parse("198.51.100.2:51821").value()};
+    rec.flags = peer_record::flag_relay;
+    rec.seq = 2;
+    REQUIRE(rec.sign(identity(2)));
+    REQUIRE(f.core.offer_record(rec, learned_via::cache, now));
+    f.core.tick(now);
+    auto relays = f.core.relays();
+    REQUIRE(relays.size() == 1);
+    CHECK(relays[0].origin == relay_origin::discovered);
+    CHECK(relays[0].id == rec.id());
+    // It stops serving (a newer record without the flag): no longer a relay.
+    rec.flags = 0;
+    rec.seq = 3;
+    REQUIRE(rec.sign(identity(2)));
+    REQUIRE(f.core.offer_record(rec, learned_via::cache, now));
+    f.core.tick(now + 20);
+    CHECK(f.core.relays().empty());
+}

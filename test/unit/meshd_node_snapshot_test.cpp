@@ -1,0 +1,124 @@
+// meshctl's views and the metrics render one node_snapshot (meshd/node_snapshot.hpp): the counts
+// they show are the same numbers, and the peer endpoint shown is the one WireGuard uses.
+#include <doctest/doctest.h>
+
+#include <string>
+
+#include "meshd/control_api.hpp"
+#include "meshd/metrics_export.hpp"
+#include "meshd_test_util.hpp"
+
+using namespace mw;
+using namespace mw::meshd;
+using meshd_test::identity;
+
+namespace {
+
+bool has_line(const std::string& text, const std::string& line) {
+    return text.find("\n" + line + "\n") != std::string::npos || text.rfind(line + "\n", 0) == 0;
+}
+
+node_snapshot example() {
+    node_snapshot s;
+    s.now_ms = 1'764'000'000'000ull;
+    s.name = "a";
+    s.id = identity(1).id();
+    s.wg_public_key = identity(1).wg_public_key();
+    s.backend = "userspace";
+    s.role = relay_role_state::active;
+    auto peer = [&](uint8_t n, path_kind k) {
+        node_snapshot::peer p;
+        p.view.id = identity(n).id();
+        p.view.name = "node-" + std::to_string(n);
+        p.view.wg_public_key = identity(n).wg_public_key();
+        p.view.path = k;
+        return p;
+    };
+    s.peers = {peer(2, path_kind::direct), peer(3, path_kind::direct), peer(4, path_kind::relay),
+               peer(5, path_kind::none)};
+    s.peers[0].endpoint = wg_endpoint::parse("192.0.2.2:51820").value();
+    wg_peer dev;
+    dev.last_handshake_sec = static_cast<int64_t>(s.now_ms / 1000) - 7;
+    dev.rx_bytes = 100;
+    s.peers[0].device = dev;
+    s.paths = {4, 2, 1, 1};
+    relay_view up, down;
+    up.name = "r1";
+    up.state = relay_state::up;
+    up.rtt_ms = 3.5;
+    down.name = "r2";
+    down.state = relay_state::down;
+    s.relays = {up, down};
+    s.relays_up = 1;
+    s.service = node_snapshot::relay_service{5, 3, {}};
+    s.service->stats.forwarded_packets = 42;
+    s.control.accepted = 9;
+    s.records = 4;
+    return s;
+}
+
+}  // namespace
+
+TEST_CASE("node snapshot: meshctl status and the metrics show the same counts") {
+    auto s = example();
+    auto st = status_json(s);
+    std::string m = metrics_text(s);
+    CHECK(st["peers"]["total"] == 4);
+    CHECK(st["peers"]["direct"] == 2);
+    CHECK(st["peers"]["relay"] == 1);
+    CHECK(st["peers"]["none"] == 1);
+    CHECK(has_line(m, "meshwire_peers{path=\"direct\"} 2"));
+    CHECK(has_line(m, "meshwire_peers{path=\"relay\"} 1"));
+    CHECK(has_line(m, "meshwire_peers{path=\"none\"} 1"));
+
+    CHECK(st["relays"]["total"] == 2);
+    CHECK(st["relays"]["up"] == 1);
+    CHECK(has_line(m, "meshwire_relay_up{relay=\"r1\"} 1"));
+    CHECK(has_line(m, "meshwire_relay_up{relay=\"r2\"} 0"));
+
+    CHECK(st["relayService"]["sessions"] == 5);
+    CHECK(st["relayService"]["nodes"] == 3);
+    CHECK(st["relayService"]["forwardedPackets"] == 42);
+    CHECK(has_line(m, "meshwire_relay_sessions 5"));
+    CHECK(has_line(m, "meshwire_relay_forwarded_packets_total 42"));
+    CHECK(st["relayProxy"].is_null());  // the forwarder owns the port
+
+    CHECK(st["control"]["accepted"] == 9);
+    CHECK(has_line(m, "meshwire_control_accepted_total 9"));
+    CHECK(has_line(m, "meshwire_records 4"));
+    CHECK(st["node"]["relayRole"] == true);
+    CHECK(st["node"]["backend"] == "userspace");
+    CHECK(m.find("meshwire_relay_role{state=\"active\"") != std::string::npos);
+}
+
+TEST_CASE("node snapshot: peers show the endpoint in use and the device's handshake") {
+    auto s = example();
+    auto p = peers_json(s)["peers"];
+    REQUIRE(p.size() == 4);
+    CHECK(p[0]["endpoint"] == "192.0.2.2:51820");
+    CHECK(p[0]["lastHandshakeAgoSeconds"] == 7);
+    CHECK(p[0]["rxBytes"] == 100);
+    CHECK(p[1]["endpoint"].is_null());
+    CHECK(p[1]["lastHandshake"].is_null());
+    CHECK(p[3]["path"] == "none");
+    auto r = relays_json(s)["relays"];
+    REQUIRE(r.size() == 2);
+    CHECK(r[0]["rttMs"] == 3.5);
+    CHECK(r[1]["state"] == "down");
+}
+
+TEST_CASE("control api: requests are checked before anything runs") {
+    using nlohmann::json;
+    CHECK(parse_control_request(json{{"cmd", "status"}})->cmd == "status");
+    CHECK(parse_control_request(json::array()).err().message == "request needs a \"cmd\" string");
+    CHECK(parse_control_request(json{{"cmd", "reboot"}}).err().message ==
+          "unknown command \"reboot\"");
+    CHECK(parse_control_request(json{{"cmd", "ping"}}).err().message == "ping needs \"node\"");
+    auto ping = parse_control_request(json{{"cmd", "ping"}, {"node", "b"}});
+    REQUIRE(ping);
+    CHECK(ping->count == 3);
+    CHECK(parse_control_request(json{{"cmd", "ping"}, {"node", "b"}, {"count", 0}}).err().message ==
+          "\"count\" must be 1..100");
+    CHECK(parse_control_request(json{{"cmd", "ping"}, {"node", "b"}, {"count", 100}})->count ==
+          100);
+}
