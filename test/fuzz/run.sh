@@ -1,29 +1,230 @@
 #!/usr/bin/env bash
-# Builds every libFuzzer target with clang + ASan/UBSan in build-fuzz/ and runs each one for
-# FUZZ_SECONDS (default 20) from its seed corpus. Exits non-zero on the first crash, leak or hang.
+# libFuzzer targets (test/fuzz/fuzz_*.cpp) built with clang-14 + ASan + UBSan (UBSan fatal) in
+# build-fuzz/, reused between runs (ninja rebuilds only what changed). See test/fuzz/README.md.
+#
+#   test/fuzz/run.sh [TARGET...]
+#       replay every committed input (test/fuzz/corpus/<target>/), then fuzz each target for
+#       FUZZ_SECONDS (default 10). This is the suite's fuzz_smoke.
+#   test/fuzz/run.sh --grow SECONDS [TARGET...]
+#       the same with SECONDS per target, then -merge=1 what adds coverage into the committed
+#       corpus.
+#
+# Kept under the build dir: build-fuzz/artifacts/<target>/ (crash-/leak-/timeout-/oom- inputs),
+# build-fuzz/fuzz-runs/<run>/<target>.log (full logs) and .../new/<target>/ (inputs the run found;
+# the 20 newest runs are kept). A failure prints the sanitizer report, the artifact and the command
+# that reproduces it. Exit: 0 clean, 1 a failure, 77 (CTest skip) without clang++-14.
 set -euo pipefail
-cd "$(dirname "$0")/../.."
-secs=${FUZZ_SECONDS:-20}
-if ! command -v clang++-14 >/dev/null; then echo "fuzz: clang++-14 missing (install/deps.sh)"; exit 77; fi
-CXX=clang++-14 cmake -S . -B build-fuzz -G Ninja -DMESHWIRE_FUZZ=ON -DMESHWIRE_SANITIZE=ON \
-  -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_CXX_FLAGS=-fsanitize=fuzzer-no-link >/dev/null
-cmake --build build-fuzz --target $(cd test/fuzz && ls fuzz_*.cpp | sed 's/\.cpp$//' | tr '\n' ' ') >/dev/null
-fail=0
-for src in test/fuzz/fuzz_*.cpp; do
-  name=$(basename "$src" .cpp)
-  work=$(mktemp -d)
-  [ -d "test/fuzz/corpus/$name" ] && cp -r "test/fuzz/corpus/$name/." "$work/"
-  echo "fuzz: $name for ${secs}s"
-  rc=0
-  ./build-fuzz/test/fuzz/"$name" -max_total_time="$secs" -timeout=5 -rss_limit_mb=2048 \
-    -print_final_stats=1 -artifact_prefix="$work/" "$work" >"$work.log" 2>&1 || rc=$?
-  grep -E 'stat::number_of_executed_units|stat::peak_rss_mb' "$work.log" | sed 's/^/  /'
-  if [ $rc -ne 0 ]; then
-    echo "fuzz: $name FAILED (exit $rc):"; grep -E 'ERROR|SUMMARY' "$work.log" | head -5
-    ls "$work"/crash-* "$work"/leak-* "$work"/timeout-* "$work"/oom-* 2>/dev/null | head -3
-    fail=1
-  fi
-  rm -rf "$work" "$work.log"
+root=$(cd "$(dirname "$0")/../.." && pwd)
+build=${FUZZ_BUILD_DIR:-$root/build-fuzz}
+corpus_root=$root/test/fuzz/corpus
+mode=smoke
+secs=${FUZZ_SECONDS:-10}
+case ${1:-} in
+--grow)
+    mode=grow
+    secs=${2:-}
+    shift 2 || true
+    ;;
+-h | --help)
+    awk 'NR > 1 && !/^#/ { exit } NR > 1 { sub(/^# ?/, ""); print }' "$0"
+    exit 0
+    ;;
+-*)
+    echo "fuzz: unknown option $1 (see --help)" >&2
+    exit 2
+    ;;
+esac
+if ! [[ $secs =~ ^[0-9]+$ ]]; then
+    echo "fuzz: seconds must be a whole number, got '$secs'" >&2
+    exit 2
+fi
+all_targets=$(cd "$root/test/fuzz" && ls fuzz_*.cpp | sed 's/\.cpp$//')
+targets=("$@")
+[ ${#targets[@]} -gt 0 ] || read -r -d '' -a targets <<<"$all_targets" || true
+for t in "${targets[@]}"; do
+    if ! grep -qx "$t" <<<"$all_targets"; then
+        echo "fuzz: no target $t (have: ${all_targets//$'\n'/ })" >&2
+        exit 2
+    fi
 done
-[ $fail -eq 0 ] && echo "fuzz: all targets clean"
-exit $fail
+if ! command -v clang++-14 >/dev/null; then
+    echo "fuzz: clang++-14 missing (install/deps.sh)"
+    exit 77
+fi
+
+mkdir -p "$build"
+# One run at a time per build dir: a second one would rebuild the binaries the first is running.
+exec 9>"$build/.run.lock"
+if ! flock -n 9; then
+    echo "fuzz: waiting for another run.sh using $build"
+    flock 9
+fi
+
+# UBSan fatal at compile time (-fno-sanitize-recover=all: a runtime error aborts the input and
+# libFuzzer keeps it as a crash artifact); the targets also default UBSan to halt_on_error and
+# stack traces (sanitizer_defaults.cpp), and so does the environment here.
+export UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1
+cxx_flags="-fsanitize=fuzzer-no-link -fno-sanitize-recover=all"
+# RelWithDebInfo without -DNDEBUG: an assert (result<T>::value() on an error) is a finding too.
+opt_flags="-O2 -g"
+config="clang++-14 | RelWithDebInfo $opt_flags | $cxx_flags"
+t0=$SECONDS
+# Configure only when the build dir is new or the flags changed; otherwise ninja alone decides
+# what to rebuild (it re-runs CMake itself when a CMakeLists.txt changed).
+if [ ! -f "$build/build.ninja" ] || [ "$(cat "$build/.fuzz-config" 2>/dev/null)" != "$config" ]
+then
+    echo "fuzz: configuring $build"
+    if ! CXX=clang++-14 cmake -S "$root" -B "$build" -G Ninja -DMESHWIRE_FUZZ=ON \
+        -DMESHWIRE_SANITIZE=ON -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+        "-DCMAKE_CXX_FLAGS=$cxx_flags" "-DCMAKE_CXX_FLAGS_RELWITHDEBINFO=$opt_flags" \
+        >"$build/fuzz-configure.log" 2>&1; then
+        tail -40 "$build/fuzz-configure.log"
+        echo "fuzz: configure FAILED, log: $build/fuzz-configure.log"
+        exit 1
+    fi
+    echo "$config" >"$build/.fuzz-config"
+fi
+build_rc=0
+TIMEFORMAT='%U %S'
+{ time cmake --build "$build" --target "${targets[@]}" >"$build/fuzz-build.log" 2>&1; } \
+    2>"$build/fuzz-build.cpu" || build_rc=$?
+if [ $build_rc -ne 0 ]; then
+    grep -E -A8 'error:|FAILED:' "$build/fuzz-build.log" | head -80
+    echo "fuzz: build FAILED, log: $build/fuzz-build.log"
+    exit 1
+fi
+# CPU seconds next to the wall time: on a busy machine the wall time says little.
+cpu=$(awk '{ printf "%d", $1 + $2 }' "$build/fuzz-build.cpu")
+if grep -q '^ninja: no work to do' "$build/fuzz-build.log"; then
+    echo "fuzz: build $((SECONDS - t0)) s (up to date) in $build"
+else
+    steps=$(grep -c '^\[[0-9]*/[0-9]*\] [A-Z]' "$build/fuzz-build.log" || true)
+    echo "fuzz: build $((SECONDS - t0)) s, $cpu s CPU ($steps steps) in $build"
+fi
+
+run=$(date -u +%Y%m%dT%H%M%SZ)-$$
+run_dir=$build/fuzz-runs/$run
+mkdir -p "$run_dir"
+# Keep the 20 newest runs; older run dirs go (artifacts are never removed here).
+ls -1d "$build"/fuzz-runs/*/ 2>/dev/null | head -n -20 | xargs -r rm -rf
+
+# -error_exitcode=1: libFuzzer's default (77) is CTest's skip code here.
+common_flags=(-timeout=5 -rss_limit_mb=2048 -error_exitcode=1 -print_final_stats=1)
+
+# Where a sanitizer's or libFuzzer's report starts in a log.
+report_start='^==[0-9]+== ?(ERROR|WARNING)|runtime error:|ERROR: libFuzzer'
+report_start+='|ALARM: working on the last|out-of-memory|deadly signal'
+
+# report_failure TARGET PHASE EXIT LOG: the sanitizer report from the log, the artifact(s) written
+# and the exact command that reproduces each.
+report_failure() {
+    local name=$1 phase=$2 rc=$3 log=$4 bin=$build/test/fuzz/$1 first artifacts a h seed
+    echo "fuzz: $name FAILED during $phase (exit $rc)"
+    first=$(grep -n -m1 -E "$report_start" "$log" | cut -d: -f1 || true)
+    if [ -n "$first" ]; then
+        echo "---- sanitizer report ($log from line $first) ----"
+        # Without the unit's hex dump (the artifact has it) and ASan's shadow-byte map.
+        tail -n +"$first" "$log" | grep -v -E '^(0x[0-9a-f]{2},)+$' |
+            awk '/^Shadow byte/ { if (!skip) print "  (shadow bytes: see the full log)"
+                                  skip = 1; next }
+                 skip && /^(  |=>)/ { next }
+                 { skip = 0; print }' | head -150
+    else
+        echo "---- last 60 lines of $log ----"
+        tail -60 "$log"
+    fi
+    echo "----"
+    artifacts=$(grep -o 'Test unit written to .*' "$log" | sed 's/^Test unit written to //' || true)
+    if [ -z "$artifacts" ]; then
+        echo "fuzz: no artifact written (the target failed outside an input); full log: $log"
+        return
+    fi
+    for a in $artifacts; do
+        echo "fuzz: artifact $a"
+        h=$(sha1sum "$a" | cut -d' ' -f1)
+        for seed in "$corpus_root/$name"/*; do
+            [ -f "$seed" ] && [ "$(sha1sum "$seed" | cut -d' ' -f1)" = "$h" ] &&
+                echo "fuzz:   (same bytes as the committed input ${seed#"$root"/})"
+        done
+        echo "fuzz: reproduce: $bin -timeout=5 -rss_limit_mb=2048 $a"
+    done
+    echo "fuzz: full log: $log"
+}
+
+corpus_size() {
+    find "$1" -type f -printf '%s\n' |
+        awk '{ n++; b += $1 } END { printf "%d files, %d bytes\n", n, b }'
+}
+
+fail=0
+for name in "${targets[@]}"; do
+    bin=$build/test/fuzz/$name
+    corpus=$corpus_root/$name
+    art=$build/artifacts/$name
+    log=$run_dir/$name.log
+    mkdir -p "$art" "$corpus"
+    flags=("${common_flags[@]}" -artifact_prefix="$art/")
+    [ -f "$root/test/fuzz/dict/$name.dict" ] && flags+=(-dict="$root/test/fuzz/dict/$name.dict")
+    n_seeds=$(find "$corpus" -type f | wc -l)
+
+    # 1. Every committed input, once (a regression on a known input fails here, named).
+    rc=0
+    echo "== replay $corpus ($n_seeds inputs)" >"$log"
+    "$bin" "${flags[@]}" -runs=0 "$corpus" >>"$log" 2>&1 || rc=$?
+    if [ $rc -ne 0 ]; then
+        report_failure "$name" "the replay of ${corpus#"$root"/}" $rc "$log"
+        fail=1
+        continue
+    fi
+
+    # 2. Fuzz: new inputs go to the run's new/<target>/ (kept), the committed corpus is read-only.
+    if [ "$mode" = smoke ]; then
+        out=$run_dir/new/$name
+    else
+        out=$run_dir/grow/$name
+    fi
+    mkdir -p "$out"
+    if [ "$secs" -gt 0 ]; then
+        echo "== fuzz ${secs}s, new inputs to $out" >>"$log"
+        "$bin" "${flags[@]}" -max_total_time="$secs" "$out" "$corpus" >>"$log" 2>&1 || rc=$?
+    fi
+    execs=$(grep -o 'number_of_executed_units: [0-9]*' "$log" | tail -1 | grep -o '[0-9]*$' || true)
+    cov=$(grep -o 'DONE *cov: [0-9]* ft: [0-9]*' "$log" | tail -1 | sed 's/DONE *//' || true)
+    found=$(find "$out" -type f | wc -l)
+    echo "fuzz: $name: replayed $n_seeds committed inputs; fuzzed up to $secs s:" \
+        "${execs:-0} execs, $found new inputs${cov:+, $cov}"
+    if [ $rc -ne 0 ]; then
+        report_failure "$name" "fuzzing" $rc "$log"
+        fail=1
+        continue
+    fi
+
+    # 3. --grow: keep the hand-named seeds; the generated (sha1-named) inputs become the minimal
+    # set that -merge=1 picks from the old ones and this run's, beyond what the named seeds cover.
+    if [ "$mode" = grow ]; then
+        merged=$run_dir/merged/$name
+        mkdir -p "$merged"
+        generated=(-maxdepth 1 -regextype posix-extended -type f -regex '.*/[0-9a-f]{40}')
+        find "$corpus" -maxdepth 1 -regextype posix-extended -type f ! -regex '.*/[0-9a-f]{40}' \
+            -exec cp {} "$merged/" \;
+        if ! "$bin" -merge=1 -timeout=5 -rss_limit_mb=2048 "$merged" "$corpus" "$out" \
+            >>"$log" 2>&1; then
+            echo "fuzz: $name: merge FAILED, corpus left as it was; log: $log"
+            fail=1
+            continue
+        fi
+        before=$(corpus_size "$corpus")
+        find "$corpus" "${generated[@]}" -delete
+        find "$merged" "${generated[@]}" -exec cp {} "$corpus/" \;
+        echo "fuzz: $name: committed corpus $before -> $(corpus_size "$corpus")"
+    fi
+done
+echo "fuzz: logs and the inputs this run found: $run_dir"
+if [ "$mode" = grow ]; then
+    echo "fuzz: all committed corpora: $(corpus_size "$corpus_root")"
+fi
+if [ $fail -ne 0 ]; then
+    echo "fuzz: FAILED (artifacts in $build/artifacts/)"
+    exit 1
+fi
+echo "fuzz: all targets clean"
