@@ -89,9 +89,10 @@ result<bool> transport::sync(relay_role_state role, const std::function<void()>&
         }
         if (auto s = start_forwarder(); !s) {
             log::error("cannot take the relay role", {{"error", s.err().message}});
-            // Keep the node reachable as a node.
+            // Keep the node reachable as a node. The proxy is new: relayed peers' sockets went
+            // with the old one, so the data plane must be planned again (true).
             MW_TRY_STATUS(start_proxy());
-            return false;
+            return true;
         }
         return true;  // relayed peers lost their proxy sockets
     }

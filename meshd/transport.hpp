@@ -35,8 +35,8 @@ public:
     transport& operator=(const transport&) = delete;
 
     // Opens the socket the role needs. `proxy_gone` is called after the proxy stopped (its peer
-    // sockets are gone) and before the forwarder starts. Returns true when the owner changed and
-    // the data plane must be applied again.
+    // sockets are gone) and before the forwarder starts. Returns true when the data plane must be
+    // planned again: the owner changed, or a failed forwarder start replaced the proxy.
     result<bool> sync(relay_role_state role, const std::function<void()>& proxy_gone);
     void send(const outgoing_datagram& o);
     // A dial-back probe: from a new ephemeral port, not the control socket.

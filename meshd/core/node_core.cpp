@@ -205,7 +205,7 @@ uint64_t node_core::on_datagram(std::span<const uint8_t> datagram, const wg_endp
             using T = std::decay_t<decltype(b)>;
             if constexpr (std::is_same_v<T, ping_msg>) {
                 ctx_.send(pong_msg{b.seq, m->timestamp_us, from}, from, session_id, now);
-                paths_.on_ping(m->sender, session_id, now);
+                paths_.on_ping(m->sender, session_id, from, now);
             } else if constexpr (std::is_same_v<T, pong_msg>) {
                 on_pong(*m, b, now);
             } else if constexpr (std::is_same_v<T, hello_msg>) {

@@ -190,13 +190,22 @@ void peer_paths::decide(const node_id& id, peer_entry& p, const peer_record& rec
     }
 }
 
-void peer_paths::on_ping(const node_id& sender, uint64_t session_id, uint64_t now) {
+void peer_paths::on_ping(const node_id& sender, uint64_t session_id, const wg_endpoint& from,
+                         uint64_t now) {
     auto it = peers_.find(sender);
     if (it == peers_.end()) return;
     auto& p = it->second;
     if (session_id) {
+        // The relay proxy checks the source of frames in sessions it knows; it also passes on
+        // in-band control frames of a session it does not know (yet): the one the peer sends
+        // through after we dropped it from our warm set. So the source is checked here too.
+        auto from_relay = [&](const relay_entry& r) {
+            return std::any_of(r.addrs.begin(), r.addrs.end(),
+                               [&](const auto& a) { return a.ep == from; });
+        };
         for (const auto& r : relays_.all()) {
-            if (r.id && !r.self && relay_session_id(ctx_.id(), sender, *r.id) == session_id) {
+            if (r.id && !r.self && relay_session_id(ctx_.id(), sender, *r.id) == session_id &&
+                from_relay(r)) {
                 if (p.relayed.peer_relay != r.id) p.next_check_ms = 0;
                 p.relayed.peer_relay = r.id;
                 p.relayed.peer_relay_ms = now;

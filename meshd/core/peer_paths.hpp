@@ -61,7 +61,9 @@ public:
     void withdraw_candidates(learned_via via, uint64_t now);
 
     // A PING from `sender` (session_id != 0: in-band, through that relay session).
-    void on_ping(const node_id& sender, uint64_t session_id, uint64_t now);
+    // A PING from `sender`; in-band (session_id != 0) it came from `from`, which must be an
+    // address of the relay whose session for the pair it names.
+    void on_ping(const node_id& sender, uint64_t session_id, const wg_endpoint& from, uint64_t now);
     // A PONG to a direct or in-band probe.
     void on_pong(const probe& p, const node_id& sender, double rtt, uint64_t now);
     void on_session_answer(const node_id& relay, uint64_t session_id, const node_id& to,

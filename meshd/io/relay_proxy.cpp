@@ -345,7 +345,17 @@ void relay_proxy::drain_uplink() noexcept {
                 uint32_t slot;
                 relay_addr expected;
                 if (!lookup(*session, slot, expected)) {
-                    ++unknown;
+                    // An in-band probe in a session we do not know (yet) still goes to the core:
+                    // it is how the core learns that the peer sends through a relay that we
+                    // dropped from the pair's warm set (say after a cut), and takes that
+                    // session back. The core checks its source against the relay's addresses.
+                    if (classify(d.subspan(relay_data_header_size)) == frame_kind::control) {
+                        control_idx_.push_back(uint32_t(i));
+                        control_session_.push_back(*session);
+                        ++inband;
+                    } else {
+                        ++unknown;
+                    }
                     continue;
                 }
                 auto from =

@@ -18,8 +18,10 @@
 // the path data actually uses) by sending a sealed control datagram as the payload of a RELAY_DATA
 // frame of the session (send_in_session), so it takes exactly the data path through the relay. On
 // receipt, a RELAY_DATA payload that classifies as control goes to `on_control` with the session id
-// instead of to WireGuard. No WireGuard packet is mistaken for one: WireGuard messages start with
-// type 1..4 and three zero bytes, control datagrams with "MW".
+// instead of to WireGuard, also in a session this proxy does not know (the core checks where
+// those came from: it is how it learns the session the peer sends through). No WireGuard packet is
+// mistaken for one: WireGuard messages start with type 1..4 and three zero bytes, control datagrams
+// with "MW".
 //
 // Failover is one call: retarget_peer() moves a peer to a new relay and session id and keeps its
 // local socket, so WireGuard's endpoint for B never changes (make before break).
