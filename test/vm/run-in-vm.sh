@@ -5,6 +5,9 @@
 #
 # Options:
 #   --timeout S            kill the guest after S seconds (default 300); exit 124
+#   --boot-timeout S       a guest that has not started the command S seconds after QEMU did
+#                          (default 150; it takes 7-25 s) hangs in boot: it is killed and booted
+#                          again, at most twice, within --timeout
 #   --mem M                guest memory in MiB (default 512)
 #   --rw DIR               share host directory DIR writable into the guest, at the same path
 #                          (repeatable; DIR must exist)
@@ -40,6 +43,7 @@ usage() {
 die() { echo "run-in-vm.sh: $*" >&2; exit 125; }
 
 timeout_s=300
+boot_timeout=150
 mem=512
 cache_arg=""
 keep=0
@@ -53,6 +57,7 @@ q() { printf "'%s'" "$(printf '%s' "$1" | sed "s/'/'\\\\''/g")"; }
 while [ $# -gt 0 ]; do
   case "$1" in
     --timeout) [ $# -ge 2 ] || usage; timeout_s=$2; shift 2 ;;
+    --boot-timeout) [ $# -ge 2 ] || usage; boot_timeout=$2; shift 2 ;;
     --mem) [ $# -ge 2 ] || usage; mem=$2; shift 2 ;;
     --rw)
       [ $# -ge 2 ] || usage
@@ -74,6 +79,7 @@ while [ $# -gt 0 ]; do
 done
 [ $# -ge 1 ] || usage
 case "$timeout_s" in '' | *[!0-9]*) echo "run-in-vm.sh: --timeout wants seconds" >&2; exit 2 ;; esac
+case "$boot_timeout" in '' | *[!0-9]*) echo "run-in-vm.sh: --boot-timeout wants seconds" >&2; exit 2 ;; esac
 case "$mem" in '' | *[!0-9]*) echo "run-in-vm.sh: --mem wants MiB" >&2; exit 2 ;; esac
 
 cache=$(vm_cache_dir "$cache_arg")
@@ -205,6 +211,7 @@ while [ "$i" -lt "$VM_RW_COUNT" ]; do
   mount -t 9p -o "$opts" "mwrw$i" "/host$dir" || finish 125 "cannot mount --rw $dir"
   i=$((i + 1))
 done
+: >/work/started # tells the host the boot is over (see --boot-timeout)
 chroot /host /bin/sh "$VM_WORK/run.sh" </dev/null
 finish $?
 INIT
@@ -216,16 +223,24 @@ INIT
   build_tmp=""
 }
 
+# ---------------------------------------------------------------- per-run work share
+work=$(mktemp -d "${TMPDIR:-/tmp}/meshwire-vm.XXXXXX")
+work=$(cd "$work" && pwd -P)
+chmod 755 "$work"
+
+# The cache is shared by every checkout on the machine, and a checkout with another version of this
+# script deletes this version's image when it builds its own (below): the image is linked (or
+# copied) into the work directory under the cache's lock, and QEMU boots that.
+mkdir -p "$cache/boot"
+exec 8>"$cache/boot/.lock"
+flock 8
 if [ ! -f "$initrd" ] || { [ ! -f "$vmlinux" ] && [ ! -f "$vmlinux.unusable" ]; }; then
-  mkdir -p "$cache/boot"
-  exec 8>"$cache/boot/.lock"
-  flock 8
   if [ ! -f "$initrd" ]; then
     build_initramfs
-    # Images for other versions of this script are stale.
-    for old in "$cache"/boot/initramfs-*.cpio.gz; do
-      [ "$old" = "$initrd" ] || rm -f "$old"
-    done
+    # Images of other versions of this script unused for a day are stale (another checkout may
+    # still boot its own: older versions of this script boot the cached file itself).
+    find "$cache/boot" -maxdepth 1 -name 'initramfs-*.cpio.gz' ! -name "$(basename "$initrd")" \
+      -mmin +1440 -delete 2>/dev/null || true
   fi
   # The decompressed kernel boots through its PVH entry: saves the bzImage's xz decompression,
   # 5-10 s under TCG. Falls back to the bzImage if extraction is impossible.
@@ -235,16 +250,14 @@ if [ ! -f "$initrd" ] || { [ ! -f "$vmlinux" ] && [ ! -f "$vmlinux.unusable" ]; 
       touch "$vmlinux.unusable"
     fi
   fi
-  flock -u 8
-  exec 8>&-
 fi
+ln -f "$initrd" "$work/initramfs.cpio.gz" 2>/dev/null || cp "$initrd" "$work/initramfs.cpio.gz" ||
+  die "cannot copy $initrd"
+flock -u 8
+exec 8>&-
+initrd=$work/initramfs.cpio.gz
 boot_kernel=$VM_KERNEL_IMAGE
 [ ! -f "$vmlinux" ] || boot_kernel=$vmlinux
-
-# ---------------------------------------------------------------- per-run work share
-work=$(mktemp -d "${TMPDIR:-/tmp}/meshwire-vm.XXXXXX")
-work=$(cd "$work" && pwd -P)
-chmod 755 "$work"
 
 {
   echo "VM_KROOT=$(q "$kroot")"
@@ -281,24 +294,49 @@ for i in "${!rw_dirs[@]}"; do
   qemu_args+=(-virtfs "local,path=$(qpath "${rw_dirs[$i]}"),mount_tag=mwrw$i,security_model=none,id=mwrw$i")
 done
 
-# QEMU (TCG) occasionally crashes with a signal during early boot on these machines (seen: SIGSEGV
-# after 2 s). The guest is disposable (overlay root, fresh /run), so such a crash without a result is
-# retried, at most twice; timeouts and guest failures are not.
+# QEMU (TCG) occasionally fails in early boot on these machines: it crashes with a signal (seen:
+# SIGSEGV after 2 s), or the guest hangs (seen: one vCPU never gets a timer interrupt, the kernel
+# reports RCU stalls every 21 s and init never runs). The guest is disposable (overlay root, fresh
+# /run), so a crash without a result, or no command started within --boot-timeout, is retried, at
+# most twice, within the overall --timeout; timeouts and guest failures once the command runs are
+# not.
+deadline=$((SECONDS + timeout_s))
 attempt=1
 while :; do
-  rm -f "$work/rc"
+  rm -f "$work/rc" "$work/started"
   start=$(date +%s.%N)
-  timeout --kill-after=10 "$timeout_s" qemu-system-x86_64 "${qemu_args[@]}" </dev/null &
+  timeout --kill-after=10 "$((deadline - SECONDS))" qemu-system-x86_64 "${qemu_args[@]}" </dev/null &
   qpid=$!
+  boot_deadline=$((SECONDS + boot_timeout))
+  hung=0
   set +e
+  while [ ! -e "$work/started" ] && kill -0 "$qpid" 2>/dev/null; do
+    if [ "$SECONDS" -ge "$boot_deadline" ]; then
+      hung=1
+      kill -TERM "$qpid" 2>/dev/null # timeout(1) forwards it to QEMU
+      break
+    fi
+    sleep 0.5
+  done
   wait "$qpid"
   qrc=$?
   set -e
   qpid=""
-  if [ ! -s "$work/rc" ] && [ "$qrc" -gt 128 ] && [ "$qrc" -ne 137 ] && [ "$attempt" -lt 3 ]; then
-    echo "run-in-vm.sh: QEMU died with signal $((qrc - 128)) before the guest finished; retrying ($attempt/2)" >&2
+  retry=""
+  if [ "$hung" -eq 1 ]; then
+    retry="the guest did not start the command within ${boot_timeout}s (a hang in boot)"
+  elif [ ! -s "$work/rc" ] && [ "$qrc" -gt 128 ] && [ "$qrc" -ne 137 ]; then
+    retry="QEMU died with signal $((qrc - 128)) before the guest finished"
+  fi
+  if [ -n "$retry" ] && [ "$attempt" -lt 3 ] && [ $((deadline - SECONDS)) -gt 30 ]; then
+    echo "run-in-vm.sh: $retry; retrying ($attempt/2)" >&2
     attempt=$((attempt + 1))
     continue
+  fi
+  if [ "$hung" -eq 1 ]; then
+    echo "run-in-vm.sh: $retry; giving up" >&2
+    echo "VM-RESULT: FAIL rc=125"
+    exit 125
   fi
   break
 done

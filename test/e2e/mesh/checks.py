@@ -4,6 +4,7 @@ each other, figures, the final report, the named time bounds, meshctl shortcuts 
 ping whose missed deadline fails with both nodes' state. Python 3 stdlib."""
 
 import argparse
+import contextlib
 import os
 import re
 import shutil
@@ -194,6 +195,31 @@ def ping_retry(pod, addr, within=HANDSHAKE_BOUND, expect_ok=True, diagnose=True,
                                  % (pod.name, pod.node.name, addr, within, tries, after,
                                     r.stdout, r.stderr, state))
         time.sleep(0.2)
+
+
+@contextlib.contextmanager
+def block_udp(node, other):
+    """Drops every UDP datagram between node and other (both address families, both ways) with
+    an nftables table in node's namespace, removed on leaving the block (also on failure)."""
+    table = "mwtest_block%d" % os.getpid()
+    node.nft("""
+table inet %s {
+  chain in {
+    type filter hook input priority -10; policy accept;
+    ip saddr %s meta l4proto udp drop
+    ip6 saddr %s meta l4proto udp drop
+  }
+  chain out {
+    type filter hook output priority -10; policy accept;
+    ip daddr %s meta l4proto udp drop
+    ip6 daddr %s meta l4proto udp drop
+  }
+}
+""" % (table, other.addr4, other.addr6, other.addr4, other.addr6))
+    try:
+        yield
+    finally:
+        node.run(["nft", "delete", "table", "inet", table], check=False)
 
 
 def preflight(build, tools=("ip", "nft", "wg", "wireguard-go", "ping")):

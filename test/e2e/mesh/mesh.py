@@ -14,6 +14,11 @@ plugin, meshctl queries (Python 3 stdlib, root). See README.md in this directory
 Every mesh node (the relays and the LAN nodes, not routers) i = 1, 2, ... gets the pod CIDRs
 10.244.<i>.0/24 and fd00:244:<i>::/64 and its own files under node.dir: meshd.yaml, psk (0600),
 state/, run/ (node.json, meshd.sock), ipam/ (the CNI plugin's dataDir), meshd.log.
+
+The WireGuard backend meshd is told to use is $MESHWIRE_WG_BACKEND (userspace, the default, or
+kernel; Mesh(wg_backend=...) overrides it). wait_ready() also proves that every node really runs
+it, so a kernel run that fell back to wireguard-go fails. The kernel backend needs the wireguard
+module: the suite runs it in the QEMU guest (test/vm/README.md).
 """
 
 import copy
@@ -33,6 +38,50 @@ from topology import Topology  # noqa: E402
 
 CNI_NETWORK = "meshnet"
 CNI_VERSION = "1.0.0"
+
+# The scenarios' time bounds (checks.py, test_*.py) are set for the host. In the QEMU guest of
+# test/vm (MESHWIRE_VM=1, where the kernel backend runs) the CPU is emulated (TCG): CPU-bound
+# work takes 15-30x longer, each exec 0.1-0.5 s, every meshctl poll of a wait loop about 0.3 s
+# instead of 10 ms, while meshd's and WireGuard's protocol timers run in real time. What a bound
+# waits for there takes longer by about this factor, so the bounds a scenario sees through its own
+# polls are multiplied by it (a missed deadline still fails). MESHWIRE_TIME_FACTOR overrides it
+# (e.g. 1 to see the host bounds fail in the guest).
+VM_TIME_FACTOR = 3.0
+
+
+def time_factor():
+    """$MESHWIRE_TIME_FACTOR, else VM_TIME_FACTOR in the QEMU guest ($MESHWIRE_VM), else 1."""
+    v = os.environ.get("MESHWIRE_TIME_FACTOR", "").strip()
+    if v:
+        f = float(v)
+        if not f >= 1:
+            raise ValueError("MESHWIRE_TIME_FACTOR=%r: want a number >= 1" % v)
+        return f
+    return VM_TIME_FACTOR if os.environ.get("MESHWIRE_VM") == "1" else 1.0
+
+
+TIME_FACTOR = time_factor()
+
+# In the QEMU guest the scenario's own work (Python, and an exec of meshctl, ip, ping ... for each
+# step, 0.1-0.5 s of emulated CPU each) competes with meshd for two emulated CPUs, which meshd's
+# steady probing of the relays (every 100 ms, a relay dead after 400 ms of silence) keeps busy
+# already. meshd runs at a higher priority there, so that what a scenario sees is meshd's
+# real-time behaviour and not the scenario's appetite for CPU.
+VM_MESHD_NICE = -10
+
+WG_BACKEND_ENV = "MESHWIRE_WG_BACKEND"
+WG_BACKENDS = ("userspace", "kernel")
+# What `ip -d link` shows as the kind of a backend's WireGuard interface: wireguard-go makes a tun
+# device, the kernel a wireguard link.
+_LINK_KIND = {"userspace": "tun", "kernel": "wireguard"}
+
+
+def wg_backend_default():
+    """$MESHWIRE_WG_BACKEND, else "userspace". Not "auto": a test must know what it tests."""
+    b = os.environ.get(WG_BACKEND_ENV, "").strip() or "userspace"
+    if b not in WG_BACKENDS:
+        raise ValueError("%s=%r: want one of %s" % (WG_BACKEND_ENV, b, ", ".join(WG_BACKENDS)))
+    return b
 
 
 def pod_cidrs(i):
@@ -171,26 +220,38 @@ class Mesh:
     nodes        the names of the mesh nodes (default: every relay and LAN node, in topology order)
     overrides    {node name: {"psk": text, "config": {deep merge into meshd.yaml; None deletes},
                   "pod_cidrs": [...]}} e.g. a node with a wrong PSK or extra config
+    wg_backend   "userspace" or "kernel" (default: wg_backend_default(), i.e. $MESHWIRE_WG_BACKEND
+                 or userspace): wireguard.backend in every meshd.yaml, checked by wait_ready()
     """
 
     def __init__(self, topology=None, build_dir=None, psk=None, nodes=None, overrides=None,
-                 topology_args=None, close_topology=None):
+                 topology_args=None, close_topology=None, wg_backend=None):
         self.build_dir = os.path.abspath(build_dir or os.path.join(HERE, "..", "..", "..",
                                                                    "build"))
         self.meshd_bin = os.path.join(self.build_dir, "meshd", "meshd")
         self.meshctl_bin = os.path.join(self.build_dir, "meshctl", "meshctl")
         self.plugin_bin = os.path.join(self.build_dir, "cni-plugin", "meshwire")
         self.psk = psk or secrets.token_hex(32)
+        self.wg_backend = wg_backend or wg_backend_default()
+        if self.wg_backend not in WG_BACKENDS:
+            raise ValueError("wg_backend %r: want one of %s" % (self.wg_backend, WG_BACKENDS))
         self.overrides = dict(overrides or {})
         self.nodes = []  # the mesh nodes (topology Nodes), index i+1 = pod CIDR number
         self.configs = {}  # name -> the meshd.yaml dict (edit, then write_config(node))
         self.procs = {}  # name -> the latest meshd Proc
         self.pods = []
+        self.backend_seen = {}  # name -> backend_facts() at the last check_backend()
         self._closed = False
         self._owns_topology = topology is None
         if close_topology is not None:
             self._owns_topology = close_topology
         args = {"relays": 2, "lans": ["cone", "symmetric"], "nodes_per_lan": 2}
+        if self.wg_backend == "kernel":
+            # The per-node /run/wireguard (Topology's default private_dirs) only keeps
+            # wireguard-go's UAPI sockets apart; the kernel backend has none. Without it a
+            # command in a node is `ip netns exec` alone, not also `sh` and `mount`: in the QEMU
+            # guest, where the kernel backend runs, every exec costs 0.1-0.5 s.
+            args["private_dirs"] = ()
         args.update(topology_args or {})
         self.t = topology if topology is not None else Topology(**args)
         try:
@@ -264,7 +325,7 @@ class Mesh:
             "nodeName": node.name,
             "podCIDRs": ov.get("pod_cidrs", pod_cidrs(self.index(node))),
             "interface": node.wg_ifname,
-            "wireguard": {"backend": "userspace", "listenPort": 51820},
+            "wireguard": {"backend": self.wg_backend, "listenPort": 51820},
             "listenPort": 51821,
             "psk": {"path": psk_path},
             "relayNodes": self.relay_nodes(),
@@ -310,8 +371,10 @@ class Mesh:
             p = self.procs.get(n.name)
             if p is not None and p.alive():
                 raise RuntimeError("meshd already runs on %s (pid %d)" % (n.name, p.pid))
-            self.procs[n.name] = n.popen([self.meshd_bin, "--config", self.config_path(n)],
-                                         name="meshd")
+            cmd = [self.meshd_bin, "--config", self.config_path(n)]
+            if os.environ.get("MESHWIRE_VM") == "1":
+                cmd = ["nice", "-n", str(VM_MESHD_NICE)] + cmd  # nice execs meshd: same pid
+            self.procs[n.name] = n.popen(cmd, name="meshd")
             procs.append(self.procs[n.name])
         return procs[0] if node is not None else procs
 
@@ -329,12 +392,26 @@ class Mesh:
     def signal(self, node, sig=signal.SIGHUP):
         self.procs[node.name].signal(sig)
 
-    def meshctl(self, node, *args, json=True, check=True, timeout=10):
-        """meshctl in the node against its meshd: parsed JSON (json=True) or the stdout text."""
-        cmd = [self.meshctl_bin, "--socket", self.socket_path(node)] + [str(a) for a in args]
+    def _meshctl_cmd(self, node, args, timeout):
+        # meshd must answer within `timeout` (times TIME_FACTOR: in the QEMU guest a busy meshd
+        # answers in seconds, not milliseconds); meshctl says so itself when it does not.
+        return [self.meshctl_bin, "--socket", self.socket_path(node),
+                "--timeout", "%g" % (timeout * TIME_FACTOR)] + [str(a) for a in args]
+
+    def _meshctl_run(self, cmd, timeout):
+        # meshctl only talks to meshd's unix socket, a file path that every network namespace
+        # reaches: it runs directly, not through `ip netns exec` (1 exec instead of up to 4).
+        # The subprocess timeout is a backstop behind meshctl's own --timeout.
+        return subprocess.run(cmd, capture_output=True, text=True,
+                              timeout=timeout * TIME_FACTOR + 10)
+
+    def meshctl(self, node, *args, json=True, check=True, timeout=5):
+        """meshctl against node's meshd (its socket), which must answer within `timeout` s
+        (times TIME_FACTOR): parsed JSON (json=True) or the stdout text."""
+        cmd = self._meshctl_cmd(node, args, timeout)
         if json:
             cmd.append("--json")
-        p = node.run(cmd, check=False, timeout=timeout)
+        p = self._meshctl_run(cmd, timeout)
         if p.returncode != 0:
             if check:
                 raise RuntimeError("[%s] %s -> exit %d\nstdout: %s\nstderr: %s" % (
@@ -343,24 +420,28 @@ class Mesh:
         return _json_loads(p.stdout, cmd) if json else p.stdout
 
     def wait_ready(self, timeout=20.0, nodes=None):
-        """Wait until `meshctl status` answers on every (given) mesh node; raises AssertionError
-        naming the nodes that did not, with meshctl's last answer and the meshd log tails."""
+        """Wait until `meshctl status` answers on every (given) mesh node, then check_backend()
+        on each; raises AssertionError naming the nodes that did not answer (with meshctl's last
+        answer and the meshd log tails) or that run another WireGuard backend."""
         pending = list(nodes if nodes is not None else self.nodes)
+        ready = list(pending)
         last = {}
+        answers = {}  # name -> the status that answered
         deadline = time.monotonic() + timeout
         while pending:
             for n in list(pending):
                 p = self.procs.get(n.name)
                 if p is None:
                     raise AssertionError("meshd was never started on %s" % n.name)
-                cmd = [self.meshctl_bin, "--socket", self.socket_path(n), "status", "--json"]
+                cmd = self._meshctl_cmd(n, ["status", "--json"], 5)
                 try:
-                    r = n.run(cmd, check=False, timeout=5)
+                    r = self._meshctl_run(cmd, 5)
                     last[n.name] = "exit %d: %s%s" % (r.returncode, r.stdout, r.stderr)
                     ok = r.returncode == 0
                 except (OSError, subprocess.TimeoutExpired) as e:
                     last[n.name], ok = str(e), False
                 if ok:
+                    answers[n.name] = _json_loads(r.stdout, cmd)
                     pending.remove(n)
                 elif not p.alive():
                     deadline = 0  # it will not get better
@@ -369,7 +450,54 @@ class Mesh:
                     timeout, ", ".join(n.name for n in pending),
                     "\n".join(self._describe(n, last.get(n.name)) for n in pending)))
             if pending:
-                time.sleep(0.1)
+                time.sleep(0.1 * TIME_FACTOR)  # each poll is an exec: spare the guest's CPU
+        wrong = [w for w in (self.check_backend(n, answers[n.name]) for n in ready) if w]
+        if wrong:
+            raise AssertionError("meshd does not run the WireGuard backend in its config:\n"
+                                 + "\n".join(wrong))
+
+    def wg_backend_of(self, node):
+        """The backend in node's meshd.yaml (Mesh.wg_backend unless an override changed it)."""
+        return self.configs[node.name].get("wireguard", {}).get("backend", self.wg_backend)
+
+    def backend_facts(self, node, status=None):
+        """What shows which WireGuard backend a node's meshd runs: {"meshctl": node.backend of
+        `meshctl status` (or of `status`, an answer already at hand), "link": the kind of
+        node.wg_ifname in `ip -d link` ("wireguard" for the kernel's, "tun" for wireguard-go's),
+        "wireguard-go": pids of wireguard-go processes in the node's namespace, "uapi": whether
+        the node's wireguard-go UAPI socket exists}."""
+        facts = {}
+        try:
+            facts["meshctl"] = (status or self.meshctl(node, "status"))["node"]["backend"]
+        except Exception as e:  # noqa: BLE001 - reported as the fact
+            facts["meshctl"] = "error: %s" % e
+        links = node.ipj("-d", "link", "show")
+        facts["link"] = next((l.get("linkinfo", {}).get("info_kind", "?") for l in links
+                              if l.get("ifname") == node.wg_ifname), None)
+        facts["wireguard-go"] = [p for p in node.pids() if _comm(p) == "wireguard-go"]
+        sock_dirs = [node.private_path(d) for d in node.topo.private_dirs
+                     if d.rstrip("/") == "/run/wireguard"] or ["/run/wireguard"]
+        facts["uapi"] = any(os.path.exists(os.path.join(d, node.wg_ifname + ".sock"))
+                            for d in sock_dirs)
+        return facts
+
+    def check_backend(self, node, status=None):
+        """None when node's meshd runs the backend its config names; else what is wrong (the
+        facts it saw are kept in backend_seen[node.name]). The kernel backend: meshctl says
+        kernel, the interface is a wireguard link, no wireguard-go and no UAPI socket (a silent
+        fallback to wireguard-go fails here). userspace: meshctl says userspace, the interface
+        is wireguard-go's tun device and wireguard-go runs."""
+        want = self.wg_backend_of(node)
+        f = self.backend_seen[node.name] = self.backend_facts(node, status)
+        ok = f["meshctl"] == want and f["link"] == _LINK_KIND.get(want)
+        if want == "kernel":
+            ok = ok and not f["wireguard-go"] and not f["uapi"]
+        else:
+            ok = ok and bool(f["wireguard-go"])
+        if ok:
+            return None
+        return "%s: want %s backend, see %s\n%s" % (node.name, want, json.dumps(f, sort_keys=True),
+                                                   _tail(self.log(node), 20))
 
     def paths(self, node):
         """{peer name: path} as `meshctl peers --json` on `node` shows it."""
@@ -403,7 +531,7 @@ class Mesh:
                 for name in sorted({x for a, b, _, _ in bad for x in (a, b)}):
                     msg.append(self._describe(self.t[name]))
                 raise AssertionError("\n".join(msg))
-            time.sleep(0.2)
+            time.sleep(0.2 * TIME_FACTOR)  # each poll is an exec per node: spare the guest's CPU
 
     def _describe(self, node, last_answer=None):
         p = self.procs.get(node.name)
@@ -423,7 +551,7 @@ class Mesh:
                                   if p.alive() else "exited %s" % p.popen.returncode))
         if p is not None and p.alive():
             try:
-                out.append(self.meshctl(node, "peers", json=False, check=False, timeout=5))
+                out.append(self.meshctl(node, "peers", json=False, check=False))
             except Exception as e:  # the diagnosis must not hide the failure being diagnosed
                 out.append("meshctl peers: %s" % e)
         for cmd in (["wg", "show", node.wg_ifname], ["ip", "-br", "link", "show", node.wg_ifname],
@@ -508,7 +636,7 @@ class Mesh:
                 print("mesh: DEL of %s failed: %s" % (pod.name, e), file=sys.stderr)
         for name, p in self.procs.items():
             try:
-                p.stop(3.0)
+                p.stop(3.0 * TIME_FACTOR)
             except Exception as e:  # noqa: BLE001
                 first = first or e
                 print("mesh: stopping meshd on %s failed: %s" % (name, e), file=sys.stderr)
@@ -527,6 +655,14 @@ def _name(x):
     return x if isinstance(x, str) else x.name
 
 
+def _comm(pid):
+    try:
+        with open("/proc/%d/comm" % pid) as f:
+            return f.read().strip()
+    except OSError:
+        return None
+
+
 def _json_loads(text, cmd):
     try:
         return json.loads(text)
@@ -534,7 +670,8 @@ def _json_loads(text, cmd):
         raise ValueError("%s: not JSON (%s): %r" % (" ".join(cmd), e, text[:500])) from None
 
 
-__all__ = ["Mesh", "Pod", "pod_cidrs", "peer_paths", "to_yaml", "merge", "CNI_NETWORK"]
+__all__ = ["Mesh", "Pod", "pod_cidrs", "peer_paths", "to_yaml", "merge", "CNI_NETWORK",
+           "WG_BACKENDS", "WG_BACKEND_ENV", "wg_backend_default", "TIME_FACTOR", "time_factor"]
 if __name__ == "__main__":
     print(__doc__)
     sys.exit(0)

@@ -38,8 +38,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
 from checks import (ALL, LAN_NODES, PATHS_BOUND, READY_BOUND, RELAY_PORT,  # noqa: E402
-                    RELAYS, WG_PORT, check, expect, figure, lan_of, peers_by_name, ping_retry,
-                    report, run_and_clean, scenario_setup, status)
+                    RELAYS, WG_PORT, block_udp, check, expect, figure, lan_of, peers_by_name,
+                    ping_retry, report, run_and_clean, scenario_setup, status)
 from mesh import Mesh  # noqa: E402
 
 
@@ -437,23 +437,8 @@ def main_mesh(m):
     def _():
         expect("lan1a" in pods and "lan1b" in pods, "pods missing")
         a, b = m["lan1a"], m["lan1b"]
-        table = "mwtest_block%d" % os.getpid()
-        b.nft("""
-table inet %s {
-  chain in {
-    type filter hook input priority -10; policy accept;
-    ip saddr %s meta l4proto udp drop
-    ip6 saddr %s meta l4proto udp drop
-  }
-  chain out {
-    type filter hook output priority -10; policy accept;
-    ip daddr %s meta l4proto udp drop
-    ip6 daddr %s meta l4proto udp drop
-  }
-}
-""" % (table, a.addr4, a.addr6, a.addr4, a.addr6))
         t0 = time.monotonic()
-        try:
+        with block_udp(b, a):
             # The direct path is down after path_timeout (3.5 s) without a PONG, then relayed.
             m.wait_paths({("lan1a", "lan1b"): "relay", ("lan1b", "lan1a"): "relay"}, timeout=15)
             t_relay = time.monotonic() - t0
@@ -465,8 +450,6 @@ table inet %s {
                   ping_retry(pods["lan1b"], pods["lan1a"].addr6, watch=30)]
             figure("pods lan1a<->lan1b relayed (via %s): ping ok after" % pa["relay"],
                    "%.2fs, avg rtt %.3f / %.3f ms" % (time.monotonic() - t1, rt[0], rt[1]))
-        finally:
-            b.run(["nft", "delete", "table", "inet", table], check=False)
         t0 = time.monotonic()
         # A relayed pair probes its direct candidates every 5 s (upgrade_interval), and is direct
         # on the first PONG; 15 s leaves two probes lost to the loaded host.
