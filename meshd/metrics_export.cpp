@@ -26,7 +26,9 @@ std::string metrics_text(const node_snapshot& s) {
         L l{{"relay", r.name}};
         t.gauge("meshwire_relay_up", "1 if the relay answers our probes.", l,
                 relay_is_up(r) ? 1 : 0);
-        if (r.rtt_ms) t.gauge("meshwire_relay_rtt_ms", "Smoothed RTT to the relay.", l, *r.rtt_ms);
+        if (r.rtt_ms)
+            t.gauge("meshwire_relay_rtt_ms",
+                    "RTT to the relay: the minimum of the last 3 s of probes.", l, *r.rtt_ms);
         t.gauge("meshwire_relay_load", "Our relayed pairs that send through the relay.", l,
                 static_cast<double>(r.load));
     }

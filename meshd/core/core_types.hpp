@@ -88,6 +88,9 @@ struct node_core_config {
     // clock is paused for it instead of failing every pair over.
     uint64_t stall_ms = 150;
     size_t warm_relays = 2;  // sessions kept per relayed pair (in use + standby)
+    // The RTTs that rank relays and direct addresses are the minimum of this window's probe
+    // samples, not an average: on a busy machine samples are mostly CPU wait (windowed_min.hpp).
+    uint64_t rtt_window_ms = 3000;
     // Election hysteresis: a better relay replaces the one in use only if it is better by both.
     double switch_abs_ms = 5;
     double switch_rel = 0.2;

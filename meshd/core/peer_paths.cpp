@@ -226,7 +226,7 @@ void peer_paths::on_pong(const probe& pr, const node_id& sender, double rtt, uin
         if (pr.index >= pe.candidates.size()) return;
         auto& c = pe.candidates[pr.index];
         c.last_pong_ms = now;
-        c.rtt_ms = c.rtt_ms == 0 ? rtt : 0.75 * c.rtt_ms + 0.25 * rtt;
+        c.rtt_ms = c.rtt_min.update(rtt, now, ctx_.cfg.rtt_window_ms);
         pe.next_check_ms = 0;
     } else if (pr.kind == probe_kind::inband) {
         auto& r = pe.relayed;

@@ -22,6 +22,7 @@
 #include "meshd/core/relay_directory.hpp"
 #include "meshd/core/relay_election.hpp"
 #include "meshd/core/relay_role.hpp"
+#include "meshd/core/windowed_min.hpp"
 
 namespace mw::meshd {
 
@@ -30,7 +31,8 @@ public:
     struct candidate {
         wg_endpoint ep;  // control endpoint
         uint64_t last_pong_ms = 0;
-        double rtt_ms = 0;
+        double rtt_ms = 0;  // the minimum over cfg.rtt_window_ms (see windowed_min.hpp)
+        windowed_min rtt_min;
     };
     struct peer_entry {
         std::vector<candidate> candidates;

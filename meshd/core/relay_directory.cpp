@@ -436,7 +436,7 @@ void relay_directory::on_pong(const probe& p, const node_id& sender, double rtt_
     if (!a.last_pong_ms || now > a.last_pong_ms + ctx_.cfg.path_timeout_ms) on_relays_changed_();
     a.last_pong_ms = now;
     pick_address(r, now);
-    a.rtt_ms = a.rtt_ms == 0 ? rtt_ms : 0.75 * a.rtt_ms + 0.25 * rtt_ms;
+    a.rtt_ms = a.rtt_min.update(rtt_ms, now, ctx_.cfg.rtt_window_ms);
     a.reflexive = normalize_endpoint(observed);
 }
 

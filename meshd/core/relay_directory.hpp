@@ -24,13 +24,15 @@
 
 #include "meshd/core/core_context.hpp"
 #include "meshd/core/record_store.hpp"
+#include "meshd/core/windowed_min.hpp"
 
 namespace mw::meshd {
 
 struct relay_addr_state {
     wg_endpoint ep;
     uint64_t last_pong_ms = 0;
-    double rtt_ms = 0;
+    double rtt_ms = 0;  // the minimum over cfg.rtt_window_ms (see windowed_min.hpp)
+    windowed_min rtt_min;
     std::optional<wg_endpoint> reflexive;
 };
 

@@ -260,6 +260,11 @@ void sim_net::route(const wg_endpoint& from, const wg_endpoint& to, std::vector<
         ++dropped_;  // a private address of another LAN: not routed
         return;
     }
+    if (sim_host* h = host_at(final_to.address);
+        h && h->busy_prob > 0 &&
+        std::uniform_real_distribution<double>(0, 1)(rng_) < h->busy_prob) {
+        d += std::uniform_real_distribution<double>(0, h->busy_ms)(rng_);
+    }
     queue_.push(
         event{now_us_ + static_cast<uint64_t>(d * 1000), seq_++, from, final_to, std::move(bytes)});
 }

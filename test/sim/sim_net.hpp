@@ -49,6 +49,10 @@ struct sim_host {
     double delay_ms = 1;   // public hosts: one-way to the core
     double loss = 0;       // probability a datagram to or from this host is lost
     double jitter_ms = 0;  // extra one-way delay, uniform in [0, jitter_ms], per datagram
+    // A busy machine: with probability busy_prob a datagram to this host waits for a CPU,
+    // uniform in [0, busy_ms] (probe RTTs that are mostly CPU wait, as on a loaded CI box).
+    double busy_prob = 0;
+    double busy_ms = 0;
     bool up = true;
     // A stalled process (a GC-like pause, an overloaded machine): until then its core is neither
     // ticked nor fed; datagrams to it wait, as in a socket buffer, and are read 1 ms after it

@@ -9,6 +9,7 @@
 #include "meshd/core/node_core.hpp"
 #include "meshd/core/probe_tracker.hpp"
 #include "meshd/core/relay_election.hpp"
+#include "meshd/core/windowed_min.hpp"
 #include "meshd_test_util.hpp"
 
 using namespace mw::meshd;
@@ -276,4 +277,26 @@ TEST_CASE("membership tells relay_directory: a serving node's record makes it a 
     REQUIRE(f.core.offer_record(rec, learned_via::cache, now));
     f.core.tick(now + 20);
     CHECK(f.core.relays().empty());
+}
+
+TEST_CASE("windowed_min: the minimum of the window; spikes do not count, old minima age out") {
+    windowed_min m;
+    CHECK(m.empty());
+    CHECK(m.update(5, 0, 10000) == 5);
+    // Spikes (CPU wait) above the floor leave it alone.
+    CHECK(m.update(80, 1000, 10000) == 5);
+    CHECK(m.update(40, 2000, 10000) == 5);
+    CHECK(m.update(3, 3000, 10000) == 3);  // a new minimum takes over at once
+    // The path gets slower: the old floor holds for one window, then the samples since count.
+    for (uint64_t t = 4000; t <= 12000; t += 1000)
+        CHECK(m.update(20 + (t % 3000) / 1000, t, 10000) == 3);
+    double v = 0;
+    for (uint64_t t = 13000; t <= 16000; t += 1000) v = m.update(25, t, 10000);
+    CHECK(v >= 20);
+    CHECK(v <= 25);
+    // Nothing within the window: the next sample is the minimum.
+    CHECK(m.update(50, 40000, 10000) == 50);
+    m.reset();
+    CHECK(m.empty());
+    CHECK(m.get() == 0);
 }
