@@ -4,6 +4,7 @@
 
 #include <cstring>
 
+#include "meshd/core/pair_key.hpp"
 #include "meshd/core/sodium_init.hpp"
 
 namespace mw::meshd {
@@ -18,21 +19,8 @@ result<psk_sealer> psk_sealer::create(std::span<const uint8_t> psk) {
                                                  std::to_string(min_psk_size) + " bytes, got " +
                                                  std::to_string(psk.size()));
     }
-    ensure_sodium();
-    // crypto_generichash takes keys of at most 64 bytes; longer PSKs are hashed down first
-    // (still secret, still uniformly distributed).
-    std::array<uint8_t, crypto_generichash_KEYBYTES_MAX> long_key{};
-    const uint8_t* k = psk.data();
-    size_t klen = psk.size();
-    if (klen > crypto_generichash_KEYBYTES_MAX) {
-        crypto_generichash(long_key.data(), long_key.size(), psk.data(), psk.size(), nullptr, 0);
-        k = long_key.data();
-        klen = long_key.size();
-    }
     psk_sealer s;
-    crypto_generichash(s.key_.data(), s.key_.size(), reinterpret_cast<const uint8_t*>(key_label),
-                       std::strlen(key_label), k, klen);
-    sodium_memzero(long_key.data(), long_key.size());
+    s.key_ = cluster_key(psk, key_label);
     return s;
 }
 

@@ -8,6 +8,8 @@
 #include <string>
 #include <vector>
 
+#include "meshd/core/node_identity.hpp"
+#include "meshd/core/pair_key.hpp"
 #include "meshd/core/psk_sealer.hpp"
 
 using namespace mw::meshd;
@@ -126,4 +128,31 @@ TEST_CASE("psk_sealer: truncated, empty and foreign datagrams") {
     auto o = s.open(empty);
     REQUIRE(o.ok());
     CHECK(o->plaintext.empty());
+}
+
+TEST_CASE("pair_key: both ends agree; a third key, another PSK or a low-order point do not") {
+    auto ident = [](uint8_t b) {
+        identity_seed s{};
+        s.fill(b);
+        return node_identity::from_seed(s);
+    };
+    const auto a = ident(1), b = ident(2), c = ident(3);
+    const auto k1 = cluster_key(bytes_of("a cluster psk of at least 32 bytes!!"), pair_key_label);
+    const auto k2 = cluster_key(bytes_of("another cluster psk, 32 bytes long."), pair_key_label);
+    auto ab = pair_key(k1, a.wg_private_key(), a.wg_public_key(), b.wg_public_key());
+    auto ba = pair_key(k1, b.wg_private_key(), b.wg_public_key(), a.wg_public_key());
+    REQUIRE(ab);
+    REQUIRE(ba);
+    CHECK(*ab == *ba);
+    // c claims to be a, talking to b: it has a's public key but not its private key.
+    auto cb = pair_key(k1, c.wg_private_key(), a.wg_public_key(), b.wg_public_key());
+    REQUIRE(cb);
+    CHECK(*cb != *ab);
+    auto ab2 = pair_key(k2, a.wg_private_key(), a.wg_public_key(), b.wg_public_key());
+    REQUIRE(ab2);
+    CHECK(*ab2 != *ab);  // the cluster key is mixed in
+    CHECK(cluster_key(bytes_of("x"), pair_key_label) != cluster_key(bytes_of("x"), "other"));
+    // The all-zero public key is of low order: the shared secret would be known to everyone.
+    auto zero = pair_key(k1, a.wg_private_key(), a.wg_public_key(), mw::wg_key{});
+    CHECK_FALSE(zero);
 }
