@@ -66,6 +66,8 @@ config_change compare_configs(const meshd_config& running, const meshd_config& n
             ch.dht_bootstrap = true;
         } else if (k == "logLevel") {
             ch.log_level = true;
+        } else if (k == "revokedNodes") {
+            ch.revoked_nodes = true;
         } else {
             ch.restart_only.push_back(k);
         }

@@ -24,8 +24,10 @@ struct config_change {
     bool relay_nodes = false;    // relayNodes (live)
     bool dht_bootstrap = false;  // dht.bootstrap (live)
     bool log_level = false;      // logLevel (live)
+    bool revoked_nodes = false;  // revokedNodes (live)
     bool empty() const {
-        return restart_only.empty() && !relay_nodes && !dht_bootstrap && !log_level;
+        return restart_only.empty() && !relay_nodes && !dht_bootstrap && !log_level &&
+               !revoked_nodes;
     }
 };
 

@@ -52,8 +52,8 @@ DESCRIPTION
     address (IPv6 if it has no IPv4) offers to relay, serves once a node at a public address has
     dialled it back, and says so in its signed record; the other nodes then use it (at most 16)
     like a configured relay (meshctl relays shows ORIGIN bootstrap or discovered).
-    The config file is re-read every 2 s: relayNodes and dht.bootstrap edits apply live; other
-    edits are logged as needing a restart. metrics.listen serves Prometheus text at /metrics.
+    The config file is re-read every 2 s: relayNodes, dht.bootstrap, revokedNodes and logLevel
+    edits apply live; other edits are logged as needing a restart. metrics.listen serves Prometheus text at /metrics.
 
     Not implemented yet: mDNS and the Kademlia DHT (mdns.enable and dht.enable are accepted and
     ignored; nodes meet only through relays or dht.bootstrap nodes), the Kubernetes integration.
@@ -86,6 +86,9 @@ CONFIGURATION (YAML; unknown fields are errors; an annotated example is conf/mes
     dht.enable          Discovery across LANs by a DHT (default true; not implemented yet)
     dht.bootstrap       [IP, ...] other nodes (on listenPort) asked for the cluster's records;
                         used when relayNodes is empty (default [])
+    revokedNodes        [node ID, ...] 64 hex digits each (meshctl peers --json "id"): their
+                        records, messages and sessions are refused (a stolen node; also rotate
+                        the PSK). Applies live (default [])
     kubernetes.enable   Kubernetes integration (default false; not implemented yet)
     kubernetes.apiServer, kubernetes.kubeConfig   https:// URL, absolute path
     metrics.listen      Prometheus endpoint IP:PORT (default: none)

@@ -4,6 +4,7 @@
 #include <yaml-cpp/yaml.h>
 
 #include <algorithm>
+#include <cctype>
 #include <cerrno>
 #include <charconv>
 #include <cstdlib>
@@ -278,6 +279,36 @@ std::vector<relay_node> parse_relay_nodes(const YAML::Node& n, const std::string
     return out;
 }
 
+// revokedNodes: node IDs, 64 hex digits (case-insensitive; kept lowercase).
+std::vector<std::string> parse_revoked(const YAML::Node& n, const std::string& path) {
+    as_sequence(n, path, "node IDs (64 hex digits, the id `meshctl peers --json` shows)");
+    if (n.size() > meshd_config::max_revoked) {
+        fail(path, n,
+             "has " + std::to_string(n.size()) + " entries; at most " +
+                 std::to_string(meshd_config::max_revoked) + " are supported");
+    }
+    std::vector<std::string> out;
+    for (size_t i = 0; i < n.size(); ++i) {
+        std::string p = item_path(path, i);
+        std::string text = as_string(n[i], p);
+        std::string id;
+        for (char ch : text) id += static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
+        bool hex = id.size() == 64 && std::all_of(id.begin(), id.end(), [](char ch) {
+                       return (ch >= '0' && ch <= '9') || (ch >= 'a' && ch <= 'f');
+                   });
+        if (!hex) {
+            fail(p, n[i],
+                 quoted(text) +
+                     " is not a node ID: want the 64 hex digits `meshctl peers --json` "
+                     "shows as \"id\" (not a name: names are claims, IDs are keys)");
+        }
+        if (std::find(out.begin(), out.end(), id) != out.end())
+            fail(p, n[i], quoted(text) + " is listed twice");
+        out.push_back(std::move(id));
+    }
+    return out;
+}
+
 // dht.bootstrap: IP addresses of other meshd (their listenPort, which is the cluster's).
 std::vector<ip_address> parse_bootstrap(const YAML::Node& n, const std::string& path) {
     as_sequence(n, path, "IP addresses of other nodes, e.g. [203.0.113.11]");
@@ -349,7 +380,7 @@ meshd_config parse_tree(const YAML::Node& root, const config_environment& env) {
     mapping top(root, "",
                 {"nodeName", "podCIDRs", "interface", "wireguard", "listenPort", "psk",
                  "relayNodes", "stateDir", "runDir", "socket", "mtu", "mdns", "dht", "kubernetes",
-                 "metrics", "logLevel"});
+                 "metrics", "logLevel", "revokedNodes"});
 
     if (auto n = top.get("nodeName")) {
         c.node_name = as_string(*n, "nodeName");
@@ -437,6 +468,7 @@ meshd_config parse_tree(const YAML::Node& root, const config_environment& env) {
     if (auto n = top.get("mtu")) c.mtu = static_cast<unsigned>(as_integer(*n, "mtu", 1280, 65535));
 
     c.mdns_enable = parse_enable_section(top, "mdns");
+    if (auto n = top.get("revokedNodes")) c.revoked_nodes = parse_revoked(*n, "revokedNodes");
     if (auto n = top.get("dht")) {
         mapping m(*n, "dht", {"enable", "bootstrap"});
         if (auto e = m.get("enable")) c.dht_enable = as_bool(*e, m.path("enable"));
@@ -598,6 +630,10 @@ std::string print_yaml(const meshd_config& c) {
     o << "  bootstrap: [";
     for (size_t i = 0; i < c.dht_bootstrap.size(); ++i)
         o << (i ? ", " : "") << quoted(c.dht_bootstrap[i].str());
+    o << "]\n";
+    o << "revokedNodes: [";
+    for (size_t i = 0; i < c.revoked_nodes.size(); ++i)
+        o << (i ? ", " : "") << quoted(c.revoked_nodes[i]);
     o << "]\n";
     o << "kubernetes:\n  enable: " << (c.kubernetes_enable ? "true" : "false") << "\n";
     if (!c.kubernetes_api_server.empty())

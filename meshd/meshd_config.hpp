@@ -37,6 +37,7 @@ struct meshd_config {
     static constexpr size_t max_pod_cidrs = 8;
     static constexpr size_t max_advertise_addresses = 8;
     static constexpr size_t max_bootstrap = 16;
+    static constexpr size_t max_revoked = 4096;
 
     std::string node_name;
     std::vector<ip_prefix> pod_cidrs;
@@ -54,6 +55,9 @@ struct meshd_config {
     bool dht_enable = true;
     // Other nodes asked for the cluster's records when relayNodes is empty (their listenPort).
     std::vector<ip_address> dht_bootstrap;
+    // Node IDs (64 lowercase hex digits, as `meshctl peers` shows them) refused everywhere: their
+    // records, messages and relay sessions (a stolen node; see README "Revoking a node"). Live.
+    std::vector<std::string> revoked_nodes;
     bool kubernetes_enable = false;
     std::string kubernetes_api_server;   // https:// URL; empty: in-cluster discovery (later)
     std::string kubernetes_kube_config;  // path; empty: service account (later)

@@ -38,6 +38,15 @@ constexpr auto k_wg_poll = std::chrono::seconds(2);
 constexpr auto k_addr_poll = std::chrono::seconds(15);
 constexpr auto k_config_poll = std::chrono::seconds(2);
 
+// revokedNodes (validated as 64 hex digits by the config parser) as node IDs.
+std::vector<node_id> revoked_ids(const std::vector<std::string>& hex) {
+    std::vector<node_id> out;
+    for (const auto& h : hex) {
+        if (auto id = node_id::from_hex(h)) out.push_back(*id);
+    }
+    return out;
+}
+
 uint64_t unix_ms() {
     return static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::milliseconds>(
                                      std::chrono::system_clock::now().time_since_epoch())
@@ -470,6 +479,13 @@ void daemon::reload_config() {
         core_->set_bootstrap(cfg_.dht_bootstrap, unix_ms());
         after_core();
     }
+    if (change.revoked_nodes) {
+        log::info("revokedNodes changed by config",
+                  {{"count", std::to_string(next->revoked_nodes.size())}});
+        cfg_.revoked_nodes = next->revoked_nodes;
+        core_->set_revoked(revoked_ids(cfg_.revoked_nodes), unix_ms());
+        after_core();
+    }
     auto diff = relay_nodes_diff(cfg_.relay_nodes, next->relay_nodes, cfg_.node_name);
     if (diff.empty()) return;
     for (const auto& r : diff.added) log::info("relay added by config", {{"relay", r.node_name}});
@@ -533,6 +549,7 @@ int daemon::run() {
         cc.relays.push_back(relay_spec{r.node_name, r.advertise_address});
     cc.relay_role = cfg_.self_relay() != nullptr;
     cc.bootstrap = cfg_.dht_bootstrap;
+    cc.revoked = revoked_ids(cfg_.revoked_nodes);
     core_ = std::make_unique<node_core>(
         cc, identity_, sealer_,
         [](std::span<uint8_t> out) { randombytes_buf(out.data(), out.size()); },

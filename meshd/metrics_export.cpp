@@ -60,7 +60,8 @@ std::string metrics_text(const node_snapshot& s) {
          {std::pair{"auth_failed", c.auth_failed}, std::pair{"malformed", c.malformed},
           std::pair{"stale", c.stale}, std::pair{"future", c.future},
           std::pair{"replayed", c.replayed}, std::pair{"not_control", c.not_control},
-          std::pair{"bad_record", c.bad_record}, std::pair{"table_full", c.table_full}}) {
+          std::pair{"bad_record", c.bad_record}, std::pair{"table_full", c.table_full},
+          std::pair{"revoked", c.revoked}}) {
         t.counter("meshwire_control_dropped_total", "Control datagrams dropped, by reason.",
                   {{"reason", why}}, v);
     }

@@ -32,6 +32,7 @@ struct control_counters {
     uint64_t replayed = 0;     // exact repeat, or below the sender's floor
     uint64_t table_full = 0;   // too many live senders
     uint64_t bad_record = 0;   // HELLO whose record does not verify or is not the sender's
+    uint64_t revoked = 0;      // from a node in revokedNodes (counted by node_core)
 };
 
 class control_channel {

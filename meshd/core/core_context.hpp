@@ -7,6 +7,7 @@
 // queued for the daemon), no OS randomness (the caller's RNG).
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 #include <functional>
 #include <span>
@@ -42,6 +43,10 @@ public:
     bool auto_relays() const noexcept { return cfg.relays.empty(); }
     // Not listed, offering ourselves at our own public addresses (no relayNodes configured).
     bool offering() const noexcept { return auto_relays() && !cfg.relay_role; }
+    // Listed in revokedNodes (cfg.revoked is kept sorted).
+    bool revoked(const node_id& id) const noexcept {
+        return std::binary_search(cfg.revoked.begin(), cfg.revoked.end(), id);
+    }
 
     const node_identity& identity() const noexcept { return identity_; }
     const node_id& id() const noexcept { return identity_.id(); }

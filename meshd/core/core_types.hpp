@@ -75,6 +75,8 @@ struct node_core_config {
     // dht.bootstrap: nodes (control port) asked for the cluster's records when no relayNodes
     // are configured; they serve as relays only if their record says so.
     std::vector<ip_address> bootstrap;
+    // revokedNodes, sorted: their records, messages and session requests are refused.
+    std::vector<node_id> revoked;
     size_t max_found_relays = 16;  // relays taken from records (no relayNodes), by node ID
 
     uint64_t ping_interval_ms = 1000;  // relays, paths in use (direct and in-band)

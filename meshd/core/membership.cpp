@@ -60,6 +60,10 @@ bool membership::refresh_self(std::vector<std::pair<node_id, uint16_t>> att, boo
 }
 
 result<put_outcome> membership::accept(const peer_record& rec, learned_via via, uint64_t now) {
+    if (ctx_.revoked(rec.id())) {
+        return error(errc::protocol_error,
+                     "node " + rec.id().short_hex() + " (" + rec.name + ") is in revokedNodes");
+    }
     // Only found relays depend on records; with relayNodes nothing is copied per record.
     auto before = ctx_.auto_relays() ? relay_facts_of(store_.find(rec.id())) : std::nullopt;
     auto put = store_.put(rec, now);
@@ -109,6 +113,16 @@ void membership::on_records(const control_message& m, const records_msg& b, lear
             ctx_.log(0, "record refused", {{"peer", r.name}, {"error", put.err().message}});
         }
     }
+}
+
+size_t membership::drop_revoked() {
+    size_t n = 0;
+    for (const auto& id : ctx_.cfg.revoked) {
+        n += store_.erase(id) ? 1 : 0;
+        registered_.erase(id);
+        learned_.erase(id);
+    }
+    return n;
 }
 
 bool membership::expire(uint64_t now) {

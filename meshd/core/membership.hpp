@@ -61,6 +61,9 @@ public:
         wg_endpoint from;
         uint64_t last_hello_ms = 0;
     };
+    // Removes the records and registrations of the nodes in cfg.revoked; returns how many
+    // records went.
+    size_t drop_revoked();
     const std::map<node_id, registration>& registrations() const noexcept { return registered_; }
 
     const record_store& store() const noexcept { return store_; }

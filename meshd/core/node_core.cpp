@@ -63,6 +63,20 @@ void node_core::set_endpoints(std::vector<wg_endpoint> endpoints, uint64_t now) 
     ctx_.due(now);
 }
 
+void node_core::set_revoked(std::vector<node_id> revoked, uint64_t now) {
+    std::sort(revoked.begin(), revoked.end());
+    revoked.erase(std::unique(revoked.begin(), revoked.end()), revoked.end());
+    if (revoked == ctx_.cfg.revoked) return;
+    ctx_.cfg.revoked = std::move(revoked);
+    // Their records go now (their peers with them, as when a record expires); from here on
+    // nothing of theirs is accepted: not their messages, not their records from a relay.
+    if (size_t n = members_.drop_revoked(); n > 0) {
+        ctx_.log(1, "revoked nodes removed", {{"count", std::to_string(n)}});
+        directory_.note_records_expired();
+    }
+    ctx_.due(now);
+}
+
 void node_core::set_bootstrap(std::vector<ip_address> bootstrap, uint64_t now) {
     if (bootstrap == ctx_.cfg.bootstrap) return;
     ctx_.cfg.bootstrap = std::move(bootstrap);
@@ -199,6 +213,10 @@ uint64_t node_core::on_datagram(std::span<const uint8_t> datagram, const wg_endp
     if (!m) return ctx_.next_deadline();  // counted by the channel; never answered
     wg_endpoint from = normalize_endpoint(from_raw);
     if (m->sender == ctx_.id()) return ctx_.next_deadline();  // our own, looped back
+    if (ctx_.revoked(m->sender)) {
+        ++revoked_drops_;  // never answered; counted (meshwire_control_dropped_total)
+        return ctx_.next_deadline();
+    }
     const bool in_band = session_id != 0;
     std::visit(
         [&](const auto& b) {

@@ -87,6 +87,9 @@ public:
     // Timers. Returns the next deadline (absolute, ms).
     uint64_t tick(uint64_t now_ms);
     // Live configuration changes (relayNodes, our addresses).
+    // revokedNodes (live): their records are dropped now and refused from then on, their
+    // messages ignored, session requests naming them refused (they have no record).
+    void set_revoked(std::vector<node_id> revoked, uint64_t now_ms);
     void set_relays(std::vector<relay_spec> relays, bool relay_role, uint64_t now_ms);
     void set_endpoints(std::vector<wg_endpoint> endpoints, uint64_t now_ms);
     // dht.bootstrap: offered through the discovery entry (id-less endpoints, learned_via
@@ -124,7 +127,11 @@ public:
     std::vector<peer_view> peers() const;
     std::vector<relay_view> relays() const;
     const peer_record& self_record() const noexcept { return members_.self(); }
-    const control_counters& counters() const noexcept { return ctx_.channel().counters(); }
+    control_counters counters() const noexcept {
+        control_counters c = ctx_.channel().counters();
+        c.revoked = revoked_drops_;
+        return c;
+    }
     relay_role_state role() const noexcept { return role_.state(); }
     const std::string& role_reason() const noexcept { return role_.reason(); }
     // Our relay addresses (addr:control port) that another node has dialled back.
@@ -137,6 +144,9 @@ public:
     // PINGs that got no PONG within ping_timeout_ms, by what they probed.
     const probe_loss_counts& probe_losses() const noexcept { return ctx_.probes().losses(); }
     const record_store& store() const noexcept { return members_.store(); }
+    const std::map<node_id, membership::registration>& registrations() const noexcept {
+        return members_.registrations();
+    }
     const node_core_config& config() const noexcept { return ctx_.cfg; }
     const node_id& id() const noexcept { return ctx_.id(); }
     // Resolves a name or a 64-hex node ID to a known peer.
@@ -172,6 +182,7 @@ private:
     uint64_t next_expire_ms_ = 0;
     uint64_t stalls_ = 0;
     uint64_t last_tick_ms_ = 0;
+    uint64_t revoked_drops_ = 0;
 };
 
 }  // namespace mw::meshd

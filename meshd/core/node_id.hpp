@@ -8,7 +8,9 @@
 #include <cstdint>
 #include <cstring>
 #include <functional>
+#include <optional>
 #include <string>
+#include <string_view>
 
 #include "common/wireguard/wg_key.hpp"
 
@@ -32,6 +34,8 @@ public:
     const std::array<uint8_t, size>& bytes() const noexcept { return bytes_; }
     bool is_zero() const noexcept;
     std::string hex() const;
+    // The inverse of hex() (either case); nullopt unless exactly 64 hex digits.
+    static std::optional<node_id> from_hex(std::string_view text);
     // First 12 hex digits: enough to tell nodes apart in logs and meshctl output.
     std::string short_hex() const { return hex().substr(0, 12); }
 

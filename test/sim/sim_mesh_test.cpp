@@ -102,6 +102,54 @@ TEST_CASE("sim: membership through relays, direct within a LAN, relayed across N
     CHECK(net["relay1"].relay_table().drops(meshd::relay_drop::wrong_source) == 0);
 }
 
+TEST_CASE(
+    "sim: revokedNodes — a stolen node loses its records, peers and registrations "
+    "everywhere; the others keep their paths") {
+    std_mesh m(41);
+    auto& net = m.net;
+    REQUIRE(net.run_until(
+        [&] {
+            return m.all_know_all() && is_direct(net, "lan1a", "lan1b") &&
+                   m.relayed_live("lan1a", "lan2a") && m.relayed_live("lan1b", "lan2b");
+        },
+        10000));
+    const meshd::node_id thief = net["lan2b"].core->id();
+    // relay2's config is not updated (yet): it keeps the thief's record and passes it on in its
+    // RECORDS, which the others must refuse.
+    for (auto& h : net.hosts()) {
+        if (h->name != "lan2b" && h->name != "relay2") h->core->set_revoked({thief}, net.now());
+    }
+    net.run_for(3000);
+    REQUIRE(net["relay2"].core->store().find(thief));
+    for (auto& h : net.hosts()) {
+        if (h->name == "lan2b" || h->name == "relay2") continue;
+        INFO(h->name);
+        CHECK_FALSE(h->core->store().find(thief));
+        CHECK_FALSE(net.peer(h->name, "lan2b"));
+        // It keeps talking (its own config does not revoke it) to those it reaches without a
+        // relay session (the relays, its LAN neighbour): every message is refused.
+        if (h->name != "lan1a" && h->name != "lan1b") CHECK(h->core->counters().revoked > 0);
+    }
+    CHECK(net["relay1"].core->registrations().count(thief) == 0);
+    // Nothing of it comes back over a minute of its HELLOs and relay2's RECORDS.
+    net.run_for(60000);
+    for (auto& h : net.hosts()) {
+        if (h->name == "lan2b" || h->name == "relay2") continue;
+        INFO(h->name);
+        CHECK_FALSE(h->core->store().find(thief));
+        CHECK_FALSE(net.peer(h->name, "lan2b"));
+    }
+    // The others keep their paths.
+    CHECK(is_direct(net, "lan1a", "lan1b"));
+    CHECK(m.relayed_live("lan1a", "lan2a"));
+    CHECK(m.relayed_live("lan1b", "lan2a"));
+    // Taking it off the list lets it back in (it registers again with its next HELLO).
+    for (auto& h : net.hosts()) {
+        if (h->name != "lan2b" && h->name != "relay2") h->core->set_revoked({}, net.now());
+    }
+    REQUIRE(net.run_until([&] { return m.all_know_all(); }, 15000));
+}
+
 TEST_CASE("sim: a node with the wrong PSK gets no answer and cannot register") {
     std_mesh m(7, false);
     auto& net = m.net;

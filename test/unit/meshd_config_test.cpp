@@ -147,7 +147,10 @@ TEST_CASE("meshd config: print_yaml is the effective config and parses back to t
     ss << in.rdbuf();
     for (const std::string& text :
          {ss.str(), minimal(), minimal("mtu: 1400\nkubernetes: {apiServer: 'https://k:6443'}\n"),
-          minimal("dht: {bootstrap: [203.0.113.11, 'fd00::1']}\n")}) {
+          minimal("dht: {bootstrap: [203.0.113.11, 'fd00::1']}\n"),
+          minimal(
+              "revokedNodes: ['aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa', "
+              "'0123456789ABCDEF0123456789ABCDEF0123456789ABCDEF0123456789ABCDEF']\n")}) {
         auto c = ok(text);
         std::string printed = print_yaml(c);
         auto again = ok(printed);
@@ -155,7 +158,14 @@ TEST_CASE("meshd config: print_yaml is the effective config and parses back to t
         CHECK(again.relay_nodes == c.relay_nodes);
         CHECK(again.pod_cidrs == c.pod_cidrs);
         CHECK(again.dht_bootstrap == c.dht_bootstrap);
+        CHECK(again.revoked_nodes == c.revoked_nodes);
     }
+    // Node IDs are kept lowercase, as meshctl shows them.
+    CHECK(ok(minimal("revokedNodes: "
+                     "['0123456789ABCDEF0123456789ABCDEF0123456789ABCDEF0123456789ABCDEF']\n"))
+              .revoked_nodes ==
+          std::vector<std::string>{
+              "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"});
     CHECK(print_yaml(ok(minimal())).find("socket: \"/run/meshwire/meshd.sock\"") !=
           std::string::npos);
 }
@@ -319,6 +329,25 @@ TEST_CASE("meshd config: invalid values, one message each") {
     CHECK_ERR(minimal("metrics: {listen: '1.2.3.4'}\n"), "is not IP:PORT");
     CHECK_ERR(minimal("metrics: {listen: '1.2.3.4:0'}\n"), "is not IP:PORT");
     CHECK_ERR(minimal("metrics: {listen: '::1:9464'}\n"), "is not IP:PORT");
+    CHECK_ERR(
+        minimal("revokedNodes: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\n"),
+        "revokedNodes: ");
+    CHECK_ERR(minimal("revokedNodes: [lan1a]\n"),
+              "revokedNodes[0]: \"lan1a\" is not a node ID: want the 64 hex digits");
+    CHECK_ERR(
+        minimal(
+            "revokedNodes: ['aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa']\n"),
+        "is not a node ID");
+    CHECK_ERR(
+        minimal(
+            "revokedNodes: ['aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaag']\n"),
+        "is not a node ID");
+    CHECK_ERR(
+        minimal(
+            "revokedNodes: ['aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa', "
+            "'AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA']\n"),
+        "revokedNodes[1]: \"AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA\" is "
+        "listed twice");
     CHECK_ERR(minimal("logLevel: verbose\n"),
               "logLevel: \"verbose\" is not one of debug, info, warn, error");
 }

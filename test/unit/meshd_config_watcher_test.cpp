@@ -90,12 +90,18 @@ TEST_CASE("config watcher: every restart-only field is named, including mdns, dh
     CHECK(ch.restart_only == std::vector<std::string>{"runDir", "socket"});
 }
 
-TEST_CASE("config watcher: relayNodes, dht.bootstrap and logLevel are live, nothing else") {
-    auto ch = compare_configs(parse(base), parse("nodeName: a\npodCIDRs: [10.244.1.0/24]\n"
-                                                 "psk: {path: /etc/meshwire/psk}\n"
-                                                 "relayNodes: []\n"
-                                                 "dht: {bootstrap: [198.51.100.7]}\n"
-                                                 "logLevel: debug\n"));
+TEST_CASE(
+    "config watcher: relayNodes, dht.bootstrap, logLevel, revokedNodes are live, nothing else") {
+    auto ch = compare_configs(
+        parse(base),
+        parse("nodeName: a\npodCIDRs: [10.244.1.0/24]\n"
+              "psk: {path: /etc/meshwire/psk}\n"
+              "relayNodes: []\n"
+              "dht: {bootstrap: [198.51.100.7]}\n"
+              "logLevel: debug\n"
+              "revokedNodes: "
+              "['aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa']\n"));
+    CHECK(ch.revoked_nodes);
     CHECK(ch.relay_nodes);
     CHECK(ch.dht_bootstrap);
     CHECK(ch.log_level);

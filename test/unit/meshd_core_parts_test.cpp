@@ -2,6 +2,7 @@
 // learned_via names, and the discovery entry of node_core (records and endpoints from a source
 // become peers, path candidates and rendezvous points; withdrawn ones stop being probed).
 #include <doctest/doctest.h>
+#include <cctype>
 
 #include <algorithm>
 #include <string>
@@ -299,4 +300,16 @@ TEST_CASE("windowed_min: the minimum of the window; spikes do not count, old min
     m.reset();
     CHECK(m.empty());
     CHECK(m.get() == 0);
+}
+
+TEST_CASE("node_id: from_hex is the inverse of hex(), either case; anything else is refused") {
+    node_id id = id_of(7);
+    CHECK(node_id::from_hex(id.hex()) == id);
+    std::string up = id.hex();
+    for (auto& c : up) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
+    CHECK(node_id::from_hex(up) == id);
+    CHECK_FALSE(node_id::from_hex(id.hex().substr(1)));
+    CHECK_FALSE(node_id::from_hex(id.hex() + "0"));
+    CHECK_FALSE(node_id::from_hex(std::string(63, '0') + "x"));
+    CHECK_FALSE(node_id::from_hex(""));
 }
