@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdio>
 
 namespace mw::meshd {
 
@@ -27,6 +28,31 @@ status make_directories(const std::string& path, mode_t final_mode) {
     if (::stat(path.c_str(), &st) != 0) return error::from_errno(errno, "stat " + path);
     if (!S_ISDIR(st.st_mode))
         return error(errc::invalid_argument, path + " exists and is not a directory");
+    return {};
+}
+
+status check_private_directory(const std::string& path, const std::string& what) {
+    struct stat st {};
+    if (::stat(path.c_str(), &st) != 0) {
+        if (errno == ENOENT) return error(errc::not_found, what + " " + path + " does not exist");
+        return error::from_errno(errno, what + " " + path);
+    }
+    if (!S_ISDIR(st.st_mode))
+        return error(errc::invalid_argument, what + " " + path + " is not a directory");
+    if (st.st_uid != ::geteuid()) {
+        return error(errc::invalid_argument,
+                     what + " " + path + " is owned by uid " + std::to_string(st.st_uid) +
+                         ", not by meshd's uid " + std::to_string(::geteuid()) +
+                         "; it holds this node's private key: check who else had it, then chown "
+                         "it (and what is inside) to meshd's user");
+    }
+    if (st.st_mode & 077) {
+        char mode[8];
+        std::snprintf(mode, sizeof mode, "%04o", st.st_mode & 07777);
+        return error(errc::invalid_argument,
+                     what + " " + path + " is accessible by group or others (mode " + mode +
+                         "); it holds this node's private key: chmod 700 " + path);
+    }
     return {};
 }
 

@@ -13,6 +13,13 @@ namespace mw::meshd {
 // is the operator's choice, and the secrets inside carry their own 0600.
 status make_directories(const std::string& path, mode_t final_mode);
 
+// A directory that holds secrets (the state dir): it must exist, be a directory (a symbolic link
+// to one is followed: the operator may keep state on another disk), be owned by this process's
+// effective uid and not be accessible by group or others. `what` names it in the error (e.g.
+// "stateDir"); errc::not_found when it does not exist. Checked, not repaired: a wider mode or
+// another owner means someone else could have read or replaced what is inside.
+status check_private_directory(const std::string& path, const std::string& what);
+
 // fsync of a directory, so that a rename or link into it survives a crash.
 status sync_directory(const std::string& dir);
 

@@ -37,6 +37,10 @@ status write_all(int fd, const uint8_t* p, size_t n, const std::string& path) {
 
 result<stored_identity> identity_store::load() const {
     const std::string p = path();
+    if (auto d = check_private_directory(state_dir_, "stateDir"); !d) {
+        if (d.err().is(errc::not_found)) return error(errc::not_found, "no node identity at " + p);
+        return std::move(d).err();
+    }
     unique_fd fd(::open(p.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW));
     if (!fd.valid()) {
         if (errno == ENOENT) return error(errc::not_found, "no node identity at " + p);
@@ -50,6 +54,13 @@ result<stored_identity> identity_store::load() const {
     if (::fstat(fd.get(), &st) != 0) return error::from_errno(errno, "stat " + p);
     if (!S_ISREG(st.st_mode)) {
         return error(errc::invalid_argument, "node identity " + p + " is not a regular file");
+    }
+    if (st.st_uid != ::geteuid()) {
+        return error(errc::invalid_argument,
+                     "node identity " + p + " is owned by uid " + std::to_string(st.st_uid) +
+                         ", not by meshd's uid " + std::to_string(::geteuid()) +
+                         "; the seed is this node's private key: check who wrote it, then chown "
+                         "it, or delete it to get a new node ID");
     }
     if (st.st_mode & 077) {
         return error(errc::invalid_argument,
@@ -81,18 +92,30 @@ result<stored_identity> identity_store::load_or_create() const {
     auto loaded = load();
     if (loaded || !loaded.err().is(errc::not_found)) return loaded;
 
+    // A new state dir is created 0700; an existing one must already be private (load() checked
+    // it when it existed).
     MW_TRY_STATUS(make_directories(state_dir_, 0700));
+    MW_TRY_STATUS(check_private_directory(state_dir_, "stateDir"));
     // randombytes needs sodium_init; a failure there means no trustworthy randomness, so no key.
     if (sodium_init() < 0)
         return error(errc::io_error, "libsodium failed to initialise; cannot draw a seed");
 
     const std::string p = path();
-    const std::string tmp = p + ".tmp." + std::to_string(::getpid());
+    // A random name, created exclusively: an existing file or link of that name (left by a crash,
+    // or planted) is never reused or followed, so nobody else can hold it open or read the seed.
+    uint8_t tag[8];
+    randombytes_buf(tag, sizeof tag);
+    std::string tmp = p + ".tmp.";
+    for (uint8_t b : tag) {
+        static constexpr char hex[] = "0123456789abcdef";
+        tmp += hex[b >> 4];
+        tmp += hex[b & 15];
+    }
     seed_guard g;
     randombytes_buf(g.seed.data(), g.seed.size());
     {
         unique_fd fd(
-            ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600));
+            ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600));
         if (!fd.valid()) return error::from_errno(errno, "creating " + tmp);
         // The umask can only narrow 0600; fchmod makes the mode exact regardless.
         if (::fchmod(fd.get(), 0600) != 0) {

@@ -3,9 +3,13 @@
 // meshd/core/node_identity.hpp). Created once from the OS CSPRNG, mode 0600; afterwards only read,
 // so the node ID and WireGuard public key survive restarts and reinstalls of the binary.
 //
-// Refuses (rather than repairs) a seed file of the wrong size or one that group or others can
-// access: both mean something other than meshd touched it, and silently replacing an identity
-// would change the node ID under the whole cluster. The seed never appears in a log or message.
+// Refuses (rather than repairs) a seed file of the wrong size, one that group or others can
+// access or another user owns, and a stateDir that group or others can access or another user
+// owns (check_private_directory): all mean something other than meshd could have read or
+// replaced the key, and silently replacing an identity would change the node ID under the whole
+// cluster. The seed is written to a temp file of a random name created with O_EXCL|O_NOFOLLOW
+// (never a file someone planted), 0600, fsynced, linked into place, the directory fsynced. The
+// seed never appears in a log or message.
 #pragma once
 
 #include <string>

@@ -73,9 +73,12 @@ CONFIGURATION (YAML; unknown fields are errors; an annotated example is conf/mes
     interface           WireGuard interface name (default meshwire0)
     wireguard.backend   auto | kernel | userspace (default auto: kernel if the module exists)
     wireguard.listenPort  WireGuard UDP port (default 51820)
-    listenPort          Control protocol and relay UDP port (default 51821)
-    psk.path            Required. File holding the cluster pre-shared key: at least 16 bytes
-                        (trailing newlines ignored), not accessible by others (chmod 600)
+    listenPort          Control protocol and relay UDP port (default 51821); the same on
+                        every node (record addresses at other ports are never sent to)
+    psk.path            Required. File holding the cluster pre-shared key, not accessible by
+                        others (chmod 600); its bytes are the key (trailing newlines ignored):
+                        at least 32, text at least 44 characters, not a repeated pattern.
+                        Generate: head -c 32 /dev/urandom | base64 > FILE
     relayNodes          Relays: [{nodeName: NAME, advertiseAddress: [IP, ...]}]; the node whose
                         name is listed runs the relay service
     stateDir            Persistent state, holds the node identity (default /var/lib/meshwire)

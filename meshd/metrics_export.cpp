@@ -38,6 +38,13 @@ std::string metrics_text(const node_snapshot& s) {
         t.counter("meshwire_probe_losses_total", "PINGs without an answer, by what they probed.",
                   {{"probe", kind}}, v);
     }
+    for (size_t i = 1; i < endpoint_refusal_count; ++i) {
+        t.counter("meshwire_endpoints_refused_total",
+                  "Endpoints from records, offers or requests not sent to (not a unicast address "
+                  "at the cluster's port), and datagrams dropped for a destination's send budget.",
+                  {{"reason", to_string(static_cast<endpoint_refusal>(i))}},
+                  s.endpoint_refusals[i]);
+    }
     t.gauge("meshwire_relay_role", "This node's relay role (1 for the current state).",
             {{"state", to_string(s.role)}, {"reason", s.role_reason}}, 1);
     if (s.service) {

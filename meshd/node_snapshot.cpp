@@ -70,6 +70,7 @@ node_snapshot take_snapshot(const snapshot_sources& s) {
     n.relay_failovers = core.relay_failovers();
     n.stalls = core.stalls();
     n.probe_losses = core.probe_losses();
+    n.endpoint_refusals = core.endpoint_refusals();
     n.records = core.store().size();
     return n;
 }

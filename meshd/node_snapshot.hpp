@@ -63,6 +63,7 @@ struct node_snapshot {
     control_counters control;
     uint64_t relay_selections = 0, relay_failovers = 0, stalls = 0;
     node_core::probe_loss_counts probe_losses;
+    endpoint_refusal_counts endpoint_refusals{};
     size_t records = 0;
 };
 

@@ -5,6 +5,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <array>
 #include <cerrno>
 #include <cstdio>
 
@@ -15,6 +16,41 @@ namespace mw::meshd {
 
 psk_file::~psk_file() {
     if (!bytes_.empty()) sodium_memzero(bytes_.data(), bytes_.size());
+}
+
+std::string psk_file::check_strength(std::span<const uint8_t> key) {
+    const size_t n = key.size();
+    if (n < min_bytes) {
+        return "it has " + std::to_string(n) + " bytes; at least " + std::to_string(min_bytes) +
+               " are required";
+    }
+    bool text = true;
+    std::array<bool, 256> seen{};
+    size_t distinct = 0;
+    for (uint8_t b : key) {
+        if (b < 0x20 || b > 0x7e) text = false;
+        if (!seen[b]) {
+            seen[b] = true;
+            ++distinct;
+        }
+    }
+    if (text && n < min_text_chars) {
+        return "it is text of " + std::to_string(n) + " characters; a text key needs at least " +
+               std::to_string(min_text_chars) + " (the generator below gives 44)";
+    }
+    if (distinct < min_distinct) {
+        return "it uses only " + std::to_string(distinct) + " distinct byte values (at least " +
+               std::to_string(min_distinct) + " are required)";
+    }
+    // The smallest period p (key[i] == key[i + p] for all i); p <= n / 2 means a pattern repeated.
+    for (size_t p = 1; p <= n / 2; ++p) {
+        bool periodic = true;
+        for (size_t i = 0; i + p < n && periodic; ++i) periodic = key[i] == key[i + p];
+        if (periodic) {
+            return "it repeats a pattern of " + std::to_string(p) + " bytes";
+        }
+    }
+    return {};
 }
 
 result<psk_file> psk_file::read(const std::string& path) {
@@ -66,11 +102,13 @@ result<psk_file> psk_file::read(const std::string& path) {
     }
     sodium_memzero(f.bytes_.data() + got, f.bytes_.size() - got);
     f.bytes_.resize(got);
-    if (got < psk_sealer::min_psk_size) {
+    static_assert(min_bytes >= psk_sealer::min_psk_size);
+    if (auto weak = check_strength(f.bytes_); !weak.empty()) {
         return error(errc::invalid_argument,
-                     "psk.path: the PSK in " + path + " has " + std::to_string(got) +
-                         " bytes; at least " + std::to_string(psk_sealer::min_psk_size) +
-                         " are required (generate one with: head -c 32 /dev/urandom | base64)");
+                     "psk.path: the PSK in " + path + " is too weak: " + weak +
+                         "; anyone with one captured packet can test guesses offline. Generate "
+                         "one with: head -c 32 /dev/urandom | base64 > " +
+                         path + " && chmod 600 " + path + " (then roll it out to every node)");
     }
     if (st.st_mode & S_IRGRP) {
         f.warning_ =

@@ -35,6 +35,7 @@ void core_context::send(message_body body, const wg_endpoint& to, uint64_t sessi
 }
 
 void core_context::send_fresh(message_body body, const wg_endpoint& to, uint64_t now) {
+    if (!budget_allows(to, now)) return;
     aead_nonce nonce;
     rng_(nonce);
     auto d = ch_.send(std::move(body), nonce, now);
@@ -46,9 +47,36 @@ void core_context::send_fresh(message_body body, const wg_endpoint& to, uint64_t
 
 uint64_t core_context::send_ping(const wg_endpoint& to, uint64_t session_id, probe p,
                                  uint64_t now) {
+    if (session_id == 0 && !budget_allows(to, now)) return 0;
     uint64_t seq = probes_.add(p, now);
     send(ping_msg{seq}, to, session_id, now);
     return seq;
+}
+
+bool core_context::endpoint_allowed(const wg_endpoint& ep, const char* what) {
+    auto why = endpoint_filter::check(normalize_endpoint(ep), cfg.control_port);
+    if (why == endpoint_refusal::none) return true;
+    refuse(why, ep, what);
+    return false;
+}
+
+bool core_context::budget_allows(const wg_endpoint& to, uint64_t now) {
+    if (budget_.take(normalize_endpoint(to).address, now)) return true;
+    refuse(endpoint_refusal::budget, to, "send budget");
+    return false;
+}
+
+void core_context::refuse(endpoint_refusal why, const wg_endpoint& ep, const char* what) {
+    // Logged once per reason: a PSK holder can make these as often as it likes.
+    if (refusals_[static_cast<size_t>(why)]++ == 0) {
+        log(2,
+            why == endpoint_refusal::budget
+                ? "datagrams to an address over its send budget dropped (logged once; see "
+                  "meshwire_endpoints_refused_total)"
+                : "endpoint refused: not a unicast address at the cluster's port (logged once "
+                  "per reason; see meshwire_endpoints_refused_total)",
+            {{"reason", to_string(why)}, {"endpoint", ep.str()}, {"from", what}});
+    }
 }
 
 void core_context::log(int level, std::string msg, log_fields f) {

@@ -18,8 +18,10 @@
 #include "common/wireguard/wg_endpoint.hpp"
 #include "meshd/core/control_channel.hpp"
 #include "meshd/core/core_types.hpp"
+#include "meshd/core/endpoint_filter.hpp"
 #include "meshd/core/node_identity.hpp"
 #include "meshd/core/probe_tracker.hpp"
+#include "meshd/core/send_budget.hpp"
 
 namespace mw::meshd {
 
@@ -59,8 +61,15 @@ public:
     void send(message_body body, const wg_endpoint& to, uint64_t session_id, uint64_t now);
     // The same from a fresh ephemeral port (dial-back probes); dropped silently if unsealable.
     void send_fresh(message_body body, const wg_endpoint& to, uint64_t now);
-    // Records the probe and sends its PING; returns the sequence number.
+    // Records the probe and sends its PING; returns the sequence number (0: not sent, the
+    // destination's send budget is spent). Out-of-band PINGs and send_fresh() take a token of
+    // the destination address's send_budget (send_budget.hpp).
     uint64_t send_ping(const wg_endpoint& to, uint64_t session_id, probe p, uint64_t now);
+    // An endpoint taken from a record, an offer or a request (endpoint_filter.hpp): whether it
+    // may be sent to at all. A refusal is counted and logged once per reason; `what` says where
+    // the endpoint came from (for that log line).
+    bool endpoint_allowed(const wg_endpoint& ep, const char* what);
+    const endpoint_refusal_counts& endpoint_refusals() const noexcept { return refusals_; }
     void log(int level, std::string msg, log_fields f = {});
     uint64_t random_u64();
 
@@ -93,6 +102,10 @@ private:
     std::vector<outgoing_datagram> out_;
     std::vector<core_log_event> log_;
     uint64_t next_deadline_ = UINT64_MAX;
+    send_budget budget_;
+    endpoint_refusal_counts refusals_{};
+    void refuse(endpoint_refusal why, const wg_endpoint& ep, const char* what);
+    bool budget_allows(const wg_endpoint& to, uint64_t now);
 };
 
 }  // namespace mw::meshd

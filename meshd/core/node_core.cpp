@@ -98,8 +98,9 @@ result<put_outcome> node_core::offer_record(const peer_record& rec, learned_via 
 void node_core::offer_endpoint(const std::optional<node_id>& id, const wg_endpoint& ep,
                                learned_via via, uint64_t now) {
     if (id) {
-        paths_.add_candidate(*id, ep, via, now);
+        paths_.add_candidate(*id, ep, via, now);  // filtered there (endpoint_filter.hpp)
     } else {
+        if (!ctx_.endpoint_allowed(ep, to_string(via))) return;
         directory_.offer_rendezvous(ep, via);
         ctx_.due(now);
     }

@@ -143,6 +143,11 @@ public:
     uint64_t relay_selections() const noexcept { return election_.selections(); }
     // PINGs that got no PONG within ping_timeout_ms, by what they probed.
     const probe_loss_counts& probe_losses() const noexcept { return ctx_.probes().losses(); }
+    // Endpoints from records, offers and requests we refused to send to, and datagrams dropped
+    // for a destination's send budget, by reason (endpoint_filter.hpp, send_budget.hpp).
+    const endpoint_refusal_counts& endpoint_refusals() const noexcept {
+        return ctx_.endpoint_refusals();
+    }
     const record_store& store() const noexcept { return members_.store(); }
     const std::map<node_id, membership::registration>& registrations() const noexcept {
         return members_.registrations();

@@ -13,6 +13,9 @@ void peer_paths::take_candidates(const node_id& id, peer_entry& p, const peer_re
     // addresses that stay.
     std::vector<candidate> cands;
     auto add = [&](const wg_endpoint& e) {
+        // Any PSK holder signs what it likes: a record's addresses are probed only if they are
+        // unicast addresses at the cluster's port (endpoint_filter.hpp).
+        if (!ctx_.endpoint_allowed(e, "record")) return;
         candidate c{normalize_endpoint(e)};
         for (const auto& o : p.candidates) {
             if (o.ep == c.ep) c = o;
@@ -35,6 +38,7 @@ void peer_paths::take_candidates(const node_id& id, peer_entry& p, const peer_re
 void peer_paths::add_candidate(const node_id& id, const wg_endpoint& ep, learned_via via,
                                uint64_t now) {
     if (id == ctx_.id()) return;
+    if (!ctx_.endpoint_allowed(ep, to_string(via))) return;
     auto it = offered_.find(id);
     if (it == offered_.end()) {
         // Bounded like the store: one entry per node the store could hold.

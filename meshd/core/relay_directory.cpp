@@ -151,7 +151,10 @@ void relay_directory::add_found(std::vector<relay_entry>& next, uint64_t now,
         if (rec.relay_serving()) {
             for (const auto& e : rec.endpoints) {
                 wg_endpoint n = normalize_endpoint(e);
-                if (!e.address.is_private() && e.port == ctx_.cfg.control_port &&
+                // endpoint_filter's rules without counting (peer_paths counts this record's
+                // refusals once per version; this runs on every rebuild of the relay list).
+                if (!e.address.is_private() &&
+                    endpoint_filter::check(n, ctx_.cfg.control_port) == endpoint_refusal::none &&
                     !used_by_other(next, n, b))
                     eps.push_back(n);
             }

@@ -203,14 +203,16 @@ void relay_role::tick(const helper_source& helper_fn, uint64_t now) {
 
 void relay_role::on_dialback_request(const control_message& m, const dialback_request_msg& b,
                                      uint64_t now) {
-    // Probes go only to the cluster's control port (no reflection to arbitrary services), and at
-    // a bounded rate.
-    if (b.target.port != ctx_.cfg.control_port) return;
+    // Probes go only to a unicast address at the cluster's control port (no reflection to
+    // arbitrary services; endpoint_filter.hpp), at a bounded rate overall and per target address
+    // (target_budget_, and send_fresh's send_budget): a requester cannot aim us at a victim.
+    if (!ctx_.endpoint_allowed(b.target, "dialback_request")) return;
     if (now >= probe_window_ms_ + 1000) {
         probe_window_ms_ = now;
         probes_in_window_ = 0;
     }
     if (++probes_in_window_ > ctx_.cfg.dialback_probes_per_s) return;
+    if (!target_budget_.take(normalize_endpoint(b.target).address, now)) return;
     ctx_.send_fresh(dialback_probe_msg{b.nonce}, normalize_endpoint(b.target), now);
     ctx_.log(0, "dial-back probe sent",
              {{"peer", ctx_.name_of(m.sender)}, {"endpoint", b.target.str()}});

@@ -81,6 +81,10 @@ private:
     std::map<uint64_t, size_t> dialback_nonces_;  // nonce -> index into self_addrs_
     std::vector<std::string> dialback_asked_;     // helpers asked so far (names)
     uint64_t probe_window_ms_ = 0, probes_in_window_ = 0;
+    // Per target address: an honest requester asks each helper about each of its addresses
+    // once per dialback_interval (1 s), so 2/s (burst 4) never delays it, while one requester
+    // can no longer spend the whole dialback_probes_per_s on one victim.
+    send_budget target_budget_{2, 4};
 };
 
 }  // namespace mw::meshd

@@ -7,12 +7,14 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <boost/asio/local/stream_protocol.hpp>
 #include <boost/asio/post.hpp>
 #include <boost/asio/read_until.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/write.hpp>
+#include <cstdio>
 #include <cstring>
 #include <exception>
 #include <unordered_map>
@@ -213,6 +215,28 @@ status make_parent_dirs(const std::string& path) {
     return {};
 }
 
+// The socket's directory decides who can replace the socket (and so who answers meshctl).
+status check_socket_directory(const std::string& path) {
+    const std::string dir = path.substr(0, std::max<std::size_t>(path.rfind('/'), 1));
+    struct stat st {};
+    if (::stat(dir.c_str(), &st) != 0) return error::from_errno(errno, "control socket dir " + dir);
+    if (st.st_uid != ::geteuid() && st.st_uid != 0) {
+        return error(errc::invalid_argument,
+                     "control socket directory " + dir + " is owned by uid " +
+                         std::to_string(st.st_uid) +
+                         "; that user could replace the socket: use a directory owned by meshd's "
+                         "user or root (the `socket` setting)");
+    }
+    if ((st.st_mode & (S_IWGRP | S_IWOTH)) && !(st.st_mode & S_ISVTX)) {
+        char mode[8];
+        std::snprintf(mode, sizeof mode, "%04o", st.st_mode & 07777);
+        return error(errc::invalid_argument,
+                     "control socket directory " + dir + " is writable by group or others (mode " +
+                         mode + "); they could replace the socket: chmod go-w " + dir);
+    }
+    return {};
+}
+
 // Whether some process accepts on the unix socket at `path` right now.
 bool socket_is_live(const std::string& path) {
     unique_fd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
@@ -250,6 +274,28 @@ status clear_stale_socket(const std::string& path) {
 }
 
 }  // namespace
+
+result<unique_fd> bind_unix_socket(const std::string& path, mode_t mode) {
+    sockaddr_un addr{};
+    if (path.empty() || path.size() >= sizeof addr.sun_path)
+        return error(errc::invalid_argument, "unix socket path " + path + " is empty or too long");
+    unique_fd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+    if (!fd.valid()) return error::from_errno(errno, "creating control socket");
+    // Linux gives the bound file the socket inode's mode minus the umask; the umask is
+    // process-wide (other threads run), so it is not changed here.
+    if (::fchmod(fd.get(), mode) != 0) return error::from_errno(errno, "fchmod control socket");
+    addr.sun_family = AF_UNIX;
+    std::memcpy(addr.sun_path, path.c_str(), path.size() + 1);
+    if (::bind(fd.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0)
+        return error::from_errno(errno, "binding control socket " + path);
+    // The umask may have narrowed it; make it exact (it can only widen to `mode`).
+    if (::chmod(path.c_str(), mode) != 0) {
+        int e = errno;
+        ::unlink(path.c_str());
+        return error::from_errno(e, "chmod control socket " + path);
+    }
+    return fd;
+}
 
 void control_server::state::accept_next() {
     if (stopped) return;
@@ -304,25 +350,31 @@ result<std::unique_ptr<control_server>> control_server::start(asio::io_context& 
         return error(errc::invalid_argument, "control socket limits out of range");
 
     MW_TRY_STATUS(make_parent_dirs(path));
+    MW_TRY_STATUS(check_socket_directory(path));
     MW_TRY_STATUS(clear_stale_socket(path));
 
     auto s = std::make_shared<state>(io, path, std::move(h), lim);
-    boost::system::error_code ec;
-    s->acceptor.open(stream(), ec);
-    if (!ec) s->acceptor.bind(stream::endpoint(path), ec);
-    if (ec)
-        return error(std::error_code(ec.value(), std::system_category()),
-                     "binding control socket " + path + ": " + ec.message());
-    // From here on the file is ours; the server's destructor removes it on every error path.
-    std::unique_ptr<control_server> server(new control_server(s));
+    auto bound = bind_unix_socket(path, socket_mode);
+    if (!bound) return std::move(bound).err();
     struct stat st {};
-    if (::stat(path.c_str(), &st) != 0) return error::from_errno(errno, "control socket " + path);
+    if (::stat(path.c_str(), &st) != 0) {
+        int e = errno;
+        ::unlink(path.c_str());
+        return error::from_errno(e, "control socket " + path);
+    }
     s->dev = st.st_dev;
     s->ino = st.st_ino;
-    // Between bind and chmod the socket has umask permissions; connecting needs write
-    // permission, which a usual umask (022) does not give group or others.
-    if (::chmod(path.c_str(), 0660) != 0)
-        return error::from_errno(errno, "chmod 0660 control socket " + path);
+    boost::system::error_code ec;
+    const int raw = bound->release();
+    s->acceptor.assign(stream(), raw, ec);
+    if (ec) {
+        ::close(raw);
+        ::unlink(path.c_str());
+        return error(std::error_code(ec.value(), std::system_category()),
+                     "control socket " + path + ": " + ec.message());
+    }
+    // From here on the file is ours; the server's destructor removes it on every error path.
+    std::unique_ptr<control_server> server(new control_server(s));
     s->acceptor.listen(asio::socket_base::max_listen_connections, ec);
     if (ec)
         return error(std::error_code(ec.value(), std::system_category()),

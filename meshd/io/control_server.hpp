@@ -5,6 +5,7 @@
 // the commands.
 #pragma once
 
+#include <sys/types.h>
 #include <boost/asio/io_context.hpp>
 #include <chrono>
 #include <cstddef>
@@ -14,8 +15,15 @@
 #include <string>
 
 #include "common/result.hpp"
+#include "common/unique_fd.hpp"
 
 namespace mw::meshd {
+
+// A unix stream socket bound at `path` whose file has exactly `mode` from the moment it exists:
+// the mode is set on the socket before bind() (Linux creates the file with the socket inode's
+// mode, narrowed by the umask), then set again exactly. Not listening yet. (Before: bind() with
+// the umask's mode, chmod after: with a umask of 0 the file was 0777 until the chmod.)
+result<unique_fd> bind_unix_socket(const std::string& path, mode_t mode);
 
 class control_server {
 public:
@@ -40,9 +48,15 @@ public:
         std::size_t max_clients = 64;
     };
 
-    // Creates the parent directory if missing (mode 0755), replaces a stale socket file (refuses a
-    // path that is not a socket, or a socket some process still accepts on), binds, sets mode
-    // 0660 and starts accepting on `io`.
+    // The socket file's mode: owner and group (meshctl runs as root or as a member of meshd's
+    // group); never others, not even for an instant (see bind_unix_socket).
+    static constexpr mode_t socket_mode = 0660;
+
+    // Creates the parent directory if missing (mode 0755) and refuses one that another user owns
+    // (other than root) or that group or others may write without the sticky bit (they could
+    // replace the socket with their own and answer meshctl); replaces a stale socket file
+    // (refuses a path that is not a socket, or a socket some process still accepts on), binds
+    // with mode socket_mode and starts accepting on `io`.
     static result<std::unique_ptr<control_server>> start(boost::asio::io_context& io,
                                                          const std::string& path, handler h);
     static result<std::unique_ptr<control_server>> start(boost::asio::io_context& io,

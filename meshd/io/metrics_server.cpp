@@ -247,8 +247,13 @@ struct metrics_server::state : std::enable_shared_from_this<metrics_server::stat
     wg_endpoint local;
     bool stopped = false;
     std::unordered_map<connection*, std::weak_ptr<connection>> conns;
+    uint64_t accepted = 0;  // numbers connections in accept order (the oldest goes first)
+    uint64_t evicted = 0;
 
     void accept_next();
+    // At max_clients: closes the oldest connection that is not being answered (still sending
+    // its head, or done and draining); false when every one is being answered.
+    bool evict_oldest_idle();
 };
 
 namespace {
@@ -257,7 +262,11 @@ namespace {
 class connection : public std::enable_shared_from_this<connection> {
 public:
     connection(std::shared_ptr<metrics_server::state> s, tcp::socket sock)
-        : s_(std::move(s)), sock_(std::move(sock)), timer_(s_->io) {}
+        : s_(std::move(s)), sock_(std::move(sock)), timer_(s_->io), serial_(++s_->accepted) {}
+
+    uint64_t serial() const noexcept { return serial_; }
+    // Not in the middle of writing a response: waiting for (the rest of) its head, or draining.
+    bool idle() const noexcept { return !closed_ && !writing_; }
 
     ~connection() { s_->conns.erase(this); }
 
@@ -352,6 +361,7 @@ private:
     // Writes the response, half-closes, reads and discards what the client still sends until
     // it closes (or the timeout), then closes.
     void respond(std::string response) {
+        writing_ = true;
         out_ = std::move(response);
         in_.clear();
         in_.shrink_to_fit();
@@ -360,6 +370,7 @@ private:
         asio::async_write(sock_, asio::buffer(out_),
                           [self](const boost::system::error_code& ec, std::size_t) {
                               if (self->closed_) return;
+                              self->writing_ = false;
                               if (ec) {
                                   log::debug("metrics client went away before its response",
                                              {{"error", ec.message()}});
@@ -394,7 +405,9 @@ private:
     std::string in_;
     std::string out_;
     std::size_t drained_ = 0;
+    uint64_t serial_ = 0;
     bool closed_ = false;
+    bool writing_ = false;
 };
 
 }  // namespace
@@ -414,7 +427,9 @@ void metrics_server::state::accept_next() {
                 });
                 return;
             }
-            if (self->conns.size() >= self->lim.max_clients) {
+            // At the limit the oldest idle connection makes room: idle connections held open
+            // (a slow-loris, a stuck scraper) must not lock the scraper out until they time out.
+            if (self->conns.size() >= self->lim.max_clients && !self->evict_oldest_idle()) {
                 log::debug("metrics endpoint busy, connection closed", {{"listen", self->listen}});
                 boost::system::error_code ignored;
                 sock.close(ignored);
@@ -425,6 +440,23 @@ void metrics_server::state::accept_next() {
             }
             self->accept_next();
         });
+}
+
+bool metrics_server::state::evict_oldest_idle() {
+    std::shared_ptr<connection> oldest;
+    for (auto& [raw, weak] : conns) {
+        auto c = weak.lock();
+        if (c && c->idle() && (!oldest || c->serial() < oldest->serial())) oldest = std::move(c);
+    }
+    if (!oldest) return false;
+    oldest->close();
+    if (evicted++ == 0) {
+        log::info(
+            "metrics endpoint at its connection limit: the oldest idle connection is closed "
+            "for each new one (logged once)",
+            {{"listen", listen}, {"max_clients", std::to_string(lim.max_clients)}});
+    }
+    return true;
 }
 
 metrics_server::metrics_server(std::shared_ptr<state> s) : s_(std::move(s)) {}
@@ -497,6 +529,10 @@ void metrics_server::stop() {
 
 std::size_t metrics_server::connections() const noexcept {
     return s_->conns.size();
+}
+
+uint64_t metrics_server::evicted() const noexcept {
+    return s_->evicted;
 }
 
 }  // namespace mw::meshd

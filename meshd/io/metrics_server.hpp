@@ -12,6 +12,7 @@
 #include <boost/asio/io_context.hpp>
 #include <chrono>
 #include <cstddef>
+#include <cstdint>
 #include <functional>
 #include <memory>
 #include <string>
@@ -32,7 +33,9 @@ public:
         // A client gets this long from connecting to finish its request head (in total, so
         // dribbling bytes does not extend it), and again this long to read the response.
         std::chrono::milliseconds idle_timeout{5000};
-        // A connection beyond this is closed at once without a response.
+        // At this many open connections, a new one closes the oldest idle one (still sending its
+        // head, or answered and not yet closed), so idle connections (a slow-loris) cannot lock
+        // the scraper out; only when every one is being written to is the new one closed.
         std::size_t max_clients = 32;
     };
 
@@ -60,6 +63,8 @@ public:
 
     // Open connections right now (for tests).
     std::size_t connections() const noexcept;
+    // Idle connections closed to make room for new ones (for tests).
+    uint64_t evicted() const noexcept;
 
     struct state;  // shared with the connections; defined in the .cpp
 

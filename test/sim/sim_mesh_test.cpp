@@ -749,3 +749,39 @@ TEST_CASE("sim: no relayNodes — a lone first node is not refused; dht.bootstra
     CHECK(net.peer("lan1a", "pub1"));
     CHECK(net.peer("pub1", "lan1a"));
 }
+
+TEST_CASE("sim: a fake record listing a victim's ports makes no node send the victim anything") {
+    // issue 17: a PSK holder's record listed a victim's port range and all six nodes sent it 960
+    // datagrams in 20 s, for the record's lifetime. The attacker here runs a real core that
+    // advertises the victim's ports as its own control endpoints; the victim runs no meshd.
+    std_mesh m(7, false);
+    auto& net = m.net;
+    auto& victim = net.add_public("victim", 2);
+    auto& attacker = net.add_public("attacker", 2);
+    auto specs = net.relay_specs();
+    for (const auto& n : m.names) net.start_core(net[n], specs);
+    node_core_config lying;
+    for (uint16_t p = 1; p <= 8; ++p) lying.endpoints.push_back(victim.ep(p));
+    net.start_core(attacker, specs, "sim cluster psk 0123456789", lying);
+    // Everyone accepts the attacker's record (it is validly signed by a PSK holder) ...
+    REQUIRE(net.run_until(
+        [&] {
+            for (const auto& n : m.names)
+                if (!net.peer(n, "attacker")) return false;
+            return m.all_know_all();
+        },
+        10000));
+    net.run_for(20000);
+    uint64_t got = 0;
+    for (auto [port, n] : victim.rx_by_port) got += n;
+    MESSAGE("victim received " << got << " datagrams in " << net.elapsed_ms() / 1000
+                               << " s (six nodes, one fake record listing 8 of its ports)");
+    CHECK(got == 0);
+    // ... every node counted the refusals, and the honest mesh is unaffected.
+    for (const auto& n : m.names) {
+        auto r = net[n].core->endpoint_refusals();
+        CHECK_MESSAGE(r[static_cast<size_t>(meshd::endpoint_refusal::port)] >= 8, n);
+    }
+    CHECK(is_direct(net, "lan1a", "lan1b"));
+    CHECK(m.relayed_live("lan1a", "lan2a"));
+}

@@ -92,7 +92,7 @@ void sim_net::start_core(sim_host& h, const std::vector<relay_spec>& relays, con
     }
     c.pod_cidrs = {ip_prefix::parse("10.244." + std::to_string(idx % 256) + ".0/24").value()};
     c.control_port = port;
-    c.endpoints = {h.ep(port)};
+    if (c.endpoints.empty()) c.endpoints = {h.ep(port)};
     c.relays = relays;
     c.relay_role = false;
     for (const auto& r : relays) c.relay_role |= r.name == h.name;
@@ -271,6 +271,7 @@ void sim_net::route(const wg_endpoint& from, const wg_endpoint& to, std::vector<
 
 void sim_net::deliver(const event& e) {
     sim_host* h = host_at(e.to.address);
+    if (h) ++h->rx_by_port[e.to.port];
     if (!h || !h->up || !h->core || e.to.port != port || lost(h->loss)) {
         ++dropped_;
         return;

@@ -70,6 +70,9 @@ struct sim_host {
     std::unique_ptr<meshd::relay_binder> binder;
     uint64_t deadline = UINT64_MAX;
     uint64_t rx_datagrams = 0, inband_rx = 0, relay_forwarded = 0;
+    // Every datagram that reached this host's address, by destination port, whether a core
+    // took it or not (what a host without meshd, e.g. a victim of reflection, receives).
+    std::map<uint16_t, uint64_t> rx_by_port;
     std::vector<meshd::core_log_event> log;  // everything the core logged
     bool keep_log = true;
 
@@ -88,7 +91,8 @@ public:
     sim_host& add_public(const std::string& name, double delay_ms = 1);
     sim_host& add_lan_host(int lan, const std::string& name);
 
-    // Starts a core on a host. `psk` may differ per host (a wrong-PSK node).
+    // Starts a core on a host. `psk` may differ per host (a wrong-PSK node). The host's control
+    // endpoint is advertised unless `overrides.endpoints` lists others (a lying node).
     void start_core(sim_host& h, const std::vector<meshd::relay_spec>& relays,
                     const std::string& psk = "sim cluster psk 0123456789",
                     node_core_config overrides = {});

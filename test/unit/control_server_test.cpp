@@ -7,6 +7,7 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -168,6 +169,90 @@ TEST_CASE("control_server: request and response, socket file mode, parent dir, r
     REQUIRE(pump_until(io, [&] { return (*server)->connections() == 0; }));
     server->reset();
     CHECK(!fs::exists(path));
+}
+
+TEST_CASE("control_server: the socket file is never accessible by others, even at bind") {
+    REQUIRE(geteuid() == 0);  // chown and a client of another uid
+    tmp_dir dir;
+    // umask 0: what the kernel gives a plain bind() then is 0777, for as long as it takes to chmod.
+    struct umask_guard {
+        mode_t old = ::umask(0);
+        ~umask_guard() { ::umask(old); }
+    } guard;
+    SUBCASE("bind_unix_socket: exact mode at bind, not after") {
+        // The control: a plain bind under umask 0 makes the file 0777 (what start() did until
+        // its chmod; it listened only after the chmod, so nobody could connect in between).
+        std::string plain = dir.path + "/plain.sock";
+        {
+            mw::unique_fd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+            sockaddr_un addr{};
+            addr.sun_family = AF_UNIX;
+            std::strncpy(addr.sun_path, plain.c_str(), sizeof addr.sun_path - 1);
+            REQUIRE(::bind(fd.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0);
+        }
+        CHECK(mode_of(plain) == 0777);
+        // What bind_unix_socket relies on: the mode set on the socket before bind() is the
+        // file's from its creation (no chmod here).
+        mw::unique_fd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+        REQUIRE(::fchmod(fd.get(), 0660) == 0);
+        std::string early = dir.path + "/early.sock";
+        sockaddr_un addr{};
+        addr.sun_family = AF_UNIX;
+        std::strncpy(addr.sun_path, early.c_str(), sizeof addr.sun_path - 1);
+        REQUIRE(::bind(fd.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0);
+        CHECK(mode_of(early) == 0660);  // the kernel behaviour bind_unix_socket relies on
+        auto b = mw::meshd::bind_unix_socket(dir.path + "/b.sock", 0600);
+        REQUIRE(b.ok());
+        CHECK(mode_of(dir.path + "/b.sock") == 0600);
+    }
+    SUBCASE("a client of another uid cannot connect; the owner can") {
+        boost::asio::io_context io;
+        std::string path = dir.path + "/run/meshd.sock";
+        int calls = 0;
+        auto server = control_server::start(io, path, echo_handler(&calls));
+        REQUIRE(server.ok());
+        CHECK(mode_of(path) == 0660);
+        // /tmp/mw-ctl-XXXXXX is 0700: let the other uid reach the socket's directory.
+        REQUIRE(::chmod(dir.path.c_str(), 0755) == 0);
+        pid_t child = ::fork();
+        REQUIRE(child >= 0);
+        if (child == 0) {
+            if (::setgid(65534) != 0 || ::setuid(65534) != 0) ::_exit(2);
+            int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+            sockaddr_un addr{};
+            addr.sun_family = AF_UNIX;
+            std::strncpy(addr.sun_path, path.c_str(), sizeof addr.sun_path - 1);
+            int rc = ::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr);
+            ::_exit(rc == 0 ? 1 : errno == EACCES ? 0 : 3);
+        }
+        int status = 0;
+        REQUIRE(::waitpid(child, &status, 0) == child);
+        CHECK(WIFEXITED(status));
+        CHECK(WEXITSTATUS(status) == 0);  // EACCES
+        json resp = parse_line(pump_roundtrip(io, path, "{\"cmd\":\"status\"}\n"));
+        CHECK(resp["ok"] == true);
+    }
+    SUBCASE("a socket directory others may write or another user owns is refused") {
+        boost::asio::io_context io;
+        int calls = 0;
+        std::string open_dir = dir.path + "/open";
+        REQUIRE(::mkdir(open_dir.c_str(), 0777) == 0);
+        auto r = control_server::start(io, open_dir + "/meshd.sock", echo_handler(&calls));
+        REQUIRE_FALSE(r.ok());
+        CHECK_MESSAGE(
+            r.err().message.find("is writable by group or others (mode 0777)") != std::string::npos,
+            r.err().message);
+        CHECK_FALSE(fs::exists(open_dir + "/meshd.sock"));
+        REQUIRE(::chmod(open_dir.c_str(), 01777) ==
+                0);  // sticky, as /tmp: others cannot replace it
+        CHECK(control_server::start(io, open_dir + "/meshd.sock", echo_handler(&calls)).ok());
+        std::string theirs = dir.path + "/theirs";
+        REQUIRE(::mkdir(theirs.c_str(), 0755) == 0);
+        REQUIRE(::chown(theirs.c_str(), 65534, 65534) == 0);
+        auto t = control_server::start(io, theirs + "/meshd.sock", echo_handler(&calls));
+        REQUIRE_FALSE(t.ok());
+        CHECK(t.err().message.find("is owned by uid 65534") != std::string::npos);
+    }
 }
 
 TEST_CASE("control_server: asynchronous reply, reply twice, reply from another thread") {

@@ -1,11 +1,13 @@
 // The files meshd's startup reads and writes: the identity seed, the PSK file, node.json (read back
 // with the CNI plugin's own reader), and the relayNodes diff used by live reload.
 #include <doctest/doctest.h>
+#include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <filesystem>
 #include <fstream>
+#include <span>
 #include <string>
 
 #include "cni-plugin/net_conf.hpp"
@@ -120,20 +122,92 @@ TEST_CASE("identity_store: refuses a seed of the wrong size, loose permissions o
     }
 }
 
+TEST_CASE("identity_store: refuses a state dir or seed others can reach, or another user's") {
+    REQUIRE(geteuid() == 0);  // the test chowns to another uid
+    tmp_dir d;
+    const std::string state = d.path + "/state";
+    identity_store store(state);
+    SUBCASE("an existing state dir group/other-accessible: refused, not repaired, no seed") {
+        REQUIRE(mkdir(state.c_str(), 0700) == 0);
+        for (mode_t m : {0755, 0750, 0705, 0770}) {
+            REQUIRE(chmod(state.c_str(), m) == 0);
+            auto r = store.load_or_create();
+            REQUIRE_FALSE(r.ok());
+            CHECK_MESSAGE(r.err().message.find("stateDir " + state +
+                                               " is accessible by group or others") == 0,
+                          r.err().message);
+            CHECK(r.err().message.find("chmod 700 " + state) != std::string::npos);
+            CHECK_FALSE(fs::exists(store.path()));
+            CHECK(mode_of(state) == m);
+            CHECK_FALSE(store.load().ok());  // --check-config says the same
+        }
+        REQUIRE(chmod(state.c_str(), 0700) == 0);
+        CHECK(store.load_or_create().ok());
+        // A seed that exists is refused too once the dir is opened up.
+        REQUIRE(chmod(state.c_str(), 0711) == 0);
+        auto r = store.load();
+        REQUIRE_FALSE(r.ok());
+        CHECK(r.err().message.find("accessible by group or others (mode 0711)") !=
+              std::string::npos);
+    }
+    SUBCASE("a state dir or seed owned by another user") {
+        REQUIRE(mkdir(state.c_str(), 0700) == 0);
+        REQUIRE(chown(state.c_str(), 65534, 65534) == 0);
+        auto r = store.load_or_create();
+        REQUIRE_FALSE(r.ok());
+        CHECK_MESSAGE(r.err().message.find("is owned by uid 65534, not by meshd's uid 0") !=
+                          std::string::npos,
+                      r.err().message);
+        REQUIRE(chown(state.c_str(), 0, 0) == 0);
+        write_file(store.path(), std::string(32, 'x'), 0600);
+        REQUIRE(chown(store.path().c_str(), 65534, 65534) == 0);
+        auto s = store.load_or_create();
+        REQUIRE_FALSE(s.ok());
+        CHECK_MESSAGE(
+            s.err().message.find("node identity " + store.path() + " is owned by uid 65534") == 0,
+            s.err().message);
+    }
+    SUBCASE("the seed's temp file is never one that already exists") {
+        // Before: the temp name was node.seed.tmp.<pid>, opened with O_CREAT|O_TRUNC, so a file
+        // planted under that name (the other user keeping it open) received the seed.
+        REQUIRE(mkdir(state.c_str(), 0700) == 0);
+        const std::string planted = store.path() + ".tmp." + std::to_string(getpid());
+        write_file(planted, "", 0666);
+        int fd = open(planted.c_str(), O_RDONLY | O_CLOEXEC);
+        REQUIRE(fd >= 0);
+        auto r = store.load_or_create();
+        REQUIRE(r.ok());
+        char buf[64];
+        ssize_t n = pread(fd, buf, sizeof buf, 0);
+        close(fd);
+        CHECK(n == 0);  // the planted file got nothing
+        CHECK(fs::exists(planted));
+        fs::remove(planted);
+        // Only the seed is left: the temp file was unlinked after the link.
+        CHECK(std::distance(fs::directory_iterator(state), fs::directory_iterator()) == 1);
+        CHECK(mode_of(store.path()) == 0600);
+    }
+}
+
+// Keys as the generators make them: `head -c 32 /dev/urandom | base64` (44 characters) and
+// Python's secrets.token_hex(32) (64), which the e2e harness uses.
+constexpr const char* good_b64 = "q3Z0R8k1mJv7XyT2bL9sWc4HdN6aPfE0gUiO5rKxYzA=";
+constexpr const char* good_hex = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08";
+
 TEST_CASE("psk_file: permissions, size and trailing newline rules") {
     tmp_dir d;
     std::string p = d.path + "/psk";
-    SUBCASE("a 0600 base64 key with a newline") {
-        write_file(p, "c2VjcmV0LXNlY3JldC1zZWNyZXQ=\n", 0600);
+    SUBCASE("a 0600 base64 key with a newline: the text itself is the key") {
+        write_file(p, std::string(good_b64) + "\n", 0600);
         auto r = psk_file::read(p);
         REQUIRE(r.ok());
-        CHECK(std::string(r->bytes().begin(), r->bytes().end()) == "c2VjcmV0LXNlY3JldC1zZWNyZXQ=");
+        CHECK(std::string(r->bytes().begin(), r->bytes().end()) == good_b64);
         CHECK(r->warning().empty());
     }
     SUBCASE("echo and printf give the same key") {
-        write_file(p, "0123456789abcdef\r\n", 0400);
+        write_file(p, std::string(good_hex) + "\r\n", 0400);
         auto a = psk_file::read(p);
-        write_file(p, "0123456789abcdef", 0400);
+        write_file(p, good_hex, 0400);
         auto b = psk_file::read(p);
         REQUIRE(a.ok());
         REQUIRE(b.ok());
@@ -141,15 +215,15 @@ TEST_CASE("psk_file: permissions, size and trailing newline rules") {
             std::equal(a->bytes().begin(), a->bytes().end(), b->bytes().begin(), b->bytes().end()));
     }
     SUBCASE("world-readable is refused, group-readable warned about") {
-        write_file(p, "0123456789abcdef", 0644);
+        write_file(p, good_hex, 0644);
         auto r = psk_file::read(p);
         REQUIRE_FALSE(r.ok());
         CHECK(r.err().message.find("is readable or writable by others (mode 0644)") !=
               std::string::npos);
         CHECK(r.err().message.find("defaultMode") != std::string::npos);
-        write_file(p, "0123456789abcdef", 0620);
+        write_file(p, good_hex, 0620);
         CHECK_FALSE(psk_file::read(p).ok());
-        write_file(p, "0123456789abcdef", 0440);
+        write_file(p, good_hex, 0440);
         auto g = psk_file::read(p);
         REQUIRE(g.ok());
         CHECK(g->warning().find("readable by its group") != std::string::npos);
@@ -158,7 +232,7 @@ TEST_CASE("psk_file: permissions, size and trailing newline rules") {
         write_file(p, "short-key-15byt\n", 0600);
         auto s = psk_file::read(p);
         REQUIRE_FALSE(s.ok());
-        CHECK(s.err().message.find("has 15 bytes; at least 16 are required") != std::string::npos);
+        CHECK(s.err().message.find("has 15 bytes; at least 32 are required") != std::string::npos);
         CHECK(s.err().message.find("short-key") == std::string::npos);  // never echoes the key
         write_file(p, std::string(5000, 'k'), 0600);
         CHECK(psk_file::read(p).err().message.find("larger than 4096 bytes") != std::string::npos);
@@ -167,6 +241,49 @@ TEST_CASE("psk_file: permissions, size and trailing newline rules") {
         CHECK(m.err().is(mw::errc::not_found));
         CHECK(m.err().message.find("psk.path: PSK file " + d.path + "/none does not exist") == 0);
     }
+}
+
+TEST_CASE("psk_file: a key with less than 32 bytes of entropy is refused with the generator") {
+    tmp_dir d;
+    std::string p = d.path + "/psk";
+    auto refused = [&](const std::string& key, const std::string& why) {
+        write_file(p, key, 0600);
+        auto r = psk_file::read(p);
+        REQUIRE_FALSE(r.ok());
+        CHECK(r.err().is(mw::errc::invalid_argument));
+        const std::string& m = r.err().message;
+        CHECK_MESSAGE(m.find(why) != std::string::npos, m);
+        CHECK(m.find("psk.path: the PSK in " + p + " is too weak") == 0);
+        CHECK(m.find("head -c 32 /dev/urandom | base64 > " + p) != std::string::npos);
+        if (key.size() >= 8) CHECK(m.find(key.substr(0, 8)) == std::string::npos);
+    };
+    // 16 bytes was the old minimum: the first three were accepted before this check.
+    refused("0123456789abcdef", "has 16 bytes; at least 32 are required");
+    refused("not-the-cluster-key-0123456789", "has 30 bytes");
+    // Text: 32..43 characters of printable text is a password, not a key.
+    refused("correct-horse-battery-staple-2024-xyz", "text of 37 characters");
+    refused(std::string(good_b64).substr(0, 43), "text of 43 characters");
+    // Low entropy in any length.
+    refused(std::string(64, 'A'), "only 1 distinct byte values");
+    refused(std::string(64, '\0'), "only 1 distinct byte values");
+    std::string bin_pattern;
+    for (int i = 0; i < 8; ++i) bin_pattern += std::string("\x01\x02\x03\xf4", 4);
+    refused(bin_pattern, "only 4 distinct byte values");
+    std::string words;
+    while (words.size() < 60) words += "0123456789abcdefgh";
+    refused(words, "repeats a pattern of 18 bytes");
+    // Accepted: what the generators give, and 32 random bytes as they come.
+    for (std::string key : {std::string(good_b64), std::string(good_hex)}) {
+        write_file(p, key, 0600);
+        CHECK_MESSAGE(psk_file::read(p).ok(), key);
+    }
+    std::string raw;
+    for (int i = 0; i < 32; ++i) raw.push_back(static_cast<char>((i * 73 + 41) & 0xff));
+    write_file(p, raw, 0600);
+    CHECK(psk_file::read(p).ok());
+    CHECK(psk_file::check_strength(
+              std::span(reinterpret_cast<const uint8_t*>(raw.data()), raw.size()))
+              .empty());
 }
 
 TEST_CASE("node_file: written atomically and read back by the CNI plugin's reader") {

@@ -8,6 +8,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <boost/asio/io_context.hpp>
 #include <chrono>
 #include <cmath>
@@ -15,6 +16,7 @@
 #include <limits>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include "meshd/io/metrics_server.hpp"
 #include "meshd/io/prometheus_text.hpp"
@@ -411,23 +413,65 @@ TEST_CASE("metrics_server: slow clients are dropped, concurrent clients, connect
         CHECK(pump_until(io, [&] { return (*server)->connections() == 0; }));
     }
 
-    SUBCASE("connections beyond the limit are closed at once") {
+    SUBCASE("at the limit a new connection closes the oldest idle one") {
         lim.idle_timeout = 5s;
         auto slow = metrics_server::start(io, "127.0.0.1:0", fixed_provider(), lim);
         REQUIRE(slow.ok());
         wg_endpoint sep = (*slow)->local_endpoint();
-        int a = connect_tcp(sep), b = connect_tcp(sep);
+        int a = connect_tcp(sep);
+        REQUIRE(pump_until(io, [&] { return (*slow)->connections() == 1; }));
+        int b = connect_tcp(sep);
         REQUIRE(pump_until(io, [&] { return (*slow)->connections() == 2; }));
         auto t0 = std::chrono::steady_clock::now();
-        CHECK(pump_roundtrip(io, sep, "GET /metrics HTTP/1.1\r\n\r\n").empty());
+        CHECK(parse_response(pump_roundtrip(io, sep, "GET /metrics HTTP/1.1\r\n\r\n")).status ==
+              200);
         CHECK(std::chrono::steady_clock::now() - t0 < 2s);
-        CHECK((*slow)->connections() == 2);
+        CHECK((*slow)->evicted() == 1);
+        // a (the oldest) was closed for it, b is still open.
+        auto fa = std::async(std::launch::async, [a] { return read_all(a); });
+        CHECK(pump_future(io, fa).empty());
+        CHECK(pump_until(io, [&] { return (*slow)->connections() == 1; }));
         ::close(a);
         ::close(b);
         REQUIRE(pump_until(io, [&] { return (*slow)->connections() == 0; }));
-        CHECK(parse_response(pump_roundtrip(io, sep, "GET /metrics HTTP/1.1\r\n\r\n")).status ==
-              200);
     }
+}
+
+TEST_CASE("metrics_server: 40 idle connections (a slow-loris) do not lock the scraper out") {
+    // Before: the 32 idle connections took every slot until their 5 s timeout and each new one
+    // was closed at once, so an attacker reconnecting kept /metrics unreachable.
+    boost::asio::io_context io;
+    metrics_server::limits lim;  // the defaults: 32 connections, 5 s for a head
+    auto server = metrics_server::start(io, "127.0.0.1:0", fixed_provider(), lim);
+    REQUIRE(server.ok());
+    wg_endpoint ep = (*server)->local_endpoint();
+    std::vector<int> idle;
+    for (int i = 0; i < 40; ++i) {
+        int fd = connect_tcp(ep);
+        REQUIRE(fd >= 0);
+        send_all(fd, "GET /metrics HTTP/1.1\r\nX-Slow: ");  // a head that never ends
+        idle.push_back(fd);
+        // Accepted (past the limit: accepted by closing the oldest idle one).
+        const std::size_t n = static_cast<std::size_t>(i) + 1;
+        REQUIRE(pump_until(io, [&] {
+            return (*server)->connections() == std::min(n, lim.max_clients) &&
+                   (*server)->evicted() == (n > lim.max_clients ? n - lim.max_clients : 0);
+        }));
+    }
+    CHECK((*server)->evicted() == 8);
+    auto t0 = std::chrono::steady_clock::now();
+    for (int scrape = 0; scrape < 3; ++scrape) {
+        http_response r = get(io, ep, "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n");
+        CHECK(r.status == 200);
+        CHECK(r.body == metrics_body);
+    }
+    auto took = std::chrono::steady_clock::now() - t0;
+    MESSAGE("3 scrapes with 32 idle connections open: "
+            << std::chrono::duration_cast<std::chrono::milliseconds>(took).count() << " ms");
+    CHECK(took < 2s);  // well before the idle ones' 5 s timeout
+    CHECK((*server)->connections() <= lim.max_clients);
+    for (int fd : idle) ::close(fd);
+    REQUIRE(pump_until(io, [&] { return (*server)->connections() == 0; }));
 }
 
 TEST_CASE("metrics_server: stop closes the listener and open connections") {

@@ -15,6 +15,7 @@ Usage: test_mesh_harness.py [--build-dir DIR]
 import argparse
 import ipaddress
 import os
+import secrets
 import shutil
 import stat
 import sys
@@ -61,7 +62,8 @@ def main():
             print("FAIL: %s not built in %s" % (b, build))
             return 1
 
-    wrong_psk = "not-the-cluster-key-0123456789"
+    # Strong enough for meshd to start (psk_file's rules), but not the cluster's.
+    wrong_psk = secrets.token_hex(32)
     overrides = {"lan2b": {"psk": wrong_psk, "config": {"logLevel": "info", "mtu": 1380}}}
     m = Mesh(build_dir=build, overrides=overrides)
     t = m.t

@@ -165,7 +165,10 @@ if [[ $all -eq 1 ]]; then
     printf 'too-short' >"$tmp/psk-short"
     chmod 600 "$tmp/psk-short"
     sed "s|$tmp/psk}|$tmp/psk-short}|" "$tmp/good.yaml" >"$tmp/short.yaml"
-    expect "short PSK" 78 "has 9 bytes; at least 16 are required" -- --check-config -c "$tmp/short.yaml"
+    expect "short PSK" 78 "is too weak: it has 9 bytes; at least 32 are required" -- --check-config -c "$tmp/short.yaml"
+    printf 'a-password-of-36-characters-12345678' >"$tmp/psk-short"
+    expect "password-like PSK" 78 "is too weak: it is text of 36 characters; a text key needs at least 44" \
+        -- --check-config -c "$tmp/short.yaml"
 fi
 
 # The start with `backend: kernel`: identity and node.json are created before the WireGuard
