@@ -137,6 +137,8 @@ public:
     // PINGs that got no PONG within ping_timeout_ms, by what they probed.
     const probe_loss_counts& probe_losses() const noexcept { return ctx_.probes().losses(); }
     const record_store& store() const noexcept { return members_.store(); }
+    // Which peers' pod CIDRs are routed and which are refused (route_authority.hpp).
+    const route_authority& routes() const noexcept { return paths_.routes(); }
     const node_core_config& config() const noexcept { return ctx_.cfg; }
     const node_id& id() const noexcept { return ctx_.id(); }
     // Resolves a name or a 64-hex node ID to a known peer.

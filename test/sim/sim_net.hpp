@@ -88,7 +88,8 @@ public:
     sim_host& add_public(const std::string& name, double delay_ms = 1);
     sim_host& add_lan_host(int lan, const std::string& name);
 
-    // Starts a core on a host. `psk` may differ per host (a wrong-PSK node).
+    // Starts a core on a host. `psk` may differ per host (a wrong-PSK node). Its pod CIDR is
+    // 10.244.<host index>.0/24 unless `overrides` sets pod_cidrs.
     void start_core(sim_host& h, const std::vector<meshd::relay_spec>& relays,
                     const std::string& psk = "sim cluster psk 0123456789",
                     node_core_config overrides = {});
