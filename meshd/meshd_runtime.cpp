@@ -147,6 +147,7 @@ private:
     bool replan_ = false;                    // the transport changed: plan again at once
     bool apply_failed_ = false;              // the last apply failed: again at the next poll
     bool keepalive_pending_ = false;
+    std::vector<std::string> dropped_;  // the planner's last make_valid() drops (logged once)
     uint64_t apply_seq_ = 0;  // applies handed to wg_ (only the latest one's failure counts)
 
     struct pending_ping {
@@ -295,6 +296,12 @@ void daemon::apply_dataplane() {
     bool proxy_up = transport_.proxy() != nullptr;
     run_proxy_ops(planner_.proxy_ops(dps, proxy_up, now));
     auto plan = planner_.wireguard(dps, proxy_up, now);
+    if (plan.dropped != dropped_) {  // logged when it changes, not on every apply
+        for (const auto& d : plan.dropped) {
+            log::warn("wireguard setting left out so that the rest applies", {{"what", d}});
+        }
+        dropped_ = plan.dropped;
+    }
     keepalive_pending_ = plan.keepalive_pending;
     planned_version_ = version;
     replan_ = false;
