@@ -533,6 +533,9 @@ int daemon::run() {
     node_core_config cc;
     cc.node_name = cfg_.node_name;
     cc.pod_cidrs = cfg_.pod_cidrs;
+    cc.cluster_cidrs = cfg_.cluster_cidrs;
+    cc.node_cidr_mask_v4 = cfg_.node_cidr_mask_v4;
+    cc.node_cidr_mask_v6 = cfg_.node_cidr_mask_v6;
     cc.control_port = cfg_.listen_port;
     cc.wg_port = cfg_.wg_listen_port;
     cc.endpoints = advertised_endpoints(cfg_.interface, cfg_.listen_port);
