@@ -89,7 +89,8 @@ public:
     sim_host& add_lan_host(int lan, const std::string& name);
 
     // Starts a core on a host. `psk` may differ per host (a wrong-PSK node). Its pod CIDR is
-    // 10.244.<host index>.0/24 unless `overrides` sets pod_cidrs.
+    // 10.244.<host index>.0/24 (unique beyond 256 hosts, see start_core) unless `overrides` sets
+    // pod_cidrs.
     void start_core(sim_host& h, const std::vector<meshd::relay_spec>& relays,
                     const std::string& psk = "sim cluster psk 0123456789",
                     node_core_config overrides = {});
