@@ -246,7 +246,18 @@ std::string format_peers(const json& r, std::int64_t now_unix) {
                         text(at(p, "endpoint")), format_rtt(at(p, "rttMs")), hs});
     }
     sort_rows(rows);
-    return render_table({"NAME", "PATH", "RELAY", "ENDPOINT", "RTT", "HANDSHAKE"}, rows);
+    std::string out = render_table({"NAME", "PATH", "RELAY", "ENDPOINT", "RTT", "HANDSHAKE"}, rows);
+    // Pod CIDRs a peer claims that this node refuses to route (route authority).
+    std::vector<std::string> refused;
+    for (const json& p : list(r, "peers")) {
+        for (const json& c : list(p, "refusedCIDRs")) {
+            refused.push_back(text(at(p, "name")) + ": " + text(at(c, "cidr")) + " refused (" +
+                              text(at(c, "reason")) + ")");
+        }
+    }
+    std::sort(refused.begin(), refused.end());
+    for (const auto& line : refused) out += line + "\n";
+    return out;
 }
 
 std::string format_relays(const json& r) {

@@ -96,6 +96,10 @@ json peers_json(const node_snapshot& s) {
         json cidrs = json::array();
         for (const auto& c : p.pod_cidrs) cidrs.push_back(c.str());
         j["podCIDRs"] = cidrs;
+        json refused = json::array();
+        for (const auto& r : p.refused_cidrs)
+            refused.push_back({{"cidr", r.cidr.str()}, {"reason", to_string(r.reason)}});
+        j["refusedCIDRs"] = refused;
         j["path"] = to_string(p.path);
         j["relay"] = p.relay ? json(p.relay_name) : json(nullptr);
         j["relayId"] = p.relay ? json(p.relay->hex()) : json(nullptr);

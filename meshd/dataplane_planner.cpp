@@ -109,11 +109,58 @@ void dataplane_planner::proxy_done(const proxy_op& op, bool ok, const wg_endpoin
     }
 }
 
+void dataplane_planner::make_valid(std::vector<std::pair<node_id, wg_peer>>& planned,
+                                   std::vector<std::string>& dropped) const {
+    auto key_of = [](const ip_prefix& p) {
+        ip_prefix n = p.network();
+        return std::make_pair(n.address(), n.length());
+    };
+    // Incumbents first: a peer keeps an allowed-ip it has configured already.
+    std::map<std::pair<ip_address, int>, node_id> owner;
+    for (const auto& [id, p] : planned) {
+        auto last = last_peer_.find(id);
+        if (last == last_peer_.end()) continue;
+        for (const auto& a : p.allowed_ips) {
+            const auto& had = last->second.allowed_ips;
+            if (std::any_of(had.begin(), had.end(),
+                            [&](const ip_prefix& h) { return key_of(h) == key_of(a); })) {
+                owner.try_emplace(key_of(a), id);
+            }
+        }
+    }
+    std::set<wg_key> keys;
+    std::vector<std::pair<node_id, wg_peer>> kept;
+    kept.reserve(planned.size());
+    for (auto& [id, p] : planned) {  // in node ID order (desired is)
+        if (p.public_key.is_zero() || !keys.insert(p.public_key).second) {
+            dropped.push_back("peer " + id.short_hex() + ": all-zero or repeated WireGuard key");
+            continue;
+        }
+        std::vector<ip_prefix> ips;
+        for (const auto& a : p.allowed_ips) {
+            if (!a.address().valid() || a.length() < 0 || a.length() > a.address().bits()) {
+                dropped.push_back("peer " + id.short_hex() + ": invalid allowed-ip");
+                continue;
+            }
+            auto [it, fresh] = owner.try_emplace(key_of(a), id);
+            if (!fresh && !(it->second == id)) {
+                dropped.push_back("peer " + id.short_hex() + ": allowed-ip " + a.str() +
+                                  " is also wanted by peer " + it->second.short_hex());
+                continue;
+            }
+            ips.push_back(a);
+        }
+        p.allowed_ips = std::move(ips);
+        kept.emplace_back(id, std::move(p));
+    }
+    planned = std::move(kept);
+}
+
 wireguard_plan dataplane_planner::wireguard(const std::vector<peer_dataplane>& desired,
                                             bool proxy_up, uint64_t now) {
     wireguard_plan out;
     std::set<node_id> relayed;
-    std::map<node_id, wg_peer> next_last;
+    std::vector<std::pair<node_id, wg_peer>> planned;
     for (const auto& dp : desired) {
         // A peer without a path is not configured yet: WireGuard would try a handshake without an
         // endpoint, fail, and then wait REKEY_TIMEOUT (5 s) before it tries again once it has one.
@@ -127,8 +174,7 @@ wireguard_plan dataplane_planner::wireguard(const std::vector<peer_dataplane>& d
             if (auto last = last_peer_.find(dp.id); last != last_peer_.end()) {
                 wg_peer kept = last->second;
                 kept.allowed_ips = dp.allowed_ips;  // the record's pod CIDRs stay current
-                out.peers.push_back(kept);
-                next_last.emplace(dp.id, std::move(kept));
+                planned.emplace_back(dp.id, std::move(kept));
             }
             continue;
         }
@@ -159,8 +205,13 @@ wireguard_plan dataplane_planner::wireguard(const std::vector<peer_dataplane>& d
             p.endpoint = it->second.local;
         }
         // relay path without the proxy (we serve as a relay): no endpoint, learned by roaming.
-        next_last[dp.id] = p;
-        out.peers.push_back(std::move(p));
+        planned.emplace_back(dp.id, std::move(p));
+    }
+    make_valid(planned, out.dropped);
+    std::map<node_id, wg_peer> next_last;
+    for (auto& [id, p] : planned) {
+        out.peers.push_back(p);
+        next_last.emplace(id, std::move(p));
     }
     last_peer_ = std::move(next_last);  // a peer whose record is gone is removed and forgotten
     for (auto& [id, px] : proxied_) {

@@ -20,6 +20,9 @@
 //     loses it at once.
 //   - When the proxy goes (this node took the relay role), kept peers lose their proxy endpoint but
 //     keep their keys; WireGuard learns the endpoint from the peer's first packet (roaming).
+//   - The plan always passes the device's validate(): an allowed-ip two peers want stays with the
+//     peer that has it configured already, else the first in node ID order; a peer with an
+//     all-zero or repeated key is left out. Before, one such peer made every apply fail.
 //
 // One apply is three steps, because the proxy picks a relayed peer's local socket:
 //   1. proxy_ops(): what to do to the relay proxy (const);
@@ -70,6 +73,11 @@ const char* to_string(proxy_op::kind k) noexcept;
 
 struct wireguard_plan {
     std::vector<wg_peer> peers;
+    // What the plan left out so that the device accepts the rest (validate() in wg_device.hpp):
+    // a peer's allowed-ip another peer already has (the route authority lets none through; this
+    // is the last line, so one bad peer can never make the whole apply fail and freeze every
+    // other peer's updates). One line each, for the log.
+    std::vector<std::string> dropped;
     // Some peer's keepalive is still to be switched on: plan again within a poll.
     bool keepalive_pending = false;
 };
@@ -101,6 +109,9 @@ private:
     // Whether the peer's proxy socket stays in use by this plan (`last` is the kept state before
     // the plan).
     bool on_relay(const peer_dataplane& dp, bool proxy_up) const;
+    // Leaves out what validate() would refuse (see the rules above); uses the kept state.
+    void make_valid(std::vector<std::pair<node_id, wg_peer>>& planned,
+                    std::vector<std::string>& dropped) const;
 
     node_id self_;
     dataplane_timing t_;

@@ -70,6 +70,10 @@ CONFIGURATION (YAML; unknown fields are errors; an annotated example is conf/mes
     nodeName            This node's name (default: $NODE_NAME, else the hostname);
                         1-253 characters of A-Z a-z 0-9 . _ -
     podCIDRs            Required. This node's pod CIDRs, at most 8, e.g. [10.244.1.0/24, fd00:244:1::/64]
+    clusterCIDRs        The cluster's pod address space, e.g. [10.244.0.0/16, fd00:244::/32]: other
+                        nodes' pod CIDRs are routed only if inside it with exactly the block size
+                        (strongly advised; without it a warning is logged at startup)
+    nodeCIDRMaskSize    The block size of each node's pod CIDRs (default {ipv4: 24, ipv6: 64})
     interface           WireGuard interface name (default meshwire0)
     wireguard.backend   auto | kernel | userspace (default auto: kernel if the module exists)
     wireguard.listenPort  WireGuard UDP port (default 51820)
@@ -210,6 +214,14 @@ int run(const std::string& path) {
                                  {"relays", join_relays(*c)},
                                  {"relay_role", self ? "yes" : "no"},
                                  {"node_file", c->node_file_path()}});
+    if (c->cluster_cidrs.empty()) {
+        log::warn(
+            "clusterCIDRs is not set: any node holding the PSK can get an unused block of "
+            "any address range routed to itself (prefixes shorter than nodeCIDRMaskSize "
+            "and those covering known host, relay and record addresses are still refused); "
+            "set clusterCIDRs to the cluster's pod address space",
+            {{"example", "clusterCIDRs: [10.244.0.0/16, fd00:244::/32]"}});
+    }
     auto psk = psk_file::read(c->psk_path);
     if (!psk) {
         log::error("cannot read the PSK file", {{"error", psk.err().message}});

@@ -219,6 +219,34 @@ std::vector<ip_prefix> parse_pod_cidrs(const YAML::Node& n, const std::string& p
     return out;
 }
 
+// clusterCIDRs: like parse_pod_cidrs, without the size limit of a pod block.
+std::vector<ip_prefix> parse_cluster_cidrs(const YAML::Node& n, const std::string& path) {
+    as_sequence(n, path, "CIDRs, e.g. [10.244.0.0/16, fd00:244::/32]");
+    if (n.size() > meshd_config::max_cluster_cidrs) {
+        fail(path, n,
+             "has " + std::to_string(n.size()) + " entries; at most " +
+                 std::to_string(meshd_config::max_cluster_cidrs) + " are supported");
+    }
+    std::vector<ip_prefix> out;
+    for (size_t i = 0; i < n.size(); ++i) {
+        std::string p = item_path(path, i);
+        std::string text = as_string(n[i], p);
+        auto pr = ip_prefix::parse(text);
+        if (!pr) fail(p, n[i], quoted(text) + " is not a CIDR (expected e.g. 10.244.0.0/16)");
+        if (!(pr->network() == *pr)) {
+            fail(p, n[i],
+                 quoted(text) + " has host bits set (did you mean " + pr->network().str() + "?)");
+        }
+        for (const auto& q : out) {
+            if (q.contains(pr->address()) || pr->contains(q.address())) {
+                fail(p, n[i], quoted(text) + " overlaps " + q.str());
+            }
+        }
+        out.push_back(*pr);
+    }
+    return out;
+}
+
 std::vector<relay_node> parse_relay_nodes(const YAML::Node& n, const std::string& path) {
     as_sequence(n, path, "relays ({nodeName, advertiseAddress: [...]})");
     std::vector<relay_node> out;
@@ -378,9 +406,9 @@ meshd_config parse_tree(const YAML::Node& root, const config_environment& env) {
     if (root.IsNull())
         fail("", root, "the config is empty: at least psk.path and podCIDRs are required");
     mapping top(root, "",
-                {"nodeName", "podCIDRs", "interface", "wireguard", "listenPort", "psk",
-                 "relayNodes", "stateDir", "runDir", "socket", "mtu", "mdns", "dht", "kubernetes",
-                 "metrics", "logLevel", "revokedNodes"});
+                {"nodeName", "podCIDRs", "clusterCIDRs", "nodeCIDRMaskSize", "interface",
+                 "wireguard", "listenPort", "psk", "relayNodes", "stateDir", "runDir", "socket",
+                 "mtu", "mdns", "dht", "kubernetes", "metrics", "logLevel", "revokedNodes"});
 
     if (auto n = top.get("nodeName")) {
         c.node_name = as_string(*n, "nodeName");
@@ -410,6 +438,56 @@ meshd_config parse_tree(const YAML::Node& root, const config_environment& env) {
         fail("podCIDRs", root,
              "is required (this node's pod CIDRs, e.g. [10.244.1.0/24, fd00:244:1::/64])");
     c.pod_cidrs = parse_pod_cidrs(*cidrs, "podCIDRs");
+
+    // The route authority's bounds; this node's own blocks must satisfy them, or every other node
+    // would refuse to route them.
+    auto cluster = top.get("clusterCIDRs");
+    if (cluster) c.cluster_cidrs = parse_cluster_cidrs(*cluster, "clusterCIDRs");
+    auto masks = top.get("nodeCIDRMaskSize");
+    if (masks) {
+        mapping m(*masks, "nodeCIDRMaskSize", {"ipv4", "ipv6"});
+        if (auto v = m.get("ipv4"))
+            c.node_cidr_mask_v4 = static_cast<int>(as_integer(*v, m.path("ipv4"), 1, 30));
+        if (auto v = m.get("ipv6"))
+            c.node_cidr_mask_v6 = static_cast<int>(as_integer(*v, m.path("ipv6"), 1, 126));
+    }
+    for (size_t i = 0; i < c.cluster_cidrs.size(); ++i) {
+        const auto& cc = c.cluster_cidrs[i];
+        const int mask = cc.is_v4() ? c.node_cidr_mask_v4 : c.node_cidr_mask_v6;
+        if (mask < cc.length()) {
+            fail(std::string("nodeCIDRMaskSize.") + (cc.is_v4() ? "ipv4" : "ipv6"),
+                 masks ? *masks : *cluster,
+                 "/" + std::to_string(mask) + " is larger than clusterCIDRs[" + std::to_string(i) +
+                     "] " + cc.str() + " (a node's block must fit inside it)");
+        }
+    }
+    for (size_t i = 0; i < c.pod_cidrs.size(); ++i) {
+        const auto& pc = c.pod_cidrs[i];
+        const int mask = pc.is_v4() ? c.node_cidr_mask_v4 : c.node_cidr_mask_v6;
+        const std::string key = pc.is_v4() ? "ipv4" : "ipv6";
+        const std::string p = item_path("podCIDRs", i);
+        if (!c.cluster_cidrs.empty()) {
+            bool inside = std::any_of(
+                c.cluster_cidrs.begin(), c.cluster_cidrs.end(), [&](const ip_prefix& cc) {
+                    return cc.family() == pc.family() && cc.length() <= pc.length() &&
+                           cc.contains(pc.address());
+                });
+            if (!inside) {
+                fail(p, (*cidrs)[i],
+                     quoted(pc.str()) +
+                         " is outside clusterCIDRs; other nodes would refuse to route it");
+            }
+            if (pc.length() != mask) {
+                fail(p, (*cidrs)[i],
+                     quoted(pc.str()) + " is not a /" + std::to_string(mask) +
+                         " (nodeCIDRMaskSize." + key + "); other nodes would refuse to route it");
+            }
+        } else if (pc.length() < mask) {
+            fail(p, (*cidrs)[i],
+                 quoted(pc.str()) + " is larger than a /" + std::to_string(mask) +
+                     " (nodeCIDRMaskSize." + key + "); other nodes would refuse to route it");
+        }
+    }
 
     if (auto n = top.get("interface")) {
         c.interface = as_string(*n, "interface");
@@ -604,6 +682,12 @@ std::string print_yaml(const meshd_config& c) {
     o << "nodeName: " << quoted(c.node_name) << "\n";
     o << "podCIDRs:\n";
     for (const auto& p : c.pod_cidrs) o << "  - " << quoted(p.str()) << "\n";
+    o << "clusterCIDRs: [";
+    for (size_t i = 0; i < c.cluster_cidrs.size(); ++i)
+        o << (i ? ", " : "") << quoted(c.cluster_cidrs[i].str());
+    o << "]\n";
+    o << "nodeCIDRMaskSize:\n  ipv4: " << c.node_cidr_mask_v4 << "\n  ipv6: " << c.node_cidr_mask_v6
+      << "\n";
     o << "interface: " << quoted(c.interface) << "\n";
     o << "wireguard:\n  backend: " << to_string(c.wg_backend)
       << "\n  listenPort: " << c.wg_listen_port << "\n";

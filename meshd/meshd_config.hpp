@@ -41,6 +41,14 @@ struct meshd_config {
 
     std::string node_name;
     std::vector<ip_prefix> pod_cidrs;
+    // Route authority (docs/architecture.md "Route authority"): the cluster's pod address space
+    // (kube-controller-manager --cluster-cidr) and the block each node gets from it
+    // (--node-cidr-mask-size-ipv4/-ipv6). Other nodes' pod CIDRs outside it or of another size are
+    // never routed. Empty: only prefixes shorter than the block size are refused (a warning).
+    static constexpr size_t max_cluster_cidrs = 8;
+    std::vector<ip_prefix> cluster_cidrs;
+    int node_cidr_mask_v4 = 24;
+    int node_cidr_mask_v6 = 64;
     std::string interface = "meshwire0";
     wg_backend_kind wg_backend = wg_backend_kind::auto_select;
     uint16_t wg_listen_port = default_wg_port;

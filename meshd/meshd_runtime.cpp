@@ -156,6 +156,7 @@ private:
     bool replan_ = false;                    // the transport changed: plan again at once
     bool apply_failed_ = false;              // the last apply failed: again at the next poll
     bool keepalive_pending_ = false;
+    std::vector<std::string> dropped_;  // the planner's last make_valid() drops (logged once)
     uint64_t apply_seq_ = 0;  // applies handed to wg_ (only the latest one's failure counts)
 
     struct pending_ping {
@@ -304,6 +305,12 @@ void daemon::apply_dataplane() {
     bool proxy_up = transport_.proxy() != nullptr;
     run_proxy_ops(planner_.proxy_ops(dps, proxy_up, now));
     auto plan = planner_.wireguard(dps, proxy_up, now);
+    if (plan.dropped != dropped_) {  // logged when it changes, not on every apply
+        for (const auto& d : plan.dropped) {
+            log::warn("wireguard setting left out so that the rest applies", {{"what", d}});
+        }
+        dropped_ = plan.dropped;
+    }
     keepalive_pending_ = plan.keepalive_pending;
     planned_version_ = version;
     replan_ = false;
@@ -542,6 +549,9 @@ int daemon::run() {
     node_core_config cc;
     cc.node_name = cfg_.node_name;
     cc.pod_cidrs = cfg_.pod_cidrs;
+    cc.cluster_cidrs = cfg_.cluster_cidrs;
+    cc.node_cidr_mask_v4 = cfg_.node_cidr_mask_v4;
+    cc.node_cidr_mask_v6 = cfg_.node_cidr_mask_v6;
     cc.control_port = cfg_.listen_port;
     cc.wg_port = cfg_.wg_listen_port;
     cc.endpoints = advertised_endpoints(cfg_.interface, cfg_.listen_port);

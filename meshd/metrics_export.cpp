@@ -32,6 +32,15 @@ std::string metrics_text(const node_snapshot& s) {
         t.gauge("meshwire_relay_load", "Our relayed pairs that send through the relay.", l,
                 static_cast<double>(r.load));
     }
+    for (size_t i = 0; i < cidr_refusal_count; ++i) {
+        L l{{"reason", to_string(static_cast<cidr_refusal>(i))}};
+        t.counter("meshwire_pod_cidrs_refused_total",
+                  "Peers' pod CIDRs refused by the route authority (never routed), by reason; "
+                  "each (peer, CIDR, reason) counted once.",
+                  l, s.cidrs_refused_total[i]);
+        t.gauge("meshwire_pod_cidrs_refused", "Peers' pod CIDRs refused now, by reason.", l,
+                static_cast<double>(s.cidrs_refused_now[i]));
+    }
     const auto& pl = s.probe_losses;
     for (auto [kind, v] : {std::pair{"relay", pl.relay}, std::pair{"direct", pl.direct},
                            std::pair{"inband", pl.inband}, std::pair{"user", pl.user}}) {

@@ -72,6 +72,8 @@ node_snapshot take_snapshot(const snapshot_sources& s) {
     n.probe_losses = core.probe_losses();
     n.endpoint_refusals = core.endpoint_refusals();
     n.records = core.store().size();
+    n.cidrs_refused_total = core.routes().refusals_total();
+    n.cidrs_refused_now = core.routes().refused_now();
     return n;
 }
 

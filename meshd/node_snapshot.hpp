@@ -3,6 +3,7 @@
 // (peers by path, relays up, the relay service's table), so the two views cannot disagree.
 #pragma once
 
+#include <array>
 #include <cstdint>
 #include <optional>
 #include <string>
@@ -65,6 +66,8 @@ struct node_snapshot {
     node_core::probe_loss_counts probe_losses;
     endpoint_refusal_counts endpoint_refusals{};
     size_t records = 0;
+    // Peers' pod CIDRs the route authority refused: reported so far, and refused now, by reason.
+    std::array<uint64_t, cidr_refusal_count> cidrs_refused_total{}, cidrs_refused_now{};
 };
 
 // What the daemon knows besides the core.

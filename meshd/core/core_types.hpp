@@ -16,6 +16,7 @@
 #include "meshd/core/node_id.hpp"
 #include "meshd/core/peer_record.hpp"
 #include "meshd/core/relay_session_table.hpp"
+#include "meshd/core/route_authority.hpp"
 
 namespace mw::meshd {
 
@@ -67,6 +68,10 @@ struct relay_spec {
 struct node_core_config {
     std::string node_name;
     std::vector<ip_prefix> pod_cidrs;
+    // Route authority (route_authority.hpp): which pod CIDRs of other nodes are routed.
+    std::vector<ip_prefix> cluster_cidrs;  // empty: no cluster-CIDR check
+    int node_cidr_mask_v4 = 24;
+    int node_cidr_mask_v6 = 64;
     uint16_t control_port = 51821;  // ours, and the port relays are reached on
     uint16_t wg_port = 51820;
     std::vector<wg_endpoint> endpoints;  // our control endpoints, advertised in our record
@@ -166,7 +171,8 @@ struct peer_view {
     node_id id;
     std::string name;
     wg_key wg_public_key;
-    std::vector<ip_prefix> pod_cidrs;
+    std::vector<ip_prefix> pod_cidrs;         // accepted and routed
+    std::vector<refused_cidr> refused_cidrs;  // claimed in its record, refused (never routed)
     path_kind path = path_kind::none;
     bool learned = false;  // direct, endpoint learned by WireGuard
     std::optional<node_id> relay;

@@ -152,6 +152,8 @@ public:
     const std::map<node_id, membership::registration>& registrations() const noexcept {
         return members_.registrations();
     }
+    // Which peers' pod CIDRs are routed and which are refused (route_authority.hpp).
+    const route_authority& routes() const noexcept { return paths_.routes(); }
     const node_core_config& config() const noexcept { return ctx_.cfg; }
     const node_id& id() const noexcept { return ctx_.id(); }
     // Resolves a name or a 64-hex node ID to a known peer.

@@ -6,7 +6,43 @@ namespace mw::meshd {
 
 peer_paths::peer_paths(core_context& ctx, const record_store& store, relay_directory& relays,
                        relay_election& election, const relay_role& role)
-    : ctx_(ctx), store_(store), relays_(relays), election_(election), role_(role) {}
+    : ctx_(ctx),
+      store_(store),
+      relays_(relays),
+      election_(election),
+      role_(role),
+      routes_(route_policy{ctx.cfg.cluster_cidrs, ctx.cfg.node_cidr_mask_v4,
+                           ctx.cfg.node_cidr_mask_v6, ctx.cfg.pod_cidrs}) {}
+
+void peer_paths::sync_host_underlay() {
+    std::vector<ip_address> v;
+    for (const auto& e : ctx_.cfg.endpoints) v.push_back(e.address);
+    for (const auto& r : ctx_.cfg.relays) v.insert(v.end(), r.addresses.begin(), r.addresses.end());
+    v.insert(v.end(), ctx_.cfg.bootstrap.begin(), ctx_.cfg.bootstrap.end());
+    if (v == host_underlay_) return;
+    host_underlay_ = v;
+    mark_routes(routes_.set_host_underlay(std::move(v)));
+}
+
+void peer_paths::log_refusals() {
+    for (const auto& e : routes_.take_new_refusals()) {
+        const peer_record* rec = store_.find(e.node);
+        ctx_.log(2, "pod CIDR refused; not routed to this peer",
+                 {{"peer", rec ? rec->name : e.node.short_hex()},
+                  {"node_id", e.node.short_hex()},
+                  {"cidr", e.refusal.cidr.str()},
+                  {"reason", to_string(e.refusal.reason)}});
+    }
+}
+
+void peer_paths::decide_now(const node_id& id, peer_entry& p, const peer_record& rec,
+                            uint64_t now) {
+    uint64_t outer = ctx_.next_deadline();
+    ctx_.set_next_deadline(UINT64_MAX);
+    decide(id, p, rec, now);
+    p.next_check_ms = ctx_.next_deadline();
+    ctx_.set_next_deadline(std::min(outer, p.next_check_ms));
+}
 
 void peer_paths::take_candidates(const node_id& id, peer_entry& p, const peer_record& rec) {
     // Candidates follow the record (and the offered addresses), keeping what we measured for
@@ -70,10 +106,13 @@ void peer_paths::withdraw_candidates(learned_via via, uint64_t now) {
 void peer_paths::tick(uint64_t now) {
     // Both are maps ordered by node ID, walked together in one pass (a tick runs often; with
     // hundreds of peers, per-peer lookups and key hashing were most of its cost).
+    sync_host_underlay();
     auto pit = peers_.begin();
     auto drop_until = [&](const node_id* id) {
         while (pit != peers_.end() && (!id || pit->first < *id)) {
             ctx_.log(1, "peer gone (record expired)", {{"peer", pit->second.dp.name}});
+            mark_routes(routes_.remove(pit->first));
+            routes_dirty_.erase(pit->first);
             pit = peers_.erase(pit);
             ++dp_version_;
         }
@@ -92,19 +131,28 @@ void peer_paths::tick(uint64_t now) {
             ctx_.log(1, "peer discovered", {{"peer", rec.name}, {"node_id", id.short_hex()}});
             ++dp_version_;
         }
-        if (p.record_seq != rec.seq) take_candidates(id, p, rec);
+        if (p.record_seq != rec.seq) {
+            take_candidates(id, p, rec);
+            std::vector<ip_address> addrs;
+            for (const auto& e : rec.endpoints) addrs.push_back(e.address);
+            mark_routes(routes_.update(id, rec.pod_cidrs, addrs));
+        }
+        const bool routes_changed = routes_dirty_.erase(id) > 0;
         // Only peers with something due are decided again: ticks stay cheap with many peers.
-        if (!all && now < p.next_check_ms) {
+        if (!all && !routes_changed && now < p.next_check_ms) {
             ctx_.due(p.next_check_ms);
             return;
         }
-        uint64_t outer = ctx_.next_deadline();
-        ctx_.set_next_deadline(UINT64_MAX);
-        decide(id, p, rec, now);
-        p.next_check_ms = ctx_.next_deadline();
-        ctx_.set_next_deadline(std::min(outer, p.next_check_ms));
+        decide_now(id, p, rec, now);
     });
     drop_until(nullptr);
+    // Route decisions of peers already passed changed (a pin they waited for was freed).
+    for (const auto& id : std::exchange(routes_dirty_, {})) {
+        auto it = peers_.find(id);
+        const peer_record* rec = store_.find(id);
+        if (it != peers_.end() && rec) decide_now(id, it->second, *rec, now);
+    }
+    log_refusals();
 }
 
 void peer_paths::decide(const node_id& id, peer_entry& p, const peer_record& rec, uint64_t now) {
@@ -125,7 +173,8 @@ void peer_paths::decide(const node_id& id, peer_entry& p, const peer_record& rec
     dp.id = id;
     dp.name = rec.name;
     dp.wg_public_key = rec.wg_public_key;
-    dp.allowed_ips = rec.pod_cidrs;
+    // Only what the route authority accepted is routed to the peer.
+    if (const auto* d = routes_.find(id)) dp.allowed_ips = d->accepted;
     bool learned = false;
 
     const candidate* best = nullptr;
@@ -318,6 +367,7 @@ std::vector<peer_view> peer_paths::views() const {
         pv.name = p.dp.name;
         pv.wg_public_key = p.dp.wg_public_key;
         pv.pod_cidrs = p.dp.allowed_ips;
+        if (const auto* d = routes_.find(id)) pv.refused_cidrs = d->refused;
         pv.path = p.dp.path;
         pv.learned = p.learned;
         pv.endpoint = p.dp.endpoint;

@@ -7,12 +7,16 @@
 // Peers follow the record store: a record that expired (or was never there) is no peer. A peer is
 // decided again when something it depends on changed (next_check_ms); relays_changed() makes
 // every peer decided again on the next tick (relay_directory and relay_role call it).
+//
+// A peer's allowed-ips are the pod CIDRs the route authority accepted from its record
+// (route_authority.hpp); the refused ones are logged once, counted and shown, never applied.
 #pragma once
 
 #include <cstddef>
 #include <cstdint>
 #include <map>
 #include <optional>
+#include <set>
 #include <string>
 #include <utility>
 #include <vector>
@@ -22,6 +26,7 @@
 #include "meshd/core/relay_directory.hpp"
 #include "meshd/core/relay_election.hpp"
 #include "meshd/core/relay_role.hpp"
+#include "meshd/core/route_authority.hpp"
 #include "meshd/core/windowed_min.hpp"
 
 namespace mw::meshd {
@@ -87,10 +92,19 @@ public:
     std::optional<node_id> resolve(const std::string& name_or_id) const;
     // Our pairs relayed through `relay`.
     size_t relayed_through(const node_id& relay) const;
+    const route_authority& routes() const noexcept { return routes_; }
 
 private:
     void decide(const node_id& id, peer_entry& p, const peer_record& rec, uint64_t now);
     void take_candidates(const node_id& id, peer_entry& p, const peer_record& rec);
+    // decide() with the peer's own deadline kept apart from the tick's.
+    void decide_now(const node_id& id, peer_entry& p, const peer_record& rec, uint64_t now);
+    // The route authority's view of the host underlay (our addresses, relays, bootstrap).
+    void sync_host_underlay();
+    void mark_routes(const route_authority::changed& c) {
+        routes_dirty_.insert(c.begin(), c.end());
+    }
+    void log_refusals();
 
     core_context& ctx_;
     const record_store& store_;
@@ -103,6 +117,9 @@ private:
         learned_via via;
     };
     std::map<node_id, std::vector<offered>> offered_;  // add_candidate(), bounded
+    route_authority routes_;
+    std::vector<ip_address> host_underlay_;  // as last given to routes_
+    std::set<node_id> routes_dirty_;         // their route decision changed: decide again
     uint64_t dp_version_ = 0;
     uint64_t next_token_ = 1;
     bool recheck_all_ = true;

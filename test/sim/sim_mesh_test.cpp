@@ -6,6 +6,7 @@
 #include <map>
 #include <set>
 
+#include "common/wireguard/wg_device.hpp"
 #include "test/sim/sim_net.hpp"
 
 using namespace mw;
@@ -784,4 +785,128 @@ TEST_CASE("sim: a fake record listing a victim's ports makes no node send the vi
     }
     CHECK(is_direct(net, "lan1a", "lan1b"));
     CHECK(m.relayed_live("lan1a", "lan2a"));
+namespace {
+
+// A WireGuard device configured from a core's desired data plane, as the daemon's planner would
+// (every peer with allowed-ips): what must pass validate() for the apply to go through.
+wg_device device_from(const node_core& core) {
+    wg_device d;
+    for (const auto& dp : core.dataplane()) {
+        if (dp.allowed_ips.empty()) continue;
+        wg_peer p;
+        p.public_key = dp.wg_public_key;
+        p.allowed_ips = dp.allowed_ips;
+        d.peers.push_back(std::move(p));
+    }
+    return d;
+}
+
+}  // namespace
+
+// Issue 17, route hijack: a PSK holder's record claims the victim's /24 as two /25s, the victim's
+// /24 itself, 8.0.0.0/8 and two /1s (the underlay). None of it is routed anywhere, the victim's
+// pods stay routed to the victim, the thief's own block is routed, and every node's WireGuard
+// configuration stays valid (an exact duplicate made the whole apply fail on every node).
+TEST_CASE("sim: a stolen node's route-hijack record is refused; the victim stays reachable") {
+    for (bool with_cluster : {true, false}) {
+        CAPTURE(with_cluster);
+        std_mesh m(23, false);
+        auto& net = m.net;
+        net.add_lan_host(1, "thief");  // index 6: its honest block would be 10.244.6.0/24
+        node_core_config cfg;
+        if (with_cluster) cfg.cluster_cidrs = {ip_prefix::parse("10.244.0.0/16").value()};
+        auto specs = net.relay_specs();
+        for (const auto& n : m.names)
+            net.start_core(net[n], specs, "sim cluster psk 0123456789", cfg);
+        REQUIRE(net.run_until([&] { return m.all_know_all(); }, 5000));
+
+        const std::string victim = "lan2a";  // host index 4
+        const auto victim_block = ip_prefix::parse("10.244.4.0/24").value();
+        node_core_config hostile = cfg;
+        for (const char* c : {"10.244.4.0/25", "10.244.4.128/25", "10.244.4.0/24", "8.0.0.0/8",
+                              "0.0.0.0/1", "128.0.0.0/1", "10.244.6.0/24"}) {
+            hostile.pod_cidrs.push_back(ip_prefix::parse(c).value());
+        }
+        net.start_core(net["thief"], specs, "sim cluster psk 0123456789", hostile);
+        REQUIRE(net.run_until(
+            [&] {
+                for (const auto& n : m.names) {
+                    if (!net.peer(n, "thief")) return false;
+                }
+                return true;
+            },
+            5000));
+        net.run_for(5000);
+
+        // Underlay addresses: every host's and NAT's.
+        std::vector<ip_address> underlay;
+        for (auto& h : net.hosts()) underlay.push_back(h->addr);
+        for (int k = 1; k <= 2; ++k) underlay.push_back(net.lan(k).pub);
+        underlay.push_back(ip_address::parse("8.8.8.8").value());
+        for (const auto& n : m.names) {
+            CAPTURE(n);
+            auto& core = *net[n].core;
+            auto t = net.peer(n, "thief");
+            REQUIRE(t);
+            CHECK(t->pod_cidrs ==
+                  std::vector<ip_prefix>{ip_prefix::parse("10.244.6.0/24").value()});
+            CHECK(t->refused_cidrs.size() == 6);
+            using meshd::cidr_refusal;
+            for (const auto& r : t->refused_cidrs) {
+                CAPTURE(r.cidr.str());
+                // The victim sees its own block claimed; everyone else sees another's.
+                if (r.cidr == victim_block) {
+                    CHECK(r.reason ==
+                          (n == victim ? cidr_refusal::overlaps_own : cidr_refusal::overlaps_peer));
+                } else if (r.cidr.length() == 25) {
+                    CHECK(r.reason == (with_cluster  ? cidr_refusal::wrong_block_size
+                                       : n == victim ? cidr_refusal::overlaps_own
+                                                     : cidr_refusal::overlaps_peer));
+                } else {  // 8/8 and the /1s
+                    CHECK(r.reason == (with_cluster ? cidr_refusal::outside_cluster
+                                                    : cidr_refusal::wrong_block_size));
+                }
+            }
+            // Nothing the data plane routes to a peer other than the victim covers the victim's
+            // pods or any underlay address.
+            for (const auto& dp : core.dataplane()) {
+                for (const auto& a : dp.allowed_ips) {
+                    CAPTURE(dp.name);
+                    CAPTURE(a.str());
+                    if (dp.name != victim) CHECK_FALSE(a.contains(victim_block.address()));
+                    for (const auto& u : underlay) CHECK_FALSE(a.contains(u));
+                }
+            }
+            // The WireGuard apply of everyone else goes through.
+            auto st = validate(device_from(core));
+            CHECK_MESSAGE(st.ok(), (st.ok() ? "" : st.err().message));
+            // Refusals are counted, and logged once each with fixed fields.
+            auto total = core.routes().refusals_total();
+            uint64_t sum = 0;
+            for (auto v : total) sum += v;
+            CHECK(sum == 6);
+            size_t logged = 0;
+            for (const auto& e : net[n].log) {
+                if (e.msg.rfind("pod CIDR refused", 0) != 0) continue;
+                ++logged;
+                std::map<std::string, std::string> f(e.fields.begin(), e.fields.end());
+                CHECK(f["peer"] == "thief");
+                CHECK(f.count("cidr"));
+                CHECK(f.count("reason"));
+            }
+            CHECK(logged == 6);
+        }
+        // The victim's pods are still routed to the victim, over a live path, everywhere.
+        for (const auto& n : m.names) {
+            if (n == victim) continue;
+            CAPTURE(n);
+            auto v = net.peer(n, victim);
+            REQUIRE(v);
+            CHECK(v->pod_cidrs == std::vector<ip_prefix>{victim_block});
+            CHECK(v->refused_cidrs.empty());
+            CHECK(v->path != path_kind::none);
+        }
+        REQUIRE(net.run_until([&] { return m.relayed_live("lan1a", victim); }, 10000));
+        CHECK(is_direct(net, "lan2b", victim));
+    }
 }

@@ -90,7 +90,14 @@ void sim_net::start_core(sim_host& h, const std::vector<relay_spec>& relays, con
     for (size_t i = 0; i < hosts_.size(); ++i) {
         if (hosts_[i].get() == &h) idx = i;
     }
-    c.pod_cidrs = {ip_prefix::parse("10.244." + std::to_string(idx % 256) + ".0/24").value()};
+    // 10.<244 + index / 256>.<index % 256>.0/24 (10.244.<index>.0/24 for the first 256 hosts),
+    // unique for 3,072 hosts: the route authority routes a repeated block to its first claimant
+    // only. A test may give the node's pod CIDRs itself (a hostile record).
+    if (c.pod_cidrs.empty()) {
+        c.pod_cidrs = {ip_prefix::parse("10." + std::to_string(244 + (idx / 256) % 12) + "." +
+                                        std::to_string(idx % 256) + ".0/24")
+                           .value()};
+    }
     c.control_port = port;
     if (c.endpoints.empty()) c.endpoints = {h.ep(port)};
     c.relays = relays;

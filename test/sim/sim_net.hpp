@@ -91,8 +91,10 @@ public:
     sim_host& add_public(const std::string& name, double delay_ms = 1);
     sim_host& add_lan_host(int lan, const std::string& name);
 
-    // Starts a core on a host. `psk` may differ per host (a wrong-PSK node). The host's control
-    // endpoint is advertised unless `overrides.endpoints` lists others (a lying node).
+    // Starts a core on a host. `psk` may differ per host (a wrong-PSK node). Its pod CIDR is
+    // 10.244.<host index>.0/24 (unique beyond 256 hosts, see start_core) unless `overrides` sets
+    // pod_cidrs; the host's control endpoint is advertised unless `overrides.endpoints` lists
+    // others (a lying node).
     void start_core(sim_host& h, const std::vector<meshd::relay_spec>& relays,
                     const std::string& psk = "sim cluster psk 0123456789",
                     node_core_config overrides = {});

@@ -249,6 +249,21 @@ TEST_CASE("meshctl: peers table") {
           "NAME  PATH  RELAY  ENDPOINT  RTT  HANDSHAKE\n");
     CHECK_NOTHROW(format_peers(json{{"peers", {1, "x", nullptr}}}, 0));
     CHECK_NOTHROW(format_peers(json{{"peers", 5}}, 0));
+    // Refused pod CIDRs (route authority) are listed under the table, sorted.
+    auto refused = sample_peers();
+    refused["peers"][2]["refusedCIDRs"] = json::parse(
+        R"([{"cidr": "8.0.0.0/8", "reason": "outside_cluster"},
+            {"cidr": "10.244.3.0/25", "reason": "wrong_block_size"}])");
+    refused["peers"][0]["refusedCIDRs"] = json::array();
+    CHECK(format_peers(refused, 1700000000) ==
+          "NAME    PATH    RELAY   ENDPOINT          RTT    HANDSHAKE\n"
+          "node-b  direct  -       192.0.2.20:51820  0.8ms  3m20s ago\n"
+          "node-c  relay   relay1  127.0.0.1:40001   3.1ms  12s ago\n"
+          "node-d  none    -       -                 -      never\n"
+          "node-d: 10.244.3.0/25 refused (wrong_block_size)\n"
+          "node-d: 8.0.0.0/8 refused (outside_cluster)\n");
+    refused["peers"][2]["refusedCIDRs"] = json::parse(R"([7, {"cidr": 1}])");
+    CHECK_NOTHROW(format_peers(refused, 0));
 }
 
 TEST_CASE("meshctl: relays table") {

@@ -60,6 +60,11 @@ TEST_CASE("meshd config: the example conf/meshd.yaml parses to what it documents
     REQUIRE(c.pod_cidrs.size() == 2);
     CHECK(c.pod_cidrs[0].str() == "10.244.1.0/24");
     CHECK(c.pod_cidrs[1].str() == "fd00:244:1::/64");
+    REQUIRE(c.cluster_cidrs.size() == 2);
+    CHECK(c.cluster_cidrs[0].str() == "10.244.0.0/16");
+    CHECK(c.cluster_cidrs[1].str() == "fd00:244::/32");
+    CHECK(c.node_cidr_mask_v4 == 24);
+    CHECK(c.node_cidr_mask_v6 == 64);
     CHECK(c.interface == "meshwire0");
     CHECK(c.wg_backend == mw::meshd::wg_backend_kind::auto_select);
     CHECK(c.wg_listen_port == 51820);
@@ -378,4 +383,52 @@ TEST_CASE("meshd config: load_meshd_config prefixes the path and reports a missi
     CHECK(bad.err().message ==
           std::string(tmpl) +
               ": logLevel: \"loud\" is not one of debug, info, warn, error (line 3)");
+}
+
+TEST_CASE("meshd config: clusterCIDRs and nodeCIDRMaskSize (the route authority's bounds)") {
+    auto d = ok(minimal());
+    CHECK(d.cluster_cidrs.empty());
+    CHECK(d.node_cidr_mask_v4 == 24);
+    CHECK(d.node_cidr_mask_v6 == 64);
+    auto c =
+        ok("podCIDRs: [10.244.1.0/24, 'fd00:244:1::/64']\npsk: {path: /p}\n"
+           "clusterCIDRs: [10.244.0.0/16, 'fd00:244::/32']\n");
+    REQUIRE(c.cluster_cidrs.size() == 2);
+    CHECK(c.cluster_cidrs[1].str() == "fd00:244::/32");
+    auto m =
+        ok("podCIDRs: [10.244.1.0/26]\npsk: {path: /p}\nclusterCIDRs: [10.244.0.0/16]\n"
+           "nodeCIDRMaskSize: {ipv4: 26, ipv6: 80}\n");
+    CHECK(m.node_cidr_mask_v4 == 26);
+    CHECK(m.node_cidr_mask_v6 == 80);
+    // print_yaml writes both, and they parse back.
+    auto again = ok(print_yaml(m));
+    CHECK(again.cluster_cidrs == m.cluster_cidrs);
+    CHECK(again.node_cidr_mask_v4 == 26);
+    CHECK(again.node_cidr_mask_v6 == 80);
+
+    // The node's own blocks must be what the others accept.
+    CHECK_ERR("podCIDRs: [10.245.1.0/24]\npsk: {path: /p}\nclusterCIDRs: [10.244.0.0/16]\n",
+              "podCIDRs[0]: \"10.245.1.0/24\" is outside clusterCIDRs");
+    CHECK_ERR("podCIDRs: [10.244.1.0/25]\npsk: {path: /p}\nclusterCIDRs: [10.244.0.0/16]\n",
+              "podCIDRs[0]: \"10.244.1.0/25\" is not a /24 (nodeCIDRMaskSize.ipv4)");
+    CHECK_ERR(
+        "podCIDRs: [10.244.1.0/24, 'fd00:244:1::/64']\npsk: {path: /p}\n"
+        "clusterCIDRs: [10.244.0.0/16]\n",
+        "podCIDRs[1]: \"fd00:244:1::/64\" is outside clusterCIDRs");
+    // Without clusterCIDRs, a block larger than the block size is refused too.
+    CHECK_ERR("podCIDRs: [10.244.0.0/16]\npsk: {path: /p}\n",
+              "podCIDRs[0]: \"10.244.0.0/16\" is larger than a /24 (nodeCIDRMaskSize.ipv4)");
+    CHECK(ok("podCIDRs: [10.244.0.0/16]\npsk: {path: /p}\nnodeCIDRMaskSize: {ipv4: 16}\n")
+              .node_cidr_mask_v4 == 16);
+    // The lists themselves.
+    CHECK_ERR(minimal("clusterCIDRs: 10.244.0.0/16\n"), "clusterCIDRs: must be a list");
+    CHECK_ERR(minimal("clusterCIDRs: [10.244.0.1/16]\n"),
+              "clusterCIDRs[0]: \"10.244.0.1/16\" has host bits set (did you mean 10.244.0.0/16?)");
+    CHECK_ERR(minimal("clusterCIDRs: [10.244.0.0/16, 10.244.128.0/17]\n"),
+              "clusterCIDRs[1]: \"10.244.128.0/17\" overlaps 10.244.0.0/16");
+    CHECK_ERR(minimal("clusterCIDRs: [banana]\n"), "clusterCIDRs[0]: \"banana\" is not a CIDR");
+    CHECK_ERR(minimal("nodeCIDRMaskSize: {ipv4: 31}\n"), "nodeCIDRMaskSize.ipv4");
+    CHECK_ERR(minimal("nodeCIDRMaskSize: {ipv5: 24}\n"), "ipv5");
+    CHECK_ERR(minimal("clusterCIDRs: [10.244.0.0/25]\nnodeCIDRMaskSize: {ipv4: 24}\n"),
+              "nodeCIDRMaskSize.ipv4: /24 is larger than clusterCIDRs[0] 10.244.0.0/25");
 }

@@ -319,3 +319,42 @@ TEST_CASE("planner: taking the relay role keeps relayed peers' keys without an e
     CHECK(r.count(K::add_peer) == 1);
     CHECK(find(r.plan, rel)->endpoint == pl.proxied().at(rel.id).local);
 }
+
+// Issue 17: one peer whose allowed-ips repeat another's made validate() refuse the whole device,
+// so the apply failed every time and froze every other peer's updates. The plan now always
+// passes validate(): the contested prefix stays with the peer that has it configured, and the
+// rest of that peer and every other peer still apply.
+TEST_CASE("planner: a peer repeating another's allowed-ip cannot make the whole apply fail") {
+    dataplane_planner pl(identity(1).id());
+    runner r{pl};
+    auto a = peer(2, path_kind::direct), b = peer(3, path_kind::direct);
+    r.step({a, b}, true, t0);
+    REQUIRE(r.plan.dropped.empty());
+    // b now also wants a's /24 (and a new one of its own); c, new, wants a's too.
+    b.allowed_ips.push_back(pfx("10.244.2.0/24"));
+    b.allowed_ips.push_back(pfx("10.244.33.0/24"));
+    auto c = peer(4, path_kind::direct);
+    c.allowed_ips = {pfx("10.244.2.0/24"), pfx("10.244.4.0/24")};
+    auto& plan = r.step({a, b, c}, true, t0 + 1000);
+    wg_device dev;
+    dev.peers = plan.peers;
+    auto st = validate(dev);
+    CHECK_MESSAGE(st.ok(), (st.ok() ? "" : st.err().message));
+    REQUIRE(find(plan, a));
+    REQUIRE(find(plan, b));
+    REQUIRE(find(plan, c));
+    CHECK(find(plan, a)->allowed_ips == std::vector<ip_prefix>{pfx("10.244.2.0/24")});
+    CHECK(find(plan, b)->allowed_ips ==
+          std::vector<ip_prefix>{pfx("10.244.3.0/24"), pfx("10.244.33.0/24")});
+    CHECK(find(plan, c)->allowed_ips == std::vector<ip_prefix>{pfx("10.244.4.0/24")});
+    CHECK(plan.dropped.size() == 2);
+    // Without an incumbent the first in the desired list keeps it (the core lists peers in node
+    // ID order).
+    dataplane_planner fresh(identity(1).id());
+    runner r2{fresh};
+    auto& p2 = r2.step({a, b, c}, true, t0);
+    dev.peers = p2.peers;
+    CHECK(validate(dev).ok());
+    CHECK(p2.dropped.size() == 2);
+    CHECK(find(p2, a)->allowed_ips == std::vector<ip_prefix>{pfx("10.244.2.0/24")});
+}

@@ -101,6 +101,7 @@ TEST_CASE("node snapshot: peers show the endpoint in use and the device's handsh
     CHECK(p[1]["endpoint"].is_null());
     CHECK(p[1]["lastHandshake"].is_null());
     CHECK(p[3]["path"] == "none");
+    CHECK(p[0]["refusedCIDRs"] == nlohmann::json::array());
     auto r = relays_json(s)["relays"];
     REQUIRE(r.size() == 2);
     CHECK(r[0]["rttMs"] == 3.5);
@@ -121,4 +122,32 @@ TEST_CASE("control api: requests are checked before anything runs") {
           "\"count\" must be 1..100");
     CHECK(parse_control_request(json{{"cmd", "ping"}, {"node", "b"}, {"count", 100}})->count ==
           100);
+}
+
+TEST_CASE("node snapshot: refused pod CIDRs in meshctl peers and in the metrics, by reason") {
+    auto s = example();
+    s.peers[1].view.pod_cidrs = {ip_prefix::parse("10.244.3.0/24").value()};
+    s.peers[1].view.refused_cidrs = {
+        {ip_prefix::parse("8.0.0.0/8").value(), cidr_refusal::outside_cluster},
+        {ip_prefix::parse("10.244.2.0/24").value(), cidr_refusal::overlaps_peer}};
+    s.cidrs_refused_total[size_t(cidr_refusal::outside_cluster)] = 3;
+    s.cidrs_refused_now[size_t(cidr_refusal::outside_cluster)] = 1;
+    s.cidrs_refused_now[size_t(cidr_refusal::overlaps_peer)] = 1;
+    auto p = peers_json(s)["peers"];
+    CHECK(p[1]["podCIDRs"] == nlohmann::json::array({"10.244.3.0/24"}));
+    CHECK(p[1]["refusedCIDRs"] ==
+          nlohmann::json::parse(R"([{"cidr": "8.0.0.0/8", "reason": "outside_cluster"},
+                                    {"cidr": "10.244.2.0/24", "reason": "overlaps_peer"}])"));
+    std::string m = metrics_text(s);
+    // The fixed label set: every reason is exported, also at zero.
+    for (const char* r : {"outside_cluster", "wrong_block_size", "overlaps_own", "covers_underlay",
+                          "overlaps_peer"}) {
+        CAPTURE(r);
+        CHECK(m.find(std::string("meshwire_pod_cidrs_refused_total{reason=\"") + r + "\"}") !=
+              std::string::npos);
+    }
+    CHECK(has_line(m, "meshwire_pod_cidrs_refused_total{reason=\"outside_cluster\"} 3"));
+    CHECK(has_line(m, "meshwire_pod_cidrs_refused{reason=\"outside_cluster\"} 1"));
+    CHECK(has_line(m, "meshwire_pod_cidrs_refused{reason=\"overlaps_peer\"} 1"));
+    CHECK(has_line(m, "meshwire_pod_cidrs_refused_total{reason=\"wrong_block_size\"} 0"));
 }

@@ -12,7 +12,8 @@ plugin, meshctl queries (Python 3 stdlib, root). See README.md in this directory
     # pods deleted (CNI DEL), meshd stopped, namespaces gone, also when the block raised
 
 Every mesh node (the relays and the LAN nodes, not routers) i = 1, 2, ... gets the pod CIDRs
-10.244.<i>.0/24 and fd00:244:<i>::/64 and its own files under node.dir: meshd.yaml, psk (0600),
+10.244.<i>.0/24 and fd00:244:<i>::/64 (inside clusterCIDRs 10.244.0.0/16, fd00:244::/32) and
+its own files under node.dir: meshd.yaml, psk (0600),
 state/, run/ (node.json, meshd.sock), ipam/ (the CNI plugin's dataDir), meshd.log.
 
 The WireGuard backend meshd is told to use is $MESHWIRE_WG_BACKEND (userspace, the default, or
@@ -82,6 +83,10 @@ def wg_backend_default():
     if b not in WG_BACKENDS:
         raise ValueError("%s=%r: want one of %s" % (WG_BACKEND_ENV, b, ", ".join(WG_BACKENDS)))
     return b
+
+
+# clusterCIDRs of every node's meshd.yaml: the space pod_cidrs() hands out.
+CLUSTER_CIDRS = ["10.244.0.0/16", "fd00:244::/32"]
 
 
 def pod_cidrs(i):
@@ -324,6 +329,8 @@ class Mesh:
         cfg = {
             "nodeName": node.name,
             "podCIDRs": ov.get("pod_cidrs", pod_cidrs(self.index(node))),
+            # The route authority's bounds (every pod_cidrs(i) lies inside, /24 and /64).
+            "clusterCIDRs": CLUSTER_CIDRS,
             "interface": node.wg_ifname,
             "wireguard": {"backend": self.wg_backend, "listenPort": 51820},
             "listenPort": 51821,
@@ -670,8 +677,8 @@ def _json_loads(text, cmd):
         raise ValueError("%s: not JSON (%s): %r" % (" ".join(cmd), e, text[:500])) from None
 
 
-__all__ = ["Mesh", "Pod", "pod_cidrs", "peer_paths", "to_yaml", "merge", "CNI_NETWORK",
-           "WG_BACKENDS", "WG_BACKEND_ENV", "wg_backend_default", "TIME_FACTOR", "time_factor"]
+__all__ = ["Mesh", "Pod", "pod_cidrs", "CLUSTER_CIDRS", "peer_paths", "to_yaml", "merge",
+           "CNI_NETWORK", "WG_BACKENDS", "WG_BACKEND_ENV", "wg_backend_default", "TIME_FACTOR", "time_factor"]
 if __name__ == "__main__":
     print(__doc__)
     sys.exit(0)
