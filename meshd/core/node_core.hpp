@@ -125,6 +125,7 @@ public:
     std::vector<relay_view> relays() const;
     const peer_record& self_record() const noexcept { return members_.self(); }
     const control_counters& counters() const noexcept { return ctx_.channel().counters(); }
+    const admission_counters& admission() const noexcept { return ctx_.admission; }
     relay_role_state role() const noexcept { return role_.state(); }
     const std::string& role_reason() const noexcept { return role_.reason(); }
     // Our relay addresses (addr:control port) that another node has dialled back.
@@ -137,6 +138,10 @@ public:
     // PINGs that got no PONG within ping_timeout_ms, by what they probed.
     const probe_loss_counts& probe_losses() const noexcept { return ctx_.probes().losses(); }
     const record_store& store() const noexcept { return members_.store(); }
+    // Relay role: the nodes registered with us (their HELLOs).
+    const std::map<node_id, membership::registration>& registrations() const noexcept {
+        return members_.registrations();
+    }
     const node_core_config& config() const noexcept { return ctx_.cfg; }
     const node_id& id() const noexcept { return ctx_.id(); }
     // Resolves a name or a 64-hex node ID to a known peer.

@@ -1,8 +1,8 @@
 // This node's relay role (DESIGN §5 "Relay role") and its control side: listed in relayNodes, or
 // (none configured) offering itself at its public addresses -> verifying (another node must dial
 // the address back) -> active, or refused with a reason and checked again later. Also the
-// helper side of dial-back (probes for others, rate-limited) and the relay's session requests
-// (bound in the relay_binder, the forwarder's session table).
+// helper side of dial-back (probes for others, rate-limited per requester and in all) and the
+// relay's session requests (bound in the relay_binder, the forwarder's session table).
 //
 // Couplings, as explicit calls (wired by node_core): on_change whenever the state changes (pairs
 // are decided again — a serving node takes no relayed paths — and our record re-signed).
@@ -81,6 +81,7 @@ private:
     std::map<uint64_t, size_t> dialback_nonces_;  // nonce -> index into self_addrs_
     std::vector<std::string> dialback_asked_;     // helpers asked so far (names)
     uint64_t probe_window_ms_ = 0, probes_in_window_ = 0;
+    std::map<node_id, uint64_t> probes_by_requester_;  // in this window
 };
 
 }  // namespace mw::meshd
