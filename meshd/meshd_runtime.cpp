@@ -15,6 +15,7 @@
 #include "common/wireguard/wg_backend.hpp"
 #include "meshd/config_watcher.hpp"
 #include "meshd/control_api.hpp"
+#include "meshd/control_inbox.hpp"
 #include "meshd/core/node_core.hpp"
 #include "meshd/core/psk_sealer.hpp"
 #include "meshd/dataplane_planner.hpp"
@@ -52,6 +53,22 @@ uint64_t unix_ms() {
                                      std::chrono::system_clock::now().time_since_epoch())
                                      .count());
 }
+
+uint64_t steady_ms() {
+    return static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::milliseconds>(
+                                     std::chrono::steady_clock::now().time_since_epoch())
+                                     .count());
+}
+
+control_inbox_config inbox_config() {
+    control_inbox_config c;
+    // The buckets' keyed hash: nobody may pick an address that shares another's bucket.
+    c.buckets.hash_seed = uint64_t(randombytes_random()) << 32 | randombytes_random();
+    return c;
+}
+
+// Datagrams handled per posted handler before timers and the control API get their turn.
+constexpr int k_inbox_batch = 64;
 
 void emit(const core_log_event& e) {
     // log::write takes an initializer_list; build the line's fields by hand.
@@ -103,6 +120,7 @@ public:
           wg_timer_(io_),
           addr_timer_(io_),
           config_timer_(io_),
+          inbox_(inbox_config()),
           transport_(cfg_, [this](std::span<const uint8_t> d, const wg_endpoint& from, uint64_t sid,
                                   uint16_t via) { on_control(d, from, sid, via); }),
           watcher_(std::move(config_path)),
@@ -111,9 +129,10 @@ public:
     int run();
 
 private:
-    // Called on a transport loop thread: copy and hand to the core's thread.
+    // Called on a transport loop thread: into the bounded inbox, for the core's thread.
     void on_control(std::span<const uint8_t> d, const wg_endpoint& from, uint64_t sid,
                     uint16_t via);
+    void drain_inbox();
     status sync_transport();
     void watch_config();
     void reload_config();
@@ -140,6 +159,10 @@ private:
     uint64_t armed_deadline_ = UINT64_MAX;
     std::chrono::steady_clock::time_point started_ = std::chrono::steady_clock::now();
 
+    // Between the transport's threads and ours; declared before transport_, whose threads push
+    // into it until it stops.
+    control_inbox inbox_;
+    control_inbox::item inbox_item_;  // reused buffer
     transport transport_;
     config_watcher watcher_;
     std::unique_ptr<node_core> core_;
@@ -173,12 +196,26 @@ private:
 
 void daemon::on_control(std::span<const uint8_t> d, const wg_endpoint& from, uint64_t sid,
                         uint16_t via) {
-    std::vector<uint8_t> copy(d.begin(), d.end());
-    asio::post(io_, [this, copy = std::move(copy), from, sid, via] {
-        if (!core_ || stopping_) return;
-        core_->on_datagram(copy, from, sid, via, unix_ms());
-        after_core();
-    });
+    // Bounded and rate-limited per source before anything is allocated or decrypted; one posted
+    // handler per wakeup, not per datagram.
+    if (inbox_.push(d, from, sid, via, steady_ms()) == control_inbox::push_result::queued_wake) {
+        asio::post(io_, [this] { drain_inbox(); });
+    }
+}
+
+void daemon::drain_inbox() {
+    int n = 0;
+    bool more = true;
+    while (n < k_inbox_batch && (more = inbox_.pop(inbox_item_))) {
+        ++n;
+        if (!core_ || stopping_) continue;  // drained and dropped
+        const auto& it = inbox_item_;
+        core_->on_datagram(it.bytes, it.from, it.session_id, it.via, unix_ms());
+    }
+    if (n > 0 && core_ && !stopping_) after_core();
+    // A full batch: the inbox may hold more (its wakeup is still pending): come back after the
+    // other handlers queued meanwhile.
+    if (more) asio::post(io_, [this] { drain_inbox(); });
 }
 
 status daemon::sync_transport() {
@@ -387,6 +424,7 @@ node_snapshot daemon::snapshot() {
         .proxy = transport_.proxy(),
         .observed = observed_,
         .proxied = planner_.proxied(),
+        .inbox = &inbox_,
     });
 }
 

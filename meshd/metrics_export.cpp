@@ -82,6 +82,38 @@ std::string metrics_text(const node_snapshot& s) {
                   {{"reason", why}}, v);
     }
     t.gauge("meshwire_records", "Peer records known.", L{}, static_cast<double>(s.records));
+    // Admission (issue 17): fixed label sets, so a flood cannot grow the metrics either.
+    const auto& a = s.admission;
+    for (auto [why, v] : {std::pair{"new_identity_rate", a.new_identity_rate_limited},
+                          std::pair{"store_full", a.store_full},
+                          std::pair{"session_unknown_sender", a.session_unknown_sender},
+                          std::pair{"dialback_requester", a.dialback_requester_limited},
+                          std::pair{"dialback_global", a.dialback_limited}}) {
+        t.counter("meshwire_admission_refused_total",
+                  "Requests refused before any state was allocated for them, by reason.",
+                  {{"reason", why}}, v);
+    }
+    t.counter("meshwire_records_evicted_total",
+              "Records of young or silent nodes evicted to make room for a new node.", L{},
+              a.records_evicted);
+    t.counter("meshwire_log_lines_suppressed_total",
+              "Refusal log lines not written (one per node and reason per minute).", L{},
+              a.log_lines_suppressed);
+    const auto& in = s.inbox;
+    for (auto [why, v] :
+         {std::pair{"rate_limited", in.rate_limited}, std::pair{"new_source", in.shared_limited},
+          std::pair{"queue_full", in.queue_full}, std::pair{"oversize", in.oversize}}) {
+        t.counter("meshwire_control_inbox_dropped_total",
+                  "Control datagrams dropped before the AEAD check, by reason.", {{"reason", why}},
+                  v);
+    }
+    t.counter("meshwire_control_inbox_queued_total",
+              "Control datagrams queued for the core's thread.", L{}, in.queued);
+    t.gauge("meshwire_control_inbox_depth", "Control datagrams waiting for the core's thread.", L{},
+            static_cast<double>(in.depth));
+    t.gauge("meshwire_control_inbox_high_water",
+            "The most control datagrams that waited at once since meshd started.", L{},
+            static_cast<double>(in.high_water));
     if (t.invalid_samples()) {
         t.counter("meshwire_metrics_invalid_samples_total", "Samples skipped as invalid.", L{},
                   static_cast<uint64_t>(t.invalid_samples()));

@@ -66,6 +66,8 @@ node_snapshot take_snapshot(const snapshot_sources& s) {
     }
     if (s.proxy) n.proxy = s.proxy->stats();
     n.control = core.counters();
+    n.admission = core.admission();
+    if (s.inbox) n.inbox = s.inbox->stats();
     n.relay_selections = core.relay_selections();
     n.relay_failovers = core.relay_failovers();
     n.stalls = core.stalls();

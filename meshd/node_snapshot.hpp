@@ -10,6 +10,8 @@
 #include <vector>
 
 #include "common/wireguard/wg_device.hpp"
+#include "meshd/control_inbox.hpp"
+#include "meshd/core/admission.hpp"
 #include "meshd/core/control_channel.hpp"
 #include "meshd/core/node_core.hpp"
 #include "meshd/dataplane_planner.hpp"
@@ -62,6 +64,8 @@ struct node_snapshot {
     std::optional<relay_proxy_stats> proxy;
 
     control_counters control;
+    admission_counters admission;
+    control_inbox_stats inbox;  // control datagrams between the socket and the core (issue 17)
     uint64_t relay_selections = 0, relay_failovers = 0, stalls = 0;
     node_core::probe_loss_counts probe_losses;
     endpoint_refusal_counts endpoint_refusals{};
@@ -82,6 +86,7 @@ struct snapshot_sources {
     relay_proxy* proxy = nullptr;
     const std::optional<wg_device>& observed;  // the last device read
     const std::map<node_id, proxied_peer>& proxied;
+    const control_inbox* inbox = nullptr;
 };
 
 node_snapshot take_snapshot(const snapshot_sources& s);

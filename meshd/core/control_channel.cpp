@@ -24,7 +24,8 @@ result<control_message> control_channel::receive(std::span<const uint8_t> datagr
         return std::move(decoded).err();
     }
     control_message& m = *decoded;
-    auto verdict = replay_.check(m.sender, m.timestamp_us, opened->nonce, now_ms * 1000);
+    auto verdict = replay_.check(m.sender, m.timestamp_us, opened->nonce, now_ms * 1000,
+                                 !admitted_ || admitted_(m.sender));
     switch (verdict) {
         case replay_verdict::accept:
             break;

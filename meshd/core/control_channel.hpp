@@ -11,6 +11,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <span>
 #include <vector>
 
@@ -48,6 +49,12 @@ public:
     // Stamps sender and timestamp and seals. `nonce` must be fresh random bytes.
     result<std::vector<uint8_t>> send(message_body body, const aead_nonce& nonce, uint64_t now_ms);
 
+    // Whether a sender is admitted (replay_window rule 6: unadmitted senders share a part of the
+    // sender table). Unset: everyone is.
+    void set_admission(std::function<bool(const node_id&)> admitted) {
+        admitted_ = std::move(admitted);
+    }
+
     // Forget replay state that can no longer matter (call every few seconds).
     void expire(uint64_t now_ms) { replay_.expire(now_ms * 1000); }
 
@@ -68,6 +75,7 @@ private:
         return c;
     }
     uint64_t last_sent_us_ = 0;
+    std::function<bool(const node_id&)> admitted_;
 };
 
 }  // namespace mw::meshd

@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "common/wireguard/wg_endpoint.hpp"
+#include "meshd/core/admission.hpp"
 #include "meshd/core/control_channel.hpp"
 #include "meshd/core/core_types.hpp"
 #include "meshd/core/endpoint_filter.hpp"
@@ -90,6 +91,10 @@ public:
     // A node's name for log lines (its record's, a relay's configured one, or its short ID);
     // set by node_core, which knows where names live.
     std::function<std::string(const node_id&)> name_of;
+
+    // Admission refusals (issue 17), and the throttle for their log lines.
+    admission_counters admission;
+    log_throttle refusal_log;
 
     std::vector<outgoing_datagram> take_outgoing() { return std::exchange(out_, {}); }
     std::vector<core_log_event> take_log() { return std::exchange(log_, {}); }

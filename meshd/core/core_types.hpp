@@ -122,6 +122,17 @@ struct node_core_config {
     uint64_t relay_exclude_ms = 30000;  // a relay that failed a pair is not retried for it
     uint64_t record_lifetime_ms = 10 * 60 * 1000;
     uint64_t ping_timeout_ms = 3000;  // pending PINGs are forgotten after this
+    // Admission (issue 17). A relay admits at most new_ids_per_min new identities (nodes it holds
+    // no record of) per source address per minute, with a burst of new_ids_burst; sources beyond
+    // its table of new_ids_sources share new_ids_shared_per_min (burst new_ids_shared_burst).
+    uint64_t new_ids_per_min = 30;
+    uint64_t new_ids_burst = 64;
+    uint64_t new_ids_shared_per_min = 120;
+    uint64_t new_ids_shared_burst = 256;
+    size_t new_ids_sources = 1024;
+    // As a dial-back helper: probes for one requester per second (the global budget is
+    // dialback_probes_per_s), so one requester cannot starve the others' verification.
+    uint64_t dialback_probes_per_requester_s = 4;
 };
 
 // One remote node as the data plane should have it.

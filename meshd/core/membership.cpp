@@ -1,12 +1,25 @@
 #include "meshd/core/membership.hpp"
 
 #include <algorithm>
+#include <string>
 
 namespace mw::meshd {
 
 membership::membership(core_context& ctx, const relay_role& role, record_store_config store_cfg,
                        record_changed_fn on_record_changed)
-    : ctx_(ctx), role_(role), on_record_changed_(std::move(on_record_changed)), store_(store_cfg) {}
+    : ctx_(ctx),
+      role_(role),
+      on_record_changed_(std::move(on_record_changed)),
+      store_(store_cfg),
+      new_ids_(source_bucket_config{.rate = ctx.cfg.new_ids_per_min,
+                                    .burst = ctx.cfg.new_ids_burst,
+                                    .shared_rate = ctx.cfg.new_ids_shared_per_min,
+                                    .shared_burst = ctx.cfg.new_ids_shared_burst,
+                                    .period_ms = 60'000,
+                                    .max_sources = ctx.cfg.new_ids_sources,
+                                    // a source that has registered nobody for a while
+                                    .idle_ms = 120'000,
+                                    .hash_seed = ctx.random_u64()}) {}
 
 uint64_t membership::self_refresh_due() const noexcept {
     return self_signed_ms_ + ctx_.cfg.record_lifetime_ms / 2;
@@ -66,7 +79,10 @@ result<put_outcome> membership::accept(const peer_record& rec, learned_via via, 
     }
     // Only found relays depend on records; with relayNodes nothing is copied per record.
     auto before = ctx_.auto_relays() ? relay_facts_of(store_.find(rec.id())) : std::nullopt;
+    const uint64_t evicted = store_.evicted(), refused = store_.refused_full();
     auto put = store_.put(rec, now);
+    ctx_.admission.records_evicted += store_.evicted() - evicted;
+    ctx_.admission.store_full += store_.refused_full() - refused;
     if (!put) return put;
     learned_[rec.id()] = learned_[rec.id()] | via;
     if (*put != put_outcome::duplicate) on_record_changed_(rec, before);
@@ -85,12 +101,20 @@ result<put_outcome> membership::offer_record(const peer_record& rec, learned_via
 void membership::on_hello(const control_message& m, const hello_msg& b, const wg_endpoint& from,
                           uint64_t now) {
     if (!role_.relay_like()) return;  // only relays are rendezvous points
+    // A new identity costs its source address a token: identities are cheap to make, and each
+    // one admitted becomes state (record, registration, a WireGuard peer) on every node.
+    if (!store_.find(m.sender) && !new_ids_.allow(new_ids_.key_of(from.address), now)) {
+        ++ctx_.admission.new_identity_rate_limited;
+        refused(m.sender, b.record.name,
+                "new identities from " + from.address.str() + " over their rate", "rate", now);
+        return;
+    }
     auto put = accept(b.record, learned_via::registration, now);
     if (!put) {
         // Outdated seq is normal (a HELLO overtaken by a newer one); anything else is worth a line.
         if (!put.err().is(errc::already_exists)) {
-            ctx_.log(2, "registration refused",
-                     {{"peer", b.record.name}, {"error", put.err().message}});
+            refused(m.sender, b.record.name, put.err().message,
+                    std::to_string(static_cast<int>(put.err().code.value())), now);
         }
         return;
     }
@@ -100,6 +124,18 @@ void membership::on_hello(const control_message& m, const hello_msg& b, const wg
     }
     if (*put != put_outcome::duplicate) push_record(b.record, m.sender, now);
     if (b.flags & hello_msg::flag_want_records) send_records(from, now);
+}
+
+void membership::refused(const node_id& who, const std::string& name, const std::string& why,
+                         const std::string& reason, uint64_t now) {
+    uint64_t suppressed = 0;
+    if (!ctx_.refusal_log.should_log(who, reason, now, &suppressed)) {
+        ++ctx_.admission.log_lines_suppressed;
+        return;
+    }
+    core_context::log_fields f{{"peer", name}, {"error", why}};
+    if (suppressed) f.emplace_back("suppressed", std::to_string(suppressed));
+    ctx_.log(2, "registration refused", std::move(f));
 }
 
 void membership::on_records(const control_message& m, const records_msg& b, learned_via via,

@@ -8,6 +8,11 @@
 // record it holds, its own included, and pushes a new or changed record to every node registered
 // with it. Records are the record_store's: verified, newest seq wins, bounded.
 //
+// Admission (issue 17): a relay registers a node it holds no record of (a new identity) only
+// within its source address's budget (node_core_config new_ids_*, source_buckets), and the store
+// lets no new identity evict an established node (record_store). Refusals are counted
+// (core_context::admission) and logged once per (node, reason) per minute.
+//
 // Couplings, as explicit calls (wired by node_core): on_record_changed for every record that is
 // new or changed (relay_directory decides whether it adds, drops or re-addresses a found relay).
 #pragma once
@@ -23,6 +28,7 @@
 #include "meshd/core/record_store.hpp"
 #include "meshd/core/relay_directory.hpp"
 #include "meshd/core/relay_role.hpp"
+#include "meshd/core/source_buckets.hpp"
 
 namespace mw::meshd {
 
@@ -75,6 +81,9 @@ private:
     result<put_outcome> accept(const peer_record& rec, learned_via via, uint64_t now);
     void push_record(const peer_record& rec, const node_id& except, uint64_t now);
     void send_records(const wg_endpoint& to, uint64_t now);
+    // A refused registration: logged once per (node, reason) per interval, else counted.
+    void refused(const node_id& who, const std::string& name, const std::string& why,
+                 const std::string& reason, uint64_t now);
 
     core_context& ctx_;
     const relay_role& role_;
@@ -85,6 +94,7 @@ private:
     uint64_t self_signed_ms_ = 0;
     std::map<node_id, registration> registered_;
     std::map<node_id, learned_via_set> learned_;  // follows the store
+    source_buckets new_ids_;                      // relay: new identities per source address
 };
 
 }  // namespace mw::meshd

@@ -29,6 +29,9 @@ node_core::node_core(node_core_config cfg, const node_identity& identity, psk_se
       paths_(ctx_, members_.store(), directory_, election_, role_) {
     ensure_sodium();
     ctx_.name_of = [this](const node_id& id) { return directory_.name_of(id); };
+    // Replay-table slots beyond a share for unknown senders only for nodes whose record we hold.
+    ctx_.channel().set_admission(
+        [this](const node_id& id) { return members_.store().find(id) != nullptr; });
     for (const auto& a : ctx_.cfg.bootstrap) {
         offer_endpoint(std::nullopt, wg_endpoint{a, ctx_.cfg.control_port}, learned_via::bootstrap,
                        0);
@@ -240,7 +243,15 @@ uint64_t node_core::on_datagram(std::span<const uint8_t> datagram, const wg_endp
                                         now);
                 }
             } else if constexpr (std::is_same_v<T, relay_session_request_msg>) {
-                if (!in_band) role_.on_session_request(*m, b, from, via, now);
+                // Session state only for admitted nodes: the sender's record must be here (it
+                // HELLOs us first). Dropped unanswered (a REJECT would exclude us for 30 s); an
+                // honest node asks again within session_retry_ms.
+                if (in_band) return;
+                if (!members_.store().find(m->sender)) {
+                    ++ctx_.admission.session_unknown_sender;
+                    return;
+                }
+                role_.on_session_request(*m, b, from, via, now);
             } else if constexpr (std::is_same_v<T, relay_session_accept_msg>) {
                 paths_.on_session_answer(m->sender, b.session_id, b.to, true, 0, now);
             } else if constexpr (std::is_same_v<T, relay_session_reject_msg>) {

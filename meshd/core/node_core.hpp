@@ -132,6 +132,7 @@ public:
         c.revoked = revoked_drops_;
         return c;
     }
+    const admission_counters& admission() const noexcept { return ctx_.admission; }
     relay_role_state role() const noexcept { return role_.state(); }
     const std::string& role_reason() const noexcept { return role_.reason(); }
     // Our relay addresses (addr:control port) that another node has dialled back.

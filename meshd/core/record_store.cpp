@@ -15,6 +15,7 @@ result<put_outcome> record_store::put(const peer_record& rec, uint64_t now_ms) {
         const peer_record& cur = it->second;
         if (cur.seq == rec.seq && cur.sig == rec.sig && rec.expires_ms > now_ms &&
             rec.same_content(cur)) {
+            touch(it->first, now_ms);
             return put_outcome::duplicate;
         }
         keys_known = cur.wg_public_key == rec.wg_public_key && cur.signing_key == rec.signing_key;
@@ -35,33 +36,85 @@ result<put_outcome> record_store::put(const peer_record& rec, uint64_t now_ms) {
                                                    std::to_string(cur.seq));
         }
         if (rec.seq == cur.seq) {
-            if (rec.same_content(cur)) return put_outcome::duplicate;
+            if (rec.same_content(cur)) {
+                touch(id, now_ms);
+                return put_outcome::duplicate;
+            }
             return error(errc::state_mismatch, "peer record " + rec.name + ": seq " +
                                                    std::to_string(rec.seq) +
                                                    " already seen with different content");
         }
-        remove(it);
-        records_.emplace(id, rec);
+        // The node's history (first seen) stays: only the record is replaced.
+        by_expiry_.erase({cur.expires_ms, id});
+        auto [b, e] = by_name_.equal_range(cur.name);
+        for (auto n = b; n != e; ++n) {
+            if (n->second == id) {
+                by_name_.erase(n);
+                break;
+            }
+        }
+        it->second = rec;
         by_expiry_.emplace(rec.expires_ms, id);
         by_name_.emplace(rec.name, id);
+        touch(id, now_ms);
         return put_outcome::replaced;
     }
-    if (records_.size() >= cfg_.max_records) {
-        expire(now_ms);
-        if (records_.size() >= cfg_.max_records) {
-            auto soonest = by_expiry_.begin();
-            if (soonest->first >= rec.expires_ms) {
-                return error(errc::exhausted, "record store full (" +
-                                                  std::to_string(cfg_.max_records) +
-                                                  " records), all outliving " + rec.name);
-            }
-            remove(records_.find(soonest->second));
-        }
+    if (records_.size() >= cfg_.max_records && !make_room(now_ms)) {
+        ++refused_full_;
+        return error(errc::exhausted, "record store full (" + std::to_string(cfg_.max_records) +
+                                          " records of established nodes); new node " + rec.name +
+                                          " refused");
     }
     records_.emplace(id, rec);
     by_expiry_.emplace(rec.expires_ms, id);
     by_name_.emplace(rec.name, id);
+    seen_[id] = seen{now_ms, now_ms};
+    by_last_seen_.emplace(now_ms, id);
+    by_first_seen_.emplace(now_ms, id);
     return put_outcome::inserted;
+}
+
+void record_store::touch(const node_id& id, uint64_t now_ms) {
+    auto s = seen_.find(id);
+    if (s == seen_.end() || s->second.last_ms >= now_ms) return;
+    by_last_seen_.erase({s->second.last_ms, id});
+    s->second.last_ms = now_ms;
+    by_last_seen_.emplace(now_ms, id);
+}
+
+bool record_store::make_room(uint64_t now_ms) {
+    expire(now_ms);
+    if (records_.size() < cfg_.max_records) return true;
+    // A node that stopped refreshing goes first, the longest silent one.
+    node_id victim;
+    bool found = false;
+    if (auto oldest = by_last_seen_.begin();
+        oldest != by_last_seen_.end() && now_ms - std::min(now_ms, oldest->first) > cfg_.live_ms) {
+        victim = oldest->second;
+        found = true;
+    } else {
+        // Everyone is live: among the nodes not known for establish_ms yet (the newest first,
+        // so the scan stops at the first established one), the least recently seen.
+        uint64_t best = UINT64_MAX;
+        for (auto f = by_first_seen_.rbegin(); f != by_first_seen_.rend(); ++f) {
+            if (now_ms - std::min(now_ms, f->first) >= cfg_.establish_ms) break;
+            uint64_t last = seen_.at(f->second).last_ms;
+            if (last < best) {
+                best = last;
+                victim = f->second;
+                found = true;
+            }
+        }
+    }
+    if (!found) return false;
+    remove(records_.find(victim));
+    ++evicted_;
+    return true;
+}
+
+bool record_store::established(const node_id& id, uint64_t now_ms) const {
+    auto s = seen_.find(id);
+    return s != seen_.end() && is_established(s->second, now_ms);
 }
 
 void record_store::remove(std::map<node_id, peer_record>::iterator it) {
@@ -73,6 +126,11 @@ void record_store::remove(std::map<node_id, peer_record>::iterator it) {
             by_name_.erase(n);
             break;
         }
+    }
+    if (auto s = seen_.find(it->first); s != seen_.end()) {
+        by_last_seen_.erase({s->second.last_ms, it->first});
+        by_first_seen_.erase({s->second.first_ms, it->first});
+        seen_.erase(s);
     }
     records_.erase(it);
 }

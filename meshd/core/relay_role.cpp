@@ -210,9 +210,24 @@ void relay_role::on_dialback_request(const control_message& m, const dialback_re
     if (now >= probe_window_ms_ + 1000) {
         probe_window_ms_ = now;
         probes_in_window_ = 0;
+        probes_by_requester_.clear();
     }
-    if (++probes_in_window_ > ctx_.cfg.dialback_probes_per_s) return;
+    // Per requester first, so one requester (or one flooding PSK holder) cannot use up the budget
+    // that other nodes' verification needs; the global budget still bounds what we send in all.
+    // The map holds at most dialback_probes_per_s requesters: beyond that the global budget is
+    // spent anyway.
+    auto r = probes_by_requester_.find(m.sender);
+    if (r != probes_by_requester_.end() && r->second >= ctx_.cfg.dialback_probes_per_requester_s) {
+        ++ctx_.admission.dialback_requester_limited;
+        return;
+    }
+    if (probes_in_window_ >= ctx_.cfg.dialback_probes_per_s) {
+        ++ctx_.admission.dialback_limited;
+        return;
+    }
     if (!target_budget_.take(normalize_endpoint(b.target).address, now)) return;
+    ++probes_in_window_;
+    ++probes_by_requester_[m.sender];
     ctx_.send_fresh(dialback_probe_msg{b.nonce}, normalize_endpoint(b.target), now);
     ctx_.log(0, "dial-back probe sent",
              {{"peer", ctx_.name_of(m.sender)}, {"endpoint", b.target.str()}});
@@ -242,10 +257,17 @@ void relay_role::on_session_request(const control_message& m, const relay_sessio
     if (b.from != m.sender || b.to == b.from) return reject(reject_reason::unspecified);
     auto st = binder_->bind(b.session_id, b.from, b.to, from, via);
     if (!st) {
-        ctx_.log(2, "relay session refused",
-                 {{"peer", ctx_.name_of(b.from)},
-                  {"error", st.err().message},
-                  {"endpoint", from.str()}});
+        uint64_t suppressed = 0;
+        if (ctx_.refusal_log.should_log(b.from, "session " + std::to_string(st.err().code.value()),
+                                        now, &suppressed)) {
+            core_context::log_fields f{{"peer", ctx_.name_of(b.from)},
+                                       {"error", st.err().message},
+                                       {"endpoint", from.str()}};
+            if (suppressed) f.emplace_back("suppressed", std::to_string(suppressed));
+            ctx_.log(2, "relay session refused", std::move(f));
+        } else {
+            ++ctx_.admission.log_lines_suppressed;
+        }
         return reject(st.err().is(errc::exhausted) ? reject_reason::capacity
                                                    : reject_reason::unspecified);
     }

@@ -1,8 +1,8 @@
 // This node's relay role (DESIGN §5 "Relay role") and its control side: listed in relayNodes, or
 // (none configured) offering itself at its public addresses -> verifying (another node must dial
 // the address back) -> active, or refused with a reason and checked again later. Also the
-// helper side of dial-back (probes for others, rate-limited) and the relay's session requests
-// (bound in the relay_binder, the forwarder's session table).
+// helper side of dial-back (probes for others, rate-limited per requester and in all) and the
+// relay's session requests (bound in the relay_binder, the forwarder's session table).
 //
 // Couplings, as explicit calls (wired by node_core): on_change whenever the state changes (pairs
 // are decided again — a serving node takes no relayed paths — and our record re-signed).
@@ -85,6 +85,7 @@ private:
     // once per dialback_interval (1 s), so 2/s (burst 4) never delays it, while one requester
     // can no longer spend the whole dialback_probes_per_s on one victim.
     send_budget target_budget_{2, 4};
+    std::map<node_id, uint64_t> probes_by_requester_;  // in this window
 };
 
 }  // namespace mw::meshd

@@ -38,19 +38,28 @@ size_t replay_window::memory_bound(const replay_config& cfg) noexcept {
 }
 
 replay_verdict replay_window::check(const node_id& sender, uint64_t ts,
-                                    std::span<const uint8_t> nonce, uint64_t now) {
+                                    std::span<const uint8_t> nonce, uint64_t now, bool admitted) {
     // Written as differences so that hostile timestamps near 2^64 cannot overflow.
     if (ts < now && now - ts > cfg_.window_ms) return replay_verdict::stale;
     if (ts > now && ts - now > cfg_.window_ms) return replay_verdict::future;
 
     auto it = senders_.find(sender);
     if (it == senders_.end()) {
-        if (senders_.size() >= cfg_.max_senders) {
+        auto full = [&] {
+            return senders_.size() >= cfg_.max_senders ||
+                   (!admitted && unadmitted_ >= cfg_.max_unadmitted);
+        };
+        if (full()) {
             expire(now);
-            if (senders_.size() >= cfg_.max_senders) return replay_verdict::table_full;
+            if (full()) return replay_verdict::table_full;
         }
         it = senders_.emplace(sender, sender_state{}).first;
         it->second.entries.reserve(cfg_.per_sender);
+        it->second.admitted = admitted;
+        if (!admitted) ++unadmitted_;
+    } else if (admitted && !it->second.admitted) {
+        it->second.admitted = true;
+        --unadmitted_;
     }
     sender_state& s = it->second;
     if (s.floor_set && ts <= s.floor) return replay_verdict::below_floor;
@@ -90,8 +99,11 @@ replay_verdict replay_window::check(const node_id& sender, uint64_t ts,
 }
 
 void replay_window::expire(uint64_t now) {
-    std::erase_if(senders_,
-                  [&](const auto& kv) { return kv.second.newest + cfg_.window_ms < now; });
+    std::erase_if(senders_, [&](const auto& kv) {
+        if (kv.second.newest + cfg_.window_ms >= now) return false;
+        if (!kv.second.admitted) --unadmitted_;
+        return true;
+    });
 }
 
 }  // namespace mw::meshd

@@ -13,6 +13,11 @@
 //      newest message is older than the window (its replays are stale anyway); if none exists the
 //      message is refused (table_full). No sender state is ever dropped while a replay of its
 //      messages could still pass rule 1.
+//   6. Admission (issue 17): the caller says whether a sender is admitted (the core: a node whose
+//      record it holds). Senders not admitted may hold at most max_unadmitted of the slots, so
+//      a PSK holder's free identities (a sender ID is all a message needs) cannot take the
+//      slots of the cluster's known nodes. A sender becomes admitted when a later message says
+//      so (its HELLO was accepted); it never loses that while it has a slot.
 //
 // Memory bound: max_senders * (per_sender * 16 + ~96) bytes; defaults (4096 senders x 64 entries)
 // about 4.6 MB, allocated only as senders appear.
@@ -32,6 +37,7 @@ struct replay_config {
     uint64_t window_ms = 30'000;
     size_t per_sender = 64;
     size_t max_senders = 4096;
+    size_t max_unadmitted = 1024;  // of max_senders
 };
 
 enum class replay_verdict {
@@ -51,13 +57,14 @@ public:
 
     // Checks a message and, when accepted, remembers it. `nonce` is the AEAD nonce.
     replay_verdict check(const node_id& sender, uint64_t timestamp_us,
-                         std::span<const uint8_t> nonce, uint64_t now_ms);
+                         std::span<const uint8_t> nonce, uint64_t now_ms, bool admitted = true);
 
     // Forgets senders with nothing inside the window (call periodically; check() also does it
     // when the table is full).
     void expire(uint64_t now_ms);
 
     size_t sender_count() const noexcept { return senders_.size(); }
+    size_t unadmitted_count() const noexcept { return unadmitted_; }
     const replay_config& config() const noexcept { return cfg_; }
     static size_t memory_bound(const replay_config& cfg) noexcept;
 
@@ -69,12 +76,14 @@ private:
     struct sender_state {
         uint64_t floor = 0;  // timestamps <= floor are refused (when floor_set)
         bool floor_set = false;
-        uint64_t newest = 0;         // highest accepted timestamp
+        uint64_t newest = 0;  // highest accepted timestamp
+        bool admitted = true;
         std::vector<entry> entries;  // capacity per_sender, unordered
     };
 
     replay_config cfg_;
     std::unordered_map<node_id, sender_state> senders_;
+    size_t unadmitted_ = 0;  // senders_ entries with admitted == false
 };
 
 // The sender side of rule 4: a timestamp that is now_ms unless that would not be strictly

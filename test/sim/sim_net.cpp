@@ -113,7 +113,7 @@ void sim_net::start_core(sim_host& h, const std::vector<relay_spec>& relays, con
         [gen](std::span<uint8_t> out) {
             for (auto& b : out) b = static_cast<uint8_t>((*gen)());
         },
-        h.binder.get());
+        h.binder.get(), store_cfg);
     h.deadline = h.core->start(now_);
     drain(h);
 }

@@ -98,6 +98,14 @@ public:
     void start_core(sim_host& h, const std::vector<meshd::relay_spec>& relays,
                     const std::string& psk = "sim cluster psk 0123456789",
                     node_core_config overrides = {});
+    // Every core started from now on gets this record store (tests shrink it to fill it fast).
+    meshd::record_store_config store_cfg;
+    // A raw datagram from `src` (which need not run a core: an attacker's host), as if its
+    // socket at `src_port` sent it: through the NAT of its LAN, with the usual delays.
+    void send_raw(sim_host& src, const wg_endpoint& to, std::vector<uint8_t> bytes,
+                  uint16_t src_port = port) {
+        transmit(src, to, std::move(bytes), src_port);
+    }
     // A relayNodes edit applied live on every running core.
     void set_relays(const std::vector<meshd::relay_spec>& relays);
     // Relay specs for every host flagged relay (their public address).

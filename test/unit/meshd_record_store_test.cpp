@@ -1,5 +1,6 @@
 // record_store: newest valid record per node ID, seq ordering and conflicts, forged/expired
-// records refused, expiry, bounded size with soonest-expiry eviction, lookups and iteration.
+// records refused, expiry, bounded size where new identities cannot evict established nodes,
+// lookups and iteration.
 #include <doctest/doctest.h>
 
 #include "meshd/core/record_store.hpp"
@@ -76,24 +77,72 @@ TEST_CASE("record_store: expire drops records at their expiry") {
     CHECK(s.empty());
 }
 
-TEST_CASE("record_store: bounded; evicts the record expiring soonest") {
-    record_store s(record_store_config{.max_records = 3});
-    REQUIRE(s.put(record(1, 1, t0 + 300), t0).ok());
-    REQUIRE(s.put(record(2, 1, t0 + 100), t0).ok());
-    REQUIRE(s.put(record(3, 1, t0 + 200), t0).ok());
-    CHECK(s.put(record(4, 1, t0 + 400), t0).value() == put_outcome::inserted);
-    CHECK(s.size() == 3);
-    CHECK(s.find(record(2).id()) == nullptr);  // expired soonest: evicted
-    // A record that would expire before everything kept is refused.
-    CHECK(s.put(record(5, 1, t0 + 150), t0).err().is(mw::errc::exhausted));
+TEST_CASE(
+    "record_store: bounded; a new identity evicts a young or silent record, never by expiry") {
+    record_store s(record_store_config{.max_records = 3, .establish_ms = 1000, .live_ms = 5000});
+    REQUIRE(s.put(record(1, 1, t0 + 60'000), t0).ok());
+    REQUIRE(s.put(record(2, 1, t0 + 60'000), t0 + 10).ok());
+    REQUIRE(s.put(record(3, 1, t0 + 60'000), t0 + 20).ok());
+    // All three young: the least recently seen one (1) makes room, whatever the expiries say.
+    CHECK(s.put(record(4, 1, t0 + 30'000), t0 + 30).value() == put_outcome::inserted);
+    CHECK(s.find(record(1).id()) == nullptr);
+    CHECK(s.evicted() == 1);
+    // 2 is seen again (its HELLO repeats the record): 3 is now the least recently seen.
+    CHECK(s.put(record(2, 1, t0 + 60'000), t0 + 40).value() == put_outcome::duplicate);
+    CHECK(s.put(record(5, 1, t0 + 60'000), t0 + 50).value() == put_outcome::inserted);
+    CHECK(s.find(record(3).id()) == nullptr);
+    CHECK(s.find(record(2).id()) != nullptr);
     // Updates of known nodes never need room.
-    CHECK(s.put(record(1, 2, t0 + 50), t0).value() == put_outcome::replaced);
-    // Expired records are dropped before anything live is evicted.
+    CHECK(s.put(record(2, 2, t0 + 60'000), t0 + 60).value() == put_outcome::replaced);
+    CHECK(s.size() == 3);
+}
+
+TEST_CASE("record_store: new identities claiming long lives cannot evict established nodes") {
+    // Issue 17: honest records live 10 min, fakes may claim 24 h; eviction by claimed expiry let
+    // 16,384 fakes empty the store.
+    const uint64_t day = 24ull * 3600 * 1000;
+    record_store s(record_store_config{.max_records = 4, .establish_ms = 60'000});
+    for (uint8_t n = 1; n <= 3; ++n) REQUIRE(s.put(record(n, 1, t0 + 600'000), t0).ok());
+    // The honest nodes keep refreshing (their HELLOs, RECORDS answers) for two minutes.
+    for (uint64_t t = t0; t <= t0 + 120'000; t += 10'000) {
+        for (uint8_t n = 1; n <= 3; ++n) REQUIRE(s.put(record(n, 1, t0 + 600'000), t).ok());
+    }
+    const uint64_t now = t0 + 120'000;
+    for (uint8_t n = 1; n <= 3; ++n) CHECK(s.established(record(n).id(), now));
+    // A flood of new identities, each claiming a day.
+    size_t inserted = 0;
+    for (uint8_t n = 10; n < 60; ++n) inserted += s.put(record(n, 1, now + day), now + n).ok();
+    CHECK(inserted == 50);  // they churn through the one free slot...
+    for (uint8_t n = 1; n <= 3; ++n) CHECK(s.find(record(n).id()) != nullptr);  // ...only
+    CHECK(s.size() == 4);
+    CHECK_FALSE(s.established(record(59).id(), now + 59));
+    // Once the fake is established too, the store is full of established nodes: refused, counted.
+    CHECK(s.put(record(59, 1, now + day), now + 60'000 + 59).value() == put_outcome::duplicate);
+    for (uint8_t n = 1; n <= 3; ++n) {
+        REQUIRE(s.put(record(n, 2, now + 600'000), now + 60'000 + 60).ok());
+    }
+    CHECK(s.put(record(60, 1, now + day), now + 60'100).err().is(mw::errc::exhausted));
+    CHECK(s.refused_full() == 1);
+    // A node silent for longer than live_ms is no longer established: it makes room first.
+    const uint64_t later = now + 60'100 + s.config().live_ms;
+    for (uint8_t n = 1; n <= 3; ++n) {
+        REQUIRE(s.put(record(n, 3, later + 600'000), later).ok());
+    }
+    CHECK(s.put(record(61, 1, later + day), later + 1).value() == put_outcome::inserted);
+    CHECK(s.find(record(59).id()) == nullptr);
+    for (uint8_t n = 1; n <= 3; ++n) CHECK(s.find(record(n).id()) != nullptr);
+}
+
+TEST_CASE("record_store: expired records are dropped before anything live is evicted") {
+    record_store s(record_store_config{.max_records = 3});
+    REQUIRE(s.put(record(1, 1, t0 + 50), t0).ok());
+    REQUIRE(s.put(record(2, 1, t0 + 1000), t0).ok());
+    REQUIRE(s.put(record(3, 1, t0 + 1000), t0).ok());
     CHECK(s.put(record(6, 1, t0 + 1000), t0 + 60).value() == put_outcome::inserted);
     CHECK(s.find(record(1).id()) == nullptr);
+    CHECK(s.find(record(2).id()) != nullptr);
     CHECK(s.find(record(3).id()) != nullptr);
-    CHECK(s.find(record(4).id()) != nullptr);
-    CHECK(s.size() == 3);
+    CHECK(s.evicted() == 0);
 }
 
 TEST_CASE("record_store: name lookups and ordered iteration") {

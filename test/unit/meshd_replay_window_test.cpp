@@ -103,3 +103,26 @@ TEST_CASE("replay_window: bounded sender table; only out-of-window senders are f
     CHECK(replay_window::memory_bound(replay_config{}) < 8u * 1024 * 1024);
     CHECK(std::string(to_string(replay_verdict::table_full)) == "table_full");
 }
+
+TEST_CASE("replay_window: senders not admitted hold at most their share of the table") {
+    replay_window w(
+        replay_config{.window_ms = 1000, .per_sender = 8, .max_senders = 4, .max_unadmitted = 2});
+    CHECK(w.check(sender(1), t0, nonce(1), t0, false) == replay_verdict::accept);
+    CHECK(w.check(sender(2), t0, nonce(1), t0, false) == replay_verdict::accept);
+    // A third unknown sender: refused, though the table has room.
+    CHECK(w.check(sender(3), t0, nonce(1), t0, false) == replay_verdict::table_full);
+    CHECK(w.unadmitted_count() == 2);
+    // Known senders still get the rest.
+    CHECK(w.check(sender(4), t0, nonce(1), t0, true) == replay_verdict::accept);
+    CHECK(w.check(sender(5), t0, nonce(1), t0, true) == replay_verdict::accept);
+    CHECK(w.check(sender(6), t0, nonce(1), t0, true) == replay_verdict::table_full);
+    // An unknown sender that becomes admitted (its HELLO was accepted) frees its share.
+    CHECK(w.check(sender(1), t0 + 1, nonce(2), t0 + 1, true) == replay_verdict::accept);
+    CHECK(w.unadmitted_count() == 1);
+    CHECK(w.check(sender(1), t0 + 2, nonce(3), t0 + 2, false) == replay_verdict::accept);
+    CHECK(w.unadmitted_count() == 1);
+    // Expiry keeps the count.
+    w.expire(t0 + 10'000);
+    CHECK(w.unadmitted_count() == 0);
+    CHECK(w.check(sender(3), t0 + 10'000, nonce(1), t0 + 10'000, false) == replay_verdict::accept);
+}

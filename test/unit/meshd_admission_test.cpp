@@ -1,0 +1,208 @@
+// Admission (issue 17) in the node core: new identities per source address at a relay, session
+// state only for nodes with a record, the dial-back budget per requester, and refusal log lines
+// once per (node, reason).
+#include <doctest/doctest.h>
+
+#include <algorithm>
+#include <cstring>
+#include <string>
+
+#include "meshd/core/admission.hpp"
+#include "meshd/core/node_core.hpp"
+#include "meshd_test_util.hpp"
+
+using namespace mw::meshd;
+using meshd_test::identity;
+using meshd_test::record;
+using meshd_test::t0;
+
+namespace {
+
+constexpr std::string_view psk = "0123456789abcdef0123456789abcdef";
+
+psk_sealer sealer() {
+    return psk_sealer::create(std::span(reinterpret_cast<const uint8_t*>(psk.data()), psk.size()))
+        .value();
+}
+
+mw::wg_endpoint ep(const char* s) {
+    return mw::wg_endpoint::parse(s).value();
+}
+
+// A node core with no relayNodes: a rendezvous for whoever HELLOs it (relay_like()).
+struct relay_fixture {
+    node_core core;
+    uint8_t nonce_ctr = 0;
+    uint64_t nonce_hi = 0;
+
+    explicit relay_fixture(node_core_config cfg = config())
+        : core(cfg, identity(250), sealer(), [n = uint8_t{0}](std::span<uint8_t> out) mutable {
+              for (auto& b : out) b = ++n;
+          }) {
+        core.start(t0);
+        (void)core.take_outgoing();
+        (void)core.take_log();
+    }
+    static node_core_config config() {
+        node_core_config c;
+        c.node_name = "relay";
+        c.endpoints = {ep("192.168.1.250:51821")};
+        return c;
+    }
+    // `body` from identity(n), sealed as that node would, delivered from `from`.
+    void deliver(uint8_t n, message_body body, const mw::wg_endpoint& from, uint64_t now) {
+        control_channel ch(identity(n).id(), sealer());
+        aead_nonce x{};
+        ++nonce_hi;
+        std::memcpy(x.data(), &nonce_hi, sizeof nonce_hi);
+        auto d = ch.send(std::move(body), x, now);
+        REQUIRE(d);
+        core.on_datagram(*d, from, 0, 0, now);
+    }
+    void hello(uint8_t n, const mw::wg_endpoint& from, uint64_t now,
+               uint64_t expires = t0 + 600'000) {
+        deliver(n, hello_msg{0, record(n, 1, expires)}, from, now);
+    }
+};
+
+size_t lines(const std::vector<core_log_event>& log, const std::string& msg) {
+    return size_t(std::count_if(log.begin(), log.end(),
+                                [&](const core_log_event& e) { return e.msg == msg; }));
+}
+
+}  // namespace
+
+TEST_CASE("admission: a relay registers new identities per source address only within budget") {
+    auto cfg = relay_fixture::config();
+    cfg.new_ids_per_min = 6;  // one every 10 s
+    cfg.new_ids_burst = 5;
+    relay_fixture f(cfg);
+    const auto attacker = ep("198.51.100.66:40000"), honest = ep("192.0.2.10:51821");
+    uint64_t now = t0;
+    // 60 new identities from one address within a second: the first is paid by the shared
+    // newcomers' bucket, then the address's burst of 5.
+    for (uint8_t n = 1; n <= 60; ++n) f.hello(n, attacker, now + n);
+    CHECK(f.core.store().size() == 6);
+    CHECK(f.core.admission().new_identity_rate_limited == 54);
+    // Another address is not affected.
+    f.hello(100, honest, now + 100);
+    CHECK(f.core.store().find(identity(100).id()) != nullptr);
+    // Known identities refresh whatever their source's budget.
+    f.hello(1, attacker, now + 200);
+    CHECK(f.core.admission().new_identity_rate_limited == 54);
+    // The budget refills at its rate: one more after 10 s.
+    f.hello(61, attacker, now + 10'100);
+    f.hello(62, attacker, now + 10'200);
+    CHECK(f.core.store().find(identity(61).id()) != nullptr);
+    CHECK(f.core.store().find(identity(62).id()) == nullptr);
+    // Refusals do not log a line each: at most the throttle's lines per minute.
+    auto log = f.core.take_log();
+    CHECK(lines(log, "registration refused") <= 20);
+    CHECK(f.core.admission().log_lines_suppressed >= 35);
+}
+
+TEST_CASE("admission: one node's repeated refusals log one line, the rest are counted") {
+    relay_fixture f;
+    const auto from = ep("192.0.2.10:51821");
+    // A record claiming more than the store's 24 h maximum lifetime: refused every time.
+    const uint64_t too_long = t0 + 25ull * 3600 * 1000;
+    for (int i = 0; i < 50; ++i) f.hello(7, from, t0 + 10 * i, too_long);
+    auto log = f.core.take_log();
+    CHECK(lines(log, "registration refused") == 1);
+    CHECK(f.core.admission().log_lines_suppressed == 49);
+    // A minute later it is logged again, with how many were suppressed.
+    f.hello(7, from, t0 + 61'000, too_long);
+    log = f.core.take_log();
+    REQUIRE(lines(log, "registration refused") == 1);
+    auto it = std::find_if(log.begin(), log.end(),
+                           [](const auto& e) { return e.msg == "registration refused"; });
+    auto s = std::find_if(it->fields.begin(), it->fields.end(),
+                          [](const auto& kv) { return kv.first == "suppressed"; });
+    REQUIRE(s != it->fields.end());
+    CHECK(s->second == "49");
+}
+
+TEST_CASE("admission: session requests from a node without a record allocate nothing") {
+    relay_fixture f;
+    const auto from = ep("192.0.2.10:51821");
+    relay_session_request_msg req{42, identity(7).id(), identity(8).id()};
+    f.deliver(7, req, from, t0);
+    // Dropped unanswered (nothing reached the relay role, which would REJECT: not serving).
+    CHECK(f.core.take_outgoing().empty());
+    CHECK(f.core.admission().session_unknown_sender == 1);
+    // Once its HELLO registered it, the request reaches the relay role.
+    f.hello(7, from, t0 + 10);
+    (void)f.core.take_outgoing();
+    f.deliver(7, req, from, t0 + 20);
+    auto out = f.core.take_outgoing();
+    CHECK(out.size() == 1);
+    CHECK(f.core.admission().session_unknown_sender == 1);
+}
+
+TEST_CASE("admission: one dial-back requester cannot use up the helper's budget") {
+    relay_fixture f;  // dialback_probes_per_s 20, per requester 4
+    const auto target = ep("203.0.113.5:51821");
+    // Requester 1 asks 100 times within a second.
+    for (uint64_t i = 0; i < 100; ++i) {
+        f.deliver(1, dialback_request_msg{i, target}, ep("203.0.113.5:51821"), t0 + i);
+    }
+    auto probes = [&] {
+        auto out = f.core.take_outgoing();
+        return std::count_if(out.begin(), out.end(), [](const auto& o) { return o.fresh_socket; });
+    };
+    CHECK(probes() == 4);
+    CHECK(f.core.admission().dialback_requester_limited == 96);
+    // Another requester in the same second still gets its probe.
+    f.deliver(2, dialback_request_msg{1000, ep("203.0.113.6:51821")}, ep("203.0.113.6:51821"),
+              t0 + 500);
+    CHECK(probes() == 1);
+    // The global budget still bounds the total: 20 requesters x 4 > 20.
+    for (uint8_t n = 10; n < 30; ++n) {
+        for (uint64_t i = 0; i < 4; ++i) {
+            f.deliver(n, dialback_request_msg{i, target}, target, t0 + 600 + n);
+        }
+    }
+    CHECK(probes() == 20 - 5);
+    CHECK(f.core.admission().dialback_limited == 80 - 15);
+}
+
+TEST_CASE("log_throttle: per key per interval, a global line budget, bounded keys") {
+    log_throttle t(1000, 3, 4);
+    const auto a = identity(1).id(), b = identity(2).id();
+    uint64_t sup = 0;
+    CHECK(t.should_log(a, "x", 10, &sup));
+    CHECK_FALSE(t.should_log(a, "x", 20));
+    CHECK(t.should_log(a, "y", 30));
+    CHECK(t.should_log(b, "x", 40));
+    CHECK_FALSE(t.should_log(b, "y", 50));  // 3 lines this interval already
+    CHECK(t.suppressed() == 2);
+    CHECK(t.should_log(a, "x", 1100, &sup));
+    CHECK(sup == 1);
+    for (uint8_t n = 3; n < 40; ++n) (void)t.should_log(identity(n).id(), "x", 5000 + n * 2000);
+    CHECK(t.suppressed() >= 2);
+}
+
+TEST_CASE("admission: a PSK holder's made-up sender IDs cannot take known nodes' replay slots") {
+    relay_fixture f;
+    REQUIRE(f.core.offer_record(record(1), learned_via::cache, t0));
+    const auto attacker = ep("198.51.100.66:40000"), honest = ep("192.168.1.1:51821");
+    // 4,096 sender IDs (a sender ID is all a PING needs), each sending within the window.
+    for (uint32_t i = 0; i < 4096; ++i) {
+        std::array<uint8_t, node_id::size> b{};
+        b.fill(0xee);
+        std::memcpy(b.data(), &i, sizeof i);
+        control_channel ch(node_id(b), sealer());
+        aead_nonce x{};
+        std::memcpy(x.data(), &i, sizeof i);
+        auto d = ch.send(ping_msg{i}, x, t0 + 1);
+        REQUIRE(d);
+        f.core.on_datagram(*d, attacker, 0, 0, t0 + 1);
+    }
+    (void)f.core.take_outgoing();
+    CHECK(f.core.counters().table_full > 0);
+    // The known node's PING still gets its PONG.
+    f.deliver(1, ping_msg{77}, honest, t0 + 2);
+    auto out = f.core.take_outgoing();
+    CHECK(std::count_if(out.begin(), out.end(), [&](const auto& o) { return o.to == honest; }) ==
+          1);
+}
