@@ -40,8 +40,8 @@ std::vector<proxy_op> dataplane_planner::proxy_ops(const std::vector<peer_datapl
         if (dp.allowed_ips.empty() || dp.path != path_kind::relay || !proxy_up) continue;
         auto it = proxied_.find(dp.id);
         if (it == proxied_.end()) {
-            ops.push_back(
-                {proxy_op::kind::add_peer, dp.id, dp.name, dp.session_id, 0, dp.relay_endpoint});
+            ops.push_back({proxy_op::kind::add_peer, dp.id, dp.name, dp.session_id, 0,
+                           dp.relay_endpoint, dp.probe_index});
         } else if (it->second.session_id != dp.session_id ||
                    !(it->second.relay == dp.relay_endpoint)) {
             // Failover: one table update; a standby session is promoted in place.

@@ -62,10 +62,11 @@ struct proxy_op {
     enum class kind : uint8_t { add_peer, retarget_peer, add_alias, remove_alias, remove_peer };
     kind op = kind::add_peer;
     node_id peer;
-    std::string name;         // for log lines
-    uint64_t session_id = 0;  // add_peer: the session; retarget: the old one; alias: the peer's
-    uint64_t other_id = 0;    // retarget: the new session; add/remove_alias: the alias
-    wg_endpoint relay;        // add_peer, retarget_peer, add_alias
+    std::string name;          // for log lines
+    uint64_t session_id = 0;   // add_peer: the session; retarget: the old one; alias: the peer's
+    uint64_t other_id = 0;     // retarget: the new session; add/remove_alias: the alias
+    wg_endpoint relay;         // add_peer, retarget_peer, add_alias
+    uint32_t probe_index = 0;  // add_peer: the pair's sealed-probe receiver index (fixed per pair)
 
     friend bool operator==(const proxy_op&, const proxy_op&) = default;
 };

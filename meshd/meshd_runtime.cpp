@@ -293,7 +293,7 @@ void daemon::run_proxy_ops(const std::vector<proxy_op>& ops) {
         if (!proxy) break;  // only while the proxy runs (the planner then plans none)
         switch (op.op) {
             case proxy_op::kind::add_peer: {
-                auto local = proxy->add_peer(op.session_id, op.relay, wg_local);
+                auto local = proxy->add_peer(op.session_id, op.relay, wg_local, op.probe_index);
                 if (!local) {
                     log::warn("cannot add a relay proxy socket",
                               {{"peer", op.name}, {"error", local.err().message}});
@@ -386,7 +386,19 @@ void daemon::poll_wg() {
         wg_get_busy_ = true;
         wg_->get([this](result<wg_device> d) {
             wg_get_busy_ = false;
-            if (d) observed_ = std::move(*d);
+            if (!d) return;
+            // Relays are judged by what they carry: the core compares our WireGuard's tx for
+            // a relayed peer with the rx the peer reports in its sealed probes.
+            std::vector<wg_peer_counters> counters;
+            counters.reserve(d->peers.size());
+            for (const auto& p : d->peers) {
+                counters.push_back(wg_peer_counters{p.public_key, p.rx_bytes, p.tx_bytes});
+            }
+            if (core_ && !stopping_) {
+                core_->on_wireguard_counters(counters, unix_ms());
+                after_core();
+            }
+            observed_ = std::move(*d);
         });
     }
     // Retries a failed apply, expires lingering proxy sockets, switches staged keepalives on.

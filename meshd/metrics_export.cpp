@@ -19,6 +19,14 @@ std::string metrics_text(const node_snapshot& s) {
               s.relay_selections);
     t.counter("meshwire_relay_failovers_total",
               "Relay changes because the relay in use stopped answering.", L{}, s.relay_failovers);
+    t.counter("meshwire_relay_wg_stalls_total",
+              "Relays a pair left because its WireGuard made no progress through them (the "
+              "probes may still have answered).",
+              L{}, s.relay_wg_stalls);
+    t.counter("meshwire_probe_frames_dropped_total",
+              "Sealed in-band probe frames dropped: no pair for the session, not from its "
+              "relay, or not opening with the pair's key.",
+              L{}, s.probe_frames_dropped);
     t.counter("meshwire_stalls_total",
               "Wakeups over 150 ms late (meshd itself stalled); relay liveness was paused.", L{},
               s.stalls);

@@ -67,6 +67,9 @@ struct node_snapshot {
     admission_counters admission;
     control_inbox_stats inbox;  // control datagrams between the socket and the core (issue 17)
     uint64_t relay_selections = 0, relay_failovers = 0, stalls = 0;
+    // Relays left because our WireGuard made no progress through them; sealed in-band probe
+    // frames dropped (no pair for the session, wrong source, not opening).
+    uint64_t relay_wg_stalls = 0, probe_frames_dropped = 0;
     node_core::probe_loss_counts probe_losses;
     endpoint_refusal_counts endpoint_refusals{};
     size_t records = 0;

@@ -1,6 +1,8 @@
 #include "meshd/core/core_context.hpp"
 
+#include <sodium.h>
 #include <algorithm>
+
 #include <cstring>
 
 namespace mw::meshd {
@@ -17,6 +19,7 @@ core_context::core_context(node_core_config c, const node_identity& identity, ps
                            rng_fn rng)
     : cfg(std::move(c)),
       identity_(identity),
+      pair_cluster_key_(sealer.pair_cluster_key()),
       ch_(identity.id(), std::move(sealer)),
       rng_(std::move(rng)) {
     name_of = [](const node_id& id) { return id.short_hex(); };
@@ -77,6 +80,32 @@ void core_context::refuse(endpoint_refusal why, const wg_endpoint& ep, const cha
                   "per reason; see meshwire_endpoints_refused_total)",
             {{"reason", to_string(why)}, {"endpoint", ep.str()}, {"from", what}});
     }
+result<probe_keys> core_context::probe_keys_for(const node_id& peer,
+                                                const wg_key& peer_public) const {
+    wg_key priv = identity_.wg_private_key();
+    auto k = pair_key(pair_cluster_key_, priv, identity_.wg_public_key(), peer_public);
+    priv.wipe();
+    if (!k) return k.err();
+    auto keys = probe_keys::derive(*k, id(), peer);
+    sodium_memzero(k->data(), k->size());
+    return keys;
+}
+
+void core_context::send_probe_ping(const wg_endpoint& to, uint64_t session_id,
+                                   const probe_keys& keys, probe p, probe_frame_body body,
+                                   uint64_t now) {
+    p.ep = to;
+    uint64_t id = random_u64();
+    while (!probes_.add_as(id, p, now)) id = random_u64();
+    body.kind = probe_frame_kind::ping;
+    body.request_id = id;
+    send_probe_frame(to, session_id, keys, body);
+}
+
+void core_context::send_probe_frame(const wg_endpoint& to, uint64_t session_id,
+                                    const probe_keys& keys, const probe_frame_body& body) {
+    auto f = seal_probe(keys, random_u64(), body);
+    out_.push_back(outgoing_datagram{to, session_id, std::vector<uint8_t>(f.begin(), f.end())});
 }
 
 void core_context::log(int level, std::string msg, log_fields f) {

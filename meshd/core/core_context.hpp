@@ -21,6 +21,7 @@
 #include "meshd/core/core_types.hpp"
 #include "meshd/core/endpoint_filter.hpp"
 #include "meshd/core/node_identity.hpp"
+#include "meshd/core/probe_frame.hpp"
 #include "meshd/core/probe_tracker.hpp"
 #include "meshd/core/send_budget.hpp"
 
@@ -71,6 +72,16 @@ public:
     // the endpoint came from (for that log line).
     bool endpoint_allowed(const wg_endpoint& ep, const char* what);
     const endpoint_refusal_counts& endpoint_refusals() const noexcept { return refusals_; }
+    // A relayed pair's probe keys (probe_frame.hpp): an X25519 (~50 µs), so callers keep them.
+    // Fails for a low-order peer key.
+    result<probe_keys> probe_keys_for(const node_id& peer, const wg_key& peer_public) const;
+    // Records the probe under a random request id and sends its sealed PING frame in
+    // `session_id` to the relay at `to` (probe_frame.hpp); `body` carries our WireGuard reading.
+    void send_probe_ping(const wg_endpoint& to, uint64_t session_id, const probe_keys& keys,
+                         probe p, probe_frame_body body, uint64_t now);
+    // A sealed probe frame (a PONG) in `session_id` to `to`, with a random counter.
+    void send_probe_frame(const wg_endpoint& to, uint64_t session_id, const probe_keys& keys,
+                          const probe_frame_body& body);
     void log(int level, std::string msg, log_fields f = {});
     uint64_t random_u64();
 
@@ -101,6 +112,7 @@ public:
 
 private:
     node_identity identity_;
+    symmetric_key pair_cluster_key_;
     control_channel ch_;
     rng_fn rng_;
     probe_tracker probes_;

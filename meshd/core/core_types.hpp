@@ -82,7 +82,9 @@ struct node_core_config {
     std::vector<ip_address> bootstrap;
     // revokedNodes, sorted: their records, messages and session requests are refused.
     std::vector<node_id> revoked;
-    size_t max_found_relays = 16;  // relays taken from records (no relayNodes), by node ID
+    // Relays taken from records (no relayNodes): a sample, by a hash of their ID keyed with a
+    // salt of our own (relay_directory.hpp).
+    size_t max_found_relays = 16;
 
     uint64_t ping_interval_ms = 1000;  // relays, paths in use (direct and in-band)
     // Relays that carry (or stand by for) one of our relayed pairs are probed this often and
@@ -120,6 +122,10 @@ struct node_core_config {
     uint64_t session_refresh_ms = 15000;
     uint64_t session_retry_ms = 1000;   // until the relay accepted
     uint64_t relay_exclude_ms = 30000;  // a relay that failed a pair is not retried for it
+    // A relayed pair whose WireGuard traffic through the relay in use does not reach the peer
+    // (its sealed probes report no rx growth this long after ours grew, over 3 of our readings)
+    // excludes that relay, even when the probes answer (relay_election.hpp).
+    uint64_t wg_stall_ms = 6000;
     uint64_t record_lifetime_ms = 10 * 60 * 1000;
     uint64_t ping_timeout_ms = 3000;  // pending PINGs are forgotten after this
     // Admission (issue 17). A relay admits at most new_ids_per_min new identities (nodes it holds
@@ -147,10 +153,19 @@ struct peer_dataplane {
     node_id relay;               // relay path: the relay we send through
     wg_endpoint relay_endpoint;  // relay path: the relay's socket
     uint64_t session_id = 0;     // relay path
+    // relay path: the receiver index of the pair's sealed probes to us (probe_frame.hpp); the
+    // relay proxy hands frames carrying it to the core, not to WireGuard. 0: none.
+    uint32_t probe_index = 0;
     // relay path: warm standby sessions (accepted by their relay) the peer may send on
     std::vector<std::pair<uint64_t, wg_endpoint>> standby;
 
     friend bool operator==(const peer_dataplane&, const peer_dataplane&) = default;
+};
+
+// What WireGuard counted for one peer (wireguard_worker's device read, fed to the core).
+struct wg_peer_counters {
+    wg_key public_key;
+    uint64_t rx_bytes = 0, tx_bytes = 0;
 };
 
 struct outgoing_datagram {

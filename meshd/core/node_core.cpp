@@ -213,6 +213,15 @@ relay_role::helper_list node_core::dialback_helpers(bool public_only, size_t max
 uint64_t node_core::on_datagram(std::span<const uint8_t> datagram, const wg_endpoint& from_raw,
                                 uint64_t session_id, uint16_t via, uint64_t now) {
     note_wakeup(now);
+    if (session_id && peek_probe_index(datagram)) {
+        // A sealed in-band probe (shaped like WireGuard data, never a control datagram).
+        if (auto user =
+                paths_.on_probe_frame(session_id, normalize_endpoint(from_raw), datagram, now)) {
+            ping_results_.push_back(ping_result{user->first.token, user->second});
+        }
+        ctx_.due(now);
+        return ctx_.next_deadline();
+    }
     auto m = ctx_.channel().receive(datagram, now);
     if (!m) return ctx_.next_deadline();  // counted by the channel; never answered
     wg_endpoint from = normalize_endpoint(from_raw);
@@ -284,6 +293,12 @@ void node_core::on_pong(const control_message& m, const pong_msg& b, uint64_t no
             if (m.sender == p->peer) ping_results_.push_back(ping_result{p->token, rtt});
             break;
     }
+}
+
+void node_core::on_wireguard_counters(const std::vector<wg_peer_counters>& peers,
+                                      uint64_t read_ms) {
+    paths_.on_wireguard_counters(peers, read_ms);
+    ctx_.due(read_ms);
 }
 
 result<uint64_t> node_core::ping(const node_id& peer, uint64_t now) {

@@ -25,7 +25,8 @@
 //            rendezvous hash of (pair, relay), and a session id hashed from (pair, relay). Each
 //            end asks the relay to bind its side (RELAY_SESSION_REQUEST, refreshed, which also
 //            restores the session after a relay restart). Liveness is end to end on the data
-//            path: sealed PINGs inside RELAY_DATA frames of the session, answered the same way.
+//            path: PINGs inside RELAY_DATA frames of the session, sealed with the pair's key
+//            and shaped like WireGuard data (probe_frame.hpp), answered the same way.
 //            A relayed path whose in-band PINGs stop coming back while the relay itself answers
 //            is given up for that pair and another common relay is tried.
 //   none     no way yet (no record, no common relay).
@@ -84,6 +85,9 @@ public:
     // at most tick_quantum_ms away: ticks are O(peers), so they are batched, not run per packet).
     uint64_t on_datagram(std::span<const uint8_t> datagram, const wg_endpoint& from,
                          uint64_t session_id, uint16_t via, uint64_t now_ms);
+    // WireGuard's per-peer counters, read at `read_ms` (the daemon reads the device every 2 s):
+    // a relayed pair whose WireGuard makes no progress through its relay leaves it.
+    void on_wireguard_counters(const std::vector<wg_peer_counters>& peers, uint64_t read_ms);
     // Timers. Returns the next deadline (absolute, ms).
     uint64_t tick(uint64_t now_ms);
     // Live configuration changes (relayNodes, our addresses).
@@ -142,6 +146,10 @@ public:
     // Wakeups later than stall_ms past the deadline (our process was stalled).
     uint64_t stalls() const noexcept { return stalls_; }
     uint64_t relay_selections() const noexcept { return election_.selections(); }
+    // Relays left by a pair because its WireGuard made no progress through them.
+    uint64_t relay_wg_stalls() const noexcept { return election_.wg_stall_exclusions(); }
+    // Sealed in-band probe frames dropped (no pair for the session, wrong source, not opening).
+    uint64_t probe_frames_dropped() const noexcept { return paths_.probe_frames_dropped(); }
     // PINGs that got no PONG within ping_timeout_ms, by what they probed.
     const probe_loss_counts& probe_losses() const noexcept { return ctx_.probes().losses(); }
     // Endpoints from records, offers and requests we refused to send to, and datagrams dropped

@@ -218,6 +218,7 @@ void peer_paths::decide(const node_id& id, peer_entry& p, const peer_record& rec
         // A new peer: give its direct addresses a moment before binding relay sessions for it.
         ctx_.due(p.discovered_ms + cfg.direct_grace_ms);
     } else if (!role_.serving()) {
+        ensure_keys(id, p, rec.wg_public_key);
         election_.choose(id, p.relayed, rec, now, dp);
     }
     if (dp.path != path_kind::relay) relay_election::release(p.relayed);
@@ -243,12 +244,33 @@ void peer_paths::decide(const node_id& id, peer_entry& p, const peer_record& rec
     }
 }
 
+void peer_paths::ensure_keys(const node_id& id, peer_entry& p, const wg_key& key) {
+    auto& r = p.relayed;
+    if (r.keys_tried && r.keys_for == key) return;
+    r.keys_tried = true;
+    r.keys.reset();
+    r.keys_for = key;
+    auto k = ctx_.probe_keys_for(id, key);
+    if (k) {
+        r.keys = *k;
+    } else {
+        ctx_.log(2, "no sealed probes for a peer; old-style probes",
+                 {{"peer", p.dp.name}, {"error", k.err().message}});
+    }
+}
+
 void peer_paths::on_ping(const node_id& sender, uint64_t session_id, const wg_endpoint& from,
                          uint64_t now) {
     auto it = peers_.find(sender);
     if (it == peers_.end()) return;
     auto& p = it->second;
     if (session_id) {
+        // An old-style in-band PING: the peer predates sealed probes (a rolling upgrade).
+        if (!p.relayed.legacy_probes) {
+            ctx_.log(1, "peer sends old-style in-band probes; answering in kind",
+                     {{"peer", p.dp.name}});
+        }
+        p.relayed.legacy_probes = true;
         // The relay proxy checks the source of frames in sessions it knows; it also passes on
         // in-band control frames of a session it does not know (yet): the one the peer sends
         // through after we dropped it from our warm set. So the source is checked here too.
@@ -289,6 +311,96 @@ void peer_paths::on_pong(const probe& pr, const node_id& sender, double rtt, uin
     }
 }
 
+std::optional<std::pair<probe, double>> peer_paths::on_probe_frame(uint64_t session_id,
+                                                                   const wg_endpoint& from,
+                                                                   std::span<const uint8_t> frame,
+                                                                   uint64_t now) {
+    auto index = peek_probe_index(frame);
+    if (!index) {
+        ++probe_frames_dropped_;
+        return std::nullopt;
+    }
+    auto from_relay = [&](const relay_entry& r) {
+        return std::any_of(r.addrs.begin(), r.addrs.end(),
+                           [&](const auto& a) { return a.ep == from; });
+    };
+    // The pair: a warm session of ours first (no hashing), else a session the peer uses that we
+    // do not (yet): its id is hashed from the pair and the relay, so any pair's session at the
+    // relay that sent it (rare: after a cut, or before our side bound it).
+    peer_entry* pe = nullptr;
+    const node_id* peer_id = nullptr;
+    std::optional<node_id> relay;
+    for (auto& [id, p] : peers_) {
+        for (const auto& w : p.relayed.warm) {
+            if (w.session_id != session_id) continue;
+            const relay_entry* r = relays_.by_id(w.relay);
+            if (r && from_relay(*r)) pe = &p, peer_id = &id, relay = w.relay;
+        }
+        if (pe) break;
+    }
+    if (!pe) {
+        for (const auto& r : relays_.all()) {
+            if (!r.id || r.self || !from_relay(r)) continue;
+            for (auto& [id, p] : peers_) {
+                if (relay_session_id(ctx_.id(), id, *r.id) == session_id) {
+                    pe = &p, peer_id = &id, relay = r.id;
+                    break;
+                }
+            }
+            if (pe) break;
+        }
+    }
+    if (!pe) {
+        ++probe_frames_dropped_;
+        return std::nullopt;
+    }
+    peer_entry& p = *pe;
+    const node_id id = *peer_id;
+    ensure_keys(id, p, p.dp.wg_public_key);
+    if (!p.relayed.keys || *index != p.relayed.keys->recv_index) {
+        ++probe_frames_dropped_;
+        return std::nullopt;
+    }
+    auto body = open_probe(*p.relayed.keys, frame);
+    if (!body) {
+        ++probe_frames_dropped_;
+        return std::nullopt;
+    }
+    auto& r = p.relayed;
+    r.legacy_probes = false;  // it speaks sealed probes (again: upgraded)
+    if (body->wg_reading_age_ms != probe_frame_body::no_reading) {
+        r.wg.note_peers(body->wg_rx_bytes, now - std::min<uint64_t>(now, body->wg_reading_age_ms));
+        p.next_check_ms = 0;
+    }
+    if (body->kind == probe_frame_kind::ping) {
+        probe_frame_body pong = relay_election::wg_report(r, now);
+        pong.kind = probe_frame_kind::pong;
+        pong.request_id = body->request_id;
+        ctx_.send_probe_frame(from, session_id, *r.keys, pong);
+        if (r.peer_relay != relay) p.next_check_ms = 0;
+        r.peer_relay = relay;
+        r.peer_relay_ms = now;
+        return std::nullopt;
+    }
+    auto pr = ctx_.probes().take(body->request_id);
+    if (!pr) return std::nullopt;  // late, or a replay
+    if (pr->peer != id) return std::nullopt;
+    double rtt = static_cast<double>(now - pr->sent_ms);
+    if (pr->kind == probe_kind::user) return std::make_pair(*pr, rtt);
+    if (pr->kind == probe_kind::inband) on_pong(*pr, id, rtt, now);
+    return std::nullopt;
+}
+
+void peer_paths::on_wireguard_counters(const std::vector<wg_peer_counters>& v, uint64_t read_ms) {
+    for (const auto& c : v) {
+        auto it = peers_.find(node_id::of(c.public_key));
+        if (it == peers_.end()) continue;
+        auto& p = it->second;
+        p.relayed.wg.note_ours(c.tx_bytes, c.rx_bytes, read_ms);
+        if (p.dp.path == path_kind::relay) p.next_check_ms = 0;
+    }
+}
+
 void peer_paths::on_session_answer(const node_id& relay, uint64_t session_id, const node_id& to,
                                    bool accepted, uint8_t reason, uint64_t now) {
     auto it = peers_.find(to);
@@ -320,7 +432,12 @@ result<uint64_t> peer_paths::ping(const node_id& peer, uint64_t now) {
             for (const auto& c : p.candidates) ctx_.send_ping(c.ep, 0, pp, now);
         }
     } else if (p.dp.path == path_kind::relay) {
-        ctx_.send_ping(p.dp.relay_endpoint, p.dp.session_id, pp, now);
+        if (p.relayed.keys && !p.relayed.legacy_probes) {
+            ctx_.send_probe_ping(p.dp.relay_endpoint, p.dp.session_id, *p.relayed.keys, pp,
+                                 relay_election::wg_report(p.relayed, now), now);
+        } else {
+            ctx_.send_ping(p.dp.relay_endpoint, p.dp.session_id, pp, now);
+        }
     } else {
         return error(errc::state_mismatch, "no path to " + p.dp.name + " yet");
     }

@@ -73,6 +73,19 @@ public:
     void on_ping(const node_id& sender, uint64_t session_id, const wg_endpoint& from, uint64_t now);
     // A PONG to a direct or in-band probe.
     void on_pong(const probe& p, const node_id& sender, double rtt, uint64_t now);
+    // A sealed probe frame (probe_frame.hpp) that came in relay session `session_id` from
+    // `from`: a PING is answered and tells the relay the peer sends through, a PONG credits its
+    // probe. The pair is found by the session (a warm one, else any pair's session at the relay
+    // `from` is an address of) and the frame must open with that pair's keys; anything else is
+    // dropped and counted. Returns a meshctl ping's answer (its probe and RTT), if it was one.
+    std::optional<std::pair<probe, double>> on_probe_frame(uint64_t session_id,
+                                                           const wg_endpoint& from,
+                                                           std::span<const uint8_t> frame,
+                                                           uint64_t now);
+    // WireGuard's counters per peer, read at `read_ms` (relays judged by what they carry).
+    void on_wireguard_counters(const std::vector<wg_peer_counters>& peers, uint64_t read_ms);
+    // Probe frames dropped: no pair for the session, not from its relay, failed to open.
+    uint64_t probe_frames_dropped() const noexcept { return probe_frames_dropped_; }
     void on_session_answer(const node_id& relay, uint64_t session_id, const node_id& to,
                            bool accepted, uint8_t reason, uint64_t now);
     // meshctl ping over the path in use; see node_core::ping.
@@ -96,6 +109,8 @@ public:
 
 private:
     void decide(const node_id& id, peer_entry& p, const peer_record& rec, uint64_t now);
+    // Makes the pair's probe keys for `key` (the peer's WireGuard key) if not made yet.
+    void ensure_keys(const node_id& id, peer_entry& p, const wg_key& key);
     void take_candidates(const node_id& id, peer_entry& p, const peer_record& rec);
     // decide() with the peer's own deadline kept apart from the tick's.
     void decide_now(const node_id& id, peer_entry& p, const peer_record& rec, uint64_t now);
@@ -122,6 +137,7 @@ private:
     std::set<node_id> routes_dirty_;         // their route decision changed: decide again
     uint64_t dp_version_ = 0;
     uint64_t next_token_ = 1;
+    uint64_t probe_frames_dropped_ = 0;
     bool recheck_all_ = true;
 };
 

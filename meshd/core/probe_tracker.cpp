@@ -12,6 +12,11 @@ uint64_t probe_tracker::add(probe p, uint64_t now) {
     return seq;
 }
 
+bool probe_tracker::add_as(uint64_t id, probe p, uint64_t now) {
+    p.sent_ms = now;
+    return pending_.emplace(id, p).second;
+}
+
 std::optional<probe> probe_tracker::take(uint64_t seq) {
     auto it = pending_.find(seq);
     if (it == pending_.end()) return std::nullopt;

@@ -34,6 +34,9 @@ class probe_tracker {
 public:
     // Records a probe sent at `now`; returns the PING's sequence number.
     uint64_t add(probe p, uint64_t now);
+    // The same under a request id the caller chose (random: sealed in-band probes); false if the
+    // id is in flight already.
+    bool add_as(uint64_t id, probe p, uint64_t now);
     // The probe a PONG answers, forgotten here; nullopt if late (already expired) or not ours.
     std::optional<probe> take(uint64_t seq);
     // Forgets the probes older than timeout_ms, counting them as lost by kind. Returns when the

@@ -21,11 +21,13 @@ result<psk_sealer> psk_sealer::create(std::span<const uint8_t> psk) {
     }
     psk_sealer s;
     s.key_ = cluster_key(psk, key_label);
+    s.pair_key_ = cluster_key(psk, pair_key_label);
     return s;
 }
 
 psk_sealer::~psk_sealer() {
     sodium_memzero(key_.data(), key_.size());
+    sodium_memzero(pair_key_.data(), pair_key_.size());
 }
 
 std::vector<uint8_t> psk_sealer::seal(uint8_t type, std::span<const uint8_t> plaintext,

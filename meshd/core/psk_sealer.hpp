@@ -59,9 +59,13 @@ public:
     // (errc::protocol_error) on a failed authentication: wrong PSK, tampering, wrong type byte.
     result<opened> open(std::span<const uint8_t> datagram) const;
 
+    // cluster_key(psk, pair_key_label): what pair_key() is keyed with (pair_key.hpp).
+    const std::array<uint8_t, key_size>& pair_cluster_key() const noexcept { return pair_key_; }
+
 private:
     psk_sealer() = default;
     std::array<uint8_t, key_size> key_{};
+    std::array<uint8_t, key_size> pair_key_{};
 };
 
 }  // namespace mw::meshd

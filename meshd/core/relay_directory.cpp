@@ -1,6 +1,9 @@
 #include "meshd/core/relay_directory.hpp"
 
+#include <sodium.h>
+
 #include <algorithm>
+#include <cstring>
 
 namespace mw::meshd {
 
@@ -27,7 +30,25 @@ relay_directory::relay_directory(core_context& ctx, const record_store& store,
     : ctx_(ctx),
       store_(store),
       on_relays_changed_(std::move(on_relays_changed)),
-      on_self_changed_(std::move(on_self_changed)) {}
+      on_self_changed_(std::move(on_self_changed)) {
+    // Our own, never published: nobody can grind node IDs that rank first for us (add_found).
+    for (size_t i = 0; i < found_salt_.size(); i += 8) {
+        uint64_t v = ctx_.random_u64();
+        std::memcpy(found_salt_.data() + i, &v, 8);
+    }
+}
+
+uint64_t relay_directory::found_rank(const node_id& id) const {
+    uint8_t h[16];
+    crypto_generichash_state st;
+    crypto_generichash_init(&st, found_salt_.data(), found_salt_.size(), sizeof h);
+    crypto_generichash_update(&st, reinterpret_cast<const uint8_t*>("meshwire found relay v1"), 23);
+    crypto_generichash_update(&st, id.data(), node_id::size);
+    crypto_generichash_final(&st, h, sizeof h);
+    uint64_t v = 0;
+    for (int i = 0; i < 8; ++i) v = v << 8 | h[i];
+    return v;
+}
 
 // What we learned about a relay that stays (ID, RTTs, the address in use): configured ones are
 // matched by name, found ones by node ID or by a shared address.
@@ -129,7 +150,7 @@ void relay_directory::add_rendezvous(std::vector<relay_entry>& next, uint64_t no
 
 void relay_directory::add_found(std::vector<relay_entry>& next, uint64_t now,
                                 bool reset_timers) const {
-    size_t found = 0;
+    std::vector<std::pair<uint64_t, relay_entry>> found;
     store_.for_each_with_id([&](const node_id& id, const peer_record& rec) {
         if (id == ctx_.id()) return;
         relay_entry* b = nullptr;
@@ -177,10 +198,7 @@ void relay_directory::add_found(std::vector<relay_entry>& next, uint64_t now,
             }
             return;
         }
-        // Bounded: every node probes every relay (each PING, HELLO and RECORDS exchange costs
-        // all of them), so a cluster with many public nodes uses the first by node ID.
-        if (eps.empty() || found >= ctx_.cfg.max_found_relays) return;
-        ++found;
+        if (eps.empty()) return;
         relay_entry e;
         e.origin = relay_origin::discovered;
         e.id = id;
@@ -189,8 +207,29 @@ void relay_directory::add_found(std::vector<relay_entry>& next, uint64_t now,
             e.addrs.push_back(relay_addr_state{ep});
             e.spec.addresses.push_back(ep.address);
         }
-        next.push_back(carry(std::move(e), now, reset_timers));
+        found.emplace_back(found_rank(id), std::move(e));
     });
+    // Bounded: every node probes every relay (each PING, HELLO and RECORDS exchange costs all of
+    // them), so a cluster with many public nodes uses max_found_relays of them: the first by a
+    // hash of their node ID keyed with our own secret salt. It used to be the first by node ID,
+    // the same for everyone: 16 ground low IDs displaced every honest relay on every node. Now
+    // each node takes its own random sample; fake relays get the share of the sample that they
+    // are of all serving records (numbers, not grinding), and a node's order cannot be ground
+    // against because nobody else knows its salt. The sample is also the order our record lists
+    // the relays we are attached to (attachments()).
+    std::sort(found.begin(), found.end(),
+              [](const auto& a, const auto& b) { return a.first < b.first; });
+    size_t taken = 0;
+    for (auto& [rank, e] : found) {
+        if (taken >= ctx_.cfg.max_found_relays) break;
+        // Two records claiming one address: the first in our order keeps it.
+        std::erase_if(e.addrs, [&](const auto& a) { return used_by_other(next, a.ep, nullptr); });
+        if (e.addrs.empty()) continue;
+        e.spec.addresses.clear();
+        for (const auto& a : e.addrs) e.spec.addresses.push_back(a.ep.address);
+        next.push_back(carry(std::move(e), now, reset_timers));
+        ++taken;
+    }
 }
 
 void relay_directory::log_changes(const std::vector<relay_entry>& next) {
@@ -466,9 +505,36 @@ void relay_directory::hello_now(uint64_t now) {
     for (auto& r : relays_) r.next_hello_ms = std::min(r.next_hello_ms, now);
 }
 
+bool relay_directory::listed(const node_id& relay) const {
+    return std::find(listed_.begin(), listed_.end(), relay) != listed_.end();
+}
+
+void relay_directory::note_pair_failure(const node_id& relay, const node_id& peer, uint64_t now) {
+    relay_entry* r = find(relay);
+    if (!r) return;
+    auto& f = r->failed_pairs;
+    std::erase_if(f, [&](const auto& e) { return e.first == peer || e.second <= now; });
+    if (f.size() >= 8) f.erase(f.begin());  // bounded: two are enough to count
+    f.emplace_back(peer, now + 10 * ctx_.cfg.relay_exclude_ms);
+}
+
+bool relay_directory::failing(const relay_entry& r, uint64_t now) const {
+    return std::count_if(r.failed_pairs.begin(), r.failed_pairs.end(),
+                         [&](const auto& e) { return e.second > now; }) >= 2;
+}
+
 std::vector<std::pair<node_id, uint16_t>> relay_directory::attachments(uint64_t now) {
     std::vector<std::pair<node_id, uint16_t>> att;
+    std::vector<relay_entry*> order;
     for (auto& r : relays_) {
+        if (!failing(r, now)) order.push_back(&r);
+    }
+    for (auto& r : relays_) {
+        if (failing(r, now)) order.push_back(&r);
+    }
+    listed_.clear();
+    for (relay_entry* rp : order) {
+        relay_entry& r = *rp;
         if (r.self || !r.id || !r.candidate || !up(r, now) || att.size() >= peer_record::max_relays)
             continue;
         // Publish our RTT to the relay, but re-sign only when it moved by more than noise (every
@@ -482,6 +548,7 @@ std::vector<std::pair<node_id, uint16_t>> relay_directory::attachments(uint64_t 
             r.published_rtt = static_cast<uint16_t>(std::clamp(m + 0.5, 1.0, 60000.0));
         }
         att.emplace_back(*r.id, r.published_rtt);
+        listed_.push_back(*r.id);
     }
     return att;
 }

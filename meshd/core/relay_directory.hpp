@@ -4,15 +4,17 @@
 //
 // Where the list comes from: with relayNodes configured, exactly those. Without, the rendezvous
 // addresses offered through the discovery entry (dht.bootstrap today: asked for the cluster's
-// records, relays only if their record says they serve) plus every node whose verified record
-// says it serves (up to max_found_relays, by node ID). rebuild() recomputes the list and keeps
-// what was learned about relays that stay.
+// records, relays only if their record says they serve) plus nodes whose verified record says
+// they serve: up to max_found_relays, the first by a hash of their node ID keyed with a salt of
+// our own (never published), so that nobody can grind IDs that rank first (add_found). rebuild()
+// recomputes the list and keeps what was learned about relays that stay.
 //
 // Couplings, as explicit calls (wired by node_core): on_relays_changed when anything a pair's
 // path decision reads changed (peer_paths re-decides every pair), on_self_changed when what our
 // own record says about relays changed (membership re-signs it).
 #pragma once
 
+#include <array>
 #include <cstddef>
 #include <cstdint>
 #include <functional>
@@ -54,6 +56,9 @@ struct relay_entry {
     bool was_usable = false;
     uint64_t fast_until = 0;
     uint64_t not_serving_until = 0;  // it answered REJECT(not_a_relay)
+    // Pairs of ours it failed lately (peer -> until): silent end to end, or our WireGuard made
+    // no progress through it. Two or more: listed last in our record (attachments()).
+    std::vector<std::pair<node_id, uint64_t>> failed_pairs;
     uint64_t reject_backoff_ms = 0;
 };
 
@@ -90,8 +95,17 @@ public:
     void on_not_serving(const node_id& relay, uint64_t now);
     // HELLO every relay now (our record changed).
     void hello_now(uint64_t now);
-    // The relays we are attached to and the RTT we publish for each (unsorted).
+    // The relays we are attached to and the RTT we publish for each, at most
+    // peer_record::max_relays: in our order (found relays: our sample's), relays that failed two
+    // or more of our pairs lately last. A pair's candidate relays are those both ends list.
     std::vector<std::pair<node_id, uint16_t>> attachments(uint64_t now);
+    // It failed two or more of our pairs lately (note_pair_failure): a relay that black-holes
+    // them. Listed last; pairs take it only when nothing else is left.
+    bool failing(const relay_entry& r, uint64_t now) const;
+    // Whether the last attachments() listed `relay`.
+    bool listed(const node_id& relay) const;
+    // The relay failed our pair with `peer` (relay_election excluded it for the pair).
+    void note_pair_failure(const node_id& relay, const node_id& peer, uint64_t now);
     // Our own entry's addresses (listed in relayNodes).
     std::vector<wg_endpoint> self_addresses() const;
     // Clocks moved forward over a stall of our own process.
@@ -120,6 +134,8 @@ private:
     void add_rendezvous(std::vector<relay_entry>& next, uint64_t now, bool reset_timers) const;
     void add_found(std::vector<relay_entry>& next, uint64_t now, bool reset_timers) const;
     void log_changes(const std::vector<relay_entry>& next);
+    // A found relay's place in our sample (add_found): keyed with found_salt_.
+    uint64_t found_rank(const node_id& id) const;
 
     core_context& ctx_;
     const record_store& store_;
@@ -132,6 +148,8 @@ private:
     };
     std::vector<rendezvous> rendezvous_;
     bool dirty_ = false;  // auto_relays: a record that may add or drop a relay changed
+    std::array<uint8_t, 16> found_salt_{};
+    std::vector<node_id> listed_;  // the last attachments()
 };
 
 }  // namespace mw::meshd

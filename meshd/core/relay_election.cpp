@@ -65,6 +65,63 @@ relay_ranking rank_relays(std::vector<relay_candidate> cands, const std::optiona
     return out;
 }
 
+void wg_progress::note_ours(uint64_t tx, uint64_t rx, uint64_t read_ms) {
+    if (our_read_ms && tx < our_tx) {
+        restart();  // the device was recreated: counters start again
+        tx_mark = tx;
+        hold_until_ms = read_ms + restart_hold_ms;
+    }
+    bool grew = our_read_ms && tx > our_tx && tx > tx_mark;
+    our_tx = tx;
+    our_rx = rx;
+    if (!our_read_ms) tx_mark = tx;
+    our_read_ms = read_ms;
+    if (grew) {
+        ++growth_readings;
+        if (!pending_since_ms) pending_since_ms = read_ms;
+    }
+}
+
+void wg_progress::note_peers(uint64_t rx, uint64_t read_ms) {
+    if (peer_reported && rx < peer_rx) hold_until_ms = read_ms + restart_hold_ms;
+    if (!peer_reported || rx != peer_rx) {
+        // Something of ours arrived (or the peer's counters restarted): judged afresh.
+        tx_mark = our_tx;
+        growth_readings = 0;
+        pending_since_ms = 0;
+    }
+    peer_reported = true;
+    peer_rx = rx;
+    peer_read_ms = std::max(peer_read_ms, read_ms);
+}
+
+void wg_progress::restart() {
+    tx_mark = our_tx;
+    growth_readings = 0;
+    pending_since_ms = 0;
+}
+
+bool wg_progress::stalled(uint64_t stall_ms) const {
+    return pending_since_ms && growth_readings >= 3 && peer_reported &&
+           peer_read_ms >= pending_since_ms + stall_ms && peer_read_ms >= hold_until_ms;
+}
+
+uint64_t relay_election::strike(relayed_pair& p, const node_id& relay) const {
+    uint32_t& n = p.strikes[relay];
+    n = std::min<uint32_t>(n + 1, 6);
+    return ctx_.cfg.relay_exclude_ms << (n - 1);
+}
+
+probe_frame_body relay_election::wg_report(const relayed_pair& p, uint64_t now) {
+    probe_frame_body b;
+    if (p.wg.our_read_ms) {
+        b.wg_rx_bytes = p.wg.our_rx;
+        b.wg_reading_age_ms = static_cast<uint32_t>(
+            std::min<uint64_t>(now - std::min(now, p.wg.our_read_ms), UINT32_MAX - 1));
+    }
+    return b;
+}
+
 relay_election::relay_election(core_context& ctx, relay_directory& relays)
     : ctx_(ctx), relays_(relays) {}
 
@@ -84,7 +141,9 @@ void relay_election::choose(const node_id& id, relayed_pair& p, const peer_recor
     auto collect = [&](bool honour_exclusions) {
         for (size_t i = 0; i < rec.relays.size(); ++i) {
             const relay_entry* r = relays_.by_id(rec.relays[i]);
-            if (!r || r->self || !r->candidate) continue;
+            // Both ends list it: both compute the same candidates (each samples its own found
+            // relays, relay_directory.hpp).
+            if (!r || r->self || !r->candidate || !relays_.listed(rec.relays[i])) continue;
             if (!(ignore_refusals
                       ? relays_.up(*r, now) && (!r->fast || relays_.usable_fast(*r, now))
                       : relays_.usable(*r, now)))
@@ -95,6 +154,8 @@ void relay_election::choose(const node_id& id, relayed_pair& p, const peer_recor
                     ctx_.due(ex->second);
                     continue;
                 }
+                // It failed other pairs of ours too: a black hole is not tried by every pair.
+                if (relays_.failing(*r, now)) continue;
             }
             double mine =
                 r->published_rtt != peer_record::unknown_rtt ? r->published_rtt : relays_.rtt(*r);
@@ -191,18 +252,29 @@ void relay_election::choose(const node_id& id, relayed_pair& p, const peer_recor
         p.relay_since_ms = now;
         p.last_inband_pong_ms = 0;
         p.next_inband_ms = now;
+        p.wg.restart();
     }
     p.accepted = false;
     for (const auto& w : p.warm) {
         if (w.relay == dp.relay) p.accepted = w.accepted;
     }
+    if (p.keys) dp.probe_index = p.keys->recv_index;
     if (now >= p.next_inband_ms) {
-        ctx_.send_ping(dp.relay_endpoint, p.session_id, probe{probe_kind::inband, id}, now);
+        if (p.keys && !p.legacy_probes) {
+            ctx_.send_probe_ping(dp.relay_endpoint, p.session_id, *p.keys,
+                                 probe{probe_kind::inband, id}, wg_report(p, now), now);
+        } else {
+            ctx_.send_ping(dp.relay_endpoint, p.session_id, probe{probe_kind::inband, id}, now);
+        }
         p.next_inband_ms = now + cfg.ping_interval_ms;
     }
     ctx_.due(p.next_inband_ms);
     // End to end: the relay answers us, but nothing comes back through it from the peer. Give
     // the session a fair start (both ends must bind), then exclude it for this pair.
+    // It carries the pair (an in-band PONG since we took it, and WireGuard not stalled): its
+    // earlier failures are forgiven.
+    if (p.last_inband_pong_ms > p.relay_since_ms && p.wg.growth_readings == 0)
+        p.strikes.erase(dp.relay);
     uint64_t last = std::max(p.last_inband_pong_ms, p.relay_since_ms + 2 * cfg.path_timeout_ms);
     auto rj = p.rejected.find(dp.relay);
     if (!p.accepted && rj != p.rejected.end() && now < rj->second) {
@@ -212,8 +284,23 @@ void relay_election::choose(const node_id& id, relayed_pair& p, const peer_recor
     } else if (now > last + cfg.path_timeout_ms) {
         ctx_.log(2, "relayed path silent end to end; trying another relay",
                  {{"peer", rec.name}, {"relay", ctx_.name_of(dp.relay)}, {"path", "relay"}});
-        p.excluded[dp.relay] = now + cfg.relay_exclude_ms;
+        p.excluded[dp.relay] = now + strike(p, dp.relay);
+        relays_.note_pair_failure(dp.relay, id, now);
         p.relay.reset();
+        ctx_.due(now);
+    } else if (p.wg.stalled(cfg.wg_stall_ms)) {
+        // The probes answer, but our WireGuard does not get through: the relay drops what it
+        // can tell is not a probe (or everything but small frames). Excluded like a silent one.
+        ctx_.log(2, "relay carries probes but not WireGuard; trying another relay",
+                 {{"peer", rec.name},
+                  {"relay", ctx_.name_of(dp.relay)},
+                  {"path", "relay"},
+                  {"wg_tx_unacknowledged", std::to_string(p.wg.our_tx - p.wg.tx_mark)}});
+        ++wg_stalls_;
+        p.excluded[dp.relay] = now + strike(p, dp.relay);
+        relays_.note_pair_failure(dp.relay, id, now);
+        p.relay.reset();
+        p.wg.restart();
         ctx_.due(now);
     } else {
         ctx_.due(last + cfg.path_timeout_ms + 1);

@@ -52,8 +52,44 @@ struct relay_ranking {
 relay_ranking rank_relays(std::vector<relay_candidate> cands, const std::optional<node_id>& current,
                           const election_params& p);
 
+// Whether our WireGuard traffic through the relay we send through reaches the peer: relays are
+// judged by what they carry, not only by the probes (a relay could tell probes apart by their
+// timing and forward only those). Our side: WireGuard's tx bytes for the peer (read every 2 s,
+// on_wireguard_counters); the peer's side: its rx bytes from us, reported in its sealed probes.
+// Our tx grew in 3 readings since the peer's rx last moved, and the peer read its counters
+// wg_stall_ms after the first of those and still saw nothing new: the relay drops our WireGuard.
+struct wg_progress {
+    uint64_t our_tx = 0, our_rx = 0;
+    uint64_t our_read_ms = 0;  // 0: never read (WireGuard has no such peer yet)
+    uint64_t peer_rx = 0;
+    uint64_t peer_read_ms = 0;  // when the peer read it, on our clock (receipt - its age)
+    bool peer_reported = false;
+    uint64_t tx_mark = 0;           // our tx when the peer's rx last moved / the relay was taken
+    unsigned growth_readings = 0;   // our readings since then in which tx grew past the mark
+    uint64_t pending_since_ms = 0;  // the first of them (0: none)
+    // Either end's counters started again (its WireGuard restarted, and with it the session
+    // keys: our packets fail to decrypt there until a new handshake, which the peer's 25 s
+    // keepalive brings): no verdict before the peer read its counters after this.
+    uint64_t hold_until_ms = 0;
+
+    static constexpr uint64_t restart_hold_ms = 30000;
+    void note_ours(uint64_t tx, uint64_t rx, uint64_t read_ms);
+    void note_peers(uint64_t rx, uint64_t read_ms);
+    void restart();  // a new relay: judged from now on
+    bool stalled(uint64_t stall_ms) const;
+};
+
 // A relayed pair's relay state (owned per peer by peer_paths, changed only here).
 struct relayed_pair {
+    // The pair's sealed-probe keys (probe_frame.hpp), made for the peer's WireGuard key
+    // `keys_for`; nullopt: not made yet, or the key is unusable (then old-style probes).
+    std::optional<probe_keys> keys;
+    wg_key keys_for;
+    bool keys_tried = false;
+    // The peer sends old-style in-band PINGs (control datagrams): a node from before sealed
+    // probes (a rolling upgrade); it gets those back until it sends a sealed one.
+    bool legacy_probes = false;
+    wg_progress wg;
     // The relay the peer sends through, as its in-band probes show: kept warm on our side
     // whatever our own choice, so the two ends never disagree into silence.
     std::optional<node_id> peer_relay;
@@ -75,6 +111,10 @@ struct relayed_pair {
     uint64_t last_inband_pong_ms = 0;
     double inband_rtt_ms = 0;
     std::map<node_id, uint64_t> excluded;  // relay -> until
+    // relay -> how often it failed the pair end to end (silent, or WireGuard stalled) without
+    // carrying it in between: each failure doubles its exclusion (relay_exclude_ms × 2^(n-1),
+    // at most 32×), so a black hole that ranks first is not taken back every 30 s.
+    std::map<node_id, uint32_t> strikes;
     // relay -> until: it REJECTed our session request; no new request before then.
     std::map<node_id, uint64_t> rejected;
 };
@@ -93,13 +133,21 @@ public:
     bool on_session_answer(relayed_pair& p, const std::string& peer_name, const node_id& relay,
                            uint64_t session_id, bool accepted, uint8_t reason, uint64_t now);
 
+    // The body of a probe frame to the peer: our WireGuard's rx reading for it.
+    static probe_frame_body wg_report(const relayed_pair& p, uint64_t now);
+
     uint64_t failovers() const noexcept { return failovers_; }
     uint64_t selections() const noexcept { return selections_; }
+    // Relays excluded for a pair because its WireGuard made no progress through them.
+    uint64_t wg_stall_exclusions() const noexcept { return wg_stalls_; }
 
 private:
+    // Counts a failure of `relay` for the pair; returns how long it is excluded.
+    uint64_t strike(relayed_pair& p, const node_id& relay) const;
+
     core_context& ctx_;
     relay_directory& relays_;
-    uint64_t failovers_ = 0, selections_ = 0;
+    uint64_t failovers_ = 0, selections_ = 0, wg_stalls_ = 0;
 };
 
 }  // namespace mw::meshd

@@ -9,6 +9,7 @@
 
 #include <cerrno>
 
+#include "meshd/core/probe_frame.hpp"
 #include "meshd/core/wire_codec.hpp"
 #include "meshd/io/udp_socket.hpp"
 
@@ -86,7 +87,7 @@ wg_endpoint relay_proxy::uplink_endpoint() const {
 }
 
 result<wg_endpoint> relay_proxy::add_peer(uint64_t session_id, const wg_endpoint& relay,
-                                          const wg_endpoint& wg) {
+                                          const wg_endpoint& wg, uint32_t probe_index) {
     relay_addr r = relay_addr::from_endpoint(relay);
     relay_addr w = relay_addr::from_endpoint(wg);
     if (!r.valid() || !w.valid()) {
@@ -131,6 +132,7 @@ result<wg_endpoint> relay_proxy::add_peer(uint64_t session_id, const wg_endpoint
     p.wg = w;
     p.family = w.is_v4() ? AF_INET : AF_INET6;
     p.fd = std::move(fd);
+    p.probe_index = probe_index;
     (void)index_.insert(session_id, slot);  // sized like peers_: cannot fail
     return local;
 }
@@ -349,7 +351,8 @@ void relay_proxy::drain_uplink() noexcept {
                     // it is how the core learns that the peer sends through a relay that we
                     // dropped from the pair's warm set (say after a cut), and takes that
                     // session back. The core checks its source against the relay's addresses.
-                    if (classify(d.subspan(relay_data_header_size)) == frame_kind::control) {
+                    auto payload = d.subspan(relay_data_header_size);
+                    if (peek_probe_index(payload) || classify(payload) == frame_kind::control) {
                         control_idx_.push_back(uint32_t(i));
                         control_session_.push_back(*session);
                         ++inband;
@@ -367,7 +370,10 @@ void relay_proxy::drain_uplink() noexcept {
                 // An in-band control datagram (a probe of this path) is for the node core, not
                 // for WireGuard. Checked only after the source, so nobody but the session's relay
                 // can inject one as coming through the session.
-                if (classify(d.subspan(relay_data_header_size)) == frame_kind::control) {
+                auto payload = d.subspan(relay_data_header_size);
+                uint32_t probe_index = peers_[slot].probe_index;
+                auto index = probe_index ? peek_probe_index(payload) : std::nullopt;
+                if ((index && *index == probe_index) || classify(payload) == frame_kind::control) {
                     control_idx_.push_back(uint32_t(i));
                     control_session_.push_back(*session);
                     ++inband;

@@ -14,14 +14,19 @@
 // RELAY_SESSION_REQUEST came from, so data must leave from that same socket. Control datagrams
 // arriving on it go to `on_control` (copied by the callback, not here).
 //
-// In-band control: the node core probes a relayed path end to end (DESIGN §7: liveness measured on
-// the path data actually uses) by sending a sealed control datagram as the payload of a RELAY_DATA
-// frame of the session (send_in_session), so it takes exactly the data path through the relay. On
-// receipt, a RELAY_DATA payload that classifies as control goes to `on_control` with the session id
-// instead of to WireGuard, also in a session this proxy does not know (the core checks where
-// those came from: it is how it learns the session the peer sends through). No WireGuard packet is
-// mistaken for one: WireGuard messages start with type 1..4 and three zero bytes, control datagrams
-// with "MW".
+// In-band probes: the node core probes a relayed path end to end (DESIGN §7: liveness measured on
+// the path data actually uses) by sending a probe frame as the payload of a RELAY_DATA frame of
+// the session (send_in_session), so it takes exactly the data path through the relay. The frame
+// is sealed with the pair's key and shaped like WireGuard transport data (probe_frame.hpp), so the
+// relay cannot tell it from the WireGuard packets it carries. On receipt, a payload of probe shape
+// whose receiver index is the peer's `probe_index` (add_peer) goes to `on_control` with the
+// session id instead of to WireGuard: one size check and a 4-byte compare per frame, no crypto on
+// this thread (the core opens it; a WireGuard frame that happens to carry that index, a 2^-32
+// chance per WireGuard handshake, fails to open there and is counted). In a session this proxy
+// does not know, any probe-shaped payload goes to the core, which finds the pair by the session
+// and checks the source (it is how it learns the session the peer sends through). Old-style
+// in-band probes (control datagrams, "MW...", from nodes before sealed probes) still go to the
+// core as well, for rolling upgrades; no WireGuard packet starts with "MW".
 //
 // Failover is one call: retarget_peer() moves a peer to a new relay and session id and keeps its
 // local socket, so WireGuard's endpoint for B never changes (make before break).
@@ -93,8 +98,9 @@ public:
     // WireGuard listening at `wg` (127.0.0.1:51820 or [::1]:51820). Returns the loopback endpoint
     // to set as the peer's WireGuard endpoint. Session id 0 is refused (on_control uses it for "not
     // in a session"). Errors: invalid_argument, already_exists, exhausted, socket errors.
+    // `probe_index`: the receiver index of the pair's sealed probes to us (0: none).
     result<wg_endpoint> add_peer(uint64_t session_id, const wg_endpoint& relay,
-                                 const wg_endpoint& wg);
+                                 const wg_endpoint& wg, uint32_t probe_index = 0);
     // Moves a peer to another relay / session, keeping its local socket and so its WG endpoint.
     status retarget_peer(uint64_t old_session_id, uint64_t new_session_id,
                          const wg_endpoint& relay);
@@ -126,6 +132,7 @@ private:
         relay_addr relay, wg;
         unique_fd fd;
         int family = 0;
+        uint32_t probe_index = 0;
     };
 
     explicit relay_proxy(relay_proxy_config config);

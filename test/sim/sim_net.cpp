@@ -1,8 +1,10 @@
 #include "test/sim/sim_net.hpp"
 
 #include <algorithm>
+#include <cstring>
 #include <stdexcept>
 
+#include "meshd/core/probe_frame.hpp"
 #include "meshd/core/relay_addr.hpp"
 #include "meshd/core/wire_codec.hpp"
 
@@ -82,6 +84,7 @@ void sim_net::start_core(sim_host& h, const std::vector<relay_spec>& relays, con
     identity_seed seed{};
     uint64_t s = rng_();
     for (size_t i = 0; i < seed.size(); ++i) seed[i] = static_cast<uint8_t>(s >> (8 * (i % 8))) ^ i;
+    if (next_seed) seed = *std::exchange(next_seed, std::nullopt);
     auto id = node_identity::from_seed(seed);
     auto sealer =
         psk_sealer::create(std::span(reinterpret_cast<const uint8_t*>(psk.data()), psk.size()));
@@ -157,7 +160,9 @@ void sim_net::step(uint64_t until_ms) {
             if (h->core && h->up && h->deadline != UINT64_MAX)
                 th = std::min(th, std::max(h->deadline, h->frozen_until_ms) * 1000);
         }
-        uint64_t t = std::min(tq, th);
+        uint64_t tw = std::min(next_wg_ms_, next_wg_read_ms_);
+        tw = tw == UINT64_MAX ? UINT64_MAX : tw * 1000;
+        uint64_t t = std::min({tq, th, tw});
         if (t > until_us) {
             now_us_ = std::max(now_us_, until_us);
             now_ = now_us_ / 1000;
@@ -165,7 +170,9 @@ void sim_net::step(uint64_t until_ms) {
         }
         now_us_ = std::max(now_us_, t);
         now_ = now_us_ / 1000;
-        if (tq <= th) {
+        if (tw <= tq && tw <= th) {
+            wireguard_tick();
+        } else if (tq <= th) {
             event e = queue_.top();
             queue_.pop();
             deliver(e);
@@ -299,6 +306,10 @@ void sim_net::deliver(const event& e) {
         // otherwise (also while it is being verified) the node's relay proxy does.
         auto role = h->core->role();
         if (role == relay_role_state::active) {
+            if (h->relay_filter && !h->relay_filter(d.subspan(relay_data_header_size))) {
+                ++h->relay_filtered;
+                return;
+            }
             auto* dest =
                 h->relay_table().route(*sid, relay_addr::from_endpoint(e.from), d.size(), now_);
             if (!dest) return;
@@ -307,13 +318,72 @@ void sim_net::deliver(const event& e) {
             return;
         }
         auto v = decode_relay_data(d);
-        if (!v || classify(v->payload) != frame_kind::control) return;  // WireGuard: not simulated
+        if (!v) return;
+        if (v->payload.size() == wg_size_ && !v->payload.empty() && v->payload[0] == 4) {
+            // Simulated WireGuard data: counted for the pair (the sim knows who sent it).
+            uint64_t tag = 0;
+            std::memcpy(&tag, v->payload.data() + 8, 8);
+            auto it = wg_frames_.find(tag);
+            if (it != wg_frames_.end() && it->second.second == h) {
+                h->wg_rx[it->second.first->name] += v->payload.size();
+                wg_frames_.erase(it);
+            }
+            return;
+        }
+        // As the relay proxy does: sealed probes (WireGuard-shaped, 96 bytes) and old-style
+        // control datagrams go to the core; other WireGuard is not simulated.
+        if (!peek_probe_index(v->payload) && classify(v->payload) != frame_kind::control) return;
         ++h->inband_rx;
         h->deadline = h->core->on_datagram(v->payload, e.from, *sid, 0, now_);
     } else {
         h->deadline = h->core->on_datagram(d, e.from, 0, 0, now_);
     }
     drain(*h);
+}
+
+void sim_net::wireguard_tick() {
+    if (now_ >= next_wg_ms_) {
+        next_wg_ms_ = now_ + wg_interval_ms_;
+        for (auto& h : hosts_) {
+            if (!h->core || !h->up || h->frozen_until_ms > now_) continue;
+            for (const auto& dp : h->core->dataplane()) {
+                if (dp.path != path_kind::relay || !dp.session_id) continue;
+                sim_host* to = nullptr;
+                for (auto& o : hosts_) {
+                    if (o->name == dp.name) to = o.get();
+                }
+                if (!to) continue;
+                std::vector<uint8_t> frame(relay_data_header_size + wg_size_);
+                write_relay_data_header(dp.session_id, frame.data());
+                uint8_t* wg = frame.data() + relay_data_header_size;
+                for (size_t i = 4; i < wg_size_; ++i) wg[i] = static_cast<uint8_t>(rng_());
+                wg[0] = 4;
+                wg[1] = wg[2] = wg[3] = 0;
+                uint64_t tag = rng_();
+                std::memcpy(wg + 8, &tag, 8);
+                wg_frames_[tag] = {h.get(), to};
+                h->wg_tx[dp.name] += wg_size_;
+                transmit(*h, dp.relay_endpoint, std::move(frame));
+            }
+        }
+        if (wg_frames_.size() > 100000) wg_frames_.clear();  // lost ones
+    }
+    if (now_ >= next_wg_read_ms_) {
+        next_wg_read_ms_ = now_ + 2000;
+        for (auto& h : hosts_) {
+            if (!h->core || !h->up || h->frozen_until_ms > now_) continue;
+            std::vector<wg_peer_counters> v;
+            for (auto& o : hosts_) {
+                if (o.get() == h.get() || !o->core) continue;
+                if (!h->wg_tx.count(o->name) && !h->wg_rx.count(o->name)) continue;
+                v.push_back(wg_peer_counters{o->core->self_record().wg_public_key,
+                                             h->wg_rx[o->name], h->wg_tx[o->name]});
+            }
+            h->core->on_wireguard_counters(v, now_);
+            h->deadline = std::min(h->deadline, h->core->next_deadline());
+            drain(*h);
+        }
+    }
 }
 
 void sim_net::set_relays(const std::vector<relay_spec>& relays) {

@@ -6,11 +6,13 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <optional>
 #include <queue>
 #include <random>
+#include <span>
 #include <string>
 #include <tuple>
 #include <vector>
@@ -73,6 +75,12 @@ struct sim_host {
     // Every datagram that reached this host's address, by destination port, whether a core
     // took it or not (what a host without meshd, e.g. a victim of reflection, receives).
     std::map<uint16_t, uint64_t> rx_by_port;
+    // A malicious relay: RELAY_DATA whose payload this refuses is dropped, not forwarded. It sees
+    // only the bytes on the wire (payload = the frame after the RELAY_DATA header).
+    std::function<bool(std::span<const uint8_t> payload)> relay_filter;
+    uint64_t relay_filtered = 0;
+    // Simulated WireGuard (sim_net::simulate_wireguard): bytes per peer node.
+    std::map<std::string, uint64_t> wg_tx, wg_rx;
     std::vector<meshd::core_log_event> log;  // everything the core logged
     bool keep_log = true;
 
@@ -106,6 +114,8 @@ public:
                   uint16_t src_port = port) {
         transmit(src, to, std::move(bytes), src_port);
     }
+    // The identity the next start_core() uses (say a ground one); random when unset.
+    std::optional<meshd::identity_seed> next_seed;
     // A relayNodes edit applied live on every running core.
     void set_relays(const std::vector<meshd::relay_spec>& relays);
     // Relay specs for every host flagged relay (their public address).
@@ -132,6 +142,17 @@ public:
     // The path host `a` uses for peer `b` (none when unknown).
     meshd::path_kind path(const std::string& a, const std::string& b);
     std::optional<meshd::peer_view> peer(const std::string& a, const std::string& b);
+
+    // Simulated WireGuard: every `interval_ms` each relayed pair's end sends one `size`-byte
+    // frame shaped like WireGuard data (type 4, random bytes) through the relay it sends through,
+    // and every 2 s each core is told its WireGuard counters (on_wireguard_counters), as the
+    // daemon's device read does. Probes are 96 bytes; choose another size.
+    void simulate_wireguard(uint64_t interval_ms = 100, size_t size = 128) {
+        wg_interval_ms_ = interval_ms;
+        wg_size_ = size;
+        next_wg_ms_ = now_;
+        next_wg_read_ms_ = now_ + 2000;
+    }
 
     uint64_t delivered() const { return delivered_; }
     uint64_t dropped() const { return dropped_; }
@@ -167,6 +188,11 @@ private:
     uint64_t delivered_ = 0, dropped_ = 0;
     int public_count_ = 0;
     uint16_t ephemeral_port_ = 40000;
+    void wireguard_tick();
+    uint64_t wg_interval_ms_ = 0;
+    size_t wg_size_ = 128;
+    uint64_t next_wg_ms_ = UINT64_MAX, next_wg_read_ms_ = UINT64_MAX;
+    std::map<uint64_t, std::pair<sim_host*, sim_host*>> wg_frames_;  // counter field -> (from, to)
 };
 
 }  // namespace mw::sim

@@ -312,4 +312,63 @@ TEST_CASE("node_id: from_hex is the inverse of hex(), either case; anything else
     CHECK_FALSE(node_id::from_hex(id.hex() + "0"));
     CHECK_FALSE(node_id::from_hex(std::string(63, '0') + "x"));
     CHECK_FALSE(node_id::from_hex(""));
+// Relays judged by what they carry: our WireGuard tx through the relay vs the rx the peer
+// reports in its sealed probes (relay_election.hpp, wg_progress).
+TEST_CASE("wg_progress: a stall needs 3 readings of our tx growth the peer did not see") {
+    const uint64_t stall = 6000;
+    wg_progress w;
+    w.note_ours(1000, 500, 10'000);  // first reading: the baseline
+    w.note_peers(800, 10'000);
+    w.restart();  // the relay was taken
+    CHECK_FALSE(w.stalled(stall));
+    w.note_ours(1200, 500, 12'000);
+    w.note_ours(1400, 500, 14'000);
+    w.note_peers(800, 17'000);
+    CHECK_FALSE(w.stalled(stall));  // two readings only
+    w.note_ours(1600, 500, 16'000);
+    w.note_peers(800, 17'500);
+    CHECK_FALSE(w.stalled(stall));  // the peer looked only 5.5 s after our first growth
+    w.note_peers(800, 18'000);
+    CHECK(w.stalled(stall));
+    // Something of ours arrived: judged afresh.
+    w.note_peers(900, 19'000);
+    CHECK_FALSE(w.stalled(stall));
+    w.note_ours(1800, 500, 20'000);
+    w.note_ours(2000, 500, 22'000);
+    w.note_ours(2200, 500, 24'000);
+    w.note_peers(900, 25'000);
+    CHECK_FALSE(w.stalled(stall));
+    w.note_peers(900, 26'000);
+    CHECK(w.stalled(stall));
+    // Idle: no growth of ours, no verdict however long the peer sees nothing.
+    wg_progress idle;
+    idle.note_ours(100, 0, 1000);
+    for (uint64_t t = 3000; t < 60'000; t += 2000) {
+        idle.note_ours(100, 0, t);
+        idle.note_peers(50, t);
+    }
+    CHECK_FALSE(idle.stalled(stall));
+}
+
+TEST_CASE("wg_progress: counters that start again hold the verdict for a new handshake") {
+    const uint64_t stall = 6000;
+    wg_progress w;
+    w.note_ours(1000, 0, 1000);
+    w.note_peers(5000, 1000);
+    w.note_peers(10, 2000);  // the peer's WireGuard restarted: our session keys are gone there
+    for (uint64_t t = 3000; t <= 20'000; t += 2000) w.note_ours(1000 + t, 0, t);
+    w.note_peers(10, 21'000);
+    CHECK_FALSE(w.stalled(stall));  // held until 32 s
+    w.note_peers(10, 32'000);
+    CHECK(w.stalled(stall));
+    // Ours restarted: the same hold.
+    wg_progress v;
+    v.note_ours(5000, 0, 1000);
+    v.note_ours(100, 0, 3000);
+    v.note_peers(7, 4000);
+    for (uint64_t t = 5000; t <= 15'000; t += 2000) v.note_ours(100 + t, 0, t);
+    v.note_peers(7, 25'000);
+    CHECK_FALSE(v.stalled(stall));
+    v.note_peers(7, 33'000);
+    CHECK(v.stalled(stall));
 }

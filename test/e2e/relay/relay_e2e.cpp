@@ -127,7 +127,8 @@ struct rig {
     wg_endpoint local_a, local_b;  // what A's WG uses as B's endpoint, and vice versa
     static constexpr uint64_t session = 0x5e55'10a0'0000'0001ull;
 
-    rig(bool a_v6, bool b_v6) {
+    // probe_index_b: the receiver index of B's sealed probes (0: none).
+    rig(bool a_v6, bool b_v6, uint32_t probe_index_b = 0) {
         relay_forwarder_config rc;
         rc.listen = {ep("127.0.0.1:0"), ep("[::1]:0")};
         rc.on_control = [this](std::span<const uint8_t>, const wg_endpoint&, uint16_t) {
@@ -168,7 +169,8 @@ struct rig {
                     .value() == relay_bind_state::established);
 
         local_a = proxy_a->add_peer(session, a_v6 ? relay_v6 : relay_v4, wg_a_ep).value();
-        local_b = proxy_b->add_peer(session, b_v6 ? relay_v6 : relay_v4, wg_b_ep).value();
+        local_b =
+            proxy_b->add_peer(session, b_v6 ? relay_v6 : relay_v4, wg_b_ep, probe_index_b).value();
     }
 };
 
@@ -332,6 +334,44 @@ TEST_CASE("relay e2e: nothing is forwarded for anyone else; drops and control ar
 
     // The path still works after all that.
     exchange(r.wg_b.get(), r.local_b, r.wg_a.get(), r.local_a, 20);
+}
+
+// Issue 17: sealed probes look like WireGuard data; the proxy tells them apart only by the
+// receiver index it was given for the peer (and the size), never by a visible marker.
+TEST_CASE("relay e2e: sealed probe frames with the peer's probe index reach the core, not WG") {
+    constexpr uint32_t index_b = 0x1234abcd;
+    rig r(false, false, index_b);
+    exchange(r.wg_a.get(), r.local_a, r.wg_b.get(), r.local_b, 3);
+    auto frame = [](uint32_t index, size_t size) {
+        std::vector<uint8_t> f(size, 0x5c);
+        f[0] = 4, f[1] = f[2] = f[3] = 0;
+        for (int i = 0; i < 4; ++i) f[4 + i] = uint8_t(index >> (8 * i));
+        return f;
+    };
+    // B's index, probe size: the core's. Through the data path, in the session.
+    auto probe = frame(index_b, 96);
+    REQUIRE(r.proxy_a->send_in_session(rig::session, probe));
+    auto at_b = r.control_b.wait_for(1);
+    REQUIRE(at_b.size() == 1);
+    CHECK(at_b[0].datagram == probe);
+    CHECK(at_b[0].session_id == rig::session);
+    check_silence(r.wg_b.get());
+    // Another index, or B's index at another size: WireGuard's (as from WireGuard A itself).
+    std::vector<uint8_t> buf(4096);
+    for (auto f : {frame(index_b + 1, 96), frame(index_b, 128), frame(index_b, 32)}) {
+        send_to(r.wg_a.get(), f.data(), f.size(), r.local_a);
+        auto got = recv_from(r.wg_b.get(), buf, 2000);
+        REQUIRE(got.size == ssize_t(f.size()));
+        CHECK(std::memcmp(buf.data(), f.data(), f.size()) == 0);
+    }
+    // A has no probe index for B: every WireGuard-shaped payload is WireGuard's.
+    auto to_a = frame(index_b, 96);
+    send_to(r.wg_b.get(), to_a.data(), to_a.size(), r.local_b);
+    auto got = recv_from(r.wg_a.get(), buf, 2000);
+    CHECK(got.size == ssize_t(to_a.size()));
+    CHECK(r.control_a.wait_for(1).empty());
+    CHECK(r.control_b.wait_for(2).size() == 1);
+    CHECK(r.proxy_b->stats().inband_control_packets == 1);
 }
 
 TEST_CASE("relay e2e: in-band control datagrams take the data path and reach the core, not WG") {
