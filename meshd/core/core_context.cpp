@@ -80,6 +80,8 @@ void core_context::refuse(endpoint_refusal why, const wg_endpoint& ep, const cha
                   "per reason; see meshwire_endpoints_refused_total)",
             {{"reason", to_string(why)}, {"endpoint", ep.str()}, {"from", what}});
     }
+}
+
 result<probe_keys> core_context::probe_keys_for(const node_id& peer,
                                                 const wg_key& peer_public) const {
     wg_key priv = identity_.wg_private_key();
