@@ -785,6 +785,8 @@ TEST_CASE("sim: a fake record listing a victim's ports makes no node send the vi
     }
     CHECK(is_direct(net, "lan1a", "lan1b"));
     CHECK(m.relayed_live("lan1a", "lan2a"));
+}
+
 namespace {
 
 // A WireGuard device configured from a core's desired data plane, as the daemon's planner would
@@ -799,6 +801,10 @@ wg_device device_from(const node_core& core) {
         d.peers.push_back(std::move(p));
     }
     return d;
+}
+
+}  // namespace
+
 namespace {
 
 void dump_log(sim_net& net, const std::string& n) {
@@ -931,6 +937,8 @@ TEST_CASE("sim: a stolen node's route-hijack record is refused; the victim stays
         REQUIRE(net.run_until([&] { return m.relayed_live("lan1a", victim); }, 10000));
         CHECK(is_direct(net, "lan2b", victim));
     }
+}
+
 // Issue 17: a malicious relay forwards what it can tell is a probe and drops the rest. In-band
 // probes used to be control datagrams ("MW\x01..." inside RELAY_DATA): such a relay kept every
 // probe answering while it black-holed WireGuard, and the pair never left it. Sealed probes are

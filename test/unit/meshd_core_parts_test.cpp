@@ -312,6 +312,8 @@ TEST_CASE("node_id: from_hex is the inverse of hex(), either case; anything else
     CHECK_FALSE(node_id::from_hex(id.hex() + "0"));
     CHECK_FALSE(node_id::from_hex(std::string(63, '0') + "x"));
     CHECK_FALSE(node_id::from_hex(""));
+}
+
 // Relays judged by what they carry: our WireGuard tx through the relay vs the rx the peer
 // reports in its sealed probes (relay_election.hpp, wg_progress).
 TEST_CASE("wg_progress: a stall needs 3 readings of our tx growth the peer did not see") {
