@@ -156,10 +156,13 @@ TEST_CASE("admission: one dial-back requester cannot use up the helper's budget"
     f.deliver(2, dialback_request_msg{1000, ep("203.0.113.6:51821")}, ep("203.0.113.6:51821"),
               t0 + 500);
     CHECK(probes() == 1);
-    // The global budget still bounds the total: 20 requesters x 4 > 20.
+    // The global budget still bounds the total: 20 requesters x 4 > 20 (each about its own
+    // address: one target gets at most its own budget whoever asks, endpoint_filter's part).
     for (uint8_t n = 10; n < 30; ++n) {
+        const std::string addr = "203.0.113." + std::to_string(n) + ":51821";
+        const auto own = ep(addr.c_str());
         for (uint64_t i = 0; i < 4; ++i) {
-            f.deliver(n, dialback_request_msg{i, target}, target, t0 + 600 + n);
+            f.deliver(n, dialback_request_msg{i, own}, own, t0 + 600 + n);
         }
     }
     CHECK(probes() == 20 - 5);
