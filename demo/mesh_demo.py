@@ -20,7 +20,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
 sys.path.insert(0, os.path.join(REPO, "test", "e2e", "mesh"))
 
-from mesh import Mesh  # noqa: E402
+from mesh import CLUSTER_CIDRS, Mesh  # noqa: E402
 
 T0 = time.monotonic()
 BOLD = "\033[1m" if sys.stdout.isatty() else ""
@@ -125,7 +125,9 @@ def main():
         note("""
 LAN1 (lan1a, lan1b) sits behind nat1, a cone NAT (masquerade: one public port per socket).
 LAN2 (lan2a, lan2b) sits behind nat2, a symmetric NAT (masquerade random: a new public port per
-destination). Both NATs drop unsolicited inbound packets. relay1 and relay2 have public addresses.""")
+destination). Both NATs drop unsolicited inbound packets. relay1 and relay2 have public addresses.
+Every meshd.yaml sets clusterCIDRs %s: another node's pod CIDR is routed only inside
+it, as a /24 or /64 block no one else was seen claiming first.""" % " ".join(CLUSTER_CIDRS))
 
         header("Starting meshd on %d nodes" % len(m.nodes))
         for n in m.nodes:

@@ -678,7 +678,8 @@ def _json_loads(text, cmd):
 
 
 __all__ = ["Mesh", "Pod", "pod_cidrs", "CLUSTER_CIDRS", "peer_paths", "to_yaml", "merge",
-           "CNI_NETWORK", "WG_BACKENDS", "WG_BACKEND_ENV", "wg_backend_default", "TIME_FACTOR", "time_factor"]
+           "CNI_NETWORK", "WG_BACKENDS", "WG_BACKEND_ENV", "wg_backend_default", "TIME_FACTOR",
+           "time_factor"]
 if __name__ == "__main__":
     print(__doc__)
     sys.exit(0)
