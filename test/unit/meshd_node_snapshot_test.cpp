@@ -54,6 +54,8 @@ node_snapshot example() {
     s.service->stats.forwarded_packets = 42;
     s.control.accepted = 9;
     s.records = 4;
+    s.relay_wg_stalls = 2;
+    s.probe_frames_dropped = 3;
     return s;
 }
 
@@ -86,6 +88,8 @@ TEST_CASE("node snapshot: meshctl status and the metrics show the same counts") 
     CHECK(st["control"]["accepted"] == 9);
     CHECK(has_line(m, "meshwire_control_accepted_total 9"));
     CHECK(has_line(m, "meshwire_records 4"));
+    CHECK(has_line(m, "meshwire_relay_wg_stalls_total 2"));
+    CHECK(has_line(m, "meshwire_probe_frames_dropped_total 3"));
     CHECK(st["node"]["relayRole"] == true);
     CHECK(st["node"]["backend"] == "userspace");
     CHECK(m.find("meshwire_relay_role{state=\"active\"") != std::string::npos);
