@@ -21,6 +21,10 @@ re-reads relayNodes from its watched config file):
   no relay   lan2a alone cannot reach any relay (nftables): its path to lan1a goes to none, yet
              its WireGuard peer (session keys) and pod route stay; unblocked: lan1a's pod reaches
              lan2a's again (time printed)
+  revoked    lan2b's node ID in every other node's revokedNodes: within REVOKE_BOUND no node
+             lists it in meshctl peers or has its WireGuard peer, relay2 and relay3 count its
+             datagrams in meshwire_control_dropped_total{reason="revoked"}, lan1a-lan2a pods
+             still ping; the list emptied, every node has it back within UNREVOKE_BOUND
 then close() leaves nothing. Every deadline is a failure (bounds named in checks.py and here, each
 with its reason); a pod ping that misses its deadline prints the pair's state on both ends and how
 long it still took to answer, if at all. Prints the measured times and `N passed, N failed`; exit 1
@@ -56,6 +60,13 @@ RELAYS_BACK_BOUND = 4.0
 # A relay list change reaches every node through its config file, polled every 2 s; a relay is
 # listed up on its first PONG (probes every 1 s) once it serves, dropped at once when removed.
 LIST_BOUND = 10.0
+# revokedNodes reaches meshd through its config file (polled every 2 s) and drops the node's record
+# at once; the data plane (WireGuard peer, routes) follows on the next apply. 2 s + the apply +
+# slack for the loaded host.
+REVOKE_BOUND = 6.0
+# Unlisted again, the node is back with its next HELLO (every 10 s), which the relays push on at
+# once: 10 s + the config poll + slack.
+UNREVOKE_BOUND = 15.0
 
 
 def pair_diag(m, a, b):
@@ -514,6 +525,51 @@ def run_mesh(m):
         # WireGuard's 120 s rekey interval).
         expect(now_hs and now_hs[0] == hs, "a new handshake was needed: %s -> %s" % (hs, now_hs))
         return "peer kept; pods again after %.2fs" % back
+
+    # -- 6. a stolen node is revoked ----------------------------------------------------------
+
+    @check("revokedNodes: lan2b listed on every other node: gone everywhere, its messages "
+           "refused; unlisted: back")
+    def _():
+        thief = status(m, "lan2b")["node"]["id"]
+        key = peers_of(m, "lan1a")["lan2b"]["wgPublicKey"]
+        others = [n for n in m.nodes if n.name != "lan2b"]
+        for n in others:
+            m.configs[n.name]["revokedNodes"] = [thief]
+            m.write_config(n)
+
+        def gone():
+            left = {}
+            for n in others:
+                if "lan2b" in peers_of(m, n.name):
+                    left[n.name] = "meshctl peers"
+                elif key in n.run(["wg", "show", n.wg_ifname, "peers"], check=False).stdout:
+                    left[n.name] = "WireGuard peer"
+            return not left, left
+        _, dt = wait_for("lan2b gone from every other node", gone, REVOKE_BOUND)
+        figure("revoked lan2b gone from every other node (meshctl, WireGuard) after", "%.2fs" % dt)
+
+        def refused():
+            got = {}
+            for r in ("relay2", "relay3"):
+                v = series(parse_prom(metrics(m[r])), "meshwire_control_dropped_total",
+                           reason="revoked")
+                got[r] = v[0][1] if v else None
+            return all(x and x > 0 for x in got.values()), got
+        got, _ = wait_for("relays count lan2b's messages as revoked", refused, REVOKE_BOUND)
+        figure("control datagrams from lan2b dropped as revoked (relay2, relay3)", got)
+        rtt = ping_pair(m, pods, "lan1a", "lan2a")
+        for n in others:
+            m.configs[n.name]["revokedNodes"] = []
+            m.write_config(n)
+
+        def back():
+            missing = [n.name for n in others if "lan2b" not in peers_of(m, n.name)]
+            return not missing, missing
+        _, dt2 = wait_for("lan2b back on every other node", back, UNREVOKE_BOUND)
+        figure("unlisted lan2b back on every other node after", "%.2fs" % dt2)
+        return "gone after %.2fs, lan1a->lan2a %.2fms meanwhile, back after %.2fs" % (
+            dt, rtt, dt2)
 
     @check("every meshd still runs")
     def _():
