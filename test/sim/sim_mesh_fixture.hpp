@@ -1,0 +1,79 @@
+// The six-node mesh most simulation tests start from, and helpers to read relay use off it
+// (shared by sim_mesh_test.cpp and sim_security_test.cpp).
+#pragma once
+
+#include <doctest/doctest.h>
+
+#include <map>
+#include <string>
+#include <vector>
+
+#include "test/sim/sim_net.hpp"
+
+namespace mw::sim {
+
+namespace {
+
+// relay1, relay2 public; LAN 1 (cone) lan1a, lan1b; LAN 2 (symmetric) lan2a, lan2b.
+struct std_mesh {
+    sim_net net;
+    std::vector<std::string> names{"relay1", "relay2", "lan1a", "lan1b", "lan2a", "lan2b"};
+    explicit std_mesh(uint64_t seed = 1, bool start = true) : net(seed) {
+        net.add_public("relay1", 2).relay = true;
+        net.add_public("relay2", 5).relay = true;
+        int l1 = net.add_lan(false, 3);
+        int l2 = net.add_lan(true, 4);
+        net.add_lan_host(l1, "lan1a");
+        net.add_lan_host(l1, "lan1b");
+        net.add_lan_host(l2, "lan2a");
+        net.add_lan_host(l2, "lan2b");
+        if (start) {
+            auto specs = net.relay_specs();
+            for (auto& h : net.hosts()) net.start_core(*h, specs);
+        }
+    }
+    bool all_know_all() {
+        for (auto& a : names) {
+            auto& h = net[a];
+            if (!h.up || !h.core) continue;
+            size_t alive = 0;
+            for (auto& b : names) alive += b != a && net[b].up && net[b].core;
+            if (h.core->peers().size() < alive) return false;
+        }
+        return true;
+    }
+    // Relayed pairs have a live end-to-end path (in-band RTT) on both sides.
+    bool relayed_live(const std::string& a, const std::string& b) {
+        auto pa = net.peer(a, b), pb = net.peer(b, a);
+        return pa && pb && pa->path == meshd::path_kind::relay &&
+               pb->path == meshd::path_kind::relay && pa->rtt_ms && pb->rtt_ms;
+    }
+};
+
+inline bool is_direct(sim_net& n, const std::string& a, const std::string& b) {
+    return n.path(a, b) == meshd::path_kind::direct && n.path(b, a) == meshd::path_kind::direct;
+}
+
+}  // namespace
+
+namespace {
+// Relayed pair-directions per relay name, over every node.
+inline std::map<std::string, size_t> relay_load(sim_net& net) {
+    std::map<std::string, size_t> load;
+    for (auto& h : net.hosts()) {
+        for (const auto& pv : h->core->peers()) {
+            if (pv.path == meshd::path_kind::relay) ++load[pv.relay_name];
+        }
+    }
+    return load;
+}
+inline size_t switches(sim_net& net) {
+    size_t n = 0;
+    for (auto& h : net.hosts()) {
+        for (const auto& e : h->log) n += e.msg == "relay switched";
+    }
+    return n;
+}
+}  // namespace
+
+}  // namespace mw::sim
