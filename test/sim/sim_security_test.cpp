@@ -78,6 +78,24 @@ void dump_log(sim_net& net, const std::string& n) {
     }
 }
 
+// Whether lan1a <-> lan2a, both ends, move to `good` and live end to end within limit_ms; dumps
+// both ends' logs when they do not.
+bool pair_moves_to(std_mesh& m, const std::string& good, uint64_t limit_ms) {
+    auto& net = m.net;
+    bool moved = net.run_until(
+        [&] {
+            auto p = net.peer("lan1a", "lan2a"), q = net.peer("lan2a", "lan1a");
+            return p->relay_name == good && q->relay_name == good &&
+                   m.relayed_live("lan1a", "lan2a");
+        },
+        limit_ms);
+    if (!moved) {
+        dump_log(net, "lan1a");
+        dump_log(net, "lan2a");
+    }
+    return moved;
+}
+
 // The relay both ends of lan1a <-> lan2a send through, once the pair is live end to end.
 std::string settled_relay(std_mesh& m) {
     auto& net = m.net;
@@ -220,15 +238,7 @@ TEST_CASE("sim: a relay that forwards only what looks like a probe is left withi
         return payload.size() >= 3 && payload[0] == 'M' && payload[1] == 'W' && payload[2] == 1;
     };
     uint64_t t = net.now();
-    bool left = net.run_until(
-        [&] {
-            auto p = net.peer("lan1a", "lan2a"), q = net.peer("lan2a", "lan1a");
-            return p->relay_name == good && q->relay_name == good &&
-                   m.relayed_live("lan1a", "lan2a");
-        },
-        15000);
-    if (!left) dump_log(net, "lan1a");
-    REQUIRE(left);
+    REQUIRE(pair_moves_to(m, good, 15000));
     MESSAGE("probe-forwarding relay " << bad << " left for " << good << " after " << net.now() - t
                                       << " ms (it dropped " << net[bad].relay_filtered
                                       << " frames)");
@@ -254,18 +264,7 @@ TEST_CASE(
         return payload.size() == 96 || (payload.size() >= 2 && payload[0] == 'M');
     };
     uint64_t t = net.now();
-    bool left = net.run_until(
-        [&] {
-            auto p = net.peer("lan1a", "lan2a"), q = net.peer("lan2a", "lan1a");
-            return p->relay_name == good && q->relay_name == good &&
-                   m.relayed_live("lan1a", "lan2a");
-        },
-        30000);
-    if (!left) {
-        dump_log(net, "lan1a");
-        dump_log(net, "lan2a");
-    }
-    REQUIRE(left);
+    REQUIRE(pair_moves_to(m, good, 30000));
     MESSAGE("relay " << bad << " forwarding probes but not WireGuard left after " << net.now() - t
                      << " ms");
     CHECK(net.now() - t < 15000);
