@@ -100,7 +100,10 @@ JSON
                 "drops": {"unknown_session", "wrong_source", "not_established", "expired",
                           "rate_limited_packets", "rate_limited_bytes"}},
        "control": {"accepted", "authFailed", "malformed", "stale", "future", "replayed",
-                   "notControl", "badRecord"}}
+                   "notControl", "badRecord"},
+       "mdns": null | {"interfaces": [str], "instance", "announcements", "answers",
+                "legacyAnswers", "queries", "peersFound", "conflicts", "received", "sent",
+                "malformed", "ignored", "ownLooped", "sendErrors"}}
     peers:
       {"peers": [{"name", "id", "wgPublicKey", "podCIDRs": [str],
                   "path": "direct"|"relay"|"none", "relay": str|null, "relayId": hex|null,

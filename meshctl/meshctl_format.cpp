@@ -231,6 +231,22 @@ std::string format_status(const json& r) {
          {"authFailed", "malformed", "stale", "future", "replayed", "notControl", "badRecord"})
         dropped += std::string(dropped.empty() ? "" : " ") + k + "=" + count(at(c, k));
     out += kv("control", count(at(c, "accepted")) + " accepted; dropped: " + dropped);
+    // mDNS (absent from an older meshd's answer: no line; null: switched off).
+    if (r.is_object() && r.contains("mdns")) {
+        const json& m = at(r, "mdns");
+        if (!m.is_object()) {
+            out += kv("mdns", "off");
+        } else {
+            std::string ifs;
+            for (const json& i : list(m, "interfaces"))
+                ifs += (ifs.empty() ? "" : " ") + text(i);
+            out += kv("mdns", (ifs.empty() ? std::string("no interface") : ifs) + "; " +
+                                  count(at(m, "announcements")) + " announcements, " +
+                                  count(at(m, "answers")) + " answers, " +
+                                  count(at(m, "peersFound")) + " peers found; dropped: malformed=" +
+                                  count(at(m, "malformed")) + " ignored=" + count(at(m, "ignored")));
+        }
+    }
     return out;
 }
 

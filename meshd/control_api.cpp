@@ -79,8 +79,27 @@ json status_json(const node_snapshot& s) {
                     {"malformed", c.malformed},    {"stale", c.stale},
                     {"future", c.future},          {"replayed", c.replayed},
                     {"notControl", c.not_control}, {"badRecord", c.bad_record}};
+    json mdns = nullptr;
+    if (s.mdns) {
+        const auto& m = *s.mdns;
+        mdns = {{"interfaces", m.interfaces},
+                {"instance", m.instance},
+                {"announcements", m.announcements},
+                {"answers", m.answers},
+                {"legacyAnswers", m.legacy_answers},
+                {"queries", m.queries},
+                {"peersFound", m.peers_found},
+                {"conflicts", m.conflicts},
+                {"received", m.received},
+                {"sent", m.sent},
+                {"malformed", m.malformed},
+                {"ignored", m.ignored},
+                {"ownLooped", m.own_looped},
+                {"sendErrors", m.send_errors}};
+    }
     return {{"node", node},        {"peers", peers},      {"relays", relays},
-            {"relayService", svc}, {"relayProxy", proxy}, {"control", control}};
+            {"relayService", svc}, {"relayProxy", proxy}, {"control", control},
+            {"mdns", mdns}};
 }
 
 json peers_json(const node_snapshot& s) {

@@ -55,8 +55,8 @@ DESCRIPTION
     The config file is re-read every 2 s: relayNodes, dht.bootstrap, revokedNodes and logLevel
     edits apply live; other edits are logged as needing a restart. metrics.listen serves Prometheus text at /metrics.
 
-    Not implemented yet: mDNS and the Kademlia DHT (mdns.enable and dht.enable are accepted and
-    ignored; nodes meet only through relays or dht.bootstrap nodes), the Kubernetes integration.
+    Not implemented yet: the Kademlia DHT (dht.enable is accepted and ignored; across LANs nodes
+    meet only through relays or dht.bootstrap nodes), the Kubernetes integration.
 
 OPTIONS
     -c, --config FILE   The YAML configuration (default /etc/meshwire/meshd.yaml).
@@ -89,7 +89,10 @@ CONFIGURATION (YAML; unknown fields are errors; an annotated example is conf/mes
     runDir              Runtime files, holds node.json (default /run/meshwire)
     socket              Control socket for meshctl (default <runDir>/meshd.sock)
     mtu                 Pod MTU written to node.json (1280-65535; default: the plugin derives it)
-    mdns.enable         LAN discovery by mDNS (default true)
+    mdns.enable         LAN discovery by mDNS on UDP 5353 (default true)
+    mdns.interfaces     [name, ...] interfaces for mDNS (default []: every up interface with an
+                        address but the WireGuard one, pod veths and container/virtual devices)
+    mdns.linkLocal      also advertise 169.254/16 and fe80:: addresses (default false)
     dht.enable          Discovery across LANs by a DHT (default true; not implemented yet)
     dht.bootstrap       [IP, ...] other nodes (on listenPort) asked for the cluster's records;
                         used when relayNodes is empty (default [])

@@ -359,14 +359,6 @@ std::vector<ip_address> parse_bootstrap(const YAML::Node& n, const std::string& 
     return out;
 }
 
-bool parse_enable_section(const mapping& top, const char* key) {
-    auto n = top.get(key);
-    if (!n) return true;
-    mapping m(*n, top.path(key), {"enable"});
-    auto e = m.get("enable");
-    return e ? as_bool(*e, m.path("enable")) : true;
-}
-
 // Documents in a YAML stream: a "---" marker at column 0 after content starts another one, as
 // does content after a "..." end marker. Markers can only appear at column 0 (the spec forbids
 // them inside scalars), so a line scan is exact enough; directives and comments are not content.
@@ -545,7 +537,34 @@ meshd_config parse_tree(const YAML::Node& root, const config_environment& env) {
     }
     if (auto n = top.get("mtu")) c.mtu = static_cast<unsigned>(as_integer(*n, "mtu", 1280, 65535));
 
-    c.mdns_enable = parse_enable_section(top, "mdns");
+    if (auto n = top.get("mdns")) {
+        mapping m(*n, "mdns", {"enable", "interfaces", "linkLocal"});
+        if (auto e = m.get("enable")) c.mdns_enable = as_bool(*e, m.path("enable"));
+        if (auto l = m.get("linkLocal")) c.mdns_link_local = as_bool(*l, m.path("linkLocal"));
+        if (auto i = m.get("interfaces")) {
+            std::string path = m.path("interfaces");
+            as_sequence(*i, path, "interface names");
+            if (i->size() > meshd_config::max_mdns_interfaces) {
+                fail(path, *i,
+                     "has " + std::to_string(i->size()) + " entries; at most " +
+                         std::to_string(meshd_config::max_mdns_interfaces) + " are supported");
+            }
+            for (size_t k = 0; k < i->size(); ++k) {
+                std::string p = item_path(path, k);
+                std::string name = as_string((*i)[k], p);
+                if (!valid_ifname(name)) {
+                    fail(p, (*i)[k],
+                         quoted(name) +
+                             " is not a valid interface name (1-15 characters, no '/', ':' or "
+                             "spaces)");
+                }
+                if (std::find(c.mdns_interfaces.begin(), c.mdns_interfaces.end(), name) !=
+                    c.mdns_interfaces.end())
+                    fail(p, (*i)[k], quoted(name) + " is listed twice");
+                c.mdns_interfaces.push_back(std::move(name));
+            }
+        }
+    }
     if (auto n = top.get("revokedNodes")) c.revoked_nodes = parse_revoked(*n, "revokedNodes");
     if (auto n = top.get("dht")) {
         mapping m(*n, "dht", {"enable", "bootstrap"});
@@ -710,6 +729,11 @@ std::string print_yaml(const meshd_config& c) {
     o << "socket: " << quoted(c.socket) << "\n";
     if (c.mtu) o << "mtu: " << *c.mtu << "\n";
     o << "mdns:\n  enable: " << (c.mdns_enable ? "true" : "false") << "\n";
+    o << "  interfaces: [";
+    for (size_t i = 0; i < c.mdns_interfaces.size(); ++i)
+        o << (i ? ", " : "") << quoted(c.mdns_interfaces[i]);
+    o << "]\n";
+    o << "  linkLocal: " << (c.mdns_link_local ? "true" : "false") << "\n";
     o << "dht:\n  enable: " << (c.dht_enable ? "true" : "false") << "\n";
     o << "  bootstrap: [";
     for (size_t i = 0; i < c.dht_bootstrap.size(); ++i)

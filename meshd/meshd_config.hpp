@@ -59,7 +59,13 @@ struct meshd_config {
     std::string run_dir = "/run/meshwire";
     std::string socket;           // default <runDir>/meshd.sock
     std::optional<unsigned> mtu;  // written to node.json for the CNI plugin when set
+    // mDNS (docs/architecture.md "mDNS"): on these interfaces; empty = every up, non-loopback
+    // interface with an address except our WireGuard interface, pod veths and container/virtual
+    // bridges. Link-local addresses are advertised only with mdns_link_local.
+    static constexpr size_t max_mdns_interfaces = 32;
     bool mdns_enable = true;
+    std::vector<std::string> mdns_interfaces;
+    bool mdns_link_local = false;
     bool dht_enable = true;
     // Other nodes asked for the cluster's records when relayNodes is empty (their listenPort).
     std::vector<ip_address> dht_bootstrap;

@@ -22,6 +22,7 @@
 #include "meshd/host_addresses.hpp"
 #include "meshd/io/control_server.hpp"
 #include "meshd/io/metrics_server.hpp"
+#include "meshd/mdns_service.hpp"
 #include "meshd/metrics_export.hpp"
 #include "meshd/node_snapshot.hpp"
 #include "meshd/relay_nodes_diff.hpp"
@@ -144,6 +145,8 @@ private:
     void run_proxy_ops(const std::vector<proxy_op>& ops);
     void poll_wg();
     void poll_addresses();
+    void start_mdns();
+    void on_mdns_peer(const mdns_peer& p);
     node_snapshot snapshot();
     void handle(const json& req, control_server::reply_fn reply);
     void ping(const control_request& req, control_server::reply_fn reply);
@@ -168,6 +171,7 @@ private:
     std::unique_ptr<node_core> core_;
     std::unique_ptr<wireguard_worker> wg_;
     std::unique_ptr<control_server> ctl_;
+    std::unique_ptr<mdns_service> mdns_;  // mdns.enable: LAN discovery (mdns_service.hpp)
     bool stopping_ = false;
 
     // Data plane. The planner holds the kept state (last configuration per peer, proxy sockets,
@@ -422,6 +426,36 @@ void daemon::poll_addresses() {
     });
 }
 
+void daemon::start_mdns() {
+    mdns_service_config mc;
+    mc.policy = mdns_link_policy{cfg_.interface, cfg_.mdns_interfaces, cfg_.mdns_link_local};
+    mc.service.instance = cfg_.node_name;
+    // A host name nobody else uses (not the machine's own, which avahi may announce).
+    mc.service.host_label = "meshwire-" + identity_.id().short_hex();
+    mc.service.port = cfg_.listen_port;
+    mc.service.txt = {"id=" + identity_.id().hex(), "v=" + std::to_string(psk_sealer::version)};
+    mc.self = identity_.id();
+    auto m = mdns_service::start(io_, std::move(mc), [this](const mdns_peer& p) { on_mdns_peer(p); });
+    if (!m) {
+        log::warn("mdns disabled: cannot open its sockets", {{"error", m.err().message}});
+        return;
+    }
+    mdns_ = std::move(*m);
+}
+
+// mDNS only says "a meshd may be here": the node is accepted after the authenticated exchange.
+// Its endpoints go to the core as path candidates for that node ID, and as rendezvous (asked for
+// records with HELLO, how two LAN neighbours exchange their records without a relay).
+void daemon::on_mdns_peer(const mdns_peer& p) {
+    if (!core_ || stopping_) return;
+    uint64_t now = unix_ms();
+    for (const auto& ep : p.endpoints) {
+        core_->offer_endpoint(p.id, ep, learned_via::mdns, now);
+        core_->offer_endpoint(std::nullopt, ep, learned_via::mdns, now);
+    }
+    after_core();
+}
+
 node_snapshot daemon::snapshot() {
     return take_snapshot(snapshot_sources{
         .cfg = cfg_,
@@ -437,6 +471,7 @@ node_snapshot daemon::snapshot() {
         .observed = observed_,
         .proxied = planner_.proxied(),
         .inbox = &inbox_,
+        .mdns = mdns_.get(),
     });
 }
 
@@ -569,6 +604,7 @@ void daemon::shutdown() {
     addr_timer_.cancel();
     config_timer_.cancel();
     if (metrics_) metrics_->stop();
+    if (mdns_) mdns_->stop();  // goodbyes (TTL 0) so that LAN neighbours forget us at once
     if (ctl_) ctl_->stop();
     transport_.stop();
     if (wg_) {
@@ -651,6 +687,7 @@ int daemon::run() {
     core_->start(unix_ms());
     after_core();
     poll_wg();
+    if (cfg_.mdns_enable) start_mdns();
     addr_timer_.expires_after(k_addr_poll);
     addr_timer_.async_wait([this](const boost::system::error_code& ec) {
         if (!ec) poll_addresses();

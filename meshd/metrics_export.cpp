@@ -122,6 +122,25 @@ std::string metrics_text(const node_snapshot& s) {
     t.gauge("meshwire_control_inbox_high_water",
             "The most control datagrams that waited at once since meshd started.", L{},
             static_cast<double>(in.high_water));
+    if (s.mdns) {
+        const auto& m = *s.mdns;
+        t.gauge("meshwire_mdns_interfaces", "Interfaces mDNS runs on.", L{},
+                static_cast<double>(m.interfaces.size()));
+        t.counter("meshwire_mdns_announcements_total",
+                  "mDNS announcement packets sent (per interface and address family).", L{},
+                  m.announcements);
+        t.counter("meshwire_mdns_answers_total", "mDNS responses sent to questions.", L{},
+                  m.answers);
+        t.counter("meshwire_mdns_queries_total", "mDNS browse and resolve queries sent.", L{},
+                  m.queries);
+        t.counter("meshwire_mdns_peers_found_total",
+                  "Nodes found by mDNS (new, or with changed endpoints).", L{}, m.peers_found);
+        t.counter("meshwire_mdns_conflicts_total",
+                  "Renames after another responder claimed our mDNS names.", L{}, m.conflicts);
+        for (auto [why, v] : {std::pair{"malformed", m.malformed}, std::pair{"ignored", m.ignored}})
+            t.counter("meshwire_mdns_dropped_total", "mDNS packets dropped, by reason.",
+                      {{"reason", why}}, v);
+    }
     if (t.invalid_samples()) {
         t.counter("meshwire_metrics_invalid_samples_total", "Samples skipped as invalid.", L{},
                   static_cast<uint64_t>(t.invalid_samples()));

@@ -1,5 +1,7 @@
 #include "meshd/node_snapshot.hpp"
 
+#include "meshd/mdns_service.hpp"
+
 namespace mw::meshd {
 
 bool relay_is_up(const relay_view& r) noexcept {
@@ -78,6 +80,7 @@ node_snapshot take_snapshot(const snapshot_sources& s) {
     n.records = core.store().size();
     n.cidrs_refused_total = core.routes().refusals_total();
     n.cidrs_refused_now = core.routes().refused_now();
+    if (s.mdns) n.mdns = s.mdns->stats();
     return n;
 }
 

@@ -17,9 +17,12 @@
 #include "meshd/dataplane_planner.hpp"
 #include "meshd/io/relay_forwarder.hpp"
 #include "meshd/io/relay_proxy.hpp"
+#include "meshd/mdns_service_stats.hpp"
 #include "meshd/meshd_config.hpp"
 
 namespace mw::meshd {
+
+class mdns_service;
 
 // Up for meshctl and the metrics: answering our probes, or ourselves.
 bool relay_is_up(const relay_view& r) noexcept;
@@ -73,6 +76,7 @@ struct node_snapshot {
     node_core::probe_loss_counts probe_losses;
     endpoint_refusal_counts endpoint_refusals{};
     size_t records = 0;
+    std::optional<mdns_service_stats> mdns;  // absent with mdns.enable false (or no socket)
     // Peers' pod CIDRs the route authority refused: reported so far, and refused now, by reason.
     std::array<uint64_t, cidr_refusal_count> cidrs_refused_total{}, cidrs_refused_now{};
 };
@@ -90,6 +94,7 @@ struct snapshot_sources {
     const std::optional<wg_device>& observed;  // the last device read
     const std::map<node_id, proxied_peer>& proxied;
     const control_inbox* inbox = nullptr;
+    const mdns_service* mdns = nullptr;
 };
 
 node_snapshot take_snapshot(const snapshot_sources& s);

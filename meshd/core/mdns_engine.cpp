@@ -69,6 +69,7 @@ void mdns_engine::on_datagram(std::span<const uint8_t> bytes, const wg_endpoint&
     auto msg = mdns_message::parse(bytes);
     if (!msg) {
         ++stats_.malformed;
+        last_malformed_ = msg.err().message;
         return;
     }
     // §18.3 / §18.11: opcode and rcode must be zero; anything else is silently ignored.

@@ -15,6 +15,7 @@
 #include <cstdint>
 #include <deque>
 #include <span>
+#include <string>
 #include <vector>
 
 #include "common/ip_address.hpp"
@@ -66,6 +67,8 @@ public:
     std::vector<mdns_peer> take_found();
 
     const counters& stats() const noexcept { return stats_; }
+    // Why the last malformed packet was refused (the parser's message), for a debug log line.
+    const std::string& last_malformed() const noexcept { return last_malformed_; }
     const mdns_responder& responder() const noexcept { return responder_; }
     const mdns_querier& querier() const noexcept { return querier_; }
 
@@ -84,6 +87,7 @@ private:
     };
     std::deque<sent_packet> sent_;
     counters stats_;
+    std::string last_malformed_;
 };
 
 }  // namespace mw::meshd

@@ -135,6 +135,8 @@ TEST_CASE("meshd config: defaults") {
         CHECK(e.listen_port == 1001);
         CHECK(e.mtu == 1380u);
         CHECK_FALSE(e.mdns_enable);
+        CHECK(e.mdns_interfaces.empty());
+        CHECK_FALSE(e.mdns_link_local);
         CHECK_FALSE(e.dht_enable);
         REQUIRE(e.dht_bootstrap.size() == 2);
         CHECK(e.dht_bootstrap[1].str() == "2001:db8::11");
@@ -183,7 +185,7 @@ TEST_CASE("meshd config: unknown and repeated fields are errors naming the field
     CHECK_ERR(minimal("relayNodes: [{nodeName: a, advertiseAddress: [1.1.1.1], port: 1}]\n"),
               "relayNodes[0].port: unknown field (expected one of: nodeName, advertiseAddress)");
     CHECK_ERR(minimal("mdns: {enabled: true}\n"),
-              "mdns.enabled: unknown field (expected one of: enable)");
+              "mdns.enabled: unknown field (expected one of: enable, interfaces, linkLocal)");
     CHECK_ERR(minimal("kubernetes: {master: x}\n"), "kubernetes.master: unknown field");
     CHECK_ERR(minimal("metrics: {address: x}\n"),
               "metrics.address: unknown field (expected one of: listen)");
@@ -307,7 +309,13 @@ TEST_CASE("meshd config: invalid values, one message each") {
     // mtu, feature sections, metrics, logLevel.
     CHECK_ERR(minimal("mtu: 1000\n"),
               "mtu: 1000 is out of range (expected an integer from 1280 to 65535)");
-    CHECK_ERR(minimal("mdns: true\n"), "mdns: must be a mapping with the fields enable");
+    CHECK_ERR(minimal("mdns: true\n"), "mdns: must be a mapping with the fields enable, interfaces, linkLocal");
+    CHECK_ERR(minimal("mdns: {interfaces: eth0}\n"), "mdns.interfaces: ");
+    CHECK_ERR(minimal("mdns: {interfaces: [eth0, 'a b']}\n"),
+              "mdns.interfaces[1]: \"a b\" is not a valid interface name");
+    CHECK_ERR(minimal("mdns: {interfaces: [eth0, eth0]}\n"),
+              "mdns.interfaces[1]: \"eth0\" is listed twice");
+    CHECK_ERR(minimal("mdns: {linkLocal: 2}\n"), "mdns.linkLocal: ");
     CHECK_ERR(minimal("mdns: {enable: maybe}\n"),
               "mdns.enable: \"maybe\" is not a boolean (expected true or false)");
     CHECK_ERR(minimal("dht: {enable: [1]}\n"), "dht.enable: must be true or false");

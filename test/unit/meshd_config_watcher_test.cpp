@@ -61,6 +61,8 @@ TEST_CASE("config watcher: every restart-only field is named, including mdns, dh
              edit{"socket: /run/other.sock\n", "socket"},
              edit{"mtu: 1380\n", "mtu"},
              edit{"mdns: {enable: false}\n", "mdns.enable"},
+             edit{"mdns: {interfaces: [eth0]}\n", "mdns.interfaces"},
+             edit{"mdns: {linkLocal: true}\n", "mdns.linkLocal"},
              edit{"dht: {enable: false}\n", "dht.enable"},
              edit{"kubernetes: {enable: true}\n", "kubernetes.enable"},
              edit{"kubernetes: {apiServer: \"https://10.0.0.1:6443\"}\n", "kubernetes.apiServer"},
