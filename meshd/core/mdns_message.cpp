@@ -118,21 +118,24 @@ result<mdns_rdata> read_rdata(std::span<const uint8_t> msg, uint16_t type, size_
             mdns_nsec n;
             size_t p = start;
             n.next = MW_TRY(read_name(msg, p, end));
-            int last_window = -1;
             while (p < end) {
                 if (p + 2 > end) return bad("truncated NSEC window", p);
                 int window = msg[p];
                 size_t blen = msg[p + 1];
-                if (window <= last_window) return bad("NSEC windows out of order", p);
-                if (blen == 0 || blen > 32) return bad("NSEC bitmap length not 1..32", p);
+                // RFC 4034 wants windows ascending, each 1..32 bytes. python-zeroconf writes one
+                // window per type (the same window repeated) and empty ones, so windows are
+                // merged in any order rather than the whole packet dropped; only a bitmap that
+                // cannot be read is an error.
+                if (blen > 32) return bad("NSEC bitmap longer than 32 bytes", p);
                 if (p + 2 + blen > end) return bad("NSEC bitmap runs past its rdata", p);
                 for (size_t i = 0; i < blen; ++i)
                     for (int bit = 0; bit < 8; ++bit)
                         if (msg[p + 2 + i] & (0x80 >> bit))
                             n.types.push_back(static_cast<uint16_t>(window << 8 | (i * 8 + bit)));
-                last_window = window;
                 p += 2 + blen;
             }
+            std::sort(n.types.begin(), n.types.end());
+            n.types.erase(std::unique(n.types.begin(), n.types.end()), n.types.end());
             return mdns_rdata{std::move(n)};
         }
         default:

@@ -232,13 +232,29 @@ TEST_CASE("mdns message: malformed packets are errors, never reads out of bounds
         append(p, {0, 0, 16, 0, 1, 0, 0, 0, 120, 0, 2, 5, 'a'});
         CHECK_FALSE(mdns_message::parse(p));
     }
-    SUBCASE("NSEC bitmap too long, windows out of order") {
+    SUBCASE("NSEC: an empty window (python-zeroconf writes them) is no type, not an error") {
+        auto p = header(0, 1);
+        append(p, {0, 0, 47, 0, 1, 0, 0, 0, 120, 0, 3, 0, 0, 0});
+        auto m = mdns_message::parse(p);
+        REQUIRE(m);
+        CHECK(std::get<mdns_nsec>(m->answers[0].data).types.empty());
+    }
+    SUBCASE("NSEC bitmap too long or past its rdata") {
         auto p = header(0, 1);
         append(p, {0, 0, 47, 0, 1, 0, 0, 0, 120, 0, 4, 0, 0, 33, 0});
         CHECK_FALSE(mdns_message::parse(p));
         auto q = header(0, 1);
-        append(q, {0, 0, 47, 0, 1, 0, 0, 0, 120, 0, 7, 0, 1, 1, 0x40, 0, 1, 0x40});
+        append(q, {0, 0, 47, 0, 1, 0, 0, 0, 120, 0, 4, 0, 0, 2, 0x40});
         CHECK_FALSE(mdns_message::parse(q));
+    }
+    SUBCASE("NSEC: one window per type, repeated (python-zeroconf's form), merged") {
+        auto p = header(0, 1);
+        // Window 0 with AAAA (28: byte 3, bit 4), then window 0 with A (1: byte 0, bit 1).
+        append(p, {0, 0, 47, 0, 1, 0, 0, 0, 120, 0, 10, 0, 0, 4, 0, 0, 0, 0x08, 0, 1, 0x40});
+        auto m = mdns_message::parse(p);
+        REQUIRE(m);
+        CHECK(std::get<mdns_nsec>(m->answers[0].data).types ==
+              std::vector<uint16_t>{mdns_type::a, mdns_type::aaaa});
     }
     SUBCASE("trailing bytes") {
         auto p = header(0, 0);
