@@ -238,13 +238,13 @@ std::string format_status(const json& r) {
             out += kv("mdns", "off");
         } else {
             std::string ifs;
-            for (const json& i : list(m, "interfaces"))
-                ifs += (ifs.empty() ? "" : " ") + text(i);
-            out += kv("mdns", (ifs.empty() ? std::string("no interface") : ifs) + "; " +
-                                  count(at(m, "announcements")) + " announcements, " +
-                                  count(at(m, "answers")) + " answers, " +
-                                  count(at(m, "peersFound")) + " peers found; dropped: malformed=" +
-                                  count(at(m, "malformed")) + " ignored=" + count(at(m, "ignored")));
+            for (const json& i : list(m, "interfaces")) ifs += (ifs.empty() ? "" : " ") + text(i);
+            out +=
+                kv("mdns", (ifs.empty() ? std::string("no interface") : ifs) + "; " +
+                               count(at(m, "announcements")) + " announcements, " +
+                               count(at(m, "answers")) + " answers, " + count(at(m, "peersFound")) +
+                               " peers found; dropped: malformed=" + count(at(m, "malformed")) +
+                               " ignored=" + count(at(m, "ignored")));
         }
     }
     return out;

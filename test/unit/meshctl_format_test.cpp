@@ -230,6 +230,19 @@ TEST_CASE("meshctl: status") {
     json off = sample_status();
     off["relayService"] = nullptr;
     CHECK(format_status(off).find("relay service:  off\n") != std::string::npos);
+    // mDNS: a line when meshd reports it (null: switched off); none from an older meshd.
+    CHECK(format_status(sample_status()).find("mdns:") == std::string::npos);
+    json md = sample_status();
+    md["mdns"] = {{"interfaces", {"eth0", "wlan0"}},
+                  {"announcements", 6},
+                  {"answers", 3},
+                  {"peersFound", 2},
+                  {"malformed", 1},
+                  {"ignored", 0}};
+    CHECK(format_status(md).find("mdns:           eth0 wlan0; 6 announcements, 3 answers, 2 peers "
+                                 "found; dropped: malformed=1 ignored=0\n") != std::string::npos);
+    md["mdns"] = nullptr;
+    CHECK(format_status(md).find("mdns:           off\n") != std::string::npos);
     // An empty or odd result prints dashes rather than failing.
     std::string empty = format_status(json::object());
     CHECK(empty.find("node:           -\n") != std::string::npos);

@@ -18,7 +18,9 @@ namespaces are the testbed's, removed at the end also on failure). See README.md
      finds no peer in them, and has no conflict.
   4. Malformed packets (compression loop, truncated, oversized) are counted and dropped, and
      meshd still answers after them.
-  5. Goodbye: a zeroconf browser sees the instance removed when meshd stops (TTL 0 packets).
+  5. An address added to lan1a's eth0 is announced (rtnetlink -> re-announce) and resolved by a
+     fresh zeroconf browser; once deleted it is gone (goodbye for the address).
+  6. Goodbye: a zeroconf browser sees the instance removed when meshd stops (TTL 0 packets).
 
 Exit 0 pass, 1 fail, 77 skip (not root, or dig / python3-zeroconf / the binaries missing).
 """
@@ -206,7 +208,27 @@ def main():
         for p in regs:
             p.stop()
 
-        # 5. Goodbye on stop: a watching zeroconf browser sees lan1a removed.
+        # 5. An address added to the interface: netlink -> re-announce; zeroconf resolves it.
+        extra = "192.168.11.77"
+        t = time.monotonic()
+        node.ip("addr", "add", extra + "/24", "dev", "eth0")
+        got = []
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and extra not in got:
+            r = client.run([DEBIAN_PY, ZC, "browse", SERVICE, "3"], timeout=30)
+            got = [a for s in json.loads(r.stdout)["services"] if s["name"] == "lan1a." + SERVICE
+                   for a in s["addresses"]]
+        check(extra in got, "an added address is announced: zeroconf resolves %s within %.1f s "
+              "(%s)" % (extra, time.monotonic() - t, got))
+        node.ip("addr", "del", extra + "/24", "dev", "eth0")
+        t = time.monotonic()
+        while time.monotonic() < t + 10 and extra in got:
+            r = client.run([DEBIAN_PY, ZC, "browse", SERVICE, "3"], timeout=30)
+            got = [a for s in json.loads(r.stdout)["services"] if s["name"] == "lan1a." + SERVICE
+                   for a in s["addresses"]]
+        check(extra not in got, "a removed address is gone (goodbye): %s" % got)
+
+        # 6. Goodbye on stop: a watching zeroconf browser sees lan1a removed.
         w = client.popen([DEBIAN_PY, ZC, "watch", SERVICE, "6"], name="zc-watch")
         w.wait_log("ready", timeout=15)
         time.sleep(2)  # found it first
