@@ -22,6 +22,7 @@ bool mdns_cache::add(const mdns_record& rec, uint64_t now_ms) {
         e.rec.ttl = rec.ttl;
         e.received_ms = now_ms;
         e.expires_ms = expires;
+        e.refreshes = 0;
         return false;
     }
     if (rec.ttl == 0) return false;  // a goodbye for something we never had
@@ -32,7 +33,7 @@ bool mdns_cache::add(const mdns_record& rec, uint64_t now_ms) {
             [](const auto& a, const auto& b) { return a.expires_ms < b.expires_ms; });
         entries_.erase(it);
     }
-    entries_.push_back({rec, now_ms, expires});
+    entries_.push_back({rec, now_ms, expires, 0});
     return true;
 }
 

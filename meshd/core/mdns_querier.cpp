@@ -18,6 +18,12 @@ std::string key_of(const mdns_name& n) {
     return s;
 }
 
+// What keeps a found peer resolved: its SRV and TXT, its target's addresses (not the PTR, which
+// the browse keeps, nor NSEC).
+bool refreshed_type(uint16_t t) {
+    return t == mdns_type::srv || t == mdns_type::txt || t == mdns_type::a || t == mdns_type::aaaa;
+}
+
 bool is_v6_link_local(const ip_address& a) {
     return a.is_v6() && a.data()[0] == 0xfe && (a.data()[1] & 0xc0) == 0x80;
 }
@@ -101,6 +107,37 @@ void mdns_querier::resolve(uint64_t now_ms) {
     }
 }
 
+std::vector<mdns_name> mdns_querier::peer_names(uint64_t now_ms) const {
+    std::vector<mdns_name> names;
+    for (const auto& p : peers(now_ms)) {
+        auto inst = mdns_service_type().prepend(p.instance);
+        for (const auto* s : cache_.find(inst, mdns_type::srv, now_ms))
+            names.push_back(std::get<mdns_srv>(s->rec.data).target);
+        names.push_back(std::move(inst));
+    }
+    return names;
+}
+
+void mdns_querier::maintain(uint64_t now_ms) {
+    auto names = peer_names(now_ms);
+    for (auto& e : cache_.entries()) {
+        if (!refreshed_type(e.rec.type) || e.refresh_due_ms() > now_ms) continue;
+        if (std::find(names.begin(), names.end(), e.rec.name) == names.end()) continue;
+        want(e.rec.name, e.rec.type, now_ms);
+        ++e.refreshes;
+    }
+}
+
+uint64_t mdns_querier::next_refresh_ms(uint64_t now_ms) const {
+    uint64_t t = never;
+    auto names = peer_names(now_ms);
+    for (const auto& e : cache_.entries())
+        if (refreshed_type(e.rec.type) &&
+            std::find(names.begin(), names.end(), e.rec.name) != names.end())
+            t = std::min(t, e.refresh_due_ms());
+    return t;
+}
+
 void mdns_querier::on_response(const mdns_message& r, uint64_t now_ms) {
     if (!running_) return;
     for (const auto* section : {&r.answers, &r.additionals})
@@ -108,6 +145,7 @@ void mdns_querier::on_response(const mdns_message& r, uint64_t now_ms) {
             if (rec.rclass == mdns_class_in) cache_.add(rec, now_ms);
     cache_.expire(now_ms);
     resolve(now_ms);
+    next_refresh_ms_ = next_refresh_ms(now_ms);
     for (auto& p : peers(now_ms)) {
         auto key = key_of(mdns_service_type().prepend(p.instance));
         auto it = reported_.find(key);
@@ -120,6 +158,8 @@ void mdns_querier::on_response(const mdns_message& r, uint64_t now_ms) {
 void mdns_querier::on_timer(uint64_t now_ms, std::vector<mdns_datagram>& out) {
     if (!running_) return;
     cache_.expire(now_ms);
+    maintain(now_ms);
+    next_refresh_ms_ = next_refresh_ms(now_ms);
     bool browse = now_ms >= browse_due_ms_;
     bool resolve_due = !pending_.empty() && now_ms >= pending_due_ms_;
     if (!browse && !resolve_due) return;
@@ -163,6 +203,7 @@ void mdns_querier::on_timer(uint64_t now_ms, std::vector<mdns_datagram>& out) {
 uint64_t mdns_querier::next_deadline() const noexcept {
     if (!running_) return never;
     uint64_t t = std::min(browse_due_ms_, cache_.next_expiry());
+    t = std::min(t, next_refresh_ms_);
     if (!pending_.empty()) t = std::min(t, pending_due_ms_);
     return t;
 }

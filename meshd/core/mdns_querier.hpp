@@ -5,6 +5,8 @@
 // and resolves each instance it learns: SRV and TXT of the instance, A/AAAA of the SRV target,
 // asked for when a response left them out (at most once a second per name). An instance whose
 // TXT carries `id=<64 hex>` (not ours) and whose SRV target has addresses is a found peer.
+// The records of every peer found (SRV, TXT, A/AAAA of its target) are asked for again at 80, 85,
+// 90 and 95 % of their TTL (§5.2 cache maintenance), so a live peer stays resolved.
 // Queries go out on one family (IPv4 when the link has it): responders answer on all of theirs.
 // restart() goes back to the fast start (a link came up, an address changed).
 #pragma once
@@ -51,6 +53,11 @@ public:
 
 private:
     void resolve(uint64_t now_ms);
+    // Cache maintenance: due refresh questions into pending_; the next refresh time.
+    void maintain(uint64_t now_ms);
+    uint64_t next_refresh_ms(uint64_t now_ms) const;
+    // The names whose records keep the found peers resolved (instances and SRV targets).
+    std::vector<mdns_name> peer_names(uint64_t now_ms) const;
     void want(const mdns_name& n, uint16_t type, uint64_t now_ms);
 
     node_id self_;
@@ -68,6 +75,7 @@ private:
     std::map<std::string, mdns_peer> reported_;
     std::vector<mdns_peer> found_;
     std::vector<mdns_record> own_;
+    uint64_t next_refresh_ms_ = UINT64_MAX;
     uint64_t queries_sent_ = 0;
 };
 
