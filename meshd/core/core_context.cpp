@@ -17,16 +17,17 @@ core_context::core_context(node_core_config c, const node_identity& identity, ps
                            rng_fn rng)
     : cfg(std::move(c)),
       identity_(identity),
-      ch_(identity.id(), std::move(sealer)),
-      rng_(std::move(rng)) {
+      ch_(identity, std::move(sealer), cfg.boot_epoch),
+      rng_(std::move(rng)),
+      cookies_([this](std::span<uint8_t> out) { rng_(out); }) {
     name_of = [](const node_id& id) { return id.short_hex(); };
 }
 
-void core_context::send(message_body body, const wg_endpoint& to, uint64_t session_id,
-                        uint64_t now) {
+void core_context::send(message_body body, const node_id& recipient, const wg_endpoint& to,
+                        uint64_t session_id, uint64_t) {
     aead_nonce nonce;
     rng_(nonce);
-    auto d = ch_.send(std::move(body), nonce, now);
+    auto d = ch_.send(std::move(body), recipient, nonce);
     if (!d) {
         log(3, "cannot encode a control message", {{"error", d.err().message}});
         return;
@@ -34,10 +35,11 @@ void core_context::send(message_body body, const wg_endpoint& to, uint64_t sessi
     out_.push_back(outgoing_datagram{to, session_id, std::move(*d)});
 }
 
-void core_context::send_fresh(message_body body, const wg_endpoint& to, uint64_t now) {
+void core_context::send_fresh(message_body body, const node_id& recipient, const wg_endpoint& to,
+                              uint64_t) {
     aead_nonce nonce;
     rng_(nonce);
-    auto d = ch_.send(std::move(body), nonce, now);
+    auto d = ch_.send(std::move(body), recipient, nonce);
     if (!d) return;
     outgoing_datagram o{to, 0, std::move(*d)};
     o.fresh_socket = true;
@@ -46,9 +48,14 @@ void core_context::send_fresh(message_body body, const wg_endpoint& to, uint64_t
 
 uint64_t core_context::send_ping(const wg_endpoint& to, uint64_t session_id, probe p,
                                  uint64_t now) {
-    uint64_t seq = probes_.add(p, now);
-    send(ping_msg{seq}, to, session_id, now);
-    return seq;
+    p.ep = normalize_endpoint(to);
+    p.session_id = session_id;
+    uint64_t id = 0;
+    do {
+        id = random_u64();  // never 0, never one in flight (a collision would cross two probes)
+    } while (id == 0 || !probes_.add(id, p, now));
+    send(ping_msg{id}, p.peer, to, session_id, now);
+    return id;
 }
 
 void core_context::log(int level, std::string msg, log_fields f) {

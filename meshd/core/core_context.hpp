@@ -16,6 +16,7 @@
 
 #include "common/wireguard/wg_endpoint.hpp"
 #include "meshd/core/control_channel.hpp"
+#include "meshd/core/cookie_jar.hpp"
 #include "meshd/core/core_types.hpp"
 #include "meshd/core/node_identity.hpp"
 #include "meshd/core/probe_tracker.hpp"
@@ -49,12 +50,18 @@ public:
     const control_channel& channel() const noexcept { return ch_; }
     probe_tracker& probes() noexcept { return probes_; }
     const probe_tracker& probes() const noexcept { return probes_; }
+    cookie_jar& cookies() noexcept { return cookies_; }
+    const cookie_jar& cookies() const noexcept { return cookies_; }
 
-    // Seals `body` and queues it (session_id != 0: in-band, inside RELAY_DATA of that session).
-    void send(message_body body, const wg_endpoint& to, uint64_t session_id, uint64_t now);
+    // Seals `body` for node `recipient` and queues it to `to` (session_id != 0: in-band, inside
+    // RELAY_DATA of that session). Logged and dropped when the recipient's key is unknown.
+    void send(message_body body, const node_id& recipient, const wg_endpoint& to,
+              uint64_t session_id, uint64_t now);
     // The same from a fresh ephemeral port (dial-back probes); dropped silently if unsealable.
-    void send_fresh(message_body body, const wg_endpoint& to, uint64_t now);
-    // Records the probe and sends its PING; returns the sequence number.
+    void send_fresh(message_body body, const node_id& recipient, const wg_endpoint& to,
+                    uint64_t now);
+    // Records the probe (p.peer: the node that should answer, zero if not known yet) and sends
+    // its PING to p.peer, or to no one in particular; returns the random request id.
     uint64_t send_ping(const wg_endpoint& to, uint64_t session_id, probe p, uint64_t now);
     void log(int level, std::string msg, log_fields f = {});
     uint64_t random_u64();
@@ -85,6 +92,7 @@ private:
     control_channel ch_;
     rng_fn rng_;
     probe_tracker probes_;
+    cookie_jar cookies_;
     std::vector<outgoing_datagram> out_;
     std::vector<core_log_event> log_;
     uint64_t next_deadline_ = UINT64_MAX;

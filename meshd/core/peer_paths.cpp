@@ -225,6 +225,7 @@ void peer_paths::on_pong(const probe& pr, const node_id& sender, double rtt, uin
     if (pr.kind == probe_kind::direct) {
         if (pr.index >= pe.candidates.size()) return;
         auto& c = pe.candidates[pr.index];
+        if (!(normalize_endpoint(c.ep) == pr.ep)) return;  // the list changed since the PING
         c.last_pong_ms = now;
         c.rtt_ms = c.rtt_min.update(rtt, now, ctx_.cfg.rtt_window_ms);
         pe.next_check_ms = 0;
@@ -236,13 +237,26 @@ void peer_paths::on_pong(const probe& pr, const node_id& sender, double rtt, uin
     }
 }
 
-void peer_paths::on_session_answer(const node_id& relay, uint64_t session_id, const node_id& to,
+void peer_paths::retry_session_requests(const node_id& relay, uint64_t now) {
+    for (auto& [id, p] : peers_) {
+        for (auto& w : p.relayed.warm) {
+            if (w.relay == relay && !w.accepted) {
+                w.next_request_ms = now;
+                p.next_check_ms = 0;
+            }
+        }
+    }
+    ctx_.due(now);
+}
+
+void peer_paths::on_session_answer(const node_id& relay, uint64_t request_id,
+                                   const wg_endpoint& from, uint64_t session_id, const node_id& to,
                                    bool accepted, uint8_t reason, uint64_t now) {
     auto it = peers_.find(to);
     if (it == peers_.end()) return;
     auto& p = it->second;
-    if (election_.on_session_answer(p.relayed, p.dp.name, relay, session_id, accepted, reason,
-                                    now)) {
+    if (election_.on_session_answer(p.relayed, p.dp.name, relay, request_id, from, session_id,
+                                    accepted, reason, now)) {
         p.next_check_ms = 0;
     }
 }
