@@ -99,8 +99,8 @@ JSON
        "relayService": null | {"sessions", "nodes", "forwardedPackets", "forwardedBytes",
                 "drops": {"unknown_session", "wrong_source", "not_established", "expired",
                           "rate_limited_packets", "rate_limited_bytes"}},
-       "control": {"accepted", "authFailed", "malformed", "stale", "future", "replayed",
-                   "notControl", "badRecord"}}
+       "control": {"accepted", "authFailed", "malformed", "oldVersion", "wrongRecipient",
+                   "pairAuthFailed", "staleEpoch", "replayed", "notControl", "badRecord"}}
     peers:
       {"peers": [{"name", "id", "wgPublicKey", "podCIDRs": [str],
                   "path": "direct"|"relay"|"none", "relay": str|null, "relayId": hex|null,
