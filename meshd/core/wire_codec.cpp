@@ -373,9 +373,16 @@ result<opened_message> open_message(const psk_sealer& sealer, std::span<const ui
 
 frame_kind classify(std::span<const uint8_t> d) noexcept {
     if (d.size() < psk_sealer::header_size || d[0] != psk_sealer::magic0 ||
-        d[1] != psk_sealer::magic1 || d[2] != psk_sealer::version) {
+        d[1] != psk_sealer::magic1) {
         return frame_kind::invalid;
     }
+    if (d[2] == psk_sealer::previous_version) {
+        // A version-1 control datagram (a node not upgraded yet) still goes to the control
+        // channel, which counts it as old_version: during a rolling upgrade that counter is how
+        // an operator sees the mixed cluster. Version-1 RELAY_DATA is not forwarded.
+        return is_control_type(d[3]) ? frame_kind::control : frame_kind::invalid;
+    }
+    if (d[2] != psk_sealer::version) return frame_kind::invalid;
     if (d[3] == static_cast<uint8_t>(msg_type::relay_data)) return frame_kind::relay_data;
     if (is_control_type(d[3])) return frame_kind::control;
     return frame_kind::invalid;

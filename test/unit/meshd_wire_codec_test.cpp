@@ -371,9 +371,11 @@ TEST_CASE("wire_codec: RELAY_DATA header in place, classify") {
     CHECK(classify(ctl) == frame_kind::control);
     CHECK_FALSE(decode_relay_data(ctl).ok());
     CHECK(classify(std::vector<uint8_t>{'M', 'W', 2, 1}) == frame_kind::control);
-    CHECK(classify(std::vector<uint8_t>{'M', 'W', 1, 1}) == frame_kind::invalid);  // v1
+    // v1 control goes to the control channel (counted old_version), v1 RELAY_DATA nowhere.
+    CHECK(classify(std::vector<uint8_t>{'M', 'W', 1, 1}) == frame_kind::control);
     CHECK(classify(std::vector<uint8_t>{'M', 'W', 3, 1}) == frame_kind::invalid);
     CHECK(classify(std::vector<uint8_t>{'M', 'W', 1, 0x90}) == frame_kind::invalid);
+    CHECK(classify(std::vector<uint8_t>{'M', 'W', 1, 0x80}) == frame_kind::invalid);
     CHECK(classify(std::vector<uint8_t>{}) == frame_kind::invalid);
 }
 
