@@ -99,8 +99,8 @@ JSON
        "relayService": null | {"sessions", "nodes", "forwardedPackets", "forwardedBytes",
                 "drops": {"unknown_session", "wrong_source", "not_established", "expired",
                           "rate_limited_packets", "rate_limited_bytes"}},
-       "control": {"accepted", "authFailed", "malformed", "stale", "future", "replayed",
-                   "notControl", "badRecord"},
+       "control": {"accepted", "authFailed", "malformed", "oldVersion", "wrongRecipient",
+                   "pairAuthFailed", "staleEpoch", "replayed", "notControl", "badRecord"},
        "mdns": null | {"interfaces": [str], "instance", "announcements", "answers",
                 "legacyAnswers", "queries", "peersFound", "conflicts", "received", "sent",
                 "malformed", "ignored", "ownLooped", "sendErrors"}}

@@ -227,8 +227,8 @@ std::string format_status(const json& r) {
     }
     const json& c = at(r, "control");
     std::string dropped;
-    for (const char* k :
-         {"authFailed", "malformed", "stale", "future", "replayed", "notControl", "badRecord"})
+    for (const char* k : {"authFailed", "malformed", "oldVersion", "wrongRecipient",
+                          "pairAuthFailed", "staleEpoch", "replayed", "notControl", "badRecord"})
         dropped += std::string(dropped.empty() ? "" : " ") + k + "=" + count(at(c, k));
     out += kv("control", count(at(c, "accepted")) + " accepted; dropped: " + dropped);
     // mDNS (absent from an older meshd's answer: no line; null: switched off).

@@ -75,10 +75,18 @@ json status_json(const node_snapshot& s) {
                  {"sendFailed", ps.send_failed}};
     }
     const auto& c = s.control;
-    json control = {{"accepted", c.accepted},      {"authFailed", c.auth_failed},
-                    {"malformed", c.malformed},    {"stale", c.stale},
-                    {"future", c.future},          {"replayed", c.replayed},
-                    {"notControl", c.not_control}, {"badRecord", c.bad_record}};
+    json control = {{"accepted", c.accepted},
+                    {"authFailed", c.auth_failed},
+                    {"malformed", c.malformed},
+                    {"oldVersion", c.old_version},
+                    {"wrongRecipient", c.wrong_recipient},
+                    {"pairAuthFailed", c.pair_auth_failed},
+                    {"staleEpoch", c.stale_epoch},
+                    {"replayed", c.replayed},
+                    {"notControl", c.not_control},
+                    {"badRecord", c.bad_record},
+                    {"cookieSent", c.cookie_sent},
+                    {"cookieRequired", c.cookie_required}};
     json mdns = nullptr;
     if (s.mdns) {
         const auto& m = *s.mdns;
@@ -97,9 +105,8 @@ json status_json(const node_snapshot& s) {
                 {"ownLooped", m.own_looped},
                 {"sendErrors", m.send_errors}};
     }
-    return {{"node", node},        {"peers", peers},      {"relays", relays},
-            {"relayService", svc}, {"relayProxy", proxy}, {"control", control},
-            {"mdns", mdns}};
+    return {{"node", node},        {"peers", peers},     {"relays", relays}, {"relayService", svc},
+            {"relayProxy", proxy}, {"control", control}, {"mdns", mdns}};
 }
 
 json peers_json(const node_snapshot& s) {

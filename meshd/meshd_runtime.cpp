@@ -13,6 +13,7 @@
 #include "common/log.hpp"
 #include "common/sysctl.hpp"
 #include "common/wireguard/wg_backend.hpp"
+#include "meshd/boot_epoch.hpp"
 #include "meshd/config_watcher.hpp"
 #include "meshd/control_api.hpp"
 #include "meshd/control_inbox.hpp"
@@ -435,7 +436,8 @@ void daemon::start_mdns() {
     mc.service.port = cfg_.listen_port;
     mc.service.txt = {"id=" + identity_.id().hex(), "v=" + std::to_string(psk_sealer::version)};
     mc.self = identity_.id();
-    auto m = mdns_service::start(io_, std::move(mc), [this](const mdns_peer& p) { on_mdns_peer(p); });
+    auto m =
+        mdns_service::start(io_, std::move(mc), [this](const mdns_peer& p) { on_mdns_peer(p); });
     if (!m) {
         log::warn("mdns disabled: cannot open its sockets", {{"error", m.err().message}});
         return;
@@ -632,7 +634,15 @@ int daemon::run() {
                    {{"interface", cfg_.interface}, {"error", s.err().message}});
         return 1;
     }
+    // Before the core can send anything: the epoch our control messages carry (replay
+    // protection across restarts, boot_epoch.hpp).
+    auto epoch = boot_epoch(cfg_.state_dir).next(unix_ms() / 1000);
+    if (!epoch) {
+        log::error("cannot store the boot epoch", {{"error", epoch.err().message}});
+        return 1;
+    }
     node_core_config cc;
+    cc.boot_epoch = *epoch;
     cc.node_name = cfg_.node_name;
     cc.pod_cidrs = cfg_.pod_cidrs;
     cc.cluster_cidrs = cfg_.cluster_cidrs;

@@ -82,13 +82,20 @@ std::string metrics_text(const node_snapshot& s) {
     t.counter("meshwire_control_accepted_total", "Control datagrams accepted.", L{}, c.accepted);
     for (auto [why, v] :
          {std::pair{"auth_failed", c.auth_failed}, std::pair{"malformed", c.malformed},
-          std::pair{"stale", c.stale}, std::pair{"future", c.future},
-          std::pair{"replayed", c.replayed}, std::pair{"not_control", c.not_control},
-          std::pair{"bad_record", c.bad_record}, std::pair{"table_full", c.table_full},
+          std::pair{"old_version", c.old_version}, std::pair{"wrong_recipient", c.wrong_recipient},
+          std::pair{"pair_auth_failed", c.pair_auth_failed},
+          std::pair{"stale_epoch", c.stale_epoch}, std::pair{"replayed", c.replayed},
+          std::pair{"not_control", c.not_control}, std::pair{"bad_record", c.bad_record},
           std::pair{"revoked", c.revoked}}) {
         t.counter("meshwire_control_dropped_total", "Control datagrams dropped, by reason.",
                   {{"reason", why}}, v);
     }
+    t.counter("meshwire_control_cookie_replies_total",
+              "COOKIE_REPLYs: sent (a request from an unproven address) and received (ours).",
+              {{"direction", "sent"}}, c.cookie_sent);
+    t.counter("meshwire_control_cookie_replies_total",
+              "COOKIE_REPLYs: sent (a request from an unproven address) and received (ours).",
+              {{"direction", "received"}}, c.cookie_required);
     t.gauge("meshwire_records", "Peer records known.", L{}, static_cast<double>(s.records));
     // Admission (issue 17): fixed label sets, so a flood cannot grow the metrics either.
     const auto& a = s.admission;

@@ -2,8 +2,23 @@
 
 namespace mw::meshd {
 
+control_channel::control_channel(const node_identity& self, psk_sealer sealer, uint64_t epoch,
+                                 replay_config replay, size_t key_cache_size)
+    : self_(self.id()),
+      self_key_(self.wg_public_key()),
+      sealer_(std::move(sealer)),
+      keys_(sealer_.pair_cluster_key(), self.wg_private_key(), self.wg_public_key(),
+            key_cache_size),
+      replay_(replay),
+      epoch_(epoch) {}
+
 result<control_message> control_channel::receive(std::span<const uint8_t> datagram,
                                                  uint64_t now_ms) {
+    if (datagram.size() >= psk_sealer::header_size && datagram[0] == psk_sealer::magic0 &&
+        datagram[1] == psk_sealer::magic1 && datagram[2] == psk_sealer::previous_version) {
+        ++counters_.old_version;
+        return error(errc::unsupported, "control protocol version 1 (a node not upgraded yet)");
+    }
     if (datagram.size() > max_control_datagram || classify(datagram) != frame_kind::control) {
         ++counters_.not_control;
         return error(errc::parse_error, "not a control datagram");
@@ -24,28 +39,43 @@ result<control_message> control_channel::receive(std::span<const uint8_t> datagr
         return std::move(decoded).err();
     }
     control_message& m = *decoded;
-    auto verdict = replay_.check(m.sender, m.timestamp_us, opened->nonce, now_ms * 1000,
-                                 !admitted_ || admitted_(m.sender));
-    switch (verdict) {
-        case replay_verdict::accept:
-            break;
-        case replay_verdict::stale:
-            ++counters_.stale;
-            return error(errc::timeout, "control message from " + m.sender.short_hex() +
-                                            " is older than the replay window (clock skew?)");
-        case replay_verdict::future:
-            ++counters_.future;
-            return error(errc::timeout, "control message from " + m.sender.short_hex() +
-                                            " is ahead of the replay window (clock skew?)");
-        case replay_verdict::replay:
-        case replay_verdict::below_floor:
-            ++counters_.replayed;
-            return error(errc::protocol_error,
-                         "replayed control message from " + m.sender.short_hex());
-        case replay_verdict::table_full:
-            ++counters_.table_full;
-            return error(errc::exhausted,
-                         "replay table full; dropped message from " + m.sender.short_hex());
+    if (m.sender == self_) {
+        return error(errc::state_mismatch, "our own control message, looped back");
+    }
+    const bool anonymous = m.recipient.is_zero();  // decode allows it for PING only
+    if (!anonymous && m.recipient != self_) {
+        ++counters_.wrong_recipient;
+        return error(errc::parse_error, std::string(to_string(m.type())) + " from " +
+                                            m.sender.short_hex() + " is for another node");
+    }
+    const symmetric_key* key = &sealer_.anon_key();
+    if (!anonymous) {
+        auto k = keys_.key_for(m.sender_key);
+        if (!k) {
+            ++counters_.pair_auth_failed;
+            return std::move(k).err();
+        }
+        key = *k;
+    }
+    if (!pair_tag_valid(*key, opened->type, opened->plaintext)) {
+        ++counters_.pair_auth_failed;
+        return error(errc::protocol_error, std::string(to_string(m.type())) +
+                                               " claiming to be from " + m.sender.short_hex() +
+                                               " failed the pair tag (forged sender?)");
+    }
+    if (!anonymous) {
+        switch (replay_.check(m.sender, m.epoch, m.counter, !admitted_ || admitted_(m.sender))) {
+            case replay_verdict::accept:
+                break;
+            case replay_verdict::stale_epoch:
+                ++counters_.stale_epoch;
+                return error(errc::protocol_error, "control message from " + m.sender.short_hex() +
+                                                       " is from before its last restart");
+            case replay_verdict::replay:
+                ++counters_.replayed;
+                return error(errc::protocol_error,
+                             "replayed control message from " + m.sender.short_hex());
+        }
     }
     if (auto* hello = std::get_if<hello_msg>(&m.body)) {
         auto v = hello->record.verify(now_ms, m.sender);
@@ -58,15 +88,27 @@ result<control_message> control_channel::receive(std::span<const uint8_t> datagr
     return decoded;
 }
 
-result<std::vector<uint8_t>> control_channel::send(message_body body, const aead_nonce& nonce,
-                                                   uint64_t now_ms) {
+result<std::vector<uint8_t>> control_channel::send(message_body body, const node_id& to,
+                                                   const aead_nonce& nonce) {
     control_message m;
+    m.sender_key = self_key_;
     m.sender = self_;
+    m.recipient = to;
+    m.epoch = epoch_;
+    m.counter = counter_;
     m.body = std::move(body);
-    uint64_t saved = last_sent_us_;
-    m.timestamp_us = next_send_timestamp(last_sent_us_, now_ms * 1000);
-    auto sealed = seal_message(sealer_, m, nonce);
-    if (!sealed) last_sent_us_ = saved;  // nothing was sent
+    const symmetric_key* key = &sealer_.anon_key();
+    if (!to.is_zero()) {
+        auto pub = keys_.public_key_of(to);
+        if (!pub && key_source_) pub = key_source_(to);
+        if (!pub) {
+            return error(errc::not_found,
+                         std::string(to_string(m.type())) + ": no key known for " + to.short_hex());
+        }
+        key = MW_TRY(keys_.key_for(*pub));
+    }
+    auto sealed = MW_TRY(seal_message(sealer_, *key, m, nonce));
+    ++counter_;  // only what was sealed uses a counter value
     return sealed;
 }
 

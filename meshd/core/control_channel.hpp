@@ -1,22 +1,33 @@
-// One node's end of the control protocol, as the daemon and the relay service should use it:
-// the receive checks in the one safe order, with a counter for every reason a datagram is
-// dropped, and the send side's sender ID, strictly increasing timestamps and sealing.
+// One node's end of the control protocol (version 2), as the daemon and the relay service should
+// use it: the receive checks in the one safe order, with a counter for every reason a datagram is
+// dropped, and the send side's envelope (our key, the recipient, epoch and counter, pair tag) and
+// sealing.
 //
-// receive(): frame check -> AEAD open (PSK) -> decode -> replay window -> for HELLO, the record
-// must verify and belong to the sender. Every failure is an error value and one counter; the
-// caller never answers a dropped datagram. RELAY_DATA is not accepted here (the forwarder takes
-// it before the core; see wire_codec classify()).
+// receive(): frame check -> PSK open -> decode -> recipient check -> pair key -> pair tag ->
+// replay window -> for HELLO, the record must verify and belong to the sender. Nothing is
+// remembered about a sender before its pair tag verified, so a PSK holder cannot move another
+// node's replay state. Every failure is an error value and one counter; the caller never answers
+// a dropped datagram. RELAY_DATA is not accepted here (the forwarder takes it before the core;
+// see wire_codec classify()).
 //
-// Pure: `now` and nonces come from the caller.
+// A PING may name no recipient (first contact with an address whose node we do not know: a
+// configured relay, a bootstrap address). Its tag is keyed by the PSK only, so its sender is NOT
+// proven: it is returned with a zero recipient, it does not touch the replay window, and the
+// caller may only answer it (with a pair-tagged PONG of no more bytes), not believe it.
+//
+// Pure: nonces come from the caller; no clock except the `now` a HELLO's record is checked at.
 #pragma once
 
 #include <cstdint>
 #include <functional>
+#include <optional>
 #include <span>
 #include <vector>
 
 #include "common/result.hpp"
 #include "meshd/core/node_id.hpp"
+#include "meshd/core/node_identity.hpp"
+#include "meshd/core/pair_key_cache.hpp"
 #include "meshd/core/psk_sealer.hpp"
 #include "meshd/core/replay_window.hpp"
 #include "meshd/core/wire_codec.hpp"
@@ -25,56 +36,78 @@ namespace mw::meshd {
 
 struct control_counters {
     uint64_t accepted = 0;
-    uint64_t not_control = 0;  // wrong magic/version/type, oversized, or a RELAY_DATA frame
-    uint64_t auth_failed = 0;  // wrong PSK or tampered: the interesting one for operators
-    uint64_t malformed = 0;    // opened, but the body does not decode (a buggy PSK holder)
-    uint64_t stale = 0;        // timestamp older than the window (or a clock far behind)
-    uint64_t future = 0;       // timestamp newer than the window (or a clock far ahead)
-    uint64_t replayed = 0;     // exact repeat, or below the sender's floor
-    uint64_t table_full = 0;   // too many live senders
-    uint64_t bad_record = 0;   // HELLO whose record does not verify or is not the sender's
-    uint64_t revoked = 0;      // from a node in revokedNodes (counted by node_core)
+    uint64_t not_control = 0;       // wrong magic/version/type, oversized, or a RELAY_DATA frame
+    uint64_t old_version = 0;       // a version-1 datagram: a node not upgraded yet
+    uint64_t auth_failed = 0;       // wrong PSK or tampered: the interesting one for operators
+    uint64_t malformed = 0;         // opened, but the body does not decode (a buggy PSK holder)
+    uint64_t wrong_recipient = 0;   // for another node (a replay or reflection), or no one
+    uint64_t pair_auth_failed = 0;  // the pair tag does not verify: a PSK holder forging a sender
+    uint64_t stale_epoch = 0;       // from before the sender's last restart
+    uint64_t replayed = 0;          // seen before, or below the sender's window
+    uint64_t bad_record = 0;        // HELLO whose record does not verify or is not the sender's
+    // Cookies (cookie_jar): requests we answered with a COOKIE_REPLY only (their source address
+    // was not proven: a spoofed source, or a first request), and COOKIE_REPLYs we got for ours.
+    uint64_t cookie_sent = 0;
+    uint64_t cookie_required = 0;
+    uint64_t revoked = 0;  // from a node in revokedNodes (counted by node_core)
 };
 
 class control_channel {
 public:
-    control_channel(const node_id& self, psk_sealer sealer, replay_config replay = {})
-        : self_(self), sealer_(std::move(sealer)), replay_(in_us(replay)) {}
+    // Where send() finds the public key of a recipient it has not heard from (the core's record
+    // store); nullopt: unknown.
+    using key_source = std::function<std::optional<wg_key>(const node_id&)>;
 
-    // Errors: errc::parse_error (not ours / malformed), errc::protocol_error (authentication,
-    // replay, bad record), errc::timeout (stale or future timestamp), errc::exhausted (table
-    // full). The matching counter has been incremented.
+    control_channel(const node_identity& self, psk_sealer sealer, uint64_t epoch = 0,
+                    replay_config replay = {},
+                    size_t key_cache_size = pair_key_cache::default_capacity);
+
+    // Errors: errc::parse_error (not ours / malformed / not for us), errc::unsupported (protocol
+    // version 1), errc::protocol_error (authentication, replay, bad record), errc::state_mismatch
+    // (our own message looped back, not counted). The matching counter has been incremented.
     result<control_message> receive(std::span<const uint8_t> datagram, uint64_t now_ms);
 
-    // Stamps sender and timestamp and seals. `nonce` must be fresh random bytes.
-    result<std::vector<uint8_t>> send(message_body body, const aead_nonce& nonce, uint64_t now_ms);
+    // Stamps our key, the recipient, epoch and counter, tags and seals. `to` zero: only for a
+    // PING. Fails (errc::not_found) when the recipient's key is unknown. `nonce` must be fresh
+    // random bytes.
+    result<std::vector<uint8_t>> send(message_body body, const node_id& to,
+                                      const aead_nonce& nonce);
 
-    // Whether a sender is admitted (replay_window rule 6: unadmitted senders share a part of the
-    // sender table). Unset: everyone is.
+    // Whether a sender is admitted (replay_window.hpp, admission: unadmitted senders share a
+    // part of the sender table). Unset: everyone is.
     void set_admission(std::function<bool(const node_id&)> admitted) {
         admitted_ = std::move(admitted);
     }
 
-    // Forget replay state that can no longer matter (call every few seconds).
-    void expire(uint64_t now_ms) { replay_.expire(now_ms * 1000); }
+    // The boot epoch our messages carry; the counter starts again at 0. Set once, before sending.
+    void set_epoch(uint64_t epoch) noexcept {
+        epoch_ = epoch;
+        counter_ = 0;
+    }
+    uint64_t epoch() const noexcept { return epoch_; }
+    void set_key_source(key_source f) { key_source_ = std::move(f); }
+    // A public key to answer (a first-contact PING's): the pair key is ready for the answer.
+    // False for a key no pair key can be made with (low-order point).
+    bool learn_key(const wg_key& k) { return keys_.key_for(k).ok(); }
+    std::optional<wg_key> public_key_of(const node_id& id) const { return keys_.public_key_of(id); }
 
     const control_counters& counters() const noexcept { return counters_; }
+    void count_cookie_sent() noexcept { ++counters_.cookie_sent; }
+    void count_cookie_required() noexcept { ++counters_.cookie_required; }
     const node_id& self() const noexcept { return self_; }
+    const pair_key_cache& keys() const noexcept { return keys_; }
+    const replay_window& replay() const noexcept { return replay_; }
 
 private:
     node_id self_;
+    wg_key self_key_;
     psk_sealer sealer_;
+    pair_key_cache keys_;
     replay_window replay_;
     control_counters counters_;
-    // Envelope timestamps are unix microseconds, strictly increasing per sender (replay_window
-    // rule 4). Milliseconds would cap a sender at 1000 messages/s before its timestamps run ahead
-    // of its clock and receivers call them "future": a relay answering hundreds of HELLOs and
-    // pushing records sends more than that.
-    static replay_config in_us(replay_config c) {
-        c.window_ms *= 1000;
-        return c;
-    }
-    uint64_t last_sent_us_ = 0;
+    key_source key_source_;
+    uint64_t epoch_ = 0;
+    uint64_t counter_ = 0;
     std::function<bool(const node_id&)> admitted_;
 };
 

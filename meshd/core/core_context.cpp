@@ -20,16 +20,17 @@ core_context::core_context(node_core_config c, const node_identity& identity, ps
     : cfg(std::move(c)),
       identity_(identity),
       pair_cluster_key_(sealer.pair_cluster_key()),
-      ch_(identity.id(), std::move(sealer)),
-      rng_(std::move(rng)) {
+      ch_(identity, std::move(sealer), cfg.boot_epoch),
+      rng_(std::move(rng)),
+      cookies_([this](std::span<uint8_t> out) { rng_(out); }) {
     name_of = [](const node_id& id) { return id.short_hex(); };
 }
 
-void core_context::send(message_body body, const wg_endpoint& to, uint64_t session_id,
-                        uint64_t now) {
+void core_context::send(message_body body, const node_id& recipient, const wg_endpoint& to,
+                        uint64_t session_id, uint64_t) {
     aead_nonce nonce;
     rng_(nonce);
-    auto d = ch_.send(std::move(body), nonce, now);
+    auto d = ch_.send(std::move(body), recipient, nonce);
     if (!d) {
         log(3, "cannot encode a control message", {{"error", d.err().message}});
         return;
@@ -37,11 +38,12 @@ void core_context::send(message_body body, const wg_endpoint& to, uint64_t sessi
     out_.push_back(outgoing_datagram{to, session_id, std::move(*d)});
 }
 
-void core_context::send_fresh(message_body body, const wg_endpoint& to, uint64_t now) {
+void core_context::send_fresh(message_body body, const node_id& recipient, const wg_endpoint& to,
+                              uint64_t now) {
     if (!budget_allows(to, now)) return;
     aead_nonce nonce;
     rng_(nonce);
-    auto d = ch_.send(std::move(body), nonce, now);
+    auto d = ch_.send(std::move(body), recipient, nonce);
     if (!d) return;
     outgoing_datagram o{to, 0, std::move(*d)};
     o.fresh_socket = true;
@@ -51,9 +53,11 @@ void core_context::send_fresh(message_body body, const wg_endpoint& to, uint64_t
 uint64_t core_context::send_ping(const wg_endpoint& to, uint64_t session_id, probe p,
                                  uint64_t now) {
     if (session_id == 0 && !budget_allows(to, now)) return 0;
-    uint64_t seq = probes_.add(p, now);
-    send(ping_msg{seq}, to, session_id, now);
-    return seq;
+    p.ep = normalize_endpoint(to);
+    p.session_id = session_id;
+    const uint64_t id = add_probe(p, now);
+    if (id != 0) send(ping_msg{id}, p.peer, to, session_id, now);
+    return id;
 }
 
 bool core_context::endpoint_allowed(const wg_endpoint& ep, const char* what) {
@@ -96,9 +100,10 @@ result<probe_keys> core_context::probe_keys_for(const node_id& peer,
 void core_context::send_probe_ping(const wg_endpoint& to, uint64_t session_id,
                                    const probe_keys& keys, probe p, probe_frame_body body,
                                    uint64_t now) {
-    p.ep = to;
-    uint64_t id = random_u64();
-    while (!probes_.add_as(id, p, now)) id = random_u64();
+    p.ep = normalize_endpoint(to);
+    p.session_id = session_id;
+    const uint64_t id = add_probe(p, now);
+    if (id == 0) return;
     body.kind = probe_frame_kind::ping;
     body.request_id = id;
     send_probe_frame(to, session_id, keys, body);
@@ -112,6 +117,17 @@ void core_context::send_probe_frame(const wg_endpoint& to, uint64_t session_id,
 
 void core_context::log(int level, std::string msg, log_fields f) {
     log_.push_back(core_log_event{level, std::move(msg), std::move(f)});
+}
+
+uint64_t core_context::add_probe(const probe& p, uint64_t now) {
+    // Never 0, never one in flight (a collision would cross two probes). With a real RNG the
+    // first draw is it; the bound only keeps a broken RNG from hanging the core.
+    for (int attempt = 0; attempt < 8; ++attempt) {
+        const uint64_t id = random_u64();
+        if (id != 0 && probes_.add(id, p, now)) return id;
+    }
+    log(3, "no fresh probe request id from the RNG; probe not sent");
+    return 0;
 }
 
 uint64_t core_context::random_u64() {

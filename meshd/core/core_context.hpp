@@ -18,6 +18,7 @@
 #include "common/wireguard/wg_endpoint.hpp"
 #include "meshd/core/admission.hpp"
 #include "meshd/core/control_channel.hpp"
+#include "meshd/core/cookie_jar.hpp"
 #include "meshd/core/core_types.hpp"
 #include "meshd/core/endpoint_filter.hpp"
 #include "meshd/core/node_identity.hpp"
@@ -58,14 +59,20 @@ public:
     const control_channel& channel() const noexcept { return ch_; }
     probe_tracker& probes() noexcept { return probes_; }
     const probe_tracker& probes() const noexcept { return probes_; }
+    cookie_jar& cookies() noexcept { return cookies_; }
+    const cookie_jar& cookies() const noexcept { return cookies_; }
 
-    // Seals `body` and queues it (session_id != 0: in-band, inside RELAY_DATA of that session).
-    void send(message_body body, const wg_endpoint& to, uint64_t session_id, uint64_t now);
+    // Seals `body` for node `recipient` and queues it to `to` (session_id != 0: in-band, inside
+    // RELAY_DATA of that session). Logged and dropped when the recipient's key is unknown.
+    void send(message_body body, const node_id& recipient, const wg_endpoint& to,
+              uint64_t session_id, uint64_t now);
     // The same from a fresh ephemeral port (dial-back probes); dropped silently if unsealable.
-    void send_fresh(message_body body, const wg_endpoint& to, uint64_t now);
-    // Records the probe and sends its PING; returns the sequence number (0: not sent, the
-    // destination's send budget is spent). Out-of-band PINGs and send_fresh() take a token of
-    // the destination address's send_budget (send_budget.hpp).
+    void send_fresh(message_body body, const node_id& recipient, const wg_endpoint& to,
+                    uint64_t now);
+    // Records the probe (p.peer: the node that should answer, zero if not known yet) and sends
+    // its PING to p.peer, or to no one in particular; returns the random request id (0: not
+    // sent, the destination's send budget is spent). Out-of-band PINGs and send_fresh() take a
+    // token of the destination address's send_budget (send_budget.hpp).
     uint64_t send_ping(const wg_endpoint& to, uint64_t session_id, probe p, uint64_t now);
     // An endpoint taken from a record, an offer or a request (endpoint_filter.hpp): whether it
     // may be sent to at all. A refusal is counted and logged once per reason; `what` says where
@@ -84,6 +91,8 @@ public:
                           const probe_frame_body& body);
     void log(int level, std::string msg, log_fields f = {});
     uint64_t random_u64();
+    // Records `p` under a fresh random request id and returns it (0: none found, not recorded).
+    uint64_t add_probe(const probe& p, uint64_t now);
 
     // The deadline scheduler: every part asks for a wakeup with due(); node_core returns the
     // earliest. Nearby timers are rounded up to one tick_quantum_ms.
@@ -116,6 +125,7 @@ private:
     control_channel ch_;
     rng_fn rng_;
     probe_tracker probes_;
+    cookie_jar cookies_;
     std::vector<outgoing_datagram> out_;
     std::vector<core_log_event> log_;
     uint64_t next_deadline_ = UINT64_MAX;

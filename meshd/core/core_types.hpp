@@ -66,6 +66,10 @@ struct relay_spec {
 };
 
 struct node_core_config {
+    // The control protocol's boot epoch (boot_epoch.hpp; the daemon persists it): larger on every
+    // start. 0: unix seconds at start() (tests and simulations, which never restart an identity
+    // within one second).
+    uint64_t boot_epoch = 0;
     std::string node_name;
     std::vector<ip_prefix> pod_cidrs;
     // Route authority (route_authority.hpp): which pod CIDRs of other nodes are routed.

@@ -123,7 +123,7 @@ void membership::on_hello(const control_message& m, const hello_msg& b, const wg
         ctx_.log(1, "node registered", {{"peer", b.record.name}, {"endpoint", from.str()}});
     }
     if (*put != put_outcome::duplicate) push_record(b.record, m.sender, now);
-    if (b.flags & hello_msg::flag_want_records) send_records(from, now);
+    if (b.flags & hello_msg::flag_want_records) send_records(m.sender, from, b.request_id, now);
 }
 
 void membership::refused(const node_id& who, const std::string& name, const std::string& why,
@@ -183,32 +183,34 @@ void membership::push_record(const peer_record& rec, const node_id& except, uint
             continue;
         }
         if (it->first != except && it->first != rec.id()) {
-            ctx_.send(records_msg{{rec}}, it->second.from, 0, now);
+            ctx_.send(records_msg{0, {rec}}, it->first, it->second.from, 0, now);
         }
         ++it;
     }
 }
 
-void membership::send_records(const wg_endpoint& to, uint64_t now) {
+void membership::send_records(const node_id& to, const wg_endpoint& ep, uint64_t request_id,
+                              uint64_t now) {
     // Our own record first, then the store, packed into datagrams below the control size limit.
     std::vector<const peer_record*> all{&self_};
     store_.for_each([&](const peer_record& r) { all.push_back(&r); });
-    records_msg batch;
-    size_t size = envelope_size + 1;
+    const size_t empty_size = envelope_size + 8 + 1 + pair_tag_size;
+    records_msg batch{request_id, {}};
+    size_t size = empty_size;
     for (const auto* r : all) {
         auto enc = r->encode();
         if (!enc) continue;
         size_t n = 2 + enc->size();
         if (!batch.records.empty() &&
             (size + n > max_control_plaintext || batch.records.size() == 255)) {
-            ctx_.send(std::move(batch), to, 0, now);
-            batch = records_msg{};
-            size = envelope_size + 1;
+            ctx_.send(std::move(batch), to, ep, 0, now);
+            batch = records_msg{request_id, {}};
+            size = empty_size;
         }
         batch.records.push_back(*r);
         size += n;
     }
-    if (!batch.records.empty()) ctx_.send(std::move(batch), to, 0, now);
+    if (!batch.records.empty()) ctx_.send(std::move(batch), to, ep, 0, now);
 }
 
 }  // namespace mw::meshd

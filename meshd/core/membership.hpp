@@ -80,10 +80,11 @@ private:
     // put + the couplings (relay facts, learned_via).
     result<put_outcome> accept(const peer_record& rec, learned_via via, uint64_t now);
     void push_record(const peer_record& rec, const node_id& except, uint64_t now);
-    void send_records(const wg_endpoint& to, uint64_t now);
     // A refused registration: logged once per (node, reason) per interval, else counted.
     void refused(const node_id& who, const std::string& name, const std::string& why,
                  const std::string& reason, uint64_t now);
+    // Every record we hold to node `to` at `ep`, answering the HELLO `request_id`.
+    void send_records(const node_id& to, const wg_endpoint& ep, uint64_t request_id, uint64_t now);
 
     core_context& ctx_;
     const relay_role& role_;

@@ -32,6 +32,11 @@ node_core::node_core(node_core_config cfg, const node_identity& identity, psk_se
     // Replay-table slots beyond a share for unknown senders only for nodes whose record we hold.
     ctx_.channel().set_admission(
         [this](const node_id& id) { return members_.store().find(id) != nullptr; });
+    // A recipient we have not heard from yet: its key is in its verified record.
+    ctx_.channel().set_key_source([this](const node_id& id) -> std::optional<wg_key> {
+        if (const peer_record* r = members_.store().find(id)) return r->wg_public_key;
+        return std::nullopt;
+    });
     for (const auto& a : ctx_.cfg.bootstrap) {
         offer_endpoint(std::nullopt, wg_endpoint{a, ctx_.cfg.control_port}, learned_via::bootstrap,
                        0);
@@ -115,6 +120,7 @@ void node_core::withdraw_endpoints(learned_via via, uint64_t now) {
 }
 
 uint64_t node_core::start(uint64_t now) {
+    if (ctx_.channel().epoch() == 0) ctx_.channel().set_epoch(now / 1000);
     role_.start(now);
     ctx_.set_next_deadline(UINT64_MAX);  // the constructor's due(0): starting is not waking late
     refresh_self(now, true);
@@ -155,10 +161,10 @@ uint64_t node_core::tick(uint64_t now) {
     last_tick_ms_ = now;
     if (now >= next_expire_ms_) {
         if (members_.expire(now)) directory_.note_records_expired();
-        ctx_.channel().expire(now);
         next_expire_ms_ = now + 5000;
     }
     ctx_.due(next_expire_ms_);
+    ctx_.due(ctx_.cookies().tick(now));
     if (uint64_t t = ctx_.probes().expire(now, ctx_.cfg.ping_timeout_ms); t != UINT64_MAX) {
         ctx_.due(t);
     }
@@ -181,12 +187,14 @@ uint64_t node_core::tick(uint64_t now) {
 relay_role::helper_list node_core::dialback_helpers(bool public_only, size_t max,
                                                     uint64_t now) const {
     relay_role::helper_list helpers;
-    auto add = [&](std::string name, const wg_endpoint& ep) {
-        if (!public_only || !ep.address.is_private()) helpers.emplace_back(std::move(name), ep);
+    auto add = [&](std::string name, const node_id& id, const wg_endpoint& ep) {
+        if (!public_only || !ep.address.is_private()) {
+            helpers.push_back(relay_role::helper{std::move(name), id, ep});
+        }
     };
     for (const auto& r : directory_.all()) {
-        if (r.self || !directory_.up(r, now)) continue;
-        if (auto ep = directory_.endpoint(r, now)) add(r.spec.name, *ep);
+        if (r.self || !r.id || !directory_.up(r, now)) continue;
+        if (auto ep = directory_.endpoint(r, now)) add(r.spec.name, *r.id, *ep);
     }
     for (const auto& [id, p] : paths_.all()) {
         if (helpers.size() >= max) break;
@@ -194,7 +202,7 @@ relay_role::helper_list node_core::dialback_helpers(bool public_only, size_t max
         for (const auto& c : p.candidates) {
             if (c.last_pong_ms && now <= c.last_pong_ms + ctx_.cfg.path_timeout_ms &&
                 (!public_only || !c.ep.address.is_private())) {
-                add(p.dp.name, c.ep);
+                add(p.dp.name, id, c.ep);
                 break;
             }
         }
@@ -203,7 +211,7 @@ relay_role::helper_list node_core::dialback_helpers(bool public_only, size_t max
         if (helpers.size() >= max) break;
         if (directory_.by_id(id) || now > reg.last_hello_ms + 3 * ctx_.cfg.hello_interval_ms)
             continue;
-        add(ctx_.name_of(id), reg.from);
+        add(ctx_.name_of(id), id, reg.from);
     }
     if (helpers.size() > max) helpers.resize(max);
     return helpers;
@@ -225,22 +233,30 @@ uint64_t node_core::on_datagram(std::span<const uint8_t> datagram, const wg_endp
     auto m = ctx_.channel().receive(datagram, now);
     if (!m) return ctx_.next_deadline();  // counted by the channel; never answered
     wg_endpoint from = normalize_endpoint(from_raw);
-    if (m->sender == ctx_.id()) return ctx_.next_deadline();  // our own, looped back
     if (ctx_.revoked(m->sender)) {
         ++revoked_drops_;  // never answered; counted (meshwire_control_dropped_total)
         return ctx_.next_deadline();
     }
     const bool in_band = session_id != 0;
+    // Only a PING may name no recipient, and its sender is not proven (control_channel.hpp):
+    // it gets its PONG (no larger than the PING) and nothing else.
+    const bool anonymous = m->recipient.is_zero();
     std::visit(
         [&](const auto& b) {
             using T = std::decay_t<decltype(b)>;
             if constexpr (std::is_same_v<T, ping_msg>) {
-                ctx_.send(pong_msg{b.seq, m->timestamp_us, from}, from, session_id, now);
-                paths_.on_ping(m->sender, session_id, from, now);
+                if (anonymous && !ctx_.channel().learn_key(m->sender_key)) return;
+                // The PONG is never larger than the PING (wire_codec ping_padding) and carries
+                // the cookie that proves this source in the sender's next request.
+                ctx_.send(pong_msg{b.request_id, ctx_.cookies().make(m->sender, from), from},
+                          m->sender, from, session_id, now);
+                if (!anonymous) paths_.on_ping(m->sender, session_id, from, now);
             } else if constexpr (std::is_same_v<T, pong_msg>) {
-                on_pong(*m, b, now);
+                on_pong(*m, b, from, session_id, now);
             } else if constexpr (std::is_same_v<T, hello_msg>) {
-                if (!in_band) members_.on_hello(*m, b, from, now);
+                if (!in_band && source_proven(*m, b.request_id, b.cookie, from, now)) {
+                    members_.on_hello(*m, b, from, now);
+                }
             } else if constexpr (std::is_same_v<T, records_msg>) {
                 // Records come from relays (the rendezvous); from anyone else they are ignored.
                 const relay_entry* r = directory_.by_id(m->sender);
@@ -260,16 +276,25 @@ uint64_t node_core::on_datagram(std::span<const uint8_t> datagram, const wg_endp
                     ++ctx_.admission.session_unknown_sender;
                     return;
                 }
-                role_.on_session_request(*m, b, from, via, now);
+                if (source_proven(*m, b.request_id, b.cookie, from, now)) {
+                    role_.on_session_request(*m, b, from, via, now);
+                }
             } else if constexpr (std::is_same_v<T, relay_session_accept_msg>) {
-                paths_.on_session_answer(m->sender, b.session_id, b.to, true, 0, now);
+                if (!in_band && b.from == ctx_.id()) {
+                    paths_.on_session_answer(m->sender, b.request_id, from, b.session_id, b.to,
+                                             true, 0, now);
+                }
             } else if constexpr (std::is_same_v<T, relay_session_reject_msg>) {
-                paths_.on_session_answer(m->sender, b.session_id, b.to, false,
-                                         static_cast<uint8_t>(b.reason), now);
+                if (!in_band && b.from == ctx_.id()) {
+                    paths_.on_session_answer(m->sender, b.request_id, from, b.session_id, b.to,
+                                             false, static_cast<uint8_t>(b.reason), now);
+                }
             } else if constexpr (std::is_same_v<T, dialback_request_msg>) {
                 if (!in_band) role_.on_dialback_request(*m, b, now);
             } else if constexpr (std::is_same_v<T, dialback_probe_msg>) {
                 if (!in_band) role_.on_dialback_probe(*m, b, now);
+            } else if constexpr (std::is_same_v<T, cookie_reply_msg>) {
+                if (!in_band) on_cookie_reply(*m, b, from, now);
             }
         },
         m->body);
@@ -277,9 +302,40 @@ uint64_t node_core::on_datagram(std::span<const uint8_t> datagram, const wg_endp
     return ctx_.next_deadline();
 }
 
-void node_core::on_pong(const control_message& m, const pong_msg& b, uint64_t now) {
-    auto p = ctx_.probes().take(b.seq);
-    if (!p) return;  // late, or not ours
+bool node_core::source_proven(const control_message& m, uint64_t request_id,
+                              const cookie_bytes& cookie, const wg_endpoint& from, uint64_t now) {
+    if (ctx_.cookies().valid(cookie, m.sender, from)) return true;
+    // Unproven source (a first request, an old cookie, or a spoofed address): one small answer,
+    // no state (cookie_jar.hpp).
+    ctx_.channel().count_cookie_sent();
+    ctx_.send(cookie_reply_msg{request_id, ctx_.cookies().make(m.sender, from)}, m.sender, from, 0,
+              now);
+    return false;
+}
+
+void node_core::on_cookie_reply(const control_message& m, const cookie_reply_msg& b,
+                                const wg_endpoint& from, uint64_t now) {
+    auto req = ctx_.cookies().match_reply(b.request_id, m.sender, from, now);
+    if (!req) return;  // not for a request of ours to that node at that address
+    ctx_.channel().count_cookie_required();
+    // Again at once, but only with a cookie we did not already have (no ping-pong when the
+    // responder keeps refusing).
+    if (!ctx_.cookies().store(m.sender, from, b.cookie)) return;
+    if (req->kind == cookie_jar::request_kind::hello) {
+        directory_.hello_now(now);
+    } else {
+        paths_.retry_session_requests(m.sender, now);
+    }
+    ctx_.due(now);
+}
+
+void node_core::on_pong(const control_message& m, const pong_msg& b, const wg_endpoint& from,
+                        uint64_t session_id, uint64_t now) {
+    // Counts only for a pending request, from the probed address (and session) and node.
+    auto p = ctx_.probes().take(b.request_id, from, session_id, m.sender);
+    if (!p) return;  // late, not ours, or forged
+    if (session_id == 0 && b.cookie != cookie_bytes{})
+        ctx_.cookies().store(m.sender, p->ep, b.cookie);
     double rtt = static_cast<double>(now - p->sent_ms);
     switch (p->kind) {
         case probe_kind::relay:

@@ -181,7 +181,14 @@ public:
 private:
     void note_wakeup(uint64_t now);
     void refresh_self(uint64_t now, bool force);
-    void on_pong(const control_message& m, const pong_msg& b, uint64_t now);
+    void on_pong(const control_message& m, const pong_msg& b, const wg_endpoint& from,
+                 uint64_t session_id, uint64_t now);
+    // A request that allocates state or draws a larger answer: true if its cookie proves its
+    // source; else answers with a COOKIE_REPLY and returns false.
+    bool source_proven(const control_message& m, uint64_t request_id, const cookie_bytes& cookie,
+                       const wg_endpoint& from, uint64_t now);
+    void on_cookie_reply(const control_message& m, const cookie_reply_msg& b,
+                         const wg_endpoint& from, uint64_t now);
     relay_role::helper_list dialback_helpers(bool public_only, size_t max, uint64_t now) const;
 
     // The parts, in construction order; each holds references only to parts declared above it.

@@ -300,6 +300,7 @@ void peer_paths::on_pong(const probe& pr, const node_id& sender, double rtt, uin
     if (pr.kind == probe_kind::direct) {
         if (pr.index >= pe.candidates.size()) return;
         auto& c = pe.candidates[pr.index];
+        if (!(normalize_endpoint(c.ep) == pr.ep)) return;  // the list changed since the PING
         c.last_pong_ms = now;
         c.rtt_ms = c.rtt_min.update(rtt, now, ctx_.cfg.rtt_window_ms);
         pe.next_check_ms = 0;
@@ -382,9 +383,9 @@ std::optional<std::pair<probe, double>> peer_paths::on_probe_frame(uint64_t sess
         r.peer_relay_ms = now;
         return std::nullopt;
     }
-    auto pr = ctx_.probes().take(body->request_id);
-    if (!pr) return std::nullopt;  // late, or a replay
-    if (pr->peer != id) return std::nullopt;
+    // Only from the relay and session the PING went to, for this pair.
+    auto pr = ctx_.probes().take(body->request_id, normalize_endpoint(from), session_id, id);
+    if (!pr) return std::nullopt;  // late, a replay, or not the probe's path
     double rtt = static_cast<double>(now - pr->sent_ms);
     if (pr->kind == probe_kind::user) return std::make_pair(*pr, rtt);
     if (pr->kind == probe_kind::inband) on_pong(*pr, id, rtt, now);
@@ -401,13 +402,26 @@ void peer_paths::on_wireguard_counters(const std::vector<wg_peer_counters>& v, u
     }
 }
 
-void peer_paths::on_session_answer(const node_id& relay, uint64_t session_id, const node_id& to,
+void peer_paths::retry_session_requests(const node_id& relay, uint64_t now) {
+    for (auto& [id, p] : peers_) {
+        for (auto& w : p.relayed.warm) {
+            if (w.relay == relay && !w.accepted) {
+                w.next_request_ms = now;
+                p.next_check_ms = 0;
+            }
+        }
+    }
+    ctx_.due(now);
+}
+
+void peer_paths::on_session_answer(const node_id& relay, uint64_t request_id,
+                                   const wg_endpoint& from, uint64_t session_id, const node_id& to,
                                    bool accepted, uint8_t reason, uint64_t now) {
     auto it = peers_.find(to);
     if (it == peers_.end()) return;
     auto& p = it->second;
-    if (election_.on_session_answer(p.relayed, p.dp.name, relay, session_id, accepted, reason,
-                                    now)) {
+    if (election_.on_session_answer(p.relayed, p.dp.name, relay, request_id, from, session_id,
+                                    accepted, reason, now)) {
         p.next_check_ms = 0;
     }
 }

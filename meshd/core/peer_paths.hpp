@@ -86,8 +86,12 @@ public:
     void on_wireguard_counters(const std::vector<wg_peer_counters>& peers, uint64_t read_ms);
     // Probe frames dropped: no pair for the session, not from its relay, failed to open.
     uint64_t probe_frames_dropped() const noexcept { return probe_frames_dropped_; }
-    void on_session_answer(const node_id& relay, uint64_t session_id, const node_id& to,
-                           bool accepted, uint8_t reason, uint64_t now);
+    // A relay asked for a cookie (COOKIE_REPLY): our unanswered session requests to it go again
+    // at once, now with the cookie.
+    void retry_session_requests(const node_id& relay, uint64_t now);
+    void on_session_answer(const node_id& relay, uint64_t request_id, const wg_endpoint& from,
+                           uint64_t session_id, const node_id& to, bool accepted, uint8_t reason,
+                           uint64_t now);
     // meshctl ping over the path in use; see node_core::ping.
     result<uint64_t> ping(const node_id& peer, uint64_t now);
     void shift_clocks(uint64_t late, uint64_t now);

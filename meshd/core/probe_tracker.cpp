@@ -5,22 +5,24 @@
 
 namespace mw::meshd {
 
-uint64_t probe_tracker::add(probe p, uint64_t now) {
-    uint64_t seq = next_seq_++;
+bool probe_tracker::add(uint64_t request_id, probe p, uint64_t now) {
     p.sent_ms = now;
-    pending_[seq] = p;
-    return seq;
+    return pending_.emplace(request_id, p).second;
 }
 
-bool probe_tracker::add_as(uint64_t id, probe p, uint64_t now) {
-    p.sent_ms = now;
-    return pending_.emplace(id, p).second;
-}
-
-std::optional<probe> probe_tracker::take(uint64_t seq) {
-    auto it = pending_.find(seq);
-    if (it == pending_.end()) return std::nullopt;
-    probe p = it->second;
+std::optional<probe> probe_tracker::take(uint64_t request_id, const wg_endpoint& from,
+                                         uint64_t session_id, const node_id& sender) {
+    auto it = pending_.find(request_id);
+    if (it == pending_.end()) {
+        ++unknown_;
+        return std::nullopt;
+    }
+    const probe& q = it->second;
+    if (from != q.ep || session_id != q.session_id || (!q.peer.is_zero() && sender != q.peer)) {
+        ++misdirected_;
+        return std::nullopt;
+    }
+    probe p = q;
     pending_.erase(it);
     return p;
 }

@@ -1,9 +1,14 @@
-// The PINGs a node core has in flight (DESIGN §7 liveness): which probe each sequence number
-// belongs to, when it was sent, and how many went unanswered. The relay, direct, in-band and
-// meshctl probes all go through it; a later DHT's requests can too.
+// The PINGs a node core has in flight (DESIGN §7 liveness): which probe each request id belongs
+// to, where it went, which node should answer, when it was sent, and how many went unanswered.
+// The relay, direct, in-band and meshctl probes all go through it.
 //
-// Pure: no clock; `now` is passed in. The caller sends the PING with the sequence number add()
-// returns and hands the PONG's sequence number to take().
+// A PONG counts only if it answers a pending request id, comes from the address the PING went to
+// (and through the same relay session, for in-band probes) and, when we knew which node should
+// answer, from that node. Request ids are random (the caller's RNG): a PSK holder cannot guess
+// them, and a PONG that fails a check leaves the probe pending for the real answer.
+//
+// Pure: no clock; `now` is passed in. The caller draws the request id, add()s the probe and sends
+// the PING, and hands each PONG to take().
 #pragma once
 
 #include <cstddef>
@@ -22,23 +27,25 @@ enum class probe_kind : uint8_t { relay, direct, inband, user };
 // What a PING probed, so its PONG can be credited.
 struct probe {
     probe_kind kind = probe_kind::relay;
-    node_id peer;      // direct/inband/user: the peer; relay: unused
-    size_t index = 0;  // relay: relay index; direct: candidate index
-    size_t addr = 0;   // relay: address index
-    wg_endpoint ep;    // relay: the address probed (indices move when the relay list is rebuilt)
+    node_id peer;             // the node expected to answer (relay: its ID if known; zero: anyone)
+    size_t index = 0;         // relay: relay index; direct: candidate index
+    size_t addr = 0;          // relay: address index
+    wg_endpoint ep;           // the address probed (set by core_context::send_ping)
+    uint64_t session_id = 0;  // in-band: the relay session it went through (set by send_ping)
     uint64_t sent_ms = 0;
     uint64_t token = 0;  // user: meshctl's token
 };
 
 class probe_tracker {
 public:
-    // Records a probe sent at `now`; returns the PING's sequence number.
-    uint64_t add(probe p, uint64_t now);
-    // The same under a request id the caller chose (random: sealed in-band probes); false if the
-    // id is in flight already.
-    bool add_as(uint64_t id, probe p, uint64_t now);
-    // The probe a PONG answers, forgotten here; nullopt if late (already expired) or not ours.
-    std::optional<probe> take(uint64_t seq);
+    // Records a probe sent at `now` under `request_id` (random, nonzero). False (nothing
+    // recorded) if that id is already pending.
+    bool add(uint64_t request_id, probe p, uint64_t now);
+    // The probe a PONG answers, forgotten here; nullopt if late (already expired), not ours, or
+    // from the wrong address, session or node (then the probe stays pending and the PONG is
+    // counted in misdirected()).
+    std::optional<probe> take(uint64_t request_id, const wg_endpoint& from, uint64_t session_id,
+                              const node_id& sender);
     // Forgets the probes older than timeout_ms, counting them as lost by kind. Returns when the
     // oldest probe still in flight times out (UINT64_MAX: none).
     uint64_t expire(uint64_t now, uint64_t timeout_ms);
@@ -47,11 +54,16 @@ public:
     size_t forget_sent_until(uint64_t t);
 
     size_t in_flight() const noexcept { return pending_.size(); }
+    // PONGs for a pending request id from the wrong address, session or node (forged or
+    // reflected), and for no pending request at all.
+    uint64_t misdirected() const noexcept { return misdirected_; }
+    uint64_t unknown() const noexcept { return unknown_; }
     const probe_loss_counts& losses() const noexcept { return losses_; }
 
 private:
-    std::map<uint64_t, probe> pending_;  // by sequence number
-    uint64_t next_seq_ = 1;
+    std::map<uint64_t, probe> pending_;  // by request id
+    uint64_t misdirected_ = 0;
+    uint64_t unknown_ = 0;
     probe_loss_counts losses_;
 };
 

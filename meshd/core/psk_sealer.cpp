@@ -22,12 +22,14 @@ result<psk_sealer> psk_sealer::create(std::span<const uint8_t> psk) {
     psk_sealer s;
     s.key_ = cluster_key(psk, key_label);
     s.pair_key_ = cluster_key(psk, pair_key_label);
+    s.anon_key_ = cluster_key(psk, anon_label);
     return s;
 }
 
 psk_sealer::~psk_sealer() {
     sodium_memzero(key_.data(), key_.size());
     sodium_memzero(pair_key_.data(), pair_key_.size());
+    sodium_memzero(anon_key_.data(), anon_key_.size());
 }
 
 std::vector<uint8_t> psk_sealer::seal(uint8_t type, std::span<const uint8_t> plaintext,
@@ -52,6 +54,9 @@ result<psk_sealer::opened> psk_sealer::open(std::span<const uint8_t> datagram) c
     }
     if (datagram[0] != magic0 || datagram[1] != magic1) {
         return error(errc::parse_error, "not a meshwire datagram (bad magic)");
+    }
+    if (datagram[2] == previous_version) {
+        return error(errc::unsupported, "control protocol version 1 (a node not upgraded yet)");
     }
     if (datagram[2] != version) {
         return error(errc::parse_error,

@@ -422,22 +422,35 @@ void relay_directory::tick(const peer_record& self, uint64_t now) {
             on_self_changed_();
         }
         if (now >= r.next_ping_ms) {
+            // To the relay's node when we know it. A configured or bootstrap address that does
+            // not answer (yet, or any more: a reinstalled relay has a new identity and drops
+            // PINGs for the old one) is asked as no one in particular, and its PONG tells us who
+            // is there. A found relay is the node its record names, always.
+            const node_id expect =
+                r.id && (r.origin == relay_origin::discovered || is_up) ? *r.id : node_id{};
             for (size_t a = 0; a < r.addrs.size(); ++a) {
-                ctx_.send_ping(r.addrs[a].ep, 0, probe{probe_kind::relay, {}, i, a, r.addrs[a].ep},
-                               now);
+                ctx_.send_ping(r.addrs[a].ep, 0, probe{probe_kind::relay, expect, i, a}, now);
             }
             r.next_ping_ms = now + (r.fast ? cfg.fast_ping_interval_ms : cfg.ping_interval_ms);
         }
         ctx_.due(r.next_ping_ms);
-        if (now >= r.next_hello_ms) {
+        // A HELLO names its recipient: not before the relay's first PONG told us who it is.
+        if (r.id && now >= r.next_hello_ms) {
             // To every address: until one answers we do not know which works, and a relay with
             // two families reached on both keeps both NAT mappings warm.
             for (const auto& a : r.addrs) {
-                ctx_.send(hello_msg{hello_msg::flag_want_records, self}, a.ep, 0, now);
+                hello_msg h;
+                h.request_id = ctx_.random_u64();
+                h.cookie = ctx_.cookies().for_responder(*r.id, normalize_endpoint(a.ep));
+                h.flags = hello_msg::flag_want_records;
+                h.record = self;
+                ctx_.cookies().note_request(h.request_id, {cookie_jar::request_kind::hello, *r.id,
+                                                           normalize_endpoint(a.ep), now});
+                ctx_.send(std::move(h), *r.id, a.ep, 0, now);
             }
             r.next_hello_ms = now + cfg.hello_interval_ms;
         }
-        ctx_.due(r.next_hello_ms);
+        if (r.id) ctx_.due(r.next_hello_ms);
         if (is_up) {
             // If the relay went down and the last moment it was up is what we compare against,
             // wake up when it would time out.
@@ -472,6 +485,8 @@ void relay_directory::on_pong(const probe& p, const node_id& sender, double rtt_
         on_self_changed_();
         on_relays_changed_();
         dirty_ = ctx_.auto_relays();  // a bootstrap node: its record names it
+        r.next_hello_ms = now;        // we can name it now: register at once
+        ctx_.due(now);
     }
     r.id = sender;
     auto& a = r.addrs[ai];

@@ -206,6 +206,8 @@ void relay_election::choose(const node_id& id, relayed_pair& p, const peer_recor
             if (o.relay == w.relay) {
                 w.accepted = o.accepted;
                 w.next_request_ms = o.next_request_ms;
+                w.request_id = o.request_id;
+                w.prev_request_id = o.prev_request_id;
                 if (!(o.ep == w.ep)) w.next_request_ms = now;  // rebind from the new address
             }
         }
@@ -214,7 +216,18 @@ void relay_election::choose(const node_id& id, relayed_pair& p, const peer_recor
     p.warm = std::move(warm);
     for (auto& w : p.warm) {
         if (now >= w.next_request_ms) {
-            ctx_.send(relay_session_request_msg{w.session_id, ctx_.id(), id}, w.ep, 0, now);
+            w.prev_request_id = w.request_id;
+            w.request_id = ctx_.random_u64();
+            relay_session_request_msg req;
+            req.request_id = w.request_id;
+            const wg_endpoint ep = normalize_endpoint(w.ep);
+            req.cookie = ctx_.cookies().for_responder(w.relay, ep);
+            ctx_.cookies().note_request(req.request_id,
+                                        {cookie_jar::request_kind::session, w.relay, ep, now});
+            req.session_id = w.session_id;
+            req.from = ctx_.id();
+            req.to = id;
+            ctx_.send(std::move(req), w.relay, w.ep, 0, now);
             w.next_request_ms = now + (w.accepted ? cfg.session_refresh_ms : cfg.session_retry_ms);
         }
         ctx_.due(w.next_request_ms);
@@ -308,10 +321,15 @@ void relay_election::choose(const node_id& id, relayed_pair& p, const peer_recor
 }
 
 bool relay_election::on_session_answer(relayed_pair& p, const std::string& peer_name,
-                                       const node_id& relay, uint64_t session_id, bool accepted,
+                                       const node_id& relay, uint64_t request_id,
+                                       const wg_endpoint& from, uint64_t session_id, bool accepted,
                                        uint8_t reason, uint64_t now) {
+    // An answer counts only for an outstanding request to that relay, from the address it went
+    // to: a forged REJECT needs the request's random id, which only the relay saw.
     auto w = std::find_if(p.warm.begin(), p.warm.end(), [&](const auto& x) {
-        return x.relay == relay && x.session_id == session_id;
+        return x.relay == relay && x.session_id == session_id && request_id != 0 &&
+               (x.request_id == request_id || x.prev_request_id == request_id) &&
+               normalize_endpoint(x.ep) == from;
     });
     if (w == p.warm.end()) return false;
     if (accepted) {

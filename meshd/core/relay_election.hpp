@@ -101,6 +101,10 @@ struct relayed_pair {
         wg_endpoint ep;
         bool accepted = false;
         uint64_t next_request_ms = 0;
+        // Our last two RELAY_SESSION_REQUESTs' random ids: only an answer to one of them, from
+        // the address it went to, counts (a late answer to the one before a refresh still does).
+        uint64_t request_id = 0;
+        uint64_t prev_request_id = 0;
     };
     std::vector<warm_session> warm;
     std::optional<node_id> relay;
@@ -131,7 +135,8 @@ public:
     static void release(relayed_pair& p);
     // A relay's answer to our session request; false if it matches no warm session of the pair.
     bool on_session_answer(relayed_pair& p, const std::string& peer_name, const node_id& relay,
-                           uint64_t session_id, bool accepted, uint8_t reason, uint64_t now);
+                           uint64_t request_id, const wg_endpoint& from, uint64_t session_id,
+                           bool accepted, uint8_t reason, uint64_t now);
 
     // The body of a probe frame to the peer: our WireGuard's rx reading for it.
     static probe_frame_body wg_report(const relayed_pair& p, uint64_t now);

@@ -187,12 +187,12 @@ void relay_role::tick(const helper_source& helper_fn, uint64_t now) {
     if (!dialback_first_ms_) dialback_first_ms_ = now;
     for (size_t i = 0; i < self_addrs_.size(); ++i) {
         if (self_verified_[i]) continue;
-        for (const auto& [name, ep] : helpers) {
+        for (const auto& [name, id, ep] : helpers) {
             // Any helper: it sends the probe from a fresh socket of the target's family,
             // whatever family we reach it on.
             uint64_t nonce = ctx_.random_u64();
             dialback_nonces_[nonce] = i;
-            ctx_.send(dialback_request_msg{nonce, self_addrs_[i]}, ep, 0, now);
+            ctx_.send(dialback_request_msg{nonce, self_addrs_[i]}, id, ep, 0, now);
             if (std::find(dialback_asked_.begin(), dialback_asked_.end(), name) ==
                 dialback_asked_.end()) {
                 dialback_asked_.push_back(name);
@@ -228,7 +228,7 @@ void relay_role::on_dialback_request(const control_message& m, const dialback_re
     if (!target_budget_.take(normalize_endpoint(b.target).address, now)) return;
     ++probes_in_window_;
     ++probes_by_requester_[m.sender];
-    ctx_.send_fresh(dialback_probe_msg{b.nonce}, normalize_endpoint(b.target), now);
+    ctx_.send_fresh(dialback_probe_msg{b.nonce}, m.sender, normalize_endpoint(b.target), now);
     ctx_.log(0, "dial-back probe sent",
              {{"peer", ctx_.name_of(m.sender)}, {"endpoint", b.target.str()}});
 }
@@ -248,7 +248,8 @@ void relay_role::on_dialback_probe(const control_message& m, const dialback_prob
 void relay_role::on_session_request(const control_message& m, const relay_session_request_msg& b,
                                     const wg_endpoint& from, uint16_t via, uint64_t now) {
     auto reject = [&](reject_reason why) {
-        ctx_.send(relay_session_reject_msg{b.session_id, b.from, b.to, why}, from, 0, now);
+        ctx_.send(relay_session_reject_msg{b.request_id, b.session_id, b.from, b.to, why}, m.sender,
+                  from, 0, now);
     };
     // Only a verified relay forwards (a listed node whose address nobody can reach must not
     // attract sessions it cannot carry).
@@ -271,7 +272,8 @@ void relay_role::on_session_request(const control_message& m, const relay_sessio
         return reject(st.err().is(errc::exhausted) ? reject_reason::capacity
                                                    : reject_reason::unspecified);
     }
-    ctx_.send(relay_session_accept_msg{b.session_id, b.from, b.to}, from, 0, now);
+    ctx_.send(relay_session_accept_msg{b.request_id, b.session_id, b.from, b.to}, m.sender, from, 0,
+              now);
 }
 
 }  // namespace mw::meshd

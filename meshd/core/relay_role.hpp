@@ -24,7 +24,12 @@ class relay_role {
 public:
     // Who may be asked to dial us back: (name, control endpoint), at most `max`; with
     // `public_only` only helpers at public addresses (see tick()).
-    using helper_list = std::vector<std::pair<std::string, wg_endpoint>>;
+    struct helper {
+        std::string name;
+        node_id id;
+        wg_endpoint ep;
+    };
+    using helper_list = std::vector<helper>;
     using helper_source = std::function<helper_list(bool public_only, size_t max, uint64_t now)>;
 
     relay_role(core_context& ctx, relay_binder* binder, std::function<void()> on_change);

@@ -1,96 +1,96 @@
-// Replay protection for opened control messages, per sender node ID.
+// Replay protection for authenticated control messages, per sender, without wall clocks.
 //
-// Rules (checked after the AEAD opened, so only PSK holders reach this):
-//   1. |timestamp - now| <= window_ms, else stale / from the future.
-//   2. timestamp > the sender's floor, else too old to judge (see 4).
-//   3. (timestamp, nonce) not seen before from this sender, else replay.
-//   4. Each sender keeps at most per_sender remembered messages. When full, the entry with the
-//      lowest timestamp is forgotten and the floor rises to its timestamp, so anything at or below
-//      it is refused: memory is bounded and we fail closed, never open. Senders therefore stamp
-//      messages with strictly increasing timestamps (next_send_timestamp); then only messages
-//      reordered by more than per_sender positions are lost.
-//   5. At most max_senders senders are tracked. A new sender may take the slot of a sender whose
-//      newest message is older than the window (its replays are stale anyway); if none exists the
-//      message is refused (table_full). No sender state is ever dropped while a replay of its
-//      messages could still pass rule 1.
-//   6. Admission (issue 17): the caller says whether a sender is admitted (the core: a node whose
-//      record it holds). Senders not admitted may hold at most max_unadmitted of the slots, so
-//      a PSK holder's free identities (a sender ID is all a message needs) cannot take the
-//      slots of the cluster's known nodes. A sender becomes admitted when a later message says
-//      so (its HELLO was accepted); it never loses that while it has a slot.
+// Every sender stamps its messages with (epoch, counter): the epoch is its boot epoch (persisted,
+// strictly increasing across restarts: boot_epoch.hpp), the counter starts at 0 in each epoch and
+// grows by one per message it sends, to anyone. Per sender the receiver keeps the newest epoch,
+// the highest counter seen in it and a bitmap of the window_bits counters below that
+// (WireGuard's sliding window, RFC 6479 style, in 64-bit blocks):
+//   - newer epoch: the sender restarted; its state is reset and the message accepted;
+//   - older epoch: refused (stale_epoch);
+//   - same epoch: a counter above the highest is accepted and slides the window; one inside the
+//     window is accepted once; one below the window, or seen before, is refused (replay).
+// check() must only be called for a message whose sender is proven (the pair tag verified):
+// the state of a sender moves only on its own messages, so no one can raise another's floor.
 //
-// Memory bound: max_senders * (per_sender * 16 + ~96) bytes; defaults (4096 senders x 64 entries)
-// about 4.6 MB, allocated only as senders appear.
+// Why a window of 960 counters and not WireGuard's 2048 or the 128 of a first draft: the counter
+// is per sender, not per pair, so between two messages to us a busy relay may have sent a few
+// hundred to others; reordering by less than that must not lose the later-sent one. 16 blocks:
+// 128 bytes per sender.
+//
+// At most max_senders senders are kept. When full, a new sender replaces the one that has gone
+// longest without an accepted message; that sender's messages become replayable to us until it
+// sends again (a replayed message still needs its original pair tag, so only the original
+// sender's own messages can be replayed). Memory: max_senders * ~200 bytes (4096: ~0.8 MB).
+//
+// Admission (issue 17): the caller says whether a sender is admitted (the core: a node whose
+// record it holds). A new identity costs a PSK holder one key pair, so senders not admitted hold
+// at most max_unadmitted slots and, beyond that, replace each other (least recently accepted
+// first), never an admitted sender; a full table replaces an unadmitted sender before an admitted
+// one. So a flood of fresh identities can make at most max_unadmitted admitted senders'
+// messages replayable, once. A sender becomes admitted when a later message says so (its HELLO
+// was accepted) and keeps that while it has a slot.
+//
+// Pure: no clock.
 #pragma once
 
+#include <array>
 #include <cstddef>
 #include <cstdint>
-#include <span>
+#include <list>
 #include <unordered_map>
-#include <vector>
 
 #include "meshd/core/node_id.hpp"
 
 namespace mw::meshd {
 
 struct replay_config {
-    uint64_t window_ms = 30'000;
-    size_t per_sender = 64;
     size_t max_senders = 4096;
     size_t max_unadmitted = 1024;  // of max_senders
 };
 
 enum class replay_verdict {
     accept,
-    stale,        // older than now - window
-    future,       // newer than now + window
-    below_floor,  // older than what this sender's bounded memory can still judge
-    replay,       // exact repeat
-    table_full,   // too many live senders; refused rather than forgetting someone
+    stale_epoch,  // an epoch older than the sender's newest: a message from before its restart
+    replay,       // seen before, or below the window
 };
 
 const char* to_string(replay_verdict v) noexcept;
 
 class replay_window {
 public:
+    static constexpr size_t blocks = 16;
+    static constexpr uint64_t window_bits = (blocks - 1) * 64;  // 960 counters below the highest
+
     explicit replay_window(replay_config cfg = {});
 
-    // Checks a message and, when accepted, remembers it. `nonce` is the AEAD nonce.
-    replay_verdict check(const node_id& sender, uint64_t timestamp_us,
-                         std::span<const uint8_t> nonce, uint64_t now_ms, bool admitted = true);
-
-    // Forgets senders with nothing inside the window (call periodically; check() also does it
-    // when the table is full).
-    void expire(uint64_t now_ms);
+    // Checks (epoch, counter) from a proven sender and, when accepted, remembers it.
+    replay_verdict check(const node_id& sender, uint64_t epoch, uint64_t counter,
+                         bool admitted = true);
 
     size_t sender_count() const noexcept { return senders_.size(); }
-    size_t unadmitted_count() const noexcept { return unadmitted_; }
+    size_t unadmitted_count() const noexcept { return lru_[0].size(); }
+    // Senders pushed out by new ones when the table was full.
+    uint64_t replaced() const noexcept { return replaced_; }
     const replay_config& config() const noexcept { return cfg_; }
     static size_t memory_bound(const replay_config& cfg) noexcept;
 
 private:
-    struct entry {
-        uint64_t timestamp;
-        uint64_t nonce_hash;
-    };
     struct sender_state {
-        uint64_t floor = 0;  // timestamps <= floor are refused (when floor_set)
-        bool floor_set = false;
-        uint64_t newest = 0;  // highest accepted timestamp
+        node_id id;
         bool admitted = true;
-        std::vector<entry> entries;  // capacity per_sender, unordered
+        uint64_t epoch = 0;
+        uint64_t highest = 0;  // highest counter accepted in epoch
+        std::array<uint64_t, blocks> bitmap{};
     };
+    static void reset(sender_state& s, uint64_t epoch, uint64_t counter);
+    static replay_verdict slide(sender_state& s, uint64_t counter);
+    void evict_oldest(bool admitted);
 
     replay_config cfg_;
-    std::unordered_map<node_id, sender_state> senders_;
-    size_t unadmitted_ = 0;  // senders_ entries with admitted == false
+    uint64_t replaced_ = 0;
+    // Most recently accepted first; [0] senders not admitted, [1] admitted.
+    std::array<std::list<sender_state>, 2> lru_;
+    std::unordered_map<node_id, std::list<sender_state>::iterator> senders_;
 };
-
-// The sender side of rule 4: a timestamp that is now_ms unless that would not be strictly
-// greater than the previous one. `last` is the caller's per-socket state.
-inline uint64_t next_send_timestamp(uint64_t& last, uint64_t now_ms) noexcept {
-    last = now_ms > last ? now_ms : last + 1;
-    return last;
-}
 
 }  // namespace mw::meshd

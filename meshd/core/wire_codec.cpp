@@ -1,6 +1,9 @@
 #include "meshd/core/wire_codec.hpp"
 
 #include <netinet/in.h>
+#include <sodium.h>
+
+#include <cstring>
 
 #include "meshd/core/byte_io.hpp"
 
@@ -62,8 +65,20 @@ wg_endpoint read_endpoint(byte_reader& r) {
     return wg_endpoint{*a, port};
 }
 
+void write_cookie(byte_writer& w, const cookie_bytes& c) {
+    w.bytes(c.data(), c.size());
+}
+
+cookie_bytes read_cookie(byte_reader& r) {
+    cookie_bytes c{};
+    r.copy(c.data(), c.size());
+    return c;
+}
+
 template <class M>
 void write_session(byte_writer& w, const M& m) {
+    w.u64(m.request_id);
+    if constexpr (std::is_same_v<M, relay_session_request_msg>) write_cookie(w, m.cookie);
     w.u64(m.session_id);
     write_id(w, m.from);
     write_id(w, m.to);
@@ -71,6 +86,8 @@ void write_session(byte_writer& w, const M& m) {
 
 template <class M>
 void read_session(byte_reader& r, M& m) {
+    m.request_id = r.u64();
+    if constexpr (std::is_same_v<M, relay_session_request_msg>) m.cookie = read_cookie(r);
     m.session_id = r.u64();
     m.from = read_id(r);
     m.to = read_id(r);
@@ -83,6 +100,8 @@ struct body_encoder {
         if (m.flags & ~hello_msg::flag_want_records) {
             return error(errc::invalid_argument, "HELLO: unknown flags");
         }
+        w.u64(m.request_id);
+        write_cookie(w, m.cookie);
         w.u8(m.flags);
         return write_record(w, m.record);
     }
@@ -90,20 +109,23 @@ struct body_encoder {
         if (m.records.empty() || m.records.size() > 255) {
             return error(errc::invalid_argument, "RECORDS: needs 1-255 records");
         }
+        w.u64(m.request_id);
         w.u8(static_cast<uint8_t>(m.records.size()));
         for (const auto& rec : m.records) MW_TRY_STATUS(write_record(w, rec));
         return {};
     }
     status operator()(const ping_msg& m) {
-        w.u64(m.seq);
+        w.u64(m.request_id);
+        static constexpr uint8_t zeros[ping_padding] = {};
+        w.bytes(zeros, sizeof zeros);
         return {};
     }
     status operator()(const pong_msg& m) {
         if (!m.observed.address.valid() || m.observed.port == 0) {
             return error(errc::invalid_argument, "PONG: observed address needs an IP and port");
         }
-        w.u64(m.seq);
-        w.u64(m.ping_timestamp_us);
+        w.u64(m.request_id);
+        write_cookie(w, m.cookie);
         write_endpoint(w, m.observed);
         return {};
     }
@@ -132,12 +154,19 @@ struct body_encoder {
         w.u64(m.nonce);
         return {};
     }
+    status operator()(const cookie_reply_msg& m) {
+        w.u64(m.request_id);
+        write_cookie(w, m.cookie);
+        return {};
+    }
 };
 
 result<message_body> decode_body(msg_type t, byte_reader& r) {
     switch (t) {
         case msg_type::hello: {
             hello_msg m;
+            m.request_id = r.u64();
+            m.cookie = read_cookie(r);
             m.flags = r.u8();
             if (m.flags & ~hello_msg::flag_want_records) return bad(t, "unknown flags");
             m.record = MW_TRY(read_record(r, t));
@@ -145,6 +174,7 @@ result<message_body> decode_body(msg_type t, byte_reader& r) {
         }
         case msg_type::records: {
             records_msg m;
+            m.request_id = r.u64();
             size_t n = r.u8();
             if (r.ok() && n == 0) return bad(t, "no records");
             for (size_t i = 0; i < n; ++i) m.records.push_back(MW_TRY(read_record(r, t)));
@@ -152,13 +182,18 @@ result<message_body> decode_body(msg_type t, byte_reader& r) {
         }
         case msg_type::ping: {
             ping_msg m;
-            m.seq = r.u64();
+            m.request_id = r.u64();
+            auto pad = r.view(ping_padding);
+            if (!r.ok()) return bad(t, "truncated padding");
+            for (uint8_t b : pad) {
+                if (b != 0) return bad(t, "padding not zero");
+            }
             return message_body(m);
         }
         case msg_type::pong: {
             pong_msg m;
-            m.seq = r.u64();
-            m.ping_timestamp_us = r.u64();
+            m.request_id = r.u64();
+            m.cookie = read_cookie(r);
             m.observed = read_endpoint(r);
             return message_body(m);
         }
@@ -193,6 +228,12 @@ result<message_body> decode_body(msg_type t, byte_reader& r) {
             m.nonce = r.u64();
             return message_body(m);
         }
+        case msg_type::cookie_reply: {
+            cookie_reply_msg m;
+            m.request_id = r.u64();
+            m.cookie = read_cookie(r);
+            return message_body(m);
+        }
         case msg_type::relay_data:
             break;
     }
@@ -202,7 +243,7 @@ result<message_body> decode_body(msg_type t, byte_reader& r) {
 
 bool is_control_type(uint8_t t) {
     return t >= static_cast<uint8_t>(msg_type::hello) &&
-           t <= static_cast<uint8_t>(msg_type::dialback_probe);
+           t <= static_cast<uint8_t>(msg_type::cookie_reply);
 }
 
 }  // namespace
@@ -227,6 +268,8 @@ const char* to_string(msg_type t) noexcept {
             return "DIALBACK_REQUEST";
         case msg_type::dialback_probe:
             return "DIALBACK_PROBE";
+        case msg_type::cookie_reply:
+            return "COOKIE_REPLY";
         case msg_type::relay_data:
             return "RELAY_DATA";
     }
@@ -238,12 +281,19 @@ msg_type control_message::type() const noexcept {
 }
 
 result<std::vector<uint8_t>> encode_plaintext(const control_message& m) {
+    if (m.recipient.is_zero() && m.type() != msg_type::ping) {
+        return error(errc::invalid_argument,
+                     std::string(to_string(m.type())) + ": only a PING may name no recipient");
+    }
     std::vector<uint8_t> out;
     out.reserve(256);
     byte_writer w(out);
-    write_id(w, m.sender);
-    w.u64(m.timestamp_us);
+    w.bytes(m.sender_key.data(), wg_key::size);
+    write_id(w, m.recipient);
+    w.u64(m.epoch);
+    w.u64(m.counter);
     MW_TRY_STATUS(std::visit(body_encoder{w}, m.body));
+    w.bytes(m.tag.data(), m.tag.size());
     if (out.size() > max_control_plaintext) {
         return error(errc::invalid_argument, std::string(to_string(m.type())) + ": " +
                                                  std::to_string(out.size()) +
@@ -259,21 +309,50 @@ result<control_message> decode_plaintext(uint8_t type, std::span<const uint8_t> 
     }
     auto t = static_cast<msg_type>(type);
     if (plaintext.size() > max_control_plaintext) return bad(t, "oversized");
-    byte_reader r(plaintext);
+    if (plaintext.size() < envelope_size + pair_tag_size) return bad(t, "truncated envelope");
+    byte_reader r(plaintext.first(plaintext.size() - pair_tag_size));
     control_message m;
-    m.sender = read_id(r);
-    m.timestamp_us = r.u64();
-    if (!r.ok()) return bad(t, "truncated envelope");
+    m.sender_key = wg_key::from_bytes(r.view(wg_key::size).data());
+    m.sender = node_id::of(m.sender_key);
+    m.recipient = read_id(r);
+    m.epoch = r.u64();
+    m.counter = r.u64();
+    if (m.recipient.is_zero() && t != msg_type::ping) return bad(t, "no recipient");
     m.body = MW_TRY(decode_body(t, r));
     if (!r.ok()) return bad(t, "truncated");
     if (!r.at_end()) return bad(t, "trailing bytes");
+    std::memcpy(m.tag.data(), plaintext.data() + plaintext.size() - pair_tag_size, pair_tag_size);
     return m;
 }
 
-result<std::vector<uint8_t>> seal_message(const psk_sealer& sealer, const control_message& m,
-                                          const aead_nonce& nonce) {
+pair_tag compute_pair_tag(const symmetric_key& key, uint8_t type,
+                          std::span<const uint8_t> plaintext) {
+    pair_tag tag{};
+    if (plaintext.size() < pair_tag_size) return tag;
+    const uint8_t header[psk_sealer::header_size] = {psk_sealer::magic0, psk_sealer::magic1,
+                                                     psk_sealer::version, type};
+    crypto_generichash_state st;
+    crypto_generichash_init(&st, key.data(), key.size(), tag.size());
+    crypto_generichash_update(&st, header, sizeof header);
+    crypto_generichash_update(&st, plaintext.data(), plaintext.size() - pair_tag_size);
+    crypto_generichash_final(&st, tag.data(), tag.size());
+    return tag;
+}
+
+bool pair_tag_valid(const symmetric_key& key, uint8_t type, std::span<const uint8_t> plaintext) {
+    if (plaintext.size() < pair_tag_size) return false;
+    auto want = compute_pair_tag(key, type, plaintext);
+    return sodium_memcmp(want.data(), plaintext.data() + plaintext.size() - pair_tag_size,
+                         pair_tag_size) == 0;
+}
+
+result<std::vector<uint8_t>> seal_message(const psk_sealer& sealer, const symmetric_key& tag_key,
+                                          const control_message& m, const aead_nonce& nonce) {
     auto plain = MW_TRY(encode_plaintext(m));
-    return sealer.seal(static_cast<uint8_t>(m.type()), plain, nonce);
+    const auto type = static_cast<uint8_t>(m.type());
+    auto tag = compute_pair_tag(tag_key, type, plain);
+    std::memcpy(plain.data() + plain.size() - pair_tag_size, tag.data(), pair_tag_size);
+    return sealer.seal(type, plain, nonce);
 }
 
 result<opened_message> open_message(const psk_sealer& sealer, std::span<const uint8_t> datagram) {
@@ -287,16 +366,23 @@ result<opened_message> open_message(const psk_sealer& sealer, std::span<const ui
     }
     auto o = MW_TRY(sealer.open(datagram));
     opened_message out;
-    out.nonce = o.nonce;
     out.message = MW_TRY(decode_plaintext(o.type, o.plaintext));
+    out.plaintext = std::move(o.plaintext);
     return out;
 }
 
 frame_kind classify(std::span<const uint8_t> d) noexcept {
     if (d.size() < psk_sealer::header_size || d[0] != psk_sealer::magic0 ||
-        d[1] != psk_sealer::magic1 || d[2] != psk_sealer::version) {
+        d[1] != psk_sealer::magic1) {
         return frame_kind::invalid;
     }
+    if (d[2] == psk_sealer::previous_version) {
+        // A version-1 control datagram (a node not upgraded yet) still goes to the control
+        // channel, which counts it as old_version: during a rolling upgrade that counter is how
+        // an operator sees the mixed cluster. Version-1 RELAY_DATA is not forwarded.
+        return is_control_type(d[3]) ? frame_kind::control : frame_kind::invalid;
+    }
+    if (d[2] != psk_sealer::version) return frame_kind::invalid;
     if (d[3] == static_cast<uint8_t>(msg_type::relay_data)) return frame_kind::relay_data;
     if (is_control_type(d[3])) return frame_kind::control;
     return frame_kind::invalid;

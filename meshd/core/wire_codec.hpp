@@ -1,39 +1,54 @@
-// Control messages of the meshd protocol and their binary encoding.
+// Control messages of the meshd protocol (version 2) and their binary encoding.
 //
-// A control datagram is psk_sealer's envelope around a plaintext that always starts with
-//   32   sender node ID
-//   u64  sender timestamp, unix µs   (replay_window: freshness and per-sender de-duplication)
-// followed by the type-specific body (big-endian, fixed widths, no trailing bytes):
+// A control datagram is psk_sealer's envelope around a plaintext laid out as
+//   32   sender's static X25519 public key (its WireGuard key; node ID = BLAKE2b-256 of it)
+//   32   recipient node ID (all zero only in a PING to an address whose node we do not know)
+//   u64  sender's boot epoch   } replay protection without clocks (replay_window): epochs grow
+//   u64  sender's counter      } across restarts, the counter per message within one
+//   ...  the type-specific body
+//   16   pair tag = BLAKE2b-128(key = pair_key(sender, recipient), the 4-byte datagram header |
+//        everything above); for a PING with no recipient the key is psk_sealer::anon_key()
+// The PSK seal keeps non-members out; the pair tag proves which node sent it and for whom: a
+// PSK holder can compute neither for a pair it is not part of.
+//
+// Bodies (big-endian, fixed widths, no trailing bytes). Request IDs are random (the caller's
+// RNG): an answer counts only for an outstanding request, so they cannot be guessed ahead.
+// Cookies (16 bytes) prove the sender's return address to a responder (see control_channel):
+// zero when the sender has none yet.
 //
 //   type  name                   body
-//   0x01  HELLO                  u8 flags (bit 0: send me RECORDS; other bits must be 0),
-//                                u16 length, the sender's signed peer_record
-//                                (registers the sender with a relay; the record's node ID must
-//                                be the sender's)
-//   0x02  RECORDS                u8 count (1..), each: u16 length, signed peer_record
-//                                (a relay's answer; several datagrams when many records)
-//   0x03  PING                   u64 seq
-//   0x04  PONG                   u64 seq, u64 the PING's timestamp (RTT = now - it),
+//   0x01  HELLO                  u64 request id, cookie, u8 flags (bit 0: send me RECORDS;
+//                                other bits must be 0), u16 length, the sender's signed
+//                                peer_record (the record's node ID must be the sender's)
+//   0x02  RECORDS                u64 request id (the HELLO's; 0 for a pushed change),
+//                                u8 count (1..), each: u16 length, signed peer_record
+//   0x03  PING                   u64 request id, ping_padding zero bytes (a PING is never
+//                                smaller than its PONG: answering an unproven address is 1:1)
+//   0x04  PONG                   u64 the PING's request id, cookie for the PING's source,
 //                                observed source of the PING: u8 family (4|6), address, u16 port
-//   0x05  RELAY_SESSION_REQUEST  u64 session id, 32 from node, 32 to node
-//   0x06  RELAY_SESSION_ACCEPT   u64 session id, 32 from node, 32 to node
-//   0x07  RELAY_SESSION_REJECT   u64 session id, 32 from node, 32 to node, u8 reason
+//   0x05  RELAY_SESSION_REQUEST  u64 request id, cookie, u64 session id, 32 from node, 32 to node
+//   0x06  RELAY_SESSION_ACCEPT   u64 the request's id, u64 session id, 32 from node, 32 to node
+//   0x07  RELAY_SESSION_REJECT   u64 the request's id, u64 session id, 32 from, 32 to, u8 reason
 //   0x08  DIALBACK_REQUEST       u64 nonce, target: u8 family (4|6), address, u16 port
 //                                (a node about to serve as relay asks another node to send a
 //                                DIALBACK_PROBE to its advertised address, from a fresh port)
 //   0x09  DIALBACK_PROBE         u64 nonce (the answer, arriving at the target if reachable)
+//   0x0a  COOKIE_REPLY           u64 the request's id, cookie (instead of a larger answer to an
+//                                address not proven yet: resend the request with this cookie)
 //
 // Types 0x01-0x7f are sealed control messages; 0x80-0xff are unsealed frames, of which only
 // 0x80 RELAY_DATA exists:
-//   "MW" 0x01 0x80 | u64 session id | WireGuard ciphertext (1..max_relay_payload bytes)
+//   "MW" 0x02 0x80 | u64 session id | WireGuard ciphertext (1..max_relay_payload bytes)
 // RELAY_DATA is not sealed because WireGuard already authenticates and encrypts end to end; a
 // relay forwards it only for a session it set up and only from the address that set it up.
 //
 // New messages get a new type number and a body decoder; an unknown type is an error value, so a
 // node never guesses at a newer peer's message. Decoders never throw and never read outside the
-// buffer (byte_reader); anything malformed is errc::parse_error.
+// buffer (byte_reader); anything malformed is errc::parse_error. Decoding does not check the pair
+// tag (it needs keys): control_channel does, before anything else looks at the message.
 #pragma once
 
+#include <array>
 #include <cstdint>
 #include <optional>
 #include <span>
@@ -42,7 +57,9 @@
 
 #include "common/result.hpp"
 #include "common/wireguard/wg_endpoint.hpp"
+#include "common/wireguard/wg_key.hpp"
 #include "meshd/core/node_id.hpp"
+#include "meshd/core/pair_key.hpp"
 #include "meshd/core/peer_record.hpp"
 #include "meshd/core/psk_sealer.hpp"
 
@@ -58,37 +75,46 @@ enum class msg_type : uint8_t {
     relay_session_reject = 0x07,
     dialback_request = 0x08,
     dialback_probe = 0x09,
+    cookie_reply = 0x0a,
     relay_data = 0x80,
 };
 
 const char* to_string(msg_type t) noexcept;
 
+using cookie_bytes = std::array<uint8_t, 16>;
+using pair_tag = std::array<uint8_t, 16>;
+
 struct hello_msg {
     static constexpr msg_type type = msg_type::hello;
     static constexpr uint8_t flag_want_records = 0x01;
+    uint64_t request_id = 0;
+    cookie_bytes cookie{};
     uint8_t flags = 0;
     peer_record record;
 };
 
 struct records_msg {
     static constexpr msg_type type = msg_type::records;
+    uint64_t request_id = 0;  // the HELLO's; 0: pushed
     std::vector<peer_record> records;
 };
 
 struct ping_msg {
     static constexpr msg_type type = msg_type::ping;
-    uint64_t seq = 0;
+    uint64_t request_id = 0;
 };
 
 struct pong_msg {
     static constexpr msg_type type = msg_type::pong;
-    uint64_t seq = 0;
-    uint64_t ping_timestamp_us = 0;
-    wg_endpoint observed;  // reflexive address: where the PING came from, as the replier saw it
+    uint64_t request_id = 0;
+    cookie_bytes cookie{};  // for the PING's source address, from the replier
+    wg_endpoint observed;   // reflexive address: where the PING came from, as the replier saw it
 };
 
 struct relay_session_request_msg {
     static constexpr msg_type type = msg_type::relay_session_request;
+    uint64_t request_id = 0;
+    cookie_bytes cookie{};
     uint64_t session_id = 0;
     node_id from;
     node_id to;
@@ -96,6 +122,7 @@ struct relay_session_request_msg {
 
 struct relay_session_accept_msg {
     static constexpr msg_type type = msg_type::relay_session_accept;
+    uint64_t request_id = 0;
     uint64_t session_id = 0;
     node_id from;
     node_id to;
@@ -111,6 +138,7 @@ enum class reject_reason : uint8_t {
 
 struct relay_session_reject_msg {
     static constexpr msg_type type = msg_type::relay_session_reject;
+    uint64_t request_id = 0;
     uint64_t session_id = 0;
     node_id from;
     node_id to;
@@ -128,39 +156,63 @@ struct dialback_probe_msg {
     uint64_t nonce = 0;
 };
 
+struct cookie_reply_msg {
+    static constexpr msg_type type = msg_type::cookie_reply;
+    uint64_t request_id = 0;
+    cookie_bytes cookie{};
+};
+
 using message_body =
     std::variant<hello_msg, records_msg, ping_msg, pong_msg, relay_session_request_msg,
                  relay_session_accept_msg, relay_session_reject_msg, dialback_request_msg,
-                 dialback_probe_msg>;
+                 dialback_probe_msg, cookie_reply_msg>;
 
 struct control_message {
-    node_id sender;
-    uint64_t timestamp_us = 0;
+    wg_key sender_key;  // the sender's static X25519 public key
+    node_id sender;     // node_id::of(sender_key): filled in by decode_plaintext
+    node_id recipient;  // zero: a first-contact PING (the only message allowed to name no one)
+    uint64_t epoch = 0;
+    uint64_t counter = 0;
     message_body body;
+    pair_tag tag{};  // as received (decode) or as computed (seal_message)
 
     msg_type type() const noexcept;
 };
 
 // Size limits. Control datagrams stay below a typical path MTU (no IP fragmentation through NATs).
 constexpr size_t max_control_datagram = 1400;
-constexpr size_t envelope_size = node_id::size + 8;
+constexpr size_t envelope_size = wg_key::size + node_id::size + 8 + 8;  // before the body
+constexpr size_t pair_tag_size = 16;
 constexpr size_t max_control_plaintext = max_control_datagram - psk_sealer::overhead;
 constexpr size_t relay_data_header_size = 12;
 constexpr size_t max_relay_payload = 65535 - relay_data_header_size;
-static_assert(envelope_size + 1 + 2 + peer_record::max_encoded_size <= max_control_plaintext,
+// The largest PONG body (IPv6 observed address) is 8 + 16 + 1 + 16 + 2 = 43 bytes; a PING's body
+// is 8 + ping_padding = 43, so a PONG never outgrows the PING it answers.
+constexpr size_t ping_padding = 35;
+static_assert(envelope_size + 8 + 16 + 1 + 2 + peer_record::max_encoded_size + pair_tag_size <=
+                  max_control_plaintext,
               "a HELLO with the largest record must fit one datagram");
 
-// Plaintext (envelope + body) for psk_sealer; fails if a field is invalid or it is too large.
+// Plaintext (envelope, body, m.tag as it is) for psk_sealer; fails if a field is invalid or it is
+// too large.
 result<std::vector<uint8_t>> encode_plaintext(const control_message& m);
-// Inverse of encode_plaintext for the type byte from the sealed header.
+// Inverse of encode_plaintext for the type byte from the sealed header (sender = ID of the key).
+// Does not check the tag.
 result<control_message> decode_plaintext(uint8_t type, std::span<const uint8_t> plaintext);
 
-// Whole-datagram helpers: encode + seal, and open + decode.
-result<std::vector<uint8_t>> seal_message(const psk_sealer& sealer, const control_message& m,
-                                          const aead_nonce& nonce);
+// The pair tag of a plaintext whose last pair_tag_size bytes are the tag (not covered).
+pair_tag compute_pair_tag(const symmetric_key& key, uint8_t type,
+                          std::span<const uint8_t> plaintext);
+// Constant time: does the plaintext end in the right tag for `key`?
+bool pair_tag_valid(const symmetric_key& key, uint8_t type, std::span<const uint8_t> plaintext);
+
+// Whole-datagram helpers: encode, tag with `tag_key` (the pair key, or the anon key for a PING
+// without recipient) and seal; open and decode (tag not checked).
+result<std::vector<uint8_t>> seal_message(const psk_sealer& sealer, const symmetric_key& tag_key,
+                                          const control_message& m, const aead_nonce& nonce);
 struct opened_message {
     control_message message;
-    aead_nonce nonce{};  // for replay_window
+    std::vector<uint8_t> plaintext;  // for the pair tag check
 };
 result<opened_message> open_message(const psk_sealer& sealer, std::span<const uint8_t> datagram);
 

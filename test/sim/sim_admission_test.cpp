@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "meshd/core/node_identity.hpp"
+#include "meshd/core/pair_key.hpp"
 #include "meshd/core/psk_sealer.hpp"
 #include "meshd/core/wire_codec.hpp"
 #include "test/sim/sim_net.hpp"
@@ -23,7 +24,7 @@ namespace {
 const std::string sim_psk = "sim cluster psk 0123456789";  // sim_net::start_core's default
 
 struct fake {
-    node_id id;
+    node_identity ident;
     peer_record rec;
 };
 
@@ -44,7 +45,7 @@ std::vector<fake> make_fakes(size_t n, const wg_endpoint& ep, uint64_t expires) 
         r.seq = 1;
         r.expires_ms = expires;
         REQUIRE(r.sign(id));
-        v.push_back(fake{id.id(), std::move(r)});
+        v.push_back(fake{id, std::move(r)});
     }
     return v;
 }
@@ -102,17 +103,62 @@ TEST_CASE("sim: 20,000 fake identities HELLO the relays; the honest cluster stay
     auto sealer = psk_sealer::create(
                       std::span(reinterpret_cast<const uint8_t*>(sim_psk.data()), sim_psk.size()))
                       .value();
-    uint64_t nonce_ctr = 0;
-    auto hello_bytes = [&](const fake& f) {
+    uint64_t nonce_ctr = 0, counter = 0;
+    // A HELLO from fake `f` to relay `r`, tagged with their pair key (each fake is a real
+    // identity: an X25519 key pair is all it takes), carrying `cookie`.
+    auto hello_bytes = [&](const fake& f, const std::string& r, const cookie_bytes& cookie) {
+        const wg_key& relay_key = net[r].core->self_record().wg_public_key;
         control_message m;
-        m.sender = f.id;
-        m.timestamp_us = net.now() * 1000;
-        m.body = hello_msg{0, f.rec};
+        m.sender_key = f.ident.wg_public_key();
+        m.sender = f.ident.id();
+        m.recipient = node_id::of(relay_key);
+        m.epoch = 1;
+        m.counter = ++counter;
+        m.body = hello_msg{.request_id = counter, .cookie = cookie, .record = f.rec};
+        auto k = pair_key(sealer.pair_cluster_key(), f.ident.wg_private_key(),
+                          f.ident.wg_public_key(), relay_key)
+                     .value();
         aead_nonce nonce{};
         ++nonce_ctr;
         std::memcpy(nonce.data(), &nonce_ctr, sizeof nonce_ctr);
-        return seal_message(sealer, m, nonce).value();
+        return seal_message(sealer, k, m, nonce).value();
     };
+    // The attacker completes the cookie round trip as an honest node does (it receives at its
+    // addresses): every COOKIE_REPLY a relay sends to an attacker is read and the HELLO goes
+    // again with the cookie.
+    std::map<node_id, size_t> fake_index;
+    struct resend {
+        size_t fake;
+        std::string relay;
+        sim_host* src;
+        cookie_bytes cookie;
+    };
+    std::vector<resend> resends;
+    uint64_t cookie_replies = 0;
+    net.on_send = [&](const sim_host& src, const wg_endpoint& to, const std::vector<uint8_t>& b) {
+        if (b.size() < 4 || b[3] != static_cast<uint8_t>(msg_type::cookie_reply)) return;
+        sim_host* dst = nullptr;
+        for (auto* a : attackers) {
+            if (a->addr == to.address) dst = a;
+        }
+        if (!dst) return;
+        auto o = open_message(sealer, b);
+        if (!o) return;
+        auto f = fake_index.find(o->message.recipient);
+        if (f == fake_index.end()) return;
+        ++cookie_replies;
+        resends.push_back(
+            resend{f->second, src.name, dst, std::get<cookie_reply_msg>(o->message.body).cookie});
+    };
+    auto send_resends = [&] {
+        auto v = std::move(resends);
+        resends.clear();
+        for (const auto& x : v) {
+            net.send_raw(*x.src, net[x.relay].ep(sim_net::port),
+                         hello_bytes(fakes[x.fake], x.relay, x.cookie));
+        }
+    };
+    for (size_t i = 0; i < fakes.size(); ++i) fake_index[fakes[i].ident.id()] = i;
 
     // 20,000 identities in 40 s from 4 hosts, each identity to both relays (1,000 HELLOs/s),
     // while the honest pairs are checked every second.
@@ -121,9 +167,12 @@ TEST_CASE("sim: 20,000 fake identities HELLO the relays; the honest cluster stay
     for (size_t i = 0; i < n_fakes; ++i) {
         auto& src = *attackers[i % attackers.size()];
         for (const char* r : {"relay1", "relay2"}) {
-            net.send_raw(src, net[r].ep(sim_net::port), hello_bytes(fakes[i]));
+            net.send_raw(src, net[r].ep(sim_net::port), hello_bytes(fakes[i], r, {}));
         }
-        if (i % 5 == 4) net.run_for(10);
+        if (i % 5 == 4) {
+            net.run_for(10);
+            send_resends();
+        }
         if (i % 500 == 499) {
             ++samples;
             for (const auto& [k, kind] : before) {
@@ -136,7 +185,13 @@ TEST_CASE("sim: 20,000 fake identities HELLO the relays; the honest cluster stay
             }
         }
     }
+    net.run_for(100);
+    send_resends();
     net.run_for(10'000);
+    net.on_send = nullptr;
+    MESSAGE("COOKIE_REPLYs to the attackers: " << cookie_replies);
+    // The attacker did prove its addresses: the relays' source buckets had to do the rest.
+    CHECK(cookie_replies >= 2 * n_fakes);
 
     for (std::string r : {"relay1", "relay2"}) {
         auto& core = *net[r].core;
@@ -144,7 +199,7 @@ TEST_CASE("sim: 20,000 fake identities HELLO the relays; the honest cluster stay
         MESSAGE(r << ": records " << core.store().size() << ", new identities rate-limited "
                   << a.new_identity_rate_limited << ", store full " << a.store_full << ", evicted "
                   << a.records_evicted << ", refusal lines suppressed " << a.log_lines_suppressed
-                  << ", replay table full " << core.counters().table_full);
+                  << ", cookie replies sent " << core.counters().cookie_sent);
         // The honest nodes are still registered and stored at every relay.
         for (const auto& n : {"lan1a", "lan1b", "lan2a", "lan2b"}) {
             auto id = net[n].core->id();

@@ -205,8 +205,14 @@ void sim_net::drain(sim_host& h) {
     }
 }
 
+void sim_net::inject(const wg_endpoint& from, const wg_endpoint& to, std::vector<uint8_t> bytes,
+                     double delay_ms) {
+    route(from, to, std::move(bytes), delay_ms);
+}
+
 void sim_net::transmit(sim_host& src, const wg_endpoint& to, std::vector<uint8_t> bytes,
                        uint16_t src_port) {
+    if (on_send) on_send(src, to, bytes);
     if (!src.up || lost(src.loss)) {
         ++dropped_;
         return;

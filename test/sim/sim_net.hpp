@@ -153,6 +153,15 @@ public:
         next_wg_ms_ = now_;
         next_wg_read_ms_ = now_ + 2000;
     }
+    // A datagram from any source (an attacker's raw socket: the source may be spoofed), routed
+    // from the public core like any other.
+    void inject(const wg_endpoint& from, const wg_endpoint& to, std::vector<uint8_t> bytes,
+                double delay_ms = 1);
+    // Called for every datagram a host sends (its own source address, before NAT): for tests
+    // that capture datagrams or count the bytes a node sends to an address.
+    std::function<void(const sim_host& src, const wg_endpoint& to,
+                       const std::vector<uint8_t>& bytes)>
+        on_send;
 
     uint64_t delivered() const { return delivered_; }
     uint64_t dropped() const { return dropped_; }

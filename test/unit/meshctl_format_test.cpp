@@ -42,7 +42,8 @@ json sample_status() {
                        "drops": {"unknown_session": 1, "wrong_source": 2, "not_established": 3,
                                  "expired": 4, "rate_limited_packets": 5,
                                  "rate_limited_bytes": 6}},
-      "control": {"accepted": 100, "authFailed": 1, "malformed": 2, "stale": 3, "future": 4,
+      "control": {"accepted": 100, "authFailed": 1, "malformed": 2, "oldVersion": 3,
+                  "wrongRecipient": 4, "pairAuthFailed": 8, "staleEpoch": 9,
                   "replayed": 5, "notControl": 6, "badRecord": 7}})");
 }
 
@@ -219,8 +220,9 @@ TEST_CASE("meshctl: status") {
               "relay service:  4 sessions, 3 nodes, 1000 packets (1.5 MiB) forwarded\n"
               "relay drops:    unknown_session=1 wrong_source=2 not_established=3 expired=4 "
               "rate_limited_packets=5 rate_limited_bytes=6\n"
-              "control:        100 accepted; dropped: authFailed=1 malformed=2 stale=3 "
-              "future=4 replayed=5 notControl=6 badRecord=7\n");
+              "control:        100 accepted; dropped: authFailed=1 malformed=2 oldVersion=3 "
+              "wrongRecipient=4 pairAuthFailed=8 staleEpoch=9 replayed=5 notControl=6 "
+              "badRecord=7\n");
     json refused = sample_status();
     refused["node"]["relayRoleState"] = "refused";
     refused["node"]["relayRoleReason"] = "advertiseAddress 198.51.100.2:51821 not reachable";

@@ -5,6 +5,8 @@
 
 #include <algorithm>
 #include <cstring>
+#include <map>
+#include <memory>
 #include <string>
 
 #include "meshd/core/admission.hpp"
@@ -32,13 +34,14 @@ mw::wg_endpoint ep(const char* s) {
 // A node core with no relayNodes: a rendezvous for whoever HELLOs it (relay_like()).
 struct relay_fixture {
     node_core core;
-    uint8_t nonce_ctr = 0;
     uint64_t nonce_hi = 0;
+    // One control channel per sending identity (its epoch and counter carry on across messages,
+    // as a node's do), and the cookies the relay gave each (identity, source address).
+    std::map<uint8_t, std::unique_ptr<control_channel>> senders;
+    std::map<std::pair<uint8_t, std::string>, cookie_bytes> cookies;
 
     explicit relay_fixture(node_core_config cfg = config())
-        : core(cfg, identity(250), sealer(), [n = uint8_t{0}](std::span<uint8_t> out) mutable {
-              for (auto& b : out) b = ++n;
-          }) {
+        : core(cfg, identity(250), sealer(), meshd_test::test_rng()) {
         core.start(t0);
         (void)core.take_outgoing();
         (void)core.take_log();
@@ -47,21 +50,63 @@ struct relay_fixture {
         node_core_config c;
         c.node_name = "relay";
         c.endpoints = {ep("192.168.1.250:51821")};
+        c.boot_epoch = 1;
         return c;
     }
-    // `body` from identity(n), sealed as that node would, delivered from `from`.
+    control_channel& channel(uint8_t n) {
+        auto& ch = senders[n];
+        if (!ch) {
+            ch = std::make_unique<control_channel>(identity(n), sealer(), 1);
+            ch->set_key_source([](const node_id& id) -> std::optional<mw::wg_key> {
+                if (id == identity(250).id()) return identity(250).wg_public_key();
+                return std::nullopt;
+            });
+        }
+        return *ch;
+    }
+    // `body` from identity(n), sealed as that node would, delivered from `from`. HELLOs and
+    // session requests carry the cookie the relay last gave (n, from), if any.
     void deliver(uint8_t n, message_body body, const mw::wg_endpoint& from, uint64_t now) {
-        control_channel ch(identity(n).id(), sealer());
+        auto c = cookies.find({n, from.str()});
+        if (c != cookies.end()) {
+            if (auto* h = std::get_if<hello_msg>(&body)) h->cookie = c->second;
+            if (auto* r = std::get_if<relay_session_request_msg>(&body)) r->cookie = c->second;
+        }
         aead_nonce x{};
         ++nonce_hi;
         std::memcpy(x.data(), &nonce_hi, sizeof nonce_hi);
-        auto d = ch.send(std::move(body), x, now);
+        auto d = channel(n).send(std::move(body), identity(250).id(), x);
         REQUIRE(d);
         core.on_datagram(*d, from, 0, 0, now);
     }
+    // Takes the COOKIE_REPLYs for identity(n) at `from` out of `out` and remembers the cookie.
+    bool take_cookie(uint8_t n, const mw::wg_endpoint& from, std::vector<outgoing_datagram>& out,
+                     uint64_t now) {
+        bool got = false;
+        for (auto it = out.begin(); it != out.end();) {
+            if (it->to == from) {
+                auto m = channel(n).receive(it->bytes, now);
+                if (m && std::holds_alternative<cookie_reply_msg>(m->body)) {
+                    cookies[{n, from.str()}] = std::get<cookie_reply_msg>(m->body).cookie;
+                    got = true;
+                    it = out.erase(it);
+                    continue;
+                }
+            }
+            ++it;
+        }
+        return got;
+    }
+    // A HELLO, with the cookie round trip a node does (a first HELLO from an address gets only
+    // a COOKIE_REPLY; the node sends it again at once with the cookie). What the relay answers
+    // to the HELLO itself stays in core.take_outgoing().
     void hello(uint8_t n, const mw::wg_endpoint& from, uint64_t now,
                uint64_t expires = t0 + 600'000) {
-        deliver(n, hello_msg{0, record(n, 1, expires)}, from, now);
+        deliver(n, hello_msg{.request_id = 1, .record = record(n, 1, expires)}, from, now);
+        auto out = core.take_outgoing();
+        if (take_cookie(n, from, out, now)) {
+            deliver(n, hello_msg{.request_id = 2, .record = record(n, 1, expires)}, from, now);
+        }
     }
 };
 
@@ -125,7 +170,8 @@ TEST_CASE("admission: one node's repeated refusals log one line, the rest are co
 TEST_CASE("admission: session requests from a node without a record allocate nothing") {
     relay_fixture f;
     const auto from = ep("192.0.2.10:51821");
-    relay_session_request_msg req{42, identity(7).id(), identity(8).id()};
+    relay_session_request_msg req{
+        .request_id = 42, .session_id = 5, .from = identity(7).id(), .to = identity(8).id()};
     f.deliver(7, req, from, t0);
     // Dropped unanswered (nothing reached the relay role, which would REJECT: not serving).
     CHECK(f.core.take_outgoing().empty());
@@ -185,26 +231,42 @@ TEST_CASE("log_throttle: per key per interval, a global line budget, bounded key
     CHECK(t.suppressed() >= 2);
 }
 
-TEST_CASE("admission: a PSK holder's made-up sender IDs cannot take known nodes' replay slots") {
+TEST_CASE("admission: a PSK holder's made-up identities cannot take known nodes' replay slots") {
     relay_fixture f;
-    REQUIRE(f.core.offer_record(record(1), learned_via::cache, t0));
     const auto attacker = ep("198.51.100.66:40000"), honest = ep("192.168.1.1:51821");
-    // 4,096 sender IDs (a sender ID is all a PING needs), each sending within the window.
-    for (uint32_t i = 0; i < 4096; ++i) {
-        std::array<uint8_t, node_id::size> b{};
-        b.fill(0xee);
-        std::memcpy(b.data(), &i, sizeof i);
-        control_channel ch(node_id(b), sealer());
-        aead_nonce x{};
+    // A known node (its record is held) sends: its replay state is at the relay.
+    f.hello(1, honest, t0);
+    (void)f.core.take_outgoing();
+    REQUIRE(f.core.store().find(identity(1).id()) != nullptr);
+    // A message it sent, captured, to replay later.
+    aead_nonce x{};
+    x.fill(0x42);
+    const auto captured = f.channel(1).send(ping_msg{78}, identity(250).id(), x).value();
+    f.core.on_datagram(captured, honest, 0, 0, t0 + 2);
+    REQUIRE(f.core.take_outgoing().size() == 1);  // its PONG
+    // 5,000 fresh identities (an identity is one key pair), each sending a tagged PING: more
+    // than the whole replay table (4,096).
+    for (uint32_t i = 0; i < 5000; ++i) {
+        mw::meshd::identity_seed seed{};
+        std::memcpy(seed.data(), &i, sizeof i);
+        seed[31] = 0xee;
+        control_channel ch(node_identity::from_seed(seed), sealer(), 1);
+        ch.set_key_source([](const node_id&) -> std::optional<mw::wg_key> {
+            return identity(250).wg_public_key();
+        });
+        x.fill(0);
         std::memcpy(x.data(), &i, sizeof i);
-        auto d = ch.send(ping_msg{i}, x, t0 + 1);
-        REQUIRE(d);
-        f.core.on_datagram(*d, attacker, 0, 0, t0 + 1);
+        f.core.on_datagram(ch.send(ping_msg{i}, identity(250).id(), x).value(), attacker, 0, 0,
+                           t0 + 3);
     }
     (void)f.core.take_outgoing();
-    CHECK(f.core.counters().table_full > 0);
-    // The known node's PING still gets its PONG.
-    f.deliver(1, ping_msg{77}, honest, t0 + 2);
+    // The known node's state survived: its captured PING is still a replay, not a new message.
+    const auto replayed_before = f.core.counters().replayed;
+    f.core.on_datagram(captured, honest, 0, 0, t0 + 4);
+    CHECK(f.core.take_outgoing().empty());
+    CHECK(f.core.counters().replayed == replayed_before + 1);
+    // And it still gets its PONGs.
+    f.deliver(1, ping_msg{79}, honest, t0 + 5);
     auto out = f.core.take_outgoing();
     CHECK(std::count_if(out.begin(), out.end(), [&](const auto& o) { return o.to == honest; }) ==
           1);

@@ -309,7 +309,8 @@ TEST_CASE("meshd config: invalid values, one message each") {
     // mtu, feature sections, metrics, logLevel.
     CHECK_ERR(minimal("mtu: 1000\n"),
               "mtu: 1000 is out of range (expected an integer from 1280 to 65535)");
-    CHECK_ERR(minimal("mdns: true\n"), "mdns: must be a mapping with the fields enable, interfaces, linkLocal");
+    CHECK_ERR(minimal("mdns: true\n"),
+              "mdns: must be a mapping with the fields enable, interfaces, linkLocal");
     CHECK_ERR(minimal("mdns: {interfaces: eth0}\n"), "mdns.interfaces: ");
     CHECK_ERR(minimal("mdns: {interfaces: [eth0, 'a b']}\n"),
               "mdns.interfaces[1]: \"a b\" is not a valid interface name");

@@ -90,30 +90,39 @@ TEST_CASE("relay pair hashes: both ends agree, relays differ, session ids are ne
 
 TEST_CASE("probe_tracker: answers, timeouts counted by kind, stalls forgotten uncounted") {
     probe_tracker t;
-    uint64_t s1 = t.add(probe{probe_kind::relay}, 1000);
-    uint64_t s2 = t.add(probe{probe_kind::direct, id_of(1), 3}, 1500);
-    uint64_t s3 = t.add(probe{probe_kind::inband, id_of(2)}, 2000);
+    const auto ep1 = mw::wg_endpoint::parse("192.0.2.1:51821").value();
+    const auto ep2 = mw::wg_endpoint::parse("192.0.2.2:51821").value();
+    auto at = [](probe p, const mw::wg_endpoint& ep, uint64_t session = 0) {
+        p.ep = ep;
+        p.session_id = session;
+        return p;
+    };
+    const uint64_t s1 = 0x1111, s2 = 0x2222, s3 = 0x3333, s4 = 0x4444;
+    REQUIRE(t.add(s1, at(probe{probe_kind::relay}, ep1), 1000));
+    REQUIRE(t.add(s2, at(probe{probe_kind::direct, id_of(1), 3}, ep2), 1500));
+    REQUIRE(t.add(s3, at(probe{probe_kind::inband, id_of(2)}, ep1, 99), 2000));
     probe u{probe_kind::user, id_of(1)};
     u.token = 77;
-    uint64_t s4 = t.add(u, 2500);
-    CHECK(s1 != s2);
+    REQUIRE(t.add(s4, at(u, ep2), 2500));
+    CHECK_FALSE(t.add(s4, at(u, ep2), 2500));  // an id in flight is not reused
     CHECK(t.in_flight() == 4);
 
-    auto got = t.take(s2);
+    auto got = t.take(s2, ep2, 0, id_of(1));
     REQUIRE(got);
     CHECK(got->kind == probe_kind::direct);
     CHECK(got->peer == id_of(1));
     CHECK(got->index == 3);
     CHECK(got->sent_ms == 1500);
-    CHECK_FALSE(t.take(s2));   // answered once
-    CHECK_FALSE(t.take(999));  // not ours
+    CHECK_FALSE(t.take(s2, ep2, 0, id_of(1)));   // answered once
+    CHECK_FALSE(t.take(999, ep2, 0, id_of(1)));  // not ours
+    CHECK(t.unknown() == 2);
 
     // At 4000 with a 3000 ms timeout: nothing lost yet; the oldest times out at 4000.
     CHECK(t.expire(3999, 3000) == 4000);
     CHECK(t.expire(4000, 3000) == 5000);  // the relay probe is lost
     CHECK(t.losses().relay == 1);
     CHECK(t.in_flight() == 2);
-    CHECK_FALSE(t.take(s1));
+    CHECK_FALSE(t.take(s1, ep1, 0, id_of(5)));
 
     // A stall: probes sent up to the missed deadline are forgotten, not counted.
     CHECK(t.forget_sent_until(2000) == 1);
@@ -122,8 +131,29 @@ TEST_CASE("probe_tracker: answers, timeouts counted by kind, stalls forgotten un
     CHECK(t.losses().inband == 0);
     CHECK(t.losses().user == 1);
     CHECK(t.losses().direct == 0);
-    (void)s3;
-    (void)s4;
+}
+
+TEST_CASE("probe_tracker: a PONG counts only from the probed address, session and node") {
+    // v1 credited any PONG carrying a pending sequence number (a counter): forged PONGs moved a
+    // pair to a black-holed direct path and relabelled a relay's identity.
+    probe_tracker t;
+    const auto probed = mw::wg_endpoint::parse("192.0.2.1:51821").value();
+    const auto other = mw::wg_endpoint::parse("192.0.2.9:51821").value();
+    probe p{probe_kind::direct, id_of(1), 0};
+    p.ep = probed;
+    REQUIRE(t.add(77, p, 1000));
+    CHECK_FALSE(t.take(77, other, 0, id_of(1)));   // another address
+    CHECK_FALSE(t.take(77, probed, 5, id_of(1)));  // through a relay session
+    CHECK_FALSE(t.take(77, probed, 0, id_of(2)));  // another node
+    CHECK(t.misdirected() == 3);
+    CHECK(t.in_flight() == 1);  // still waiting for the real answer
+    CHECK(t.take(77, probed, 0, id_of(1)));
+    // A relay probed before we knew its node: any node at that address may answer.
+    probe r{probe_kind::relay};
+    r.ep = probed;
+    REQUIRE(t.add(78, r, 1000));
+    CHECK_FALSE(t.take(78, other, 0, id_of(3)));
+    CHECK(t.take(78, probed, 0, id_of(3)));
 }
 
 TEST_CASE("learned_via: names in a fixed order") {
@@ -147,12 +177,9 @@ psk_sealer sealer() {
 
 struct core_fixture {
     node_core core;
-    control_channel peer_end{id_of(9), sealer()};  // decodes what the core sends
 
     explicit core_fixture(node_core_config cfg)
-        : core(cfg, identity(50), sealer(), [n = uint8_t{0}](std::span<uint8_t> out) mutable {
-              for (auto& b : out) b = ++n;
-          }) {}
+        : core(cfg, identity(50), sealer(), meshd_test::test_rng()) {}
 
     static node_core_config config() {
         node_core_config c;
@@ -162,13 +189,14 @@ struct core_fixture {
     }
 
     // The message types the core sent to `to` since the last call.
-    std::vector<msg_type> sent_to(const mw::wg_endpoint& to, uint64_t now) {
+    std::vector<msg_type> sent_to(const mw::wg_endpoint& to, uint64_t) {
         std::vector<msg_type> v;
         for (const auto& d : core.take_outgoing()) {
             if (!(d.to == to)) continue;
-            auto m = peer_end.receive(d.bytes, now);
+            // Opened, not received: each is for its own recipient, whose keys we do not hold.
+            auto m = open_message(sealer(), d.bytes);
             REQUIRE(m);
-            v.push_back(m->type());
+            v.push_back(m->message.type());
         }
         return v;
     }
@@ -239,9 +267,38 @@ TEST_CASE("discovery entry: an id-less endpoint is a rendezvous without relayNod
     auto relays = f.core.relays();
     REQUIRE(relays.size() == 1);
     CHECK(relays[0].origin == relay_origin::bootstrap);
-    auto sent = f.sent_to(rv, now);
-    CHECK(has(sent, msg_type::hello));
-    CHECK(has(sent, msg_type::ping));
+    // A PING to no one in particular first: a HELLO names its recipient, so it waits for the
+    // PONG that tells which node answers there.
+    std::optional<control_message> ping;
+    for (const auto& d : f.core.take_outgoing()) {
+        if (!(d.to == rv)) continue;
+        auto m = open_message(sealer(), d.bytes).value().message;
+        CHECK(m.type() != msg_type::hello);
+        if (m.type() == msg_type::ping) ping = m;
+    }
+    REQUIRE(ping);
+    CHECK(ping->recipient.is_zero());
+    auto rv_id = identity(60);
+    control_channel rv_end(rv_id, sealer(), 7);
+    rv_end.set_key_source([](const node_id&) { return identity(50).wg_public_key(); });
+    pong_msg pong;
+    pong.request_id = std::get<ping_msg>(ping->body).request_id;
+    pong.cookie.fill(0xcc);
+    pong.observed = mw::wg_endpoint::parse("192.168.1.50:51821").value();
+    aead_nonce n{};
+    f.core.on_datagram(rv_end.send(pong, identity(50).id(), n).value(), rv, 0, 0, now);
+    f.core.tick(now);
+    bool hello = false;
+    for (const auto& d : f.core.take_outgoing()) {
+        if (!(d.to == rv)) continue;
+        auto m = rv_end.receive(d.bytes, now);
+        if (m && m->type() == msg_type::hello) {
+            hello = true;
+            CHECK(std::get<hello_msg>(m->body).cookie == pong.cookie);  // the PONG's cookie
+        }
+    }
+    CHECK(hello);
+    CHECK(f.core.relays()[0].id == rv_id.id());
     f.core.withdraw_endpoints(learned_via::mdns, now);
     now += 20;
     f.core.tick(now);
@@ -373,4 +430,42 @@ TEST_CASE("wg_progress: counters that start again hold the verdict for a new han
     CHECK_FALSE(v.stalled(stall));
     v.note_peers(7, 33'000);
     CHECK(v.stalled(stall));
+}
+
+TEST_CASE(
+    "relay_election: an ACCEPT/REJECT counts only for an outstanding request, from its "
+    "address") {
+    // v1 matched answers by (relay, session id) only, both public: a forged REJECT (from any PSK
+    // holder, as the relay) excluded the relay for the pair.
+    core_context ctx(node_core_config{}, identity(50), sealer(),
+                     [](std::span<uint8_t> out) { std::fill(out.begin(), out.end(), 1); });
+    record_store store;
+    relay_directory dir(
+        ctx, store, [] {}, [] {});
+    relay_election el(ctx, dir);
+    const auto ep = mw::wg_endpoint::parse("203.0.113.7:51821").value();
+    const auto other = mw::wg_endpoint::parse("203.0.113.8:51821").value();
+    relayed_pair p;
+    relayed_pair::warm_session w;
+    w.relay = id_of(7);
+    w.session_id = 99;
+    w.ep = ep;
+    w.request_id = 1234;
+    w.prev_request_id = 1000;
+    p.warm.push_back(w);
+    const uint8_t capacity = static_cast<uint8_t>(reject_reason::capacity);
+    CHECK_FALSE(el.on_session_answer(p, "peer", id_of(7), 5555, ep, 99, false, capacity, t0));
+    CHECK_FALSE(el.on_session_answer(p, "peer", id_of(7), 0, ep, 99, false, capacity, t0));
+    CHECK_FALSE(el.on_session_answer(p, "peer", id_of(7), 1234, other, 99, false, capacity, t0));
+    CHECK_FALSE(el.on_session_answer(p, "peer", id_of(8), 1234, ep, 99, false, capacity, t0));
+    CHECK_FALSE(el.on_session_answer(p, "peer", id_of(7), 1234, ep, 98, false, capacity, t0));
+    REQUIRE(p.warm.size() == 1);
+    CHECK(p.excluded.empty());
+    CHECK_FALSE(p.warm[0].accepted);
+    // The answer to the request before the last refresh still counts.
+    CHECK(el.on_session_answer(p, "peer", id_of(7), 1000, ep, 99, true, 0, t0));
+    CHECK(p.warm[0].accepted);
+    CHECK(el.on_session_answer(p, "peer", id_of(7), 1234, ep, 99, false, capacity, t0));
+    CHECK(p.warm.empty());
+    CHECK(p.excluded.count(id_of(7)) == 1);
 }

@@ -42,9 +42,7 @@ node_core make_core() {
     node_core_config c;
     c.node_name = "me";
     c.endpoints = {ep("192.168.1.50:51821")};
-    return node_core(c, identity(50), sealer(), [n = uint8_t{0}](std::span<uint8_t> out) mutable {
-        for (auto& b : out) b = ++n;
-    });
+    return node_core(c, identity(50), sealer(), meshd_test::test_rng());
 }
 
 // A record of identity(n) listing `eps`.
@@ -196,12 +194,15 @@ TEST_CASE("node_core: a dial-back request aims a probe only at a unicast address
     uint64_t now = t0;
     core.start(now);
     (void)core.take_outgoing();
-    control_channel requester(identity(9).id(), sealer());
+    control_channel requester(identity(9), sealer(), 1);
+    const auto core_id = core.id();
+    requester.set_key_source(
+        [](const node_id&) -> std::optional<mw::wg_key> { return identity(50).wg_public_key(); });
     aead_nonce nonce{};
     uint8_t k = 0;
     auto request = [&](const wg_endpoint& target) {
         for (auto& b : nonce) b = ++k;
-        auto d = requester.send(dialback_request_msg{k, target}, nonce, now);
+        auto d = requester.send(dialback_request_msg{k, target}, core_id, nonce);
         REQUIRE(d);
         core.on_datagram(*d, ep("192.168.1.9:51821"), 0, 0, now);
         ++now;

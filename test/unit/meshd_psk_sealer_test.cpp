@@ -38,7 +38,7 @@ TEST_CASE("psk_sealer: round trip and layout") {
     REQUIRE(d.size() == plain.size() + psk_sealer::overhead);
     CHECK(d[0] == 'M');
     CHECK(d[1] == 'W');
-    CHECK(d[2] == 1);
+    CHECK(d[2] == 2);
     CHECK(d[3] == 0x03);
     CHECK(std::memcmp(d.data() + 4, nonce(7).data(), 24) == 0);
     // Encrypted: the plaintext does not appear in the datagram.
@@ -52,12 +52,12 @@ TEST_CASE("psk_sealer: round trip and layout") {
     CHECK(s->seal(0x03, plain, nonce(8)) != d);
 }
 
-TEST_CASE("psk_sealer: key is BLAKE2b(key=PSK, \"meshwire control v1\"), not the PSK") {
+TEST_CASE("psk_sealer: key is BLAKE2b(key=PSK, \"meshwire control v2\"), not the PSK") {
     auto s = psk_sealer::create(psk).value();
     auto plain = bytes_of("x");
     auto d = s.seal(0x01, plain, nonce(1));
     std::array<uint8_t, 32> key{};
-    const char* label = "meshwire control v1";
+    const char* label = "meshwire control v2";
     crypto_generichash(key.data(), key.size(), reinterpret_cast<const uint8_t*>(label),
                        std::strlen(label), psk.data(), psk.size());
     std::vector<uint8_t> out(d.size());
@@ -117,8 +117,10 @@ TEST_CASE("psk_sealer: truncated, empty and foreign datagrams") {
         CHECK_FALSE(s.open(std::span<const uint8_t>(d.data(), n)).ok());
     }
     auto wrong_version = d;
-    wrong_version[2] = 2;
+    wrong_version[2] = 3;
     CHECK(s.open(wrong_version).err().is(mw::errc::parse_error));
+    wrong_version[2] = 1;  // the previous protocol: told apart for the old_version counter
+    CHECK(s.open(wrong_version).err().is(mw::errc::unsupported));
     auto wrong_magic = d;
     wrong_magic[0] = 'X';
     CHECK(s.open(wrong_magic).err().is(mw::errc::parse_error));

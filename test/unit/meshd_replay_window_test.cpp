@@ -1,128 +1,147 @@
-// replay_window: freshness window, exact-repeat detection, bounded per-sender memory that fails
-// closed (floor), bounded sender table that never forgets a sender whose replays could still pass.
+// replay_window (protocol v2): per-sender (epoch, counter) with a sliding bitmap window, no wall
+// clock; newer epochs reset, older ones are refused; bounded sender table (least recently
+// accepted sender replaced); a brute-force model check of the window against a set.
 #include <doctest/doctest.h>
 
-#include <array>
+#include <algorithm>
+#include <random>
+#include <set>
 
 #include "meshd/core/replay_window.hpp"
 #include "meshd_test_util.hpp"
 
 using namespace mw::meshd;
-using meshd_test::t0;
 
 namespace {
-
-std::array<uint8_t, 24> nonce(uint32_t n) {
-    std::array<uint8_t, 24> x{};
-    for (int i = 0; i < 4; ++i) x[i] = static_cast<uint8_t>(n >> (8 * i));
-    return x;
-}
 
 node_id sender(uint8_t n) {
     return meshd_test::identity(n).id();
 }
 
+constexpr auto ok = replay_verdict::accept;
+constexpr auto dup = replay_verdict::replay;
+
 }  // namespace
 
-TEST_CASE("replay_window: accepts fresh messages once") {
+TEST_CASE("replay_window: each counter once, in any order within the window") {
     replay_window w;
     auto a = sender(1);
-    CHECK(w.check(a, t0, nonce(1), t0) == replay_verdict::accept);
-    CHECK(w.check(a, t0, nonce(1), t0) == replay_verdict::replay);
-    CHECK(w.check(a, t0, nonce(1), t0 + 29'000) == replay_verdict::replay);
-    // Same timestamp, other nonce: a different message.
-    CHECK(w.check(a, t0, nonce(2), t0) == replay_verdict::accept);
-    // Same nonce from another sender is that sender's business.
-    CHECK(w.check(sender(2), t0, nonce(1), t0) == replay_verdict::accept);
+    CHECK(w.check(a, 7, 0) == ok);
+    CHECK(w.check(a, 7, 0) == dup);
+    CHECK(w.check(a, 7, 2) == ok);
+    CHECK(w.check(a, 7, 1) == ok);  // late, inside the window
+    CHECK(w.check(a, 7, 1) == dup);
+    CHECK(w.check(a, 7, 2) == dup);
+    // Another sender's counters are its own.
+    CHECK(w.check(sender(2), 7, 1) == ok);
     CHECK(w.sender_count() == 2);
 }
 
-TEST_CASE("replay_window: stale and future timestamps") {
-    replay_window w(replay_config{.window_ms = 30'000});
+TEST_CASE("replay_window: window edges") {
+    replay_window w;
     auto a = sender(1);
-    CHECK(w.check(a, t0 - 30'000, nonce(1), t0) == replay_verdict::accept);  // edge: inside
-    CHECK(w.check(a, t0 - 30'001, nonce(2), t0) == replay_verdict::stale);
-    CHECK(w.check(a, t0 + 30'000, nonce(3), t0) == replay_verdict::accept);
-    CHECK(w.check(a, t0 + 30'001, nonce(4), t0) == replay_verdict::future);
-    // A message accepted once is stale when replayed after the window.
-    CHECK(w.check(a, t0 + 30'000, nonce(3), t0 + 60'001) == replay_verdict::stale);
-    CHECK(w.check(a, 0, nonce(5), t0) == replay_verdict::stale);
-    CHECK(w.check(a, ~0ull, nonce(6), t0) == replay_verdict::future);
+    const uint64_t top = 5000;
+    CHECK(w.check(a, 1, top) == ok);
+    CHECK(w.check(a, 1, top - replay_window::window_bits) == ok);  // the oldest still judged
+    CHECK(w.check(a, 1, top - replay_window::window_bits) == dup);
+    CHECK(w.check(a, 1, top - replay_window::window_bits - 1) == dup);  // below: refused
+    CHECK(w.check(a, 1, 0) == dup);
+    // A jump further than the whole window clears it: old bits must not alias new counters.
+    CHECK(w.check(a, 1, top + 64 * replay_window::blocks * 3 + 5) == ok);
+    CHECK(w.check(a, 1, top + 64 * replay_window::blocks * 3 + 4) == ok);
+    CHECK(w.check(a, 1, top + 64 * replay_window::blocks * 2 + 5) == dup);  // below the window
+    // Counters at block boundaries.
+    replay_window v;
+    for (uint64_t c : {63u, 64u, 127u, 128u, 0u, 1u}) CHECK(v.check(a, 1, c) == ok);
+    for (uint64_t c : {63u, 64u, 127u, 128u, 0u, 1u}) CHECK(v.check(a, 1, c) == dup);
+    // The largest counter.
+    CHECK(v.check(a, 1, UINT64_MAX) == ok);
+    CHECK(v.check(a, 1, UINT64_MAX) == dup);
+    CHECK(v.check(a, 1, UINT64_MAX - 1) == ok);
 }
 
-TEST_CASE("replay_window: full per-sender memory raises the floor and fails closed") {
-    replay_window w(replay_config{.window_ms = 30'000, .per_sender = 4});
+TEST_CASE("replay_window: a newer epoch resets, an older one is refused") {
+    replay_window w;
     auto a = sender(1);
-    for (uint32_t i = 0; i < 4; ++i) {
-        CHECK(w.check(a, t0 + i, nonce(i), t0) == replay_verdict::accept);
-    }
-    // Reordered within capacity is fine.
-    CHECK(w.check(a, t0 + 10, nonce(10), t0) == replay_verdict::accept);     // evicts t0+0
-    CHECK(w.check(a, t0 + 0, nonce(0), t0) == replay_verdict::below_floor);  // its replay
-    CHECK(w.check(a, t0 + 0, nonce(99), t0) == replay_verdict::below_floor);
-    CHECK(w.check(a, t0 + 1, nonce(1), t0) == replay_verdict::replay);  // still remembered
-    CHECK(w.check(a, t0 + 5, nonce(5), t0) == replay_verdict::accept);  // evicts t0+1
-    CHECK(w.check(a, t0 + 1, nonce(1), t0) == replay_verdict::below_floor);
-    // Older than everything remembered while full: refused rather than forgetting something.
-    CHECK(w.check(a, t0 + 4, nonce(44), t0) == replay_verdict::accept);  // evicts t0+2
-    CHECK(w.check(a, t0 + 2, nonce(22), t0) == replay_verdict::below_floor);
+    CHECK(w.check(a, 10, 500) == ok);
+    CHECK(w.check(a, 11, 0) == ok);  // restarted: counters begin again
+    CHECK(w.check(a, 11, 1) == ok);
+    CHECK(w.check(a, 11, 0) == dup);
+    CHECK(w.check(a, 10, 501) == replay_verdict::stale_epoch);
+    CHECK(w.check(a, 10, 0) == replay_verdict::stale_epoch);
+    CHECK(w.check(a, 0, 0) == replay_verdict::stale_epoch);
+    CHECK(std::string(to_string(replay_verdict::stale_epoch)) == "stale_epoch");
 }
 
-TEST_CASE("replay_window: a burst with strictly increasing timestamps is accepted, replays not") {
-    replay_window w(replay_config{.per_sender = 16});
+TEST_CASE("replay_window: matches a set model under random reordering") {
+    // Counters 0..N shuffled within a bounded distance: everything inside the window is accepted
+    // exactly once, duplicates never, nothing below the window ever.
+    std::mt19937_64 rng(17);
+    replay_window w;
     auto a = sender(1);
-    uint64_t last = 0;
-    std::vector<uint64_t> stamps;
-    for (uint32_t i = 0; i < 1000; ++i) {
-        uint64_t ts = next_send_timestamp(last, t0);  // same ms for all: the helper spreads them
-        stamps.push_back(ts);
-        CHECK(w.check(a, ts, nonce(i), t0) == replay_verdict::accept);
+    std::vector<uint64_t> order;
+    for (uint64_t c = 0; c < 20000; ++c) order.push_back(c);
+    // Shuffled within blocks of 400: nothing arrives more than 399 places early or late.
+    for (size_t start = 0; start < order.size(); start += 400) {
+        auto end = order.begin() + std::min(order.size(), start + 400);
+        std::shuffle(order.begin() + start, end, rng);
     }
-    CHECK(stamps.back() == t0 + 999);
-    for (uint32_t i = 0; i < 1000; ++i) {
-        CHECK(w.check(a, stamps[i], nonce(i), t0) != replay_verdict::accept);
+    std::set<uint64_t> seen;
+    uint64_t highest = 0;
+    bool any = false;
+    for (size_t i = 0; i < order.size(); ++i) {
+        uint64_t c = order[i];
+        const bool in_window = !any || c > highest || highest - c <= replay_window::window_bits;
+        const bool want = in_window && !seen.count(c);
+        REQUIRE((w.check(a, 3, c) == ok) == want);
+        if (want) {
+            seen.insert(c);
+            if (!any || c > highest) highest = c;
+            any = true;
+        }
+        // Replays of a random earlier counter are always refused.
+        uint64_t old = order[rng() % (i + 1)];
+        REQUIRE(w.check(a, 3, old) == dup);
     }
-    uint64_t l2 = t0 + 5;
-    CHECK(next_send_timestamp(l2, t0 + 100) == t0 + 100);
+    CHECK(seen.size() == order.size());  // reordering by < 400 is well inside the window
 }
 
-TEST_CASE("replay_window: bounded sender table; only out-of-window senders are forgotten") {
-    replay_window w(replay_config{.window_ms = 1000, .per_sender = 8, .max_senders = 2});
-    CHECK(w.check(sender(1), t0, nonce(1), t0) == replay_verdict::accept);
-    CHECK(w.check(sender(2), t0 + 500, nonce(1), t0 + 500) == replay_verdict::accept);
-    CHECK(w.check(sender(3), t0 + 600, nonce(1), t0 + 600) == replay_verdict::table_full);
-    // Sender 1's newest message is now out of the window: its slot can be reused.
-    CHECK(w.check(sender(3), t0 + 1001, nonce(1), t0 + 1001) == replay_verdict::accept);
+TEST_CASE("replay_window: bounded sender table replaces the least recently accepted sender") {
+    replay_window w(replay_config{.max_senders = 2});
+    CHECK(w.check(sender(1), 1, 0) == ok);
+    CHECK(w.check(sender(2), 1, 0) == ok);
+    CHECK(w.check(sender(1), 1, 1) == ok);  // 1 is now the more recent
+    CHECK(w.check(sender(3), 1, 0) == ok);  // replaces 2
     CHECK(w.sender_count() == 2);
-    // Sender 1 was forgotten, but its old message is stale, so the replay still fails.
-    CHECK(w.check(sender(1), t0, nonce(1), t0 + 1001) == replay_verdict::stale);
-    // Sender 2 was kept: its replay is caught.
-    CHECK(w.check(sender(2), t0 + 500, nonce(1), t0 + 1001) == replay_verdict::replay);
-    w.expire(t0 + 10'000);
-    CHECK(w.sender_count() == 0);
-    CHECK(replay_window::memory_bound(replay_config{}) < 8u * 1024 * 1024);
-    CHECK(std::string(to_string(replay_verdict::table_full)) == "table_full");
+    CHECK(w.replaced() == 1);
+    CHECK(w.check(sender(1), 1, 1) == dup);  // 1 was kept
+    CHECK(w.check(sender(2), 1, 0) == ok);   // 2 was forgotten (documented)
+    CHECK(replay_window::memory_bound(replay_config{}) < 2u * 1024 * 1024);
 }
 
-TEST_CASE("replay_window: senders not admitted hold at most their share of the table") {
-    replay_window w(
-        replay_config{.window_ms = 1000, .per_sender = 8, .max_senders = 4, .max_unadmitted = 2});
-    CHECK(w.check(sender(1), t0, nonce(1), t0, false) == replay_verdict::accept);
-    CHECK(w.check(sender(2), t0, nonce(1), t0, false) == replay_verdict::accept);
-    // A third unknown sender: refused, though the table has room.
-    CHECK(w.check(sender(3), t0, nonce(1), t0, false) == replay_verdict::table_full);
+TEST_CASE("replay_window: senders not admitted cannot push out admitted ones") {
+    replay_window w(replay_config{.max_senders = 4, .max_unadmitted = 2});
+    CHECK(w.check(sender(1), 1, 0, false) == ok);
+    CHECK(w.check(sender(2), 1, 0, false) == ok);
+    // A third unknown sender replaces the least recent unknown one, though the table has room.
+    CHECK(w.check(sender(3), 1, 0, false) == ok);
     CHECK(w.unadmitted_count() == 2);
-    // Known senders still get the rest.
-    CHECK(w.check(sender(4), t0, nonce(1), t0, true) == replay_verdict::accept);
-    CHECK(w.check(sender(5), t0, nonce(1), t0, true) == replay_verdict::accept);
-    CHECK(w.check(sender(6), t0, nonce(1), t0, true) == replay_verdict::table_full);
-    // An unknown sender that becomes admitted (its HELLO was accepted) frees its share.
-    CHECK(w.check(sender(1), t0 + 1, nonce(2), t0 + 1, true) == replay_verdict::accept);
+    CHECK(w.sender_count() == 2);
+    CHECK(w.check(sender(1), 1, 0, false) == ok);  // 1 was forgotten, so this is new again
+    // Known senders get the rest, and a flood of unknown ones never touches them.
+    CHECK(w.check(sender(4), 1, 0, true) == ok);
+    CHECK(w.check(sender(5), 1, 0, true) == ok);
+    for (uint8_t i = 10; i < 100; ++i) CHECK(w.check(sender(i), 1, 0, false) == ok);
+    CHECK(w.check(sender(4), 1, 0, true) == dup);
+    CHECK(w.check(sender(5), 1, 0, true) == dup);
+    // A full table takes an unknown sender's slot for a new known one.
+    CHECK(w.check(sender(6), 1, 0, true) == ok);
     CHECK(w.unadmitted_count() == 1);
-    CHECK(w.check(sender(1), t0 + 2, nonce(3), t0 + 2, false) == replay_verdict::accept);
-    CHECK(w.unadmitted_count() == 1);
-    // Expiry keeps the count.
-    w.expire(t0 + 10'000);
+    CHECK(w.check(sender(4), 1, 0, true) == dup);
+    // An unknown sender that becomes admitted (its HELLO was accepted) moves to the known share.
+    CHECK(w.check(sender(99), 1, 1, true) == ok);
     CHECK(w.unadmitted_count() == 0);
-    CHECK(w.check(sender(3), t0 + 10'000, nonce(1), t0 + 10'000, false) == replay_verdict::accept);
+    CHECK(w.check(sender(99), 1, 2, false) == ok);
+    CHECK(w.unadmitted_count() == 0);
+    CHECK(w.sender_count() == 4);
 }

@@ -3,6 +3,7 @@
 
 #include <array>
 #include <cstdint>
+#include <span>
 #include <string>
 
 #include "common/ip_address.hpp"
@@ -17,6 +18,19 @@ inline mw::meshd::node_identity identity(uint8_t n) {
     seed.fill(n);
     seed[0] = 0xa5;
     return mw::meshd::node_identity::from_seed(seed);
+}
+
+// A deterministic RNG for cores under test (splitmix64 bytes): request ids must not repeat
+// while probes are in flight, which a byte counter does after 32 draws.
+inline auto test_rng(uint64_t seed = 1) {
+    return [x = seed](std::span<uint8_t> out) mutable {
+        for (auto& b : out) {
+            uint64_t z = (x += 0x9e3779b97f4a7c15ull);
+            z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+            z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+            b = static_cast<uint8_t>(z ^ (z >> 31));
+        }
+    };
 }
 
 inline constexpr uint64_t t0 = 1'764'000'000'000ull;  // a fixed "now" (Nov 2025, unix ms)

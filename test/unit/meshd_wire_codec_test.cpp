@@ -1,8 +1,10 @@
-// wire_codec: every message type round-trips through seal/open; every truncation, every extra
-// byte and every oversized input is an error value; unknown types are errors; RELAY_DATA frames
-// are parsed in place.
+// wire_codec (protocol v2): every message type round-trips through seal/open; every truncation,
+// every extra byte and every oversized input is an error value; unknown types are errors; the
+// pair tag covers header and plaintext; only a PING may name no recipient; a PING is never
+// smaller than its PONG; RELAY_DATA frames are parsed in place.
 #include <doctest/doctest.h>
 
+#include <cstdlib>
 #include <fstream>
 #include <iterator>
 #include <string>
@@ -28,12 +30,27 @@ aead_nonce nonce(uint8_t n) {
     return x;
 }
 
+symmetric_key tag_key(uint8_t n = 7) {
+    symmetric_key k{};
+    k.fill(n);
+    return k;
+}
+
 control_message msg(message_body body) {
     control_message m;
+    m.sender_key = meshd_test::identity(1).wg_public_key();
     m.sender = meshd_test::identity(1).id();
-    m.timestamp_us = t0 + 5;
+    m.recipient = meshd_test::identity(2).id();
+    m.epoch = 1'764'000'000;
+    m.counter = 0x0102030405060708ull;
     m.body = std::move(body);
     return m;
+}
+
+cookie_bytes some_cookie() {
+    cookie_bytes c{};
+    for (size_t i = 0; i < c.size(); ++i) c[i] = static_cast<uint8_t>(0xc0 + i);
+    return c;
 }
 
 // One message of every type, with non-trivial field values.
@@ -41,30 +58,41 @@ std::vector<control_message> all_messages() {
     auto a = meshd_test::identity(1).id();
     auto b = meshd_test::identity(2).id();
     hello_msg hello;
+    hello.request_id = 0x5555aaaa5555aaaaull;
+    hello.cookie = some_cookie();
     hello.flags = hello_msg::flag_want_records;
     hello.record = meshd_test::record(1);
     records_msg records;
+    records.request_id = 0x5555aaaa5555aaaaull;
     records.records = {meshd_test::record(2), meshd_test::record(3)};
     pong_msg pong;
-    pong.seq = 0x0102030405060708ull;
-    pong.ping_timestamp_us = t0 - 20;
+    pong.request_id = 0x0102030405060708ull;
+    pong.cookie = some_cookie();
     pong.observed = mw::wg_endpoint::parse("203.0.113.7:40123").value();
     pong_msg pong6 = pong;
     pong6.observed = mw::wg_endpoint::parse("[2001:db8::7]:1").value();
-    relay_session_reject_msg reject{
-        .session_id = 77, .from = a, .to = b, .reason = reject_reason::rate_limited};
+    relay_session_reject_msg reject{.request_id = 3,
+                                    .session_id = 77,
+                                    .from = a,
+                                    .to = b,
+                                    .reason = reject_reason::rate_limited};
     return {
         msg(hello),
         msg(records),
-        msg(ping_msg{.seq = ~0ull}),
+        msg(ping_msg{.request_id = ~0ull}),
         msg(pong),
         msg(pong6),
-        msg(relay_session_request_msg{.session_id = 0xdeadbeefcafef00dull, .from = a, .to = b}),
-        msg(relay_session_accept_msg{.session_id = 1, .from = a, .to = b}),
+        msg(relay_session_request_msg{.request_id = 9,
+                                      .cookie = some_cookie(),
+                                      .session_id = 0xdeadbeefcafef00dull,
+                                      .from = a,
+                                      .to = b}),
+        msg(relay_session_accept_msg{.request_id = 9, .session_id = 1, .from = a, .to = b}),
         msg(reject),
         msg(dialback_request_msg{.nonce = 0x1122334455667788ull,
                                  .target = mw::wg_endpoint::parse("[2001:db8::9]:51821").value()}),
-        msg(dialback_probe_msg{.nonce = 0x1122334455667788ull})};
+        msg(dialback_probe_msg{.nonce = 0x1122334455667788ull}),
+        msg(cookie_reply_msg{.request_id = 12, .cookie = some_cookie()})};
 }
 
 }  // namespace
@@ -74,40 +102,47 @@ TEST_CASE("wire_codec: every message type round-trips through seal and open") {
     auto all = all_messages();
     for (const auto& m : all) {
         CAPTURE(to_string(m.type()));
-        auto d = seal_message(s, m, nonce(1));
+        auto d = seal_message(s, tag_key(), m, nonce(1));
         REQUIRE(d.ok());
         CHECK(d->size() <= max_control_datagram);
         CHECK((*d)[3] == static_cast<uint8_t>(m.type()));
         CHECK(classify(*d) == frame_kind::control);
         auto o = open_message(s, *d);
         REQUIRE(o.ok());
-        CHECK(o->nonce == nonce(1));
         CHECK(o->message.sender == m.sender);
-        CHECK(o->message.timestamp_us == m.timestamp_us);
+        CHECK(o->message.sender_key == m.sender_key);
+        CHECK(o->message.recipient == m.recipient);
+        CHECK(o->message.epoch == m.epoch);
+        CHECK(o->message.counter == m.counter);
         CHECK(o->message.type() == m.type());
+        CHECK(pair_tag_valid(tag_key(), (*d)[3], o->plaintext));
+        CHECK(o->message.tag == compute_pair_tag(tag_key(), (*d)[3], o->plaintext));
         // Canonical: re-encoding the decoded message gives the same plaintext bytes.
-        CHECK(encode_plaintext(o->message).value() == encode_plaintext(m).value());
+        CHECK(encode_plaintext(o->message).value() == o->plaintext);
     }
     // Spot-check decoded field values.
-    auto o = open_message(s, seal_message(s, all[3], nonce(2)).value()).value();
+    auto o = open_message(s, seal_message(s, tag_key(), all[3], nonce(2)).value()).value();
     auto& pong = std::get<pong_msg>(o.message.body);
-    CHECK(pong.seq == 0x0102030405060708ull);
-    CHECK(pong.ping_timestamp_us == t0 - 20);
+    CHECK(pong.request_id == 0x0102030405060708ull);
+    CHECK(pong.cookie == some_cookie());
     CHECK(pong.observed.str() == "203.0.113.7:40123");
-    auto h = open_message(s, seal_message(s, all[0], nonce(3)).value()).value();
+    auto h = open_message(s, seal_message(s, tag_key(), all[0], nonce(3)).value()).value();
     auto& hello = std::get<hello_msg>(h.message.body);
     CHECK(hello.flags == hello_msg::flag_want_records);
+    CHECK(hello.request_id == 0x5555aaaa5555aaaaull);
+    CHECK(hello.cookie == some_cookie());
     CHECK(hello.record.verify(t0, h.message.sender).ok());
-    auto r = open_message(s, seal_message(s, all[1], nonce(4)).value()).value();
+    auto r = open_message(s, seal_message(s, tag_key(), all[1], nonce(4)).value()).value();
     auto& recs = std::get<records_msg>(r.message.body);
     REQUIRE(recs.records.size() == 2);
     CHECK(recs.records[1].same_content(meshd_test::record(3)));
-    auto j = open_message(s, seal_message(s, all[7], nonce(5)).value()).value();
+    auto j = open_message(s, seal_message(s, tag_key(), all[7], nonce(5)).value()).value();
     auto& rej = std::get<relay_session_reject_msg>(j.message.body);
+    CHECK(rej.request_id == 3);
     CHECK(rej.session_id == 77);
     CHECK(rej.to == meshd_test::identity(2).id());
     CHECK(rej.reason == reject_reason::rate_limited);
-    auto d = open_message(s, seal_message(s, all[8], nonce(6)).value()).value();
+    auto d = open_message(s, seal_message(s, tag_key(), all[8], nonce(6)).value()).value();
     auto& dr = std::get<dialback_request_msg>(d.message.body);
     CHECK(dr.nonce == 0x1122334455667788ull);
     CHECK(dr.target.str() == "[2001:db8::9]:51821");
@@ -152,8 +187,8 @@ TEST_CASE("wire_codec: a sealed but truncated or padded body is refused after op
 
 TEST_CASE("wire_codec: unknown types and malformed fields are errors") {
     auto s = sealer();
-    auto plain = encode_plaintext(msg(ping_msg{.seq = 1})).value();
-    for (int t : {0x00, 0x0a, 0x42, 0x7f, 0x80, 0x81, 0xff}) {
+    auto plain = encode_plaintext(msg(ping_msg{.request_id = 1})).value();
+    for (int t : {0x00, 0x0b, 0x42, 0x7f, 0x80, 0x81, 0xff}) {
         CAPTURE(t);
         CHECK(decode_plaintext(static_cast<uint8_t>(t), plain).err().is(mw::errc::parse_error));
         CHECK_FALSE(open_message(s, s.seal(static_cast<uint8_t>(t), plain, nonce(1))).ok());
@@ -163,7 +198,7 @@ TEST_CASE("wire_codec: unknown types and malformed fields are errors") {
         hello_msg h;
         h.record = meshd_test::record(1);
         auto p = encode_plaintext(msg(h)).value();
-        p[envelope_size] = 0x02;
+        p[envelope_size + 24] = 0x02;
         CHECK_FALSE(decode_plaintext(0x01, p).ok());
         h.flags = 0x80;
         CHECK(encode_plaintext(msg(h)).err().is(mw::errc::invalid_argument));
@@ -172,13 +207,14 @@ TEST_CASE("wire_codec: unknown types and malformed fields are errors") {
         hello_msg h;
         h.record = meshd_test::record(1);
         auto p = encode_plaintext(msg(h)).value();
-        p[envelope_size + 1] = 0xff;
+        p[envelope_size + 25] = 0xff;
         CHECK_FALSE(decode_plaintext(0x01, p).ok());
     }
     SUBCASE("RECORDS with zero records") {
         auto p = encode_plaintext(msg(ping_msg{})).value();
-        p.resize(envelope_size);
+        p.resize(envelope_size + 8);  // request id
         p.push_back(0);
+        p.resize(p.size() + pair_tag_size);
         CHECK_FALSE(decode_plaintext(0x02, p).ok());
         CHECK_FALSE(encode_plaintext(msg(records_msg{})).ok());
     }
@@ -186,7 +222,7 @@ TEST_CASE("wire_codec: unknown types and malformed fields are errors") {
         records_msg r;
         r.records = {meshd_test::record(2)};
         auto p = encode_plaintext(msg(r)).value();
-        p[envelope_size] = 2;
+        p[envelope_size + 8] = 2;
         CHECK_FALSE(decode_plaintext(0x02, p).ok());
     }
     SUBCASE("PONG with family 5 or port 0") {
@@ -194,19 +230,25 @@ TEST_CASE("wire_codec: unknown types and malformed fields are errors") {
         pg.observed = mw::wg_endpoint::parse("198.51.100.1:9").value();
         auto p = encode_plaintext(msg(pg)).value();
         auto fam = p;
-        fam[envelope_size + 16] = 5;
+        fam[envelope_size + 24] = 5;
         CHECK_FALSE(decode_plaintext(0x04, fam).ok());
         auto port = p;
-        port[p.size() - 1] = 0;
-        port[p.size() - 2] = 0;
+        port[p.size() - pair_tag_size - 1] = 0;
+        port[p.size() - pair_tag_size - 2] = 0;
         CHECK_FALSE(decode_plaintext(0x04, port).ok());
         pg.observed.port = 0;
         CHECK_FALSE(encode_plaintext(msg(pg)).ok());
     }
     SUBCASE("REJECT with an unknown reason") {
         auto p = encode_plaintext(msg(relay_session_reject_msg{})).value();
-        p.back() = 99;
+        p[p.size() - pair_tag_size - 1] = 99;
         CHECK_FALSE(decode_plaintext(0x07, p).ok());
+    }
+    SUBCASE("PING whose padding is not zero") {
+        auto p = encode_plaintext(msg(ping_msg{.request_id = 5})).value();
+        REQUIRE(decode_plaintext(0x03, p).ok());
+        p[envelope_size + 8 + ping_padding - 1] = 1;
+        CHECK_FALSE(decode_plaintext(0x03, p).ok());
     }
 }
 
@@ -231,9 +273,72 @@ TEST_CASE("wire_codec: oversized messages are refused on both sides") {
     std::vector<uint8_t> d(max_control_datagram + 1, 0);
     d[0] = 'M';
     d[1] = 'W';
-    d[2] = 1;
+    d[2] = 2;
     d[3] = 1;
     CHECK(open_message(s, d).err().is(mw::errc::parse_error));
+}
+
+TEST_CASE("wire_codec: the pair tag covers the header and every plaintext byte") {
+    auto s = sealer();
+    for (const auto& m : all_messages()) {
+        CAPTURE(to_string(m.type()));
+        auto o = open_message(s, seal_message(s, tag_key(), m, nonce(1)).value()).value();
+        const auto t = static_cast<uint8_t>(m.type());
+        CHECK(pair_tag_valid(tag_key(), t, o.plaintext));
+        CHECK_FALSE(pair_tag_valid(tag_key(8), t, o.plaintext));  // another pair's key
+        CHECK_FALSE(pair_tag_valid(tag_key(), t ^ 0x01, o.plaintext));
+        for (size_t i = 0; i < o.plaintext.size(); i += 7) {
+            auto p = o.plaintext;
+            p[i] ^= 0x40;
+            CHECK_FALSE(pair_tag_valid(tag_key(), t, p));
+        }
+        CHECK_FALSE(pair_tag_valid(tag_key(), t, std::span(o.plaintext).first(10)));
+    }
+}
+
+TEST_CASE("wire_codec: only a PING may name no recipient") {
+    for (const auto& m : all_messages()) {
+        CAPTURE(to_string(m.type()));
+        auto z = m;
+        z.recipient = node_id{};
+        auto e = encode_plaintext(z);
+        auto p = encode_plaintext(m).value();
+        std::fill(p.begin() + 32, p.begin() + 64, 0);  // the recipient field
+        auto d = decode_plaintext(static_cast<uint8_t>(m.type()), p);
+        if (m.type() == msg_type::ping) {
+            CHECK(e.ok());
+            REQUIRE(d.ok());
+            CHECK(d->recipient.is_zero());
+        } else {
+            CHECK(e.err().is(mw::errc::invalid_argument));
+            CHECK(d.err().is(mw::errc::parse_error));
+        }
+    }
+}
+
+TEST_CASE("wire_codec: a PING is never smaller than its PONG; COOKIE_REPLY below any HELLO") {
+    auto s = sealer();
+    auto size_of = [&](message_body b) {
+        return seal_message(s, tag_key(), msg(std::move(b)), nonce(1)).value().size();
+    };
+    const size_t ping = size_of(ping_msg{.request_id = 1});
+    pong_msg pong6;
+    pong6.observed =
+        mw::wg_endpoint::parse("[2001:db8:ffff:ffff:ffff:ffff:ffff:ffff]:65535").value();
+    pong6.cookie = some_cookie();
+    CHECK(size_of(pong6) <= ping);
+    hello_msg smallest;
+    smallest.record = meshd_test::record(1);
+    smallest.record.pod_cidrs.clear();
+    smallest.record.endpoints.resize(1);
+    smallest.record.relays.clear();
+    smallest.record.name = "n";
+    REQUIRE(smallest.record.sign(meshd_test::identity(1)).ok());
+    CHECK(size_of(cookie_reply_msg{.request_id = 1, .cookie = some_cookie()}) < size_of(smallest));
+    // A session request draws an ACCEPT or REJECT no larger than itself.
+    relay_session_request_msg req;
+    CHECK(size_of(relay_session_reject_msg{}) <= size_of(req));
+    CHECK(size_of(relay_session_accept_msg{}) <= size_of(req));
 }
 
 TEST_CASE("wire_codec: RELAY_DATA header in place, classify") {
@@ -262,11 +367,15 @@ TEST_CASE("wire_codec: RELAY_DATA header in place, classify") {
     // A RELAY_DATA frame is never a control message and vice versa.
     auto s = sealer();
     CHECK_FALSE(open_message(s, frame).ok());
-    auto ctl = seal_message(s, msg(ping_msg{.seq = 3}), nonce(1)).value();
+    auto ctl = seal_message(s, tag_key(), msg(ping_msg{.request_id = 3}), nonce(1)).value();
     CHECK(classify(ctl) == frame_kind::control);
     CHECK_FALSE(decode_relay_data(ctl).ok());
-    CHECK(classify(std::vector<uint8_t>{'M', 'W', 2, 1}) == frame_kind::invalid);
+    CHECK(classify(std::vector<uint8_t>{'M', 'W', 2, 1}) == frame_kind::control);
+    // v1 control goes to the control channel (counted old_version), v1 RELAY_DATA nowhere.
+    CHECK(classify(std::vector<uint8_t>{'M', 'W', 1, 1}) == frame_kind::control);
+    CHECK(classify(std::vector<uint8_t>{'M', 'W', 3, 1}) == frame_kind::invalid);
     CHECK(classify(std::vector<uint8_t>{'M', 'W', 1, 0x90}) == frame_kind::invalid);
+    CHECK(classify(std::vector<uint8_t>{'M', 'W', 1, 0x80}) == frame_kind::invalid);
     CHECK(classify(std::vector<uint8_t>{}) == frame_kind::invalid);
 }
 
@@ -286,8 +395,32 @@ TEST_CASE("wire_codec: the fuzz corpus seeds decode with the current codec") {
     }
     std::string_view psk = "meshwire fuzz fixed psk 00000000";
     auto s = psk_sealer::create(std::vector<uint8_t>(psk.begin(), psk.end())).value();
-    for (const char* f : {"hello", "records", "ping", "pong", "session_accept", "session_reject",
-                          "session_request"}) {
+    const char* names[] = {"hello",          "records",          "ping",
+                           "pong",           "session_request",  "session_accept",
+                           "session_reject", "dialback_request", "dialback_probe",
+                           "cookie_reply"};
+    // MESHWIRE_WRITE_FUZZ_SEEDS=1 rewrites the seeds from all_messages() (after a format change):
+    // "type byte | plaintext" and the sealed datagram, tagged with the fuzz target's fixed key.
+    if (std::getenv("MESHWIRE_WRITE_FUZZ_SEEDS")) {
+        auto all = all_messages();
+        all.erase(all.begin() + 4);  // the second PONG
+        REQUIRE(all.size() == std::size(names));
+        symmetric_key fuzz_key{};
+        fuzz_key.fill(0x5a);
+        for (size_t i = 0; i < all.size(); ++i) {
+            auto sealed = seal_message(s, fuzz_key, all[i], nonce(1)).value();
+            auto plain = open_message(s, sealed).value().plaintext;
+            plain.insert(plain.begin(), static_cast<uint8_t>(all[i].type()));
+            auto write = [](const std::string& path, const std::vector<uint8_t>& b) {
+                std::ofstream out(path, std::ios::binary | std::ios::trunc);
+                out.write(reinterpret_cast<const char*>(b.data()),
+                          static_cast<std::streamsize>(b.size()));
+            };
+            write(dir + "fuzz_meshd_codec/plain_" + names[i], plain);
+            write(dir + "fuzz_meshd_codec/sealed_" + names[i], sealed);
+        }
+    }
+    for (const char* f : names) {
         CAPTURE(f);
         auto plain = read(dir + "fuzz_meshd_codec/plain_" + f);
         REQUIRE(!plain.empty());

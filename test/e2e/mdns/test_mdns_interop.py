@@ -116,7 +116,9 @@ def main():
             s = svc[0]
             check(s["port"] == 51821, "SRV port is listenPort 51821 (got %s)" % s["port"])
             check(s["txt"].get("id") == node_id, "TXT id= is the node ID")
-            check(s["txt"].get("v") == "1", "TXT v= is the protocol version (%s)" % s["txt"])
+            # psk_sealer::version, the control protocol's wire version.
+            check(s["txt"].get("v", "").isdigit() and int(s["txt"]["v"]) >= 2,
+                  "TXT v= is the protocol version (%s)" % s["txt"])
             check(s["server"] == "meshwire-%s.local." % node_id[:12],
                   "SRV target is the node's own host name (%s)" % s["server"])
             want = {node.addr4, node.addr6}

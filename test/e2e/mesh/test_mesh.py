@@ -72,8 +72,8 @@ def wg_endpoints(node):
 
 
 def relay_frame(session_id, payload):
-    """A RELAY_DATA frame: "MW" 0x01 0x80 | u64 session id (big-endian) | payload."""
-    return b"MW\x01\x80" + struct.pack(">Q", session_id) + payload
+    """A RELAY_DATA frame: "MW" 0x02 0x80 | u64 session id (big-endian) | payload (protocol v2)."""
+    return b"MW\x02\x80" + struct.pack(">Q", session_id) + payload
 
 
 SENDER = r"""
@@ -335,8 +335,8 @@ def main_mesh(m):
             expect(s["relays"]["total"] == 2, (n, s["relays"]))
             if n in LAN_NODES:
                 expect(s["relays"]["up"] == 2, (n, s["relays"]))
-            for k in ("accepted", "authFailed", "malformed", "stale", "future", "replayed",
-                      "notControl", "badRecord"):
+            for k in ("accepted", "authFailed", "malformed", "oldVersion", "wrongRecipient",
+                      "pairAuthFailed", "staleEpoch", "replayed", "notControl", "badRecord"):
                 expect(isinstance(s["control"].get(k), int), (n, k, s["control"]))
             expect(s["control"]["accepted"] > 0, (n, s["control"]))
             if n in RELAYS:

@@ -108,11 +108,11 @@ struct control_log {
     }
 };
 
-// Shaped like a sealed control datagram (classify() says control): "MW", version 1, PING type,
+// Shaped like a sealed control datagram (classify() says control): "MW", version 2, PING type,
 // then recognisable bytes. The proxies never open it; that is the core's job.
 std::vector<uint8_t> control_like(uint8_t fill, size_t size = 80) {
     std::vector<uint8_t> c(size, fill);
-    c[0] = 'M', c[1] = 'W', c[2] = 1, c[3] = 0x03;
+    c[0] = 'M', c[1] = 'W', c[2] = psk_sealer::version, c[3] = 0x03;
     REQUIRE(classify(c) == frame_kind::control);
     return c;
 }
