@@ -19,7 +19,7 @@ packages=(
   iproute2 iputils-ping nftables wireguard-go wireguard-tools iperf3 procps psmisc jq python3 time
   containernetworking-plugins podman runc busybox-static
   # mDNS interop tests (test/e2e/mdns): clients nobody here wrote
-  dnsutils python3-zeroconf avahi-utils
+  dnsutils python3-zeroconf
   # kernel WireGuard tests under QEMU
   qemu-system-x86 kmod cpio
 )
