@@ -5,6 +5,7 @@
 namespace mw::meshd {
 
 result<put_outcome> record_store::put(const peer_record& rec, uint64_t now_ms) {
+    now_ms_ = std::max(now_ms_, now_ms);
     // A byte-identical copy of a record we hold (relays answer every HELLO with all records)
     // carries the signature we verified when we stored it: skip the Ed25519 check, which at a
     // few hundred nodes was two thirds of all CPU. Any other record is verified in full.
@@ -29,7 +30,8 @@ result<put_outcome> record_store::put(const peer_record& rec, uint64_t now_ms) {
     node_id id = rec.id();
     auto it = records_.find(id);
     if (it == records_.end()) {
-        if (auto t = tombstones_.find(id); t != tombstones_.end() && rec.seq <= t->second.seq) {
+        if (auto t = tombstones_.find(id); t != tombstones_.end() && rec.seq <= t->second.seq &&
+                                           t->second.buried_ms + cfg_.tombstone_ms > now_ms) {
             return error(errc::already_exists, "peer record " + rec.name + ": seq " +
                                                    std::to_string(rec.seq) + " is not newer than " +
                                                    std::to_string(t->second.seq) +
@@ -160,7 +162,7 @@ void record_store::bury(const node_id& id, uint64_t seq) {
         graves_by_age_.erase(t->second.order);
         seq = std::max(seq, t->second.seq);
     }
-    t->second = grave{seq, next_grave_};
+    t->second = grave{seq, next_grave_, now_ms_};
     graves_by_age_.emplace(next_grave_++, id);
     while (tombstones_.size() > cfg_.max_tombstones) {
         tombstones_.erase(graves_by_age_.begin()->second);
@@ -180,12 +182,24 @@ std::optional<uint64_t> record_store::tombstone(const node_id& id) const {
     return t->second.seq;
 }
 
+void record_store::drop_old_graves(uint64_t now_ms) {
+    // Oldest first: buried in order of a clock that only moves forward here (now_ms_).
+    while (!graves_by_age_.empty()) {
+        auto t = tombstones_.find(graves_by_age_.begin()->second);
+        if (t->second.buried_ms + cfg_.tombstone_ms > now_ms) break;
+        tombstones_.erase(t);
+        graves_by_age_.erase(graves_by_age_.begin());
+    }
+}
+
 size_t record_store::expire(uint64_t now_ms) {
+    now_ms_ = std::max(now_ms_, now_ms);
     size_t dropped = 0;
     while (!by_expiry_.empty() && by_expiry_.begin()->first <= now_ms) {
         remove(records_.find(by_expiry_.begin()->second));
         ++dropped;
     }
+    drop_old_graves(now_ms);
     return dropped;
 }
 

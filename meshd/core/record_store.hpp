@@ -19,16 +19,17 @@
 //     one seq, so this is a bug or a leaked key, and keeping the first is the stable choice;
 //   - lower seq is refused as outdated.
 // Tombstones: when a record leaves the store (expired, evicted, erased) its (node ID, seq) is
-// kept in a bounded map (max_tombstones, oldest out), and a record of that node whose seq is not
-// above the tombstone's is refused as outdated (errc::already_exists). So neither a relay still
-// holding the copy we dropped (it received it later than we did) nor a replay of an old record
-// brings it back. Residual: a replay after its tombstone was pushed out (max_tombstones other
-// nodes' records left since) or after this node restarted is accepted once, for one lifetime,
-// unless the node's current record (a higher seq) arrives, which replaces it.
-// Second-hand records get a full lifetime at each hop (a relay that first hears of a record
-// late keeps it for a lifetime from then, and so does whoever hears it from that relay): a
-// record can outlive its signing by about one lifetime per relay hop. Relays re-push only what
-// they hold, and tombstones stop copies from coming back, so the chain ends.
+// kept in a bounded map (max_tombstones, oldest out, each for at most tombstone_ms), and a record
+// of that node whose seq is not above the tombstone's is refused as outdated
+// (errc::already_exists). So neither a relay still holding the copy we dropped (it received it
+// later than we did) nor a replay of an old record brings it back. Residual: a replay after its
+// tombstone went (max_tombstones other nodes' records left since, or tombstone_ms passed) or after
+// this node restarted is accepted once, for one lifetime, unless the node's current record (a
+// higher seq) arrives, which replaces it. Second-hand records get a full lifetime at each hop (a
+// relay that first hears of a record late keeps it for a lifetime from then, and so does whoever
+// hears it from that relay): a record can outlive its signing by about one lifetime per relay hop.
+// Relays re-push only what they hold, and tombstones stop copies from coming back, so the chain
+// ends.
 //
 // Bound: at most max_records records, and new identities cannot evict established ones (issue
 // 17: an identity costs ~50 us to make, and eviction by claimed lifetime let 16,384 fakes
@@ -66,8 +67,12 @@ namespace mw::meshd {
 struct record_store_config {
     size_t max_records = 16384;
     uint64_t max_lifetime_ms = peer_record::max_lifetime_ms;
-    // (node ID, seq) of records that left the store, oldest out: ~100 bytes each.
+    // (node ID, seq) of records that left the store, oldest out: ~150 bytes each.
     size_t max_tombstones = 16384;
+    // and for at most this long: by then every copy a relay may still hold has run out (a day
+    // is the longest lifetime), and a node that came back with lower seqs (its boot.epoch
+    // removed while its clock is behind) is not refused for ever.
+    uint64_t tombstone_ms = 24ull * 3600 * 1000;
     // Honest nodes HELLO every 10 s and re-sign every 5 min; RECORDS answers repeat every record
     // at every HELLO. A node not seen for live_ms has stopped refreshing.
     uint64_t establish_ms = 60'000;
@@ -139,6 +144,7 @@ private:
     // Makes room for a new node ID; false if every record is established.
     bool make_room(uint64_t now_ms);
     void bury(const node_id& id, uint64_t seq);
+    void drop_old_graves(uint64_t now_ms);
     static uint64_t expiry(uint64_t now_ms, const peer_record& rec) noexcept {
         return now_ms + rec.lifetime_ms;  // lifetime <= 24 h: no overflow for any real clock
     }
@@ -153,10 +159,12 @@ private:
     struct grave {
         uint64_t seq = 0;
         uint64_t order = 0;  // key in graves_by_age_
+        uint64_t buried_ms = 0;
     };
     std::unordered_map<node_id, grave> tombstones_;
     std::map<uint64_t, node_id> graves_by_age_;  // oldest first
     uint64_t next_grave_ = 0;
+    uint64_t now_ms_ = 0;  // the latest now_ms seen (erase() takes none)
     std::unordered_multimap<std::string, node_id> by_name_;
 };
 

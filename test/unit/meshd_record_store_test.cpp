@@ -244,3 +244,19 @@ TEST_CASE("record_store: tombstones are bounded, oldest out (the documented resi
     CHECK(s.put(record(1, 7, 1000), t0 + 3000).value() == put_outcome::inserted);
     CHECK(s.expires_at(record(1).id()) == t0 + 4000);
 }
+
+TEST_CASE("record_store: tombstones last tombstone_ms at most") {
+    // A node that came back with lower seqs (its boot.epoch removed while its clock is behind)
+    // must not be refused for ever.
+    record_store s(record_store_config{.tombstone_ms = 10'000});
+    const auto id = record(1).id();
+    REQUIRE(s.put(record(1, 7, 1000), t0).ok());
+    REQUIRE(s.expire(t0 + 1000) == 1);
+    CHECK(s.tombstone(id) == 7);
+    CHECK(s.put(record(1, 3, 1000), t0 + 10'999).err().is(mw::errc::already_exists));
+    CHECK(s.expire(t0 + 10'999) == 0);
+    CHECK(s.tombstone(id) == 7);
+    CHECK(s.expire(t0 + 11'000) == 0);
+    CHECK_FALSE(s.tombstone(id).has_value());
+    CHECK(s.put(record(1, 3, 1000), t0 + 11'000).value() == put_outcome::inserted);
+}
