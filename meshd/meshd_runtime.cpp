@@ -464,7 +464,7 @@ void daemon::start_mdns() {
 // records with HELLO, how two LAN neighbours exchange their records without a relay).
 void daemon::on_mdns_peer(const mdns_peer& p) {
     if (!core_ || stopping_) return;
-    uint64_t now = unix_ms();
+    uint64_t now = core_ms();  // the core's clock, never the wall clock (core_ms())
     for (const auto& ep : p.endpoints) {
         core_->offer_endpoint(p.id, ep, learned_via::mdns, now);
         core_->offer_endpoint(std::nullopt, ep, learned_via::mdns, now);
