@@ -108,6 +108,7 @@ JSON
       {"peers": [{"name", "id", "wgPublicKey", "podCIDRs": [str],
                   "path": "direct"|"relay"|"none", "relay": str|null, "relayId": hex|null,
                   "sessionId": hex16|null, "endpoint": "ip:port"|null, "rttMs": num|null,
+                  "recordSeq": int, "recordExpiresInSeconds": int|null,
                   "lastHandshake": unix-seconds|null, "lastHandshakeAgoSeconds": int|null,
                   "rxBytes", "txBytes"}]}
     relays:

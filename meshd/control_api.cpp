@@ -132,6 +132,9 @@ json peers_json(const node_snapshot& s) {
         j["sessionId"] = p.relay ? json(hex16(p.session_id)) : json(nullptr);
         j["endpoint"] = opt_str(e.endpoint);
         j["rttMs"] = p.rtt_ms ? json(*p.rtt_ms) : json(nullptr);
+        j["recordSeq"] = p.record_seq;
+        j["recordExpiresInSeconds"] =
+            p.record_expires_in_ms ? json(*p.record_expires_in_ms / 1000) : json(nullptr);
         if (w && w->last_handshake_sec) {
             j["lastHandshake"] = w->last_handshake_sec;
             j["lastHandshakeAgoSeconds"] = std::max<int64_t>(0, now_s - w->last_handshake_sec);

@@ -1,6 +1,7 @@
 #include "meshd/meshd_runtime.hpp"
 
 #include <sodium.h>
+#include <time.h>
 
 #include <algorithm>
 #include <boost/asio.hpp>
@@ -54,6 +55,19 @@ uint64_t unix_ms() {
     return static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::milliseconds>(
                                      std::chrono::system_clock::now().time_since_epoch())
                                      .count());
+}
+
+// The node core's clock: CLOCK_BOOTTIME (never jumps, counts suspend, so a record's lifetime
+// here is real elapsed time), plus 10^12 ms so that no core timestamp is near the 0 that some
+// of its fields use for "never". Not the wall clock: nothing the core decides compares clocks
+// between nodes any more (records' lifetimes count from receipt, replay protection uses
+// epochs and counters), and a wall clock that is set or steps while we run (NTP arriving on a
+// node that booted without a real-time clock) would expire every record at once or postpone
+// our own record's refresh past its lifetime.
+uint64_t core_ms() {
+    timespec ts{};
+    clock_gettime(CLOCK_BOOTTIME, &ts);
+    return 1'000'000'000'000ull + uint64_t(ts.tv_sec) * 1000 + uint64_t(ts.tv_nsec) / 1'000'000;
 }
 
 uint64_t steady_ms() {
@@ -215,7 +229,7 @@ void daemon::drain_inbox() {
         ++n;
         if (!core_ || stopping_) continue;  // drained and dropped
         const auto& it = inbox_item_;
-        core_->on_datagram(it.bytes, it.from, it.session_id, it.via, unix_ms());
+        core_->on_datagram(it.bytes, it.from, it.session_id, it.via, core_ms());
     }
     if (n > 0 && core_ && !stopping_) after_core();
     // A full batch: the inbox may hold more (its wakeup is still pending): come back after the
@@ -246,7 +260,7 @@ status daemon::start_wireguard() {
 void daemon::arm_timer(uint64_t deadline) {
     if (deadline >= armed_deadline_) return;
     armed_deadline_ = deadline;
-    uint64_t now = unix_ms();
+    uint64_t now = core_ms();
     auto wait = std::chrono::milliseconds(deadline > now ? deadline - now : 0);
     timer_.expires_after(wait);
     timer_.async_wait([this](const boost::system::error_code& ec) {
@@ -258,7 +272,7 @@ void daemon::arm_timer(uint64_t deadline) {
 
 void daemon::on_timer() {
     if (stopping_) return;
-    core_->tick(unix_ms());
+    core_->tick(core_ms());
     after_core();
 }
 
@@ -341,7 +355,7 @@ void daemon::run_proxy_ops(const std::vector<proxy_op>& ops) {
 }
 
 void daemon::apply_dataplane() {
-    uint64_t now = unix_ms();
+    uint64_t now = core_ms();
     auto dps = core_->dataplane();
     uint64_t version = core_->dataplane_version();
     bool proxy_up = transport_.proxy() != nullptr;
@@ -400,7 +414,7 @@ void daemon::poll_wg() {
                 counters.push_back(wg_peer_counters{p.public_key, p.rx_bytes, p.tx_bytes});
             }
             if (core_ && !stopping_) {
-                core_->on_wireguard_counters(counters, unix_ms());
+                core_->on_wireguard_counters(counters, core_ms());
                 after_core();
             }
             observed_ = std::move(*d);
@@ -419,7 +433,7 @@ void daemon::poll_wg() {
 
 void daemon::poll_addresses() {
     if (stopping_) return;
-    core_->set_endpoints(advertised_endpoints(cfg_.interface, cfg_.listen_port), unix_ms());
+    core_->set_endpoints(advertised_endpoints(cfg_.interface, cfg_.listen_port), core_ms());
     after_core();
     addr_timer_.expires_after(k_addr_poll);
     addr_timer_.async_wait([this](const boost::system::error_code& ec) {
@@ -450,7 +464,7 @@ void daemon::start_mdns() {
 // records with HELLO, how two LAN neighbours exchange their records without a relay).
 void daemon::on_mdns_peer(const mdns_peer& p) {
     if (!core_ || stopping_) return;
-    uint64_t now = unix_ms();
+    uint64_t now = core_ms();  // the core's clock, never the wall clock (core_ms())
     for (const auto& ep : p.endpoints) {
         core_->offer_endpoint(p.id, ep, learned_via::mdns, now);
         core_->offer_endpoint(std::nullopt, ep, learned_via::mdns, now);
@@ -509,7 +523,7 @@ void daemon::ping(const control_request& req, control_server::reply_fn reply) {
                     p->relay = v.relay ? v.relay_name : "";
                 }
             }
-            auto tok = core_->ping(p->peer, unix_ms());
+            auto tok = core_->ping(p->peer, core_ms());
             ++p->sent;
             if (tok) {
                 pings_[*tok] = p;
@@ -570,14 +584,14 @@ void daemon::reload_config() {
         for (const auto& a : next->dht_bootstrap) list += (list.empty() ? "" : ",") + a.str();
         log::info("dht.bootstrap changed by config", {{"bootstrap", list.empty() ? "-" : list}});
         cfg_.dht_bootstrap = next->dht_bootstrap;
-        core_->set_bootstrap(cfg_.dht_bootstrap, unix_ms());
+        core_->set_bootstrap(cfg_.dht_bootstrap, core_ms());
         after_core();
     }
     if (change.revoked_nodes) {
         log::info("revokedNodes changed by config",
                   {{"count", std::to_string(next->revoked_nodes.size())}});
         cfg_.revoked_nodes = next->revoked_nodes;
-        core_->set_revoked(revoked_ids(cfg_.revoked_nodes), unix_ms());
+        core_->set_revoked(revoked_ids(cfg_.revoked_nodes), core_ms());
         after_core();
     }
     auto diff = relay_nodes_diff(cfg_.relay_nodes, next->relay_nodes, cfg_.node_name);
@@ -593,7 +607,7 @@ void daemon::reload_config() {
     std::vector<relay_spec> specs;
     for (const auto& r : cfg_.relay_nodes)
         specs.push_back(relay_spec{r.node_name, r.advertise_address});
-    core_->set_relays(std::move(specs), cfg_.self_relay() != nullptr, unix_ms());
+    core_->set_relays(std::move(specs), cfg_.self_relay() != nullptr, core_ms());
     after_core();
 }
 
@@ -694,7 +708,7 @@ int daemon::run() {
         log::info("signal received", {{"signal", std::to_string(sig)}});
         shutdown();
     });
-    core_->start(unix_ms());
+    core_->start(core_ms());
     after_core();
     poll_wg();
     if (cfg_.mdns_enable) start_mdns();

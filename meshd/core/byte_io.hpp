@@ -22,10 +22,8 @@ public:
         out_.push_back(static_cast<uint8_t>(v >> 8));
         out_.push_back(static_cast<uint8_t>(v));
     }
-    void u64(uint64_t v) {
-        for (int shift = 56; shift >= 0; shift -= 8)
-            out_.push_back(static_cast<uint8_t>(v >> shift));
-    }
+    void u32(uint32_t v) { big_endian(v); }
+    void u64(uint64_t v) { big_endian(v); }
     void bytes(std::span<const uint8_t> b) { out_.insert(out_.end(), b.begin(), b.end()); }
     void bytes(const void* p, size_t n) {
         const auto* b = static_cast<const uint8_t*>(p);
@@ -35,6 +33,12 @@ public:
     size_t size() const noexcept { return out_.size(); }
 
 private:
+    template <class T>
+    void big_endian(T v) {
+        for (int shift = 8 * int(sizeof(T)) - 8; shift >= 0; shift -= 8)
+            out_.push_back(static_cast<uint8_t>(v >> shift));
+    }
+
     std::vector<uint8_t>& out_;
 };
 
@@ -52,13 +56,8 @@ public:
         pos_ += 2;
         return v;
     }
-    uint64_t u64() {
-        if (!need(8)) return 0;
-        uint64_t v = 0;
-        for (int i = 0; i < 8; ++i) v = v << 8 | in_[pos_ + i];
-        pos_ += 8;
-        return v;
-    }
+    uint32_t u32() { return big_endian<uint32_t>(); }
+    uint64_t u64() { return big_endian<uint64_t>(); }
     // Copies n bytes into dst; on a short buffer dst is zero-filled and the reader fails.
     void copy(void* dst, size_t n) {
         if (!need(n)) {
@@ -88,6 +87,14 @@ public:
     size_t position() const noexcept { return pos_; }
 
 private:
+    template <class T>
+    T big_endian() {
+        if (!need(sizeof(T))) return 0;
+        T v = 0;
+        for (size_t i = 0; i < sizeof(T); ++i) v = static_cast<T>(v << 8 | in_[pos_ + i]);
+        pos_ += sizeof(T);
+        return v;
+    }
     bool need(size_t n) {
         if (failed_ || n > in_.size() - pos_) {
             failed_ = true;

@@ -15,7 +15,8 @@
 // proven: it is returned with a zero recipient, it does not touch the replay window, and the
 // caller may only answer it (with a pair-tagged PONG of no more bytes), not believe it.
 //
-// Pure: nonces come from the caller; no clock except the `now` a HELLO's record is checked at.
+// Pure: nonces come from the caller; no clock (a HELLO's record is checked for its signature and
+// sender only: its lifetime is counted by the record store, from receipt).
 #pragma once
 
 #include <cstdint>

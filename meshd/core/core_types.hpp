@@ -67,7 +67,8 @@ struct relay_spec {
 
 struct node_core_config {
     // The control protocol's boot epoch (boot_epoch.hpp; the daemon persists it): larger on every
-    // start. 0: unix seconds at start() (tests and simulations, which never restart an identity
+    // start; also the high part of our records' seqs (membership.hpp). 0: now / 1000 at start()
+    // (tests and simulations, whose clocks read like unix ms and which never restart an identity
     // within one second).
     uint64_t boot_epoch = 0;
     std::string node_name;
@@ -212,6 +213,10 @@ struct peer_view {
     std::optional<wg_endpoint> endpoint;
     std::optional<double> rtt_ms;  // of the path in use
     learned_via_set sources = 0;   // how its record reached us (learned_via bits)
+    uint64_t record_seq = 0;
+    // Left of its record's lifetime here (counted from our first receipt of that seq, on our
+    // clock), at the last instant the core saw; nullopt when no record is held.
+    std::optional<uint64_t> record_expires_in_ms;
 };
 
 enum class relay_state { unknown, up, down, self, refusing };

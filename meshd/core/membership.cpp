@@ -22,7 +22,7 @@ membership::membership(core_context& ctx, const relay_role& role, record_store_c
                                     .hash_seed = ctx.random_u64()}) {}
 
 uint64_t membership::self_refresh_due() const noexcept {
-    return self_signed_ms_ + ctx_.cfg.record_lifetime_ms / 2;
+    return self_signed_ms_ + self_lifetime_ms() / 2;
 }
 
 bool membership::refresh_self(std::vector<std::pair<node_id, uint16_t>> att, bool force,
@@ -36,7 +36,9 @@ bool membership::refresh_self(std::vector<std::pair<node_id, uint16_t>> att, boo
         rtts.push_back(rtt);
     }
     if (attached != self_.relays || rtts != self_.relay_rtt_ms) self_dirty_ = true;
-    bool old = now >= self_signed_ms_ + cfg.record_lifetime_ms / 2;
+    // A clock that went back (it should not: the daemon's does not step) must not postpone the
+    // refresh past the lifetime the others count.
+    bool old = now >= self_refresh_due() || now < self_signed_ms_;
     if (!force && !self_dirty_ && !old) return false;
     peer_record r;
     r.name = cfg.node_name;
@@ -57,14 +59,26 @@ bool membership::refresh_self(std::vector<std::pair<node_id, uint16_t>> att, boo
     r.flags = role_.serving() ? peer_record::flag_relay : 0;
     r.relays = std::move(attached);
     r.relay_rtt_ms = std::move(rtts);
-    // The seq must grow across restarts too (a restarted node's record must replace the old one at
-    // the relays), so it is the signing time in ms, bumped if the clock did not move.
-    r.seq = std::max(self_.seq + 1, now);
-    r.expires_ms = now + cfg.record_lifetime_ms;
+    // The seq must grow across restarts too (a restarted node's record must replace the old one
+    // everywhere, and tombstones refuse what is not newer), without a clock: see seq_counter_bits.
+    const uint64_t epoch = ctx_.channel().epoch();
+    if (epoch > max_seq_epoch || seq_counter_ > max_seq_counter) {
+        ctx_.log(3, "cannot sign our peer record: its sequence numbers are used up",
+                 {{"epoch", std::to_string(epoch)},
+                  {"error", epoch > max_seq_epoch
+                                ? "boot epoch above 2^34 (the clock that seeded it is centuries "
+                                  "ahead); fix the clock and remove boot.epoch in the state dir"
+                                : "2^30 records signed in this run; restart meshd"}});
+        return false;
+    }
+    r.seq = epoch << seq_counter_bits | seq_counter_;
+    r.lifetime_ms = static_cast<uint32_t>(
+        std::clamp<uint64_t>(cfg.record_lifetime_ms, 1, peer_record::max_lifetime_ms));
     if (auto s = r.sign(ctx_.identity()); !s) {
         ctx_.log(3, "cannot sign our peer record", {{"error", s.err().message}});
         return false;
     }
+    ++seq_counter_;
     self_ = std::move(r);
     self_dirty_ = false;
     self_signed_ms_ = now;

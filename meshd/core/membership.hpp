@@ -17,6 +17,7 @@
 // new or changed (relay_directory decides whether it adds, drops or re-addresses a found relay).
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 #include <functional>
 #include <map>
@@ -40,9 +41,23 @@ public:
     membership(core_context& ctx, const relay_role& role, record_store_config store_cfg,
                record_changed_fn on_record_changed);
 
+    // Our record's sequence numbers: seq = boot epoch * 2^30 + the number of records signed
+    // before in this run. The boot epoch is persisted and strictly larger on every start
+    // (boot_epoch.hpp), so a restarted node's first record is newer than anything it signed
+    // before, whatever its wall clock says; within a run the counter only grows. No collision:
+    // two runs have different epochs, and the counter cannot reach the next epoch's range (2^30
+    // records in one run is 34 years of a re-sign every second; beyond it we stop signing and say
+    // so rather than wrap). No overflow: the epoch is seeded from unix seconds, below 2^34 until
+    // the year 2514; a larger one (a clock centuries ahead) refuses to sign, logged.
+    static constexpr unsigned seq_counter_bits = 30;
+    static constexpr uint64_t max_seq_counter = (1ull << seq_counter_bits) - 1;
+    static constexpr uint64_t max_seq_epoch = (1ull << (64 - seq_counter_bits)) - 1;
+
     // Re-signs our record when what it says changed (`attached`: relays and published RTTs, see
-    // relay_directory::attachments), when it is half-way to expiry, or when forced. Returns true
-    // if it did (the new record was pushed to registered nodes; the caller HELLOs the relays).
+    // relay_directory::attachments), when half its lifetime has passed since we signed it (on the
+    // core's clock; every receiver counts the lifetime from its own first receipt, so the newer
+    // record reaches it before the older runs out), or when forced. Returns true if it did (the
+    // new record was pushed to registered nodes; the caller HELLOs the relays).
     bool refresh_self(std::vector<std::pair<node_id, uint16_t>> attached, bool force, uint64_t now);
     void mark_self_dirty() noexcept { self_dirty_ = true; }
     // When our record must be signed again at the latest.
@@ -91,8 +106,13 @@ private:
     record_changed_fn on_record_changed_;
     record_store store_;
     peer_record self_;
+    uint64_t self_lifetime_ms() const noexcept {
+        return std::clamp<uint64_t>(ctx_.cfg.record_lifetime_ms, 1, peer_record::max_lifetime_ms);
+    }
+
     bool self_dirty_ = true;
     uint64_t self_signed_ms_ = 0;
+    uint64_t seq_counter_ = 0;  // records signed in this run
     std::map<node_id, registration> registered_;
     std::map<node_id, learned_via_set> learned_;  // follows the store
     source_buckets new_ids_;                      // relay: new identities per source address

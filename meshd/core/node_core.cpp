@@ -363,7 +363,14 @@ result<uint64_t> node_core::ping(const node_id& peer, uint64_t now) {
 
 std::vector<peer_view> node_core::peers() const {
     auto v = paths_.views();
-    for (auto& pv : v) pv.sources = members_.learned_of(pv.id);
+    for (auto& pv : v) {
+        pv.sources = members_.learned_of(pv.id);
+        if (const auto* rec = members_.store().find(pv.id)) pv.record_seq = rec->seq;
+        // No clock here either: what is left at the last instant the core saw.
+        if (auto exp = members_.store().expires_at(pv.id)) {
+            pv.record_expires_in_ms = *exp > last_tick_ms_ ? *exp - last_tick_ms_ : 0;
+        }
+    }
     return v;
 }
 

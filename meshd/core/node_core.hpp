@@ -2,9 +2,11 @@
 // (direct or relayed), end-to-end liveness of every path, and — on nodes listed in relayNodes —
 // the relay service's control side (registrations, RECORDS answers, session set-up).
 //
-// Pure: events and `now` (unix ms) in; datagrams to send, log events, the desired data plane and
-// the next deadline out. No clock, socket, thread or OS randomness: the caller passes an RNG, and
-// the relay's session table is reached through relay_binder. That is what lets test/sim run
+// Pure: events and `now` in (ms on a clock that does not jump: the daemon's is CLOCK_BOOTTIME
+// based, never the wall clock, and nothing here compares clocks between nodes); datagrams to
+// send, log events, the desired data plane and the next deadline out. No clock, socket, thread
+// or OS randomness: the caller passes an RNG, and the relay's session table is reached through
+// relay_binder. That is what lets test/sim run
 // hundreds of these on a simulated network with a virtual clock.
 //
 // Membership: every node sends HELLO (its signed record, "send me RECORDS") to every configured

@@ -70,8 +70,12 @@ status peer_record::validate() const {
     if (version < oldest_format || version > format) {
         return error(errc::invalid_argument, "peer record: unknown format");
     }
-    if ((flags & ~known_flags) || (version < 2 && flags)) {
+    if (flags & ~known_flags) {
         return error(errc::invalid_argument, "peer record: unknown flag bits");
+    }
+    if (lifetime_ms == 0 || lifetime_ms > max_lifetime_ms) {
+        return error(errc::invalid_argument, "peer record: lifetime must be 1 ms to 24 h, not " +
+                                                 std::to_string(lifetime_ms) + " ms");
     }
     for (const auto& p : pod_cidrs) {
         if (!p.address().valid() || p.length() < 0 || p.length() > p.address().bits() ||
@@ -97,7 +101,7 @@ result<std::vector<uint8_t>> peer_record::encode_body() const {
     w.bytes(wg_public_key.data(), wg_key::size);
     w.bytes(signing_key.data(), signing_key.size());
     w.u64(seq);
-    w.u64(expires_ms);
+    w.u32(lifetime_ms);
     w.u8(static_cast<uint8_t>(name.size()));
     w.text(name);
     w.u8(static_cast<uint8_t>(pod_cidrs.size()));
@@ -111,7 +115,7 @@ result<std::vector<uint8_t>> peer_record::encode_body() const {
         w.u16(e.port);
     }
     w.u16(wg_port);
-    if (version >= 2) w.u8(flags);
+    w.u8(flags);
     w.u8(static_cast<uint8_t>(relays.size()));
     for (size_t i = 0; i < relays.size(); ++i) {
         w.bytes(relays[i].data(), node_id::size);
@@ -137,7 +141,7 @@ result<peer_record> peer_record::decode(std::span<const uint8_t> bytes) {
     rec.wg_public_key = wg_key(k);
     r.copy(rec.signing_key.data(), rec.signing_key.size());
     rec.seq = r.u64();
-    rec.expires_ms = r.u64();
+    rec.lifetime_ms = r.u32();
     size_t name_len = r.u8();
     auto name = r.view(name_len);
     rec.name.assign(reinterpret_cast<const char*>(name.data()), name.size());
@@ -156,7 +160,7 @@ result<peer_record> peer_record::decode(std::span<const uint8_t> bytes) {
         if (r.ok()) rec.endpoints.push_back(wg_endpoint{a, port});
     }
     rec.wg_port = r.u16();
-    if (rec.version >= 2) rec.flags = r.u8();
+    rec.flags = r.u8();
     n = r.u8();
     if (n > max_relays) return bad("too many relays");
     for (size_t i = 0; i < n && r.ok(); ++i) {
@@ -200,8 +204,7 @@ status peer_record::sign(const node_identity& identity) {
     return {};
 }
 
-status peer_record::verify(uint64_t now_ms, const std::optional<node_id>& expected_id,
-                           bool keys_known_bound) const {
+status peer_record::verify(const std::optional<node_id>& expected_id, bool keys_known_bound) const {
     auto body = encode_body();
     if (!body) return body.err();
     node_id id = this->id();
@@ -216,9 +219,6 @@ status peer_record::verify(uint64_t now_ms, const std::optional<node_id>& expect
     if (!node_identity::verify(signing_key, signed_message(*body), sig)) {
         return error(errc::protocol_error,
                      "peer record " + name + " (" + id.short_hex() + "): bad signature");
-    }
-    if (expires_ms <= now_ms) {
-        return error(errc::timeout, "peer record " + name + " (" + id.short_hex() + ") expired");
     }
     return {};
 }

@@ -1,12 +1,16 @@
 // A node's self-description, signed by the node: what the relays, mDNS and the DHT pass around.
 //
 // Canonical binary form (big-endian; the signature covers every byte before it):
-//   u8   format (2; 1 is still read: the same without the flags byte, so that nodes of the
-//        previous version and this one see each other during a rolling upgrade)
+//   u8   format (3; formats 1 and 2 carried an absolute expiry in unix ms and came from nodes
+//        speaking control protocol v1, which this version does not accept: not read)
 //   32   WireGuard public key            (node ID = BLAKE2b-256 of it)
 //   32   Ed25519 signing public key      (must be the Ed25519 form of the WG key, node_identity)
-//   u64  sequence number                 (higher wins; the node bumps it on every change)
-//   u64  expiry, unix ms                 (invalid at and after this instant)
+//   u64  sequence number                 (higher wins; the node bumps it on every change; from
+//                                         a persisted counter, not a clock: membership.hpp)
+//   u32  lifetime, ms (1..86,400,000)    a duration, not an instant: each receiver counts it
+//                                         from its own first receipt of this (node, seq), on its
+//                                         own clock (record_store.hpp), so no wall clock is
+//                                         compared anywhere
 //   u8   name length (1..253), name      ([A-Za-z0-9._-], e.g. the Kubernetes node name)
 //   u8   pod CIDR count (<= 8), each: u8 family (4|6), 4|16 address bytes, u8 prefix length
 //        (host bits must be zero)
@@ -39,8 +43,8 @@
 namespace mw::meshd {
 
 struct peer_record {
-    static constexpr uint8_t format = 2;
-    static constexpr uint8_t oldest_format = 1;
+    static constexpr uint8_t format = 3;
+    static constexpr uint8_t oldest_format = 3;
     static constexpr uint8_t flag_relay = 0x01;
     static constexpr uint8_t known_flags = flag_relay;
     static constexpr size_t max_name = 253;
@@ -48,8 +52,10 @@ struct peer_record {
     static constexpr size_t max_endpoints = 8;
     static constexpr size_t max_relays = 8;
     static constexpr size_t signature_size = 64;
+    // A record's lifetime: at least 1 ms, at most a day (so no record lives forever).
+    static constexpr uint32_t max_lifetime_ms = 24u * 3600 * 1000;
     // Largest possible encoding (all lists full, v6 everywhere): fits one control datagram.
-    static constexpr size_t max_encoded_size = 1 + 32 + 32 + 8 + 8 + 1 + max_name + 1 +
+    static constexpr size_t max_encoded_size = 1 + 32 + 32 + 8 + 4 + 1 + max_name + 1 +
                                                max_cidrs * 18 + 1 + max_endpoints * 19 + 2 + 1 + 1 +
                                                max_relays * 34 + signature_size;
     static constexpr const char* signing_label = "meshwire peer record v1";
@@ -61,7 +67,7 @@ struct peer_record {
     std::vector<wg_endpoint> endpoints;  // control endpoints
     uint16_t wg_port = 0;
     uint8_t version = format;  // as decoded (and signed); our own records are always `format`
-    uint8_t flags = 0;         // version 1: always 0
+    uint8_t flags = 0;
     bool relay_serving() const { return (flags & flag_relay) != 0; }
     std::vector<node_id> relays;
     // Parallel to relays (empty = all unknown); 0xffff = unknown.
@@ -71,7 +77,8 @@ struct peer_record {
         return i < relay_rtt_ms.size() ? relay_rtt_ms[i] : unknown_rtt;
     }
     uint64_t seq = 0;
-    uint64_t expires_ms = 0;
+    // How long a receiver keeps this record after it first received it (see above).
+    uint32_t lifetime_ms = 0;
     signature sig{};
 
     node_id id() const { return node_id::of(wg_public_key); }
@@ -88,11 +95,12 @@ struct peer_record {
     // Sets the key fields from the identity and signs. The caller sets the other fields first.
     status sign(const node_identity& identity);
     // Trust check: the signing key is bound to the WG key (so the record speaks for node id()),
-    // the signature is valid, the record has not expired at now_ms, and, when given, id() is
-    // the node ID the caller expects (e.g. the sender of the HELLO carrying it).
+    // the signature is valid, and, when given, id() is the node ID the caller expects (e.g. the
+    // sender of the HELLO carrying it). No clock: whether the record is still current is the
+    // receiver's business (record_store counts its lifetime from first receipt).
     // keys_known_bound: the caller already verified this (wg_public_key, signing_key) pair
     // (the record store, for a newer record of a node it holds), so that check is skipped.
-    status verify(uint64_t now_ms, const std::optional<node_id>& expected_id = {},
+    status verify(const std::optional<node_id>& expected_id = {},
                   bool keys_known_bound = false) const;
 
     // Same signed content (signature excluded: Ed25519 is deterministic for honest signers).

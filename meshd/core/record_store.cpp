@@ -5,6 +5,7 @@
 namespace mw::meshd {
 
 result<put_outcome> record_store::put(const peer_record& rec, uint64_t now_ms) {
+    now_ms_ = std::max(now_ms_, now_ms);
     // A byte-identical copy of a record we hold (relays answer every HELLO with all records)
     // carries the signature we verified when we stored it: skip the Ed25519 check, which at a
     // few hundred nodes was two thirds of all CPU. Any other record is verified in full.
@@ -13,21 +14,30 @@ result<put_outcome> record_store::put(const peer_record& rec, uint64_t now_ms) {
     bool keys_known = false;
     if (auto it = records_.find(rec.id()); it != records_.end()) {
         const peer_record& cur = it->second;
-        if (cur.seq == rec.seq && cur.sig == rec.sig && rec.expires_ms > now_ms &&
-            rec.same_content(cur)) {
+        if (cur.seq == rec.seq && cur.sig == rec.sig && rec.same_content(cur)) {
+            // Seen again, which keeps the node live, but never a longer life (see the header).
             touch(it->first, now_ms);
             return put_outcome::duplicate;
         }
         keys_known = cur.wg_public_key == rec.wg_public_key && cur.signing_key == rec.signing_key;
     }
-    MW_TRY_STATUS(rec.verify(now_ms, {}, keys_known));
-    if (rec.expires_ms - now_ms > cfg_.max_lifetime_ms) {
-        return error(errc::invalid_argument, "peer record " + rec.name +
-                                                 ": expiry too far in the future (more than " +
-                                                 std::to_string(cfg_.max_lifetime_ms) + " ms)");
+    MW_TRY_STATUS(rec.verify({}, keys_known));
+    if (rec.lifetime_ms > cfg_.max_lifetime_ms) {
+        return error(errc::invalid_argument, "peer record " + rec.name + ": lifetime " +
+                                                 std::to_string(rec.lifetime_ms) + " ms is above " +
+                                                 std::to_string(cfg_.max_lifetime_ms) + " ms");
     }
     node_id id = rec.id();
     auto it = records_.find(id);
+    if (it == records_.end()) {
+        if (auto t = tombstones_.find(id); t != tombstones_.end() && rec.seq <= t->second.seq &&
+                                           t->second.buried_ms + cfg_.tombstone_ms > now_ms) {
+            return error(errc::already_exists, "peer record " + rec.name + ": seq " +
+                                                   std::to_string(rec.seq) + " is not newer than " +
+                                                   std::to_string(t->second.seq) +
+                                                   ", which expired or was dropped here");
+        }
+    }
     if (it != records_.end()) {
         const peer_record& cur = it->second;
         if (rec.seq < cur.seq) {
@@ -44,8 +54,10 @@ result<put_outcome> record_store::put(const peer_record& rec, uint64_t now_ms) {
                                                    std::to_string(rec.seq) +
                                                    " already seen with different content");
         }
-        // The node's history (first seen) stays: only the record is replaced.
-        by_expiry_.erase({cur.expires_ms, id});
+        // The node's history (first seen) stays: only the record is replaced, and its lifetime
+        // counts from now.
+        seen& sn = seen_.at(id);
+        by_expiry_.erase({sn.expires_ms, id});
         auto [b, e] = by_name_.equal_range(cur.name);
         for (auto n = b; n != e; ++n) {
             if (n->second == id) {
@@ -54,7 +66,8 @@ result<put_outcome> record_store::put(const peer_record& rec, uint64_t now_ms) {
             }
         }
         it->second = rec;
-        by_expiry_.emplace(rec.expires_ms, id);
+        sn.expires_ms = expiry(now_ms, rec);
+        by_expiry_.emplace(sn.expires_ms, id);
         by_name_.emplace(rec.name, id);
         touch(id, now_ms);
         return put_outcome::replaced;
@@ -66,9 +79,15 @@ result<put_outcome> record_store::put(const peer_record& rec, uint64_t now_ms) {
                                           " refused");
     }
     records_.emplace(id, rec);
-    by_expiry_.emplace(rec.expires_ms, id);
+    const uint64_t expires = expiry(now_ms, rec);
+    by_expiry_.emplace(expires, id);
     by_name_.emplace(rec.name, id);
-    seen_[id] = seen{now_ms, now_ms};
+    seen_[id] = seen{now_ms, now_ms, expires};
+    // The record supersedes its tombstone (and leaves a newer one when it goes).
+    if (auto t = tombstones_.find(id); t != tombstones_.end()) {
+        graves_by_age_.erase(t->second.order);
+        tombstones_.erase(t);
+    }
     by_last_seen_.emplace(now_ms, id);
     by_first_seen_.emplace(now_ms, id);
     return put_outcome::inserted;
@@ -119,7 +138,7 @@ bool record_store::established(const node_id& id, uint64_t now_ms) const {
 
 void record_store::remove(std::map<node_id, peer_record>::iterator it) {
     const peer_record& rec = it->second;
-    by_expiry_.erase({rec.expires_ms, it->first});
+    bury(it->first, rec.seq);
     auto [b, e] = by_name_.equal_range(rec.name);
     for (auto n = b; n != e; ++n) {
         if (n->second == it->first) {
@@ -128,6 +147,7 @@ void record_store::remove(std::map<node_id, peer_record>::iterator it) {
         }
     }
     if (auto s = seen_.find(it->first); s != seen_.end()) {
+        by_expiry_.erase({s->second.expires_ms, it->first});
         by_last_seen_.erase({s->second.last_ms, it->first});
         by_first_seen_.erase({s->second.first_ms, it->first});
         seen_.erase(s);
@@ -135,12 +155,51 @@ void record_store::remove(std::map<node_id, peer_record>::iterator it) {
     records_.erase(it);
 }
 
+void record_store::bury(const node_id& id, uint64_t seq) {
+    if (cfg_.max_tombstones == 0) return;
+    auto [t, fresh] = tombstones_.try_emplace(id);
+    if (!fresh) {
+        graves_by_age_.erase(t->second.order);
+        seq = std::max(seq, t->second.seq);
+    }
+    t->second = grave{seq, next_grave_, now_ms_};
+    graves_by_age_.emplace(next_grave_++, id);
+    while (tombstones_.size() > cfg_.max_tombstones) {
+        tombstones_.erase(graves_by_age_.begin()->second);
+        graves_by_age_.erase(graves_by_age_.begin());
+    }
+}
+
+std::optional<uint64_t> record_store::expires_at(const node_id& id) const {
+    auto s = seen_.find(id);
+    if (s == seen_.end()) return std::nullopt;
+    return s->second.expires_ms;
+}
+
+std::optional<uint64_t> record_store::tombstone(const node_id& id) const {
+    auto t = tombstones_.find(id);
+    if (t == tombstones_.end()) return std::nullopt;
+    return t->second.seq;
+}
+
+void record_store::drop_old_graves(uint64_t now_ms) {
+    // Oldest first: buried in order of a clock that only moves forward here (now_ms_).
+    while (!graves_by_age_.empty()) {
+        auto t = tombstones_.find(graves_by_age_.begin()->second);
+        if (t->second.buried_ms + cfg_.tombstone_ms > now_ms) break;
+        tombstones_.erase(t);
+        graves_by_age_.erase(graves_by_age_.begin());
+    }
+}
+
 size_t record_store::expire(uint64_t now_ms) {
+    now_ms_ = std::max(now_ms_, now_ms);
     size_t dropped = 0;
     while (!by_expiry_.empty() && by_expiry_.begin()->first <= now_ms) {
         remove(records_.find(by_expiry_.begin()->second));
         ++dropped;
     }
+    drop_old_graves(now_ms);
     return dropped;
 }
 

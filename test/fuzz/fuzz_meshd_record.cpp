@@ -20,12 +20,15 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
         __builtin_trap();
     }
     const uint64_t now = 1'764'000'000'000ull;
-    (void)rec->verify(now);
-    (void)rec->verify(now, node_id{});
+    (void)rec->verify();
+    (void)rec->verify(node_id{});
     record_store store(record_store_config{.max_records = 2});
     (void)store.put(*rec, now);
     (void)store.find_by_name(rec->name);
-    store.expire(now);
+    (void)store.expires_at(rec->id());
+    store.expire(now + rec->lifetime_ms);
+    (void)store.put(*rec, now + rec->lifetime_ms);  // refused by the tombstone, if it was held
+    (void)store.tombstone(rec->id());
     (void)rec->same_content(*rec);
     return 0;
 }

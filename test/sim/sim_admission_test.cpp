@@ -28,7 +28,7 @@ struct fake {
     peer_record rec;
 };
 
-std::vector<fake> make_fakes(size_t n, const wg_endpoint& ep, uint64_t expires) {
+std::vector<fake> make_fakes(size_t n, const wg_endpoint& ep, uint32_t lifetime_ms) {
     std::vector<fake> v;
     v.reserve(n);
     for (size_t i = 0; i < n; ++i) {
@@ -43,7 +43,7 @@ std::vector<fake> make_fakes(size_t n, const wg_endpoint& ep, uint64_t expires) 
                            .value()};
         r.endpoints = {ep};
         r.seq = 1;
-        r.expires_ms = expires;
+        r.lifetime_ms = lifetime_ms;
         REQUIRE(r.sign(id));
         v.push_back(fake{id, std::move(r)});
     }
@@ -98,8 +98,7 @@ TEST_CASE("sim: 20,000 fake identities HELLO the relays; the honest cluster stay
     }
 
     const size_t n_fakes = 20'000;
-    auto fakes = make_fakes(n_fakes, attackers[0]->ep(sim_net::port),
-                            net.now() + 24ull * 3600 * 1000 - 60'000);
+    auto fakes = make_fakes(n_fakes, attackers[0]->ep(sim_net::port), 24u * 3600 * 1000);
     auto sealer = psk_sealer::create(
                       std::span(reinterpret_cast<const uint8_t*>(sim_psk.data()), sim_psk.size()))
                       .value();

@@ -62,13 +62,13 @@ struct attacker {
                      .value();
         return seal_message(sealer, k, m, nonce()).value();
     }
-    peer_record record(const wg_endpoint& ep, uint64_t now) const {
+    peer_record record(const wg_endpoint& ep) const {
         peer_record r;
         r.name = "mallory";
         r.pod_cidrs = {ip_prefix::parse("10.244.99.0/24").value()};
         r.endpoints = {ep};
         r.seq = 1;
-        r.expires_ms = now + 600'000;
+        r.lifetime_ms = 600'000;
         REQUIRE(r.sign(me).ok());
         return r;
     }
@@ -302,7 +302,7 @@ TEST_CASE("sim attack: a replayed HELLO draws nothing; a spoofed HELLO only a sm
         hello_msg h;
         h.request_id = 100 + i;
         h.flags = hello_msg::flag_want_records;
-        h.record = x.record(vic, net.now());
+        h.record = x.record(vic);
         auto d = x.own(m.key("relay1"), h, i);
         in += d.size();
         net.inject(vic, net["relay1"].ep(sim_net::port), d);

@@ -117,7 +117,7 @@ void sim_net::start_core(sim_host& h, const std::vector<relay_spec>& relays, con
             for (auto& b : out) b = static_cast<uint8_t>((*gen)());
         },
         h.binder.get(), store_cfg);
-    h.deadline = h.core->start(now_);
+    h.deadline = h.to_sim(h.core->start(h.clock(now_)));
     drain(h);
 }
 
@@ -180,7 +180,7 @@ void sim_net::step(uint64_t until_ms) {
             for (auto& h : hosts_) {
                 if (h->core && h->up && h->deadline * 1000 <= now_us_ &&
                     h->frozen_until_ms <= now_) {
-                    h->deadline = h->core->tick(now_);
+                    h->deadline = h->to_sim(h->core->tick(h->clock(now_)));
                     drain(*h);
                 }
             }
@@ -340,9 +340,9 @@ void sim_net::deliver(const event& e) {
         // control datagrams go to the core; other WireGuard is not simulated.
         if (!peek_probe_index(v->payload) && classify(v->payload) != frame_kind::control) return;
         ++h->inband_rx;
-        h->deadline = h->core->on_datagram(v->payload, e.from, *sid, 0, now_);
+        h->deadline = h->to_sim(h->core->on_datagram(v->payload, e.from, *sid, 0, h->clock(now_)));
     } else {
-        h->deadline = h->core->on_datagram(d, e.from, 0, 0, now_);
+        h->deadline = h->to_sim(h->core->on_datagram(d, e.from, 0, 0, h->clock(now_)));
     }
     drain(*h);
 }
@@ -385,8 +385,8 @@ void sim_net::wireguard_tick() {
                 v.push_back(wg_peer_counters{o->core->self_record().wg_public_key,
                                              h->wg_rx[o->name], h->wg_tx[o->name]});
             }
-            h->core->on_wireguard_counters(v, now_);
-            h->deadline = std::min(h->deadline, h->core->next_deadline());
+            h->core->on_wireguard_counters(v, h->clock(now_));
+            h->deadline = std::min(h->deadline, h->to_sim(h->core->next_deadline()));
             drain(*h);
         }
     }
@@ -398,8 +398,8 @@ void sim_net::set_relays(const std::vector<relay_spec>& relays) {
         bool listed = false;
         for (const auto& r : relays) listed |= r.name == h->name;
         h->relay = listed;
-        h->core->set_relays(relays, listed, now_);
-        h->deadline = std::min(h->deadline, h->core->next_deadline());
+        h->core->set_relays(relays, listed, h->clock(now_));
+        h->deadline = std::min(h->deadline, h->to_sim(h->core->next_deadline()));
         drain(*h);
     }
 }

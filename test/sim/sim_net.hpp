@@ -1,4 +1,5 @@
-// A simulated network for node_core (DESIGN §9): many cores in one process, a virtual clock,
+// A simulated network for node_core (DESIGN §9): many cores in one process, a virtual clock
+// (offset per host, sim_host::clock_offset_ms),
 // per-host one-way latency, loss, LANs behind NAT boxes (port-restricted cone or symmetric), and
 // relays that forward RELAY_DATA through the real relay_session_table. WireGuard itself is not
 // simulated: the data path is exercised by the cores' in-band probes, which travel exactly as
@@ -60,6 +61,14 @@ struct sim_host {
     // ticked nor fed; datagrams to it wait, as in a socket buffer, and are read 1 ms after it
     // resumes (after its overdue timers ran).
     uint64_t frozen_until_ms = 0;
+    // This host's clock minus the simulation's (issue 14 item 1: a node whose clock is wrong by
+    // hours): its core sees now + clock_offset_ms, and its deadlines are converted back. Set
+    // before start_core(); may change while it runs (a clock that steps).
+    int64_t clock_offset_ms = 0;
+    uint64_t clock(uint64_t sim_ms) const { return uint64_t(int64_t(sim_ms) + clock_offset_ms); }
+    uint64_t to_sim(uint64_t core_ms) const {
+        return core_ms == UINT64_MAX ? UINT64_MAX : uint64_t(int64_t(core_ms) - clock_offset_ms);
+    }
     bool relay = false;
     std::unique_ptr<node_core> core;
     // Created on first use (a relay's first session): a table is ~3.5 MB preallocated, which

@@ -47,7 +47,7 @@ node_core make_core() {
 
 // A record of identity(n) listing `eps`.
 peer_record record_with(uint8_t n, std::vector<wg_endpoint> eps, uint64_t seq = 1) {
-    peer_record r = meshd_test::record(n, seq, t0 + 600'000);
+    peer_record r = meshd_test::record(n, seq, 600'000);
     r.endpoints = std::move(eps);
     REQUIRE(r.sign(identity(n)));
     return r;

@@ -41,6 +41,8 @@ node_snapshot example() {
     dev.last_handshake_sec = static_cast<int64_t>(s.now_ms / 1000) - 7;
     dev.rx_bytes = 100;
     s.peers[0].device = dev;
+    s.peers[0].view.record_seq = 12345;
+    s.peers[0].view.record_expires_in_ms = 512'999;
     s.paths = {4, 2, 1, 1};
     relay_view up, down;
     up.name = "r1";
@@ -105,6 +107,10 @@ TEST_CASE("node snapshot: peers show the endpoint in use and the device's handsh
     CHECK(p[1]["endpoint"].is_null());
     CHECK(p[1]["lastHandshake"].is_null());
     CHECK(p[3]["path"] == "none");
+    // The record's lifetime left on this node (its clock, from first receipt), in whole seconds.
+    CHECK(p[0]["recordSeq"] == 12345);
+    CHECK(p[0]["recordExpiresInSeconds"] == 512);
+    CHECK(p[1]["recordExpiresInSeconds"].is_null());
     CHECK(p[0]["refusedCIDRs"] == nlohmann::json::array());
     auto r = relays_json(s)["relays"];
     REQUIRE(r.size() == 2);

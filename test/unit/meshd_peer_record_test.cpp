@@ -1,4 +1,5 @@
-// peer_record: canonical encoding, signature + key binding + expiry checks, and rejection of
+// peer_record: canonical encoding, signature + key binding checks (no clock), lifetime bounds, and
+// rejection of
 // truncated, padded and malformed encodings. Forgery attempts must all fail verify().
 #include <doctest/doctest.h>
 
@@ -13,15 +14,15 @@ using meshd_test::t0;
 
 TEST_CASE("peer_record: sign, verify, canonical round trip") {
     auto rec = meshd_test::record(1);
-    REQUIRE(rec.verify(t0).ok());
+    REQUIRE(rec.verify().ok());
     CHECK(rec.id() == meshd_test::identity(1).id());
-    CHECK(rec.verify(t0, meshd_test::identity(1).id()).ok());
+    CHECK(rec.verify(meshd_test::identity(1).id()).ok());
     auto bytes = rec.encode();
     REQUIRE(bytes.ok());
     CHECK(bytes->size() <= peer_record::max_encoded_size);
     auto back = peer_record::decode(*bytes);
     REQUIRE(back.ok());
-    CHECK(back->verify(t0).ok());
+    CHECK(back->verify().ok());
     CHECK(back->same_content(rec));
     CHECK(back->sig == rec.sig);
     CHECK(back->name == "node-1");
@@ -31,7 +32,7 @@ TEST_CASE("peer_record: sign, verify, canonical round trip") {
     CHECK(back->endpoints[1].str() == "[2001:db8::1]:51821");
     CHECK(back->relays == rec.relays);
     CHECK(back->seq == 1);
-    CHECK(back->expires_ms == t0 + 60'000);
+    CHECK(back->lifetime_ms == 60'000);
     auto again = back->encode();
     REQUIRE(again.ok());
     CHECK(*again == *bytes);
@@ -48,7 +49,7 @@ TEST_CASE("peer_record: a maximal record fits its declared bound") {
         r.relays.push_back(meshd_test::identity(static_cast<uint8_t>(100 + i)).id());
     }
     r.seq = ~0ull;
-    r.expires_ms = ~0ull;
+    r.lifetime_ms = peer_record::max_lifetime_ms;
     REQUIRE(r.sign(id).ok());
     auto bytes = r.encode();
     REQUIRE(bytes.ok());
@@ -64,11 +65,11 @@ TEST_CASE("peer_record: forgeries are rejected") {
 
     SUBCASE("field changed after signing") {
         rec.seq += 1;
-        CHECK(rec.verify(t0).err().is(mw::errc::protocol_error));
+        CHECK(rec.verify().err().is(mw::errc::protocol_error));
     }
     SUBCASE("endpoint redirected after signing") {
         rec.endpoints[0].port = 6666;
-        CHECK_FALSE(rec.verify(t0).ok());
+        CHECK_FALSE(rec.verify().ok());
     }
     SUBCASE("signed by another key, claiming the victim's WG key (node ID)") {
         // The attacker keeps the victim's WG key, so id() is the victim's, and signs with its
@@ -85,24 +86,23 @@ TEST_CASE("peer_record: forgeries are rejected") {
         forged.sig = attacker.sign(msg);
         CHECK(node_identity::verify(attacker.signing_key(), msg, forged.sig));
         CHECK(forged.id() == victim.id());
-        auto v = forged.verify(t0);
+        auto v = forged.verify();
         REQUIRE_FALSE(v.ok());
         CHECK(v.err().message.find("does not belong") != std::string::npos);
     }
     SUBCASE("another node's signature copied over") {
         auto other = meshd_test::record(2);
         rec.sig = other.sig;
-        CHECK_FALSE(rec.verify(t0).ok());
+        CHECK_FALSE(rec.verify().ok());
     }
     SUBCASE("valid record presented for another node ID") {
-        auto v = rec.verify(t0, attacker.id());
+        auto v = rec.verify(attacker.id());
         REQUIRE_FALSE(v.ok());
         CHECK(v.err().is(mw::errc::protocol_error));
     }
-    SUBCASE("expired") {
-        CHECK(rec.verify(t0 + 59'999).ok());
-        CHECK(rec.verify(t0 + 60'000).err().is(mw::errc::timeout));
-        CHECK(rec.verify(t0 + 999'999).err().is(mw::errc::timeout));
+    SUBCASE("lifetime changed after signing") {
+        rec.lifetime_ms = peer_record::max_lifetime_ms;
+        CHECK(rec.verify().err().is(mw::errc::protocol_error));
     }
 }
 
@@ -133,6 +133,12 @@ TEST_CASE("peer_record: invalid fields are refused when signing") {
     SUBCASE("too many endpoints") {
         rec.endpoints.resize(9, rec.endpoints[0]);
     }
+    SUBCASE("lifetime 0") {
+        rec.lifetime_ms = 0;
+    }
+    SUBCASE("lifetime above a day") {
+        rec.lifetime_ms = peer_record::max_lifetime_ms + 1;
+    }
     CHECK(rec.sign(id).err().is(mw::errc::invalid_argument));
     CHECK_FALSE(rec.encode().ok());
 }
@@ -150,8 +156,9 @@ TEST_CASE("peer_record: decode rejects truncation, trailing bytes and malformed 
     CHECK_FALSE(peer_record::decode(longer).ok());
     CHECK_FALSE(peer_record::decode(std::vector<uint8_t>(5000, 1)).ok());
 
-    // Offsets in the canonical layout of record(1): format at 0, name length at 81.
-    const size_t name_len_at = 1 + 32 + 32 + 8 + 8;
+    // Offsets in the canonical layout of record(1): format at 0, lifetime at 73, name length at 77.
+    const size_t lifetime_at = 1 + 32 + 32 + 8;
+    const size_t name_len_at = lifetime_at + 4;
     REQUIRE(bytes[name_len_at] == 6);  // "node-1"
     const size_t cidr_count_at = name_len_at + 1 + 6;
     REQUIRE(bytes[cidr_count_at] == 2);
@@ -160,18 +167,27 @@ TEST_CASE("peer_record: decode rejects truncation, trailing bytes and malformed 
         b[at] = v;
         return peer_record::decode(b);
     };
-    CHECK_FALSE(patched(0, 0).ok());                           // unknown format
-    CHECK_FALSE(patched(0, 3).ok());                           // unknown format
-    CHECK_FALSE(patched(name_len_at, 0).ok());                 // empty name
-    CHECK_FALSE(patched(name_len_at + 1, ' ').ok());           // bad name char
-    CHECK_FALSE(patched(cidr_count_at, 9).ok());               // too many CIDRs
-    CHECK_FALSE(patched(cidr_count_at + 1, 5).ok());           // family 5
+    CHECK_FALSE(patched(0, 0).ok());  // unknown format
+    CHECK_FALSE(patched(0, 1).ok());  // format 1 (absolute expiry): no longer read
+    CHECK_FALSE(patched(0, 2).ok());  // format 2 (absolute expiry): no longer read
+    CHECK_FALSE(patched(0, 4).ok());  // unknown format
+    // Lifetime 60,000 = 00 00 ea 60: 0 and above a day are refused.
+    REQUIRE(bytes[lifetime_at + 2] == 0xea);
+    auto zero = bytes;
+    std::fill_n(zero.begin() + lifetime_at, 4, 0);
+    CHECK_FALSE(peer_record::decode(zero).ok());
+    CHECK_FALSE(patched(lifetime_at, 0x06).ok());     // 0x0600ea60 ms: ~29 h
+    CHECK(patched(lifetime_at + 1, 0x01).ok());       // 0x0001ea60 ms: ~2 min, fine (bad signature)
+    CHECK_FALSE(patched(name_len_at, 0).ok());        // empty name
+    CHECK_FALSE(patched(name_len_at + 1, ' ').ok());  // bad name char
+    CHECK_FALSE(patched(cidr_count_at, 9).ok());      // too many CIDRs
+    CHECK_FALSE(patched(cidr_count_at + 1, 5).ok());  // family 5
     CHECK_FALSE(patched(cidr_count_at + 1 + 1 + 4, 33).ok());  // /33 on IPv4
     CHECK_FALSE(patched(cidr_count_at + 1 + 1 + 3, 1).ok());   // host bits in 10.244.1.0/24
     // A decoded record is only structure: a signature byte flip still decodes but fails verify.
     auto sig_flip = patched(bytes.size() - 1, bytes.back() ^ 1);
     REQUIRE(sig_flip.ok());
-    CHECK_FALSE(sig_flip->verify(t0).ok());
+    CHECK_FALSE(sig_flip->verify().ok());
 }
 
 TEST_CASE("peer_record: the relay flag round-trips; unknown flag bits are refused") {
@@ -185,7 +201,7 @@ TEST_CASE("peer_record: the relay flag round-trips; unknown flag bits are refuse
     auto back = peer_record::decode(bytes);
     REQUIRE(back.ok());
     CHECK(back->relay_serving());
-    CHECK(back->verify(t0).ok());
+    CHECK(back->verify().ok());
     CHECK_FALSE(back->same_content(meshd_test::record(1)));  // the flag is signed
     // The flags byte is the first one that differs from the unflagged body.
     size_t at = 0;
@@ -201,23 +217,16 @@ TEST_CASE("peer_record: the relay flag round-trips; unknown flag bits are refuse
     CHECK(rec.sign(id).err().is(mw::errc::invalid_argument));
 }
 
-TEST_CASE("peer_record: format 1 (no flags byte) is still read, verified and re-encoded as such") {
-    // A node of the previous version signs format 1; during a rolling upgrade both must accept
-    // each other's records.
-    auto id = meshd_test::identity(3);
-    auto rec = meshd_test::record(3);
-    rec.version = 1;
-    REQUIRE(rec.sign(id).ok());
-    auto v1 = rec.encode().value();
-    auto v2 = meshd_test::record(3).encode().value();
-    CHECK(v1.size() + 1 == v2.size());
-    CHECK(v1[0] == 1);
-    auto back = peer_record::decode(v1);
+TEST_CASE("peer_record: verify takes no clock; the lifetime is a duration the signer chose") {
+    // Issue 14 item 1: a node whose wall clock is off by hours or years signs records that
+    // everyone accepts (the receiver counts the lifetime from its own receipt).
+    auto rec = meshd_test::record(4, 7, 600'000);
+    auto bytes = rec.encode().value();
+    auto back = peer_record::decode(bytes);
     REQUIRE(back.ok());
-    CHECK(back->version == 1);
-    CHECK_FALSE(back->relay_serving());
-    CHECK(back->verify(t0).ok());
-    CHECK(back->encode().value() == v1);
-    rec.flags = peer_record::flag_relay;  // format 1 has no flags
-    CHECK(rec.sign(id).err().is(mw::errc::invalid_argument));
+    CHECK(back->verify().ok());
+    CHECK(back->lifetime_ms == 600'000);
+    CHECK(back->seq == 7);
+    // Nothing in the encoding is a time: the same record signed at any moment is the same bytes.
+    CHECK(meshd_test::record(4, 7, 600'000).encode().value() == bytes);
 }

@@ -35,8 +35,9 @@ inline auto test_rng(uint64_t seed = 1) {
 
 inline constexpr uint64_t t0 = 1'764'000'000'000ull;  // a fixed "now" (Nov 2025, unix ms)
 
-// A signed record for identity(n): v4+v6 pod CIDRs, two endpoints, one relay.
-inline mw::meshd::peer_record record(uint8_t n, uint64_t seq = 1, uint64_t expires = t0 + 60'000,
+// A signed record for identity(n): v4+v6 pod CIDRs, two endpoints, one relay; `lifetime` ms
+// from its first receipt.
+inline mw::meshd::peer_record record(uint8_t n, uint64_t seq = 1, uint32_t lifetime = 60'000,
                                      std::string name = "") {
     auto id = identity(n);
     mw::meshd::peer_record r;
@@ -47,7 +48,7 @@ inline mw::meshd::peer_record record(uint8_t n, uint64_t seq = 1, uint64_t expir
                    mw::wg_endpoint::parse("[2001:db8::" + std::to_string(n) + "]:51821").value()};
     r.relays = {identity(200).id()};
     r.seq = seq;
-    r.expires_ms = expires;
+    r.lifetime_ms = lifetime;
     auto s = r.sign(id);
     (void)s;
     return r;
