@@ -168,7 +168,8 @@ void membership::on_records(const control_message& m, const records_msg& b, lear
 size_t membership::drop_revoked() {
     size_t n = 0;
     for (const auto& id : ctx_.cfg.revoked) {
-        n += store_.erase(id) ? 1 : 0;
+        // No tombstone: unlisted again, the node is back with the record it has (same seq).
+        n += store_.erase(id, false) ? 1 : 0;
         registered_.erase(id);
         learned_.erase(id);
     }

@@ -136,9 +136,9 @@ bool record_store::established(const node_id& id, uint64_t now_ms) const {
     return s != seen_.end() && is_established(s->second, now_ms);
 }
 
-void record_store::remove(std::map<node_id, peer_record>::iterator it) {
+void record_store::remove(std::map<node_id, peer_record>::iterator it, bool leave_tombstone) {
     const peer_record& rec = it->second;
-    bury(it->first, rec.seq);
+    if (leave_tombstone) bury(it->first, rec.seq);
     auto [b, e] = by_name_.equal_range(rec.name);
     for (auto n = b; n != e; ++n) {
         if (n->second == it->first) {
@@ -203,10 +203,10 @@ size_t record_store::expire(uint64_t now_ms) {
     return dropped;
 }
 
-bool record_store::erase(const node_id& id) {
+bool record_store::erase(const node_id& id, bool leave_tombstone) {
     auto it = records_.find(id);
     if (it == records_.end()) return false;
-    remove(it);
+    remove(it, leave_tombstone);
     return true;
 }
 

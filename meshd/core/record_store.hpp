@@ -97,7 +97,9 @@ public:
 
     // Drops records whose expiry (first receipt + lifetime) is <= now_ms; returns how many.
     size_t expire(uint64_t now_ms);
-    bool erase(const node_id& id);
+    // Drops the node's record; `leave_tombstone` false for a revocation (revokedNodes refuses the
+    // node anyway, and once it is unlisted its current record, same seq, must be taken at once).
+    bool erase(const node_id& id, bool leave_tombstone = true);
     // When the node's record expires here (this store's clock); nullopt if none is held.
     std::optional<uint64_t> expires_at(const node_id& id) const;
     // The highest seq of the node's records that left the store, if still remembered.
@@ -135,7 +137,7 @@ private:
         uint64_t last_ms = 0;     // the node's record last arrived again
         uint64_t expires_ms = 0;  // first receipt of the held record + its lifetime
     };
-    void remove(std::map<node_id, peer_record>::iterator it);
+    void remove(std::map<node_id, peer_record>::iterator it, bool leave_tombstone = true);
     void touch(const node_id& id, uint64_t now_ms);
     bool is_established(const seen& s, uint64_t now_ms) const noexcept {
         return now_ms - std::min(now_ms, s.last_ms) <= cfg_.live_ms &&

@@ -225,10 +225,16 @@ TEST_CASE("record_store: a tombstone refuses the same or an older seq after expi
     CHECK(s.find(id) == nullptr);  // 1 was the least recently seen
     CHECK(s.tombstone(id) == 6);
     CHECK(s.put(record(1, 6, 1000), t0 + 3003).err().is(mw::errc::already_exists));
-    // Erased (revoked) too.
+    // Erased too, by default.
     REQUIRE(s.erase(record(2).id()));
     CHECK(s.tombstone(record(2).id()) == 9);
     CHECK(s.put(record(2, 9, 60'000), t0 + 3004).err().is(mw::errc::already_exists));
+    // Erased for a revocation: no tombstone, so once unlisted the node's current record (the
+    // same seq: nothing made it re-sign) is taken at once (e2e_relays_runtime's un-revoke).
+    REQUIRE(s.put(record(4, 3, 60'000), t0 + 3005).ok());
+    REQUIRE(s.erase(record(4).id(), false));
+    CHECK_FALSE(s.tombstone(record(4).id()).has_value());
+    CHECK(s.put(record(4, 3, 60'000), t0 + 3006).ok());
 }
 
 TEST_CASE("record_store: tombstones are bounded, oldest out (the documented residual)") {
