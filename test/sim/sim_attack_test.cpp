@@ -50,17 +50,7 @@ struct attacker {
     }
     // A message in its own name (valid: it is a member).
     std::vector<uint8_t> own(const wg_key& recipient_key, message_body body, uint64_t counter) {
-        control_message m;
-        m.sender_key = me.wg_public_key();
-        m.sender = me.id();
-        m.recipient = node_id::of(recipient_key);
-        m.epoch = 1;
-        m.counter = counter;
-        m.body = std::move(body);
-        auto k = pair_key(sealer.pair_cluster_key(), me.wg_private_key(), me.wg_public_key(),
-                          recipient_key)
-                     .value();
-        return seal_message(sealer, k, m, nonce()).value();
+        return forge(me.wg_public_key(), recipient_key, std::move(body), 1, counter);
     }
     peer_record record(const wg_endpoint& ep) const {
         peer_record r;

@@ -50,6 +50,15 @@ struct std_mesh {
     }
 };
 
+// The pair's simulated WireGuard flows (sim_net::simulate_wireguard): rx grows on both ends
+// within 2 s.
+inline void check_wireguard_flows(sim_net& net, const std::string& a, const std::string& b) {
+    uint64_t rx_a = net[a].wg_rx[b], rx_b = net[b].wg_rx[a];
+    net.run_for(2000);
+    CHECK(net[a].wg_rx[b] > rx_a);
+    CHECK(net[b].wg_rx[a] > rx_b);
+}
+
 inline bool is_direct(sim_net& n, const std::string& a, const std::string& b) {
     return n.path(a, b) == meshd::path_kind::direct && n.path(b, a) == meshd::path_kind::direct;
 }

@@ -10,18 +10,16 @@
 
 #include "meshd/boot_epoch.hpp"
 
+#include "meshd_test_util.hpp"
+
 namespace fs = std::filesystem;
 using namespace mw::meshd;
 
 namespace {
 
-struct tmp_dir {
-    std::string path;
-    tmp_dir() {
-        char tmpl[] = "/tmp/mw-boot-epoch-XXXXXX";
-        path = mkdtemp(tmpl);
-    }
-    ~tmp_dir() { fs::remove_all(path); }
+// meshd_test::tmp_dir, named for these tests.
+struct tmp_dir : meshd_test::tmp_dir {
+    tmp_dir() : meshd_test::tmp_dir("/tmp/mw-boot-epoch") {}
 };
 
 }  // namespace

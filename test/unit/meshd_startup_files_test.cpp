@@ -17,18 +17,16 @@
 #include "meshd/psk_file.hpp"
 #include "meshd/relay_nodes_diff.hpp"
 
+#include "meshd_test_util.hpp"
+
 namespace fs = std::filesystem;
 using namespace mw::meshd;
 
 namespace {
 
-struct tmp_dir {
-    std::string path;
-    tmp_dir() {
-        char tmpl[] = "/tmp/mw-meshd-files-XXXXXX";
-        path = mkdtemp(tmpl);
-    }
-    ~tmp_dir() { fs::remove_all(path); }
+// meshd_test::tmp_dir, named for these tests.
+struct tmp_dir : meshd_test::tmp_dir {
+    tmp_dir() : meshd_test::tmp_dir("/tmp/mw-meshd-files") {}
 };
 
 void write_file(const std::string& path, const std::string& content, mode_t mode) {

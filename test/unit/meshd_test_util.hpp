@@ -3,6 +3,8 @@
 
 #include <array>
 #include <cstdint>
+#include <cstdlib>
+#include <filesystem>
 #include <span>
 #include <string>
 
@@ -32,6 +34,18 @@ inline auto test_rng(uint64_t seed = 1) {
         }
     };
 }
+
+// A private temporary directory, removed with everything in it when it goes out of scope.
+struct tmp_dir {
+    std::string path;
+    explicit tmp_dir(std::string prefix = "/tmp/mw-meshd-test") {
+        std::string tmpl = prefix + "-XXXXXX";
+        path = mkdtemp(tmpl.data());
+    }
+    ~tmp_dir() { std::filesystem::remove_all(path); }
+    tmp_dir(const tmp_dir&) = delete;
+    tmp_dir& operator=(const tmp_dir&) = delete;
+};
 
 inline constexpr uint64_t t0 = 1'764'000'000'000ull;  // a fixed "now" (Nov 2025, unix ms)
 

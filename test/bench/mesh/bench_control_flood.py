@@ -93,14 +93,19 @@ def main():
             relay_name, flooder.name, relay.addr4, m.configs[relay_name].get("listenPort", 51821)))
 
         check_path(m, fails, "lan1a", "lan2a", "relay", when="before the baseline")
-        try:
-            base_bytes, base_mbps = iperf(src, dst.addr4, a.seconds)
-            print("baseline (no flood): %.1f Mbit/s, %.1f MB" % (base_mbps, base_bytes / 1e6))
-            if base_bytes == 0:
-                fails.add("baseline: iperf3 moved nothing")
-        except RuntimeError as e:
-            fails.add("baseline: %s" % e)
-            base_mbps = None
+        def stream(label, printed, failed_note=""):
+            """One iperf3 run lan1a -> lan2a: its Mbit/s, or None (a failure noted in fails)."""
+            try:
+                moved, mbps = iperf(src, dst.addr4, a.seconds)
+                print("%s: %.1f Mbit/s, %.1f MB" % (printed, mbps, moved / 1e6))
+                if moved == 0:
+                    fails.add("%s: iperf3 moved nothing%s" % (label, failed_note))
+                return mbps
+            except RuntimeError as e:
+                fails.add("%s: %s%s" % (label, e, failed_note))
+                return None
+
+        base_mbps = stream("baseline", "baseline (no flood)")
 
         rss_before = status_kb(pid)["VmRSS"]
         drops_before = inbox_drops(m, relay)
@@ -129,14 +134,8 @@ def main():
         ft.start()
         st.start()
         time.sleep(1)  # the flood is on before the stream starts
-        flood_mbps = None
-        try:
-            fb, flood_mbps = iperf(src, dst.addr4, a.seconds)
-            print("under the flood: %.1f Mbit/s, %.1f MB" % (flood_mbps, fb / 1e6))
-            if fb == 0:
-                fails.add("under the flood: iperf3 moved nothing (the relayed stream stopped)")
-        except RuntimeError as e:
-            fails.add("under the flood: %s (the relayed stream stopped)" % e)
+        flood_mbps = stream("under the flood", "under the flood",
+                            " (the relayed stream stopped)")
         ft.join()
         stop.set()
         st.join()
