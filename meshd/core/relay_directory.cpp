@@ -123,8 +123,9 @@ bool used_by_other(const std::vector<relay_entry>& next, const wg_endpoint& ep,
 }  // namespace
 
 void relay_directory::add_rendezvous(std::vector<relay_entry>& next, uint64_t now,
-                                     bool reset_timers) const {
+                                     bool reset_timers, std::optional<learned_via> only) const {
     for (const auto& rv : rendezvous_) {
+        if (only && rv.via != *only) continue;
         const ip_address& a = rv.ep.address;
         wg_endpoint ep = normalize_endpoint(rv.ep);
         bool ours = std::any_of(ctx_.cfg.endpoints.begin(), ctx_.cfg.endpoints.end(),
@@ -256,6 +257,10 @@ void relay_directory::rebuild(uint64_t now, bool reset_timers) {
     std::vector<relay_entry> next;
     if (!ctx_.auto_relays()) {
         add_configured(next, now, reset_timers);
+        // LAN neighbours found by mDNS are rendezvous with relayNodes too: through them (by
+        // anti-entropy) a node that starts while the relays are out of reach still meets its
+        // LAN. dht.bootstrap addresses are not: relayNodes are the rendezvous then.
+        add_rendezvous(next, now, reset_timers, learned_via::mdns);
     } else {
         add_rendezvous(next, now, reset_timers);
         add_found(next, now, reset_timers);
@@ -298,13 +303,13 @@ void relay_directory::offer_rendezvous(const wg_endpoint& ep, learned_via via) {
         if (rv.ep == ep) return;  // an entry stands for it already (rebuild skips duplicates)
     }
     rendezvous_.push_back(rendezvous{ep, via});
-    if (ctx_.auto_relays()) dirty_ = true;
+    if (ctx_.auto_relays() || via == learned_via::mdns) dirty_ = true;
 }
 
 void relay_directory::withdraw_rendezvous(learned_via via) {
     auto n = rendezvous_.size();
     std::erase_if(rendezvous_, [&](const rendezvous& rv) { return rv.via == via; });
-    if (n != rendezvous_.size() && ctx_.auto_relays()) dirty_ = true;
+    if (n != rendezvous_.size() && (ctx_.auto_relays() || via == learned_via::mdns)) dirty_ = true;
 }
 
 bool relay_directory::up(const relay_entry& r, uint64_t now) const {
@@ -435,7 +440,10 @@ void relay_directory::tick(const peer_record& self, uint64_t now) {
         }
         ctx_.due(r.next_ping_ms);
         // A HELLO names its recipient: not before the relay's first PONG told us who it is.
-        if (r.id && now >= r.next_hello_ms) {
+        if (r.id && now >= r.next_hello_ms && !r.candidate && defer_hello &&
+            defer_hello(*r.id, now)) {
+            r.next_hello_ms = now + cfg.hello_interval_ms;  // anti-entropy keeps us in sync
+        } else if (r.id && now >= r.next_hello_ms) {
             // To every address: until one answers we do not know which works, and a relay with
             // two families reached on both keeps both NAT mappings warm.
             for (const auto& a : r.addrs) {
