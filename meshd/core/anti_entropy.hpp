@@ -115,7 +115,7 @@ public:
 
     // Whether the node answered us in this protocol.
     bool speaks(const node_id& id) const;
-    // A rendezvous that is no relay, about to be asked for every record with HELLO
+    // An mDNS rendezvous that is no relay, about to be asked for every record with HELLO
     // (relay_directory): not if it speaks anti-entropy, nor while our first rounds may still
     // show that it does (hello_grace_ms from the first time we are asked); a node of an older
     // version, which drops our DIGESTs, gets HELLO as before.

@@ -312,7 +312,8 @@ uint64_t node_core::on_datagram(std::span<const uint8_t> datagram, const wg_endp
                 if (in_band) return;
                 const relay_entry* r = directory_.by_id(m->sender);
                 const bool by_ae =
-                    ctx_.cfg.anti_entropy && (!r || (!r->candidate && ae_.speaks(m->sender)));
+                    ctx_.cfg.anti_entropy &&
+                    (!r || (!r->candidate && r->lan_neighbour && ae_.speaks(m->sender)));
                 if (r && !by_ae) {
                     members_.on_records(*m, b,
                                         r->origin == relay_origin::bootstrap

@@ -76,6 +76,7 @@ relay_entry relay_directory::carry(relay_entry fresh, uint64_t now, bool reset_t
     e.spec = fresh.spec;
     e.origin = fresh.origin;
     e.candidate = fresh.candidate;
+    e.lan_neighbour = fresh.lan_neighbour;
     e.self = fresh.self;
     if (fresh.id) e.id = fresh.id;
     std::vector<relay_addr_state> addrs;
@@ -134,6 +135,7 @@ void relay_directory::add_rendezvous(std::vector<relay_entry>& next, uint64_t no
         relay_entry e;
         e.origin = relay_origin::bootstrap;
         e.candidate = false;
+        e.lan_neighbour = rv.via == learned_via::mdns;
         e.spec = relay_spec{a.str(), {a}};
         e.addrs.push_back(relay_addr_state{ep});
         next.push_back(carry(std::move(e), now, reset_timers));
@@ -141,6 +143,7 @@ void relay_directory::add_rendezvous(std::vector<relay_entry>& next, uint64_t no
         relay_entry& last = next.back();
         for (size_t k = 0; last.id && k + 1 < next.size(); ++k) {
             if (next[k].id != last.id) continue;
+            next[k].lan_neighbour = next[k].lan_neighbour && last.lan_neighbour;
             for (const auto& s : last.addrs) next[k].addrs.push_back(s);
             for (const auto& s : last.spec.addresses) next[k].spec.addresses.push_back(s);
             next.pop_back();
@@ -440,7 +443,7 @@ void relay_directory::tick(const peer_record& self, uint64_t now) {
         }
         ctx_.due(r.next_ping_ms);
         // A HELLO names its recipient: not before the relay's first PONG told us who it is.
-        if (r.id && now >= r.next_hello_ms && !r.candidate && defer_hello &&
+        if (r.id && now >= r.next_hello_ms && !r.candidate && r.lan_neighbour && defer_hello &&
             defer_hello(*r.id, now)) {
             r.next_hello_ms = now + cfg.hello_interval_ms;  // anti-entropy keeps us in sync
         } else if (r.id && now >= r.next_hello_ms) {

@@ -45,6 +45,10 @@ struct relay_entry {
     // May carry pairs: configured, or (found ones) its record says it serves. A bootstrap
     // node that does not is only asked for records.
     bool candidate = true;
+    // A rendezvous found by mDNS only (a LAN neighbour): kept in sync by anti-entropy, not asked
+    // with HELLO once it speaks it (defer_hello). A dht.bootstrap node is registered with as
+    // before: a node being verified as relay finds its dial-back helpers among registrations.
+    bool lan_neighbour = false;
     bool self = false;
     std::optional<node_id> id;
     std::vector<relay_addr_state> addrs;
@@ -126,8 +130,8 @@ public:
     // meshctl's view (load left 0: the pairs are peer_paths'). "Up" is judged at last_tick_ms.
     std::vector<relay_view> views(uint64_t last_tick_ms) const;
 
-    // Set by node_core: true for a rendezvous that is no relay and whose records come by
-    // anti-entropy (anti_entropy.hpp), so it is not asked for every record with HELLO.
+    // Set by node_core: true for an mDNS rendezvous (lan_neighbour, no relay) whose records come
+    // by anti-entropy (anti_entropy.hpp), so it is not asked for every record with HELLO.
     std::function<bool(const node_id&, uint64_t now)> defer_hello;
 
 private:
