@@ -79,6 +79,7 @@ json status_json(const node_snapshot& s) {
                     {"authFailed", c.auth_failed},
                     {"malformed", c.malformed},
                     {"oldVersion", c.old_version},
+                    {"unknownType", c.unknown_type},
                     {"wrongRecipient", c.wrong_recipient},
                     {"pairAuthFailed", c.pair_auth_failed},
                     {"staleEpoch", c.stale_epoch},

@@ -82,7 +82,8 @@ std::string metrics_text(const node_snapshot& s) {
     t.counter("meshwire_control_accepted_total", "Control datagrams accepted.", L{}, c.accepted);
     for (auto [why, v] :
          {std::pair{"auth_failed", c.auth_failed}, std::pair{"malformed", c.malformed},
-          std::pair{"old_version", c.old_version}, std::pair{"wrong_recipient", c.wrong_recipient},
+          std::pair{"old_version", c.old_version}, std::pair{"unknown_type", c.unknown_type},
+          std::pair{"wrong_recipient", c.wrong_recipient},
           std::pair{"pair_auth_failed", c.pair_auth_failed},
           std::pair{"stale_epoch", c.stale_epoch}, std::pair{"replayed", c.replayed},
           std::pair{"not_control", c.not_control}, std::pair{"bad_record", c.bad_record},

@@ -79,7 +79,9 @@ struct node_snapshot {
     size_t records = 0;
     // Peers by how their record reached us: index i counts the peers whose learned_via set has
     // bit 1 << i (a peer known through two sources counts under both).
-    static constexpr size_t learned_via_bits = 7;
+    static constexpr size_t learned_via_bits = 8;
+    static_assert(static_cast<unsigned>(learned_via::neighbour) == 1u << (learned_via_bits - 1),
+                  "a new learned_via bit: count it here");
     std::array<size_t, learned_via_bits> peers_learned{};
     std::optional<record_cache_stats> cache;  // absent before the daemon set it up
     std::optional<mdns_service_stats> mdns;   // absent with mdns.enable false (or no socket)

@@ -67,6 +67,7 @@ result<put_outcome> record_store::put(const peer_record& rec, uint64_t now_ms,
             }
         }
         it->second = rec;
+        ++generation_;
         sn.expires_ms = expiry(now_ms, rec, max_remaining_ms);
         by_expiry_.emplace(sn.expires_ms, id);
         by_name_.emplace(rec.name, id);
@@ -80,6 +81,7 @@ result<put_outcome> record_store::put(const peer_record& rec, uint64_t now_ms,
                                           " refused");
     }
     records_.emplace(id, rec);
+    ++generation_;
     const uint64_t expires = expiry(now_ms, rec, max_remaining_ms);
     by_expiry_.emplace(expires, id);
     by_name_.emplace(rec.name, id);
@@ -139,6 +141,7 @@ bool record_store::established(const node_id& id, uint64_t now_ms) const {
 
 void record_store::remove(std::map<node_id, peer_record>::iterator it, bool leave_tombstone) {
     const peer_record& rec = it->second;
+    ++generation_;
     if (leave_tombstone) bury(it->first, rec.seq);
     auto [b, e] = by_name_.equal_range(rec.name);
     for (auto n = b; n != e; ++n) {

@@ -129,6 +129,16 @@ public:
     void for_each(F&& f) const {
         for (const auto& [id, rec] : records_) f(rec);
     }
+    // The records whose node ID is in [first, last], in node ID order (anti-entropy pages).
+    template <class F>
+    void for_each_in(const node_id& first, const node_id& last, F&& f) const {
+        for (auto it = records_.lower_bound(first); it != records_.end() && !(last < it->first);
+             ++it)
+            f(it->second);
+    }
+    // Changes whenever the (node ID, seq) set held changes: a record added, replaced or removed
+    // (anti_entropy recomputes its digest only then).
+    uint64_t generation() const noexcept { return generation_; }
     // The same with each record's node ID (no hashing of keys per visit).
     template <class F>
     void for_each_with_id(F&& f) const {
@@ -173,6 +183,7 @@ private:
     std::map<uint64_t, node_id> graves_by_age_;  // oldest first
     uint64_t next_grave_ = 0;
     uint64_t now_ms_ = 0;  // the latest now_ms seen (erase() takes none)
+    uint64_t generation_ = 0;
     std::unordered_multimap<std::string, node_id> by_name_;
 };
 

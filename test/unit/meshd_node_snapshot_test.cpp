@@ -176,13 +176,14 @@ TEST_CASE("node snapshot: how peers were learned and the record cache, in meshct
     auto st = status_json(s);
     CHECK(st["peers"]["learnedVia"]["cache"] == 1);
     CHECK(st["peers"]["learnedVia"]["bootstrap"] == 0);
-    CHECK(st["peers"]["learnedVia"].size() == 7);
+    CHECK(st["peers"]["learnedVia"].size() == 8);  // every learned_via bit, neighbour last
     CHECK(st["recordCache"].is_null());  // not set up
     std::string m = metrics_text(s);
     // Fixed label values: every source, also at zero; no cache series without a cache.
     CHECK(has_line(m, "meshwire_peers_learned{via=\"relay\"} 1"));
     CHECK(has_line(m, "meshwire_peers_learned{via=\"cache\"} 1"));
     CHECK(has_line(m, "meshwire_peers_learned{via=\"kubernetes\"} 0"));
+    CHECK(has_line(m, "meshwire_peers_learned{via=\"neighbour\"} 0"));
     CHECK(m.find("meshwire_record_cache") == std::string::npos);
 
     record_cache_stats c;
