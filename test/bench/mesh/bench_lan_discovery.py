@@ -32,7 +32,8 @@ import statistics
 import sys
 import time
 
-from meshbench import Failures, Mesh, check_meshd_alive, meshd_pid, need_root, status_kb, wg_pid
+from meshbench import (Failures, Mesh, check_meshd_alive, cpu_seconds, meshd_pid, need_root,
+                       status_kb, wg_pid)
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "e2e",
                                 "mesh"))
@@ -146,6 +147,16 @@ def spread(values):
     return "min %.2f median %.2f max %.2f s" % (min(v), statistics.median(v), max(v))
 
 
+def cpu_of(m, names):
+    """(meshd, wireguard-go) CPU seconds summed over the nodes, each since its start."""
+    md = wg = 0.0
+    for x in names:
+        md += cpu_seconds(meshd_pid(m, m[x]))
+        wp = wg_pid(m, m[x])
+        wg += cpu_seconds(wp) if wp else 0.0
+    return md, wg
+
+
 def mdns_stats(m, name):
     md = m.meshctl(m[name], "status").get("mdns")
     if not md:
@@ -216,6 +227,11 @@ def one_run(a, build, n, measure_traffic, fails, label):
             for x in sorted(pending)[:3]:
                 print(m._describe(m[x]))
             return res
+        try:
+            form_cpu, form_wall = cpu_of(m, names), time.monotonic() - t0
+            res["form_cpu"] = (form_cpu[0] / n, form_cpu[1] / n, form_wall)
+        except (OSError, RuntimeError) as e:
+            fails.add("%s: CPU time not read: %s" % (label, e))
         res["direct_poll_s"] = max(done_at.values())
         res["per_node"] = done_at
         print("%s: polls saw every LAN peer direct on every node %.2f s after the start (nodes: "
@@ -259,12 +275,15 @@ def one_run(a, build, n, measure_traffic, fails, label):
         c0, s0 = {}, {}
         for x in names:
             c0[x], s0[x] = snapshot(m, x)
+        cpu0 = cpu_of(m, names)
         w0 = time.monotonic()
         time.sleep(a.window)
         c1, s1 = {}, {}
+        cpu1 = cpu_of(m, names)
         for x in names:
             c1[x], s1[x] = snapshot(m, x)
         wall = time.monotonic() - w0
+        res["steady_cpu"] = ((cpu1[0] - cpu0[0]) / n / wall, (cpu1[1] - cpu0[1]) / n / wall)
         if not check_meshd_alive(m, fails, "%s at the end of the window" % label):
             return res
         for x in names:
@@ -356,6 +375,7 @@ def main():
         return rc
     fails = Failures("bench_lan_discovery")
     summary = {}
+    cpu = {}
     for n, runs in ((3, a.runs3), (a.big, a.runs20)):
         times, polled = [], []
         traffic = None
@@ -366,9 +386,17 @@ def main():
             if r["direct_s"] is not None:
                 times.append(r["direct_s"])
                 polled.append(r["direct_poll_s"])
+            if r.get("form_cpu"):
+                md, wg, wall = r["form_cpu"]
+                print("%s: CPU per node from the start until the polls saw every peer direct "
+                      "(%.1f s): meshd %.2f s, wireguard-go %.2f s" % (label, wall, md, wg))
             if r["traffic"]:
                 traffic = print_traffic(label, n, r["traffic"])
                 rss = r["rss_kib"]
+                cpu[n] = r.get("steady_cpu")
+                if cpu[n]:
+                    print("%s: CPU per node in the window: meshd %.1f ms/s, wireguard-go %.1f ms/s"
+                          % (label, cpu[n][0] * 1000, cpu[n][1] * 1000))
         summary[n] = (times, polled, traffic, rss, runs)
 
     print()
@@ -388,6 +416,9 @@ def main():
         if traffic:
             print("%2d nodes steady state: %.2f mDNS packets sent per node per minute (mean on "
                   "the wire, v4+v6; max %.2f)" % (n, statistics.mean(traffic), max(traffic)))
+        if cpu.get(n):
+            print("%2d nodes steady state: meshd %.1f ms CPU per second per node, wireguard-go "
+                  "%.1f" % (n, cpu[n][0] * 1000, cpu[n][1] * 1000))
         if rss:
             print("%2d nodes: meshd + wireguard-go RSS %.1f MiB in total (%.1f MiB per node)" % (
                 n, rss / 1024, rss / 1024 / n))
