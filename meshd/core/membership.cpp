@@ -86,7 +86,8 @@ bool membership::refresh_self(std::vector<std::pair<node_id, uint16_t>> att, boo
     return true;
 }
 
-result<put_outcome> membership::accept(const peer_record& rec, learned_via via, uint64_t now) {
+result<put_outcome> membership::accept(const peer_record& rec, learned_via via, uint64_t now,
+                                       uint64_t max_remaining_ms) {
     if (ctx_.revoked(rec.id())) {
         return error(errc::protocol_error,
                      "node " + rec.id().short_hex() + " (" + rec.name + ") is in revokedNodes");
@@ -94,7 +95,7 @@ result<put_outcome> membership::accept(const peer_record& rec, learned_via via, 
     // Only found relays depend on records; with relayNodes nothing is copied per record.
     auto before = ctx_.auto_relays() ? relay_facts_of(store_.find(rec.id())) : std::nullopt;
     const uint64_t evicted = store_.evicted(), refused = store_.refused_full();
-    auto put = store_.put(rec, now);
+    auto put = store_.put(rec, now, max_remaining_ms);
     ctx_.admission.records_evicted += store_.evicted() - evicted;
     ctx_.admission.store_full += store_.refused_full() - refused;
     if (!put) return put;
@@ -104,9 +105,10 @@ result<put_outcome> membership::accept(const peer_record& rec, learned_via via, 
 }
 
 result<put_outcome> membership::offer_record(const peer_record& rec, learned_via via,
-                                             const node_id& from, uint64_t now) {
+                                             const node_id& from, uint64_t now,
+                                             uint64_t max_remaining_ms) {
     if (rec.id() == ctx_.id()) return error(errc::invalid_argument, "our own record");
-    auto put = accept(rec, via, now);
+    auto put = accept(rec, via, now, max_remaining_ms);
     // A relay passes on what it learned from another relay (nodes that reach only us).
     if (put && *put != put_outcome::duplicate) push_record(rec, from, now);
     return put;

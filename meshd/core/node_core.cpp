@@ -97,8 +97,9 @@ void node_core::set_bootstrap(std::vector<ip_address> bootstrap, uint64_t now) {
     ctx_.due(now);
 }
 
-result<put_outcome> node_core::offer_record(const peer_record& rec, learned_via via, uint64_t now) {
-    auto put = members_.offer_record(rec, via, ctx_.id(), now);
+result<put_outcome> node_core::offer_record(const peer_record& rec, learned_via via, uint64_t now,
+                                            uint64_t max_remaining_ms) {
+    auto put = members_.offer_record(rec, via, ctx_.id(), now, max_remaining_ms);
     ctx_.due(now);
     return put;
 }

@@ -108,8 +108,8 @@ public:
     bool offering() const noexcept { return ctx_.offering(); }
 
     // The discovery entry (discovery_sink.hpp).
-    result<put_outcome> offer_record(const peer_record& rec, learned_via via,
-                                     uint64_t now_ms) override;
+    result<put_outcome> offer_record(const peer_record& rec, learned_via via, uint64_t now_ms,
+                                     uint64_t max_remaining_ms = UINT64_MAX) override;
     void offer_endpoint(const std::optional<node_id>& id, const wg_endpoint& ep, learned_via via,
                         uint64_t now_ms) override;
     void withdraw_endpoints(learned_via via, uint64_t now_ms) override;
