@@ -321,9 +321,14 @@ def scenario(m):
             for addr in (pods[dst].addr4, pods[dst].addr6):
                 left = bound - (time.monotonic() - t0)
                 dt = time_to_reply(pods[src], addr, max(left, 0.0))
-                expect(dt is not None, "%s's pod got no reply from %s's %s within %.0f s of the "
-                       "uplink's return\n%s" % (src, dst, addr, bound, "\n".join(
-                           m.diagnose(m[x]) for x in (src, dst))))
+                if dt is None:
+                    ct = nat1.run(["cat", "/proc/net/nf_conntrack"], check=False, timeout=10)
+                    raise AssertionError(
+                        "%s's pod got no reply from %s's %s within %.0f s of the uplink's return"
+                        "\n%s\n--- nat1 conntrack (udp):\n%s" % (
+                            src, dst, addr, bound, "\n".join(
+                                m.diagnose(m[x]) for x in (src, dst, "relay1")),
+                            "\n".join(x for x in ct.stdout.splitlines() if " udp " in x)))
                 took["%s->%s %s" % (src, dst, "v6" if ":" in addr else "v4")] = (
                     time.monotonic() - t0)
         figure("uplink back: lan1c's pod reaches lan2a's pod (v4)",
