@@ -208,7 +208,6 @@ def scenario(m):
         time.sleep(1.0)
         nat1.link_down("wan0")
         state["cut"] = True
-        t_cut = time.monotonic()
         ok, dt_cut, detail = poll(lambda: (
             {r["name"]: r["state"] for r in m.meshctl(m["lan1a"], "relays")["relays"]}
             .get("relay1") == "down", "relay1 not listed down"), RELAY_DOWN_BOUND * TIME_FACTOR)
