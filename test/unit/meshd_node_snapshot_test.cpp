@@ -177,7 +177,7 @@ TEST_CASE("node snapshot: how peers were learned and the record cache, in meshct
     CHECK(st["peers"]["learnedVia"]["cache"] == 1);
     CHECK(st["peers"]["learnedVia"]["bootstrap"] == 0);
     CHECK(st["peers"]["learnedVia"].size() == 8);  // every learned_via bit, neighbour last
-    CHECK(st["recordCache"].is_null());  // not set up
+    CHECK(st["recordCache"].is_null());            // not set up
     std::string m = metrics_text(s);
     // Fixed label values: every source, also at zero; no cache series without a cache.
     CHECK(has_line(m, "meshwire_peers_learned{via=\"relay\"} 1"));
