@@ -228,32 +228,7 @@ result<cache_contents> record_cache::decode(std::span<const uint8_t> bytes,
 
 status record_cache::save(const std::vector<cached_record>& records, const cache_clock& at) const {
     const auto bytes = encode(records, at);
-    MW_TRY_STATUS(make_directories(state_dir_, 0700));
-    const std::string p = path();
-    const std::string tmp = p + ".tmp";
-    // O_EXCL: a leftover temporary file (a crash between create and rename) is removed first,
-    // never written through (it could be a link planted by someone else).
-    if (::unlink(tmp.c_str()) != 0 && errno != ENOENT) {
-        return error::from_errno(errno, "removing " + tmp);
-    }
-    unique_fd fd(::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600));
-    if (!fd.valid()) return error::from_errno(errno, "creating " + tmp);
-    auto fail = [&](const std::string& what) -> error {
-        int e = errno;
-        ::unlink(tmp.c_str());
-        return error::from_errno(e, what);
-    };
-    size_t off = 0;
-    while (off < bytes.size()) {
-        ssize_t w = ::write(fd.get(), bytes.data() + off, bytes.size() - off);
-        if (w < 0 && errno == EINTR) continue;
-        if (w < 0) return fail("writing " + tmp);
-        off += static_cast<size_t>(w);
-    }
-    if (::fsync(fd.get()) != 0) return fail("fsync " + tmp);
-    fd.reset();
-    if (::rename(tmp.c_str(), p.c_str()) != 0) return fail("storing " + p);
-    return sync_directory(state_dir_);
+    return replace_file(state_dir_, path(), bytes);
 }
 
 result<cache_contents> record_cache::load(const cache_clock& now) const {

@@ -437,29 +437,16 @@ void anti_entropy::send_records(const node_id& to, partner& p, const wg_endpoint
                                 const std::vector<const peer_record*>& recs, uint64_t request_id,
                                 uint64_t now) {
     open_window(p, now);
-    const size_t empty_size = envelope_size + 8 + 1 + pair_tag_size;
-    records_msg batch{request_id, {}};
-    size_t size = empty_size;
-    for (const auto* r : recs) {
-        if (p.records_out >= cfg_.max_records_out) {
-            ++counters_.over_budget;
-            break;
-        }
-        auto enc = r->encode();
-        if (!enc) continue;
-        const size_t n = 2 + enc->size();
-        if (!batch.records.empty() &&
-            (size + n > max_control_plaintext || batch.records.size() == 255)) {
-            ctx_.send(std::move(batch), to, ep, 0, now);
-            batch = records_msg{request_id, {}};
-            size = empty_size;
-        }
-        batch.records.push_back(*r);
-        size += n;
-        ++p.records_out;
-        ++counters_.records_sent;
+    // The partner's per-round budget: what is over it waits for the next round.
+    const size_t left = cfg_.max_records_out - std::min(p.records_out, cfg_.max_records_out);
+    std::span<const peer_record* const> give(recs);
+    if (give.size() > left) {
+        ++counters_.over_budget;
+        give = give.first(left);
     }
-    if (!batch.records.empty()) ctx_.send(std::move(batch), to, ep, 0, now);
+    const size_t sent = ctx_.send_records(to, ep, request_id, give, now);
+    p.records_out += sent;
+    counters_.records_sent += sent;
 }
 
 }  // namespace mw::meshd

@@ -208,26 +208,10 @@ void membership::push_record(const peer_record& rec, const node_id& except, uint
 
 void membership::send_records(const node_id& to, const wg_endpoint& ep, uint64_t request_id,
                               uint64_t now) {
-    // Our own record first, then the store, packed into datagrams below the control size limit.
+    // Our own record first, then the store.
     std::vector<const peer_record*> all{&self_};
     store_.for_each([&](const peer_record& r) { all.push_back(&r); });
-    const size_t empty_size = envelope_size + 8 + 1 + pair_tag_size;
-    records_msg batch{request_id, {}};
-    size_t size = empty_size;
-    for (const auto* r : all) {
-        auto enc = r->encode();
-        if (!enc) continue;
-        size_t n = 2 + enc->size();
-        if (!batch.records.empty() &&
-            (size + n > max_control_plaintext || batch.records.size() == 255)) {
-            ctx_.send(std::move(batch), to, ep, 0, now);
-            batch = records_msg{request_id, {}};
-            size = empty_size;
-        }
-        batch.records.push_back(*r);
-        size += n;
-    }
-    if (!batch.records.empty()) ctx_.send(std::move(batch), to, ep, 0, now);
+    ctx_.send_records(to, ep, request_id, all, now);
 }
 
 }  // namespace mw::meshd
