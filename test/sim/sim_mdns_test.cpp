@@ -3,8 +3,10 @@
 // record everywhere), and then stay quiet on mDNS.
 #include <doctest/doctest.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <cstdlib>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -135,6 +137,141 @@ TEST_CASE("sim mdns: steady-state mDNS traffic stays quiet (10 and 50 nodes, 20%
     CHECK(rate[0] <= max_per_node_min);
     CHECK(rate[1] <= max_per_node_min);
     CHECK(rate[1] <= rate[0] * 1.5 + 0.5);
+}
+
+// Restart from the record cache (issue 10 §4) with LAN 1's uplink cut: a0 is restarted (a new
+// node_core, the same identity, a higher boot epoch: 0 means now / 1000 at start, a second after
+// the first start at least) and fed the records it held the way the daemon's record cache does
+// (record_cache.hpp offer_cached(): offer_record with learned_via::cache and what is left of each
+// lifetime). Covered here: the core's side. Right after start, before any datagram, it holds
+// every other node's record (key, pod CIDRs, endpoints) as a peer learned via the cache; that
+// the daemon installs them as WireGuard peers at once is the planner's seed()
+// (meshd/dataplane_planner, unit-tested), not run here: node_core::dataplane() lists only peers
+// with a path. Its LAN neighbours are direct again by mDNS within a bound; nothing of the other LAN
+// is dropped from any LAN-1 node's store while the cut lasts; after the uplink returns both LANs
+// reach each other again.
+TEST_CASE("sim mdns: a node restarted from its record cache while its LAN's uplink is cut") {
+    sim_net net(47);
+    sim_mdns mdns(net, 0.2, 48);
+    net.add_public("relay1", 2).relay = true;
+    const int l1 = net.add_lan(false, 3), l2 = net.add_lan(true, 4);
+    std::vector<std::string> a, b;
+    for (int i = 0; i < 4; ++i) {
+        a.push_back("a" + std::to_string(i));
+        net.add_lan_host(l1, a.back());
+        b.push_back("b" + std::to_string(i));
+        net.add_lan_host(l2, b.back());
+    }
+    meshd::identity_seed seed_a0{};
+    seed_a0.fill(0xa0);
+    auto specs = net.relay_specs();
+    for (auto& h : net.hosts()) {
+        if (h->name == "a0") net.next_seed = seed_a0;
+        net.start_core(*h, specs);
+        if (h->lan > 0) mdns.start(*h);
+    }
+    auto knows = [&](const std::string& x, const std::string& y) {
+        return net[x].core->store().find(net[y].core->id()) != nullptr;
+    };
+    auto reaches = [&](const std::string& x, const std::string& y) {
+        return net.path(x, y) != meshd::path_kind::none;
+    };
+    const size_t others = net.hosts().size() - 1;
+    REQUIRE(mdns.run_until(
+        [&] {
+            for (auto& h : net.hosts())
+                if (h->core->store().size() != others) return false;
+            for (const auto* lan : {&a, &b})
+                for (const auto& x : *lan)
+                    for (const auto& y : *lan)
+                        if (x != y && !is_direct(net, x, y)) return false;
+            for (const auto& x : a)
+                for (const auto& y : b)
+                    if (!reaches(x, y) || !reaches(y, x)) return false;
+            return true;
+        },
+        30'000));
+
+    // The uplink goes down; a0's daemon is killed a little later (the cache holds its records).
+    net.lan(l1).cut = true;
+    mdns.run_for(5'000);
+    auto& h0 = net["a0"];
+    const auto old_id = h0.core->id();
+    struct cached {
+        meshd::peer_record rec;
+        uint64_t remaining_ms;
+    };
+    std::vector<cached> cache;
+    h0.core->store().for_each_with_id([&](const meshd::node_id& id, const meshd::peer_record& r) {
+        auto exp = h0.core->store().expires_at(id);
+        REQUIRE(exp);
+        cache.push_back({r, *exp > net.now() ? *exp - net.now() : 0});
+    });
+    REQUIRE(cache.size() == others);
+    std::map<std::string, std::vector<ip_prefix>> pods;
+    for (const auto& c : cache) pods[c.rec.name] = c.rec.pod_cidrs;
+    mdns.kill(h0);
+    mdns.run_for(2'000);
+
+    h0.core.reset();  // the process is gone
+    net.next_seed = seed_a0;
+    net.start_core(h0, specs);
+    REQUIRE(h0.core->id() == old_id);
+    size_t offered = 0;
+    for (const auto& c : cache) {
+        auto put =
+            h0.core->offer_record(c.rec, meshd::learned_via::cache, net.now(), c.remaining_ms);
+        REQUIRE(put);
+        offered += *put != meshd::put_outcome::duplicate;
+    }
+    CHECK(offered == others);
+    // Before any datagram: every other node, the other LAN's included, is a peer with its record
+    // (key, pod CIDRs, endpoints: what the daemon's planner seed() installs at once) learned from
+    // the cache. node_core::dataplane() lists only peers with a path, so the "installed at once"
+    // part is the planner's (meshd/dataplane_planner seed(), unit-tested), not run here.
+    {
+        for (const auto& y : b) {
+            const auto* r = h0.core->store().find(net[y].core->id());
+            REQUIRE_MESSAGE(r, y << " missing from a0's store after the cache was offered");
+            CHECK(r->pod_cidrs == pods[y]);
+            CHECK(r->id() == net[y].core->id());  // its WireGuard key (node ID = hash of it)
+            CHECK_FALSE(r->endpoints.empty());
+        }
+    }
+    mdns.start(h0);
+    const uint64_t t_restart = net.elapsed_ms();
+    REQUIRE(mdns.run_until(
+        [&] {
+            for (const auto& x : a)
+                if (x != "a0" && !is_direct(net, "a0", x)) return false;
+            return true;
+        },
+        10'000));
+    MESSAGE("a0 restarted from its cache: direct with its LAN again after "
+            << net.elapsed_ms() - t_restart << " ms of the cut");
+
+    // 60 s more of the cut: nothing of the other LAN is torn down on LAN 1.
+    for (int i = 0; i < 12; ++i) {
+        mdns.run_for(5'000);
+        for (const auto& x : a)
+            for (const auto& y : b)
+                CHECK_MESSAGE(knows(x, y), x << " lost " << y << "'s record during the cut");
+        // a0 still knows the other LAN's nodes only from its cache (nothing crosses the cut).
+        for (const auto& pv : h0.core->peers())
+            if (pv.name[0] == 'b') CHECK((pv.sources & uint8_t(meshd::learned_via::cache)) != 0);
+    }
+
+    net.lan(l1).cut = false;
+    const uint64_t t_back = net.elapsed_ms();
+    REQUIRE(mdns.run_until(
+        [&] {
+            for (const auto& x : a)
+                for (const auto& y : b)
+                    if (!reaches(x, y) || !reaches(y, x)) return false;
+            return true;
+        },
+        30'000));
+    MESSAGE("both LANs reach each other " << net.elapsed_ms() - t_back << " ms after the uplink");
 }
 
 }  // namespace mw::sim
