@@ -34,10 +34,9 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
-from checks import (ALL, HANDSHAKE_BOUND, LAN_NODES, PATHS_BOUND, READY_BOUND,  # noqa: E402
-                    RELAY_PORT, check, expect, figure, lan_of, ping_retry, report, run_and_clean,
-                    scenario_setup, status, wait_for)
-from mesh import TIME_FACTOR, Mesh  # noqa: E402
+from checks import (run_mesh_scenario, ALL, HANDSHAKE_BOUND, LAN_NODES, PATHS_BOUND, READY_BOUND,  # noqa: E402
+                    RELAY_PORT, check, expect, figure, lan_of, ping_retry, status, wait_for)
+from mesh import TIME_FACTOR  # noqa: E402
 
 # meshd checks the store for changes every 2 s and writes at most every 5 s after the previous
 # write (its first write 5 s after its start): the mesh settled, the file follows within 7 s;
@@ -81,13 +80,7 @@ def pod_net4(m, name):
 
 
 def main():
-    build, rc = scenario_setup()
-    if rc is not None:
-        return rc
-    t_start = time.monotonic()
-    m = Mesh(build_dir=build, topology_args={"keep_tmp": bool(os.environ.get("MESH_KEEP"))})
-    run_and_clean(m, run_mesh)
-    return report(t_start, 56)
+    return run_mesh_scenario(run_mesh, 56)
 
 
 def run_mesh(m):
