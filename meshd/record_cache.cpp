@@ -12,6 +12,7 @@
 #include <chrono>
 #include <cstring>
 
+#include "common/hex.hpp"
 #include "common/unique_fd.hpp"
 #include "meshd/core/byte_io.hpp"
 #include "meshd/directories.hpp"
@@ -25,13 +26,6 @@ constexpr std::string_view k_key_label = "meshwire record cache v1";
 
 error bad(const std::string& why) {
     return error(errc::protocol_error, "record cache: " + why);
-}
-
-int hex_value(char c) {
-    if (c >= '0' && c <= '9') return c - '0';
-    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F') return c - 'A' + 10;
-    return -1;
 }
 
 }  // namespace
