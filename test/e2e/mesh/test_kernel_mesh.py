@@ -100,7 +100,7 @@ OUTAGE = FAILOVER_BOUND
 # A restarted relay: it serves after its dial-back (1-2 s) and every node lists it up on its
 # first PONG (pinged at least every second): 10 s, and the slack of the loaded host.
 RESTART = 15.0 * TIME_FACTOR
-IPERF_SECONDS = 8
+IPERF_SECONDS = 10
 IPERF_INTERVAL = 0.1
 # The stream's rate: the guest's emulated CPUs carry a few Mbit/s through a relay (meshd forwards
 # in user space); more only queues and starves meshd's probing, which is not what is tested here.
@@ -388,9 +388,18 @@ def failover_part(m):
         # decides; a meshctl call would take long enough in the guest for an election to move
         # the pair in between: elections flip every few seconds there, see the module doc).
         pair = relay_table(m, [("lan2a", "lan1a")])
-        relay = (relay_choices(m, "lan1a", "lan2a") or [(None, None)])[-1][1]
-        expect(relay in RELAYS, "lan1a>lan2a is not relayed: %s" % relay_choices(
-            m, "lan1a", "lan2a")[-5:])
+        # Kill once lan1a's choice has held for 2 s: the traffic just started loads the relay in
+        # use, and the guest's elections may move the pair then; a move between reading the
+        # choice and the kill would make the kill miss the relay in use (seen once, under load).
+        steady_by = time.monotonic() + 3  # the stream runs IPERF_SECONDS; keep 4 s after the kill
+        while True:
+            choices = relay_choices(m, "lan1a", "lan2a")
+            last = choices[-1][0] if choices and choices[-1][0] else 0
+            if time.time() - last >= 2.0 or time.monotonic() > steady_by:
+                break
+            time.sleep(0.1)
+        relay = (choices or [(None, None)])[-1][1]
+        expect(relay in RELAYS, "lan1a>lan2a is not relayed: %s" % choices[-5:])
         node = m[relay]
         t_kill = time.time()
         m.kill(node)
