@@ -13,7 +13,7 @@ dht.bootstrap, no Kubernetes, all started at once:
   mDNS packets per node per minute in steady state: counted on the wire by nftables counters in
       every node's namespace (output hook: UDP from port 5353, which is every packet meshd's mDNS
       sends; input hook: UDP to port 5353), over --window s starting --settle s after the start,
-      on the last run of each size; compared with meshd's own counters (`meshctl status` mdns
+      on the last run of each size in --steady-sizes; compared with meshd's own counters (`meshctl status` mdns
       sent/received) over the same window.
 
 Fails (exit 1) when what it measures did not work: not every pair direct within --limit s, a
@@ -367,6 +367,9 @@ def main():
     ap.add_argument("--settle", type=float, default=60.0,
                     help="the steady-state window starts this many s after the start")
     ap.add_argument("--window", type=float, default=120.0)
+    ap.add_argument("--steady-sizes", default="3,big",
+                    help="the LAN sizes whose last run also measures the steady-state window "
+                         "(comma-separated node counts, 'big' for --big; default both)")
     ap.add_argument("--keep-logs", metavar="DIR", help="copy every run's meshd logs into DIR")
     a = ap.parse_args()
     need_root("bench_lan_discovery")
@@ -376,13 +379,15 @@ def main():
     fails = Failures("bench_lan_discovery")
     summary = {}
     cpu = {}
+    steady = {a.big if x.strip() == "big" else int(x) for x in a.steady_sizes.split(",") if x}
     for n, runs in ((3, a.runs3), (a.big, a.runs20)):
         times, polled = [], []
         traffic = None
         rss = None
         for i in range(runs):
             label = "%d nodes run %d/%d" % (n, i + 1, runs)
-            r = one_run(a, os.path.abspath(a.build_dir), n, i == runs - 1, fails, label)
+            r = one_run(a, os.path.abspath(a.build_dir), n, i == runs - 1 and n in steady, fails,
+                        label)
             if r["direct_s"] is not None:
                 times.append(r["direct_s"])
                 polled.append(r["direct_poll_s"])
