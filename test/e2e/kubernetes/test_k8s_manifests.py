@@ -10,7 +10,7 @@ per-node meshd config accepted by today's `meshd --check-config`. No root, no cl
 Exit 0 pass, 1 fail, 77 skip (no kubectl)."""
 
 import argparse
-import copy
+import base64
 import json
 import os
 import subprocess
@@ -85,7 +85,6 @@ def check_base(objs, psk, tag):
     check(cm["metadata"]["name"] == "meshwire-config", "ConfigMap name without hash suffix")
     secret = find(objs, "Secret", "meshwire-psk")
     check(secret["metadata"]["name"] != "meshwire-psk", "Secret name with a hash suffix")
-    import base64
     check(base64.b64decode(secret["data"]["psk"]).decode() == psk, "Secret holds base/psk")
 
     ds = find(objs, "DaemonSet", "meshwire")

@@ -2,25 +2,25 @@
 """e2e_k8s_meshd_container: meshd as the DaemonSet runs it, in podman, joins a mesh of host-run
 meshd and carries pod traffic.
 
-Testbed (test/e2e/topology): relay1 (public) and LAN 1 behind a cone NAT with lan1a and lan1b.
-relay1 and lan1b run meshd on the host (test/e2e/mesh). lan1a is the Kubernetes node: the
-manifests are rendered from install/kubernetes with configure.sh's per-node overlay (lan1a's
-file = the shared meshd.yaml with the testbed's relays, interface name and pod CIDRs), and the
-DaemonSet's two containers run by podman in lan1a's namespace (--network ns:, hostNetwork) with
-exactly the rendered command, env ($(NODE_NAME) expanded), capabilities, read-only root,
-ConfigMap and Secret volumes (the PSK a read-only 0400 file) and hostPath volumes under a
-temporary host root (/dev/net/tun: the real one). First install-cni puts the plugin and conflist
-into the host root; then meshd runs. Checks: the readiness probe (meshwire-health) passes; both
-host-run nodes and the container see each other `direct`; a pod created on lan1a through the
-*installed* plugin and conflist (pod CIDRs from the node.json meshd wrote into the host root's
-/run/meshwire) pings pods on lan1b and relay1 over IPv4 and IPv6, and is pinged back; the probe
-fails while the WireGuard interface is down and passes again when it is up; `podman stop` ends
+Testbed (test/e2e/topology): relay1 (public), LAN 1 behind a cone NAT (lan1a, lan1b) and LAN 2
+behind a symmetric NAT (lan2a). relay1, lan1b and lan2a run meshd on the host (test/e2e/mesh).
+lan1a is the Kubernetes node: the manifests are rendered from install/kubernetes with
+configure.sh's per-node overlay (lan1a's file = the shared meshd.yaml with the testbed's relays,
+interface name and pod CIDRs), and the DaemonSet's two containers run by podman in lan1a's
+namespace (--network ns:, hostNetwork) with exactly the rendered command, env ($(NODE_NAME)
+expanded), capabilities, read-only root, ConfigMap and Secret volumes (the PSK a read-only 0400
+file) and hostPath volumes under a temporary host root (/dev/net/tun: the real one). First
+install-cni puts the plugin and conflist into the host root; then meshd runs. Checks: the
+readiness probe (meshwire-health) passes; the container and relay1/lan1b see each other
+`direct`, lan2a `relay` (through relay1); a pod created on lan1a through the *installed* plugin
+and conflist (pod CIDRs from the node.json the containerised meshd wrote into the host root's
+/run/meshwire) pings pods on lan1b, relay1 and lan2a (relayed) over IPv4 and IPv6 and is pinged
+back from lan1b and lan2a; the probe fails while the WireGuard interface is down and passes again when it is up; `podman stop` ends
 meshd with exit 0 and takes the interface (wireguard-go) with it. Everything is removed, also on
 failure. About 30-40 s. Needs root, podman, kubectl and the image (fixture k8s_image).
 Exit 0 pass, 1 fail, 77 skip."""
 
 import argparse
-import copy
 import json
 import os
 import subprocess
@@ -81,9 +81,11 @@ def main():
     pod = None
     log_path = None
     with Mesh(build_dir=a.build_dir, wg_backend="userspace",
-              topology_args={"relays": 1, "lans": ["cone"], "nodes_per_lan": 2}) as m, \
+              nodes=["relay1", "lan1a", "lan1b", "lan2a"],
+              topology_args={"relays": 1, "lans": ["cone", "symmetric"],
+                             "nodes_per_lan": 2}) as m, \
             tempfile.TemporaryDirectory(prefix="mwt-%d-k8se-" % os.getpid()) as tmp:
-        knode, relay1, lan1b = m["lan1a"], m["relay1"], m["lan1b"]
+        knode, relay1, lan1b, lan2a = m["lan1a"], m["relay1"], m["lan1b"], m["lan2a"]
         mine = m.configs["lan1a"]
         # The shared config: the DaemonSet's (paths, PSK location) with this testbed's relays,
         # interface name and bounds; mDNS off like the other mesh tests (the cone LAN would
@@ -120,7 +122,8 @@ def main():
                                        stderr=subprocess.STDOUT)
             m.start(relay1)
             m.start(lan1b)
-            m.wait_ready(nodes=[relay1, lan1b], timeout=20)
+            m.start(lan2a)
+            m.wait_ready(nodes=[relay1, lan1b, lan2a], timeout=20)
 
             def probe():
                 p = podman("exec", cname, "/usr/bin/meshwire-health")
@@ -132,17 +135,18 @@ def main():
             ready_s = time.monotonic() - t0
 
             # 3. Paths both ways: the host-run nodes and the container see each other direct.
-            m.wait_paths({("lan1b", "lan1a"): "direct", ("relay1", "lan1a"): "direct"},
-                         timeout=30)
+            m.wait_paths({("lan1b", "lan1a"): "direct", ("relay1", "lan1a"): "direct",
+                          ("lan2a", "lan1a"): "relay"}, timeout=30)
 
             def ctr_paths():
                 p = podman("exec", cname, "/usr/bin/meshctl", "peers", "--json")
                 if p.returncode != 0:
                     return False, p.stderr
                 got = peer_paths(json.loads(p.stdout))
-                return got == {"lan1b": "direct", "relay1": "direct"}, got
+                return got == {"lan1b": "direct", "relay1": "direct", "lan2a": "relay"}, got
             ok, last = wait_for("paths", ctr_paths, 30)
-            check(ok, "in the container, meshctl peers: lan1b and relay1 direct: %s" % last)
+            check(ok, "in the container, meshctl peers: lan1b, relay1 direct, lan2a relay: %s"
+                  % last)
             paths_s = time.monotonic() - t0
 
             # 4. A pod on lan1a through the installed plugin and conflist.
@@ -169,15 +173,17 @@ def main():
                                                                     mine["podCIDRs"]))
             q = m.add_pod(lan1b, "db")
             s = m.add_pod(relay1, "db")
-            for target in (q, s):
+            u = m.add_pod(lan2a, "db")
+            for target in (q, s, u):
                 for addr in (target.addr4, target.addr6):
                     r = pod.ping(addr, count=3, check=False)
                     check(r.returncode == 0, "pod on lan1a (container meshd) -> %s pod %s: %s" % (
                         target.node.name, addr, r.stdout[-200:]))
-            for addr in (pod.addr4, pod.addr6):
-                r = q.ping(addr, count=3, check=False)
-                check(r.returncode == 0, "lan1b pod -> lan1a pod %s: %s" % (addr,
-                                                                           r.stdout[-200:]))
+            for src in (q, u):
+                for addr in (pod.addr4, pod.addr6):
+                    r = src.ping(addr, count=3, check=False)
+                    check(r.returncode == 0, "%s pod -> lan1a pod %s: %s" % (
+                        src.node.name, addr, r.stdout[-200:]))
             traffic_s = time.monotonic() - t0
 
             # 5. The probe means something: the WireGuard interface down -> unhealthy.
@@ -197,11 +203,11 @@ def main():
             check(rc == 0, "meshd in the container exits 0 on SIGTERM (got %s)" % rc)
             links = knode.run(["ip", "-o", "link", "show"], check=False).stdout
             check(mine["interface"] not in links, "userspace interface gone with the pod")
-            print("timeline: meshd ready (probe) %.1f s, paths direct %.1f s, pod traffic "
+            print("timeline: meshd ready (probe) %.1f s, paths as expected %.1f s, pod traffic "
                   "checked %.1f s after the start" % (ready_s, paths_s, traffic_s))
         except Exception as e:  # noqa: BLE001 - reported, then cleaned up
             check(False, "exception: %r" % e)
-            for n in (relay1, lan1b):
+            for n in (relay1, lan1b, lan2a):
                 print(m.diagnose(n, log_lines=20))
         finally:
             if pod is not None and not pod.deleted:
