@@ -60,11 +60,16 @@ def check_base(objs, psk, tag):
     check(kinds == sorted([("Namespace", "meshwire"), ("ServiceAccount", "meshwire"),
                            ("ClusterRole", "meshwire"), ("ClusterRoleBinding", "meshwire"),
                            ("ConfigMap", "meshwire-config"), ("Secret", "meshwire"),
-                           ("DaemonSet", "meshwire")]), "objects: %s" % kinds)
+                           ("DaemonSet", "meshwire"),
+                           ("ResourceQuota", "meshwire-critical-pods")]), "objects: %s" % kinds)
     for o in objs:
         if o["kind"] not in ("Namespace", "ClusterRole", "ClusterRoleBinding"):
             check(o["metadata"].get("namespace") == "meshwire",
                   "%s %s not in namespace meshwire" % (o["kind"], o["metadata"]["name"]))
+    rq = find(objs, "ResourceQuota")
+    check(rq["spec"]["scopeSelector"]["matchExpressions"] == [
+        {"operator": "In", "scopeName": "PriorityClass", "values": ["system-node-critical"]}],
+        "ResourceQuota admits system-node-critical pods in the namespace")
     ns = find(objs, "Namespace")
     check(ns["metadata"]["labels"].get("pod-security.kubernetes.io/enforce") == "privileged",
           "namespace: Pod Security level privileged")
