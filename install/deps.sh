@@ -20,6 +20,8 @@ packages=(
   containernetworking-plugins podman runc busybox-static
   # mDNS interop tests (test/e2e/mdns): clients nobody here wrote
   dnsutils python3-zeroconf
+  # Kubernetes manifest tests (test/e2e/kubernetes): the rendered YAML, read by Debian's Python
+  python3-yaml
   # kernel WireGuard tests under QEMU
   qemu-system-x86 kmod cpio
 )
