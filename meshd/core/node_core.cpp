@@ -3,6 +3,7 @@
 #include <algorithm>
 
 #include "meshd/core/sodium_init.hpp"
+#include "meshd/core/wire_codec.hpp"
 
 namespace mw::meshd {
 
@@ -155,8 +156,36 @@ void node_core::note_wakeup(uint64_t now) {
 // The tick order matters: expiry first (a record that went may drop a relay), then our role
 // (it may start or stop serving), the relay list and liveness, our record (it lists the relays
 // we are attached to), and last the peers (they read all of the above).
+std::vector<outgoing_datagram> node_core::take_outgoing() {
+    auto v = ctx_.take_outgoing();
+    for (const auto& o : v) {
+        ++traffic_.tx_packets;
+        traffic_.tx_bytes += o.bytes.size() + (o.session_id ? relay_data_header_size : 0);
+    }
+    return v;
+}
+
+void node_core::measure_traffic(uint64_t now) {
+    if (!traffic_mark_ms_ || now < traffic_mark_ms_) {
+        traffic_mark_ms_ = now;
+        traffic_mark_ = traffic_;
+        return;
+    }
+    const uint64_t w = now - traffic_mark_ms_;
+    if (w < ctx_.cfg.traffic_window_ms) return;
+    const double s = static_cast<double>(w) / 1000.0;
+    traffic_rate_ = control_traffic_rate{
+        static_cast<double>(traffic_.rx_packets - traffic_mark_.rx_packets) / s,
+        static_cast<double>(traffic_.rx_bytes - traffic_mark_.rx_bytes) / s,
+        static_cast<double>(traffic_.tx_packets - traffic_mark_.tx_packets) / s,
+        static_cast<double>(traffic_.tx_bytes - traffic_mark_.tx_bytes) / s, w};
+    traffic_mark_ms_ = now;
+    traffic_mark_ = traffic_;
+}
+
 uint64_t node_core::tick(uint64_t now) {
     note_wakeup(now);
+    measure_traffic(now);
     ctx_.set_next_deadline(UINT64_MAX);
     last_tick_ms_ = now;
     if (now >= next_expire_ms_) {
@@ -172,8 +201,9 @@ uint64_t node_core::tick(uint64_t now) {
                       uint64_t t) { return dialback_helpers(public_only, max, t); },
                now);
     if (directory_.dirty()) directory_.rebuild(now, false);
-    // Relays in some relayed pair's warm set are probed fast (failover budget).
-    paths_.for_each_warm_relay([&](const node_id& relay) { directory_.keep_fast(relay, now); });
+    // Relays in some active relayed pair's warm set are probed fast (failover budget).
+    paths_.for_each_warm_relay(now,
+                               [&](const node_id& relay) { directory_.keep_fast(relay, now); });
     directory_.tick(members_.self(), now);
     refresh_self(now, false);
     ctx_.due(members_.self_refresh_due());
@@ -221,6 +251,8 @@ relay_role::helper_list node_core::dialback_helpers(bool public_only, size_t max
 uint64_t node_core::on_datagram(std::span<const uint8_t> datagram, const wg_endpoint& from_raw,
                                 uint64_t session_id, uint16_t via, uint64_t now) {
     note_wakeup(now);
+    ++traffic_.rx_packets;
+    traffic_.rx_bytes += datagram.size() + (session_id ? relay_data_header_size : 0);
     if (session_id && peek_probe_index(datagram)) {
         // A sealed in-band probe (shaped like WireGuard data, never a control datagram).
         if (auto user =
@@ -355,6 +387,11 @@ void node_core::on_wireguard_counters(const std::vector<wg_peer_counters>& peers
                                       uint64_t read_ms) {
     paths_.on_wireguard_counters(peers, read_ms);
     ctx_.due(read_ms);
+}
+
+void node_core::on_traffic(const wg_key& peer, uint64_t now) {
+    paths_.on_traffic(node_id::of(peer), now);
+    ctx_.due(now);
 }
 
 result<uint64_t> node_core::ping(const node_id& peer, uint64_t now) {
