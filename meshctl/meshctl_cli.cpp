@@ -101,6 +101,9 @@ JSON
                           "rate_limited_packets", "rate_limited_bytes"}},
        "control": {"accepted", "authFailed", "malformed", "oldVersion", "wrongRecipient",
                    "pairAuthFailed", "staleEpoch", "replayed", "notControl", "badRecord"},
+       "controlTraffic": {"rxPackets", "rxBytes", "txPackets", "txBytes", "activePairs",
+                "perSecond": null | {"rxPackets", "rxBytes", "txPackets", "txBytes",
+                                     "windowMs"}},
        "mdns": null | {"interfaces": [str], "instance", "announcements", "answers",
                 "legacyAnswers", "queries", "peersFound", "conflicts", "received", "sent",
                 "malformed", "ignored", "ownLooped", "sendErrors"}}
