@@ -1,4 +1,4 @@
-// Lower-case hex of a byte string (keys, node IDs in logs and file names).
+// Hex of byte strings (keys, node IDs in logs and file names), and back.
 #pragma once
 
 #include <cstddef>
@@ -15,6 +15,14 @@ inline std::string to_hex(const uint8_t* data, size_t n) {
         s[2 * i + 1] = digits[data[i] & 15];
     }
     return s;
+}
+
+// The value of one hex digit (either case), -1 for anything else.
+inline int hex_value(char c) {
+    if (c >= '0' && c <= '9') return c - '0';
+    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+    return -1;
 }
 
 }  // namespace mw

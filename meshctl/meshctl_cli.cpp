@@ -37,8 +37,10 @@ DESCRIPTION
 COMMANDS
     status          This node (name, ID, WireGuard key, pod CIDRs, interface, ports, public
                     endpoints, uptime), then summary counts: peers by path, relays up, the
-                    relay service's traffic and drops (relay nodes only), and the control
-                    protocol's accepted and dropped messages.
+                    relay service's traffic and drops (relay nodes only), the control
+                    protocol's accepted and dropped messages, mDNS (interfaces, records
+                    announced, answers, peers found, drops), peers by how they were learned,
+                    and the on-disk record cache (loaded at start, writes).
     peers           One line per peer node.
     relays          One line per configured relay.
     ping NODE       Probe NODE (a node name or its 64-hex-digit node ID) over the control
@@ -71,6 +73,9 @@ OUTPUT
                  local loopback address of meshd's relay proxy)
       RTT        the last measured round-trip time over that path
       HANDSHAKE  time since the last WireGuard handshake ("12s ago"), or "never"
+      LEARNED    how the peer's record reached this node, comma-separated: relay, bootstrap
+                 (a dht.bootstrap node), mdns, cache (meshd's on-disk record cache, at
+                 start), dht, kubernetes, registration (the peer registered with this relay)
 
     relays:
       NAME       the relay's node name
@@ -94,7 +99,9 @@ JSON
       {"node": {"name", "id", "wgPublicKey", "podCIDRs": [str], "interface",
                 "backend": "userspace"|"kernel", "wgListenPort", "listenPort",
                 "endpoints": ["ip:port"], "relayRole": bool, "uptimeSeconds"},
-       "peers": {"total", "direct", "relay", "none"},
+       "peers": {"total", "direct", "relay", "none",
+                 "learnedVia": {"relay", "bootstrap", "mdns", "cache", "dht", "kubernetes",
+                                "registration"}},
        "relays": {"total", "up"},
        "relayService": null | {"sessions", "nodes", "forwardedPackets", "forwardedBytes",
                 "drops": {"unknown_session", "wrong_source", "not_established", "expired",
@@ -106,12 +113,16 @@ JSON
                                      "windowMs"}},
        "mdns": null | {"interfaces": [str], "instance", "announcements", "answers",
                 "legacyAnswers", "queries", "peersFound", "conflicts", "received", "sent",
-                "malformed", "ignored", "ownLooped", "sendErrors"}}
+                "malformed", "ignored", "ownLooped", "sendErrors"},
+       "recordCache": null | {"path", "load": "loaded"|"none"|"set aside"|"unreadable"|"off",
+                "loadError": str|null, "loaded", "expired", "refused", "elapsedSeconds",
+                "elapsedClock", "writes", "writeFailures", "recordsWritten",
+                "lastWriteAgoSeconds": int|null}}
     peers:
       {"peers": [{"name", "id", "wgPublicKey", "podCIDRs": [str],
                   "path": "direct"|"relay"|"none", "relay": str|null, "relayId": hex|null,
                   "sessionId": hex16|null, "endpoint": "ip:port"|null, "rttMs": num|null,
-                  "recordSeq": int, "recordExpiresInSeconds": int|null,
+                  "learnedVia": [str], "recordSeq": int, "recordExpiresInSeconds": int|null,
                   "lastHandshake": unix-seconds|null, "lastHandshakeAgoSeconds": int|null,
                   "rxBytes", "txBytes"}]}
     relays:

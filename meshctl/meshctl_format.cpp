@@ -208,6 +208,15 @@ std::string format_status(const json& r) {
     out += kv("peers", count(at(peers, "total")) + " total, " + count(at(peers, "direct")) +
                            " direct, " + count(at(peers, "relay")) + " relay, " +
                            count(at(peers, "none")) + " none");
+    // Peers by how their record reached us (absent from an older meshd's answer: no line).
+    if (peers.is_object() && peers.contains("learnedVia")) {
+        const json& lv = at(peers, "learnedVia");
+        std::string line;
+        for (const char* k :
+             {"relay", "bootstrap", "mdns", "cache", "dht", "kubernetes", "registration"})
+            line += std::string(line.empty() ? "" : " ") + k + "=" + count(at(lv, k));
+        out += kv("learned via", line);
+    }
     const json& relays = at(r, "relays");
     out += kv("relays", count(at(relays, "total")) + " total, " + count(at(relays, "up")) + " up");
     const json& svc = at(r, "relayService");
@@ -262,6 +271,27 @@ std::string format_status(const json& r) {
                                " ignored=" + count(at(m, "ignored")));
         }
     }
+    // The on-disk record cache (absent from an older meshd's answer: no line).
+    if (r.is_object() && r.contains("recordCache")) {
+        const json& rc = at(r, "recordCache");
+        if (!rc.is_object()) {
+            out += kv("record cache", "off");
+        } else {
+            std::string load = text(at(rc, "load"));
+            if (load == "loaded") {
+                load += " " + count(at(rc, "loaded")) + " records (" + count(at(rc, "expired")) +
+                        " expired, " + count(at(rc, "refused")) + " refused)";
+            } else if (at(rc, "loadError").is_string()) {
+                load += " (" + text(at(rc, "loadError")) + ")";
+            }
+            std::int64_t ago = integer(at(rc, "lastWriteAgoSeconds"));
+            out += kv("record cache",
+                      load + "; " + count(at(rc, "writes")) + " writes, last " +
+                          (ago < 0 ? std::string("never") : format_duration(ago) + " ago") + " (" +
+                          count(at(rc, "recordsWritten")) + " records), " +
+                          count(at(rc, "writeFailures")) + " failed");
+        }
+    }
     return out;
 }
 
@@ -273,11 +303,16 @@ std::string format_peers(const json& r, std::int64_t now_unix) {
         std::int64_t when = integer(at(p, "lastHandshake"));
         if (ago < 0 && when > 0) ago = std::max<std::int64_t>(0, now_unix - when);
         if (ago >= 0) hs = format_duration(ago) + " ago";
+        // How its record reached this node ("relay,cache"); "-" from an older meshd.
+        std::string via;
+        for (const json& v : list(p, "learnedVia")) via += (via.empty() ? "" : ",") + text(v);
         rows.push_back({text(at(p, "name")), text(at(p, "path")), text(at(p, "relay")),
-                        text(at(p, "endpoint")), format_rtt(at(p, "rttMs")), hs});
+                        text(at(p, "endpoint")), format_rtt(at(p, "rttMs")), hs,
+                        via.empty() ? "-" : via});
     }
     sort_rows(rows);
-    std::string out = render_table({"NAME", "PATH", "RELAY", "ENDPOINT", "RTT", "HANDSHAKE"}, rows);
+    std::string out =
+        render_table({"NAME", "PATH", "RELAY", "ENDPOINT", "RTT", "HANDSHAKE", "LEARNED"}, rows);
     // Pod CIDRs a peer claims that this node refuses to route (route authority).
     std::vector<std::string> refused;
     for (const json& p : list(r, "peers")) {

@@ -53,34 +53,9 @@ result<uint64_t> boot_epoch::next(uint64_t now_unix_s) const {
     if (stored == UINT64_MAX) return error(errc::invalid_argument, path() + " is exhausted");
     const uint64_t epoch = std::max(stored + 1, now_unix_s);
 
-    MW_TRY_STATUS(make_directories(state_dir_, 0700));
-    const std::string p = path();
-    const std::string tmp = p + ".tmp";
-    // O_EXCL: a leftover temporary file (a crash between create and rename) is removed first,
-    // never written through (it could be a link planted by someone else).
-    if (::unlink(tmp.c_str()) != 0 && errno != ENOENT) {
-        return error::from_errno(errno, "removing " + tmp);
-    }
-    unique_fd fd(::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600));
-    if (!fd.valid()) return error::from_errno(errno, "creating " + tmp);
-    auto fail = [&](const std::string& what) -> error {
-        int e = errno;
-        ::unlink(tmp.c_str());
-        return error::from_errno(e, what);
-    };
-    if (::fchmod(fd.get(), 0600) != 0) return fail("chmod " + tmp);
     const std::string text = std::to_string(epoch) + "\n";
-    size_t off = 0;
-    while (off < text.size()) {
-        ssize_t w = ::write(fd.get(), text.data() + off, text.size() - off);
-        if (w < 0 && errno == EINTR) continue;
-        if (w < 0) return fail("writing " + tmp);
-        off += static_cast<size_t>(w);
-    }
-    if (::fsync(fd.get()) != 0) return fail("fsync " + tmp);
-    fd.reset();
-    if (::rename(tmp.c_str(), p.c_str()) != 0) return fail("storing " + p);
-    MW_TRY_STATUS(sync_directory(state_dir_));
+    MW_TRY_STATUS(replace_file(
+        state_dir_, path(), std::span(reinterpret_cast<const uint8_t*>(text.data()), text.size())));
     return epoch;
 }
 

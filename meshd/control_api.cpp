@@ -79,6 +79,7 @@ json status_json(const node_snapshot& s) {
                     {"authFailed", c.auth_failed},
                     {"malformed", c.malformed},
                     {"oldVersion", c.old_version},
+                    {"unknownType", c.unknown_type},
                     {"wrongRecipient", c.wrong_recipient},
                     {"pairAuthFailed", c.pair_auth_failed},
                     {"staleEpoch", c.stale_epoch},
@@ -120,6 +121,30 @@ json status_json(const node_snapshot& s) {
                 {"ownLooped", m.own_looped},
                 {"sendErrors", m.send_errors}};
     }
+    json learned = json::object();
+    for (size_t i = 0; i < node_snapshot::learned_via_bits; ++i) {
+        learned[to_string(static_cast<learned_via>(1u << i))] = s.peers_learned[i];
+    }
+    peers["learnedVia"] = learned;
+    json cache = nullptr;
+    if (s.cache) {
+        const auto& c = *s.cache;
+        cache = {{"path", c.path},
+                 {"load", c.load},
+                 {"loadError", c.load_error.empty() ? json(nullptr) : json(c.load_error)},
+                 {"loaded", c.loaded},
+                 {"expired", c.expired},
+                 {"refused", c.refused},
+                 {"elapsedSeconds", c.elapsed_ms / 1000},
+                 {"elapsedClock", to_string(c.basis)},
+                 {"writes", c.writes},
+                 {"writeFailures", c.write_failures},
+                 {"recordsWritten", c.records_written},
+                 {"lastWriteAgoSeconds",
+                  c.last_write_unix_ms
+                      ? json((s.now_ms - std::min(s.now_ms, c.last_write_unix_ms)) / 1000)
+                      : json(nullptr)}};
+    }
     return {{"node", node},
             {"peers", peers},
             {"relays", relays},
@@ -127,7 +152,8 @@ json status_json(const node_snapshot& s) {
             {"relayProxy", proxy},
             {"control", control},
             {"controlTraffic", traffic},
-            {"mdns", mdns}};
+            {"mdns", mdns},
+            {"recordCache", cache}};
 }
 
 json peers_json(const node_snapshot& s) {
@@ -153,6 +179,7 @@ json peers_json(const node_snapshot& s) {
         j["sessionId"] = p.relay ? json(hex16(p.session_id)) : json(nullptr);
         j["endpoint"] = opt_str(e.endpoint);
         j["rttMs"] = p.rtt_ms ? json(*p.rtt_ms) : json(nullptr);
+        j["learnedVia"] = learned_via_names(p.sources);
         j["recordSeq"] = p.record_seq;
         j["recordExpiresInSeconds"] =
             p.record_expires_in_ms ? json(*p.record_expires_in_ms / 1000) : json(nullptr);

@@ -175,9 +175,18 @@ wireguard_plan dataplane_planner::wireguard(const std::vector<peer_dataplane>& d
                 wg_peer kept = last->second;
                 kept.allowed_ips = dp.allowed_ips;  // the record's pod CIDRs stay current
                 planned.emplace_back(dp.id, std::move(kept));
+            } else if (auto s = seeds_.find(dp.id); s != seeds_.end()) {
+                // From the cache, no path yet: installed at once (see the rules), no keepalive.
+                wg_peer p;
+                p.public_key = dp.wg_public_key;
+                p.allowed_ips = dp.allowed_ips;
+                p.endpoint = s->second.endpoint;
+                s->second.planned = true;
+                planned.emplace_back(dp.id, std::move(p));
             }
             continue;
         }
+        seeds_.erase(dp.id);  // a real path: the cache's guess has done its job
         wg_peer p;
         p.public_key = dp.wg_public_key;
         p.allowed_ips = dp.allowed_ips;
@@ -214,10 +223,20 @@ wireguard_plan dataplane_planner::wireguard(const std::vector<peer_dataplane>& d
         next_last.emplace(id, std::move(p));
     }
     last_peer_ = std::move(next_last);  // a peer whose record is gone is removed and forgotten
+    // A seed the core has not turned into a peer yet (the records were offered, the core has not
+    // ticked) stays; one whose peer was planned and left (its record went) goes.
+    std::erase_if(seeds_, [&](const auto& kv) {
+        return kv.second.planned && std::none_of(desired.begin(), desired.end(),
+                                                 [&](const auto& d) { return d.id == kv.first; });
+    });
     for (auto& [id, px] : proxied_) {
         if (!relayed.count(id) && !px.linger_until) px.linger_until = now + t_.proxy_linger_ms;
     }
     return out;
+}
+
+void dataplane_planner::seed(const node_id& peer, std::optional<wg_endpoint> endpoint) {
+    seeds_[peer] = seed_entry{std::move(endpoint), false};
 }
 
 void dataplane_planner::proxy_gone() {

@@ -6,6 +6,17 @@
 // Rules (each one fixed a stall seen in the e2e suite; see git log faff364, 648b5aa, a892593):
 //   - A peer is configured only once it has a path: WireGuard would try a handshake without an
 //     endpoint, fail, and wait REKEY_TIMEOUT (5 s) before trying the real one.
+//   - Except a peer seeded from the on-disk record cache (seed(); record_cache.hpp): at start,
+//     before it has a path, it is installed at once with its last direct WireGuard endpoint
+//     (or, without one, its record's first address at its WireGuard port) and without
+//     keepalive, so that a node restarted with no uplink has its peers and pod routes back at
+//     once and nothing is torn down (a kernel device kept across the restart) because relays
+//     are unreachable. A LAN neighbour usually answers at that endpoint; a wrong one costs only
+//     what the rule above avoids, and only if pod traffic tried a handshake meanwhile: the first
+//     handshake on the real path may wait up to REKEY_TIMEOUT. WireGuard roaming corrects the
+//     endpoint when the peer talks to us, and the real path replaces it when there is one. From
+//     then on the peer is a kept peer like any other; the seed goes with its first path or its
+//     record.
 //   - A peer that had a path and loses it (path none) keeps its last WireGuard configuration and
 //     its proxy socket until its record goes: removing it dropped its session keys while the other
 //     end kept sending with them, a 15 s stall until that end re-handshaked. Its allowed-ips follow
@@ -100,6 +111,11 @@ public:
     // endpoint.
     void proxy_gone();
 
+    // The peer's record came from the on-disk cache: install it before it has a path, with
+    // `endpoint` (nullopt: none; WireGuard learns it when the peer talks to us). See the rules.
+    void seed(const node_id& peer, std::optional<wg_endpoint> endpoint);
+    size_t seeds() const noexcept { return seeds_.size(); }
+
     // A proxy socket waits for its linger time: plan again within a poll.
     bool lingering() const;
     const std::map<node_id, proxied_peer>& proxied() const noexcept { return proxied_; }
@@ -121,6 +137,11 @@ private:
     std::map<node_id, uint64_t> path_since_;
     std::map<node_id, wg_peer> last_peer_;
     std::map<node_id, proxied_peer> proxied_;
+    struct seed_entry {
+        std::optional<wg_endpoint> endpoint;
+        bool planned = false;  // was in a desired state (its record is gone when it leaves it)
+    };
+    std::map<node_id, seed_entry> seeds_;  // seed(), until a path or no record
 };
 
 }  // namespace mw::meshd

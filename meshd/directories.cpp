@@ -7,6 +7,8 @@
 #include <cerrno>
 #include <cstdio>
 
+#include "common/unique_fd.hpp"
+
 namespace mw::meshd {
 
 status make_directories(const std::string& path, mode_t final_mode) {
@@ -64,6 +66,35 @@ status sync_directory(const std::string& dir) {
     ::close(fd);
     if (rc != 0) return error::from_errno(e, "fsync of directory " + dir);
     return {};
+}
+
+status replace_file(const std::string& dir, const std::string& path,
+                    std::span<const uint8_t> bytes) {
+    MW_TRY_STATUS(make_directories(dir, 0700));
+    const std::string tmp = path + ".tmp";
+    if (::unlink(tmp.c_str()) != 0 && errno != ENOENT) {
+        return error::from_errno(errno, "removing " + tmp);
+    }
+    unique_fd fd(::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600));
+    if (!fd.valid()) return error::from_errno(errno, "creating " + tmp);
+    auto fail = [&](const std::string& what) -> error {
+        int e = errno;
+        ::unlink(tmp.c_str());
+        return error::from_errno(e, what);
+    };
+    // The umask can only narrow 0600; fchmod makes the mode exact regardless.
+    if (::fchmod(fd.get(), 0600) != 0) return fail("chmod " + tmp);
+    size_t off = 0;
+    while (off < bytes.size()) {
+        ssize_t w = ::write(fd.get(), bytes.data() + off, bytes.size() - off);
+        if (w < 0 && errno == EINTR) continue;
+        if (w < 0) return fail("writing " + tmp);
+        off += static_cast<size_t>(w);
+    }
+    if (::fsync(fd.get()) != 0) return fail("fsync " + tmp);
+    fd.reset();
+    if (::rename(tmp.c_str(), path.c_str()) != 0) return fail("storing " + path);
+    return sync_directory(dir);
 }
 
 }  // namespace mw::meshd

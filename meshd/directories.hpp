@@ -2,6 +2,8 @@
 #pragma once
 
 #include <sys/types.h>
+#include <cstdint>
+#include <span>
 #include <string>
 
 #include "common/result.hpp"
@@ -22,5 +24,13 @@ status check_private_directory(const std::string& path, const std::string& what)
 
 // fsync of a directory, so that a rename or link into it survives a crash.
 status sync_directory(const std::string& dir);
+
+// Replaces file `path` in directory `dir` (made 0700 if missing) with `bytes`, mode 0600,
+// atomically: written to `path`.tmp, fsynced, renamed over `path`, and `dir` fsynced. A crash
+// leaves the old file or the new one, never a mix. The temporary is created with O_EXCL and
+// O_NOFOLLOW after removing a leftover one (a crash between create and rename), so it is never
+// written through a link planted by someone else.
+status replace_file(const std::string& dir, const std::string& path,
+                    std::span<const uint8_t> bytes);
 
 }  // namespace mw::meshd

@@ -97,7 +97,8 @@ std::string metrics_text(const node_snapshot& s) {
     t.counter("meshwire_control_accepted_total", "Control datagrams accepted.", L{}, c.accepted);
     for (auto [why, v] :
          {std::pair{"auth_failed", c.auth_failed}, std::pair{"malformed", c.malformed},
-          std::pair{"old_version", c.old_version}, std::pair{"wrong_recipient", c.wrong_recipient},
+          std::pair{"old_version", c.old_version}, std::pair{"unknown_type", c.unknown_type},
+          std::pair{"wrong_recipient", c.wrong_recipient},
           std::pair{"pair_auth_failed", c.pair_auth_failed},
           std::pair{"stale_epoch", c.stale_epoch}, std::pair{"replayed", c.replayed},
           std::pair{"not_control", c.not_control}, std::pair{"bad_record", c.bad_record},
@@ -112,6 +113,30 @@ std::string metrics_text(const node_snapshot& s) {
               "COOKIE_REPLYs: sent (a request from an unproven address) and received (ours).",
               {{"direction", "received"}}, c.cookie_required);
     t.gauge("meshwire_records", "Peer records known.", L{}, static_cast<double>(s.records));
+    // Fixed label values (the learned_via names), never free text.
+    for (size_t i = 0; i < node_snapshot::learned_via_bits; ++i) {
+        t.gauge("meshwire_peers_learned",
+                "Peers by how their record reached us (a peer learned through two sources "
+                "counts under both).",
+                {{"via", to_string(static_cast<learned_via>(1u << i))}},
+                static_cast<double>(s.peers_learned[i]));
+    }
+    if (s.cache) {
+        const auto& c = *s.cache;
+        for (auto [what, v] : {std::pair{"loaded", c.loaded}, std::pair{"expired", c.expired},
+                               std::pair{"refused", c.refused}}) {
+            t.gauge("meshwire_record_cache_loaded_records",
+                    "Records in the on-disk cache at start: offered to the core, run out "
+                    "meanwhile, refused on verification.",
+                    {{"outcome", what}}, static_cast<double>(v));
+        }
+        t.counter("meshwire_record_cache_writes_total", "Writes of the on-disk record cache.",
+                  {{"result", "ok"}}, c.writes);
+        t.counter("meshwire_record_cache_writes_total", "Writes of the on-disk record cache.",
+                  {{"result", "failed"}}, c.write_failures);
+        t.gauge("meshwire_record_cache_records", "Records in the last write of the cache.", L{},
+                static_cast<double>(c.records_written));
+    }
     // Admission (issue 17): fixed label sets, so a flood cannot grow the metrics either.
     const auto& a = s.admission;
     for (auto [why, v] : {std::pair{"new_identity_rate", a.new_identity_rate_limited},

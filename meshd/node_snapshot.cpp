@@ -50,6 +50,9 @@ node_snapshot take_snapshot(const snapshot_sources& s) {
                 ++n.paths.none;
                 break;
         }
+        for (size_t i = 0; i < node_snapshot::learned_via_bits; ++i) {
+            if (p.sources & (1u << i)) ++n.peers_learned[i];
+        }
         e.view = std::move(p);
         n.peers.push_back(std::move(e));
     }
@@ -84,6 +87,7 @@ node_snapshot take_snapshot(const snapshot_sources& s) {
     n.cidrs_refused_total = core.routes().refusals_total();
     n.cidrs_refused_now = core.routes().refused_now();
     if (s.mdns) n.mdns = s.mdns->stats();
+    if (s.cache) n.cache = *s.cache;
     return n;
 }
 

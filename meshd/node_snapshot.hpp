@@ -19,6 +19,7 @@
 #include "meshd/io/relay_proxy.hpp"
 #include "meshd/mdns_service_stats.hpp"
 #include "meshd/meshd_config.hpp"
+#include "meshd/record_cache.hpp"
 
 namespace mw::meshd {
 
@@ -80,7 +81,14 @@ struct node_snapshot {
     node_core::probe_loss_counts probe_losses;
     endpoint_refusal_counts endpoint_refusals{};
     size_t records = 0;
-    std::optional<mdns_service_stats> mdns;  // absent with mdns.enable false (or no socket)
+    // Peers by how their record reached us: index i counts the peers whose learned_via set has
+    // bit 1 << i (a peer known through two sources counts under both).
+    static constexpr size_t learned_via_bits = 8;
+    static_assert(static_cast<unsigned>(learned_via::neighbour) == 1u << (learned_via_bits - 1),
+                  "a new learned_via bit: count it here");
+    std::array<size_t, learned_via_bits> peers_learned{};
+    std::optional<record_cache_stats> cache;  // absent before the daemon set it up
+    std::optional<mdns_service_stats> mdns;   // absent with mdns.enable false (or no socket)
     // Peers' pod CIDRs the route authority refused: reported so far, and refused now, by reason.
     std::array<uint64_t, cidr_refusal_count> cidrs_refused_total{}, cidrs_refused_now{};
 };
@@ -99,6 +107,7 @@ struct snapshot_sources {
     const std::map<node_id, proxied_peer>& proxied;
     const control_inbox* inbox = nullptr;
     const mdns_service* mdns = nullptr;
+    const record_cache_stats* cache = nullptr;
 };
 
 node_snapshot take_snapshot(const snapshot_sources& s);

@@ -1,4 +1,3 @@
-#include "common/hex.hpp"
 #include "common/wireguard/wg_key.hpp"
 
 #include <fcntl.h>
@@ -9,6 +8,8 @@
 #include <cerrno>
 #include <cstring>
 #include <mutex>
+
+#include "common/hex.hpp"
 
 namespace mw {
 
@@ -21,13 +22,6 @@ void ensure_sodium() {
     std::call_once(once, [] {
         if (sodium_init() < 0) return;
     });
-}
-
-int hex_value(char c) {
-    if (c >= '0' && c <= '9') return c - '0';
-    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F') return c - 'A' + 10;
-    return -1;
 }
 
 }  // namespace
@@ -89,7 +83,9 @@ std::string wg_key::to_base64() const {
     return buf;
 }
 
-std::string wg_key::to_hex() const { return mw::to_hex(bytes_.data(), size); }
+std::string wg_key::to_hex() const {
+    return mw::to_hex(bytes_.data(), size);
+}
 
 bool wg_key::is_zero() const noexcept {
     uint8_t acc = 0;

@@ -37,8 +37,11 @@ namespace mw::meshd {
 
 struct control_counters {
     uint64_t accepted = 0;
-    uint64_t not_control = 0;       // wrong magic/version/type, oversized, or a RELAY_DATA frame
-    uint64_t old_version = 0;       // a version-1 datagram: a node not upgraded yet
+    uint64_t not_control = 0;  // wrong magic/version/type, oversized, or a RELAY_DATA frame
+    uint64_t old_version = 0;  // a version-1 datagram: a node not upgraded yet
+    // Sealed with our PSK but of a message type this version does not know: a newer peer's
+    // (rolling upgrade). Dropped; the sender gets no answer and carries on without one.
+    uint64_t unknown_type = 0;
     uint64_t auth_failed = 0;       // wrong PSK or tampered: the interesting one for operators
     uint64_t malformed = 0;         // opened, but the body does not decode (a buggy PSK holder)
     uint64_t wrong_recipient = 0;   // for another node (a replay or reflection), or no one
@@ -65,7 +68,8 @@ public:
 
     // Errors: errc::parse_error (not ours / malformed / not for us), errc::unsupported (protocol
     // version 1), errc::protocol_error (authentication, replay, bad record), errc::state_mismatch
-    // (our own message looped back, not counted). The matching counter has been incremented.
+    // (our own message looped back, not counted; or a newer peer's message type, counted as
+    // unknown_type). The matching counter has been incremented.
     result<control_message> receive(std::span<const uint8_t> datagram, uint64_t now_ms);
 
     // Stamps our key, the recipient, epoch and counter, tags and seals. `to` zero: only for a

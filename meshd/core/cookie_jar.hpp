@@ -34,7 +34,7 @@ namespace mw::meshd {
 class cookie_jar {
 public:
     using rng_fn = std::function<void(std::span<uint8_t>)>;
-    enum class request_kind : uint8_t { hello, session };
+    enum class request_kind : uint8_t { hello, session, anti_entropy };
     struct request {
         request_kind kind = request_kind::hello;
         node_id to;

@@ -38,6 +38,29 @@ void core_context::send(message_body body, const node_id& recipient, const wg_en
     out_.push_back(outgoing_datagram{to, session_id, std::move(*d)});
 }
 
+size_t core_context::send_records(const node_id& to, const wg_endpoint& to_ep, uint64_t request_id,
+                                  std::span<const peer_record* const> records, uint64_t now) {
+    const size_t empty_size = envelope_size + 8 + 1 + pair_tag_size;
+    records_msg batch{request_id, {}};
+    size_t size = empty_size, sent = 0;
+    for (const auto* r : records) {
+        auto enc = r->encode();
+        if (!enc) continue;
+        const size_t n = 2 + enc->size();
+        if (!batch.records.empty() &&
+            (size + n > max_control_plaintext || batch.records.size() == 255)) {
+            send(std::move(batch), to, to_ep, 0, now);
+            batch = records_msg{request_id, {}};
+            size = empty_size;
+        }
+        batch.records.push_back(*r);
+        size += n;
+        ++sent;
+    }
+    if (!batch.records.empty()) send(std::move(batch), to, to_ep, 0, now);
+    return sent;
+}
+
 void core_context::send_fresh(message_body body, const node_id& recipient, const wg_endpoint& to,
                               uint64_t now) {
     if (!budget_allows(to, now)) return;

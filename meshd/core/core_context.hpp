@@ -66,6 +66,11 @@ public:
     // RELAY_DATA of that session). Logged and dropped when the recipient's key is unknown.
     void send(message_body body, const node_id& recipient, const wg_endpoint& to,
               uint64_t session_id, uint64_t now);
+    // RECORDS to node `to` at `to_ep` answering `request_id` (0: pushed): the records in order,
+    // packed into as few datagrams as fit below the control size limit (at most 255 each).
+    // Returns how many were sent (a record that cannot be encoded is skipped).
+    size_t send_records(const node_id& to, const wg_endpoint& to_ep, uint64_t request_id,
+                        std::span<const peer_record* const> records, uint64_t now);
     // The same from a fresh ephemeral port (dial-back probes); dropped silently if unsealable.
     void send_fresh(message_body body, const node_id& recipient, const wg_endpoint& to,
                     uint64_t now);

@@ -18,13 +18,15 @@ const char* to_string(learned_via v) noexcept {
             return "kubernetes";
         case learned_via::registration:
             return "registration";
+        case learned_via::neighbour:
+            return "neighbour";
     }
     return "?";
 }
 
 std::vector<std::string> learned_via_names(learned_via_set s) {
     std::vector<std::string> v;
-    for (uint8_t bit = 1; bit != 0 && bit <= static_cast<uint8_t>(learned_via::registration);
+    for (uint8_t bit = 1; bit != 0 && bit <= static_cast<uint8_t>(learned_via::neighbour);
          bit = static_cast<uint8_t>(bit << 1)) {
         if (s & bit) v.emplace_back(to_string(static_cast<learned_via>(bit)));
     }

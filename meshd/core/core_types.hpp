@@ -30,6 +30,7 @@ enum class learned_via : uint8_t {
     dht = 1 << 4,           // the DHT
     kubernetes = 1 << 5,    // the Kubernetes API
     registration = 1 << 6,  // the node registered with us (its HELLO: we are its rendezvous)
+    neighbour = 1 << 7,     // anti-entropy with a node we reach directly (anti_entropy.hpp)
 };
 using learned_via_set = uint8_t;
 const char* to_string(learned_via v) noexcept;
@@ -144,6 +145,13 @@ struct node_core_config {
     uint64_t upgrade_interval_ms = 5000;  // direct candidates of an active pair not using them
     uint64_t path_timeout_ms = 3500;      // no answer for this long: path / relay is down
     uint64_t hello_interval_ms = 10000;
+    // Anti-entropy with the nodes we reach directly (anti_entropy.hpp): a digest exchange per
+    // neighbour per interval, new records pushed on to `fanout` neighbours. Off: rendezvous that
+    // are not relays answer every HELLO with every record, as before (the benchmark's baseline).
+    bool anti_entropy = true;
+    uint64_t anti_entropy_interval_ms = 10000;
+    size_t anti_entropy_neighbours = 64;  // at most this many, a random sample beyond
+    size_t anti_entropy_fanout = 3;
     uint64_t session_refresh_ms = 15000;
     uint64_t session_retry_ms = 1000;   // until the relay accepted
     uint64_t relay_exclude_ms = 30000;  // a relay that failed a pair is not retried for it

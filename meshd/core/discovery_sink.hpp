@@ -27,9 +27,12 @@ class discovery_sink {
 public:
     virtual ~discovery_sink() = default;
     // Verified and stored (newest seq wins). Errors: record_store::put's; errc::invalid_argument
-    // for our own record.
+    // for our own record. `max_remaining_ms`: what is left of the record's lifetime when the
+    // source knows it is less than the signed lifetime (the on-disk cache: its first receipt was
+    // before a restart); the record then expires after the smaller of the two.
     virtual result<put_outcome> offer_record(const peer_record& rec, learned_via via,
-                                             uint64_t now_ms) = 0;
+                                             uint64_t now_ms,
+                                             uint64_t max_remaining_ms = UINT64_MAX) = 0;
     virtual void offer_endpoint(const std::optional<node_id>& id, const wg_endpoint& ep,
                                 learned_via via, uint64_t now_ms) = 0;
     // A source takes back everything it offered (it offers its current set again after).

@@ -86,7 +86,8 @@ bool membership::refresh_self(std::vector<std::pair<node_id, uint16_t>> att, boo
     return true;
 }
 
-result<put_outcome> membership::accept(const peer_record& rec, learned_via via, uint64_t now) {
+result<put_outcome> membership::accept(const peer_record& rec, learned_via via, uint64_t now,
+                                       uint64_t max_remaining_ms) {
     if (ctx_.revoked(rec.id())) {
         return error(errc::protocol_error,
                      "node " + rec.id().short_hex() + " (" + rec.name + ") is in revokedNodes");
@@ -94,7 +95,7 @@ result<put_outcome> membership::accept(const peer_record& rec, learned_via via, 
     // Only found relays depend on records; with relayNodes nothing is copied per record.
     auto before = ctx_.auto_relays() ? relay_facts_of(store_.find(rec.id())) : std::nullopt;
     const uint64_t evicted = store_.evicted(), refused = store_.refused_full();
-    auto put = store_.put(rec, now);
+    auto put = store_.put(rec, now, max_remaining_ms);
     ctx_.admission.records_evicted += store_.evicted() - evicted;
     ctx_.admission.store_full += store_.refused_full() - refused;
     if (!put) return put;
@@ -104,9 +105,10 @@ result<put_outcome> membership::accept(const peer_record& rec, learned_via via, 
 }
 
 result<put_outcome> membership::offer_record(const peer_record& rec, learned_via via,
-                                             const node_id& from, uint64_t now) {
+                                             const node_id& from, uint64_t now,
+                                             uint64_t max_remaining_ms) {
     if (rec.id() == ctx_.id()) return error(errc::invalid_argument, "our own record");
-    auto put = accept(rec, via, now);
+    auto put = accept(rec, via, now, max_remaining_ms);
     // A relay passes on what it learned from another relay (nodes that reach only us).
     if (put && *put != put_outcome::duplicate) push_record(rec, from, now);
     return put;
@@ -206,26 +208,10 @@ void membership::push_record(const peer_record& rec, const node_id& except, uint
 
 void membership::send_records(const node_id& to, const wg_endpoint& ep, uint64_t request_id,
                               uint64_t now) {
-    // Our own record first, then the store, packed into datagrams below the control size limit.
+    // Our own record first, then the store.
     std::vector<const peer_record*> all{&self_};
     store_.for_each([&](const peer_record& r) { all.push_back(&r); });
-    const size_t empty_size = envelope_size + 8 + 1 + pair_tag_size;
-    records_msg batch{request_id, {}};
-    size_t size = empty_size;
-    for (const auto* r : all) {
-        auto enc = r->encode();
-        if (!enc) continue;
-        size_t n = 2 + enc->size();
-        if (!batch.records.empty() &&
-            (size + n > max_control_plaintext || batch.records.size() == 255)) {
-            ctx_.send(std::move(batch), to, ep, 0, now);
-            batch = records_msg{request_id, {}};
-            size = empty_size;
-        }
-        batch.records.push_back(*r);
-        size += n;
-    }
-    if (!batch.records.empty()) ctx_.send(std::move(batch), to, ep, 0, now);
+    ctx_.send_records(to, ep, request_id, all, now);
 }
 
 }  // namespace mw::meshd

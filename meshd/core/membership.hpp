@@ -67,8 +67,9 @@ public:
     // relay, and every later source). Verified and stored (newest seq wins); a new or changed one
     // is pushed on to the nodes registered with us except `from` (who sent it; our own ID for a
     // local source). Errors: record_store::put's, errc::invalid_argument for our own record.
+    // `max_remaining_ms`: see record_store::put (the on-disk cache).
     result<put_outcome> offer_record(const peer_record& rec, learned_via via, const node_id& from,
-                                     uint64_t now);
+                                     uint64_t now, uint64_t max_remaining_ms = UINT64_MAX);
     void on_hello(const control_message& m, const hello_msg& b, const wg_endpoint& from,
                   uint64_t now);
     // RECORDS from a relay (the caller checked that the sender is one).
@@ -93,7 +94,8 @@ public:
 
 private:
     // put + the couplings (relay facts, learned_via).
-    result<put_outcome> accept(const peer_record& rec, learned_via via, uint64_t now);
+    result<put_outcome> accept(const peer_record& rec, learned_via via, uint64_t now,
+                               uint64_t max_remaining_ms = UINT64_MAX);
     void push_record(const peer_record& rec, const node_id& except, uint64_t now);
     // A refused registration: logged once per (node, reason) per interval, else counted.
     void refused(const node_id& who, const std::string& name, const std::string& why,

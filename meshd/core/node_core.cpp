@@ -16,10 +16,12 @@ node_core::node_core(node_core_config cfg, const node_identity& identity, psk_se
                 paths_.relays_changed();
                 members_.mark_self_dirty();
             }),
-      // A new or changed record may add, drop or re-address a found relay.
+      // A new or changed record may add, drop or re-address a found relay, and is pushed on
+      // to a few direct neighbours.
       members_(ctx_, role_, store_cfg,
                [this](const peer_record& rec, const std::optional<relay_facts>& before) {
                    directory_.note_record(rec, before);
+                   if (ctx_.cfg.anti_entropy) ae_.note_changed(rec.id(), node_id{});
                }),
       // The relays or their liveness changed: every pair is decided again; what our record says
       // about the relays we are attached to changed: it is signed again.
@@ -27,8 +29,20 @@ node_core::node_core(node_core_config cfg, const node_identity& identity, psk_se
           ctx_, members_.store(), [this] { paths_.relays_changed(); },
           [this] { members_.mark_self_dirty(); }),
       election_(ctx_, directory_),
-      paths_(ctx_, members_.store(), directory_, election_, role_) {
+      paths_(ctx_, members_.store(), directory_, election_, role_),
+      ae_(ctx_, members_,
+          anti_entropy_config{.interval_ms = ctx_.cfg.anti_entropy_interval_ms,
+                              .max_neighbours = ctx_.cfg.anti_entropy_neighbours,
+                              .push_fanout = ctx_.cfg.anti_entropy_fanout},
+          [this](const control_message& m, uint64_t request_id, const cookie_bytes& cookie,
+                 const wg_endpoint& from,
+                 uint64_t now) { return source_proven(m, request_id, cookie, from, now); }) {
     ensure_sodium();
+    // A rendezvous that keeps its records in sync with us by anti-entropy is not asked for
+    // every record at every HELLO (docs/architecture.md "Membership").
+    directory_.defer_hello = [this](const node_id& id, uint64_t now) {
+        return ctx_.cfg.anti_entropy && ae_.defer_hello(id, now);
+    };
     ctx_.name_of = [this](const node_id& id) { return directory_.name_of(id); };
     // Replay-table slots beyond a share for unknown senders only for nodes whose record we hold.
     ctx_.channel().set_admission(
@@ -98,8 +112,9 @@ void node_core::set_bootstrap(std::vector<ip_address> bootstrap, uint64_t now) {
     ctx_.due(now);
 }
 
-result<put_outcome> node_core::offer_record(const peer_record& rec, learned_via via, uint64_t now) {
-    auto put = members_.offer_record(rec, via, ctx_.id(), now);
+result<put_outcome> node_core::offer_record(const peer_record& rec, learned_via via, uint64_t now,
+                                            uint64_t max_remaining_ms) {
+    auto put = members_.offer_record(rec, via, ctx_.id(), now, max_remaining_ms);
     ctx_.due(now);
     return put;
 }
@@ -134,8 +149,12 @@ uint64_t node_core::start(uint64_t now) {
 }
 
 void node_core::refresh_self(uint64_t now, bool force) {
-    // New content goes to the relays now rather than at the next HELLO.
-    if (members_.refresh_self(directory_.attachments(now), force, now)) directory_.hello_now(now);
+    // New content goes to the relays now rather than at the next HELLO, and to a few direct
+    // neighbours.
+    if (members_.refresh_self(directory_.attachments(now), force, now)) {
+        directory_.hello_now(now);
+        if (ctx_.cfg.anti_entropy) ae_.note_changed(ctx_.id(), ctx_.id());
+    }
 }
 
 void node_core::note_wakeup(uint64_t now) {
@@ -208,8 +227,39 @@ uint64_t node_core::tick(uint64_t now) {
     refresh_self(now, false);
     ctx_.due(members_.self_refresh_due());
     paths_.tick(now);
+    // Last: the neighbours are the paths and rendezvous just decided.
+    if (ctx_.cfg.anti_entropy) {
+        if (now >= next_neighbour_scan_ms_) {
+            ae_.set_neighbours(direct_neighbours(now), now);
+            next_neighbour_scan_ms_ = now + 1000;
+        }
+        ctx_.due(next_neighbour_scan_ms_);
+        ae_.tick(now);
+    }
     if (ctx_.next_deadline() <= now) ctx_.set_next_deadline(now + core_context::tick_quantum_ms);
     return ctx_.next_deadline();
+}
+
+std::vector<anti_entropy::neighbour> node_core::direct_neighbours(uint64_t now) const {
+    std::vector<anti_entropy::neighbour> v;
+    // A serving relay's clients register with it (HELLO): it keeps no rounds of its own.
+    if (role_.serving()) return v;
+    // Rendezvous that answer (relays we register with excluded: they send us every record).
+    for (const auto& r : directory_.all()) {
+        if (r.self || !r.id || r.candidate || !directory_.up(r, now)) continue;
+        if (auto ep = directory_.endpoint(r, now)) v.push_back({*r.id, *ep});
+    }
+    // Peers with a direct path that answers.
+    for (const auto& [id, p] : paths_.all()) {
+        if (const relay_entry* r = directory_.by_id(id); r && r->candidate) continue;
+        for (const auto& c : p.candidates) {
+            if (c.last_pong_ms && now <= c.last_pong_ms + ctx_.cfg.path_timeout_ms) {
+                v.push_back({id, c.ep});
+                break;
+            }
+        }
+    }
+    return v;
 }
 
 // Helpers for our dial-back: other relays that answer us, then peers we reach directly, then
@@ -290,15 +340,28 @@ uint64_t node_core::on_datagram(std::span<const uint8_t> datagram, const wg_endp
                     members_.on_hello(*m, b, from, now);
                 }
             } else if constexpr (std::is_same_v<T, records_msg>) {
-                // Records come from relays (the rendezvous); from anyone else they are ignored.
+                // Records come from relays and rendezvous (answers to our HELLOs, their pushes)
+                // and from anti-entropy partners; from anyone else they are ignored.
+                if (in_band) return;
                 const relay_entry* r = directory_.by_id(m->sender);
-                if (!in_band && r) {
+                const bool by_ae =
+                    ctx_.cfg.anti_entropy &&
+                    (!r || (!r->candidate && r->lan_neighbour && ae_.speaks(m->sender)));
+                if (r && !by_ae) {
                     members_.on_records(*m, b,
                                         r->origin == relay_origin::bootstrap
                                             ? learned_via::bootstrap
                                             : learned_via::relay,
                                         now);
+                } else if (by_ae) {
+                    ae_.on_records(*m, b, now);
                 }
+            } else if constexpr (std::is_same_v<T, ae_digest_msg>) {
+                if (!in_band && ctx_.cfg.anti_entropy) ae_.on_digest(*m, b, from, now);
+            } else if constexpr (std::is_same_v<T, ae_summary_msg>) {
+                if (!in_band && ctx_.cfg.anti_entropy) ae_.on_summary(*m, b, from, now);
+            } else if constexpr (std::is_same_v<T, ae_want_msg>) {
+                if (!in_band && ctx_.cfg.anti_entropy) ae_.on_want(*m, b, from, now);
             } else if constexpr (std::is_same_v<T, relay_session_request_msg>) {
                 // Session state only for admitted nodes: the sender's record must be here (it
                 // HELLOs us first). Dropped unanswered (a REJECT would exclude us for 30 s); an
@@ -355,6 +418,8 @@ void node_core::on_cookie_reply(const control_message& m, const cookie_reply_msg
     if (!ctx_.cookies().store(m.sender, from, b.cookie)) return;
     if (req->kind == cookie_jar::request_kind::hello) {
         directory_.hello_now(now);
+    } else if (req->kind == cookie_jar::request_kind::anti_entropy) {
+        ae_.on_cookie(m.sender, now);
     } else {
         paths_.retry_session_requests(m.sender, now);
     }

@@ -49,8 +49,9 @@
 // builds meshctl's views. The parts: core_context (what all share: config, channel, outbox,
 // log, RNG, probes in flight, deadline), membership (record store, own record, HELLO/RECORDS),
 // relay_directory (the relays and their liveness), relay_role (our role, dial-back, session
-// requests), relay_election (per relayed pair: which relay, its sessions) and peer_paths (a path
-// per peer). Discovery sources feed it through discovery_sink (offer_record, offer_endpoint).
+// requests), relay_election (per relayed pair: which relay, its sessions), peer_paths (a path
+// per peer) and anti_entropy (records kept in sync with the nodes we reach directly).
+// Discovery sources feed it through discovery_sink (offer_record, offer_endpoint).
 #pragma once
 
 #include <cstdint>
@@ -63,6 +64,7 @@
 
 #include "common/result.hpp"
 #include "common/wireguard/wg_endpoint.hpp"
+#include "meshd/core/anti_entropy.hpp"
 #include "meshd/core/control_channel.hpp"
 #include "meshd/core/core_context.hpp"
 #include "meshd/core/core_types.hpp"
@@ -124,8 +126,8 @@ public:
     bool offering() const noexcept { return ctx_.offering(); }
 
     // The discovery entry (discovery_sink.hpp).
-    result<put_outcome> offer_record(const peer_record& rec, learned_via via,
-                                     uint64_t now_ms) override;
+    result<put_outcome> offer_record(const peer_record& rec, learned_via via, uint64_t now_ms,
+                                     uint64_t max_remaining_ms = UINT64_MAX) override;
     void offer_endpoint(const std::optional<node_id>& id, const wg_endpoint& ep, learned_via via,
                         uint64_t now_ms) override;
     void withdraw_endpoints(learned_via via, uint64_t now_ms) override;
@@ -179,6 +181,9 @@ public:
         return ctx_.endpoint_refusals();
     }
     const record_store& store() const noexcept { return members_.store(); }
+    // Anti-entropy with direct neighbours (anti_entropy.hpp).
+    const anti_entropy_counters& anti_entropy_stats() const noexcept { return ae_.counters(); }
+    size_t anti_entropy_neighbours() const noexcept { return ae_.neighbours(); }
     const std::map<node_id, membership::registration>& registrations() const noexcept {
         return members_.registrations();
     }
@@ -211,6 +216,8 @@ private:
     void on_cookie_reply(const control_message& m, const cookie_reply_msg& b,
                          const wg_endpoint& from, uint64_t now);
     relay_role::helper_list dialback_helpers(bool public_only, size_t max, uint64_t now) const;
+    // The nodes we reach directly that are not relays we register with (anti_entropy.hpp).
+    std::vector<anti_entropy::neighbour> direct_neighbours(uint64_t now) const;
 
     // The parts, in construction order; each holds references only to parts declared above it.
     // Calls the other way (a change another part must react to) are the callbacks wired in the
@@ -221,8 +228,10 @@ private:
     relay_directory directory_;
     relay_election election_;
     peer_paths paths_;
+    anti_entropy ae_;
 
     std::vector<ping_result> ping_results_;
+    uint64_t next_neighbour_scan_ms_ = 0;
     uint64_t next_expire_ms_ = 0;
     uint64_t stalls_ = 0;
     uint64_t last_tick_ms_ = 0;

@@ -4,7 +4,8 @@
 
 namespace mw::meshd {
 
-result<put_outcome> record_store::put(const peer_record& rec, uint64_t now_ms) {
+result<put_outcome> record_store::put(const peer_record& rec, uint64_t now_ms,
+                                      uint64_t max_remaining_ms) {
     now_ms_ = std::max(now_ms_, now_ms);
     // A byte-identical copy of a record we hold (relays answer every HELLO with all records)
     // carries the signature we verified when we stored it: skip the Ed25519 check, which at a
@@ -66,7 +67,8 @@ result<put_outcome> record_store::put(const peer_record& rec, uint64_t now_ms) {
             }
         }
         it->second = rec;
-        sn.expires_ms = expiry(now_ms, rec);
+        ++generation_;
+        sn.expires_ms = expiry(now_ms, rec, max_remaining_ms);
         by_expiry_.emplace(sn.expires_ms, id);
         by_name_.emplace(rec.name, id);
         touch(id, now_ms);
@@ -79,7 +81,8 @@ result<put_outcome> record_store::put(const peer_record& rec, uint64_t now_ms) {
                                           " refused");
     }
     records_.emplace(id, rec);
-    const uint64_t expires = expiry(now_ms, rec);
+    ++generation_;
+    const uint64_t expires = expiry(now_ms, rec, max_remaining_ms);
     by_expiry_.emplace(expires, id);
     by_name_.emplace(rec.name, id);
     seen_[id] = seen{now_ms, now_ms, expires};
@@ -138,6 +141,7 @@ bool record_store::established(const node_id& id, uint64_t now_ms) const {
 
 void record_store::remove(std::map<node_id, peer_record>::iterator it, bool leave_tombstone) {
     const peer_record& rec = it->second;
+    ++generation_;
     if (leave_tombstone) bury(it->first, rec.seq);
     auto [b, e] = by_name_.equal_range(rec.name);
     for (auto n = b; n != e; ++n) {

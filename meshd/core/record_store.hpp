@@ -93,7 +93,11 @@ public:
     // errc::invalid_argument (lifetime above max_lifetime_ms), errc::already_exists (outdated
     // seq: below the stored one, or not above a tombstone's), errc::state_mismatch (same seq,
     // other content), errc::exhausted (store full of established nodes).
-    result<put_outcome> put(const peer_record& rec, uint64_t now_ms);
+    // `max_remaining_ms`: the record has at most this much of its lifetime left (a record from
+    // the on-disk cache, whose first receipt was before a restart): its expiry is now + the
+    // smaller of the two, so the cache never extends a record's life.
+    result<put_outcome> put(const peer_record& rec, uint64_t now_ms,
+                            uint64_t max_remaining_ms = UINT64_MAX);
 
     // Drops records whose expiry (first receipt + lifetime) is <= now_ms; returns how many.
     size_t expire(uint64_t now_ms);
@@ -125,6 +129,16 @@ public:
     void for_each(F&& f) const {
         for (const auto& [id, rec] : records_) f(rec);
     }
+    // The records whose node ID is in [first, last], in node ID order (anti-entropy pages).
+    template <class F>
+    void for_each_in(const node_id& first, const node_id& last, F&& f) const {
+        for (auto it = records_.lower_bound(first); it != records_.end() && !(last < it->first);
+             ++it)
+            f(it->second);
+    }
+    // Changes whenever the (node ID, seq) set held changes: a record added, replaced or removed
+    // (anti_entropy recomputes its digest only then).
+    uint64_t generation() const noexcept { return generation_; }
     // The same with each record's node ID (no hashing of keys per visit).
     template <class F>
     void for_each_with_id(F&& f) const {
@@ -147,8 +161,10 @@ private:
     bool make_room(uint64_t now_ms);
     void bury(const node_id& id, uint64_t seq);
     void drop_old_graves(uint64_t now_ms);
-    static uint64_t expiry(uint64_t now_ms, const peer_record& rec) noexcept {
-        return now_ms + rec.lifetime_ms;  // lifetime <= 24 h: no overflow for any real clock
+    static uint64_t expiry(uint64_t now_ms, const peer_record& rec,
+                           uint64_t max_remaining_ms) noexcept {
+        // lifetime <= 24 h: no overflow for any real clock
+        return now_ms + std::min<uint64_t>(rec.lifetime_ms, max_remaining_ms);
     }
 
     record_store_config cfg_;
@@ -167,6 +183,7 @@ private:
     std::map<uint64_t, node_id> graves_by_age_;  // oldest first
     uint64_t next_grave_ = 0;
     uint64_t now_ms_ = 0;  // the latest now_ms seen (erase() takes none)
+    uint64_t generation_ = 0;
     std::unordered_multimap<std::string, node_id> by_name_;
 };
 

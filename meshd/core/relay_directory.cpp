@@ -84,6 +84,7 @@ relay_entry relay_directory::carry(relay_entry fresh, uint64_t now, bool reset_t
     e.spec = fresh.spec;
     e.origin = fresh.origin;
     e.candidate = fresh.candidate;
+    e.lan_neighbour = fresh.lan_neighbour;
     e.self = fresh.self;
     if (fresh.id) e.id = fresh.id;
     std::vector<relay_addr_state> addrs;
@@ -131,8 +132,9 @@ bool used_by_other(const std::vector<relay_entry>& next, const wg_endpoint& ep,
 }  // namespace
 
 void relay_directory::add_rendezvous(std::vector<relay_entry>& next, uint64_t now,
-                                     bool reset_timers) const {
+                                     bool reset_timers, std::optional<learned_via> only) const {
     for (const auto& rv : rendezvous_) {
+        if (only && rv.via != *only) continue;
         const ip_address& a = rv.ep.address;
         wg_endpoint ep = normalize_endpoint(rv.ep);
         bool ours = std::any_of(ctx_.cfg.endpoints.begin(), ctx_.cfg.endpoints.end(),
@@ -141,6 +143,7 @@ void relay_directory::add_rendezvous(std::vector<relay_entry>& next, uint64_t no
         relay_entry e;
         e.origin = relay_origin::bootstrap;
         e.candidate = false;
+        e.lan_neighbour = rv.via == learned_via::mdns;
         e.spec = relay_spec{a.str(), {a}};
         e.addrs.push_back(relay_addr_state{ep});
         next.push_back(carry(std::move(e), now, reset_timers));
@@ -148,6 +151,7 @@ void relay_directory::add_rendezvous(std::vector<relay_entry>& next, uint64_t no
         relay_entry& last = next.back();
         for (size_t k = 0; last.id && k + 1 < next.size(); ++k) {
             if (next[k].id != last.id) continue;
+            next[k].lan_neighbour = next[k].lan_neighbour && last.lan_neighbour;
             for (const auto& s : last.addrs) next[k].addrs.push_back(s);
             for (const auto& s : last.spec.addresses) next[k].spec.addresses.push_back(s);
             next.pop_back();
@@ -264,6 +268,10 @@ void relay_directory::rebuild(uint64_t now, bool reset_timers) {
     std::vector<relay_entry> next;
     if (!ctx_.auto_relays()) {
         add_configured(next, now, reset_timers);
+        // LAN neighbours found by mDNS are rendezvous with relayNodes too: through them (by
+        // anti-entropy) a node that starts while the relays are out of reach still meets its
+        // LAN. dht.bootstrap addresses are not: relayNodes are the rendezvous then.
+        add_rendezvous(next, now, reset_timers, learned_via::mdns);
     } else {
         add_rendezvous(next, now, reset_timers);
         add_found(next, now, reset_timers);
@@ -306,13 +314,13 @@ void relay_directory::offer_rendezvous(const wg_endpoint& ep, learned_via via) {
         if (rv.ep == ep) return;  // an entry stands for it already (rebuild skips duplicates)
     }
     rendezvous_.push_back(rendezvous{ep, via});
-    if (ctx_.auto_relays()) dirty_ = true;
+    if (ctx_.auto_relays() || via == learned_via::mdns) dirty_ = true;
 }
 
 void relay_directory::withdraw_rendezvous(learned_via via) {
     auto n = rendezvous_.size();
     std::erase_if(rendezvous_, [&](const rendezvous& rv) { return rv.via == via; });
-    if (n != rendezvous_.size() && ctx_.auto_relays()) dirty_ = true;
+    if (n != rendezvous_.size() && (ctx_.auto_relays() || via == learned_via::mdns)) dirty_ = true;
 }
 
 bool relay_directory::up(const relay_entry& r, uint64_t now) const {
@@ -462,7 +470,10 @@ void relay_directory::tick(const peer_record& self, uint64_t now) {
         }
         ctx_.due(r.next_ping_ms);
         // A HELLO names its recipient: not before the relay's first PONG told us who it is.
-        if (r.id && now >= r.next_hello_ms) {
+        if (r.id && now >= r.next_hello_ms && !r.candidate && r.lan_neighbour && defer_hello &&
+            defer_hello(*r.id, now)) {
+            r.next_hello_ms = now + cfg.hello_interval_ms;  // anti-entropy keeps us in sync
+        } else if (r.id && now >= r.next_hello_ms) {
             // To every address: until one answers we do not know which works, and a relay with
             // two families reached on both keeps both NAT mappings warm.
             for (const auto& a : r.addrs) {

@@ -9,7 +9,8 @@
 // path_timeout. A relay that turns fast is judged from that moment (fast_since_ms), so the PONG
 // it gave 20 s ago is no failure, but its first probes that go unanswered are.
 //
-// Where the list comes from: with relayNodes configured, exactly those. Without, the rendezvous
+// Where the list comes from: with relayNodes configured, those (and mDNS-found LAN neighbours as
+// rendezvous that are no relays). Without, the rendezvous
 // addresses offered through the discovery entry (dht.bootstrap today: asked for the cluster's
 // records, relays only if their record says they serve) plus nodes whose verified record says
 // they serve: up to max_found_relays, the first by a hash of their node ID keyed with a salt of
@@ -51,6 +52,10 @@ struct relay_entry {
     // May carry pairs: configured, or (found ones) its record says it serves. A bootstrap
     // node that does not is only asked for records.
     bool candidate = true;
+    // A rendezvous found by mDNS only (a LAN neighbour): kept in sync by anti-entropy, not asked
+    // with HELLO once it speaks it (defer_hello). A dht.bootstrap node is registered with as
+    // before: a node being verified as relay finds its dial-back helpers among registrations.
+    bool lan_neighbour = false;
     bool self = false;
     std::optional<node_id> id;
     std::vector<relay_addr_state> addrs;
@@ -135,6 +140,10 @@ public:
     // meshctl's view (load left 0: the pairs are peer_paths'). "Up" is judged at last_tick_ms.
     std::vector<relay_view> views(uint64_t last_tick_ms) const;
 
+    // Set by node_core: true for an mDNS rendezvous (lan_neighbour, no relay) whose records come
+    // by anti-entropy (anti_entropy.hpp), so it is not asked for every record with HELLO.
+    std::function<bool(const node_id&, uint64_t now)> defer_hello;
+
 private:
     relay_entry* find(const node_id& id);
     // How long after its last PONG (or turning fast) a relay address counts as answering.
@@ -145,7 +154,9 @@ private:
     // rebuild()'s steps.
     relay_entry carry(relay_entry fresh, uint64_t now, bool reset_timers) const;
     void add_configured(std::vector<relay_entry>& next, uint64_t now, bool reset_timers) const;
-    void add_rendezvous(std::vector<relay_entry>& next, uint64_t now, bool reset_timers) const;
+    // `only`: the rendezvous learned that way (mDNS ones beside relayNodes).
+    void add_rendezvous(std::vector<relay_entry>& next, uint64_t now, bool reset_timers,
+                        std::optional<learned_via> only = std::nullopt) const;
     void add_found(std::vector<relay_entry>& next, uint64_t now, bool reset_timers) const;
     void log_changes(const std::vector<relay_entry>& next);
     // A found relay's place in our sample (add_found): keyed with found_salt_.

@@ -159,6 +159,56 @@ struct body_encoder {
         write_cookie(w, m.cookie);
         return {};
     }
+    status operator()(const ae_digest_msg& m) {
+        const uint8_t known = ae_digest_msg::flag_reply | ae_digest_msg::flag_buckets;
+        if (m.flags & ~known) return error(errc::invalid_argument, "AE_DIGEST: unknown flags");
+        const bool with = m.flags & ae_digest_msg::flag_buckets;
+        if (with != (m.buckets.size() == ae_buckets) || (!with && !m.buckets.empty())) {
+            return error(errc::invalid_argument, "AE_DIGEST: buckets do not match the flag");
+        }
+        w.u64(m.request_id);
+        write_cookie(w, m.cookie);
+        w.u8(m.flags);
+        w.u32(m.count);
+        w.bytes(m.digest.data(), m.digest.size());
+        for (uint64_t b : m.buckets) w.u64(b);
+        return {};
+    }
+    status operator()(const ae_summary_msg& m) {
+        if (m.entries.size() > ae_max_summary_entries || m.last < m.first) {
+            return error(errc::invalid_argument, "AE_SUMMARY: too many entries or empty range");
+        }
+        for (size_t i = 0; i < m.entries.size(); ++i) {
+            const auto& e = m.entries[i];
+            if (e.id < m.first || m.last < e.id || (i && !(m.entries[i - 1].id < e.id))) {
+                return error(errc::invalid_argument, "AE_SUMMARY: entries not ascending in range");
+            }
+        }
+        w.u64(m.request_id);
+        write_id(w, m.first);
+        write_id(w, m.last);
+        w.u8(static_cast<uint8_t>(m.entries.size()));
+        for (const auto& e : m.entries) {
+            write_id(w, e.id);
+            w.u64(e.seq);
+        }
+        return {};
+    }
+    status operator()(const ae_want_msg& m) {
+        if (m.ids.empty() || m.ids.size() > ae_max_want_ids) {
+            return error(errc::invalid_argument,
+                         "AE_WANT: needs 1-" + std::to_string(ae_max_want_ids) + " IDs");
+        }
+        for (size_t i = 1; i < m.ids.size(); ++i) {
+            if (!(m.ids[i - 1] < m.ids[i])) {
+                return error(errc::invalid_argument, "AE_WANT: IDs not ascending");
+            }
+        }
+        w.u64(m.request_id);
+        w.u8(static_cast<uint8_t>(m.ids.size()));
+        for (const auto& id : m.ids) write_id(w, id);
+        return {};
+    }
 };
 
 result<message_body> decode_body(msg_type t, byte_reader& r) {
@@ -234,6 +284,60 @@ result<message_body> decode_body(msg_type t, byte_reader& r) {
             m.cookie = read_cookie(r);
             return message_body(m);
         }
+        case msg_type::ae_digest: {
+            ae_digest_msg m;
+            m.request_id = r.u64();
+            m.cookie = read_cookie(r);
+            m.flags = r.u8();
+            if (m.flags & ~(ae_digest_msg::flag_reply | ae_digest_msg::flag_buckets)) {
+                return bad(t, "unknown flags");
+            }
+            m.count = r.u32();
+            r.copy(m.digest.data(), m.digest.size());
+            if (m.flags & ae_digest_msg::flag_buckets) {
+                m.buckets.resize(ae_buckets);
+                for (auto& b : m.buckets) b = r.u64();
+            }
+            return message_body(std::move(m));
+        }
+        case msg_type::ae_summary: {
+            ae_summary_msg m;
+            m.request_id = r.u64();
+            m.first = read_id(r);
+            m.last = read_id(r);
+            size_t n = r.u8();
+            if (!r.ok()) return bad(t, "truncated");
+            if (m.last < m.first) return bad(t, "empty range");
+            if (n > ae_max_summary_entries) return bad(t, "too many entries");
+            m.entries.reserve(n);
+            for (size_t i = 0; i < n; ++i) {
+                ae_summary_entry e;
+                e.id = read_id(r);
+                e.seq = r.u64();
+                if (!r.ok()) return bad(t, "truncated entry");
+                if (e.id < m.first || m.last < e.id) return bad(t, "entry outside its range");
+                if (!m.entries.empty() && !(m.entries.back().id < e.id)) {
+                    return bad(t, "entries not strictly ascending");
+                }
+                m.entries.push_back(e);
+            }
+            return message_body(std::move(m));
+        }
+        case msg_type::ae_want: {
+            ae_want_msg m;
+            m.request_id = r.u64();
+            size_t n = r.u8();
+            if (!r.ok()) return bad(t, "truncated");
+            if (n == 0 || n > ae_max_want_ids) return bad(t, "needs 1-39 IDs");
+            m.ids.reserve(n);
+            for (size_t i = 0; i < n; ++i) {
+                node_id id = read_id(r);
+                if (!r.ok()) return bad(t, "truncated ID");
+                if (!m.ids.empty() && !(m.ids.back() < id)) return bad(t, "IDs not ascending");
+                m.ids.push_back(id);
+            }
+            return message_body(std::move(m));
+        }
         case msg_type::relay_data:
             break;
     }
@@ -243,10 +347,14 @@ result<message_body> decode_body(msg_type t, byte_reader& r) {
 
 bool is_control_type(uint8_t t) {
     return t >= static_cast<uint8_t>(msg_type::hello) &&
-           t <= static_cast<uint8_t>(msg_type::cookie_reply);
+           t <= static_cast<uint8_t>(msg_type::ae_want);
 }
 
 }  // namespace
+
+bool is_known_control_type(uint8_t t) noexcept {
+    return is_control_type(t);
+}
 
 const char* to_string(msg_type t) noexcept {
     switch (t) {
@@ -270,6 +378,12 @@ const char* to_string(msg_type t) noexcept {
             return "DIALBACK_PROBE";
         case msg_type::cookie_reply:
             return "COOKIE_REPLY";
+        case msg_type::ae_digest:
+            return "AE_DIGEST";
+        case msg_type::ae_summary:
+            return "AE_SUMMARY";
+        case msg_type::ae_want:
+            return "AE_WANT";
         case msg_type::relay_data:
             return "RELAY_DATA";
     }

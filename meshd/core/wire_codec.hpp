@@ -35,6 +35,14 @@
 //   0x09  DIALBACK_PROBE         u64 nonce (the answer, arriving at the target if reachable)
 //   0x0a  COOKIE_REPLY           u64 the request's id, cookie (instead of a larger answer to an
 //                                address not proven yet: resend the request with this cookie)
+//   0x0b  AE_DIGEST              anti-entropy (anti_entropy.hpp): u64 request id, cookie, u8 flags
+//                                (bit 0: a reply, bit 1: bucket digests follow; other bits 0),
+//                                u32 records held, 16 digest, [32 x u64 bucket digests]
+//   0x0c  AE_SUMMARY             u64 the DIGEST's request id, 32 range start, 32 range end
+//                                (node IDs, inclusive), u8 count (0..ae_max_summary_entries),
+//                                each: 32 node ID, u64 seq; strictly ascending, inside the range
+//   0x0d  AE_WANT                u64 the DIGEST's request id, u8 count (1..ae_max_want_ids),
+//                                each: 32 node ID; strictly ascending
 //
 // Types 0x01-0x7f are sealed control messages; 0x80-0xff are unsealed frames, of which only
 // 0x80 RELAY_DATA exists:
@@ -76,6 +84,9 @@ enum class msg_type : uint8_t {
     dialback_request = 0x08,
     dialback_probe = 0x09,
     cookie_reply = 0x0a,
+    ae_digest = 0x0b,
+    ae_summary = 0x0c,
+    ae_want = 0x0d,
     relay_data = 0x80,
 };
 
@@ -162,10 +173,48 @@ struct cookie_reply_msg {
     cookie_bytes cookie{};
 };
 
+// Anti-entropy between direct neighbours (anti_entropy.hpp). The digest is record_digest's: over
+// the (node ID, seq) set the sender holds, its own record included, split in ae_buckets buckets
+// by the node ID's top bits.
+constexpr size_t ae_buckets = 32;
+using ae_digest_bytes = std::array<uint8_t, 16>;
+
+struct ae_digest_msg {
+    static constexpr msg_type type = msg_type::ae_digest;
+    static constexpr uint8_t flag_reply = 0x01;
+    static constexpr uint8_t flag_buckets = 0x02;
+    uint64_t request_id = 0;
+    cookie_bytes cookie{};  // a request's, for the answerer (zero in a reply)
+    uint8_t flags = 0;      // flag_buckets is set exactly when buckets holds ae_buckets values
+    uint32_t count = 0;
+    ae_digest_bytes digest{};
+    std::vector<uint64_t> buckets;
+};
+
+struct ae_summary_entry {
+    node_id id;
+    uint64_t seq = 0;
+    friend bool operator==(const ae_summary_entry&, const ae_summary_entry&) = default;
+};
+
+struct ae_summary_msg {
+    static constexpr msg_type type = msg_type::ae_summary;
+    uint64_t request_id = 0;
+    node_id first;  // the range this page covers (inclusive): the sender holds nothing else in it
+    node_id last;
+    std::vector<ae_summary_entry> entries;
+};
+
+struct ae_want_msg {
+    static constexpr msg_type type = msg_type::ae_want;
+    uint64_t request_id = 0;
+    std::vector<node_id> ids;
+};
+
 using message_body =
     std::variant<hello_msg, records_msg, ping_msg, pong_msg, relay_session_request_msg,
                  relay_session_accept_msg, relay_session_reject_msg, dialback_request_msg,
-                 dialback_probe_msg, cookie_reply_msg>;
+                 dialback_probe_msg, cookie_reply_msg, ae_digest_msg, ae_summary_msg, ae_want_msg>;
 
 struct control_message {
     wg_key sender_key;  // the sender's static X25519 public key
@@ -192,6 +241,24 @@ constexpr size_t ping_padding = 35;
 static_assert(envelope_size + 8 + 16 + 1 + 2 + peer_record::max_encoded_size + pair_tag_size <=
                   max_control_plaintext,
               "a HELLO with the largest record must fit one datagram");
+// Anti-entropy pages, as many entries as fit one datagram.
+constexpr size_t ae_max_summary_entries = 29;
+constexpr size_t ae_max_want_ids = 39;
+static_assert(envelope_size + 8 + 2 * node_id::size + 1 +
+                      ae_max_summary_entries * (node_id::size + 8) + pair_tag_size <=
+                  max_control_plaintext,
+              "a full AE_SUMMARY page must fit one datagram");
+static_assert(envelope_size + 8 + 1 + ae_max_want_ids * node_id::size + pair_tag_size <=
+                  max_control_plaintext,
+              "a full AE_WANT must fit one datagram");
+
+// A sealed control type (0x01-0x7f), known to this version or not: a newer peer's message of a
+// type this version does not know is counted (control_counters::unknown_type) and dropped.
+constexpr bool is_sealed_type(uint8_t t) noexcept {
+    return t >= 0x01 && t <= 0x7f;
+}
+// A sealed control type this version decodes.
+bool is_known_control_type(uint8_t t) noexcept;
 
 // Plaintext (envelope, body, m.tag as it is) for psk_sealer; fails if a field is invalid or it is
 // too large.

@@ -228,6 +228,10 @@ void sim_net::transmit(sim_host& src, const wg_endpoint& to, std::vector<uint8_t
             return route(from, to, std::move(bytes), 0.2);
         }
         sim_nat& nat = nats_[src.lan - 1];
+        if (nat.cut) {
+            ++dropped_;
+            return;
+        }
         for (const auto& [pub_port, internal] : nat.forwards) {
             // Replies of a port-forwarded host leave from the forwarded port (conntrack un-DNAT).
             if (internal == from) {
@@ -262,6 +266,10 @@ void sim_net::route(const wg_endpoint& from, const wg_endpoint& to, std::vector<
         if (dst->jitter_ms > 0)
             d += std::uniform_real_distribution<double>(0, dst->jitter_ms)(rng_);
     } else if (sim_nat* nat = nat_at(to.address)) {
+        if (nat->cut) {
+            ++dropped_;  // the LAN's uplink is down
+            return;
+        }
         if (auto fw = nat->forwards.find(to.port); fw != nat->forwards.end()) {
             // A port forward (DNAT): anyone may reach the internal host on this port.
             queue_.push(event{now_us_ + static_cast<uint64_t>((d + nat->delay_ms) * 1000), seq_++,

@@ -35,6 +35,7 @@ struct sim_nat {
     bool symmetric = false;
     double delay_ms = 1;    // one-way, LAN <-> core
     bool isolated = false;  // hosts in the LAN cannot reach each other (client isolation)
+    bool cut = false;       // the uplink is down: nothing leaves or enters the LAN
     // cone: key (internal ep); symmetric: key (internal ep, remote ep)
     std::map<std::pair<std::string, std::string>, uint16_t> out;
     struct mapping {

@@ -55,13 +55,14 @@ json sample_peers() {
        "relayId": ")" + hex64('1') +
                        R"(", "sessionId": "0123456789abcdef",
        "endpoint": "127.0.0.1:40001", "rttMs": 3.14, "lastHandshake": 1700000000,
-       "lastHandshakeAgoSeconds": 12, "rxBytes": 10, "txBytes": 20},
+       "lastHandshakeAgoSeconds": 12, "rxBytes": 10, "txBytes": 20,
+       "learnedVia": ["relay", "cache"]},
       {"name": "node-b", "id": ")" +
                        hex64('b') + R"(", "wgPublicKey": "Yg==",
        "podCIDRs": ["10.244.2.0/24"], "path": "direct", "relay": null, "relayId": null,
        "sessionId": null, "endpoint": "192.0.2.20:51820", "rttMs": 0.8,
        "lastHandshake": 1699999800, "lastHandshakeAgoSeconds": null, "rxBytes": 0,
-       "txBytes": 0},
+       "txBytes": 0, "learnedVia": ["mdns"]},
       {"name": "node-d", "id": ")" +
                        hex64('d') + R"(", "wgPublicKey": "ZA==", "podCIDRs": [],
        "path": "none", "relay": null, "relayId": null, "sessionId": null, "endpoint": null,
@@ -260,6 +261,29 @@ TEST_CASE("meshctl: status") {
     tr["controlTraffic"]["activePairs"] = 2;
     CHECK(format_status(tr).find("control rate:   in 0.2 pkt/s 30 B/s, out 0.3 pkt/s 35 B/s; 2 "
                                  "active pairs\n") != std::string::npos);
+    // Peers by how they were learned, and the record cache: a line each when meshd reports them.
+    CHECK(format_status(sample_status()).find("learned via:") == std::string::npos);
+    CHECK(format_status(sample_status()).find("record cache:") == std::string::npos);
+    json lc = sample_status();
+    lc["peers"]["learnedVia"] = {{"relay", 2}, {"bootstrap", 0},  {"mdns", 1},        {"cache", 3},
+                                 {"dht", 0},   {"kubernetes", 0}, {"registration", 1}};
+    lc["recordCache"] = {{"load", "loaded"},   {"loaded", 3},
+                         {"expired", 1},       {"refused", 0},
+                         {"writes", 4},        {"recordsWritten", 3},
+                         {"writeFailures", 0}, {"lastWriteAgoSeconds", 7}};
+    std::string st = format_status(lc);
+    CHECK(st.find("learned via:    relay=2 bootstrap=0 mdns=1 cache=3 dht=0 kubernetes=0 "
+                  "registration=1\n") != std::string::npos);
+    CHECK(st.find("record cache:   loaded 3 records (1 expired, 0 refused); 4 writes, last 7s "
+                  "ago (3 records), 0 failed\n") != std::string::npos);
+    lc["recordCache"] = {{"load", "set aside"}, {"loadError", "record cache: trailing bytes"},
+                         {"writes", 0},         {"lastWriteAgoSeconds", nullptr},
+                         {"recordsWritten", 0}, {"writeFailures", 0}};
+    CHECK(format_status(lc).find("record cache:   set aside (record cache: trailing bytes); 0 "
+                                 "writes, last never (0 records), 0 failed\n") !=
+          std::string::npos);
+    lc["recordCache"] = nullptr;
+    CHECK(format_status(lc).find("record cache:   off\n") != std::string::npos);
     // An empty or odd result prints dashes rather than failing.
     std::string empty = format_status(json::object());
     CHECK(empty.find("node:           -\n") != std::string::npos);
@@ -271,12 +295,12 @@ TEST_CASE("meshctl: peers table") {
     // node-b's handshake age comes from lastHandshake and now (200 s before).
     std::string t = format_peers(sample_peers(), 1700000000);
     CHECK(t ==
-          "NAME    PATH    RELAY   ENDPOINT          RTT    HANDSHAKE\n"
-          "node-b  direct  -       192.0.2.20:51820  0.8ms  3m20s ago\n"
-          "node-c  relay   relay1  127.0.0.1:40001   3.1ms  12s ago\n"
-          "node-d  none    -       -                 -      never\n");
+          "NAME    PATH    RELAY   ENDPOINT          RTT    HANDSHAKE  LEARNED\n"
+          "node-b  direct  -       192.0.2.20:51820  0.8ms  3m20s ago  mdns\n"
+          "node-c  relay   relay1  127.0.0.1:40001   3.1ms  12s ago    relay,cache\n"
+          "node-d  none    -       -                 -      never      -\n");
     CHECK(format_peers(json{{"peers", json::array()}}, 0) ==
-          "NAME  PATH  RELAY  ENDPOINT  RTT  HANDSHAKE\n");
+          "NAME  PATH  RELAY  ENDPOINT  RTT  HANDSHAKE  LEARNED\n");
     CHECK_NOTHROW(format_peers(json{{"peers", {1, "x", nullptr}}}, 0));
     CHECK_NOTHROW(format_peers(json{{"peers", 5}}, 0));
     // Refused pod CIDRs (route authority) are listed under the table, sorted.
@@ -286,10 +310,10 @@ TEST_CASE("meshctl: peers table") {
             {"cidr": "10.244.3.0/25", "reason": "wrong_block_size"}])");
     refused["peers"][0]["refusedCIDRs"] = json::array();
     CHECK(format_peers(refused, 1700000000) ==
-          "NAME    PATH    RELAY   ENDPOINT          RTT    HANDSHAKE\n"
-          "node-b  direct  -       192.0.2.20:51820  0.8ms  3m20s ago\n"
-          "node-c  relay   relay1  127.0.0.1:40001   3.1ms  12s ago\n"
-          "node-d  none    -       -                 -      never\n"
+          "NAME    PATH    RELAY   ENDPOINT          RTT    HANDSHAKE  LEARNED\n"
+          "node-b  direct  -       192.0.2.20:51820  0.8ms  3m20s ago  mdns\n"
+          "node-c  relay   relay1  127.0.0.1:40001   3.1ms  12s ago    relay,cache\n"
+          "node-d  none    -       -                 -      never      -\n"
           "node-d: 10.244.3.0/25 refused (wrong_block_size)\n"
           "node-d: 8.0.0.0/8 refused (outside_cluster)\n");
     refused["peers"][2]["refusedCIDRs"] = json::parse(R"([7, {"cidr": 1}])");

@@ -358,3 +358,52 @@ TEST_CASE("planner: a peer repeating another's allowed-ip cannot make the whole 
     CHECK(p2.dropped.size() == 2);
     CHECK(find(p2, a)->allowed_ips == std::vector<ip_prefix>{pfx("10.244.2.0/24")});
 }
+
+TEST_CASE("planner: a peer from the record cache is installed at once, before it has a path") {
+    dataplane_planner pl(identity(1).id());
+    runner r{pl};
+    auto a = peer(2, path_kind::none);  // seeded: its last direct endpoint
+    auto b = peer(3, path_kind::none);  // seeded without one
+    auto c = peer(4, path_kind::none);  // not from the cache: waits for a path as before
+    // Seeded before the core has turned the records into peers: a plan without them keeps the
+    // seeds.
+    pl.seed(a.id, ep("192.168.1.2:51820"));
+    pl.seed(b.id, std::nullopt);
+    r.step({}, true, t0);
+    CHECK(pl.seeds() == 2);
+
+    auto& plan = r.step({a, b, c}, true, t0 + 10);
+    REQUIRE(find(plan, a));
+    CHECK(find(plan, a)->endpoint == ep("192.168.1.2:51820"));
+    CHECK(find(plan, a)->allowed_ips == a.allowed_ips);
+    CHECK(find(plan, a)->persistent_keepalive == 0);  // no handshakes towards a guess
+    REQUIRE(find(plan, b));
+    CHECK_FALSE(find(plan, b)->endpoint);
+    CHECK_FALSE(find(plan, c));
+    CHECK(r.ops.empty());  // no relay proxy socket for a guess
+
+    // Still no path: kept as installed (the pod CIDRs follow the record).
+    a.allowed_ips.push_back(pfx("10.244.22.0/24"));
+    r.step({a, b, c}, true, t0 + 2000);
+    REQUIRE(find(r.plan, a));
+    CHECK(find(r.plan, a)->allowed_ips.size() == 2);
+    CHECK(find(r.plan, a)->endpoint == ep("192.168.1.2:51820"));
+
+    // A real path replaces the guess and ends the seed; losing it again keeps the peer as the
+    // path configured it (the kept-peer rule).
+    auto a_direct = peer(2, path_kind::direct);
+    a_direct.endpoint = ep("192.168.7.2:51820");
+    r.step({a_direct, b, c}, true, t0 + 3000);
+    CHECK(find(r.plan, a)->endpoint == ep("192.168.7.2:51820"));
+    CHECK(pl.seeds() == 1);
+    r.step({a, b, c}, true, t0 + 4000);
+    CHECK(find(r.plan, a)->endpoint == ep("192.168.7.2:51820"));
+
+    // b's record goes: removed, and the seed with it; the record back later (from a relay,
+    // no path) waits for a path like any new peer.
+    r.step({a, c}, true, t0 + 5000);
+    CHECK_FALSE(find(r.plan, b));
+    CHECK(pl.seeds() == 0);
+    r.step({a, b, c}, true, t0 + 6000);
+    CHECK_FALSE(find(r.plan, b));
+}

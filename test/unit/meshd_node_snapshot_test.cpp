@@ -172,3 +172,54 @@ TEST_CASE("node snapshot: refused pod CIDRs in meshctl peers and in the metrics,
     CHECK(has_line(m, "meshwire_pod_cidrs_refused{reason=\"overlaps_peer\"} 1"));
     CHECK(has_line(m, "meshwire_pod_cidrs_refused_total{reason=\"wrong_block_size\"} 0"));
 }
+
+TEST_CASE("node snapshot: how peers were learned and the record cache, in meshctl and metrics") {
+    auto s = example();
+    s.peers[0].view.sources = learned_via_set(0) | learned_via::relay | learned_via::cache;
+    s.peers[1].view.sources = learned_via_set(0) | learned_via::mdns;
+    s.peers_learned[0] = 1;  // relay
+    s.peers_learned[2] = 1;  // mdns
+    s.peers_learned[3] = 1;  // cache
+    auto p = peers_json(s)["peers"];
+    CHECK(p[0]["learnedVia"] == nlohmann::json::array({"relay", "cache"}));
+    CHECK(p[1]["learnedVia"] == nlohmann::json::array({"mdns"}));
+    CHECK(p[2]["learnedVia"] == nlohmann::json::array());
+    auto st = status_json(s);
+    CHECK(st["peers"]["learnedVia"]["cache"] == 1);
+    CHECK(st["peers"]["learnedVia"]["bootstrap"] == 0);
+    CHECK(st["peers"]["learnedVia"].size() == 8);  // every learned_via bit, neighbour last
+    CHECK(st["recordCache"].is_null());            // not set up
+    std::string m = metrics_text(s);
+    // Fixed label values: every source, also at zero; no cache series without a cache.
+    CHECK(has_line(m, "meshwire_peers_learned{via=\"relay\"} 1"));
+    CHECK(has_line(m, "meshwire_peers_learned{via=\"cache\"} 1"));
+    CHECK(has_line(m, "meshwire_peers_learned{via=\"kubernetes\"} 0"));
+    CHECK(has_line(m, "meshwire_peers_learned{via=\"neighbour\"} 0"));
+    CHECK(m.find("meshwire_record_cache") == std::string::npos);
+
+    record_cache_stats c;
+    c.path = "/var/lib/meshwire/records.cache";
+    c.load = "loaded";
+    c.loaded = 4;
+    c.expired = 1;
+    c.elapsed_ms = 61'500;
+    c.basis = elapsed_basis::wall_clock;
+    c.writes = 3;
+    c.write_failures = 1;
+    c.records_written = 5;
+    c.last_write_unix_ms = s.now_ms - 9'000;
+    s.cache = c;
+    st = status_json(s);
+    CHECK(st["recordCache"]["load"] == "loaded");
+    CHECK(st["recordCache"]["loadError"].is_null());
+    CHECK(st["recordCache"]["loaded"] == 4);
+    CHECK(st["recordCache"]["elapsedSeconds"] == 61);
+    CHECK(st["recordCache"]["elapsedClock"] == "wall_clock");
+    CHECK(st["recordCache"]["lastWriteAgoSeconds"] == 9);
+    m = metrics_text(s);
+    CHECK(has_line(m, "meshwire_record_cache_loaded_records{outcome=\"loaded\"} 4"));
+    CHECK(has_line(m, "meshwire_record_cache_loaded_records{outcome=\"expired\"} 1"));
+    CHECK(has_line(m, "meshwire_record_cache_writes_total{result=\"ok\"} 3"));
+    CHECK(has_line(m, "meshwire_record_cache_writes_total{result=\"failed\"} 1"));
+    CHECK(has_line(m, "meshwire_record_cache_records 5"));
+}

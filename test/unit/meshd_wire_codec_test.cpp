@@ -4,6 +4,8 @@
 // smaller than its PONG; RELAY_DATA frames are parsed in place.
 #include <doctest/doctest.h>
 
+#include <algorithm>
+#include <array>
 #include <cstdlib>
 #include <fstream>
 #include <iterator>
@@ -53,6 +55,29 @@ cookie_bytes some_cookie() {
     return c;
 }
 
+ae_digest_msg ae_digest() {
+    ae_digest_msg d;
+    d.request_id = 13;
+    d.cookie = some_cookie();
+    d.flags = ae_digest_msg::flag_buckets;
+    d.count = 1001;
+    for (size_t i = 0; i < d.digest.size(); ++i) d.digest[i] = static_cast<uint8_t>(i * 7);
+    for (size_t i = 0; i < ae_buckets; ++i) d.buckets.push_back(0x0101010101010101ull * i);
+    return d;
+}
+
+ae_summary_msg ae_summary() {
+    auto a = meshd_test::identity(1).id(), b = meshd_test::identity(2).id();
+    ae_summary_msg s;
+    s.request_id = 13;
+    s.first = node_id{};
+    std::array<uint8_t, node_id::size> ff{};
+    ff.fill(0xff);
+    s.last = node_id(ff);
+    s.entries = {{std::min(a, b), 5}, {std::max(a, b), 1ull << 40}};
+    return s;
+}
+
 // One message of every type, with non-trivial field values.
 std::vector<control_message> all_messages() {
     auto a = meshd_test::identity(1).id();
@@ -92,7 +117,10 @@ std::vector<control_message> all_messages() {
         msg(dialback_request_msg{.nonce = 0x1122334455667788ull,
                                  .target = mw::wg_endpoint::parse("[2001:db8::9]:51821").value()}),
         msg(dialback_probe_msg{.nonce = 0x1122334455667788ull}),
-        msg(cookie_reply_msg{.request_id = 12, .cookie = some_cookie()})};
+        msg(cookie_reply_msg{.request_id = 12, .cookie = some_cookie()}),
+        msg(ae_digest()),
+        msg(ae_summary()),
+        msg(ae_want_msg{.request_id = 14, .ids = {a < b ? a : b, a < b ? b : a}})};
 }
 
 }  // namespace
@@ -188,7 +216,7 @@ TEST_CASE("wire_codec: a sealed but truncated or padded body is refused after op
 TEST_CASE("wire_codec: unknown types and malformed fields are errors") {
     auto s = sealer();
     auto plain = encode_plaintext(msg(ping_msg{.request_id = 1})).value();
-    for (int t : {0x00, 0x0b, 0x42, 0x7f, 0x80, 0x81, 0xff}) {
+    for (int t : {0x00, 0x0e, 0x42, 0x7f, 0x80, 0x81, 0xff}) {
         CAPTURE(t);
         CHECK(decode_plaintext(static_cast<uint8_t>(t), plain).err().is(mw::errc::parse_error));
         CHECK_FALSE(open_message(s, s.seal(static_cast<uint8_t>(t), plain, nonce(1))).ok());
@@ -243,6 +271,81 @@ TEST_CASE("wire_codec: unknown types and malformed fields are errors") {
         auto p = encode_plaintext(msg(relay_session_reject_msg{})).value();
         p[p.size() - pair_tag_size - 1] = 99;
         CHECK_FALSE(decode_plaintext(0x07, p).ok());
+    }
+    SUBCASE("AE_DIGEST: unknown flags, buckets without their flag and the reverse") {
+        auto p = encode_plaintext(msg(ae_digest())).value();
+        REQUIRE(decode_plaintext(0x0b, p).ok());
+        auto f = p;
+        f[envelope_size + 24] |= 0x04;
+        CHECK_FALSE(decode_plaintext(0x0b, f).ok());
+        auto nob = p;
+        nob[envelope_size + 24] = 0;  // the buckets are now trailing bytes
+        CHECK_FALSE(decode_plaintext(0x0b, nob).ok());
+        auto d = ae_digest();
+        d.buckets.pop_back();
+        CHECK(encode_plaintext(msg(d)).err().is(mw::errc::invalid_argument));
+        d.buckets.clear();
+        CHECK(encode_plaintext(msg(d)).err().is(mw::errc::invalid_argument));
+        d.flags = 0;
+        CHECK(encode_plaintext(msg(d)).ok());
+    }
+    SUBCASE("AE_SUMMARY: entries out of order, outside the range, too many, empty range") {
+        auto s = ae_summary();
+        const size_t at = envelope_size + 8;  // first, last, count, entries
+        auto p = encode_plaintext(msg(s)).value();
+        REQUIRE(decode_plaintext(0x0c, p).ok());
+        auto swapped = s;
+        std::swap(swapped.entries[0], swapped.entries[1]);
+        CHECK(encode_plaintext(msg(swapped)).err().is(mw::errc::invalid_argument));
+        auto dup = p;  // the second entry's ID made equal to the first's
+        std::copy(p.begin() + at + 65, p.begin() + at + 97, dup.begin() + at + 105);
+        CHECK_FALSE(decode_plaintext(0x0c, dup).ok());
+        auto narrow = p;  // the range ends before the second entry
+        std::copy(p.begin() + at + 65, p.begin() + at + 97, narrow.begin() + at + 32);
+        CHECK_FALSE(decode_plaintext(0x0c, narrow).ok());
+        auto empty = p;  // last < first
+        std::fill(empty.begin() + at, empty.begin() + at + 32, 0xff);
+        std::fill(empty.begin() + at + 32, empty.begin() + at + 64, 0x00);
+        CHECK_FALSE(decode_plaintext(0x0c, empty).ok());
+        auto many = p;
+        many[at + 64] = static_cast<uint8_t>(ae_max_summary_entries + 1);
+        CHECK_FALSE(decode_plaintext(0x0c, many).ok());
+        // A full page fits one datagram; one entry more does not encode.
+        ae_summary_msg full = s;
+        full.entries.clear();
+        for (size_t i = 0; i < ae_max_summary_entries; ++i) {
+            std::array<uint8_t, node_id::size> b{};
+            b[0] = static_cast<uint8_t>(i);
+            full.entries.push_back({node_id(b), i});
+        }
+        auto sealed = seal_message(sealer(), tag_key(), msg(full), nonce(1));
+        REQUIRE(sealed.ok());
+        CHECK(sealed->size() <= max_control_datagram);
+        std::array<uint8_t, node_id::size> b{};
+        b[0] = 0xfe;
+        full.entries.push_back({node_id(b), 1});
+        CHECK_FALSE(encode_plaintext(msg(full)).ok());
+    }
+    SUBCASE("AE_WANT: no IDs, too many, not ascending") {
+        CHECK_FALSE(encode_plaintext(msg(ae_want_msg{.request_id = 1})).ok());
+        auto a = meshd_test::identity(1).id();
+        CHECK_FALSE(encode_plaintext(msg(ae_want_msg{.request_id = 1, .ids = {a, a}})).ok());
+        auto p = encode_plaintext(msg(ae_want_msg{.request_id = 1, .ids = {a}})).value();
+        auto zero = p;
+        zero[envelope_size + 8] = 0;
+        CHECK_FALSE(decode_plaintext(0x0d, zero).ok());
+        auto many = p;
+        many[envelope_size + 8] = static_cast<uint8_t>(ae_max_want_ids + 1);
+        CHECK_FALSE(decode_plaintext(0x0d, many).ok());
+        ae_want_msg full{.request_id = 1};
+        for (size_t i = 0; i < ae_max_want_ids; ++i) {
+            std::array<uint8_t, node_id::size> b{};
+            b[0] = static_cast<uint8_t>(i);
+            full.ids.push_back(node_id(b));
+        }
+        auto sealed = seal_message(sealer(), tag_key(), msg(full), nonce(1));
+        REQUIRE(sealed.ok());
+        CHECK(sealed->size() <= max_control_datagram);
     }
     SUBCASE("PING whose padding is not zero") {
         auto p = encode_plaintext(msg(ping_msg{.request_id = 5})).value();
@@ -398,7 +501,8 @@ TEST_CASE("wire_codec: the fuzz corpus seeds decode with the current codec") {
     const char* names[] = {"hello",          "records",          "ping",
                            "pong",           "session_request",  "session_accept",
                            "session_reject", "dialback_request", "dialback_probe",
-                           "cookie_reply"};
+                           "cookie_reply",   "ae_digest",        "ae_summary",
+                           "ae_want"};
     // MESHWIRE_WRITE_FUZZ_SEEDS=1 rewrites the seeds from all_messages() (after a format change):
     // "type byte | plaintext" and the sealed datagram, tagged with the fuzz target's fixed key.
     if (std::getenv("MESHWIRE_WRITE_FUZZ_SEEDS")) {

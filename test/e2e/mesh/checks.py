@@ -257,6 +257,20 @@ def run_and_clean(m, body, what="cleanup: close() leaves nothing"):
         expect(m.t.keep_tmp or not os.path.exists(m.t.tmpdir), m.t.tmpdir)
 
 
+def run_mesh_scenario(body, width, overrides=None):
+    """main() of a mesh scenario: setup (or its skip code), a Mesh with `overrides` (its
+    namespaces kept with MESH_KEEP=1), body(m) then the cleanup check, and the report."""
+    from mesh import Mesh  # mesh.py does not import this module; late to keep it light
+    build, rc = scenario_setup()
+    if rc is not None:
+        return rc
+    t_start = time.monotonic()
+    m = Mesh(build_dir=build, overrides=overrides,
+             topology_args={"keep_tmp": bool(os.environ.get("MESH_KEEP"))})
+    run_and_clean(m, body)
+    return report(t_start, width)
+
+
 def scenario_setup(tools=("ip", "nft", "wg", "wireguard-go", "ping")):
     """A scenario's command line (--build-dir, default the repository's build/) and preflight:
     (absolute build dir, None) when it can run, else (None, exit code)."""

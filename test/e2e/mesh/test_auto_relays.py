@@ -30,22 +30,14 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
-from checks import (ALL, FAILOVER_BOUND, LAN_NODES, PATHS_BOUND, READY_BOUND,  # noqa: E402
+from checks import (run_mesh_scenario, ALL, FAILOVER_BOUND, LAN_NODES, PATHS_BOUND, READY_BOUND,  # noqa: E402
                     RELAYS, ROLE_BOUND, check, expect, figure, lan_of, peers_by_name,
-                    ping_retry, relays_of, report, run_and_clean, scenario_setup, status,
+                    ping_retry, relays_of, status,
                     time_to_reply, wait_for, watch_recovery)
-from mesh import Mesh  # noqa: E402
 
 
 def main():
-    build, rc = scenario_setup()
-    if rc is not None:
-        return rc
-
-    t_start = time.monotonic()
-    m = Mesh(build_dir=build, topology_args={"keep_tmp": bool(os.environ.get("MESH_KEEP"))})
-    run_and_clean(m, run_mesh)
-    return report(t_start, 52)
+    return run_mesh_scenario(run_mesh, 52)
 
 
 def run_mesh(m):

@@ -42,11 +42,11 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
-from checks import (ALL, HANDSHAKE_BOUND, LAN_NODES, PATHS_BOUND, READY_BOUND,  # noqa: E402
+from checks import (run_mesh_scenario, ALL, HANDSHAKE_BOUND, LAN_NODES, PATHS_BOUND, READY_BOUND,  # noqa: E402
                     RELAY_PORT, RELAYS, ROLE_BOUND, WG_PORT, check, expect, figure, first_reply,
-                    lan_of, ping_retry, relays_of, report, run_and_clean, scenario_setup, status,
+                    lan_of, ping_retry, relays_of, status,
                     wait_for, watch_recovery)
-from mesh import Mesh  # noqa: E402
+
 
 METRICS = "127.0.0.1:9464"
 
@@ -200,16 +200,8 @@ def log_lines(m, n, rx):
 
 
 def main():
-    build, rc = scenario_setup()
-    if rc is not None:
-        return rc
-
-    t_start = time.monotonic()
     ov = {n: {"config": {"metrics": {"listen": METRICS}}} for n in ALL}
-    m = Mesh(build_dir=build, overrides=ov,
-             topology_args={"keep_tmp": bool(os.environ.get("MESH_KEEP"))})
-    run_and_clean(m, run_mesh)
-    return report(t_start, 52)
+    return run_mesh_scenario(run_mesh, 52, overrides=ov)
 
 
 def run_mesh(m):

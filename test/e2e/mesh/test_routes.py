@@ -33,9 +33,9 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
-from checks import (PATHS_BOUND, READY_BOUND, check, expect, figure, peers_by_name,  # noqa: E402
-                    ping_retry, report, run_and_clean, scenario_setup, wait_for)
-from mesh import Mesh, pod_cidrs  # noqa: E402
+from checks import (run_mesh_scenario, PATHS_BOUND, READY_BOUND, check, expect, figure, peers_by_name,  # noqa: E402
+                    ping_retry, wait_for)
+from mesh import pod_cidrs  # noqa: E402
 
 METRICS = "127.0.0.1:9464"
 THIEF = "lan2b"
@@ -78,17 +78,10 @@ def refusal_counts(node):
 
 
 def main():
-    build, rc = scenario_setup()
-    if rc is not None:
-        return rc
-    t_start = time.monotonic()
     ov = {THIEF: {"pod_cidrs": OWN + HOSTILE,
                   "config": {"clusterCIDRs": None, "nodeCIDRMaskSize": {"ipv4": 1, "ipv6": 1}}},
           "lan1a": {"config": {"metrics": {"listen": METRICS}}}}
-    m = Mesh(build_dir=build, overrides=ov,
-             topology_args={"keep_tmp": bool(os.environ.get("MESH_KEEP"))})
-    run_and_clean(m, run_mesh)
-    return report(t_start, 52)
+    return run_mesh_scenario(run_mesh, 52, overrides=ov)
 
 
 def run_mesh(m):

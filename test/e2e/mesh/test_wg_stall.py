@@ -27,9 +27,8 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
-from checks import (check, expect, figure, relays_of, report, run_and_clean,  # noqa: E402
-                    scenario_setup)
-from mesh import Mesh  # noqa: E402
+from checks import (run_mesh_scenario, check, expect, figure, relays_of)  # noqa: E402
+
 
 STOP_S = 3.0
 
@@ -54,13 +53,7 @@ def stall_lines(m, node):
 
 
 def main():
-    build, rc = scenario_setup()
-    if rc is not None:
-        return rc
-    t_start = time.monotonic()
-    m = Mesh(build_dir=build, topology_args={"keep_tmp": bool(os.environ.get("MESH_KEEP"))})
-    run_and_clean(m, run_mesh)
-    return report(t_start, 52)
+    return run_mesh_scenario(run_mesh, 52)
 
 
 def run_mesh(m):
