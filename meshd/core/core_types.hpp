@@ -148,8 +148,11 @@ struct node_core_config {
     // Anti-entropy with the nodes we reach directly (anti_entropy.hpp): a digest exchange per
     // neighbour per interval, new records pushed on to `fanout` neighbours. Off: rendezvous that
     // are not relays answer every HELLO with every record, as before (the benchmark's baseline).
+    // A pair whose digests matched waits twice as long for its next round, up to the max
+    // (idle cost, issue 18); a round that differed starts again from the interval.
     bool anti_entropy = true;
     uint64_t anti_entropy_interval_ms = 10000;
+    uint64_t anti_entropy_max_interval_ms = 160000;
     size_t anti_entropy_neighbours = 64;  // at most this many, a random sample beyond
     size_t anti_entropy_fanout = 3;
     uint64_t session_refresh_ms = 15000;

@@ -32,6 +32,7 @@ node_core::node_core(node_core_config cfg, const node_identity& identity, psk_se
       paths_(ctx_, members_.store(), directory_, election_, role_),
       ae_(ctx_, members_,
           anti_entropy_config{.interval_ms = ctx_.cfg.anti_entropy_interval_ms,
+                              .max_interval_ms = ctx_.cfg.anti_entropy_max_interval_ms,
                               .max_neighbours = ctx_.cfg.anti_entropy_neighbours,
                               .push_fanout = ctx_.cfg.anti_entropy_fanout},
           [this](const control_message& m, uint64_t request_id, const cookie_bytes& cookie,
@@ -249,15 +250,11 @@ std::vector<anti_entropy::neighbour> node_core::direct_neighbours(uint64_t now) 
         if (r.self || !r.id || r.candidate || !directory_.up(r, now)) continue;
         if (auto ep = directory_.endpoint(r, now)) v.push_back({*r.id, *ep});
     }
-    // Peers with a direct path that answers.
+    // Peers with a direct path that answers; an idle pair's, which sends no probes, while its
+    // decision holds (peer_paths::answering), else the island would lose its rounds at idle.
     for (const auto& [id, p] : paths_.all()) {
         if (const relay_entry* r = directory_.by_id(id); r && r->candidate) continue;
-        for (const auto& c : p.candidates) {
-            if (c.last_pong_ms && now <= c.last_pong_ms + ctx_.cfg.path_timeout_ms) {
-                v.push_back({id, c.ep});
-                break;
-            }
-        }
+        if (const auto* c = paths_.answering(p, now)) v.push_back({id, c->ep});
     }
     return v;
 }

@@ -72,6 +72,13 @@ bool peer_paths::fresh(uint64_t last, const peer_entry& p, uint64_t now, uint64_
     return held && (!is_active || now <= p.active_since + t);
 }
 
+const peer_paths::candidate* peer_paths::answering(const peer_entry& p, uint64_t now) const {
+    for (const auto& c : p.candidates) {
+        if (fresh(c.last_pong_ms, p, now, ctx_.cfg.path_timeout_ms)) return &c;
+    }
+    return nullptr;
+}
+
 size_t peer_paths::active_pairs(uint64_t now) const {
     size_t n = 0;
     for (const auto& [id, p] : peers_) n += active(p, now);

@@ -103,6 +103,9 @@ public:
     void on_traffic(const node_id& peer, uint64_t now);
     // Pairs active now (meshctl, metrics).
     size_t active_pairs(uint64_t now) const;
+    // The candidate whose PONG still vouches for the direct path (as decide() judges it: an
+    // idle pair's holds), if any: anti-entropy's neighbours, which idle pairs stay.
+    const candidate* answering(const peer_entry& p, uint64_t now) const;
     // Probe frames dropped: no pair for the session, not from its relay, failed to open.
     uint64_t probe_frames_dropped() const noexcept { return probe_frames_dropped_; }
     // A relay asked for a cookie (COOKIE_REPLY): our unanswered session requests to it go again

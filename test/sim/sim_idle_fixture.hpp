@@ -20,6 +20,9 @@ struct sent_counts {
     uint64_t session_packets = 0, session_bytes = 0;
     // HELLO, RECORDS: membership (record refresh is not adaptive liveness's; reported only)
     uint64_t member_packets = 0, member_bytes = 0;
+    // AE_DIGEST, AE_SUMMARY, AE_WANT: anti-entropy rounds with LAN neighbours (RECORDS they
+    // bring count as membership)
+    uint64_t ae_packets = 0, ae_bytes = 0;
     uint64_t forwarded_packets = 0, forwarded_bytes = 0;  // a relay forwarding RELAY_DATA
 };
 
@@ -43,6 +46,8 @@ private:
             ++c.forwarded_packets, c.forwarded_bytes += b.size();
         } else if (type == 0x01 || type == 0x02) {
             ++c.member_packets, c.member_bytes += b.size();
+        } else if (type >= 0x0b && type <= 0x0d) {
+            ++c.ae_packets, c.ae_bytes += b.size();
         } else if (type >= 0x05 && type <= 0x07) {
             ++c.session_packets, c.session_bytes += b.size();
         } else {
@@ -60,6 +65,7 @@ struct idle_figures {
     bool counts_match = true;  // each LAN core's own tx count (traffic()) = what left its host
     double lan_probe_bytes = 0, lan_probe_packets = 0, lan_probe_max_bytes = 0;
     double lan_session_bytes = 0, lan_session_packets = 0, lan_member_bytes = 0;
+    double lan_ae_bytes = 0, lan_ae_packets = 0;
     double lan_rx_packets = 0;  // datagrams the core took in (all kinds)
     double relayed_pairs = 0;   // per LAN node
     double relay_probe_bytes = 0, relay_forwarded_bytes = 0, relay_member_bytes = 0;
@@ -68,9 +74,11 @@ struct idle_figures {
 
 // Three public relays and `lans` LANs of `per_lan` nodes behind NATs (cone and symmetric in turn:
 // pairs within a LAN are direct, across LANs relayed). Started, converged, left alone for
-// `settle_ms` (the start-up's active spells end), then measured for a minute.
+// `settle_ms` (the start-up's active spells end), then measured for `measure_ms`; figures are
+// per minute. Anti-entropy rounds back off from 10 s to 160 s while digests match: a window of
+// 160 s or more from settle_ms >= 150 s shows their steady state, a shorter one a round or two.
 inline idle_figures measure_idle_cluster(int lans, int per_lan, uint64_t seed,
-                                         uint64_t settle_ms = 60000) {
+                                         uint64_t settle_ms = 60000, uint64_t measure_ms = 60000) {
     sim_net net(seed);
     // Three equally good relays: a pair keeps sessions at two, spread by its rendezvous hash.
     // 200 nodes in LANs of 9 make ~18,000 relayed pairs, more than one relay's session table
@@ -107,14 +115,15 @@ inline idle_figures measure_idle_cluster(int lans, int per_lan, uint64_t seed,
     send_meter meter(net);
     std::map<std::string, meshd::control_traffic> before;
     for (const auto& n : lan_nodes) before[n] = net[n].core->traffic();
-    net.run_for(60000);
+    net.run_for(measure_ms);
     for (const auto& n : lan_nodes) {
         const auto& c = meter.of(n);
         const auto& t = net[n].core->traffic();
         f.counts_match &=
             t.tx_packets - before[n].tx_packets ==
-                c.probe_packets + c.session_packets + c.member_packets &&
-            t.tx_bytes - before[n].tx_bytes == c.probe_bytes + c.session_bytes + c.member_bytes;
+                c.probe_packets + c.session_packets + c.member_packets + c.ae_packets &&
+            t.tx_bytes - before[n].tx_bytes ==
+                c.probe_bytes + c.session_bytes + c.member_bytes + c.ae_bytes;
         f.lan_rx_packets += double(t.rx_packets - before[n].rx_packets);
         f.lan_probe_bytes += double(c.probe_bytes);
         f.lan_probe_packets += double(c.probe_packets);
@@ -122,6 +131,8 @@ inline idle_figures measure_idle_cluster(int lans, int per_lan, uint64_t seed,
         f.lan_session_bytes += double(c.session_bytes);
         f.lan_session_packets += double(c.session_packets);
         f.lan_member_bytes += double(c.member_bytes);
+        f.lan_ae_bytes += double(c.ae_bytes);
+        f.lan_ae_packets += double(c.ae_packets);
         for (const auto& pv : net[n].core->peers()) {
             f.relayed_pairs += pv.path == meshd::path_kind::relay;
             f.pairs_without_path += pv.path == meshd::path_kind::none;
@@ -129,13 +140,17 @@ inline idle_figures measure_idle_cluster(int lans, int per_lan, uint64_t seed,
     }
     for (auto& h : net.hosts()) f.active_pairs += h->core->active_pairs();
     const double n = double(lan_nodes.size());
-    f.lan_probe_bytes /= n, f.lan_probe_packets /= n, f.lan_session_bytes /= n;
-    f.lan_session_packets /= n, f.lan_member_bytes /= n, f.relayed_pairs /= n;
-    f.lan_rx_packets /= n;
+    const double per_min = 60000.0 / double(measure_ms);
+    f.lan_probe_bytes *= per_min / n, f.lan_probe_packets *= per_min / n;
+    f.lan_probe_max_bytes *= per_min;
+    f.lan_session_bytes *= per_min / n, f.lan_session_packets *= per_min / n;
+    f.lan_member_bytes *= per_min / n, f.lan_rx_packets *= per_min / n;
+    f.lan_ae_bytes *= per_min / n, f.lan_ae_packets *= per_min / n;
+    f.relayed_pairs /= n;
     for (const char* r : {"relay1", "relay2", "relay3"}) {
-        f.relay_probe_bytes += double(meter.of(r).probe_bytes) / 3.0;
-        f.relay_forwarded_bytes += double(meter.of(r).forwarded_bytes) / 3.0;
-        f.relay_member_bytes += double(meter.of(r).member_bytes) / 3.0;
+        f.relay_probe_bytes += double(meter.of(r).probe_bytes) * per_min / 3.0;
+        f.relay_forwarded_bytes += double(meter.of(r).forwarded_bytes) * per_min / 3.0;
+        f.relay_member_bytes += double(meter.of(r).member_bytes) * per_min / 3.0;
     }
     return f;
 }

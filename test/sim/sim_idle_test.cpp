@@ -26,7 +26,8 @@ idle_figures idle_cluster(int lans, uint64_t seed) {
                     << " B (" << f.lan_probe_packets << " packets, max " << f.lan_probe_max_bytes
                     << " B), sessions " << f.lan_session_bytes << " B (" << f.lan_session_packets
                     << " packets for " << f.relayed_pairs << " relayed pairs), membership "
-                    << f.lan_member_bytes << " B; relay probes " << f.relay_probe_bytes
+                    << f.lan_member_bytes << " B, anti-entropy " << f.lan_ae_bytes << " B ("
+                    << f.lan_ae_packets << " packets); relay probes " << f.relay_probe_bytes
                     << " B, forwarded " << f.relay_forwarded_bytes << " B, membership "
                     << f.relay_member_bytes << " B");
     return f;
@@ -63,6 +64,11 @@ TEST_CASE("sim: idle liveness per node is bounded and does not grow with the clu
         // session after 180 s without traffic): the one per-pair term left besides WireGuard's
         // keepalives (idle_session_refresh_ms).
         CHECK(f->lan_session_packets <= 2.5 * f->relayed_pairs + 2);
+        // Anti-entropy with the 8 LAN neighbours: its rounds back off while digests match (10 s
+        // doubling to 160 s), so the measured minute (60-120 s after settling) holds about one
+        // round per pair, a DIGEST of ~185 B each way. At a round every 10 s it was ~8.9 KB.
+        CHECK(f->lan_ae_packets < 2.0 * 8);
+        CHECK(f->lan_ae_bytes < 2.0 * 8 * 200);
     }
     // Probing is flat from 21 to 201 nodes (within noise), not O(N).
     CHECK(large.lan_probe_bytes < 1.25 * small.lan_probe_bytes);
