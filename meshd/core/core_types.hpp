@@ -108,6 +108,15 @@ struct node_core_config {
     // 2 s read of an idle pair holds at most a keepalive each way and a handshake (32 + 32 + 148
     // + 92 bytes); one 84-byte ping a second each way is 512.
     uint64_t traffic_bytes_per_read = 400;
+    // Traffic into a black hole: tx grew by at least this over reads in a row in which rx did
+    // not grow at all (a pod pinging once a second over a path that silently died: 2 x 128 bytes
+    // a read, 0 back) makes the pair active too, so its path is tested and fails over. The end
+    // that only receives gets there by its keepalive and WireGuard's handshake retries (32 +
+    // 148 + 148 bytes, ~20 s after the keepalive). Above what an idle pair sends before an
+    // answer can be counted: a keepalive, or a handshake initiation and the keepalive queued
+    // behind it (148 + 32 bytes; the peer's keepalive comes at least every 25 s, the response
+    // at once, in the next read when the read falls within the round trip).
+    uint64_t unanswered_tx_bytes_per_read = 200;
     // control_traffic_rate is measured over windows of at least this (on the tick).
     uint64_t traffic_window_ms = 10000;
     // Sessions of idle relayed pairs are refreshed this often (the relay's session table forgets

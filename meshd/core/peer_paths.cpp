@@ -482,14 +482,23 @@ void peer_paths::on_wireguard_counters(const std::vector<wg_peer_counters>& v, u
         auto it = peers_.find(node_id::of(c.public_key));
         if (it == peers_.end()) continue;
         auto& p = it->second;
-        // Growth beyond what an idle pair's keepalives and handshakes make: traffic.
+        // Growth beyond what an idle pair's keepalives and handshakes make: traffic. Or sending
+        // with nothing back, beyond a handshake: traffic into a path that may have died.
         const auto& wg = p.relayed.wg;
-        uint64_t grew = 0;
+        uint64_t tx = 0, rx = 0;
         if (wg.our_read_ms && c.tx_bytes >= wg.our_tx && c.rx_bytes >= wg.our_rx) {
-            grew = (c.tx_bytes - wg.our_tx) + (c.rx_bytes - wg.our_rx);
+            tx = c.tx_bytes - wg.our_tx;
+            rx = c.rx_bytes - wg.our_rx;
         }
         p.relayed.wg.note_ours(c.tx_bytes, c.rx_bytes, read_ms);
-        if (grew > ctx_.cfg.traffic_bytes_per_read) activate(p, read_ms);
+        // Counted over reads in a row without rx: an idle end that only keepalives into a dead
+        // path also gets there, by WireGuard's handshake retries (148 bytes every 5 s).
+        p.tx_unanswered = rx ? 0 : p.tx_unanswered + tx;
+        if (tx + rx > ctx_.cfg.traffic_bytes_per_read ||
+            p.tx_unanswered >= ctx_.cfg.unanswered_tx_bytes_per_read) {
+            p.tx_unanswered = 0;
+            activate(p, read_ms);
+        }
         if (p.dp.path == path_kind::relay) p.next_check_ms = 0;
     }
 }

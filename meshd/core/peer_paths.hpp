@@ -61,6 +61,9 @@ public:
         uint64_t active_until = 0;
         uint64_t active_since = 0;
         uint64_t held_from_ms = 0;  // the end of the previous active spell (fresh())
+        // WireGuard bytes sent since its counters last showed anything received (reads in a
+        // row): unanswered_tx_bytes_per_read of them makes the pair active.
+        uint64_t tx_unanswered = 0;
         // the decision
         peer_dataplane dp;
         bool learned = false;

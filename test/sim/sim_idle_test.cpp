@@ -159,4 +159,46 @@ TEST_CASE(
     }
 }
 
+TEST_CASE(
+    "sim: an idle pair whose direct path died is woken by low-rate one-way traffic and relays") {
+    std_mesh m(186);
+    auto& net = m.net;
+    auto both = [&](path_kind k) {
+        return net.path("lan1a", "lan1b") == k && net.path("lan1b", "lan1a") == k;
+    };
+    REQUIRE(net.run_until([&] { return both(path_kind::direct); }, 10000));
+    net.run_for(60000);
+    REQUIRE(net["lan1a"].core->active_pairs() == 0);
+    // The LAN path dies silently both ways; the relays still reach both.
+    net["lan1a"].drop_from.push_back(net["lan1b"].addr);
+    net["lan1b"].drop_from.push_back(net["lan1a"].addr);
+    net.run_for(10000);
+    CHECK(both(path_kind::direct));  // idle: the decision holds, nothing tests it
+    CHECK(net["lan1a"].core->active_pairs() == 0);
+    // lan1a's pod pings once a second and nothing comes back: 2 x 128 bytes a counter read, below
+    // traffic_bytes_per_read (400), at or above unanswered_tx_bytes_per_read (200) with rx flat.
+    const uint64_t rx_b = net["lan1b"].wg_rx["lan1a"];
+    net.simulate_wireguard(1000, 128, {{"lan1a", "lan1b"}});
+    const uint64_t t = net.now();
+    REQUIRE(net.run_until([&] { return net.path("lan1a", "lan1b") == path_kind::relay; }, 15000));
+    const uint64_t took = net.now() - t;
+    MESSAGE("idle pair, direct path dead, one-way 1 frame/s: relayed after " << took << " ms");
+    // A counter read wakes it (the simulation's first read of the pair is its baseline: two
+    // reads, 4 s; the daemon reads every peer from the start), its probes go unanswered for
+    // path_timeout (3.5 s), then a tick. Under the old rule (400 bytes) it never woke.
+    CHECK(took <= 4000 + 3500 + 500);
+    CHECK(net["lan1a"].core->active_pairs() == 1);
+    // lan1b receives nothing and is idle: its decision holds (the simulation has no keepalives or
+    // handshake retries, which would wake it in the daemon), so the relay session is half open.
+    CHECK(net.path("lan1b", "lan1a") == path_kind::direct);
+    CHECK(net["lan1b"].wg_rx["lan1a"] == rx_b);
+    // Once it sends too (a reply, a keepalive, handshake retries: anything unanswered), it wakes
+    // and moves, and the frames flow through the relay both ways.
+    const uint64_t rx_a = net["lan1a"].wg_rx["lan1b"];
+    net.simulate_wireguard(1000, 128, {{"lan1a", "lan1b"}, {"lan1b", "lan1a"}});
+    REQUIRE(net.run_until([&] { return both(path_kind::relay); }, 15000));
+    CHECK(net.run_until([&] { return flowing(net, "lan1a", "lan1b", rx_a, rx_b); }, 3000));
+    MESSAGE("lan1b sending too: both relayed and flowing after " << net.now() - t << " ms");
+}
+
 }  // namespace mw::sim

@@ -289,6 +289,12 @@ void sim_net::route(const wg_endpoint& from, const wg_endpoint& to, std::vector<
         return;
     }
     if (sim_host* h = host_at(final_to.address);
+        h &&
+        std::find(h->drop_from.begin(), h->drop_from.end(), from.address) != h->drop_from.end()) {
+        ++dropped_;
+        return;
+    }
+    if (sim_host* h = host_at(final_to.address);
         h && h->busy_prob > 0 &&
         std::uniform_real_distribution<double>(0, 1)(rng_) < h->busy_prob) {
         d += std::uniform_real_distribution<double>(0, h->busy_ms)(rng_);

@@ -90,6 +90,9 @@ struct sim_host {
     // only the bytes on the wire (payload = the frame after the RELAY_DATA header).
     std::function<bool(std::span<const uint8_t> payload)> relay_filter;
     uint64_t relay_filtered = 0;
+    // Datagrams from these source addresses (as they arrive: a LAN neighbour's own address, a
+    // NAT's public one) are dropped on the way in: a path that silently died.
+    std::vector<ip_address> drop_from;
     // Simulated WireGuard (sim_net::simulate_wireguard): bytes per peer node.
     std::map<std::string, uint64_t> wg_tx, wg_rx;
     std::vector<meshd::core_log_event> log;  // everything the core logged
