@@ -240,6 +240,21 @@ std::string format_status(const json& r) {
                           "pairAuthFailed", "staleEpoch", "replayed", "notControl", "badRecord"})
         dropped += std::string(dropped.empty() ? "" : " ") + k + "=" + count(at(c, k));
     out += kv("control", count(at(c, "accepted")) + " accepted; dropped: " + dropped);
+    // Our control traffic rate (issue 18; absent from an older meshd's answer: no line).
+    if (r.is_object() && r.contains("controlTraffic")) {
+        const json& t = at(r, "controlTraffic");
+        const json& ps = at(t, "perSecond");
+        auto rate = [&](const char* p, const char* b) {
+            const json& pv = at(ps, p);
+            const json& bv = at(ps, b);
+            if (!pv.is_number() || !bv.is_number()) return std::string("-");
+            return printf_text("%.1f pkt/s ", pv.get<double>()) +
+                   printf_text("%.0f B/s", bv.get<double>());
+        };
+        out += kv("control rate", "in " + rate("rxPackets", "rxBytes") + ", out " +
+                                      rate("txPackets", "txBytes") + "; " +
+                                      count(at(t, "activePairs")) + " active pairs");
+    }
     // mDNS (absent from an older meshd's answer: no line; null: switched off).
     if (r.is_object() && r.contains("mdns")) {
         const json& m = at(r, "mdns");

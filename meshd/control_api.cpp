@@ -88,6 +88,21 @@ json status_json(const node_snapshot& s) {
                     {"badRecord", c.bad_record},
                     {"cookieSent", c.cookie_sent},
                     {"cookieRequired", c.cookie_required}};
+    // Our control datagrams (issue 18: what idle costs): totals and the rate over the last
+    // window (null until one passed).
+    const auto& tr = s.traffic;
+    const auto& rate = s.traffic_rate;
+    json per_s = nullptr;
+    if (rate.window_ms) {
+        per_s = {{"rxPackets", rate.rx_packets_per_s},
+                 {"rxBytes", rate.rx_bytes_per_s},
+                 {"txPackets", rate.tx_packets_per_s},
+                 {"txBytes", rate.tx_bytes_per_s},
+                 {"windowMs", rate.window_ms}};
+    }
+    json traffic = {{"rxPackets", tr.rx_packets}, {"rxBytes", tr.rx_bytes},
+                    {"txPackets", tr.tx_packets}, {"txBytes", tr.tx_bytes},
+                    {"perSecond", per_s},         {"activePairs", s.active_pairs}};
     json mdns = nullptr;
     if (s.mdns) {
         const auto& m = *s.mdns;
@@ -130,9 +145,15 @@ json status_json(const node_snapshot& s) {
                       ? json((s.now_ms - std::min(s.now_ms, c.last_write_unix_ms)) / 1000)
                       : json(nullptr)}};
     }
-    return {{"node", node},        {"peers", peers},      {"relays", relays},
-            {"relayService", svc}, {"relayProxy", proxy}, {"control", control},
-            {"mdns", mdns},        {"recordCache", cache}};
+    return {{"node", node},
+            {"peers", peers},
+            {"relays", relays},
+            {"relayService", svc},
+            {"relayProxy", proxy},
+            {"control", control},
+            {"controlTraffic", traffic},
+            {"mdns", mdns},
+            {"recordCache", cache}};
 }
 
 json peers_json(const node_snapshot& s) {

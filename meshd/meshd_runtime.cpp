@@ -153,7 +153,12 @@ public:
                                   uint16_t via) { on_control(d, from, sid, via); }),
           watcher_(std::move(config_path)),
           cache_(cfg_.state_dir, cache_mac_key, record_store_config{}.max_records),
-          planner_(id.id()) {}
+          planner_(id.id()) {
+        // WireGuard started sending to a quiet relayed peer: its pair turns active now (fast
+        // probes, failover within the budget), not at the next device read (up to 2 s later).
+        transport_.set_on_wake(
+            [this](uint64_t sid) { asio::post(io_, [this, sid] { on_wake(sid); }); });
+    }
 
     int run();
 
@@ -162,6 +167,7 @@ private:
     void on_control(std::span<const uint8_t> d, const wg_endpoint& from, uint64_t sid,
                     uint16_t via);
     void drain_inbox();
+    void on_wake(uint64_t session_id);
     status sync_transport();
     void watch_config();
     void reload_config();
@@ -247,6 +253,18 @@ void daemon::on_control(std::span<const uint8_t> d, const wg_endpoint& from, uin
     // handler per wakeup, not per datagram.
     if (inbox_.push(d, from, sid, via, steady_ms()) == control_inbox::push_result::queued_wake) {
         asio::post(io_, [this] { drain_inbox(); });
+    }
+}
+
+void daemon::on_wake(uint64_t session_id) {
+    if (!core_ || stopping_) return;
+    for (const auto& dp : core_->dataplane()) {
+        bool ours = dp.session_id == session_id;
+        for (const auto& s : dp.standby) ours |= s.first == session_id;
+        if (!ours) continue;
+        core_->on_traffic(dp.wg_public_key, core_ms());
+        after_core();
+        return;
     }
 }
 

@@ -1,5 +1,6 @@
 #include "meshd/metrics_export.hpp"
 
+#include <tuple>
 #include <utility>
 
 #include "meshd/io/prometheus_text.hpp"
@@ -27,6 +28,20 @@ std::string metrics_text(const node_snapshot& s) {
               "Sealed in-band probe frames dropped: no pair for the session, not from its "
               "relay, or not opening with the pair's key.",
               L{}, s.probe_frames_dropped);
+    for (auto [dir, packets, bytes] :
+         {std::tuple{"in", s.traffic.rx_packets, s.traffic.rx_bytes},
+          std::tuple{"out", s.traffic.tx_packets, s.traffic.tx_bytes}}) {
+        t.counter("meshwire_control_packets_total",
+                  "Control datagrams this node's core took in / sent (in-band probes included; "
+                  "WireGuard not).",
+                  {{"direction", dir}}, packets);
+        t.counter("meshwire_control_bytes_total",
+                  "UDP payload bytes of this node's control datagrams, in / out.",
+                  {{"direction", dir}}, bytes);
+    }
+    t.gauge("meshwire_active_pairs",
+            "Peers with traffic now (or just found or changed): probed fast; the others idle.", L{},
+            static_cast<double>(s.active_pairs));
     t.counter("meshwire_stalls_total",
               "Wakeups over 150 ms late (meshd itself stalled); relay liveness was paused.", L{},
               s.stalls);

@@ -71,6 +71,9 @@ node_snapshot take_snapshot(const snapshot_sources& s) {
     }
     if (s.proxy) n.proxy = s.proxy->stats();
     n.control = core.counters();
+    n.traffic = core.traffic();
+    n.traffic_rate = core.traffic_rate();
+    n.active_pairs = core.active_pairs();
     n.admission = core.admission();
     if (s.inbox) n.inbox = s.inbox->stats();
     n.relay_selections = core.relay_selections();

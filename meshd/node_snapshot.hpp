@@ -68,6 +68,10 @@ struct node_snapshot {
     std::optional<relay_proxy_stats> proxy;
 
     control_counters control;
+    // Our control traffic and its rate (issue 18), and the pairs probed as active now.
+    control_traffic traffic;
+    control_traffic_rate traffic_rate;
+    size_t active_pairs = 0;
     admission_counters admission;
     control_inbox_stats inbox;  // control datagrams between the socket and the core (issue 17)
     uint64_t relay_selections = 0, relay_failovers = 0, stalls = 0;

@@ -69,6 +69,7 @@ status transport::start_proxy() {
     pc.on_control = [this](std::span<const uint8_t> d, const wg_endpoint& from, uint64_t sid) {
         on_control_(d, from, sid, 0);
     };
+    pc.on_wake = on_wake_;
     auto p = relay_proxy::start(std::move(pc));
     if (!p) {
         return error(p.err().code, "cannot open the control socket on port " +

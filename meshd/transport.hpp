@@ -42,6 +42,9 @@ public:
     // A dial-back probe: from a new ephemeral port, not the control socket.
     static void send_fresh(const outgoing_datagram& o);
     void stop();
+    // The proxy's first data packet to a quiet peer (relay_proxy_config::on_wake), on its loop
+    // thread. Set before the proxy starts.
+    void set_on_wake(std::function<void(uint64_t session_id)> f) { on_wake_ = std::move(f); }
 
     relay_proxy* proxy() noexcept { return proxy_.get(); }
     relay_forwarder* forwarder() noexcept { return forwarder_.get(); }
@@ -61,6 +64,7 @@ private:
 
     const meshd_config& cfg_;
     control_fn on_control_;
+    std::function<void(uint64_t)> on_wake_;
     forwarder_binder binder_;
     std::unique_ptr<relay_forwarder> forwarder_;
     std::unique_ptr<relay_proxy> proxy_;

@@ -110,6 +110,17 @@ void anti_entropy::open_window(partner& p, uint64_t now) {
     }
 }
 
+uint64_t anti_entropy::round_interval(const partner& p) const {
+    const uint64_t cap = std::max(cfg_.interval_ms, cfg_.max_interval_ms);
+    uint64_t v = cfg_.interval_ms;
+    for (unsigned i = 0; i < p.matched && v < cap; ++i) v *= 2;
+    return std::min(v, cap);
+}
+
+void anti_entropy::note_round(partner& p, bool equal) {
+    p.matched = equal ? p.matched + (round_interval(p) < cfg_.max_interval_ms) : 0;
+}
+
 void anti_entropy::set_neighbours(const std::vector<neighbour>& nbrs, uint64_t now) {
     std::map<node_id, wg_endpoint> want;
     for (const auto& n : nbrs) {
@@ -125,7 +136,9 @@ void anti_entropy::set_neighbours(const std::vector<neighbour>& nbrs, uint64_t n
     }
     for (auto& [id, p] : partners_) {
         auto w = want.find(id);
+        const bool was = p.neighbour;
         p.neighbour = w != want.end();
+        if (p.neighbour && !was) p.matched = 0;  // a neighbour again: rounds from the interval
         if (p.neighbour) {
             p.ep = w->second;
             want.erase(w);
@@ -177,7 +190,7 @@ void anti_entropy::start_round(const node_id& id, partner& p, uint64_t now) {
     p.out_req = m.request_id;
     p.out_ms = now;
     p.out_ep = p.ep;
-    p.next_round_ms = now + cfg_.interval_ms;
+    p.next_round_ms = now + round_interval(p);
     p.last_exchange_ms = now;
     ++counters_.digests_sent;
     ctx_.send(std::move(m), id, p.ep, 0, now);
@@ -217,8 +230,12 @@ void anti_entropy::on_digest(const control_message& m, const ae_digest_msg& b,
         if (same_digest(current(), b.count, b.digest)) {
             ++counters_.digests_matched;
             p->out_req = 0;  // the round is over
+            note_round(*p, true);
+            if (p->neighbour) p->next_round_ms = p->out_ms + round_interval(*p);
             return;
         }
+        note_round(*p, false);
+        if (p->neighbour) p->next_round_ms = std::min(p->next_round_ms, now + cfg_.interval_ms);
         // Different, and it sent its buckets (our cookie proved us): our entries of the buckets
         // that differ, so it can send what we lack and ask for what it lacks.
         if (b.buckets.size() == ae_buckets) send_summary(m.sender, *p, b.buckets, now);
@@ -226,16 +243,18 @@ void anti_entropy::on_digest(const control_message& m, const ae_digest_msg& b,
     }
     ++counters_.digests_received;
     partner* p = track(m.sender, now);
+    const auto& d = current();
     if (p) {
         p->speaks = true;
         p->last_exchange_ms = now;
         // Its round is ours too: one exchange per pair and round. Half an interval more, so
-        // its next round comes first again (equal timers would both fire, two exchanges).
+        // its next round comes first again (equal timers would both fire, two exchanges); it
+        // backs off as we do (both see the same match).
+        note_round(*p, same_digest(d, b.count, b.digest));
         if (p->neighbour) {
-            p->next_round_ms = std::max(p->next_round_ms, now + cfg_.interval_ms * 3 / 2);
+            p->next_round_ms = std::max(p->next_round_ms, now + round_interval(*p) * 3 / 2);
         }
     }
-    const auto& d = current();
     ae_digest_msg r;
     r.request_id = b.request_id;
     r.flags = ae_digest_msg::flag_reply;

@@ -8,7 +8,12 @@
 // max_neighbours, a sample by a hash of the node ID keyed with a salt of our own beyond that.
 //
 // A round, per neighbour B, every interval (phases spread at random; a round B started with us
-// counts as ours, so one exchange per pair per round):
+// counts as ours, so one exchange per pair per round). At idle the digests match round after
+// round: each match doubles the pair's interval, up to max_interval_ms (issue 18: the rounds
+// are a node's largest idle cost on a LAN otherwise, one datagram each way per neighbour per
+// interval). A round that differs, and a new neighbour, start again from interval_ms. A change
+// does not need the rounds to spread (the pushes below carry it); a lost push is found by the
+// next round of any neighbour that has the change, within max_interval_ms:
 //   A -> B  AE_DIGEST  count + digest (record_digest) of every (node ID, seq) A holds, its own
 //                      record included; with A's cookie for B's address.
 //   B -> A  AE_DIGEST  reply: B's count + digest. Equal: done. Different: B adds its 32 bucket
@@ -58,6 +63,7 @@ namespace mw::meshd {
 
 struct anti_entropy_config {
     uint64_t interval_ms = 10'000;
+    uint64_t max_interval_ms = 160'000;  // a pair's interval after matched rounds, at most
     size_t max_neighbours = 64;
     size_t max_partners = 256;
     size_t push_fanout = 3;
@@ -133,6 +139,7 @@ private:
         uint64_t hello_grace_until = 0;
         uint64_t rank = 0;
         uint64_t next_round_ms = 0;
+        unsigned matched = 0;  // rounds in a row whose digests matched (the interval doubles)
         uint64_t last_exchange_ms = 0;
         // Our round with it: our DIGEST's request id and where it went.
         uint64_t out_req = 0, out_ms = 0;
@@ -148,6 +155,10 @@ private:
     // The partner's state, made if there is room (a neighbour may take a stranger's place).
     partner* track(const node_id& id, uint64_t now);
     void open_window(partner& p, uint64_t now);
+    // The pair's interval now: interval_ms doubled per matched round, up to max_interval_ms.
+    uint64_t round_interval(const partner& p) const;
+    // A round with the partner ended, with digests equal or not.
+    void note_round(partner& p, bool equal);
     void start_round(const node_id& id, partner& p, uint64_t now);
     void send_summary(const node_id& id, partner& p, const std::vector<uint64_t>& theirs,
                       uint64_t now);

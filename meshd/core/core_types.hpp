@@ -92,8 +92,37 @@ struct node_core_config {
     // salt of our own (relay_directory.hpp).
     size_t max_found_relays = 16;
 
-    uint64_t ping_interval_ms = 1000;  // relays, paths in use (direct and in-band)
-    // Relays that carry (or stand by for) one of our relayed pairs are probed this often and
+    // Adaptive liveness (issue 18): a pair is *active* while its WireGuard carries traffic (or
+    // for a moment after it appeared, its addresses changed, or meshctl pinged it); only active
+    // pairs are probed (direct every ping_interval, in-band every ping_interval, their warm
+    // relays every fast_ping_interval). An idle pair sends no probes of its own: its path
+    // decision holds until traffic tests it again, and the relays are checked every
+    // idle_ping_interval (retried every ping_interval while unanswered). So an idle node's
+    // control traffic grows with its relays, not with the cluster.
+    uint64_t ping_interval_ms = 1000;        // paths of active pairs (direct and in-band); retries
+    uint64_t idle_ping_interval_ms = 25000;  // relays not carrying an active pair (NAT keepalive)
+    // A pair stays active this long after the last sign of traffic (WireGuard counter growth,
+    // on_traffic, a meshctl ping) or after it was discovered or its addresses changed.
+    uint64_t active_hold_ms = 10000;
+    // WireGuard counter growth (tx + rx) in one device read above which a pair has traffic: a
+    // 2 s read of an idle pair holds at most a keepalive each way and a handshake (32 + 32 + 148
+    // + 92 bytes); one 84-byte ping a second each way is 512.
+    uint64_t traffic_bytes_per_read = 400;
+    // Traffic into a black hole: tx grew by at least this over reads in a row in which rx did
+    // not grow at all (a pod pinging once a second over a path that silently died: 2 x 128 bytes
+    // a read, 0 back) makes the pair active too, so its path is tested and fails over. The end
+    // that only receives gets there by its keepalive and WireGuard's handshake retries (32 +
+    // 148 + 148 bytes, ~20 s after the keepalive). Above what an idle pair sends before an
+    // answer can be counted: a keepalive, or a handshake initiation and the keepalive queued
+    // behind it (148 + 32 bytes; the peer's keepalive comes at least every 25 s, the response
+    // at once, in the next read when the read falls within the round trip).
+    uint64_t unanswered_tx_bytes_per_read = 200;
+    // control_traffic_rate is measured over windows of at least this (on the tick).
+    uint64_t traffic_window_ms = 10000;
+    // Sessions of idle relayed pairs are refreshed this often (the relay's session table forgets
+    // a session after 180 s without traffic or refresh).
+    uint64_t idle_session_refresh_ms = 60000;
+    // Relays that carry (or stand by for) one of our active relayed pairs are probed this often and
     // declared dead for those pairs after fast_relay_timeout_ms without an answer: the failover
     // budget is that timeout plus one tick.
     uint64_t fast_ping_interval_ms = 100;
@@ -122,14 +151,17 @@ struct node_core_config {
     uint64_t role_retry_ms = 60000;
     uint64_t role_retry_max_ms = 960000;
     uint64_t dialback_probes_per_s = 20;  // as a helper: probes we send for others, at most
-    uint64_t upgrade_interval_ms = 5000;  // direct candidates of a pair not using them
+    uint64_t upgrade_interval_ms = 5000;  // direct candidates of an active pair not using them
     uint64_t path_timeout_ms = 3500;      // no answer for this long: path / relay is down
     uint64_t hello_interval_ms = 10000;
     // Anti-entropy with the nodes we reach directly (anti_entropy.hpp): a digest exchange per
     // neighbour per interval, new records pushed on to `fanout` neighbours. Off: rendezvous that
     // are not relays answer every HELLO with every record, as before (the benchmark's baseline).
+    // A pair whose digests matched waits twice as long for its next round, up to the max
+    // (idle cost, issue 18); a round that differed starts again from the interval.
     bool anti_entropy = true;
     uint64_t anti_entropy_interval_ms = 10000;
+    uint64_t anti_entropy_max_interval_ms = 160000;
     size_t anti_entropy_neighbours = 64;  // at most this many, a random sample beyond
     size_t anti_entropy_fanout = 3;
     uint64_t session_refresh_ms = 15000;
@@ -240,6 +272,20 @@ struct relay_view {
     std::optional<double> rtt_ms;
     std::optional<wg_endpoint> reflexive;  // our address as the relay sees it
     size_t load = 0;                       // our pairs relayed through it
+};
+
+// The node's own control traffic (issue 18: what liveness and membership cost it): datagrams
+// the core took in (on_datagram, in-band probe frames included) and handed out (take_outgoing),
+// in UDP payload bytes (an in-band frame's RELAY_DATA header included; not IP/UDP headers).
+// WireGuard's packets are not in it.
+struct control_traffic {
+    uint64_t rx_packets = 0, rx_bytes = 0, tx_packets = 0, tx_bytes = 0;
+};
+// Its rate over the last full window (node_core_config::traffic_window_ms); window_ms 0: none
+// yet.
+struct control_traffic_rate {
+    double rx_packets_per_s = 0, rx_bytes_per_s = 0, tx_packets_per_s = 0, tx_bytes_per_s = 0;
+    uint64_t window_ms = 0;
 };
 
 struct ping_result {

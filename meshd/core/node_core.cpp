@@ -3,6 +3,7 @@
 #include <algorithm>
 
 #include "meshd/core/sodium_init.hpp"
+#include "meshd/core/wire_codec.hpp"
 
 namespace mw::meshd {
 
@@ -31,6 +32,7 @@ node_core::node_core(node_core_config cfg, const node_identity& identity, psk_se
       paths_(ctx_, members_.store(), directory_, election_, role_),
       ae_(ctx_, members_,
           anti_entropy_config{.interval_ms = ctx_.cfg.anti_entropy_interval_ms,
+                              .max_interval_ms = ctx_.cfg.anti_entropy_max_interval_ms,
                               .max_neighbours = ctx_.cfg.anti_entropy_neighbours,
                               .push_fanout = ctx_.cfg.anti_entropy_fanout},
           [this](const control_message& m, uint64_t request_id, const cookie_bytes& cookie,
@@ -174,8 +176,36 @@ void node_core::note_wakeup(uint64_t now) {
 // The tick order matters: expiry first (a record that went may drop a relay), then our role
 // (it may start or stop serving), the relay list and liveness, our record (it lists the relays
 // we are attached to), and last the peers (they read all of the above).
+std::vector<outgoing_datagram> node_core::take_outgoing() {
+    auto v = ctx_.take_outgoing();
+    for (const auto& o : v) {
+        ++traffic_.tx_packets;
+        traffic_.tx_bytes += o.bytes.size() + (o.session_id ? relay_data_header_size : 0);
+    }
+    return v;
+}
+
+void node_core::measure_traffic(uint64_t now) {
+    if (!traffic_mark_ms_ || now < traffic_mark_ms_) {
+        traffic_mark_ms_ = now;
+        traffic_mark_ = traffic_;
+        return;
+    }
+    const uint64_t w = now - traffic_mark_ms_;
+    if (w < ctx_.cfg.traffic_window_ms) return;
+    const double s = static_cast<double>(w) / 1000.0;
+    traffic_rate_ = control_traffic_rate{
+        static_cast<double>(traffic_.rx_packets - traffic_mark_.rx_packets) / s,
+        static_cast<double>(traffic_.rx_bytes - traffic_mark_.rx_bytes) / s,
+        static_cast<double>(traffic_.tx_packets - traffic_mark_.tx_packets) / s,
+        static_cast<double>(traffic_.tx_bytes - traffic_mark_.tx_bytes) / s, w};
+    traffic_mark_ms_ = now;
+    traffic_mark_ = traffic_;
+}
+
 uint64_t node_core::tick(uint64_t now) {
     note_wakeup(now);
+    measure_traffic(now);
     ctx_.set_next_deadline(UINT64_MAX);
     last_tick_ms_ = now;
     if (now >= next_expire_ms_) {
@@ -191,8 +221,9 @@ uint64_t node_core::tick(uint64_t now) {
                       uint64_t t) { return dialback_helpers(public_only, max, t); },
                now);
     if (directory_.dirty()) directory_.rebuild(now, false);
-    // Relays in some relayed pair's warm set are probed fast (failover budget).
-    paths_.for_each_warm_relay([&](const node_id& relay) { directory_.keep_fast(relay, now); });
+    // Relays in some active relayed pair's warm set are probed fast (failover budget).
+    paths_.for_each_warm_relay(now,
+                               [&](const node_id& relay) { directory_.keep_fast(relay, now); });
     directory_.tick(members_.self(), now);
     refresh_self(now, false);
     ctx_.due(members_.self_refresh_due());
@@ -219,15 +250,11 @@ std::vector<anti_entropy::neighbour> node_core::direct_neighbours(uint64_t now) 
         if (r.self || !r.id || r.candidate || !directory_.up(r, now)) continue;
         if (auto ep = directory_.endpoint(r, now)) v.push_back({*r.id, *ep});
     }
-    // Peers with a direct path that answers.
+    // Peers with a direct path that answers; an idle pair's, which sends no probes, while its
+    // decision holds (peer_paths::answering), else the island would lose its rounds at idle.
     for (const auto& [id, p] : paths_.all()) {
         if (const relay_entry* r = directory_.by_id(id); r && r->candidate) continue;
-        for (const auto& c : p.candidates) {
-            if (c.last_pong_ms && now <= c.last_pong_ms + ctx_.cfg.path_timeout_ms) {
-                v.push_back({id, c.ep});
-                break;
-            }
-        }
+        if (const auto* c = paths_.answering(p, now)) v.push_back({id, c->ep});
     }
     return v;
 }
@@ -271,6 +298,8 @@ relay_role::helper_list node_core::dialback_helpers(bool public_only, size_t max
 uint64_t node_core::on_datagram(std::span<const uint8_t> datagram, const wg_endpoint& from_raw,
                                 uint64_t session_id, uint16_t via, uint64_t now) {
     note_wakeup(now);
+    ++traffic_.rx_packets;
+    traffic_.rx_bytes += datagram.size() + (session_id ? relay_data_header_size : 0);
     if (session_id && peek_probe_index(datagram)) {
         // A sealed in-band probe (shaped like WireGuard data, never a control datagram).
         if (auto user =
@@ -420,6 +449,11 @@ void node_core::on_wireguard_counters(const std::vector<wg_peer_counters>& peers
                                       uint64_t read_ms) {
     paths_.on_wireguard_counters(peers, read_ms);
     ctx_.due(read_ms);
+}
+
+void node_core::on_traffic(const wg_key& peer, uint64_t now) {
+    paths_.on_traffic(node_id::of(peer), now);
+    ctx_.due(now);
 }
 
 result<uint64_t> node_core::ping(const node_id& peer, uint64_t now) {

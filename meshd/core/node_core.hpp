@@ -34,6 +34,16 @@
 //   none     no way yet (no record, no common relay).
 // Nodes with the relay role never take relayed paths: every other node reaches them directly.
 //
+// Liveness is adaptive (issue 18): only *active* pairs (WireGuard traffic in the counters or
+// on_traffic; a new peer, new addresses, meshctl ping: for active_hold_ms) are probed — direct
+// and in-band every ping_interval, their warm relays every fast_ping_interval. An idle pair's
+// decision holds without probes (sessions refreshed every idle_session_refresh_ms), and relays
+// that carry no active pair are probed every idle_ping_interval. A pair that turns active is
+// probed at once and judged from that moment, so a relay that died while it was idle fails it
+// over after fast_relay_timeout (or was already found dead by the slow probes). Idle control
+// traffic grows with the relays, not with the peers (docs/architecture.md, "Liveness is
+// adaptive").
+//
 // Structure (docs/architecture.md "The node core"): node_core is a thin host. It owns the parts,
 // routes each message type to the part that handles it, runs the tick in a fixed order, and
 // builds meshctl's views. The parts: core_context (what all share: config, channel, outbox,
@@ -90,8 +100,14 @@ public:
     uint64_t on_datagram(std::span<const uint8_t> datagram, const wg_endpoint& from,
                          uint64_t session_id, uint16_t via, uint64_t now_ms);
     // WireGuard's per-peer counters, read at `read_ms` (the daemon reads the device every 2 s):
-    // a relayed pair whose WireGuard makes no progress through its relay leaves it.
+    // a relayed pair whose WireGuard makes no progress through its relay leaves it, and growth
+    // beyond keepalives makes a pair active (probed fast; see "Liveness" above).
     void on_wireguard_counters(const std::vector<wg_peer_counters>& peers, uint64_t read_ms);
+    // The data plane saw WireGuard send to the peer with this key (the relay proxy, as it
+    // happens): the pair is active at once, not at the next device read.
+    void on_traffic(const wg_key& peer, uint64_t now_ms);
+    // Pairs active at the last instant the core saw.
+    size_t active_pairs() const { return paths_.active_pairs(last_tick_ms_); }
     // Timers. Returns the next deadline (absolute, ms).
     uint64_t tick(uint64_t now_ms);
     // Live configuration changes (relayNodes, our addresses).
@@ -124,7 +140,7 @@ public:
     // The earliest deadline after the last call (events such as ping() can pull it in).
     uint64_t next_deadline() const noexcept { return ctx_.next_deadline(); }
 
-    std::vector<outgoing_datagram> take_outgoing() { return ctx_.take_outgoing(); }
+    std::vector<outgoing_datagram> take_outgoing();
     std::vector<core_log_event> take_log() { return ctx_.take_log(); }
     std::vector<ping_result> take_ping_results() { return std::exchange(ping_results_, {}); }
 
@@ -141,6 +157,9 @@ public:
         return c;
     }
     const admission_counters& admission() const noexcept { return ctx_.admission; }
+    // Our control traffic (datagrams in and out, issue 18) and its rate over the last window.
+    const control_traffic& traffic() const noexcept { return traffic_; }
+    const control_traffic_rate& traffic_rate() const noexcept { return traffic_rate_; }
     relay_role_state role() const noexcept { return role_.state(); }
     const std::string& role_reason() const noexcept { return role_.reason(); }
     // Our relay addresses (addr:control port) that another node has dialled back.
@@ -217,6 +236,10 @@ private:
     uint64_t stalls_ = 0;
     uint64_t last_tick_ms_ = 0;
     uint64_t revoked_drops_ = 0;
+    control_traffic traffic_, traffic_mark_;
+    uint64_t traffic_mark_ms_ = 0;
+    control_traffic_rate traffic_rate_;
+    void measure_traffic(uint64_t now);
 };
 
 }  // namespace mw::meshd

@@ -44,7 +44,53 @@ void peer_paths::decide_now(const node_id& id, peer_entry& p, const peer_record&
     ctx_.set_next_deadline(std::min(outer, p.next_check_ms));
 }
 
-void peer_paths::take_candidates(const node_id& id, peer_entry& p, const peer_record& rec) {
+void peer_paths::activate(peer_entry& p, uint64_t now) {
+    if (!active(p, now)) {
+        // Was idle: its held decision is tested now (fresh()), by probes sent at once.
+        p.held_from_ms = p.active_until;
+        p.active_since = now;
+        p.next_probe_ms = now;
+        p.relayed.next_inband_ms = now;
+        p.relayed.wg.restart();  // WireGuard progress is judged from now on, with fresh reports
+        // Bound again at once: a relay that restarted while we were idle lost them.
+        for (auto& w : p.relayed.warm) {
+            if (w.accepted) w.next_request_ms = now;
+        }
+        p.next_check_ms = 0;
+        ctx_.due(now);
+    }
+    p.active_until = std::max(p.active_until, now + ctx_.cfg.active_hold_ms);
+}
+
+bool peer_paths::fresh(uint64_t last, const peer_entry& p, uint64_t now, uint64_t t) const {
+    if (!last) return false;
+    if (now <= last + t) return true;
+    // Held over the idle spell: it still vouched for the path when the pair went idle (or it
+    // came while idle). Once active again it must answer within a timeout of the spell's start.
+    const bool is_active = active(p, now);
+    const bool held = last + t >= (is_active ? p.held_from_ms : p.active_until);
+    return held && (!is_active || now <= p.active_since + t);
+}
+
+const peer_paths::candidate* peer_paths::answering(const peer_entry& p, uint64_t now) const {
+    for (const auto& c : p.candidates) {
+        if (fresh(c.last_pong_ms, p, now, ctx_.cfg.path_timeout_ms)) return &c;
+    }
+    return nullptr;
+}
+
+size_t peer_paths::active_pairs(uint64_t now) const {
+    size_t n = 0;
+    for (const auto& [id, p] : peers_) n += active(p, now);
+    return n;
+}
+
+void peer_paths::on_traffic(const node_id& peer, uint64_t now) {
+    if (auto it = peers_.find(peer); it != peers_.end()) activate(it->second, now);
+}
+
+void peer_paths::take_candidates(const node_id& id, peer_entry& p, const peer_record& rec,
+                                 uint64_t now) {
     // Candidates follow the record (and the offered addresses), keeping what we measured for
     // addresses that stay.
     std::vector<candidate> cands;
@@ -66,6 +112,11 @@ void peer_paths::take_candidates(const node_id& id, peer_entry& p, const peer_re
                 add(o.ep);
         }
     }
+    // New addresses are tried at once, as for a new peer (an idle pair would never probe them).
+    bool changed = cands.size() != p.candidates.size();
+    for (size_t i = 0; !changed && i < cands.size(); ++i)
+        changed = !(cands[i].ep == p.candidates[i].ep);
+    if (changed) activate(p, now);
     p.candidates = std::move(cands);
     p.record_seq = rec.seq;
     p.next_check_ms = 0;
@@ -128,11 +179,12 @@ void peer_paths::tick(uint64_t now) {
         if (inserted) {
             p.dp.id = id;
             p.discovered_ms = now;
+            activate(p, now);  // probed until its path is settled
             ctx_.log(1, "peer discovered", {{"peer", rec.name}, {"node_id", id.short_hex()}});
             ++dp_version_;
         }
         if (p.record_seq != rec.seq) {
-            take_candidates(id, p, rec);
+            take_candidates(id, p, rec, now);
             std::vector<ip_address> addrs;
             for (const auto& e : rec.endpoints) addrs.push_back(e.address);
             mark_routes(routes_.update(id, rec.pod_cidrs, addrs));
@@ -158,16 +210,23 @@ void peer_paths::tick(uint64_t now) {
 void peer_paths::decide(const node_id& id, peer_entry& p, const peer_record& rec, uint64_t now) {
     const auto& cfg = ctx_.cfg;
     const bool in_use_direct = p.dp.path == path_kind::direct && !p.learned;
-    // Probe the direct candidates.
+    const bool is_active = active(p, now);
+    // Probe the direct candidates: an active pair's, and (slowly) those of a pair with no path.
+    // An idle pair with a path sends nothing: that is what keeps idle cost off the peer count.
     if (now >= p.next_probe_ms) {
-        for (size_t i = 0; i < p.candidates.size(); ++i) {
-            ctx_.send_ping(p.candidates[i].ep, 0, probe{probe_kind::direct, id, i}, now);
+        if (is_active || p.dp.path == path_kind::none) {
+            for (size_t i = 0; i < p.candidates.size(); ++i) {
+                ctx_.send_ping(p.candidates[i].ep, 0, probe{probe_kind::direct, id, i}, now);
+            }
         }
-        p.next_probe_ms = now + (in_use_direct || p.dp.path == path_kind::none || p.learned
+        p.next_probe_ms = now + (!is_active ? cfg.idle_ping_interval_ms
+                                 : in_use_direct || p.dp.path == path_kind::none || p.learned
                                      ? cfg.ping_interval_ms
                                      : cfg.upgrade_interval_ms);
     }
     ctx_.due(p.next_probe_ms);
+    // The end of the active spell: the relays' and the election's rates follow.
+    if (is_active) ctx_.due(p.active_until);
 
     peer_dataplane dp;
     dp.id = id;
@@ -178,10 +237,18 @@ void peer_paths::decide(const node_id& id, peer_entry& p, const peer_record& rec
     bool learned = false;
 
     const candidate* best = nullptr;
+    // The peer's PINGs that make a path learned: its direct probes (every ping_interval while it
+    // is active), and on a serving relay also its relay probes, every idle_ping_interval.
+    const uint64_t learned_timeout =
+        cfg.path_timeout_ms + (role_.serving() ? cfg.idle_ping_interval_ms : 0);
+    // When a fresh PONG stops vouching (only while active: an idle decision holds).
+    auto due_expiry = [&](uint64_t last) {
+        if (is_active) ctx_.due(std::max(last, p.active_since) + cfg.path_timeout_ms + 1);
+    };
     for (const auto& c : p.candidates) {
-        if (c.last_pong_ms && now <= c.last_pong_ms + cfg.path_timeout_ms) {
+        if (fresh(c.last_pong_ms, p, now, cfg.path_timeout_ms)) {
             if (!best || c.rtt_ms < best->rtt_ms) best = &c;
-            ctx_.due(c.last_pong_ms + cfg.path_timeout_ms + 1);
+            due_expiry(c.last_pong_ms);
         }
     }
     // Keep the address in use (say the IPv4 one) while it answers unless another (the IPv6 one) is
@@ -189,8 +256,8 @@ void peer_paths::decide(const node_id& id, peer_entry& p, const peer_record& rec
     if (best && p.dp.path == path_kind::direct && p.dp.endpoint &&
         best->ep.address != p.dp.endpoint->address) {
         for (const auto& c : p.candidates) {
-            if (c.ep.address == p.dp.endpoint->address && c.last_pong_ms &&
-                now <= c.last_pong_ms + cfg.path_timeout_ms &&
+            if (c.ep.address == p.dp.endpoint->address &&
+                fresh(c.last_pong_ms, p, now, cfg.path_timeout_ms) &&
                 c.rtt_ms - best->rtt_ms < std::max(cfg.switch_abs_ms, cfg.switch_rel * c.rtt_ms)) {
                 best = &c;
                 break;
@@ -204,10 +271,12 @@ void peer_paths::decide(const node_id& id, peer_entry& p, const peer_record& rec
         } else {
             learned = true;
         }
-    } else if (p.last_inbound_ms && now <= p.last_inbound_ms + cfg.path_timeout_ms) {
+    } else if (fresh(p.last_inbound_ms, p, now, learned_timeout)) {
         dp.path = path_kind::direct;
         learned = true;
-        ctx_.due(p.last_inbound_ms + cfg.path_timeout_ms + 1);
+        if (is_active) {
+            ctx_.due(std::max(p.last_inbound_ms, p.active_since) + learned_timeout + 1);
+        }
     } else if (const relay_entry* rl = relays_.by_id(id);
                rl && rl->candidate && relays_.up(*rl, now) && now >= rl->not_serving_until) {
         // A serving relay answers at its relay address, which its record advertises: it is
@@ -219,9 +288,20 @@ void peer_paths::decide(const node_id& id, peer_entry& p, const peer_record& rec
         ctx_.due(p.discovered_ms + cfg.direct_grace_ms);
     } else if (!role_.serving()) {
         ensure_keys(id, p, rec.wg_public_key);
+        p.relayed.active = is_active;
+        p.relayed.active_since = p.active_since;
         election_.choose(id, p.relayed, rec, now, dp);
     }
     if (dp.path != path_kind::relay) relay_election::release(p.relayed);
+    // A relayed path not yet verified end to end (no in-band PONG since it was taken) stays
+    // probed until the end-to-end verdict (3 path timeouts after it was taken): a relay that
+    // black-holes the pair is found now, not when traffic starts. Bounded, so that a pair left
+    // waiting on a full relay (REJECT capacity) does not probe for ever.
+    if (dp.path == path_kind::relay && p.relayed.relay &&
+        p.relayed.last_inband_pong_ms <= p.relayed.relay_since_ms &&
+        now < p.relayed.relay_since_ms + 4 * cfg.path_timeout_ms) {
+        activate(p, now);
+    }
     if (dp != p.dp || learned != p.learned) {
         if (dp.path != p.dp.path || dp.endpoint != p.dp.endpoint || dp.relay != p.dp.relay ||
             learned != p.learned) {
@@ -237,6 +317,11 @@ void peer_paths::decide(const node_id& id, peer_entry& p, const peer_record& rec
                                               : "the peer answers on a direct address");
             }
             ctx_.log(1, "path selected", std::move(f));
+            // A new path of ours is verified by probes for a while, even on an idle pair (a
+            // learned one is the peer's to probe; none has nothing to probe).
+            if (dp.path == path_kind::relay || (dp.path == path_kind::direct && !learned)) {
+                activate(p, now);
+            }
         }
         p.dp = std::move(dp);
         p.learned = learned;
@@ -397,7 +482,23 @@ void peer_paths::on_wireguard_counters(const std::vector<wg_peer_counters>& v, u
         auto it = peers_.find(node_id::of(c.public_key));
         if (it == peers_.end()) continue;
         auto& p = it->second;
+        // Growth beyond what an idle pair's keepalives and handshakes make: traffic. Or sending
+        // with nothing back, beyond a handshake: traffic into a path that may have died.
+        const auto& wg = p.relayed.wg;
+        uint64_t tx = 0, rx = 0;
+        if (wg.our_read_ms && c.tx_bytes >= wg.our_tx && c.rx_bytes >= wg.our_rx) {
+            tx = c.tx_bytes - wg.our_tx;
+            rx = c.rx_bytes - wg.our_rx;
+        }
         p.relayed.wg.note_ours(c.tx_bytes, c.rx_bytes, read_ms);
+        // Counted over reads in a row without rx: an idle end that only keepalives into a dead
+        // path also gets there, by WireGuard's handshake retries (148 bytes every 5 s).
+        p.tx_unanswered = rx ? 0 : p.tx_unanswered + tx;
+        if (tx + rx > ctx_.cfg.traffic_bytes_per_read ||
+            p.tx_unanswered >= ctx_.cfg.unanswered_tx_bytes_per_read) {
+            p.tx_unanswered = 0;
+            activate(p, read_ms);
+        }
         if (p.dp.path == path_kind::relay) p.next_check_ms = 0;
     }
 }
@@ -429,7 +530,8 @@ void peer_paths::on_session_answer(const node_id& relay, uint64_t request_id,
 result<uint64_t> peer_paths::ping(const node_id& peer, uint64_t now) {
     auto it = peers_.find(peer);
     if (it == peers_.end()) return error(errc::not_found, "no such peer");
-    const auto& p = it->second;
+    auto& p = it->second;
+    activate(p, now);  // a ping tests the path as traffic would
     uint64_t token = next_token_++;
     probe pp{probe_kind::user, peer};
     pp.token = token;

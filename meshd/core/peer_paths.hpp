@@ -8,6 +8,14 @@
 // decided again when something it depends on changed (next_check_ms); relays_changed() makes
 // every peer decided again on the next tick (relay_directory and relay_role call it).
 //
+// Adaptive liveness (issue 18): a peer is probed only while its pair is active — WireGuard
+// carries traffic to or from it (on_wireguard_counters, on_traffic), or it was just discovered,
+// its addresses changed, or meshctl pinged it (for active_hold_ms). An idle pair sends nothing of
+// its own: its decision holds (the last PONG does not expire while idle), its relayed sessions
+// are refreshed every idle_session_refresh_ms, and its relays are checked slowly by
+// relay_directory. When it turns active, its paths are probed at once and judged from that
+// moment (active_since): the first probes that go unanswered move it, as for any active pair.
+//
 // A peer's allowed-ips are the pod CIDRs the route authority accepted from its record
 // (route_authority.hpp); the refused ones are logged once, counted and shown, never applied.
 #pragma once
@@ -48,6 +56,14 @@ public:
         // when decide() must run again (0: now); events that may change the decision reset it
         uint64_t next_check_ms = 0;
         uint64_t record_seq = 0;  // the record the candidates were taken from (0: rebuild)
+        // Adaptive liveness: active until active_until, since active_since (the start of
+        // this active spell; probes are judged from there).
+        uint64_t active_until = 0;
+        uint64_t active_since = 0;
+        uint64_t held_from_ms = 0;  // the end of the previous active spell (fresh())
+        // WireGuard bytes sent since its counters last showed anything received (reads in a
+        // row): unanswered_tx_bytes_per_read of them makes the pair active.
+        uint64_t tx_unanswered = 0;
         // the decision
         peer_dataplane dp;
         bool learned = false;
@@ -82,8 +98,17 @@ public:
                                                            const wg_endpoint& from,
                                                            std::span<const uint8_t> frame,
                                                            uint64_t now);
-    // WireGuard's counters per peer, read at `read_ms` (relays judged by what they carry).
+    // WireGuard's counters per peer, read at `read_ms` (relays judged by what they carry; growth
+    // beyond keepalives makes the pair active).
     void on_wireguard_counters(const std::vector<wg_peer_counters>& peers, uint64_t read_ms);
+    // The data plane saw WireGuard send to `peer` (the relay proxy, at once, without waiting
+    // for the next device read): the pair is active.
+    void on_traffic(const node_id& peer, uint64_t now);
+    // Pairs active now (meshctl, metrics).
+    size_t active_pairs(uint64_t now) const;
+    // The candidate whose PONG still vouches for the direct path (as decide() judges it: an
+    // idle pair's holds), if any: anti-entropy's neighbours, which idle pairs stay.
+    const candidate* answering(const peer_entry& p, uint64_t now) const;
     // Probe frames dropped: no pair for the session, not from its relay, failed to open.
     uint64_t probe_frames_dropped() const noexcept { return probe_frames_dropped_; }
     // A relay asked for a cookie (COOKIE_REPLY): our unanswered session requests to it go again
@@ -96,9 +121,11 @@ public:
     result<uint64_t> ping(const node_id& peer, uint64_t now);
     void shift_clocks(uint64_t late, uint64_t now);
 
+    // The relays in the warm sets of active pairs (they are probed fast).
     template <class F>
-    void for_each_warm_relay(F&& f) const {
+    void for_each_warm_relay(uint64_t now, F&& f) const {
         for (const auto& [id, p] : peers_) {
+            if (!active(p, now)) continue;
             for (const auto& w : p.relayed.warm) f(w.relay);
         }
     }
@@ -112,10 +139,17 @@ public:
     const route_authority& routes() const noexcept { return routes_; }
 
 private:
+    bool active(const peer_entry& p, uint64_t now) const noexcept { return now < p.active_until; }
+    // Makes the pair active until now + active_hold_ms; one that was idle is probed at once.
+    void activate(peer_entry& p, uint64_t now);
+    // A PONG (or inbound PING) at `last` still vouches for the path: while the pair is idle, if
+    // it did when the pair went idle (the decision holds until traffic tests it); while active,
+    // within `timeout_ms` of the later of it and the start of the active spell.
+    bool fresh(uint64_t last, const peer_entry& p, uint64_t now, uint64_t timeout_ms) const;
     void decide(const node_id& id, peer_entry& p, const peer_record& rec, uint64_t now);
     // Makes the pair's probe keys for `key` (the peer's WireGuard key) if not made yet.
     void ensure_keys(const node_id& id, peer_entry& p, const wg_key& key);
-    void take_candidates(const node_id& id, peer_entry& p, const peer_record& rec);
+    void take_candidates(const node_id& id, peer_entry& p, const peer_record& rec, uint64_t now);
     // decide() with the peer's own deadline kept apart from the tick's.
     void decide_now(const node_id& id, peer_entry& p, const peer_record& rec, uint64_t now);
     // The route authority's view of the host underlay (our addresses, relays, bootstrap).

@@ -13,11 +13,19 @@ bool has_ep(const relay_entry& r, const wg_endpoint& ep) {
     return std::any_of(r.addrs.begin(), r.addrs.end(), [&](const auto& a) { return a.ep == ep; });
 }
 
-bool alive(const relay_addr_state& a, uint64_t timeout_ms, uint64_t now) {
-    return a.last_pong_ms && now <= a.last_pong_ms + timeout_ms;
+}  // namespace
+
+uint64_t relay_directory::timeout(const relay_entry& r) const {
+    const auto& cfg = ctx_.cfg;
+    return r.fast ? cfg.path_timeout_ms : cfg.idle_ping_interval_ms + cfg.path_timeout_ms;
 }
 
-}  // namespace
+bool relay_directory::alive(const relay_entry& r, const relay_addr_state& a, uint64_t timeout_ms,
+                            uint64_t now) const {
+    // Counted from the later of its last PONG and the moment it turned fast: a relay probed
+    // every 25 s while idle is not dead merely because a pair started sending.
+    return a.last_pong_ms && now <= std::max(a.last_pong_ms, r.fast_since_ms) + timeout_ms;
+}
 
 std::optional<relay_facts> relay_facts_of(const peer_record* rec) {
     if (!rec) return std::nullopt;
@@ -318,7 +326,7 @@ void relay_directory::withdraw_rendezvous(learned_via via) {
 bool relay_directory::up(const relay_entry& r, uint64_t now) const {
     if (r.self) return true;
     for (const auto& a : r.addrs) {
-        if (alive(a, ctx_.cfg.path_timeout_ms, now)) return true;
+        if (alive(r, a, timeout(r), now)) return true;
     }
     return false;
 }
@@ -326,10 +334,10 @@ bool relay_directory::up(const relay_entry& r, uint64_t now) const {
 std::optional<wg_endpoint> relay_directory::endpoint(const relay_entry& r, uint64_t now) const {
     if (r.active < r.addrs.size()) {
         const auto& a = r.addrs[r.active];
-        if (alive(a, ctx_.cfg.path_timeout_ms, now)) return a.ep;
+        if (alive(r, a, timeout(r), now)) return a.ep;
     }
     for (const auto& a : r.addrs) {
-        if (alive(a, ctx_.cfg.path_timeout_ms, now)) return a.ep;
+        if (alive(r, a, timeout(r), now)) return a.ep;
     }
     return std::nullopt;
 }
@@ -338,7 +346,7 @@ void relay_directory::pick_address(relay_entry& r, uint64_t now) {
     // Sticky: the address in use stays while it answers (moving a session to the relay's other
     // family is a rebind for nothing). Otherwise the first configured address that answers: the
     // operator's order expresses preference.
-    auto ok = [&](size_t i) { return alive(r.addrs[i], ctx_.cfg.path_timeout_ms, now); };
+    auto ok = [&](size_t i) { return alive(r, r.addrs[i], timeout(r), now); };
     if (r.active < r.addrs.size() && ok(r.active)) return;
     size_t next = SIZE_MAX;
     for (size_t i = 0; i < r.addrs.size() && next == SIZE_MAX; ++i) {
@@ -378,7 +386,7 @@ double relay_directory::rtt(const relay_entry& r) const {
 
 bool relay_directory::usable_fast(const relay_entry& r, uint64_t now) const {
     for (const auto& a : r.addrs) {
-        if (alive(a, ctx_.cfg.fast_relay_timeout_ms, now)) return true;
+        if (alive(r, a, ctx_.cfg.fast_relay_timeout_ms, now)) return true;
     }
     return false;
 }
@@ -391,13 +399,24 @@ bool relay_directory::usable(const relay_entry& r, uint64_t now) const {
 
 void relay_directory::keep_fast(const node_id& relay, uint64_t now) {
     // Sticky for a while: a relay that just failed drops out of the warm sets, and must not then
-    // look alive again merely because the slow timeout applies to it.
-    if (auto* r = find(relay)) r->fast_until = now + 10 * ctx_.cfg.path_timeout_ms;
+    // look alive again merely because the slow timeout applies to it (so longer than that).
+    const auto& cfg = ctx_.cfg;
+    uint64_t sticky =
+        std::max(10 * cfg.path_timeout_ms, cfg.idle_ping_interval_ms + 2 * cfg.path_timeout_ms);
+    if (auto* r = find(relay)) r->fast_until = now + sticky;
 }
 
 void relay_directory::tick(const peer_record& self, uint64_t now) {
     const auto& cfg = ctx_.cfg;
-    for (auto& r : relays_) r.fast = now < r.fast_until;
+    for (auto& r : relays_) {
+        bool fast = now < r.fast_until;
+        if (fast && !r.fast) {
+            // A pair with traffic needs it now: probe at once, judge it from here (alive()).
+            r.fast_since_ms = now;
+            r.next_ping_ms = now;
+        }
+        r.fast = fast;
+    }
     for (size_t i = 0; i < relays_.size(); ++i) {
         auto& r = relays_[i];
         if (r.self) continue;
@@ -416,8 +435,9 @@ void relay_directory::tick(const peer_record& self, uint64_t now) {
         if (r.fast) {
             r.next_ping_ms = std::min(r.next_ping_ms, now + cfg.fast_ping_interval_ms);
             for (const auto& a : r.addrs) {
-                if (alive(a, cfg.fast_relay_timeout_ms, now)) {
-                    ctx_.due(a.last_pong_ms + cfg.fast_relay_timeout_ms + 1);
+                if (alive(r, a, cfg.fast_relay_timeout_ms, now)) {
+                    ctx_.due(std::max(a.last_pong_ms, r.fast_since_ms) + cfg.fast_relay_timeout_ms +
+                             1);
                 }
             }
         }
@@ -439,7 +459,14 @@ void relay_directory::tick(const peer_record& self, uint64_t now) {
             for (size_t a = 0; a < r.addrs.size(); ++a) {
                 ctx_.send_ping(r.addrs[a].ep, 0, probe{probe_kind::relay, expect, i, a}, now);
             }
-            r.next_ping_ms = now + (r.fast ? cfg.fast_ping_interval_ms : cfg.ping_interval_ms);
+            // Not fast: again after ping_interval unless a PONG comes back first, which moves
+            // the next probe to idle_ping_interval (on_pong): a lost probe is retried soon. The
+            // retries double up to idle_ping_interval: a relay that stays silent (down, or a
+            // configured one that never came up) costs no more than an idle one.
+            r.last_ping_ms = now;
+            r.retry_ms = r.retry_ms ? std::min(2 * r.retry_ms, cfg.idle_ping_interval_ms)
+                                    : cfg.ping_interval_ms;
+            r.next_ping_ms = now + (r.fast ? cfg.fast_ping_interval_ms : r.retry_ms);
         }
         ctx_.due(r.next_ping_ms);
         // A HELLO names its recipient: not before the relay's first PONG told us who it is.
@@ -466,7 +493,9 @@ void relay_directory::tick(const peer_record& self, uint64_t now) {
             // If the relay went down and the last moment it was up is what we compare against,
             // wake up when it would time out.
             for (const auto& a : r.addrs) {
-                if (a.last_pong_ms) ctx_.due(a.last_pong_ms + cfg.path_timeout_ms + 1);
+                if (a.last_pong_ms) {
+                    ctx_.due(std::max(a.last_pong_ms, r.fast_since_ms) + timeout(r) + 1);
+                }
             }
         }
     }
@@ -501,10 +530,18 @@ void relay_directory::on_pong(const probe& p, const node_id& sender, double rtt_
     }
     r.id = sender;
     auto& a = r.addrs[ai];
-    if (!a.last_pong_ms || now > a.last_pong_ms + ctx_.cfg.path_timeout_ms) on_relays_changed_();
+    const auto& cfg = ctx_.cfg;
+    if (!alive(r, a, timeout(r), now)) on_relays_changed_();
     a.last_pong_ms = now;
+    // Answered: an idle relay is probed next a full idle interval after this round.
+    if (!r.fast)
+        r.next_ping_ms = std::max(r.next_ping_ms, r.last_ping_ms + cfg.idle_ping_interval_ms);
+    r.retry_ms = 0;
     pick_address(r, now);
-    a.rtt_ms = a.rtt_min.update(rtt_ms, now, ctx_.cfg.rtt_window_ms);
+    // The minimum of about three samples either way (a slow relay gets one per idle interval).
+    a.rtt_ms = a.rtt_min.update(
+        rtt_ms, now,
+        r.fast ? cfg.rtt_window_ms : std::max(cfg.rtt_window_ms, 3 * cfg.idle_ping_interval_ms));
     a.reflexive = normalize_endpoint(observed);
 }
 

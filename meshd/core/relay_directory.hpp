@@ -1,6 +1,13 @@
 // The relays this node knows and how they answer (DESIGN §5): where each is reached, its node ID,
 // per address the last PONG, RTT and our reflexive address as it sees us, whether it is in some
-// relayed pair's warm set (probed fast), and whether it refused to serve lately.
+// active relayed pair's warm set (probed fast), and whether it refused to serve lately.
+//
+// Liveness is adaptive (issue 18): a relay in the warm set of a pair with traffic is probed every
+// fast_ping_interval and unusable after fast_relay_timeout without a PONG; every other relay is
+// probed every idle_ping_interval (about WireGuard's keepalive, which NAT mappings need anyway),
+// again every ping_interval while a probe goes unanswered, and down after idle_ping_interval +
+// path_timeout. A relay that turns fast is judged from that moment (fast_since_ms), so the PONG
+// it gave 20 s ago is no failure, but its first probes that go unanswered are.
 //
 // Where the list comes from: with relayNodes configured, those (and mDNS-found LAN neighbours as
 // rendezvous that are no relays). Without, the rendezvous
@@ -57,9 +64,12 @@ struct relay_entry {
     bool was_up = false;
     size_t active = SIZE_MAX;  // the address in use (sticky while it answers)
     uint16_t published_rtt = peer_record::unknown_rtt;  // in our record
-    bool fast = false;                                  // probed fast: in a relayed pair's warm set
+    bool fast = false;  // probed fast: in an active relayed pair's warm set
     bool was_usable = false;
     uint64_t fast_until = 0;
+    uint64_t fast_since_ms = 0;      // when it last turned fast: liveness is judged from then on
+    uint64_t last_ping_ms = 0;       // our last probe round
+    uint64_t retry_ms = 0;           // while unanswered: the doubling retry interval (0: answered)
     uint64_t not_serving_until = 0;  // it answered REJECT(not_a_relay)
     // Pairs of ours it failed lately (peer -> until): silent end to end, or our WireGuard made
     // no progress through it. Two or more: listed last in our record (attachments()).
@@ -90,7 +100,7 @@ public:
 
     // Probes, HELLOs (with our record), liveness changes. Call keep_fast() first.
     void tick(const peer_record& self, uint64_t now);
-    // A relayed pair keeps this relay warm: probe it fast for a while.
+    // An active relayed pair keeps this relay warm: probe it fast for a while.
     void keep_fast(const node_id& relay, uint64_t now);
     // A PONG to a relay probe.
     void on_pong(const probe& p, const node_id& sender, double rtt, const wg_endpoint& observed,
@@ -136,6 +146,10 @@ public:
 
 private:
     relay_entry* find(const node_id& id);
+    // How long after its last PONG (or turning fast) a relay address counts as answering.
+    uint64_t timeout(const relay_entry& r) const;
+    bool alive(const relay_entry& r, const relay_addr_state& a, uint64_t timeout_ms,
+               uint64_t now) const;
     void pick_address(relay_entry& r, uint64_t now);
     // rebuild()'s steps.
     relay_entry carry(relay_entry fresh, uint64_t now, bool reset_timers) const;

@@ -228,7 +228,9 @@ void relay_election::choose(const node_id& id, relayed_pair& p, const peer_recor
             req.from = ctx_.id();
             req.to = id;
             ctx_.send(std::move(req), w.relay, w.ep, 0, now);
-            w.next_request_ms = now + (w.accepted ? cfg.session_refresh_ms : cfg.session_retry_ms);
+            w.next_request_ms = now + (!w.accepted ? cfg.session_retry_ms
+                                       : p.active  ? cfg.session_refresh_ms
+                                                   : cfg.idle_session_refresh_ms);
         }
         ctx_.due(w.next_request_ms);
     }
@@ -272,7 +274,9 @@ void relay_election::choose(const node_id& id, relayed_pair& p, const peer_recor
         if (w.relay == dp.relay) p.accepted = w.accepted;
     }
     if (p.keys) dp.probe_index = p.keys->recv_index;
-    if (now >= p.next_inband_ms) {
+    // In-band probes only while the pair is active (idle: no probes of its own; the relays'
+    // slow probes and the first probes after traffic resumes judge it).
+    if (p.active && now >= p.next_inband_ms) {
         if (p.keys && !p.legacy_probes) {
             ctx_.send_probe_ping(dp.relay_endpoint, p.session_id, *p.keys,
                                  probe{probe_kind::inband, id}, wg_report(p, now), now);
@@ -281,16 +285,20 @@ void relay_election::choose(const node_id& id, relayed_pair& p, const peer_recor
         }
         p.next_inband_ms = now + cfg.ping_interval_ms;
     }
-    ctx_.due(p.next_inband_ms);
+    if (p.active) ctx_.due(p.next_inband_ms);
     // End to end: the relay answers us, but nothing comes back through it from the peer. Give
     // the session a fair start (both ends must bind), then exclude it for this pair.
     // It carries the pair (an in-band PONG since we took it, and WireGuard not stalled): its
     // earlier failures are forgiven.
     if (p.last_inband_pong_ms > p.relay_since_ms && p.wg.growth_readings == 0)
         p.strikes.erase(dp.relay);
-    uint64_t last = std::max(p.last_inband_pong_ms, p.relay_since_ms + 2 * cfg.path_timeout_ms);
+    // Judged from the start of the active spell at the earliest: an idle pair sent no probes.
+    uint64_t last = std::max(
+        {p.last_inband_pong_ms, p.relay_since_ms + 2 * cfg.path_timeout_ms, p.active_since});
     auto rj = p.rejected.find(dp.relay);
-    if (!p.accepted && rj != p.rejected.end() && now < rj->second) {
+    if (!p.active) {
+        // Idle: no verdict (nothing was sent to judge it by).
+    } else if (!p.accepted && rj != p.rejected.end() && now < rj->second) {
         // Waiting to ask again a relay that rejected us (all others excluded): it cannot carry
         // anything before then, which is no news; no end-to-end verdict on it meanwhile.
         ctx_.due(rj->second);
@@ -339,7 +347,8 @@ bool relay_election::on_session_answer(relayed_pair& p, const std::string& peer_
         }
         w->accepted = true;
         relays_.on_session_accepted(relay);
-        w->next_request_ms = now + ctx_.cfg.session_refresh_ms;
+        w->next_request_ms =
+            now + (p.active ? ctx_.cfg.session_refresh_ms : ctx_.cfg.idle_session_refresh_ms);
         return true;
     }
     ctx_.log(

@@ -107,6 +107,11 @@ struct relayed_pair {
         uint64_t prev_request_id = 0;
     };
     std::vector<warm_session> warm;
+    // Whether the pair is active (peer_paths sets it before choose()) and since when: only an
+    // active pair sends in-band probes, refreshes its sessions every session_refresh_ms, keeps
+    // its relays fast and is judged silent end to end.
+    bool active = false;
+    uint64_t active_since = 0;
     std::optional<node_id> relay;
     uint64_t session_id = 0;
     bool accepted = false;

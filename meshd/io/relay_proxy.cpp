@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <chrono>
 
 #include "meshd/core/probe_frame.hpp"
 #include "meshd/core/wire_codec.hpp"
@@ -133,6 +134,7 @@ result<wg_endpoint> relay_proxy::add_peer(uint64_t session_id, const wg_endpoint
     p.family = w.is_v4() ? AF_INET : AF_INET6;
     p.fd = std::move(fd);
     p.probe_index = probe_index;
+    p.last_data_ms = 0;
     (void)index_.insert(session_id, slot);  // sized like peers_: cannot fail
     return local;
 }
@@ -423,7 +425,8 @@ void relay_proxy::drain_uplink() noexcept {
 // WireGuard -> relay. Called with mutex_ held.
 void relay_proxy::drain_peer(uint32_t slot) noexcept {
     constexpr auto relaxed = std::memory_order_relaxed;
-    const peer_slot& p = peers_[slot];
+    peer_slot& p = peers_[slot];
+    bool data = false;  // a WireGuard transport packet larger than a keepalive (on_wake)
     for (int round = 0; round < max_rounds_per_wakeup; ++round) {
         int n = rx_.recv(p.fd.get());
         if (n <= 0) return;
@@ -439,6 +442,8 @@ void relay_proxy::drain_peer(uint32_t slot) noexcept {
                 ++foreign;
                 continue;
             }
+            // Type 4 (transport data), longer than a keepalive's 32 bytes: data.
+            data |= rx_.size(size_t(i)) > 32 && rx_.data(size_t(i))[0] == 4;
             // The headroom in front of the packet takes the header: no copy.
             uint8_t* frame = rx_.data(size_t(i)) - relay_data_header_size;
             write_relay_data_header(p.session_id, frame);
@@ -450,6 +455,16 @@ void relay_proxy::drain_peer(uint32_t slot) noexcept {
         counters_.send_failed.fetch_add(r.failed, relaxed);
         counters_.foreign_local.fetch_add(foreign, relaxed);
         counters_.malformed.fetch_add(malformed, relaxed);
+        if (data && config_.on_wake) {
+            uint64_t now = uint64_t(std::chrono::duration_cast<std::chrono::milliseconds>(
+                                        std::chrono::steady_clock::now().time_since_epoch())
+                                        .count());
+            if (!p.last_data_ms || now >= p.last_data_ms + config_.wake_quiet_ms) {
+                config_.on_wake(p.session_id);
+            }
+            p.last_data_ms = now;
+            data = false;
+        }
         if (size_t(n) < rx_.capacity()) return;
     }
 }

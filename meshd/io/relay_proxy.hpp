@@ -71,6 +71,12 @@ struct relay_proxy_config {
     std::function<void(std::span<const uint8_t> datagram, const wg_endpoint& from,
                        uint64_t session_id)>
         on_control;
+    // WireGuard sent data (a transport packet larger than a keepalive) to a peer after
+    // wake_quiet_ms without any: the pair turns active at once (node_core::on_traffic), not at
+    // the next 2 s device read. Called on the loop thread with the peer's session id (return
+    // quickly). Keepalives and handshakes do not count: idle pairs send those every 25 s.
+    std::function<void(uint64_t session_id)> on_wake;
+    uint64_t wake_quiet_ms = 1000;
 };
 
 struct relay_proxy_stats {
@@ -133,6 +139,7 @@ private:
         unique_fd fd;
         int family = 0;
         uint32_t probe_index = 0;
+        uint64_t last_data_ms = 0;  // WireGuard's last data packet to the peer (on_wake)
     };
 
     explicit relay_proxy(relay_proxy_config config);

@@ -289,6 +289,12 @@ void sim_net::route(const wg_endpoint& from, const wg_endpoint& to, std::vector<
         return;
     }
     if (sim_host* h = host_at(final_to.address);
+        h &&
+        std::find(h->drop_from.begin(), h->drop_from.end(), from.address) != h->drop_from.end()) {
+        ++dropped_;
+        return;
+    }
+    if (sim_host* h = host_at(final_to.address);
         h && h->busy_prob > 0 &&
         std::uniform_real_distribution<double>(0, 1)(rng_) < h->busy_prob) {
         d += std::uniform_real_distribution<double>(0, h->busy_ms)(rng_);
@@ -300,6 +306,18 @@ void sim_net::route(const wg_endpoint& from, const wg_endpoint& to, std::vector<
 void sim_net::deliver(const event& e) {
     sim_host* h = host_at(e.to.address);
     if (h) ++h->rx_by_port[e.to.port];
+    if (h && h->up && h->core && e.to.port == wg_port && e.bytes.size() == wg_size_ &&
+        e.bytes[0] == 4 && !lost(h->loss)) {
+        // Simulated WireGuard on a direct path: counted for the pair, as on a relayed one.
+        uint64_t tag = 0;
+        std::memcpy(&tag, e.bytes.data() + 8, 8);
+        auto it = wg_frames_.find(tag);
+        if (it != wg_frames_.end() && it->second.second == h) {
+            h->wg_rx[it->second.first->name] += e.bytes.size();
+            wg_frames_.erase(it);
+        }
+        return;
+    }
     if (!h || !h->up || !h->core || e.to.port != port || lost(h->loss)) {
         ++dropped_;
         return;
@@ -361,15 +379,19 @@ void sim_net::wireguard_tick() {
         for (auto& h : hosts_) {
             if (!h->core || !h->up || h->frozen_until_ms > now_) continue;
             for (const auto& dp : h->core->dataplane()) {
-                if (dp.path != path_kind::relay || !dp.session_id) continue;
+                const bool relayed = dp.path == path_kind::relay && dp.session_id;
+                const bool direct = dp.path == path_kind::direct && dp.endpoint;
+                if (!relayed && !direct) continue;
+                if (!wg_pairs_.empty() && !wg_pairs_.count({h->name, dp.name})) continue;
                 sim_host* to = nullptr;
                 for (auto& o : hosts_) {
                     if (o->name == dp.name) to = o.get();
                 }
                 if (!to) continue;
-                std::vector<uint8_t> frame(relay_data_header_size + wg_size_);
-                write_relay_data_header(dp.session_id, frame.data());
-                uint8_t* wg = frame.data() + relay_data_header_size;
+                const size_t head = relayed ? relay_data_header_size : 0;
+                std::vector<uint8_t> frame(head + wg_size_);
+                if (relayed) write_relay_data_header(dp.session_id, frame.data());
+                uint8_t* wg = frame.data() + head;
                 for (size_t i = 4; i < wg_size_; ++i) wg[i] = static_cast<uint8_t>(rng_());
                 wg[0] = 4;
                 wg[1] = wg[2] = wg[3] = 0;
@@ -377,7 +399,17 @@ void sim_net::wireguard_tick() {
                 std::memcpy(wg + 8, &tag, 8);
                 wg_frames_[tag] = {h.get(), to};
                 h->wg_tx[dp.name] += wg_size_;
-                transmit(*h, dp.relay_endpoint, std::move(frame));
+                uint64_t& last = wg_last_sent_[{h.get(), dp.name}];
+                if (wg_notify_traffic && relayed && (!last || now_ >= last + 1000)) {
+                    h->core->on_traffic(dp.wg_public_key, h->clock(now_));
+                    h->deadline = std::min(h->deadline, h->to_sim(h->core->next_deadline()));
+                }
+                last = now_;
+                if (relayed) {
+                    transmit(*h, dp.relay_endpoint, std::move(frame));
+                } else {
+                    transmit(*h, *dp.endpoint, std::move(frame), wg_port);
+                }
             }
         }
         if (wg_frames_.size() > 100000) wg_frames_.clear();  // lost ones

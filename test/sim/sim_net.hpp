@@ -13,6 +13,7 @@
 #include <optional>
 #include <queue>
 #include <random>
+#include <set>
 #include <span>
 #include <string>
 #include <tuple>
@@ -89,6 +90,9 @@ struct sim_host {
     // only the bytes on the wire (payload = the frame after the RELAY_DATA header).
     std::function<bool(std::span<const uint8_t> payload)> relay_filter;
     uint64_t relay_filtered = 0;
+    // Datagrams from these source addresses (as they arrive: a LAN neighbour's own address, a
+    // NAT's public one) are dropped on the way in: a path that silently died.
+    std::vector<ip_address> drop_from;
     // Simulated WireGuard (sim_net::simulate_wireguard): bytes per peer node.
     std::map<std::string, uint64_t> wg_tx, wg_rx;
     std::vector<meshd::core_log_event> log;  // everything the core logged
@@ -153,16 +157,26 @@ public:
     meshd::path_kind path(const std::string& a, const std::string& b);
     std::optional<meshd::peer_view> peer(const std::string& a, const std::string& b);
 
-    // Simulated WireGuard: every `interval_ms` each relayed pair's end sends one `size`-byte
-    // frame shaped like WireGuard data (type 4, random bytes) through the relay it sends through,
-    // and every 2 s each core is told its WireGuard counters (on_wireguard_counters), as the
-    // daemon's device read does. Probes are 96 bytes; choose another size.
-    void simulate_wireguard(uint64_t interval_ms = 100, size_t size = 128) {
+    // Simulated WireGuard: every `interval_ms` each pair's end sends one `size`-byte frame shaped
+    // like WireGuard data (type 4, random bytes): a relayed end through the relay it sends
+    // through, a direct end with an endpoint to the peer's WireGuard port (wg_port); every 2 s
+    // each core is told its WireGuard counters (on_wireguard_counters), as the daemon's device
+    // read does. Probes are 96 bytes; choose another size. `pairs` (a, b): only a sends to b
+    // (both directions need both); empty: every pair. Called again, it replaces the set.
+    void simulate_wireguard(uint64_t interval_ms = 100, size_t size = 128,
+                            std::set<std::pair<std::string, std::string>> pairs = {}) {
         wg_interval_ms_ = interval_ms;
         wg_size_ = size;
+        wg_pairs_ = std::move(pairs);
         next_wg_ms_ = now_;
-        next_wg_read_ms_ = now_ + 2000;
+        if (next_wg_read_ms_ == UINT64_MAX) next_wg_read_ms_ = now_ + 2000;
     }
+    // As the daemon's relay proxy does (node_core::on_traffic): a relayed end's first simulated
+    // frame to a peer after a quiet second is reported to its core at once.
+    bool wg_notify_traffic = false;
+    // No more simulated WireGuard frames (an idle cluster); the counter reads go on.
+    void stop_wireguard() { next_wg_ms_ = UINT64_MAX; }
+    static constexpr uint16_t wg_port = 51820;
     // A datagram from any source (an attacker's raw socket: the source may be spoofed), routed
     // from the public core like any other.
     void inject(const wg_endpoint& from, const wg_endpoint& to, std::vector<uint8_t> bytes,
@@ -212,6 +226,8 @@ private:
     size_t wg_size_ = 128;
     uint64_t next_wg_ms_ = UINT64_MAX, next_wg_read_ms_ = UINT64_MAX;
     std::map<uint64_t, std::pair<sim_host*, sim_host*>> wg_frames_;  // counter field -> (from, to)
+    std::set<std::pair<std::string, std::string>> wg_pairs_;         // empty: all
+    std::map<std::pair<sim_host*, std::string>, uint64_t> wg_last_sent_;  // wg_notify_traffic
 };
 
 }  // namespace mw::sim

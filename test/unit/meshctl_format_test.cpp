@@ -246,6 +246,21 @@ TEST_CASE("meshctl: status") {
                                  "found; dropped: malformed=1 ignored=0\n") != std::string::npos);
     md["mdns"] = nullptr;
     CHECK(format_status(md).find("mdns:           off\n") != std::string::npos);
+    // The control traffic rate (issue 18): absent from an older meshd, null before a window.
+    CHECK(format_status(sample_status()).find("control rate:") == std::string::npos);
+    json tr = sample_status();
+    tr["controlTraffic"] = {{"rxPackets", 40}, {"rxBytes", 6000},      {"txPackets", 44},
+                            {"txBytes", 6100}, {"perSecond", nullptr}, {"activePairs", 0}};
+    CHECK(format_status(tr).find("control rate:   in -, out -; 0 active pairs\n") !=
+          std::string::npos);
+    tr["controlTraffic"]["perSecond"] = {{"rxPackets", 0.2},
+                                         {"rxBytes", 30.4},
+                                         {"txPackets", 0.3},
+                                         {"txBytes", 35.0},
+                                         {"windowMs", 10000}};
+    tr["controlTraffic"]["activePairs"] = 2;
+    CHECK(format_status(tr).find("control rate:   in 0.2 pkt/s 30 B/s, out 0.3 pkt/s 35 B/s; 2 "
+                                 "active pairs\n") != std::string::npos);
     // Peers by how they were learned, and the record cache: a line each when meshd reports them.
     CHECK(format_status(sample_status()).find("learned via:") == std::string::npos);
     CHECK(format_status(sample_status()).find("record cache:") == std::string::npos);

@@ -58,6 +58,9 @@ node_snapshot example() {
     s.records = 4;
     s.relay_wg_stalls = 2;
     s.probe_frames_dropped = 3;
+    s.traffic = control_traffic{10, 1500, 12, 1700};
+    s.traffic_rate = control_traffic_rate{0.5, 70, 0.6, 80, 10000};
+    s.active_pairs = 1;
     return s;
 }
 
@@ -92,6 +95,14 @@ TEST_CASE("node snapshot: meshctl status and the metrics show the same counts") 
     CHECK(has_line(m, "meshwire_records 4"));
     CHECK(has_line(m, "meshwire_relay_wg_stalls_total 2"));
     CHECK(has_line(m, "meshwire_probe_frames_dropped_total 3"));
+    // Our control traffic (issue 18): totals in both views, the rate in meshctl's.
+    CHECK(st["controlTraffic"]["rxPackets"] == 10);
+    CHECK(st["controlTraffic"]["txBytes"] == 1700);
+    CHECK(st["controlTraffic"]["perSecond"]["txBytes"] == 80.0);
+    CHECK(st["controlTraffic"]["activePairs"] == 1);
+    CHECK(has_line(m, "meshwire_control_packets_total{direction=\"in\"} 10"));
+    CHECK(has_line(m, "meshwire_control_bytes_total{direction=\"out\"} 1700"));
+    CHECK(has_line(m, "meshwire_active_pairs 1"));
     CHECK(st["node"]["relayRole"] == true);
     CHECK(st["node"]["backend"] == "userspace");
     CHECK(m.find("meshwire_relay_role{state=\"active\"") != std::string::npos);

@@ -197,6 +197,62 @@ def ping_retry(pod, addr, within=HANDSHAKE_BOUND, expect_ok=True, diagnose=True,
         time.sleep(0.2)
 
 
+class _BackgroundPing:
+    def __init__(self, pod, addr, interval):
+        fam = "-6" if ":" in addr else "-4"
+        self.name = "%s -> %s" % (pod.name, addr)
+        # Line-buffered into its log, so replies can be counted while it runs.
+        self.proc = pod.netns.popen(["stdbuf", "-oL", "ping", fam, "-n", "-D", "-i", str(interval),
+                                     addr], name="ping-bg")
+
+    def replies(self):
+        with open(self.proc.log_path, errors="replace") as f:
+            return f.read().count(" bytes from ")
+
+    def wait_reply(self, within):
+        """Seconds until a reply newer than this call arrived; AssertionError after `within`."""
+        t0, n = time.monotonic(), self.replies()
+        while self.replies() <= n:
+            if not self.proc.alive():
+                raise AssertionError("ping %s exited:\n%s" % (self.name, self.log_tail()))
+            if time.monotonic() - t0 > within:
+                raise AssertionError("ping %s: no reply within %.1fs:\n%s" % (
+                    self.name, within, self.log_tail()))
+            time.sleep(0.1)
+        return time.monotonic() - t0
+
+    def log_tail(self, lines=12):
+        with open(self.proc.log_path, errors="replace") as f:
+            return "".join(f.readlines()[-lines:])
+
+
+@contextlib.contextmanager
+def background_ping(pod, addr, interval=0.5):
+    """A pod pinging `addr` every `interval` s while the block runs (a user's traffic: under
+    adaptive liveness only pairs that carry traffic are probed). Stopped on leaving, also on
+    failure. wait_reply() waits for replies to resume."""
+    p = _BackgroundPing(pod, addr, interval)
+    try:
+        yield p
+    finally:
+        p.proc.stop()
+
+
+@contextlib.contextmanager
+def pods_pinging(pod_a, pod_b, within):
+    """pod_a pings pod_b's IPv4 address and pod_b pod_a's IPv6 one, every 0.5 s, both flowing
+    (within `within` s) when the block starts. Yields resumed(): waits until both got a reply
+    newer than the call (each within `within` s) and returns the seconds it took."""
+    with background_ping(pod_a, pod_b.addr4) as p_ab, background_ping(pod_b, pod_a.addr6) as p_ba:
+        def resumed():
+            t0 = time.monotonic()
+            for p in (p_ab, p_ba):
+                p.wait_reply(within=within)
+            return time.monotonic() - t0
+        resumed()
+        yield resumed
+
+
 @contextlib.contextmanager
 def block_udp(node, other):
     """Drops every UDP datagram between node and other (both address families, both ways) with

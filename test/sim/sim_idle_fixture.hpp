@@ -1,0 +1,158 @@
+// An idle cluster on the simulated network and what each node sends, by kind (issue 18): shared
+// by sim_idle_test.cpp (bounds) and test/bench/mesh/core_idle_bench.cpp (the growth curve).
+#pragma once
+
+#include <algorithm>
+#include <cstdint>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "test/sim/sim_net.hpp"
+
+namespace mw::sim {
+
+// What a host sent, by the datagram's type byte (RELAY_DATA sent by a relay: forwarded).
+struct sent_counts {
+    // PING, PONG, COOKIE_REPLY, dial-back, in-band probe frames: liveness
+    uint64_t probe_packets = 0, probe_bytes = 0;
+    // RELAY_SESSION_REQUEST / ACCEPT / REJECT: relayed pairs' sessions
+    uint64_t session_packets = 0, session_bytes = 0;
+    // HELLO, RECORDS: membership (record refresh is not adaptive liveness's; reported only)
+    uint64_t member_packets = 0, member_bytes = 0;
+    // AE_DIGEST, AE_SUMMARY, AE_WANT: anti-entropy rounds with LAN neighbours (RECORDS they
+    // bring count as membership)
+    uint64_t ae_packets = 0, ae_bytes = 0;
+    uint64_t forwarded_packets = 0, forwarded_bytes = 0;  // a relay forwarding RELAY_DATA
+};
+
+// Counts every datagram the hosts send (sim_net::on_send) while it lives.
+class send_meter {
+public:
+    explicit send_meter(sim_net& net) : net_(net) {
+        net.on_send = [this](const sim_host& src, const wg_endpoint&,
+                             const std::vector<uint8_t>& b) { add(src, b); };
+    }
+    ~send_meter() { net_.on_send = nullptr; }
+    send_meter(const send_meter&) = delete;
+    send_meter& operator=(const send_meter&) = delete;
+    const sent_counts& of(const std::string& name) { return counts_[name]; }
+
+private:
+    void add(const sim_host& src, const std::vector<uint8_t>& b) {
+        auto& c = counts_[src.name];
+        const uint8_t type = b.size() >= 4 && b[0] == 'M' && b[1] == 'W' ? b[3] : 0;
+        if (type == 0x80 && src.relay) {
+            ++c.forwarded_packets, c.forwarded_bytes += b.size();
+        } else if (type == 0x01 || type == 0x02) {
+            ++c.member_packets, c.member_bytes += b.size();
+        } else if (type >= 0x0b && type <= 0x0d) {
+            ++c.ae_packets, c.ae_bytes += b.size();
+        } else if (type >= 0x05 && type <= 0x07) {
+            ++c.session_packets, c.session_bytes += b.size();
+        } else {
+            ++c.probe_packets, c.probe_bytes += b.size();
+        }
+    }
+    sim_net& net_;
+    std::map<std::string, sent_counts> counts_;
+};
+
+// Per minute of an idle cluster: a LAN node's mean (and max) and the relays' mean.
+struct idle_figures {
+    size_t nodes = 0;
+    bool converged = false;    // every node knew every other within the limit
+    bool counts_match = true;  // each LAN core's own tx count (traffic()) = what left its host
+    double lan_probe_bytes = 0, lan_probe_packets = 0, lan_probe_max_bytes = 0;
+    double lan_session_bytes = 0, lan_session_packets = 0, lan_member_bytes = 0;
+    double lan_ae_bytes = 0, lan_ae_packets = 0;
+    double lan_rx_packets = 0;  // datagrams the core took in (all kinds)
+    double relayed_pairs = 0;   // per LAN node
+    double relay_probe_bytes = 0, relay_forwarded_bytes = 0, relay_member_bytes = 0;
+    size_t active_pairs = 0, pairs_without_path = 0;
+};
+
+// Three public relays and `lans` LANs of `per_lan` nodes behind NATs (cone and symmetric in turn:
+// pairs within a LAN are direct, across LANs relayed). Started, converged, left alone for
+// `settle_ms` (the start-up's active spells end), then measured for `measure_ms`; figures are
+// per minute. Anti-entropy rounds back off from 10 s to 160 s while digests match: a window of
+// 160 s or more from settle_ms >= 150 s shows their steady state, a shorter one a round or two.
+inline idle_figures measure_idle_cluster(int lans, int per_lan, uint64_t seed,
+                                         uint64_t settle_ms = 60000, uint64_t measure_ms = 60000) {
+    sim_net net(seed);
+    // Three equally good relays: a pair keeps sessions at two, spread by its rendezvous hash.
+    // 200 nodes in LANs of 9 make ~18,000 relayed pairs, more than one relay's session table
+    // holds (16,384): with relays of different RTTs every pair would want the best one, whose
+    // REJECTs (capacity) then move pairs around every relay_exclude_ms.
+    net.add_public("relay1", 3).relay = true;
+    net.add_public("relay2", 3).relay = true;
+    net.add_public("relay3", 3).relay = true;
+    std::vector<std::string> lan_nodes;
+    for (int l = 0; l < lans; ++l) {
+        int lan = net.add_lan(l % 2 == 1, 2 + l % 4);
+        for (int i = 0; i < per_lan; ++i) {
+            lan_nodes.push_back("n" + std::to_string(l) + "-" + std::to_string(i));
+            net.add_lan_host(lan, lan_nodes.back());
+        }
+    }
+    auto specs = net.relay_specs();
+    for (auto& h : net.hosts()) {
+        h->keep_log = false;
+        net.start_core(*h, specs);
+    }
+    idle_figures f;
+    f.nodes = net.hosts().size();
+    f.converged = net.run_until(
+        [&] {
+            for (auto& h : net.hosts()) {
+                if (h->core->peers().size() != f.nodes - 1) return false;
+            }
+            return true;
+        },
+        120000);
+    if (!f.converged) return f;
+    net.run_for(settle_ms);
+    send_meter meter(net);
+    std::map<std::string, meshd::control_traffic> before;
+    for (const auto& n : lan_nodes) before[n] = net[n].core->traffic();
+    net.run_for(measure_ms);
+    for (const auto& n : lan_nodes) {
+        const auto& c = meter.of(n);
+        const auto& t = net[n].core->traffic();
+        f.counts_match &=
+            t.tx_packets - before[n].tx_packets ==
+                c.probe_packets + c.session_packets + c.member_packets + c.ae_packets &&
+            t.tx_bytes - before[n].tx_bytes ==
+                c.probe_bytes + c.session_bytes + c.member_bytes + c.ae_bytes;
+        f.lan_rx_packets += double(t.rx_packets - before[n].rx_packets);
+        f.lan_probe_bytes += double(c.probe_bytes);
+        f.lan_probe_packets += double(c.probe_packets);
+        f.lan_probe_max_bytes = std::max(f.lan_probe_max_bytes, double(c.probe_bytes));
+        f.lan_session_bytes += double(c.session_bytes);
+        f.lan_session_packets += double(c.session_packets);
+        f.lan_member_bytes += double(c.member_bytes);
+        f.lan_ae_bytes += double(c.ae_bytes);
+        f.lan_ae_packets += double(c.ae_packets);
+        for (const auto& pv : net[n].core->peers()) {
+            f.relayed_pairs += pv.path == meshd::path_kind::relay;
+            f.pairs_without_path += pv.path == meshd::path_kind::none;
+        }
+    }
+    for (auto& h : net.hosts()) f.active_pairs += h->core->active_pairs();
+    const double n = double(lan_nodes.size());
+    const double per_min = 60000.0 / double(measure_ms);
+    f.lan_probe_bytes *= per_min / n, f.lan_probe_packets *= per_min / n;
+    f.lan_probe_max_bytes *= per_min;
+    f.lan_session_bytes *= per_min / n, f.lan_session_packets *= per_min / n;
+    f.lan_member_bytes *= per_min / n, f.lan_rx_packets *= per_min / n;
+    f.lan_ae_bytes *= per_min / n, f.lan_ae_packets *= per_min / n;
+    f.relayed_pairs /= n;
+    for (const char* r : {"relay1", "relay2", "relay3"}) {
+        f.relay_probe_bytes += double(meter.of(r).probe_bytes) * per_min / 3.0;
+        f.relay_forwarded_bytes += double(meter.of(r).forwarded_bytes) * per_min / 3.0;
+        f.relay_member_bytes += double(meter.of(r).member_bytes) * per_min / 3.0;
+    }
+    return f;
+}
+
+}  // namespace mw::sim
