@@ -97,7 +97,7 @@ def fmt_mb(b):
 
 def vs(fig, kind):
     """`fig` (bytes a month) against the target and the issue's baseline."""
-    return "%.2fx the %s target (%s), %.0fx less than the baseline %s" % (
+    return "%.3gx the %s target (%s), %.3gx less than the baseline %s" % (
         fig / TARGET[kind], fmt_mb(TARGET[kind]), kind, BASELINE[kind] / fig if fig else
         float("inf"), fmt_mb(BASELINE[kind]))
 
@@ -167,18 +167,29 @@ def control(m, node):
     return m.meshctl(node, "status").get("controlTraffic")
 
 
-def snapshot(m):
-    """Every counter the idle window reads, with the time it was read."""
-    s = {"t": time.monotonic(), "link": {}, "wg": {}, "ctl": {}}
-    for n in m.nodes:
+def snapshot(m, end=False):
+    """Every counter the idle window reads, node by node; "t" and "t_ctl": {node: when its
+    interface and its meshd's counters were read}, so that each node's figures are over its own
+    interval (20 nodes take seconds). The interface is read before meshd at the start and after it
+    at the end: its interval holds meshd's, so every control datagram meshd counted as sent is
+    among the frames the interface counted (idle_window checks that)."""
+    s = {"t": {}, "t_ctl": {}, "link": {}, "wg": {}, "ctl": {}}
+
+    def link(n):
+        s["t"][n.name] = time.monotonic()
         s["link"][n.name] = link_stats(n, n.uplink)
+
+    def meshd(n):
         s["wg"][n.name] = wg_transfer(n)
-    for rt in m.t.routers:
-        s["link"][rt.name] = link_stats(rt, rt.uplink)
-    s["wan"] = wan_counters(m)
-    s["t_ctl"] = time.monotonic()
-    for n in m.nodes:
+        s["t_ctl"][n.name] = time.monotonic()
         s["ctl"][n.name] = control(m, n)
+
+    for n in m.nodes:
+        for step in ((meshd, link) if end else (link, meshd)):
+            step(n)
+    for rt in m.t.routers:
+        link(rt)
+    s["t_wan"], s["wan"] = time.monotonic(), wan_counters(m)
     return s
 
 
@@ -279,8 +290,9 @@ def idle_window(m, fails, window, label):
     s0 = snapshot(m)
     with CpuSample(pids) as cpu:
         time.sleep(window)
-    s1 = snapshot(m)
-    secs, csecs = s1["t"] - s0["t"], s1["t_ctl"] - s0["t_ctl"]
+    s1 = snapshot(m, end=True)
+    window_s = s1["t"][m.nodes[0].name] - s0["t"][m.nodes[0].name]
+    wan_s = s1["t_wan"] - s0["t_wan"]
     texts = {}
     for name in ("lan1a", "relay1"):
         if name in m.t.nodes and m[name] in m.nodes:
@@ -290,13 +302,15 @@ def idle_window(m, fails, window, label):
     check_meshd_alive(m, fails, "after the %s idle window" % label)
     active = {n.name: (s1["ctl"][n.name] or {}).get("activePairs") for n in m.nodes}
     print("\n---- %s: idle window %.1f s (%d nodes; active pairs at the end: %s)" % (
-        label, secs, len(m.nodes), ", ".join("%s %s" % kv for kv in active.items() if kv[1])
+        label, window_s, len(m.nodes), ", ".join("%s %s" % kv for kv in active.items() if kv[1])
         or "none"))
     print("%-7s %9s %9s %7s %7s %11s | %9s %9s %7s %7s | %9s %9s | %9s %9s | %7s" % (
         "node", "eth0 in", "out B/s", "pkt/s", "out", "MB/30 d", "ctl in", "out B/s", "pkt/s",
         "out", "wg in", "out B/s", "WAN in", "out B/s", "CPU %"))
-    res = {"lan": [], "relay": [], "secs": secs}
+    res = {"lan": [], "relay": [], "secs": window_s}
     for n in m.nodes:
+        secs = s1["t"][n.name] - s0["t"][n.name]
+        csecs = s1["t_ctl"][n.name] - s0["t_ctl"][n.name]
         rb, rp, tb, tp = diff(s0["link"][n.name], s1["link"][n.name])
         c0, c1 = s0["ctl"][n.name], s1["ctl"][n.name]
         crb, crp, ctb, ctp = (c1[k] - c0[k] for k in ("rxBytes", "rxPackets", "txBytes",
@@ -307,14 +321,14 @@ def idle_window(m, fails, window, label):
         cpu_pct = 100.0 * c / cpu.wall
         kind = "relay" if n.kind == "public" else "lan"
         fig = {"node": n.name, "month": month(rb + tb, secs), "ctl_month": month(crb + ctb, csecs),
-               "wan_month": month(wan[0] + wan[2], secs) if wan else None, "cpu": cpu_pct,
+               "wan_month": month(wan[0] + wan[2], wan_s) if wan else None, "cpu": cpu_pct,
                "pps": (rp + tp) / secs}
         res[kind].append(fig)
         print("%-7s %9.1f %9.1f %7.2f %7.2f %11.1f | %9.1f %9.1f %7.2f %7.2f | %9.1f %9.1f | %9s "
               "%9s | %7.3f" % (
                   n.name, rb / secs, tb / secs, rp / secs, tp / secs, fig["month"] / MB,
-                  crb / csecs, ctb / csecs, crp / csecs, ctp / csecs, wrx / secs, wtx / secs,
-                  "%.1f" % (wan[0] / secs) if wan else "-", "%.1f" % (wan[2] / secs) if wan
+                  crb / csecs, ctb / csecs, crp / csecs, ctp / csecs, wrx / csecs, wtx / csecs,
+                  "%.1f" % (wan[0] / wan_s) if wan else "-", "%.1f" % (wan[2] / wan_s) if wan
                   else "-", cpu_pct))
         # meshd's count of control datagrams sent must not exceed what left the interface
         # (every one leaves by eth0; the interface also carries WireGuard, ARP/ND): otherwise one
@@ -324,6 +338,7 @@ def idle_window(m, fails, window, label):
                       "%d frames" % (n.name, ctp, tp))
     for rt in m.t.routers:
         rb, rp, tb, tp = diff(s0["link"][rt.name], s1["link"][rt.name])
+        secs = s1["t"][rt.name] - s0["t"][rt.name]
         print("%-7s wan0 (the LAN's uplink, %s NAT, all its nodes): in %.1f B/s %.2f pkt/s, out "
               "%.1f B/s %.2f pkt/s = %s a month" % (rt.name, rt.nat, rb / secs, rp / secs,
                                                     tb / secs, tp / secs,
@@ -335,19 +350,19 @@ def idle_window(m, fails, window, label):
           "one core (10 ms ticks: +-%.3f %%)" % (100.0 * 0.01 / cpu.wall))
     for name, line in texts.items():
         print("meshctl status on %s at the end: %s" % (name, line))
-    for name, proc in mix.items():
-        print_mix(name, proc, window)
+    res["mix"] = {name: print_mix(name, proc, window) for name, proc in mix.items()}
     return res
 
 
 def print_mix(name, proc, secs):
-    """traffic_mix's breakdown of a node's eth0 over the window, largest first."""
+    """traffic_mix's breakdown of a node's eth0 over the window, largest first; returns the
+    shares [(kind, %)] (empty when traffic_mix gave nothing)."""
     try:
         proc.wait(15)
         counts = json.loads(proc.log().strip().splitlines()[-1])
     except Exception as e:  # noqa: BLE001 - the breakdown is a diagnosis, not a figure
         print("%s eth0 by kind: traffic_mix gave nothing (%s)" % (name, e))
-        return
+        return []
     total = sum(c[1] + c[3] for c in counts.values()) or 1
     print("%s eth0 by kind over %.0f s (traffic_mix.py; frames, bytes a month, share):" % (
         name, secs))
@@ -355,6 +370,8 @@ def print_mix(name, proc, secs):
         print("    %-24s in %6.2f pkt/s %8.1f B/s, out %6.2f pkt/s %8.1f B/s = %10s a month "
               "%5.1f %%" % (kind, c[0] / secs, c[1] / secs, c[2] / secs, c[3] / secs,
                             fmt_mb(month(c[1] + c[3], secs)), 100.0 * (c[1] + c[3]) / total))
+    return [(k, 100.0 * (c[1] + c[3]) / total)
+            for k, c in sorted(counts.items(), key=lambda kv: -(kv[1][1] + kv[1][3]))]
 
 
 def summarize_idle(res):
@@ -383,6 +400,10 @@ def summarize_idle(res):
         out["cpu_max"] = max(cpus)
         print("idle CPU meshd + wireguard-go per node: max %.3f %%, mean %.3f %% of a core (aim < "
               "%.1f %%)" % (max(cpus), sum(cpus) / len(cpus), CPU_AIM))
+    out["mix"] = {name: ", ".join("%s %.0f %%" % ks for ks in shares[:4])
+                  for name, shares in res.get("mix", {}).items() if shares}
+    for name, text in out["mix"].items():
+        print("largest shares of %s's eth0: %s" % (name, text))
     return out
 
 
@@ -586,6 +607,8 @@ def main():
                 w = six[kind]["worst"]
                 print("idle %-5s node (6 nodes, worst): %s a month (eth0, all traffic) = %s" % (
                     kind, fmt_mb(w["month"]), vs(w["month"], kind)))
+        for name, text in six.get("mix", {}).items():
+            print("largest shares of %s's eth0 (6 nodes): %s" % (name, text))
         if "cpu_max" in six:
             c = six["cpu_max"]
             print("idle CPU meshd + wireguard-go per node: max %.3f %% of a core (aim < %.1f %%): "
@@ -609,6 +632,8 @@ def main():
             print("  %3d nodes: %s (measured with its setup in %.0f s)" % (n, "; ".join(
                 "%s eth0 %s, ctl %s" % (kind, fmt_mb(g[kind]["mean"]), fmt_mb(g[kind]["ctl_mean"]))
                 for kind in ("lan", "relay") if kind in g), g["setup_s"]))
+            for name, text in g.get("mix", {}).items():
+                print("             largest shares of %s's eth0: %s" % (name, text))
     print("growth in the simulator (7, 21, 201 nodes; 1,002 with --lans 111 --per-lan 9): "
           "bench_core_idle (build/test/bench/mesh/core_idle_bench)")
     print("run time: 6-node run %.1f s, total %.1f s" % (t_main, time.monotonic() - t_begin))
