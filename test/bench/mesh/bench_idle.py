@@ -128,8 +128,9 @@ def install_wan_counters(m):
                 rules += ('        oifname "wan0" %s saddr %s counter name "%s_out"\n'
                           '        iifname "wan0" %s daddr %s counter name "%s_in"\n' % (
                               fam, a, n.name, fam, a, n.name))
-        rt.nft("table inet %s {\n%s    chain counting {\n        type filter hook forward priority 5;"
-               " policy accept;\n%s    }\n}\n" % (NFT_TABLE, counters, rules))
+        rt.nft("table inet %s {\n%s    chain counting {\n"
+               "        type filter hook forward priority 5; policy accept;\n%s    }\n}\n" % (
+                   NFT_TABLE, counters, rules))
 
 
 def wan_counters(m):
@@ -435,7 +436,12 @@ def idle_then_send(m, src, dst, kill_lead, idle_since, fails):
         return None, None, None
     time.sleep(kill_lead)
     stream = UdpStream(src, dst, pps=PPS)
-    t_send = send_start(stream)
+    try:
+        t_send = send_start(stream)
+    except Broken as e:
+        fails.add("idle-then-send: %s" % e)
+        stream.stop()
+        return None, relay, None
     deadline = time.monotonic() + 10
     arr = []
     while time.monotonic() < deadline:
@@ -457,9 +463,9 @@ def idle_then_send(m, src, dst, kill_lead, idle_since, fails):
               "in_first_s": len(one_s), "now": peer(m, "lan1a", "lan2a")["relay"],
               "back_now": peer(m, "lan2a", "lan1a")["relay"]})
     print("\n---- idle-then-send: lan1a<->lan2a without traffic for %.1f s, its relay %s (lan2a "
-          "sends via %s) killed %.2f s before the first datagram; first delivered %.0f ms after the first sent "
-          "(seq %d: %d lost before it; %d of %d sent in the first second delivered); lan1a>lan2a "
-          "now via %s, lan2a>lan1a via %s" % (
+          "sends via %s) killed %.2f s before the first datagram; first delivered %.0f ms after "
+          "the first sent (seq %d: %d lost before it; %d of %d sent in the first second "
+          "delivered); lan1a>lan2a now via %s, lan2a>lan1a via %s" % (
               r["idle_s"], relay, back, r["lead_s"], r["ttfp_ms"], seq_first, seq_first,
               r["in_first_s"], PPS, r["now"], r["back_now"]), flush=True)
     if r["now"] == relay:
