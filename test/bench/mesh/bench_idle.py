@@ -630,14 +630,22 @@ def main():
                                pct(f, 50) / FAILOVER_TARGET_MS, max(f),
                                ", ".join("%.0f" % x for x in f)))
     if growth:
-        print("growth, idle per node a month (mean; eth0 = all traffic, ctl = meshd's control):")
+        print("growth, idle per node a month (mean; eth0 = all traffic, (x) against the smallest "
+              "mesh; ctl = meshd's control):")
+        first = None
         for n, g in sorted(growth.items()):
             if not g:
                 print("  %3d nodes: not measured (see FAIL)" % n)
                 continue
-            print("  %3d nodes: %s (measured with its setup in %.0f s)" % (n, "; ".join(
-                "%s eth0 %s, ctl %s" % (kind, fmt_mb(g[kind]["mean"]), fmt_mb(g[kind]["ctl_mean"]))
-                for kind in ("lan", "relay") if kind in g), g["setup_s"]))
+            first = first or g
+
+            def fig(kind):
+                ratio = ("" if first is g or kind not in first else
+                         " (x%.2f)" % (g[kind]["mean"] / first[kind]["mean"]))
+                return "%s eth0 %s%s, ctl %s" % (kind, fmt_mb(g[kind]["mean"]), ratio,
+                                                 fmt_mb(g[kind]["ctl_mean"]))
+            print("  %3d nodes: %s (measured with its setup in %.0f s)" % (
+                n, "; ".join(fig(kind) for kind in ("lan", "relay") if kind in g), g["setup_s"]))
             for name, text in g.get("mix", {}).items():
                 print("             largest shares of %s's eth0: %s" % (name, text))
     print("growth in the simulator (7, 21, 201 nodes; 1,002 with --lans 111 --per-lan 9): "
