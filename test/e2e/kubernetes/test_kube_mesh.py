@@ -20,6 +20,8 @@ scenario main (CTest e2e_kube_mesh, about 60 s):
                     token is written to the token files 2 s later: each meshd lists and watches
                     with it, and k3's Node deleted afterwards leaves k1's view (learnedVia without
                     "kubernetes"; the record stays: it comes signed from the mesh)
+  requireNode       k2 runs with kubernetes.requireNode: k3 without its Node is dropped there and
+                    stays refused while k1 (without the option) keeps it
 scenario outage (CTest e2e_kube_outage, about 90 s):
   the API down 60 s: k1's WireGuard peers (keys, endpoints, allowed IPs), its routes on the
   WireGuard interface and its paths are the same after as before, the pods still reach each
@@ -105,6 +107,8 @@ def main():
             cfg.pop("podCIDRs", None)
             cfg["kubernetes"] = {"enable": True, "apiServer": server,
                                  "caFile": os.path.join(d, "ca.crt"), "tokenFile": tok}
+            if name == "k2":
+                cfg["kubernetes"]["requireNode"] = True  # k1 does not: the two are compared
             m.write_config(n)
 
         def put_node(name, **extra):
@@ -207,6 +211,16 @@ def main():
                 "kubernetes" not in (learned(m, "k1", "k3") or []), learned(m, "k1", "k3")),
                 SEEN_BOUND)
             expect(learned(m, "k1", "k3") is not None, "k3's record is gone with its Node")
+
+        @check("requireNode (k2): k3 without a Node is refused; k1 (without it) keeps k3")
+        def _():
+            wait_for("k2 drops k3", lambda: (learned(m, "k2", "k3") is None,
+                                             learned(m, "k2", "k3")), SEEN_BOUND)
+            expect("nodes without a Kubernetes Node removed" in m.log(m["k2"]),
+                   "k2 did not log the removal")
+            time.sleep(3.0)  # k3 keeps talking to k2: still refused
+            expect(learned(m, "k2", "k3") is None, "k3 came back on k2")
+            expect(learned(m, "k1", "k3") is not None, "k1 dropped k3")
 
     def outage(m, api, put_node, pods):
         k1 = m["k1"]
