@@ -1,10 +1,15 @@
 #include "meshd/meshd_cli.hpp"
 
+#include <algorithm>
+#include <chrono>
 #include <cstring>
 #include <string_view>
+#include <thread>
 
 #include "common/log.hpp"
 #include "meshd/identity_store.hpp"
+#include "meshd/kube_access.hpp"
+#include "meshd/kube_client.hpp"
 #include "meshd/meshd_config.hpp"
 #include "meshd/meshd_runtime.hpp"
 #include "meshd/node_file.hpp"
@@ -56,7 +61,21 @@ DESCRIPTION
     edits apply live; other edits are logged as needing a restart. metrics.listen serves Prometheus text at /metrics.
 
     Not implemented yet: the Kademlia DHT (dht.enable is accepted and ignored; across LANs nodes
-    meet only through relays or dht.bootstrap nodes), the Kubernetes integration.
+    meet only through relays or dht.bootstrap nodes).
+
+    Kubernetes (kubernetes.enable): meshd lists and watches the API's Nodes (its own thread;
+    410 Gone re-lists, errors back off 1-15 s with jitter; no discovery endpoint is used, so
+    KubeEdge's edge endpoint works). It publishes meshwire.io/node-id,
+    meshwire.io/wireguard-public-key and meshwire.io/control-port on its own Node (merge PATCH;
+    RBAC: get, list, watch and patch on nodes). Other Nodes carrying meshwire.io/node-id are a
+    discovery source (learnedVia "kubernetes"): their InternalIP and ExternalIP addresses at
+    their control port are path candidates (records still come signed from the mesh). Without
+    podCIDRs in the config they are taken from the own Node's spec.podCIDRs at startup (meshd
+    waits for them); with both, the config wins and a difference is logged. The API being
+    unreachable tears nothing down. The way in, first match: apiServer or metaServer (with
+    caFile, certFile + keyFile, tokenFile), else kubeConfig, else in-cluster (the service
+    account's token, re-read as it rotates, and CA). https is always verified (no insecure
+    mode); http:// only to a loopback address named explicitly.
 
 OPTIONS
     -c, --config FILE   The YAML configuration (default /etc/meshwire/meshd.yaml).
@@ -69,7 +88,8 @@ OPTIONS
 CONFIGURATION (YAML; unknown fields are errors; an annotated example is conf/meshd.yaml)
     nodeName            This node's name (default: $NODE_NAME, else the hostname);
                         1-253 characters of A-Z a-z 0-9 . _ -
-    podCIDRs            Required. This node's pod CIDRs, at most 8, e.g. [10.244.1.0/24, fd00:244:1::/64]
+    podCIDRs            This node's pod CIDRs, at most 8, e.g. [10.244.1.0/24, fd00:244:1::/64];
+                        required unless kubernetes.enable (then default: the Node's spec.podCIDRs)
     clusterCIDRs        The cluster's pod address space, e.g. [10.244.0.0/16, fd00:244::/32]: other
                         nodes' pod CIDRs are routed only if inside it with exactly the block size
                         (strongly advised; without it a warning is logged at startup)
@@ -99,8 +119,16 @@ CONFIGURATION (YAML; unknown fields are errors; an annotated example is conf/mes
     revokedNodes        [node ID, ...] 64 hex digits each (meshctl peers --json "id"): their
                         records, messages and sessions are refused (a stolen node; also rotate
                         the PSK). Applies live (default [])
-    kubernetes.enable   Kubernetes integration (default false; not implemented yet)
-    kubernetes.apiServer, kubernetes.kubeConfig   https:// URL, absolute path
+    kubernetes.enable   Kubernetes integration (default false; see DESCRIPTION)
+    kubernetes.apiServer  the API's URL, https://HOST[:PORT] (http:// only to loopback)
+    kubernetes.metaServer KubeEdge's edge endpoint (EdgeMesh's name), e.g. http://127.0.0.1:10550
+                        (its default) or https://127.0.0.1:10550 with caFile/certFile/keyFile
+    kubernetes.kubeConfig a kubeconfig (absolute path): current-context's server, CA, token,
+                        tokenFile or client certificate; exec plugins are not supported
+    kubernetes.caFile, .certFile, .keyFile, .tokenFile   absolute paths (PEM CA bundle, client
+                        certificate and key, bearer token re-read before each request)
+    kubernetes.requireNode  refuse mesh peers whose node ID no Node carries (default false;
+                        applies from the first node list on, follows the API live)
     metrics.listen      Prometheus endpoint IP:PORT (default: none)
     logLevel            debug | info | warn | error (default info)
 
@@ -144,6 +172,42 @@ std::string join_cidrs(const meshd_config& c) {
     return s;
 }
 
+kube_settings kube_settings_of(const meshd_config& c) {
+    return kube_settings{c.kubernetes_api_server,  c.kubernetes_meta_server,
+                         c.kubernetes_kube_config, c.kubernetes_ca_file,
+                         c.kubernetes_cert_file,   c.kubernetes_key_file,
+                         c.kubernetes_token_file};
+}
+
+// podCIDRs omitted with kubernetes.enable: our Node's spec.podCIDRs, asked for until the API
+// answers with valid ones (node.json and our record need them before anything else starts).
+// Returns false only when stopped by a signal meanwhile.
+bool pod_cidrs_from_node(meshd_config& c) {
+    auto a = resolve_kube_access(kube_settings_of(c), kube_environment::from_process());
+    if (!a) return false;  // checked by load_checked already
+    std::chrono::milliseconds wait(1000);
+    while (true) {
+        auto n = kube_client::get_node(*a, c.node_name, std::chrono::seconds(30));
+        std::string why;
+        if (!n) {
+            why = n.err().message;
+        } else if (auto s = check_node_pod_cidrs(c, n->pod_cidrs); !s) {
+            why = s.err().message;
+            for (const auto& b : n->bad_pod_cidrs) why += "; not a CIDR: " + b;
+        } else {
+            c.pod_cidrs = n->pod_cidrs;
+            log::info("podCIDRs taken from our Node's spec.podCIDRs",
+                      {{"node", c.node_name}, {"pod_cidrs", join_cidrs(c)}});
+            return true;
+        }
+        log::warn(
+            "waiting for our Node's spec.podCIDRs (podCIDRs is not in the config)",
+            {{"node", c.node_name}, {"error", why}, {"retry_in_ms", std::to_string(wait.count())}});
+        std::this_thread::sleep_for(wait);
+        wait = std::min<std::chrono::milliseconds>(wait * 2, std::chrono::seconds(15));
+    }
+}
+
 // The config and the PSK file it names: both must be valid for meshd to start, so --check-config
 // checks both.
 result<meshd_config> load_checked(const std::string& path) {
@@ -153,9 +217,10 @@ result<meshd_config> load_checked(const std::string& path) {
     if (!psk) return psk.err();
     if (!psk->warning().empty()) log::warn(psk->warning(), {{"path", c->psk_path}});
     if (c->kubernetes_enable) {
-        log::warn(
-            "kubernetes integration is not implemented yet; the kubernetes section was "
-            "validated and is ignored");
+        // The way in, its files and certificates: a bad path or certificate is a config error
+        // naming the field, here rather than in the client's retry loop.
+        auto a = resolve_kube_access(kube_settings_of(*c), kube_environment::from_process());
+        if (!a) return a.err();
     }
     return c;
 }
@@ -201,6 +266,7 @@ int run(const std::string& path) {
         return exit_failure;
     }
     if (id->created) log::info("created a new node identity", {{"path", id->path}});
+    if (c->pod_cidrs.empty() && !pod_cidrs_from_node(*c)) return exit_config;
 
     node_file nf{c->node_name, c->pod_cidrs, c->mtu};
     if (auto w = nf.write(c->node_file_path()); !w) {

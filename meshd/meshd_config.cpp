@@ -1,5 +1,7 @@
 #include "meshd/meshd_config.hpp"
 
+#include "meshd/kube_access.hpp"
+
 #include <unistd.h>
 #include <yaml-cpp/yaml.h>
 
@@ -393,6 +395,29 @@ size_t count_documents(std::string_view text) {
     return docs;
 }
 
+// Why other nodes would refuse to route this node's pod CIDR (the route authority's rules), as the
+// end of a sentence, or nothing.
+std::optional<std::string> pod_cidr_problem(const meshd_config& c, const ip_prefix& pc) {
+    const int mask = pc.is_v4() ? c.node_cidr_mask_v4 : c.node_cidr_mask_v6;
+    const std::string key = pc.is_v4() ? "ipv4" : "ipv6";
+    if (!c.cluster_cidrs.empty()) {
+        bool inside =
+            std::any_of(c.cluster_cidrs.begin(), c.cluster_cidrs.end(), [&](const ip_prefix& cc) {
+                return cc.family() == pc.family() && cc.length() <= pc.length() &&
+                       cc.contains(pc.address());
+            });
+        if (!inside) return " is outside clusterCIDRs; other nodes would refuse to route it";
+        if (pc.length() != mask) {
+            return " is not a /" + std::to_string(mask) + " (nodeCIDRMaskSize." + key +
+                   "); other nodes would refuse to route it";
+        }
+    } else if (pc.length() < mask) {
+        return " is larger than a /" + std::to_string(mask) + " (nodeCIDRMaskSize." + key +
+               "); other nodes would refuse to route it";
+    }
+    return std::nullopt;
+}
+
 meshd_config parse_tree(const YAML::Node& root, const config_environment& env) {
     meshd_config c;
     if (root.IsNull())
@@ -424,12 +449,19 @@ meshd_config parse_tree(const YAML::Node& root, const config_environment& env) {
         }
     }
 
-    // Required until the Kubernetes client can read the node's spec.podCIDRs.
+    // Required unless kubernetes.enable: then this node's Node (spec.podCIDRs) gives them.
+    bool k8s = false;
+    if (auto n = top.get("kubernetes");
+        n && n->IsMap() && (*n)["enable"] && (*n)["enable"].IsScalar()) {
+        k8s = (*n)["enable"].as<std::string>() == "true";
+    }
     auto cidrs = top.get("podCIDRs");
-    if (!cidrs)
+    if (!cidrs && !k8s)
         fail("podCIDRs", root,
-             "is required (this node's pod CIDRs, e.g. [10.244.1.0/24, fd00:244:1::/64])");
-    c.pod_cidrs = parse_pod_cidrs(*cidrs, "podCIDRs");
+             "is required (this node's pod CIDRs, e.g. [10.244.1.0/24, fd00:244:1::/64]) unless "
+             "kubernetes.enable is true");
+    if (cidrs && !(k8s && cidrs->IsSequence() && cidrs->size() == 0))
+        c.pod_cidrs = parse_pod_cidrs(*cidrs, "podCIDRs");
 
     // The route authority's bounds; this node's own blocks must satisfy them, or every other node
     // would refuse to route them.
@@ -454,31 +486,8 @@ meshd_config parse_tree(const YAML::Node& root, const config_environment& env) {
         }
     }
     for (size_t i = 0; i < c.pod_cidrs.size(); ++i) {
-        const auto& pc = c.pod_cidrs[i];
-        const int mask = pc.is_v4() ? c.node_cidr_mask_v4 : c.node_cidr_mask_v6;
-        const std::string key = pc.is_v4() ? "ipv4" : "ipv6";
-        const std::string p = item_path("podCIDRs", i);
-        if (!c.cluster_cidrs.empty()) {
-            bool inside = std::any_of(
-                c.cluster_cidrs.begin(), c.cluster_cidrs.end(), [&](const ip_prefix& cc) {
-                    return cc.family() == pc.family() && cc.length() <= pc.length() &&
-                           cc.contains(pc.address());
-                });
-            if (!inside) {
-                fail(p, (*cidrs)[i],
-                     quoted(pc.str()) +
-                         " is outside clusterCIDRs; other nodes would refuse to route it");
-            }
-            if (pc.length() != mask) {
-                fail(p, (*cidrs)[i],
-                     quoted(pc.str()) + " is not a /" + std::to_string(mask) +
-                         " (nodeCIDRMaskSize." + key + "); other nodes would refuse to route it");
-            }
-        } else if (pc.length() < mask) {
-            fail(p, (*cidrs)[i],
-                 quoted(pc.str()) + " is larger than a /" + std::to_string(mask) +
-                     " (nodeCIDRMaskSize." + key + "); other nodes would refuse to route it");
-        }
+        if (auto why = pod_cidr_problem(c, c.pod_cidrs[i]))
+            fail(item_path("podCIDRs", i), (*cidrs)[i], quoted(c.pod_cidrs[i].str()) + *why);
     }
 
     if (auto n = top.get("interface")) {
@@ -573,20 +582,43 @@ meshd_config parse_tree(const YAML::Node& root, const config_environment& env) {
     }
 
     if (auto n = top.get("kubernetes")) {
-        mapping m(*n, "kubernetes", {"enable", "apiServer", "kubeConfig"});
+        mapping m(*n, "kubernetes",
+                  {"enable", "apiServer", "metaServer", "kubeConfig", "caFile", "certFile",
+                   "keyFile", "tokenFile", "requireNode"});
         if (auto e = m.get("enable")) c.kubernetes_enable = as_bool(*e, m.path("enable"));
-        if (auto a = m.get("apiServer")) {
-            c.kubernetes_api_server = as_string(*a, m.path("apiServer"));
-            // BRIEF: the Kubernetes API (and KubeEdge's edge endpoint) is only spoken over HTTPS.
-            if (c.kubernetes_api_server.rfind("https://", 0) != 0 ||
-                c.kubernetes_api_server.size() <= 8) {
-                fail(m.path("apiServer"), *a,
-                     quoted(c.kubernetes_api_server) +
-                         " must be an https:// URL (plain HTTP is refused)");
-            }
+        // BRIEF: the Kubernetes API is spoken over verified HTTPS; plain http:// only to a
+        // loopback endpoint the operator names (KubeEdge's edge endpoint without TLS).
+        for (auto [key, out] : {std::pair{"apiServer", &c.kubernetes_api_server},
+                                std::pair{"metaServer", &c.kubernetes_meta_server}}) {
+            auto a = m.get(key);
+            if (!a) continue;
+            *out = as_string(*a, m.path(key));
+            if (out->empty()) continue;  // print_yaml's "not set"
+            kube_access probe;
+            if (auto s = parse_kube_url(*out, m.path(key), probe); !s)
+                fail(m.path(key), *a, s.err().message.substr(m.path(key).size() + 2));
         }
-        if (auto k = m.get("kubeConfig"))
-            c.kubernetes_kube_config = as_absolute_path(*k, m.path("kubeConfig"));
+        if (!c.kubernetes_api_server.empty() && !c.kubernetes_meta_server.empty()) {
+            fail(m.path("metaServer"), *n, "and apiServer are both set; give one of them");
+        }
+        for (auto [key, out] : {std::pair{"kubeConfig", &c.kubernetes_kube_config},
+                                std::pair{"caFile", &c.kubernetes_ca_file},
+                                std::pair{"certFile", &c.kubernetes_cert_file},
+                                std::pair{"keyFile", &c.kubernetes_key_file},
+                                std::pair{"tokenFile", &c.kubernetes_token_file}}) {
+            auto k = m.get(key);
+            if (!k) continue;
+            if (k->IsScalar() && k->as<std::string>().empty()) continue;  // "not set"
+            *out = as_absolute_path(*k, m.path(key));
+        }
+        if (c.kubernetes_cert_file.empty() != c.kubernetes_key_file.empty()) {
+            const bool cert = !c.kubernetes_cert_file.empty();
+            fail(m.path(cert ? "certFile" : "keyFile"), *n,
+                 std::string("is set without ") + (cert ? "keyFile" : "certFile") +
+                     " (a client certificate needs both)");
+        }
+        if (auto r = m.get("requireNode"))
+            c.kubernetes_require_node = as_bool(*r, m.path("requireNode"));
     }
 
     if (auto n = top.get("metrics")) {
@@ -639,6 +671,29 @@ config_environment config_environment::from_process() {
     char host[256] = {};
     if (::gethostname(host, sizeof host - 1) == 0) env.hostname = host;
     return env;
+}
+
+status check_node_pod_cidrs(const meshd_config& c, const std::vector<ip_prefix>& cidrs) {
+    const std::string where = "Node " + quoted(c.node_name) + " spec.podCIDRs";
+    if (cidrs.empty()) return error(errc::invalid_argument, where + " is empty");
+    if (cidrs.size() > meshd_config::max_pod_cidrs) {
+        return error(errc::invalid_argument,
+                     where + " has " + std::to_string(cidrs.size()) + " entries; at most " +
+                         std::to_string(meshd_config::max_pod_cidrs) + " are supported");
+    }
+    for (size_t i = 0; i < cidrs.size(); ++i) {
+        const auto& pc = cidrs[i];
+        const std::string p = where + "[" + std::to_string(i) + "] " + quoted(pc.str());
+        if (!(pc.network() == pc)) return error(errc::invalid_argument, p + " has host bits set");
+        if (pc.length() > (pc.is_v4() ? 30 : 126))
+            return error(errc::invalid_argument, p + " is too small to hold pods");
+        for (size_t j = 0; j < i; ++j) {
+            if (cidrs[j].contains(pc.address()) || pc.contains(cidrs[j].address()))
+                return error(errc::invalid_argument, p + " overlaps " + cidrs[j].str());
+        }
+        if (auto why = pod_cidr_problem(c, pc)) return error(errc::invalid_argument, p + *why);
+    }
+    return {};
 }
 
 bool valid_node_name(std::string_view name) {
@@ -699,8 +754,12 @@ result<meshd_config> load_meshd_config(const std::string& path, const config_env
 std::string print_yaml(const meshd_config& c) {
     std::ostringstream o;
     o << "nodeName: " << quoted(c.node_name) << "\n";
-    o << "podCIDRs:\n";
-    for (const auto& p : c.pod_cidrs) o << "  - " << quoted(p.str()) << "\n";
+    if (c.pod_cidrs.empty()) {
+        o << "podCIDRs: []\n";  // from the Node (kubernetes.enable)
+    } else {
+        o << "podCIDRs:\n";
+        for (const auto& p : c.pod_cidrs) o << "  - " << quoted(p.str()) << "\n";
+    }
     o << "clusterCIDRs: [";
     for (size_t i = 0; i < c.cluster_cidrs.size(); ++i)
         o << (i ? ", " : "") << quoted(c.cluster_cidrs[i].str());
@@ -744,10 +803,14 @@ std::string print_yaml(const meshd_config& c) {
         o << (i ? ", " : "") << quoted(c.revoked_nodes[i]);
     o << "]\n";
     o << "kubernetes:\n  enable: " << (c.kubernetes_enable ? "true" : "false") << "\n";
-    if (!c.kubernetes_api_server.empty())
-        o << "  apiServer: " << quoted(c.kubernetes_api_server) << "\n";
-    if (!c.kubernetes_kube_config.empty())
-        o << "  kubeConfig: " << quoted(c.kubernetes_kube_config) << "\n";
+    o << "  apiServer: " << quoted(c.kubernetes_api_server) << "\n";
+    o << "  metaServer: " << quoted(c.kubernetes_meta_server) << "\n";
+    o << "  kubeConfig: " << quoted(c.kubernetes_kube_config) << "\n";
+    o << "  caFile: " << quoted(c.kubernetes_ca_file) << "\n";
+    o << "  certFile: " << quoted(c.kubernetes_cert_file) << "\n";
+    o << "  keyFile: " << quoted(c.kubernetes_key_file) << "\n";
+    o << "  tokenFile: " << quoted(c.kubernetes_token_file) << "\n";
+    o << "  requireNode: " << (c.kubernetes_require_node ? "true" : "false") << "\n";
     o << "metrics:\n  listen: " << quoted(c.metrics_listen) << "\n";
     o << "logLevel: " << c.log_level << "\n";
     return o.str();

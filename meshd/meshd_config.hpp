@@ -72,10 +72,16 @@ struct meshd_config {
     // Node IDs (64 lowercase hex digits, as `meshctl peers` shows them) refused everywhere: their
     // records, messages and relay sessions (a stolen node; see README "Revoking a node"). Live.
     std::vector<std::string> revoked_nodes;
+    // Kubernetes (kube_access.hpp for how the way in is chosen; README "Kubernetes").
     bool kubernetes_enable = false;
-    std::string kubernetes_api_server;   // https:// URL; empty: in-cluster discovery (later)
-    std::string kubernetes_kube_config;  // path; empty: service account (later)
-    std::string metrics_listen;          // "IP:PORT"; empty: no metrics endpoint
+    std::string kubernetes_api_server;   // https:// URL (http:// only to loopback)
+    std::string kubernetes_meta_server;  // KubeEdge's edge endpoint (EdgeMesh's metaServer)
+    std::string kubernetes_kube_config;  // absolute path of a kubeconfig
+    std::string kubernetes_ca_file, kubernetes_cert_file, kubernetes_key_file,
+        kubernetes_token_file;  // absolute paths; add to / override the way in
+    // Refuse mesh peers whose Node (by the meshwire.io/node-id annotation) is not in the API.
+    bool kubernetes_require_node = false;
+    std::string metrics_listen;  // "IP:PORT"; empty: no metrics endpoint
     std::string log_level = "info";
 
     std::string node_file_path() const { return run_dir + "/node.json"; }
@@ -100,6 +106,11 @@ result<meshd_config> load_meshd_config(const std::string& path, const config_env
 
 // The effective configuration (defaults included) as YAML that parse_meshd_config accepts again.
 std::string print_yaml(const meshd_config& c);
+
+// Pod CIDRs from this node's Node object (spec.podCIDRs) when the config has none: the config's
+// rules (the CNI plugin's, clusterCIDRs, nodeCIDRMaskSize) applied to them. errc::invalid_argument
+// naming the Node field.
+status check_node_pod_cidrs(const meshd_config& c, const std::vector<ip_prefix>& cidrs);
 
 // True for names a peer record can carry: 1-253 of [A-Za-z0-9._-] (Kubernetes node names fit).
 bool valid_node_name(std::string_view name);

@@ -48,9 +48,12 @@ public:
     bool auto_relays() const noexcept { return cfg.relays.empty(); }
     // Not listed, offering ourselves at our own public addresses (no relayNodes configured).
     bool offering() const noexcept { return auto_relays() && !cfg.relay_role; }
-    // Listed in revokedNodes (cfg.revoked is kept sorted).
+    // Listed in revokedNodes (cfg.revoked is kept sorted), or not among the Kubernetes API's
+    // nodes when kubernetes.requireNode is on (cfg.listed, sorted).
     bool revoked(const node_id& id) const noexcept {
-        return std::binary_search(cfg.revoked.begin(), cfg.revoked.end(), id);
+        return std::binary_search(cfg.revoked.begin(), cfg.revoked.end(), id) ||
+               (cfg.require_listed && id != identity_.id() &&
+                !std::binary_search(cfg.listed.begin(), cfg.listed.end(), id));
     }
 
     const node_identity& identity() const noexcept { return identity_; }

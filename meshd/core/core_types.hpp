@@ -88,6 +88,10 @@ struct node_core_config {
     std::vector<ip_address> bootstrap;
     // revokedNodes, sorted: their records, messages and session requests are refused.
     std::vector<node_id> revoked;
+    // kubernetes.requireNode: when set, only these nodes (sorted; the node IDs annotated on the
+    // API's Nodes) are accepted; every other node is refused like a revoked one.
+    bool require_listed = false;
+    std::vector<node_id> listed;
     // Relays taken from records (no relayNodes): a sample, by a hash of their ID keyed with a
     // salt of our own (relay_directory.hpp).
     size_t max_found_relays = 16;

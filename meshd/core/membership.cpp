@@ -168,14 +168,19 @@ void membership::on_records(const control_message& m, const records_msg& b, lear
 }
 
 size_t membership::drop_revoked() {
-    size_t n = 0;
-    for (const auto& id : ctx_.cfg.revoked) {
+    // Every stored node that ctx_.revoked() refuses now (revokedNodes, or not listed in the
+    // Kubernetes API under requireNode).
+    std::vector<node_id> gone;
+    store_.for_each_with_id([&](const node_id& id, const peer_record&) {
+        if (ctx_.revoked(id)) gone.push_back(id);
+    });
+    for (const auto& id : gone) {
         // No tombstone: unlisted again, the node is back with the record it has (same seq).
-        n += store_.erase(id, false) ? 1 : 0;
+        store_.erase(id, false);
         registered_.erase(id);
         learned_.erase(id);
     }
-    return n;
+    return gone.size();
 }
 
 bool membership::expire(uint64_t now) {

@@ -101,6 +101,22 @@ void node_core::set_revoked(std::vector<node_id> revoked, uint64_t now) {
     ctx_.due(now);
 }
 
+void node_core::set_listed(std::optional<std::vector<node_id>> listed, uint64_t now) {
+    if (listed) {
+        std::sort(listed->begin(), listed->end());
+        listed->erase(std::unique(listed->begin(), listed->end()), listed->end());
+    }
+    const bool require = listed.has_value();
+    if (require == ctx_.cfg.require_listed && (!listed || *listed == ctx_.cfg.listed)) return;
+    ctx_.cfg.require_listed = require;
+    ctx_.cfg.listed = listed ? std::move(*listed) : std::vector<node_id>{};
+    if (size_t n = members_.drop_revoked(); n > 0) {
+        ctx_.log(1, "nodes without a Kubernetes Node removed", {{"count", std::to_string(n)}});
+        directory_.note_records_expired();
+    }
+    ctx_.due(now);
+}
+
 void node_core::set_bootstrap(std::vector<ip_address> bootstrap, uint64_t now) {
     if (bootstrap == ctx_.cfg.bootstrap) return;
     ctx_.cfg.bootstrap = std::move(bootstrap);
@@ -463,7 +479,9 @@ result<uint64_t> node_core::ping(const node_id& peer, uint64_t now) {
 std::vector<peer_view> node_core::peers() const {
     auto v = paths_.views();
     for (auto& pv : v) {
-        pv.sources = members_.learned_of(pv.id);
+        // How its record reached us, and who offered its endpoints (mDNS, Kubernetes).
+        pv.sources =
+            static_cast<learned_via_set>(members_.learned_of(pv.id) | paths_.offered_via(pv.id));
         if (const auto* rec = members_.store().find(pv.id)) pv.record_seq = rec->seq;
         // No clock here either: what is left at the last instant the core saw.
         if (auto exp = members_.store().expires_at(pv.id)) {

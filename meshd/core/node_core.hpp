@@ -114,6 +114,9 @@ public:
     // revokedNodes (live): their records are dropped now and refused from then on, their
     // messages ignored, session requests naming them refused (they have no record).
     void set_revoked(std::vector<node_id> revoked, uint64_t now_ms);
+    // kubernetes.requireNode (live): only these nodes are accepted (nullopt: every node); the
+    // records of the others go now, as for revokedNodes.
+    void set_listed(std::optional<std::vector<node_id>> listed, uint64_t now_ms);
     void set_relays(std::vector<relay_spec> relays, bool relay_role, uint64_t now_ms);
     void set_endpoints(std::vector<wg_endpoint> endpoints, uint64_t now_ms);
     // dht.bootstrap: offered through the discovery entry (id-less endpoints, learned_via

@@ -142,6 +142,14 @@ void peer_paths::add_candidate(const node_id& id, const wg_endpoint& ep, learned
     ctx_.due(now);
 }
 
+learned_via_set peer_paths::offered_via(const node_id& id) const {
+    learned_via_set s = 0;
+    if (auto it = offered_.find(id); it != offered_.end()) {
+        for (const auto& o : it->second) s = s | o.via;
+    }
+    return s;
+}
+
 void peer_paths::withdraw_candidates(learned_via via, uint64_t now) {
     for (auto it = offered_.begin(); it != offered_.end();) {
         auto n = it->second.size();

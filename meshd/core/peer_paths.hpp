@@ -82,6 +82,8 @@ public:
     // withdrawn; probed like them.
     void add_candidate(const node_id& id, const wg_endpoint& ep, learned_via via, uint64_t now);
     void withdraw_candidates(learned_via via, uint64_t now);
+    // The sources that offered candidates for this node now (learned_via bits).
+    learned_via_set offered_via(const node_id& id) const;
 
     // A PING from `sender` (session_id != 0: in-band, through that relay session).
     // A PING from `sender`; in-band (session_id != 0) it came from `from`, which must be an

@@ -148,6 +148,35 @@ TEST_CASE("meshd config: defaults") {
     }
 }
 
+TEST_CASE("meshd config: kubernetes (podCIDRs from the Node, the ways in, requireNode)") {
+    auto c =
+        ok("psk: {path: /p}\nkubernetes: {enable: true, metaServer: 'http://127.0.0.1:10550',"
+           " requireNode: true}\n");
+    CHECK(c.pod_cidrs.empty());  // from the Node's spec.podCIDRs at start
+    CHECK(c.kubernetes_meta_server == "http://127.0.0.1:10550");
+    CHECK(c.kubernetes_require_node);
+    auto again = ok(print_yaml(c));
+    CHECK(print_yaml(again) == print_yaml(c));
+    CHECK(again.pod_cidrs.empty());
+    c = ok("psk: {path: /p}\npodCIDRs: []\nkubernetes: {enable: true}\n");
+    CHECK(c.pod_cidrs.empty());
+    c =
+        ok(minimal("kubernetes: {enable: true, apiServer: 'https://[fd00::1]:6443', caFile: /ca,"
+                   " certFile: /c, keyFile: /k, tokenFile: /t}\n"));
+    CHECK(c.kubernetes_ca_file == "/ca");
+    CHECK(c.kubernetes_token_file == "/t");
+
+    // The Node's pod CIDRs are held to the config's rules.
+    c = ok("psk: {path: /p}\nclusterCIDRs: [10.244.0.0/16]\nkubernetes: {enable: true}\n");
+    CHECK(check_node_pod_cidrs(c, {*mw::ip_prefix::parse("10.244.3.0/24")}));
+    auto e = check_node_pod_cidrs(c, {*mw::ip_prefix::parse("10.9.3.0/24")});
+    REQUIRE_FALSE(e);
+    CHECK(e.err().message.find("spec.podCIDRs[0] \"10.9.3.0/24\" is outside clusterCIDRs") !=
+          std::string::npos);
+    CHECK_FALSE(check_node_pod_cidrs(c, {*mw::ip_prefix::parse("10.244.0.0/23")}));
+    CHECK_FALSE(check_node_pod_cidrs(c, {}));
+}
+
 TEST_CASE("meshd config: print_yaml is the effective config and parses back to the same") {
     std::ifstream in(std::string(MESHWIRE_SOURCE_DIR) + "/conf/meshd.yaml");
     std::stringstream ss;
@@ -228,6 +257,7 @@ TEST_CASE("meshd config: invalid values, one message each") {
 
     // podCIDRs.
     CHECK_ERR("psk: {path: /p}\n", "podCIDRs: is required");
+    CHECK_ERR("psk: {path: /p}\nkubernetes: {enable: false}\n", "podCIDRs: is required");
     CHECK_ERR("psk: {path: /p}\npodCIDRs: 10.0.0.0/24\n", "podCIDRs: must be a list of CIDRs");
     CHECK_ERR("psk: {path: /p}\npodCIDRs: []\n", "podCIDRs: is empty");
     CHECK_ERR("psk: {path: /p}\npodCIDRs: [nope]\n", "podCIDRs[0]: \"nope\" is not a CIDR");
@@ -334,8 +364,16 @@ TEST_CASE("meshd config: invalid values, one message each") {
     CHECK_ERR(minimal("kubernetes: {enable: yes}\n"),
               "kubernetes.enable: \"yes\" is not a boolean");
     CHECK_ERR(minimal("kubernetes: {apiServer: 'http://10.96.0.1'}\n"),
-              "kubernetes.apiServer: \"http://10.96.0.1\" must be an https:// URL (plain HTTP is "
-              "refused)");
+              "kubernetes.apiServer: \"http://10.96.0.1\": plain http:// is only accepted for a "
+              "loopback address");
+    CHECK_ERR(minimal("kubernetes: {apiServer: '10.96.0.1:443'}\n"),
+              "kubernetes.apiServer: \"10.96.0.1:443\" is not an https:// URL");
+    CHECK_ERR(minimal("kubernetes: {apiServer: 'https://a', metaServer: 'https://b'}\n"),
+              "kubernetes.metaServer: and apiServer are both set");
+    CHECK_ERR(minimal("kubernetes: {certFile: /c.crt}\n"),
+              "kubernetes.certFile: is set without keyFile");
+    CHECK_ERR(minimal("kubernetes: {tokenFile: token}\n"),
+              "kubernetes.tokenFile: \"token\" must be an absolute path");
     CHECK_ERR(minimal("kubernetes: {kubeConfig: kube.yaml}\n"),
               "kubernetes.kubeConfig: \"kube.yaml\" must be an absolute path");
     CHECK_ERR(minimal("metrics: {listen: 'localhost:9464'}\n"),

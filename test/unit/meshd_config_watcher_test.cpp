@@ -2,6 +2,7 @@
 // from print_yaml so that no field's change goes unreported; and the file watch itself.
 #include <doctest/doctest.h>
 
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cstdlib>
@@ -67,6 +68,11 @@ TEST_CASE("config watcher: every restart-only field is named, including mdns, dh
              edit{"kubernetes: {enable: true}\n", "kubernetes.enable"},
              edit{"kubernetes: {apiServer: \"https://10.0.0.1:6443\"}\n", "kubernetes.apiServer"},
              edit{"kubernetes: {kubeConfig: /etc/kube.conf}\n", "kubernetes.kubeConfig"},
+             edit{"kubernetes: {metaServer: \"http://127.0.0.1:10550\"}\n",
+                  "kubernetes.metaServer"},
+             edit{"kubernetes: {caFile: /etc/ca.crt}\n", "kubernetes.caFile"},
+             edit{"kubernetes: {tokenFile: /etc/token}\n", "kubernetes.tokenFile"},
+             edit{"kubernetes: {requireNode: true}\n", "kubernetes.requireNode"},
              edit{"metrics: {listen: \"127.0.0.1:9100\"}\n", "metrics.listen"},
          }) {
         CAPTURE(yaml);
@@ -144,5 +150,54 @@ TEST_CASE("config watcher: reports a file's new configuration once per change") 
     REQUIRE(next);
     CHECK(next->log_level == "info");
     ::unlink(path.c_str());
+    ::rmdir(dir);
+}
+
+// kubelet updates a mounted ConfigMap atomically: the files live in a timestamped directory
+// (..2026_01_01_00_00_00.1), ..data is a symlink to it, and meshd.yaml is a symlink to
+// ..data/meshd.yaml. An update writes a new timestamped directory, creates a new symlink
+// ..data_tmp to it and rename()s it over ..data, then removes the old directory. This is that
+// sequence, step by step, against the watcher meshd runs (it reads the path every poll).
+TEST_CASE("config watcher: follows kubelet's ConfigMap update (..data symlink swap)") {
+    char dir[] = "/tmp/meshd-configmap-XXXXXX";
+    REQUIRE(::mkdtemp(dir));
+    const std::string d = dir;
+    auto write_version = [&](const std::string& ts, const std::string& text) {
+        const std::string vd = d + "/" + ts;
+        REQUIRE(::mkdir(vd.c_str(), 0755) == 0);
+        std::ofstream out(vd + "/meshd.yaml", std::ios::trunc);
+        out << text;
+    };
+    const std::string v1 = "..2026_01_01_00_00_00.1", v2 = "..2026_01_01_00_01_00.2";
+    write_version(v1, base);
+    REQUIRE(::symlink(v1.c_str(), (d + "/..data").c_str()) == 0);
+    REQUIRE(::symlink("..data/meshd.yaml", (d + "/meshd.yaml").c_str()) == 0);
+
+    config_watcher w(d + "/meshd.yaml");
+    w.prime();
+    CHECK_FALSE(w.poll());
+
+    // relayNodes edited in the ConfigMap: a second relay.
+    std::string edited = base;
+    edited.replace(edited.find("relayNodes:"), std::string::npos,
+                   "relayNodes: [{nodeName: r1, advertiseAddress: [192.0.2.1]}, "
+                   "{nodeName: r2, advertiseAddress: [192.0.2.2]}]\n");
+    write_version(v2, edited);
+    CHECK_FALSE(w.poll());  // written, not yet swapped: the old version is still what is mounted
+    REQUIRE(::symlink(v2.c_str(), (d + "/..data_tmp").c_str()) == 0);
+    REQUIRE(::rename((d + "/..data_tmp").c_str(), (d + "/..data").c_str()) == 0);
+    auto next = w.poll();
+    REQUIRE(next);
+    REQUIRE(next->relay_nodes.size() == 2);
+    CHECK(next->relay_nodes[1].node_name == "r2");
+    CHECK(compare_configs(parse(base), *next).relay_nodes);  // applied live by the daemon
+    // The old version removed afterwards: nothing changes, nothing is reported.
+    ::unlink((d + "/" + v1 + "/meshd.yaml").c_str());
+    ::rmdir((d + "/" + v1).c_str());
+    CHECK_FALSE(w.poll());
+
+    for (const char* f : {"/meshd.yaml", "/..data"}) ::unlink((d + f).c_str());
+    ::unlink((d + "/" + v2 + "/meshd.yaml").c_str());
+    ::rmdir((d + "/" + v2).c_str());
     ::rmdir(dir);
 }
