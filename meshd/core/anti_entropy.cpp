@@ -47,20 +47,6 @@ const peer_record* anti_entropy::record_of(const node_id& id) const {
     return members_.store().find(id);
 }
 
-const record_digest& anti_entropy::current() {
-    const auto& store = members_.store();
-    const uint64_t self_seq = members_.self().seq;
-    if (store.generation() != digest_generation_ || self_seq != digest_self_seq_) {
-        digest_.clear();
-        store.for_each_with_id(
-            [&](const node_id& id, const peer_record& r) { digest_.add(id, r.seq); });
-        if (self_seq) digest_.add(ctx_.id(), self_seq);  // 0: not signed yet
-        digest_generation_ = store.generation();
-        digest_self_seq_ = self_seq;
-    }
-    return digest_;
-}
-
 std::vector<ae_summary_entry> anti_entropy::entries_in(const node_id& first,
                                                        const node_id& last) const {
     std::vector<ae_summary_entry> v;

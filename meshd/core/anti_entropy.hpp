@@ -128,8 +128,8 @@ public:
     bool defer_hello(const node_id& id, uint64_t now);
     size_t neighbours() const noexcept { return neighbour_count_; }
     const anti_entropy_counters& counters() const noexcept { return counters_; }
-    // The digest of what we hold now (our own record included).
-    const record_digest& current();
+    // The digest of what we hold now (our own record included): membership's.
+    const record_digest& current() { return members_.digest(); }
 
 private:
     struct partner {
@@ -180,8 +180,6 @@ private:
     size_t neighbour_count_ = 0;
     std::map<node_id, node_id> pending_;  // record's node ID -> who told us
     uint64_t salt_ = 0;
-    record_digest digest_;
-    uint64_t digest_generation_ = UINT64_MAX, digest_self_seq_ = 0;
     anti_entropy_counters counters_;
 };
 

@@ -157,7 +157,15 @@ struct node_core_config {
     uint64_t dialback_probes_per_s = 20;  // as a helper: probes we send for others, at most
     uint64_t upgrade_interval_ms = 5000;  // direct candidates of an active pair not using them
     uint64_t path_timeout_ms = 3500;      // no answer for this long: path / relay is down
-    uint64_t hello_interval_ms = 10000;
+    // HELLO to each relay (registration, membership.hpp): every hello_interval once the relay
+    // answered one, every hello_retry_interval until it does; at once when our record changes,
+    // the relay restarted (a new boot epoch in its PONG) or came back up. 60 s (issue 18): what
+    // registration needs, not liveness (relay probes every idle_ping_interval keep the NAT
+    // mapping the relay's pushes use); a relay counts a node registered for three intervals
+    // (membership::registration_ms), so two lost HELLOs do not cost its pushes; records live
+    // record_lifetime (10 min) and are re-signed, and HELLOed, at half of it.
+    uint64_t hello_interval_ms = 60000;
+    uint64_t hello_retry_interval_ms = 10000;
     // Anti-entropy with the nodes we reach directly (anti_entropy.hpp): a digest exchange per
     // neighbour per interval, new records pushed on to `fanout` neighbours. Off: rendezvous that
     // are not relays answer every HELLO with every record, as before (the benchmark's baseline).

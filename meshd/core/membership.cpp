@@ -134,12 +134,43 @@ void membership::on_hello(const control_message& m, const hello_msg& b, const wg
         }
         return;
     }
+    auto reg = registered_.find(m.sender);
+    const bool renewed = reg != registered_.end() && reg->second.from == from &&
+                         now <= reg->second.last_hello_ms + registration_ms();
     registered_[m.sender] = registration{from, now};
     if (*put == put_outcome::inserted) {
         ctx_.log(1, "node registered", {{"peer", b.record.name}, {"endpoint", from.str()}});
     }
     if (*put != put_outcome::duplicate) push_record(b.record, m.sender, now);
-    if (b.flags & hello_msg::flag_want_records) send_records(m.sender, from, b.request_id, now);
+    if (!(b.flags & hello_msg::flag_want_records)) return;
+    if (b.flags & hello_msg::flag_digest) {
+        // Compared after its record went in: in sync, it holds what we hold.
+        const auto& d = digest();
+        if (d.count() == b.count && d.digest() == b.digest) {
+            // Nothing it lacks. A node registering anew (or from a new address) still gets an
+            // answer, our own record: it tells the node its HELLO was heard (it retries sooner
+            // until one is, relay_directory).
+            if (!renewed && self_.seq) {
+                std::vector<const peer_record*> one{&self_};
+                ctx_.send_records(m.sender, from, b.request_id, one, now);
+            }
+            return;
+        }
+    }
+    send_records(m.sender, from, b.request_id, now);
+}
+
+const record_digest& membership::digest() {
+    const uint64_t self_seq = self_.seq;
+    if (store_.generation() != digest_generation_ || self_seq != digest_self_seq_) {
+        digest_.clear();
+        store_.for_each_with_id(
+            [&](const node_id& id, const peer_record& r) { digest_.add(id, r.seq); });
+        if (self_seq) digest_.add(ctx_.id(), self_seq);  // 0: not signed yet
+        digest_generation_ = store_.generation();
+        digest_self_seq_ = self_seq;
+    }
+    return digest_;
 }
 
 void membership::refused(const node_id& who, const std::string& name, const std::string& why,
@@ -200,7 +231,7 @@ void membership::push_record(const peer_record& rec, const node_id& except, uint
     if (!role_.relay_like()) return;
     for (auto it = registered_.begin(); it != registered_.end();) {
         // A node that stopped saying HELLO is no longer listening here.
-        if (now > it->second.last_hello_ms + 3 * ctx_.cfg.hello_interval_ms) {
+        if (now > it->second.last_hello_ms + registration_ms()) {
             it = registered_.erase(it);
             continue;
         }

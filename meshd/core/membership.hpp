@@ -3,10 +3,15 @@
 // for records from any discovery source, offer_record(). Also how each node was learned
 // (learned_via bits, meshctl's learnedVia).
 //
-// Every node sends HELLO (its signed record, "send me RECORDS") to every relay every
-// hello_interval (relay_directory sends them); a relay stores the record and answers with every
-// record it holds, its own included, and pushes a new or changed record to every node registered
-// with it. Records are the record_store's: verified, newest seq wins, bounded.
+// Every node sends HELLO (its signed record, "send me RECORDS", and the digest of every record it
+// holds) to every relay every hello_interval (relay_directory sends them; more often until the
+// relay answered once); a relay stores the record and compares the digests (issue 18): equal,
+// it answers nothing (a node registering anew: its own record, which tells the node it is
+// registered); different, every record it holds, its own included. It pushes a new or changed
+// record to every node registered with it at once: that push, not the HELLO, is what spreads a
+// change, so at idle a node's HELLOs cost one small datagram per relay per interval whatever
+// the number of nodes. A HELLO without a digest (anti-entropy's older peers) gets every record.
+// Records are the record_store's: verified, newest seq wins, bounded.
 //
 // Admission (issue 17): a relay registers a node it holds no record of (a new identity) only
 // within its source address's budget (node_core_config new_ids_*, source_buckets), and the store
@@ -26,6 +31,7 @@
 #include <vector>
 
 #include "meshd/core/core_context.hpp"
+#include "meshd/core/record_digest.hpp"
 #include "meshd/core/record_store.hpp"
 #include "meshd/core/relay_directory.hpp"
 #include "meshd/core/relay_role.hpp"
@@ -90,6 +96,13 @@ public:
 
     const record_store& store() const noexcept { return store_; }
     const peer_record& self() const noexcept { return self_; }
+    // The digest of every (node ID, seq) we hold, our own record included (record_digest.hpp):
+    // what HELLO and anti-entropy's AE_DIGEST compare. Recomputed when the store or our record
+    // changed since the last call.
+    const record_digest& digest();
+    // How long a node counts as registered after its last HELLO: pushes go to it meanwhile.
+    // Three HELLO intervals, so that two lost HELLOs in a row do not cost its pushes.
+    uint64_t registration_ms() const noexcept { return 3 * ctx_.cfg.hello_interval_ms; }
     learned_via_set learned_of(const node_id& id) const;
 
 private:
@@ -118,6 +131,8 @@ private:
     std::map<node_id, registration> registered_;
     std::map<node_id, learned_via_set> learned_;  // follows the store
     source_buckets new_ids_;                      // relay: new identities per source address
+    record_digest digest_;
+    uint64_t digest_generation_ = UINT64_MAX, digest_self_seq_ = 0;
 };
 
 }  // namespace mw::meshd

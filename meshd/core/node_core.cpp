@@ -44,6 +44,13 @@ node_core::node_core(node_core_config cfg, const node_identity& identity, psk_se
     directory_.defer_hello = [this](const node_id& id, uint64_t now) {
         return ctx_.cfg.anti_entropy && ae_.defer_hello(id, now);
     };
+    // A relay answers our HELLO with what we lack, not with every record (membership.hpp).
+    directory_.add_digest = [this](hello_msg& h) {
+        const auto& d = members_.digest();
+        h.flags |= hello_msg::flag_digest;
+        h.count = d.count();
+        h.digest = d.digest();
+    };
     ctx_.name_of = [this](const node_id& id) { return directory_.name_of(id); };
     // Replay-table slots beyond a share for unknown senders only for nodes whose record we hold.
     ctx_.channel().set_admission(
@@ -302,8 +309,7 @@ relay_role::helper_list node_core::dialback_helpers(bool public_only, size_t max
     }
     for (const auto& [id, reg] : members_.registrations()) {
         if (helpers.size() >= max) break;
-        if (directory_.by_id(id) || now > reg.last_hello_ms + 3 * ctx_.cfg.hello_interval_ms)
-            continue;
+        if (directory_.by_id(id) || now > reg.last_hello_ms + members_.registration_ms()) continue;
         add(ctx_.name_of(id), id, reg.from);
     }
     if (helpers.size() > max) helpers.resize(max);
@@ -361,6 +367,7 @@ uint64_t node_core::on_datagram(std::span<const uint8_t> datagram, const wg_endp
                     ctx_.cfg.anti_entropy &&
                     (!r || (!r->candidate && r->lan_neighbour && ae_.speaks(m->sender)));
                 if (r && !by_ae) {
+                    directory_.on_hello_answer(m->sender, b.request_id, now);
                     members_.on_records(*m, b,
                                         r->origin == relay_origin::bootstrap
                                             ? learned_via::bootstrap
@@ -449,6 +456,7 @@ void node_core::on_pong(const control_message& m, const pong_msg& b, const wg_en
     double rtt = static_cast<double>(now - p->sent_ms);
     switch (p->kind) {
         case probe_kind::relay:
+            directory_.note_epoch(m.sender, m.epoch, now);
             directory_.on_pong(*p, m.sender, rtt, b.observed, now);
             break;
         case probe_kind::direct:

@@ -9,10 +9,11 @@
 // relay_binder. That is what lets test/sim run
 // hundreds of these on a simulated network with a virtual clock.
 //
-// Membership: every node sends HELLO (its signed record, "send me RECORDS") to every configured
-// relay every hello_interval; a relay stores the record and answers with every record it holds,
-// its own included, and pushes a new or changed record to every node registered with it. Records
-// are the record_store's: verified, newest seq wins, bounded.
+// Membership: every node sends HELLO (its signed record, "send me RECORDS", its store's digest)
+// to every configured relay every hello_interval; a relay stores the record and answers with
+// every record it holds, its own included, when the digests differ, and pushes a new or changed
+// record to every node registered with it (membership.hpp). Records are the record_store's:
+// verified, newest seq wins, bounded.
 //
 // Paths, per remote node B (see docs/architecture.md "Paths"):
 //   direct   we got a PONG from one of B's advertised control endpoints within path_timeout;

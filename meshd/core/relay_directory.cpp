@@ -352,7 +352,14 @@ void relay_directory::pick_address(relay_entry& r, uint64_t now) {
     for (size_t i = 0; i < r.addrs.size() && next == SIZE_MAX; ++i) {
         if (ok(i)) next = i;
     }
-    if (next != r.active) on_relays_changed_();
+    if (next != r.active) {
+        on_relays_changed_();
+        // Its pushes to us go where our last HELLO came from: register from the new address.
+        if (next != SIZE_MAX) {
+            r.next_hello_ms = std::min(r.next_hello_ms, now);
+            ctx_.due(now);
+        }
+    }
     r.active = next;
 }
 
@@ -443,6 +450,12 @@ void relay_directory::tick(const peer_record& self, uint64_t now) {
         }
         if (is_up != r.was_up) {
             r.was_up = is_up;
+            if (is_up) {
+                // Back (or up for the first time): our registration may have lapsed there.
+                r.registered = false;
+                r.hello_tries = 0;
+                r.next_hello_ms = std::min(r.next_hello_ms, now);
+            }
             on_relays_changed_();
             auto ep = endpoint(r, now);
             ctx_.log(is_up ? 1 : 2, is_up ? "relay up" : "relay down",
@@ -472,21 +485,31 @@ void relay_directory::tick(const peer_record& self, uint64_t now) {
         // A HELLO names its recipient: not before the relay's first PONG told us who it is.
         if (r.id && now >= r.next_hello_ms && !r.candidate && r.lan_neighbour && defer_hello &&
             defer_hello(*r.id, now)) {
-            r.next_hello_ms = now + cfg.hello_interval_ms;  // anti-entropy keeps us in sync
-        } else if (r.id && now >= r.next_hello_ms) {
-            // To every address: until one answers we do not know which works, and a relay with
-            // two families reached on both keeps both NAT mappings warm.
-            for (const auto& a : r.addrs) {
-                hello_msg h;
-                h.request_id = ctx_.random_u64();
-                h.cookie = ctx_.cookies().for_responder(*r.id, normalize_endpoint(a.ep));
-                h.flags = hello_msg::flag_want_records;
-                h.record = self;
-                ctx_.cookies().note_request(h.request_id, {cookie_jar::request_kind::hello, *r.id,
-                                                           normalize_endpoint(a.ep), now});
-                ctx_.send(std::move(h), *r.id, a.ep, 0, now);
-            }
-            r.next_hello_ms = now + cfg.hello_interval_ms;
+            // Anti-entropy keeps us in sync; asked again (no datagram) at the retry interval.
+            r.next_hello_ms = now + cfg.hello_retry_interval_ms;
+        } else if (r.id && now >= r.next_hello_ms && !r.addrs.empty()) {
+            // To one address: the one in use (it answers our probes), else the next in turn. A
+            // relay registers one address per node anyway (its pushes go where the last HELLO
+            // came from), and our probes to every address keep each NAT mapping warm (issue 18:
+            // one family per relay, not both).
+            auto ep = endpoint(r, now);
+            const wg_endpoint to = ep ? *ep : r.addrs[r.hello_addr++ % r.addrs.size()].ep;
+            hello_msg h;
+            h.request_id = ctx_.random_u64() | 1;  // never 0 (0: RECORDS pushed)
+            h.cookie = ctx_.cookies().for_responder(*r.id, normalize_endpoint(to));
+            h.flags = hello_msg::flag_want_records;
+            h.record = self;
+            if (add_digest) add_digest(h);
+            ctx_.cookies().note_request(h.request_id, {cookie_jar::request_kind::hello, *r.id,
+                                                       normalize_endpoint(to), now});
+            r.last_hello_ms = now;
+            ctx_.send(std::move(h), *r.id, to, 0, now);
+            // Unanswered, again soon: a relay answers a node it did not hold registered. Three
+            // unanswered in a row: it holds us and is in sync (an answer got lost), or it does
+            // not answer at all (its probes tell); the interval then.
+            const bool retry = !r.registered && r.hello_tries < 3;
+            ++r.hello_tries;
+            r.next_hello_ms = now + (retry ? cfg.hello_retry_interval_ms : cfg.hello_interval_ms);
         }
         if (r.id) ctx_.due(r.next_hello_ms);
         if (is_up) {
@@ -526,6 +549,8 @@ void relay_directory::on_pong(const probe& p, const node_id& sender, double rtt_
         on_relays_changed_();
         dirty_ = ctx_.auto_relays();  // a bootstrap node: its record names it
         r.next_hello_ms = now;        // we can name it now: register at once
+        r.registered = false;
+        r.hello_tries = 0;
         ctx_.due(now);
     }
     r.id = sender;
@@ -566,6 +591,33 @@ void relay_directory::on_not_serving(const node_id& relay, uint64_t now) {
 
 void relay_directory::hello_now(uint64_t now) {
     for (auto& r : relays_) r.next_hello_ms = std::min(r.next_hello_ms, now);
+    ctx_.due(now);
+}
+
+void relay_directory::on_hello_answer(const node_id& relay, uint64_t request_id, uint64_t now) {
+    relay_entry* r = find(relay);
+    // Any answer (a RECORDS with a HELLO's request id, from the relay itself): it holds us.
+    if (!r || request_id == 0 || r->registered) return;
+    r->registered = true;
+    // The retry becomes the interval; a HELLO already due (our record changed since) stays due.
+    if (r->next_hello_ms > now) {
+        r->next_hello_ms =
+            std::max(r->next_hello_ms, r->last_hello_ms + ctx_.cfg.hello_interval_ms);
+    }
+    ctx_.due(std::max(now, r->next_hello_ms));
+}
+
+void relay_directory::note_epoch(const node_id& relay, uint64_t epoch, uint64_t now) {
+    relay_entry* r = find(relay);
+    if (!r || epoch == r->boot_epoch) return;
+    if (r->boot_epoch != 0) {
+        ctx_.log(1, "relay restarted; registering again", {{"relay", r->spec.name}});
+        r->registered = false;
+        r->hello_tries = 0;
+        r->next_hello_ms = now;
+        ctx_.due(now);
+    }
+    r->boot_epoch = epoch;
 }
 
 bool relay_directory::listed(const node_id& relay) const {

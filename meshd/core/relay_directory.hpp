@@ -61,6 +61,13 @@ struct relay_entry {
     std::vector<relay_addr_state> addrs;
     uint64_t next_ping_ms = 0;
     uint64_t next_hello_ms = 0;
+    // Our HELLO was answered since it (re)started or came up: HELLO every hello_interval, else
+    // every hello_retry_interval (a relay answers a node registering anew, membership.hpp).
+    bool registered = false;
+    unsigned hello_tries = 0;    // HELLOs since it last turned unregistered
+    uint64_t last_hello_ms = 0;  // our last HELLO
+    size_t hello_addr = 0;       // with no address answering: the next one HELLOs go to
+    uint64_t boot_epoch = 0;     // the relay's, from its PONGs: a new one is a restart
     bool was_up = false;
     size_t active = SIZE_MAX;  // the address in use (sticky while it answers)
     uint16_t published_rtt = peer_record::unknown_rtt;  // in our record
@@ -110,6 +117,11 @@ public:
     void on_not_serving(const node_id& relay, uint64_t now);
     // HELLO every relay now (our record changed).
     void hello_now(uint64_t now);
+    // RECORDS from a relay answering a HELLO of ours (request id): we are registered there.
+    void on_hello_answer(const node_id& relay, uint64_t request_id, uint64_t now);
+    // A relay's boot epoch, from a message of its (PONG): a new one means it restarted and
+    // lost our registration, so we HELLO it at once.
+    void note_epoch(const node_id& relay, uint64_t epoch, uint64_t now);
     // The relays we are attached to and the RTT we publish for each, at most
     // peer_record::max_relays: in our order (found relays: our sample's), relays that failed two
     // or more of our pairs lately last. A pair's candidate relays are those both ends list.
@@ -143,6 +155,8 @@ public:
     // Set by node_core: true for an mDNS rendezvous (lan_neighbour, no relay) whose records come
     // by anti-entropy (anti_entropy.hpp), so it is not asked for every record with HELLO.
     std::function<bool(const node_id&, uint64_t now)> defer_hello;
+    // Set by node_core: adds our store's digest to a HELLO (membership::digest).
+    std::function<void(hello_msg&)> add_digest;
 
 private:
     relay_entry* find(const node_id& id);

@@ -97,13 +97,18 @@ struct body_encoder {
     byte_writer& w;
 
     status operator()(const hello_msg& m) {
-        if (m.flags & ~hello_msg::flag_want_records) {
+        if (m.flags & ~(hello_msg::flag_want_records | hello_msg::flag_digest)) {
             return error(errc::invalid_argument, "HELLO: unknown flags");
         }
         w.u64(m.request_id);
         write_cookie(w, m.cookie);
         w.u8(m.flags);
-        return write_record(w, m.record);
+        MW_TRY_STATUS(write_record(w, m.record));
+        if (m.flags & hello_msg::flag_digest) {
+            w.u32(m.count);
+            w.bytes(m.digest.data(), m.digest.size());
+        }
+        return {};
     }
     status operator()(const records_msg& m) {
         if (m.records.empty() || m.records.size() > 255) {
@@ -218,8 +223,14 @@ result<message_body> decode_body(msg_type t, byte_reader& r) {
             m.request_id = r.u64();
             m.cookie = read_cookie(r);
             m.flags = r.u8();
-            if (m.flags & ~hello_msg::flag_want_records) return bad(t, "unknown flags");
+            if (m.flags & ~(hello_msg::flag_want_records | hello_msg::flag_digest)) {
+                return bad(t, "unknown flags");
+            }
             m.record = MW_TRY(read_record(r, t));
+            if (m.flags & hello_msg::flag_digest) {
+                m.count = r.u32();
+                r.copy(m.digest.data(), m.digest.size());
+            }
             return message_body(std::move(m));
         }
         case msg_type::records: {

@@ -18,8 +18,10 @@
 //
 //   type  name                   body
 //   0x01  HELLO                  u64 request id, cookie, u8 flags (bit 0: send me RECORDS;
-//                                other bits must be 0), u16 length, the sender's signed
-//                                peer_record (the record's node ID must be the sender's)
+//                                bit 1: a digest follows; other bits must be 0), u16 length,
+//                                the sender's signed peer_record (the record's node ID must be
+//                                the sender's), [u32 records held, 16 digest: the sender's
+//                                store as AE_DIGEST's, its own record included]
 //   0x02  RECORDS                u64 request id (the HELLO's; 0 for a pushed change),
 //                                u8 count (1..), each: u16 length, signed peer_record
 //   0x03  PING                   u64 request id, ping_padding zero bytes (a PING is never
@@ -95,13 +97,20 @@ const char* to_string(msg_type t) noexcept;
 using cookie_bytes = std::array<uint8_t, 16>;
 using pair_tag = std::array<uint8_t, 16>;
 
+using ae_digest_bytes = std::array<uint8_t, 16>;
+
 struct hello_msg {
     static constexpr msg_type type = msg_type::hello;
     static constexpr uint8_t flag_want_records = 0x01;
+    // The sender's store digest follows the record (anti-entropy's record_digest): the relay
+    // answers with what the sender lacks, not with every record (issue 18).
+    static constexpr uint8_t flag_digest = 0x02;
     uint64_t request_id = 0;
     cookie_bytes cookie{};
     uint8_t flags = 0;
     peer_record record;
+    uint32_t count = 0;  // with flag_digest: records held, our own included
+    ae_digest_bytes digest{};
 };
 
 struct records_msg {
@@ -177,8 +186,6 @@ struct cookie_reply_msg {
 // the (node ID, seq) set the sender holds, its own record included, split in ae_buckets buckets
 // by the node ID's top bits.
 constexpr size_t ae_buckets = 32;
-using ae_digest_bytes = std::array<uint8_t, 16>;
-
 struct ae_digest_msg {
     static constexpr msg_type type = msg_type::ae_digest;
     static constexpr uint8_t flag_reply = 0x01;

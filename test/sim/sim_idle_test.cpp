@@ -69,7 +69,15 @@ TEST_CASE("sim: idle liveness per node is bounded and does not grow with the clu
         // round per pair, a DIGEST of ~185 B each way. At a round every 10 s it was ~8.9 KB.
         CHECK(f->lan_ae_packets < 2.0 * 8);
         CHECK(f->lan_ae_bytes < 2.0 * 8 * 200);
+        // Membership (issue 18): one HELLO (~420 B with the digest) per relay per hello_interval
+        // (60 s), unanswered while the digests match; a relay sends nothing to idle nodes. With
+        // a HELLO to each relay every 10 s answered with every record it was ~7.8 KB per LAN node
+        // and ~780 KB per relay at 21 nodes (74 MB per relay at 201).
+        CHECK(f->lan_member_bytes < 3 * 1.5 * 450);
+        CHECK(f->relay_member_bytes < 4000);
     }
+    // Membership is flat too: a digest, not the records.
+    CHECK(large.lan_member_bytes < 1.25 * small.lan_member_bytes + 200);
     // Probing is flat from 21 to 201 nodes (within noise), not O(N).
     CHECK(large.lan_probe_bytes < 1.25 * small.lan_probe_bytes);
     CHECK(large.lan_probe_packets < 1.25 * small.lan_probe_packets);
@@ -199,6 +207,94 @@ TEST_CASE(
     REQUIRE(net.run_until([&] { return both(path_kind::relay); }, 15000));
     CHECK(net.run_until([&] { return flowing(net, "lan1a", "lan1b", rx_a, rx_b); }, 3000));
     MESSAGE("lan1b sending too: both relayed and flowing after " << net.now() - t << " ms");
+}
+
+// Membership at idle (issue 18): a node HELLOs each relay once per hello_interval with its
+// store's digest and the relay answers only when it holds something the node lacks; a record
+// change still reaches every node at once (the relay's push); a relay that restarts (a new boot
+// epoch, an empty store) has every node registered again within an idle probe interval, not a
+// HELLO interval, because its PONG shows the new epoch.
+TEST_CASE(
+    "sim: idle membership — digests in HELLO, pushes at once, a restarted relay re-registered") {
+    std_mesh m(19, false);
+    auto& net = m.net;
+    meshd::identity_seed seed1{};
+    seed1.fill(0x71);
+    auto specs = net.relay_specs();
+    for (auto& h : net.hosts()) {
+        if (h->name == "relay1") net.next_seed = seed1;
+        net.start_core(*h, specs);
+    }
+    REQUIRE(net.run_until([&] { return m.all_know_all(); }, 15000));
+    // Past the start-up's changes (the first published relay RTTs re-sign every record once).
+    net.run_for(90000);
+    const uint64_t interval = meshd::node_core_config{}.hello_interval_ms;
+    {
+        // Two HELLO intervals idle: per node about one HELLO per relay per interval and no
+        // RECORDS answers (the digests match), whatever the number of records.
+        send_meter meter(net);
+        net.run_for(2 * interval);
+        for (std::string n : {"lan1a", "lan1b", "lan2a", "lan2b"}) {
+            const auto& c = meter.of(n);
+            MESSAGE(n << " membership in " << 2 * interval / 1000 << " s: " << c.member_packets
+                      << " datagrams, " << c.member_bytes << " B");
+            CHECK(c.member_packets <= 2 * 2 + 1);  // 2 relays, 2 intervals (+ a phase)
+        }
+        for (std::string r : {"relay1", "relay2"}) {
+            const auto& c = meter.of(r);
+            MESSAGE(r << " membership in " << 2 * interval / 1000 << " s: " << c.member_packets
+                      << " datagrams, " << c.member_bytes << " B");
+            // Its own HELLOs to the other relay only: nothing answered, nothing pushed.
+            CHECK(c.member_packets <= 2 + 1);
+        }
+    }
+    // A change still travels at once: lan2b re-signs (a new endpoint); everyone has it within 1 s.
+    auto& lan2b = net["lan2b"];
+    const meshd::node_id id2b = lan2b.core->self_record().id();
+    auto eps = lan2b.core->self_record().endpoints;
+    eps.push_back(wg_endpoint::parse("192.0.2.99:51821").value());
+    lan2b.core->set_endpoints(eps, lan2b.clock(net.now()));
+    const uint64_t seq = [&] {
+        net.run_for(1);
+        return lan2b.core->self_record().seq;
+    }();
+    const uint64_t t_change = net.now();
+    auto all_have = [&](uint64_t s) {
+        for (const auto& n : m.names) {
+            if (n == "lan2b") continue;
+            const auto* r = net[n].core->store().find(id2b);
+            if (!r || r->seq != s) return false;
+        }
+        return true;
+    };
+    REQUIRE(net.run_until([&] { return all_have(seq); }, 1000));
+    MESSAGE("a changed record everywhere after " << net.now() - t_change << " ms");
+    // relay1 restarts: a new process (same identity, a later boot epoch, nothing held).
+    auto& relay1 = net["relay1"];
+    relay1.up = false;
+    relay1.core.reset();
+    net.run_for(2000);
+    relay1.up = true;
+    net.next_seed = seed1;
+    net.start_core(relay1, specs);
+    const uint64_t t_restart = net.now();
+    auto registered = [&] {
+        size_t n = 0;
+        for (const auto& [id, reg] : relay1.core->registrations()) n += reg.last_hello_ms > 0;
+        return n;
+    };
+    const uint64_t idle_probe = meshd::node_core_config{}.idle_ping_interval_ms;
+    REQUIRE(net.run_until([&] { return registered() == m.names.size() - 1; }, idle_probe + 5000));
+    MESSAGE("restarted relay1 had every node registered again after " << net.now() - t_restart
+                                                                      << " ms");
+    REQUIRE(net.run_until([&] { return relay1.core->store().size() == m.names.size() - 1; }, 5000));
+    // And it pushes again: a change made now reaches every node at once.
+    eps.push_back(wg_endpoint::parse("192.0.2.98:51821").value());
+    lan2b.core->set_endpoints(eps, lan2b.clock(net.now()));
+    net.run_for(1);
+    const uint64_t seq2 = lan2b.core->self_record().seq;
+    CHECK(seq2 > seq);
+    CHECK(net.run_until([&] { return all_have(seq2); }, 1000));
 }
 
 }  // namespace mw::sim

@@ -125,6 +125,34 @@ std::vector<control_message> all_messages() {
 
 }  // namespace
 
+TEST_CASE("wire_codec: a HELLO with the sender's store digest round-trips; unknown flags fail") {
+    auto s = sealer();
+    hello_msg hello;
+    hello.request_id = 7;
+    hello.cookie = some_cookie();
+    hello.flags = hello_msg::flag_want_records | hello_msg::flag_digest;
+    hello.record = meshd_test::record(1);
+    hello.count = 0x01020304;
+    for (size_t i = 0; i < hello.digest.size(); ++i) hello.digest[i] = uint8_t(0xa0 + i);
+    auto d = seal_message(s, tag_key(), msg(hello), nonce(9));
+    REQUIRE(d.ok());
+    auto o = open_message(s, *d);
+    REQUIRE(o.ok());
+    auto& h = std::get<hello_msg>(o->message.body);
+    CHECK(h.flags == (hello_msg::flag_want_records | hello_msg::flag_digest));
+    CHECK(h.count == 0x01020304);
+    CHECK(h.digest == hello.digest);
+    CHECK(h.record.verify(o->message.sender).ok());
+    CHECK(encode_plaintext(o->message).value() == o->plaintext);
+    // Without the flag nothing follows the record: a digest's bytes would be trailing bytes.
+    hello.flags = hello_msg::flag_want_records;
+    auto plain = open_message(s, seal_message(s, tag_key(), msg(hello), nonce(10)).value());
+    REQUIRE(plain.ok());
+    CHECK(o->plaintext.size() == plain->plaintext.size() + 4 + 16);
+    hello.flags = 0x04;
+    CHECK_FALSE(seal_message(s, tag_key(), msg(hello), nonce(11)).ok());
+}
+
 TEST_CASE("wire_codec: every message type round-trips through seal and open") {
     auto s = sealer();
     auto all = all_messages();
