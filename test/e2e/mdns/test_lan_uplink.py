@@ -62,7 +62,7 @@ MDNS_ON = {"config": {"mdns": {"enable": True}}}
 # slack.
 RELAY_DOWN_BOUND = 6.0
 # How long the LAN keeps being checked after the cut and after the restart: past the relay's
-# path timeout (3.5 s), the relay HELLO interval (10 s) and a session refresh (15 s would be the
+# path timeout (3.5 s), the relay HELLO retry (10 s until a relay answers) and a session refresh (15 s would be the
 # next), so whatever meshd does when its relay goes away has happened.
 CUT_HOLD = 12.0
 # A node starting on the LAN: RFC 6762 probing (0-250 ms, then 3 probes 250 ms apart) and its
@@ -79,7 +79,8 @@ CACHE_BOUND = 5.0
 # PONG; the relay stores its record and pushes it to lan2a/lan2b at once; the pair then asks the
 # relay for a session (REQUEST retried every 1 s) after the 1 s direct grace, and the first pod
 # packet waits for a WireGuard handshake (HANDSHAKE_BOUND: a lost first initiation is resent after
-# REKEY_TIMEOUT). A relay HELLO that went unheard is repeated after hello_interval (10 s):
+# REKEY_TIMEOUT). A relay HELLO that went unheard is repeated after 10 s (the retry until a relay
+# answers; a relay that comes back up is HELLOed at once):
 # 1 + 10 + 1 + 1 + 6.5 = 19.5, rounded up for the loaded host.
 RETURN_BOUND = 22.0
 

@@ -56,7 +56,8 @@ FAILOVER_BOUND = 3.0
 # is involved (about 1 s measured); the bound catches a meshd that does not come up.
 READY_BOUND = 10.0
 # Every pair on its expected path after start: a node whose first HELLO to a relay went unheard
-# (the relay was still starting) gets the records with the next one (hello_interval 10 s); then a
+# (the relay was still starting) gets the records with the next one (until a relay answers, HELLO
+# is retried every 10 s; hello_interval, 60 s, applies after); then a
 # pair is direct on the first PONG or relayed after the 1 s direct grace, with the relay session
 # REQUEST retried every 1 s. 10 s + 1 s + 1 s + slack.
 PATHS_BOUND = 15.0
