@@ -147,10 +147,11 @@ void membership::on_hello(const control_message& m, const hello_msg& b, const wg
         // Compared after its record went in: in sync, it holds what we hold.
         const auto& d = digest();
         if (d.count() == b.count && d.digest() == b.digest) {
-            // Nothing it lacks. A node registering anew (or from a new address) still gets an
-            // answer, our own record: it tells the node its HELLO was heard (it retries sooner
-            // until one is, relay_directory).
-            if (!renewed && self_.seq) {
+            // Nothing it lacks. A node registering anew (or from a new address), or one that
+            // asks (flag_ack: it has no answer yet) still gets an answer, our own record: it
+            // tells the node its HELLO was heard (it retries sooner until one is,
+            // relay_directory).
+            if ((!renewed || (b.flags & hello_msg::flag_ack)) && self_.seq) {
                 std::vector<const peer_record*> one{&self_};
                 ctx_.send_records(m.sender, from, b.request_id, one, now);
             }

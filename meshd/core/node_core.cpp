@@ -456,7 +456,8 @@ void node_core::on_pong(const control_message& m, const pong_msg& b, const wg_en
     double rtt = static_cast<double>(now - p->sent_ms);
     switch (p->kind) {
         case probe_kind::relay:
-            directory_.note_epoch(m.sender, m.epoch, now);
+            if (directory_.note_epoch(m.sender, m.epoch, now))
+                paths_.rebind_sessions(m.sender, now);
             directory_.on_pong(*p, m.sender, rtt, b.observed, now);
             break;
         case probe_kind::direct:

@@ -523,6 +523,18 @@ void peer_paths::retry_session_requests(const node_id& relay, uint64_t now) {
     ctx_.due(now);
 }
 
+void peer_paths::rebind_sessions(const node_id& relay, uint64_t now) {
+    for (auto& [id, p] : peers_) {
+        for (auto& w : p.relayed.warm) {
+            if (w.relay == relay) {
+                w.next_request_ms = now;
+                p.next_check_ms = 0;
+            }
+        }
+    }
+    ctx_.due(now);
+}
+
 void peer_paths::on_session_answer(const node_id& relay, uint64_t request_id,
                                    const wg_endpoint& from, uint64_t session_id, const node_id& to,
                                    bool accepted, uint8_t reason, uint64_t now) {

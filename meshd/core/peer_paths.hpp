@@ -116,6 +116,10 @@ public:
     // A relay asked for a cookie (COOKIE_REPLY): our unanswered session requests to it go again
     // at once, now with the cookie.
     void retry_session_requests(const node_id& relay, uint64_t now);
+    // The relay restarted (a new boot epoch) and lost every session: each pair's sessions through
+    // it (in use or warm standby) are requested again at once, not at the next refresh, so that a
+    // failover to it right after finds the session bound.
+    void rebind_sessions(const node_id& relay, uint64_t now);
     void on_session_answer(const node_id& relay, uint64_t request_id, const wg_endpoint& from,
                            uint64_t session_id, const node_id& to, bool accepted, uint8_t reason,
                            uint64_t now);

@@ -498,16 +498,17 @@ void relay_directory::tick(const peer_record& self, uint64_t now) {
             h.request_id = ctx_.random_u64() | 1;  // never 0 (0: RECORDS pushed)
             h.cookie = ctx_.cookies().for_responder(*r.id, normalize_endpoint(to));
             h.flags = hello_msg::flag_want_records;
+            if (!r.registered) h.flags |= hello_msg::flag_ack;
             h.record = self;
             if (add_digest) add_digest(h);
             ctx_.cookies().note_request(h.request_id, {cookie_jar::request_kind::hello, *r.id,
                                                        normalize_endpoint(to), now});
             r.last_hello_ms = now;
             ctx_.send(std::move(h), *r.id, to, 0, now);
-            // Unanswered, again soon: a relay answers a node it did not hold registered. Three
-            // unanswered in a row: it holds us and is in sync (an answer got lost), or it does
-            // not answer at all (its probes tell); the interval then.
-            const bool retry = !r.registered && r.hello_tries < 3;
+            // Unanswered, again soon: a relay answers every HELLO with flag_ack. Unanswered
+            // HELLOs mean a lost answer or a relay that refuses us (we are revoked there, or it
+            // is restarting): a node unrevoked must be back within a retry, not an interval.
+            const bool retry = !r.registered;
             ++r.hello_tries;
             r.next_hello_ms = now + (retry ? cfg.hello_retry_interval_ms : cfg.hello_interval_ms);
         }
@@ -607,10 +608,11 @@ void relay_directory::on_hello_answer(const node_id& relay, uint64_t request_id,
     ctx_.due(std::max(now, r->next_hello_ms));
 }
 
-void relay_directory::note_epoch(const node_id& relay, uint64_t epoch, uint64_t now) {
+bool relay_directory::note_epoch(const node_id& relay, uint64_t epoch, uint64_t now) {
     relay_entry* r = find(relay);
-    if (!r || epoch == r->boot_epoch) return;
-    if (r->boot_epoch != 0) {
+    if (!r || epoch == r->boot_epoch) return false;
+    const bool restarted = r->boot_epoch != 0;
+    if (restarted) {
         ctx_.log(1, "relay restarted; registering again", {{"relay", r->spec.name}});
         r->registered = false;
         r->hello_tries = 0;
@@ -618,6 +620,7 @@ void relay_directory::note_epoch(const node_id& relay, uint64_t epoch, uint64_t 
         ctx_.due(now);
     }
     r->boot_epoch = epoch;
+    return restarted;
 }
 
 bool relay_directory::listed(const node_id& relay) const {

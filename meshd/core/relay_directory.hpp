@@ -120,8 +120,9 @@ public:
     // RECORDS from a relay answering a HELLO of ours (request id): we are registered there.
     void on_hello_answer(const node_id& relay, uint64_t request_id, uint64_t now);
     // A relay's boot epoch, from a message of its (PONG): a new one means it restarted and
-    // lost our registration, so we HELLO it at once.
-    void note_epoch(const node_id& relay, uint64_t epoch, uint64_t now);
+    // lost our registration, so we HELLO it at once. True when it restarted (its sessions are
+    // gone too: the caller binds them again).
+    bool note_epoch(const node_id& relay, uint64_t epoch, uint64_t now);
     // The relays we are attached to and the RTT we publish for each, at most
     // peer_record::max_relays: in our order (found relays: our sample's), relays that failed two
     // or more of our pairs lately last. A pair's candidate relays are those both ends list.

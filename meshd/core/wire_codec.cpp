@@ -97,7 +97,7 @@ struct body_encoder {
     byte_writer& w;
 
     status operator()(const hello_msg& m) {
-        if (m.flags & ~(hello_msg::flag_want_records | hello_msg::flag_digest)) {
+        if (m.flags & ~hello_msg::known_flags) {
             return error(errc::invalid_argument, "HELLO: unknown flags");
         }
         w.u64(m.request_id);
@@ -223,7 +223,7 @@ result<message_body> decode_body(msg_type t, byte_reader& r) {
             m.request_id = r.u64();
             m.cookie = read_cookie(r);
             m.flags = r.u8();
-            if (m.flags & ~(hello_msg::flag_want_records | hello_msg::flag_digest)) {
+            if (m.flags & ~hello_msg::known_flags) {
                 return bad(t, "unknown flags");
             }
             m.record = MW_TRY(read_record(r, t));

@@ -105,6 +105,10 @@ struct hello_msg {
     // The sender's store digest follows the record (anti-entropy's record_digest): the relay
     // answers with what the sender lacks, not with every record (issue 18).
     static constexpr uint8_t flag_digest = 0x02;
+    // The sender does not know itself registered (no answer yet): the relay answers even when in
+    // sync (its own record), so that the sender can slow down to hello_interval.
+    static constexpr uint8_t flag_ack = 0x04;
+    static constexpr uint8_t known_flags = flag_want_records | flag_digest | flag_ack;
     uint64_t request_id = 0;
     cookie_bytes cookie{};
     uint8_t flags = 0;
