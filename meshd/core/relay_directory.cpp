@@ -453,7 +453,6 @@ void relay_directory::tick(const peer_record& self, uint64_t now) {
             if (is_up) {
                 // Back (or up for the first time): our registration may have lapsed there.
                 r.registered = false;
-                r.hello_tries = 0;
                 r.next_hello_ms = std::min(r.next_hello_ms, now);
             }
             on_relays_changed_();
@@ -509,7 +508,6 @@ void relay_directory::tick(const peer_record& self, uint64_t now) {
             // HELLOs mean a lost answer or a relay that refuses us (we are revoked there, or it
             // is restarting): a node unrevoked must be back within a retry, not an interval.
             const bool retry = !r.registered;
-            ++r.hello_tries;
             r.next_hello_ms = now + (retry ? cfg.hello_retry_interval_ms : cfg.hello_interval_ms);
         }
         if (r.id) ctx_.due(r.next_hello_ms);
@@ -551,7 +549,6 @@ void relay_directory::on_pong(const probe& p, const node_id& sender, double rtt_
         dirty_ = ctx_.auto_relays();  // a bootstrap node: its record names it
         r.next_hello_ms = now;        // we can name it now: register at once
         r.registered = false;
-        r.hello_tries = 0;
         ctx_.due(now);
     }
     r.id = sender;
@@ -615,7 +612,6 @@ bool relay_directory::note_epoch(const node_id& relay, uint64_t epoch, uint64_t 
     if (restarted) {
         ctx_.log(1, "relay restarted; registering again", {{"relay", r->spec.name}});
         r->registered = false;
-        r->hello_tries = 0;
         r->next_hello_ms = now;
         ctx_.due(now);
     }

@@ -64,7 +64,6 @@ struct relay_entry {
     // Our HELLO was answered since it (re)started or came up: HELLO every hello_interval, else
     // every hello_retry_interval (a relay answers a node registering anew, membership.hpp).
     bool registered = false;
-    unsigned hello_tries = 0;    // HELLOs since it last turned unregistered
     uint64_t last_hello_ms = 0;  // our last HELLO
     size_t hello_addr = 0;       // with no address answering: the next one HELLOs go to
     uint64_t boot_epoch = 0;     // the relay's, from its PONGs: a new one is a restart
