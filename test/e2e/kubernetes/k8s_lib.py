@@ -26,6 +26,28 @@ IMAGE_SH = os.path.join(REPO, "install", "image.sh")
 SKIP = 77
 
 
+FAILS = []  # what check() found wrong, in the order found
+
+
+def check(cond, what):
+    """A test's assertion that does not stop it: each failure is printed and counted, so one run
+    reports all of them (verdict() turns them into the exit status)."""
+    if not cond:
+        FAILS.append(what)
+        print("FAIL: %s" % what)
+    return cond
+
+
+def verdict(name, passed=""):
+    """The test's last line and exit status: the failure count and 1, else PASS (+ `passed`)
+    and 0."""
+    if FAILS:
+        print("%s: %d failure(s)" % (name, len(FAILS)))
+        return 1
+    print("%s: PASS%s" % (name, passed))
+    return 0
+
+
 def skip(why):
     print("SKIP: %s" % why)
     sys.exit(SKIP)
@@ -50,6 +72,18 @@ def image_tag():
 
 def image_present(tag):
     return subprocess.run(["podman", "image", "exists", tag]).returncode == 0
+
+
+def need_image():
+    """Root, podman, kubectl and the image the k8s_image test builds (these tests' fixture):
+    returns its tag. A missing image is a failure (exit 1), not a skip: the fixture makes it."""
+    need_root()
+    need_tools("podman", "kubectl")
+    tag = image_tag()
+    if not image_present(tag):
+        print("FAIL: image %s missing (the k8s_image test builds it: install/image.sh)" % tag)
+        sys.exit(1)
+    return tag
 
 
 def new_psk():
@@ -171,10 +205,8 @@ def podman_run_args(objs, container_name, init, host_root, volume_root, netns_pa
     for m in c.get("volumeMounts", []):
         v = volumes[m["name"]]
         ro = ":ro" if m.get("readOnly") else ""
-        if "configMap" in v:
-            src = _materialise_configmap(objs, v["configMap"], volume_root, m["name"])
-        elif "secret" in v:
-            src = _materialise_secret(objs, v["secret"], volume_root, m["name"])
+        if "configMap" in v or "secret" in v:
+            src = _materialise(objs, v, volume_root, m["name"])
         elif "hostPath" in v:
             hp = v["hostPath"]
             if hp.get("type") == "CharDevice":
@@ -190,24 +222,21 @@ def podman_run_args(objs, container_name, init, host_root, volume_root, netns_pa
     return args
 
 
-def _materialise_configmap(objs, ref, root, vol):
-    cm = find(objs, "ConfigMap", ref["name"])
+def _materialise(objs, volume, root, vol):
+    """A ConfigMap or Secret volume as kubelet mounts it: a directory holding the object's data,
+    one file a key (a Secret's base64-decoded), each with the volume's defaultMode."""
+    if "secret" in volume:
+        ref = volume["secret"]
+        data = {k: base64.b64decode(b64) for k, b64 in
+                find(objs, "Secret", ref["secretName"]).get("data", {}).items()}
+    else:
+        ref = volume["configMap"]
+        data = find(objs, "ConfigMap", ref["name"]).get("data", {})
     d = os.path.join(root, vol)
     os.makedirs(d, exist_ok=True)
-    for k, text in cm.get("data", {}).items():
-        with open(os.path.join(d, k), "w") as f:
-            f.write(text)
-        os.chmod(os.path.join(d, k), ref.get("defaultMode", 0o644))
-    return d
-
-
-def _materialise_secret(objs, ref, root, vol):
-    s = find(objs, "Secret", ref["secretName"])
-    d = os.path.join(root, vol)
-    os.makedirs(d, exist_ok=True)
-    for k, b64 in s.get("data", {}).items():
+    for k, content in data.items():
         p = os.path.join(d, k)
-        with open(p, "wb") as f:
-            f.write(base64.b64decode(b64))
+        with open(p, "wb" if isinstance(content, bytes) else "w") as f:
+            f.write(content)
         os.chmod(p, ref.get("defaultMode", 0o644))
     return d

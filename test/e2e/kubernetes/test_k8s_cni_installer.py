@@ -16,17 +16,7 @@ import subprocess
 import sys
 import tempfile
 
-from k8s_lib import (Rendered, find, image_present, image_tag, need_root, need_tools,
-                     podman_run_args)
-
-FAILS = []
-
-
-def check(cond, what):
-    if not cond:
-        FAILS.append(what)
-        print("FAIL: %s" % what)
-    return cond
+from k8s_lib import Rendered, check, find, image_tag, need_image, podman_run_args, verdict
 
 
 def snap(path):
@@ -46,12 +36,7 @@ def run_installer(args, env_extra=()):
 
 
 def main():
-    need_root()
-    need_tools("podman", "kubectl")
-    tag = image_tag()
-    if not image_present(tag):
-        print("FAIL: image %s missing (the k8s_image test builds it: install/image.sh)" % tag)
-        return 1
+    need_image()
     with Rendered() as r, tempfile.TemporaryDirectory(prefix="mwt-%d-k8si-" % os.getpid()) as t:
         objs = r.render()
         cm = find(objs, "ConfigMap", "meshwire-config")
@@ -150,11 +135,7 @@ def main():
         left = subprocess.run(["podman", "ps", "-a", "--filter", "name=" + name, "-q"],
                               capture_output=True, text=True).stdout.strip()
         check(not left, "no container left (--rm)")
-    if FAILS:
-        print("k8s_cni_installer: %d failure(s)" % len(FAILS))
-        return 1
-    print("k8s_cni_installer: PASS")
-    return 0
+    return verdict("k8s_cni_installer")
 
 
 if __name__ == "__main__":

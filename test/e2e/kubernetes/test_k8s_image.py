@@ -14,16 +14,7 @@ import re
 import subprocess
 import sys
 
-from k8s_lib import IMAGE_SH, image_tag, need_root, need_tools
-
-FAILS = []
-
-
-def check(cond, what):
-    if not cond:
-        FAILS.append(what)
-        print("FAIL: %s" % what)
-    return cond
+from k8s_lib import IMAGE_SH, check, image_tag, need_root, need_tools, verdict
 
 
 def build(build_dir):
@@ -99,11 +90,7 @@ def main():
                                                                           image_id(tag)))
     check(dangling() <= dangling_before, "no dangling image left: %s" % (dangling() -
                                                                         dangling_before))
-    if FAILS:
-        print("k8s_image: %d failure(s)" % len(FAILS))
-        return 1
-    print("k8s_image: PASS")
-    return 0
+    return verdict("k8s_image")
 
 
 if __name__ == "__main__":

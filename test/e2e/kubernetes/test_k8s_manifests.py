@@ -19,15 +19,7 @@ import tempfile
 
 import yaml
 
-from k8s_lib import Rendered, container_env, expand, find, image_tag, need_tools
-
-FAILS = []
-
-
-def check(cond, what):
-    if not cond:
-        FAILS.append(what)
-        print("FAIL: %s" % what)
+from k8s_lib import Rendered, check, container_env, expand, find, image_tag, need_tools, verdict
 
 
 def noncomment_lines(text):
@@ -262,12 +254,8 @@ def main():
                                input=line, capture_output=True, text=True)
             check(p.returncode != 0 and want in p.stderr,
                   "configure.sh refuses %r: %d %s" % (line, p.returncode, p.stderr.strip()))
-    if FAILS:
-        print("k8s_manifests: %d failure(s)" % len(FAILS))
-        return 1
-    print("k8s_manifests: PASS (base, local overlay of %d nodes, examples/relays, "
-          "examples/kubernetes-mode)" % len(nodes))
-    return 0
+    return verdict("k8s_manifests", " (base, local overlay of %d nodes, examples/relays, "
+                   "examples/kubernetes-mode)" % len(nodes))
 
 
 if __name__ == "__main__":

@@ -30,21 +30,11 @@ import time
 
 import yaml
 
-from k8s_lib import (K8S, Rendered, image_present, image_tag, need_root, need_tools,
-                     podman_run_args)
+from k8s_lib import FAILS, K8S, Rendered, check, need_image, podman_run_args, verdict
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "mesh"))
 from mesh import CLUSTER_CIDRS, Mesh, Pod, peer_paths  # noqa: E402
-
-FAILS = []
-
-
-def check(cond, what):
-    if not cond:
-        FAILS.append(what)
-        print("FAIL: %s" % what)
-    return cond
 
 
 def podman(*args, timeout=30, check_rc=False):
@@ -69,12 +59,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--build-dir", required=True)
     a = ap.parse_args()
-    need_root()
-    need_tools("podman", "kubectl")
-    tag = image_tag()
-    if not image_present(tag):
-        print("FAIL: image %s missing (the k8s_image test builds it: install/image.sh)" % tag)
-        return 1
+    need_image()
     t0 = time.monotonic()
     cname = "mwt-%d-meshd" % os.getpid()
     ctr = None
@@ -226,11 +211,7 @@ def main():
                     print("--- meshd container log (tail)\n" + "".join(f.readlines()[-40:]))
     left = podman("ps", "-a", "-q", "--filter", "name=" + cname).stdout.strip()
     check(not left, "no container left: %s" % left)
-    if FAILS:
-        print("e2e_k8s_meshd_container: %d failure(s)" % len(FAILS))
-        return 1
-    print("e2e_k8s_meshd_container: PASS (%.1f s)" % (time.monotonic() - t0))
-    return 0
+    return verdict("e2e_k8s_meshd_container", " (%.1f s)" % (time.monotonic() - t0))
 
 
 if __name__ == "__main__":
