@@ -506,16 +506,22 @@ def topology_args(nodes):
     return {"relays": 2, "lans": ["cone", "symmetric", "cone"], "nodes_per_lan": (nodes - 2) // 3}
 
 
+def start_settled(m, t0, ready_timeout, settled_timeout):
+    """Start the mesh and wait until it is ready and settled: (wait_settled()'s counts, seconds
+    since t0)."""
+    m.start()
+    m.wait_ready(timeout=ready_timeout)
+    counts = wait_settled(m, timeout=settled_timeout)
+    return counts, time.monotonic() - t0
+
+
 def idle_only(a, nodes, fails):
     """5. above: a mesh of `nodes`, settled, at rest, measured idle; returns summarize_idle()."""
     t0 = time.monotonic()
     with Mesh(build_dir=a.build_dir, topology_args=topology_args(nodes)) as m:
         install_wan_counters(m)
         try:
-            m.start()
-            m.wait_ready(timeout=30)
-            counts = wait_settled(m, timeout=60)
-            t_settled = time.monotonic() - t0
+            counts, t_settled = start_settled(m, t0, ready_timeout=30, settled_timeout=60)
             took = wait_quiet(m)
         except (AssertionError, RuntimeError) as e:
             fails.add("%d-node mesh: %s" % (nodes, e))
@@ -536,10 +542,7 @@ def main_run(a, fails):
     with Mesh(build_dir=a.build_dir) as m:
         install_wan_counters(m)
         try:
-            m.start()
-            m.wait_ready(timeout=20)
-            counts = wait_settled(m, timeout=45)
-            t_settled = time.monotonic() - t0
+            counts, t_settled = start_settled(m, t0, ready_timeout=20, settled_timeout=45)
             src = m.add_pod(m["lan1a"], "src")
             dst = m.add_pod(m["lan2a"], "dst")
             ping_until_ok(src, dst.addr4)
