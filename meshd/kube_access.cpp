@@ -106,6 +106,27 @@ std::string relative_to(const std::string& dir, const std::string& p) {
     return dir + "/" + p;
 }
 
+// A user's PEM (client-certificate, client-key) and the field it came from, for errors.
+struct user_pem_source {
+    std::string pem;    // empty: neither field is set
+    std::string field;  // "<kubeconfig>: users[i].user.<key>[-data]"
+};
+
+// kubectl's two ways to give a user's PEM: inline as `<key>-data` (base64, preferred when both
+// are set) or as the file `<key>` (relative to the kubeconfig's directory).
+result<user_pem_source> user_pem(const YAML::Node& u, const std::string& key,
+                                 const std::string& where, const std::string& dir) {
+    user_pem_source out;
+    if (auto d = scalar(u, (key + "-data").c_str()); !d.empty()) {
+        out.field = where + "." + key + "-data";
+        out.pem = MW_TRY(base64_decode(d, out.field));
+    } else if (auto p = scalar(u, key.c_str()); !p.empty()) {
+        out.field = where + "." + key;
+        out.pem = MW_TRY(read_file(relative_to(dir, p), out.field));
+    }
+    return out;
+}
+
 }  // namespace
 
 std::string kube_access::url() const {
@@ -261,28 +282,18 @@ result<kube_access> parse_kubeconfig(std::string_view text, const std::string& d
                 a.token_file = relative_to(dir, p);
                 MW_TRY(read_file(a.token_file, name + ": " + user_path + ".tokenFile"));
             }
-            std::string cert_field, key_field;
-            if (auto d = scalar(u, "client-certificate-data"); !d.empty()) {
-                cert_field = name + ": " + user_path + ".client-certificate-data";
-                a.cert_pem = MW_TRY(base64_decode(d, cert_field));
-            } else if (auto p = scalar(u, "client-certificate"); !p.empty()) {
-                cert_field = name + ": " + user_path + ".client-certificate";
-                a.cert_pem = MW_TRY(read_file(relative_to(dir, p), cert_field));
-            }
-            if (auto d = scalar(u, "client-key-data"); !d.empty()) {
-                key_field = name + ": " + user_path + ".client-key-data";
-                a.key_pem = MW_TRY(base64_decode(d, key_field));
-            } else if (auto p = scalar(u, "client-key"); !p.empty()) {
-                key_field = name + ": " + user_path + ".client-key";
-                a.key_pem = MW_TRY(read_file(relative_to(dir, p), key_field));
-            }
+            const auto cert =
+                MW_TRY(user_pem(u, "client-certificate", name + ": " + user_path, dir));
+            const auto key = MW_TRY(user_pem(u, "client-key", name + ": " + user_path, dir));
+            a.cert_pem = cert.pem;
+            a.key_pem = key.pem;
             if (a.cert_pem.empty() != a.key_pem.empty()) {
                 return invalid(name + ": " + user_path + ": " +
                                (a.cert_pem.empty() ? "client-key without client-certificate"
                                                    : "client-certificate without client-key"));
             }
             if (!a.cert_pem.empty())
-                MW_TRY_STATUS(check_pem_key_pair(a.cert_pem, a.key_pem, cert_field, key_field));
+                MW_TRY_STATUS(check_pem_key_pair(a.cert_pem, a.key_pem, cert.field, key.field));
         }
         return a;
     } catch (const YAML::Exception& e) {
