@@ -1,6 +1,6 @@
 // What the Kubernetes API's node set means for the core (issue 11 §3), pure: the node list in,
 // the discovery offers (learned_via::kubernetes) and the admitted node IDs out. The daemon
-// (meshd_runtime.cpp) hands the offers to node_core through the discovery entry.
+// (kube_wiring.cpp) hands the offers to node_core through the discovery entry.
 //
 // A Node says something about the mesh only through the annotations its meshd published: its
 // node ID (meshwire.io/node-id) and control port (meshwire.io/control-port). Its InternalIP and

@@ -1,10 +1,8 @@
 #include "meshd/meshd_runtime.hpp"
 
 #include <sodium.h>
-#include <time.h>
 
 #include <algorithm>
-#include <array>
 #include <boost/asio.hpp>
 #include <chrono>
 #include <cstring>
@@ -22,12 +20,12 @@
 #include "meshd/control_inbox.hpp"
 #include "meshd/core/node_core.hpp"
 #include "meshd/core/psk_sealer.hpp"
+#include "meshd/daemon_clock.hpp"
 #include "meshd/dataplane_planner.hpp"
 #include "meshd/host_addresses.hpp"
 #include "meshd/io/control_server.hpp"
 #include "meshd/io/metrics_server.hpp"
-#include "meshd/kube_client.hpp"
-#include "meshd/kube_discovery.hpp"
+#include "meshd/kube_wiring.hpp"
 #include "meshd/mdns_service.hpp"
 #include "meshd/metrics_export.hpp"
 #include "meshd/node_snapshot.hpp"
@@ -36,10 +34,6 @@
 #include "meshd/relay_nodes_diff.hpp"
 #include "meshd/transport.hpp"
 #include "meshd/wireguard_worker.hpp"
-
-#ifndef MESHWIRE_VERSION
-#define MESHWIRE_VERSION "unknown"
-#endif
 
 namespace mw::meshd {
 
@@ -67,31 +61,6 @@ std::vector<node_id> revoked_ids(const std::vector<std::string>& hex) {
         if (auto id = node_id::from_hex(h)) out.push_back(*id);
     }
     return out;
-}
-
-uint64_t unix_ms() {
-    return static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::milliseconds>(
-                                     std::chrono::system_clock::now().time_since_epoch())
-                                     .count());
-}
-
-// The node core's clock: CLOCK_BOOTTIME (never jumps, counts suspend, so a record's lifetime
-// here is real elapsed time), plus 10^12 ms so that no core timestamp is near the 0 that some
-// of its fields use for "never". Not the wall clock: nothing the core decides compares clocks
-// between nodes any more (records' lifetimes count from receipt, replay protection uses
-// epochs and counters), and a wall clock that is set or steps while we run (NTP arriving on a
-// node that booted without a real-time clock) would expire every record at once or postpone
-// our own record's refresh past its lifetime.
-uint64_t core_ms() {
-    timespec ts{};
-    clock_gettime(CLOCK_BOOTTIME, &ts);
-    return 1'000'000'000'000ull + uint64_t(ts.tv_sec) * 1000 + uint64_t(ts.tv_nsec) / 1'000'000;
-}
-
-uint64_t steady_ms() {
-    return static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::milliseconds>(
-                                     std::chrono::steady_clock::now().time_since_epoch())
-                                     .count());
 }
 
 control_inbox_config inbox_config() {
@@ -188,9 +157,6 @@ private:
     void poll_addresses();
     void start_mdns();
     void on_mdns_peer(const mdns_peer& p);
-    // kubernetes.enable: the API client (its own thread) and what its node set means here.
-    status start_kubernetes();
-    void on_kube_nodes(std::shared_ptr<const kube_node_map> nodes);
     // The on-disk record cache (record_cache.hpp): loaded once at start, written by
     // cache_writer_ when the store changed (debounced) and at shutdown.
     void load_cache();
@@ -222,10 +188,8 @@ private:
     std::unique_ptr<node_core> core_;
     std::unique_ptr<wireguard_worker> wg_;
     std::unique_ptr<control_server> ctl_;
-    std::unique_ptr<mdns_service> mdns_;   // mdns.enable: LAN discovery (mdns_service.hpp)
-    std::unique_ptr<kube_client> kube_;    // kubernetes.enable (kube_client.hpp)
-    std::vector<kube_offer> kube_offers_;  // what the core was last offered from the API
-    std::string kube_cidr_warned_;         // the Node's pod CIDRs last warned about
+    std::unique_ptr<mdns_service> mdns_;  // mdns.enable: LAN discovery (mdns_service.hpp)
+    std::unique_ptr<kube_wiring> kube_;   // kubernetes.enable (kube_wiring.hpp)
     bool stopping_ = false;
 
     record_cache cache_;
@@ -528,78 +492,6 @@ void daemon::on_mdns_peer(const mdns_peer& p) {
         core_->offer_endpoint(p.id, ep, learned_via::mdns, now);
         core_->offer_endpoint(std::nullopt, ep, learned_via::mdns, now);
     }
-    after_core();
-}
-
-status daemon::start_kubernetes() {
-    kube_settings ks{cfg_.kubernetes_api_server,  cfg_.kubernetes_meta_server,
-                     cfg_.kubernetes_kube_config, cfg_.kubernetes_ca_file,
-                     cfg_.kubernetes_cert_file,   cfg_.kubernetes_key_file,
-                     cfg_.kubernetes_token_file};
-    auto access = resolve_kube_access(ks, kube_environment::from_process());
-    if (!access) return access.err();
-    kube_client_config kc;
-    kc.access = std::move(*access);
-    kc.node_name = cfg_.node_name;
-    kc.annotations = {{k_annotation_node_id, identity_.id().hex()},
-                      {k_annotation_wg_key, identity_.wg_public_key().to_base64()},
-                      {k_annotation_control_port, std::to_string(cfg_.listen_port)}};
-    kc.user_agent = "meshd/" MESHWIRE_VERSION;
-    kube_ = std::make_unique<kube_client>(
-        std::move(kc), io_,
-        [this](std::shared_ptr<const kube_node_map> n) { on_kube_nodes(std::move(n)); });
-    kube_->start();
-    return {};
-}
-
-// The API's node set (after a LIST, and after each batch of watch events). Nothing is torn down
-// when the API is unreachable: no update arrives then, and what was offered stays.
-void daemon::on_kube_nodes(std::shared_ptr<const kube_node_map> nodes) {
-    if (!core_ || stopping_) return;
-    const uint64_t now = core_ms();
-    auto v = read_kube_nodes(*nodes, cfg_.node_name, identity_.id(), cfg_.listen_port);
-    for (const auto& b : v.bad) log::warn("kubernetes node annotation ignored", {{"what", b}});
-    if (v.self) {
-        // Both set: the config wins (an operator's explicit choice), said once per change.
-        std::string theirs;
-        for (const auto& p : v.self->pod_cidrs) theirs += (theirs.empty() ? "" : ",") + p.str();
-        std::string ours;
-        for (const auto& p : cfg_.pod_cidrs) ours += (ours.empty() ? "" : ",") + p.str();
-        if (!theirs.empty() && theirs != ours && theirs != kube_cidr_warned_) {
-            kube_cidr_warned_ = theirs;
-            log::warn(
-                "podCIDRs in the config differ from our Node's spec.podCIDRs; the config's "
-                "are used",
-                {{"config", ours}, {"node", theirs}});
-        }
-    }
-    if (v.offers != kube_offers_) {
-        core_->withdraw_endpoints(learned_via::kubernetes, now);
-        // A node's addresses are path candidates for it. With no relayNodes a few of them are
-        // also rendezvous (asked for the cluster's records, as dht.bootstrap addresses are):
-        // the nearest by node ID, so each node asks a different few and none is asked by all.
-        std::vector<const kube_offer*> by_distance;
-        for (const auto& o : v.offers) {
-            for (const auto& ep : o.endpoints)
-                core_->offer_endpoint(o.id, ep, learned_via::kubernetes, now);
-            by_distance.push_back(&o);
-        }
-        auto dist = [&](const kube_offer* o) {
-            std::array<uint8_t, 32> d{};
-            for (size_t i = 0; i < d.size(); ++i) d[i] = o->id.data()[i] ^ identity_.id().data()[i];
-            return d;
-        };
-        std::sort(by_distance.begin(), by_distance.end(),
-                  [&](const kube_offer* a, const kube_offer* b) { return dist(a) < dist(b); });
-        constexpr size_t k_rendezvous = 4;
-        for (size_t i = 0; i < by_distance.size() && i < k_rendezvous; ++i) {
-            core_->offer_endpoint(std::nullopt, by_distance[i]->endpoints.front(),
-                                  learned_via::kubernetes, now);
-        }
-        log::info("kubernetes nodes offered", {{"nodes", std::to_string(v.offers.size())}});
-        kube_offers_ = std::move(v.offers);
-    }
-    if (cfg_.kubernetes_require_node) core_->set_listed(std::move(v.listed), now);
     after_core();
 }
 
@@ -1014,11 +906,13 @@ int daemon::run() {
     poll_wg();
     if (cfg_.mdns_enable) start_mdns();
     if (cfg_.kubernetes_enable) {
-        if (auto s = start_kubernetes(); !s) {
-            log::error("cannot start the kubernetes client", {{"error", s.err().message}});
+        auto k = kube_wiring::start(cfg_, identity_, *core_, io_, [this] { after_core(); });
+        if (!k) {
+            log::error("cannot start the kubernetes client", {{"error", k.err().message}});
             shutdown();
             return 78;
         }
+        kube_ = std::move(*k);
     }
     addr_timer_.expires_after(k_addr_poll);
     addr_timer_.async_wait([this](const boost::system::error_code& ec) {

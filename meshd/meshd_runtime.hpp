@@ -8,6 +8,8 @@
 //                      docs/meshctl-json.md) and metrics_export (Prometheus text)
 //   config_watcher     the config file, re-read every 2 s; which edits apply live
 //   host_addresses     our advertised endpoints (rtnetlink)
+//   kube_wiring        kubernetes.enable: kube_client and its node set fed to the core
+//   daemon_clock       core_ms() (the core's clock), steady_ms(), unix_ms()
 //   node.json          for the CNI plugin (written at startup, by meshd_cli)
 //
 // Threading: the core, its timers, the control socket, the metrics endpoint, the planner and the
