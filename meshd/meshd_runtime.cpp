@@ -5,7 +5,6 @@
 #include <algorithm>
 #include <boost/asio.hpp>
 #include <chrono>
-#include <cstring>
 #include <map>
 #include <nlohmann/json.hpp>
 #include <optional>
@@ -29,8 +28,7 @@
 #include "meshd/mdns_service.hpp"
 #include "meshd/metrics_export.hpp"
 #include "meshd/node_snapshot.hpp"
-#include "meshd/record_cache.hpp"
-#include "meshd/record_cache_writer.hpp"
+#include "meshd/record_cache_wiring.hpp"
 #include "meshd/relay_nodes_diff.hpp"
 #include "meshd/transport.hpp"
 #include "meshd/wireguard_worker.hpp"
@@ -45,15 +43,6 @@ using json = nlohmann::json;
 constexpr auto k_wg_poll = std::chrono::seconds(2);
 constexpr auto k_addr_poll = std::chrono::seconds(15);
 constexpr auto k_config_poll = std::chrono::seconds(2);
-// The record cache is checked for changes this often and written (besides at shutdown) at most
-// every k_cache_min_interval_ms when the set of nodes changed (a node joined or left: what a
-// restart without an uplink must know), and at most every k_cache_refresh_ms when only records
-// were re-signed (relays' RTTs change them often; a cached older seq only lives shorter, never
-// longer): not on every refresh, and at 16,384 records (a few MB) not every few seconds.
-constexpr auto k_cache_poll = std::chrono::seconds(2);
-constexpr uint64_t k_cache_min_interval_ms = 5000;
-constexpr uint64_t k_cache_refresh_ms = 60'000;
-
 // revokedNodes (validated as 64 hex digits by the config parser) as node IDs.
 std::vector<node_id> revoked_ids(const std::vector<std::string>& hex) {
     std::vector<node_id> out;
@@ -123,12 +112,11 @@ public:
           wg_timer_(io_),
           addr_timer_(io_),
           config_timer_(io_),
-          cache_timer_(io_),
           inbox_(inbox_config()),
           transport_(cfg_, [this](std::span<const uint8_t> d, const wg_endpoint& from, uint64_t sid,
                                   uint16_t via) { on_control(d, from, sid, via); }),
           watcher_(std::move(config_path)),
-          cache_(cfg_.state_dir, cache_mac_key, record_store_config{}.max_records),
+          cache_(cfg_.state_dir, cache_mac_key, io_, id.id(), planner_, observed_),
           planner_(id.id()) {
         // WireGuard started sending to a quiet relayed peer: its pair turns active now (fast
         // probes, failover within the budget), not at the next device read (up to 2 s later).
@@ -157,13 +145,6 @@ private:
     void poll_addresses();
     void start_mdns();
     void on_mdns_peer(const mdns_peer& p);
-    // The on-disk record cache (record_cache.hpp): loaded once at start, written by
-    // cache_writer_ when the store changed (debounced) and at shutdown.
-    void load_cache();
-    void poll_cache();
-    std::vector<cached_record> cache_entries();
-    // Of the store's node IDs (`with_seqs` false) or (node ID, seq) pairs.
-    uint64_t cache_digest(bool with_seqs) const;
     node_snapshot snapshot();
     void handle(const json& req, control_server::reply_fn reply);
     void ping(const control_request& req, control_server::reply_fn reply);
@@ -174,7 +155,7 @@ private:
     psk_sealer sealer_;
     asio::io_context io_;
     asio::signal_set signals_;
-    asio::steady_timer timer_, wg_timer_, addr_timer_, config_timer_, cache_timer_;
+    asio::steady_timer timer_, wg_timer_, addr_timer_, config_timer_;
     std::unique_ptr<metrics_server> metrics_;
     uint64_t armed_deadline_ = UINT64_MAX;
     std::chrono::steady_clock::time_point started_ = std::chrono::steady_clock::now();
@@ -192,13 +173,9 @@ private:
     std::unique_ptr<kube_wiring> kube_;   // kubernetes.enable (kube_wiring.hpp)
     bool stopping_ = false;
 
-    record_cache cache_;
-    std::unique_ptr<record_cache_writer> cache_writer_;
-    record_cache_stats cache_stats_;
-    uint64_t cache_nodes_ = 0, cache_seqs_ = 0;  // cache_digest() as last written (or loaded)
-    uint64_t cache_written_ms_ = 0;              // steady ms of the last write handed to the writer
-    bool cache_ok_ = false;                      // the boot ID and clocks could be read
-    std::map<node_id, wg_endpoint> cache_hints_;  // last direct WireGuard endpoint per peer
+    // The on-disk record cache (record_cache_wiring.hpp): loaded once at start, written when
+    // the store changed (debounced) and at shutdown.
+    record_cache_wiring cache_;
 
     // Data plane. The planner holds the kept state (last configuration per peer, proxy sockets,
     // keepalive staging); WireGuard calls run on wg_'s thread.
@@ -495,156 +472,6 @@ void daemon::on_mdns_peer(const mdns_peer& p) {
     after_core();
 }
 
-void daemon::load_cache() {
-    cache_stats_.path = cache_.path();
-    auto now = cache_clock::now();
-    if (!now) {
-        // Without the boot ID nothing can say how much of a lifetime passed: no cache at all
-        // rather than one that might extend a record's life.
-        cache_stats_.load = "off";
-        cache_stats_.load_error = now.err().message;
-        log::warn("record cache off: cannot read the clocks", {{"error", now.err().message}});
-        return;
-    }
-    cache_ok_ = true;
-    auto got = cache_.load(*now);
-    if (!got) {
-        if (got.err().is(errc::not_found)) return;  // a first start
-        // Unusable: kept aside for a look, and the daemon starts without it.
-        cache_stats_.load_error = got.err().message;
-        auto aside = cache_.set_aside();
-        cache_stats_.load = aside ? "set aside" : "unreadable";
-        log::warn("record cache not used; starting without it",
-                  {{"path", cache_.path()},
-                   {"error", got.err().message},
-                   {"kept_as", aside ? *aside : "-"},
-                   {"rename_error", aside ? "-" : aside.err().message}});
-        return;
-    }
-    if (got->basis == elapsed_basis::wall_clock_behind) {
-        log::warn(
-            "record cache: the wall clock is behind the time it was written (another "
-            "boot); the downtime counts as 0, records keep at most the lifetime they had "
-            "left",
-            {{"path", cache_.path()}});
-    }
-    const uint64_t t = core_ms();
-    auto imp = offer_cached(*core_, identity_.id(), got->records, t);
-    for (const auto& c : got->records) {
-        const node_id id = c.record.id();
-        if (id == identity_.id() || !core_->store().find(id)) continue;
-        // The data plane installs it at once (dataplane_planner::seed): its last direct
-        // WireGuard endpoint, else its record's first address at its WireGuard port.
-        std::optional<wg_endpoint> ep = c.hint;
-        if (ep) {
-            cache_hints_[id] = *ep;
-        } else if (!c.record.endpoints.empty() && c.record.wg_port) {
-            ep = wg_endpoint{c.record.endpoints.front().address, c.record.wg_port};
-        }
-        planner_.seed(id, ep);
-    }
-    for (const auto& r : imp.refusals) {
-        log::info("cached record refused", {{"record", r}});
-    }
-    // The peers now, not at the first timer: the first data-plane plan then has them, and a
-    // kernel device kept across the restart does not lose them for a moment.
-    if (imp.offered > 0) core_->tick(t);
-    cache_stats_.load = "loaded";
-    cache_stats_.loaded = imp.offered;
-    cache_stats_.expired = got->expired;
-    cache_stats_.refused = imp.refused;
-    cache_stats_.elapsed_ms = got->elapsed_ms;
-    cache_stats_.basis = got->basis;
-    cache_nodes_ = cache_digest(false);
-    cache_seqs_ = cache_digest(true);
-    log::info("record cache loaded", {{"path", cache_.path()},
-                                      {"records", std::to_string(imp.offered)},
-                                      {"expired", std::to_string(got->expired)},
-                                      {"refused", std::to_string(imp.refused)},
-                                      {"elapsed_ms", std::to_string(got->elapsed_ms)},
-                                      {"clock", to_string(got->basis)}});
-}
-
-uint64_t daemon::cache_digest(bool with_seqs) const {
-    // What the file holds depends on (node, seq) only: a record's expiry is fixed at its first
-    // receipt, so the same set written again would say the same.
-    uint64_t h = 1469598103934665603ull;
-    auto mix = [&](uint64_t v) {
-        h ^= v;
-        h *= 1099511628211ull;
-    };
-    core_->store().for_each_with_id([&](const node_id& id, const peer_record& r) {
-        uint64_t head = 0;
-        std::memcpy(&head, id.data(), sizeof head);
-        mix(head);
-        if (with_seqs) mix(r.seq);
-    });
-    mix(core_->store().size());
-    return h;
-}
-
-std::vector<cached_record> daemon::cache_entries() {
-    std::vector<cached_record> out;
-    const uint64_t now = core_ms();
-    // The endpoint each peer is reached at directly now (else the one remembered).
-    for (const auto& v : core_->peers()) {
-        if (v.path == path_kind::direct && v.endpoint && !v.learned) {
-            cache_hints_[v.id] = *v.endpoint;
-        } else if (const wg_peer* w = observed_ ? observed_->find_peer(v.wg_public_key) : nullptr;
-                   w && w->endpoint && v.path == path_kind::direct) {
-            cache_hints_[v.id] = *w->endpoint;  // learned by WireGuard
-        }
-    }
-    std::erase_if(cache_hints_, [&](const auto& kv) { return !core_->store().find(kv.first); });
-    out.reserve(core_->store().size());
-    core_->store().for_each_with_id([&](const node_id& id, const peer_record& r) {
-        auto exp = core_->store().expires_at(id);
-        if (!exp || *exp <= now) return;
-        cached_record c{r, *exp - now, std::nullopt};
-        if (auto h = cache_hints_.find(id); h != cache_hints_.end()) c.hint = h->second;
-        out.push_back(std::move(c));
-    });
-    return out;
-}
-
-void daemon::poll_cache() {
-    if (stopping_) return;
-    const uint64_t nodes = cache_digest(false), seqs = cache_digest(true);
-    const uint64_t now = steady_ms();
-    const bool due =
-        (nodes != cache_nodes_ && now >= cache_written_ms_ + k_cache_min_interval_ms) ||
-        (seqs != cache_seqs_ && now >= cache_written_ms_ + k_cache_refresh_ms);
-    if (due) {
-        auto at = cache_clock::now();
-        if (at) {
-            cache_nodes_ = nodes;
-            cache_seqs_ = seqs;
-            cache_written_ms_ = now;
-            auto entries = cache_entries();
-            const size_t n = entries.size();
-            const uint64_t wall = at->unix_ms;
-            cache_writer_->write(std::move(entries), *at, [this, n, wall](status st) {
-                if (!st) {
-                    ++cache_stats_.write_failures;
-                    cache_nodes_ = cache_seqs_ = 0;  // again at the next poll after the interval
-                    log::warn("cannot write the record cache",
-                              {{"path", cache_.path()}, {"error", st.err().message}});
-                    return;
-                }
-                ++cache_stats_.writes;
-                cache_stats_.records_written = n;
-                cache_stats_.last_write_unix_ms = wall;
-                log::debug("record cache written",
-                           {{"path", cache_.path()}, {"records", std::to_string(n)}});
-            });
-        }
-    }
-    cache_timer_.expires_after(k_cache_poll);
-    cache_timer_.async_wait([this](const boost::system::error_code& ec) {
-        if (!ec) poll_cache();
-    });
-}
-
 node_snapshot daemon::snapshot() {
     return take_snapshot(snapshot_sources{
         .cfg = cfg_,
@@ -661,7 +488,7 @@ node_snapshot daemon::snapshot() {
         .proxied = planner_.proxied(),
         .inbox = &inbox_,
         .mdns = mdns_.get(),
-        .cache = &cache_stats_,
+        .cache = &cache_.stats(),
     });
 }
 
@@ -793,23 +620,7 @@ void daemon::shutdown() {
     wg_timer_.cancel();
     addr_timer_.cancel();
     config_timer_.cancel();
-    cache_timer_.cancel();
-    if (cache_writer_) {
-        // The last state, written here on our thread: nothing else runs any more. A write in
-        // progress finishes first (a waiting one is replaced by this).
-        cache_writer_->stop();
-        cache_writer_.reset();
-        auto entries = cache_entries();
-        if (auto at = cache_clock::now()) {
-            if (auto st = cache_.save(entries, *at); !st) {
-                log::warn("cannot write the record cache",
-                          {{"path", cache_.path()}, {"error", st.err().message}});
-            } else {
-                log::info("record cache written",
-                          {{"path", cache_.path()}, {"records", std::to_string(entries.size())}});
-            }
-        }
-    }
+    cache_.stop();
     if (metrics_) metrics_->stop();
     if (kube_) kube_->stop();  // a request in progress is closed; nothing is torn down
     if (mdns_) mdns_->stop();  // goodbyes (TTL 0) so that LAN neighbours forget us at once
@@ -901,7 +712,7 @@ int daemon::run() {
         shutdown();
     });
     core_->start(core_ms());
-    load_cache();
+    cache_.load(*core_);
     after_core();
     poll_wg();
     if (cfg_.mdns_enable) start_mdns();
@@ -919,11 +730,7 @@ int daemon::run() {
         if (!ec) poll_addresses();
     });
     watch_config();
-    if (cache_ok_) {
-        cache_writer_ = std::make_unique<record_cache_writer>(cache_, io_);
-        cache_written_ms_ = steady_ms();
-        poll_cache();
-    }
+    cache_.start_writing();
     log::info("meshd ready", {{"node", cfg_.node_name}, {"socket", cfg_.socket}});
     io_.run();
     return 0;

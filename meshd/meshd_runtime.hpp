@@ -9,6 +9,7 @@
 //   config_watcher     the config file, re-read every 2 s; which edits apply live
 //   host_addresses     our advertised endpoints (rtnetlink)
 //   kube_wiring        kubernetes.enable: kube_client and its node set fed to the core
+//   record_cache_wiring  the on-disk record cache: loaded at start, written on changes
 //   daemon_clock       core_ms() (the core's clock), steady_ms(), unix_ms()
 //   node.json          for the CNI plugin (written at startup, by meshd_cli)
 //
