@@ -19,6 +19,8 @@ kube_view read_kube_nodes(const kube_node_map& nodes, const std::string& self_na
         }
         v.listed.push_back(*id);
         if (name == self_name || *id == self_id) continue;
+        auto& blocks = v.pod_cidrs[*id];
+        blocks.insert(blocks.end(), n.pod_cidrs.begin(), n.pod_cidrs.end());
         uint16_t port = default_port;
         if (auto p = n.annotations.find(k_annotation_control_port); p != n.annotations.end()) {
             unsigned val = 0;
