@@ -337,15 +337,23 @@ TEST_CASE("kube discovery: each annotated node ID but ours with its Node's podCI
     };
     node("self", hex_self, {"10.244.0.0/24"});
     node("a", hex_a, {"10.244.1.0/24", "fd00:244:1::/64"});
-    node("a2", hex_a, {"10.244.11.0/24"});  // two Nodes carry one ID: the union
+    node("b2", hex_b, {"10.244.12.0/24"});  // two Nodes carry one ID: ambiguous, no block
     node("b", hex_b, {});                   // no podCIDRs allocated yet: listed, no blocks
     node("plain", "", {"10.244.3.0/24"});   // no meshd: not an authority for anyone
     auto v = read_kube_nodes(m, "self", self, 51821);
     REQUIRE(v.pod_cidrs.size() == 2);
     const auto& a = v.pod_cidrs.at(*node_id::from_hex(hex_a));
-    REQUIRE(a.size() == 3);
+    REQUIRE(a.size() == 2);
     CHECK(a[0].str() == "10.244.1.0/24");
-    CHECK(a[2].str() == "10.244.11.0/24");
+    CHECK(a[1].str() == "fd00:244:1::/64");
+    // b's ID is on Nodes b (no podCIDRs yet) and b2: ambiguous, whichever came first.
     CHECK(v.pod_cidrs.at(*node_id::from_hex(hex_b)).empty());
+    REQUIRE(v.bad.size() == 1);
+    CHECK(v.bad[0] ==
+          "b2: meshwire.io/node-id is also on Node b; no pod CIDRs are routed to that "
+          "node ID");
     CHECK(v.pod_cidrs.count(self) == 0);
+    // The same with the podCIDRs on the first Node: still none.
+    m["b"].pod_cidrs = {*ip_prefix::parse("10.244.2.0/24")};
+    CHECK(read_kube_nodes(m, "self", self, 51821).pod_cidrs.at(*node_id::from_hex(hex_b)).empty());
 }
