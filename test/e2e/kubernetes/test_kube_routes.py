@@ -1,6 +1,6 @@
 #!/usr/bin/python3
 """The Kubernetes route authority (issue 17): Node spec.podCIDRs decide which pod CIDRs of another
-node are routed (kubernetes.routeAuthority node, the default). CTest e2e_kube_routes, about 40 s.
+node are routed (kubernetes.routeAuthority node, the default). CTest e2e_kube_routes, ~15-20 s.
 
 Testbed: public hosts api, k1, k2, k3 (test/e2e/topology); fake_apiserver.py in api's namespace
 (as in test_kube_mesh.py), meshd on k1-k3 with kubernetes.enable and nothing else to meet by.
