@@ -2,12 +2,14 @@
 
 #include <algorithm>
 #include <charconv>
+#include <map>
 
 namespace mw::meshd {
 
 kube_view read_kube_nodes(const kube_node_map& nodes, const std::string& self_name,
                           const node_id& self_id, uint16_t default_port) {
     kube_view v;
+    std::map<node_id, std::string> carrier;  // node ID -> the first Node carrying it
     for (const auto& [name, n] : nodes) {
         if (name == self_name) v.self = &n;
         auto a = n.annotations.find(k_annotation_node_id);
@@ -19,6 +21,16 @@ kube_view read_kube_nodes(const kube_node_map& nodes, const std::string& self_na
         }
         v.listed.push_back(*id);
         if (name == self_name || *id == self_id) continue;
+        // One node ID on two Nodes is ambiguous, never a union: whoever can write annotations
+        // (meshd's service account may patch any Node) could otherwise put its own ID on a
+        // victim's Node and be routed the victim's block. Such an ID gets no block at all.
+        if (auto [c, first] = carrier.try_emplace(*id, name); !first) {
+            v.pod_cidrs[*id].clear();
+            v.bad.push_back(name + ": " + k_annotation_node_id + " is also on Node " + c->second +
+                            "; no pod CIDRs are routed to that node ID");
+        } else {
+            v.pod_cidrs[*id] = n.pod_cidrs;
+        }
         uint16_t port = default_port;
         if (auto p = n.annotations.find(k_annotation_control_port); p != n.annotations.end()) {
             unsigned val = 0;

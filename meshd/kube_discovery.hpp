@@ -9,6 +9,7 @@
 // Nodes without the annotation (no meshd yet, or another CNI) are ignored.
 #pragma once
 
+#include <map>
 #include <optional>
 #include <string>
 #include <vector>
@@ -27,8 +28,12 @@ struct kube_offer {
 };
 
 struct kube_view {
-    std::vector<kube_offer> offers;   // other nodes, by node ID
-    std::vector<node_id> listed;      // every annotated node ID (ours included), sorted
+    std::vector<kube_offer> offers;  // other nodes, by node ID
+    std::vector<node_id> listed;     // every annotated node ID (ours included), sorted
+    // The route authority (kubernetes.routeAuthority node): every annotated node ID but ours,
+    // with its Node's spec.podCIDRs (empty if none is allocated, or if several Nodes carry the
+    // ID: ambiguous, so nothing is routed to it; named in `bad`).
+    std::map<node_id, std::vector<ip_prefix>> pod_cidrs;
     const kube_node* self = nullptr;  // our own Node, if listed (points into the map)
     std::vector<std::string> bad;     // "NAME: why" for annotations that do not parse
 };

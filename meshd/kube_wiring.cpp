@@ -97,6 +97,10 @@ void kube_wiring::on_nodes(std::shared_ptr<const kube_node_map> nodes) {
         offers_ = std::move(v.offers);
     }
     if (cfg_.kubernetes_require_node) core_.set_listed(std::move(v.listed), now);
+    // From the first list on, the Nodes' spec.podCIDRs bound what each node is routed
+    // (route_authority.hpp); an unreachable API sends nothing, so the last list holds.
+    if (cfg_.kubernetes_route_authority == "node")
+        core_.set_node_cidrs(std::move(v.pod_cidrs), now);
     after_core_();
 }
 

@@ -129,6 +129,9 @@ CONFIGURATION (YAML; unknown fields are errors; an annotated example is conf/mes
                         certificate and key, bearer token re-read before each request)
     kubernetes.requireNode  refuse mesh peers whose node ID no Node carries (default false;
                         applies from the first node list on, follows the API live)
+    kubernetes.routeAuthority  node | config (default node): node routes another node's pod
+                        CIDRs only inside its Node's spec.podCIDRs (none for a node no Node
+                        carries), from the first node list on, live; config: clusterCIDRs only
     metrics.listen      Prometheus endpoint IP:PORT (default: none)
     logLevel            debug | info | warn | error (default info)
 

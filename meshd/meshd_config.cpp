@@ -584,7 +584,7 @@ meshd_config parse_tree(const YAML::Node& root, const config_environment& env) {
     if (auto n = top.get("kubernetes")) {
         mapping m(*n, "kubernetes",
                   {"enable", "apiServer", "metaServer", "kubeConfig", "caFile", "certFile",
-                   "keyFile", "tokenFile", "requireNode"});
+                   "keyFile", "tokenFile", "requireNode", "routeAuthority"});
         if (auto e = m.get("enable")) c.kubernetes_enable = as_bool(*e, m.path("enable"));
         // BRIEF: the Kubernetes API is spoken over verified HTTPS; plain http:// only to a
         // loopback endpoint the operator names (KubeEdge's edge endpoint without TLS).
@@ -619,6 +619,12 @@ meshd_config parse_tree(const YAML::Node& root, const config_environment& env) {
         }
         if (auto r = m.get("requireNode"))
             c.kubernetes_require_node = as_bool(*r, m.path("requireNode"));
+        if (auto r = m.get("routeAuthority")) {
+            c.kubernetes_route_authority = as_string(*r, m.path("routeAuthority"));
+            if (c.kubernetes_route_authority != "node" && c.kubernetes_route_authority != "config")
+                fail(m.path("routeAuthority"), *r,
+                     quoted(c.kubernetes_route_authority) + " is not one of node, config");
+        }
     }
 
     if (auto n = top.get("metrics")) {
@@ -811,6 +817,7 @@ std::string print_yaml(const meshd_config& c) {
     o << "  keyFile: " << quoted(c.kubernetes_key_file) << "\n";
     o << "  tokenFile: " << quoted(c.kubernetes_token_file) << "\n";
     o << "  requireNode: " << (c.kubernetes_require_node ? "true" : "false") << "\n";
+    o << "  routeAuthority: " << c.kubernetes_route_authority << "\n";
     o << "metrics:\n  listen: " << quoted(c.metrics_listen) << "\n";
     o << "logLevel: " << c.log_level << "\n";
     return o.str();

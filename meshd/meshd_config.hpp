@@ -81,6 +81,10 @@ struct meshd_config {
         kubernetes_token_file;  // absolute paths; add to / override the way in
     // Refuse mesh peers whose Node (by the meshwire.io/node-id annotation) is not in the API.
     bool kubernetes_require_node = false;
+    // routeAuthority: "node" (default): once the API is listed, other nodes' pod CIDRs are routed
+    // only inside their Node's spec.podCIDRs (a node no Node carries gets none); "config": the
+    // clusterCIDRs checks alone (route_authority.hpp).
+    std::string kubernetes_route_authority = "node";
     std::string metrics_listen;  // "IP:PORT"; empty: no metrics endpoint
     std::string log_level = "info";
 

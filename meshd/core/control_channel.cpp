@@ -62,6 +62,11 @@ result<control_message> control_channel::receive(std::span<const uint8_t> datagr
         return error(errc::parse_error, std::string(to_string(m.type())) + " from " +
                                             m.sender.short_hex() + " is for another node");
     }
+    if (refused_ && refused_(m.sender)) {
+        ++counters_.revoked;
+        return error(errc::protocol_error, std::string(to_string(m.type())) +
+                                               " from refused node " + m.sender.short_hex());
+    }
     const symmetric_key* key = &sealer_.anon_key();
     if (!anonymous) {
         auto k = keys_.key_for(m.sender_key);

@@ -53,7 +53,9 @@ struct control_counters {
     // was not proven: a spoofed source, or a first request), and COOKIE_REPLYs we got for ours.
     uint64_t cookie_sent = 0;
     uint64_t cookie_required = 0;
-    uint64_t revoked = 0;  // from a node in revokedNodes (counted by node_core)
+    // From a refused node (revokedNodes, or no Node carries it under kubernetes.requireNode):
+    // dropped before its pair key is computed or a replay slot is taken (set_refusal).
+    uint64_t revoked = 0;
 };
 
 class control_channel {
@@ -83,6 +85,12 @@ public:
     void set_admission(std::function<bool(const node_id&)> admitted) {
         admitted_ = std::move(admitted);
     }
+    // Senders refused outright (revoked, or not listed under requireNode): their datagrams are
+    // dropped right after the recipient check, before any per-sender state (pair key cache
+    // entry, X25519, replay slot) is spent on them; counted as `revoked`. The sender field is
+    // not authenticated yet there, which is safe: this only drops, and a forger naming a refused
+    // node only gets its own datagram dropped. Unset: nobody is.
+    void set_refusal(std::function<bool(const node_id&)> refused) { refused_ = std::move(refused); }
 
     // The boot epoch our messages carry; the counter starts again at 0. Set once, before sending.
     void set_epoch(uint64_t epoch) noexcept {
@@ -114,6 +122,7 @@ private:
     uint64_t epoch_ = 0;
     uint64_t counter_ = 0;
     std::function<bool(const node_id&)> admitted_;
+    std::function<bool(const node_id&)> refused_;
 };
 
 }  // namespace mw::meshd

@@ -55,6 +55,8 @@ node_core::node_core(node_core_config cfg, const node_identity& identity, psk_se
     // Replay-table slots beyond a share for unknown senders only for nodes whose record we hold.
     ctx_.channel().set_admission(
         [this](const node_id& id) { return members_.store().find(id) != nullptr; });
+    // Revoked and (requireNode) unlisted senders cost no pair key and no replay slot.
+    ctx_.channel().set_refusal([this](const node_id& id) { return ctx_.revoked(id); });
     // A recipient we have not heard from yet: its key is in its verified record.
     ctx_.channel().set_key_source([this](const node_id& id) -> std::optional<wg_key> {
         if (const peer_record* r = members_.store().find(id)) return r->wg_public_key;

@@ -118,6 +118,13 @@ public:
     // kubernetes.requireNode (live): only these nodes are accepted (nullopt: every node); the
     // records of the others go now, as for revokedNodes.
     void set_listed(std::optional<std::vector<node_id>> listed, uint64_t now_ms);
+    // kubernetes.routeAuthority node (live): each annotated node ID with its Node's
+    // spec.podCIDRs; other nodes' pod CIDRs are routed only inside them (route_authority.hpp).
+    // nullopt: the configuration's checks alone (before the API's first list, or
+    // routeAuthority: config).
+    void set_node_cidrs(std::optional<route_authority::node_cidrs> by_node, uint64_t now_ms) {
+        paths_.set_node_cidrs(std::move(by_node), now_ms);
+    }
     void set_relays(std::vector<relay_spec> relays, bool relay_role, uint64_t now_ms);
     void set_endpoints(std::vector<wg_endpoint> endpoints, uint64_t now_ms);
     // dht.bootstrap: offered through the discovery entry (id-less endpoints, learned_via
@@ -157,7 +164,7 @@ public:
     const peer_record& self_record() const noexcept { return members_.self(); }
     control_counters counters() const noexcept {
         control_counters c = ctx_.channel().counters();
-        c.revoked = revoked_drops_;
+        c.revoked += revoked_drops_;  // the channel drops most; these got past it
         return c;
     }
     const admission_counters& admission() const noexcept { return ctx_.admission; }

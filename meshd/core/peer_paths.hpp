@@ -143,6 +143,12 @@ public:
     // Our pairs relayed through `relay`.
     size_t relayed_through(const node_id& relay) const;
     const route_authority& routes() const noexcept { return routes_; }
+    // The Kubernetes route authority on or off (route_authority::set_node_cidrs); the peers
+    // whose routes changed are decided again on the next tick.
+    void set_node_cidrs(std::optional<route_authority::node_cidrs> by_node, uint64_t now) {
+        mark_routes(routes_.set_node_cidrs(std::move(by_node)));
+        ctx_.due(now);
+    }
 
 private:
     bool active(const peer_entry& p, uint64_t now) const noexcept { return now < p.active_until; }

@@ -16,6 +16,10 @@ const char* to_string(cidr_refusal r) noexcept {
             return "covers_underlay";
         case cidr_refusal::overlaps_peer:
             return "overlaps_peer";
+        case cidr_refusal::no_node:
+            return "no_node";
+        case cidr_refusal::not_node_podcidr:
+            return "not_node_podcidr";
     }
     return "?";
 }
@@ -61,6 +65,30 @@ std::optional<cidr_refusal> route_policy::check_shape(const ip_prefix& p) const 
     });
     if (!inside) return cidr_refusal::outside_cluster;
     if (p.length() != mask) return cidr_refusal::wrong_block_size;
+    return std::nullopt;
+}
+
+bool route_authority::pod_space(const ip_address& a) const {
+    if (policy_.in_cluster(a)) return true;
+    // One lookup per distinct block length (a cluster has one or two: /24 and /64), not per Node.
+    for (int len : node_block_lens_) {
+        if (len > a.bits()) continue;
+        if (node_blocks_.count(key{ip_prefix(a, len).network().address(), len})) return true;
+    }
+    return false;
+}
+
+std::optional<cidr_refusal> route_authority::check_node(const node_id& id,
+                                                        const ip_prefix& c) const {
+    auto it = node_cidrs_->find(id);
+    if (it == node_cidrs_->end()) return cidr_refusal::no_node;
+    const bool inside = std::any_of(it->second.begin(), it->second.end(), [&](const ip_prefix& b) {
+        return b.family() == c.family() && b.length() <= c.length() && b.contains(c.address());
+    });
+    if (!inside) return cidr_refusal::not_node_podcidr;
+    // clusterCIDRs, if set, still bound it (a Node's podCIDRs outside them is a mis-set cluster);
+    // the block size is the Node's.
+    if (auto s = policy_.check_shape(c); s == cidr_refusal::outside_cluster) return s;
     return std::nullopt;
 }
 
@@ -110,7 +138,7 @@ bool route_authority::evaluate(const node_id& id, node_state& st) {
                         [&](const refused_cidr& r) { return r.cidr == c; })) {
             continue;  // listed twice in one record
         }
-        std::optional<cidr_refusal> why = policy_.check_shape(c);
+        std::optional<cidr_refusal> why = node_cidrs_ ? check_node(id, c) : policy_.check_shape(c);
         if (!why && std::any_of(policy_.own_cidrs.begin(), policy_.own_cidrs.end(),
                                 [&](const ip_prefix& o) { return overlaps(o, c); })) {
             why = cidr_refusal::overlaps_own;
@@ -151,9 +179,18 @@ void route_authority::reevaluate_refused(std::set<node_id>& out) {
     }
 }
 
+void route_authority::reevaluate_all(std::set<node_id>& out) {
+    // evaluate() never takes another node's pin, so the order keeps first-claim-wins.
+    for (auto& [id, st] : nodes_) {
+        if (evaluate(id, st)) out.insert(id);
+    }
+    // A prefix released above may free another's claim.
+    reevaluate_refused(out);
+}
+
 void route_authority::add_addr(const ip_address& a, std::vector<ip_address>& added) {
-    // With clusterCIDRs, an address inside one is pod address space, not underlay.
-    if (policy_.in_cluster(a)) return;
+    // An address inside a clusterCIDR or a Node's podCIDRs is pod address space, not underlay.
+    if (pod_space(a)) return;
     if (record_underlay_[a]++ == 0) added.push_back(a);
 }
 
@@ -170,14 +207,44 @@ route_authority::changed route_authority::set_host_underlay(std::vector<ip_addre
     std::set<ip_address> next(addrs.begin(), addrs.end());
     if (next == host_underlay_) return {};
     host_underlay_ = std::move(next);
-    // Rare (an address or relayNodes change): every node is decided again. evaluate() never takes
-    // another node's pin, so the order keeps first-claim-wins.
+    // Rare (an address or relayNodes change): every node is decided again.
     std::set<node_id> out;
-    for (auto& [id, st] : nodes_) {
-        if (evaluate(id, st)) out.insert(id);
+    reevaluate_all(out);
+    return to_vector(out);
+}
+
+route_authority::changed route_authority::set_node_cidrs(std::optional<node_cidrs> by_node) {
+    if (by_node) {
+        for (auto& [id, blocks] : *by_node) {
+            for (auto& b : blocks) b = b.network();
+            std::sort(blocks.begin(), blocks.end(), [](const ip_prefix& x, const ip_prefix& y) {
+                return x.address() < y.address() ||
+                       (x.address() == y.address() && x.length() < y.length());
+            });
+            blocks.erase(std::unique(blocks.begin(), blocks.end()), blocks.end());
+        }
     }
-    // A prefix released above (it now covers an underlay address) may free another's claim.
-    reevaluate_refused(out);
+    if (by_node == node_cidrs_) return {};
+    node_cidrs_ = std::move(by_node);
+    node_blocks_.clear();
+    node_block_lens_.clear();
+    if (node_cidrs_) {
+        for (const auto& [id, blocks] : *node_cidrs_) {
+            for (const auto& b : blocks) {
+                node_blocks_.insert(key{b.address(), b.length()});
+                node_block_lens_.insert(b.length());
+            }
+        }
+    }
+    // What is pod space changed: the record addresses counted as underlay are counted again.
+    record_underlay_.clear();
+    std::vector<ip_address> ignored;
+    for (const auto& [id, st] : nodes_) {
+        for (const auto& a : st.addrs) add_addr(a, ignored);
+    }
+    // Rare (a Node added, deleted or given podCIDRs): every node is decided again.
+    std::set<node_id> out;
+    reevaluate_all(out);
     return to_vector(out);
 }
 

@@ -4,15 +4,21 @@
 // match wins), 8.0.0.0/8, two /1s (the underlay itself), or an exact duplicate (which made the
 // whole WireGuard apply fail on every node). So a claim is accepted only when all of these hold,
 // checked in this order (the first that fails is the refusal's reason):
+//   no_node           the Kubernetes authority is on (set_node_cidrs) and no Node carries the
+//                     claiming node's ID: it gets no routes at all;
+//   not_node_podcidr  the Kubernetes authority is on and no spec.podCIDRs entry of the Node(s)
+//                     carrying its ID contains the claim (a /25 of it is inside, 8.0.0.0/8 not);
 //   outside_cluster   clusterCIDRs is set and no clusterCIDR of its family contains it;
 //   wrong_block_size  clusterCIDRs set: its length is not exactly nodeCIDRMaskSize of its family;
 //                     not set: it is shorter than that (a /8 or a /1 is never a node's block);
+//                     not checked under the Kubernetes authority (the Node's block bounds it);
 //   overlaps_own      it overlaps one of this node's own podCIDRs;
 //   covers_underlay   it contains an underlay address we know: this node's host addresses, the
 //                     configured relay and bootstrap addresses (the "host underlay"), and every
-//                     endpoint address any record advertises (with clusterCIDRs set, record
-//                     addresses inside a clusterCIDR are not underlay: a node cannot then get
-//                     another's block refused by advertising an address inside it); or it
+//                     endpoint address any record advertises (record addresses inside a
+//                     clusterCIDR, or inside any Node's spec.podCIDRs under the Kubernetes
+//                     authority, are pod space, not underlay: a node cannot then get another's
+//                     block refused by advertising an address inside it); or it
 //                     overlaps a range that is every host's own (loopback, link-local with the
 //                     cloud metadata address, multicast, 0/8, 240/4 and the IPv6 forms);
 //   overlaps_peer     it overlaps a prefix already accepted for another node.
@@ -25,8 +31,16 @@
 //
 // Pure: no clock, no I/O. Each call returns the nodes whose decision changed, so the caller
 // re-plans only those. Cost per claim: O(prefix length) map lookups, so 16,384 nodes x 8 claims
-// are fine. The Kubernetes authority (Node spec.podCIDRs, issue 11) plugs in as the source of
-// truth for claims through the same decision type.
+// are fine.
+//
+// The Kubernetes authority (kubernetes.routeAuthority: node, the default with the API enabled):
+// once the API has been listed, set_node_cidrs gives every annotated node ID its Node's
+// spec.podCIDRs, and a claim must lie inside them (no_node / not_node_podcidr above); the other
+// checks still follow, so two Nodes with overlapping podCIDRs (a mis-set cluster) are first-wins
+// (overlaps_peer). Each new map decides every node again (pins of nodes no longer authorised are
+// released, then the refused claims are looked at again), as an underlay change does. Until the
+// first list (and with routeAuthority: config) the configuration's checks above decide alone;
+// while the API is unreachable the last map holds (the caller simply sends none).
 #pragma once
 
 #include <array>
@@ -51,8 +65,10 @@ enum class cidr_refusal : uint8_t {
     overlaps_own,
     covers_underlay,
     overlaps_peer,
+    no_node,           // Kubernetes authority: no Node carries the node's ID
+    not_node_podcidr,  // Kubernetes authority: outside its Node's spec.podCIDRs
 };
-inline constexpr size_t cidr_refusal_count = 5;
+inline constexpr size_t cidr_refusal_count = 7;
 const char* to_string(cidr_refusal r) noexcept;
 
 struct refused_cidr {
@@ -85,6 +101,9 @@ public:
         friend bool operator==(const decision&, const decision&) = default;
     };
     using changed = std::vector<node_id>;  // nodes whose decision changed, in node ID order
+    // The Kubernetes authority: each annotated node ID and its Node's spec.podCIDRs (empty when
+    // none is allocated yet: every claim of that node is then refused).
+    using node_cidrs = std::map<node_id, std::vector<ip_prefix>>;
 
     explicit route_authority(route_policy policy = {}) : policy_(std::move(policy)) {}
 
@@ -95,6 +114,10 @@ public:
                    const std::vector<ip_address>& addrs);
     // Its record is gone: its pins go, and others' refused claims are looked at again.
     changed remove(const node_id& id);
+    // The Kubernetes authority on (a map: the API's Nodes as last listed/watched) or off
+    // (nullopt: the configuration's checks alone). Every node is decided again on a change.
+    changed set_node_cidrs(std::optional<node_cidrs> by_node);
+    bool node_authority() const noexcept { return node_cidrs_.has_value(); }
 
     const decision* find(const node_id& id) const;
     const route_policy& policy() const noexcept { return policy_; }
@@ -131,6 +154,13 @@ private:
     // One pass in node ID order suffices: accepting a claim never frees another.
     void reevaluate_refused(std::set<node_id>& out);
     bool covers_underlay(const ip_prefix& p) const;
+    // Pod address space (never underlay): inside a clusterCIDR or, under the Kubernetes
+    // authority, inside any Node's podCIDRs.
+    bool pod_space(const ip_address& a) const;
+    // The Kubernetes authority's verdict on one claim of `id` (nullopt: inside its Node's).
+    std::optional<cidr_refusal> check_node(const node_id& id, const ip_prefix& c) const;
+    // Every node decided again (node ID order), then the refused ones once more.
+    void reevaluate_all(std::set<node_id>& out);
     std::optional<node_id> overlapping_pin(const ip_prefix& p, const node_id& self) const;
     void owners_of_pins_covering(const ip_address& a, std::set<node_id>& out) const;
     void add_addr(const ip_address& a, std::vector<ip_address>& added);
@@ -140,6 +170,9 @@ private:
     route_policy policy_;
     std::map<node_id, node_state> nodes_;
     std::map<key, node_id> pins_;
+    std::optional<node_cidrs> node_cidrs_;
+    std::set<key> node_blocks_;      // every Node block in node_cidrs_ (pod_space)
+    std::set<int> node_block_lens_;  // their distinct lengths
     std::set<ip_address> host_underlay_;
     std::map<ip_address, size_t> record_underlay_;  // address -> how many records list it
     std::vector<refusal_event> new_refusals_;

@@ -155,6 +155,7 @@ TEST_CASE("meshd config: kubernetes (podCIDRs from the Node, the ways in, requir
     CHECK(c.pod_cidrs.empty());  // from the Node's spec.podCIDRs at start
     CHECK(c.kubernetes_meta_server == "http://127.0.0.1:10550");
     CHECK(c.kubernetes_require_node);
+    CHECK(c.kubernetes_route_authority == "node");  // the default: Node spec.podCIDRs decide
     auto again = ok(print_yaml(c));
     CHECK(print_yaml(again) == print_yaml(c));
     CHECK(again.pod_cidrs.empty());
@@ -165,6 +166,11 @@ TEST_CASE("meshd config: kubernetes (podCIDRs from the Node, the ways in, requir
                    " certFile: /c, keyFile: /k, tokenFile: /t}\n"));
     CHECK(c.kubernetes_ca_file == "/ca");
     CHECK(c.kubernetes_token_file == "/t");
+    c = ok(minimal("kubernetes: {enable: true, routeAuthority: config}\n"));
+    CHECK(c.kubernetes_route_authority == "config");
+    CHECK(ok(print_yaml(c)).kubernetes_route_authority == "config");
+    CHECK_ERR(minimal("kubernetes: {routeAuthority: nodes}\n"),
+              "kubernetes.routeAuthority: \"nodes\" is not one of node, config");
 
     // The Node's pod CIDRs are held to the config's rules.
     c = ok("psk: {path: /p}\nclusterCIDRs: [10.244.0.0/16]\nkubernetes: {enable: true}\n");

@@ -73,6 +73,7 @@ TEST_CASE("config watcher: every restart-only field is named, including mdns, dh
              edit{"kubernetes: {caFile: /etc/ca.crt}\n", "kubernetes.caFile"},
              edit{"kubernetes: {tokenFile: /etc/token}\n", "kubernetes.tokenFile"},
              edit{"kubernetes: {requireNode: true}\n", "kubernetes.requireNode"},
+             edit{"kubernetes: {routeAuthority: config}\n", "kubernetes.routeAuthority"},
              edit{"metrics: {listen: \"127.0.0.1:9100\"}\n", "metrics.listen"},
          }) {
         CAPTURE(yaml);

@@ -297,3 +297,29 @@ TEST_CASE("control_channel: a recipient whose key is unknown cannot be sent to")
               .ok());
     CHECK(a.keys().computed() == 1);  // cached
 }
+
+TEST_CASE("control_channel: a refused sender (revoked, not on a Node) costs no key and no slot") {
+    node b(9);
+    node listed(1), unlisted(2);
+    // As node_core sets it under kubernetes.requireNode: only node 1 is carried by a Node.
+    b.ch.set_refusal([&](const node_id& id) { return id == unlisted.id(); });
+    const auto computed = b.ch.keys().computed();
+    for (uint8_t i = 1; i <= 50; ++i) {
+        auto r = b.ch.receive(unlisted.to(b, ping_msg{.request_id = i}, i), t0);
+        REQUIRE_FALSE(r.ok());
+        CHECK(r.err().is(mw::errc::protocol_error));
+    }
+    CHECK(b.ch.counters().revoked == 50);
+    CHECK(b.ch.keys().computed() == computed);  // no X25519 for it
+    CHECK(b.ch.replay().sender_count() == 0);   // no replay slot, not even a quarantined one
+    CHECK(b.ch.counters().accepted == 0);
+    // Its anonymous PING (no recipient) is refused too: nothing is answered.
+    CHECK_FALSE(b.ch.receive(unlisted.ch.send(ping_msg{}, node_id{}, nonce(3)).value(), t0).ok());
+    CHECK(b.ch.counters().revoked == 51);
+    // A listed node is untouched.
+    CHECK(b.ch.receive(listed.to(b, ping_msg{}), t0).ok());
+    CHECK(b.ch.replay().sender_count() == 1);
+    // Its Node appears (the predicate follows the API): accepted from then on.
+    b.ch.set_refusal([](const node_id&) { return false; });
+    CHECK(b.ch.receive(unlisted.to(b, ping_msg{}, 99), t0).ok());
+}

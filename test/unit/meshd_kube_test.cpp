@@ -321,3 +321,39 @@ TEST_CASE("kube discovery: annotated Nodes become offers; ours and unannotated o
     CHECK(v.listed.size() == 4);  // self, a, b, badport (listed, but not offered)
     CHECK(v.bad.size() == 2);
 }
+
+TEST_CASE("kube discovery: each annotated node ID but ours with its Node's podCIDRs") {
+    const std::string hex_a(64, 'a'), hex_b(64, 'b'), hex_self(64, 'c');
+    auto self = *node_id::from_hex(hex_self);
+    kube_node_map m;
+    auto node = [&](const std::string& name, const std::string& id,
+                    std::vector<const char*> cidrs) {
+        kube_node n;
+        n.name = name;
+        if (!id.empty()) n.annotations[k_annotation_node_id] = id;
+        for (auto* c : cidrs) n.pod_cidrs.push_back(*ip_prefix::parse(c));
+        n.internal_ips.push_back(*ip_address::parse("192.0.2.1"));
+        m[name] = n;
+    };
+    node("self", hex_self, {"10.244.0.0/24"});
+    node("a", hex_a, {"10.244.1.0/24", "fd00:244:1::/64"});
+    node("b2", hex_b, {"10.244.12.0/24"});  // two Nodes carry one ID: ambiguous, no block
+    node("b", hex_b, {});                   // no podCIDRs allocated yet: listed, no blocks
+    node("plain", "", {"10.244.3.0/24"});   // no meshd: not an authority for anyone
+    auto v = read_kube_nodes(m, "self", self, 51821);
+    REQUIRE(v.pod_cidrs.size() == 2);
+    const auto& a = v.pod_cidrs.at(*node_id::from_hex(hex_a));
+    REQUIRE(a.size() == 2);
+    CHECK(a[0].str() == "10.244.1.0/24");
+    CHECK(a[1].str() == "fd00:244:1::/64");
+    // b's ID is on Nodes b (no podCIDRs yet) and b2: ambiguous, whichever came first.
+    CHECK(v.pod_cidrs.at(*node_id::from_hex(hex_b)).empty());
+    REQUIRE(v.bad.size() == 1);
+    CHECK(v.bad[0] ==
+          "b2: meshwire.io/node-id is also on Node b; no pod CIDRs are routed to that "
+          "node ID");
+    CHECK(v.pod_cidrs.count(self) == 0);
+    // The same with the podCIDRs on the first Node: still none.
+    m["b"].pod_cidrs = {*ip_prefix::parse("10.244.2.0/24")};
+    CHECK(read_kube_nodes(m, "self", self, 51821).pod_cidrs.at(*node_id::from_hex(hex_b)).empty());
+}

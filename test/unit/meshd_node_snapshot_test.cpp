@@ -162,7 +162,7 @@ TEST_CASE("node snapshot: refused pod CIDRs in meshctl peers and in the metrics,
     std::string m = metrics_text(s);
     // The fixed label set: every reason is exported, also at zero.
     for (const char* r : {"outside_cluster", "wrong_block_size", "overlaps_own", "covers_underlay",
-                          "overlaps_peer"}) {
+                          "overlaps_peer", "no_node", "not_node_podcidr"}) {
         CAPTURE(r);
         CHECK(m.find(std::string("meshwire_pod_cidrs_refused_total{reason=\"") + r + "\"}") !=
               std::string::npos);

@@ -4,6 +4,7 @@
 #include <doctest/doctest.h>
 
 #include <algorithm>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -40,6 +41,11 @@ std::optional<cidr_refusal> reason(const route_authority& ra, const node_id& n,
         if (r.cidr == p) return r.reason;
     }
     return std::nullopt;
+}
+
+// A changed-set compared whatever the node IDs' order (N(n) are hashes).
+std::set<node_id> S(const route_authority::changed& c) {
+    return {c.begin(), c.end()};
 }
 
 bool accepted(const route_authority& ra, const node_id& n, const ip_prefix& p) {
@@ -267,4 +273,134 @@ TEST_CASE("route_authority: host ranges (loopback, link-local, metadata, multica
         CHECK(reason(ra, N(1), P(c)) == cidr_refusal::covers_underlay);
     }
     CHECK(ra.find(N(1))->accepted == std::vector<ip_prefix>{P("10.9.0.0/24")});
+}
+
+// The Kubernetes authority (kubernetes.routeAuthority node): each node's Node spec.podCIDRs.
+TEST_CASE("route_authority: Node podCIDRs refuse the hijack record; no Node, no routes") {
+    route_policy p;  // no clusterCIDRs: under the config checks alone the /25s would be taken
+    p.own_cidrs = {P("10.244.0.0/24")};
+    route_authority ra(p);
+    const node_id k1 = N(1), k2 = N(2), thief = N(3), stranger = N(4);
+    const std::vector<ip_prefix> hijack = {P("10.244.1.0/25"), P("10.244.1.128/25"), P("8.0.0.0/8"),
+                                           P("10.244.3.0/24")};
+    // Before the first list: the configuration's checks, and the thief's /25s and 8/8 would
+    // win at a node that heard its record first (this is what the Node authority fixes).
+    ra.update(thief, hijack, {A("192.168.1.3")});
+    ra.update(k1, {P("10.244.1.0/24"), P("fd00:244:1::/64")}, {A("192.168.1.1")});
+    CHECK(accepted(ra, thief, P("10.244.1.0/25")));
+    CHECK(reason(ra, thief, P("8.0.0.0/8")) == cidr_refusal::wrong_block_size);
+    CHECK(reason(ra, k1, P("10.244.1.0/24")) == cidr_refusal::overlaps_peer);
+    (void)ra.take_new_refusals();
+
+    // The API listed: k1, k2 and the thief each on its own Node; the stranger on none.
+    route_authority::node_cidrs nodes = {
+        {k1, {P("10.244.1.0/24"), P("fd00:244:1::/64")}},
+        {k2, {P("10.244.2.0/24")}},
+        {thief, {P("10.244.3.0/24")}},
+    };
+    auto changed = ra.set_node_cidrs(nodes);
+    CHECK(ra.node_authority());
+    CHECK(S(changed) == std::set<node_id>{k1, thief});
+    CHECK(reason(ra, thief, P("10.244.1.0/25")) == cidr_refusal::not_node_podcidr);
+    CHECK(reason(ra, thief, P("10.244.1.128/25")) == cidr_refusal::not_node_podcidr);
+    CHECK(reason(ra, thief, P("8.0.0.0/8")) == cidr_refusal::not_node_podcidr);
+    CHECK(ra.find(thief)->accepted == std::vector<ip_prefix>{P("10.244.3.0/24")});
+    CHECK(ra.find(k1)->accepted ==
+          std::vector<ip_prefix>{P("10.244.1.0/24"), P("fd00:244:1::/64")});
+    CHECK(ra.owner(P("10.244.1.0/24")) == k1);
+
+    // k2 claims its block and the thief's exact block: the latter is not its Node's.
+    ra.update(k2, {P("10.244.2.0/24"), P("10.244.3.0/24")}, {});
+    CHECK(accepted(ra, k2, P("10.244.2.0/24")));
+    CHECK(reason(ra, k2, P("10.244.3.0/24")) == cidr_refusal::not_node_podcidr);
+    // No Node carries the stranger: no routes at all, even for a block nobody else claims.
+    ra.update(stranger, {P("10.244.9.0/24")}, {});
+    CHECK(reason(ra, stranger, P("10.244.9.0/24")) == cidr_refusal::no_node);
+    CHECK(ra.find(stranger)->accepted.empty());
+
+    // A /25 inside its own Node's block is fine (the Node's block bounds it, not the mask).
+    ra.update(k2, {P("10.244.2.0/25"), P("10.244.3.0/24")}, {});
+    CHECK(accepted(ra, k2, P("10.244.2.0/25")));
+
+    // Reported once each with the new reasons, counted by them.
+    auto ev = ra.take_new_refusals();
+    CHECK(ev.size() == 5);  // thief: 3 (a new reason for 8/8), k2: 1, stranger: 1
+    auto tot = ra.refusals_total();
+    CHECK(tot[size_t(cidr_refusal::no_node)] == 1);
+    CHECK(tot[size_t(cidr_refusal::not_node_podcidr)] == 4);
+    CHECK(std::string(to_string(cidr_refusal::no_node)) == "no_node");
+    CHECK(std::string(to_string(cidr_refusal::not_node_podcidr)) == "not_node_podcidr");
+}
+
+TEST_CASE("route_authority: a Node's podCIDRs changed, added or deleted re-decides (pure)") {
+    route_authority ra;
+    const node_id a = N(1), b = N(2);
+    ra.update(a, {P("10.244.1.0/24"), P("10.244.7.0/24")}, {});
+    ra.update(b, {P("10.244.2.0/24"), P("10.244.7.0/24")}, {});
+    ra.set_node_cidrs(
+        route_authority::node_cidrs{{a, {P("10.244.1.0/24")}}, {b, {P("10.244.2.0/24")}}});
+    CHECK(reason(ra, a, P("10.244.7.0/24")) == cidr_refusal::not_node_podcidr);
+    CHECK(reason(ra, b, P("10.244.7.0/24")) == cidr_refusal::not_node_podcidr);
+    CHECK(!ra.owner(P("10.244.7.0/24")));
+
+    // b's Node gets 10.244.7.0/24 instead of its old block: the accepted route moves.
+    auto c = ra.set_node_cidrs(
+        route_authority::node_cidrs{{a, {P("10.244.1.0/24")}}, {b, {P("10.244.7.0/24")}}});
+    CHECK(c == std::vector<node_id>{b});
+    CHECK(ra.find(b)->accepted == std::vector<ip_prefix>{P("10.244.7.0/24")});
+    CHECK(reason(ra, b, P("10.244.2.0/24")) == cidr_refusal::not_node_podcidr);
+    CHECK(ra.owner(P("10.244.7.0/24")) == b);
+    // The same map again (a Node's status heartbeat): nothing changes.
+    CHECK(ra.set_node_cidrs(
+                route_authority::node_cidrs{{a, {P("10.244.1.0/24")}}, {b, {P("10.244.7.0/24")}}})
+              .empty());
+
+    // A mis-set cluster: both Nodes carry 10.244.7.0/24. First claim wins (b keeps it) ...
+    ra.set_node_cidrs(route_authority::node_cidrs{{a, {P("10.244.1.0/24"), P("10.244.7.0/24")}},
+                                                  {b, {P("10.244.7.0/24")}}});
+    CHECK(reason(ra, a, P("10.244.7.0/24")) == cidr_refusal::overlaps_peer);
+    CHECK(ra.owner(P("10.244.7.0/24")) == b);
+    // ... until b's Node is deleted: b gets nothing, a gets the block (whichever is decided
+    // first: the pass over refused claims after every node frees it).
+    c = ra.set_node_cidrs(
+        route_authority::node_cidrs{{a, {P("10.244.1.0/24"), P("10.244.7.0/24")}}});
+    CHECK(S(c) == std::set<node_id>{a, b});
+    CHECK(ra.find(b)->accepted.empty());
+    CHECK(reason(ra, b, P("10.244.7.0/24")) == cidr_refusal::no_node);
+    CHECK(ra.owner(P("10.244.7.0/24")) == a);
+
+    // The Node authority off (routeAuthority: config): the configuration's checks alone.
+    c = ra.set_node_cidrs(std::nullopt);
+    CHECK(!ra.node_authority());
+    CHECK(accepted(ra, b, P("10.244.2.0/24")));
+    CHECK(reason(ra, b, P("10.244.7.0/24")) == cidr_refusal::overlaps_peer);
+}
+
+TEST_CASE("route_authority: Node authority: record addresses in a Node's block are not underlay") {
+    route_authority ra;  // no clusterCIDRs
+    const node_id victim = N(1), thief = N(2);
+    ra.set_node_cidrs(
+        route_authority::node_cidrs{{victim, {P("10.244.1.0/24")}}, {thief, {P("10.244.2.0/24")}}});
+    ra.update(victim, {P("10.244.1.0/24")}, {A("192.168.1.1")});
+    // The thief advertises an endpoint inside the victim's block: the victim keeps its route.
+    ra.update(thief, {P("10.244.2.0/24")}, {A("10.244.1.5"), A("192.168.1.2")});
+    CHECK(accepted(ra, victim, P("10.244.1.0/24")));
+    CHECK(accepted(ra, thief, P("10.244.2.0/24")));
+    // A Node block covering a host underlay address (ours, a relay's) is still refused; record
+    // addresses inside a Node's block are pod space (the API is trusted with the blocks).
+    ra.set_host_underlay({A("192.168.1.9")});
+    ra.set_node_cidrs(route_authority::node_cidrs{{victim, {P("10.244.1.0/24")}},
+                                                  {thief, {P("192.168.1.0/24")}}});
+    ra.update(thief, {P("192.168.1.0/24")}, {A("192.168.1.2")});
+    CHECK(reason(ra, thief, P("192.168.1.0/24")) == cidr_refusal::covers_underlay);
+}
+
+TEST_CASE("route_authority: clusterCIDRs still bound the Node authority") {
+    route_authority ra(cluster_policy());  // 10.244.0.0/16, fd00:244::/48
+    ra.set_node_cidrs(
+        route_authority::node_cidrs{{N(1), {P("10.245.1.0/24"), P("10.244.1.0/24")}}});
+    ra.update(N(1), {P("10.245.1.0/24"), P("10.244.1.0/24"), P("10.244.1.0/25")}, {});
+    CHECK(reason(ra, N(1), P("10.245.1.0/24")) == cidr_refusal::outside_cluster);
+    CHECK(accepted(ra, N(1), P("10.244.1.0/24")));
+    CHECK(accepted(ra, N(1), P("10.244.1.0/25")));  // no block-size check: the Node's bounds it
 }

@@ -4,7 +4,8 @@
 HTTPS with the certificate and key given (a test CA made by openssl in the test), bearer tokens
 (401 with a Status for a wrong or missing one), discovery (/api, /apis, /api/v1, /version) for
 kubectl, GET /api/v1/nodes (NodeList), GET /api/v1/nodes/NAME, PATCH (merge and strategic merge
-patch of metadata.annotations and labels), and ?watch=1|true with resourceVersion,
+patch of metadata.annotations and labels, and of spec.podCIDR/podCIDRs from unset to set only, as
+the real server validates Node updates: 422 otherwise), and ?watch=1|true with resourceVersion,
 allowWatchBookmarks (BOOKMARK events every --bookmark-seconds), timeoutSeconds and
 sendInitialEvents, streamed as chunked JSON lines. A watch from a resourceVersion older than the
 last compaction gets an ERROR event with a Status of code 410, as the real server sends it.
@@ -214,6 +215,21 @@ class Handler(BaseHTTPRequestHandler):
             for k in ("annotations", "labels"):
                 if k in meta_patch:
                     new["metadata"][k] = merge_patch(new["metadata"].get(k, {}), meta_patch[k])
+            # spec.podCIDR(s): what the node IPAM controller patches in once; the real server
+            # refuses any other change (ValidateNodeUpdate).
+            spec_patch = patch.get("spec", {}) if isinstance(patch, dict) else {}
+            if not isinstance(spec_patch, dict) or set(spec_patch) - {"podCIDR", "podCIDRs"}:
+                return self.send_json(422, status(
+                    422, "Invalid", 'Node "%s" is invalid: spec: only podCIDR and podCIDRs may be'
+                    " patched here" % name))
+            spec = new.setdefault("spec", {})
+            for k in ("podCIDR", "podCIDRs"):
+                if k in spec_patch:
+                    if spec.get(k) and spec.get(k) != spec_patch[k]:
+                        return self.send_json(422, status(
+                            422, "Invalid", 'Node "%s" is invalid: spec.podCIDRs: Forbidden: node'
+                            ' updates may not change podCIDR except from "" to valid' % name))
+                    spec[k] = copy.deepcopy(spec_patch[k])
             st.stats["patches"] += 1
             out = st.put(new)
         self.send_json(200, out)
