@@ -168,6 +168,7 @@ public:
     }
 
     int run();
+    void set_mtu(unsigned mtu) { mtu_ = mtu; }
 
 private:
     // Called on a transport loop thread: into the bounded inbox, for the core's thread.
@@ -204,6 +205,7 @@ private:
     void shutdown();
 
     meshd_config cfg_;  // relayNodes, dht.bootstrap and logLevel follow live edits of the file
+    unsigned mtu_ = 0;  // the WireGuard interface's (set_mtu); 0 leaves the device default
     node_identity identity_;
     psk_sealer sealer_;
     asio::io_context io_;
@@ -434,6 +436,7 @@ void daemon::apply_dataplane() {
     wg_interface_config want;
     want.device.private_key = identity_.wg_private_key();
     want.device.listen_port = cfg_.wg_listen_port;
+    want.mtu = mtu_;
     size_t peers = plan.peers.size();
     want.device.peers = std::move(plan.peers);
     uint64_t seq = ++apply_seq_;
@@ -770,6 +773,7 @@ node_snapshot daemon::snapshot() {
         .inbox = &inbox_,
         .mdns = mdns_.get(),
         .cache = &cache_stats_,
+        .mtu = mtu_,
     });
 }
 
@@ -1038,13 +1042,14 @@ int daemon::run() {
 }  // namespace
 
 int run_daemon(const meshd_config& cfg, const std::string& config_path,
-               const node_identity& identity, std::span<const uint8_t> psk) {
+               const node_identity& identity, std::span<const uint8_t> psk, unsigned mtu) {
     auto sealer = psk_sealer::create(psk);
     if (!sealer) {
         log::error("cannot use the PSK", {{"error", sealer.err().message}});
         return 78;
     }
     daemon d(cfg, config_path, identity, std::move(*sealer), record_cache::key_from_psk(psk));
+    d.set_mtu(mtu);
     return d.run();
 }
 
