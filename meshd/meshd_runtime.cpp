@@ -34,6 +34,7 @@
 #include "meshd/record_cache.hpp"
 #include "meshd/record_cache_writer.hpp"
 #include "meshd/relay_nodes_diff.hpp"
+#include "meshd/relay_path_mtu.hpp"
 #include "meshd/transport.hpp"
 #include "meshd/wireguard_worker.hpp"
 
@@ -168,7 +169,10 @@ public:
     }
 
     int run();
-    void set_mtu(unsigned mtu) { mtu_ = mtu; }
+    void set_mtu(unsigned mtu) {
+        mtu_ = mtu;
+        relay_mtu_ = relay_path_mtu(mtu);
+    }
 
 private:
     // Called on a transport loop thread: into the bounded inbox, for the core's thread.
@@ -186,6 +190,7 @@ private:
     void apply_dataplane();
     void run_proxy_ops(const std::vector<proxy_op>& ops);
     void poll_wg();
+    void check_relay_mtu();  // relay_path_mtu: the interface MTU while a relay path is smaller
     void poll_addresses();
     void start_mdns();
     void on_mdns_peer(const mdns_peer& p);
@@ -206,6 +211,7 @@ private:
 
     meshd_config cfg_;  // relayNodes, dht.bootstrap and logLevel follow live edits of the file
     unsigned mtu_ = 0;  // the WireGuard interface's (set_mtu); 0 leaves the device default
+    relay_path_mtu relay_mtu_{0};  // lowers mtu_ while a relay path is smaller (issue 15)
     node_identity identity_;
     psk_sealer sealer_;
     asio::io_context io_;
@@ -482,6 +488,7 @@ void daemon::poll_wg() {
             observed_ = std::move(*d);
         });
     }
+    check_relay_mtu();
     // Retries a failed apply, expires lingering proxy sockets, switches staged keepalives on.
     if (replan_ || core_->dataplane_version() != planned_version_ || apply_failed_ ||
         planner_.lingering() || keepalive_pending_) {
@@ -491,6 +498,24 @@ void daemon::poll_wg() {
     wg_timer_.async_wait([this](const boost::system::error_code& ec) {
         if (!ec) poll_wg();
     });
+}
+
+void daemon::check_relay_mtu() {
+    auto* proxy = transport_.proxy();
+    if (!mtu_ || !proxy) return;
+    std::vector<ip_address> relays;
+    for (const auto& r : cfg_.relay_nodes) {
+        relays.insert(relays.end(), r.advertise_address.begin(), r.advertise_address.end());
+    }
+    unsigned was = mtu_;
+    mtu_ = relay_mtu_.update(proxy->stats().oversize, relays, core_ms());
+    if (mtu_ != was) {
+        log::info("WireGuard interface MTU follows the smallest relay path MTU",
+                  {{"interface", cfg_.interface},
+                   {"mtu", std::to_string(mtu_)},
+                   {"was", std::to_string(was)}});
+        replan_ = true;
+    }
 }
 
 void daemon::poll_addresses() {

@@ -16,12 +16,13 @@ them has one IPv4 and one IPv6 leg, the IPv6 one being the worst case (40-byte h
              no DF on meshd's sockets) lan2a's Ip6FragCreates grows by 2 per relayed packet
   too big    a 1409-byte DF ping from a pod fails at once with "message too long" (pod MTU), not
              silently
-  1400 hop   nat2's WAN link lowered to 1400: after full-size DF pings from lan2a's pod, neither
-             lan2a nor nat2 created a fragment, lan2a's meshwire_oversize_drops_total
-             {socket="relay_uplink"} counts the frames the kernel refused (EMSGSIZE after nat2's
-             ICMPv6 "too big"), and pings that fit (1000 bytes) still pass both ways. Whether the
-             full-size ones pass is printed, not checked: applying the path MTU to the pod's
-             routes is not built yet (issue 15 step 4), so today they are dropped and counted
+  1400 hop   nat2's WAN link lowered to 1400: the first full-size DF pings from lan2a's pod teach
+             lan2a's kernel the path MTU (nat2's ICMPv6 "too big"), meshd's next frames are
+             refused (EMSGSIZE) and counted in meshwire_oversize_drops_total{socket=
+             "relay_uplink"}, and within MTU_BOUND meshd lowers lan2a's WireGuard interface MTU
+             to 1400 - 92 = 1308 (meshctl status shows it). From then on full-size DF pings get
+             an ICMP "too big" with mtu 1308 (never silence), 1308-byte ones pass, neither lan2a
+             nor nat2 (nor any other node) created a fragment, and 1000-byte pings pass both ways
 then close() leaves nothing. Prints `N passed, N failed`; exit 1 on a failure, 77 when it cannot
 run here.
 
@@ -38,7 +39,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
 from checks import (run_mesh_scenario, PATHS_BOUND, READY_BOUND, check, expect, figure,  # noqa: E402
-                    ping_retry)
+                    ping_retry, wait_for)
 
 METRICS = "127.0.0.1:9464"
 UNDERLAY = 1500
@@ -46,6 +47,9 @@ OVERHEAD = 92  # common/tunnel_mtu.hpp k_tunnel_overhead: WireGuard over IPv6 80
 POD_MTU = UNDERLAY - OVERHEAD
 HOP_MTU = 1400
 PINGS = 20
+# meshd looks at the relay uplink's oversize drops every 2 s (k_wg_poll) and applies a lower
+# WireGuard MTU on the WireGuard thread at once; 2 s + slack for the loaded host.
+MTU_BOUND = 6.0
 FRAG_NODES = ["lan1a", "lan1b", "lan2a", "relay1", "relay2", "nat1", "nat2"]
 
 FETCH = ("import urllib.request,sys;"
@@ -160,19 +164,42 @@ def body(m):
     nat2 = m.t["nat2"]
     nat2.ip("link", "set", "wan0", "mtu", HOP_MTU)
     try:
-        @check("1400 hop: no fragments at lan2a or nat2, oversize frames counted, small pings pass")
+        @check("1400 hop: the pod gets \"too big\" with the hop's MTU, never silence; no fragments")
         def _():
             before = all_frags(m)
             drops0 = metric(m, "lan2a", "meshwire_oversize_drops_total",
                             'socket="relay_uplink"')
-            for addr in (pa.addr4, pa.addr6):
-                got, out = df_ping(pb, addr, full, count=10)
-                figure("1400 hop: relayed b->a %s full-size DF pings answered (not built: "
-                       "path MTU)" % ("v6" if ":" in addr else "v4"), "%d/10" % got)
+            # The first full-size frames teach lan2a's kernel the path MTU (nat2's ICMPv6 "too
+            # big"); the next ones are refused (EMSGSIZE) and counted, and meshd lowers the
+            # WireGuard interface MTU to what the relay path carries.
+            got, _out = df_ping(pb, pa.addr6, full, count=5)
+            figure("1400 hop: first full-size DF pings answered (path MTU unknown)", "%d/5" % got)
+            wg = m["lan2a"].wg_ifname
+
+            def lowered():
+                have = m["lan2a"].ipj("link", "show", wg)[0]["mtu"]
+                return have == HOP_MTU - OVERHEAD, have
+            _, took = wait_for("lan2a's %s MTU at %d" % (wg, HOP_MTU - OVERHEAD), lowered,
+                               MTU_BOUND)
+            figure("1400 hop: WireGuard MTU lowered after (s)", "%.1f" % took)
+            st = m.meshctl(m["lan2a"], "status")["node"]
+            expect(st.get("mtu") == HOP_MTU - OVERHEAD, "meshctl status mtu %r" % st.get("mtu"))
             drops = metric(m, "lan2a", "meshwire_oversize_drops_total",
                            'socket="relay_uplink"') - drops0
             figure("1400 hop: lan2a oversize drops (relay_uplink)", int(drops))
             expect(drops > 0, "lan2a counted no oversize drops")
+            # Full size now: refused at the source with the right MTU (ICMP from lan2a, or the
+            # pod's own stack once it learned it), never silence.
+            want = re.compile(r"mtu ?[=:]? ?%d" % (HOP_MTU - OVERHEAD), re.I)
+            for addr in (pa.addr4, pa.addr6):
+                got, out = df_ping(pb, addr, full, count=3)
+                expect(got == 0 and want.search(out), "full size -> %s: want \"too big\" with mtu "
+                       "%d, got:\n%s" % (addr, HOP_MTU - OVERHEAD, out))
+                got, out = df_ping(pb, addr, HOP_MTU - OVERHEAD, count=10)
+                figure("1400 hop: relayed b->a %s %d-byte DF pings answered" % (
+                    "v6" if ":" in addr else "v4", HOP_MTU - OVERHEAD), "%d/10" % got)
+                expect(got >= 9, "%d-byte pings -> %s: %d/10\n%s" % (
+                    HOP_MTU - OVERHEAD, addr, got, out))
             delta = frag_delta(before, all_frags(m))
             figure("1400 hop: FragCreates delta (v4, v6)", delta or "none")
             expect(not delta, "fragments created: %s" % delta)
