@@ -616,6 +616,7 @@ TEST_CASE("relay e2e: datagrams over the MTU are dropped and counted, never frag
             // Nothing else arrived (no fragments reassembled behind our back).
             CHECK(recv_from(rx.get(), buf, 100).size < 0);
         }
+    });
     t.join();
     if (!skip.empty()) MESSAGE("skipped: " << skip);
 }
