@@ -94,6 +94,20 @@ result<std::vector<ip_prefix>> read_node_file(const std::string& path) {
     return r;
 }
 
+std::optional<unsigned> read_node_file_mtu(const std::string& path) {
+    std::ifstream in(path);
+    if (!in) return std::nullopt;
+    std::stringstream ss;
+    ss << in.rdbuf();
+    json j = json::parse(ss.str(), nullptr, false);
+    if (j.is_discarded() || !j.is_object()) return std::nullopt;
+    auto it = j.find("mtu");
+    if (it == j.end() || !it->is_number_unsigned()) return std::nullopt;
+    auto v = it->get<uint64_t>();
+    if (v < 576 || v > 65535) return std::nullopt;
+    return static_cast<unsigned>(v);
+}
+
 conf_result parse_net_conf(const std::string& raw) {
     auto fail = [](cni_error e) { return conf_result{std::nullopt, std::move(e)}; };
     if (raw.empty()) return fail({decode_failure, "no network configuration on stdin", {}});

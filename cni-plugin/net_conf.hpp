@@ -30,7 +30,7 @@ struct net_conf {
     std::string name;
     std::string type;
     std::vector<ip_prefix> pod_cidrs;     // empty: read node_file when needed
-    unsigned mtu = 0;                     // 0: derive from the underlay
+    unsigned mtu = 0;                     // 0: node_file's "mtu", else derive from the underlay
     std::string data_dir = k_default_data_dir;
     std::string node_file = k_default_node_file;
     std::optional<nlohmann::json> ipam;   // delegate IPAM to ipam.type when set
@@ -55,6 +55,9 @@ std::optional<std::string> peek_version(const std::string& raw);
 
 // Reads pod CIDRs from meshd's node file ({"podCIDRs": [...]}). errc::not_found when absent.
 result<std::vector<ip_prefix>> read_node_file(const std::string& path);
+// meshd's MTU from the node file ({"mtu": N}, the same value meshd gives the WireGuard interface),
+// when the file exists and holds one from 576 to 65535.
+std::optional<unsigned> read_node_file_mtu(const std::string& path);
 
 // Validates one pod CIDR list (shared by the config and the node file).
 result<std::vector<ip_prefix>> parse_pod_cidrs(const nlohmann::json& j, const std::string& where);

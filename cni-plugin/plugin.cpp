@@ -153,6 +153,9 @@ outcome command_runner::add() {
     // 2. Wiring.
     pod_wiring wiring(*host_nl);
     wiring_spec spec{conf_.name, env_.container_id, env_.ifname, conf_.mtu, {}};
+    // meshd's interface MTU first: pod and WireGuard interface must agree (a pod MTU above the
+    // interface's makes the host, not the pod, refuse full-size packets).
+    if (!spec.mtu) spec.mtu = read_node_file_mtu(conf_.node_file).value_or(0);
     if (!spec.mtu) spec.mtu = wiring.default_mtu();
     for (const auto& ip : ipam_res.ips) spec.addresses.push_back(ip.address.address());
     auto wired = wiring.add(*pod_ns, spec);

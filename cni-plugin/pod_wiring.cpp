@@ -81,23 +81,7 @@ std::optional<alias_parts> parse_alias(const std::string& alias) {
     return p;
 }
 
-unsigned pod_wiring::default_mtu() {
-    for (int family : {AF_INET, AF_INET6}) {
-        auto routes = host_.list_routes(family);
-        if (!routes) continue;
-        for (const auto& r : *routes) {
-            if (r.table != RT_TABLE_MAIN || r.dst.length() != 0 || !r.oif) continue;
-            auto link = host_.get_link(r.oif);
-            if (link && link->mtu > k_wireguard_overhead + 576) {
-                log::debug("MTU from default route device",
-                           {{"device", link->name}, {"underlay_mtu", std::to_string(link->mtu)}});
-                return link->mtu - k_wireguard_overhead;
-            }
-        }
-    }
-    log::debug("no default route: assuming underlay MTU 1500");
-    return 1500 - k_wireguard_overhead;
-}
+unsigned pod_wiring::default_mtu() { return default_tunnel_mtu(host_); }
 
 status pod_wiring::configure_pod(const netns& pod_ns, const wiring_spec& spec,
                                  const mac_address& host_mac, wiring_result& out) {

@@ -12,12 +12,12 @@
 #include "common/ip_address.hpp"
 #include "common/netns.hpp"
 #include "common/rtnl.hpp"
+#include "common/tunnel_mtu.hpp"
 
 namespace mw::cni {
 
 inline constexpr const char* k_gateway_v4 = "169.254.1.1";
 inline constexpr const char* k_gateway_v6 = "fe80::1";
-inline constexpr unsigned k_wireguard_overhead = 80;
 
 ip_address gateway_for(int family);
 
@@ -58,7 +58,8 @@ public:
     // Verifies that what `prev` says exists really does.
     status check(const netns& pod_ns, const wiring_spec& spec, const cni_result& prev);
 
-    // Underlay MTU − WireGuard overhead; 1500 − 80 when there is no default route.
+    // Underlay MTU − k_tunnel_overhead (WireGuard over IPv6 + relay header, common/tunnel_mtu.hpp);
+    // 1500 − 92 when there is no default route.
     unsigned default_mtu();
 
 private:

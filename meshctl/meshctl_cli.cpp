@@ -97,7 +97,7 @@ JSON
 
     status:
       {"node": {"name", "id", "wgPublicKey", "podCIDRs": [str], "interface",
-                "backend": "userspace"|"kernel", "wgListenPort", "listenPort",
+                "backend": "userspace"|"kernel", "mtu", "wgListenPort", "listenPort",
                 "endpoints": ["ip:port"], "relayRole": bool, "uptimeSeconds"},
        "peers": {"total", "direct", "relay", "none",
                  "learnedVia": {"relay", "bootstrap", "mdns", "cache", "dht", "kubernetes",

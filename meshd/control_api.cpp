@@ -31,6 +31,7 @@ json status_json(const node_snapshot& s) {
     node["podCIDRs"] = cidrs;
     node["interface"] = s.interface;
     node["backend"] = s.backend;
+    node["mtu"] = s.mtu ? json(s.mtu) : json(nullptr);
     node["wgListenPort"] = s.wg_listen_port;
     node["listenPort"] = s.listen_port;
     json eps = json::array();
@@ -72,7 +73,8 @@ json status_json(const node_snapshot& s) {
                  {"wrongSource", ps.wrong_source},
                  {"foreignLocal", ps.foreign_local},
                  {"malformed", ps.malformed},
-                 {"sendFailed", ps.send_failed}};
+                 {"sendFailed", ps.send_failed},
+                 {"oversize", ps.oversize}};
     }
     const auto& c = s.control;
     json control = {{"accepted", c.accepted},

@@ -7,6 +7,9 @@
 #include <thread>
 
 #include "common/log.hpp"
+#include "common/rtnl.hpp"
+#include "common/tunnel_mtu.hpp"
+#include "meshd/core/wire_codec.hpp"
 #include "meshd/identity_store.hpp"
 #include "meshd/kube_access.hpp"
 #include "meshd/kube_client.hpp"
@@ -20,6 +23,9 @@
 #endif
 
 namespace mw::meshd {
+
+static_assert(relay_data_header_size == k_relay_header_overhead,
+              "common/tunnel_mtu.hpp must account for the whole relay data header");
 
 namespace {
 
@@ -108,7 +114,8 @@ CONFIGURATION (YAML; unknown fields are errors; an annotated example is conf/mes
     stateDir            Persistent state, holds the node identity (default /var/lib/meshwire)
     runDir              Runtime files, holds node.json (default /run/meshwire)
     socket              Control socket for meshctl (default <runDir>/meshd.sock)
-    mtu                 Pod MTU written to node.json (1280-65535; default: the plugin derives it)
+    mtu                 MTU of the WireGuard interface and of the pods (node.json) (1280-65535;
+                        default: the default route device's MTU - 92)
     mdns.enable         LAN discovery by mDNS on UDP 5353 (default true)
     mdns.interfaces     [name, ...] interfaces for mDNS (default []: every up interface with an
                         address but the WireGuard one, pod veths and container/virtual devices)
@@ -140,7 +147,7 @@ FILES
     <stateDir>/node.seed            the node identity: a 32-byte secret seed, mode 0600, created
                                     once; the node ID and WireGuard key derive from it. Deleting
                                     it gives the node a new identity.
-    <runDir>/node.json              {"nodeName", "podCIDRs", "mtu"?} for the CNI plugin
+    <runDir>/node.json              {"nodeName", "podCIDRs", "mtu"} for the CNI plugin
     <runDir>/meshd.sock             control socket (meshctl)
 
 EXIT STATUS
@@ -271,7 +278,17 @@ int run(const std::string& path) {
     if (id->created) log::info("created a new node identity", {{"path", id->path}});
     if (c->pod_cidrs.empty() && !pod_cidrs_from_node(*c)) return exit_config;
 
-    node_file nf{c->node_name, c->pod_cidrs, c->mtu};
+    // One MTU for the WireGuard interface and the pods (node.json): the config's, or the underlay's
+    // minus everything meshwire adds (common/tunnel_mtu.hpp). Derived once, at start.
+    unsigned mtu = 0;
+    if (c->mtu) {
+        mtu = *c->mtu;
+    } else if (auto nl = rtnl::open()) {
+        mtu = default_tunnel_mtu(*nl);
+    } else {
+        mtu = tunnel_mtu_for(k_default_underlay_mtu);
+    }
+    node_file nf{c->node_name, c->pod_cidrs, mtu};
     if (auto w = nf.write(c->node_file_path()); !w) {
         log::error("cannot write node.json", {{"error", w.err().message}});
         return exit_failure;
@@ -285,7 +302,8 @@ int run(const std::string& path) {
                                  {"interface", c->interface},
                                  {"relays", join_relays(*c)},
                                  {"relay_role", self ? "yes" : "no"},
-                                 {"node_file", c->node_file_path()}});
+                                 {"node_file", c->node_file_path()},
+                                 {"mtu", std::to_string(mtu)}});
     if (c->cluster_cidrs.empty()) {
         log::warn(
             "clusterCIDRs is not set: any node holding the PSK can get an unused block of "
@@ -299,7 +317,7 @@ int run(const std::string& path) {
         log::error("cannot read the PSK file", {{"error", psk.err().message}});
         return exit_config;
     }
-    return run_daemon(*c, path, id->identity, psk->bytes());
+    return run_daemon(*c, path, id->identity, psk->bytes(), mtu);
 }
 
 }  // namespace

@@ -30,6 +30,7 @@
 #include "meshd/node_snapshot.hpp"
 #include "meshd/record_cache_wiring.hpp"
 #include "meshd/relay_nodes_diff.hpp"
+#include "meshd/relay_path_mtu.hpp"
 #include "meshd/transport.hpp"
 #include "meshd/wireguard_worker.hpp"
 
@@ -125,6 +126,10 @@ public:
     }
 
     int run();
+    void set_mtu(unsigned mtu) {
+        mtu_ = mtu;
+        relay_mtu_ = relay_path_mtu(mtu);
+    }
 
 private:
     // Called on a transport loop thread: into the bounded inbox, for the core's thread.
@@ -142,6 +147,7 @@ private:
     void apply_dataplane();
     void run_proxy_ops(const std::vector<proxy_op>& ops);
     void poll_wg();
+    void check_relay_mtu();  // relay_path_mtu: the interface MTU while a relay path is smaller
     void poll_addresses();
     void start_mdns();
     void on_mdns_peer(const mdns_peer& p);
@@ -151,6 +157,8 @@ private:
     void shutdown();
 
     meshd_config cfg_;  // relayNodes, dht.bootstrap and logLevel follow live edits of the file
+    unsigned mtu_ = 0;  // the WireGuard interface's (set_mtu); 0 leaves the device default
+    relay_path_mtu relay_mtu_{0};  // lowers mtu_ while a relay path is smaller (issue 15)
     node_identity identity_;
     psk_sealer sealer_;
     asio::io_context io_;
@@ -375,6 +383,7 @@ void daemon::apply_dataplane() {
     wg_interface_config want;
     want.device.private_key = identity_.wg_private_key();
     want.device.listen_port = cfg_.wg_listen_port;
+    want.mtu = mtu_;
     size_t peers = plan.peers.size();
     want.device.peers = std::move(plan.peers);
     uint64_t seq = ++apply_seq_;
@@ -420,6 +429,7 @@ void daemon::poll_wg() {
             observed_ = std::move(*d);
         });
     }
+    check_relay_mtu();
     // Retries a failed apply, expires lingering proxy sockets, switches staged keepalives on.
     if (replan_ || core_->dataplane_version() != planned_version_ || apply_failed_ ||
         planner_.lingering() || keepalive_pending_) {
@@ -429,6 +439,24 @@ void daemon::poll_wg() {
     wg_timer_.async_wait([this](const boost::system::error_code& ec) {
         if (!ec) poll_wg();
     });
+}
+
+void daemon::check_relay_mtu() {
+    auto* proxy = transport_.proxy();
+    if (!mtu_ || !proxy) return;
+    std::vector<ip_address> relays;
+    for (const auto& r : cfg_.relay_nodes) {
+        relays.insert(relays.end(), r.advertise_address.begin(), r.advertise_address.end());
+    }
+    unsigned was = mtu_;
+    mtu_ = relay_mtu_.update(proxy->stats().oversize, relays, core_ms());
+    if (mtu_ != was) {
+        log::info("WireGuard interface MTU follows the smallest relay path MTU",
+                  {{"interface", cfg_.interface},
+                   {"mtu", std::to_string(mtu_)},
+                   {"was", std::to_string(was)}});
+        replan_ = true;
+    }
 }
 
 void daemon::poll_addresses() {
@@ -489,6 +517,7 @@ node_snapshot daemon::snapshot() {
         .inbox = &inbox_,
         .mdns = mdns_.get(),
         .cache = &cache_.stats(),
+        .mtu = mtu_,
     });
 }
 
@@ -739,13 +768,14 @@ int daemon::run() {
 }  // namespace
 
 int run_daemon(const meshd_config& cfg, const std::string& config_path,
-               const node_identity& identity, std::span<const uint8_t> psk) {
+               const node_identity& identity, std::span<const uint8_t> psk, unsigned mtu) {
     auto sealer = psk_sealer::create(psk);
     if (!sealer) {
         log::error("cannot use the PSK", {{"error", sealer.err().message}});
         return 78;
     }
     daemon d(cfg, config_path, identity, std::move(*sealer), record_cache::key_from_psk(psk));
+    d.set_mtu(mtu);
     return d.run();
 }
 

@@ -32,7 +32,8 @@ namespace mw::meshd {
 
 // Runs until SIGINT/SIGTERM. Returns the process exit status (0 after a clean stop).
 // `config_path` is watched: relayNodes edits apply live.
+// `mtu`: the WireGuard interface's (the same as node.json's; 0 leaves the device default).
 int run_daemon(const meshd_config& cfg, const std::string& config_path,
-               const node_identity& identity, std::span<const uint8_t> psk);
+               const node_identity& identity, std::span<const uint8_t> psk, unsigned mtu = 0);
 
 }  // namespace mw::meshd

@@ -93,6 +93,14 @@ std::string metrics_text(const node_snapshot& s) {
                       {{"reason", to_string(static_cast<relay_drop>(i))}}, st.table_drops[i]);
         }
     }
+    // meshd's sockets set don't-fragment: what exceeded the route's (path) MTU was dropped here,
+    // never fragmented. Fixed labels: the relay service forwarding, our frames to a relay.
+    constexpr const char* oversize_help =
+        "Datagrams not sent because they exceeded the route's MTU (don't-fragment is set).";
+    t.counter("meshwire_oversize_drops_total", oversize_help, {{"socket", "relay_forward"}},
+              s.service ? s.service->stats.oversize : 0);
+    t.counter("meshwire_oversize_drops_total", oversize_help, {{"socket", "relay_uplink"}},
+              s.proxy ? s.proxy->oversize : 0);
     const auto& c = s.control;
     t.counter("meshwire_control_accepted_total", "Control datagrams accepted.", L{}, c.accepted);
     for (auto [why, v] :

@@ -17,6 +17,7 @@ node_snapshot take_snapshot(const snapshot_sources& s) {
     n.wg_public_key = s.identity.wg_public_key();
     n.pod_cidrs = s.cfg.pod_cidrs;
     n.interface = s.cfg.interface;
+    n.mtu = s.mtu;
     n.backend = std::string(s.backend);
     n.wg_listen_port = s.cfg.wg_listen_port;
     n.listen_port = s.cfg.listen_port;

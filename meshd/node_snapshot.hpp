@@ -36,6 +36,7 @@ struct node_snapshot {
     wg_key wg_public_key;
     std::vector<ip_prefix> pod_cidrs;
     std::string interface;
+    unsigned mtu = 0;  // the WireGuard interface MTU meshd sets (0: the device default)
     std::string backend;  // "kernel" / "userspace"
     uint16_t wg_listen_port = 0, listen_port = 0;
     std::vector<wg_endpoint> endpoints;  // advertised
@@ -108,6 +109,7 @@ struct snapshot_sources {
     const control_inbox* inbox = nullptr;
     const mdns_service* mdns = nullptr;
     const record_cache_stats* cache = nullptr;
+    unsigned mtu = 0;  // the WireGuard interface's (= node.json's), 0 when not set
 };
 
 node_snapshot take_snapshot(const snapshot_sources& s);

@@ -140,6 +140,7 @@ relay_forwarder_stats relay_forwarder::stats() const {
     s.malformed = counters_.malformed.load(std::memory_order_relaxed);
     s.no_socket = counters_.no_socket.load(std::memory_order_relaxed);
     s.send_failed = counters_.send_failed.load(std::memory_order_relaxed);
+    s.oversize = counters_.oversize.load(std::memory_order_relaxed);
     s.batches = counters_.batches.load(std::memory_order_relaxed);
     std::lock_guard lock(table_mutex_);
     s.table_drops = table_.drops();
@@ -214,13 +215,14 @@ void relay_forwarder::drain(size_t socket) noexcept {
             }
         }
 
-        uint64_t fwd_packets = 0, fwd_bytes = 0, failed = 0;
+        uint64_t fwd_packets = 0, fwd_bytes = 0, failed = 0, oversize = 0;
         for (auto& s : sockets_) {
             if (s.out->empty()) continue;
             auto r = s.out->flush(s.fd.get());
             fwd_packets += r.packets;
             fwd_bytes += r.bytes;
             failed += r.failed;
+            oversize += r.oversize;
         }
         for (uint32_t i : control_idx_) {
             auto from = wg_endpoint::from_sockaddr(&rx_.from(i), rx_.from_len(i));
@@ -238,6 +240,7 @@ void relay_forwarder::drain(size_t socket) noexcept {
         counters_.malformed.fetch_add(malformed, relaxed);
         counters_.no_socket.fetch_add(no_socket, relaxed);
         counters_.send_failed.fetch_add(failed, relaxed);
+        counters_.oversize.fetch_add(oversize, relaxed);
         counters_.batches.fetch_add(1, relaxed);
         if (size_t(n) < rx_.capacity()) return;  // the socket is empty now
     }

@@ -290,6 +290,7 @@ relay_proxy_stats relay_proxy::stats() const {
     s.foreign_local = counters_.foreign_local.load(relaxed);
     s.malformed = counters_.malformed.load(relaxed);
     s.send_failed = counters_.send_failed.load(relaxed);
+    s.oversize = counters_.oversize.load(relaxed);
     return s;
 }
 
@@ -453,6 +454,7 @@ void relay_proxy::drain_peer(uint32_t slot) noexcept {
         counters_.to_relay_packets.fetch_add(r.packets, relaxed);
         counters_.to_relay_bytes.fetch_add(r.bytes, relaxed);
         counters_.send_failed.fetch_add(r.failed, relaxed);
+        counters_.oversize.fetch_add(r.oversize, relaxed);
         counters_.foreign_local.fetch_add(foreign, relaxed);
         counters_.malformed.fetch_add(malformed, relaxed);
         if (data && config_.on_wake) {

@@ -29,6 +29,7 @@ void send_batch::add_to(outcome& total, const outcome& part) noexcept {
     total.packets += part.packets;
     total.bytes += part.bytes;
     total.failed += part.failed;
+    total.oversize += part.oversize;
 }
 
 bool send_batch::same_destination(size_t a, size_t b) const noexcept {
@@ -157,7 +158,9 @@ send_batch::outcome send_batch::flush_range(int fd, size_t from, size_t to) noex
             break;
         }
         // sendmmsg reports an error only for the first datagram (e.g. EINVAL for an address the
-        // socket cannot reach, ENETUNREACH): drop that one, keep sending the others.
+        // socket cannot reach, ENETUNREACH; EMSGSIZE above the MTU, never fragmented): drop that
+        // one, keep sending the others.
+        if (n < 0 && errno == EMSGSIZE) ++out.oversize;
         ++out.failed;
         ++off;
     }

@@ -36,6 +36,7 @@ public:
     struct outcome {
         uint64_t packets = 0, bytes = 0;  // accepted by the kernel
         uint64_t failed = 0;              // dropped: buffer full or a per-destination error
+        uint64_t oversize = 0;  // of `failed`: EMSGSIZE, above the route's (path) MTU (DF is set)
     };
     // Sends everything added since the last flush on `fd` and empties the batch.
     outcome flush(int fd) noexcept;

@@ -15,11 +15,30 @@ result<unique_fd> open_udp_socket(const wg_endpoint& bind_to, int buffer_bytes) 
     int family = bind_to.address.family();
     unique_fd fd(::socket(family, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
     if (!fd.valid()) return error::from_errno(errno, "socket(" + bind_to.str() + ")");
+    int v6only = 1;
     if (family == AF_INET6) {
         static const in6_addr any = IN6ADDR_ANY_INIT;
-        int v6only = std::memcmp(bind_to.address.data(), &any, 16) == 0 ? 0 : 1;
+        v6only = std::memcmp(bind_to.address.data(), &any, 16) == 0 ? 0 : 1;
         if (::setsockopt(fd.get(), IPPROTO_IPV6, IPV6_V6ONLY, &v6only, sizeof v6only) != 0) {
             return error::from_errno(errno, "IPV6_V6ONLY on " + bind_to.str());
+        }
+    }
+    // Never fragment (issue 15): a fragmented tunnel packet is lost wherever fragments are
+    // dropped, silently. With *_PMTUDISC_DO a datagram above the route's MTU (the device's, or a
+    // path MTU the kernel learned from an ICMP "too big") fails with EMSGSIZE instead, which
+    // send_batch counts. IP_MTU_DISCOVER also governs the v4-mapped side of a dual-stack socket.
+    int pmtu_v4 = IP_PMTUDISC_DO;
+    if (family == AF_INET || !v6only) {
+        if (::setsockopt(fd.get(), IPPROTO_IP, IP_MTU_DISCOVER, &pmtu_v4, sizeof pmtu_v4) != 0) {
+            return error::from_errno(errno, "IP_MTU_DISCOVER on " + bind_to.str());
+        }
+    }
+    if (family == AF_INET6) {
+        int pmtu_v6 = IPV6_PMTUDISC_DO, on = 1;
+        if (::setsockopt(fd.get(), IPPROTO_IPV6, IPV6_MTU_DISCOVER, &pmtu_v6, sizeof pmtu_v6) !=
+                0 ||
+            ::setsockopt(fd.get(), IPPROTO_IPV6, IPV6_DONTFRAG, &on, sizeof on) != 0) {
+            return error::from_errno(errno, "IPV6_MTU_DISCOVER/IPV6_DONTFRAG on " + bind_to.str());
         }
     }
     // Best effort: a smaller buffer only means more drops under bursts.

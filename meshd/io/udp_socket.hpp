@@ -12,6 +12,9 @@ namespace mw::meshd {
 // wildcard ([::]) is dual-stack, so one socket serves both families; any other v6 address is
 // v6-only. Socket buffers are raised (SO_RCVBUFFORCE when privileged, else up to rmem_max) so a
 // burst arriving while the loop is busy with the previous batch is queued, not dropped.
+// Don't-fragment is set for both families (IP_PMTUDISC_DO, IPV6_PMTUDISC_DO + IPV6_DONTFRAG): a
+// datagram above the route's MTU fails with EMSGSIZE (send_batch counts it) instead of leaving
+// as IP fragments.
 result<unique_fd> open_udp_socket(const wg_endpoint& bind_to, int buffer_bytes = 4 << 20);
 
 // The address a socket is bound to (after an ephemeral bind: the port the kernel chose).

@@ -33,7 +33,7 @@ json sample_status() {
       "node": {"name": "node-a", "id": ")" +
                        hex64('a') + R"(", "wgPublicKey": "QUJD+/==",
                "podCIDRs": ["10.244.1.0/24", "fd00:244:1::/64"], "interface": "meshwire0",
-               "backend": "userspace", "wgListenPort": 51820, "listenPort": 51821,
+               "backend": "userspace", "mtu": 1408, "wgListenPort": 51820, "listenPort": 51821,
                "endpoints": ["192.0.2.10:51820"], "relayRole": true, "uptimeSeconds": 3725},
       "peers": {"total": 3, "direct": 1, "relay": 1, "none": 1},
       "relays": {"total": 2, "up": 1},
@@ -210,7 +210,7 @@ TEST_CASE("meshctl: status") {
               "\n"
               "public key:     QUJD+/==\n"
               "pod CIDRs:      10.244.1.0/24 fd00:244:1::/64\n"
-              "interface:      meshwire0 (userspace)\n"
+              "interface:      meshwire0 (userspace, mtu 1408)\n"
               "listen ports:   wireguard 51820/udp, control 51821/udp\n"
               "endpoints:      192.0.2.10:51820\n"
               "relay role:     yes\n"

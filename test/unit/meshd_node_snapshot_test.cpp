@@ -88,6 +88,9 @@ TEST_CASE("node snapshot: meshctl status and the metrics show the same counts") 
     CHECK(st["relayService"]["forwardedPackets"] == 42);
     CHECK(has_line(m, "meshwire_relay_sessions 5"));
     CHECK(has_line(m, "meshwire_relay_forwarded_packets_total 42"));
+    // Fixed labels, both always present (the proxy side is 0 while the forwarder owns the port).
+    CHECK(has_line(m, "meshwire_oversize_drops_total{socket=\"relay_forward\"} 0"));
+    CHECK(has_line(m, "meshwire_oversize_drops_total{socket=\"relay_uplink\"} 0"));
     CHECK(st["relayProxy"].is_null());  // the forwarder owns the port
 
     CHECK(st["control"]["accepted"] == 9);

@@ -302,6 +302,7 @@ TEST_CASE("node_file: written atomically and read back by the CNI plugin's reade
     CHECK((*cidrs)[0].str() == "10.244.1.0/24");
     CHECK((*cidrs)[1].str() == "fd00:244:1::/64");
     CHECK(nf.to_json().find("\"mtu\"") == std::string::npos);
+    CHECK_FALSE(mw::cni::read_node_file_mtu(path).has_value());
 
     // Rewrite with an MTU: replaced in place, no temp file left behind.
     nf.mtu = 1380;
@@ -313,6 +314,9 @@ TEST_CASE("node_file: written atomically and read back by the CNI plugin's reade
     auto j = nlohmann::json::parse(std::ifstream(path));
     CHECK(j["nodeName"] == "edge-1");
     CHECK(j["mtu"] == 1380);
+    // The plugin takes meshd's MTU for the pods (the WireGuard interface has the same one).
+    CHECK(mw::cni::read_node_file_mtu(path) == 1380u);
+    CHECK_FALSE(mw::cni::read_node_file_mtu(d.path + "/missing.json").has_value());
     CHECK(std::distance(fs::directory_iterator(d.path + "/run/meshwire"),
                         fs::directory_iterator()) == 1);
 }

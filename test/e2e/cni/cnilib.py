@@ -201,7 +201,7 @@ class Node:
     .254 / ::fe. With world=True the underlay is a veth to a 'world' namespace holding .254/::fe
     (clients outside the node, e.g. for port mappings); otherwise ul0 is one end of a veth pair
     whose other end (ul0peer) also stays in the node.
-    With underlay=False the node has only lo (no default route: plugin must fall back to 1420).
+    With underlay=False the node has only lo (no default route: plugin must fall back to 1408).
     """
 
     HOST4 = "198.18.0.1"

@@ -268,7 +268,7 @@ def add_check_del_every_version(ctx, c):
         cid = cid_for("ver" + v.replace(".", ""))
         conf = env.conf(v)
         res = env.add(conf, cid, pod)
-        verify_attachment(env, res, conf, cid, pod, mtu=1320)
+        verify_attachment(env, res, conf, cid, pod, mtu=1308)
         chk = dict(conf, prevResult=res)
         r = env.invoke("CHECK", chk, cid, pod)
         if L.version_ge(v, "0.4.0"):
@@ -312,20 +312,29 @@ def mtu_from_config_underlay_and_default(ctx, c):
     pod = env.node.pod_ns()
     conf = env.conf("1.1.0")
     res = env.add(conf, "mtu-underlay", pod)
-    verify_attachment(env, res, conf, "mtu-underlay", pod, mtu=1320)
+    verify_attachment(env, res, conf, "mtu-underlay", pod, mtu=1308)  # 1400 - 92
     env.delete(conf, "mtu-underlay", pod, prev=res)
+    # meshd's node.json "mtu" (its WireGuard interface MTU) wins over the underlay
+    nodefile = os.path.join(env.tmp, "node-mtu.json")
+    with open(nodefile, "w") as f:
+        json.dump({"podCIDRs": [V4, V6], "mtu": 1350}, f)
+    pod = env.node.pod_ns()
+    conf = env.conf("1.1.0", nodeFile=nodefile)
+    res = env.add(conf, "mtu-nodefile", pod)
+    verify_attachment(env, res, conf, "mtu-nodefile", pod, mtu=1350)
+    env.delete(conf, "mtu-nodefile", pod, prev=res)
     pod = env.node.pod_ns()
     conf = env.conf("1.1.0", mtu=1280)
     res = env.add(conf, "mtu-config", pod)
     verify_attachment(env, res, conf, "mtu-config", pod, mtu=1280)
     env.delete(conf, "mtu-config", pod, prev=res)
     env.assert_clean()
-    # a node without a default route: 1420
+    # a node without a default route: 1500 - 92
     env2 = Env(ctx, c, underlay=False)
     pod = env2.node.pod_ns()
     conf = env2.conf("1.1.0")
     res = env2.add(conf, "mtu-default", pod)
-    verify_attachment(env2, res, conf, "mtu-default", pod, mtu=1420)
+    verify_attachment(env2, res, conf, "mtu-default", pod, mtu=1408)
     env2.delete(conf, "mtu-default", pod, prev=res)
     env2.assert_clean()
 

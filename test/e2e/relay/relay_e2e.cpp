@@ -571,11 +571,12 @@ TEST_CASE("relay e2e: a relay with two addresses answers each node from the one 
     CHECK(proxy_b->stats().wrong_source == 0);
 }
 
-// UDP GSO refuses a segment size above the route's MTU (EMSGSIZE) where a plain send would
-// fragment; send_batch must then send that run plainly. Needs a small MTU, so it runs in a private
-// network namespace (unshare on a thread that exits afterwards: nothing to clean up, nothing
-// leaks).
-TEST_CASE("relay e2e: GSO runs over the MTU fall back to plain sends") {
+// UDP GSO refuses a segment size above the route's MTU (EMSGSIZE); send_batch then sends that run
+// plainly, and since meshd's sockets set don't-fragment (issue 15) each of those datagrams fails
+// with EMSGSIZE too: dropped and counted as oversize, never fragmented, while the runs that fit
+// (before and after) go through. Needs a small MTU, so it runs in a private network namespace
+// (unshare on a thread that exits afterwards: nothing to clean up, nothing leaks).
+TEST_CASE("relay e2e: datagrams over the MTU are dropped and counted, never fragmented") {
     std::string skip;
     std::thread t([&] {
         if (::unshare(CLONE_NEWNET) != 0) {
@@ -589,23 +590,31 @@ TEST_CASE("relay e2e: GSO runs over the MTU fall back to plain sends") {
         REQUIRE(nl->set_mtu(lo->index, 1280));
         REQUIRE(nl->set_link_up(lo->index));
 
-        unique_fd tx = udp("127.0.0.1:0"), rx = udp("127.0.0.1:0");
-        auto dst = relay_addr::from_endpoint(local_endpoint(rx.get()).value());
-        send_batch batch(64, /*gso=*/true);
-        std::vector<uint8_t> buf(4096);
-        for (size_t size : {size_t(1000), size_t(1400), size_t(1000)}) {
-            CAPTURE(size);
-            auto p = packet(7, size);
-            for (int i = 0; i < 10; ++i) REQUIRE(batch.add(p.data(), p.size(), dst, AF_INET));
-            auto out = batch.flush(tx.get());
-            CHECK(out.packets == 10);
-            CHECK(out.failed == 0);
-            CHECK(out.bytes == 10 * size);
-            for (int i = 0; i < 10; ++i) {
-                auto got = recv_from(rx.get(), buf, 2000);
-                REQUIRE(got.size == ssize_t(size));
-                CHECK(std::memcmp(buf.data(), p.data(), size) == 0);
+        for (bool gso : {true, false}) {
+            CAPTURE(gso);
+            unique_fd tx = udp("127.0.0.1:0"), rx = udp("127.0.0.1:0");
+            auto dst = relay_addr::from_endpoint(local_endpoint(rx.get()).value());
+            send_batch batch(64, gso);
+            std::vector<uint8_t> buf(4096);
+            for (size_t size : {size_t(1000), size_t(1400), size_t(1000)}) {
+                CAPTURE(size);
+                const bool fits = size + 28 <= 1280;
+                auto p = packet(7, size);
+                for (int i = 0; i < 10; ++i) REQUIRE(batch.add(p.data(), p.size(), dst, AF_INET));
+                auto out = batch.flush(tx.get());
+                CHECK(out.packets == (fits ? 10u : 0u));
+                CHECK(out.failed == (fits ? 0u : 10u));
+                CHECK(out.oversize == (fits ? 0u : 10u));
+                CHECK(out.bytes == (fits ? 10 * size : 0u));
+                if (!fits) continue;
+                for (int i = 0; i < 10; ++i) {
+                    auto got = recv_from(rx.get(), buf, 2000);
+                    REQUIRE(got.size == ssize_t(size));
+                    CHECK(std::memcmp(buf.data(), p.data(), size) == 0);
+                }
             }
+            // Nothing else arrived (no fragments reassembled behind our back).
+            CHECK(recv_from(rx.get(), buf, 100).size < 0);
         }
     });
     t.join();

@@ -1,0 +1,224 @@
+#!/usr/bin/env python3
+"""MTU black holes on the testbed (root; Python 3 stdlib; meshd + wireguard-go + the real CNI
+plugin). CTest `e2e_mtu`, label e2e. Issue 15.
+
+Topology (mesh.py's default): relay1, relay2 public; lan1a, lan1b (cone NAT); lan2a, lan2b
+(symmetric NAT): lan1a-lan2a is relayed, lan1a-lan1b direct. lan1a reaches the relays over IPv4
+only and lan2a over IPv6 only (their relayNodes list one family), so every relayed packet between
+them has one IPv4 and one IPv6 leg, the IPv6 one being the worst case (40-byte header + the
+12-byte relay header). Every node serves metrics. Checks:
+
+  one MTU    node.json "mtu", the WireGuard interface and the pods' eth0 all have 1500 - 92 = 1408
+             (the plugin takes meshd's node.json value)
+  1500 path  20 full-size (1408-byte) don't-fragment pings each way, pod to pod, relayed (v4 and
+             v6 inner) and direct (lan1a-lan1b): all answered, and no node's or router's
+             FragCreates (/proc/net/snmp Ip, /proc/net/snmp6 Ip6) moves. On main (pod MTU 1420,
+             no DF on meshd's sockets) lan2a's Ip6FragCreates grows by 2 per relayed packet
+  too big    a 1409-byte DF ping from a pod fails at once with "message too long" (pod MTU), not
+             silently
+  1400 hop   nat2's WAN link lowered to 1400: the first full-size DF pings from lan2a's pod teach
+             lan2a's kernel the path MTU (nat2's ICMPv6 "too big"), meshd's next frames are
+             refused (EMSGSIZE) and counted in meshwire_oversize_drops_total{socket=
+             "relay_uplink"}, and within MTU_BOUND meshd lowers lan2a's WireGuard interface MTU
+             to 1400 - 92 = 1308 (meshctl status shows it). From then on full-size DF pings get
+             an ICMP "too big" with mtu 1308 (never silence), 1308-byte ones pass, neither lan2a
+             nor nat2 (nor any other node) created a fragment, and 1000-byte pings pass both ways
+then close() leaves nothing. Prints `N passed, N failed`; exit 1 on a failure, 77 when it cannot
+run here.
+
+Usage: test_mtu.py [--build-dir DIR]
+"""
+
+import json
+import os
+import re
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+
+from checks import (run_mesh_scenario, PATHS_BOUND, READY_BOUND, check, expect, figure,  # noqa: E402
+                    ping_retry, wait_for)
+
+METRICS = "127.0.0.1:9464"
+UNDERLAY = 1500
+OVERHEAD = 92  # common/tunnel_mtu.hpp k_tunnel_overhead: WireGuard over IPv6 80 + relay header 12
+POD_MTU = UNDERLAY - OVERHEAD
+HOP_MTU = 1400
+PINGS = 20
+# meshd looks at the relay uplink's oversize drops every 2 s (k_wg_poll) and applies a lower
+# WireGuard MTU on the WireGuard thread at once; 2 s + slack for the loaded host.
+MTU_BOUND = 6.0
+FRAG_NODES = ["lan1a", "lan1b", "lan2a", "relay1", "relay2", "nat1", "nat2"]
+
+FETCH = ("import urllib.request,sys;"
+         "sys.stdout.write(urllib.request.urlopen('http://%s/metrics',timeout=5).read().decode())"
+         % METRICS)
+
+
+def frag_creates(node):
+    """(Ip FragCreates, Ip6FragCreates) inside the node's namespace."""
+    snmp = node.run(["cat", "/proc/net/snmp"]).stdout.splitlines()
+    ip = [ln.split()[1:] for ln in snmp if ln.startswith("Ip:")]
+    v4 = int(dict(zip(ip[0], ip[1]))["FragCreates"])
+    v6 = 0
+    for ln in node.run(["cat", "/proc/net/snmp6"]).stdout.splitlines():
+        parts = ln.split()
+        if len(parts) == 2 and parts[0] == "Ip6FragCreates":
+            v6 = int(parts[1])
+    return v4, v6
+
+
+def all_frags(m):
+    return {n: frag_creates(m.t[n]) for n in FRAG_NODES}
+
+
+def frag_delta(before, after):
+    return {n: (after[n][0] - before[n][0], after[n][1] - before[n][1])
+            for n in before if after[n] != before[n]}
+
+
+def df_ping(pod, addr, size, count=PINGS, interval=0.1):
+    """count don't-fragment pings of `size` bytes (IP packet) from pod: (received, output)."""
+    v6 = ":" in addr
+    payload = size - (48 if v6 else 28)
+    cmd = ["ping", "-6" if v6 else "-4", "-n", "-M", "do", "-s", str(payload), "-c", str(count),
+           "-i", str(interval), "-W", "2", addr]
+    r = pod.run(cmd, check=False, timeout=count * interval + 20)
+    mo = re.search(r"(\d+) received", r.stdout)
+    return (int(mo.group(1)) if mo else 0), (r.stdout + r.stderr)
+
+
+def metric(m, node, name, labels):
+    text = m[node].run(["python3", "-c", FETCH]).stdout
+    want = "%s{%s}" % (name, labels)
+    for ln in text.splitlines():
+        if ln.startswith(want + " "):
+            return float(ln.split()[-1])
+    raise AssertionError("%s: no %s in the metrics" % (node, want))
+
+
+def body(m):
+    # lan1a reaches the relays over IPv4 only, lan2a over IPv6 only.
+    for name, fam in (("lan1a", "."), ("lan2a", ":")):
+        cfg = m.configs[name]
+        cfg["relayNodes"] = [{"nodeName": r["nodeName"],
+                              "advertiseAddress": [a for a in r["advertiseAddress"] if fam in a]}
+                             for r in cfg["relayNodes"]]
+        m.write_config(m[name])
+    m.start()
+    m.wait_ready(timeout=READY_BOUND)
+    m.wait_paths({("lan1a", "lan2a"): "relay", ("lan1a", "lan1b"): "direct"},
+                 timeout=PATHS_BOUND)
+    pa = m.add_pod(m["lan1a"], "a")
+    pb = m.add_pod(m["lan2a"], "b")
+    pc = m.add_pod(m["lan1b"], "c")
+
+    @check("one MTU: node.json, the WireGuard interface and the pods have underlay - 92")
+    def _():
+        for n in ("lan1a", "lan2a", "lan1b"):
+            node = m[n]
+            with open(os.path.join(node.dir, "run", "node.json")) as f:
+                nj = json.load(f)
+            expect(nj.get("mtu") == POD_MTU, "%s node.json mtu %r" % (n, nj.get("mtu")))
+            wg = node.ipj("link", "show", node.wg_ifname)
+            expect(wg and wg[0]["mtu"] == POD_MTU, "%s %s mtu %r" % (
+                n, node.wg_ifname, wg and wg[0]["mtu"]))
+        for p in (pa, pb, pc):
+            link = json.loads(p.run(["ip", "-j", "link", "show", "eth0"]).stdout)
+            expect(link[0]["mtu"] == POD_MTU, "%s eth0 mtu %r" % (p.name, link[0]["mtu"]))
+        figure("MTU (node.json = wg = pod eth0)", POD_MTU)
+
+    # "Full size" is what the pods really have (on main: 1420), so that the checks below measure
+    # what a pod can send, whatever the one-MTU check found.
+    full = json.loads(pa.run(["ip", "-j", "link", "show", "eth0"]).stdout)[0]["mtu"]
+
+    # Sessions up (handshakes done) before counting.
+    for src, dst in ((pa, pb), (pb, pa), (pa, pc)):
+        ping_retry(src, dst.addr4)
+        ping_retry(src, dst.addr6)
+
+    @check("1500 path: full-size DF pings pass, relayed and direct, and nothing is fragmented")
+    def _():
+        before = all_frags(m)
+        for src, dst, what in ((pa, pb, "relayed a->b"), (pb, pa, "relayed b->a"),
+                               (pa, pc, "direct a->c")):
+            for addr in (dst.addr4, dst.addr6):
+                got, out = df_ping(src, addr, full)
+                figure("%s %s %d-byte DF pings answered" % (what, "v6" if ":" in addr else "v4",
+                                                           full), "%d/%d" % (got, PINGS))
+                expect(got >= PINGS - 1, "%s -> %s: %d/%d answered\n%s" % (
+                    what, addr, got, PINGS, out))
+        delta = frag_delta(before, all_frags(m))
+        figure("FragCreates delta (v4, v6) at 1500", delta or "none")
+        expect(not delta, "fragments created: %s" % delta)
+
+    @check("too big: a packet above the pod MTU fails at once in the pod, not silently")
+    def _():
+        for addr in (pb.addr4, pb.addr6):
+            got, out = df_ping(pa, addr, full + 1, count=1)
+            expect(got == 0 and re.search(r"too long", out, re.I),
+                   "%s: %s" % (addr, out))
+
+    nat2 = m.t["nat2"]
+    nat2.ip("link", "set", "wan0", "mtu", HOP_MTU)
+    try:
+        @check("1400 hop: the pod gets \"too big\" with the hop's MTU, never silence; no fragments")
+        def _():
+            before = all_frags(m)
+            drops0 = metric(m, "lan2a", "meshwire_oversize_drops_total",
+                            'socket="relay_uplink"')
+            # The first full-size frames teach lan2a's kernel the path MTU (nat2's ICMPv6 "too
+            # big"); the next ones are refused (EMSGSIZE) and counted, and meshd lowers the
+            # WireGuard interface MTU to what the relay path carries.
+            got, _out = df_ping(pb, pa.addr6, full, count=5)
+            figure("1400 hop: first full-size DF pings answered (path MTU unknown)", "%d/5" % got)
+            wg = m["lan2a"].wg_ifname
+
+            def lowered():
+                have = m["lan2a"].ipj("link", "show", wg)[0]["mtu"]
+                return have == HOP_MTU - OVERHEAD, have
+            _, took = wait_for("lan2a's %s MTU at %d" % (wg, HOP_MTU - OVERHEAD), lowered,
+                               MTU_BOUND)
+            figure("1400 hop: WireGuard MTU lowered after (s)", "%.1f" % took)
+            st = m.meshctl(m["lan2a"], "status")["node"]
+            expect(st.get("mtu") == HOP_MTU - OVERHEAD, "meshctl status mtu %r" % st.get("mtu"))
+            drops = metric(m, "lan2a", "meshwire_oversize_drops_total",
+                           'socket="relay_uplink"') - drops0
+            figure("1400 hop: lan2a oversize drops (relay_uplink)", int(drops))
+            expect(drops > 0, "lan2a counted no oversize drops")
+            # Full size now: refused at the source with the right MTU (ICMP from lan2a, or the
+            # pod's own stack once it learned it), never silence.
+            want = re.compile(r"mtu ?[=:]? ?%d" % (HOP_MTU - OVERHEAD), re.I)
+            for addr in (pa.addr4, pa.addr6):
+                got, out = df_ping(pb, addr, full, count=3)
+                expect(got == 0 and want.search(out), "full size -> %s: want \"too big\" with mtu "
+                       "%d, got:\n%s" % (addr, HOP_MTU - OVERHEAD, out))
+                got, out = df_ping(pb, addr, HOP_MTU - OVERHEAD, count=10)
+                figure("1400 hop: relayed b->a %s %d-byte DF pings answered" % (
+                    "v6" if ":" in addr else "v4", HOP_MTU - OVERHEAD), "%d/10" % got)
+                expect(got >= 9, "%d-byte pings -> %s: %d/10\n%s" % (
+                    HOP_MTU - OVERHEAD, addr, got, out))
+            delta = frag_delta(before, all_frags(m))
+            figure("1400 hop: FragCreates delta (v4, v6)", delta or "none")
+            expect(not delta, "fragments created: %s" % delta)
+            for src, dst in ((pb, pa), (pa, pb)):
+                for addr in (dst.addr4, dst.addr6):
+                    got, out = df_ping(src, addr, 1000, count=5)
+                    expect(got >= 4, "1000-byte pings %s -> %s: %d/5\n%s" % (
+                        src.name, addr, got, out))
+    finally:
+        nat2.ip("link", "set", "wan0", "mtu", UNDERLAY)
+
+
+def main():
+    config = {"metrics": {"listen": METRICS}}
+    overrides = {n: {"config": config} for n in
+                 ("relay1", "relay2", "lan1a", "lan1b", "lan2a", "lan2b")}
+    return run_mesh_scenario(body, 64, overrides=overrides)
+
+
+if __name__ == "__main__":
+    t0 = time.monotonic()
+    sys.exit(main())
