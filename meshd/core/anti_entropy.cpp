@@ -385,7 +385,8 @@ bool anti_entropy::on_records(const control_message& m, const records_msg& b, ui
         auto put = members_.offer_record(r, learned_via::neighbour, m.sender, now);
         if (put && *put != put_outcome::duplicate) {
             ++counters_.records_accepted;
-            note_changed(r.id(), m.sender);
+            // A refresh (same content, newer seq) is not pushed on: see membership::accept.
+            if (*put != put_outcome::refreshed) note_changed(r.id(), m.sender);
         } else if (!put && !put.err().is(errc::already_exists)) {
             ctx_.log(0, "record refused", {{"peer", r.name}, {"error", put.err().message}});
         }

@@ -63,7 +63,7 @@ namespace mw::meshd {
 
 struct anti_entropy_config {
     uint64_t interval_ms = 10'000;
-    uint64_t max_interval_ms = 160'000;  // a pair's interval after matched rounds, at most
+    uint64_t max_interval_ms = 640'000;  // a pair's interval after matched rounds, at most
     size_t max_neighbours = 64;
     size_t max_partners = 256;
     size_t push_fanout = 3;

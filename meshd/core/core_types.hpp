@@ -163,7 +163,7 @@ struct node_core_config {
     // registration needs, not liveness (relay probes every idle_ping_interval keep the NAT
     // mapping the relay's pushes use); a relay counts a node registered for three intervals
     // (membership::registration_ms), so two lost HELLOs do not cost its pushes; records live
-    // record_lifetime (10 min) and are re-signed, and HELLOed, at half of it.
+    // record_lifetime (12 h) and are re-signed, and HELLOed, at half of it.
     uint64_t hello_interval_ms = 60000;
     uint64_t hello_retry_interval_ms = 10000;
     // Anti-entropy with the nodes we reach directly (anti_entropy.hpp): a digest exchange per
@@ -173,7 +173,7 @@ struct node_core_config {
     // (idle cost, issue 18); a round that differed starts again from the interval.
     bool anti_entropy = true;
     uint64_t anti_entropy_interval_ms = 10000;
-    uint64_t anti_entropy_max_interval_ms = 160000;
+    uint64_t anti_entropy_max_interval_ms = 640000;
     size_t anti_entropy_neighbours = 64;  // at most this many, a random sample beyond
     size_t anti_entropy_fanout = 3;
     uint64_t session_refresh_ms = 15000;
@@ -183,7 +183,11 @@ struct node_core_config {
     // (its sealed probes report no rx growth this long after ours grew, over 3 of our readings)
     // excludes that relay, even when the probes answer (relay_election.hpp).
     uint64_t wg_stall_ms = 6000;
-    uint64_t record_lifetime_ms = 10 * 60 * 1000;
+    // Our record's signed lifetime, counted by every receiver from its first receipt; re-signed at
+    // half of it. 12 h (issue 18; was 10 min): a re-sign that changes nothing reaches every node
+    // (through the relays' pushes), so its cost is N records per node per half lifetime; a node
+    // that stops is forgotten 6-12 h after it stopped (revokedNodes: at once).
+    uint64_t record_lifetime_ms = 12ull * 3600 * 1000;
     uint64_t ping_timeout_ms = 3000;  // pending PINGs are forgotten after this
     // Admission (issue 17). A relay admits at most new_ids_per_min new identities (nodes it holds
     // no record of) per source address per minute, with a burst of new_ids_burst; sources beyond

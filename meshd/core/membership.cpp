@@ -81,8 +81,15 @@ bool membership::refresh_self(std::vector<std::pair<node_id, uint16_t>> att, boo
     ++seq_counter_;
     self_ = std::move(r);
     self_dirty_ = false;
-    self_signed_ms_ = now;
-    push_record(self_, ctx_.id(), now);
+    // The next re-sign is due at half the lifetime less up to a tenth of it, at random: nodes
+    // that started together (a site back from a power cut, the simulator) do not all re-sign in
+    // the same instant for ever, where every HELLO at a re-sign would meet the others' newer
+    // records at the relays, differ, and draw every record (docs/architecture.md "Record
+    // refresh").
+    const uint64_t spread = self_lifetime_ms() / 10;
+    const uint64_t early = spread ? ctx_.random_u64() % spread : 0;
+    self_signed_ms_ = now - std::min(now, early);
+    push_record(self_, ctx_.id(), now, false);
     return true;
 }
 
@@ -100,7 +107,12 @@ result<put_outcome> membership::accept(const peer_record& rec, learned_via via, 
     ctx_.admission.store_full += store_.refused_full() - refused;
     if (!put) return put;
     learned_[rec.id()] = learned_[rec.id()] | via;
-    if (*put != put_outcome::duplicate) on_record_changed_(rec, before);
+    // A refresh (the same content at a newer seq) changes nothing anyone acts on: no relay
+    // facts, and anti-entropy does not push it on (every node gets it from its relays; a LAN
+    // island's rounds carry it, see docs/architecture.md "Record refresh").
+    if (*put == put_outcome::inserted || *put == put_outcome::replaced) {
+        on_record_changed_(rec, before);
+    }
     return put;
 }
 
@@ -110,7 +122,9 @@ result<put_outcome> membership::offer_record(const peer_record& rec, learned_via
     if (rec.id() == ctx_.id()) return error(errc::invalid_argument, "our own record");
     auto put = accept(rec, via, now, max_remaining_ms);
     // A relay passes on what it learned from another relay (nodes that reach only us).
-    if (put && *put != put_outcome::duplicate) push_record(rec, from, now);
+    if (put && *put != put_outcome::duplicate) {
+        push_record(rec, from, now, *put == put_outcome::refreshed);
+    }
     return put;
 }
 
@@ -141,7 +155,9 @@ void membership::on_hello(const control_message& m, const hello_msg& b, const wg
     if (*put == put_outcome::inserted) {
         ctx_.log(1, "node registered", {{"peer", b.record.name}, {"endpoint", from.str()}});
     }
-    if (*put != put_outcome::duplicate) push_record(b.record, m.sender, now);
+    if (*put != put_outcome::duplicate) {
+        push_record(b.record, m.sender, now, *put == put_outcome::refreshed);
+    }
     if (!(b.flags & hello_msg::flag_want_records)) return;
     if (b.flags & hello_msg::flag_digest) {
         // Compared after its record went in: in sync, it holds what we hold.
@@ -228,7 +244,20 @@ learned_via_set membership::learned_of(const node_id& id) const {
     return it == learned_.end() ? 0 : it->second;
 }
 
-void membership::push_record(const peer_record& rec, const node_id& except, uint64_t now) {
+bool membership::refreshes_via_us(const node_id& to) const {
+    // The node's record lists the relays it is attached to (registered with and up), sorted by
+    // node ID: one of them, chosen by the node's own ID (random, so each relay pushes to its
+    // share of the nodes), pushes refreshes to it. A node whose record lists none gets them
+    // from every relay it registered with. One that misses a refresh at its chosen relay (that
+    // relay went away and its record does not say so yet) still holds the older seq for half a
+    // lifetime; its next HELLO's digest differs, and a relay answers with its records.
+    const peer_record* r = store_.find(to);
+    if (!r || r->relays.empty()) return true;
+    return r->relays[to.data()[0] % r->relays.size()] == ctx_.id();
+}
+
+void membership::push_record(const peer_record& rec, const node_id& except, uint64_t now,
+                             bool refresh) {
     if (!role_.relay_like()) return;
     for (auto it = registered_.begin(); it != registered_.end();) {
         // A node that stopped saying HELLO is no longer listening here.
@@ -236,7 +265,11 @@ void membership::push_record(const peer_record& rec, const node_id& except, uint
             it = registered_.erase(it);
             continue;
         }
-        if (it->first != except && it->first != rec.id()) {
+        // A refresh reaches each node from one of its relays, not from all of them: it extends
+        // a lifetime, and a node that missed it holds the record for half a lifetime yet (its
+        // next HELLO's digest differs, and a relay answers with what it lacks).
+        if (it->first != except && it->first != rec.id() &&
+            (!refresh || refreshes_via_us(it->first))) {
             ctx_.send(records_msg{0, {rec}}, it->first, it->second.from, 0, now);
         }
         ++it;

@@ -13,6 +13,12 @@
 // the number of nodes. A HELLO without a digest (anti-entropy's older peers) gets every record.
 // Records are the record_store's: verified, newest seq wins, bounded.
 //
+// Refreshes (issue 18): a record re-signed with nothing changed but its seq (every half
+// lifetime, 6 h by default) is pushed by a relay only to the nodes that take refreshes from it
+// (refreshes_via_us: the first relay their record lists), and not passed on to anti-entropy:
+// every node receives each refresh once, where a change reaches it from every relay and its
+// neighbours (docs/architecture.md "Record refresh").
+//
 // Admission (issue 17): a relay registers a node it holds no record of (a new identity) only
 // within its source address's budget (node_core_config new_ids_*, source_buckets), and the store
 // lets no new identity evict an established node (record_store). Refusals are counted
@@ -109,7 +115,10 @@ private:
     // put + the couplings (relay facts, learned_via).
     result<put_outcome> accept(const peer_record& rec, learned_via via, uint64_t now,
                                uint64_t max_remaining_ms = UINT64_MAX);
-    void push_record(const peer_record& rec, const node_id& except, uint64_t now);
+    // To every node registered with us but `except` and the record's own node; a refresh
+    // (record_store's put_outcome::refreshed) only to the nodes that get refreshes from us.
+    void push_record(const peer_record& rec, const node_id& except, uint64_t now, bool refresh);
+    bool refreshes_via_us(const node_id& to) const;
     // A refused registration: logged once per (node, reason) per interval, else counted.
     void refused(const node_id& who, const std::string& name, const std::string& why,
                  const std::string& reason, uint64_t now);

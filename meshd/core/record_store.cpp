@@ -55,6 +55,12 @@ result<put_outcome> record_store::put(const peer_record& rec, uint64_t now_ms,
                                                    std::to_string(rec.seq) +
                                                    " already seen with different content");
         }
+        // A re-sign that changed nothing but the seq (and lifetime) is a refresh: callers do not
+        // spread it as a change (anti-entropy pushes, membership.hpp).
+        peer_record same = rec;
+        same.seq = cur.seq;
+        same.lifetime_ms = cur.lifetime_ms;
+        const bool refresh = same.same_content(cur);
         // The node's history (first seen) stays: only the record is replaced, and its lifetime
         // counts from now.
         seen& sn = seen_.at(id);
@@ -72,7 +78,7 @@ result<put_outcome> record_store::put(const peer_record& rec, uint64_t now_ms,
         by_expiry_.emplace(sn.expires_ms, id);
         by_name_.emplace(rec.name, id);
         touch(id, now_ms);
-        return put_outcome::replaced;
+        return refresh ? put_outcome::refreshed : put_outcome::replaced;
     }
     if (records_.size() >= cfg_.max_records && !make_room(now_ms)) {
         ++refused_full_;

@@ -73,15 +73,19 @@ struct record_store_config {
     // is the longest lifetime), and a node that came back with lower seqs (its boot.epoch
     // removed while its clock is behind) is not refused for ever.
     uint64_t tombstone_ms = 24ull * 3600 * 1000;
-    // Honest nodes HELLO every 10 s and re-sign every 5 min; RECORDS answers repeat every record
-    // at every HELLO. A node not seen for live_ms has stopped refreshing.
+    // Honest nodes HELLO their relays every 60 s (a relay sees them again each time) and re-sign
+    // at half their lifetime (12 h: every 6 h, which is when a node that is no relay sees a
+    // record of an idle node again). A node not seen for live_ms (two re-sign periods and an
+    // hour) has stopped refreshing.
     uint64_t establish_ms = 60'000;
-    uint64_t live_ms = 10 * 60 * 1000;
+    uint64_t live_ms = 13ull * 3600 * 1000;
 };
 
 enum class put_outcome {
     inserted,   // first record for this node ID
-    replaced,   // newer seq replaced the stored record
+    replaced,   // newer seq replaced the stored record, with other content
+    refreshed,  // newer seq replaced the stored record, the same content (a re-sign: only its
+                // seq and lifetime differ): a new lifetime here, nothing else changed
     duplicate,  // identical to the stored record; nothing changed
 };
 

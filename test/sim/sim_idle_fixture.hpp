@@ -66,19 +66,28 @@ struct idle_figures {
     double lan_probe_bytes = 0, lan_probe_packets = 0, lan_probe_max_bytes = 0;
     double lan_session_bytes = 0, lan_session_packets = 0, lan_member_bytes = 0;
     double lan_ae_bytes = 0, lan_ae_packets = 0;
-    double lan_rx_packets = 0;  // datagrams the core took in (all kinds)
-    double relayed_pairs = 0;   // per LAN node
+    double lan_rx_packets = 0, lan_rx_bytes = 0;  // datagrams the core took in (all kinds)
+    double lan_member_packets = 0;
+    double lan_resigns = 0;    // records a LAN node signed in the window (its own re-signs)
+    double relayed_pairs = 0;  // per LAN node
     double relay_probe_bytes = 0, relay_forwarded_bytes = 0, relay_member_bytes = 0;
+    double relay_member_packets = 0;
+    double resigns = 0;  // records signed in the window, every node (relays included)
     size_t active_pairs = 0, pairs_without_path = 0;
 };
 
 // Three public relays and `lans` LANs of `per_lan` nodes behind NATs (cone and symmetric in turn:
 // pairs within a LAN are direct, across LANs relayed). Started, converged, left alone for
 // `settle_ms` (the start-up's active spells end), then measured for `measure_ms`; figures are
-// per minute. Anti-entropy rounds back off from 10 s to 160 s while digests match: a window of
-// 160 s or more from settle_ms >= 150 s shows their steady state, a shorter one a round or two.
+// per minute. Anti-entropy rounds back off from 10 s to 640 s while digests match: a window of
+// 640 s or more from settle_ms >= 1,270 s shows their steady state, a shorter one a round or two.
+//
+// `record_lifetime_ms` (0: the default, 12 h) sets every node's record lifetime: a node re-signs
+// its record at half of it, so a window of half a lifetime holds one re-sign of every node (the
+// tests and the benchmark use short lifetimes for that; the cost per re-sign is the same).
 inline idle_figures measure_idle_cluster(int lans, int per_lan, uint64_t seed,
-                                         uint64_t settle_ms = 60000, uint64_t measure_ms = 60000) {
+                                         uint64_t settle_ms = 60000, uint64_t measure_ms = 60000,
+                                         uint64_t record_lifetime_ms = 0) {
     sim_net net(seed);
     // Three equally good relays: a pair keeps sessions at two, spread by its rendezvous hash.
     // 200 nodes in LANs of 9 make ~18,000 relayed pairs, more than one relay's session table
@@ -96,9 +105,11 @@ inline idle_figures measure_idle_cluster(int lans, int per_lan, uint64_t seed,
         }
     }
     auto specs = net.relay_specs();
+    meshd::node_core_config cfg;
+    if (record_lifetime_ms) cfg.record_lifetime_ms = record_lifetime_ms;
     for (auto& h : net.hosts()) {
         h->keep_log = false;
-        net.start_core(*h, specs);
+        net.start_core(*h, specs, "sim cluster psk 0123456789", cfg);
     }
     idle_figures f;
     f.nodes = net.hosts().size();
@@ -114,7 +125,9 @@ inline idle_figures measure_idle_cluster(int lans, int per_lan, uint64_t seed,
     net.run_for(settle_ms);
     send_meter meter(net);
     std::map<std::string, meshd::control_traffic> before;
+    std::map<std::string, uint64_t> seq_before;
     for (const auto& n : lan_nodes) before[n] = net[n].core->traffic();
+    for (auto& h : net.hosts()) seq_before[h->name] = h->core->self_record().seq;
     net.run_for(measure_ms);
     for (const auto& n : lan_nodes) {
         const auto& c = meter.of(n);
@@ -125,6 +138,10 @@ inline idle_figures measure_idle_cluster(int lans, int per_lan, uint64_t seed,
             t.tx_bytes - before[n].tx_bytes ==
                 c.probe_bytes + c.session_bytes + c.member_bytes + c.ae_bytes;
         f.lan_rx_packets += double(t.rx_packets - before[n].rx_packets);
+        f.lan_rx_bytes += double(t.rx_bytes - before[n].rx_bytes);
+        f.lan_member_packets += double(c.member_packets);
+        // seq = boot epoch << 30 | records signed in this run
+        f.lan_resigns += double(net[n].core->self_record().seq - seq_before[n]);
         f.lan_probe_bytes += double(c.probe_bytes);
         f.lan_probe_packets += double(c.probe_packets);
         f.lan_probe_max_bytes = std::max(f.lan_probe_max_bytes, double(c.probe_bytes));
@@ -138,19 +155,25 @@ inline idle_figures measure_idle_cluster(int lans, int per_lan, uint64_t seed,
             f.pairs_without_path += pv.path == meshd::path_kind::none;
         }
     }
-    for (auto& h : net.hosts()) f.active_pairs += h->core->active_pairs();
+    for (auto& h : net.hosts()) {
+        f.active_pairs += h->core->active_pairs();
+        f.resigns += double(h->core->self_record().seq - seq_before[h->name]);
+    }
     const double n = double(lan_nodes.size());
     const double per_min = 60000.0 / double(measure_ms);
     f.lan_probe_bytes *= per_min / n, f.lan_probe_packets *= per_min / n;
     f.lan_probe_max_bytes *= per_min;
     f.lan_session_bytes *= per_min / n, f.lan_session_packets *= per_min / n;
     f.lan_member_bytes *= per_min / n, f.lan_rx_packets *= per_min / n;
+    f.lan_member_packets *= per_min / n, f.lan_rx_bytes *= per_min / n;
+    f.lan_resigns /= n;
     f.lan_ae_bytes *= per_min / n, f.lan_ae_packets *= per_min / n;
     f.relayed_pairs /= n;
     for (const char* r : {"relay1", "relay2", "relay3"}) {
         f.relay_probe_bytes += double(meter.of(r).probe_bytes) * per_min / 3.0;
         f.relay_forwarded_bytes += double(meter.of(r).forwarded_bytes) * per_min / 3.0;
         f.relay_member_bytes += double(meter.of(r).member_bytes) * per_min / 3.0;
+        f.relay_member_packets += double(meter.of(r).member_packets) * per_min / 3.0;
     }
     return f;
 }

@@ -32,10 +32,20 @@ TEST_CASE("record_store: insert, duplicate, newer, older, conflicting") {
     CHECK(s.put(conflict, t0).err().is(mw::errc::state_mismatch));
     CHECK(s.find(r1.id())->name == "node-1");
 
-    auto newer = record(1, 6, 90'000, "renamed");
+    // A newer seq with other content replaces; with the same content (a re-sign: only seq and
+    // lifetime differ) it refreshes, which callers do not spread as a change.
+    auto resigned = record(1, 6, 90'000);
+    CHECK(s.put(resigned, t0).value() == put_outcome::refreshed);
+    CHECK(s.find(r1.id())->seq == 6);
+    CHECK(s.expires_at(r1.id()) == t0 + 90'000);
+    auto moved = record(1, 7, 90'000);
+    moved.endpoints.pop_back();
+    REQUIRE(moved.sign(meshd_test::identity(1)).ok());
+    CHECK(s.put(moved, t0).value() == put_outcome::replaced);
+    auto newer = record(1, 8, 90'000, "renamed");
     CHECK(s.put(newer, t0).value() == put_outcome::replaced);
     CHECK(s.size() == 1);
-    CHECK(s.find(r1.id())->seq == 6);
+    CHECK(s.find(r1.id())->seq == 8);
     CHECK(s.find_by_name("node-1").empty());  // name index follows the replacement
     REQUIRE(s.find_by_name("renamed").size() == 1);
     CHECK(s.find_by_name("renamed")[0]->id() == r1.id());
@@ -93,7 +103,7 @@ TEST_CASE(
     CHECK(s.find(record(3).id()) == nullptr);
     CHECK(s.find(record(2).id()) != nullptr);
     // Updates of known nodes never need room.
-    CHECK(s.put(record(2, 2, 60'000), t0 + 60).value() == put_outcome::replaced);
+    CHECK(s.put(record(2, 2, 60'000), t0 + 60).value() == put_outcome::refreshed);
     CHECK(s.size() == 3);
 }
 
@@ -178,7 +188,7 @@ TEST_CASE("record_store: the lifetime counts from first receipt; duplicates neve
     // A newer seq, signed by the node, gets a full lifetime from its own receipt.
     record_store b;
     REQUIRE(b.put(record(2, 1, 60'000), t0).ok());
-    REQUIRE(b.put(record(2, 2, 60'000), t0 + 40'000).value() == put_outcome::replaced);
+    REQUIRE(b.put(record(2, 2, 60'000), t0 + 40'000).value() == put_outcome::refreshed);
     CHECK(b.expires_at(record(2).id()) == t0 + 100'000);
     CHECK(b.expire(t0 + 99'999) == 0);
     // The same record first received later (second-hand, through another relay) lives a

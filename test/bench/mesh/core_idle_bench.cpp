@@ -1,19 +1,26 @@
 // Idle cost of node_core by cluster size (issue 18; prints figures, never fails on them): an idle
 // cluster on the simulated network of test/sim (three public relays, LANs of nodes behind NATs;
-// sim_idle_fixture.hpp) is started, converged, left alone for 160 s and measured for 320 s
-// (anti-entropy rounds back off from 10 s to 160 s while digests match: two of its steady-state
-// intervals). Prints, per LAN node and per relay, the control bytes sent per minute by kind
-// (probes, relayed sessions, membership, anti-entropy rounds) and extrapolated to a 30-day month,
-// plus WireGuard's keepalives as they would add (25 s per peer and direction, 60 bytes on the wire;
-// 72 relayed): the simulation carries no WireGuard. UDP/IP headers are not in the control figures
-// (about 28 bytes a datagram).
+// sim_idle_fixture.hpp) is started, converged, left alone for 1,280 s and measured for 640 s.
+// Why so long: anti-entropy rounds back off from 10 s to 640 s while digests match (10 + 20 +
+// ... + 640 s: steady from ~1,270 s on), and the window must hold one re-sign of every record.
+// Records live 1,280 s here (`--lifetime`; the default is 12 h), so each node re-signs once in
+// the window (column resigns): the membership figure holds a full re-sign cycle and is what a
+// re-sign every ~11 min costs, 34 times more often than the default's every 6 h. Prints, per LAN
+// node and per relay, the control bytes sent per minute by kind (probes, relayed sessions,
+// membership, anti-entropy rounds) and extrapolated to a 30-day month, what a LAN node received,
+// plus WireGuard's keepalives as they would add (25 s per peer and direction, 60 bytes on the
+// wire; 72 relayed): the simulation carries no WireGuard. UDP/IP headers are not in the control
+// figures (about 28 bytes a datagram).
 //
 // Exits 1 (after the figures) when a figure would not be what it claims: the cluster did not
-// converge, a pair was still active (probed fast) or had no path when measured, or a core's own
-// count of what it sent differs from what left its host.
+// converge, a pair was still active (probed fast) or had no path when measured, a core's own
+// count of what it sent differs from what left its host, or a node did not re-sign in the window.
 //
 //   core_idle_bench                       7, 21 and 201 nodes
 //   core_idle_bench --lans L --per-lan K  3 relays + L x K nodes (e.g. 111 x 9: 1,002 nodes)
+//   core_idle_bench --settle S --window W --lifetime T   (seconds; defaults 1280 640 1280)
+#include <sys/resource.h>
+
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -30,6 +37,12 @@ namespace {
 
 constexpr double month_min = 30.0 * 24 * 60;
 
+long max_rss_mb() {
+    rusage u{};
+    getrusage(RUSAGE_SELF, &u);
+    return u.ru_maxrss / 1024;
+}
+
 double mb_month(double bytes_per_min) {
     return bytes_per_min * month_min / 1e6;
 }
@@ -40,19 +53,28 @@ int main(int argc, char** argv) {
     // 7, 21 and 201 nodes (3 relays + LANs)
     std::vector<std::pair<int, int>> sizes = {{2, 2}, {2, 9}, {22, 9}};
     int lans = 0, per_lan = 9;
+    uint64_t settle_s = 1280, window_s = 640, lifetime_s = 1280;
     for (int i = 1; i + 1 < argc; i += 2) {
         if (!std::strcmp(argv[i], "--lans")) lans = std::atoi(argv[i + 1]);
         if (!std::strcmp(argv[i], "--per-lan")) per_lan = std::atoi(argv[i + 1]);
+        if (!std::strcmp(argv[i], "--settle")) settle_s = std::strtoull(argv[i + 1], nullptr, 10);
+        if (!std::strcmp(argv[i], "--window")) window_s = std::strtoull(argv[i + 1], nullptr, 10);
+        if (!std::strcmp(argv[i], "--lifetime")) {
+            lifetime_s = std::strtoull(argv[i + 1], nullptr, 10);
+        }
     }
     if (lans > 0 && per_lan > 0) sizes = {{lans, per_lan}};
     bool ok = true;
-    std::printf("%6s %10s %10s %10s %10s %10s %10s %12s %12s %12s %12s\n", "nodes", "probe_B/min",
-                "sess_B/min", "memb_B/min", "ae_B/min", "rx_pkt/min", "relayed", "LAN_MB/mo",
-                "+wg_ka_MB/mo", "relay_MB/mo", "relay_memb");
+    std::printf("window %llu s after %llu s idle; record lifetime %llu s\n",
+                (unsigned long long)window_s, (unsigned long long)settle_s,
+                (unsigned long long)lifetime_s);
+    std::printf("%6s %10s %10s %10s %10s %10s %10s %10s %8s %12s %12s %12s %12s\n", "nodes",
+                "probe_B/min", "sess_B/min", "memb_B/min", "ae_B/min", "rx_pkt/min", "rx_B/min",
+                "relayed", "resigns", "LAN_MB/mo", "+wg_ka_MB/mo", "relay_MB/mo", "relay_memb");
     for (auto [l, k] : sizes) {
         auto t0 = std::chrono::steady_clock::now();
-        idle_figures f =
-            measure_idle_cluster(l, k, 1800 + uint64_t(l) * 31 + uint64_t(k), 160000, 320000);
+        idle_figures f = measure_idle_cluster(l, k, 1800 + uint64_t(l) * 31 + uint64_t(k),
+                                              settle_s * 1000, window_s * 1000, lifetime_s * 1000);
         double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
         if (!f.converged) {
             std::printf("%6zu did not converge\n", f.nodes);
@@ -67,21 +89,26 @@ int main(int argc, char** argv) {
             60.0 / 25.0 * 2 * (60.0 * (peers - f.relayed_pairs) + 72.0 * f.relayed_pairs);
         const double relay = f.relay_probe_bytes + f.relay_forwarded_bytes;
         std::printf(
-            "%6zu %10.0f %10.0f %10.0f %10.0f %10.1f %10.1f %12.1f %12.1f %12.1f %12.1f   (%.0f "
-            "s)\n",
+            "%6zu %10.0f %10.0f %10.0f %10.0f %10.1f %10.0f %10.1f %8.2f %12.1f %12.1f %12.1f "
+            "%12.1f   (%.0f s, max RSS %ld MB)\n",
             f.nodes, f.lan_probe_bytes, f.lan_session_bytes, f.lan_member_bytes, f.lan_ae_bytes,
-            f.lan_rx_packets, f.relayed_pairs, mb_month(lan), mb_month(ka_per_min), mb_month(relay),
-            mb_month(f.relay_member_bytes), secs);
-        if (!f.counts_match || f.active_pairs || f.pairs_without_path) {
-            std::printf("       FAILED: counts_match=%d active_pairs=%zu pairs_without_path=%zu\n",
-                        int(f.counts_match), f.active_pairs, f.pairs_without_path);
+            f.lan_rx_packets, f.lan_rx_bytes, f.relayed_pairs, f.lan_resigns, mb_month(lan),
+            mb_month(ka_per_min), mb_month(relay), mb_month(f.relay_member_bytes), secs,
+            max_rss_mb());
+        std::fflush(stdout);
+        if (!f.counts_match || f.active_pairs || f.pairs_without_path || f.lan_resigns < 1.0) {
+            std::printf(
+                "       FAILED: counts_match=%d active_pairs=%zu pairs_without_path=%zu "
+                "resigns=%.2f\n",
+                int(f.counts_match), f.active_pairs, f.pairs_without_path, f.lan_resigns);
             ok = false;
         }
     }
     std::printf(
         "columns: per LAN node per minute sent (probes, relayed sessions, membership, "
         "anti-entropy rounds), control "
-        "datagrams received; relayed pairs per LAN node; a LAN node's control sent per 30 days, "
+        "datagrams and bytes received; relayed pairs per LAN node; records a LAN node signed in "
+        "the window; a LAN node's control sent per 30 days, "
         "WireGuard keepalives both ways per 30 days; a relay's probe answers + forwarded bytes "
         "and its membership bytes sent per 30 days (MB = 10^6 B, UDP payload)\n");
     return ok ? 0 : 1;
