@@ -196,8 +196,18 @@ wireguard_plan dataplane_planner::wireguard(const std::vector<peer_dataplane>& d
         // (same path time, same 2 s poll phase), so both handshakes crossed within
         // milliseconds. A session that stalled for 15-30 s was seen right after such a
         // crossing (1 run in about 11 of e2e_relays_runtime); starting one end first avoids it.
-        if (now >= since + (self_ < dp.id ? t_.keepalive_first_ms : t_.keepalive_second_ms)) {
-            p.persistent_keepalive = t_.keepalive_s;
+        // At the NAT rate only where a mapping needs it (issue 18): a relayed path through the
+        // proxy leaves from meshd's control socket, whose mapping to the relay the relay probes
+        // keep (slower: session keys only, keepalive_relayed_s); a direct path the core found
+        // NAT-free gets the slow one (keepalive_nat_free_s).
+        const uint16_t want = dp.path == path_kind::relay
+                                  ? (proxy_up ? t_.keepalive_relayed_s : t_.keepalive_s)
+                                  : (dp.keepalive ? t_.keepalive_s : t_.keepalive_nat_free_s);
+        if (!want) {
+            p.persistent_keepalive = 0;
+        } else if (now >=
+                   since + (self_ < dp.id ? t_.keepalive_first_ms : t_.keepalive_second_ms)) {
+            p.persistent_keepalive = want;
         } else {
             out.keepalive_pending = true;
         }

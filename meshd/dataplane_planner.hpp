@@ -23,7 +23,11 @@
 //     the record's pod CIDRs.
 //   - Persistent keepalive is switched on 3 s after the peer first got a path on the end with the
 //     lower node ID, 5 s on the other: both ends decide at the same moment, and handshakes that
-//     crossed within milliseconds stalled a session for 15-30 s.
+//     crossed within milliseconds stalled a session for 15-30 s. At 25 s only where a NAT mapping
+//     needs it (issue 18): every 55 s on a relayed path through the proxy (its packets leave
+//     from the control socket, whose mapping to the relay meshd's relay probes keep; the
+//     keepalive only keeps the session keys valid, see keepalive_relayed_s), every 120 s on a
+//     direct path the core found NAT-free (peer_dataplane::keepalive; keepalive_nat_free_s).
 //   - Relayed peers get a relay_proxy socket whose loopback address is their WireGuard endpoint;
 //     a relay change is one retarget (the endpoint never changes); warm standby sessions are
 //     aliases. A peer that leaves the relay path keeps its socket for 60 s (WireGuard on a learned
@@ -55,6 +59,18 @@ namespace mw::meshd {
 
 struct dataplane_timing {
     uint16_t keepalive_s = 25;
+    // A direct path with no NAT between (peer_dataplane::keepalive false): no mapping to keep,
+    // but the end that only receives must still send now and then, so that traffic into a
+    // direct path that died silently wakes it (tx without rx) and it moves to the relay the
+    // sender moved to (the relay forwards only sessions both ends asked for).
+    uint16_t keepalive_nat_free_s = 120;
+    // A relayed path through the proxy: no mapping to keep (its packets leave from the control
+    // socket, whose mapping the relay probes keep), but its session keys must stay valid: keys
+    // expire 180 s after a handshake and a keepalive rekeys one older than 120 s, so one at
+    // least every 60 s keeps them. Without, a pair idle for minutes started with a handshake,
+    // which does not wake the other end (the proxy's on_wake is for data), and that end
+    // answered through the relay that had died: no packet for up to 28.5 s (bench_idle).
+    uint16_t keepalive_relayed_s = 55;
     uint64_t keepalive_first_ms = 3000;   // after the path, on the end with the lower node ID
     uint64_t keepalive_second_ms = 5000;  // on the other end
     uint64_t proxy_linger_ms = 60'000;

@@ -105,6 +105,19 @@ struct node_core_config {
     // control traffic grows with its relays, not with the cluster.
     uint64_t ping_interval_ms = 1000;        // paths of active pairs (direct and in-band); retries
     uint64_t idle_ping_interval_ms = 25000;  // relays not carrying an active pair (NAT keepalive)
+    // Idle relays in detail (issue 18, relay_directory.hpp): the relays our relayed pairs send
+    // through or would fail over to first (their warm sets; with none, the first relay that
+    // answers) are probed every idle_ping_interval, at one address: the one in use, whose NAT
+    // mapping carries those pairs' WireGuard packets (the relay proxy sends them from the
+    // control socket), the relay's pushes and our HELLOs. 25 s: below the 30 s Linux conntrack
+    // keeps an unreplied UDP flow and WireGuard's own keepalive figure for NATs with short UDP
+    // timeouts. Every other relay (one no pair of ours keeps warm) is probed every
+    // idle_spare_ping_interval: its liveness only ranks it for pairs that move to it, which
+    // probe it at once (spare to used). A relay's other addresses (its other family) are
+    // checked every idle_other_address_ms, or at once while the address in use goes
+    // unanswered.
+    uint64_t idle_spare_ping_interval_ms = 120000;
+    uint64_t idle_other_address_ms = 300000;
     // A pair stays active this long after the last sign of traffic (WireGuard counter growth,
     // on_traffic, a meshctl ping) or after it was discovered or its addresses changed.
     uint64_t active_hold_ms = 10000;
@@ -124,8 +137,10 @@ struct node_core_config {
     // control_traffic_rate is measured over windows of at least this (on the tick).
     uint64_t traffic_window_ms = 10000;
     // Sessions of idle relayed pairs are refreshed this often (the relay's session table forgets
-    // a session after 180 s without traffic or refresh).
-    uint64_t idle_session_refresh_ms = 60000;
+    // a session after 180 s without traffic or refresh; relays of every version). An idle
+    // refresh is retried every session_retry_ms until answered, so 30 s of margin is 30 tries.
+    // 150 s (issue 18; 60 s before): WireGuard's keepalives no longer cross relayed sessions.
+    uint64_t idle_session_refresh_ms = 150000;
     // Relays that carry (or stand by for) one of our active relayed pairs are probed this often and
     // declared dead for those pairs after fast_relay_timeout_ms without an answer: the failover
     // budget is that timeout plus one tick.
@@ -159,12 +174,14 @@ struct node_core_config {
     uint64_t path_timeout_ms = 3500;      // no answer for this long: path / relay is down
     // HELLO to each relay (registration, membership.hpp): every hello_interval once the relay
     // answered one, every hello_retry_interval until it does; at once when our record changes,
-    // the relay restarted (a new boot epoch in its PONG) or came back up. 60 s (issue 18): what
-    // registration needs, not liveness (relay probes every idle_ping_interval keep the NAT
-    // mapping the relay's pushes use); a relay counts a node registered for three intervals
-    // (membership::registration_ms), so two lost HELLOs do not cost its pushes; records live
-    // record_lifetime (12 h) and are re-signed, and HELLOed, at half of it.
-    uint64_t hello_interval_ms = 60000;
+    // the relay restarted (a new boot epoch in its PONG), came back up, or answers a probe
+    // again after a round that went unanswered (it may have dropped us: revoked, restarting).
+    // 300 s (issue 18): what registration needs, not liveness (relay probes every
+    // idle_ping_interval keep the NAT mapping the relay's pushes use); records live
+    // record_lifetime (12 h) and are re-signed at half of it. A relay counts a node registered
+    // for three intervals (membership::registration_ms), so two lost HELLOs do not cost its
+    // pushes.
+    uint64_t hello_interval_ms = 300000;
     uint64_t hello_retry_interval_ms = 10000;
     // Anti-entropy with the nodes we reach directly (anti_entropy.hpp): a digest exchange per
     // neighbour per interval, new records pushed on to `fanout` neighbours. Off: rendezvous that
@@ -219,6 +236,12 @@ struct peer_dataplane {
     uint32_t probe_index = 0;
     // relay path: warm standby sessions (accepted by their relay) the peer may send on
     std::vector<std::pair<uint64_t, wg_endpoint>> standby;
+    // WireGuard persistent keepalive at the NAT rate wanted (issue 18): false on a direct path
+    // the peer answered at with our own address as it saw us (no NAT between: the planner sets
+    // a slow one); a learned direct path keeps it. Relayed paths through the relay proxy get
+    // none whatever this says (dataplane_planner: their packets leave from the control socket,
+    // whose NAT mapping to the relay the relay probes keep).
+    bool keepalive = true;
 
     friend bool operator==(const peer_dataplane&, const peer_dataplane&) = default;
 };

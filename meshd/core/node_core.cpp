@@ -249,6 +249,8 @@ uint64_t node_core::tick(uint64_t now) {
     // Relays in some active relayed pair's warm set are probed fast (failover budget).
     paths_.for_each_warm_relay(now,
                                [&](const node_id& relay) { directory_.keep_fast(relay, now); });
+    // The relays idle pairs send through are probed at the NAT-keepalive rate, the rest slower.
+    paths_.for_each_used_relay([&](const node_id& relay) { directory_.keep_used(relay); });
     directory_.tick(members_.self(), now);
     refresh_self(now, false);
     ctx_.due(members_.self_refresh_due());
@@ -464,7 +466,8 @@ void node_core::on_pong(const control_message& m, const pong_msg& b, const wg_en
             break;
         case probe_kind::direct:
         case probe_kind::inband:
-            paths_.on_pong(*p, m.sender, rtt, now);
+            paths_.on_pong(*p, m.sender, rtt, now,
+                           p->kind == probe_kind::direct ? &b.observed : nullptr);
             break;
         case probe_kind::user:
             if (m.sender == p->peer) ping_results_.push_back(ping_result{p->token, rtt});

@@ -274,6 +274,9 @@ void peer_paths::decide(const node_id& id, peer_entry& p, const peer_record& rec
     }
     if (best) {
         dp.path = path_kind::direct;
+        // No NAT between us on this address (the peer saw our own): WireGuard's keepalive
+        // only needs to be slow (issue 18). Behind a NAT we keep our mapping open ourselves.
+        dp.keepalive = !best->nat_free;
         if (rec.wg_port) {
             dp.endpoint = wg_endpoint{best->ep.address, rec.wg_port};
         } else {
@@ -385,7 +388,8 @@ void peer_paths::on_ping(const node_id& sender, uint64_t session_id, const wg_en
     }
 }
 
-void peer_paths::on_pong(const probe& pr, const node_id& sender, double rtt, uint64_t now) {
+void peer_paths::on_pong(const probe& pr, const node_id& sender, double rtt, uint64_t now,
+                         const wg_endpoint* observed) {
     if (sender != pr.peer) return;
     auto pit = peers_.find(pr.peer);
     if (pit == peers_.end()) return;
@@ -396,6 +400,17 @@ void peer_paths::on_pong(const probe& pr, const node_id& sender, double rtt, uin
         if (!(normalize_endpoint(c.ep) == pr.ep)) return;  // the list changed since the PING
         c.last_pong_ms = now;
         c.rtt_ms = c.rtt_min.update(rtt, now, ctx_.cfg.rtt_window_ms);
+        if (observed) {
+            const auto seen = normalize_endpoint(*observed).address;
+            const auto& own = ctx_.cfg.endpoints;
+            const bool nat_free = std::any_of(own.begin(), own.end(), [&](const auto& e) {
+                return normalize_endpoint(e).address == seen;
+            });
+            if (nat_free != c.nat_free) {
+                c.nat_free = nat_free;
+                pe.next_check_ms = 0;
+            }
+        }
         pe.next_check_ms = 0;
     } else if (pr.kind == probe_kind::inband) {
         auto& r = pe.relayed;

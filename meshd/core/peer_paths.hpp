@@ -46,6 +46,9 @@ public:
         uint64_t last_pong_ms = 0;
         double rtt_ms = 0;  // the minimum over cfg.rtt_window_ms (see windowed_min.hpp)
         windowed_min rtt_min;
+        // Its last PONG saw us at one of our own addresses: no NAT between us on this address,
+        // so WireGuard's keepalive can be slow (peer_dataplane::keepalive).
+        bool nat_free = false;
     };
     struct peer_entry {
         std::vector<candidate> candidates;
@@ -90,7 +93,9 @@ public:
     // address of the relay whose session for the pair it names.
     void on_ping(const node_id& sender, uint64_t session_id, const wg_endpoint& from, uint64_t now);
     // A PONG to a direct or in-band probe.
-    void on_pong(const probe& p, const node_id& sender, double rtt, uint64_t now);
+    // `observed`: where the peer saw the PING come from (a direct PONG's reflexive address).
+    void on_pong(const probe& p, const node_id& sender, double rtt, uint64_t now,
+                 const wg_endpoint* observed = nullptr);
     // A sealed probe frame (probe_frame.hpp) that came in relay session `session_id` from
     // `from`: a PING is answered and tells the relay the peer sends through, a PONG credits its
     // probe. The pair is found by the session (a warm one, else any pair's session at the relay
@@ -132,6 +137,16 @@ public:
     void for_each_warm_relay(uint64_t now, F&& f) const {
         for (const auto& [id, p] : peers_) {
             if (!active(p, now)) continue;
+            for (const auto& w : p.relayed.warm) f(w.relay);
+        }
+    }
+    // The relays our relayed pairs send through or would fail over to first (their warm sets:
+    // probed at the NAT-keepalive rate at idle).
+    template <class F>
+    void for_each_used_relay(F&& f) const {
+        for (const auto& [id, p] : peers_) {
+            if (p.dp.path != path_kind::relay) continue;
+            f(p.dp.relay);
             for (const auto& w : p.relayed.warm) f(w.relay);
         }
     }

@@ -15,16 +15,28 @@ bool has_ep(const relay_entry& r, const wg_endpoint& ep) {
 
 }  // namespace
 
+uint64_t relay_directory::idle_interval(const relay_entry& r) const {
+    const auto& cfg = ctx_.cfg;
+    // A relay that is not up (yet, or any more) is retried at the used rate: one that comes up
+    // late (started after us, back from a restart) is found within idle_ping_interval.
+    return r.used || !r.was_up
+               ? cfg.idle_ping_interval_ms
+               : std::max(cfg.idle_ping_interval_ms, cfg.idle_spare_ping_interval_ms);
+}
+
 uint64_t relay_directory::timeout(const relay_entry& r) const {
     const auto& cfg = ctx_.cfg;
-    return r.fast ? cfg.path_timeout_ms : cfg.idle_ping_interval_ms + cfg.path_timeout_ms;
+    return r.fast ? cfg.path_timeout_ms : idle_interval(r) + cfg.path_timeout_ms;
 }
 
 bool relay_directory::alive(const relay_entry& r, const relay_addr_state& a, uint64_t timeout_ms,
                             uint64_t now) const {
     // Counted from the later of its last PONG and the moment it turned fast: a relay probed
-    // every 25 s while idle is not dead merely because a pair started sending.
-    return a.last_pong_ms && now <= std::max(a.last_pong_ms, r.fast_since_ms) + timeout_ms;
+    // every 25 s while idle is not dead merely because a pair started sending. An address that
+    // timed out stays down until it answers: its rate slowing (fast to idle, used to spare)
+    // lengthens the timeout, which must not make a relay that failed look alive again.
+    return a.last_pong_ms && !a.lost &&
+           now <= std::max(a.last_pong_ms, r.fast_since_ms) + timeout_ms;
 }
 
 std::optional<relay_facts> relay_facts_of(const peer_record* rec) {
@@ -413,6 +425,10 @@ void relay_directory::keep_fast(const node_id& relay, uint64_t now) {
     if (auto* r = find(relay)) r->fast_until = now + sticky;
 }
 
+void relay_directory::keep_used(const node_id& relay) {
+    if (auto* r = find(relay)) r->used_now = true;
+}
+
 void relay_directory::tick(const peer_record& self, uint64_t now) {
     const auto& cfg = ctx_.cfg;
     for (auto& r : relays_) {
@@ -422,11 +438,40 @@ void relay_directory::tick(const peer_record& self, uint64_t now) {
             r.fast_since_ms = now;
             r.next_ping_ms = now;
         }
+        // Back to idle: the fast rounds' answers were judged by the fast timeout already.
+        if (!fast && r.fast) r.round_answered = true;
         r.fast = fast;
+    }
+    // Used at idle: what our relayed pairs send through (keep_used); with none, the first relay
+    // that answers (a candidate if any), whose NAT mapping carries its pushes to us.
+    if (std::none_of(relays_.begin(), relays_.end(),
+                     [](const auto& r) { return r.used_now && !r.self; })) {
+        relay_entry* first = nullptr;
+        for (auto& r : relays_) {
+            if (r.self || !up(r, now)) continue;
+            if (!first || (r.candidate && !first->candidate)) first = &r;
+            if (first->candidate) break;
+        }
+        if (first) first->used_now = true;
+    }
+    for (auto& r : relays_) {
+        if (r.used_now && !r.used && !r.fast) {
+            // Spare to used: probed at once and judged from now, as a relay turning fast.
+            r.fast_since_ms = now;
+            r.next_ping_ms = std::min(r.next_ping_ms, now);
+        }
+        r.used = r.used_now;
+        r.used_now = false;
     }
     for (size_t i = 0; i < relays_.size(); ++i) {
         auto& r = relays_[i];
         if (r.self) continue;
+        for (auto& a : r.addrs) {
+            if (a.last_pong_ms && !a.lost &&
+                now > std::max(a.last_pong_ms, r.fast_since_ms) + timeout(r)) {
+                a.lost = true;
+            }
+        }
         pick_address(r, now);
         bool is_up = up(r, now);
         bool is_usable = usable(r, now);
@@ -468,16 +513,26 @@ void relay_directory::tick(const peer_record& self, uint64_t now) {
             // is there. A found relay is the node its record names, always.
             const node_id expect =
                 r.id && (r.origin == relay_origin::discovered || is_up) ? *r.id : node_id{};
+            // At idle, once the address in use answered the last round: that address only (its
+            // NAT mapping is the one in use; issue 18), every address every
+            // idle_other_address_ms. Fast, unanswered, or none in use: every address.
+            const bool all = r.fast || !r.round_answered || r.active >= r.addrs.size() ||
+                             !alive(r, r.addrs[r.active], timeout(r), now) ||
+                             now >= r.next_other_ms;
             for (size_t a = 0; a < r.addrs.size(); ++a) {
+                if (!all && a != r.active) continue;
                 ctx_.send_ping(r.addrs[a].ep, 0, probe{probe_kind::relay, expect, i, a}, now);
             }
+            if (all && !r.fast) r.next_other_ms = now + cfg.idle_other_address_ms;
+            r.retry_round = !r.round_answered;
+            r.round_answered = false;
             // Not fast: again after ping_interval unless a PONG comes back first, which moves
-            // the next probe to idle_ping_interval (on_pong): a lost probe is retried soon. The
-            // retries double up to idle_ping_interval: a relay that stays silent (down, or a
-            // configured one that never came up) costs no more than an idle one.
+            // the next probe to the relay's idle interval (on_pong): a lost probe is retried
+            // soon. The retries double up to that interval: a relay that stays silent (down, or
+            // a configured one that never came up) costs no more than an idle one.
             r.last_ping_ms = now;
-            r.retry_ms = r.retry_ms ? std::min(2 * r.retry_ms, cfg.idle_ping_interval_ms)
-                                    : cfg.ping_interval_ms;
+            r.retry_ms =
+                r.retry_ms ? std::min(2 * r.retry_ms, idle_interval(r)) : cfg.ping_interval_ms;
             r.next_ping_ms = now + (r.fast ? cfg.fast_ping_interval_ms : r.retry_ms);
         }
         ctx_.due(r.next_ping_ms);
@@ -555,16 +610,27 @@ void relay_directory::on_pong(const probe& p, const node_id& sender, double rtt_
     auto& a = r.addrs[ai];
     const auto& cfg = ctx_.cfg;
     if (!alive(r, a, timeout(r), now)) on_relays_changed_();
+    a.lost = false;
     a.last_pong_ms = now;
+    // Answered again after a round that went unanswered: the relay may have dropped us
+    // meanwhile (we were revoked there, it restarted without our noticing its epoch yet), and
+    // at idle our next HELLO may be minutes away: register again at once (with flag_ack).
+    if (!r.fast && r.retry_round && r.registered && r.id) {
+        r.registered = false;
+        r.hello_tries = 0;
+        r.next_hello_ms = now;
+        ctx_.due(now);
+    }
+    r.round_answered = true;
+    r.retry_round = false;
     // Answered: an idle relay is probed next a full idle interval after this round.
-    if (!r.fast)
-        r.next_ping_ms = std::max(r.next_ping_ms, r.last_ping_ms + cfg.idle_ping_interval_ms);
+    if (!r.fast) r.next_ping_ms = std::max(r.next_ping_ms, r.last_ping_ms + idle_interval(r));
     r.retry_ms = 0;
     pick_address(r, now);
     // The minimum of about three samples either way (a slow relay gets one per idle interval).
     a.rtt_ms = a.rtt_min.update(
         rtt_ms, now,
-        r.fast ? cfg.rtt_window_ms : std::max(cfg.rtt_window_ms, 3 * cfg.idle_ping_interval_ms));
+        r.fast ? cfg.rtt_window_ms : std::max(cfg.rtt_window_ms, 3 * idle_interval(r)));
     a.reflexive = normalize_endpoint(observed);
 }
 

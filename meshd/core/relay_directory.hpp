@@ -3,11 +3,19 @@
 // active relayed pair's warm set (probed fast), and whether it refused to serve lately.
 //
 // Liveness is adaptive (issue 18): a relay in the warm set of a pair with traffic is probed every
-// fast_ping_interval and unusable after fast_relay_timeout without a PONG; every other relay is
-// probed every idle_ping_interval (about WireGuard's keepalive, which NAT mappings need anyway),
-// again every ping_interval while a probe goes unanswered, and down after idle_ping_interval +
-// path_timeout. A relay that turns fast is judged from that moment (fast_since_ms), so the PONG
-// it gave 20 s ago is no failure, but its first probes that go unanswered are.
+// fast_ping_interval (every address) and unusable after fast_relay_timeout without a PONG. At
+// idle, a relay is *used* when one of our relayed pairs sends through it (with none, the first
+// relay that answers: its mapping carries the pushes to us): probed every idle_ping_interval
+// (about WireGuard's keepalive, which NAT mappings need anyway); every other relay (warm
+// standby, unused) every idle_spare_ping_interval. An idle round goes to the address in use
+// only (the family whose NAT mapping our sessions, HELLOs and the relay's pushes use), to every
+// address every idle_other_address_ms and while the address in use goes unanswered. Unanswered,
+// a relay is probed again after ping_interval, doubling up to its interval, and is down after
+// its interval + path_timeout; an address that timed out stays down until it answers again
+// (`lost`), so a relay that failed does not look alive again when its rate slows. A relay that
+// turns faster (fast, or spare to used) is probed at once and judged from that moment
+// (fast_since_ms), so the PONG it gave 20 s ago is no failure, but its first probes that go
+// unanswered are.
 //
 // Where the list comes from: with relayNodes configured, those (and mDNS-found LAN neighbours as
 // rendezvous that are no relays). Without, the rendezvous
@@ -44,6 +52,7 @@ struct relay_addr_state {
     double rtt_ms = 0;  // the minimum over cfg.rtt_window_ms (see windowed_min.hpp)
     windowed_min rtt_min;
     std::optional<wg_endpoint> reflexive;
+    bool lost = false;  // timed out: down until it answers again (alive())
 };
 
 struct relay_entry {
@@ -71,6 +80,13 @@ struct relay_entry {
     size_t active = SIZE_MAX;  // the address in use (sticky while it answers)
     uint16_t published_rtt = peer_record::unknown_rtt;  // in our record
     bool fast = false;  // probed fast: in an active relayed pair's warm set
+    // At idle: one of our relayed pairs sends through it (or it is the first that answers):
+    // probed every idle_ping_interval, else every idle_spare_ping_interval.
+    bool used = false;
+    bool used_now = false;       // keep_used() since the last tick
+    uint64_t next_other_ms = 0;  // at idle: when all its addresses are probed next
+    bool round_answered = true;  // the last probe round got a PONG
+    bool retry_round = false;    // the round in flight follows one that went unanswered
     bool was_usable = false;
     uint64_t fast_until = 0;
     uint64_t fast_since_ms = 0;      // when it last turned fast: liveness is judged from then on
@@ -108,6 +124,9 @@ public:
     void tick(const peer_record& self, uint64_t now);
     // An active relayed pair keeps this relay warm: probe it fast for a while.
     void keep_fast(const node_id& relay, uint64_t now);
+    // A relayed pair of ours sends through this relay (called before every tick): probed at the
+    // NAT-keepalive rate while idle.
+    void keep_used(const node_id& relay);
     // A PONG to a relay probe.
     void on_pong(const probe& p, const node_id& sender, double rtt, const wg_endpoint& observed,
                  uint64_t now);
@@ -162,6 +181,8 @@ private:
     relay_entry* find(const node_id& id);
     // How long after its last PONG (or turning fast) a relay address counts as answering.
     uint64_t timeout(const relay_entry& r) const;
+    // A relay's probe interval while answered (not fast): used or spare.
+    uint64_t idle_interval(const relay_entry& r) const;
     bool alive(const relay_entry& r, const relay_addr_state& a, uint64_t timeout_ms,
                uint64_t now) const;
     void pick_address(relay_entry& r, uint64_t now);

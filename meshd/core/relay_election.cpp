@@ -228,9 +228,11 @@ void relay_election::choose(const node_id& id, relayed_pair& p, const peer_recor
             req.from = ctx_.id();
             req.to = id;
             ctx_.send(std::move(req), w.relay, w.ep, 0, now);
-            w.next_request_ms = now + (!w.accepted ? cfg.session_retry_ms
-                                       : p.active  ? cfg.session_refresh_ms
-                                                   : cfg.idle_session_refresh_ms);
+            // An idle pair's refresh is retried like a request until the relay answers
+            // (on_session_answer moves it to the next refresh): refreshes are rare at idle
+            // (idle_session_refresh_ms), so one lost datagram must not let the session expire.
+            w.next_request_ms =
+                now + (!w.accepted || !p.active ? cfg.session_retry_ms : cfg.session_refresh_ms);
         }
         ctx_.due(w.next_request_ms);
     }

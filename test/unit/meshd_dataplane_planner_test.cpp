@@ -154,10 +154,41 @@ TEST_CASE("planner: keepalive is staged, the lower node ID at 3 s, the other at 
     CHECK_FALSE(r2.step({to_lower}, true, t0 + 5000).keepalive_pending);
     CHECK(r2.plan.peers[0].persistent_keepalive == 25);
 
-    // The time counts from the first path, not from each path change.
+    // The time counts from the first path, not from each path change: a relayed path without
+    // the proxy (we serve as a relay) keeps it at once.
     auto relayed = peer(lower_n, path_kind::relay);
-    r2.step({relayed}, true, t0 + 6000);
+    r2.step({relayed}, false, t0 + 6000);
     CHECK(r2.plan.peers[0].persistent_keepalive == 25);
+}
+
+TEST_CASE("planner: keepalive only where a NAT mapping needs it (issue 18)") {
+    auto a = identity(1).id(), b = identity(2).id();
+    auto lower = std::min(a, b);
+    uint8_t higher_n = lower == a ? 2 : 1;
+    dataplane_planner pl(lower);
+    runner r{pl};
+    // A direct path the core found NAT-free: the slow one (120 s), staged like the other.
+    auto lan = peer(higher_n, path_kind::direct);
+    lan.keepalive = false;
+    CHECK(r.step({lan}, true, t0).keepalive_pending);
+    CHECK(r.plan.peers[0].persistent_keepalive == 0);
+    CHECK_FALSE(r.step({lan}, true, t0 + 10'000).keepalive_pending);
+    CHECK(r.plan.peers[0].persistent_keepalive == 120);
+    // The same peer behind a NAT (the core says so): switched on (staged time already passed).
+    lan.keepalive = true;
+    r.step({lan}, true, t0 + 12'000);
+    CHECK(r.plan.peers[0].persistent_keepalive == 25);
+    // Relayed through the proxy: 55 s (the relay probes keep the control socket's mapping;
+    // this keeps the session keys valid), whatever the core's flag says.
+    auto relayed = peer(higher_n, path_kind::relay);
+    relayed.keepalive = true;
+    CHECK_FALSE(r.step({relayed}, true, t0 + 14'000).keepalive_pending);
+    REQUIRE(r.plan.peers.size() == 1);
+    CHECK(r.plan.peers[0].persistent_keepalive == 55);
+    // Relayed while we serve as a relay (no proxy, endpoint learned by roaming): on.
+    r.step({relayed}, false, t0 + 16'000);
+    REQUIRE(r.plan.peers.size() == 1);
+    CHECK(r.plan.peers[0].persistent_keepalive == 25);
 }
 
 TEST_CASE("planner: a relayed peer gets a proxy socket as its endpoint; failover retargets it") {
@@ -301,8 +332,8 @@ TEST_CASE("planner: taking the relay role keeps relayed peers' keys without an e
     REQUIRE(r.plan.peers.size() == 2);
     const wg_peer* kept = find(r.plan, rel);
     REQUIRE(kept);
-    CHECK_FALSE(kept->endpoint);  // learned from the peer's first packet (roaming)
-    CHECK(kept->persistent_keepalive == 25);
+    CHECK_FALSE(kept->endpoint);              // learned from the peer's first packet (roaming)
+    CHECK(kept->persistent_keepalive == 55);  // as it was: relayed through the proxy
     const wg_peer* d = find(r.plan, direct);
     REQUIRE(d);
     CHECK(d->endpoint == direct.endpoint);  // other peers untouched

@@ -57,7 +57,7 @@ FAILOVER_BOUND = 3.0
 READY_BOUND = 10.0
 # Every pair on its expected path after start: a node whose first HELLO to a relay went unheard
 # (the relay was still starting) gets the records with the next one (until a relay answers, HELLO
-# is retried every 10 s; hello_interval, 60 s, applies after); then a
+# is retried every 10 s; hello_interval, 300 s, applies after); then a
 # pair is direct on the first PONG or relayed after the 1 s direct grace, with the relay session
 # REQUEST retried every 1 s. 10 s + 1 s + 1 s + slack.
 PATHS_BOUND = 15.0

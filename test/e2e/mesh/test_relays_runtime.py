@@ -66,8 +66,13 @@ LIST_BOUND = 10.0
 REVOKE_BOUND = 6.0
 # Unlisted again, the node is back with its next HELLO, which the relays push on at once. The
 # node does not learn it was revoked (the relays drop its datagrams, and in sync they answer no
-# HELLO anyway), so that is its next regular HELLO: hello_interval (60 s, issue 18) + the config
-# poll + slack.
+# HELLO anyway), but its relay probes went unanswered meanwhile: the first answered again makes
+# it HELLO at once (issue 18; its regular HELLO is every 300 s). Relays its pairs use are probed
+# every 25 s (retries doubling from 1 s up to that): 25 s + the config poll + slack. A
+# revocation too short for a probe to go unanswered waits for the regular HELLO (300 s) or
+# another way back (anti-entropy with its LAN neighbour, a re-sign). Measured twice with the
+# issue 18 change: passed, once back after 51.75 s (which way was not established): close to
+# this bound, watch it.
 UNREVOKE_BOUND = 70.0
 
 
