@@ -617,7 +617,6 @@ void relay_directory::on_pong(const probe& p, const node_id& sender, double rtt_
     // at idle our next HELLO may be minutes away: register again at once (with flag_ack).
     if (!r.fast && r.retry_round && r.registered && r.id) {
         r.registered = false;
-        r.hello_tries = 0;
         r.next_hello_ms = now;
         ctx_.due(now);
     }
