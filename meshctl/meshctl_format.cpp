@@ -189,8 +189,8 @@ std::string format_status(const json& r) {
     std::replace(cidrs.begin(), cidrs.end(), ',', ' ');
     out += kv("pod CIDRs", cidrs);
     std::string mtu = at(node, "mtu").is_number() ? ", mtu " + count(at(node, "mtu")) : "";
-    out += kv("interface",
-              text(at(node, "interface")) + " (" + text(at(node, "backend")) + mtu + ")");
+    out +=
+        kv("interface", text(at(node, "interface")) + " (" + text(at(node, "backend")) + mtu + ")");
     out += kv("listen ports", "wireguard " + count(at(node, "wgListenPort")) + "/udp, control " +
                                   count(at(node, "listenPort")) + "/udp");
     std::string eps = text(at(node, "endpoints"));

@@ -36,7 +36,7 @@ struct node_snapshot {
     wg_key wg_public_key;
     std::vector<ip_prefix> pod_cidrs;
     std::string interface;
-    unsigned mtu = 0;  // the WireGuard interface MTU meshd sets (0: the device default)
+    unsigned mtu = 0;     // the WireGuard interface MTU meshd sets (0: the device default)
     std::string backend;  // "kernel" / "userspace"
     uint16_t wg_listen_port = 0, listen_port = 0;
     std::vector<wg_endpoint> endpoints;  // advertised
