@@ -26,7 +26,6 @@ kubernetes.routeAuthority config (the behaviour before the Node authority): the 
 (k3 gets 10.244.9.0/24 routed).
 """
 import os
-import re
 import shutil
 import sys
 import time
@@ -36,7 +35,7 @@ sys.path.insert(0, os.path.join(HERE, "..", "mesh"))
 sys.path.insert(0, HERE)
 
 from checks import (check, expect, figure, peers_by_name, ping_retry, report,  # noqa: E402
-                    run_and_clean, wait_for, PATHS_BOUND, READY_BOUND)
+                    refusal_counts, run_and_clean, wait_for, PATHS_BOUND, READY_BOUND)
 import checks  # noqa: E402
 from mesh import Mesh, pod_cidrs  # noqa: E402
 import kubetest  # noqa: E402
@@ -54,23 +53,6 @@ CLAIMS = OWN + HOSTILE  # 8: the most a record carries
 # next tick. Slack for a loaded host.
 SEEN_BOUND = 10.0
 AUTHORITY = os.environ.get("KUBE_ROUTE_AUTHORITY")  # only to show the test failing without it
-FETCH = ("import urllib.request,sys;"
-         "sys.stdout.write(urllib.request.urlopen('http://%s/metrics',timeout=5).read().decode())"
-         % METRICS)
-
-
-def refusal_counts(node):
-    r = node.run([sys.executable, "-c", FETCH], check=False, timeout=15)
-    if r.returncode != 0:
-        raise RuntimeError("GET /metrics in %s: %s" % (node.name, r.stderr.strip()[-300:]))
-    out = {}
-    for line in r.stdout.splitlines():
-        mo = re.match(r'^meshwire_pod_cidrs_refused_total\{reason="([a-z_]+)"\}\s+(\S+)$', line)
-        if mo:
-            out[mo.group(1)] = float(mo.group(2))
-    return out
-
-
 def routed_to_thief(m, n):
     """(k3's allowed-ips on n, every prefix routed on n's WireGuard interface)."""
     node = m[n]

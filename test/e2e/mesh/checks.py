@@ -336,3 +336,19 @@ def scenario_setup(tools=("ip", "nft", "wg", "wireguard-go", "ping")):
         __file__)), "..", "..", "..", "build"))
     build = os.path.abspath(ap.parse_args().build_dir)
     return build, preflight(build, tools)
+
+
+def refusal_counts(node, metrics="127.0.0.1:9464"):
+    """meshwire_pod_cidrs_refused_total by reason, read from NODE's metrics endpoint METRICS."""
+    fetch = ("import urllib.request,sys;"
+             "sys.stdout.write(urllib.request.urlopen('http://%s/metrics',timeout=5).read().decode())"
+             % metrics)
+    r = node.run([sys.executable, "-c", fetch], check=False, timeout=15)
+    if r.returncode != 0:
+        raise RuntimeError("GET /metrics in %s: %s" % (node.name, r.stderr.strip()[-300:]))
+    out = {}
+    for line in r.stdout.splitlines():
+        mo = re.match(r'^meshwire_pod_cidrs_refused_total\{reason="([a-z_]+)"\}\s+(\S+)$', line)
+        if mo:
+            out[mo.group(1)] = float(mo.group(2))
+    return out

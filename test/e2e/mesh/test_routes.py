@@ -26,7 +26,6 @@ Usage: test_routes.py [--build-dir DIR]
 """
 
 import os
-import re
 import sys
 import time
 
@@ -34,7 +33,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
 from checks import (run_mesh_scenario, PATHS_BOUND, READY_BOUND, check, expect, figure, peers_by_name,  # noqa: E402
-                    ping_retry, wait_for)
+                    ping_retry, refusal_counts, wait_for)
 from mesh import pod_cidrs  # noqa: E402
 
 METRICS = "127.0.0.1:9464"
@@ -50,11 +49,6 @@ VICTIM_OF = {"10.244.3.0/25": "lan1a", "10.244.3.128/25": "lan1a", "10.244.4.0/2
 # HELLO answer (10 s): the refusal is decided on the next tick.
 REFUSED_BOUND = PATHS_BOUND
 
-FETCH = ("import urllib.request,sys;"
-         "sys.stdout.write(urllib.request.urlopen('http://%s/metrics',timeout=5).read().decode())"
-         % METRICS)
-
-
 def expected_reason(observer, cidr):
     if VICTIM_OF.get(cidr) == observer and not cidr.endswith("/25"):
         return "overlaps_own"
@@ -63,18 +57,6 @@ def expected_reason(observer, cidr):
     if cidr in ("8.0.0.0/8", "128.0.0.0/1"):
         return "outside_cluster"
     return "overlaps_peer"
-
-
-def refusal_counts(node):
-    r = node.run([sys.executable, "-c", FETCH], check=False, timeout=15)
-    if r.returncode != 0:
-        raise RuntimeError("GET /metrics in %s: %s" % (node.name, r.stderr.strip()[-300:]))
-    out = {}
-    for line in r.stdout.splitlines():
-        mo = re.match(r'^meshwire_pod_cidrs_refused_total\{reason="([a-z_]+)"\}\s+(\S+)$', line)
-        if mo:
-            out[mo.group(1)] = float(mo.group(2))
-    return out
 
 
 def main():
