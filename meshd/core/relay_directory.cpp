@@ -569,8 +569,11 @@ void relay_directory::tick(const peer_record& self, uint64_t now) {
         if (is_up) {
             // If the relay went down and the last moment it was up is what we compare against,
             // wake up when it would time out.
+            // Not for an address already lost: its moment passed, and at idle the other family
+            // is probed only every idle_other_address_ms, so a due() in the past here woke the
+            // core every tick_quantum (50 times a second) for minutes at a time.
             for (const auto& a : r.addrs) {
-                if (a.last_pong_ms) {
+                if (a.last_pong_ms && !a.lost) {
                     ctx_.due(std::max(a.last_pong_ms, r.fast_since_ms) + timeout(r) + 1);
                 }
             }
