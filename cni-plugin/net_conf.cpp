@@ -12,7 +12,9 @@ using nlohmann::json;
 
 namespace {
 
-cni_error invalid(std::string msg) { return cni_error{invalid_config, std::move(msg), {}}; }
+cni_error invalid(std::string msg) {
+    return cni_error{invalid_config, std::move(msg), {}};
+}
 
 std::optional<json> parse_json(const std::string& raw, std::string* why) {
     json j = json::parse(raw, nullptr, /*allow_exceptions=*/false);
@@ -46,7 +48,8 @@ std::optional<std::string> peek_version(const std::string& raw) {
 }
 
 result<std::vector<ip_prefix>> parse_pod_cidrs(const json& j, const std::string& where) {
-    if (!j.is_array()) return error(errc::invalid_argument, where + " must be an array of CIDR strings");
+    if (!j.is_array())
+        return error(errc::invalid_argument, where + " must be an array of CIDR strings");
     if (j.empty()) return error(errc::invalid_argument, where + " is empty");
     std::vector<ip_prefix> out;
     for (size_t i = 0; i < j.size(); ++i) {
@@ -55,7 +58,8 @@ result<std::vector<ip_prefix>> parse_pod_cidrs(const json& j, const std::string&
         auto p = ip_prefix::parse(j[i].get<std::string>());
         if (!p) return error(errc::invalid_argument, f + ": " + p.err().message);
         if (!(p->network() == *p)) {
-            return error(errc::invalid_argument, f + " \"" + p->str() + "\" has host bits set (did you mean " +
+            return error(errc::invalid_argument, f + " \"" + p->str() +
+                                                     "\" has host bits set (did you mean " +
                                                      p->network().str() + "?)");
         }
         int max_len = p->is_v4() ? 30 : 126;
@@ -66,7 +70,8 @@ result<std::vector<ip_prefix>> parse_pod_cidrs(const json& j, const std::string&
         }
         for (const auto& q : out) {
             if (q.contains(p->address()) || p->contains(q.address())) {
-                return error(errc::invalid_argument, f + " \"" + p->str() + "\" overlaps " + q.str());
+                return error(errc::invalid_argument,
+                             f + " \"" + p->str() + "\" overlaps " + q.str());
             }
         }
         out.push_back(*p);
@@ -115,7 +120,8 @@ conf_result parse_net_conf(const std::string& raw) {
     auto parsed = parse_json(raw, &why);
     if (!parsed) return fail({decode_failure, "network configuration is not valid JSON", why});
     const json& j = *parsed;
-    if (!j.is_object()) return fail({decode_failure, "network configuration must be a JSON object", {}});
+    if (!j.is_object())
+        return fail({decode_failure, "network configuration must be a JSON object", {}});
 
     net_conf c;
     auto v = j.find("cniVersion");
@@ -129,7 +135,8 @@ conf_result parse_net_conf(const std::string& raw) {
                      "supported versions: 0.3.0, 0.3.1, 0.4.0, 1.0.0, 1.1.0"});
     }
 
-    auto get_string = [&](const char* key, std::string& dst, bool required) -> std::optional<cni_error> {
+    auto get_string = [&](const char* key, std::string& dst,
+                          bool required) -> std::optional<cni_error> {
         auto it = j.find(key);
         if (it == j.end() || it->is_null()) {
             if (required) return invalid(std::string("\"") + key + "\" is required");
@@ -142,7 +149,8 @@ conf_result parse_net_conf(const std::string& raw) {
     if (auto e = get_string("name", c.name, true)) return fail(*e);
     if (!valid_network_name(c.name)) {
         return fail(invalid("\"name\" \"" + c.name +
-                            "\" is invalid: use letters, digits, '_', '.' and '-' (it names a directory under dataDir)"));
+                            "\" is invalid: use letters, digits, '_', '.' and '-' (it names a "
+                            "directory under dataDir)"));
     }
     if (auto e = get_string("type", c.type, false)) return fail(*e);
     if (auto e = get_string("dataDir", c.data_dir, false)) return fail(*e);
@@ -154,8 +162,10 @@ conf_result parse_net_conf(const std::string& raw) {
     if (auto e = get_string("logLevel", c.log_level, false)) return fail(*e);
 
     if (auto it = j.find("mtu"); it != j.end() && !it->is_null()) {
-        if (!it->is_number_integer() || it->get<long long>() < 576 || it->get<long long>() > 65535) {
-            return fail(invalid("\"mtu\" must be an integer between 576 and 65535, got " + it->dump()));
+        if (!it->is_number_integer() || it->get<long long>() < 576 ||
+            it->get<long long>() > 65535) {
+            return fail(
+                invalid("\"mtu\" must be an integer between 576 and 65535, got " + it->dump()));
         }
         c.mtu = it->get<unsigned>();
     }
@@ -164,20 +174,23 @@ conf_result parse_net_conf(const std::string& raw) {
         if (!r) return fail(invalid(r.err().message));
         c.pod_cidrs = std::move(*r);
     }
-    if (auto it = j.find("ipam"); it != j.end() && !it->is_null() &&
-                                  !(it->is_object() && it->empty())) {
+    if (auto it = j.find("ipam");
+        it != j.end() && !it->is_null() && !(it->is_object() && it->empty())) {
         if (!it->is_object()) return fail(invalid("\"ipam\" must be an object"));
         auto t = it->find("type");
         if (t == it->end() || !t->is_string() || t->get<std::string>().empty()) {
-            return fail(invalid("\"ipam.type\" is required when \"ipam\" is given (e.g. \"host-local\")"));
+            return fail(
+                invalid("\"ipam.type\" is required when \"ipam\" is given (e.g. \"host-local\")"));
         }
         c.ipam_type = t->get<std::string>();
         if (c.ipam_type.find('/') != std::string::npos) {
-            return fail(invalid("\"ipam.type\" \"" + c.ipam_type + "\" must be a plugin name, not a path"));
+            return fail(
+                invalid("\"ipam.type\" \"" + c.ipam_type + "\" must be a plugin name, not a path"));
         }
         if (!c.pod_cidrs.empty()) {
-            return fail(invalid("both \"podCIDRs\" and \"ipam\" are set: give podCIDRs for meshwire's "
-                                "built-in IPAM, or ipam to delegate, not both"));
+            return fail(
+                invalid("both \"podCIDRs\" and \"ipam\" are set: give podCIDRs for meshwire's "
+                        "built-in IPAM, or ipam to delegate, not both"));
         }
         c.ipam = *it;
     }
@@ -196,8 +209,10 @@ conf_result parse_net_conf(const std::string& raw) {
         for (const auto& a : *it) {
             auto id = a.is_object() ? a.find("containerID") : a.end();
             auto ifn = a.is_object() ? a.find("ifname") : a.end();
-            if (!a.is_object() || id == a.end() || !id->is_string() || ifn == a.end() || !ifn->is_string()) {
-                return fail(invalid("\"cni.dev/valid-attachments\" entries need string containerID and ifname"));
+            if (!a.is_object() || id == a.end() || !id->is_string() || ifn == a.end() ||
+                !ifn->is_string()) {
+                return fail(invalid(
+                    "\"cni.dev/valid-attachments\" entries need string containerID and ifname"));
             }
             atts.push_back({id->get<std::string>(), ifn->get<std::string>()});
         }

@@ -29,11 +29,11 @@ struct net_conf {
     std::string cni_version;
     std::string name;
     std::string type;
-    std::vector<ip_prefix> pod_cidrs;     // empty: read node_file when needed
-    unsigned mtu = 0;                     // 0: node_file's "mtu", else derive from the underlay
+    std::vector<ip_prefix> pod_cidrs;  // empty: read node_file when needed
+    unsigned mtu = 0;                  // 0: node_file's "mtu", else derive from the underlay
     std::string data_dir = k_default_data_dir;
     std::string node_file = k_default_node_file;
-    std::optional<nlohmann::json> ipam;   // delegate IPAM to ipam.type when set
+    std::optional<nlohmann::json> ipam;  // delegate IPAM to ipam.type when set
     std::string ipam_type;
     nlohmann::json dns = nlohmann::json::object();
     std::optional<cni_result> prev_result;

@@ -30,7 +30,9 @@ outcome fail(int code, std::string msg, std::string details = {}) {
     return outcome{false, cni_error{code, std::move(msg), std::move(details)}, {}};
 }
 
-outcome fail(int code, const error& e) { return fail(code, e.message, e.code.message()); }
+outcome fail(int code, const error& e) {
+    return fail(code, e.message, e.code.message());
+}
 
 // Opening CNI_NETNS: missing → 3 (container unknown), not a network namespace → 4.
 outcome netns_error(const std::string& path, const error& e) {
@@ -77,10 +79,11 @@ command_runner::pod_cidrs command_runner::resolve_pod_cidrs() const {
     auto r = read_node_file(conf_.node_file);
     if (r) return {std::move(*r), std::nullopt};
     if (r.err().is(errc::not_found)) {
-        return {{}, fail(try_again_later,
-                         "pod CIDRs unknown: the config has no \"podCIDRs\" and " + conf_.node_file +
-                             " does not exist yet (meshd writes it when it starts); set podCIDRs or "
-                             "start meshd")};
+        return {{},
+                fail(try_again_later,
+                     "pod CIDRs unknown: the config has no \"podCIDRs\" and " + conf_.node_file +
+                         " does not exist yet (meshd writes it when it starts); set podCIDRs or "
+                         "start meshd")};
     }
     if (r.err().is(errc::parse_error)) return {{}, fail(invalid_config, r.err().message)};
     return {{}, fail(io_failure, r.err())};
@@ -88,10 +91,11 @@ command_runner::pod_cidrs command_runner::resolve_pod_cidrs() const {
 
 outcome command_runner::add() {
     if (conf_.prev_result) {
-        return fail(unsupported_field,
-                    "\"prevResult\" is set: meshwire creates the pod interface and must be the first "
-                    "plugin of the conflist",
-                    "prevResult");
+        return fail(
+            unsupported_field,
+            "\"prevResult\" is set: meshwire creates the pod interface and must be the first "
+            "plugin of the conflist",
+            "prevResult");
     }
     auto pod_ns = netns::open(env_.netns);
     if (!pod_ns) return netns_error(env_.netns, pod_ns.err());
@@ -140,8 +144,8 @@ outcome command_runner::add() {
     auto release_ipam = [&] {
         if (conf_.ipam) {
             if (auto st = delegate_simple(conf_.ipam_type, env_.path, "DEL", raw_); !st) {
-                log::error("rollback: delegated IPAM DEL failed", {{"container_id", env_.container_id},
-                                                                   {"error", st.err().message}});
+                log::error("rollback: delegated IPAM DEL failed",
+                           {{"container_id", env_.container_id}, {"error", st.err().message}});
             }
         } else if (!created.empty()) {
             if (auto store = ipam_store::open_locked(conf_.data_dir, conf_.name)) {
@@ -173,8 +177,8 @@ outcome command_runner::add() {
     for (const auto& ip : ipam_res.ips) {
         int fam = ip.address.family();
         // The pod holds its address as a host route; the gateway is always our link-local one.
-        res.ips.push_back({ip_prefix(ip.address.address(), ip.address.address().bits()),
-                           gateway_for(fam), 1});
+        res.ips.push_back(
+            {ip_prefix(ip.address.address(), ip.address.address().bits()), gateway_for(fam), 1});
         families.insert(fam);
     }
     for (int fam : families) {
@@ -184,8 +188,11 @@ outcome command_runner::add() {
 
     std::string ips;
     for (const auto& ip : res.ips) ips += (ips.empty() ? "" : ",") + ip.address.str();
-    log::info("pod wired", {{"container_id", env_.container_id}, {"ifname", env_.ifname},
-                            {"netns", env_.netns}, {"veth", wired->host_veth}, {"ips", ips},
+    log::info("pod wired", {{"container_id", env_.container_id},
+                            {"ifname", env_.ifname},
+                            {"netns", env_.netns},
+                            {"veth", wired->host_veth},
+                            {"ips", ips},
                             {"mtu", std::to_string(spec.mtu)}});
     return outcome{true, {}, encode_result(res, conf_.cni_version).dump()};
 }
@@ -204,14 +211,16 @@ outcome command_runner::del() {
         if (!store) return fail(io_failure, store.err());
         auto n = store->release_all(who());
         if (!n) return fail(io_failure, n.err());
-        log::info("pod unwired", {{"container_id", env_.container_id}, {"ifname", env_.ifname},
+        log::info("pod unwired", {{"container_id", env_.container_id},
+                                  {"ifname", env_.ifname},
                                   {"released", std::to_string(*n)}});
     }
     return outcome{};
 }
 
 outcome command_runner::check() {
-    if (!conf_.prev_result) return fail(invalid_config, "CHECK needs \"prevResult\" in the configuration");
+    if (!conf_.prev_result)
+        return fail(invalid_config, "CHECK needs \"prevResult\" in the configuration");
     auto pod_ns = netns::open(env_.netns);
     if (!pod_ns) return netns_error(env_.netns, pod_ns.err());
     auto host_nl = rtnl::open();
@@ -288,11 +297,13 @@ outcome command_runner::gc() {
         for (const auto& [ip, owner] : *all) {
             bool keep = false;
             for (const auto& v : valid) {
-                keep |= v.container_id == owner.container_id && (owner.ifname.empty() || v.ifname == owner.ifname);
+                keep |= v.container_id == owner.container_id &&
+                        (owner.ifname.empty() || v.ifname == owner.ifname);
             }
             if (keep) continue;
             if (auto st = store->release(ip); !st) return fail(io_failure, st.err());
-            log::info("GC released address", {{"ip", ip.str()}, {"container_id", owner.container_id}});
+            log::info("GC released address",
+                      {{"ip", ip.str()}, {"container_id", owner.container_id}});
             ++released;
         }
     }
@@ -316,12 +327,18 @@ long peak_rss_kb() {
 
 const char* command_name(command c) {
     switch (c) {
-        case command::add: return "ADD";
-        case command::del: return "DEL";
-        case command::check: return "CHECK";
-        case command::version: return "VERSION";
-        case command::status: return "STATUS";
-        case command::gc: return "GC";
+        case command::add:
+            return "ADD";
+        case command::del:
+            return "DEL";
+        case command::check:
+            return "CHECK";
+        case command::version:
+            return "VERSION";
+        case command::status:
+            return "STATUS";
+        case command::gc:
+            return "GC";
     }
     return "?";
 }
@@ -359,39 +376,57 @@ invocation_output run_invocation(const env_lookup& get, const std::string& stdin
     if (!conf.log_level.empty()) {
         log::level lvl;
         if (!log::parse_level(conf.log_level, lvl)) {
-            return error_out({invalid_config, "\"logLevel\" must be debug, info, warn, error or off", {}});
+            return error_out(
+                {invalid_config, "\"logLevel\" must be debug, info, warn, error or off", {}});
         }
         log::set_level(lvl);
     }
 
     if (env.cmd == command::check && !version_at_least(conf.cni_version, "0.4.0")) {
-        return error_out({incompatible_version, "CHECK is not defined for cniVersion " + conf.cni_version +
-                                                    " (needs 0.4.0 or later)", {}});
+        return error_out(
+            {incompatible_version,
+             "CHECK is not defined for cniVersion " + conf.cni_version + " (needs 0.4.0 or later)",
+             {}});
     }
     if ((env.cmd == command::status || env.cmd == command::gc) &&
         !version_at_least(conf.cni_version, "1.1.0")) {
-        return error_out({incompatible_version, std::string(command_name(env.cmd)) +
-                                                    " is not defined for cniVersion " + conf.cni_version +
-                                                    " (needs 1.1.0)", {}});
+        return error_out({incompatible_version,
+                          std::string(command_name(env.cmd)) + " is not defined for cniVersion " +
+                              conf.cni_version + " (needs 1.1.0)",
+                          {}});
     }
 
     auto t0 = std::chrono::steady_clock::now();
     command_runner runner(env, conf, stdin_raw);
     outcome o;
     switch (env.cmd) {
-        case command::add: o = runner.add(); break;
-        case command::del: o = runner.del(); break;
-        case command::check: o = runner.check(); break;
-        case command::status: o = runner.status(); break;
-        case command::gc: o = runner.gc(); break;
-        case command::version: break;
+        case command::add:
+            o = runner.add();
+            break;
+        case command::del:
+            o = runner.del();
+            break;
+        case command::check:
+            o = runner.check();
+            break;
+        case command::status:
+            o = runner.status();
+            break;
+        case command::gc:
+            o = runner.gc();
+            break;
+        case command::version:
+            break;
     }
     if (log::current_level() <= log::level::debug) {
-        auto us = std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() - t0).count();
-        log::debug("command finished",
-                   {{"command", command_name(env.cmd)}, {"container_id", env.container_id},
-                    {"ok", o.ok ? "true" : "false"}, {"duration_us", std::to_string(us)},
-                    {"peak_rss_kb", std::to_string(peak_rss_kb())}});
+        auto us = std::chrono::duration_cast<std::chrono::microseconds>(
+                      std::chrono::steady_clock::now() - t0)
+                      .count();
+        log::debug("command finished", {{"command", command_name(env.cmd)},
+                                        {"container_id", env.container_id},
+                                        {"ok", o.ok ? "true" : "false"},
+                                        {"duration_us", std::to_string(us)},
+                                        {"peak_rss_kb", std::to_string(peak_rss_kb())}});
     }
     if (!o.ok) return error_out(o.err);
     return {0, o.out};

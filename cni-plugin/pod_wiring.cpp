@@ -43,8 +43,8 @@ route_info host_route(const ip_address& pod_ip, int oif) {
     return r;
 }
 
-bool route_matches(const route_info& have, const ip_prefix& dst, const std::optional<ip_address>& gw,
-                   int oif) {
+bool route_matches(const route_info& have, const ip_prefix& dst,
+                   const std::optional<ip_address>& gw, int oif) {
     if (!(have.dst.network() == dst.network()) || have.table != RT_TABLE_MAIN) return false;
     if (gw && (!have.gateway || !(*have.gateway == *gw))) return false;
     return oif == 0 || have.oif == oif;
@@ -58,8 +58,9 @@ ip_address gateway_for(int family) {
 
 std::string host_veth_name(const std::string& container_id, const std::string& ifname) {
     char buf[32];
-    std::snprintf(buf, sizeof buf, "mw%012llx",
-                  static_cast<unsigned long long>(fnv1a64(container_id + "/" + ifname) & 0xffffffffffffULL));
+    std::snprintf(
+        buf, sizeof buf, "mw%012llx",
+        static_cast<unsigned long long>(fnv1a64(container_id + "/" + ifname) & 0xffffffffffffULL));
     return buf;
 }
 
@@ -81,7 +82,9 @@ std::optional<alias_parts> parse_alias(const std::string& alias) {
     return p;
 }
 
-unsigned pod_wiring::default_mtu() { return default_tunnel_mtu(host_); }
+unsigned pod_wiring::default_mtu() {
+    return default_tunnel_mtu(host_);
+}
 
 status pod_wiring::configure_pod(const netns& pod_ns, const wiring_spec& spec,
                                  const mac_address& host_mac, wiring_result& out) {
@@ -124,9 +127,10 @@ result<wiring_result> pod_wiring::add(const netns& pod_ns, const wiring_spec& sp
     // A repeated ADD for the same attachment replaces the previous wiring.
     if (auto existing = host_.get_link(out.host_veth)) {
         if (existing->alias != alias) {
-            return error(errc::already_exists, "host interface " + out.host_veth +
-                                                   " exists and is not ours for this attachment (alias \"" +
-                                                   existing->alias + "\")");
+            return error(errc::already_exists,
+                         "host interface " + out.host_veth +
+                             " exists and is not ours for this attachment (alias \"" +
+                             existing->alias + "\")");
         }
         log::info("replacing wiring of a repeated ADD",
                   {{"container_id", spec.container_id}, {"veth", out.host_veth}});
@@ -140,8 +144,9 @@ result<wiring_result> pod_wiring::add(const netns& pod_ns, const wiring_spec& sp
         if (st.err().is_errno(EEXIST)) {
             // The host name was free above, so the clash is in the pod.
             if (auto half = host_.get_link(out.host_veth)) (void)host_.delete_link(half->index);
-            return error(errc::already_exists, "interface " + spec.ifname +
-                                                   " already exists in the container's network namespace");
+            return error(errc::already_exists,
+                         "interface " + spec.ifname +
+                             " already exists in the container's network namespace");
         }
         // The veth may exist without its alias if only set_alias failed.
         if (auto half = host_.get_link(out.host_veth)) (void)host_.delete_link(half->index);
@@ -182,10 +187,12 @@ result<wiring_result> pod_wiring::add(const netns& pod_ns, const wiring_spec& sp
     }
     // Pods reach each other and the overlay through the host: forwarding must be on.
     if (has_v4) {
-        if (auto st = ensure_sysctl("net/ipv4/ip_forward", "1"); !st) return undo(std::move(st).err());
+        if (auto st = ensure_sysctl("net/ipv4/ip_forward", "1"); !st)
+            return undo(std::move(st).err());
     }
     if (has_v6) {
-        if (auto st = ensure_sysctl("net/ipv6/conf/all/forwarding", "1"); !st) return undo(std::move(st).err());
+        if (auto st = ensure_sysctl("net/ipv6/conf/all/forwarding", "1"); !st)
+            return undo(std::move(st).err());
     }
     return out;
 }
@@ -197,7 +204,8 @@ status pod_wiring::del(const std::string& container_id, const std::string& ifnam
         if (link.err().is_errno(ENODEV)) return {};
         return std::move(link).err();
     }
-    if (auto p = parse_alias(link->alias); !p || p->container_id != container_id || p->ifname != ifname) {
+    if (auto p = parse_alias(link->alias);
+        !p || p->container_id != container_id || p->ifname != ifname) {
         log::warn("not deleting a host veth that is not ours",
                   {{"veth", name}, {"alias", link->alias}, {"container_id", container_id}});
         return {};
@@ -230,11 +238,12 @@ status pod_wiring::check(const netns& pod_ns, const wiring_spec& spec, const cni
     MW_TRY_STATUS(pod_ns.run([&]() -> status {
         auto nl = MW_TRY(rtnl::open());
         auto link = nl.get_link(spec.ifname);
-        if (!link) return mismatch("interface " + spec.ifname + " is missing from " + pod_ns.path());
+        if (!link)
+            return mismatch("interface " + spec.ifname + " is missing from " + pod_ns.path());
         if (!want_if.mac.empty() && (!link->mac || mac_to_string(*link->mac) != want_if.mac)) {
             return mismatch("interface " + spec.ifname + " has MAC " +
-                            (link->mac ? mac_to_string(*link->mac) : "none") + ", prevResult says " +
-                            want_if.mac);
+                            (link->mac ? mac_to_string(*link->mac) : "none") +
+                            ", prevResult says " + want_if.mac);
         }
         if (!link->up()) return mismatch("interface " + spec.ifname + " is down");
         auto addrs = MW_TRY(nl.list_addresses(AF_UNSPEC, link->index));
@@ -264,13 +273,16 @@ status pod_wiring::check(const netns& pod_ns, const wiring_spec& spec, const cni
         if (!wanted) continue;
         auto routes = MW_TRY(host_.list_routes(family));
         for (const auto& ip : prev.ips) {
-            if (ip.address.family() != family || (ip.interface && *ip.interface != *pod_if)) continue;
+            if (ip.address.family() != family || (ip.interface && *ip.interface != *pod_if))
+                continue;
             const auto& a = ip.address.address();
             bool found = false;
             for (const auto& have : routes) {
-                found |= route_matches(have, ip_prefix(a, a.bits()), std::nullopt, host_link->index);
+                found |=
+                    route_matches(have, ip_prefix(a, a.bits()), std::nullopt, host_link->index);
             }
-            if (!found) return mismatch("host route " + a.str() + " dev " + host_name + " is missing");
+            if (!found)
+                return mismatch("host route " + a.str() + " dev " + host_name + " is missing");
         }
     }
     return {};
