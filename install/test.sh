@@ -14,4 +14,19 @@ if [[ $rc -ne 0 && $rc -ne 77 ]]; then # 77: not root, nothing to sweep
     echo "install/test.sh: the stale-state sweep could not remove everything (see above)" >&2
     exit 1
 fi
-exec ctest --test-dir build --output-on-failure --timeout 1500 "$@"
+# First the tests labelled cpu (test/CMakeLists.txt: CPU and their own files only), two at a
+# time; then every other test, one at a time (namespaces, wireguard-go, podman, QEMU, timed
+# benchmarks). Arguments (-R, -L, -V, ...) apply to both runs; the exit status fails if either
+# failed. The wall time of each part is printed.
+run_part() {
+    local what=$1 start rc=0
+    shift
+    start=$SECONDS
+    ctest --test-dir build --output-on-failure --timeout 1500 "$@" || rc=$?
+    echo "install/test.sh: $what: exit $rc, $((SECONDS - start)) s"
+    return $rc
+}
+rc=0
+run_part "tests labelled cpu, two at a time" -j2 -L '^cpu$' "$@" || rc=1
+run_part "all other tests, one at a time" -LE '^cpu$' "$@" || rc=1
+exit $rc

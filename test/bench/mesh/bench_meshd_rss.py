@@ -8,6 +8,9 @@ observed node's peers and records. Default 500 peers in 10 LANs, 1 s virtual aft
 knows all (about 2.5 min wall on 2 cores: every core verifies every other's signed record, O(N^2);
 CORE_RSS_PEERS=200 takes ~20 s). Prints figures.
 
+--part testbed or sim runs one of the two (the suite runs them as bench_meshd_rss and
+bench_core_rss; the second beside other CPU-only tests).
+
 Fails (exit 1) when a figure is missing or would not be what it claims: a meshd not running when
 sampled (or dead by the end of the testbed part), no VmRSS/VmHWM for a process that must have one
 (meshd on relay1 and lan1a, and their wireguard-go with the userspace backend), core_rss_bench
@@ -47,17 +50,8 @@ def sample(fails, rows, node, what, pid, peers):
     rows.append((node, what, kb, peers))
 
 
-def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--build-dir", required=True)
-    ap.add_argument("--peers", type=int, default=int(os.environ.get("CORE_RSS_PEERS", 500)))
-    ap.add_argument("--lans", type=int, default=10)
-    ap.add_argument("--seconds", type=int, default=30)
-    ap.add_argument("--settle", type=int, default=1)
-    a = ap.parse_args()
-    need_root("bench_meshd_rss")
-    fails = Failures("bench_meshd_rss")
-    rows = []
+def testbed(a, fails, rows):
+    """Part 1: meshd and wireguard-go of relay1 and lan1a on the settled 6-node testbed."""
     with Mesh(build_dir=a.build_dir) as m:
         settle = start_mesh(m, {("lan1a", "lan1b"): "direct", ("lan1a", "lan2a"): "relay"})
         time.sleep(2)
@@ -71,10 +65,10 @@ def main():
                 if wp or m.configs[name]["wireguard"].get("backend") == "userspace":
                     sample(fails, rows, name, "wireguard-go", wp, st["peers"]["total"])
             check_meshd_alive(m, fails, "at the end of the testbed part")
-    for name, what, kb, peers in rows:
-        print("idle %-7s %-13s VmRSS %6d KiB  VmHWM %6d KiB  (%d peers)" % (
-            name, what, kb["VmRSS"], kb["VmHWM"], peers))
 
+
+def simulated(a, fails):
+    """Part 2: core_rss_bench. Returns its RESULT fields ({} when it failed) and its wall time."""
     exe = os.environ.get("CORE_RSS_BENCH") or os.path.join(a.build_dir, "test", "bench", "mesh",
                                                            "core_rss_bench")
     cmd = [exe, "--peers", str(a.peers), "--lans", str(a.lans), "--seconds", str(a.seconds),
@@ -98,6 +92,30 @@ def main():
     if missing:
         fails.add("core_rss_bench printed no complete RESULT line (missing %s)" % ", ".join(missing))
         res = {}
+    return res, time.monotonic() - t0
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--build-dir", required=True)
+    ap.add_argument("--peers", type=int, default=int(os.environ.get("CORE_RSS_PEERS", 500)))
+    ap.add_argument("--lans", type=int, default=10)
+    ap.add_argument("--seconds", type=int, default=30)
+    ap.add_argument("--settle", type=int, default=1)
+    ap.add_argument("--part", choices=("all", "testbed", "sim"), default="all",
+                    help="testbed: the 6-node testbed only (root); sim: core_rss_bench only (no "
+                         "root, CPU only: the suite runs it beside other such tests)")
+    a = ap.parse_args()
+    if a.part != "sim":
+        need_root("bench_meshd_rss")
+    fails = Failures("bench_meshd_rss")
+    rows = []
+    if a.part != "sim":
+        testbed(a, fails, rows)
+    for name, what, kb, peers in rows:
+        print("idle %-7s %-13s VmRSS %6d KiB  VmHWM %6d KiB  (%d peers)" % (
+            name, what, kb["VmRSS"], kb["VmHWM"], peers))
+    res, wall = simulated(a, fails) if a.part != "testbed" else ({}, 0.0)
 
     print()
     print("==== bench_meshd_rss summary ====")
@@ -107,7 +125,7 @@ def main():
     if res:
         print("simulated: 1 relay node_core + %s peers in %s LANs (%.0f s wall): RSS growth %.1f MiB"
               " = %s KiB per core (every core knows every other)" % (
-                  res["peers"], res["lans"], time.monotonic() - t0,
+                  res["peers"], res["lans"], wall,
                   float(res["rss_growth_kib"]) / 1024, res["kib_per_core"]))
         print("simulated observed relay node: %s peers, %s records stored, %s relay sessions; all "
               "peers known: %s (after %s ms virtual)" % (
