@@ -55,21 +55,29 @@ int main(int argc, char** argv) {
     std::vector<std::pair<int, int>> sizes = {{2, 2}, {2, 9}, {22, 9}};
     int lans = 0, per_lan = 9;
     uint64_t settle_s = 1280, window_s = 640, lifetime_s = 1280;
+    // One pass; an unknown option or a missing value is an error, not a silently different run.
     for (int i = 1; i < argc; ++i) {
-        if (!std::strcmp(argv[i], "--quick")) sizes.back() = {11, 9};
-    }
-    for (int i = 1; i + 1 < argc; i += 2) {
-        if (!std::strcmp(argv[i], "--quick")) {
-            --i;  // takes no value
+        const char* a = argv[i];
+        if (!std::strcmp(a, "--quick")) {
+            sizes.back() = {11, 9};
             continue;
         }
-        if (!std::strcmp(argv[i], "--lans")) lans = std::atoi(argv[i + 1]);
-        if (!std::strcmp(argv[i], "--per-lan")) per_lan = std::atoi(argv[i + 1]);
-        if (!std::strcmp(argv[i], "--settle")) settle_s = std::strtoull(argv[i + 1], nullptr, 10);
-        if (!std::strcmp(argv[i], "--window")) window_s = std::strtoull(argv[i + 1], nullptr, 10);
-        if (!std::strcmp(argv[i], "--lifetime")) {
-            lifetime_s = std::strtoull(argv[i + 1], nullptr, 10);
+        const bool takes_value = !std::strcmp(a, "--lans") || !std::strcmp(a, "--per-lan") ||
+                                 !std::strcmp(a, "--settle") || !std::strcmp(a, "--window") ||
+                                 !std::strcmp(a, "--lifetime");
+        if (!takes_value || i + 1 >= argc) {
+            std::fprintf(stderr,
+                         "core_idle_bench: %s %s (options: --quick, --lans N, --per-lan N, "
+                         "--settle S, --window S, --lifetime S)\n",
+                         takes_value ? "missing value for" : "unknown option", a);
+            return 2;
         }
+        const char* v = argv[++i];
+        if (!std::strcmp(a, "--lans")) lans = std::atoi(v);
+        if (!std::strcmp(a, "--per-lan")) per_lan = std::atoi(v);
+        if (!std::strcmp(a, "--settle")) settle_s = std::strtoull(v, nullptr, 10);
+        if (!std::strcmp(a, "--window")) window_s = std::strtoull(v, nullptr, 10);
+        if (!std::strcmp(a, "--lifetime")) lifetime_s = std::strtoull(v, nullptr, 10);
     }
     if (lans > 0 && per_lan > 0) sizes = {{lans, per_lan}};
     bool ok = true;
