@@ -24,6 +24,12 @@ std::string metrics_text(const node_snapshot& s) {
               "Relays a pair left because its WireGuard made no progress through them (the "
               "probes may still have answered).",
               L{}, s.relay_wg_stalls);
+    for (size_t i = 0; i < resign_reason_count; ++i) {
+        t.counter("meshwire_record_resigns_total",
+                  "Our peer record signed again (a record to every node), by reason: start, "
+                  "relays, content, relay_rtt, refresh, forced.",
+                  {{"reason", to_string(static_cast<resign_reason>(i))}}, s.record_resigns[i]);
+    }
     t.counter("meshwire_probe_frames_dropped_total",
               "Sealed in-band probe frames dropped: no pair for the session, not from its "
               "relay, or not opening with the pair's key.",

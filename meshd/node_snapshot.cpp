@@ -81,6 +81,7 @@ node_snapshot take_snapshot(const snapshot_sources& s) {
     n.relay_failovers = core.relay_failovers();
     n.stalls = core.stalls();
     n.relay_wg_stalls = core.relay_wg_stalls();
+    n.record_resigns = core.record_resigns();
     n.probe_frames_dropped = core.probe_frames_dropped();
     n.probe_losses = core.probe_losses();
     n.endpoint_refusals = core.endpoint_refusals();

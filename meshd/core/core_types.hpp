@@ -154,6 +154,11 @@ struct node_core_config {
     // The RTTs that rank relays and direct addresses are the minimum of this window's probe
     // samples, not an average: on a busy machine samples are mostly CPU wait (windowed_min.hpp).
     uint64_t rtt_window_ms = 3000;
+    // The RTT a node publishes for each of its relays (relay_directory::attachments) is the
+    // minimum over this window, and moves only by more than half the switching margin: every
+    // move is a record pushed to the whole cluster (issue 18: at idle, noisy samples re-signed
+    // LAN nodes' records every few minutes). A real rise shows within this window.
+    uint64_t publish_rtt_window_ms = 600000;
     // Election hysteresis: a better relay replaces the one in use only if it is better by both.
     double switch_abs_ms = 5;
     double switch_rel = 0.2;

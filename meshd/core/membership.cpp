@@ -59,6 +59,15 @@ bool membership::refresh_self(std::vector<std::pair<node_id, uint16_t>> att, boo
     r.flags = role_.serving() ? peer_record::flag_relay : 0;
     r.relays = std::move(attached);
     r.relay_rtt_ms = std::move(rtts);
+    // Marked dirty is not changed: a relay that went down and up again between two ticks, or
+    // one we are not attached to, leaves the content as it was, and a re-sign of the same
+    // content is a record to every node of the cluster for nothing (issue 18).
+    const bool first = self_.seq == 0;
+    const record_changes changes = first ? record_changes{} : compare_records(self_, r);
+    if (!first && !force && !old && !changes.any()) {
+        self_dirty_ = false;
+        return false;
+    }
     // The seq must grow across restarts too (a restarted node's record must replace the old one
     // everywhere, and tombstones refuse what is not newer), without a clock: see seq_counter_bits.
     const uint64_t epoch = ctx_.channel().epoch();
@@ -79,6 +88,7 @@ bool membership::refresh_self(std::vector<std::pair<node_id, uint16_t>> att, boo
         return false;
     }
     ++seq_counter_;
+    note_resign(r, changes, first, old, now);
     self_ = std::move(r);
     self_dirty_ = false;
     // The next re-sign is due at half the lifetime less up to a tenth of it, at random: nodes
@@ -93,6 +103,25 @@ bool membership::refresh_self(std::vector<std::pair<node_id, uint16_t>> att, boo
     return true;
 }
 
+void membership::note_resign(const peer_record& next, const record_changes& changes, bool first,
+                             bool due, uint64_t now) {
+    const resign_reason why = resign_reason_of(changes, first, due);
+    ++resigns_[static_cast<size_t>(why)];
+    // A change is news (info: a user reading the log sees why the cluster got a new record of
+    // ours); the start, a refresh and a forced re-sign are routine (debug). At most one info
+    // line per reason a minute: an RTT that flaps must not flood the log.
+    const bool routine = why == resign_reason::start || why == resign_reason::refresh ||
+                         why == resign_reason::forced;
+    uint64_t suppressed = 0;
+    const bool info =
+        !routine && resign_log_.should_log(ctx_.id(), to_string(why), now, &suppressed);
+    core_context::log_fields f{{"reason", to_string(why)},
+                               {"seq", std::to_string(next.seq & max_seq_counter)}};
+    if (!first) append_change_fields(f, self_, next, ctx_.name_of);
+    if (suppressed) f.emplace_back("suppressed", std::to_string(suppressed));
+    ctx_.log(info ? 1 : 0, "signed our peer record", std::move(f));
+}
+
 result<put_outcome> membership::accept(const peer_record& rec, learned_via via, uint64_t now,
                                        uint64_t max_remaining_ms) {
     if (ctx_.revoked(rec.id())) {
@@ -101,11 +130,21 @@ result<put_outcome> membership::accept(const peer_record& rec, learned_via via, 
     }
     // Only found relays depend on records; with relayNodes nothing is copied per record.
     auto before = ctx_.auto_relays() ? relay_facts_of(store_.find(rec.id())) : std::nullopt;
+    // The record it may replace, for the debug line that says what changed (a newer seq is
+    // rare: copies of what we hold, the common case, are not copied again here).
+    std::optional<peer_record> prior;
+    if (const peer_record* cur = store_.find(rec.id()); cur && cur->seq < rec.seq) prior = *cur;
     const uint64_t evicted = store_.evicted(), refused = store_.refused_full();
     auto put = store_.put(rec, now, max_remaining_ms);
     ctx_.admission.records_evicted += store_.evicted() - evicted;
     ctx_.admission.store_full += store_.refused_full() - refused;
     if (!put) return put;
+    if (prior && (*put == put_outcome::replaced || *put == put_outcome::refreshed)) {
+        core_context::log_fields f{{"peer", rec.name}, {"from", to_string(via)}};
+        append_change_fields(f, *prior, rec, ctx_.name_of);
+        ctx_.log(0, *put == put_outcome::replaced ? "peer record changed" : "peer record refreshed",
+                 std::move(f));
+    }
     learned_[rec.id()] = learned_[rec.id()] | via;
     // A refresh (the same content at a newer seq) changes nothing anyone acts on: no relay
     // facts, and anti-entropy does not push it on (every node gets it from its relays; a LAN

@@ -29,6 +29,7 @@
 #pragma once
 
 #include <algorithm>
+#include <array>
 #include <cstdint>
 #include <functional>
 #include <map>
@@ -36,7 +37,9 @@
 #include <utility>
 #include <vector>
 
+#include "meshd/core/admission.hpp"
 #include "meshd/core/core_context.hpp"
+#include "meshd/core/record_changes.hpp"
 #include "meshd/core/record_digest.hpp"
 #include "meshd/core/record_store.hpp"
 #include "meshd/core/relay_directory.hpp"
@@ -74,6 +77,8 @@ public:
     void mark_self_dirty() noexcept { self_dirty_ = true; }
     // When our record must be signed again at the latest.
     uint64_t self_refresh_due() const noexcept;
+    // Our record's re-signs in this run by reason (meshwire_record_resigns_total).
+    const std::array<uint64_t, resign_reason_count>& resigns() const noexcept { return resigns_; }
 
     // The discovery entry for records: a signed record learned through `via` (RECORDS from a
     // relay, and every later source). Verified and stored (newest seq wins); a new or changed one
@@ -125,6 +130,10 @@ private:
     // Every record we hold to node `to` at `ep`, answering the HELLO `request_id`.
     void send_records(const node_id& to, const wg_endpoint& ep, uint64_t request_id, uint64_t now);
 
+    // Counts and logs a re-sign of ours (record_changes.hpp): `next` replaces self_.
+    void note_resign(const peer_record& next, const record_changes& changes, bool first, bool due,
+                     uint64_t now);
+
     core_context& ctx_;
     const relay_role& role_;
     record_changed_fn on_record_changed_;
@@ -137,6 +146,8 @@ private:
     bool self_dirty_ = true;
     uint64_t self_signed_ms_ = 0;
     uint64_t seq_counter_ = 0;  // records signed in this run
+    std::array<uint64_t, resign_reason_count> resigns_{};
+    log_throttle resign_log_;
     std::map<node_id, registration> registered_;
     std::map<node_id, learned_via_set> learned_;  // follows the store
     source_buckets new_ids_;                      // relay: new identities per source address

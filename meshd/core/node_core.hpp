@@ -55,6 +55,7 @@
 // Discovery sources feed it through discovery_sink (offer_record, offer_endpoint).
 #pragma once
 
+#include <array>
 #include <cstdint>
 #include <functional>
 #include <optional>
@@ -182,6 +183,10 @@ public:
     uint64_t relay_selections() const noexcept { return election_.selections(); }
     // Relays left by a pair because its WireGuard made no progress through them.
     uint64_t relay_wg_stalls() const noexcept { return election_.wg_stall_exclusions(); }
+    // Our record's re-signs in this run, by reason (record_changes.hpp).
+    const std::array<uint64_t, resign_reason_count>& record_resigns() const noexcept {
+        return members_.resigns();
+    }
     // Sealed in-band probe frames dropped (no pair for the session, wrong source, not opening).
     uint64_t probe_frames_dropped() const noexcept { return paths_.probe_frames_dropped(); }
     // PINGs that got no PONG within ping_timeout_ms, by what they probed.

@@ -79,6 +79,9 @@ struct relay_entry {
     bool was_up = false;
     size_t active = SIZE_MAX;  // the address in use (sticky while it answers)
     uint16_t published_rtt = peer_record::unknown_rtt;  // in our record
+    // What attachments() publishes: the minimum of the address in use's samples over
+    // publish_rtt_window_ms (reset when the address in use changes).
+    windowed_min publish_min;
     bool fast = false;  // probed fast: in an active relayed pair's warm set
     // At idle: one of our relayed pairs sends through it (or it is the first that answers):
     // probed every idle_ping_interval, else every idle_spare_ping_interval.
