@@ -104,7 +104,7 @@ JSON
                                 "registration"}},
        "relays": {"total", "up"},
        "relayService": null | {"sessions", "nodes", "forwardedPackets", "forwardedBytes",
-                "drops": {"unknown_session", "wrong_source", "not_established", "expired",
+                "natKeepalives", "drops": {"unknown_session", "wrong_source", "not_established", "expired",
                           "rate_limited_packets", "rate_limited_bytes"}},
        "control": {"accepted", "authFailed", "malformed", "oldVersion", "wrongRecipient",
                    "pairAuthFailed", "staleEpoch", "replayed", "notControl", "badRecord"},

@@ -59,6 +59,7 @@ json status_json(const node_snapshot& s) {
                {"nodes", s.service->nodes},
                {"forwardedPackets", s.service->stats.forwarded_packets},
                {"forwardedBytes", s.service->stats.forwarded_bytes},
+               {"natKeepalives", s.service->stats.nat_keepalives},
                {"drops", drops}};
     }
     json proxy = nullptr;
@@ -73,6 +74,7 @@ json status_json(const node_snapshot& s) {
                  {"wrongSource", ps.wrong_source},
                  {"foreignLocal", ps.foreign_local},
                  {"malformed", ps.malformed},
+                 {"natKeepalives", ps.nat_keepalives},
                  {"sendFailed", ps.send_failed},
                  {"oversize", ps.oversize}};
     }

@@ -107,6 +107,13 @@ std::string metrics_text(const node_snapshot& s) {
               s.service ? s.service->stats.oversize : 0);
     t.counter("meshwire_oversize_drops_total", oversize_help, {{"socket", "relay_uplink"}},
               s.proxy ? s.proxy->oversize : 0);
+    // Whichever owns the port counts them (one of the two at a time).
+    t.counter("meshwire_nat_keepalives_received_total",
+              "NAT_KEEPALIVEs received (nodes keeping their NAT mapping to this relay open); "
+              "dropped unanswered.",
+              L{},
+              (s.service ? s.service->stats.nat_keepalives : 0) +
+                  (s.proxy ? s.proxy->nat_keepalives : 0));
     const auto& c = s.control;
     t.counter("meshwire_control_accepted_total", "Control datagrams accepted.", L{}, c.accepted);
     for (auto [why, v] :

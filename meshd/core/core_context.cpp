@@ -73,6 +73,11 @@ void core_context::send_fresh(message_body body, const node_id& recipient, const
     out_.push_back(std::move(o));
 }
 
+void core_context::send_nat_keepalive(const wg_endpoint& to) {
+    const auto d = nat_keepalive_datagram();
+    out_.push_back(outgoing_datagram{to, 0, std::vector<uint8_t>(d.begin(), d.end())});
+}
+
 uint64_t core_context::send_ping(const wg_endpoint& to, uint64_t session_id, probe p,
                                  uint64_t now) {
     if (session_id == 0 && !budget_allows(to, now)) return 0;

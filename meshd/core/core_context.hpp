@@ -82,6 +82,9 @@ public:
     // sent, the destination's send budget is spent). Out-of-band PINGs and send_fresh() take a
     // token of the destination address's send_budget (send_budget.hpp).
     uint64_t send_ping(const wg_endpoint& to, uint64_t session_id, probe p, uint64_t now);
+    // A NAT_KEEPALIVE (wire_codec.hpp) to a relay we probe: 4 bytes, never answered. No send
+    // budget: it goes only to the address in use of a relay that answers us.
+    void send_nat_keepalive(const wg_endpoint& to);
     // An endpoint taken from a record, an offer or a request (endpoint_filter.hpp): whether it
     // may be sent to at all. A refusal is counted and logged once per reason; `what` says where
     // the endpoint came from (for that log line).

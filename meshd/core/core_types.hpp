@@ -101,21 +101,32 @@ struct node_core_config {
     // pairs are probed (direct every ping_interval, in-band every ping_interval, their warm
     // relays every fast_ping_interval). An idle pair sends no probes of its own: its path
     // decision holds until traffic tests it again, and the relays are checked every
-    // idle_ping_interval (retried every ping_interval while unanswered). So an idle node's
+    // idle_used_ping_interval (retried every ping_interval while unanswered). So an idle node's
     // control traffic grows with its relays, not with the cluster.
-    uint64_t ping_interval_ms = 1000;        // paths of active pairs (direct and in-band); retries
-    uint64_t idle_ping_interval_ms = 25000;  // relays not carrying an active pair (NAT keepalive)
+    uint64_t ping_interval_ms = 1000;  // paths of active pairs (direct and in-band); retries
+    // The NAT keepalive interval: a used relay's address in use gets a NAT_KEEPALIVE (4 bytes,
+    // wire_codec.hpp) this often between full probes; also the retry cap of a relay not up.
+    uint64_t idle_ping_interval_ms = 25000;
     // Idle relays in detail (issue 18, relay_directory.hpp): the relays our relayed pairs send
     // through or would fail over to first (their warm sets; with none, the first relay that
-    // answers) are probed every idle_ping_interval, at one address: the one in use, whose NAT
-    // mapping carries those pairs' WireGuard packets (the relay proxy sends them from the
-    // control socket), the relay's pushes and our HELLOs. 25 s: below the 30 s Linux conntrack
-    // keeps an unreplied UDP flow and WireGuard's own keepalive figure for NATs with short UDP
-    // timeouts. Every other relay (one no pair of ours keeps warm) is probed every
-    // idle_spare_ping_interval: its liveness only ranks it for pairs that move to it, which
-    // probe it at once (spare to used). A relay's other addresses (its other family) are
-    // checked every idle_other_address_ms, or at once while the address in use goes
+    // answers) are *used*: probed every idle_used_ping_interval, at one address: the one in use,
+    // whose NAT mapping carries those pairs' WireGuard packets (the relay proxy sends them from
+    // the control socket), the relay's pushes and our HELLOs. That mapping is kept open by a
+    // NAT_KEEPALIVE every idle_ping_interval between the probes, when a NAT may sit between (the
+    // relay saw us at an address that is not one of our endpoints, or we do not know yet). 25 s:
+    // below the 30 s Linux conntrack keeps an unreplied UDP flow and WireGuard's own keepalive
+    // figure for NATs with short UDP timeouts. 120 s for the full probe: liveness at idle only
+    // ranks relays and tells which one a pair that resumes tries first, and a pair that turns
+    // active probes its warm relays fast at once and fails over within fast_relay_timeout; 120 s
+    // keeps the probes' other duties in their limits (the relay's cookie for our requests lives
+    // 2-4 min, cookie_jar.hpp; a serving relay's learned path to us lasts this + path_timeout,
+    // peer_paths). A dead used relay is noticed at idle within this + path_timeout (it was 25 s).
+    // Every other relay (one no pair of ours keeps warm) is probed every
+    // idle_spare_ping_interval and gets no keepalives: its liveness only ranks it for pairs that
+    // move to it, which probe it at once (spare to used). A relay's other addresses (its other
+    // family) are checked every idle_other_address_ms, or at once while the address in use goes
     // unanswered.
+    uint64_t idle_used_ping_interval_ms = 120000;
     uint64_t idle_spare_ping_interval_ms = 120000;
     uint64_t idle_other_address_ms = 300000;
     // A pair stays active this long after the last sign of traffic (WireGuard counter growth,
@@ -181,7 +192,7 @@ struct node_core_config {
     // answered one, every hello_retry_interval until it does; at once when our record changes,
     // the relay restarted (a new boot epoch in its PONG), came back up, or answers a probe
     // again after a round that went unanswered (it may have dropped us: revoked, restarting).
-    // 300 s (issue 18): what registration needs, not liveness (relay probes every
+    // 300 s (issue 18): what registration needs, not liveness (NAT keepalives every
     // idle_ping_interval keep the NAT mapping the relay's pushes use); records live
     // record_lifetime (12 h) and are re-signed at half of it. A relay counts a node registered
     // for three intervals (membership::registration_ms), so two lost HELLOs do not cost its

@@ -39,7 +39,8 @@
 // on_traffic; a new peer, new addresses, meshctl ping: for active_hold_ms) are probed — direct
 // and in-band every ping_interval, their warm relays every fast_ping_interval. An idle pair's
 // decision holds without probes (sessions refreshed every idle_session_refresh_ms), and relays
-// that carry no active pair are probed every idle_ping_interval. A pair that turns active is
+// that carry no active pair are probed every idle_used_ping_interval (120 s; in between, a 4-byte
+// NAT keepalive every idle_ping_interval keeps a NATed node's mapping). A pair that turns active is
 // probed at once and judged from that moment, so a relay that died while it was idle fails it
 // over after fast_relay_timeout (or was already found dead by the slow probes). Idle control
 // traffic grows with the relays, not with the peers (docs/architecture.md, "Liveness is

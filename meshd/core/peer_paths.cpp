@@ -246,9 +246,14 @@ void peer_paths::decide(const node_id& id, peer_entry& p, const peer_record& rec
 
     const candidate* best = nullptr;
     // The peer's PINGs that make a path learned: its direct probes (every ping_interval while it
-    // is active), and on a serving relay also its relay probes, every idle_ping_interval.
+    // is active), and on a serving relay also its relay probes, every idle_used_ping_interval
+    // (120 s) or idle_spare_ping_interval; its NAT keepalives between them prove nothing (they
+    // are not authenticated), so the path must outlast the slower of the two.
     const uint64_t learned_timeout =
-        cfg.path_timeout_ms + (role_.serving() ? cfg.idle_ping_interval_ms : 0);
+        cfg.path_timeout_ms +
+        (role_.serving() ? std::max({cfg.idle_ping_interval_ms, cfg.idle_used_ping_interval_ms,
+                                     cfg.idle_spare_ping_interval_ms})
+                         : 0);
     // When a fresh PONG stops vouching (only while active: an idle decision holds).
     auto due_expiry = [&](uint64_t last) {
         if (is_active) ctx_.due(std::max(last, p.active_since) + cfg.path_timeout_ms + 1);

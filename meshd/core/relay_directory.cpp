@@ -17,11 +17,35 @@ bool has_ep(const relay_entry& r, const wg_endpoint& ep) {
 
 uint64_t relay_directory::idle_interval(const relay_entry& r) const {
     const auto& cfg = ctx_.cfg;
-    // A relay that is not up (yet, or any more) is retried at the used rate: one that comes up
-    // late (started after us, back from a restart) is found within idle_ping_interval.
-    return r.used || !r.was_up
-               ? cfg.idle_ping_interval_ms
-               : std::max(cfg.idle_ping_interval_ms, cfg.idle_spare_ping_interval_ms);
+    // A relay that is not up (yet, or any more) is retried at most idle_ping_interval apart: one
+    // that comes up late (started after us, back from a restart) is found within it.
+    if (!r.was_up) return cfg.idle_ping_interval_ms;
+    return std::max(cfg.idle_ping_interval_ms,
+                    r.used ? cfg.idle_used_ping_interval_ms : cfg.idle_spare_ping_interval_ms);
+}
+
+bool relay_directory::behind_nat(const relay_entry& r) const {
+    if (r.active >= r.addrs.size()) return true;
+    const auto& seen = r.addrs[r.active].reflexive;
+    if (!seen) return true;
+    // The whole endpoint: a NAT that keeps our address (a port forward, a 1:1 NAT) may still
+    // rewrite the port, and the mapping behind that needs traffic as much as any other.
+    return std::none_of(ctx_.cfg.endpoints.begin(), ctx_.cfg.endpoints.end(),
+                        [&](const auto& e) { return normalize_endpoint(e) == *seen; });
+}
+
+void relay_directory::keep_mapping(relay_entry& r, uint64_t now) {
+    // Only while idle and answered at the address in use: fast relays are probed every 100 ms,
+    // and an unanswered round is being retried with full PINGs (to every address) anyway.
+    if (r.fast || !r.used || !r.round_answered || r.active >= r.addrs.size() ||
+        !alive(r, r.addrs[r.active], timeout(r), now) || !behind_nat(r)) {
+        return;
+    }
+    if (now >= r.next_keepalive_ms) {
+        ctx_.send_nat_keepalive(r.addrs[r.active].ep);
+        r.next_keepalive_ms = now + ctx_.cfg.idle_ping_interval_ms;
+    }
+    ctx_.due(r.next_keepalive_ms);
 }
 
 uint64_t relay_directory::timeout(const relay_entry& r) const {
@@ -525,6 +549,8 @@ void relay_directory::tick(const peer_record& self, uint64_t now) {
                 ctx_.send_ping(r.addrs[a].ep, 0, probe{probe_kind::relay, expect, i, a}, now);
             }
             if (all && !r.fast) r.next_other_ms = now + cfg.idle_other_address_ms;
+            // The PING refreshes the mapping as well as a keepalive would.
+            r.next_keepalive_ms = now + cfg.idle_ping_interval_ms;
             r.retry_round = !r.round_answered;
             r.round_answered = false;
             // Not fast: again after ping_interval unless a PONG comes back first, which moves
@@ -537,6 +563,7 @@ void relay_directory::tick(const peer_record& self, uint64_t now) {
             r.next_ping_ms = now + (r.fast ? cfg.fast_ping_interval_ms : r.retry_ms);
         }
         ctx_.due(r.next_ping_ms);
+        keep_mapping(r, now);
         // A HELLO names its recipient: not before the relay's first PONG told us who it is.
         if (r.id && now >= r.next_hello_ms && !r.candidate && r.lan_neighbour && defer_hello &&
             defer_hello(*r.id, now)) {

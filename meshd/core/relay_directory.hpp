@@ -5,13 +5,17 @@
 // Liveness is adaptive (issue 18): a relay in the warm set of a pair with traffic is probed every
 // fast_ping_interval (every address) and unusable after fast_relay_timeout without a PONG. At
 // idle, a relay is *used* when one of our relayed pairs sends through it (with none, the first
-// relay that answers: its mapping carries the pushes to us): probed every idle_ping_interval
-// (about WireGuard's keepalive, which NAT mappings need anyway); every other relay (warm
-// standby, unused) every idle_spare_ping_interval. An idle round goes to the address in use
-// only (the family whose NAT mapping our sessions, HELLOs and the relay's pushes use), to every
-// address every idle_other_address_ms and while the address in use goes unanswered. Unanswered,
-// a relay is probed again after ping_interval, doubling up to its interval, and is down after
-// its interval + path_timeout; an address that timed out stays down until it answers again
+// relay that answers: its mapping carries the pushes to us): probed every
+// idle_used_ping_interval (120 s), and between the probes, when a NAT may sit between us (its
+// PONG saw us at an address that is not one of our endpoints, or none told us yet), sent a
+// NAT_KEEPALIVE (4 bytes, unanswered, wire_codec.hpp) every idle_ping_interval (25 s, about
+// WireGuard's keepalive) to the address in use: that mapping carries our sessions, HELLOs and
+// the relay's pushes. A full sealed PING + PONG is ~490 B on the wire, a keepalive 32 B. Every
+// other relay (not used) is probed every idle_spare_ping_interval. An idle round goes to the
+// address in use only (the family whose NAT mapping our sessions, HELLOs and the relay's pushes
+// use), to every address every idle_other_address_ms and while the address in use goes unanswered.
+// Unanswered, a relay is probed again after ping_interval, doubling up to its interval, and is down
+// after its interval + path_timeout; an address that timed out stays down until it answers again
 // (`lost`), so a relay that failed does not look alive again when its rate slows. A relay that
 // turns faster (fast, or spare to used) is probed at once and judged from that moment
 // (fast_since_ms), so the PONG it gave 20 s ago is no failure, but its first probes that go
@@ -84,12 +88,14 @@ struct relay_entry {
     windowed_min publish_min;
     bool fast = false;  // probed fast: in an active relayed pair's warm set
     // At idle: one of our relayed pairs sends through it (or it is the first that answers):
-    // probed every idle_ping_interval, else every idle_spare_ping_interval.
+    // probed every idle_used_ping_interval with NAT keepalives between, else every
+    // idle_spare_ping_interval.
     bool used = false;
-    bool used_now = false;       // keep_used() since the last tick
-    uint64_t next_other_ms = 0;  // at idle: when all its addresses are probed next
-    bool round_answered = true;  // the last probe round got a PONG
-    bool retry_round = false;    // the round in flight follows one that went unanswered
+    uint64_t next_keepalive_ms = 0;  // used, idle, behind a NAT: the next NAT_KEEPALIVE
+    bool used_now = false;           // keep_used() since the last tick
+    uint64_t next_other_ms = 0;      // at idle: when all its addresses are probed next
+    bool round_answered = true;      // the last probe round got a PONG
+    bool retry_round = false;        // the round in flight follows one that went unanswered
     bool was_usable = false;
     uint64_t fast_until = 0;
     uint64_t fast_since_ms = 0;      // when it last turned fast: liveness is judged from then on
@@ -186,6 +192,11 @@ private:
     uint64_t timeout(const relay_entry& r) const;
     // A relay's probe interval while answered (not fast): used or spare.
     uint64_t idle_interval(const relay_entry& r) const;
+    // A NAT may sit between us and the relay's address in use: its PONG saw us at an address
+    // that is not one of our endpoints, or it has not told us yet.
+    bool behind_nat(const relay_entry& r) const;
+    // At idle, a used relay's address in use gets a NAT_KEEPALIVE between full probes.
+    void keep_mapping(relay_entry& r, uint64_t now);
     bool alive(const relay_entry& r, const relay_addr_state& a, uint64_t timeout_ms,
                uint64_t now) const;
     void pick_address(relay_entry& r, uint64_t now);

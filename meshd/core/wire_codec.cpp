@@ -349,7 +349,8 @@ result<message_body> decode_body(msg_type t, byte_reader& r) {
             }
             return message_body(std::move(m));
         }
-        case msg_type::relay_data:
+        case msg_type::relay_data:     // not control messages: classify() routes them
+        case msg_type::nat_keepalive:  // before any decode
             break;
     }
     return error(errc::parse_error,
@@ -397,6 +398,8 @@ const char* to_string(msg_type t) noexcept {
             return "AE_WANT";
         case msg_type::relay_data:
             return "RELAY_DATA";
+        case msg_type::nat_keepalive:
+            return "NAT_KEEPALIVE";
     }
     return "UNKNOWN";
 }
@@ -509,8 +512,17 @@ frame_kind classify(std::span<const uint8_t> d) noexcept {
     }
     if (d[2] != psk_sealer::version) return frame_kind::invalid;
     if (d[3] == static_cast<uint8_t>(msg_type::relay_data)) return frame_kind::relay_data;
+    if (d[3] == static_cast<uint8_t>(msg_type::nat_keepalive)) {
+        // Exactly the header: anything longer is not ours to guess at.
+        return d.size() == nat_keepalive_size ? frame_kind::nat_keepalive : frame_kind::invalid;
+    }
     if (is_control_type(d[3])) return frame_kind::control;
     return frame_kind::invalid;
+}
+
+std::array<uint8_t, nat_keepalive_size> nat_keepalive_datagram() noexcept {
+    return {psk_sealer::magic0, psk_sealer::magic1, psk_sealer::version,
+            static_cast<uint8_t>(msg_type::nat_keepalive)};
 }
 
 void write_relay_data_header(uint64_t session_id, uint8_t* out) noexcept {

@@ -46,11 +46,19 @@
 //   0x0d  AE_WANT                u64 the DIGEST's request id, u8 count (1..ae_max_want_ids),
 //                                each: 32 node ID; strictly ascending
 //
-// Types 0x01-0x7f are sealed control messages; 0x80-0xff are unsealed frames, of which only
-// 0x80 RELAY_DATA exists:
+// Types 0x01-0x7f are sealed control messages; 0x80-0xff are unsealed frames, of which 0x80
+// RELAY_DATA and 0x81 NAT_KEEPALIVE exist:
 //   "MW" 0x02 0x80 | u64 session id | WireGuard ciphertext (1..max_relay_payload bytes)
+//   "MW" 0x02 0x81                   (exactly these 4 bytes, nothing else)
 // RELAY_DATA is not sealed because WireGuard already authenticates and encrypts end to end; a
 // relay forwards it only for a session it set up and only from the address that set it up.
+// NAT_KEEPALIVE (issue 18) is the smallest datagram that keeps the NAT mapping of our control
+// socket to a relay open between full probes (32 bytes on the wire over IPv4 against ~245 for a
+// sealed PING). Unauthenticated on purpose: it asks for nothing and is never answered (no
+// amplification, nothing to forge); receivers drop it before the control core and only count it
+// (meshwire_nat_keepalives_received_total). A meshd older than this classifies 0x81 as invalid
+// and counts it as malformed/junk: harmless during a rolling upgrade. Unsealed, so 0x81 cannot
+// collide with a sealed type (0x01-0x7f), and it is not 0x80, so no relay forwards it.
 //
 // New messages get a new type number and a body decoder; an unknown type is an error value, so a
 // node never guesses at a newer peer's message. Decoders never throw and never read outside the
@@ -90,6 +98,7 @@ enum class msg_type : uint8_t {
     ae_summary = 0x0c,
     ae_want = 0x0d,
     relay_data = 0x80,
+    nat_keepalive = 0x81,
 };
 
 const char* to_string(msg_type t) noexcept;
@@ -296,8 +305,12 @@ result<opened_message> open_message(const psk_sealer& sealer, std::span<const ui
 
 // What kind of frame a received datagram is, from its first 4 bytes (cheap; for the relay's
 // receive path to route RELAY_DATA away from the control core).
-enum class frame_kind { control, relay_data, invalid };
+enum class frame_kind { control, relay_data, nat_keepalive, invalid };
 frame_kind classify(std::span<const uint8_t> datagram) noexcept;
+
+// NAT_KEEPALIVE: the whole datagram.
+constexpr size_t nat_keepalive_size = psk_sealer::header_size;
+std::array<uint8_t, nat_keepalive_size> nat_keepalive_datagram() noexcept;
 
 // RELAY_DATA: the header is written in place in front of the payload so the forwarder allocates
 // nothing per packet. `out` must have relay_data_header_size bytes.

@@ -138,6 +138,7 @@ relay_forwarder_stats relay_forwarder::stats() const {
     s.forwarded_bytes = counters_.forwarded_bytes.load(std::memory_order_relaxed);
     s.control_packets = counters_.control_packets.load(std::memory_order_relaxed);
     s.malformed = counters_.malformed.load(std::memory_order_relaxed);
+    s.nat_keepalives = counters_.nat_keepalives.load(std::memory_order_relaxed);
     s.no_socket = counters_.no_socket.load(std::memory_order_relaxed);
     s.send_failed = counters_.send_failed.load(std::memory_order_relaxed);
     s.oversize = counters_.oversize.load(std::memory_order_relaxed);
@@ -173,7 +174,7 @@ void relay_forwarder::drain(size_t socket) noexcept {
         int n = rx_.recv(fd);
         if (n <= 0) return;  // drained (errors other than EAGAIN: nothing to do but retry later)
 
-        uint64_t rx_bytes = 0, malformed = 0, no_socket = 0;
+        uint64_t rx_bytes = 0, malformed = 0, no_socket = 0, keepalives = 0;
         control_idx_.clear();
         {
             std::lock_guard lock(table_mutex_);
@@ -187,8 +188,11 @@ void relay_forwarder::drain(size_t socket) noexcept {
                 }
                 auto session = peek_relay_data_session(d);
                 if (!session) {
-                    if (classify(d) == frame_kind::control) {
+                    const frame_kind k = classify(d);
+                    if (k == frame_kind::control) {
                         control_idx_.push_back(uint32_t(i));
+                    } else if (k == frame_kind::nat_keepalive) {
+                        ++keepalives;  // it only kept a NAT mapping open: nothing to do
                     } else {
                         ++malformed;
                     }
@@ -238,6 +242,7 @@ void relay_forwarder::drain(size_t socket) noexcept {
         counters_.forwarded_bytes.fetch_add(fwd_bytes, relaxed);
         counters_.control_packets.fetch_add(control_idx_.size(), relaxed);
         counters_.malformed.fetch_add(malformed, relaxed);
+        counters_.nat_keepalives.fetch_add(keepalives, relaxed);
         counters_.no_socket.fetch_add(no_socket, relaxed);
         counters_.send_failed.fetch_add(failed, relaxed);
         counters_.oversize.fetch_add(oversize, relaxed);

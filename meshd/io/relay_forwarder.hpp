@@ -69,10 +69,11 @@ struct relay_forwarder_stats {
     uint64_t rx_packets = 0, rx_bytes = 0;
     uint64_t forwarded_packets = 0, forwarded_bytes = 0;
     uint64_t control_packets = 0;
-    uint64_t malformed = 0;    // neither RELAY_DATA nor control, or a truncated datagram
-    uint64_t no_socket = 0;    // destination family has no socket
-    uint64_t send_failed = 0;  // kernel refused: socket buffer full or unreachable
-    uint64_t oversize = 0;     // of send_failed: above the route's MTU (EMSGSIZE; DF is set)
+    uint64_t malformed = 0;       // neither RELAY_DATA nor control, or a truncated datagram
+    uint64_t nat_keepalives = 0;  // NAT_KEEPALIVEs from nodes (wire_codec.hpp): dropped, counted
+    uint64_t no_socket = 0;       // destination family has no socket
+    uint64_t send_failed = 0;     // kernel refused: socket buffer full or unreachable
+    uint64_t oversize = 0;        // of send_failed: above the route's MTU (EMSGSIZE; DF is set)
     std::array<uint64_t, relay_drop_count> table_drops{};  // see relay_drop
     uint64_t batches = 0;  // recvmmsg calls that returned data (packets/batches = batching)
 };
@@ -134,7 +135,8 @@ private:
     // Written by the loop once per batch, read by stats() from any thread.
     struct counters {
         std::atomic<uint64_t> rx_packets{0}, rx_bytes{0}, forwarded_packets{0}, forwarded_bytes{0},
-            control_packets{0}, malformed{0}, no_socket{0}, send_failed{0}, oversize{0}, batches{0};
+            control_packets{0}, malformed{0}, nat_keepalives{0}, no_socket{0}, send_failed{0},
+            oversize{0}, batches{0};
     } counters_;
 
     std::atomic<pid_t> tid_{0};

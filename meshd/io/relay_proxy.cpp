@@ -289,6 +289,7 @@ relay_proxy_stats relay_proxy::stats() const {
     s.wrong_source = counters_.wrong_source.load(relaxed);
     s.foreign_local = counters_.foreign_local.load(relaxed);
     s.malformed = counters_.malformed.load(relaxed);
+    s.nat_keepalives = counters_.nat_keepalives.load(relaxed);
     s.send_failed = counters_.send_failed.load(relaxed);
     s.oversize = counters_.oversize.load(relaxed);
     return s;
@@ -325,7 +326,7 @@ void relay_proxy::drain_uplink() noexcept {
         int n = rx_.recv(uplink_.get());
         if (n <= 0) return;
         uint64_t malformed = 0, unknown = 0, wrong = 0, sent = 0, bytes = 0, failed = 0;
-        uint64_t inband = 0;
+        uint64_t inband = 0, keepalives = 0;
         control_idx_.clear();
         control_session_.clear();
         {
@@ -339,9 +340,12 @@ void relay_proxy::drain_uplink() noexcept {
                 }
                 auto session = peek_relay_data_session(d);
                 if (!session) {
-                    if (classify(d) == frame_kind::control) {
+                    const frame_kind k = classify(d);
+                    if (k == frame_kind::control) {
                         control_idx_.push_back(uint32_t(i));
                         control_session_.push_back(0);
+                    } else if (k == frame_kind::nat_keepalive) {
+                        ++keepalives;  // nodes send them to relays; harmless here: counted
                     } else {
                         ++malformed;
                     }
@@ -415,6 +419,7 @@ void relay_proxy::drain_uplink() noexcept {
         counters_.to_wg_bytes.fetch_add(bytes, relaxed);
         counters_.send_failed.fetch_add(failed, relaxed);
         counters_.malformed.fetch_add(malformed, relaxed);
+        counters_.nat_keepalives.fetch_add(keepalives, relaxed);
         counters_.unknown_session.fetch_add(unknown, relaxed);
         counters_.wrong_source.fetch_add(wrong, relaxed);
         counters_.control_packets.fetch_add(control_idx_.size() - inband, relaxed);

@@ -88,6 +88,7 @@ struct relay_proxy_stats {
     uint64_t wrong_source = 0;            // RELAY_DATA not from that session's relay
     uint64_t foreign_local = 0;           // a peer socket got a packet not from the WireGuard port
     uint64_t malformed = 0;               // neither RELAY_DATA nor control, or truncated
+    uint64_t nat_keepalives = 0;          // NAT_KEEPALIVEs (wire_codec.hpp): dropped, counted
     uint64_t send_failed = 0;
     uint64_t oversize = 0;  // of send_failed: frames to a relay above the route's MTU (EMSGSIZE)
 };
@@ -179,7 +180,8 @@ private:
     struct counters {
         std::atomic<uint64_t> to_relay_packets{0}, to_relay_bytes{0}, to_wg_packets{0},
             to_wg_bytes{0}, control_packets{0}, inband_control_packets{0}, unknown_session{0},
-            wrong_source{0}, foreign_local{0}, malformed{0}, send_failed{0}, oversize{0};
+            wrong_source{0}, foreign_local{0}, malformed{0}, nat_keepalives{0}, send_failed{0},
+            oversize{0};
     } counters_;
 
     std::atomic<pid_t> tid_{0};

@@ -16,6 +16,8 @@ namespace mw::sim {
 struct sent_counts {
     // PING, PONG, COOKIE_REPLY, dial-back, in-band probe frames: liveness
     uint64_t probe_packets = 0, probe_bytes = 0;
+    // NAT_KEEPALIVE (4 bytes, unanswered): a NATed node's mapping to its used relays
+    uint64_t keepalive_packets = 0, keepalive_bytes = 0;
     // RELAY_SESSION_REQUEST / ACCEPT / REJECT: relayed pairs' sessions
     uint64_t session_packets = 0, session_bytes = 0;
     // HELLO, RECORDS: membership (record refresh is not adaptive liveness's; reported only)
@@ -44,6 +46,8 @@ private:
         const uint8_t type = b.size() >= 4 && b[0] == 'M' && b[1] == 'W' ? b[3] : 0;
         if (type == 0x80 && src.relay) {
             ++c.forwarded_packets, c.forwarded_bytes += b.size();
+        } else if (type == 0x81) {
+            ++c.keepalive_packets, c.keepalive_bytes += b.size();
         } else if (type == 0x01 || type == 0x02) {
             ++c.member_packets, c.member_bytes += b.size();
         } else if (type >= 0x0b && type <= 0x0d) {
@@ -64,6 +68,7 @@ struct idle_figures {
     bool converged = false;    // every node knew every other within the limit
     bool counts_match = true;  // each LAN core's own tx count (traffic()) = what left its host
     double lan_probe_bytes = 0, lan_probe_packets = 0, lan_probe_max_bytes = 0;
+    double lan_keepalive_packets = 0, relay_keepalive_packets = 0;
     double lan_session_bytes = 0, lan_session_packets = 0, lan_member_bytes = 0;
     double lan_ae_bytes = 0, lan_ae_packets = 0;
     double lan_rx_packets = 0, lan_rx_bytes = 0;  // datagrams the core took in (all kinds)
@@ -133,10 +138,12 @@ inline idle_figures measure_idle_cluster(int lans, int per_lan, uint64_t seed,
         const auto& c = meter.of(n);
         const auto& t = net[n].core->traffic();
         f.counts_match &=
-            t.tx_packets - before[n].tx_packets ==
-                c.probe_packets + c.session_packets + c.member_packets + c.ae_packets &&
+            t.tx_packets - before[n].tx_packets == c.probe_packets + c.keepalive_packets +
+                                                       c.session_packets + c.member_packets +
+                                                       c.ae_packets &&
             t.tx_bytes - before[n].tx_bytes ==
-                c.probe_bytes + c.session_bytes + c.member_bytes + c.ae_bytes;
+                c.probe_bytes + c.keepalive_bytes + c.session_bytes + c.member_bytes + c.ae_bytes;
+        f.lan_keepalive_packets += double(c.keepalive_packets);
         f.lan_rx_packets += double(t.rx_packets - before[n].rx_packets);
         f.lan_rx_bytes += double(t.rx_bytes - before[n].rx_bytes);
         f.lan_member_packets += double(c.member_packets);
@@ -162,6 +169,7 @@ inline idle_figures measure_idle_cluster(int lans, int per_lan, uint64_t seed,
     const double n = double(lan_nodes.size());
     const double per_min = 60000.0 / double(measure_ms);
     f.lan_probe_bytes *= per_min / n, f.lan_probe_packets *= per_min / n;
+    f.lan_keepalive_packets *= per_min / n;
     f.lan_probe_max_bytes *= per_min;
     f.lan_session_bytes *= per_min / n, f.lan_session_packets *= per_min / n;
     f.lan_member_bytes *= per_min / n, f.lan_rx_packets *= per_min / n;
@@ -171,6 +179,7 @@ inline idle_figures measure_idle_cluster(int lans, int per_lan, uint64_t seed,
     f.relayed_pairs /= n;
     for (const char* r : {"relay1", "relay2", "relay3"}) {
         f.relay_probe_bytes += double(meter.of(r).probe_bytes) * per_min / 3.0;
+        f.relay_keepalive_packets += double(meter.of(r).keepalive_packets) * per_min / 3.0;
         f.relay_forwarded_bytes += double(meter.of(r).forwarded_bytes) * per_min / 3.0;
         f.relay_member_bytes += double(meter.of(r).member_bytes) * per_min / 3.0;
         f.relay_member_packets += double(meter.of(r).member_packets) * per_min / 3.0;

@@ -305,13 +305,15 @@ TEST_CASE(
     CHECK(load["r1"] + load["r2"] == 32);  // 16 cross-LAN pairs, both directions
     // A relay whose path really gets slower (+30 ms each way) loses its pairs: the minimum
     // follows the floor of the samples, not their spikes. The pairs are idle (issue 18): their
-    // relays are probed every 25 s, and the ranking uses the RTTs the nodes publish, the minimum
-    // over publish_rtt_window_ms (10 min; before, 3 idle rounds, 75 s, which re-signed records
-    // at idle on noise): the rise shows within that window and a round or two.
+    // relays are probed every 120 s (NAT keepalives between carry no RTT), and the ranking uses
+    // the RTTs the nodes publish, the minimum over publish_rtt_window_ms (10 min; before, 3 idle
+    // rounds, which re-signed records at idle on noise): the rise shows within that window and
+    // a probe or two. A pair that turns active probes fast and ranks on a 3 s window again.
     net["r1"].delay_ms = 31;
     const uint64_t slowed = net.now();
+    const meshd::node_core_config defaults{};
     net.run_until([&] { return relay_load(net)["r1"] == 0; },
-                  meshd::node_core_config{}.publish_rtt_window_ms + 150000);
+                  defaults.publish_rtt_window_ms + 2 * defaults.idle_used_ping_interval_ms + 60000);
     load = relay_load(net);
     MESSAGE(std::to_string(net.now() - slowed)
             << " ms after r1 got 60 ms slower: r1 " << load["r1"] << " r2 " << load["r2"]);

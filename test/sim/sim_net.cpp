@@ -331,6 +331,10 @@ void sim_net::deliver(const event& e) {
     ++delivered_;
     ++h->rx_datagrams;
     std::span<const uint8_t> d(e.bytes);
+    if (classify(d) == frame_kind::nat_keepalive) {
+        ++h->nat_keepalives_rx;
+        return;
+    }
     if (classify(d) == frame_kind::relay_data) {
         auto sid = peek_relay_data_session(d);
         if (!sid) return;

@@ -83,6 +83,9 @@ struct sim_host {
     std::unique_ptr<meshd::relay_binder> binder;
     uint64_t deadline = UINT64_MAX;
     uint64_t rx_datagrams = 0, inband_rx = 0, relay_forwarded = 0;
+    // NAT_KEEPALIVEs that reached this host's control port: dropped before the core, as the
+    // daemon's relay forwarder and relay proxy do.
+    uint64_t nat_keepalives_rx = 0;
     // Every datagram that reached this host's address, by destination port, whether a core
     // took it or not (what a host without meshd, e.g. a victim of reflection, receives).
     std::map<uint16_t, uint64_t> rx_by_port;

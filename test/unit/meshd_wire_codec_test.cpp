@@ -516,6 +516,32 @@ TEST_CASE("wire_codec: RELAY_DATA header in place, classify") {
     CHECK(classify(std::vector<uint8_t>{}) == frame_kind::invalid);
 }
 
+TEST_CASE("wire_codec: NAT_KEEPALIVE is the bare 4-byte header, classified apart") {
+    const auto k = nat_keepalive_datagram();
+    REQUIRE(k.size() == 4);
+    CHECK(k[0] == 'M');
+    CHECK(k[1] == 'W');
+    CHECK(k[2] == psk_sealer::version);
+    CHECK(k[3] == 0x81);
+    CHECK(classify(k) == frame_kind::nat_keepalive);
+    // Not sealed, not RELAY_DATA: never a control message nor forwarded.
+    CHECK_FALSE(is_sealed_type(k[3]));
+    CHECK_FALSE(is_known_control_type(k[3]));
+    CHECK(k[3] != static_cast<uint8_t>(msg_type::relay_data));
+    CHECK_FALSE(peek_relay_data_session(k).has_value());
+    CHECK_FALSE(decode_relay_data(k).ok());
+    auto s = sealer();
+    CHECK_FALSE(open_message(s, k).ok());
+    CHECK(std::string(to_string(msg_type::nat_keepalive)) == "NAT_KEEPALIVE");
+    // Exactly 4 bytes of the current version: longer, or a version-1 one, is junk.
+    std::vector<uint8_t> longer(k.begin(), k.end());
+    longer.push_back(0);
+    CHECK(classify(longer) == frame_kind::invalid);
+    CHECK(classify(std::vector<uint8_t>{'M', 'W', 1, 0x81}) == frame_kind::invalid);
+    CHECK(classify(std::vector<uint8_t>{'M', 'W', 2}) == frame_kind::invalid);
+    CHECK(classify(std::vector<uint8_t>{'M', 'X', 2, 0x81}) == frame_kind::invalid);
+}
+
 // The fuzz seeds must be in the current formats: a stale seed stops at the first format check
 // and the fuzzer then starts from nothing (the record seeds were format 1 without a WireGuard
 // port for a while before this test).

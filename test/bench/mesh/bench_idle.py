@@ -10,7 +10,8 @@ LAN2 symmetric NAT, 2 nodes each):
      probing that follows an active pair is over (FAST_STICKY_S, 36 s);
   2. idle window (--window, 300 s = the longest idle cycle: a HELLO per relay every 300 s, the
      relays' other family checked every 300 s, two idle session refreshes of 150 s, twelve of
-     the used relays' 25 s probe rounds; a shorter window extrapolates those by their phase; the
+     the used relays' 25 s NAT keepalives, two and a half of the relays' 120 s probe rounds; a
+     shorter window extrapolates those by their phase; the
      benchmark sends nothing): per node, the frames and bytes in and out of its veth eth0 (`ip -s link`, layer 2)
      -- everything the node sends and receives: WireGuard keepalives and handshakes, relayed
      WireGuard, meshd's control (probes, membership, relay sessions), ARP/ND, and for a LAN node
@@ -39,7 +40,8 @@ testbed part of the growth curve; the simulator's (7, 21, 201 and, with --lans 1
 
 Why a short idle stands for the issue's "idle for 5 minutes": meshd has no timer that grows with
 idle time. A pair is idle active_hold_ms (10 s) after its last traffic; from then on its state only
-cycles: its relays probed every 25 s (a relay no pair keeps warm every 120 s), its relay
+cycles: its relays probed every 120 s (the used ones behind a NAT also get a 4-byte NAT
+keepalive every 25 s between), its relay
 sessions refreshed every 150 s, WireGuard's persistent keepalive every 25 s on direct paths
 behind a NAT (120 s without one, none on relayed paths). The idle limits are no shorter (the
 relay forgets a session after 180 s without traffic; the refreshes come first). What does grow

@@ -6,11 +6,11 @@
 // Records live 1,280 s here (`--lifetime`; the default is 12 h), so each node re-signs once in
 // the window (column resigns): the membership figure holds a full re-sign cycle and is what a
 // re-sign every ~11 min costs, 34 times more often than the default's every 6 h. Prints, per LAN
-// node and per relay, the control bytes sent per minute by kind (probes, relayed sessions,
-// membership, anti-entropy rounds) and extrapolated to a 30-day month, what a LAN node received,
-// plus WireGuard's keepalives as they would add (25 s per peer and direction, 60 bytes on the
-// wire; 72 relayed): the simulation carries no WireGuard. UDP/IP headers are not in the control
-// figures (about 28 bytes a datagram).
+// node and per relay, the control bytes sent per minute by kind (probes, NAT keepalives to the
+// used relays, relayed sessions, membership, anti-entropy rounds) and extrapolated to a 30-day
+// month, what a LAN node received, plus WireGuard's keepalives as they would add (25 s per peer and
+// direction, 60 bytes on the wire; 72 relayed): the simulation carries no WireGuard. UDP/IP headers
+// are not in the control figures (about 28 bytes a datagram).
 //
 // Exits 1 (after the figures) when a figure would not be what it claims: the cluster did not
 // converge, a pair was still active (probed fast) or had no path when measured, a core's own
@@ -84,9 +84,10 @@ int main(int argc, char** argv) {
     std::printf("window %llu s after %llu s idle; record lifetime %llu s\n",
                 (unsigned long long)window_s, (unsigned long long)settle_s,
                 (unsigned long long)lifetime_s);
-    std::printf("%6s %10s %10s %10s %10s %10s %10s %10s %8s %12s %12s %12s %12s\n", "nodes",
-                "probe_B/min", "sess_B/min", "memb_B/min", "ae_B/min", "rx_pkt/min", "rx_B/min",
-                "relayed", "resigns", "LAN_MB/mo", "+wg_ka_MB/mo", "relay_MB/mo", "relay_memb");
+    std::printf("%6s %10s %10s %10s %10s %10s %10s %10s %10s %8s %12s %12s %12s %12s\n", "nodes",
+                "probe_B/min", "ka_pkt/min", "sess_B/min", "memb_B/min", "ae_B/min", "rx_pkt/min",
+                "rx_B/min", "relayed", "resigns", "LAN_MB/mo", "+wg_ka_MB/mo", "relay_MB/mo",
+                "relay_memb");
     for (auto [l, k] : sizes) {
         auto t0 = std::chrono::steady_clock::now();
         idle_figures f = measure_idle_cluster(l, k, 1800 + uint64_t(l) * 31 + uint64_t(k),
@@ -97,20 +98,21 @@ int main(int argc, char** argv) {
             ok = false;
             continue;
         }
-        const double lan =
-            f.lan_probe_bytes + f.lan_session_bytes + f.lan_member_bytes + f.lan_ae_bytes;
+        const double ka_bytes = f.lan_keepalive_packets * double(meshd::nat_keepalive_size);
+        const double lan = f.lan_probe_bytes + ka_bytes + f.lan_session_bytes + f.lan_member_bytes +
+                           f.lan_ae_bytes;
         // Keepalives: each peer, both directions, every 25 s: 60 bytes direct, 72 relayed.
         const double peers = double(f.nodes - 1);
         const double ka_per_min =
             60.0 / 25.0 * 2 * (60.0 * (peers - f.relayed_pairs) + 72.0 * f.relayed_pairs);
         const double relay = f.relay_probe_bytes + f.relay_forwarded_bytes;
         std::printf(
-            "%6zu %10.0f %10.0f %10.0f %10.0f %10.1f %10.0f %10.1f %8.2f %12.1f %12.1f %12.1f "
-            "%12.1f   (%.0f s, max RSS %ld MB)\n",
-            f.nodes, f.lan_probe_bytes, f.lan_session_bytes, f.lan_member_bytes, f.lan_ae_bytes,
-            f.lan_rx_packets, f.lan_rx_bytes, f.relayed_pairs, f.lan_resigns, mb_month(lan),
-            mb_month(ka_per_min), mb_month(relay), mb_month(f.relay_member_bytes), secs,
-            max_rss_mb());
+            "%6zu %10.0f %10.1f %10.0f %10.0f %10.0f %10.1f %10.0f %10.1f %8.2f %12.1f %12.1f "
+            "%12.1f %12.1f   (%.0f s, max RSS %ld MB)\n",
+            f.nodes, f.lan_probe_bytes, f.lan_keepalive_packets, f.lan_session_bytes,
+            f.lan_member_bytes, f.lan_ae_bytes, f.lan_rx_packets, f.lan_rx_bytes, f.relayed_pairs,
+            f.lan_resigns, mb_month(lan), mb_month(ka_per_min), mb_month(relay),
+            mb_month(f.relay_member_bytes), secs, max_rss_mb());
         std::fflush(stdout);
         if (!f.counts_match || f.active_pairs || f.pairs_without_path || f.lan_resigns < 1.0) {
             std::printf(
@@ -121,8 +123,8 @@ int main(int argc, char** argv) {
         }
     }
     std::printf(
-        "columns: per LAN node per minute sent (probes, relayed sessions, membership, "
-        "anti-entropy rounds), control "
+        "columns: per LAN node per minute sent (probes, NAT keepalives in packets of 4 B, "
+        "relayed sessions, membership, anti-entropy rounds), control "
         "datagrams and bytes received; relayed pairs per LAN node; records a LAN node signed in "
         "the window; a LAN node's control sent per 30 days, "
         "WireGuard keepalives both ways per 30 days; a relay's probe answers + forwarded bytes "

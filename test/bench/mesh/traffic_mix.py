@@ -9,7 +9,8 @@ SECONDS, then prints one JSON object {kind: [in_packets, in_bytes, out_packets, 
 
 Kinds: meshwire control messages by their type byte, which the sealed envelope carries in clear
 ("MW", version, type: meshd/core/psk_sealer.hpp, wire_codec.hpp msg_type) -- "ctl hello",
-"ctl records", "ctl ping", ...; RELAY_DATA frames (type 0x80) by the WireGuard message inside
+"ctl records", "ctl ping", ...; "nat keepalive" (type 0x81, the bare 4-byte header a NATed node
+sends its used relays every 25 s between full probes); RELAY_DATA frames (type 0x80) by the WireGuard message inside
 ("relayed wg keepalive" = a 32-byte transport message, "relayed wg handshake", "relayed wg
 data"); WireGuard sent directly ("wg keepalive", "wg handshake", "wg data": type byte 1-4 and three
 zero bytes); "arp", "icmpv6" (neighbour discovery and the like), "icmp", "other". Python 3 stdlib.
@@ -59,6 +60,8 @@ def classify(frame):
     if p[:2] == b"MW" and len(p) >= 4:
         if p[3] == 0x80:
             return "relayed wg " + (wg_kind(p[12:]) or "other")
+        if p[3] == 0x81 and len(p) == 4:
+            return "nat keepalive"
         return "ctl " + CTL_TYPES.get(p[3], "type 0x%02x" % p[3])
     k = wg_kind(p)
     return "wg " + k if k else "other udp"

@@ -305,6 +305,11 @@ TEST_CASE("relay e2e: nothing is forwarded for anyone else; drops and control ar
     std::vector<uint8_t> control(60, 0);
     control[0] = 'M', control[1] = 'W', control[2] = 1, control[3] = 0x03;
     send_to(intruder.get(), control.data(), control.size(), r.relay_v4);
+    // NAT keepalives (issue 18): counted apart, neither junk nor handed to the control plane, on
+    // the relay's port and on a node's uplink alike.
+    const auto ka = nat_keepalive_datagram();
+    for (int i = 0; i < 3; ++i) send_to(intruder.get(), ka.data(), ka.size(), r.relay_v4);
+    send_to(intruder.get(), ka.data(), ka.size(), r.proxy_b->uplink_endpoint());
     // Frames sent straight to a node's uplink by the intruder are not handed to its WireGuard.
     write_relay_data_header(rig::session, frame.data());
     for (int i = 0; i < 10; ++i) {
@@ -322,12 +327,16 @@ TEST_CASE("relay e2e: nothing is forwarded for anyone else; drops and control ar
     CHECK(fs.table_drops[size_t(relay_drop::wrong_source)] == 2 * spray);
     CHECK(fs.table_drops[size_t(relay_drop::unknown_session)] == 10);
     CHECK(fs.malformed == 1);
+    CHECK(fs.nat_keepalives == 3);
     CHECK(fs.control_packets == 1);
     CHECK(r.control_seen == 1);
     CHECK(fs.forwarded_packets == 1);
-    CHECK(fs.rx_packets == 1 + 2 * spray + 10 + 2);
+    CHECK(fs.rx_packets == 1 + 2 * spray + 10 + 2 + 3);
     auto sb = r.proxy_b->stats();
     CHECK(sb.wrong_source == 10);
+    CHECK(sb.nat_keepalives == 1);
+    CHECK(sb.malformed == 0);
+    CHECK(sb.control_packets == 0);
     CHECK(sb.to_wg_packets == 1);
     // local_a is connected to WireGuard A's port, so the kernel drops the stranger's packets.
     CHECK(r.proxy_a->stats().to_relay_packets == 1);
