@@ -74,7 +74,9 @@ json status_json(const node_snapshot& s) {
                  {"foreignLocal", ps.foreign_local},
                  {"malformed", ps.malformed},
                  {"sendFailed", ps.send_failed},
-                 {"oversize", ps.oversize}};
+                 {"oversize", ps.oversize},
+                 {"initResent", ps.init_resent},
+                 {"responseViaInitiationSession", ps.response_via_initiation_session}};
     }
     const auto& c = s.control;
     json control = {{"accepted", c.accepted},
