@@ -76,7 +76,9 @@ json status_json(const node_snapshot& s) {
                  {"malformed", ps.malformed},
                  {"natKeepalives", ps.nat_keepalives},
                  {"sendFailed", ps.send_failed},
-                 {"oversize", ps.oversize}};
+                 {"oversize", ps.oversize},
+                 {"initResent", ps.init_resent},
+                 {"responseViaInitiationSession", ps.response_via_initiation_session}};
     }
     const auto& c = s.control;
     json control = {{"accepted", c.accepted},

@@ -198,11 +198,15 @@ wireguard_plan dataplane_planner::wireguard(const std::vector<peer_dataplane>& d
         // crossing (1 run in about 11 of e2e_relays_runtime); starting one end first avoids it.
         // At the NAT rate only where a mapping needs it (issue 18): a relayed path through the
         // proxy leaves from meshd's control socket, whose mapping to the relay the relay probes
-        // keep (slower: session keys only, keepalive_relayed_s); a direct path the core found
-        // NAT-free gets the slow one (keepalive_nat_free_s).
-        const uint16_t want = dp.path == path_kind::relay
-                                  ? (proxy_up ? t_.keepalive_relayed_s : t_.keepalive_s)
-                                  : (dp.keepalive ? t_.keepalive_s : t_.keepalive_nat_free_s);
+        // keep, so it gets one only while the pair is active (keepalive_relayed_s; none at
+        // idle: the relay proxy makes a resumed pair's handshake survive a relay that died
+        // meanwhile); a direct path the core found NAT-free gets the slow one
+        // (keepalive_nat_free_s). The device is written only when this changes (the reconciler
+        // compares with what it reads), i.e. on the pair's active/idle turns.
+        const uint16_t want =
+            dp.path == path_kind::relay
+                ? (proxy_up ? (dp.active ? t_.keepalive_relayed_s : uint16_t(0)) : t_.keepalive_s)
+                : (dp.keepalive ? t_.keepalive_s : t_.keepalive_nat_free_s);
         if (!want) {
             p.persistent_keepalive = 0;
         } else if (now >=

@@ -24,10 +24,13 @@
 //   - Persistent keepalive is switched on 3 s after the peer first got a path on the end with the
 //     lower node ID, 5 s on the other: both ends decide at the same moment, and handshakes that
 //     crossed within milliseconds stalled a session for 15-30 s. At 25 s only where a NAT mapping
-//     needs it (issue 18): every 55 s on a relayed path through the proxy (its packets leave
-//     from the control socket, whose mapping to the relay meshd's relay probes keep; the
-//     keepalive only keeps the session keys valid, see keepalive_relayed_s), every 120 s on a
-//     direct path the core found NAT-free (peer_dataplane::keepalive; keepalive_nat_free_s).
+//     needs it (issue 18): on a relayed path through the proxy every 55 s while the pair is
+//     active (peer_dataplane::active; a fresh path is, so its first handshake still happens)
+//     and none while it is idle (its packets leave from the control socket, whose mapping to
+//     the relay meshd's relay probes keep; see keepalive_relayed_s), every 120 s on a direct
+//     path the core found NAT-free (peer_dataplane::keepalive; keepalive_nat_free_s). Both
+//     kernel WireGuard and wireguard-go send a keepalive at once when it goes from 0 to on, and
+//     stop at the next expiry when it goes to 0; the peer is written only on those turns.
 //   - Relayed peers get a relay_proxy socket whose loopback address is their WireGuard endpoint;
 //     a relay change is one retarget (the endpoint never changes); warm standby sessions are
 //     aliases. A peer that leaves the relay path keeps its socket for 60 s (WireGuard on a learned
@@ -64,12 +67,16 @@ struct dataplane_timing {
     // direct path that died silently wakes it (tx without rx) and it moves to the relay the
     // sender moved to (the relay forwards only sessions both ends asked for).
     uint16_t keepalive_nat_free_s = 120;
-    // A relayed path through the proxy: no mapping to keep (its packets leave from the control
-    // socket, whose mapping the relay probes keep), but its session keys must stay valid: keys
-    // expire 180 s after a handshake and a keepalive rekeys one older than 120 s, so one at
-    // least every 60 s keeps them. Without, a pair idle for minutes started with a handshake,
-    // which does not wake the other end (the proxy's on_wake is for data), and that end
-    // answered through the relay that had died: no packet for up to 28.5 s (bench_idle).
+    // A relayed path through the proxy, while the pair is active (peer_dataplane::active): no
+    // mapping to keep (its packets leave from the control socket, whose mapping the relay
+    // probes keep); it keeps the session keys valid while traffic comes and goes (keys expire
+    // 180 s after a handshake, a keepalive rekeys one older than 120 s). Idle: none (issue 18;
+    // it was 55 s at idle too, ~320 B a minute per pair and end, all through the relay). A pair
+    // idle for minutes then starts with a handshake, which the relay proxy makes survive a
+    // relay that died meanwhile: the initiation wakes the pair at both ends, is sent again
+    // through the relay it fails over to, and the response goes back through the session the
+    // initiation came in on (relay_proxy.hpp). Before that, the answer went through the dead
+    // relay: no packet for up to 28.5 s (bench_idle).
     uint16_t keepalive_relayed_s = 55;
     uint64_t keepalive_first_ms = 3000;   // after the path, on the end with the lower node ID
     uint64_t keepalive_second_ms = 5000;  // on the other end

@@ -258,6 +258,10 @@ struct peer_dataplane {
     // none whatever this says (dataplane_planner: their packets leave from the control socket,
     // whose NAT mapping to the relay the relay probes keep).
     bool keepalive = true;
+    // relay path: the pair is active (peer_paths: traffic, or a fresh path, for active_hold_ms).
+    // The planner gives a relayed peer through the relay proxy a persistent keepalive only while
+    // it is (issue 18). False on other paths, so that their active/idle turns change nothing.
+    bool active = false;
 
     friend bool operator==(const peer_dataplane&, const peer_dataplane&) = default;
 };

@@ -318,6 +318,9 @@ void peer_paths::decide(const node_id& id, peer_entry& p, const peer_record& rec
         now < p.relayed.relay_since_ms + 4 * cfg.path_timeout_ms) {
         activate(p, now);
     }
+    // Only a relayed path's data plane follows the active spell (its keepalive): the decision is
+    // taken again at the spell's end (due above), so the data plane changes only on the turns.
+    dp.active = dp.path == path_kind::relay && active(p, now);
     if (dp != p.dp || learned != p.learned) {
         if (dp.path != p.dp.path || dp.endpoint != p.dp.endpoint || dp.relay != p.dp.relay ||
             learned != p.learned) {
@@ -337,6 +340,7 @@ void peer_paths::decide(const node_id& id, peer_entry& p, const peer_record& rec
             // learned one is the peer's to probe; none has nothing to probe).
             if (dp.path == path_kind::relay || (dp.path == path_kind::direct && !learned)) {
                 activate(p, now);
+                dp.active = dp.path == path_kind::relay;
             }
         }
         p.dp = std::move(dp);

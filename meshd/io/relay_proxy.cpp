@@ -7,6 +7,7 @@
 #include <sys/uio.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <chrono>
 
@@ -26,6 +27,18 @@ uint64_t peer_tag(uint32_t slot, uint32_t generation) {
     return uint64_t(generation) << 32 | slot;
 }
 
+uint64_t steady_now_ms() {
+    return uint64_t(std::chrono::duration_cast<std::chrono::milliseconds>(
+                        std::chrono::steady_clock::now().time_since_epoch())
+                        .count());
+}
+
+// WireGuard's message type: a little-endian 32-bit word whose upper three bytes are zero, and
+// each handshake message has a fixed size.
+bool is_wg_message(const uint8_t* d, size_t size, uint8_t type, size_t want_size) {
+    return size == want_size && d[0] == type && d[1] == 0 && d[2] == 0 && d[3] == 0;
+}
+
 }  // namespace
 
 relay_proxy::relay_proxy(relay_proxy_config config)
@@ -40,6 +53,7 @@ relay_proxy::relay_proxy(relay_proxy_config config)
       control_idx_() {
     control_idx_.reserve(config_.batch);
     control_session_.reserve(config_.batch);
+    wake_sessions_.reserve(config_.batch);
     free_.reserve(config_.max_peers);
     for (size_t i = config_.max_peers; i > 0; --i) free_.push_back(uint32_t(i - 1));
     free_aliases_.reserve(aliases_.size());
@@ -135,6 +149,9 @@ result<wg_endpoint> relay_proxy::add_peer(uint64_t session_id, const wg_endpoint
     p.fd = std::move(fd);
     p.probe_index = probe_index;
     p.last_data_ms = 0;
+    p.init_sent_ms = 0;
+    p.init_in_ms = 0;
+    p.init_in_session = 0;
     (void)index_.insert(session_id, slot);  // sized like peers_: cannot fail
     return local;
 }
@@ -144,7 +161,7 @@ status relay_proxy::retarget_peer(uint64_t old_session_id, uint64_t new_session_
     relay_addr r = relay_addr::from_endpoint(relay);
     if (!r.valid()) return error(errc::invalid_argument, "relay proxy: relay needs address:port");
     if (new_session_id == 0) return error(errc::invalid_argument, "relay proxy: session id 0");
-    std::lock_guard lock(mutex_);
+    std::unique_lock lock(mutex_);
     uint32_t slot = index_.find(old_session_id);
     if (slot == fixed_u64_map::none) return error(errc::not_found, "relay proxy: no such session");
     if (new_session_id != old_session_id && index_.find(new_session_id) != fixed_u64_map::none) {
@@ -159,8 +176,30 @@ status relay_proxy::retarget_peer(uint64_t old_session_id, uint64_t new_session_
     }
     index_.erase(old_session_id);
     (void)index_.insert(new_session_id, slot);
-    peers_[slot].session_id = new_session_id;
-    peers_[slot].relay = r;
+    peer_slot& p = peers_[slot];
+    const bool moved = new_session_id != old_session_id || !(p.relay == r);
+    p.session_id = new_session_id;
+    p.relay = r;
+    // WireGuard's initiation went through the old session within REKEY_TIMEOUT and nothing
+    // answered it: most likely lost with the relay we leave. The copy goes through the new one
+    // now rather than WireGuard's own retry 5 s later (see the header).
+    if (!moved || !p.init_sent_ms || steady_now_ms() > p.init_sent_ms + rekey_timeout_ms) {
+        return {};
+    }
+    uint8_t frame[relay_data_header_size + wg_initiation_size];
+    write_relay_data_header(new_session_id, frame);
+    std::copy(p.init.begin(), p.init.end(), frame + relay_data_header_size);
+    lock.unlock();
+    sockaddr_storage ss;
+    socklen_t len = r.to_sockaddr(ss, uplink_family_);
+    if (::sendto(uplink_.get(), frame, sizeof frame, MSG_DONTWAIT, reinterpret_cast<sockaddr*>(&ss),
+                 len) < 0) {
+        counters_.send_failed.fetch_add(1, std::memory_order_relaxed);
+    } else {
+        counters_.init_resent.fetch_add(1, std::memory_order_relaxed);
+        counters_.to_relay_packets.fetch_add(1, std::memory_order_relaxed);
+        counters_.to_relay_bytes.fetch_add(sizeof frame, std::memory_order_relaxed);
+    }
     return {};
 }
 
@@ -292,6 +331,8 @@ relay_proxy_stats relay_proxy::stats() const {
     s.nat_keepalives = counters_.nat_keepalives.load(relaxed);
     s.send_failed = counters_.send_failed.load(relaxed);
     s.oversize = counters_.oversize.load(relaxed);
+    s.init_resent = counters_.init_resent.load(relaxed);
+    s.response_via_initiation_session = counters_.response_via_initiation_session.load(relaxed);
     return s;
 }
 
@@ -329,6 +370,8 @@ void relay_proxy::drain_uplink() noexcept {
         uint64_t inband = 0, keepalives = 0;
         control_idx_.clear();
         control_session_.clear();
+        wake_sessions_.clear();
+        const uint64_t now = steady_now_ms();
         {
             std::lock_guard lock(mutex_);
             for (int i = 0; i < n; ++i) {
@@ -387,6 +430,19 @@ void relay_proxy::drain_uplink() noexcept {
                     continue;
                 }
                 slot_of_[size_t(i)] = slot;
+                // Handshakes of a pair that may have been idle (see the header).
+                peer_slot& p = peers_[slot];
+                const uint8_t* w = payload.data();
+                if (is_wg_message(w, payload.size(), 2, wg_response_size)) {
+                    p.init_sent_ms = 0;  // answered: no copy to send again
+                } else if (is_wg_message(w, payload.size(), 1, wg_initiation_size)) {
+                    if (!p.init_in_ms || now >= p.init_in_ms + config_.wake_quiet_ms) {
+                        wake_sessions_.push_back(p.session_id);
+                    }
+                    p.init_in_ms = now;
+                    p.init_in_session = *session;
+                    p.init_in_relay = expected;
+                }
             }
             // One sendmmsg per peer socket in this batch: frames for the same peer are gathered
             // (batches usually carry few distinct peers, so the quadratic scan is short).
@@ -406,7 +462,10 @@ void relay_proxy::drain_uplink() noexcept {
                 failed += r.failed;
             }
         }
-        // Outside the lock: the callback may call send_in_session or add_peer.
+        // Outside the lock: the callbacks may call send_in_session or add_peer.
+        if (config_.on_wake) {
+            for (uint64_t session : wake_sessions_) config_.on_wake(session);
+        }
         for (size_t k = 0; k < control_idx_.size(); ++k) {
             uint32_t i = control_idx_[k];
             uint64_t session = control_session_[k];
@@ -432,11 +491,13 @@ void relay_proxy::drain_uplink() noexcept {
 void relay_proxy::drain_peer(uint32_t slot) noexcept {
     constexpr auto relaxed = std::memory_order_relaxed;
     peer_slot& p = peers_[slot];
-    bool data = false;  // a WireGuard transport packet larger than a keepalive (on_wake)
+    // A WireGuard transport packet larger than a keepalive, or a handshake initiation (on_wake).
+    bool data = false;
     for (int round = 0; round < max_rounds_per_wakeup; ++round) {
         int n = rx_.recv(p.fd.get());
         if (n <= 0) return;
-        uint64_t foreign = 0, malformed = 0;
+        const uint64_t now = steady_now_ms();
+        uint64_t foreign = 0, malformed = 0, via_init = 0;
         for (int i = 0; i < n; ++i) {
             if (rx_.truncated(size_t(i)) || rx_.size(size_t(i)) == 0 ||
                 rx_.size(size_t(i)) > max_relay_payload) {
@@ -448,12 +509,33 @@ void relay_proxy::drain_peer(uint32_t slot) noexcept {
                 ++foreign;
                 continue;
             }
+            const uint8_t* w = rx_.data(size_t(i));
+            const size_t size = rx_.size(size_t(i));
             // Type 4 (transport data), longer than a keepalive's 32 bytes: data.
-            data |= rx_.size(size_t(i)) > 32 && rx_.data(size_t(i))[0] == 4;
+            data |= size > 32 && w[0] == 4;
+            uint64_t session = p.session_id;
+            const relay_addr* to = &p.relay;
+            if (is_wg_message(w, size, 1, wg_initiation_size)) {
+                // Kept for a failover before it is answered (retarget_peer).
+                std::copy(w, w + size, p.init.begin());
+                p.init_sent_ms = now;
+                data = true;
+            } else if (is_wg_message(w, size, 2, wg_response_size) && p.init_in_ms &&
+                       now <= p.init_in_ms + rekey_timeout_ms &&
+                       p.init_in_session != p.session_id) {
+                // The answer to an initiation that came in on a standby session goes back
+                // through it, if it is still this peer's.
+                uint32_t a = alias_index_.find(p.init_in_session);
+                if (a != fixed_u64_map::none && aliases_[a].peer == slot) {
+                    session = p.init_in_session;
+                    to = &aliases_[a].relay;
+                    ++via_init;
+                }
+            }
             // The headroom in front of the packet takes the header: no copy.
             uint8_t* frame = rx_.data(size_t(i)) - relay_data_header_size;
-            write_relay_data_header(p.session_id, frame);
-            tx_.add(frame, rx_.size(size_t(i)) + relay_data_header_size, p.relay, uplink_family_);
+            write_relay_data_header(session, frame);
+            tx_.add(frame, size + relay_data_header_size, *to, uplink_family_);
         }
         auto r = tx_.flush(uplink_.get());
         counters_.to_relay_packets.fetch_add(r.packets, relaxed);
@@ -462,10 +544,8 @@ void relay_proxy::drain_peer(uint32_t slot) noexcept {
         counters_.oversize.fetch_add(r.oversize, relaxed);
         counters_.foreign_local.fetch_add(foreign, relaxed);
         counters_.malformed.fetch_add(malformed, relaxed);
+        counters_.response_via_initiation_session.fetch_add(via_init, relaxed);
         if (data && config_.on_wake) {
-            uint64_t now = uint64_t(std::chrono::duration_cast<std::chrono::milliseconds>(
-                                        std::chrono::steady_clock::now().time_since_epoch())
-                                        .count());
             if (!p.last_data_ms || now >= p.last_data_ms + config_.wake_quiet_ms) {
                 config_.on_wake(p.session_id);
             }

@@ -31,6 +31,19 @@
 // Failover is one call: retarget_peer() moves a peer to a new relay and session id and keeps its
 // local socket, so WireGuard's endpoint for B never changes (make before break).
 //
+// Handshakes of a pair that was idle (issue 18: an idle relayed pair has no keepalive, so its
+// session keys expire and its next packet starts with a handshake, possibly through a relay that
+// died meanwhile). A handshake initiation (type 1, 148 bytes) wakes the pair like data, whichever
+// way it goes (on_wake), so the core probes the relay at once and fails over. WireGuard -> relay:
+// the last initiation to each peer is kept (bytes, time); when the peer is retarget_peer()ed
+// within REKEY_TIMEOUT (5 s) of it and no handshake response (type 2) came back since, the copy
+// goes again through the new session at once, instead of WireGuard's retry 5 s later (its
+// timestamp is still the newest the peer saw if the original was lost; if not, the peer drops it
+// as a replay). Relay -> WireGuard: the response WireGuard sends within REKEY_TIMEOUT of an
+// initiation that came in on another session than the primary (a warm standby) goes back
+// through that session: its relay just proved it carries the pair, the primary's may be dead.
+// Data keeps using the primary.
+//
 // Packets WireGuard did not send (anything on loopback can reach a peer socket) and frames not
 // from the session's relay are dropped and counted.
 //
@@ -41,6 +54,7 @@
 
 #include <sys/types.h>
 
+#include <array>
 #include <atomic>
 #include <functional>
 #include <memory>
@@ -71,10 +85,12 @@ struct relay_proxy_config {
     std::function<void(std::span<const uint8_t> datagram, const wg_endpoint& from,
                        uint64_t session_id)>
         on_control;
-    // WireGuard sent data (a transport packet larger than a keepalive) to a peer after
-    // wake_quiet_ms without any: the pair turns active at once (node_core::on_traffic), not at
-    // the next 2 s device read. Called on the loop thread with the peer's session id (return
-    // quickly). Keepalives and handshakes do not count: idle pairs send those every 25 s.
+    // WireGuard sent data (a transport packet larger than a keepalive) or a handshake initiation
+    // to a peer after wake_quiet_ms without any, or an initiation for it came in from a relay:
+    // the pair turns active at once (node_core::on_traffic), not at the next 2 s device read.
+    // Called on the loop thread with the peer's (primary) session id (return quickly).
+    // Keepalives do not count (an active pair sends them; no relayed pair does at idle);
+    // initiations do: an idle relayed pair sends none (no keepalive), so one means traffic.
     std::function<void(uint64_t session_id)> on_wake;
     uint64_t wake_quiet_ms = 1000;
 };
@@ -91,6 +107,11 @@ struct relay_proxy_stats {
     uint64_t nat_keepalives = 0;          // NAT_KEEPALIVEs (wire_codec.hpp): dropped, counted
     uint64_t send_failed = 0;
     uint64_t oversize = 0;  // of send_failed: frames to a relay above the route's MTU (EMSGSIZE)
+    // A kept handshake initiation sent again through the session a peer was retargeted to.
+    uint64_t init_resent = 0;
+    // A handshake response sent through the (standby) session its initiation came in on, not
+    // the primary.
+    uint64_t response_via_initiation_session = 0;
 };
 
 class relay_proxy {
@@ -133,6 +154,7 @@ public:
     pid_t thread_id() const noexcept { return tid_.load(); }
 
 private:
+    static constexpr size_t wg_initiation_size = 148, wg_response_size = 92;
     struct peer_slot {
         bool used = false;
         uint32_t generation = 0;  // bumped on removal: stale epoll events are recognised
@@ -142,7 +164,15 @@ private:
         int family = 0;
         uint32_t probe_index = 0;
         uint64_t last_data_ms = 0;  // WireGuard's last data packet to the peer (on_wake)
+        // WireGuard's last handshake initiation to the peer, while no response came back.
+        uint64_t init_sent_ms = 0;  // 0: none kept
+        std::array<uint8_t, wg_initiation_size> init{};
+        // The last initiation from the peer: when, and the session and relay it came in on.
+        uint64_t init_in_ms = 0;
+        uint64_t init_in_session = 0;
+        relay_addr init_in_relay;
     };
+    static constexpr uint64_t rekey_timeout_ms = 5000;  // WireGuard's REKEY_TIMEOUT
 
     explicit relay_proxy(relay_proxy_config config);
     void run() noexcept;
@@ -176,12 +206,13 @@ private:
     std::vector<uint32_t> slot_of_;  // per received frame: its peer slot (uplink path)
     std::vector<uint32_t> control_idx_;
     std::vector<uint64_t> control_session_;  // per control_idx_ entry: 0 or the in-band session
+    std::vector<uint64_t> wake_sessions_;    // on_wake calls after a batch from the uplink
 
     struct counters {
         std::atomic<uint64_t> to_relay_packets{0}, to_relay_bytes{0}, to_wg_packets{0},
             to_wg_bytes{0}, control_packets{0}, inband_control_packets{0}, unknown_session{0},
             wrong_source{0}, foreign_local{0}, malformed{0}, nat_keepalives{0}, send_failed{0},
-            oversize{0};
+            oversize{0}, init_resent{0}, response_via_initiation_session{0};
     } counters_;
 
     std::atomic<pid_t> tid_{0};

@@ -125,6 +125,22 @@ TEST_CASE("sim: a pair with traffic still fails over within 1 s; an idle pair is
     CHECK(net["lan2a"].core->active_pairs() == 1);
     CHECK(net["lan1b"].core->active_pairs() == 0);
     check_wireguard_flows(net, "lan1a", "lan2a");
+    // The data plane says which relayed pairs are active: only those get WireGuard's keepalive
+    // (dataplane_planner); the idle one none.
+    auto dp = [&](const std::string& a, const std::string& b) {
+        for (const auto& d : net[a].core->dataplane()) {
+            if (d.name == b) return d;
+        }
+        FAIL("no data plane for " << a << " -> " << b);
+        return meshd::peer_dataplane{};
+    };
+    CHECK(dp("lan1a", "lan2a").path == path_kind::relay);
+    CHECK(dp("lan1a", "lan2a").active);
+    CHECK(dp("lan2a", "lan1a").active);
+    CHECK(dp("lan1b", "lan2b").path == path_kind::relay);
+    CHECK_FALSE(dp("lan1b", "lan2b").active);
+    CHECK_FALSE(dp("lan2b", "lan1b").active);
+    CHECK_FALSE(dp("lan1a", "lan1b").active);  // direct: never set
 
     const std::string used = net.peer("lan1a", "lan2a")->relay_name;
     const std::string other = other_relay(used);

@@ -178,15 +178,56 @@ TEST_CASE("planner: keepalive only where a NAT mapping needs it (issue 18)") {
     lan.keepalive = true;
     r.step({lan}, true, t0 + 12'000);
     CHECK(r.plan.peers[0].persistent_keepalive == 25);
-    // Relayed through the proxy: 55 s (the relay probes keep the control socket's mapping;
-    // this keeps the session keys valid), whatever the core's flag says.
+    // Relayed through the proxy, an active pair: 55 s (the relay probes keep the control
+    // socket's mapping; this keeps the session keys valid), whatever the core's NAT flag says.
     auto relayed = peer(higher_n, path_kind::relay);
     relayed.keepalive = true;
+    relayed.active = true;
     CHECK_FALSE(r.step({relayed}, true, t0 + 14'000).keepalive_pending);
     REQUIRE(r.plan.peers.size() == 1);
     CHECK(r.plan.peers[0].persistent_keepalive == 55);
     // Relayed while we serve as a relay (no proxy, endpoint learned by roaming): on.
     r.step({relayed}, false, t0 + 16'000);
+    REQUIRE(r.plan.peers.size() == 1);
+    CHECK(r.plan.peers[0].persistent_keepalive == 25);
+}
+
+TEST_CASE("planner: a relayed pair through the proxy has keepalive only while active") {
+    auto a = identity(1).id(), b = identity(2).id();
+    auto lower = std::min(a, b);
+    uint8_t higher_n = lower == a ? 2 : 1;
+    dataplane_planner pl(lower);
+    runner r{pl};
+    // A fresh relayed path is active (the core holds it so): staged, then on, so that its first
+    // handshake happens.
+    auto rel = peer(higher_n, path_kind::relay);
+    rel.active = true;
+    CHECK(r.step({rel}, true, t0).keepalive_pending);
+    REQUIRE(r.plan.peers.size() == 1);
+    CHECK(r.plan.peers[0].persistent_keepalive == 0);
+    CHECK_FALSE(r.step({rel}, true, t0 + 3000).keepalive_pending);
+    CHECK(r.plan.peers[0].persistent_keepalive == 55);
+    const auto local = r.plan.peers[0].endpoint;
+    // Idle: none, and nothing pending (no plan every poll for it); same endpoint, no proxy op.
+    rel.active = false;
+    CHECK_FALSE(r.step({rel}, true, t0 + 13'000).keepalive_pending);
+    CHECK(r.ops.empty());
+    REQUIRE(r.plan.peers.size() == 1);
+    CHECK(r.plan.peers[0].persistent_keepalive == 0);
+    CHECK(r.plan.peers[0].endpoint == local);
+    // Still idle: the same plan (the reconciler writes nothing).
+    auto idle = r.plan.peers[0];
+    r.step({rel}, true, t0 + 60'000);
+    CHECK(r.plan.peers[0].same_config(idle));
+    CHECK(r.plan.peers[0].persistent_keepalive == 0);
+    // Traffic again: on at once (the staging was for the first path only).
+    rel.active = true;
+    CHECK_FALSE(r.step({rel}, true, t0 + 300'000).keepalive_pending);
+    CHECK(r.plan.peers[0].persistent_keepalive == 55);
+    // Idle while we serve as a relay (no proxy: the endpoint is learned, its NAT mapping is
+    // WireGuard's own): the NAT rate, active or not.
+    rel.active = false;
+    r.step({rel}, false, t0 + 310'000);
     REQUIRE(r.plan.peers.size() == 1);
     CHECK(r.plan.peers[0].persistent_keepalive == 25);
 }
@@ -319,6 +360,7 @@ TEST_CASE("planner: taking the relay role keeps relayed peers' keys without an e
     dataplane_planner pl(identity(1).id());
     runner r{pl};
     auto rel = peer(2, path_kind::relay), direct = peer(3, path_kind::direct);
+    rel.active = true;
     r.step({rel, direct}, true, t0);
     r.step({rel, direct}, true, t0 + 10'000);
     REQUIRE(r.plan.peers.size() == 2);

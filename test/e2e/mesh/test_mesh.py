@@ -355,7 +355,8 @@ def main_mesh(m):
                 expect(isinstance(px, dict), (n, px))
                 for k in ("toRelayPackets", "toRelayBytes", "toWireguardPackets",
                           "toWireguardBytes", "inbandControlPackets", "unknownSession",
-                          "wrongSource", "foreignLocal", "malformed", "sendFailed"):
+                          "wrongSource", "foreignLocal", "malformed", "sendFailed",
+                          "initResent", "responseViaInitiationSession"):
                     expect(isinstance(px.get(k), int), (n, k, px))
                 # relayed pods have pinged by now: WireGuard traffic went both ways via relays
                 expect(px["toRelayPackets"] > 0 and px["toWireguardPackets"] > 0, (n, px))

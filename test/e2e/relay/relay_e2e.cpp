@@ -117,8 +117,32 @@ std::vector<uint8_t> control_like(uint8_t fill, size_t size = 80) {
     return c;
 }
 
+// What a proxy's on_wake saw.
+struct wake_log {
+    std::mutex mutex;
+    std::vector<uint64_t> sessions;
+    void add(uint64_t s) {
+        std::lock_guard lock(mutex);
+        sessions.push_back(s);
+    }
+    size_t count() {
+        std::lock_guard lock(mutex);
+        return sessions.size();
+    }
+};
+
+// WireGuard handshake messages by type and size (the proxies look at nothing else): an
+// initiation (type 1, 148 bytes), a response (type 2, 92 bytes); recognisable bytes after the
+// type word.
+std::vector<uint8_t> wg_message(uint8_t type, size_t size, uint8_t fill) {
+    std::vector<uint8_t> m(size, fill);
+    m[0] = type, m[1] = m[2] = m[3] = 0;
+    return m;
+}
+
 struct rig {
     std::atomic<int> control_seen{0};
+    wake_log wakes_a, wakes_b;         // the proxies' on_wake
     control_log control_a, control_b;  // the proxies' on_control
     std::unique_ptr<relay_forwarder> relay;
     std::unique_ptr<relay_proxy> proxy_a, proxy_b;
@@ -148,6 +172,8 @@ struct rig {
         pb.on_control = [this](std::span<const uint8_t> d, const wg_endpoint& from, uint64_t s) {
             control_b.add(d, from, s);
         };
+        pa.on_wake = [this](uint64_t s) { wakes_a.add(s); };
+        pb.on_wake = [this](uint64_t s) { wakes_b.add(s); };
         proxy_a = relay_proxy::start(std::move(pa)).value();
         proxy_b = relay_proxy::start(std::move(pb)).value();
 
@@ -546,6 +572,118 @@ TEST_CASE("relay e2e: warm standby sessions: each side sends on its own relay, b
     // remove_peer drops the standby too.
     CHECK(r.proxy_b->remove_peer(rig::session));
     CHECK_FALSE(r.proxy_b->remove_alias(session2));
+    relay2->stop();
+}
+
+TEST_CASE("relay e2e: handshakes wake the pair at both ends; keepalives and responses do not") {
+    rig r(false, false);
+    std::vector<uint8_t> buf(4096);
+    // A WireGuard keepalive (type 4, 32 bytes) wakes nobody: active pairs send them.
+    auto keepalive = wg_message(4, 32, 0x11);
+    send_to(r.wg_a.get(), keepalive.data(), keepalive.size(), r.local_a);
+    REQUIRE(recv_from(r.wg_b.get(), buf, 2000).size == 32);
+    // An initiation from A's WireGuard wakes A's pair, and B's when it arrives.
+    auto init = wg_message(1, 148, 0x22);
+    send_to(r.wg_a.get(), init.data(), init.size(), r.local_a);
+    auto got = recv_from(r.wg_b.get(), buf, 2000);
+    REQUIRE(got.size == 148);
+    CHECK(std::memcmp(buf.data(), init.data(), init.size()) == 0);
+    settle([&] { return r.wakes_a.count() == 1 && r.wakes_b.count() == 1; });
+    CHECK(r.wakes_a.sessions == std::vector<uint64_t>{rig::session});
+    CHECK(r.wakes_b.sessions == std::vector<uint64_t>{rig::session});
+    // The response comes back on the primary (the initiation came in on it): nothing rerouted,
+    // and a response wakes nobody.
+    auto response = wg_message(2, 92, 0x33);
+    send_to(r.wg_b.get(), response.data(), response.size(), r.local_b);
+    REQUIRE(recv_from(r.wg_a.get(), buf, 2000).size == 92);
+    check_silence(r.wg_a.get());
+    CHECK(r.wakes_a.count() == 1);
+    CHECK(r.wakes_b.count() == 1);
+    CHECK(r.proxy_b->stats().response_via_initiation_session == 0);
+    // Answered: a failover now sends no copy of A's initiation.
+    relay_forwarder_config rc;
+    rc.listen = {ep("127.0.0.1:0")};
+    auto relay2 = relay_forwarder::start(std::move(rc)).value();
+    REQUIRE(r.proxy_a->retarget_peer(rig::session, 80, relay2->local_endpoints()[0]));
+    CHECK(r.proxy_a->stats().init_resent == 0);
+    relay2->stop();
+}
+
+TEST_CASE("relay e2e: an idle pair's handshake survives a relay that died while it was idle") {
+    // A and B relayed through relay 1, with session2 through relay2 as warm standby at both
+    // ends (what the core keeps for an idle pair). Relay 1 dies; A's WireGuard, whose session
+    // keys expired while idle, starts with an initiation, which relay 1 loses.
+    rig r(false, false);
+    relay_forwarder_config rc;
+    rc.listen = {ep("127.0.0.1:0")};
+    auto relay2 = relay_forwarder::start(std::move(rc)).value();
+    auto relay2_ep = relay2->local_endpoints()[0];
+    constexpr uint64_t session2 = 79;
+    for (const auto& side : {std::tuple{nid(1), nid(2), r.proxy_a->uplink_endpoint()},
+                             std::tuple{nid(2), nid(1), r.proxy_b->uplink_endpoint()}}) {
+        REQUIRE(relay2->with_table([&](relay_session_table& t, uint64_t now) {
+            return t.bind(session2, std::get<0>(side), std::get<1>(side),
+                          relay_addr::from_endpoint(std::get<2>(side)), now);
+        }));
+    }
+    REQUIRE(r.proxy_a->add_alias(rig::session, session2, relay2_ep));
+    REQUIRE(r.proxy_b->add_alias(rig::session, session2, relay2_ep));
+    r.relay->stop();
+    std::vector<uint8_t> buf(4096);
+    auto init = wg_message(1, 148, 0x44);
+    send_to(r.wg_a.get(), init.data(), init.size(), r.local_a);
+    settle([&] { return r.wakes_a.count() == 1; });
+    CHECK(r.wakes_a.sessions == std::vector<uint64_t>{rig::session});  // the core probes now
+    check_silence(r.wg_b.get());
+    // The core fails A over to its standby: the kept initiation goes through it at once.
+    REQUIRE(r.proxy_a->retarget_peer(rig::session, session2, relay2_ep));
+    CHECK(r.proxy_a->stats().init_resent == 1);
+    auto got = recv_from(r.wg_b.get(), buf, 2000);
+    REQUIRE(got.size == 148);
+    CHECK(std::memcmp(buf.data(), init.data(), init.size()) == 0);
+    CHECK(got.from == r.local_b);
+    // It arrived on B's standby and woke B's pair (its primary session is what the core knows).
+    settle([&] { return r.wakes_b.count() == 1; });
+    CHECK(r.wakes_b.sessions == std::vector<uint64_t>{rig::session});
+    // B's WireGuard answers: through the session the initiation came in on, not B's primary
+    // (relay 1, dead).
+    auto response = wg_message(2, 92, 0x55);
+    send_to(r.wg_b.get(), response.data(), response.size(), r.local_b);
+    got = recv_from(r.wg_a.get(), buf, 2000);
+    REQUIRE(got.size == 92);
+    CHECK(std::memcmp(buf.data(), response.data(), response.size()) == 0);
+    CHECK(got.from == r.local_a);
+    settle([&] { return r.proxy_b->stats().response_via_initiation_session == 1; });
+    CHECK(r.proxy_b->stats().response_via_initiation_session == 1);
+    // Data from B keeps using its primary (the core moves it when its probes say so).
+    auto data = packet(4, 200);
+    send_to(r.wg_b.get(), data.data(), data.size(), r.local_b);
+    check_silence(r.wg_a.get());
+    // A got its response: a further failover sends no copy.
+    REQUIRE(r.proxy_a->retarget_peer(session2, 81, relay2_ep));
+    CHECK(r.proxy_a->stats().init_resent == 1);
+    settle([&] { return relay2->stats().forwarded_packets == 2; });
+    CHECK(relay2->stats().forwarded_packets == 2);  // the copy and the response
+    relay2->stop();
+}
+
+TEST_CASE("relay e2e: a kept initiation goes again only on a move within REKEY_TIMEOUT") {
+    rig r(false, false);
+    std::vector<uint8_t> buf(4096);
+    r.relay->stop();
+    auto init = wg_message(1, 148, 0x66);
+    send_to(r.wg_a.get(), init.data(), init.size(), r.local_a);
+    settle([&] { return r.wakes_a.count() == 1; });
+    // The same session and relay again (a refresh, no move): no copy.
+    REQUIRE(r.proxy_a->retarget_peer(rig::session, rig::session, r.relay_v4));
+    CHECK(r.proxy_a->stats().init_resent == 0);
+    // More than REKEY_TIMEOUT later WireGuard has sent its own retry: no copy of the old one.
+    std::this_thread::sleep_for(std::chrono::milliseconds(5100));
+    relay_forwarder_config rc;
+    rc.listen = {ep("127.0.0.1:0")};
+    auto relay2 = relay_forwarder::start(std::move(rc)).value();
+    REQUIRE(r.proxy_a->retarget_peer(rig::session, 82, relay2->local_endpoints()[0]));
+    CHECK(r.proxy_a->stats().init_resent == 0);
     relay2->stop();
 }
 
