@@ -168,7 +168,8 @@ struct node_core_config {
     // The RTT a node publishes for each of its relays (relay_directory::attachments) is the
     // minimum over this window, and moves only by more than half the switching margin: every
     // move is a record pushed to the whole cluster (issue 18: at idle, noisy samples re-signed
-    // LAN nodes' records every few minutes). A real rise shows within this window.
+    // LAN nodes' records every few minutes). At idle a real rise shows within this window;
+    // while the relay is probed fast (a pair with traffic), the ranking's rtt_window_ms applies.
     uint64_t publish_rtt_window_ms = 600000;
     // Election hysteresis: a better relay replaces the one in use only if it is better by both.
     double switch_abs_ms = 5;

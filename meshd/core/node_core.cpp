@@ -100,6 +100,9 @@ void node_core::set_revoked(std::vector<node_id> revoked, uint64_t now) {
     std::sort(revoked.begin(), revoked.end());
     revoked.erase(std::unique(revoked.begin(), revoked.end()), revoked.end());
     if (revoked == ctx_.cfg.revoked) return;
+    const bool unrevoked = std::any_of(
+        ctx_.cfg.revoked.begin(), ctx_.cfg.revoked.end(),
+        [&](const node_id& id) { return !std::binary_search(revoked.begin(), revoked.end(), id); });
     ctx_.cfg.revoked = std::move(revoked);
     // Their records go now (their peers with them, as when a record expires); from here on
     // nothing of theirs is accepted: not their messages, not their records from a relay.
@@ -107,6 +110,11 @@ void node_core::set_revoked(std::vector<node_id> revoked, uint64_t now) {
         ctx_.log(1, "revoked nodes removed", {{"count", std::to_string(n)}});
         directory_.note_records_expired();
     }
+    // A node taken off the list: its record, dropped here, is still at the relays, and it does
+    // not HELLO again unless it noticed (a probe of its went unanswered; at idle relays are
+    // probed every 2 minutes). HELLO now: our digest differs from the relay's, which answers
+    // with the records we lack, not at our next regular HELLO (5 minutes).
+    if (unrevoked) directory_.hello_now(now);
     ctx_.due(now);
 }
 
@@ -117,12 +125,19 @@ void node_core::set_listed(std::optional<std::vector<node_id>> listed, uint64_t 
     }
     const bool require = listed.has_value();
     if (require == ctx_.cfg.require_listed && (!listed || *listed == ctx_.cfg.listed)) return;
+    // Listed now where it was not (or the requirement lifted): as an un-revoked node, asked for.
+    const bool admitted =
+        (ctx_.cfg.require_listed && !require) ||
+        (require && std::any_of(listed->begin(), listed->end(), [&](const node_id& id) {
+             return !std::binary_search(ctx_.cfg.listed.begin(), ctx_.cfg.listed.end(), id);
+         }));
     ctx_.cfg.require_listed = require;
     ctx_.cfg.listed = listed ? std::move(*listed) : std::vector<node_id>{};
     if (size_t n = members_.drop_revoked(); n > 0) {
         ctx_.log(1, "nodes without a Kubernetes Node removed", {{"count", std::to_string(n)}});
         directory_.note_records_expired();
     }
+    if (admitted) directory_.hello_now(now);
     ctx_.due(now);
 }
 

@@ -762,7 +762,11 @@ std::vector<std::pair<node_id, uint16_t>> relay_directory::attachments(uint64_t 
         // within the window (meanwhile the relay looks better than it is to the election by
         // the rise; its liveness is judged apart). Not quantised to coarse (1-2-5) buckets:
         // their error (up to 2.5x) is far above the switching margin.
-        const double m = r.publish_min.empty() ? rtt(r) : r.publish_min.get();
+        // While the relay is fast (some pair of ours carries traffic through it or keeps it as
+        // its standby), the ranking's own 3 s minimum: pairs with traffic must see a relay
+        // that got slower within seconds (e2e_failover's election cases), and such a spell is
+        // not idle. Back at idle, the long minimum again (a drop shows at once).
+        const double m = r.fast || r.publish_min.empty() ? rtt(r) : r.publish_min.get();
         const double pub = r.published_rtt;
         const double band = std::max(ctx_.cfg.switch_abs_ms, ctx_.cfg.switch_rel * pub) / 2.0;
         if (r.published_rtt == peer_record::unknown_rtt || std::abs(m - pub) > band) {

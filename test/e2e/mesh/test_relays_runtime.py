@@ -68,12 +68,14 @@ REVOKE_BOUND = 6.0
 # node does not learn it was revoked (the relays drop its datagrams, and in sync they answer no
 # HELLO anyway), but its relay probes went unanswered meanwhile: the first answered again makes
 # it HELLO at once (issue 18; its regular HELLO is every 300 s). Relays its pairs use are probed
-# every 25 s (retries doubling from 1 s up to that): 25 s + the config poll + slack. A
+# every 120 s at idle (NAT keepalives between, which get no answer), so a revocation this short
+# usually goes unnoticed by the node and it is back at its next regular HELLO: 300 s + the
+# config poll + slack (70 s when the idle probe was 25 s). A
 # revocation too short for a probe to go unanswered waits for the regular HELLO (300 s) or
 # another way back (anti-entropy with its LAN neighbour, a re-sign). Measured twice with the
 # issue 18 change: passed, once back after 51.75 s (which way was not established): close to
 # this bound, watch it.
-UNREVOKE_BOUND = 70.0
+UNREVOKE_BOUND = 330.0
 
 
 def pair_diag(m, a, b):
