@@ -529,21 +529,32 @@ TEST_CASE("relay e2e: failover keeps the WireGuard endpoint; removal stops traff
     r.proxy_b->stop();
 }
 
-TEST_CASE("relay e2e: warm standby sessions: each side sends on its own relay, both deliver") {
-    rig r(false, false);
+namespace {
+
+// A second relay with `session` bound for A <-> B (their proxies' uplinks): the warm standby
+// both ends keep for a pair.
+std::unique_ptr<relay_forwarder> standby_relay(rig& r, uint64_t session) {
     relay_forwarder_config rc;
     rc.listen = {ep("127.0.0.1:0")};
     auto relay2 = relay_forwarder::start(std::move(rc)).value();
-    auto relay2_ep = relay2->local_endpoints()[0];
-    constexpr uint64_t session2 = 78;
     for (const auto& side : {std::tuple{nid(1), nid(2), r.proxy_a->uplink_endpoint()},
                              std::tuple{nid(2), nid(1), r.proxy_b->uplink_endpoint()}}) {
         // (No structured bindings: clang 14 cannot capture them in the lambda.)
         REQUIRE(relay2->with_table([&](relay_session_table& t, uint64_t now) {
-            return t.bind(session2, std::get<0>(side), std::get<1>(side),
+            return t.bind(session, std::get<0>(side), std::get<1>(side),
                           relay_addr::from_endpoint(std::get<2>(side)), now);
         }));
     }
+    return relay2;
+}
+
+}  // namespace
+
+TEST_CASE("relay e2e: warm standby sessions: each side sends on its own relay, both deliver") {
+    rig r(false, false);
+    constexpr uint64_t session2 = 78;
+    auto relay2 = standby_relay(r, session2);
+    auto relay2_ep = relay2->local_endpoints()[0];
     // Both proxies know session2 as a standby of their peer; only A moves its sending to it.
     REQUIRE(r.proxy_a->add_alias(rig::session, session2, relay2_ep));
     REQUIRE(r.proxy_b->add_alias(rig::session, session2, relay2_ep));
@@ -614,18 +625,9 @@ TEST_CASE("relay e2e: an idle pair's handshake survives a relay that died while 
     // ends (what the core keeps for an idle pair). Relay 1 dies; A's WireGuard, whose session
     // keys expired while idle, starts with an initiation, which relay 1 loses.
     rig r(false, false);
-    relay_forwarder_config rc;
-    rc.listen = {ep("127.0.0.1:0")};
-    auto relay2 = relay_forwarder::start(std::move(rc)).value();
-    auto relay2_ep = relay2->local_endpoints()[0];
     constexpr uint64_t session2 = 79;
-    for (const auto& side : {std::tuple{nid(1), nid(2), r.proxy_a->uplink_endpoint()},
-                             std::tuple{nid(2), nid(1), r.proxy_b->uplink_endpoint()}}) {
-        REQUIRE(relay2->with_table([&](relay_session_table& t, uint64_t now) {
-            return t.bind(session2, std::get<0>(side), std::get<1>(side),
-                          relay_addr::from_endpoint(std::get<2>(side)), now);
-        }));
-    }
+    auto relay2 = standby_relay(r, session2);
+    auto relay2_ep = relay2->local_endpoints()[0];
     REQUIRE(r.proxy_a->add_alias(rig::session, session2, relay2_ep));
     REQUIRE(r.proxy_b->add_alias(rig::session, session2, relay2_ep));
     r.relay->stop();
