@@ -15,6 +15,7 @@
 #include <cstring>
 
 #include "common/log.hpp"
+#include "meshd/daemon_clock.hpp"
 
 namespace mw::meshd {
 
@@ -24,12 +25,6 @@ namespace asio = boost::asio;
 
 constexpr auto k_rescan_debounce = std::chrono::milliseconds(200);
 constexpr auto k_rescan_period = std::chrono::seconds(30);
-
-uint64_t steady_ms() {
-    return static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::milliseconds>(
-                                     std::chrono::steady_clock::now().time_since_epoch())
-                                     .count());
-}
 
 std::string join(const std::vector<ip_address>& a) {
     std::string s;

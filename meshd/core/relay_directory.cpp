@@ -754,18 +754,16 @@ std::vector<std::pair<node_id, uint16_t>> relay_directory::attachments(uint64_t 
         // Publish our RTT to the relay, but re-sign only when it moved by more than noise (every
         // change is a record pushed to the whole cluster). The threshold, max(2.5 ms, 10 %), is
         // half the election's switching margin (max(switch_abs_ms, switch_rel)), so values
-        // stale within it cannot fake a "clearly better" relay. The value is the minimum over
-        // publish_rtt_window_ms (10 min), not the ranking's 3 s / 3 idle rounds: samples only
-        // spike upwards (a busy machine, a user-space delay bridge), and at idle the minimum of
-        // three rounds moved past 1 ms every few minutes on the testbed, a record to every node
-        // each time (issue 18; sim "noisy relay RTTs"). A drop shows at once; a real rise
-        // within the window (meanwhile the relay looks better than it is to the election by
-        // the rise; its liveness is judged apart). Not quantised to coarse (1-2-5) buckets:
-        // their error (up to 2.5x) is far above the switching margin.
-        // While the relay is fast (some pair of ours carries traffic through it or keeps it as
-        // its standby), the ranking's own 3 s minimum: pairs with traffic must see a relay
-        // that got slower within seconds (e2e_failover's election cases), and such a spell is
-        // not idle. Back at idle, the long minimum again (a drop shows at once).
+        // stale within it cannot fake a "clearly better" relay. At idle the value is the minimum
+        // over publish_rtt_window_ms (10 min), not the ranking's 3 idle rounds: samples only
+        // spike upwards (a busy machine, a user-space delay bridge), and the minimum of three
+        // rounds moved past 1 ms every few minutes on the testbed, a record to every node each
+        // time (issue 18; sim "noisy relay RTTs"). A drop shows at once, a real rise within the
+        // window (meanwhile the election sees the relay better than it is by the rise; its
+        // liveness is judged apart). While the relay is fast (a pair of ours with traffic), the
+        // ranking's own 3 s minimum: such pairs must see a relay that got slower within seconds
+        // (e2e_failover's election cases). Not quantised to coarse (1-2-5) buckets: their error
+        // (up to 2.5x) is far above the switching margin.
         const double m = r.fast || r.publish_min.empty() ? rtt(r) : r.publish_min.get();
         const double pub = r.published_rtt;
         const double band = std::max(ctx_.cfg.switch_abs_ms, ctx_.cfg.switch_rel * pub) / 2.0;

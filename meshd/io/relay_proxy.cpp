@@ -9,10 +9,10 @@
 
 #include <algorithm>
 #include <cerrno>
-#include <chrono>
 
 #include "meshd/core/probe_frame.hpp"
 #include "meshd/core/wire_codec.hpp"
+#include "meshd/daemon_clock.hpp"
 #include "meshd/io/udp_socket.hpp"
 
 namespace mw::meshd {
@@ -25,12 +25,6 @@ constexpr int max_rounds_per_wakeup = 16;
 
 uint64_t peer_tag(uint32_t slot, uint32_t generation) {
     return uint64_t(generation) << 32 | slot;
-}
-
-uint64_t steady_now_ms() {
-    return uint64_t(std::chrono::duration_cast<std::chrono::milliseconds>(
-                        std::chrono::steady_clock::now().time_since_epoch())
-                        .count());
 }
 
 // WireGuard's message type: a little-endian 32-bit word whose upper three bytes are zero, and
@@ -183,7 +177,7 @@ status relay_proxy::retarget_peer(uint64_t old_session_id, uint64_t new_session_
     // WireGuard's initiation went through the old session within REKEY_TIMEOUT and nothing
     // answered it: most likely lost with the relay we leave. The copy goes through the new one
     // now rather than WireGuard's own retry 5 s later (see the header).
-    if (!moved || !p.init_sent_ms || steady_now_ms() > p.init_sent_ms + rekey_timeout_ms) {
+    if (!moved || !p.init_sent_ms || steady_ms() > p.init_sent_ms + rekey_timeout_ms) {
         return {};
     }
     uint8_t frame[relay_data_header_size + wg_initiation_size];
@@ -371,7 +365,7 @@ void relay_proxy::drain_uplink() noexcept {
         control_idx_.clear();
         control_session_.clear();
         wake_sessions_.clear();
-        const uint64_t now = steady_now_ms();
+        const uint64_t now = steady_ms();
         {
             std::lock_guard lock(mutex_);
             for (int i = 0; i < n; ++i) {
@@ -441,7 +435,6 @@ void relay_proxy::drain_uplink() noexcept {
                     }
                     p.init_in_ms = now;
                     p.init_in_session = *session;
-                    p.init_in_relay = expected;
                 }
             }
             // One sendmmsg per peer socket in this batch: frames for the same peer are gathered
@@ -496,7 +489,7 @@ void relay_proxy::drain_peer(uint32_t slot) noexcept {
     for (int round = 0; round < max_rounds_per_wakeup; ++round) {
         int n = rx_.recv(p.fd.get());
         if (n <= 0) return;
-        const uint64_t now = steady_now_ms();
+        const uint64_t now = steady_ms();
         uint64_t foreign = 0, malformed = 0, via_init = 0;
         for (int i = 0; i < n; ++i) {
             if (rx_.truncated(size_t(i)) || rx_.size(size_t(i)) == 0 ||

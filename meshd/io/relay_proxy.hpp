@@ -167,10 +167,9 @@ private:
         // WireGuard's last handshake initiation to the peer, while no response came back.
         uint64_t init_sent_ms = 0;  // 0: none kept
         std::array<uint8_t, wg_initiation_size> init{};
-        // The last initiation from the peer: when, and the session and relay it came in on.
+        // The last initiation from the peer: when, and the session it came in on.
         uint64_t init_in_ms = 0;
         uint64_t init_in_session = 0;
-        relay_addr init_in_relay;
     };
     static constexpr uint64_t rekey_timeout_ms = 5000;  // WireGuard's REKEY_TIMEOUT
 

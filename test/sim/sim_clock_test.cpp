@@ -45,14 +45,7 @@ TEST_CASE("sim: clocks hours and a year apart; records stay accepted for many li
     // Ten lifetimes: every record is re-signed (a newer seq) before it runs out anywhere, so no
     // node ever drops another's record, and no path changes. Counted once the fresh pairs went
     // idle: a relayed pair's data plane changes on its active/idle turns (its keepalive).
-    REQUIRE(net.run_until(
-        [&] {
-            for (auto& h : net.hosts()) {
-                if (h->core->active_pairs()) return false;
-            }
-            return true;
-        },
-        30000));
+    REQUIRE(net.run_until([&] { return m.all_idle(); }, 30000));
     size_t versions = 0;
     for (auto& h : net.hosts()) versions += h->core->dataplane_version();
     for (int i = 0; i < 20; ++i) {

@@ -42,6 +42,14 @@ struct std_mesh {
         }
         return true;
     }
+    // No node has an active pair (the fresh pairs' active spell is over): from here a relayed
+    // pair's data plane changes only on an active/idle turn.
+    bool all_idle() {
+        for (auto& h : net.hosts()) {
+            if (h->core && h->core->active_pairs()) return false;
+        }
+        return true;
+    }
     // Relayed pairs have a live end-to-end path (in-band RTT) on both sides.
     bool relayed_live(const std::string& a, const std::string& b) {
         auto pa = net.peer(a, b), pb = net.peer(b, a);

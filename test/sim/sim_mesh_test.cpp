@@ -48,14 +48,7 @@ TEST_CASE("sim: membership through relays, direct within a LAN, relayed across N
     CHECK(v->endpoint->address == net["lan1b"].addr);
     // Stable: nothing flaps over a minute of steady state. Measured once the fresh pairs went
     // idle: a relayed pair's data plane changes on its active/idle turns (its keepalive).
-    REQUIRE(net.run_until(
-        [&] {
-            for (auto& h : net.hosts()) {
-                if (h->core->active_pairs()) return false;
-            }
-            return true;
-        },
-        30000));
+    REQUIRE(net.run_until([&] { return m.all_idle(); }, 30000));
     size_t changes_before = 0;
     for (auto& h : net.hosts()) changes_before += h->core->dataplane_version();
     net.run_for(60000);
