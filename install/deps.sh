@@ -17,6 +17,7 @@ packages=(
   libsodium-dev libssl-dev libyaml-cpp-dev
   # runtime and test tools
   iproute2 iputils-ping nftables wireguard-go wireguard-tools iperf3 procps psmisc jq python3 time
+  strace  # test/e2e/cni/test_cni_crash.py: syscall-exact SIGKILL points (fault injection)
   containernetworking-plugins podman runc busybox-static
   # mDNS interop tests (test/e2e/mdns): clients nobody here wrote
   dnsutils python3-zeroconf
