@@ -15,6 +15,15 @@ namespace {
 
 constexpr const char* k_lock_name = "lock";
 constexpr const char* k_last_prefix = "last_reserved_ip.";
+// Files being written: complete ones are link()ed or rename()d into place, so a reservation or a
+// hint is never seen half-written. One found while holding the lock is a killed writer's: list()
+// removes it (STATUS' probe, written without the lock, is swept the same way).
+constexpr const char* k_temp_prefix = ".tmp.";
+constexpr const char* k_probe_prefix = ".status-probe.";
+
+bool is_debris_name(const std::string& name) {
+    return name.rfind(k_temp_prefix, 0) == 0 || name.rfind(k_probe_prefix, 0) == 0;
+}
 
 status mkdir_p(const std::string& path) {
     std::string cur;
@@ -42,9 +51,29 @@ result<std::string> read_small_file(const std::string& path) {
 status write_file(const std::string& path, const std::string& content, int flags) {
     unique_fd fd(::open(path.c_str(), O_WRONLY | O_CLOEXEC | flags, 0644));
     if (!fd.valid()) return error::from_errno(errno, "writing " + path);
-    if (::write(fd.get(), content.data(), content.size()) != static_cast<ssize_t>(content.size())) {
-        return error::from_errno(errno, "writing " + path);
+    ssize_t n = ::write(fd.get(), content.data(), content.size());
+    if (n != static_cast<ssize_t>(content.size())) {
+        // A short write is a full disk, too.
+        return error::from_errno(n < 0 ? errno : ENOSPC, "writing " + path);
     }
+    return {};
+}
+
+// Writes `content` to a temporary file beside `path` and puts it in place with link() (fails
+// with EEXIST if `path` exists: an exclusive create that is never seen empty) or rename()
+// (replaces). The temporary file is gone afterwards, on success and on error.
+status write_complete(const std::string& dir, const std::string& name, const std::string& content,
+                      bool exclusive) {
+    std::string tmp = dir + "/" + k_temp_prefix + name + "." + std::to_string(::getpid());
+    std::string path = dir + "/" + name;
+    if (auto st = write_file(tmp, content, O_CREAT | O_TRUNC); !st) {
+        ::unlink(tmp.c_str());
+        return st;
+    }
+    int rc = exclusive ? ::link(tmp.c_str(), path.c_str()) : ::rename(tmp.c_str(), path.c_str());
+    int e = errno;
+    if (exclusive || rc != 0) ::unlink(tmp.c_str());
+    if (rc != 0) return error::from_errno(e, (exclusive ? "allocating " : "writing ") + path);
     return {};
 }
 
@@ -58,9 +87,11 @@ attachment parse_owner(const std::string& content) {
         a.container_id = content.substr(0, nl);
         a.ifname = content.substr(nl + 1);
     }
-    while (!a.container_id.empty() && (a.container_id.back() == '\r' || a.container_id.back() == ' '))
+    while (!a.container_id.empty() &&
+           (a.container_id.back() == '\r' || a.container_id.back() == ' '))
         a.container_id.pop_back();
-    while (!a.ifname.empty() && (a.ifname.back() == '\n' || a.ifname.back() == '\r' || a.ifname.back() == ' '))
+    while (!a.ifname.empty() &&
+           (a.ifname.back() == '\n' || a.ifname.back() == '\r' || a.ifname.back() == ' '))
         a.ifname.pop_back();
     return a;
 }
@@ -75,11 +106,12 @@ bool same_owner(const attachment& stored, const attachment& who) {
 std::pair<u128, u128> ipam_store::usable_span(const ip_prefix& range) {
     u128 first = range.first().to_u128() + 2;  // skip network and gateway
     u128 last = range.last().to_u128();
-    if (range.is_v4()) last -= 1;              // skip broadcast
+    if (range.is_v4()) last -= 1;  // skip broadcast
     return {first, last};
 }
 
-result<ipam_store> ipam_store::open_locked(const std::string& data_dir, const std::string& network) {
+result<ipam_store> ipam_store::open_locked(const std::string& data_dir,
+                                           const std::string& network) {
     std::string dir = data_dir + "/" + network;
     MW_TRY_STATUS(mkdir_p(dir));
     std::string lock_path = dir + "/" + k_lock_name;
@@ -99,6 +131,10 @@ result<std::vector<std::pair<ip_address, attachment>>> ipam_store::list() const 
         std::string name = e->d_name;
         if (name == "." || name == ".." || name == k_lock_name ||
             name.rfind(k_last_prefix, 0) == 0) {
+            continue;
+        }
+        if (is_debris_name(name)) {
+            ::unlink((dir_ + "/" + name).c_str());  // we hold the lock: its writer was killed
             continue;
         }
         auto ip = ip_address::parse(name);
@@ -145,20 +181,17 @@ result<ip_address> ipam_store::allocate(const ip_prefix& range, int range_id, co
     for (u128 i = 0; i < span; ++i) {
         u128 v = first + (start - first + i) % span;
         ip_address ip = ip_address::from_u128(range.family(), v);
-        std::string path = dir_ + "/" + ip.str();
-        int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
-        if (fd < 0) {
-            if (errno == EEXIST) continue;
-            return error::from_errno(errno, "allocating " + path);
-        }
-        unique_fd owned(fd);
-        if (::write(fd, content.data(), content.size()) != static_cast<ssize_t>(content.size())) {
-            int e = errno;
-            ::unlink(path.c_str());
-            return error::from_errno(e, "writing " + path);
+        if (::access((dir_ + "/" + ip.str()).c_str(), F_OK) == 0) continue;
+        // Written whole, then linked into place: a plugin killed midway leaves no empty
+        // reservation that DEL could not attribute (only a temporary file, swept by list()).
+        auto st = write_complete(dir_, ip.str(), content, /*exclusive=*/true);
+        if (!st) {
+            if (st.err().is_errno(EEXIST)) continue;  // taken by a writer that ignores the lock
+            return std::move(st).err();
         }
         // Best effort: a lost hint only means the next search starts earlier.
-        (void)write_file(last_path, ip.str(), O_CREAT | O_TRUNC);
+        (void)write_complete(dir_, std::string(k_last_prefix) + std::to_string(range_id), ip.str(),
+                             /*exclusive=*/false);
         if (created) *created = true;
         return ip;
     }
@@ -187,7 +220,7 @@ result<int> ipam_store::release_all(const attachment& who) {
 status check_store_writable(const std::string& data_dir, const std::string& network) {
     std::string dir = data_dir + "/" + network;
     MW_TRY_STATUS(mkdir_p(dir));
-    std::string probe = dir + "/.status-probe." + std::to_string(::getpid());
+    std::string probe = dir + "/" + k_probe_prefix + std::to_string(::getpid());
     MW_TRY_STATUS(write_file(probe, "ok", O_CREAT | O_TRUNC));
     ::unlink(probe.c_str());
     return {};

@@ -276,7 +276,19 @@ outcome command_runner::gc() {
     auto links = host_nl->list_links();
     if (!links) return fail(internal, links.err());
     int removed_links = 0, released = 0;
+    std::set<std::string> valid_names;
+    for (const auto& v : valid) valid_names.insert(host_veth_name(v.container_id, v.ifname));
     for (const auto& l : *links) {
+        // A veth without alias is an ADD killed before it set the alias (GC, like the IPAM sweep
+        // below, assumes no ADD for an attachment outside the valid list is in flight).
+        if (looks_half_created_veth(l) && !valid_names.count(l.name)) {
+            if (auto st = host_nl->delete_link(l.index); !st && !st.err().is_errno(ENODEV)) {
+                return fail(internal, st.err());
+            }
+            log::info("GC removed a half-created veth", {{"veth", l.name}});
+            ++removed_links;
+            continue;
+        }
         auto p = parse_alias(l.alias);
         if (!p || p->network != conf_.name || valid.count({p->container_id, p->ifname})) continue;
         if (auto st = host_nl->delete_link(l.index); !st && !st.err().is_errno(ENODEV)) {

@@ -82,6 +82,20 @@ std::optional<alias_parts> parse_alias(const std::string& alias) {
     return p;
 }
 
+bool looks_half_created_veth(const link_info& l) {
+    if (l.kind != "veth" || !l.alias.empty() || l.name.size() != 14 || l.name.rfind("mw", 0) != 0)
+        return false;
+    for (size_t i = 2; i < l.name.size(); ++i) {
+        char c = l.name[i];
+        if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'))) return false;
+    }
+    return true;
+}
+
+bool is_half_created_veth(const link_info& l, const std::string& expected_name) {
+    return l.name == expected_name && looks_half_created_veth(l);
+}
+
 unsigned pod_wiring::default_mtu() {
     return default_tunnel_mtu(host_);
 }
@@ -126,7 +140,7 @@ result<wiring_result> pod_wiring::add(const netns& pod_ns, const wiring_spec& sp
 
     // A repeated ADD for the same attachment replaces the previous wiring.
     if (auto existing = host_.get_link(out.host_veth)) {
-        if (existing->alias != alias) {
+        if (existing->alias != alias && !is_half_created_veth(*existing, out.host_veth)) {
             return error(errc::already_exists,
                          "host interface " + out.host_veth +
                              " exists and is not ours for this attachment (alias \"" +
@@ -138,7 +152,8 @@ result<wiring_result> pod_wiring::add(const netns& pod_ns, const wiring_spec& sp
     }
 
     // The alias is set together with IFF_UP below (one message); until then a crash leaves a veth
-    // without alias, which DEL and GC do not touch: the rollback below removes it.
+    // without alias: the rollback below removes it on errors, DEL, GC and a retried ADD after a
+    // crash (is_half_created_veth).
     veth_spec vs{out.host_veth, spec.ifname, pod_ns.fd(), spec.mtu, {}};
     if (auto st = host_.create_veth(vs); !st) {
         if (st.err().is_errno(EEXIST)) {
@@ -205,7 +220,8 @@ status pod_wiring::del(const std::string& container_id, const std::string& ifnam
         return std::move(link).err();
     }
     if (auto p = parse_alias(link->alias);
-        !p || p->container_id != container_id || p->ifname != ifname) {
+        !is_half_created_veth(*link, name) &&
+        (!p || p->container_id != container_id || p->ifname != ifname)) {
         log::warn("not deleting a host veth that is not ours",
                   {{"veth", name}, {"alias", link->alias}, {"container_id", container_id}});
         return {};

@@ -33,6 +33,14 @@ struct alias_parts {
 };
 std::optional<alias_parts> parse_alias(const std::string& alias);
 
+// A veth left by an ADD killed between creating it and setting its alias (the kernel ignores
+// IFLA_IFALIAS in RTM_NEWLINK, so these are two messages). The name is a hash of container ID and
+// ifname, so a veth without alias under `expected_name` is that attachment's half-made one: DEL
+// removes it and a retried ADD replaces it.
+bool is_half_created_veth(const link_info& l, const std::string& expected_name);
+// The same without knowing the attachment (GC): a veth without alias named like ours.
+bool looks_half_created_veth(const link_info& l);
+
 struct wiring_spec {
     std::string network;
     std::string container_id;

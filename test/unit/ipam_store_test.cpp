@@ -130,3 +130,37 @@ TEST_CASE("usable span") {
     CHECK(ip_address::from_u128(AF_INET6, f6).str() == "fd00::2");
     CHECK(ip_address::from_u128(AF_INET6, l6).str() == "fd00::ffff:ffff:ffff:ffff");
 }
+
+TEST_CASE("a killed writer's temporary files are swept and never count as allocations") {
+    tmp_dir d;
+    auto range = *ip_prefix::parse("10.9.3.0/29");
+    { REQUIRE(ipam_store::open_locked(d.path, "net")); }
+    // what a plugin SIGKILLed mid-write leaves: a partial reservation and a STATUS probe
+    std::ofstream(d.path / "net" / ".tmp.10.9.3.2.4242") << "half-writ";
+    std::ofstream(d.path / "net" / ".tmp.last_reserved_ip.0.4242") << "10.9";
+    std::ofstream(d.path / "net" / ".status-probe.4243") << "ok";
+    auto store = ipam_store::open_locked(d.path, "net");
+    REQUIRE(store);
+    CHECK(store->list()->empty());
+    auto ip = store->allocate(range, 0, {"ctr", "eth0"});
+    REQUIRE(ip);
+    CHECK(ip->str() == "10.9.3.2");
+    std::set<std::string> names;
+    for (auto& e : fs::directory_iterator(d.path / "net")) names.insert(e.path().filename());
+    CHECK(names == std::set<std::string>{"lock", "last_reserved_ip.0", "10.9.3.2"});
+    // written whole: never an empty or partial reservation
+    CHECK(slurp(d.path / "net" / "10.9.3.2") == "ctr\r\neth0");
+    CHECK(slurp(d.path / "net" / "last_reserved_ip.0") == "10.9.3.2");
+}
+
+TEST_CASE("a reservation file that already exists is skipped, not overwritten") {
+    tmp_dir d;
+    auto range = *ip_prefix::parse("10.9.4.0/29");
+    auto store = ipam_store::open_locked(d.path, "net");
+    REQUIRE(store);
+    std::ofstream(d.path / "net" / "10.9.4.2") << "other\r\neth0";  // a lock-ignoring writer's
+    auto ip = store->allocate(range, 0, {"ctr", "eth0"});
+    REQUIRE(ip);
+    CHECK(ip->str() == "10.9.4.3");
+    CHECK(slurp(d.path / "net" / "10.9.4.2") == "other\r\neth0");
+}

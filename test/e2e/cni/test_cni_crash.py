@@ -276,8 +276,8 @@ def pick(ctx, n_points, runs):
 
 
 def summary(title, stages, debris_after_kill, debris_after, covered, total, landed):
-    print("     %s: %d runs, %d of %d syscall kill points covered (%d runs died on the very "
-          "syscall picked from the reference trace)" %
+    print("     %s: %d runs, died at %d distinct syscalls of the reference trace's %d (%d runs on "
+          "the very one picked: strace counts calls per thread)" %
           (title, sum(stages.values()), covered, total, landed))
     for s in sorted(stages):
         print("       killed at stage %-28s %4d runs" % (s, stages[s]))
@@ -304,7 +304,7 @@ def serial_kill_add(ctx, c):
         landed += at == k
         check(r.ok or r.rc in (-9, 137), "run %d: ADD neither completed nor was killed: %s",
               i, r.describe())
-        covered.add(k)
+        covered.add(at)
         st = add_stage(w, cid, pod, r.rc)
         stages[st] = stages.get(st, 0) + 1
         kill_debris.append(len(w.debris([cid], [pod])))
@@ -343,7 +343,7 @@ def serial_kill_del(ctx, c):
         landed += at == k
         check(r.ok or r.rc in (-9, 137), "run %d: DEL neither completed nor was killed: %s",
               i, r.describe())
-        covered.add(k)
+        covered.add(at)
         st = del_stage(w, cid, r.rc)
         stages[st] = stages.get(st, 0) + 1
         kill_debris.append(len(w.debris([cid], [pod])))
