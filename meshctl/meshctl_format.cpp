@@ -242,6 +242,21 @@ std::string format_status(const json& r) {
                           "pairAuthFailed", "staleEpoch", "replayed", "notControl", "badRecord"})
         dropped += std::string(dropped.empty() ? "" : " ") + k + "=" + count(at(c, k));
     out += kv("control", count(at(c, "accepted")) + " accepted; dropped: " + dropped);
+    // Key roll (issue 14 §2; absent from an older meshd's answer: no line).
+    if (r.is_object() && r.contains("clusterKeys") && at(r, "clusterKeys").is_object()) {
+        const json& k = at(r, "clusterKeys");
+        auto str = [](const json& v) { return v.is_string() ? v.get<std::string>() : "-"; };
+        std::string acc;
+        if (k.contains("accept") && k["accept"].is_array()) {
+            for (const auto& a : k["accept"]) acc += (acc.empty() ? "" : ",") + str(a);
+        }
+        out += kv("cluster keys",
+                  "seal " + str(k.value("seal", json())) + ", accept " + (acc.empty() ? "-" : acc) +
+                      ", retired " + str(k.value("retired", json())) +
+                      "; opened: seal=" + count(c.value("openedSeal", json(0))) +
+                      " accept=" + count(c.value("openedAccept", json(0))) +
+                      "; refused as retired: " + count(c.value("retiredKey", json(0))));
+    }
     // Our control traffic rate (issue 18; absent from an older meshd's answer: no line).
     if (r.is_object() && r.contains("controlTraffic")) {
         const json& t = at(r, "controlTraffic");

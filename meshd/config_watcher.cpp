@@ -68,6 +68,8 @@ config_change compare_configs(const meshd_config& running, const meshd_config& n
             ch.log_level = true;
         } else if (k == "revokedNodes") {
             ch.revoked_nodes = true;
+        } else if (k == "psk.path" || k == "psk.acceptPaths") {
+            ch.psk = true;
         } else {
             ch.restart_only.push_back(k);
         }

@@ -25,9 +25,10 @@ struct config_change {
     bool dht_bootstrap = false;  // dht.bootstrap (live)
     bool log_level = false;      // logLevel (live)
     bool revoked_nodes = false;  // revokedNodes (live)
+    bool psk = false;            // psk.path, psk.acceptPaths (live: a key roll)
     bool empty() const {
         return restart_only.empty() && !relay_nodes && !dht_bootstrap && !log_level &&
-               !revoked_nodes;
+               !revoked_nodes && !psk;
     }
 };
 

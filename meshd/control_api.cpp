@@ -93,7 +93,10 @@ json status_json(const node_snapshot& s) {
                     {"notControl", c.not_control},
                     {"badRecord", c.bad_record},
                     {"cookieSent", c.cookie_sent},
-                    {"cookieRequired", c.cookie_required}};
+                    {"cookieRequired", c.cookie_required},
+                    {"openedSeal", c.opened_seal},
+                    {"openedAccept", c.opened_accept},
+                    {"retiredKey", c.retired_key}};
     // Our control datagrams (issue 18: what idle costs): totals and the rate over the last
     // window (null until one passed).
     const auto& tr = s.traffic;
@@ -157,6 +160,13 @@ json status_json(const node_snapshot& s) {
             {"relayService", svc},
             {"relayProxy", proxy},
             {"control", control},
+            {"clusterKeys",
+             {{"seal", s.key_fingerprints.empty() ? json(nullptr) : json(s.key_fingerprints[0])},
+              {"accept", s.key_fingerprints.size() > 1
+                             ? json(std::vector<std::string>(s.key_fingerprints.begin() + 1,
+                                                             s.key_fingerprints.end()))
+                             : json::array()},
+              {"retired", s.retired_key.empty() ? json(nullptr) : json(s.retired_key)}}},
             {"controlTraffic", traffic},
             {"mdns", mdns},
             {"recordCache", cache}};

@@ -9,6 +9,7 @@
 #include "common/log.hpp"
 #include "common/rtnl.hpp"
 #include "common/tunnel_mtu.hpp"
+#include "meshd/cluster_keys.hpp"
 #include "meshd/core/wire_codec.hpp"
 #include "meshd/identity_store.hpp"
 #include "meshd/kube_access.hpp"
@@ -109,6 +110,10 @@ CONFIGURATION (YAML; unknown fields are errors; an annotated example is conf/mes
                         others (chmod 600); its bytes are the key (trailing newlines ignored):
                         at least 32, text at least 44 characters, not a repeated pattern.
                         Generate: head -c 32 /dev/urandom | base64 > FILE
+                        This is the key the node seals with; re-read every 2 s (live).
+    psk.acceptPaths     [FILE, ...] at most 2 more keys accepted (never sealed with), checked
+                        like psk.path, re-read every 2 s: for a key roll without downtime
+                        (README "Rotating the cluster key"). Default []
     relayNodes          Relays: [{nodeName: NAME, advertiseAddress: [IP, ...]}]; the node whose
                         name is listed runs the relay service
     stateDir            Persistent state, holds the node identity (default /var/lib/meshwire)
@@ -223,9 +228,9 @@ bool pod_cidrs_from_node(meshd_config& c) {
 result<meshd_config> load_checked(const std::string& path) {
     auto c = load_meshd_config(path, config_environment::from_process());
     if (!c) return c;
-    auto psk = psk_file::read(c->psk_path);
-    if (!psk) return psk.err();
-    if (!psk->warning().empty()) log::warn(psk->warning(), {{"path", c->psk_path}});
+    auto keys = cluster_keys::load(*c);
+    if (!keys) return keys.err();
+    for (const auto& w : keys->warnings) log::warn(w, {});
     if (c->kubernetes_enable) {
         // The way in, its files and certificates: a bad path or certificate is a config error
         // naming the field, here rather than in the client's retry loop.
@@ -312,12 +317,15 @@ int run(const std::string& path) {
             "set clusterCIDRs to the cluster's pod address space",
             {{"example", "clusterCIDRs: [10.244.0.0/16, fd00:244::/32]"}});
     }
-    auto psk = psk_file::read(c->psk_path);
-    if (!psk) {
-        log::error("cannot read the PSK file", {{"error", psk.err().message}});
+    auto keys = cluster_keys::load(*c);
+    if (!keys) {
+        log::error("cannot read the PSK file", {{"error", keys.err().message}});
         return exit_config;
     }
-    return run_daemon(*c, path, id->identity, psk->bytes(), mtu);
+    log::info("cluster keys", {{"count", std::to_string(keys->fingerprints.size())},
+                               {"seal", keys->fingerprints[0]},
+                               {"accept", keys->accepted_list()}});
+    return run_daemon(*c, path, id->identity, std::move(*keys), mtu);
 }
 
 }  // namespace

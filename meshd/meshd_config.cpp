@@ -527,10 +527,31 @@ meshd_config parse_tree(const YAML::Node& root, const config_environment& env) {
     auto psk = top.get("psk");
     if (!psk) fail("psk.path", root, "is required (a file holding the cluster pre-shared key)");
     {
-        mapping m(*psk, "psk", {"path"});
+        mapping m(*psk, "psk", {"path", "acceptPaths"});
         auto p = m.get("path");
         if (!p) fail("psk.path", *psk, "is required (a file holding the cluster pre-shared key)");
         c.psk_path = as_absolute_path(*p, "psk.path");
+        if (auto a = m.get("acceptPaths")) {
+            const std::string path = m.path("acceptPaths");
+            as_sequence(*a, path,
+                        "PSK files accepted during a key roll, e.g. [/etc/meshwire/psk.new]");
+            if (a->size() > meshd_config::max_accept_paths) {
+                fail(path, *a,
+                     "has " + std::to_string(a->size()) + " entries; at most " +
+                         std::to_string(meshd_config::max_accept_paths) +
+                         " are supported (each one costs a decryption per forged datagram; a "
+                         "roll needs one)");
+            }
+            for (size_t i = 0; i < a->size(); ++i) {
+                const std::string ip = path + "[" + std::to_string(i) + "]";
+                auto f = as_absolute_path((*a)[i], ip);
+                if (f == c.psk_path) fail(ip, (*a)[i], "is psk.path itself");
+                for (const auto& o : c.psk_accept_paths) {
+                    if (o == f) fail(ip, (*a)[i], "is listed twice");
+                }
+                c.psk_accept_paths.push_back(f);
+            }
+        }
     }
 
     if (auto n = top.get("relayNodes")) c.relay_nodes = parse_relay_nodes(*n, "relayNodes");
@@ -776,7 +797,10 @@ std::string print_yaml(const meshd_config& c) {
     o << "wireguard:\n  backend: " << to_string(c.wg_backend)
       << "\n  listenPort: " << c.wg_listen_port << "\n";
     o << "listenPort: " << c.listen_port << "\n";
-    o << "psk:\n  path: " << quoted(c.psk_path) << "\n";
+    o << "psk:\n  path: " << quoted(c.psk_path) << "\n  acceptPaths: [";
+    for (size_t i = 0; i < c.psk_accept_paths.size(); ++i)
+        o << (i ? ", " : "") << quoted(c.psk_accept_paths[i]);
+    o << "]\n";
     if (c.relay_nodes.empty()) {
         o << "relayNodes: []\n";
     } else {

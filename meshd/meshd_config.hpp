@@ -54,6 +54,10 @@ struct meshd_config {
     uint16_t wg_listen_port = default_wg_port;
     uint16_t listen_port = default_control_port;  // control protocol and relay service
     std::string psk_path;
+    // psk.acceptPaths: keys accepted besides psk.path's during a key roll (at most
+    // max_accept_paths: each is one more decryption per forged datagram).
+    std::vector<std::string> psk_accept_paths;
+    static constexpr size_t max_accept_paths = 2;
     std::vector<relay_node> relay_nodes;
     std::string state_dir = "/var/lib/meshwire";
     std::string run_dir = "/run/meshwire";

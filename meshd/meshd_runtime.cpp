@@ -104,10 +104,11 @@ void emit(const core_log_event& e) {
 class daemon {
 public:
     daemon(const meshd_config& cfg, std::string config_path, const node_identity& id,
-           psk_sealer sealer, const cache_key& cache_mac_key)
+           cluster_keys keys)
         : cfg_(cfg),
           identity_(id),
-          sealer_(std::move(sealer)),
+          sealer_(keys.sealer),
+          key_fingerprints_(keys.fingerprints),
           signals_(io_, SIGINT, SIGTERM),
           timer_(io_),
           wg_timer_(io_),
@@ -117,7 +118,8 @@ public:
           transport_(cfg_, [this](std::span<const uint8_t> d, const wg_endpoint& from, uint64_t sid,
                                   uint16_t via) { on_control(d, from, sid, via); }),
           watcher_(std::move(config_path)),
-          cache_(cfg_.state_dir, cache_mac_key, io_, id.id(), planner_, observed_),
+          cache_(cfg_.state_dir, keys.cache_seal, keys.cache_accept, io_, id.id(), planner_,
+                 observed_),
           planner_(id.id()) {
         // WireGuard started sending to a quiet relayed peer: its pair turns active now (fast
         // probes, failover within the budget), not at the next device read (up to 2 s later).
@@ -140,6 +142,7 @@ private:
     status sync_transport();
     void watch_config();
     void reload_config();
+    void reload_keys();
     status start_wireguard();
     void arm_timer(uint64_t deadline);
     void on_timer();
@@ -160,7 +163,9 @@ private:
     unsigned mtu_ = 0;  // the WireGuard interface's (set_mtu); 0 leaves the device default
     relay_path_mtu relay_mtu_{0};  // lowers mtu_ while a relay path is smaller (issue 15)
     node_identity identity_;
-    psk_sealer sealer_;
+    psk_sealer sealer_;  // the keys at start (node_core holds the live ones)
+    std::vector<std::string> key_fingerprints_;  // of the keys in use
+    std::string key_error_;                      // the last refused key set's error (logged once)
     asio::io_context io_;
     asio::signal_set signals_;
     asio::steady_timer timer_, wg_timer_, addr_timer_, config_timer_;
@@ -586,6 +591,7 @@ void daemon::watch_config() {
     config_timer_.async_wait([this](const boost::system::error_code& ec) {
         if (ec || stopping_) return;
         reload_config();
+        reload_keys();
         watch_config();
     });
 }
@@ -624,6 +630,11 @@ void daemon::reload_config() {
         core_->set_revoked(revoked_ids(cfg_.revoked_nodes), core_ms());
         after_core();
     }
+    if (change.psk) {
+        // Applied by reload_keys(), right after this: the files are read there.
+        cfg_.psk_path = next->psk_path;
+        cfg_.psk_accept_paths = next->psk_accept_paths;
+    }
     auto diff = relay_nodes_diff(cfg_.relay_nodes, next->relay_nodes, cfg_.node_name);
     if (diff.empty()) return;
     for (const auto& r : diff.added) log::info("relay added by config", {{"relay", r.node_name}});
@@ -638,6 +649,35 @@ void daemon::reload_config() {
     for (const auto& r : cfg_.relay_nodes)
         specs.push_back(relay_spec{r.node_name, r.advertise_address});
     core_->set_relays(std::move(specs), cfg_.self_relay() != nullptr, core_ms());
+    after_core();
+}
+
+// The PSK files are read at every poll (three small files at most every 2 s), not only when the
+// config changes: a roll may replace a file's content under the same path (a Secret update).
+void daemon::reload_keys() {
+    auto keys = cluster_keys::load(cfg_);
+    if (!keys) {
+        if (keys.err().message != key_error_) {
+            key_error_ = keys.err().message;
+            log::error(
+                "cluster keys not changed: the PSK files are not usable; the keys in use "
+                "stay",
+                {{"error", key_error_}});
+        }
+        return;
+    }
+    key_error_.clear();
+    if (keys->fingerprints == key_fingerprints_) return;
+    for (const auto& w : keys->warnings) log::warn(w, {});
+    key_fingerprints_ = keys->fingerprints;
+    core_->set_cluster_keys(keys->sealer, core_ms());
+    cache_.set_keys(keys->cache_seal, keys->cache_accept);
+    log::info("cluster keys changed", {{"count", std::to_string(keys->fingerprints.size())},
+                                       {"seal", keys->fingerprints[0]},
+                                       {"accept", keys->accepted_list()},
+                                       {"retired", core_->sealer().retired_fingerprint().empty()
+                                                       ? "-"
+                                                       : core_->sealer().retired_fingerprint()}});
     after_core();
 }
 
@@ -768,13 +808,8 @@ int daemon::run() {
 }  // namespace
 
 int run_daemon(const meshd_config& cfg, const std::string& config_path,
-               const node_identity& identity, std::span<const uint8_t> psk, unsigned mtu) {
-    auto sealer = psk_sealer::create(psk);
-    if (!sealer) {
-        log::error("cannot use the PSK", {{"error", sealer.err().message}});
-        return 78;
-    }
-    daemon d(cfg, config_path, identity, std::move(*sealer), record_cache::key_from_psk(psk));
+               const node_identity& identity, cluster_keys keys, unsigned mtu) {
+    daemon d(cfg, config_path, identity, std::move(keys));
     d.set_mtu(mtu);
     return d.run();
 }

@@ -25,15 +25,17 @@
 #include <string>
 
 #include "common/result.hpp"
+#include "meshd/cluster_keys.hpp"
 #include "meshd/core/node_identity.hpp"
 #include "meshd/meshd_config.hpp"
 
 namespace mw::meshd {
 
 // Runs until SIGINT/SIGTERM. Returns the process exit status (0 after a clean stop).
-// `config_path` is watched: relayNodes edits apply live.
+// `config_path` is watched: relayNodes edits apply live; the PSK files (psk.path,
+// psk.acceptPaths) are re-read at every config poll, and a changed key set applies live.
 // `mtu`: the WireGuard interface's (the same as node.json's; 0 leaves the device default).
 int run_daemon(const meshd_config& cfg, const std::string& config_path,
-               const node_identity& identity, std::span<const uint8_t> psk, unsigned mtu = 0);
+               const node_identity& identity, cluster_keys keys, unsigned mtu = 0);
 
 }  // namespace mw::meshd

@@ -127,6 +127,25 @@ std::string metrics_text(const node_snapshot& s) {
         t.counter("meshwire_control_dropped_total", "Control datagrams dropped, by reason.",
                   {{"reason", why}}, v);
     }
+    t.counter("meshwire_control_dropped_total", "Control datagrams dropped, by reason.",
+              {{"reason", "retired_key"}}, c.retired_key);
+    // Key roll (issue 14 §2): which slot opened what; the fingerprint sealing is a label that
+    // changes only with the key (one series per key, not per event).
+    t.counter("meshwire_control_opened_total",
+              "Control datagrams accepted, by the key slot that opened them (seal: psk.path; "
+              "accept: psk.acceptPaths).",
+              {{"slot", "seal"}}, c.opened_seal);
+    t.counter("meshwire_control_opened_total",
+              "Control datagrams accepted, by the key slot that opened them (seal: psk.path; "
+              "accept: psk.acceptPaths).",
+              {{"slot", "accept"}}, c.opened_accept);
+    if (!s.key_fingerprints.empty()) {
+        t.gauge("meshwire_cluster_key_info",
+                "1, labelled with the fingerprint of the cluster key this node seals with.",
+                {{"fingerprint", s.key_fingerprints[0]}}, 1);
+    }
+    t.gauge("meshwire_cluster_keys_accepted", "Keys accepted besides the sealing key.", L{},
+            s.key_fingerprints.empty() ? 0 : double(s.key_fingerprints.size() - 1));
     t.counter("meshwire_control_cookie_replies_total",
               "COOKIE_REPLYs: sent (a request from an unproven address) and received (ours).",
               {{"direction", "sent"}}, c.cookie_sent);

@@ -72,6 +72,10 @@ node_snapshot take_snapshot(const snapshot_sources& s) {
     }
     if (s.proxy) n.proxy = s.proxy->stats();
     n.control = core.counters();
+    for (size_t i = 0; i < core.sealer().slots(); ++i) {
+        n.key_fingerprints.push_back(core.sealer().fingerprint(i));
+    }
+    n.retired_key = core.sealer().retired_fingerprint();
     n.traffic = core.traffic();
     n.traffic_rate = core.traffic_rate();
     n.active_pairs = core.active_pairs();

@@ -69,6 +69,10 @@ struct node_snapshot {
     std::optional<relay_proxy_stats> proxy;
 
     control_counters control;
+    // Cluster key fingerprints: the sealing key's first, then the accepted ones'; the retired
+    // key's ("" when none): see psk_sealer.
+    std::vector<std::string> key_fingerprints;
+    std::string retired_key;
     // Our control traffic and its rate (issue 18), and the pairs probed as active now.
     control_traffic traffic;
     control_traffic_rate traffic_rate;

@@ -53,23 +53,23 @@ std::string psk_file::check_strength(std::span<const uint8_t> key) {
     return {};
 }
 
-result<psk_file> psk_file::read(const std::string& path) {
+result<psk_file> psk_file::read(const std::string& path, const std::string& field) {
     // Symbolic links are followed on purpose: Kubernetes mounts Secret keys as links into ..data/.
     unique_fd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
     if (!fd.valid()) {
         if (errno == ENOENT)
-            return error(errc::not_found, "psk.path: PSK file " + path + " does not exist");
-        return error::from_errno(errno, "psk.path: cannot open PSK file " + path);
+            return error(errc::not_found, field + ": PSK file " + path + " does not exist");
+        return error::from_errno(errno, field + ": cannot open PSK file " + path);
     }
     struct stat st {};
     if (::fstat(fd.get(), &st) != 0) return error::from_errno(errno, "stat " + path);
     if (!S_ISREG(st.st_mode)) {
-        return error(errc::invalid_argument, "psk.path: " + path + " is not a regular file");
+        return error(errc::invalid_argument, field + ": " + path + " is not a regular file");
     }
     if (st.st_mode & (S_IROTH | S_IWOTH | S_IWGRP)) {
         return error(
             errc::invalid_argument,
-            "psk.path: PSK file " + path + " is readable or writable by others (mode " +
+            field + ": PSK file " + path + " is readable or writable by others (mode " +
                 [&] {
                     char b[8];
                     std::snprintf(b, sizeof b, "%04o", st.st_mode & 07777);
@@ -79,7 +79,7 @@ result<psk_file> psk_file::read(const std::string& path) {
                 "the Secret volume's defaultMode to 0400)");
     }
     if (st.st_size > static_cast<off_t>(max_size)) {
-        return error(errc::invalid_argument, "psk.path: PSK file " + path + " is larger than " +
+        return error(errc::invalid_argument, field + ": PSK file " + path + " is larger than " +
                                                  std::to_string(max_size) + " bytes");
     }
     psk_file f;
@@ -88,11 +88,11 @@ result<psk_file> psk_file::read(const std::string& path) {
     for (;;) {
         ssize_t n = ::read(fd.get(), f.bytes_.data() + got, f.bytes_.size() - got);
         if (n < 0 && errno == EINTR) continue;
-        if (n < 0) return error::from_errno(errno, "psk.path: reading PSK file " + path);
+        if (n < 0) return error::from_errno(errno, field + ": reading PSK file " + path);
         if (n == 0) break;
         got += static_cast<size_t>(n);
         if (got > max_size) {
-            return error(errc::invalid_argument, "psk.path: PSK file " + path + " is larger than " +
+            return error(errc::invalid_argument, field + ": PSK file " + path + " is larger than " +
                                                      std::to_string(max_size) + " bytes");
         }
     }
@@ -105,7 +105,7 @@ result<psk_file> psk_file::read(const std::string& path) {
     static_assert(min_bytes >= psk_sealer::min_psk_size);
     if (auto weak = check_strength(f.bytes_); !weak.empty()) {
         return error(errc::invalid_argument,
-                     "psk.path: the PSK in " + path + " is too weak: " + weak +
+                     field + ": the PSK in " + path + " is too weak: " + weak +
                          "; anyone with one captured packet can test guesses offline. Generate "
                          "one with: head -c 32 /dev/urandom | base64 > " +
                          path + " && chmod 600 " + path + " (then roll it out to every node)");

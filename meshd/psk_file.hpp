@@ -40,8 +40,8 @@ public:
     // Why `key` is too weak for a cluster PSK (a sentence without the key), or "" when it is not.
     static std::string check_strength(std::span<const uint8_t> key);
 
-    // Reads and checks the file at path.
-    static result<psk_file> read(const std::string& path);
+    // Reads and checks the file at path; errors name `field` (psk.path, psk.acceptPaths[i]).
+    static result<psk_file> read(const std::string& path, const std::string& field = "psk.path");
 
     psk_file(psk_file&&) = default;
     psk_file& operator=(psk_file&&) = default;

@@ -118,8 +118,12 @@ cache_key record_cache::key_from_psk(std::span<const uint8_t> psk) {
 }
 
 cache_key record_cache::mac(std::span<const uint8_t> bytes) const {
+    return mac_with(key_, bytes);
+}
+
+cache_key record_cache::mac_with(const cache_key& key, std::span<const uint8_t> bytes) {
     cache_key m{};
-    crypto_generichash(m.data(), m.size(), bytes.data(), bytes.size(), key_.data(), key_.size());
+    crypto_generichash(m.data(), m.size(), bytes.data(), bytes.size(), key.data(), key.size());
     return m;
 }
 
@@ -173,8 +177,15 @@ result<cache_contents> record_cache::decode(std::span<const uint8_t> bytes,
                    std::to_string(version));
     }
     // The MAC before any entry is looked at: nothing unauthenticated is parsed further.
-    auto want = mac(bytes.first(bytes.size() - mac_size));
-    if (sodium_memcmp(want.data(), bytes.data() + bytes.size() - mac_size, mac_size) != 0) {
+    // Under the sealing key, else under an accepted one (a cache written before a key roll).
+    const auto body = bytes.first(bytes.size() - mac_size);
+    const uint8_t* got = bytes.data() + bytes.size() - mac_size;
+    bool macked = false;
+    for (size_t i = 0; i <= accepted_.size() && !macked; ++i) {
+        auto want = mac_with(i == 0 ? key_ : accepted_[i - 1], body);
+        macked = sodium_memcmp(want.data(), got, mac_size) == 0;
+    }
+    if (!macked) {
         return bad("its MAC does not match (truncated, altered, or written with another PSK)");
     }
     cache_clock saved;

@@ -115,6 +115,10 @@ public:
     // else uses).
     static cache_key key_from_psk(std::span<const uint8_t> psk);
 
+    // Keys a file may also be MAC'd with (psk.acceptPaths during a key roll): decode() tries
+    // them after the sealing key's; encode() always uses the sealing key's.
+    void set_accepted_keys(std::vector<cache_key> keys) { accepted_ = std::move(keys); }
+
     std::string path() const { return state_dir_ + "/" + file_name; }
     size_t max_records() const noexcept { return max_records_; }
     size_t max_file_size() const noexcept {
@@ -139,9 +143,11 @@ public:
 
 private:
     cache_key mac(std::span<const uint8_t> bytes) const;
+    static cache_key mac_with(const cache_key& key, std::span<const uint8_t> bytes);
 
     std::string state_dir_;
     cache_key key_;
+    std::vector<cache_key> accepted_;
     size_t max_records_;
 };
 

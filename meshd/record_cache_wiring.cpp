@@ -22,6 +22,7 @@ constexpr uint64_t k_cache_refresh_ms = 60'000;
 }  // namespace
 
 record_cache_wiring::record_cache_wiring(const std::string& state_dir, const cache_key& mac_key,
+                                         std::vector<cache_key> accepted_keys,
                                          boost::asio::io_context& io, const node_id& self,
                                          dataplane_planner& planner,
                                          const std::optional<wg_device>& observed)
@@ -30,7 +31,21 @@ record_cache_wiring::record_cache_wiring(const std::string& state_dir, const cac
       self_(self),
       planner_(planner),
       observed_(observed),
-      cache_(state_dir, mac_key, record_store_config{}.max_records) {}
+      state_dir_(state_dir),
+      cache_(state_dir, mac_key, record_store_config{}.max_records) {
+    cache_.set_accepted_keys(std::move(accepted_keys));
+}
+
+void record_cache_wiring::set_keys(const cache_key& seal, std::vector<cache_key> accepted) {
+    cache_ = record_cache(state_dir_, seal, record_store_config{}.max_records);
+    cache_.set_accepted_keys(std::move(accepted));
+    nodes_ = seqs_ = 0;  // rewritten under the new key at the next poll
+    written_ms_ = 0;
+    if (writer_) {
+        writer_->stop();
+        writer_ = std::make_unique<record_cache_writer>(cache_, io_);
+    }
+}
 
 void record_cache_wiring::load(node_core& core) {
     core_ = &core;

@@ -27,8 +27,9 @@ public:
     // core's). `planner` (seeds) and `observed` (the daemon's last WireGuard device read: the
     // endpoints WireGuard learned) must outlive this.
     record_cache_wiring(const std::string& state_dir, const cache_key& mac_key,
-                        boost::asio::io_context& io, const node_id& self,
-                        dataplane_planner& planner, const std::optional<wg_device>& observed);
+                        std::vector<cache_key> accepted_keys, boost::asio::io_context& io,
+                        const node_id& self, dataplane_planner& planner,
+                        const std::optional<wg_device>& observed);
 
     // At start, after node_core::start: the file's records offered to `core` (kept for the
     // writes). An unusable file is set aside; without the clocks there is no cache at all.
@@ -39,6 +40,11 @@ public:
     // At shutdown: no more polls; the last state written here, on the core's thread (a write
     // in progress finishes first).
     void stop();
+
+    // A key roll: the file is MAC'd under `seal` from the next write on (written at the next
+    // poll), and a file under one of `accepted` still loads. The writer thread is restarted
+    // with the new keys (it finishes a write in progress first).
+    void set_keys(const cache_key& seal, std::vector<cache_key> accepted);
 
     const record_cache_stats& stats() const noexcept { return stats_; }
 
@@ -56,6 +62,7 @@ private:
     node_core* core_ = nullptr;  // load()'s
     bool stopped_ = false;
 
+    std::string state_dir_;
     record_cache cache_;
     std::unique_ptr<record_cache_writer> writer_;
     record_cache_stats stats_;

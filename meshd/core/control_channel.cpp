@@ -7,10 +7,33 @@ control_channel::control_channel(const node_identity& self, psk_sealer sealer, u
     : self_(self.id()),
       self_key_(self.wg_public_key()),
       sealer_(std::move(sealer)),
-      keys_(sealer_.pair_cluster_key(), self.wg_private_key(), self.wg_public_key(),
-            key_cache_size),
+      self_private_(self.wg_private_key()),
+      key_cache_size_(key_cache_size),
       replay_(replay),
-      epoch_(epoch) {}
+      epoch_(epoch) {
+    set_sealer(sealer_);
+}
+
+control_channel::~control_channel() {
+    self_private_.wipe();
+}
+
+void control_channel::set_sealer(psk_sealer sealer) {
+    if (!keys_.empty()) sealer.retire_from(sealer_);
+    sealer_ = std::move(sealer);
+    keys_.clear();
+    for (size_t i = 0; i < sealer_.slots(); ++i) {
+        keys_.push_back(std::make_unique<pair_key_cache>(sealer_.pair_cluster_key(i), self_private_,
+                                                         self_key_, key_cache_size_));
+    }
+}
+
+std::optional<wg_key> control_channel::public_key_of(const node_id& id) const {
+    for (const auto& k : keys_) {
+        if (auto p = k->public_key_of(id)) return p;
+    }
+    return std::nullopt;
+}
 
 result<control_message> control_channel::receive(std::span<const uint8_t> datagram,
                                                  uint64_t /*now_ms: no check here uses a clock*/) {
@@ -44,9 +67,16 @@ result<control_message> control_channel::receive(std::span<const uint8_t> datagr
             ++counters_.not_control;
         } else {
             ++counters_.auth_failed;
+            if (sealer_.sealed_with_retired(datagram)) {
+                ++counters_.retired_key;
+                return error(errc::protocol_error,
+                             "control datagram sealed with a retired cluster key (" +
+                                 sealer_.retired_fingerprint() + "): refused");
+            }
         }
         return std::move(opened).err();
     }
+    const size_t slot = opened->slot;
     auto decoded = decode_plaintext(opened->type, opened->plaintext);
     if (!decoded) {
         ++counters_.malformed;
@@ -67,9 +97,9 @@ result<control_message> control_channel::receive(std::span<const uint8_t> datagr
         return error(errc::protocol_error, std::string(to_string(m.type())) +
                                                " from refused node " + m.sender.short_hex());
     }
-    const symmetric_key* key = &sealer_.anon_key();
+    const symmetric_key* key = &sealer_.anon_key(slot);
     if (!anonymous) {
-        auto k = keys_.key_for(m.sender_key);
+        auto k = keys_[slot]->key_for(m.sender_key);
         if (!k) {
             ++counters_.pair_auth_failed;
             return std::move(k).err();
@@ -104,6 +134,7 @@ result<control_message> control_channel::receive(std::span<const uint8_t> datagr
         }
     }
     ++counters_.accepted;
+    ++(slot == 0 ? counters_.opened_seal : counters_.opened_accept);
     return decoded;
 }
 
@@ -118,13 +149,13 @@ result<std::vector<uint8_t>> control_channel::send(message_body body, const node
     m.body = std::move(body);
     const symmetric_key* key = &sealer_.anon_key();
     if (!to.is_zero()) {
-        auto pub = keys_.public_key_of(to);
+        auto pub = public_key_of(to);
         if (!pub && key_source_) pub = key_source_(to);
         if (!pub) {
             return error(errc::not_found,
                          std::string(to_string(m.type())) + ": no key known for " + to.short_hex());
         }
-        key = MW_TRY(keys_.key_for(*pub));
+        key = MW_TRY(keys_[0]->key_for(*pub));
     }
     auto sealed = MW_TRY(seal_message(sealer_, *key, m, nonce));
     ++counter_;  // only what was sealed uses a counter value

@@ -21,6 +21,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <optional>
 #include <span>
 #include <vector>
@@ -56,6 +57,13 @@ struct control_counters {
     // From a refused node (revokedNodes, or no Node carries it under kubernetes.requireNode):
     // dropped before its pair key is computed or a replay slot is taken (set_refusal).
     uint64_t revoked = 0;
+    // Opened under the sealing key (slot 0) or one of the accepted keys (psk.acceptPaths):
+    // during a key roll the second shows who still seals with the other key.
+    uint64_t opened_seal = 0;
+    uint64_t opened_accept = 0;
+    // Failed authentication but opens under the retired key (psk_sealer::retire_from): a node
+    // still sealing with a key this node dropped. Counted within auth_failed as well.
+    uint64_t retired_key = 0;
 };
 
 class control_channel {
@@ -67,6 +75,15 @@ public:
     control_channel(const node_identity& self, psk_sealer sealer, uint64_t epoch = 0,
                     replay_config replay = {},
                     size_t key_cache_size = pair_key_cache::default_capacity);
+    control_channel(const control_channel&) = delete;
+    control_channel& operator=(const control_channel&) = delete;
+    ~control_channel();
+
+    // Replaces the cluster keys (a key roll, psk.path / psk.acceptPaths re-read). Replay state,
+    // epoch and counter stay; the pair keys are computed again under the new keys, as peers
+    // speak (one X25519 each). The dropped key becomes the retired verifier.
+    void set_sealer(psk_sealer sealer);
+    const psk_sealer& sealer() const noexcept { return sealer_; }
 
     // Errors: errc::parse_error (not ours / malformed / not for us), errc::unsupported (protocol
     // version 1), errc::protocol_error (authentication, replay, bad record), errc::state_mismatch
@@ -101,21 +118,25 @@ public:
     void set_key_source(key_source f) { key_source_ = std::move(f); }
     // A public key to answer (a first-contact PING's): the pair key is ready for the answer.
     // False for a key no pair key can be made with (low-order point).
-    bool learn_key(const wg_key& k) { return keys_.key_for(k).ok(); }
-    std::optional<wg_key> public_key_of(const node_id& id) const { return keys_.public_key_of(id); }
+    bool learn_key(const wg_key& k) { return keys_[0]->key_for(k).ok(); }
+    std::optional<wg_key> public_key_of(const node_id& id) const;
 
     const control_counters& counters() const noexcept { return counters_; }
     void count_cookie_sent() noexcept { ++counters_.cookie_sent; }
     void count_cookie_required() noexcept { ++counters_.cookie_required; }
     const node_id& self() const noexcept { return self_; }
-    const pair_key_cache& keys() const noexcept { return keys_; }
+    // The pair keys under the sealing key (slot 0) or an accepted key's slot.
+    const pair_key_cache& keys(size_t slot = 0) const noexcept { return *keys_[slot]; }
     const replay_window& replay() const noexcept { return replay_; }
 
 private:
     node_id self_;
     wg_key self_key_;
     psk_sealer sealer_;
-    pair_key_cache keys_;
+    wg_key self_private_;
+    size_t key_cache_size_;
+    // One pair key cache per sealer slot: a pair key is keyed by the slot's cluster key.
+    std::vector<std::unique_ptr<pair_key_cache>> keys_;
     replay_window replay_;
     control_counters counters_;
     key_source key_source_;

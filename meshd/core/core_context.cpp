@@ -114,6 +114,21 @@ void core_context::refuse(endpoint_refusal why, const wg_endpoint& ep, const cha
     }
 }
 
+void core_context::note_unauthenticated(const wg_endpoint& from, bool retired, uint64_t now) {
+    uint64_t suppressed = 0;
+    if (!key_refusal_log.should_log(node_id{}, from.str(), now, &suppressed)) return;
+    log_fields f{{"endpoint", from.str()}, {"suppressed", std::to_string(suppressed)}};
+    if (retired) {
+        f.emplace_back("fingerprint", ch_.sealer().retired_fingerprint());
+        log(2,
+            "datagram sealed with a retired cluster key refused: the sender was left out of the "
+            "key roll (give it the current psk.path)",
+            std::move(f));
+    } else {
+        log(2, "datagram authenticated under no current cluster key refused", std::move(f));
+    }
+}
+
 result<probe_keys> core_context::probe_keys_for(const node_id& peer,
                                                 const wg_key& peer_public) const {
     wg_key priv = identity_.wg_private_key();

@@ -123,9 +123,18 @@ public:
     // set by node_core, which knows where names live.
     std::function<std::string(const node_id&)> name_of;
 
+    // A key roll (psk.path / psk.acceptPaths changed): the control channel's keys change now.
+    // Probe keys (probe_keys_for) stay under the sealing key meshd started with, so that a roll
+    // never changes a relayed pair's probe index or keys under it (see docs/architecture.md).
+    void set_cluster_keys(psk_sealer sealer) { ch_.set_sealer(std::move(sealer)); }
+    // A control datagram from `from` opened under none of our keys: logged (at most once per
+    // source per 10 s, 10 lines per 10 s), saying whether it was sealed with the retired key.
+    void note_unauthenticated(const wg_endpoint& from, bool retired, uint64_t now);
+
     // Admission refusals (issue 17), and the throttle for their log lines.
     admission_counters admission;
     log_throttle refusal_log;
+    log_throttle key_refusal_log{10'000, 10, 64};
 
     std::vector<outgoing_datagram> take_outgoing() { return std::exchange(out_, {}); }
     std::vector<core_log_event> take_log() { return std::exchange(log_, {}); }

@@ -96,6 +96,11 @@ void node_core::set_endpoints(std::vector<wg_endpoint> endpoints, uint64_t now) 
     ctx_.due(now);
 }
 
+void node_core::set_cluster_keys(psk_sealer sealer, uint64_t now) {
+    ctx_.set_cluster_keys(std::move(sealer));
+    ctx_.due(now);
+}
+
 void node_core::set_revoked(std::vector<node_id> revoked, uint64_t now) {
     std::sort(revoked.begin(), revoked.end());
     revoked.erase(std::unique(revoked.begin(), revoked.end()), revoked.end());
@@ -350,8 +355,16 @@ uint64_t node_core::on_datagram(std::span<const uint8_t> datagram, const wg_endp
         ctx_.due(now);
         return ctx_.next_deadline();
     }
+    const auto before = ctx_.channel().counters();
     auto m = ctx_.channel().receive(datagram, now);
-    if (!m) return ctx_.next_deadline();  // counted by the channel; never answered
+    if (!m) {  // counted by the channel; never answered
+        const auto& after = ctx_.channel().counters();
+        if (after.auth_failed != before.auth_failed) {
+            ctx_.note_unauthenticated(normalize_endpoint(from_raw),
+                                      after.retired_key != before.retired_key, now);
+        }
+        return ctx_.next_deadline();
+    }
     wg_endpoint from = normalize_endpoint(from_raw);
     if (ctx_.revoked(m->sender)) {
         ++revoked_drops_;  // never answered; counted (meshwire_control_dropped_total)

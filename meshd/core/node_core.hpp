@@ -117,6 +117,9 @@ public:
     // revokedNodes (live): their records are dropped now and refused from then on, their
     // messages ignored, session requests naming them refused (they have no record).
     void set_revoked(std::vector<node_id> revoked, uint64_t now_ms);
+    // psk.path / psk.acceptPaths (live): control datagrams are sealed and opened under the new
+    // keys from now on; paths, sessions and WireGuard are untouched.
+    void set_cluster_keys(psk_sealer sealer, uint64_t now_ms);
     // kubernetes.requireNode (live): only these nodes are accepted (nullopt: every node); the
     // records of the others go now, as for revokedNodes.
     void set_listed(std::optional<std::vector<node_id>> listed, uint64_t now_ms);
@@ -170,6 +173,8 @@ public:
         return c;
     }
     const admission_counters& admission() const noexcept { return ctx_.admission; }
+    // The cluster keys control datagrams are sealed and opened with (fingerprints only leave).
+    const psk_sealer& sealer() const noexcept { return ctx_.channel().sealer(); }
     // Our control traffic (datagrams in and out, issue 18) and its rate over the last window.
     const control_traffic& traffic() const noexcept { return traffic_; }
     const control_traffic_rate& traffic_rate() const noexcept { return traffic_rate_; }

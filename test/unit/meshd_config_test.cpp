@@ -226,7 +226,7 @@ TEST_CASE("meshd config: unknown and repeated fields are errors naming the field
               "metrics.address: unknown field (expected one of: listen)");
     CHECK_ERR(minimal("psk: {file: /x}\n"), "appears more than once");
     CHECK_ERR("psk: {file: /x}\npodCIDRs: [10.0.0.0/24]\n",
-              "psk.file: unknown field (expected one of: path)");
+              "psk.file: unknown field (expected one of: path, acceptPaths)");
     CHECK_ERR(minimal("interface: a\ninterface: b\n"), "interface: appears more than once");
     // The line number of the offending field is in the message.
     CHECK_ERR(minimal("logLevel: info\nbogus: 1\n"), "bogus: unknown field");
@@ -484,4 +484,25 @@ TEST_CASE("meshd config: clusterCIDRs and nodeCIDRMaskSize (the route authority'
     CHECK_ERR(minimal("nodeCIDRMaskSize: {ipv5: 24}\n"), "ipv5");
     CHECK_ERR(minimal("clusterCIDRs: [10.244.0.0/25]\nnodeCIDRMaskSize: {ipv4: 24}\n"),
               "nodeCIDRMaskSize.ipv4: /24 is larger than clusterCIDRs[0] 10.244.0.0/25");
+}
+
+TEST_CASE("meshd config: psk.acceptPaths (key roll): parsed, bounded, clear errors") {
+    auto psk = [](const std::string& inner) {
+        return "podCIDRs: [10.244.1.0/24]\npsk: {path: /etc/meshwire/psk" + inner + "}\n";
+    };
+    CHECK(ok(psk("")).psk_accept_paths.empty());
+    auto c = ok(psk(", acceptPaths: [/etc/meshwire/psk.new]"));
+    CHECK(c.psk_accept_paths == std::vector<std::string>{"/etc/meshwire/psk.new"});
+    CHECK(ok(psk(", acceptPaths: [/a, /b]")).psk_accept_paths.size() == 2);
+    CHECK(ok(psk(", acceptPaths: []")).psk_accept_paths.empty());
+    CHECK_ERR(psk(", acceptPaths: [/a, /b, /c]"),
+              "psk.acceptPaths: has 3 entries; at most 2 are supported");
+    CHECK_ERR(psk(", acceptPaths: [rel/psk]"),
+              "psk.acceptPaths[0]: \"rel/psk\" must be an absolute path");
+    CHECK_ERR(psk(", acceptPaths: [/etc/meshwire/psk]"), "psk.acceptPaths[0]: is psk.path itself");
+    CHECK_ERR(psk(", acceptPaths: [/a, /a]"), "psk.acceptPaths[1]: is listed twice");
+    CHECK_ERR(psk(", acceptPaths: /a"), "psk.acceptPaths: must be a list of PSK files");
+    // print_yaml writes it and reads back the same.
+    auto again = ok(mw::meshd::print_yaml(c));
+    CHECK(again.psk_accept_paths == c.psk_accept_paths);
 }

@@ -57,7 +57,6 @@ TEST_CASE("config watcher: every restart-only field is named, including mdns, dh
              edit{"wireguard: {backend: userspace}\n", "wireguard.backend"},
              edit{"wireguard: {listenPort: 51900}\n", "wireguard.listenPort"},
              edit{"listenPort: 51999\n", "listenPort"},
-             edit{"psk: {path: /etc/meshwire/other}\n", "psk.path"},
              edit{"stateDir: /var/lib/other\n", "stateDir"},
              edit{"socket: /run/other.sock\n", "socket"},
              edit{"mtu: 1380\n", "mtu"},
@@ -93,6 +92,18 @@ TEST_CASE("config watcher: every restart-only field is named, including mdns, dh
         CHECK_FALSE(ch.log_level);
         REQUIRE(ch.restart_only.size() >= 1);
         CHECK(ch.restart_only[0] == field);
+    }
+    // The cluster keys are live (a key roll, issue 14 §2): psk.path and psk.acceptPaths.
+    for (const char* yaml :
+         {"psk: {path: /etc/meshwire/other}\n",
+          "psk: {path: /etc/meshwire/psk, acceptPaths: [/etc/meshwire/new]}\n"}) {
+        CAPTURE(yaml);
+        std::string b = base;
+        size_t at = b.find("psk:");
+        auto ch = compare_configs(parse(b),
+                                  parse(b.substr(0, at) + yaml + b.substr(b.find('\n', at) + 1)));
+        CHECK(ch.psk);
+        CHECK(ch.restart_only.empty());
     }
     // runDir moves the default socket with it: both are named.
     auto ch = change_of("runDir: /run/other\n");

@@ -323,3 +323,55 @@ TEST_CASE("control_channel: a refused sender (revoked, not on a Node) costs no k
     b.ch.set_refusal([](const node_id&) { return false; });
     CHECK(b.ch.receive(unlisted.to(b, ping_msg{}, 99), t0).ok());
 }
+
+// Key roll (issue 14 §2): psk.path seals, psk.acceptPaths only open; the pair tag is checked
+// under the key that opened the datagram; a node left on a dropped key is refused and counted.
+TEST_CASE("control_channel: key roll: accepted keys open, seal stays, a dropped key is refused") {
+    const std::string k_old = "the old cluster psk for the roll test";
+    const std::string k_new = "the new cluster psk for the roll test";
+    auto bytes = [](const std::string& s) { return std::vector<uint8_t>(s.begin(), s.end()); };
+    auto keys = [&](const std::string& seal, std::vector<std::string> acc) {
+        std::vector<std::vector<uint8_t>> store;
+        for (auto& a : acc) store.push_back(bytes(a));
+        std::vector<std::span<const uint8_t>> spans(store.begin(), store.end());
+        return psk_sealer::create(bytes(seal), spans).value();
+    };
+    node a(1), b(2), c(3);
+    a.ch.set_sealer(keys(k_old, {}));
+    b.ch.set_sealer(keys(k_old, {k_new}));  // step 1: the new key accepted
+    c.ch.set_sealer(keys(k_new, {k_old}));  // step 2: seals with the new key
+    CHECK(c.ch.sealer().fingerprint(0) == b.ch.sealer().fingerprint(1));
+
+    // c (new) -> b (old, new accepted): opened by the accepted slot, pair tag under it.
+    auto m = b.ch.receive(c.to(b, ping_msg{.request_id = 1}), t0);
+    REQUIRE(m.ok());
+    CHECK(b.ch.counters().opened_accept == 1);
+    CHECK(b.ch.counters().opened_seal == 0);
+    // b answers under its own sealing key (old): c accepts it in its accepted slot.
+    REQUIRE(c.ch.receive(b.to(c, ping_msg{.request_id = 1}), t0).ok());
+    CHECK(c.ch.counters().opened_accept == 1);
+    // a (old only) -> c: accepted too; c -> a is not (a never took the new key: skipped step 1).
+    REQUIRE(c.ch.receive(a.to(c, ping_msg{.request_id = 2}), t0).ok());
+    auto to_a = a.ch.receive(c.to(a, ping_msg{.request_id = 3}, 2), t0);
+    CHECK_FALSE(to_a.ok());
+    CHECK(a.ch.counters().auth_failed == 1);
+    CHECK(a.ch.counters().retired_key == 0);  // not a key a ever had
+
+    // Step 3 on c: the old key dropped. a, left on the old key, is refused: counted as retired.
+    c.ch.set_sealer(keys(k_new, {}));
+    CHECK(c.ch.sealer().retired_fingerprint() == a.ch.sealer().fingerprint(0));
+    const auto accepted = c.ch.counters().accepted;
+    auto refused = c.ch.receive(a.to(c, ping_msg{.request_id = 4}, 3), t0);
+    REQUIRE_FALSE(refused.ok());
+    CHECK(refused.err().message.find("retired cluster key") != std::string::npos);
+    CHECK(c.ch.counters().retired_key == 1);
+    CHECK(c.ch.counters().auth_failed == 1);
+    CHECK(c.ch.counters().accepted == accepted);
+    // Replay state survived the key change: b's next message is still accepted, its old one not.
+    auto from_b = b.to(c, ping_msg{.request_id = 5}, 4);
+    CHECK_FALSE(c.ch.receive(from_b, t0).ok());  // b still seals with the old key: refused
+    CHECK(c.ch.counters().retired_key == 2);
+    b.ch.set_sealer(keys(k_new, {}));
+    REQUIRE(c.ch.receive(b.to(c, ping_msg{.request_id = 6}, 5), t0).ok());
+    CHECK(c.ch.counters().opened_seal >= 1);
+}

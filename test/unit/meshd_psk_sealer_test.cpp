@@ -158,3 +158,59 @@ TEST_CASE("pair_key: both ends agree; a third key, another PSK or a low-order po
     auto zero = pair_key(k1, a.wg_private_key(), a.wg_public_key(), mw::wg_key{});
     CHECK_FALSE(zero);
 }
+
+TEST_CASE("psk_sealer: accepted keys are tried in order, at most two, duplicates kept once") {
+    const auto k1 = bytes_of("first cluster key of the rotation test");
+    const auto k2 = bytes_of("second cluster key of the rotation test");
+    const auto k3 = bytes_of("third cluster key of the rotation test!");
+    const auto k4 = bytes_of("fourth cluster key of the rotation test");
+    auto seal1 = psk_sealer::create(k1).value();
+    auto d = seal1.seal(7, bytes_of("hello"), nonce(1));
+
+    auto only2 = psk_sealer::create(k2).value();
+    CHECK_FALSE(only2.open(d).ok());
+    auto two_then_one = psk_sealer::create(k2, {k1}).value();
+    auto o = two_then_one.open(d);
+    REQUIRE(o.ok());
+    CHECK(o->slot == 1);
+    CHECK(o->plaintext == bytes_of("hello"));
+    // It seals under its first key only.
+    auto back = two_then_one.seal(7, bytes_of("x"), nonce(2));
+    CHECK_FALSE(seal1.open(back).ok());
+    CHECK(only2.open(back).ok());
+    auto one_then_two = psk_sealer::create(k1, {k2}).value();
+    CHECK(one_then_two.open(d)->slot == 0);
+
+    CHECK(psk_sealer::create(k1, {k1, k2}).value().slots() == 2);
+    CHECK(psk_sealer::create(k1, {k2, k3}).value().slots() == 3);
+    auto too_many = psk_sealer::create(k1, {k2, k3, k4});
+    REQUIRE_FALSE(too_many.ok());
+    CHECK(too_many.err().message.find("at most 2") != std::string::npos);
+    CHECK_FALSE(psk_sealer::create(k1, {bytes_of("short")}).ok());
+
+    // Fingerprints: stable, distinct, never the key.
+    CHECK(one_then_two.fingerprint(0) == psk_sealer::fingerprint_of(k1));
+    CHECK(one_then_two.fingerprint(1) == two_then_one.fingerprint(0));
+    CHECK(one_then_two.fingerprint(0) != one_then_two.fingerprint(1));
+    CHECK(one_then_two.fingerprint(0).size() == 8);
+}
+
+TEST_CASE("psk_sealer: the dropped key is kept as a verifier only") {
+    const auto k1 = bytes_of("first cluster key of the rotation test");
+    const auto k2 = bytes_of("second cluster key of the rotation test");
+    const auto k3 = bytes_of("third cluster key of the rotation test!");
+    auto before = psk_sealer::create(k2, {k1}).value();
+    auto after = psk_sealer::create(k2).value();
+    after.retire_from(before);
+    CHECK(after.retired_fingerprint() == psk_sealer::fingerprint_of(k1));
+    auto old = psk_sealer::create(k1).value().seal(3, bytes_of("late"), nonce(4));
+    CHECK_FALSE(after.open(old).ok());  // never accepted
+    CHECK(after.sealed_with_retired(old));
+    auto other = psk_sealer::create(k3).value().seal(3, bytes_of("noise"), nonce(5));
+    CHECK_FALSE(after.sealed_with_retired(other));
+    // A later change that drops nothing keeps the verifier; nothing retired: none.
+    auto again = psk_sealer::create(k2, {k3}).value();
+    again.retire_from(after);
+    CHECK(again.retired_fingerprint() == psk_sealer::fingerprint_of(k1));
+    CHECK(psk_sealer::create(k2).value().retired_fingerprint().empty());
+}

@@ -178,6 +178,12 @@ TEST_CASE("record cache: corrupt, truncated, foreign, oversized and other-PSK fi
     got = other.decode(good, saved);
     REQUIRE_FALSE(got);
     CHECK(got.err().message.find("MAC") != std::string::npos);
+    // During a key roll: a file MAC'd under an accepted key (psk.acceptPaths) still loads, and
+    // the next write is under the sealing key only.
+    other.set_accepted_keys({k_key});
+    REQUIRE(other.decode(good, saved));
+    auto rewritten = other.encode(sample(), saved);
+    CHECK_FALSE(c.decode(rewritten, saved));
 
     // More entries than this node's store holds.
     record_cache small("/nonexistent", k_key, 2);
