@@ -127,8 +127,12 @@ std::string metrics_text(const node_snapshot& s) {
         t.counter("meshwire_control_dropped_total", "Control datagrams dropped, by reason.",
                   {{"reason", why}}, v);
     }
-    t.counter("meshwire_control_dropped_total", "Control datagrams dropped, by reason.",
-              {{"reason", "retired_key"}}, c.retired_key);
+    // Not a reason of its own under meshwire_control_dropped_total: these are auth_failed
+    // datagrams too, and the reasons there add up to the drops.
+    t.counter("meshwire_control_retired_key_total",
+              "Control datagrams refused (counted in auth_failed) that were sealed with the "
+              "cluster key this node dropped last: a node left out of a key roll.",
+              L{}, c.retired_key);
     // Key roll (issue 14 §2): which slot opened what; the fingerprint sealing is a label that
     // changes only with the key (one series per key, not per event).
     t.counter("meshwire_control_opened_total",
