@@ -121,8 +121,8 @@ void core_context::note_unauthenticated(const wg_endpoint& from, bool retired, u
     if (retired) {
         f.emplace_back("fingerprint", ch_.sealer().retired_fingerprint());
         log(2,
-            "datagram sealed with a retired cluster key refused: the sender was left out of the "
-            "key roll (give it the current psk.path)",
+            "datagram sealed with a retired cluster key refused: the sender (or this node, if it "
+            "dropped the key everyone seals with) was left out of the key roll",
             std::move(f));
     } else {
         log(2, "datagram authenticated under no current cluster key refused", std::move(f));
