@@ -357,7 +357,8 @@ namespace {
 
 // Re-signs of every node in an idle hour with `publish_window_ms`: {for relay RTTs, for any
 // reason other than the 6-hourly refresh}.
-std::pair<uint64_t, uint64_t> noisy_idle_resigns(uint64_t publish_window_ms) {
+std::pair<uint64_t, uint64_t> noisy_idle_resigns(uint64_t publish_window_ms,
+                                                 double busy_prob = 0.05) {
     std_mesh m(1807, false);
     auto& net = m.net;
     // As the testbed: relay2 behind a 25 ms one-way delay bridge (RTT ~50 ms), relay1 near.
@@ -365,7 +366,7 @@ std::pair<uint64_t, uint64_t> noisy_idle_resigns(uint64_t publish_window_ms) {
     for (auto& h : net.hosts()) {
         h->jitter_ms = 3;
         h->loss = 0.02;  // a probe lost now and then: a relay missing for a round
-        h->busy_prob = 0.05;
+        h->busy_prob = busy_prob;
         h->busy_ms = 40;  // a sample that spikes (CPU wait on a loaded machine)
     }
     meshd::node_core_config cfg;
@@ -420,8 +421,11 @@ TEST_CASE("sim: noisy relay RTTs and lost probes at idle re-sign no record") {
     const auto [rtt, all] = noisy_idle_resigns(meshd::node_core_config{}.publish_rtt_window_ms);
     CHECK(rtt == 0);
     CHECK(all <= 2);
-    // The cause: the minimum of three idle rounds moves past the threshold now and then.
-    CHECK(noisy_idle_resigns(0).first > 0);
+    // The cause: the minimum of three idle rounds moves past the threshold now and then. Shown
+    // with busier hosts: at 5 % such a re-sign is rarer than one an hour (one in this hour
+    // before session-keep, whose fewer datagrams changed the random draws; none in 4 seeds
+    // after), at 10 % 2, at 20 % 8.
+    CHECK(noisy_idle_resigns(0, 0.2).first > 0);
 }
 
 // Membership at idle (issue 18): a node HELLOs each relay once per hello_interval with its
