@@ -20,6 +20,13 @@ result<relay_bind_state> transport::forwarder_binder::bind(uint64_t session_id, 
     });
 }
 
+void transport::forwarder_binder::heard(const node_id& node, const wg_endpoint& observed) {
+    if (!fwd) return;
+    fwd->with_table([&](relay_session_table& t, uint64_t now) {
+        t.heard(node, relay_addr::from_endpoint(observed), now);
+    });
+}
+
 transport::transport(const meshd_config& cfg, control_fn on_control)
     : cfg_(cfg), on_control_(std::move(on_control)) {}
 

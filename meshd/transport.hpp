@@ -57,6 +57,7 @@ private:
         relay_forwarder* fwd = nullptr;
         result<relay_bind_state> bind(uint64_t session_id, const node_id& from, const node_id& to,
                                       const wg_endpoint& observed, uint16_t via) override;
+        void heard(const node_id& node, const wg_endpoint& observed) override;
     };
 
     status start_forwarder();

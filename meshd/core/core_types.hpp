@@ -152,6 +152,12 @@ struct node_core_config {
     // refresh is retried every session_retry_ms until answered, so 30 s of margin is 30 tries.
     // 150 s (issue 18; 60 s before): WireGuard's keepalives no longer cross relayed sessions.
     uint64_t idle_session_refresh_ms = 150000;
+    // Serving as a relay: an idle session is kept while both its nodes are heard (an
+    // authenticated control message from the bound address) within this, and the relay says so
+    // (RELAY_SESSION_KEPT) so that idle pairs stop refreshing. 300 s = 2.5x the idle PING interval
+    // to a relay (idle_used/spare_ping_interval_ms): two lost PINGs in a row do not drop a
+    // session. Must match relay_table_limits::keep_ms. 0: neither (a relay before issue 18).
+    uint64_t relay_keep_ms = 300000;
     // Relays that carry (or stand by for) one of our active relayed pairs are probed this often and
     // declared dead for those pairs after fast_relay_timeout_ms without an answer: the failover
     // budget is that timeout plus one tick.
@@ -295,6 +301,11 @@ public:
     virtual result<relay_bind_state> bind(uint64_t session_id, const node_id& from,
                                           const node_id& to, const wg_endpoint& observed,
                                           uint16_t via) = 0;
+    // An authenticated control message from `node` arrived from `observed` (not in-band, not an
+    // anonymous PING): its sessions bound there are kept (relay_session_table::heard).
+    virtual void heard(const node_id& node, const wg_endpoint& observed) {
+        (void)node, (void)observed;
+    }
 };
 
 // meshctl's views.

@@ -374,6 +374,9 @@ uint64_t node_core::on_datagram(std::span<const uint8_t> datagram, const wg_endp
     // Only a PING may name no recipient, and its sender is not proven (control_channel.hpp):
     // it gets its PONG (no larger than the PING) and nothing else.
     const bool anonymous = m->recipient.is_zero();
+    // Serving as a relay: hearing the node (pair-tag authenticated, at this address) keeps its
+    // idle sessions bound here (issue 18).
+    if (!in_band && !anonymous) role_.on_heard(m->sender, from);
     std::visit(
         [&](const auto& b) {
             using T = std::decay_t<decltype(b)>;
@@ -431,6 +434,9 @@ uint64_t node_core::on_datagram(std::span<const uint8_t> datagram, const wg_endp
                     paths_.on_session_answer(m->sender, b.request_id, from, b.session_id, b.to,
                                              true, 0, now);
                 }
+            } else if constexpr (std::is_same_v<T, relay_session_kept_msg>) {
+                // Before its ACCEPT: the relay keeps the session while it hears us.
+                if (!in_band) directory_.on_session_kept(m->sender, b.keep_ms, now);
             } else if constexpr (std::is_same_v<T, relay_session_reject_msg>) {
                 if (!in_band && b.from == ctx_.id()) {
                     paths_.on_session_answer(m->sender, b.request_id, from, b.session_id, b.to,
@@ -487,11 +493,15 @@ void node_core::on_pong(const control_message& m, const pong_msg& b, const wg_en
         ctx_.cookies().store(m.sender, p->ep, b.cookie);
     double rtt = static_cast<double>(now - p->sent_ms);
     switch (p->kind) {
-        case probe_kind::relay:
-            if (directory_.note_epoch(m.sender, m.epoch, now))
-                paths_.rebind_sessions(m.sender, now);
-            directory_.on_pong(*p, m.sender, rtt, b.observed, now);
+        case probe_kind::relay: {
+            // Bound again at once when it restarted (its table is gone), saw us at another address
+            // (a NAT rebound us: our sessions there are bound at the old one) or answered after
+            // it was lost (it may have stopped hearing us and dropped a kept session).
+            bool rebind = directory_.note_epoch(m.sender, m.epoch, now);
+            rebind |= directory_.on_pong(*p, m.sender, rtt, b.observed, now);
+            if (rebind) paths_.rebind_sessions(m.sender, now);
             break;
+        }
         case probe_kind::direct:
         case probe_kind::inband:
             paths_.on_pong(*p, m.sender, rtt, now,

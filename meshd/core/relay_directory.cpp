@@ -609,7 +609,7 @@ void relay_directory::tick(const peer_record& self, uint64_t now) {
     }
 }
 
-void relay_directory::on_pong(const probe& p, const node_id& sender, double rtt_ms,
+bool relay_directory::on_pong(const probe& p, const node_id& sender, double rtt_ms,
                               const wg_endpoint& observed, uint64_t now) {
     // By address: the list may have been rebuilt (indices moved) since the PING.
     relay_entry* rp = nullptr;
@@ -620,11 +620,11 @@ void relay_directory::on_pong(const probe& p, const node_id& sender, double rtt_
         }
         if (rp) break;
     }
-    if (!rp || rp->self) return;
+    if (!rp || rp->self) return false;
     auto& r = *rp;
     // A found relay is the node its signed record names: an answer from another node at that
     // address (a stale record of a reinstalled node, a forged one) is no answer.
-    if (r.origin == relay_origin::discovered && r.id && *r.id != sender) return;
+    if (r.origin == relay_origin::discovered && r.id && *r.id != sender) return false;
     if (r.id && *r.id != sender) {
         ctx_.log(2, "relay answered with a new node identity (reinstalled?)",
                  {{"relay", r.spec.name}, {"node_id", sender.short_hex()}});
@@ -641,6 +641,9 @@ void relay_directory::on_pong(const probe& p, const node_id& sender, double rtt_
     auto& a = r.addrs[ai];
     const auto& cfg = ctx_.cfg;
     if (!alive(r, a, timeout(r), now)) on_relays_changed_();
+    const bool was_lost = a.lost;
+    const wg_endpoint seen = normalize_endpoint(observed);
+    const bool moved = a.reflexive && !(*a.reflexive == seen);
     a.lost = false;
     a.last_pong_ms = now;
     // Answered again after a round that went unanswered: the relay may have dropped us
@@ -665,7 +668,34 @@ void relay_directory::on_pong(const probe& p, const node_id& sender, double rtt_
     if (ai == r.active) {
         r.publish_min.update(rtt_ms, now, std::max(cfg.publish_rtt_window_ms, window));
     }
-    a.reflexive = normalize_endpoint(observed);
+    a.reflexive = seen;
+    // Only the address in use carries our sessions (and its loss is what they feel).
+    if ((was_lost || moved) && ai == r.active) {
+        ctx_.log(1,
+                 moved ? "relay sees us at a new address; binding sessions again"
+                       : "relay answers again; binding sessions again",
+                 {{"relay", r.spec.name}, {"endpoint", seen.str()}});
+        return true;
+    }
+    return false;
+}
+
+void relay_directory::on_session_kept(const node_id& relay, uint64_t keep_ms, uint64_t) {
+    relay_entry* r = find(relay);
+    if (!r || r->keep_ms == keep_ms) return;
+    r->keep_ms = keep_ms;
+    ctx_.log(0, "relay keeps idle sessions while it hears us",
+             {{"relay", r->spec.name},
+              {"keep_ms", std::to_string(keep_ms)},
+              {"used", keeps_sessions(relay) ? "yes" : "no (window shorter than 2 idle PINGs)"}});
+}
+
+bool relay_directory::keeps_sessions(const node_id& relay) const {
+    const relay_entry* r = by_id(relay);
+    const auto& cfg = ctx_.cfg;
+    return r && r->keep_ms &&
+           r->keep_ms >=
+               2 * std::max(cfg.idle_used_ping_interval_ms, cfg.idle_spare_ping_interval_ms);
 }
 
 void relay_directory::on_session_accepted(const node_id& relay) {
@@ -709,6 +739,9 @@ bool relay_directory::note_epoch(const node_id& relay, uint64_t epoch, uint64_t 
     relay_entry* r = find(relay);
     if (!r || epoch == r->boot_epoch) return false;
     const bool restarted = r->boot_epoch != 0;
+    // A new epoch may be another version: it says again whether it keeps (its ACCEPTs follow the
+    // rebinding the caller starts).
+    r->keep_ms = 0;
     if (restarted) {
         ctx_.log(1, "relay restarted; registering again", {{"relay", r->spec.name}});
         r->registered = false;

@@ -80,6 +80,9 @@ struct relay_entry {
     uint64_t last_hello_ms = 0;  // our last HELLO
     size_t hello_addr = 0;       // with no address answering: the next one HELLOs go to
     uint64_t boot_epoch = 0;     // the relay's, from its PONGs: a new one is a restart
+    // It announced keeping our idle sessions while it hears us (RELAY_SESSION_KEPT, its keep
+    // window; 0: not in this boot epoch): relay_election stops refreshing them at idle.
+    uint64_t keep_ms = 0;
     bool was_up = false;
     size_t active = SIZE_MAX;  // the address in use (sticky while it answers)
     uint16_t published_rtt = peer_record::unknown_rtt;  // in our record
@@ -136,9 +139,18 @@ public:
     // A relayed pair of ours sends through this relay (called before every tick): probed at the
     // NAT-keepalive rate while idle.
     void keep_used(const node_id& relay);
-    // A PONG to a relay probe.
-    void on_pong(const probe& p, const node_id& sender, double rtt, const wg_endpoint& observed,
+    // A PONG to a relay probe. True when our sessions there must be bound again at once: the
+    // address in use saw us at another address than before (NAT rebinding), or answered after
+    // it was lost (down long enough that a kept session may have expired there).
+    bool on_pong(const probe& p, const node_id& sender, double rtt, const wg_endpoint& observed,
                  uint64_t now);
+    // The relay announced that it keeps our idle sessions while it hears us (RELAY_SESSION_KEPT,
+    // before its ACCEPT).
+    void on_session_kept(const node_id& relay, uint64_t keep_ms, uint64_t now);
+    // Whether an idle session there may go unrefreshed: it announced keeping in its current boot
+    // epoch, with a window our idle probes fill (at least twice our slowest idle PING interval,
+    // so one lost PING does not cost the session).
+    bool keeps_sessions(const node_id& relay) const;
     // The relay accepted a session / refused to serve (REJECT not_a_relay).
     void on_session_accepted(const node_id& relay);
     void on_not_serving(const node_id& relay, uint64_t now);

@@ -208,14 +208,25 @@ void relay_election::choose(const node_id& id, relayed_pair& p, const peer_recor
                 w.next_request_ms = o.next_request_ms;
                 w.request_id = o.request_id;
                 w.prev_request_id = o.prev_request_id;
-                if (!(o.ep == w.ep)) w.next_request_ms = now;  // rebind from the new address
+                w.kept = o.kept;
+                if (!(o.ep == w.ep)) {
+                    w.next_request_ms = now;  // rebind from the new address
+                    w.kept = false;
+                }
             }
         }
         warm.push_back(w);
     }
     p.warm = std::move(warm);
     for (auto& w : p.warm) {
+        // Kept while idle only: traffic resumed (today's active refresh takes over, starting
+        // now, which also proves the session is still there) or the relay no longer announces.
+        if (w.kept && (p.active || !relays_.keeps_sessions(w.relay))) {
+            w.kept = false;
+            w.next_request_ms = std::min(w.next_request_ms, now);
+        }
         if (now >= w.next_request_ms) {
+            w.kept = false;
             w.prev_request_id = w.request_id;
             w.request_id = ctx_.random_u64();
             relay_session_request_msg req;
@@ -234,7 +245,7 @@ void relay_election::choose(const node_id& id, relayed_pair& p, const peer_recor
             w.next_request_ms =
                 now + (!w.accepted || !p.active ? cfg.session_retry_ms : cfg.session_refresh_ms);
         }
-        ctx_.due(w.next_request_ms);
+        if (!w.kept) ctx_.due(w.next_request_ms);
     }
 
     dp.path = path_kind::relay;
@@ -349,6 +360,17 @@ bool relay_election::on_session_answer(relayed_pair& p, const std::string& peer_
         }
         w->accepted = true;
         relays_.on_session_accepted(relay);
+        if (!p.active && relays_.keeps_sessions(relay)) {
+            // The relay keeps it while it hears our PINGs: no idle refresh (issue 18).
+            if (!w->kept) {
+                ctx_.log(0, "relay session kept; no idle refresh",
+                         {{"peer", peer_name}, {"relay", ctx_.name_of(relay)}});
+            }
+            w->kept = true;
+            w->next_request_ms = relayed_pair::never;
+            return true;
+        }
+        w->kept = false;
         w->next_request_ms =
             now + (p.active ? ctx_.cfg.session_refresh_ms : ctx_.cfg.idle_session_refresh_ms);
         return true;

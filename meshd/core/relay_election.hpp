@@ -10,6 +10,13 @@
 //
 // rank_relays() is the pure ranking (unit-tested); relay_election applies it to a pair: candidate
 // collection with exclusions, warm sessions and their requests, in-band liveness, switches.
+//
+// Session refresh: an active pair refreshes its sessions every session_refresh_ms; an idle pair
+// every idle_session_refresh_ms, except at a relay that announced keeping them
+// (relay_directory::keeps_sessions): there the relay keeps the session while our PINGs reach it,
+// and the session is requested again only when something says the relay may have lost it (a new
+// boot epoch, a new reflexive address, an answer after it was lost: peer_paths::rebind_sessions)
+// or the pair turns active. An idle node then sends no session traffic at all (issue 18).
 #pragma once
 
 #include <cstddef>
@@ -105,7 +112,12 @@ struct relayed_pair {
         // the address it went to, counts (a late answer to the one before a refresh still does).
         uint64_t request_id = 0;
         uint64_t prev_request_id = 0;
+        // Accepted by a relay that keeps idle sessions while it hears us (issue 18), the pair
+        // idle: not refreshed (next_request_ms = never) until the pair turns active, the relay
+        // restarts, stops announcing, sees us at another address or answers after it was lost.
+        bool kept = false;
     };
+    static constexpr uint64_t never = UINT64_MAX;
     std::vector<warm_session> warm;
     // Whether the pair is active (peer_paths sets it before choose()) and since when: only an
     // active pair sends in-band probes, refreshes its sessions every session_refresh_ms, keeps

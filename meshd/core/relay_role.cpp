@@ -272,8 +272,23 @@ void relay_role::on_session_request(const control_message& m, const relay_sessio
         return reject(st.err().is(errc::exhausted) ? reject_reason::capacity
                                                    : reject_reason::unspecified);
     }
+    // Announced first (the node reads the ACCEPT knowing it): this relay keeps the session while
+    // it hears the node, so an idle pair need not refresh it (wire_codec.hpp).
+    if (ctx_.cfg.relay_keep_ms) {
+        ctx_.send(relay_session_kept_msg{b.request_id, b.session_id,
+                                         uint32_t(std::min<uint64_t>(
+                                             ctx_.cfg.relay_keep_ms,
+                                             relay_session_kept_msg::max_keep_ms))},
+                  m.sender, from, 0, now);
+    }
     ctx_.send(relay_session_accept_msg{b.request_id, b.session_id, b.from, b.to}, m.sender, from, 0,
               now);
+}
+
+void relay_role::on_heard(const node_id& sender, const wg_endpoint& from) {
+    if (role_ == relay_role_state::active && binder_ && ctx_.cfg.relay_keep_ms) {
+        binder_->heard(sender, from);
+    }
 }
 
 }  // namespace mw::meshd

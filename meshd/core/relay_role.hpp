@@ -47,6 +47,12 @@ public:
     void on_dialback_probe(const control_message& m, const dialback_probe_msg& b, uint64_t now);
     void on_session_request(const control_message& m, const relay_session_request_msg& b,
                             const wg_endpoint& from, uint16_t via, uint64_t now);
+    // Any authenticated control message from `sender` at `from` (node_core, after the pair tag
+    // and revocation checks; not in-band, not an anonymous PING): while serving, it keeps the
+    // sender's idle sessions bound at `from` (issue 18). NAT_KEEPALIVE does not count: it is
+    // unauthenticated, so anyone who can send from (or spoof) a node's address could keep that
+    // node's sessions, and with them its table slots, alive after the node left.
+    void on_heard(const node_id& sender, const wg_endpoint& from);
 
     relay_role_state state() const noexcept { return role_; }
     const std::string& reason() const noexcept { return role_reason_; }

@@ -102,7 +102,9 @@ result<relay_bind_state> relay_session_table::bind(uint64_t session_id, const no
 
     uint32_t slot = session_index_.find(session_id);
     if (slot == no_slot) {
-        if (free_sessions_.empty()) return error(errc::exhausted, "relay: session table full");
+        if (free_sessions_.empty() && !evict_kept(now_ms)) {
+            return error(errc::exhausted, "relay: session table full");
+        }
         uint32_t node = MW_TRY(acquire_node(from, now_ms));
         slot = free_sessions_.back();
         free_sessions_.pop_back();
@@ -146,6 +148,45 @@ void relay_session_table::erase_slot(uint32_t slot) noexcept {
     free_sessions_.push_back(slot);
 }
 
+uint64_t relay_session_table::heard_until(const side& sd) const noexcept {
+    if (sd.node == no_slot || limits_.keep_ms == 0) return 0;
+    const node_slot& n = nodes_[sd.node];
+    const size_t f = sd.addr.is_v4() ? 0 : 1;
+    if (n.heard_ms[f] == 0 || !(n.heard_addr[f] == sd.addr)) return 0;
+    return n.heard_ms[f] + limits_.keep_ms;
+}
+
+void relay_session_table::heard(const node_id& node, const relay_addr& observed,
+                                uint64_t now_ms) noexcept {
+    uint32_t slot = find_node(node);
+    if (slot == no_slot || !observed.valid()) return;
+    node_slot& n = nodes_[slot];
+    const size_t f = observed.is_v4() ? 0 : 1;
+    n.heard_addr[f] = observed;
+    n.heard_ms[f] = std::max(n.heard_ms[f], std::max<uint64_t>(now_ms, 1));
+}
+
+bool relay_session_table::kept(uint64_t session_id, uint64_t now_ms) const noexcept {
+    uint32_t slot = session_index_.find(session_id);
+    if (slot == no_slot) return false;
+    const session_slot& s = sessions_[slot];
+    return inactive(s, now_ms) && !idle(s, now_ms);
+}
+
+bool relay_session_table::evict_kept(uint64_t now_ms) noexcept {
+    // A full table is rare and this is O(max_sessions), once per refused-otherwise bind.
+    uint32_t oldest = no_slot;
+    for (uint32_t i = 0; i < sessions_.size(); ++i) {
+        const session_slot& s = sessions_[i];
+        if (!s.used || !inactive(s, now_ms)) continue;
+        if (oldest == no_slot || s.last_active_ms < sessions_[oldest].last_active_ms) oldest = i;
+    }
+    if (oldest == no_slot) return false;
+    if (!idle(sessions_[oldest], now_ms)) ++evicted_kept_;  // else merely not swept yet
+    erase_slot(oldest);
+    return true;
+}
+
 bool relay_session_table::remove(uint64_t session_id) noexcept {
     uint32_t slot = session_index_.find(session_id);
     if (slot == no_slot) return false;
@@ -168,7 +209,10 @@ uint64_t relay_session_table::next_expiry(uint64_t now_ms) const noexcept {
     uint64_t next = std::numeric_limits<uint64_t>::max();
     for (const auto& s : sessions_) {
         if (!s.used) continue;
-        next = std::min(next, std::max(s.last_active_ms + limits_.idle_timeout_ms + 1, now_ms));
+        // Expires when both its inactivity and (if heard) the first side's keep have run out.
+        uint64_t at = s.last_active_ms + limits_.idle_timeout_ms + 1;
+        at = std::max(at, std::min(heard_until(s.a), heard_until(s.b)));
+        next = std::min(next, std::max(at, now_ms));
     }
     return next;
 }

@@ -8,6 +8,13 @@
 // session from any other address, a half-open session, an idle-expired session, or a sender node
 // over its token-bucket rate (packets/s and bytes/s).
 //
+// Kept sessions (issue 18): a session whose frames stopped is not forgotten while the relay still
+// hears both of its nodes at their bound addresses (heard(): an authenticated control message from
+// the node, from exactly that address, within keep_ms). An idle node then needs no session
+// refresh at all: its PINGs to the relay, which it sends anyway, keep its sessions. A node no
+// longer heard (gone, or behind a NAT that rebound it) has its sessions expire as before. When the
+// table is full, a new session evicts the idle kept session inactive longest (evicted_kept()).
+//
 // Pure and fixed-size: time is passed in (ms, any monotonic origin), all memory is reserved at
 // construction, and route() — the per-packet call — allocates nothing and touches one index probe
 // sequence, one session slot and one node slot. Not thread-safe; the forwarder serialises access.
@@ -32,6 +39,12 @@ struct relay_table_limits {
     // WireGuard sends a keepalive at least every 25 s on a path it uses (persistent keepalive) and
     // rekeys every 2 min, so a session quiet for longer than this is abandoned.
     uint64_t idle_timeout_ms = 180'000;
+    // A session idle past idle_timeout_ms is kept while both nodes were heard at their bound
+    // addresses within this (0: never kept, the behaviour before issue 18). 300 s = 2.5x a
+    // node's idle full-PING interval to a relay (idle_used/spare_ping_interval_ms, 120 s): two
+    // PINGs lost in a row do not drop a session, and a node gone for good is forgotten within
+    // 5 min. core_config::relay_keep_ms must say the same (it is what the relay announces).
+    uint64_t keep_ms = 300'000;
     // Per sending node. 1 Gbit/s of 1400-byte packets is ~90 kpps; allow headroom over that.
     uint64_t node_packets_per_s = 200'000;
     uint64_t node_bytes_per_s = 250'000'000;
@@ -77,6 +90,16 @@ public:
                                   const relay_addr& observed, uint64_t now_ms,
                                   uint16_t via = 0xffff);
     bool remove(uint64_t session_id) noexcept;
+    // The control plane heard `node` at `observed` (an authenticated control message, with the
+    // node's pair tag, from that address): its sessions bound at exactly that address are kept
+    // for keep_ms from now. A node with no session here is not stored (no state for strangers).
+    // Only the last address per family is remembered: a session bound at another address of
+    // the node is not kept by it.
+    void heard(const node_id& node, const relay_addr& observed, uint64_t now_ms) noexcept;
+    // Idle sessions evicted to make room for a new one (kept only because their nodes were heard).
+    uint64_t evicted_kept() const noexcept { return evicted_kept_; }
+    // Whether the session is past idle_timeout_ms and kept only because both nodes are heard.
+    bool kept(uint64_t session_id, uint64_t now_ms) const noexcept;
     // Removes sessions idle past the timeout; returns how many. Meant for a periodic timer
     // (route() also drops an expired session lazily, so correctness does not depend on it).
     size_t expire(uint64_t now_ms) noexcept;
@@ -115,6 +138,9 @@ private:
         uint64_t packet_tokens = 0;  // in 1/1000 packet
         uint64_t byte_tokens = 0;    // in 1/1000 byte
         uint64_t refilled_ms = 0;
+        // heard(): the node's last authenticated control source per family (0: v4, 1: v6).
+        std::array<relay_addr, 2> heard_addr{};
+        std::array<uint64_t, 2> heard_ms{};
         bool used = false;
     };
     struct side {
@@ -137,9 +163,16 @@ private:
     void release_node(uint32_t slot) noexcept;
     bool take_tokens(node_slot& n, size_t bytes, uint64_t now_ms) noexcept;
     void erase_slot(uint32_t slot) noexcept;
-    bool idle(const session_slot& s, uint64_t now_ms) const noexcept {
+    bool inactive(const session_slot& s, uint64_t now_ms) const noexcept {
         return now_ms > s.last_active_ms && now_ms - s.last_active_ms > limits_.idle_timeout_ms;
     }
+    // Until when the side's node was heard at its bound address plus keep_ms (0: not heard).
+    uint64_t heard_until(const side& sd) const noexcept;
+    bool idle(const session_slot& s, uint64_t now_ms) const noexcept {
+        return inactive(s, now_ms) && !(now_ms < heard_until(s.a) && now_ms < heard_until(s.b));
+    }
+    // Frees the slot of the idle kept session inactive longest; false if there is none.
+    bool evict_kept(uint64_t now_ms) noexcept;
 
     relay_table_limits limits_;
     uint64_t packet_burst_, byte_burst_;  // bucket depths, in 1/1000 units
@@ -151,6 +184,7 @@ private:
     fixed_u64_map node_index_;  // keyed by the node ID's first 8 bytes; slot holds the full ID
     std::array<uint64_t, relay_drop_count> drops_{};
     uint64_t routed_packets_ = 0, routed_bytes_ = 0;
+    uint64_t evicted_kept_ = 0;
 };
 
 }  // namespace mw::meshd

@@ -164,6 +164,15 @@ struct body_encoder {
         write_cookie(w, m.cookie);
         return {};
     }
+    status operator()(const relay_session_kept_msg& m) {
+        if (m.keep_ms == 0 || m.keep_ms > relay_session_kept_msg::max_keep_ms) {
+            return error(errc::invalid_argument, "RELAY_SESSION_KEPT: keep window out of range");
+        }
+        w.u64(m.request_id);
+        w.u64(m.session_id);
+        w.u32(m.keep_ms);
+        return {};
+    }
     status operator()(const ae_digest_msg& m) {
         const uint8_t known = ae_digest_msg::flag_reply | ae_digest_msg::flag_buckets;
         if (m.flags & ~known) return error(errc::invalid_argument, "AE_DIGEST: unknown flags");
@@ -295,6 +304,16 @@ result<message_body> decode_body(msg_type t, byte_reader& r) {
             m.cookie = read_cookie(r);
             return message_body(m);
         }
+        case msg_type::relay_session_kept: {
+            relay_session_kept_msg m;
+            m.request_id = r.u64();
+            m.session_id = r.u64();
+            m.keep_ms = r.u32();
+            if (m.keep_ms == 0 || m.keep_ms > relay_session_kept_msg::max_keep_ms) {
+                return bad(t, "keep window out of range");
+            }
+            return message_body(m);
+        }
         case msg_type::ae_digest: {
             ae_digest_msg m;
             m.request_id = r.u64();
@@ -359,7 +378,7 @@ result<message_body> decode_body(msg_type t, byte_reader& r) {
 
 bool is_control_type(uint8_t t) {
     return t >= static_cast<uint8_t>(msg_type::hello) &&
-           t <= static_cast<uint8_t>(msg_type::ae_want);
+           t <= static_cast<uint8_t>(msg_type::relay_session_kept);
 }
 
 }  // namespace
@@ -396,6 +415,8 @@ const char* to_string(msg_type t) noexcept {
             return "AE_SUMMARY";
         case msg_type::ae_want:
             return "AE_WANT";
+        case msg_type::relay_session_kept:
+            return "RELAY_SESSION_KEPT";
         case msg_type::relay_data:
             return "RELAY_DATA";
         case msg_type::nat_keepalive:

@@ -45,6 +45,18 @@
 //                                each: 32 node ID, u64 seq; strictly ascending, inside the range
 //   0x0d  AE_WANT                u64 the DIGEST's request id, u8 count (1..ae_max_want_ids),
 //                                each: 32 node ID; strictly ascending
+//   0x0e  RELAY_SESSION_KEPT     u64 the request's id, u64 session id, u32 keep window ms
+//                                (1..86,400,000): the relay keeps the session while it hears the
+//                                requester (issue 18; see "Announcing kept sessions" below)
+//
+// Announcing kept sessions (issue 18). Every decoder of this version and the ones before rejects
+// trailing bytes and unknown flag bits (HELLO, peer_record), so nothing can be appended to an
+// existing message without an older node dropping it. A relay that keeps idle sessions
+// (relay_session_table::heard) says so in a message of its own, RELAY_SESSION_KEPT, sent just
+// before each RELAY_SESSION_ACCEPT: an older node drops the unknown type unopened (counted as
+// control_counters::unknown_type) and keeps refreshing every idle_session_refresh_ms, which the
+// relay still honours; a relay older than this never sends it, so a node refreshes its sessions
+// there as before. A lost or reordered RELAY_SESSION_KEPT costs only the next refresh.
 //
 // Types 0x01-0x7f are sealed control messages; 0x80-0xff are unsealed frames, of which 0x80
 // RELAY_DATA and 0x81 NAT_KEEPALIVE exist:
@@ -97,6 +109,7 @@ enum class msg_type : uint8_t {
     ae_digest = 0x0b,
     ae_summary = 0x0c,
     ae_want = 0x0d,
+    relay_session_kept = 0x0e,
     relay_data = 0x80,
     nat_keepalive = 0x81,
 };
@@ -178,6 +191,14 @@ struct relay_session_reject_msg {
     reject_reason reason = reject_reason::unspecified;
 };
 
+struct relay_session_kept_msg {
+    static constexpr msg_type type = msg_type::relay_session_kept;
+    static constexpr uint32_t max_keep_ms = 24u * 3600 * 1000;
+    uint64_t request_id = 0;  // the RELAY_SESSION_REQUEST's
+    uint64_t session_id = 0;
+    uint32_t keep_ms = 0;  // kept while the relay heard the requester within this
+};
+
 struct dialback_request_msg {
     static constexpr msg_type type = msg_type::dialback_request;
     uint64_t nonce = 0;
@@ -234,7 +255,8 @@ struct ae_want_msg {
 using message_body =
     std::variant<hello_msg, records_msg, ping_msg, pong_msg, relay_session_request_msg,
                  relay_session_accept_msg, relay_session_reject_msg, dialback_request_msg,
-                 dialback_probe_msg, cookie_reply_msg, ae_digest_msg, ae_summary_msg, ae_want_msg>;
+                 dialback_probe_msg, cookie_reply_msg, ae_digest_msg, ae_summary_msg, ae_want_msg,
+                 relay_session_kept_msg>;
 
 struct control_message {
     wg_key sender_key;  // the sender's static X25519 public key

@@ -145,6 +145,7 @@ relay_forwarder_stats relay_forwarder::stats() const {
     s.batches = counters_.batches.load(std::memory_order_relaxed);
     std::lock_guard lock(table_mutex_);
     s.table_drops = table_.drops();
+    s.kept_evicted = table_.evicted_kept();
     return s;
 }
 

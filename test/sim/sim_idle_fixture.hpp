@@ -18,7 +18,7 @@ struct sent_counts {
     uint64_t probe_packets = 0, probe_bytes = 0;
     // NAT_KEEPALIVE (4 bytes, unanswered): a NATed node's mapping to its used relays
     uint64_t keepalive_packets = 0, keepalive_bytes = 0;
-    // RELAY_SESSION_REQUEST / ACCEPT / REJECT: relayed pairs' sessions
+    // RELAY_SESSION_REQUEST / ACCEPT / REJECT / KEPT: relayed pairs' sessions
     uint64_t session_packets = 0, session_bytes = 0;
     // HELLO, RECORDS: membership (record refresh is not adaptive liveness's; reported only)
     uint64_t member_packets = 0, member_bytes = 0;
@@ -52,7 +52,7 @@ private:
             ++c.member_packets, c.member_bytes += b.size();
         } else if (type >= 0x0b && type <= 0x0d) {
             ++c.ae_packets, c.ae_bytes += b.size();
-        } else if (type >= 0x05 && type <= 0x07) {
+        } else if ((type >= 0x05 && type <= 0x07) || type == 0x0e) {
             ++c.session_packets, c.session_bytes += b.size();
         } else {
             ++c.probe_packets, c.probe_bytes += b.size();

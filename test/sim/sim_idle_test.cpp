@@ -82,10 +82,11 @@ TEST_CASE("sim: idle liveness per node is bounded and does not grow with the clu
         // A relay answers its clients' probes (one PONG per probe), and forwards nothing.
         CHECK(f->relay_probe_bytes < 1500.0 * double(f->nodes));
         CHECK(f->relay_forwarded_bytes == 0);
-        // Idle relayed pairs refresh their two sessions once a minute (the relay forgets a
-        // session after 180 s without traffic): the one per-pair term left besides WireGuard's
-        // keepalives (idle_session_refresh_ms).
-        CHECK(f->lan_session_packets <= 2.5 * f->relayed_pairs + 2);
+        // Idle relayed pairs send no session requests: the relays keep their sessions while
+        // they hear the nodes' PINGs (issue 18; relay_session_table::heard). Before, each pair
+        // refreshed its two sessions every idle_session_refresh_ms (150 s): the one per-pair
+        // term left, ~0.8 packets per pair a minute.
+        CHECK(f->lan_session_packets < 0.05 * f->relayed_pairs + 0.5);
         // Anti-entropy with the 8 LAN neighbours: its rounds back off while digests match (10 s
         // doubling to 640 s), so the window (60-420 s after settling) holds about two rounds
         // per pair, a DIGEST of ~185 B each way. At a round every 10 s it was ~8.9 KB a minute.
@@ -356,7 +357,8 @@ namespace {
 
 // Re-signs of every node in an idle hour with `publish_window_ms`: {for relay RTTs, for any
 // reason other than the 6-hourly refresh}.
-std::pair<uint64_t, uint64_t> noisy_idle_resigns(uint64_t publish_window_ms) {
+std::pair<uint64_t, uint64_t> noisy_idle_resigns(uint64_t publish_window_ms,
+                                                 double busy_prob = 0.05) {
     std_mesh m(1807, false);
     auto& net = m.net;
     // As the testbed: relay2 behind a 25 ms one-way delay bridge (RTT ~50 ms), relay1 near.
@@ -364,7 +366,7 @@ std::pair<uint64_t, uint64_t> noisy_idle_resigns(uint64_t publish_window_ms) {
     for (auto& h : net.hosts()) {
         h->jitter_ms = 3;
         h->loss = 0.02;  // a probe lost now and then: a relay missing for a round
-        h->busy_prob = 0.05;
+        h->busy_prob = busy_prob;
         h->busy_ms = 40;  // a sample that spikes (CPU wait on a loaded machine)
     }
     meshd::node_core_config cfg;
@@ -419,8 +421,11 @@ TEST_CASE("sim: noisy relay RTTs and lost probes at idle re-sign no record") {
     const auto [rtt, all] = noisy_idle_resigns(meshd::node_core_config{}.publish_rtt_window_ms);
     CHECK(rtt == 0);
     CHECK(all <= 2);
-    // The cause: the minimum of three idle rounds moves past the threshold now and then.
-    CHECK(noisy_idle_resigns(0).first > 0);
+    // The cause: the minimum of three idle rounds moves past the threshold now and then. Shown
+    // with busier hosts: at 5 % such a re-sign is rarer than one an hour (one in this hour
+    // before session-keep, whose fewer datagrams changed the random draws; none in 4 seeds
+    // after), at 10 % 2, at 20 % 8.
+    CHECK(noisy_idle_resigns(0, 0.2).first > 0);
 }
 
 // Membership at idle (issue 18): a node HELLOs each relay once per hello_interval with its
@@ -435,9 +440,12 @@ TEST_CASE(
     meshd::identity_seed seed1{};
     seed1.fill(0x71);
     auto specs = net.relay_specs();
+    meshd::node_core_config cc;
+    // As the daemon's relay proxy does: the first frame to a quiet peer tells the core at once.
+    net.wg_notify_traffic = true;
     for (auto& h : net.hosts()) {
         if (h->name == "relay1") net.next_seed = seed1;
-        net.start_core(*h, specs);
+        net.start_core(*h, specs, "sim cluster psk 0123456789", cc);
     }
     REQUIRE(net.run_until([&] { return m.all_know_all(); }, 15000));
     // Past the start-up's changes (the first published relay RTTs re-sign every record once).
@@ -501,7 +509,7 @@ TEST_CASE(
     net.run_for(2000);
     relay1.up = true;
     net.next_seed = seed1;
-    net.start_core(relay1, specs);
+    net.start_core(relay1, specs, "sim cluster psk 0123456789", cc);
     const uint64_t t_restart = net.now();
     auto registered = [&] {
         size_t n = 0;
@@ -522,6 +530,184 @@ TEST_CASE(
     const uint64_t seq2 = lan2b.core->self_record().seq;
     CHECK(seq2 > seq);
     CHECK(net.run_until([&] { return all_have(seq2); }, 1000));
+}
+
+// Issue 18, relay sessions at idle: a relay keeps an idle session while it hears both nodes at
+// their bound addresses (their PINGs, every 120 s), and says so (RELAY_SESSION_KEPT); an idle
+// pair then sends no session request at all. A relay that restarts loses them: the new boot epoch
+// in its next PONG has them bound again, and traffic resuming before that binds them at once. A
+// relay that does not announce keeping (one from before) gets the refresh every 150 s as before.
+namespace {
+
+// Session datagrams sent in the window, per (sender, type byte).
+struct session_log {
+    std::map<std::pair<std::string, uint8_t>, std::vector<uint64_t>> at;
+    size_t count(const std::string& who, uint8_t type) { return at[{who, type}].size(); }
+};
+
+void log_sessions(sim_net& net, session_log& log) {
+    net.on_send = [&](const sim_host& src, const wg_endpoint&, const std::vector<uint8_t>& b) {
+        if (b.size() < 4 || b[0] != 'M' || b[1] != 'W') return;
+        if ((b[3] >= 0x05 && b[3] <= 0x07) || b[3] == 0x0e)
+            log.at[{src.name, b[3]}].push_back(net.now());
+    };
+}
+
+const std::vector<std::string> lan_names{"lan1a", "lan1b", "lan2a", "lan2b"};
+
+size_t sessions_at(sim_net& net, const std::string& relay) {
+    return net[relay].table ? net[relay].relay_table().size() : 0;
+}
+
+}  // namespace
+
+TEST_CASE("sim: a keeping relay: no session request in an idle hour, frames flow at once after") {
+    std_mesh m(1881);
+    auto& net = m.net;
+    REQUIRE(net.run_until([&] { return m.all_know_all(); }, 15000));
+    REQUIRE(net.run_until([&] { return m.relayed_live("lan1b", "lan2b"); }, 10000));
+    REQUIRE(net.run_until([&] { return m.all_idle(); }, 60000));
+    net.run_for(30000);  // the last active refreshes answered: kept from here on
+    const size_t held1 = sessions_at(net, "relay1"), held2 = sessions_at(net, "relay2");
+    // 4 relayed pairs (lan1x <-> lan2y) at both relays (warm_relays = 2).
+    CHECK(held1 == 4);
+    CHECK(held2 == 4);
+    session_log log;
+    log_sessions(net, log);
+    net.run_for(3600000);
+    net.on_send = nullptr;
+    size_t requests = 0;
+    for (const auto& n : lan_names) requests += log.count(n, 0x05);
+    MESSAGE("idle hour at keeping relays: " << requests << " session requests from 4 LAN nodes ("
+                                            << 4 * 2 * 3600 / 150 << " with the 150 s refresh)");
+    CHECK(requests == 0);
+    // The relays still hold every session (kept: no frame for an hour, past the 180 s timeout).
+    CHECK(sessions_at(net, "relay1") == held1);
+    CHECK(sessions_at(net, "relay2") == held2);
+    const uint64_t expired = net["relay1"].relay_table().drops(meshd::relay_drop::expired) +
+                             net["relay2"].relay_table().drops(meshd::relay_drop::expired);
+    const uint64_t unknown = net["relay1"].relay_table().drops(meshd::relay_drop::unknown_session) +
+                             net["relay2"].relay_table().drops(meshd::relay_drop::unknown_session);
+    // Traffic resumes: the first frames go through the session kept for an hour.
+    const uint64_t rx_a = net["lan1b"].wg_rx["lan2b"], rx_b = net["lan2b"].wg_rx["lan1b"];
+    net.simulate_wireguard(100, 128, {{"lan1b", "lan2b"}, {"lan2b", "lan1b"}});
+    const uint64_t t = net.now();
+    REQUIRE(net.run_until([&] { return flowing(net, "lan1b", "lan2b", rx_a, rx_b); }, 1000));
+    MESSAGE("after the idle hour: flowing after " << net.now() - t << " ms");
+    CHECK(net["relay1"].relay_table().drops(meshd::relay_drop::expired) +
+              net["relay2"].relay_table().drops(meshd::relay_drop::expired) ==
+          expired);
+    CHECK(net["relay1"].relay_table().drops(meshd::relay_drop::unknown_session) +
+              net["relay2"].relay_table().drops(meshd::relay_drop::unknown_session) ==
+          unknown);
+}
+
+TEST_CASE("sim: a relay restarted while idle has the idle sessions bound again; traffic flows") {
+    std_mesh m(1882, false);
+    auto& net = m.net;
+    meshd::identity_seed seed1{};
+    seed1.fill(0x72);
+    auto specs = net.relay_specs();
+    meshd::node_core_config cc;
+    // As the daemon's relay proxy does: the first frame to a quiet peer tells the core at once.
+    net.wg_notify_traffic = true;
+    for (auto& h : net.hosts()) {
+        if (h->name == "relay1") net.next_seed = seed1;
+        net.start_core(*h, specs, "sim cluster psk 0123456789", cc);
+    }
+    REQUIRE(net.run_until([&] { return m.all_know_all(); }, 15000));
+    REQUIRE(net.run_until([&] { return m.relayed_live("lan1b", "lan2b"); }, 10000));
+    REQUIRE(net.run_until([&] { return m.all_idle(); }, 60000));
+    net.run_for(10 * 60000);  // idle, kept, well past the 180 s idle timeout
+    const size_t held = sessions_at(net, "relay1");
+    REQUIRE(held == 4);
+    session_log log;
+    log_sessions(net, log);
+    // relay1 restarts: a new process, same identity, a later boot epoch, an empty table.
+    auto& relay1 = net["relay1"];
+    relay1.up = false;
+    relay1.core.reset();
+    relay1.table.reset();
+    net.run_for(2000);
+    relay1.up = true;
+    net.next_seed = seed1;
+    net.start_core(relay1, specs, "sim cluster psk 0123456789", cc);
+    const uint64_t t_restart = net.now();
+    // It serves again once dialled back (a few seconds); the nodes have not noticed yet (their
+    // next PING to it is up to 120 s away) and their sessions there are gone.
+    REQUIRE(net.run_until([&] { return relay1.core->role() == meshd::relay_role_state::active; },
+                          30000));
+    MESSAGE("restarted relay1 serves after " << net.now() - t_restart << " ms");
+    CHECK(sessions_at(net, "relay1") == 0);
+    // One pair sends now: its sessions are bound again at once as it turns active, and it flows
+    // within 1 s.
+    const uint64_t rx_a = net["lan1b"].wg_rx["lan2b"], rx_b = net["lan2b"].wg_rx["lan1b"];
+    net.simulate_wireguard(100, 128, {{"lan1b", "lan2b"}, {"lan2b", "lan1b"}});
+    const uint64_t t = net.now();
+    REQUIRE(net.run_until([&] { return flowing(net, "lan1b", "lan2b", rx_a, rx_b); }, 1000));
+    MESSAGE("an idle pair sending after relay1 restarted: flowing after " << net.now() - t
+                                                                          << " ms");
+    net.stop_wireguard();
+    // The idle pairs: bound again when their nodes' next PING shows the new epoch.
+    const uint64_t idle_probe = meshd::node_core_config{}.idle_used_ping_interval_ms;
+    REQUIRE(net.run_until([&] { return sessions_at(net, "relay1") == held; }, idle_probe + 5000));
+    MESSAGE("restarted relay1 held all " << held << " sessions again after "
+                                         << net.now() - t_restart << " ms");
+    // ... and only once: another idle half hour, no request.
+    REQUIRE(net.run_until([&] { return m.all_idle(); }, 60000));
+    net.run_for(60000);
+    log.at.clear();
+    net.run_for(30 * 60000);
+    net.on_send = nullptr;
+    size_t requests = 0;
+    for (const auto& n : lan_names) requests += log.count(n, 0x05);
+    CHECK(requests == 0);
+    CHECK(sessions_at(net, "relay1") == held);
+    // A pair that was idle all along flows at once through its session at the restarted relay.
+    const uint64_t rx_c = net["lan1a"].wg_rx["lan2a"], rx_d = net["lan2a"].wg_rx["lan1a"];
+    net.simulate_wireguard(100, 128, {{"lan1a", "lan2a"}, {"lan2a", "lan1a"}});
+    const uint64_t t2 = net.now();
+    REQUIRE(net.run_until([&] { return flowing(net, "lan1a", "lan2a", rx_c, rx_d); }, 1000));
+    MESSAGE("an idle pair after relay1's restart: flowing after " << net.now() - t2 << " ms");
+}
+
+TEST_CASE("sim: a relay that does not announce keeping gets the idle refresh every 150 s") {
+    const meshd::node_core_config defaults;
+    std_mesh m(1883, false);
+    auto& net = m.net;
+    auto specs = net.relay_specs();
+    meshd::node_core_config old_relay;
+    old_relay.relay_keep_ms = 0;  // as a relay from before issue 18: neither keeps nor says so
+    for (auto& h : net.hosts()) {
+        net.start_core(*h, specs, "sim cluster psk 0123456789",
+                       h->relay ? old_relay : meshd::node_core_config{});
+    }
+    REQUIRE(net.run_until([&] { return m.all_know_all(); }, 15000));
+    REQUIRE(net.run_until([&] { return m.relayed_live("lan1b", "lan2b"); }, 10000));
+    REQUIRE(net.run_until([&] { return m.all_idle(); }, 60000));
+    net.run_for(5 * 60000);
+    session_log log;
+    log_sessions(net, log);
+    const uint64_t window = 30 * 60000;
+    net.run_for(window);
+    net.on_send = nullptr;
+    const double per_session = double(window) / double(defaults.idle_session_refresh_ms);
+    for (const auto& n : lan_names) {
+        CAPTURE(n);
+        // 2 relayed pairs (the other LAN's nodes) x 2 relays, each refreshed every 150 s.
+        const double requests = double(log.count(n, 0x05));
+        CHECK(requests >= 4 * (per_session - 1));
+        CHECK(requests <= 4 * (per_session + 1));
+        const auto& at = log.at[{n, 0x05}];
+        for (size_t i = 4; i < at.size(); ++i) {
+            CHECK(at[i] - at[i - 4] <= defaults.idle_session_refresh_ms + 2000);
+        }
+    }
+    CHECK(log.count("relay1", 0x0e) + log.count("relay2", 0x0e) == 0);
+    // And the sessions stay up: frames flow at once when traffic resumes.
+    const uint64_t rx_a = net["lan1b"].wg_rx["lan2b"], rx_b = net["lan2b"].wg_rx["lan1b"];
+    net.simulate_wireguard(100, 128, {{"lan1b", "lan2b"}, {"lan2b", "lan1b"}});
+    REQUIRE(net.run_until([&] { return flowing(net, "lan1b", "lan2b", rx_a, rx_b); }, 1000));
 }
 
 }  // namespace mw::sim

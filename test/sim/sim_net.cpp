@@ -23,6 +23,9 @@ struct sim_binder : relay_binder {
         return host.relay_table().bind(session_id, from, to, relay_addr::from_endpoint(observed),
                                        net.now(), via);
     }
+    void heard(const node_id& node, const wg_endpoint& observed) override {
+        host.relay_table().heard(node, relay_addr::from_endpoint(observed), net.now());
+    }
 };
 
 ip_address addr(const std::string& s) {

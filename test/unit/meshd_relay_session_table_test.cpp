@@ -4,6 +4,7 @@
 
 #include <map>
 #include <random>
+#include <string>
 
 #include "meshd/core/fixed_u64_map.hpp"
 #include "meshd/core/relay_session_table.hpp"
@@ -200,6 +201,97 @@ TEST_CASE("relay table: idle expiry, lazily on route and by sweep") {
     CHECK(t.route(1, a, 10, late) == nullptr);
     CHECK(t.drops(relay_drop::unknown_session) == 1);
     CHECK(t.next_expiry(late) == UINT64_MAX);
+}
+
+TEST_CASE("relay table: an idle session is kept while both nodes are heard at their addresses") {
+    auto l = roomy();
+    l.keep_ms = 25'000;
+    relay_session_table t(l);
+    auto a = addr("10.0.0.1:1000"), b = addr("10.0.0.2:2000");
+    REQUIRE(t.bind(1, nid(1), nid(2), a, t0));
+    REQUIRE(t.bind(1, nid(2), nid(1), b, t0));
+    const uint64_t idle_at = t0 + l.idle_timeout_ms + 1;  // inactive from here on
+
+    // Only one side heard: expires as before.
+    t.heard(nid(1), a, t0 + 5'000);
+    CHECK(t.next_expiry(t0) == idle_at);
+    CHECK_FALSE(t.kept(1, idle_at));
+    // Both heard, but node 2 from another port (a NAT rebound it): not kept either.
+    t.heard(nid(2), addr("10.0.0.2:2001"), t0 + 5'000);
+    CHECK_FALSE(t.kept(1, idle_at));
+    // Both at their bound addresses: kept until the first of them is no longer heard.
+    t.heard(nid(2), b, t0 + 6'000);
+    CHECK(t.kept(1, idle_at));
+    CHECK(t.next_expiry(t0) == t0 + 5'000 + l.keep_ms);
+    CHECK(t.expire(idle_at + 1'000) == 0);
+    // A node heard again (its next PING) keeps it longer; frames flow at once when traffic
+    // resumes, long after the idle timeout.
+    const uint64_t later = t0 + 20'000;
+    t.heard(nid(1), a, later);
+    t.heard(nid(2), b, later);
+    REQUIRE(t.route(1, a, 10, later + 20'000) != nullptr);
+    CHECK(*t.route(1, b, 10, later + 20'000) == a);
+    CHECK(t.drops(relay_drop::expired) == 0);
+    CHECK_FALSE(t.kept(1, later + 20'000));  // active again
+
+    // Frames stop and node 2 goes quiet: expired once its keep ran out and the session is idle.
+    const uint64_t last = later + 20'000;
+    t.heard(nid(1), a, last + l.keep_ms);  // node 1 still probing
+    CHECK(t.next_expiry(last) == std::max(last + l.idle_timeout_ms + 1, later + l.keep_ms));
+    CHECK(t.expire(later + l.keep_ms - 1) == 0);
+    CHECK(t.expire(last + l.keep_ms) == 1);
+    CHECK(t.size() == 0);
+    // A stranger heard: no state.
+    t.heard(nid(7), addr("10.0.0.7:7"), last);
+    CHECK(t.node_count() == 0);
+}
+
+TEST_CASE("relay table: keep_ms 0 keeps nothing; a full table evicts the oldest kept session") {
+    SUBCASE("keep_ms 0") {
+        auto l = roomy();
+        l.keep_ms = 0;
+        relay_session_table t(l);
+        auto a = addr("10.0.0.1:1000"), b = addr("10.0.0.2:2000");
+        REQUIRE(t.bind(1, nid(1), nid(2), a, t0));
+        REQUIRE(t.bind(1, nid(2), nid(1), b, t0));
+        t.heard(nid(1), a, t0 + l.idle_timeout_ms);
+        t.heard(nid(2), b, t0 + l.idle_timeout_ms);
+        CHECK(t.expire(t0 + l.idle_timeout_ms + 1) == 1);
+    }
+    SUBCASE("eviction") {
+        auto l = roomy();
+        l.max_sessions = 3;
+        l.keep_ms = 1'000'000;
+        relay_session_table t(l);
+        // Three established sessions between node 1 and nodes 2, 3, 4, all heard.
+        for (uint8_t i = 2; i <= 4; ++i) {
+            REQUIRE(t.bind(i, nid(1), nid(i), addr("10.0.0.1:1"), t0 + i));
+            std::string peer = "10.0.0." + std::to_string(i) + ":1";
+            REQUIRE(t.bind(i, nid(i), nid(1), addr(peer.c_str()), t0 + i));
+            t.heard(nid(i), addr(peer.c_str()), t0 + 50'000);
+        }
+        t.heard(nid(1), addr("10.0.0.1:1"), t0 + 50'000);
+        // Session 3 carries traffic later; 2 and 4 stay idle (2 idle longest).
+        REQUIRE(t.route(3, addr("10.0.0.1:1"), 10, t0 + 55'000));
+        // While none is past the idle timeout, a new session does not fit.
+        CHECK(t.bind(9, nid(5), nid(6), addr("10.0.0.5:1"), t0 + 5'000).err().is(errc::exhausted));
+        CHECK(t.evicted_kept() == 0);
+        const uint64_t now = t0 + 60'000;
+        CHECK(t.kept(2, now));
+        CHECK(t.kept(4, now));
+        CHECK_FALSE(t.kept(3, now));  // active within idle_timeout
+        REQUIRE(t.bind(9, nid(5), nid(6), addr("10.0.0.5:1"), now));
+        CHECK(t.evicted_kept() == 1);
+        relay_session_info info;
+        CHECK_FALSE(t.info(2, info));  // the oldest went
+        CHECK(t.info(4, info));
+        CHECK(t.info(3, info));
+        REQUIRE(t.bind(10, nid(5), nid(7), addr("10.0.0.5:1"), now));
+        CHECK(t.evicted_kept() == 2);
+        CHECK_FALSE(t.info(4, info));
+        // Only the active one is left besides the new ones: nothing more to evict.
+        CHECK(t.bind(11, nid(5), nid(8), addr("10.0.0.5:1"), now).err().is(errc::exhausted));
+    }
 }
 
 TEST_CASE("relay table: per-node token buckets (packets/s and bytes/s)") {

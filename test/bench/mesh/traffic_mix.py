@@ -27,7 +27,7 @@ PACKET_OUTGOING = 4
 CTL_TYPES = {0x01: "hello", 0x02: "records", 0x03: "ping", 0x04: "pong",
              0x05: "session request", 0x06: "session accept", 0x07: "session reject",
              0x08: "dialback request", 0x09: "dialback probe", 0x0a: "cookie reply",
-             0x0b: "ae digest", 0x0c: "ae summary", 0x0d: "ae want"}
+             0x0b: "ae digest", 0x0c: "ae summary", 0x0d: "ae want", 0x0e: "session kept"}
 
 
 def wg_kind(p):
