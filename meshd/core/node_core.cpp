@@ -265,20 +265,15 @@ uint64_t node_core::tick(uint64_t now) {
     paths_.for_each_warm_relay(now,
                                [&](const node_id& relay) { directory_.keep_fast(relay, now); });
     // The relays idle pairs send through are probed at the NAT-keepalive rate, the rest slower.
-    // Their distinct set is gathered again when a pair's path changed (the dataplane version) or
-    // a second passed (warm sets change without it): a walk of every pair with a directory lookup
-    // per relay on every tick was most of an idle 100-node cluster's CPU in the simulator, and a
-    // relay that turns used is taken up within a second (its next probe is 25 s away).
-    if (paths_.dataplane_version() != used_relays_version_ || now >= used_relays_until_ms_) {
-        used_relays_.clear();
-        paths_.for_each_used_relay([&](const node_id& relay) {
-            if (std::find(used_relays_.begin(), used_relays_.end(), relay) == used_relays_.end())
-                used_relays_.push_back(relay);
-        });
-        used_relays_version_ = paths_.dataplane_version();
-        used_relays_until_ms_ = now + 1000;
-    }
-    for (const auto& relay : used_relays_) directory_.keep_used(relay);
+    // Each distinct relay once: a directory lookup per pair and relay was a tenth of an idle
+    // 100-node cluster's CPU in the simulator (the pairs name the same few relays).
+    used_relays_.clear();
+    paths_.for_each_used_relay([&](const node_id& relay) {
+        if (std::find(used_relays_.begin(), used_relays_.end(), relay) != used_relays_.end())
+            return;
+        used_relays_.push_back(relay);
+        directory_.keep_used(relay);
+    });
     directory_.tick(members_.self(), now);
     refresh_self(now, false);
     ctx_.due(members_.self_refresh_due());
