@@ -86,6 +86,7 @@ private:
     uint64_t rotate_at_ = 0;
     std::map<std::pair<node_id, wg_endpoint>, cookie_bytes, by_node_and_ep> stored_;
     std::map<uint64_t, request> requests_;  // by request id
+    uint64_t next_sweep_ms_ = 0;            // tick: the next sweep of expired requests_
 };
 
 }  // namespace mw::meshd

@@ -41,6 +41,7 @@ void peer_paths::decide_now(const node_id& id, peer_entry& p, const peer_record&
     ctx_.set_next_deadline(UINT64_MAX);
     decide(id, p, rec, now);
     p.next_check_ms = ctx_.next_deadline();
+    walk_due_ms_ = std::min(walk_due_ms_, p.next_check_ms);
     ctx_.set_next_deadline(std::min(outer, p.next_check_ms));
 }
 
@@ -56,10 +57,11 @@ void peer_paths::activate(peer_entry& p, uint64_t now) {
         for (auto& w : p.relayed.warm) {
             if (w.accepted) w.next_request_ms = now;
         }
-        p.next_check_ms = 0;
+        recheck(p);
         ctx_.due(now);
     }
     p.active_until = std::max(p.active_until, now + ctx_.cfg.active_hold_ms);
+    latest_active_until_ = std::max(latest_active_until_, p.active_until);
 }
 
 bool peer_paths::fresh(uint64_t last, const peer_entry& p, uint64_t now, uint64_t t) const {
@@ -119,7 +121,7 @@ void peer_paths::take_candidates(const node_id& id, peer_entry& p, const peer_re
     if (changed) activate(p, now);
     p.candidates = std::move(cands);
     p.record_seq = rec.seq;
-    p.next_check_ms = 0;
+    recheck(p);
 }
 
 void peer_paths::add_candidate(const node_id& id, const wg_endpoint& ep, learned_via via,
@@ -166,6 +168,18 @@ void peer_paths::tick(uint64_t now) {
     // Both are maps ordered by node ID, walked together in one pass (a tick runs often; with
     // hundreds of peers, per-peer lookups and key hashing were most of its cost).
     sync_host_underlay();
+    // Nothing due and nothing changed since the last walk: no walk. With 1,000 peers a walk on
+    // every tick (a node ticks several times a second) was most of an idle node's CPU in the
+    // simulator. walk_due_ms_ is the earliest next_check_ms, lowered wherever one is (recheck,
+    // decide_now); the record set is unchanged when the store's generation is.
+    if (!recheck_all_ && routes_dirty_.empty() && store_.generation() == walked_generation_ &&
+        now < walk_due_ms_) {
+        ctx_.due(walk_due_ms_);
+        log_refusals();
+        return;
+    }
+    walked_generation_ = store_.generation();
+    walk_due_ms_ = UINT64_MAX;
     auto pit = peers_.begin();
     auto drop_until = [&](const node_id* id) {
         while (pit != peers_.end() && (!id || pit->first < *id)) {
@@ -201,6 +215,7 @@ void peer_paths::tick(uint64_t now) {
         // Only peers with something due are decided again: ticks stay cheap with many peers.
         if (!all && !routes_changed && now < p.next_check_ms) {
             ctx_.due(p.next_check_ms);
+            walk_due_ms_ = std::min(walk_due_ms_, p.next_check_ms);
             return;
         }
         decide_now(id, p, rec, now);
@@ -386,14 +401,14 @@ void peer_paths::on_ping(const node_id& sender, uint64_t session_id, const wg_en
         for (const auto& r : relays_.all()) {
             if (r.id && !r.self && relay_session_id(ctx_.id(), sender, *r.id) == session_id &&
                 from_relay(r)) {
-                if (p.relayed.peer_relay != r.id) p.next_check_ms = 0;
+                if (p.relayed.peer_relay != r.id) recheck(p);
                 p.relayed.peer_relay = r.id;
                 p.relayed.peer_relay_ms = now;
             }
         }
     } else {
         p.last_inbound_ms = now;
-        p.next_check_ms = 0;
+        recheck(p);
     }
 }
 
@@ -417,15 +432,15 @@ void peer_paths::on_pong(const probe& pr, const node_id& sender, double rtt, uin
             });
             if (nat_free != c.nat_free) {
                 c.nat_free = nat_free;
-                pe.next_check_ms = 0;
+                recheck(pe);
             }
         }
-        pe.next_check_ms = 0;
+        recheck(pe);
     } else if (pr.kind == probe_kind::inband) {
         auto& r = pe.relayed;
         r.last_inband_pong_ms = now;
         r.inband_rtt_ms = r.inband_rtt_ms == 0 ? rtt : 0.75 * r.inband_rtt_ms + 0.25 * rtt;
-        pe.next_check_ms = 0;
+        recheck(pe);
     }
 }
 
@@ -488,14 +503,14 @@ std::optional<std::pair<probe, double>> peer_paths::on_probe_frame(uint64_t sess
     r.legacy_probes = false;  // it speaks sealed probes (again: upgraded)
     if (body->wg_reading_age_ms != probe_frame_body::no_reading) {
         r.wg.note_peers(body->wg_rx_bytes, now - std::min<uint64_t>(now, body->wg_reading_age_ms));
-        p.next_check_ms = 0;
+        recheck(p);
     }
     if (body->kind == probe_frame_kind::ping) {
         probe_frame_body pong = relay_election::wg_report(r, now);
         pong.kind = probe_frame_kind::pong;
         pong.request_id = body->request_id;
         ctx_.send_probe_frame(from, session_id, *r.keys, pong);
-        if (r.peer_relay != relay) p.next_check_ms = 0;
+        if (r.peer_relay != relay) recheck(p);
         r.peer_relay = relay;
         r.peer_relay_ms = now;
         return std::nullopt;
@@ -531,7 +546,7 @@ void peer_paths::on_wireguard_counters(const std::vector<wg_peer_counters>& v, u
             p.tx_unanswered = 0;
             activate(p, read_ms);
         }
-        if (p.dp.path == path_kind::relay) p.next_check_ms = 0;
+        if (p.dp.path == path_kind::relay) recheck(p);
     }
 }
 
@@ -540,7 +555,7 @@ void peer_paths::retry_session_requests(const node_id& relay, uint64_t now) {
         for (auto& w : p.relayed.warm) {
             if (w.relay == relay && !w.accepted) {
                 w.next_request_ms = now;
-                p.next_check_ms = 0;
+                recheck(p);
             }
         }
     }
@@ -552,7 +567,7 @@ void peer_paths::rebind_sessions(const node_id& relay, uint64_t now) {
         for (auto& w : p.relayed.warm) {
             if (w.relay == relay) {
                 w.next_request_ms = now;
-                p.next_check_ms = 0;
+                recheck(p);
             }
         }
     }
@@ -567,7 +582,7 @@ void peer_paths::on_session_answer(const node_id& relay, uint64_t request_id,
     auto& p = it->second;
     if (election_.on_session_answer(p.relayed, p.dp.name, relay, request_id, from, session_id,
                                     accepted, reason, now)) {
-        p.next_check_ms = 0;
+        recheck(p);
     }
 }
 

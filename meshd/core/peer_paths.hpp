@@ -135,6 +135,7 @@ public:
     // The relays in the warm sets of active pairs (they are probed fast).
     template <class F>
     void for_each_warm_relay(uint64_t now, F&& f) const {
+        if (now >= latest_active_until_) return;  // no pair active: no walk (it runs every tick)
         for (const auto& [id, p] : peers_) {
             if (!active(p, now)) continue;
             for (const auto& w : p.relayed.warm) f(w.relay);
@@ -204,6 +205,15 @@ private:
     uint64_t next_token_ = 1;
     uint64_t probe_frames_dropped_ = 0;
     bool recheck_all_ = true;
+    // tick() walks the peers only when one is due (the earliest next_check_ms) or the record set
+    // changed (the store's generation at the last walk).
+    uint64_t walk_due_ms_ = 0;
+    uint64_t latest_active_until_ = 0;  // the latest active_until of any pair (activate)
+    uint64_t walked_generation_ = UINT64_MAX;
+    void recheck(peer_entry& p) noexcept {
+        p.next_check_ms = 0;
+        walk_due_ms_ = 0;
+    }
 };
 
 }  // namespace mw::meshd

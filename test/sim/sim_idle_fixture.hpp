@@ -28,23 +28,30 @@ struct sent_counts {
     uint64_t forwarded_packets = 0, forwarded_bytes = 0;  // a relay forwarding RELAY_DATA
 };
 
-// Counts every datagram the hosts send (sim_net::on_send) while it lives.
+// Counts every datagram the hosts send (sim_net::on_send) and take in (sim_net::on_deliver) while
+// it lives, by kind (the same kinds both ways: RELAY_DATA a relay takes in is to be forwarded).
 class send_meter {
 public:
     explicit send_meter(sim_net& net) : net_(net) {
         net.on_send = [this](const sim_host& src, const wg_endpoint&,
-                             const std::vector<uint8_t>& b) { add(src, b); };
+                             const std::vector<uint8_t>& b) { add(counts_[src.name], src, b); };
+        net.on_deliver = [this](const sim_host& dst, const std::vector<uint8_t>& b) {
+            add(received_[dst.name], dst, b);
+        };
     }
-    ~send_meter() { net_.on_send = nullptr; }
+    ~send_meter() {
+        net_.on_send = nullptr;
+        net_.on_deliver = nullptr;
+    }
     send_meter(const send_meter&) = delete;
     send_meter& operator=(const send_meter&) = delete;
     const sent_counts& of(const std::string& name) { return counts_[name]; }
+    const sent_counts& received(const std::string& name) { return received_[name]; }
 
 private:
-    void add(const sim_host& src, const std::vector<uint8_t>& b) {
-        auto& c = counts_[src.name];
+    static void add(sent_counts& c, const sim_host& host, const std::vector<uint8_t>& b) {
         const uint8_t type = b.size() >= 4 && b[0] == 'M' && b[1] == 'W' ? b[3] : 0;
-        if (type == 0x80 && src.relay) {
+        if (type == 0x80 && host.relay) {
             ++c.forwarded_packets, c.forwarded_bytes += b.size();
         } else if (type == 0x81) {
             ++c.keepalive_packets, c.keepalive_bytes += b.size();
@@ -59,14 +66,30 @@ private:
         }
     }
     sim_net& net_;
-    std::map<std::string, sent_counts> counts_;
+    std::map<std::string, sent_counts> counts_, received_;
+};
+
+// Bytes a minute by kind (sent_counts' kinds).
+struct kind_rates {
+    double probe = 0, keepalive = 0, session = 0, member = 0, ae = 0, forwarded = 0;
+    double total() const { return probe + keepalive + session + member + ae + forwarded; }
+    void add(const sent_counts& c, double scale) {
+        probe += double(c.probe_bytes) * scale, keepalive += double(c.keepalive_bytes) * scale;
+        session += double(c.session_bytes) * scale, member += double(c.member_bytes) * scale;
+        ae += double(c.ae_bytes) * scale, forwarded += double(c.forwarded_bytes) * scale;
+    }
 };
 
 // Per minute of an idle cluster: a LAN node's mean (and max) and the relays' mean.
 struct idle_figures {
-    size_t nodes = 0;
-    bool converged = false;    // every node knew every other within the limit
-    bool counts_match = true;  // each LAN core's own tx count (traffic()) = what left its host
+    size_t nodes = 0, relays = 0;
+    // Bytes a minute by kind, sent and taken in: a LAN node's mean, a relay's mean; the busiest
+    // relay's totals (relays are not equally used: the rendezvous hash spreads pairs unevenly).
+    kind_rates lan_sent, lan_recv, relay_sent, relay_recv;
+    double relay_sent_max = 0, relay_recv_max = 0;
+    size_t relay_sessions_max = 0;  // sessions in the fullest relay's table at the end
+    bool converged = false;         // every node knew every other within the limit
+    bool counts_match = true;       // each LAN core's own tx count (traffic()) = what left its host
     double lan_probe_bytes = 0, lan_probe_packets = 0, lan_probe_max_bytes = 0;
     double lan_keepalive_packets = 0, relay_keepalive_packets = 0;
     double lan_session_bytes = 0, lan_session_packets = 0, lan_member_bytes = 0;
@@ -90,17 +113,26 @@ struct idle_figures {
 // `record_lifetime_ms` (0: the default, 12 h) sets every node's record lifetime: a node re-signs
 // its record at half of it, so a window of half a lifetime holds one re-sign of every node (the
 // tests and the benchmark use short lifetimes for that; the cost per re-sign is the same).
+//
+// `relays` equally good public relays (relay1, relay2, ...); `relay_sessions` (0: the default,
+// 16,384) sizes each relay's session table.
 inline idle_figures measure_idle_cluster(int lans, int per_lan, uint64_t seed,
                                          uint64_t settle_ms = 60000, uint64_t measure_ms = 60000,
-                                         uint64_t record_lifetime_ms = 0) {
+                                         uint64_t record_lifetime_ms = 0, int relays = 3,
+                                         size_t relay_sessions = 0,
+                                         void (*progress)(const char* phase) = nullptr) {
     sim_net net(seed);
-    // Three equally good relays: a pair keeps sessions at two, spread by its rendezvous hash.
+    // Equally good relays: a pair keeps sessions at two, spread by its rendezvous hash.
     // 200 nodes in LANs of 9 make ~18,000 relayed pairs, more than one relay's session table
     // holds (16,384): with relays of different RTTs every pair would want the best one, whose
     // REJECTs (capacity) then move pairs around every relay_exclude_ms.
-    net.add_public("relay1", 3).relay = true;
-    net.add_public("relay2", 3).relay = true;
-    net.add_public("relay3", 3).relay = true;
+    std::vector<std::string> relay_names;
+    for (int r = 1; r <= relays; ++r) {
+        relay_names.push_back("relay" + std::to_string(r));
+        auto& h = net.add_public(relay_names.back(), 3);
+        h.relay = true;
+        if (relay_sessions) h.table_limits.max_sessions = relay_sessions;
+    }
     std::vector<std::string> lan_nodes;
     for (int l = 0; l < lans; ++l) {
         int lan = net.add_lan(l % 2 == 1, 2 + l % 4);
@@ -118,6 +150,7 @@ inline idle_figures measure_idle_cluster(int lans, int per_lan, uint64_t seed,
     }
     idle_figures f;
     f.nodes = net.hosts().size();
+    f.relays = relay_names.size();
     f.converged = net.run_until(
         [&] {
             for (auto& h : net.hosts()) {
@@ -125,15 +158,33 @@ inline idle_figures measure_idle_cluster(int lans, int per_lan, uint64_t seed,
             }
             return true;
         },
-        120000);
+        std::max<uint64_t>(120000, 200 * uint64_t(f.nodes)));  // 1,000 nodes: 200 s
+    if (progress) progress(f.converged ? "converged" : "did not converge");
     if (!f.converged) return f;
     net.run_for(settle_ms);
+    if (progress) progress("settled; measuring");
     send_meter meter(net);
     std::map<std::string, meshd::control_traffic> before;
     std::map<std::string, uint64_t> seq_before;
     for (const auto& n : lan_nodes) before[n] = net[n].core->traffic();
     for (auto& h : net.hosts()) seq_before[h->name] = h->core->self_record().seq;
     net.run_for(measure_ms);
+    const double per_min = 60000.0 / double(measure_ms);
+    for (const auto& n : lan_nodes) {
+        f.lan_sent.add(meter.of(n), per_min / double(lan_nodes.size()));
+        f.lan_recv.add(meter.received(n), per_min / double(lan_nodes.size()));
+    }
+    for (const auto& r : relay_names) {
+        kind_rates s1, r1;
+        s1.add(meter.of(r), per_min);
+        r1.add(meter.received(r), per_min);
+        f.relay_sent.add(meter.of(r), per_min / double(relay_names.size()));
+        f.relay_recv.add(meter.received(r), per_min / double(relay_names.size()));
+        f.relay_sent_max = std::max(f.relay_sent_max, s1.total());
+        f.relay_recv_max = std::max(f.relay_recv_max, r1.total());
+        if (net[r].table)
+            f.relay_sessions_max = std::max(f.relay_sessions_max, net[r].table->size());
+    }
     for (const auto& n : lan_nodes) {
         const auto& c = meter.of(n);
         const auto& t = net[n].core->traffic();
@@ -167,7 +218,6 @@ inline idle_figures measure_idle_cluster(int lans, int per_lan, uint64_t seed,
         f.resigns += double(h->core->self_record().seq - seq_before[h->name]);
     }
     const double n = double(lan_nodes.size());
-    const double per_min = 60000.0 / double(measure_ms);
     f.lan_probe_bytes *= per_min / n, f.lan_probe_packets *= per_min / n;
     f.lan_keepalive_packets *= per_min / n;
     f.lan_probe_max_bytes *= per_min;
@@ -177,12 +227,13 @@ inline idle_figures measure_idle_cluster(int lans, int per_lan, uint64_t seed,
     f.lan_resigns /= n;
     f.lan_ae_bytes *= per_min / n, f.lan_ae_packets *= per_min / n;
     f.relayed_pairs /= n;
-    for (const char* r : {"relay1", "relay2", "relay3"}) {
-        f.relay_probe_bytes += double(meter.of(r).probe_bytes) * per_min / 3.0;
-        f.relay_keepalive_packets += double(meter.of(r).keepalive_packets) * per_min / 3.0;
-        f.relay_forwarded_bytes += double(meter.of(r).forwarded_bytes) * per_min / 3.0;
-        f.relay_member_bytes += double(meter.of(r).member_bytes) * per_min / 3.0;
-        f.relay_member_packets += double(meter.of(r).member_packets) * per_min / 3.0;
+    const double nr = double(relay_names.size());
+    for (const auto& r : relay_names) {
+        f.relay_probe_bytes += double(meter.of(r).probe_bytes) * per_min / nr;
+        f.relay_keepalive_packets += double(meter.of(r).keepalive_packets) * per_min / nr;
+        f.relay_forwarded_bytes += double(meter.of(r).forwarded_bytes) * per_min / nr;
+        f.relay_member_bytes += double(meter.of(r).member_bytes) * per_min / nr;
+        f.relay_member_packets += double(meter.of(r).member_packets) * per_min / nr;
     }
     return f;
 }

@@ -47,6 +47,7 @@ int sim_net::add_lan(bool symmetric, double delay_ms) {
     n.pub = addr("198.51.100." + std::to_string(n.lan));
     n.symmetric = symmetric;
     n.delay_ms = delay_ms;
+    nat_by_addr_[n.pub] = nats_.size();
     nats_.push_back(std::move(n));
     return nats_.back().lan;
 }
@@ -58,6 +59,7 @@ sim_host& sim_net::add_public(const std::string& name, double delay_ms) {
     h->addr = addr("203.0." + std::to_string(113 + public_count_ / 250) + "." +
                    std::to_string(1 + public_count_ % 250));
     h->delay_ms = delay_ms;
+    host_by_addr_[h->addr] = h.get();
     hosts_.push_back(std::move(h));
     return *hosts_.back();
 }
@@ -70,6 +72,7 @@ sim_host& sim_net::add_lan_host(int lan, const std::string& name) {
     h->lan = lan;
     h->addr = addr("10." + std::to_string(lan) + "." + std::to_string(n / 250) + "." +
                    std::to_string(1 + n % 250));
+    host_by_addr_[h->addr] = h.get();
     hosts_.push_back(std::move(h));
     return *hosts_.back();
 }
@@ -132,17 +135,13 @@ sim_host& sim_net::operator[](const std::string& name) {
 }
 
 sim_host* sim_net::host_at(const ip_address& a) {
-    for (auto& h : hosts_) {
-        if (h->addr == a) return h.get();
-    }
-    return nullptr;
+    auto it = host_by_addr_.find(a);
+    return it == host_by_addr_.end() ? nullptr : it->second;
 }
 
 sim_nat* sim_net::nat_at(const ip_address& a) {
-    for (auto& n : nats_) {
-        if (n.pub == a) return &n;
-    }
-    return nullptr;
+    auto it = nat_by_addr_.find(a);
+    return it == nat_by_addr_.end() ? nullptr : &nats_[it->second];
 }
 
 bool sim_net::lost(double p) {
@@ -333,6 +332,7 @@ void sim_net::deliver(const event& e) {
     }
     ++delivered_;
     ++h->rx_datagrams;
+    if (on_deliver) on_deliver(*h, e.bytes);
     std::span<const uint8_t> d(e.bytes);
     if (classify(d) == frame_kind::nat_keepalive) {
         ++h->nat_keepalives_rx;

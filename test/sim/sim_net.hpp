@@ -76,8 +76,11 @@ struct sim_host {
     // Created on first use (a relay's first session): a table is ~3.5 MB preallocated, which
     // would swamp the per-core memory figures of core_rss_bench if every host had one.
     std::unique_ptr<meshd::relay_session_table> table;
+    // Its size (set before the first session): the default holds 16,384 sessions, fewer than
+    // ~20 relays need for the ~10^6 relayed sessions of 1,000 nodes (core_idle_bench).
+    meshd::relay_table_limits table_limits;
     meshd::relay_session_table& relay_table() {
-        if (!table) table = std::make_unique<meshd::relay_session_table>();
+        if (!table) table = std::make_unique<meshd::relay_session_table>(table_limits);
         return *table;
     }
     std::unique_ptr<meshd::relay_binder> binder;
@@ -190,6 +193,10 @@ public:
                        const std::vector<uint8_t>& bytes)>
         on_send;
 
+    // Called for every datagram a host's port takes in (after loss and NAT filtering, before its
+    // core): for tests that count what a node receives, by kind.
+    std::function<void(const sim_host& dst, const std::vector<uint8_t>& bytes)> on_deliver;
+
     uint64_t delivered() const { return delivered_; }
     uint64_t dropped() const { return dropped_; }
 
@@ -219,6 +226,10 @@ private:
     uint64_t now_us_;
     uint64_t seq_ = 0;
     std::vector<std::unique_ptr<sim_host>> hosts_;
+    // hosts_ and nats_ by address (host_at and nat_at run for every datagram; a scan of 1,000
+    // hosts each time was a large part of a 1,000-node run). Addresses never change once added.
+    std::map<ip_address, sim_host*> host_by_addr_;
+    std::map<ip_address, size_t> nat_by_addr_;
     std::vector<sim_nat> nats_;
     std::priority_queue<event, std::vector<event>, std::greater<event>> queue_;
     uint64_t delivered_ = 0, dropped_ = 0;

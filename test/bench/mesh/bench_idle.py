@@ -35,8 +35,9 @@ LAN2 symmetric NAT, 2 nodes each):
 
 --growth 6,20 measures further meshes idle only (1., without pods, and 2.): 6 is the default
 mesh, 20 is 2 relays and LANs cone, symmetric, cone of 6 nodes each (any 2 + 3k). That is the
-testbed part of the growth curve; the simulator's (7, 21, 201 and, with --lans 111 --per-lan 9,
-1,002 nodes) is core_idle_bench (ctest bench_core_idle). --skip-main leaves out 1.-4.
+testbed part of the growth curve (ctest bench_idle_20, label long: --skip-main --growth 20,
+about 6.5 min); the simulator's (7, 21, 201 and, with --nodes 1000, 1,000 nodes) is
+core_idle_bench (ctest bench_core_idle, bench_core_idle_1000). --skip-main leaves out 1.-4.
 
 Why a short idle stands for the issue's "idle for 5 minutes": meshd has no timer that grows with
 idle time. A pair is idle active_hold_ms (10 s) after its last traffic; from then on its state only
@@ -397,7 +398,8 @@ def summarize_idle(res):
         worst = max(figs, key=lambda f: f["month"])
         mean = sum(f["month"] for f in figs) / len(figs)
         out[kind] = {"worst": worst, "mean": mean,
-                     "ctl_mean": sum(f["ctl_month"] for f in figs) / len(figs)}
+                     "ctl_mean": sum(f["ctl_month"] for f in figs) / len(figs),
+                     "cpu_mean": sum(f["cpu"] for f in figs) / len(figs)}
         print("idle %-5s node, worst %s: %s a month on eth0 = %s; mean of %d: %s; meshd control "
               "alone (its counters): %s a month (mean)" % (
                   kind, worst["node"], fmt_mb(worst["month"]), vs(worst["month"], kind), len(figs),
@@ -405,8 +407,9 @@ def summarize_idle(res):
         if kind == "lan":
             wans = [f["wan_month"] for f in figs if f["wan_month"] is not None]
             if wans:
+                out[kind]["wan_mean"] = sum(wans) / len(wans)
                 print("          its share of the LAN uplink (through the NAT): worst %s, mean %s "
-                      "a month" % (fmt_mb(max(wans)), fmt_mb(sum(wans) / len(wans))))
+                      "a month" % (fmt_mb(max(wans)), fmt_mb(out[kind]["wan_mean"])))
     cpus = [f["cpu"] for k in ("lan", "relay") for f in res[k]]
     if cpus:
         out["cpu_max"] = max(cpus)
@@ -656,14 +659,17 @@ def main():
             def fig(kind):
                 ratio = ("" if first is g or kind not in first else
                          " (x%.2f)" % (g[kind]["mean"] / first[kind]["mean"]))
-                return "%s eth0 %s%s, ctl %s" % (kind, fmt_mb(g[kind]["mean"]), ratio,
-                                                 fmt_mb(g[kind]["ctl_mean"]))
+                wan = (", uplink share %s" % fmt_mb(g[kind]["wan_mean"])
+                       if "wan_mean" in g[kind] else "")
+                return "%s eth0 %s%s%s, ctl %s, CPU %.3f %%" % (
+                    kind, fmt_mb(g[kind]["mean"]), ratio, wan, fmt_mb(g[kind]["ctl_mean"]),
+                    g[kind]["cpu_mean"])
             print("  %3d nodes: %s (measured with its setup in %.0f s)" % (
                 n, "; ".join(fig(kind) for kind in ("lan", "relay") if kind in g), g["setup_s"]))
             for name, text in g.get("mix", {}).items():
                 print("             largest shares of %s's eth0: %s" % (name, text))
-    print("growth in the simulator (7, 21, 201 nodes; 1,002 with --lans 111 --per-lan 9): "
-          "bench_core_idle (build/test/bench/mesh/core_idle_bench)")
+    print("growth in the simulator (7, 21, 201 nodes; 1,000 with --nodes 1000): "
+          "bench_core_idle and bench_core_idle_1000 (build/test/bench/mesh/core_idle_bench)")
     print("run time: 6-node run %.1f s, total %.1f s" % (t_main, time.monotonic() - t_begin))
     return fails.done()
 

@@ -18,8 +18,18 @@
 //
 //   core_idle_bench                       7, 21 and 201 nodes
 //   core_idle_bench --quick               7, 21 and 102 nodes (ctest: 201 takes ~3.5 min alone)
-//   core_idle_bench --lans L --per-lan K  3 relays + L x K nodes (e.g. 111 x 9: 1,002 nodes)
+//   core_idle_bench --nodes 1000          3 relays + 111 LANs of 9 = 1,002 nodes
+//   core_idle_bench --lans L --per-lan K [--relays R]   R (3) relays + L x K nodes
+//   core_idle_bench --relay-sessions N    each relay's session table (default 16,384)
 //   core_idle_bench --settle S --window W --lifetime T   (seconds; defaults 1280 640 1280)
+//
+// 1,000 nodes: ~990,000 relayed sessions (two relays per relayed pair) do not fit relays of
+// 16,384 sessions (REJECTs for capacity would move pairs around and the figure would be that
+// churn), so --nodes 1000 gives each relay 524,288 (the relay's table is the simulator's, sized by
+// sim_host::table_limits; meshd's relay has no knob for it). Three relays, not ~20: the formation
+// sends every record to every node from every relay a node registers with (N^2 x relays
+// deliveries, each opened and most verified), and with 19 relays it had not converged after
+// 9 min of CPU (10 M datagrams delivered, 36 ms of simulated time).
 #include <sys/resource.h>
 
 #include <chrono>
@@ -44,6 +54,15 @@ long max_rss_mb() {
     return u.ru_maxrss / 1024;
 }
 
+std::chrono::steady_clock::time_point started;
+
+// Phases of a size on stderr (a 1,000-node run takes minutes per phase).
+void progress(const char* phase) {
+    std::fprintf(stderr, "core_idle_bench: %s after %.0f s, max RSS %ld MB\n", phase,
+                 std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count(),
+                 max_rss_mb());
+}
+
 double mb_month(double bytes_per_min) {
     return bytes_per_min * month_min / 1e6;
 }
@@ -53,7 +72,8 @@ double mb_month(double bytes_per_min) {
 int main(int argc, char** argv) {
     // 7, 21 and 201 nodes (3 relays + LANs)
     std::vector<std::pair<int, int>> sizes = {{2, 2}, {2, 9}, {22, 9}};
-    int lans = 0, per_lan = 9;
+    int lans = 0, per_lan = 9, relays = 3;
+    size_t relay_sessions = 0;
     uint64_t settle_s = 1280, window_s = 640, lifetime_s = 1280;
     // One pass; an unknown option or a missing value is an error, not a silently different run.
     for (int i = 1; i < argc; ++i) {
@@ -64,11 +84,13 @@ int main(int argc, char** argv) {
         }
         const bool takes_value = !std::strcmp(a, "--lans") || !std::strcmp(a, "--per-lan") ||
                                  !std::strcmp(a, "--settle") || !std::strcmp(a, "--window") ||
-                                 !std::strcmp(a, "--lifetime");
+                                 !std::strcmp(a, "--lifetime") || !std::strcmp(a, "--relays") ||
+                                 !std::strcmp(a, "--relay-sessions") || !std::strcmp(a, "--nodes");
         if (!takes_value || i + 1 >= argc) {
             std::fprintf(stderr,
                          "core_idle_bench: %s %s (options: --quick, --lans N, --per-lan N, "
-                         "--settle S, --window S, --lifetime S)\n",
+                         "--settle S, --window S, --lifetime S, --relays N, "
+                         "--relay-sessions N, --nodes 1000)\n",
                          takes_value ? "missing value for" : "unknown option", a);
             return 2;
         }
@@ -78,6 +100,21 @@ int main(int argc, char** argv) {
         if (!std::strcmp(a, "--settle")) settle_s = std::strtoull(v, nullptr, 10);
         if (!std::strcmp(a, "--window")) window_s = std::strtoull(v, nullptr, 10);
         if (!std::strcmp(a, "--lifetime")) lifetime_s = std::strtoull(v, nullptr, 10);
+        if (!std::strcmp(a, "--relays")) relays = std::atoi(v);
+        if (!std::strcmp(a, "--relay-sessions")) relay_sessions = std::strtoull(v, nullptr, 10);
+        if (!std::strcmp(a, "--nodes")) {
+            if (std::strcmp(v, "1000")) {
+                std::fprintf(stderr,
+                             "core_idle_bench: --nodes: only 1000 (else --lans/--per-lan)\n");
+                return 2;
+            }
+            lans = 111, per_lan = 9, relays = 3;
+            if (!relay_sessions) relay_sessions = 524288;
+        }
+    }
+    if (relays < 2 || relays > 200) {
+        std::fprintf(stderr, "core_idle_bench: --relays: 2 to 200\n");
+        return 2;
     }
     if (lans > 0 && per_lan > 0) sizes = {{lans, per_lan}};
     bool ok = true;
@@ -89,9 +126,10 @@ int main(int argc, char** argv) {
                 "rx_B/min", "relayed", "resigns", "LAN_MB/mo", "+wg_ka_MB/mo", "relay_MB/mo",
                 "relay_memb");
     for (auto [l, k] : sizes) {
-        auto t0 = std::chrono::steady_clock::now();
+        auto t0 = started = std::chrono::steady_clock::now();
         idle_figures f = measure_idle_cluster(l, k, 1800 + uint64_t(l) * 31 + uint64_t(k),
-                                              settle_s * 1000, window_s * 1000, lifetime_s * 1000);
+                                              settle_s * 1000, window_s * 1000, lifetime_s * 1000,
+                                              relays, relay_sessions, progress);
         double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
         if (!f.converged) {
             std::printf("%6zu did not converge\n", f.nodes);
@@ -113,6 +151,23 @@ int main(int argc, char** argv) {
             f.lan_member_bytes, f.lan_ae_bytes, f.lan_rx_packets, f.lan_rx_bytes, f.relayed_pairs,
             f.lan_resigns, mb_month(lan), mb_month(ka_per_min), mb_month(relay),
             mb_month(f.relay_member_bytes), secs, max_rss_mb());
+        // By kind, B/min: probe, NAT keepalive, relayed sessions, membership, anti-entropy,
+        // forwarded (a relay's RELAY_DATA: in-band probes of relayed pairs).
+        auto kinds = [](const kind_rates& r) {
+            static char buf[160];
+            std::snprintf(buf, sizeof buf, "%7.0f %6.0f %7.0f %6.0f %6.0f %7.0f = %8.0f", r.probe,
+                          r.keepalive, r.session, r.member, r.ae, r.forwarded, r.total());
+            return std::string(buf);
+        };
+        std::printf("       LAN node sent %s | recv %s\n", kinds(f.lan_sent).c_str(),
+                    kinds(f.lan_recv).c_str());
+        std::printf("       relay    sent %s | recv %s\n", kinds(f.relay_sent).c_str(),
+                    kinds(f.relay_recv).c_str());
+        std::printf(
+            "       %zu relays; busiest relay %.0f B/min sent, %.0f received (%.1f + %.1f MB/mo); "
+            "fullest session table %zu\n",
+            f.relays, f.relay_sent_max, f.relay_recv_max, mb_month(f.relay_sent_max),
+            mb_month(f.relay_recv_max), f.relay_sessions_max);
         std::fflush(stdout);
         if (!f.counts_match || f.active_pairs || f.pairs_without_path || f.lan_resigns < 1.0) {
             std::printf(
@@ -128,6 +183,8 @@ int main(int argc, char** argv) {
         "datagrams and bytes received; relayed pairs per LAN node; records a LAN node signed in "
         "the window; a LAN node's control sent per 30 days, "
         "WireGuard keepalives both ways per 30 days; a relay's probe answers + forwarded bytes "
-        "and its membership bytes sent per 30 days (MB = 10^6 B, UDP payload)\n");
+        "and its membership bytes sent per 30 days (MB = 10^6 B, UDP payload); below each "
+        "size, bytes per minute by kind, sent and received (mean LAN node, mean relay): probe, "
+        "NAT keepalive, relayed sessions, membership, anti-entropy, forwarded = total\n");
     return ok ? 0 : 1;
 }
