@@ -16,7 +16,7 @@ if [[ $rc -ne 0 && $rc -ne 77 ]]; then # 77: not root, nothing to sweep
 fi
 # First the tests labelled cpu (test/CMakeLists.txt: CPU and their own files only), two at a
 # time; then every other test, one at a time (namespaces, wireguard-go, podman, QEMU, timed
-# benchmarks). Tests labelled long (the growth curve's bench_idle_20 and bench_core_idle_1000)
+# benchmarks). Tests labelled long (the growth curve's bench_idle_20)
 # are in neither: `ctest --test-dir build -L long`. Arguments (-R, -L, -V, ...) apply to both
 # runs; the exit status fails if either failed. The wall time of each part is printed.
 run_part() {

@@ -428,6 +428,41 @@ TEST_CASE("sim: noisy relay RTTs and lost probes at idle re-sign no record") {
     CHECK(noisy_idle_resigns(0, 0.2).first > 0);
 }
 
+namespace {
+
+// The std_mesh with every core started, relay1 with a fixed identity seed so that it can restart
+// as the same node, and the relay proxy's first-frame notification on (as the daemon's proxy
+// tells the core at once when a quiet peer gets a frame).
+struct restartable_mesh {
+    std_mesh m;
+    meshd::identity_seed seed1{};
+    std::vector<meshd::relay_spec> specs;
+    meshd::node_core_config cc;
+
+    restartable_mesh(uint64_t seed, uint8_t relay1_seed) : m(seed, false) {
+        seed1.fill(relay1_seed);
+        specs = m.net.relay_specs();
+        m.net.wg_notify_traffic = true;
+        for (auto& h : m.net.hosts()) {
+            if (h->name == "relay1") m.net.next_seed = seed1;
+            m.net.start_core(*h, specs, "sim cluster psk 0123456789", cc);
+        }
+    }
+    // A new process: same identity, a later boot epoch, nothing held (records, sessions).
+    void restart_relay1() {
+        auto& relay1 = m.net["relay1"];
+        relay1.up = false;
+        relay1.core.reset();
+        relay1.table.reset();
+        m.net.run_for(2000);
+        relay1.up = true;
+        m.net.next_seed = seed1;
+        m.net.start_core(relay1, specs, "sim cluster psk 0123456789", cc);
+    }
+};
+
+}  // namespace
+
 // Membership at idle (issue 18): a node HELLOs each relay once per hello_interval with its
 // store's digest and the relay answers only when it holds something the node lacks; a record
 // change still reaches every node at once (the relay's push); a relay that restarts (a new boot
@@ -435,18 +470,9 @@ TEST_CASE("sim: noisy relay RTTs and lost probes at idle re-sign no record") {
 // not a HELLO interval, because its PONG shows the new epoch.
 TEST_CASE(
     "sim: idle membership — digests in HELLO, pushes at once, a restarted relay re-registered") {
-    std_mesh m(19, false);
+    restartable_mesh rm(19, 0x71);
+    auto& m = rm.m;
     auto& net = m.net;
-    meshd::identity_seed seed1{};
-    seed1.fill(0x71);
-    auto specs = net.relay_specs();
-    meshd::node_core_config cc;
-    // As the daemon's relay proxy does: the first frame to a quiet peer tells the core at once.
-    net.wg_notify_traffic = true;
-    for (auto& h : net.hosts()) {
-        if (h->name == "relay1") net.next_seed = seed1;
-        net.start_core(*h, specs, "sim cluster psk 0123456789", cc);
-    }
     REQUIRE(net.run_until([&] { return m.all_know_all(); }, 15000));
     // Past the start-up's changes (the first published relay RTTs re-sign every record once).
     net.run_for(90000);
@@ -503,13 +529,8 @@ TEST_CASE(
     REQUIRE(net.run_until([&] { return all_have(seq); }, 1000));
     MESSAGE("a changed record everywhere after " << net.now() - t_change << " ms");
     // relay1 restarts: a new process (same identity, a later boot epoch, nothing held).
+    rm.restart_relay1();
     auto& relay1 = net["relay1"];
-    relay1.up = false;
-    relay1.core.reset();
-    net.run_for(2000);
-    relay1.up = true;
-    net.next_seed = seed1;
-    net.start_core(relay1, specs, "sim cluster psk 0123456789", cc);
     const uint64_t t_restart = net.now();
     auto registered = [&] {
         size_t n = 0;
@@ -603,18 +624,9 @@ TEST_CASE("sim: a keeping relay: no session request in an idle hour, frames flow
 }
 
 TEST_CASE("sim: a relay restarted while idle has the idle sessions bound again; traffic flows") {
-    std_mesh m(1882, false);
+    restartable_mesh rm(1882, 0x72);
+    auto& m = rm.m;
     auto& net = m.net;
-    meshd::identity_seed seed1{};
-    seed1.fill(0x72);
-    auto specs = net.relay_specs();
-    meshd::node_core_config cc;
-    // As the daemon's relay proxy does: the first frame to a quiet peer tells the core at once.
-    net.wg_notify_traffic = true;
-    for (auto& h : net.hosts()) {
-        if (h->name == "relay1") net.next_seed = seed1;
-        net.start_core(*h, specs, "sim cluster psk 0123456789", cc);
-    }
     REQUIRE(net.run_until([&] { return m.all_know_all(); }, 15000));
     REQUIRE(net.run_until([&] { return m.relayed_live("lan1b", "lan2b"); }, 10000));
     REQUIRE(net.run_until([&] { return m.all_idle(); }, 60000));
@@ -624,14 +636,8 @@ TEST_CASE("sim: a relay restarted while idle has the idle sessions bound again; 
     session_log log;
     log_sessions(net, log);
     // relay1 restarts: a new process, same identity, a later boot epoch, an empty table.
+    rm.restart_relay1();
     auto& relay1 = net["relay1"];
-    relay1.up = false;
-    relay1.core.reset();
-    relay1.table.reset();
-    net.run_for(2000);
-    relay1.up = true;
-    net.next_seed = seed1;
-    net.start_core(relay1, specs, "sim cluster psk 0123456789", cc);
     const uint64_t t_restart = net.now();
     // It serves again once dialled back (a few seconds); the nodes have not noticed yet (their
     // next PING to it is up to 120 s away) and their sessions there are gone.

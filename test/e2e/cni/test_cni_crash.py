@@ -218,6 +218,21 @@ def del_stage(world, cid, rc):
 TRACE_LINE = re.compile(r"^(\d+)\s+([a-z0-9_]+)\(")
 
 
+def traced_syscalls(out):
+    """(thread id, syscall name) of each call in strace's output file `out`, from the plugin's read
+    of stdin on (what came before is the dynamic loader and libc start-up)."""
+    started = False
+    with open(out) as fh:
+        for line in fh:
+            m = TRACE_LINE.match(line)
+            if not m:
+                continue
+            if not started and m.group(2) == "read" and line.split("(", 1)[1].startswith("0,"):
+                started = True
+            if started:
+                yield m.group(1), m.group(2)
+
+
 def trace_points(world, command, cid, pod, out):
     """Runs `command` under strace; returns the kill points [(syscall, n-th call in its thread,
     thread index)] from the plugin's read of stdin on, and the Result."""
@@ -225,21 +240,11 @@ def trace_points(world, command, cid, pod, out):
     points = []
     counts = {}
     tids = []
-    started = False
-    with open(out) as fh:
-        for line in fh:
-            m = TRACE_LINE.match(line)
-            if not m:
-                continue
-            tid, name = m.group(1), m.group(2)
-            if tid not in tids:
-                tids.append(tid)
-            key = (tid, name)
-            counts[key] = counts.get(key, 0) + 1
-            if not started and name == "read" and line.split("(", 1)[1].startswith("0,"):
-                started = True
-            if started:
-                points.append((name, counts[key], tids.index(tid)))
+    for tid, name in traced_syscalls(out):
+        if tid not in tids:
+            tids.append(tid)
+        counts[(tid, name)] = counts.get((tid, name), 0) + 1
+        points.append((name, counts[(tid, name)], tids.index(tid)))
     return points, r
 
 
@@ -250,17 +255,7 @@ def killed_at(world, point, command, cid, pod, out):
     argv = [STRACE, "-f", "-qq", "-o", out, "-e", "inject=%s:signal=KILL:when=%d" % (name, n),
             world.ctx.plugin]
     r = world.invoke(command, cid, pod, argv=argv)
-    seen = 0
-    started = False
-    with open(out) as fh:
-        for line in fh:
-            m = TRACE_LINE.match(line)
-            if not m:
-                continue
-            if not started and m.group(2) == "read" and line.split("(", 1)[1].startswith("0,"):
-                started = True
-            seen += started
-    return r, seen - 1
+    return r, sum(1 for _ in traced_syscalls(out)) - 1
 
 
 def pick(ctx, n_points, runs):
