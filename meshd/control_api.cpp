@@ -40,6 +40,7 @@ json status_json(const node_snapshot& s) {
     node["relayRole"] = s.role == relay_role_state::active;
     node["relayRoleState"] = to_string(s.role);
     node["relayRoleReason"] = s.role_reason.empty() ? json(nullptr) : json(s.role_reason);
+    node["relayRoleCause"] = to_string(s.role_cause);
     json verified = json::array();
     for (const auto& e : s.verified) verified.push_back(e.str());
     node["relayVerified"] = verified;
@@ -60,6 +61,7 @@ json status_json(const node_snapshot& s) {
                {"forwardedPackets", s.service->stats.forwarded_packets},
                {"forwardedBytes", s.service->stats.forwarded_bytes},
                {"natKeepalives", s.service->stats.nat_keepalives},
+               {"keptEvicted", s.service->stats.kept_evicted},
                {"drops", drops}};
     }
     json proxy = nullptr;

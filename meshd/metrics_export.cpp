@@ -84,7 +84,7 @@ std::string metrics_text(const node_snapshot& s) {
                   s.endpoint_refusals[i]);
     }
     t.gauge("meshwire_relay_role", "This node's relay role (1 for the current state).",
-            {{"state", to_string(s.role)}, {"reason", s.role_reason}}, 1);
+            {{"state", to_string(s.role)}, {"reason", to_string(s.role_cause)}}, 1);
     if (s.service) {
         const auto& st = s.service->stats;
         t.gauge("meshwire_relay_sessions", "Sessions in this relay's table.", L{},
@@ -98,6 +98,10 @@ std::string metrics_text(const node_snapshot& s) {
                       "Frames this relay refused to forward, by reason.",
                       {{"reason", to_string(static_cast<relay_drop>(i))}}, st.table_drops[i]);
         }
+        t.counter("meshwire_relay_kept_sessions_evicted_total",
+                  "Idle sessions this relay kept (both nodes still heard) and evicted because the "
+                  "table was full.",
+                  L{}, st.kept_evicted);
     }
     // meshd's sockets set don't-fragment: what exceeded the route's (path) MTU was dropped here,
     // never fragmented. Fixed labels: the relay service forwarding, our frames to a relay.

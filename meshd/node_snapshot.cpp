@@ -24,6 +24,7 @@ node_snapshot take_snapshot(const snapshot_sources& s) {
     n.endpoints = core.config().endpoints;
     n.role = core.role();
     n.role_reason = core.role_reason();
+    n.role_cause = core.role_cause();
     n.verified = core.verified_addresses();
     n.uptime_s = s.uptime_s;
 

@@ -42,6 +42,7 @@ struct node_snapshot {
     std::vector<wg_endpoint> endpoints;  // advertised
     relay_role_state role = relay_role_state::none;
     std::string role_reason;
+    relay_role_cause role_cause = relay_role_cause::none;
     std::vector<wg_endpoint> verified;  // relay addresses dialled back
     int64_t uptime_s = 0;
 

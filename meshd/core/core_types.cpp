@@ -45,6 +45,34 @@ const char* to_string(path_kind k) noexcept {
     return "?";
 }
 
+const char* to_string(relay_role_cause c) noexcept {
+    switch (c) {
+        case relay_role_cause::none:
+            return "none";
+        case relay_role_cause::not_listed:
+            return "not_listed";
+        case relay_role_cause::no_public_address:
+            return "no_public_address";
+        case relay_role_cause::listed:
+            return "listed";
+        case relay_role_cause::offering:
+            return "offering";
+        case relay_role_cause::rechecking:
+            return "rechecking";
+        case relay_role_cause::reachable:
+            return "reachable";
+        case relay_role_cause::partly_reachable:
+            return "partly_reachable";
+        case relay_role_cause::still_reachable:
+            return "still_reachable";
+        case relay_role_cause::no_helper:
+            return "no_helper";
+        case relay_role_cause::unreachable:
+            return "unreachable";
+    }
+    return "?";
+}
+
 const char* to_string(relay_role_state s) noexcept {
     switch (s) {
         case relay_role_state::none:

@@ -52,6 +52,23 @@ const char* to_string(path_kind k) noexcept;
 // advertiseAddress must be dialled back by another node) -> active, or refused with a reason.
 enum class relay_role_state : uint8_t { none, verifying, active, refused };
 const char* to_string(relay_role_state s) noexcept;
+// Why the relay role is what it is, as a fixed code: the metric label (a label with free text,
+// such as addresses or "N s ago", would make a new series per change); the text with the
+// addresses goes to the log and `meshctl status` (relay_role::reason()).
+enum class relay_role_cause : uint8_t {
+    none,               // not decided yet
+    not_listed,         // relayNodes configured without this node (or no longer with it)
+    no_public_address,  // no relayNodes and no public address (or no public IPv4) to offer
+    listed,             // listed in relayNodes, waiting for a dial-back
+    offering,           // no relayNodes, offering at its public addresses
+    rechecking,         // refused before; checking again
+    reachable,          // every advertised address dialled back
+    partly_reachable,   // some advertised address dialled back, not all yet
+    still_reachable,    // serving on at addresses already dialled back
+    no_helper,          // refused: no other node could be asked to dial back
+    unreachable,        // refused: asked, no dial-back in time
+};
+const char* to_string(relay_role_cause c) noexcept;
 
 // Where a relay entry comes from. With relayNodes configured only those are relays. Without
 // (DESIGN §5: "with none configured, nodes whose advertised address others can verifiably reach
@@ -157,7 +174,7 @@ struct node_core_config {
     // (RELAY_SESSION_KEPT) so that idle pairs stop refreshing. 300 s = 2.5x the idle PING interval
     // to a relay (idle_used/spare_ping_interval_ms): two lost PINGs in a row do not drop a
     // session. Must match relay_table_limits::keep_ms. 0: neither (a relay before issue 18).
-    uint64_t relay_keep_ms = 300000;
+    uint64_t relay_keep_ms = default_relay_keep_ms;
     // Relays that carry (or stand by for) one of our active relayed pairs are probed this often and
     // declared dead for those pairs after fast_relay_timeout_ms without an answer: the failover
     // budget is that timeout plus one tick.

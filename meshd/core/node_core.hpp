@@ -180,6 +180,7 @@ public:
     const control_traffic_rate& traffic_rate() const noexcept { return traffic_rate_; }
     relay_role_state role() const noexcept { return role_.state(); }
     const std::string& role_reason() const noexcept { return role_.reason(); }
+    relay_role_cause role_cause() const noexcept { return role_.cause(); }
     // Our relay addresses (addr:control port) that another node has dialled back.
     std::vector<wg_endpoint> verified_addresses() const { return role_.verified_addresses(); }
     // Failovers (the relay we send through changed because it failed) and relay selections.

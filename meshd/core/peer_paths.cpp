@@ -344,11 +344,11 @@ void peer_paths::decide(const node_id& id, peer_entry& p, const peer_record& rec
                 {"peer", rec.name}, {"path", to_string(dp.path)}, {"endpoint", ep}};
             if (dp.path == path_kind::relay) {
                 f.emplace_back("relay", ctx_.name_of(dp.relay));
-                f.emplace_back("why", "no direct answer within " +
-                                          std::to_string(cfg.path_timeout_ms) + " ms");
+                f.emplace_back("reason", "no direct answer within " +
+                                             std::to_string(cfg.path_timeout_ms) + " ms");
             } else if (dp.path == path_kind::direct) {
-                f.emplace_back("why", learned ? "the peer reaches us directly"
-                                              : "the peer answers on a direct address");
+                f.emplace_back("reason", learned ? "the peer reaches us directly"
+                                                 : "the peer answers on a direct address");
             }
             ctx_.log(1, "path selected", std::move(f));
             // A new path of ours is verified by probes for a while, even on an idle pair (a

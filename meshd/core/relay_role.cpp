@@ -20,13 +20,14 @@ void relay_role::on_relay_config(bool listed, bool was_listed, std::vector<wg_en
         role_retry_backoff_ms_ = ctx_.cfg.role_retry_ms;
         if (!keep_serving_at(addrs, "listed in relayNodes; already dialled back at ", now)) {
             self_addrs_ = std::move(addrs);
-            start_verifying("listed in relayNodes; waiting for another node to dial back", now);
+            start_verifying(relay_role_cause::listed,
+                            "listed in relayNodes; waiting for another node to dial back", now);
         }
     } else if (!listed && ctx_.auto_relays()) {
         update_auto(now, was_listed);
     } else if (!listed && role_ != relay_role_state::none) {
         self_addrs_.clear();
-        set_role(relay_role_state::none,
+        set_role(relay_role_state::none, relay_role_cause::not_listed,
                  was_listed ? "no longer listed in relayNodes"
                             : "relayNodes configured and this node is not listed",
                  now);
@@ -47,7 +48,7 @@ bool relay_role::keep_serving_at(const std::vector<wg_endpoint>& addrs, const st
     self_addrs_ = addrs;
     self_verified_ = std::move(v);
     dialback_nonces_.clear();
-    set_role(relay_role_state::active, why + list, now);
+    set_role(relay_role_state::active, relay_role_cause::still_reachable, why + list, now);
     return true;
 }
 
@@ -70,7 +71,7 @@ void relay_role::update_auto(uint64_t now, bool was_listed) {
     if (pub.empty() || (v4 && !pub_v4)) {
         if (role_ != relay_role_state::none) {
             self_addrs_.clear();
-            set_role(relay_role_state::none,
+            set_role(relay_role_state::none, relay_role_cause::no_public_address,
                      pub.empty() ? "no relayNodes configured and no public address to offer"
                                  : "no relayNodes configured and no public IPv4 address to offer",
                      now);
@@ -82,21 +83,25 @@ void relay_role::update_auto(uint64_t now, bool was_listed) {
     // A listed relay whose relayNodes were emptied goes on serving where it was dialled back.
     if (keep_serving_at(pub, "no relayNodes configured; already dialled back at ", now)) return;
     self_addrs_ = std::move(pub);
-    start_verifying("no relayNodes configured; offering to relay at " + list +
+    start_verifying(relay_role_cause::offering,
+                    "no relayNodes configured; offering to relay at " + list +
                         " once another node dials it back",
                     now);
 }
 
-void relay_role::set_role(relay_role_state st, std::string reason, uint64_t now) {
-    if (st == role_ && reason == role_reason_) return;
+void relay_role::set_role(relay_role_state st, relay_role_cause cause, std::string reason,
+                          uint64_t now) {
+    if (st == role_ && cause == role_cause_ && reason == role_reason_) return;
     role_ = st;
+    role_cause_ = cause;
     role_reason_ = std::move(reason);
     role_since_ms_ = now;
     next_dialback_ms_ = now;
     on_change_();
     int lvl = st == relay_role_state::refused ? 2 : 1;
-    ctx_.log(lvl, std::string("relay role ") + to_string(st),
-             {{"relay", ctx_.cfg.node_name}, {"why", role_reason_}});
+    ctx_.log(
+        lvl, std::string("relay role ") + to_string(st),
+        {{"relay", ctx_.cfg.node_name}, {"cause", to_string(cause)}, {"reason", role_reason_}});
     ctx_.due(now);
 }
 
@@ -108,12 +113,12 @@ std::vector<wg_endpoint> relay_role::verified_addresses() const {
     return v;
 }
 
-void relay_role::start_verifying(std::string why, uint64_t now) {
+void relay_role::start_verifying(relay_role_cause cause, std::string why, uint64_t now) {
     self_verified_.assign(self_addrs_.size(), false);
     dialback_first_ms_ = 0;
     dialback_nonces_.clear();
     dialback_asked_.clear();
-    set_role(relay_role_state::verifying, std::move(why), now);
+    set_role(relay_role_state::verifying, cause, std::move(why), now);
 }
 
 void relay_role::tick(const helper_source& helper_fn, uint64_t now) {
@@ -125,7 +130,8 @@ void relay_role::tick(const helper_source& helper_fn, uint64_t now) {
         uint64_t at = role_since_ms_ + role_retry_backoff_ms_;
         if (now < at) return ctx_.due(at);
         role_retry_backoff_ms_ = std::min(role_retry_backoff_ms_ * 2, cfg.role_retry_max_ms);
-        return start_verifying("checking again whether advertiseAddress is reachable (refused " +
+        return start_verifying(relay_role_cause::rechecking,
+                               "checking again whether advertiseAddress is reachable (refused " +
                                    std::to_string((now - role_since_ms_) / 1000) + " s ago)",
                                now);
     }
@@ -140,12 +146,13 @@ void relay_role::tick(const helper_source& helper_fn, uint64_t now) {
         return s;
     };
     if (!self_addrs_.empty() && verified == self_addrs_.size()) {
-        return set_role(relay_role_state::active, "advertiseAddress reachable: " + list(true), now);
+        return set_role(relay_role_state::active, relay_role_cause::reachable,
+                        "advertiseAddress reachable: " + list(true), now);
     }
     // One reachable address is enough to serve; a second family can take a while to find a
     // helper that speaks it (and may never be reachable), which must not keep the relay idle.
     if (verified > 0) {
-        return set_role(relay_role_state::active,
+        return set_role(relay_role_state::active, relay_role_cause::partly_reachable,
                         "advertiseAddress reachable: " + list(true) +
                             " (not dialled back yet: " + list(false) + ")",
                         now);
@@ -159,14 +166,15 @@ void relay_role::tick(const helper_source& helper_fn, uint64_t now) {
         std::string secs = std::to_string(cfg.dialback_timeout_ms / 1000);
         std::string who;
         for (const auto& n : dialback_asked_) who += (who.empty() ? "" : ", ") + n;
-        return set_role(relay_role_state::refused,
-                        dialback_asked_.empty()
-                            ? "no other node could be asked to dial back " + list(false) +
-                                  " within " + secs + " s"
-                            : "advertiseAddress " + list(false) +
-                                  " not reachable from other nodes: no dial-back from " + who +
-                                  " within " + secs + " s",
-                        now);
+        return set_role(
+            relay_role_state::refused,
+            dialback_asked_.empty() ? relay_role_cause::no_helper : relay_role_cause::unreachable,
+            dialback_asked_.empty() ? "no other node could be asked to dial back " + list(false) +
+                                          " within " + secs + " s"
+                                    : "advertiseAddress " + list(false) +
+                                          " not reachable from other nodes: no dial-back from " +
+                                          who + " within " + secs + " s",
+            now);
     }
     if (timing) ctx_.due(verify_from + cfg.dialback_timeout_ms);
     if (now < next_dialback_ms_) {

@@ -55,7 +55,9 @@ public:
     void on_heard(const node_id& sender, const wg_endpoint& from);
 
     relay_role_state state() const noexcept { return role_; }
+    // The text (with addresses) for logs and `meshctl status`; cause() is the fixed code.
     const std::string& reason() const noexcept { return role_reason_; }
+    relay_role_cause cause() const noexcept { return role_cause_; }
     // Serving: only then does the node own its port with the relay forwarder and stop taking
     // relayed paths itself. While verifying it stays a normal node (the dial-back probe reaches
     // its ordinary control socket), so a node being considered loses nothing.
@@ -71,8 +73,8 @@ public:
     std::vector<wg_endpoint> verified_addresses() const;
 
 private:
-    void set_role(relay_role_state s, std::string reason, uint64_t now);
-    void start_verifying(std::string why, uint64_t now);
+    void set_role(relay_role_state s, relay_role_cause cause, std::string reason, uint64_t now);
+    void start_verifying(relay_role_cause cause, std::string why, uint64_t now);
     // Already active and dialled back at one of addrs: serve there at once (a switch between
     // relayNodes and none configured must not stop a working relay to verify it again).
     bool keep_serving_at(const std::vector<wg_endpoint>& addrs, const std::string& why,
@@ -83,6 +85,7 @@ private:
     std::function<void()> on_change_;
     relay_role_state role_ = relay_role_state::none;
     std::string role_reason_;
+    relay_role_cause role_cause_ = relay_role_cause::none;
     uint64_t role_since_ms_ = 0;
     uint64_t role_retry_backoff_ms_ = 60000;  // after the next refusal
     uint64_t next_dialback_ms_ = 0;

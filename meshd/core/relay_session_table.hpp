@@ -31,6 +31,10 @@
 
 namespace mw::meshd {
 
+// How long a relay keeps an idle session of nodes it hears (relay_table_limits::keep_ms) and
+// announces keeping (node_core_config::relay_keep_ms): one value, so that the two agree.
+constexpr uint64_t default_relay_keep_ms = 300'000;
+
 struct relay_table_limits {
     size_t max_sessions = 16384;
     size_t max_nodes = 4096;
@@ -44,7 +48,7 @@ struct relay_table_limits {
     // node's idle full-PING interval to a relay (idle_used/spare_ping_interval_ms, 120 s): two
     // PINGs lost in a row do not drop a session, and a node gone for good is forgotten within
     // 5 min. core_config::relay_keep_ms must say the same (it is what the relay announces).
-    uint64_t keep_ms = 300'000;
+    uint64_t keep_ms = default_relay_keep_ms;
     // Per sending node. 1 Gbit/s of 1400-byte packets is ~90 kpps; allow headroom over that.
     uint64_t node_packets_per_s = 200'000;
     uint64_t node_bytes_per_s = 250'000'000;

@@ -26,6 +26,8 @@ node_snapshot example() {
     s.wg_public_key = identity(1).wg_public_key();
     s.backend = "userspace";
     s.role = relay_role_state::active;
+    s.role_cause = relay_role_cause::partly_reachable;
+    s.role_reason = "advertiseAddress reachable: 192.0.2.1:51821 (not dialled back yet: ...)";
     auto peer = [&](uint8_t n, path_kind k) {
         node_snapshot::peer p;
         p.view.id = identity(n).id();
@@ -108,7 +110,10 @@ TEST_CASE("node snapshot: meshctl status and the metrics show the same counts") 
     CHECK(has_line(m, "meshwire_active_pairs 1"));
     CHECK(st["node"]["relayRole"] == true);
     CHECK(st["node"]["backend"] == "userspace");
-    CHECK(m.find("meshwire_relay_role{state=\"active\"") != std::string::npos);
+    // The label is the fixed code, never the text (issue 14 §8).
+    CHECK(has_line(m, "meshwire_relay_role{state=\"active\",reason=\"partly_reachable\"} 1"));
+    CHECK(st["node"]["relayRoleCause"] == "partly_reachable");
+    CHECK(m.find("dialled back") == std::string::npos);
 }
 
 TEST_CASE("node snapshot: peers show the endpoint in use and the device's handshake") {
