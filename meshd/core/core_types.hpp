@@ -175,6 +175,13 @@ struct node_core_config {
     // to a relay (idle_used/spare_ping_interval_ms): two lost PINGs in a row do not drop a
     // session. Must match relay_table_limits::keep_ms. 0: neither (a relay before issue 18).
     uint64_t relay_keep_ms = default_relay_keep_ms;
+    // A session such a relay keeps is still requested again this often while the pair is idle:
+    // the backstop for what the relay does not tell us (it evicted the session for a new one in
+    // a full table, or its forwarder was rebuilt without a restart, a relay role flap). A peer
+    // that went quiet is covered without it: the relay unbinds only that peer's side, which its
+    // next request completes. One hour: 2 datagrams per relayed pair and relay an hour, against
+    // 24 with the 150 s refresh.
+    uint64_t kept_session_refresh_ms = 3'600'000;
     // Relays that carry (or stand by for) one of our active relayed pairs are probed this often and
     // declared dead for those pairs after fast_relay_timeout_ms without an answer: the failover
     // budget is that timeout plus one tick.

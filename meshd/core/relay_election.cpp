@@ -245,7 +245,7 @@ void relay_election::choose(const node_id& id, relayed_pair& p, const peer_recor
             w.next_request_ms =
                 now + (!w.accepted || !p.active ? cfg.session_retry_ms : cfg.session_refresh_ms);
         }
-        if (!w.kept) ctx_.due(w.next_request_ms);
+        ctx_.due(w.next_request_ms);
     }
 
     dp.path = path_kind::relay;
@@ -367,7 +367,7 @@ bool relay_election::on_session_answer(relayed_pair& p, const std::string& peer_
                          {{"peer", peer_name}, {"relay", ctx_.name_of(relay)}});
             }
             w->kept = true;
-            w->next_request_ms = relayed_pair::never;
+            w->next_request_ms = now + ctx_.cfg.kept_session_refresh_ms;
             return true;
         }
         w->kept = false;

@@ -113,11 +113,11 @@ struct relayed_pair {
         uint64_t request_id = 0;
         uint64_t prev_request_id = 0;
         // Accepted by a relay that keeps idle sessions while it hears us (issue 18), the pair
-        // idle: not refreshed (next_request_ms = never) until the pair turns active, the relay
-        // restarts, stops announcing, sees us at another address or answers after it was lost.
+        // idle: requested again only when the pair turns active, the relay restarts, stops
+        // announcing, sees us at another address or answers after it was lost, and as a
+        // backstop every kept_session_refresh_ms (next_request_ms).
         bool kept = false;
     };
-    static constexpr uint64_t never = UINT64_MAX;
     std::vector<warm_session> warm;
     // Whether the pair is active (peer_paths sets it before choose()) and since when: only an
     // active pair sends in-band probes, refreshes its sessions every session_refresh_ms, keeps

@@ -102,10 +102,12 @@ result<relay_bind_state> relay_session_table::bind(uint64_t session_id, const no
 
     uint32_t slot = session_index_.find(session_id);
     if (slot == no_slot) {
+        // The node first: a request refused for its node limits must not evict anything.
+        uint32_t node = MW_TRY(acquire_node(from, now_ms));
         if (free_sessions_.empty() && !evict_kept(now_ms)) {
+            release_node(node);
             return error(errc::exhausted, "relay: session table full");
         }
-        uint32_t node = MW_TRY(acquire_node(from, now_ms));
         slot = free_sessions_.back();
         free_sessions_.pop_back();
         session_slot& s = sessions_[slot];
@@ -152,8 +154,12 @@ uint64_t relay_session_table::heard_until(const side& sd) const noexcept {
     if (sd.node == no_slot || limits_.keep_ms == 0) return 0;
     const node_slot& n = nodes_[sd.node];
     const size_t f = sd.addr.is_v4() ? 0 : 1;
-    if (n.heard_ms[f] == 0 || !(n.heard_addr[f] == sd.addr)) return 0;
-    return n.heard_ms[f] + limits_.keep_ms;
+    uint64_t until = 0;
+    for (size_t i = 0; i < 2; ++i) {
+        if (n.heard_ms[f][i] != 0 && n.heard_addr[f][i] == sd.addr)
+            until = std::max(until, n.heard_ms[f][i] + limits_.keep_ms);
+    }
+    return until;
 }
 
 void relay_session_table::heard(const node_id& node, const relay_addr& observed,
@@ -162,8 +168,24 @@ void relay_session_table::heard(const node_id& node, const relay_addr& observed,
     if (slot == no_slot || !observed.valid()) return;
     node_slot& n = nodes_[slot];
     const size_t f = observed.is_v4() ? 0 : 1;
-    n.heard_addr[f] = observed;
-    n.heard_ms[f] = std::max(n.heard_ms[f], std::max<uint64_t>(now_ms, 1));
+    size_t i = 0;
+    if (n.heard_addr[f][0] == observed && n.heard_ms[f][0] != 0) {
+        i = 0;
+    } else if (n.heard_addr[f][1] == observed && n.heard_ms[f][1] != 0) {
+        i = 1;
+    } else {
+        i = n.heard_ms[f][0] <= n.heard_ms[f][1] ? 0 : 1;  // replace the one heard longest ago
+        n.heard_addr[f][i] = observed;
+        n.heard_ms[f][i] = 0;
+    }
+    n.heard_ms[f][i] = std::max(n.heard_ms[f][i], std::max<uint64_t>(now_ms, 1));
+}
+
+void relay_session_table::unbind_unheard(session_slot& s, uint64_t now_ms) noexcept {
+    // Keep side a the bound one (route() and bind() read a half-open session that way).
+    if (!heard_now(s.a, now_ms)) std::swap(s.a, s.b);
+    release_node(s.b.node);
+    s.b = {no_slot, s.b.id, relay_addr{}, no_via};
 }
 
 bool relay_session_table::kept(uint64_t session_id, uint64_t now_ms) const noexcept {
@@ -197,9 +219,12 @@ bool relay_session_table::remove(uint64_t session_id) noexcept {
 size_t relay_session_table::expire(uint64_t now_ms) noexcept {
     size_t n = 0;
     for (uint32_t i = 0; i < sessions_.size(); ++i) {
-        if (sessions_[i].used && idle(sessions_[i], now_ms)) {
+        if (!sessions_[i].used) continue;
+        if (idle(sessions_[i], now_ms)) {
             erase_slot(i);
             ++n;
+        } else if (half_idle(sessions_[i], now_ms)) {
+            unbind_unheard(sessions_[i], now_ms);
         }
     }
     return n;
@@ -209,9 +234,12 @@ uint64_t relay_session_table::next_expiry(uint64_t now_ms) const noexcept {
     uint64_t next = std::numeric_limits<uint64_t>::max();
     for (const auto& s : sessions_) {
         if (!s.used) continue;
-        // Expires when both its inactivity and (if heard) the first side's keep have run out.
+        // Its next change once inactive: the first bound side's keep running out (that side is
+        // unbound, or the session goes with its last bound side).
         uint64_t at = s.last_active_ms + limits_.idle_timeout_ms + 1;
-        at = std::max(at, std::min(heard_until(s.a), heard_until(s.b)));
+        uint64_t keep = heard_until(s.a);
+        if (s.b.node != no_slot) keep = std::min(keep, heard_until(s.b));
+        at = std::max(at, keep);
         next = std::min(next, std::max(at, now_ms));
     }
     return next;

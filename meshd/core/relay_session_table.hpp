@@ -11,9 +11,13 @@
 // Kept sessions (issue 18): a session whose frames stopped is not forgotten while the relay still
 // hears both of its nodes at their bound addresses (heard(): an authenticated control message from
 // the node, from exactly that address, within keep_ms). An idle node then needs no session
-// refresh at all: its PINGs to the relay, which it sends anyway, keep its sessions. A node no
-// longer heard (gone, or behind a NAT that rebound it) has its sessions expire as before. When the
-// table is full, a new session evicts the idle kept session inactive longest (evicted_kept()).
+// refresh at all: its PINGs to the relay, which it sends anyway, keep its sessions. When one node
+// is no longer heard (gone, or behind a NAT that rebound it) and the other still is, only the
+// quiet node's side is unbound: the session is half-open again with the heard side bound, so the
+// quiet node's next request completes it although the heard one, idle, asks for nothing. With
+// neither heard the session expires as before. When the table is full, a new session evicts the
+// idle kept session inactive longest (evicted_kept()); nodes request kept sessions again every
+// hour as a backstop for that (node_core_config::kept_session_refresh_ms).
 //
 // Pure and fixed-size: time is passed in (ms, any monotonic origin), all memory is reserved at
 // construction, and route() — the per-packet call — allocates nothing and touches one index probe
@@ -97,15 +101,20 @@ public:
     // The control plane heard `node` at `observed` (an authenticated control message, with the
     // node's pair tag, from that address): its sessions bound at exactly that address are kept
     // for keep_ms from now. A node with no session here is not stored (no state for strangers).
-    // Only the last address per family is remembered: a session bound at another address of
-    // the node is not kept by it.
+    // The last two addresses per family are remembered (a node heard both through its NAT and
+    // on a shared LAN, or at a relay's second address through a symmetric NAT): a third one
+    // replaces the one heard longest ago.
     void heard(const node_id& node, const relay_addr& observed, uint64_t now_ms) noexcept;
     // Idle sessions evicted to make room for a new one (kept only because their nodes were heard).
     uint64_t evicted_kept() const noexcept { return evicted_kept_; }
     // Whether the session is past idle_timeout_ms and kept only because both nodes are heard.
     bool kept(uint64_t session_id, uint64_t now_ms) const noexcept;
-    // Removes sessions idle past the timeout; returns how many. Meant for a periodic timer
-    // (route() also drops an expired session lazily, so correctness does not depend on it).
+    // Removes sessions idle past the timeout whose nodes are no longer heard; returns how many.
+    // An idle session of which one node is still heard and the other not loses only the unheard
+    // side: it goes back to half-open with the heard side bound, so that the other node's next
+    // request completes it. (Dropping it whole would strand the heard node: while idle it does
+    // not refresh a kept session, so nothing would bind its side again.) Meant for a periodic
+    // timer (route() also drops an expired session lazily, so correctness does not depend on it).
     size_t expire(uint64_t now_ms) noexcept;
     // When the next session will expire if nothing is forwarded (UINT64_MAX when empty).
     uint64_t next_expiry(uint64_t now_ms) const noexcept;
@@ -142,9 +151,10 @@ private:
         uint64_t packet_tokens = 0;  // in 1/1000 packet
         uint64_t byte_tokens = 0;    // in 1/1000 byte
         uint64_t refilled_ms = 0;
-        // heard(): the node's last authenticated control source per family (0: v4, 1: v6).
-        std::array<relay_addr, 2> heard_addr{};
-        std::array<uint64_t, 2> heard_ms{};
+        // heard(): the node's last two authenticated control sources per family
+        // ([0]: v4, [1]: v6), and when each was last heard.
+        std::array<std::array<relay_addr, 2>, 2> heard_addr{};
+        std::array<std::array<uint64_t, 2>, 2> heard_ms{};
         bool used = false;
     };
     struct side {
@@ -170,11 +180,22 @@ private:
     bool inactive(const session_slot& s, uint64_t now_ms) const noexcept {
         return now_ms > s.last_active_ms && now_ms - s.last_active_ms > limits_.idle_timeout_ms;
     }
-    // Until when the side's node was heard at its bound address plus keep_ms (0: not heard).
+    // Until when the side's node was heard at its bound address plus keep_ms (0: not heard or
+    // not bound).
     uint64_t heard_until(const side& sd) const noexcept;
-    bool idle(const session_slot& s, uint64_t now_ms) const noexcept {
-        return inactive(s, now_ms) && !(now_ms < heard_until(s.a) && now_ms < heard_until(s.b));
+    bool heard_now(const side& sd, uint64_t now_ms) const noexcept {
+        return now_ms < heard_until(sd);
     }
+    // Inactive and neither bound side heard: the session goes.
+    bool idle(const session_slot& s, uint64_t now_ms) const noexcept {
+        return inactive(s, now_ms) && !heard_now(s.a, now_ms) && !heard_now(s.b, now_ms);
+    }
+    // Inactive, one side heard, the other bound but not heard: that side is unbound (expire()).
+    bool half_idle(const session_slot& s, uint64_t now_ms) const noexcept {
+        return inactive(s, now_ms) && s.b.node != no_slot &&
+               heard_now(s.a, now_ms) != heard_now(s.b, now_ms);
+    }
+    void unbind_unheard(session_slot& s, uint64_t now_ms) noexcept;
     // Frees the slot of the idle kept session inactive longest; false if there is none.
     bool evict_kept(uint64_t now_ms) noexcept;
 

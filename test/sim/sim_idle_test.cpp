@@ -582,7 +582,7 @@ size_t sessions_at(sim_net& net, const std::string& relay) {
 
 }  // namespace
 
-TEST_CASE("sim: a keeping relay: no session request in an idle hour, frames flow at once after") {
+TEST_CASE("sim: a keeping relay: one session request per session in an idle hour (the backstop)") {
     std_mesh m(1881);
     auto& net = m.net;
     REQUIRE(net.run_until([&] { return m.all_know_all(); }, 15000));
@@ -595,13 +595,22 @@ TEST_CASE("sim: a keeping relay: no session request in an idle hour, frames flow
     CHECK(held2 == 4);
     session_log log;
     log_sessions(net, log);
-    net.run_for(3600000);
-    net.on_send = nullptr;
+    const uint64_t backstop = meshd::node_core_config{}.kept_session_refresh_ms;
+    net.run_for(backstop - 10 * 60000);
     size_t requests = 0;
     for (const auto& n : lan_names) requests += log.count(n, 0x05);
+    CHECK(requests == 0);  // none until the backstop
+    net.run_for(10 * 60000);
+    net.on_send = nullptr;
+    requests = 0;
+    for (const auto& n : lan_names) {
+        CAPTURE(n);
+        // 2 relayed pairs x 2 relays: each kept session requested once, by the backstop.
+        CHECK(log.count(n, 0x05) == 4);
+        requests += log.count(n, 0x05);
+    }
     MESSAGE("idle hour at keeping relays: " << requests << " session requests from 4 LAN nodes ("
                                             << 4 * 2 * 3600 / 150 << " with the 150 s refresh)");
-    CHECK(requests == 0);
     // The relays still hold every session (kept: no frame for an hour, past the 180 s timeout).
     CHECK(sessions_at(net, "relay1") == held1);
     CHECK(sessions_at(net, "relay2") == held2);
@@ -621,6 +630,44 @@ TEST_CASE("sim: a keeping relay: no session request in an idle hour, frames flow
     CHECK(net["relay1"].relay_table().drops(meshd::relay_drop::unknown_session) +
               net["relay2"].relay_table().drops(meshd::relay_drop::unknown_session) ==
           unknown);
+}
+
+// A peer offline for longer than the relays' keep window (a reboot, an uplink cut) while we stay
+// idle: each relay unbinds only the quiet peer's side of the session and keeps ours, so the
+// peer's requests when it is back complete the session although we, idle, ask for nothing, and
+// its frames reach us with none from our side. (Dropping the session whole stranded us: an idle
+// node does not refresh a kept session, so its side was never bound again.)
+TEST_CASE("sim: a peer back after the keep window reaches an idle node through the kept side") {
+    std_mesh m(1884);
+    auto& net = m.net;
+    REQUIRE(net.run_until([&] { return m.all_know_all(); }, 15000));
+    REQUIRE(net.run_until([&] { return m.relayed_live("lan1b", "lan2b"); }, 10000));
+    REQUIRE(net.run_until([&] { return m.all_idle(); }, 60000));
+    net.run_for(30000);
+    const auto id2b = net["lan2b"].core->id(), id1b = net["lan1b"].core->id();
+    const size_t held = sessions_at(net, "relay1");
+    REQUIRE(held == 4);
+    session_log log;
+    log_sessions(net, log);
+    net["lan2b"].up = false;
+    const uint64_t keep = meshd::node_core_config{}.relay_keep_ms;
+    net.run_for(keep + 4 * 60000);
+    for (std::string r : {"relay1", "relay2"}) {
+        CAPTURE(r);
+        CHECK(sessions_at(net, r) == held);  // halved, not dropped
+        CHECK(net[r].relay_table().node_sessions(id2b) == 0);
+        CHECK(net[r].relay_table().node_sessions(id1b) == 2);
+    }
+    net["lan2b"].up = true;
+    const uint64_t t_back = net.now();
+    // Only lan2b sends (a TCP connect from its pod): lan1b must receive without sending first.
+    const uint64_t rx = net["lan1b"].wg_rx["lan2b"];
+    net.simulate_wireguard(100, 128, {{"lan2b", "lan1b"}});
+    REQUIRE(net.run_until([&] { return net["lan1b"].wg_rx["lan2b"] > rx; }, 150000));
+    MESSAGE("lan2b back after " << (keep + 4 * 60000) / 1000 << " s offline: its frames reach idle "
+                                << "lan1b after " << net.now() - t_back << " ms");
+    net.on_send = nullptr;
+    CHECK(log.count("lan1b", 0x05) == 0);  // lan1b asked for nothing
 }
 
 TEST_CASE("sim: a relay restarted while idle has the idle sessions bound again; traffic flows") {

@@ -182,6 +182,12 @@ void sim_net::step(uint64_t until_ms) {
             for (auto& h : hosts_) {
                 if (h->core && h->up && h->deadline * 1000 <= now_us_ &&
                     h->frozen_until_ms <= now_) {
+                    // The forwarder sweeps its table every second (relay_forwarder.cpp); here
+                    // when the relay's core ticks, at most once a second.
+                    if (h->table && now_ >= h->last_sweep_ms + 1000) {
+                        h->table->expire(now_);
+                        h->last_sweep_ms = now_;
+                    }
                     h->deadline = h->to_sim(h->core->tick(h->clock(now_)));
                     drain(*h);
                 }

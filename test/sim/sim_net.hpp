@@ -76,6 +76,7 @@ struct sim_host {
     // Created on first use (a relay's first session): a table is ~3.5 MB preallocated, which
     // would swamp the per-core memory figures of core_rss_bench if every host had one.
     std::unique_ptr<meshd::relay_session_table> table;
+    uint64_t last_sweep_ms = 0;  // the table's expire(), at most once a second (as the forwarder)
     // Its size (set before the first session): the default holds 16,384 sessions, fewer than
     // ~20 relays need for the ~10^6 relayed sessions of 1,000 nodes (core_idle_bench).
     meshd::relay_table_limits table_limits;

@@ -212,14 +212,14 @@ TEST_CASE("relay table: an idle session is kept while both nodes are heard at th
     REQUIRE(t.bind(1, nid(2), nid(1), b, t0));
     const uint64_t idle_at = t0 + l.idle_timeout_ms + 1;  // inactive from here on
 
-    // Only one side heard: expires as before.
-    t.heard(nid(1), a, t0 + 5'000);
+    // Nobody heard: expires as before.
     CHECK(t.next_expiry(t0) == idle_at);
     CHECK_FALSE(t.kept(1, idle_at));
-    // Both heard, but node 2 from another port (a NAT rebound it): not kept either.
+    // Node 2 heard from another port only (a NAT rebound it): its side is not kept by that.
+    t.heard(nid(1), a, t0 + 5'000);
     t.heard(nid(2), addr("10.0.0.2:2001"), t0 + 5'000);
-    CHECK_FALSE(t.kept(1, idle_at));
-    // Both at their bound addresses: kept until the first of them is no longer heard.
+    // Both at their bound addresses (node 2 heard at two ports: both remembered): kept until
+    // the first of them is no longer heard.
     t.heard(nid(2), b, t0 + 6'000);
     CHECK(t.kept(1, idle_at));
     CHECK(t.next_expiry(t0) == t0 + 5'000 + l.keep_ms);
@@ -234,16 +234,72 @@ TEST_CASE("relay table: an idle session is kept while both nodes are heard at th
     CHECK(t.drops(relay_drop::expired) == 0);
     CHECK_FALSE(t.kept(1, later + 20'000));  // active again
 
-    // Frames stop and node 2 goes quiet: expired once its keep ran out and the session is idle.
+    // Frames stop and both go quiet: the session goes once both keeps ran out.
     const uint64_t last = later + 20'000;
-    t.heard(nid(1), a, last + l.keep_ms);  // node 1 still probing
     CHECK(t.next_expiry(last) == std::max(last + l.idle_timeout_ms + 1, later + l.keep_ms));
-    CHECK(t.expire(later + l.keep_ms - 1) == 0);
-    CHECK(t.expire(last + l.keep_ms) == 1);
+    const uint64_t gone = std::max(last + l.idle_timeout_ms + 1, later + l.keep_ms);
+    CHECK(t.expire(gone - 1) == 0);
+    CHECK(t.expire(gone) == 1);
     CHECK(t.size() == 0);
     // A stranger heard: no state.
     t.heard(nid(7), addr("10.0.0.7:7"), last);
     CHECK(t.node_count() == 0);
+}
+
+TEST_CASE("relay table: an idle session whose one node went quiet keeps the other's side") {
+    auto l = roomy();
+    l.keep_ms = 25'000;
+    relay_session_table t(l);
+    auto a = addr("10.0.0.1:1000"), b = addr("10.0.0.2:2000");
+    // Node 2 requested first (side a is node 2's), so the heard node 1 is side b: the table
+    // must keep the heard side whichever it is.
+    REQUIRE(t.bind(1, nid(2), nid(1), b, t0));
+    REQUIRE(t.bind(1, nid(1), nid(2), a, t0));
+    const uint64_t idle_at = t0 + l.idle_timeout_ms + 1;
+    // Node 1 keeps PINGing; node 2 is offline (a reboot, its uplink down).
+    for (uint64_t at = t0; at <= t0 + 200'000; at += 10'000) t.heard(nid(1), a, at);
+    CHECK(t.kept(1, idle_at));
+    CHECK(t.expire(idle_at) == 0);
+    CHECK(t.node_sessions(nid(2)) == 0);  // node 2's side unbound
+    CHECK(t.node_sessions(nid(1)) == 1);
+    CHECK(t.size() == 1);
+    // Half-open now: node 1's frames are refused as such, nothing goes to node 2's old address.
+    CHECK(t.route(1, a, 10, idle_at + 1) == nullptr);
+    CHECK(t.drops(relay_drop::not_established) == 1);
+    CHECK(t.route(1, b, 10, idle_at + 1) == nullptr);
+    CHECK(t.drops(relay_drop::wrong_source) == 1);
+    // Node 2 comes back (a new NAT mapping) and requests again: established at once, although
+    // node 1, idle, asked for nothing.
+    auto b2 = addr("10.0.0.2:2002");
+    REQUIRE(t.bind(1, nid(2), nid(1), b2, t0 + 190'000).value() == relay_bind_state::established);
+    REQUIRE(t.route(1, b2, 10, t0 + 190'001) != nullptr);
+    CHECK(*t.route(1, b2, 10, t0 + 190'001) == a);
+    CHECK(*t.route(1, a, 10, t0 + 190'002) == b2);
+    // Node 1 gone quiet too, no frames: the session goes with its last heard side.
+    const uint64_t gone = t0 + 200'000 + l.keep_ms;
+    CHECK(t.expire(t0 + 190'002 + l.idle_timeout_ms + 1) == 0);
+    CHECK(t.expire(std::max(gone, t0 + 190'002 + l.idle_timeout_ms + 1)) == 1);
+    CHECK(t.size() == 0);
+    CHECK(t.node_count() == 0);
+}
+
+TEST_CASE("relay table: a request refused for its node limits evicts nothing") {
+    auto l = roomy();
+    l.max_sessions = 1;
+    l.max_sessions_per_node = 1;
+    l.keep_ms = 1'000'000;
+    relay_session_table t(l);
+    REQUIRE(t.bind(1, nid(1), nid(2), addr("10.0.0.1:1"), t0));
+    REQUIRE(t.bind(1, nid(2), nid(1), addr("10.0.0.2:1"), t0));
+    t.heard(nid(1), addr("10.0.0.1:1"), t0 + 200'000);
+    t.heard(nid(2), addr("10.0.0.2:1"), t0 + 200'000);
+    const uint64_t now = t0 + 300'000;
+    REQUIRE(t.kept(1, now));
+    // Node 1 is at its per-node limit: refused before anything is evicted.
+    CHECK(t.bind(2, nid(1), nid(3), addr("10.0.0.1:1"), now).err().is(errc::exhausted));
+    CHECK(t.evicted_kept() == 0);
+    CHECK(t.size() == 1);
+    CHECK(t.node_sessions(nid(1)) == 1);
 }
 
 TEST_CASE("relay table: keep_ms 0 keeps nothing; a full table evicts the oldest kept session") {
