@@ -191,6 +191,7 @@ void membership::on_hello(const control_message& m, const hello_msg& b, const wg
     const bool renewed = reg != registered_.end() && reg->second.from == from &&
                          now <= reg->second.last_hello_ms + registration_ms();
     registered_[m.sender] = registration{from, now};
+    dropped_.erase(m.sender);
     if (*put == put_outcome::inserted) {
         ctx_.log(1, "node registered", {{"peer", b.record.name}, {"endpoint", from.str()}});
     }
@@ -262,12 +263,33 @@ size_t membership::drop_revoked() {
         if (ctx_.revoked(id)) gone.push_back(id);
     });
     for (const auto& id : gone) {
+        auto reg = registered_.find(id);
+        const peer_record* rec = store_.find(id);
+        if (reg != registered_.end() && rec) {
+            if (dropped_.size() >= max_dropped_registrations && !dropped_.contains(id)) {
+                dropped_.erase(dropped_.begin());
+            }
+            dropped_[id] = dropped_registration{id, rec->wg_public_key, reg->second.from};
+        }
         // No tombstone: unlisted again, the node is back with the record it has (same seq).
         store_.erase(id, false);
         registered_.erase(id);
         learned_.erase(id);
     }
     return gone.size();
+}
+
+std::vector<membership::dropped_registration> membership::take_readmitted() {
+    std::vector<dropped_registration> back;
+    for (auto it = dropped_.begin(); it != dropped_.end();) {
+        if (ctx_.revoked(it->first)) {
+            ++it;
+            continue;
+        }
+        back.push_back(it->second);
+        it = dropped_.erase(it);
+    }
+    return back;
 }
 
 bool membership::expire(uint64_t now) {

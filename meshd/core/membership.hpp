@@ -103,6 +103,20 @@ public:
     // Removes the records and registrations of the nodes in cfg.revoked; returns how many
     // records went.
     size_t drop_revoked();
+    // Relay role: a node whose registration drop_revoked() removed, and that is admitted again
+    // (taken off revokedNodes, listed again): where it registered from and its key, so that we
+    // can ask it for its record (HELLO_WANTED) instead of waiting up to hello_interval for its
+    // next HELLO. It does not know it was dropped: its datagrams were dropped, not answered.
+    struct dropped_registration {
+        node_id id;
+        wg_key key;
+        wg_endpoint from;
+    };
+    // Removes and returns the dropped registrations whose node ctx_.revoked() admits now.
+    std::vector<dropped_registration> take_readmitted();
+    // At most this many dropped registrations are remembered (the oldest by node ID go first):
+    // a revocation list is short; this bounds a Kubernetes API that unlists everyone.
+    static constexpr size_t max_dropped_registrations = 1024;
     const std::map<node_id, registration>& registrations() const noexcept { return registered_; }
 
     const record_store& store() const noexcept { return store_; }
@@ -149,8 +163,9 @@ private:
     std::array<uint64_t, resign_reason_count> resigns_{};
     log_throttle resign_log_;
     std::map<node_id, registration> registered_;
-    std::map<node_id, learned_via_set> learned_;  // follows the store
-    source_buckets new_ids_;                      // relay: new identities per source address
+    std::map<node_id, dropped_registration> dropped_;  // relay: see take_readmitted
+    std::map<node_id, learned_via_set> learned_;       // follows the store
+    source_buckets new_ids_;                           // relay: new identities per source address
     record_digest digest_;
     uint64_t digest_generation_ = UINT64_MAX, digest_self_seq_ = 0;
 };

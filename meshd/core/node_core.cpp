@@ -119,8 +119,24 @@ void node_core::set_revoked(std::vector<node_id> revoked, uint64_t now) {
     // not HELLO again unless it noticed (a probe of its went unanswered; at idle relays are
     // probed every 2 minutes). HELLO now: our digest differs from the relay's, which answers
     // with the records we lack, not at our next regular HELLO (5 minutes).
-    if (unrevoked) directory_.hello_now(now);
+    if (unrevoked) {
+        directory_.hello_now(now);
+        ask_readmitted(now);
+    }
     ctx_.due(now);
+}
+
+void node_core::ask_readmitted(uint64_t now) {
+    // Serving as a relay, we dropped the node's record and registration, and it does not know
+    // (its datagrams were dropped unanswered): it would HELLO again only at its regular HELLO,
+    // 5 minutes away. Ask it at the address it registered from (proven by its HELLO's cookie
+    // then), one small sealed datagram per node and admission, never in answer to the node.
+    for (const auto& d : members_.take_readmitted()) {
+        if (!ctx_.channel().learn_key(d.key)) continue;
+        ctx_.log(1, "asking a readmitted node for its record",
+                 {{"peer", d.id.short_hex()}, {"endpoint", d.from.str()}});
+        ctx_.send(hello_wanted_msg{}, d.id, d.from, 0, now);
+    }
 }
 
 void node_core::set_listed(std::optional<std::vector<node_id>> listed, uint64_t now) {
@@ -142,7 +158,10 @@ void node_core::set_listed(std::optional<std::vector<node_id>> listed, uint64_t 
         ctx_.log(1, "nodes without a Kubernetes Node removed", {{"count", std::to_string(n)}});
         directory_.note_records_expired();
     }
-    if (admitted) directory_.hello_now(now);
+    if (admitted) {
+        directory_.hello_now(now);
+        ask_readmitted(now);
+    }
     ctx_.due(now);
 }
 
@@ -445,6 +464,8 @@ uint64_t node_core::on_datagram(std::span<const uint8_t> datagram, const wg_endp
             } else if constexpr (std::is_same_v<T, relay_session_kept_msg>) {
                 // Before its ACCEPT: the relay keeps the session while it hears us.
                 if (!in_band) directory_.on_session_kept(m->sender, b.keep_ms, now);
+            } else if constexpr (std::is_same_v<T, hello_wanted_msg>) {
+                if (!in_band) directory_.on_hello_wanted(m->sender, now);
             } else if constexpr (std::is_same_v<T, relay_session_reject_msg>) {
                 if (!in_band && b.from == ctx_.id()) {
                     paths_.on_session_answer(m->sender, b.request_id, from, b.session_id, b.to,

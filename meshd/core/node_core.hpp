@@ -229,6 +229,8 @@ public:
 
 private:
     void note_wakeup(uint64_t now);
+    // Relay: HELLO_WANTED to each node admitted again whose registration we dropped.
+    void ask_readmitted(uint64_t now);
     void refresh_self(uint64_t now, bool force);
     void on_pong(const control_message& m, const pong_msg& b, const wg_endpoint& from,
                  uint64_t session_id, uint64_t now);

@@ -722,6 +722,15 @@ void relay_directory::hello_now(uint64_t now) {
     ctx_.due(now);
 }
 
+void relay_directory::on_hello_wanted(const node_id& relay, uint64_t now) {
+    relay_entry* r = find(relay);
+    if (!r || (r->last_hello_ms != 0 && now < r->last_hello_ms + hello_wanted_gap_ms)) return;
+    ctx_.log(1, "relay lacks our record; registering again", {{"relay", r->spec.name}});
+    r->registered = false;  // HELLOs at the retry interval until answered, and ask for an answer
+    r->next_hello_ms = now;
+    ctx_.due(now);
+}
+
 void relay_directory::on_hello_answer(const node_id& relay, uint64_t request_id, uint64_t now) {
     relay_entry* r = find(relay);
     // Any answer (a RECORDS with a HELLO's request id, from the relay itself): it holds us.

@@ -156,6 +156,11 @@ public:
     void on_not_serving(const node_id& relay, uint64_t now);
     // HELLO every relay now (our record changed).
     void hello_now(uint64_t now);
+    // The relay lacks our record (HELLO_WANTED: it had dropped it while we were revoked or not
+    // listed): HELLO it now, as a node registering anew. At most once per
+    // hello_wanted_gap_ms per relay, so a relay cannot make us HELLO faster than that.
+    void on_hello_wanted(const node_id& relay, uint64_t now);
+    static constexpr uint64_t hello_wanted_gap_ms = 1'000;
     // RECORDS from a relay answering a HELLO of ours (request id): we are registered there.
     void on_hello_answer(const node_id& relay, uint64_t request_id, uint64_t now);
     // A relay's boot epoch, from a message of its (PONG): a new one means it restarted and

@@ -164,6 +164,7 @@ struct body_encoder {
         write_cookie(w, m.cookie);
         return {};
     }
+    status operator()(const hello_wanted_msg&) { return {}; }
     status operator()(const relay_session_kept_msg& m) {
         if (m.keep_ms == 0 || m.keep_ms > relay_session_kept_msg::max_keep_ms) {
             return error(errc::invalid_argument, "RELAY_SESSION_KEPT: keep window out of range");
@@ -304,6 +305,8 @@ result<message_body> decode_body(msg_type t, byte_reader& r) {
             m.cookie = read_cookie(r);
             return message_body(m);
         }
+        case msg_type::hello_wanted:
+            return message_body(hello_wanted_msg{});
         case msg_type::relay_session_kept: {
             relay_session_kept_msg m;
             m.request_id = r.u64();
@@ -378,7 +381,7 @@ result<message_body> decode_body(msg_type t, byte_reader& r) {
 
 bool is_control_type(uint8_t t) {
     return t >= static_cast<uint8_t>(msg_type::hello) &&
-           t <= static_cast<uint8_t>(msg_type::relay_session_kept);
+           t <= static_cast<uint8_t>(msg_type::hello_wanted);
 }
 
 }  // namespace
@@ -417,6 +420,8 @@ const char* to_string(msg_type t) noexcept {
             return "AE_WANT";
         case msg_type::relay_session_kept:
             return "RELAY_SESSION_KEPT";
+        case msg_type::hello_wanted:
+            return "HELLO_WANTED";
         case msg_type::relay_data:
             return "RELAY_DATA";
         case msg_type::nat_keepalive:

@@ -48,6 +48,12 @@
 //   0x0e  RELAY_SESSION_KEPT     u64 the request's id, u64 session id, u32 keep window ms
 //                                (1..86,400,000): the relay keeps the session while it hears the
 //                                requester (issue 18; see "Announcing kept sessions" below)
+//   0x0f  HELLO_WANTED           (no body) a relay lacks the recipient's record although it
+//                                hears it: it dropped it when the node was revoked or not
+//                                listed, and the node is admitted again. The node HELLOs that
+//                                relay now instead of at its regular HELLO (every 5 minutes),
+//                                which it would otherwise wait for: it never learns that its
+//                                datagrams were dropped. An older node drops the type unopened.
 //
 // Announcing kept sessions (issue 18). Every decoder of this version and the ones before rejects
 // trailing bytes and unknown flag bits (HELLO, peer_record), so nothing can be appended to an
@@ -110,6 +116,7 @@ enum class msg_type : uint8_t {
     ae_summary = 0x0c,
     ae_want = 0x0d,
     relay_session_kept = 0x0e,
+    hello_wanted = 0x0f,
     relay_data = 0x80,
     nat_keepalive = 0x81,
 };
@@ -191,6 +198,10 @@ struct relay_session_reject_msg {
     reject_reason reason = reject_reason::unspecified;
 };
 
+struct hello_wanted_msg {
+    static constexpr msg_type type = msg_type::hello_wanted;
+};
+
 struct relay_session_kept_msg {
     static constexpr msg_type type = msg_type::relay_session_kept;
     static constexpr uint32_t max_keep_ms = 24u * 3600 * 1000;
@@ -256,7 +267,7 @@ using message_body =
     std::variant<hello_msg, records_msg, ping_msg, pong_msg, relay_session_request_msg,
                  relay_session_accept_msg, relay_session_reject_msg, dialback_request_msg,
                  dialback_probe_msg, cookie_reply_msg, ae_digest_msg, ae_summary_msg, ae_want_msg,
-                 relay_session_kept_msg>;
+                 relay_session_kept_msg, hello_wanted_msg>;
 
 struct control_message {
     wg_key sender_key;  // the sender's static X25519 public key

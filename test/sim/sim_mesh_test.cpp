@@ -110,6 +110,35 @@ TEST_CASE(
     REQUIRE(net.run_until([&] { return m.all_know_all(); }, 15000));
 }
 
+TEST_CASE(
+    "sim: a node revoked everywhere for a moment is back within seconds of the un-revoke "
+    "(relays ask it for its record: HELLO_WANTED), not at its next regular HELLO") {
+    std_mesh m(43);
+    auto& net = m.net;
+    REQUIRE(net.run_until([&] { return m.all_know_all(); }, 10000));
+    const meshd::node_id node = net["lan2b"].core->id();
+    // Past its first HELLOs: its next regular one is minutes away.
+    net.run_for(20000);
+    for (auto& h : net.hosts()) {
+        if (h->name != "lan2b") h->core->set_revoked({node}, net.now());
+    }
+    // Shorter than any of its probes' timeouts: lan2b does not notice it was cut off.
+    net.run_for(1500);
+    for (auto& h : net.hosts()) {
+        if (h->name == "lan2b") continue;
+        INFO(h->name);
+        REQUIRE_FALSE(h->core->store().find(node));
+    }
+    const uint64_t t0 = net.now();
+    for (auto& h : net.hosts()) {
+        if (h->name != "lan2b") h->core->set_revoked({}, net.now());
+    }
+    REQUIRE(net.run_until([&] { return m.all_know_all(); }, 5000));
+    MESSAGE("lan2b known everywhere again " << (net.now() - t0) << " ms after the un-revoke");
+    CHECK(net["relay1"].core->registrations().count(node) == 1);
+    CHECK(net["relay2"].core->registrations().count(node) == 1);
+}
+
 TEST_CASE("sim: a node with the wrong PSK gets no answer and cannot register") {
     std_mesh m(7, false);
     auto& net = m.net;

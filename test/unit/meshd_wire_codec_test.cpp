@@ -122,7 +122,8 @@ std::vector<control_message> all_messages() {
         msg(ae_summary()),
         msg(ae_want_msg{.request_id = 14, .ids = {a < b ? a : b, a < b ? b : a}}),
         msg(relay_session_kept_msg{
-            .request_id = 15, .session_id = 0x0102030405060708ull, .keep_ms = 300000})};
+            .request_id = 15, .session_id = 0x0102030405060708ull, .keep_ms = 300000}),
+        msg(hello_wanted_msg{})};
 }
 
 }  // namespace
@@ -252,7 +253,7 @@ TEST_CASE("wire_codec: a sealed but truncated or padded body is refused after op
 TEST_CASE("wire_codec: unknown types and malformed fields are errors") {
     auto s = sealer();
     auto plain = encode_plaintext(msg(ping_msg{.request_id = 1})).value();
-    for (int t : {0x00, 0x0f, 0x42, 0x7f, 0x80, 0x81, 0xff}) {
+    for (int t : {0x00, 0x10, 0x42, 0x7f, 0x80, 0x81, 0xff}) {
         CAPTURE(t);
         CHECK(decode_plaintext(static_cast<uint8_t>(t), plain).err().is(mw::errc::parse_error));
         CHECK_FALSE(open_message(s, s.seal(static_cast<uint8_t>(t), plain, nonce(1))).ok());
@@ -480,6 +481,20 @@ TEST_CASE("wire_codec: a PING is never smaller than its PONG; COOKIE_REPLY below
     CHECK(size_of(relay_session_accept_msg{}) <= size_of(req));
 }
 
+TEST_CASE("wire_codec: HELLO_WANTED has no body; a byte after the header is refused") {
+    auto s = sealer();
+    auto d = seal_message(s, tag_key(), msg(hello_wanted_msg{}), nonce(5));
+    REQUIRE(d.ok());
+    CHECK((*d)[3] == 0x0f);
+    auto plain = open_message(s, *d).value().plaintext;
+    // The envelope (keys, epoch, counter) and the pair tag, nothing between.
+    CHECK(plain.size() == envelope_size + pair_tag_size);
+    CHECK(decode_plaintext(0x0f, plain).ok());
+    plain.insert(plain.begin() + envelope_size, 0);
+    CHECK(decode_plaintext(0x0f, plain).err().is(mw::errc::parse_error));
+    CHECK(to_string(msg_type::hello_wanted) == std::string("HELLO_WANTED"));
+}
+
 TEST_CASE("wire_codec: RELAY_SESSION_KEPT layout, keep window range, a type of its own") {
     relay_session_kept_msg k{.request_id = 0x1111111111111111ull,
                              .session_id = 0x0102030405060708ull,
@@ -509,7 +524,8 @@ TEST_CASE("wire_codec: RELAY_SESSION_KEPT layout, keep window range, a type of i
     // misreads it; no existing message grew.
     CHECK(is_sealed_type(0x0e));
     CHECK(is_known_control_type(0x0e));
-    CHECK_FALSE(is_known_control_type(0x0f));
+    CHECK(is_known_control_type(0x0f));  // HELLO_WANTED came after it
+    CHECK_FALSE(is_known_control_type(0x10));
     CHECK(size_of(relay_session_kept_msg{.keep_ms = 1}) <= size_of(relay_session_accept_msg{}));
     // The keep window is 1 ms .. a day, both ways.
     CHECK(encode_plaintext(msg(relay_session_kept_msg{})).err().is(mw::errc::invalid_argument));
@@ -606,7 +622,7 @@ TEST_CASE("wire_codec: the fuzz corpus seeds decode with the current codec") {
                            "pong",           "session_request",  "session_accept",
                            "session_reject", "dialback_request", "dialback_probe",
                            "cookie_reply",   "ae_digest",        "ae_summary",
-                           "ae_want",        "session_kept"};
+                           "ae_want",        "session_kept",     "hello_wanted"};
     // MESHWIRE_WRITE_FUZZ_SEEDS=1 rewrites the seeds from all_messages() (after a format change):
     // "type byte | plaintext" and the sealed datagram, tagged with the fuzz target's fixed key.
     if (std::getenv("MESHWIRE_WRITE_FUZZ_SEEDS")) {
