@@ -698,8 +698,9 @@ void daemon::shutdown() {
     if (wg_) {
         // Waits for a WireGuard call in progress; queued ones are dropped.
         wg_->stop();
-        // wireguard-go is our child: stop it with us (the interface goes with it). A kernel
-        // device stays, so a restarted meshd finds the data path still working.
+        // A clean stop takes wireguard-go with it (the interface goes too). A kernel device
+        // stays, so a restarted meshd finds the data path still working. After a crash
+        // (SIGKILL) wireguard-go stays as well and the next meshd adopts it (wg_userspace_backend).
         if (wg_->kind() == "userspace") {
             if (auto s = wg_->backend().down(); !s)
                 log::warn("cannot stop wireguard-go", {{"error", s.err().message}});

@@ -183,6 +183,12 @@ result<wg_reconcile_report> wg_reconciler::apply(const wg_interface_config& desi
         expected_.reset();
     }
     auto u = diff(base, desired.device);
+    if (u.private_key && base.private_key) {
+        // A device that was kept or adopted across a restart with another key (the node's key
+        // file changed): ours wins; every session restarts with a handshake.
+        log::warn("wireguard private key differs from the device's, reconfiguring",
+                  {{"interface", backend_.ifname()}});
+    }
     if (!u.empty()) {
         auto before = backend_.stats().bytes_sent;
         auto st = backend_.set(u);
