@@ -1,5 +1,7 @@
-// Userspace backend failure paths that need no root: a missing wireguard-go binary and one that
-// never opens its socket are reported clearly, and nothing is left running.
+// Userspace backend paths that need no root: a missing wireguard-go binary and one that never
+// opens its socket are reported clearly, and nothing is left running; with a stand-in that serves
+// the UAPI socket (python3), wireguard-go runs in its own session, a clean stop ends it, a serving
+// one is adopted (interface "lo" exists) and one whose interface is gone is replaced.
 #include <doctest/doctest.h>
 #include <signal.h>
 #include <sys/stat.h>
