@@ -42,6 +42,10 @@ namespace asio = boost::asio;
 using json = nlohmann::json;
 
 constexpr auto k_wg_poll = std::chrono::seconds(2);
+// How long after the start peers found on the WireGuard device but not (yet) planned are kept:
+// the core finds its peers again within ~1 s (records from a relay or the cache, probes); 10 s
+// is ample and leaves a peer removed while meshd was down on the device for no longer.
+constexpr uint64_t k_keep_device_peers_ms = 10000;
 constexpr auto k_addr_poll = std::chrono::seconds(15);
 constexpr auto k_config_poll = std::chrono::seconds(2);
 // revokedNodes (validated as 64 hex digits by the config parser) as node IDs.
@@ -185,6 +189,8 @@ private:
     std::unique_ptr<mdns_service> mdns_;  // mdns.enable: LAN discovery (mdns_service.hpp)
     std::unique_ptr<kube_wiring> kube_;   // kubernetes.enable (kube_wiring.hpp)
     bool stopping_ = false;
+    uint64_t keep_peers_until_ = 0;  // core_ms(): start + k_keep_device_peers_ms
+    bool keep_window_over_ = false;  // keep_peers_until_ passed and was applied
 
     // The on-disk record cache (record_cache_wiring.hpp): loaded once at start, written when
     // the store changed (debounced) and at shutdown.
@@ -389,6 +395,9 @@ void daemon::apply_dataplane() {
     want.device.private_key = identity_.wg_private_key();
     want.device.listen_port = cfg_.wg_listen_port;
     want.mtu = mtu_;
+    // A device kept (kernel) or adopted (wireguard-go) from before a crash carries peers the
+    // fresh core has not found again yet: they stay until it had time to (no flush).
+    want.keep_other_peers = now < keep_peers_until_;
     size_t peers = plan.peers.size();
     want.device.peers = std::move(plan.peers);
     uint64_t seq = ++apply_seq_;
@@ -436,8 +445,10 @@ void daemon::poll_wg() {
     }
     check_relay_mtu();
     // Retries a failed apply, expires lingering proxy sockets, switches staged keepalives on.
+    bool keep_ended = !keep_window_over_ && core_ms() >= keep_peers_until_;
+    if (keep_ended) keep_window_over_ = true;  // peers nobody found again go now
     if (replan_ || core_->dataplane_version() != planned_version_ || apply_failed_ ||
-        planner_.lingering() || keepalive_pending_) {
+        planner_.lingering() || keepalive_pending_ || keep_ended) {
         apply_dataplane();
     }
     wg_timer_.expires_after(k_wg_poll);
@@ -698,8 +709,9 @@ void daemon::shutdown() {
     if (wg_) {
         // Waits for a WireGuard call in progress; queued ones are dropped.
         wg_->stop();
-        // wireguard-go is our child: stop it with us (the interface goes with it). A kernel
-        // device stays, so a restarted meshd finds the data path still working.
+        // A clean stop takes wireguard-go with it (the interface goes too). A kernel device
+        // stays, so a restarted meshd finds the data path still working. After a crash
+        // (SIGKILL) wireguard-go stays as well and the next meshd adopts it (wg_userspace_backend).
         if (wg_->kind() == "userspace") {
             if (auto s = wg_->backend().down(); !s)
                 log::warn("cannot stop wireguard-go", {{"error", s.err().message}});
@@ -715,6 +727,7 @@ int daemon::run() {
                       {{"sysctl", k}, {"error", s.err().message}});
         }
     }
+    keep_peers_until_ = core_ms() + k_keep_device_peers_ms;
     if (auto s = start_wireguard(); !s) {
         log::error("cannot set up the wireguard interface",
                    {{"interface", cfg_.interface}, {"error", s.err().message}});

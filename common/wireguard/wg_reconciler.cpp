@@ -182,7 +182,26 @@ result<wg_reconcile_report> wg_reconciler::apply(const wg_interface_config& desi
         base = std::move(*expected_);
         expected_.reset();
     }
-    auto u = diff(base, desired.device);
+    const wg_interface_config* want = &desired;
+    std::optional<wg_interface_config> with_kept;
+    if (desired.keep_other_peers) {
+        // Peers only the device has are wanted as they are (diff() then leaves them alone).
+        std::set<wg_key> listed;
+        for (const auto& p : desired.device.peers) listed.insert(p.public_key);
+        for (const auto& p : base.peers) {
+            if (listed.count(p.public_key)) continue;
+            if (!with_kept) with_kept = desired;
+            with_kept->device.peers.push_back(p);
+        }
+        if (with_kept) want = &*with_kept;
+    }
+    auto u = diff(base, want->device);
+    if (u.private_key && base.private_key) {
+        // A device that was kept or adopted across a restart with another key (the node's key
+        // file changed): ours wins; every session restarts with a handshake.
+        log::warn("wireguard private key differs from the device's, reconfiguring",
+                  {{"interface", backend_.ifname()}});
+    }
     if (!u.empty()) {
         auto before = backend_.stats().bytes_sent;
         auto st = backend_.set(u);
@@ -200,14 +219,14 @@ result<wg_reconcile_report> wg_reconciler::apply(const wg_interface_config& desi
                    {"peers", std::to_string(desired.device.peers.size())}});
     }
     expected_ = std::move(base);
-    if (desired.manage_link) {
-        auto st = apply_link_locked(desired, full, rep);
+    if (want->manage_link) {
+        auto st = apply_link_locked(*want, full, rep);
         if (!st) {
             invalidate_locked();
             return std::move(st).err();
         }
     }
-    last_ = desired;
+    last_ = *want;
     if (full) last_full_ = now;
     return rep;
 }

@@ -38,6 +38,10 @@ struct wg_interface_config {
     bool manage_routes = true;         // a route via the interface for every allowed-ip
     uint32_t route_table = 254;        // RT_TABLE_MAIN
     bool manage_link = true;           // false: WireGuard state only (no up/MTU/addresses/routes)
+    // Peers on the device that `device` does not list stay, with their routes. A restarted meshd
+    // sets it for its first seconds: the device it kept or adopted carries peers its fresh core
+    // has not found again yet, and removing them broke pairs that never stopped working.
+    bool keep_other_peers = false;
 };
 
 enum class wg_sync { automatic, full };

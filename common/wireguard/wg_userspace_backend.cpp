@@ -1,11 +1,12 @@
 #include "common/wireguard/wg_userspace_backend.hpp"
 
 #include <fcntl.h>
+#include <poll.h>
 #include <sched.h>
 #include <signal.h>
-#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -15,6 +16,8 @@
 #include <vector>
 
 #include "common/log.hpp"
+#include "common/netns.hpp"
+#include "common/rtnl.hpp"
 #include "common/unique_fd.hpp"
 #include "common/wireguard/wg_uapi.hpp"
 
@@ -62,6 +65,43 @@ std::string resolve_program(const std::string& prog) {
     return prog;
 }
 
+// pidfd_open(2) / pidfd_send_signal(2): an adopted wireguard-go is not our child, so waitpid
+// cannot watch it, and its pid could be reused once it exits; a pidfd names the process itself.
+int open_pidfd(pid_t pid) {
+    return static_cast<int>(::syscall(SYS_pidfd_open, pid, 0));
+}
+
+int signal_pidfd(int pidfd, int sig) {
+    return static_cast<int>(::syscall(SYS_pidfd_send_signal, pidfd, sig, nullptr, 0));
+}
+
+// Waits until the process behind `pidfd` has exited, or `timeout` passed. True if it exited.
+bool wait_pidfd(int pidfd, std::chrono::milliseconds timeout) {
+    pollfd pfd{pidfd, POLLIN, 0};
+    auto deadline = clock_type::now() + timeout;
+    for (;;) {
+        auto left =
+            std::chrono::duration_cast<std::chrono::milliseconds>(deadline - clock_type::now());
+        if (left.count() < 0) left = std::chrono::milliseconds(0);
+        int r = ::poll(&pfd, 1, static_cast<int>(left.count()));
+        if (r > 0) return true;
+        if (r == 0) return false;
+        if (errno != EINTR) return false;
+    }
+}
+
+result<bool> link_exists(const std::string& netns_path, const std::string& ifname) {
+    auto nl = MW_TRY([&]() -> result<rtnl> {
+        if (netns_path.empty()) return rtnl::open();
+        auto ns = MW_TRY(netns::open(netns_path));
+        return rtnl::open_in(ns);
+    }());
+    auto li = nl.get_link(ifname);
+    if (li) return true;
+    if (li.err().is_errno(ENODEV)) return false;
+    return li.err().wrap("looking up interface " + ifname);
+}
+
 std::string describe_wait_status(int st) {
     if (WIFEXITED(st)) return "exit code " + std::to_string(WEXITSTATUS(st));
     if (WIFSIGNALED(st)) return std::string("signal ") + strsignal(WTERMSIG(st));
@@ -69,6 +109,15 @@ std::string describe_wait_status(int st) {
 }
 
 }  // namespace
+
+wg_existing_decision decide_existing(const wg_existing_probe& p) {
+    if (!p.socket_answers) return {wg_existing_action::start, "no wireguard-go answers"};
+    if (p.socket_pid <= 0) {
+        return {wg_existing_action::refuse, "a process answers on the socket, its pid is unknown"};
+    }
+    if (!p.link_exists) return {wg_existing_action::remove_stale, "its interface is gone"};
+    return {wg_existing_action::adopt, "its socket answers and the interface exists"};
+}
 
 wg_userspace_backend::wg_userspace_backend(wg_backend_options o) : wg_backend(std::move(o)) {}
 
@@ -79,6 +128,11 @@ wg_userspace_backend::~wg_userspace_backend() {
 pid_t wg_userspace_backend::pid() const {
     std::lock_guard lk(mu_);
     return pid_;
+}
+
+bool wg_userspace_backend::adopted() const {
+    std::lock_guard lk(mu_);
+    return adopted_;
 }
 
 wg_backend_stats wg_userspace_backend::stats() const {
@@ -95,17 +149,14 @@ status wg_userspace_backend::up() {
     MW_TRY_STATUS(validate_ifname(opts_.ifname));
     std::unique_lock lk(mu_);
     if (supervisor_.joinable()) return {};  // already supervised (maybe mid-restart)
-    // Another live wireguard-go for this name (not ours, so we could not supervise it).
-    if (auto probe = connect_unix(socket_path(), std::chrono::milliseconds(500)); probe) {
-        return error(errc::already_exists, "a wireguard-go for " + opts_.ifname +
-                                               " is already running (" + socket_path() +
-                                               " answers); stop it first");
-    }
     ::mkdir(opts_.socket_dir.c_str(), 0755);
+    // A wireguard-go left by a meshd that was killed keeps carrying traffic: adopt it.
+    auto adopted = take_over_existing();
+    if (!adopted) return std::move(adopted).err();
     stopping_ = false;
     start_done_ = false;
     start_result_ = {};
-    supervisor_ = std::thread([this] { supervise(); });
+    supervisor_ = std::thread([this, a = *adopted] { supervise(a); });
     cv_.wait(lk, [&] { return start_done_; });
     if (!start_result_) {
         status st = start_result_;
@@ -113,8 +164,81 @@ status wg_userspace_backend::up() {
         supervisor_.join();
         return st;
     }
-    log::info("wireguard-go started", {{"interface", opts_.ifname}, {"pid", std::to_string(pid_)}});
+    if (!*adopted) {
+        log::info("wireguard-go started",
+                  {{"interface", opts_.ifname}, {"pid", std::to_string(pid_)}});
+    }
     return {};
+}
+
+result<bool> wg_userspace_backend::take_over_existing() {
+    wg_existing_probe probe;
+    if (auto c = connect_unix(socket_path(), std::chrono::milliseconds(500)); c) {
+        probe.socket_answers = true;
+        ucred cr{};
+        socklen_t len = sizeof cr;
+        if (::getsockopt(c->get(), SOL_SOCKET, SO_PEERCRED, &cr, &len) == 0 && cr.pid > 0) {
+            probe.socket_pid = cr.pid;
+        }
+        probe.link_exists = MW_TRY(link_exists(opts_.netns_path, opts_.ifname));
+    }
+    auto d = decide_existing(probe);
+    const std::string pid_s = std::to_string(probe.socket_pid);
+    switch (d.action) {
+        case wg_existing_action::start:
+            // A socket file nobody serves (wireguard-go killed with SIGKILL): remove it.
+            if (::unlink(socket_path().c_str()) == 0) {
+                log::info("stale wireguard-go socket removed",
+                          {{"interface", opts_.ifname}, {"socket", socket_path()}});
+            }
+            return false;
+        case wg_existing_action::refuse:
+            return error(errc::already_exists, "a wireguard-go for " + opts_.ifname +
+                                                   " is already running (" + socket_path() +
+                                                   " answers) and cannot be adopted: " + d.reason);
+        case wg_existing_action::remove_stale: {
+            log::warn("stale wireguard-go stopped",
+                      {{"interface", opts_.ifname}, {"pid", pid_s}, {"reason", d.reason}});
+            unique_fd fd(open_pidfd(probe.socket_pid));
+            if (fd.valid()) {
+                (void)signal_pidfd(fd.get(), SIGTERM);
+                if (!wait_pidfd(fd.get(), std::chrono::seconds(3))) {
+                    (void)signal_pidfd(fd.get(), SIGKILL);
+                    (void)wait_pidfd(fd.get(), std::chrono::seconds(1));
+                }
+            }
+            (void)::unlink(socket_path().c_str());
+            return false;
+        }
+        case wg_existing_action::adopt:
+            break;
+    }
+    unique_fd fd(open_pidfd(probe.socket_pid));
+    if (!fd.valid()) {
+        return error::from_errno(
+            errno, "adopting wireguard-go pid " + pid_s + " for " + opts_.ifname + ": pidfd_open");
+    }
+    // What it holds is what was applied so far: if it dies later, a new one gets all of it back,
+    // and the reconciler's first full sync only changes what differs (no flush).
+    {
+        std::lock_guard io(io_mu_);
+        auto answer = MW_TRY(transact(wg_uapi::encode_get()));
+        auto dev = wg_uapi::parse_get(answer);
+        if (!dev) return dev.err().wrap("adopting wireguard-go for " + opts_.ifname);
+        applied_ = std::move(*dev);
+        has_state_ = true;
+        log::info("wireguard-go adopted",
+                  {{"interface", opts_.ifname},
+                   {"pid", pid_s},
+                   {"peers", std::to_string(applied_.peers.size())},
+                   {"port", std::to_string(applied_.listen_port.value_or(0))},
+                   {"reason", d.reason}});
+    }
+    pid_ = probe.socket_pid;
+    pidfd_ = fd.release();
+    adopted_ = true;
+    child_ = false;
+    return true;
 }
 
 status wg_userspace_backend::start_child() {
@@ -142,13 +266,13 @@ status wg_userspace_backend::start_child() {
     std::string arg0 = "wireguard-go", arg1 = "-f", arg2 = opts_.ifname;
     char* argv[] = {arg0.data(), arg1.data(), arg2.data(), nullptr};
 
-    pid_t parent = ::getpid();
     pid_t child = ::fork();
     if (child < 0) return error::from_errno(errno, "fork for wireguard-go");
     if (child == 0) {
-        // Bound to the supervisor thread: if meshd dies, wireguard-go gets SIGTERM and cleans up.
-        ::prctl(PR_SET_PDEATHSIG, SIGTERM);
-        if (::getppid() != parent) ::_exit(126);
+        // Its own session and process group, no PR_SET_PDEATHSIG: a meshd killed with SIGKILL
+        // (or its whole process group) leaves it serving the interface for the next meshd to
+        // adopt. A clean stop stops it (down()).
+        ::setsid();
         if (ns_fd.valid() && ::setns(ns_fd.get(), CLONE_NEWNET) != 0) ::_exit(125);
         int devnull = ::open("/dev/null", O_RDONLY);
         if (devnull >= 0) ::dup2(devnull, 0);
@@ -163,6 +287,9 @@ status wg_userspace_backend::start_child() {
     {
         std::lock_guard lk(mu_);
         pid_ = child;
+        child_ = true;
+        adopted_ = false;
+        pidfd_ = open_pidfd(child);  // -1 on kernels before 5.3: waitpid then
     }
 
     auto deadline = clock_type::now() + opts_.start_timeout;
@@ -171,7 +298,7 @@ status wg_userspace_backend::start_child() {
         pid_t r = ::waitpid(child, &st, WNOHANG);
         if (r == child) {
             std::lock_guard lk(mu_);
-            pid_ = -1;
+            forget_process_locked();
             std::string why = describe_wait_status(st);
             if (WIFEXITED(st) && WEXITSTATUS(st) == 127) why += " (cannot execute " + prog + ")";
             if (WIFEXITED(st) && WEXITSTATUS(st) == 125)
@@ -191,7 +318,7 @@ status wg_userspace_backend::start_child() {
             ::kill(child, SIGKILL);
             ::waitpid(child, &st, 0);
             std::lock_guard lk(mu_);
-            pid_ = -1;
+            forget_process_locked();
             if (stop_now) return error(errc::io_error, "stopped while starting wireguard-go");
             return error(errc::timeout, "wireguard-go for " + opts_.ifname + ": socket " +
                                             socket_path() + " did not appear in time");
@@ -200,12 +327,43 @@ status wg_userspace_backend::start_child() {
     }
 }
 
-void wg_userspace_backend::supervise() {
+void wg_userspace_backend::forget_process_locked() {
+    if (pidfd_ >= 0) ::close(pidfd_);
+    pidfd_ = -1;
+    pid_ = -1;
+    child_ = false;
+}
+
+std::string wg_userspace_backend::wait_exit() {
+    int fd;
+    pid_t pid;
+    bool child;
+    {
+        std::lock_guard lk(mu_);
+        fd = pidfd_;
+        pid = pid_;
+        child = child_;
+    }
+    if (fd >= 0) {
+        pollfd pfd{fd, POLLIN, 0};
+        while (::poll(&pfd, 1, -1) < 0 && errno == EINTR) {
+        }
+    }
+    if (!child) return "exited (adopted, not our child: status unknown)";
+    int ws = 0;
+    while (::waitpid(pid, &ws, 0) < 0 && errno == EINTR) {
+    }
+    return describe_wait_status(ws);
+}
+
+void wg_userspace_backend::supervise(bool adopted) {
     bool first = true;
     auto backoff = std::chrono::milliseconds(100);
     for (;;) {
         auto started = clock_type::now();
-        status st = start_child();
+        // An adopted process is already running: the first round only watches it.
+        status st = adopted ? status{} : start_child();
+        adopted = false;
         if (first) {
             std::lock_guard lk(mu_);
             start_done_ = true;
@@ -237,16 +395,13 @@ void wg_userspace_backend::supervise() {
                        {{"interface", opts_.ifname}, {"error", st.err().message}});
         }
         if (st) {
-            pid_t child = pid();
-            int ws = 0;
-            while (::waitpid(child, &ws, 0) < 0 && errno == EINTR) {
-            }
+            std::string how = wait_exit();
             std::lock_guard lk(mu_);
-            pid_ = -1;
+            forget_process_locked();
             cv_.notify_all();
             if (stopping_) return;
             log::warn("wireguard-go died, restarting",
-                      {{"interface", opts_.ifname}, {"status", describe_wait_status(ws)}});
+                      {{"interface", opts_.ifname}, {"status", how}});
         }
         // A process that ran for a while gets restarted at once; a crash loop backs off.
         if (clock_type::now() - started > std::chrono::seconds(10)) {
@@ -262,12 +417,20 @@ status wg_userspace_backend::down() {
     std::unique_lock lk(mu_);
     if (!supervisor_.joinable()) return {};
     stopping_ = true;
-    // SIGTERM lets wireguard-go remove its TUN device and socket itself.
-    if (pid_ > 0) ::kill(pid_, SIGTERM);
+    // SIGTERM lets wireguard-go remove its TUN device and socket itself. Through the pidfd: an
+    // adopted process's pid could have been reused once it exited.
+    auto send = [&](int sig) {
+        if (pidfd_ >= 0) {
+            (void)signal_pidfd(pidfd_, sig);
+        } else if (pid_ > 0) {
+            ::kill(pid_, sig);
+        }
+    };
+    send(SIGTERM);
     cv_.notify_all();
     if (!cv_.wait_for(lk, std::chrono::seconds(3), [&] { return pid_ <= 0; })) {
         log::warn("wireguard-go ignored SIGTERM, killing it", {{"interface", opts_.ifname}});
-        if (pid_ > 0) ::kill(pid_, SIGKILL);
+        send(SIGKILL);
     }
     lk.unlock();
     supervisor_.join();

@@ -143,3 +143,30 @@ TEST_CASE("reconciler: bad input sends nothing; the restart hook is released on 
     }
     CHECK_FALSE(be.hook);
 }
+
+TEST_CASE("reconciler: keep_other_peers leaves the device's unlisted peers, then they go") {
+    // A restarted meshd on a kept or adopted device: its core has found 1 of 3 peers so far.
+    fake_backend be;
+    auto before = make_config(3);
+    be.dev = before.device;  // what the device carried before the crash
+    wg_reconciler rec(be);
+    auto now = before;
+    now.device.peers.resize(1);
+    now.device.peers[0].persistent_keepalive = 25;  // a real change to the found one
+    now.keep_other_peers = true;
+    auto r = rec.apply(now);
+    REQUIRE(r.ok());
+    CHECK(r->wg_operations == 1);  // the keepalive; no removal
+    REQUIRE(be.dev.peers.size() == 3);
+    // Between full syncs as well.
+    r = rec.apply(now);
+    REQUIRE(r.ok());
+    CHECK_FALSE(r->changed());
+    CHECK(be.dev.peers.size() == 3);
+    // The window ends: peers nobody found again are removed.
+    now.keep_other_peers = false;
+    r = rec.apply(now);
+    REQUIRE(r.ok());
+    CHECK(r->wg_operations == 2);
+    CHECK(be.dev.peers.size() == 1);
+}

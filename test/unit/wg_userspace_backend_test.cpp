@@ -1,8 +1,11 @@
-// Userspace backend failure paths that need no root: a missing wireguard-go binary and one that
-// never opens its socket are reported clearly, and nothing is left running.
+// Userspace backend paths that need no root: a missing wireguard-go binary and one that never
+// opens its socket are reported clearly, and nothing is left running; with a stand-in that serves
+// the UAPI socket (python3), wireguard-go runs in its own session, a clean stop ends it, a serving
+// one is adopted (interface "lo" exists) and one whose interface is gone is replaced.
 #include <doctest/doctest.h>
 #include <signal.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <cstdlib>
@@ -66,4 +69,135 @@ TEST_CASE("userspace backend: a wireguard-go that never opens its socket times o
     CHECK(kill(child, 0) != 0);  // reaped, not left behind
     // get/set without a running process fail cleanly.
     CHECK_FALSE(be.get().ok());
+}
+
+TEST_CASE("userspace backend: what up() does with what serves the socket") {
+    wg_existing_probe p;
+    CHECK(decide_existing(p).action == wg_existing_action::start);
+    p.socket_answers = true;
+    CHECK(decide_existing(p).action == wg_existing_action::refuse);  // no pid: cannot supervise
+    p.socket_pid = 1234;
+    CHECK(decide_existing(p).action == wg_existing_action::remove_stale);  // interface gone
+    p.link_exists = true;
+    CHECK(decide_existing(p).action == wg_existing_action::adopt);
+    p.socket_answers = false;  // a pid and a link but nobody answers: start our own
+    CHECK(decide_existing(p).action == wg_existing_action::start);
+}
+
+namespace {
+
+// A stand-in for wireguard-go that needs no TUN: serves the UAPI socket (empty device, every set
+// succeeds) and removes it on SIGTERM, like wireguard-go.
+std::string write_fake_uapi_server(const std::string& dir) {
+    std::string fake = dir + "/fake-uapi-wireguard-go";
+    std::ofstream f(fake);
+    f << R"(#!/usr/bin/env python3
+import os, signal, socket, sys
+path = os.path.join(os.environ.get("FAKE_SOCKET_DIR", "/var/run/wireguard"), sys.argv[-1] + ".sock")
+def bye(*_):
+    try: os.unlink(path)
+    except OSError: pass
+    os._exit(0)
+signal.signal(signal.SIGTERM, bye)
+try: os.unlink(path)
+except OSError: pass
+s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+s.bind(path)
+s.listen(8)
+while True:
+    c, _ = s.accept()
+    data = b""
+    while not data.endswith(b"\n\n"):
+        b = c.recv(4096)
+        if not b: break
+        data += b
+    if data.startswith(b"get=1"):
+        c.sendall(b"listen_port=51820\nerrno=0\n\n")
+    elif data:
+        c.sendall(b"errno=0\n\n")
+    c.close()
+)";
+    f.close();
+    chmod(fake.c_str(), 0755);
+    return fake;
+}
+
+bool alive(pid_t pid) {
+    return ::kill(pid, 0) == 0;
+}
+
+void wait_gone(pid_t pid) {
+    for (int i = 0; i < 300 && alive(pid); ++i) ::usleep(10000);
+}
+
+}  // namespace
+
+TEST_CASE("userspace backend: wireguard-go runs in its own session and a clean stop ends it") {
+    if (::access("/usr/bin/python3", X_OK) != 0) return;
+    temp_dir dir;
+    ::setenv("FAKE_SOCKET_DIR", dir.path.c_str(), 1);
+    wg_backend_options o;
+    o.ifname = "mwtest2";  // no such link: fine for start and stop
+    o.socket_dir = dir.path;
+    o.wireguard_go = write_fake_uapi_server(dir.path);
+    wg_userspace_backend be(o);
+    REQUIRE(be.up().ok());
+    pid_t pid = be.pid();
+    REQUIRE(pid > 0);
+    CHECK_FALSE(be.adopted());
+    // Not in our session or process group: a SIGKILL of meshd's group leaves it running.
+    CHECK(::getsid(pid) == pid);
+    CHECK(::getpgid(pid) != ::getpgid(0));
+    CHECK(be.down().ok());
+    wait_gone(pid);
+    CHECK_FALSE(alive(pid));
+    CHECK(::access(be.socket_path().c_str(), F_OK) != 0);
+}
+
+TEST_CASE("userspace backend: a serving wireguard-go is adopted, a stale one is replaced") {
+    if (::access("/usr/bin/python3", X_OK) != 0) return;
+    temp_dir dir;
+    ::setenv("FAKE_SOCKET_DIR", dir.path.c_str(), 1);
+    std::string fake = write_fake_uapi_server(dir.path);
+    // "lo" always exists: stands for the interface a killed meshd's wireguard-go still serves.
+    for (std::string ifname : {"lo", "mwgone0"}) {
+        CAPTURE(ifname);
+        pid_t left = ::fork();
+        REQUIRE(left >= 0);
+        if (left == 0) {
+            ::setsid();
+            ::execl(fake.c_str(), "wireguard-go", "-f", ifname.c_str(), nullptr);
+            ::_exit(127);
+        }
+        std::string sock = dir.path + "/" + ifname + ".sock";
+        for (int i = 0; i < 300 && ::access(sock.c_str(), F_OK) != 0; ++i) ::usleep(10000);
+        wg_backend_options o;
+        o.ifname = ifname;
+        o.socket_dir = dir.path;
+        o.wireguard_go = fake;
+        wg_userspace_backend be(o);
+        REQUIRE(be.up().ok());
+        if (ifname == "lo") {
+            CHECK(be.adopted());
+            CHECK(be.pid() == left);
+            auto d = be.get();
+            REQUIRE(d.ok());
+            CHECK(d->listen_port == 51820);
+        } else {
+            // Its interface is gone: stopped, and a new one serves.
+            CHECK_FALSE(be.adopted());
+            CHECK(be.pid() != left);
+            CHECK(be.pid() > 0);
+            int st = 0;
+            CHECK(::waitpid(left, &st, 0) == left);
+        }
+        CHECK(be.down().ok());
+        if (ifname == "lo") {
+            // Not our child: the test reaps it; down() stopped it.
+            int st = 0;
+            CHECK(::waitpid(left, &st, 0) == left);
+            CHECK(WIFEXITED(st));
+        }
+        CHECK(::access(sock.c_str(), F_OK) != 0);
+    }
 }
