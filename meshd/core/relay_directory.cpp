@@ -428,9 +428,34 @@ double relay_directory::rtt(const relay_entry& r) const {
     return 0;
 }
 
+uint64_t relay_directory::fast_timeout(const relay_entry& r) const {
+    const auto& cfg = ctx_.cfg;
+    return std::max<uint64_t>(cfg.fast_relay_timeout_ms,
+                              static_cast<uint64_t>(rtt(r)) + cfg.fast_ping_interval_ms);
+}
+
+uint64_t relay_directory::fast_interval(const relay_entry& r) const {
+    const auto& cfg = ctx_.cfg;
+    // The address in use carries the pairs; before one is, the worst one probed.
+    double loss = 0;
+    const probe_loss* worst = nullptr;
+    if (r.active < r.addrs.size()) {
+        worst = &r.addrs[r.active].fast_loss;
+    } else {
+        for (const auto& a : r.addrs) {
+            if (!worst || a.fast_loss.loss() > loss)
+                worst = &a.fast_loss, loss = a.fast_loss.loss();
+        }
+    }
+    if (!worst) return cfg.fast_ping_interval_ms;
+    return worst->interval_for(fast_timeout(r), cfg.fast_ping_interval_ms,
+                               std::min(min_fast_interval_ms, cfg.fast_ping_interval_ms));
+}
+
 bool relay_directory::usable_fast(const relay_entry& r, uint64_t now) const {
+    const uint64_t t = fast_timeout(r);
     for (const auto& a : r.addrs) {
-        if (alive(r, a, ctx_.cfg.fast_relay_timeout_ms, now)) return true;
+        if (alive(r, a, t, now)) return true;
     }
     return false;
 }
@@ -506,15 +531,26 @@ void relay_directory::tick(const peer_record& self, uint64_t now) {
             if (r.fast && !is_usable && is_up) {
                 ctx_.log(2, "relay stopped answering; its pairs fail over",
                          {{"relay", r.spec.name},
-                          {"timeout_ms", std::to_string(cfg.fast_relay_timeout_ms)}});
+                          {"timeout_ms", std::to_string(fast_timeout(r))},
+                          {"probe_loss",
+                           std::to_string(static_cast<int>(
+                               100 * (r.active < r.addrs.size() ? r.addrs[r.active].fast_loss.loss()
+                                                                : 0))) +
+                               "%"}});
             }
         }
         if (r.fast) {
-            r.next_ping_ms = std::min(r.next_ping_ms, now + cfg.fast_ping_interval_ms);
-            for (const auto& a : r.addrs) {
-                if (alive(r, a, cfg.fast_relay_timeout_ms, now)) {
-                    ctx_.due(std::max(a.last_pong_ms, r.fast_since_ms) + cfg.fast_relay_timeout_ms +
-                             1);
+            r.next_ping_ms = std::min(r.next_ping_ms, now + fast_interval(r));
+            const uint64_t t = fast_timeout(r);
+            // A probe unanswered for twice the RTT (at least the timeout) is lost; an address
+            // declared dead stops counting (its silence is not the link's loss rate).
+            const uint64_t wait = std::max<uint64_t>(t, static_cast<uint64_t>(2 * rtt(r)));
+            for (auto& a : r.addrs) {
+                if (alive(r, a, t, now)) {
+                    a.fast_loss.judge(now, wait);
+                    ctx_.due(std::max(a.last_pong_ms, r.fast_since_ms) + t + 1);
+                } else {
+                    a.fast_loss.forget_pending();
                 }
             }
         }
@@ -546,7 +582,10 @@ void relay_directory::tick(const peer_record& self, uint64_t now) {
                              now >= r.next_other_ms;
             for (size_t a = 0; a < r.addrs.size(); ++a) {
                 if (!all && a != r.active) continue;
-                ctx_.send_ping(r.addrs[a].ep, 0, probe{probe_kind::relay, expect, i, a}, now);
+                if (ctx_.send_ping(r.addrs[a].ep, 0, probe{probe_kind::relay, expect, i, a}, now) &&
+                    r.fast) {
+                    r.addrs[a].fast_loss.sent(now);
+                }
             }
             if (all && !r.fast) r.next_other_ms = now + cfg.idle_other_address_ms;
             // The PING refreshes the mapping as well as a keepalive would.
@@ -560,7 +599,7 @@ void relay_directory::tick(const peer_record& self, uint64_t now) {
             r.last_ping_ms = now;
             r.retry_ms =
                 r.retry_ms ? std::min(2 * r.retry_ms, idle_interval(r)) : cfg.ping_interval_ms;
-            r.next_ping_ms = now + (r.fast ? cfg.fast_ping_interval_ms : r.retry_ms);
+            r.next_ping_ms = now + (r.fast ? fast_interval(r) : r.retry_ms);
         }
         ctx_.due(r.next_ping_ms);
         keep_mapping(r, now);
@@ -642,6 +681,7 @@ bool relay_directory::on_pong(const probe& p, const node_id& sender, double rtt_
     const auto& cfg = ctx_.cfg;
     if (!alive(r, a, timeout(r), now)) on_relays_changed_();
     const bool was_lost = a.lost;
+    a.fast_loss.answered(p.sent_ms);
     const wg_endpoint seen = normalize_endpoint(observed);
     const bool moved = a.reflexive && !(*a.reflexive == seen);
     a.lost = false;

@@ -45,6 +45,7 @@
 #include <vector>
 
 #include "meshd/core/core_context.hpp"
+#include "meshd/core/probe_loss.hpp"
 #include "meshd/core/record_store.hpp"
 #include "meshd/core/windowed_min.hpp"
 
@@ -56,7 +57,8 @@ struct relay_addr_state {
     double rtt_ms = 0;  // the minimum over cfg.rtt_window_ms (see windowed_min.hpp)
     windowed_min rtt_min;
     std::optional<wg_endpoint> reflexive;
-    bool lost = false;  // timed out: down until it answers again (alive())
+    bool lost = false;     // timed out: down until it answers again (alive())
+    probe_loss fast_loss;  // of the fast probes (fast_interval, probe_loss.hpp)
 };
 
 struct relay_entry {
@@ -187,6 +189,13 @@ public:
     bool usable(const relay_entry& r, uint64_t now) const;
     bool usable_fast(const relay_entry& r, uint64_t now) const;
     double rtt(const relay_entry& r) const;
+    // While fast: no answer for fast_timeout() means dead for the pairs; probes every
+    // fast_interval() (probe_loss: more often on a lossy link, so that the timeout holds enough
+    // probes not to be reached by chance; issue 14 §5). The timeout is fast_relay_timeout_ms, or
+    // the relay's RTT plus a probe interval if that is longer (a slow link's first answer).
+    uint64_t fast_timeout(const relay_entry& r) const;
+    uint64_t fast_interval(const relay_entry& r) const;
+    static constexpr uint64_t min_fast_interval_ms = 25;
     std::optional<wg_endpoint> endpoint(const relay_entry& r, uint64_t now) const;
     const relay_entry* by_id(const node_id& id) const;
     const std::vector<relay_entry>& all() const noexcept { return relays_; }

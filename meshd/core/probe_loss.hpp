@@ -1,0 +1,62 @@
+// The loss rate of a stream of probes, and the probe interval it calls for (issue 14 §5).
+//
+// Fast liveness declares a relay dead after `timeout` without any answer (relay_directory:
+// fast_relay_timeout_ms, 400 ms). With a probe every 100 ms that is 4 probes in a row lost, which
+// on a clean link never happens by chance, but on a lossy one does: with 5 % loss per hop and
+// direction a round trip through a LAN uplink and a relay uplink loses ~19 % of probes, and 4 in
+// a row go every ~770 probes, so a pair with traffic failed over ~50 times an hour for nothing
+// (sim_lossy_test). Waiting longer would break the failover budget (< 1 s); probing more often
+// keeps it: interval_for() picks the interval at which `timeout` holds enough probes that all of
+// them being lost by chance has probability below false_timeout_probability — at most
+// max_interval (clean links: today's 100 ms, no extra cost) and at least min_interval.
+//
+// The estimate is an exponentially weighted mean over probe outcomes (weight 1/256: about the
+// last 256 probes, 10 s at 40 ms; a shorter memory is too noisy at these rates — at 1/32 a 19 %
+// loss read anywhere from 10 to 30 %, and an underestimate is a false failover). A probe counts as lost only once it stayed unanswered for `wait_ms` (judge()), so
+// answers in flight on a slow link are not losses. Pure: times in, nothing else.
+#pragma once
+
+#include <array>
+#include <cstddef>
+#include <cstdint>
+
+namespace mw::meshd {
+
+class probe_loss {
+public:
+    static constexpr double weight = 1.0 / 256;
+    static constexpr double false_timeout_probability = 1e-7;
+    static constexpr size_t max_pending = 64;
+
+    // A probe sent at `sent_ms` (times increase). With max_pending unanswered, the oldest is
+    // judged lost first.
+    void sent(uint64_t sent_ms);
+    // The answer to the probe sent at `sent_ms`; ignored if that probe was judged already.
+    void answered(uint64_t sent_ms);
+    // Probes unanswered for `wait_ms` at `now` are lost.
+    void judge(uint64_t now, uint64_t wait_ms);
+    // Forgets the probes in flight without judging them (the target was declared dead: its
+    // silence from then on is not the link's loss rate).
+    void forget_pending() { count_ = 0; }
+    double loss() const noexcept { return loss_; }
+    size_t judged() const noexcept { return judged_; }
+
+    // See the header comment. timeout_ms >= max_interval_ms >= min_interval_ms > 0.
+    uint64_t interval_for(uint64_t timeout_ms, uint64_t max_interval_ms,
+                          uint64_t min_interval_ms) const;
+
+private:
+    void add(bool lost);
+    void pop_front(bool judge_lost);
+
+    struct slot {
+        uint64_t sent_ms = 0;
+        bool answered = false;
+    };
+    std::array<slot, max_pending> ring_{};
+    size_t head_ = 0, count_ = 0;  // the oldest pending probe, how many
+    double loss_ = 0;
+    size_t judged_ = 0;
+};
+
+}  // namespace mw::meshd

@@ -1,0 +1,85 @@
+// probe_loss (issue 14 §5): the loss estimate over judged probes and the interval it calls for.
+#include <doctest/doctest.h>
+
+#include <cmath>
+#include <random>
+
+#include "meshd/core/probe_loss.hpp"
+
+using mw::meshd::probe_loss;
+
+TEST_CASE("probe_loss: answered probes are no loss; a clean link keeps the longest interval") {
+    probe_loss l;
+    for (uint64_t t = 0; t < 10'000; t += 100) {
+        l.sent(t);
+        l.answered(t);  // even late answers count, as long as the probe was not judged yet
+        l.judge(t, 400);
+    }
+    CHECK(l.loss() == 0);
+    CHECK(l.interval_for(400, 100, 25) == 100);
+}
+
+TEST_CASE("probe_loss: answers in flight are not losses; unanswered ones are after the wait") {
+    probe_loss l;
+    // RTT 350 ms, a probe every 100 ms: 3-4 always in flight.
+    for (uint64_t t = 0; t < 5'000; t += 100) {
+        l.sent(t);
+        if (t >= 350) l.answered(t - 350);
+        l.judge(t, 800);
+    }
+    // The answers named probes sent at t-350, which were never sent (times are multiples of
+    // 100 ms): every probe is lost once judged.
+    CHECK(l.loss() > 0.9);
+
+    probe_loss m;
+    for (uint64_t t = 0; t < 5'000; t += 100) {
+        m.sent(t);
+        if (t >= 400) m.answered(t - 400);
+        m.judge(t, 800);
+    }
+    CHECK(m.loss() == 0);
+    CHECK(m.judged() >= 40);
+}
+
+TEST_CASE(
+    "probe_loss: the estimate follows the loss rate; the interval keeps false timeouts rare") {
+    std::mt19937_64 rng(5);
+    for (double p : {0.05, 0.185, 0.34}) {
+        CAPTURE(p);
+        probe_loss l;
+        std::bernoulli_distribution lost(p);
+        double sum = 0;
+        int n = 0;
+        for (uint64_t t = 0; t < 2'000'000; t += 50) {
+            l.sent(t);
+            if (!lost(rng)) l.answered(t);
+            l.judge(t, 400);
+            if (t > 100'000) sum += l.loss(), ++n;
+        }
+        CHECK(std::abs(sum / n - p) < 0.02);
+        const uint64_t iv = l.interval_for(400, 100, 25);
+        CHECK(iv < 100);
+        // All probes in a 400 ms window lost by chance, at the true rate: rare (the estimate is
+        // a little off either way), for what the 25 ms floor allows.
+        const double all_lost = std::pow(p, 400.0 / static_cast<double>(iv));
+        if (iv > 25) CHECK(all_lost <= 1e-6);
+        // At the estimate: the target exactly.
+        if (iv > 25) CHECK(std::pow(l.loss(), std::floor(400.0 / iv)) <= 1e-7 * 1.0001);
+        MESSAGE("loss " << p << ": estimate " << sum / n << ", interval " << iv
+                        << " ms, P(a 400 ms window all lost) " << all_lost);
+    }
+}
+
+TEST_CASE("probe_loss: a full ring judges its oldest probe; forget_pending judges nothing") {
+    probe_loss l;
+    for (uint64_t t = 0; t < probe_loss::max_pending; ++t) l.sent(t);
+    CHECK(l.judged() == 0);
+    l.sent(1000);  // the 65th: the oldest is lost
+    CHECK(l.judged() == 1);
+    CHECK(l.loss() == 1.0);
+    l.forget_pending();
+    l.judge(100'000, 1);
+    CHECK(l.judged() == 1);
+    l.answered(1000);  // forgotten: ignored
+    CHECK(l.judged() == 1);
+}
