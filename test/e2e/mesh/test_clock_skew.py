@@ -29,9 +29,9 @@ FAKETIME variable (it would win over the file) but FAKETIME_TIMESTAMP_FILE, re-r
 call (FAKETIME_NO_CACHE=1). libfaketime 0.9.10 also moves absolute CLOCK_MONOTONIC timerfd
 deadlines by the wall-clock offset (no kernel does; it stalls Boost.Asio's timers, meshd's core
 ticks among them): faketime_timerfd_passthrough.so (built here) is preloaded ahead of it and
-hands timerfd_settime to the kernel. wireguard-go (Go: vDSO, raw syscalls) is not reached by libfaketime;
-the issue is about meshd. Prints the figures and `N passed, N failed`; exit 1 on a failure, 77
-when it cannot run here.
+hands timerfd_settime to the kernel. wireguard-go (Go: vDSO, raw syscalls) is not reached by
+libfaketime; the issue is about meshd. Prints the figures and `N passed, N failed`; exit 1 on
+a failure, 77 when it cannot run here.
 
 Usage: test_clock_skew.py [--build-dir DIR]
 """
@@ -229,9 +229,20 @@ def run(m, st):
                              "%.2fs" % paths[n] if n in paths else "never"))
         m.wait_ready(timeout=1.0)  # with the backend check; all answered above or it fails
         expect(all(ready.get(n, 99) <= READY_BOUND for n in NODES), ready)
-        # Raises with the tables and logs when a pair is off its path.
-        m.wait_paths({(a, b): want_path(a, b) for a in NODES for b in NODES if a != b},
-                     timeout=max(0.5, deadline - time.monotonic()))
+        # Raises with the tables and logs when a pair is off its path; plus which record of
+        # each peer every node holds (a stale one without relays leaves a pair on none).
+        try:
+            m.wait_paths({(a, b): want_path(a, b) for a in NODES for b in NODES if a != b},
+                         timeout=max(0.5, deadline - time.monotonic()))
+        except AssertionError as e:
+            seqs = {}
+            for n in NODES:
+                try:
+                    seqs[n] = {p["name"]: p.get("recordSeq")
+                               for p in m.meshctl(m[n], "peers")["peers"]}
+                except Exception as x:  # noqa: BLE001 - a diagnosis
+                    seqs[n] = str(x)
+            raise AssertionError("%s\nrecordSeq held: %s" % (e, seqs)) from None
         for n in ("relay1", "lan1b", "lan2a"):
             off = log_clock_offset(m, n)
             figure("a. %s: meshd's wall clock (its log) minus the real one" % n,
