@@ -18,6 +18,7 @@ packages=(
   # runtime and test tools
   iproute2 iputils-ping nftables wireguard-go wireguard-tools iperf3 procps psmisc jq python3 time
   strace  # test/e2e/cni/test_cni_crash.py: syscall-exact SIGKILL points (fault injection)
+  faketime  # test/e2e/mesh/test_clock_skew.py: per-process wrong/jumping wall clocks (libfaketime)
   containernetworking-plugins podman runc busybox-static
   # mDNS interop tests (test/e2e/mdns): clients nobody here wrote
   dnsutils python3-zeroconf

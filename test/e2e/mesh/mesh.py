@@ -227,10 +227,13 @@ class Mesh:
                   "pod_cidrs": [...]}} e.g. a node with a wrong PSK or extra config
     wg_backend   "userspace" or "kernel" (default: wg_backend_default(), i.e. $MESHWIRE_WG_BACKEND
                  or userspace): wireguard.backend in every meshd.yaml, checked by wait_ready()
+    wrap         {node name: argv prefix} put before meshd's command line when it starts there,
+                 e.g. ["env", "LD_PRELOAD=...libfaketime.so.1", "FAKETIME=+5h"] (a command that
+                 execs the rest keeps meshd's pid); Mesh.wrap may be changed between starts
     """
 
     def __init__(self, topology=None, build_dir=None, psk=None, nodes=None, overrides=None,
-                 topology_args=None, close_topology=None, wg_backend=None):
+                 topology_args=None, close_topology=None, wg_backend=None, wrap=None):
         self.build_dir = os.path.abspath(build_dir or os.path.join(HERE, "..", "..", "..",
                                                                    "build"))
         self.meshd_bin = os.path.join(self.build_dir, "meshd", "meshd")
@@ -241,6 +244,7 @@ class Mesh:
         if self.wg_backend not in WG_BACKENDS:
             raise ValueError("wg_backend %r: want one of %s" % (self.wg_backend, WG_BACKENDS))
         self.overrides = dict(overrides or {})
+        self.wrap = {k: list(v) for k, v in (wrap or {}).items()}
         self.nodes = []  # the mesh nodes (topology Nodes), index i+1 = pod CIDR number
         self.configs = {}  # name -> the meshd.yaml dict (edit, then write_config(node))
         self.procs = {}  # name -> the latest meshd Proc
@@ -260,7 +264,7 @@ class Mesh:
         args.update(topology_args or {})
         self.t = topology if topology is not None else Topology(**args)
         try:
-            unknown = set(self.overrides) - {n.name for n in self.t.hosts}
+            unknown = (set(self.overrides) | set(self.wrap)) - {n.name for n in self.t.hosts}
             if nodes is not None:
                 unknown |= set(nodes) - {n.name for n in self.t.hosts}
             if unknown:
@@ -378,7 +382,7 @@ class Mesh:
             p = self.procs.get(n.name)
             if p is not None and p.alive():
                 raise RuntimeError("meshd already runs on %s (pid %d)" % (n.name, p.pid))
-            cmd = [self.meshd_bin, "--config", self.config_path(n)]
+            cmd = self.wrap.get(n.name, []) + [self.meshd_bin, "--config", self.config_path(n)]
             if os.environ.get("MESHWIRE_VM") == "1":
                 cmd = ["nice", "-n", str(VM_MESHD_NICE)] + cmd  # nice execs meshd: same pid
             self.procs[n.name] = n.popen(cmd, name="meshd")
