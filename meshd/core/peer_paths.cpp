@@ -439,6 +439,7 @@ void peer_paths::on_pong(const probe& pr, const node_id& sender, double rtt, uin
     } else if (pr.kind == probe_kind::inband) {
         auto& r = pe.relayed;
         r.last_inband_pong_ms = now;
+        r.inband_loss.answered(pr.sent_ms);
         r.inband_rtt_ms = r.inband_rtt_ms == 0 ? rtt : 0.75 * r.inband_rtt_ms + 0.25 * rtt;
         recheck(pe);
     }

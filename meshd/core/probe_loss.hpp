@@ -12,8 +12,9 @@
 //
 // The estimate is an exponentially weighted mean over probe outcomes (weight 1/256: about the
 // last 256 probes, 10 s at 40 ms; a shorter memory is too noisy at these rates — at 1/32 a 19 %
-// loss read anywhere from 10 to 30 %, and an underestimate is a false failover). A probe counts as lost only once it stayed unanswered for `wait_ms` (judge()), so
-// answers in flight on a slow link are not losses. Pure: times in, nothing else.
+// loss read anywhere from 10 to 30 %, and an underestimate is a false failover). A probe counts as
+// lost only once it stayed unanswered for `wait_ms` (judge()), so answers in flight on a slow link
+// are not losses. Pure: times in, nothing else.
 #pragma once
 
 #include <array>

@@ -280,6 +280,7 @@ void relay_election::choose(const node_id& id, relayed_pair& p, const peer_recor
         p.relay_since_ms = now;
         p.last_inband_pong_ms = 0;
         p.next_inband_ms = now;
+        p.inband_loss.forget_pending();  // sent through the previous session
         p.wg.restart();
     }
     p.accepted = false;
@@ -296,9 +297,14 @@ void relay_election::choose(const node_id& id, relayed_pair& p, const peer_recor
         } else {
             ctx_.send_ping(dp.relay_endpoint, p.session_id, probe{probe_kind::inband, id}, now);
         }
-        p.next_inband_ms = now + cfg.ping_interval_ms;
+        p.inband_loss.sent(now);
+        p.next_inband_ms = now + p.inband_loss.interval_for(
+                                     cfg.path_timeout_ms, cfg.ping_interval_ms,
+                                     std::min(min_inband_interval_ms, cfg.ping_interval_ms));
     }
     if (p.active) ctx_.due(p.next_inband_ms);
+    // A probe unanswered for twice the path's RTT (at least a second) is lost.
+    p.inband_loss.judge(now, std::max<uint64_t>(1000, static_cast<uint64_t>(2 * p.inband_rtt_ms)));
     // End to end: the relay answers us, but nothing comes back through it from the peer. Give
     // the session a fair start (both ends must bind), then exclude it for this pair.
     // It carries the pair (an in-band PONG since we took it, and WireGuard not stalled): its
@@ -316,8 +322,13 @@ void relay_election::choose(const node_id& id, relayed_pair& p, const peer_recor
         // anything before then, which is no news; no end-to-end verdict on it meanwhile.
         ctx_.due(rj->second);
     } else if (now > last + cfg.path_timeout_ms) {
-        ctx_.log(2, "relayed path silent end to end; trying another relay",
-                 {{"peer", rec.name}, {"relay", ctx_.name_of(dp.relay)}, {"path", "relay"}});
+        ctx_.log(
+            2, "relayed path silent end to end; trying another relay",
+            {{"peer", rec.name},
+             {"relay", ctx_.name_of(dp.relay)},
+             {"path", "relay"},
+             {"probe_loss", std::to_string(static_cast<int>(100 * p.inband_loss.loss())) + "%"}});
+        p.inband_loss.forget_pending();
         p.excluded[dp.relay] = now + strike(p, dp.relay);
         relays_.note_pair_failure(dp.relay, id, now);
         p.relay.reset();

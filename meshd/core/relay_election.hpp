@@ -131,6 +131,10 @@ struct relayed_pair {
     uint64_t relay_since_ms = 0;
     uint64_t last_inband_pong_ms = 0;
     double inband_rtt_ms = 0;
+    // Loss of the in-band probes (through the relay to the peer and back: every hop of both
+    // ends' uplinks, twice): the in-band interval shrinks with it so that path_timeout_ms holds
+    // enough probes not to be reached by chance (issue 14 §5, probe_loss.hpp).
+    probe_loss inband_loss;
     std::map<node_id, uint64_t> excluded;  // relay -> until
     // relay -> how often it failed the pair end to end (silent, or WireGuard stalled) without
     // carrying it in between: each failure doubles its exclusion (relay_exclude_ms × 2^(n-1),
@@ -143,6 +147,9 @@ struct relayed_pair {
 class relay_election {
 public:
     relay_election(core_context& ctx, relay_directory& relays);
+    // In-band probes of an active pair: every ping_interval_ms on a clean path, down to this on a
+    // lossy one (probe_loss).
+    static constexpr uint64_t min_inband_interval_ms = 100;
 
     // Picks the pair's relay (sets dp's relay fields) and keeps its sessions; leaves dp alone
     // when no relay can carry the pair.
