@@ -20,6 +20,7 @@
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
+#include <ctime>
 #include <string>
 #include <thread>
 #include <variant>
@@ -152,10 +153,10 @@ int main(int argc, char** argv) {
     f.relay = *ep;
     f.relay_id = node_id::of(relay_pub);
     f.to_len = f.relay.to_sockaddr(f.to);
-    auto sock = open_udp_socket(wg_endpoint{f.relay.address.is_v4()
-                                                ? ip_address::parse("0.0.0.0").value()
-                                                : ip_address::parse("::").value(),
-                                            0});
+    auto sock =
+        open_udp_socket(wg_endpoint{f.relay.address.is_v4() ? ip_address::parse("0.0.0.0").value()
+                                                            : ip_address::parse("::").value(),
+                                    0});
     if (!sock) {
         std::fprintf(stderr, "session_flood: %s\n", sock.err().message.c_str());
         return 1;
