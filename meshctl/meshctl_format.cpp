@@ -235,6 +235,16 @@ std::string format_status(const json& r) {
                               "rate_limited_packets", "rate_limited_bytes"})
             drops += std::string(drops.empty() ? "" : " ") + k + "=" + count(at(d, k));
         out += kv("relay drops", drops);
+        // The session table's caps and what they refused (absent from an older meshd: no line).
+        if (svc.contains("maxSessions")) {
+            const json& rf = at(svc, "refused");
+            out += kv("relay limits",
+                      "max " + count(at(svc, "maxSessions")) + " sessions, " +
+                          count(at(svc, "maxSessionsPerNode")) +
+                          " per node; refused: node_limit=" + count(at(rf, "node_limit")) +
+                          " table_full=" + count(at(rf, "table_full")) +
+                          " node_table=" + count(at(rf, "node_table")));
+        }
     }
     const json& c = at(r, "control");
     std::string dropped;

@@ -56,8 +56,16 @@ json status_json(const node_snapshot& s) {
         for (size_t i = 0; i < relay_drop_count; ++i) {
             drops[to_string(static_cast<relay_drop>(i))] = s.service->stats.table_drops[i];
         }
+        json refused;
+        for (size_t i = 0; i < relay_refusal_count; ++i) {
+            refused[to_string(static_cast<relay_refusal>(i))] = s.service->stats.table_refusals[i];
+        }
         svc = {{"sessions", s.service->sessions},
                {"nodes", s.service->nodes},
+               {"maxSessions", s.service->max_sessions},
+               {"maxSessionsPerNode", s.service->max_sessions_per_node},
+               {"refused", refused},
+               {"malformed", s.service->stats.malformed},
                {"forwardedPackets", s.service->stats.forwarded_packets},
                {"forwardedBytes", s.service->stats.forwarded_bytes},
                {"natKeepalives", s.service->stats.nat_keepalives},

@@ -422,10 +422,11 @@ meshd_config parse_tree(const YAML::Node& root, const config_environment& env) {
     meshd_config c;
     if (root.IsNull())
         fail("", root, "the config is empty: at least psk.path and podCIDRs are required");
-    mapping top(root, "",
-                {"nodeName", "podCIDRs", "clusterCIDRs", "nodeCIDRMaskSize", "interface",
-                 "wireguard", "listenPort", "psk", "relayNodes", "stateDir", "runDir", "socket",
-                 "mtu", "mdns", "dht", "kubernetes", "metrics", "logLevel", "revokedNodes"});
+    mapping top(root, "", {"nodeName",   "podCIDRs",  "clusterCIDRs", "nodeCIDRMaskSize",
+                           "interface",  "wireguard", "listenPort",   "psk",
+                           "relayNodes", "stateDir",  "runDir",       "socket",
+                           "mtu",        "mdns",      "dht",          "kubernetes",
+                           "metrics",    "logLevel",  "revokedNodes", "relayService"});
 
     if (auto n = top.get("nodeName")) {
         c.node_name = as_string(*n, "nodeName");
@@ -555,6 +556,28 @@ meshd_config parse_tree(const YAML::Node& root, const config_environment& env) {
     }
 
     if (auto n = top.get("relayNodes")) c.relay_nodes = parse_relay_nodes(*n, "relayNodes");
+    if (auto n = top.get("relayService")) {
+        mapping m(*n, "relayService", {"maxSessions", "maxSessionsPerNode"});
+        auto total = m.get("maxSessions");
+        if (total) {
+            c.relay_max_sessions = size_t(as_integer(*total, m.path("maxSessions"), 1,
+                                                     meshd_config::max_relay_sessions_limit));
+        }
+        if (auto per = m.get("maxSessionsPerNode")) {
+            c.relay_max_sessions_per_node = size_t(as_integer(
+                *per, m.path("maxSessionsPerNode"), 1, meshd_config::max_relay_sessions_limit));
+            if (c.relay_max_sessions_per_node > c.relay_max_sessions) {
+                fail(m.path("maxSessionsPerNode"), *per,
+                     std::to_string(c.relay_max_sessions_per_node) +
+                         " is more than relayService.maxSessions (" +
+                         std::to_string(c.relay_max_sessions) + "): one node could fill the table");
+            }
+        } else {
+            // Unset: the default, but never more than the table holds.
+            c.relay_max_sessions_per_node =
+                std::min(c.relay_max_sessions_per_node, c.relay_max_sessions);
+        }
+    }
     if (auto n = top.get("stateDir")) c.state_dir = as_absolute_path(*n, "stateDir");
     if (auto n = top.get("runDir")) c.run_dir = as_absolute_path(*n, "runDir");
     // The socket follows runDir unless set, so two meshd with different runDirs never collide.
@@ -813,6 +836,8 @@ std::string print_yaml(const meshd_config& c) {
             o << "]\n";
         }
     }
+    o << "relayService:\n  maxSessions: " << c.relay_max_sessions
+      << "\n  maxSessionsPerNode: " << c.relay_max_sessions_per_node << "\n";
     o << "stateDir: " << quoted(c.state_dir) << "\n";
     o << "runDir: " << quoted(c.run_dir) << "\n";
     o << "socket: " << quoted(c.socket) << "\n";

@@ -16,6 +16,7 @@
 
 #include "common/ip_address.hpp"
 #include "common/result.hpp"
+#include "meshd/core/relay_session_table.hpp"
 
 namespace mw::meshd {
 
@@ -59,6 +60,14 @@ struct meshd_config {
     std::vector<std::string> psk_accept_paths;
     static constexpr size_t max_accept_paths = 2;
     std::vector<relay_node> relay_nodes;
+    // relayService: the relay's session table (relay_session_table.hpp), used while this node
+    // serves as a relay. Fixed-size, all memory reserved when the relay service starts (~230
+    // bytes a session; 4.2 MB at the default), so a change takes effect at the next restart (a
+    // live edit is not applied: the table would have to be rebuilt, dropping every session).
+    // max_relay_sessions_limit bounds that memory (~240 MB).
+    static constexpr size_t max_relay_sessions_limit = 1'048'576;
+    size_t relay_max_sessions = relay_table_limits{}.max_sessions;
+    size_t relay_max_sessions_per_node = relay_table_limits{}.max_sessions_per_node;
     std::string state_dir = "/var/lib/meshwire";
     std::string run_dir = "/run/meshwire";
     std::string socket;           // default <runDir>/meshd.sock

@@ -102,6 +102,16 @@ std::string metrics_text(const node_snapshot& s) {
                   "Idle sessions this relay kept (both nodes still heard) and evicted because the "
                   "table was full.",
                   L{}, st.kept_evicted);
+        for (size_t i = 0; i < relay_refusal_count; ++i) {
+            t.counter("meshwire_relay_sessions_refused_total",
+                      "Session requests this relay refused for a limit of its session table "
+                      "(relayService.maxSessions, maxSessionsPerNode, the node table).",
+                      {{"reason", to_string(static_cast<relay_refusal>(i))}}, st.table_refusals[i]);
+        }
+        t.counter("meshwire_relay_malformed_total",
+                  "Datagrams at the relay port that were neither a frame nor a control message, "
+                  "or larger than any legal frame (truncated), dropped.",
+                  L{}, st.malformed);
     }
     // meshd's sockets set don't-fragment: what exceeded the route's (path) MTU was dropped here,
     // never fragmented. Fixed labels: the relay service forwarding, our frames to a relay.

@@ -67,6 +67,8 @@ node_snapshot take_snapshot(const snapshot_sources& s) {
         s.forwarder->with_table([&](relay_session_table& t, uint64_t) {
             svc.sessions = t.size();
             svc.nodes = t.node_count();
+            svc.max_sessions = t.limits().max_sessions;
+            svc.max_sessions_per_node = t.limits().max_sessions_per_node;
             return 0;
         });
         n.service = svc;

@@ -63,6 +63,7 @@ struct node_snapshot {
     // This node's relay service (while the forwarder owns the port).
     struct relay_service {
         size_t sessions = 0, nodes = 0;
+        size_t max_sessions = 0, max_sessions_per_node = 0;  // relayService.* in the config
         relay_forwarder_stats stats;
     };
     std::optional<relay_service> service;

@@ -2,6 +2,8 @@
 
 #include <sys/socket.h>
 
+#include <sodium.h>
+
 #include <algorithm>
 
 #include "common/log.hpp"
@@ -54,6 +56,10 @@ status transport::start_forwarder() {
     } else {
         fc.listen.push_back({ip_address::parse("::").value(), cfg_.listen_port});
     }
+    fc.limits.max_sessions = cfg_.relay_max_sessions;
+    fc.limits.max_sessions_per_node = cfg_.relay_max_sessions_per_node;
+    // Session IDs come from the nodes: a keyed index, so nobody can pick IDs that collide.
+    fc.limits.hash_seed = uint64_t(randombytes_random()) << 32 | randombytes_random();
     fc.on_control = [this](std::span<const uint8_t> d, const wg_endpoint& from, uint16_t sock) {
         on_control_(d, from, 0, sock);
     };

@@ -24,6 +24,18 @@ const char* to_string(relay_drop d) noexcept {
     return "unknown";
 }
 
+const char* to_string(relay_refusal r) noexcept {
+    switch (r) {
+        case relay_refusal::node_limit:
+            return "node_limit";
+        case relay_refusal::table_full:
+            return "table_full";
+        case relay_refusal::node_table:
+            return "node_table";
+    }
+    return "unknown";
+}
+
 relay_session_table::relay_session_table(const relay_table_limits& limits)
     : limits_(limits),
       // At least one packet, and one maximum-size datagram, must always fit a full bucket, or a
@@ -61,6 +73,7 @@ result<uint32_t> relay_session_table::acquire_node(const node_id& n, uint64_t no
             return error(errc::already_exists, "relay: node ID prefix collision");
         }
         if (nodes_[slot].sessions >= limits_.max_sessions_per_node) {
+            ++refusals_[size_t(relay_refusal::node_limit)];
             return error(errc::exhausted, "relay: node " + n.short_hex() + " has " +
                                               std::to_string(nodes_[slot].sessions) +
                                               " sessions, the per-node maximum");
@@ -69,6 +82,8 @@ result<uint32_t> relay_session_table::acquire_node(const node_id& n, uint64_t no
         return slot;
     }
     if (free_nodes_.empty() || limits_.max_sessions_per_node == 0) {
+        ++refusals_[size_t(free_nodes_.empty() ? relay_refusal::node_table
+                                               : relay_refusal::node_limit)];
         return error(errc::exhausted, "relay: node table full");
     }
     slot = free_nodes_.back();
@@ -106,6 +121,7 @@ result<relay_bind_state> relay_session_table::bind(uint64_t session_id, const no
         uint32_t node = MW_TRY(acquire_node(from, now_ms));
         if (free_sessions_.empty() && !evict_kept(now_ms)) {
             release_node(node);
+            ++refusals_[size_t(relay_refusal::table_full)];
             return error(errc::exhausted, "relay: session table full");
         }
         slot = free_sessions_.back();

@@ -73,6 +73,16 @@ enum class relay_drop : uint8_t {
 constexpr size_t relay_drop_count = 6;
 const char* to_string(relay_drop d) noexcept;
 
+// Why bind() refused to create or bind a session for its limits (counted in refusals()): the
+// figures that show a flood of session requests held (bench_control_flood).
+enum class relay_refusal : uint8_t {
+    node_limit,  // the requesting node has max_sessions_per_node sessions bound
+    table_full,  // max_sessions in the table and no idle kept session to evict
+    node_table,  // max_nodes distinct nodes hold sessions
+};
+constexpr size_t relay_refusal_count = 3;
+const char* to_string(relay_refusal r) noexcept;
+
 enum class relay_bind_state { half_open, established };
 
 struct relay_session_info {
@@ -107,6 +117,10 @@ public:
     void heard(const node_id& node, const relay_addr& observed, uint64_t now_ms) noexcept;
     // Idle sessions evicted to make room for a new one (kept only because their nodes were heard).
     uint64_t evicted_kept() const noexcept { return evicted_kept_; }
+    // bind() calls refused for a limit (errc::exhausted), by which one.
+    const std::array<uint64_t, relay_refusal_count>& refusals() const noexcept { return refusals_; }
+    uint64_t refusals(relay_refusal r) const noexcept { return refusals_[static_cast<size_t>(r)]; }
+    const relay_table_limits& limits() const noexcept { return limits_; }
     // Whether the session is past idle_timeout_ms and kept only because both nodes are heard.
     bool kept(uint64_t session_id, uint64_t now_ms) const noexcept;
     // Removes sessions idle past the timeout whose nodes are no longer heard; returns how many.
@@ -210,6 +224,7 @@ private:
     std::array<uint64_t, relay_drop_count> drops_{};
     uint64_t routed_packets_ = 0, routed_bytes_ = 0;
     uint64_t evicted_kept_ = 0;
+    std::array<uint64_t, relay_refusal_count> refusals_{};
 };
 
 }  // namespace mw::meshd

@@ -146,6 +146,7 @@ relay_forwarder_stats relay_forwarder::stats() const {
     std::lock_guard lock(table_mutex_);
     s.table_drops = table_.drops();
     s.kept_evicted = table_.evicted_kept();
+    s.table_refusals = table_.refusals();
     return s;
 }
 

@@ -76,7 +76,8 @@ struct relay_forwarder_stats {
     uint64_t oversize = 0;        // of send_failed: above the route's MTU (EMSGSIZE; DF is set)
     std::array<uint64_t, relay_drop_count> table_drops{};  // see relay_drop
     uint64_t kept_evicted = 0;  // idle kept sessions evicted for new ones (table full)
-    uint64_t batches = 0;       // recvmmsg calls that returned data (packets/batches = batching)
+    std::array<uint64_t, relay_refusal_count> table_refusals{};  // see relay_refusal
+    uint64_t batches = 0;  // recvmmsg calls that returned data (packets/batches = batching)
 };
 
 class relay_forwarder {

@@ -230,6 +230,14 @@ TEST_CASE("meshctl: status") {
     CHECK(format_status(refused).find(
               "relay role:     refused (advertiseAddress 198.51.100.2:51821 not reachable)\n") !=
           std::string::npos);
+    // The session caps (relayService.maxSessions / maxSessionsPerNode) and their refusals.
+    json caps = sample_status();
+    caps["relayService"]["maxSessions"] = 16384;
+    caps["relayService"]["maxSessionsPerNode"] = 1024;
+    caps["relayService"]["refused"] = {{"node_limit", 7}, {"table_full", 0}, {"node_table", 1}};
+    CHECK(format_status(caps).find("relay limits:   max 16384 sessions, 1024 per node; refused: "
+                                   "node_limit=7 table_full=0 node_table=1\n") !=
+          std::string::npos);
     json off = sample_status();
     off["relayService"] = nullptr;
     CHECK(format_status(off).find("relay service:  off\n") != std::string::npos);

@@ -506,3 +506,35 @@ TEST_CASE("meshd config: psk.acceptPaths (key roll): parsed, bounded, clear erro
     auto again = ok(mw::meshd::print_yaml(c));
     CHECK(again.psk_accept_paths == c.psk_accept_paths);
 }
+
+TEST_CASE("meshd config: relayService session caps: defaults, range, per node within total") {
+    auto d = ok(minimal());
+    CHECK(d.relay_max_sessions == mw::meshd::relay_table_limits{}.max_sessions);
+    CHECK(d.relay_max_sessions == 16384);
+    CHECK(d.relay_max_sessions_per_node == 1024);
+    auto c = ok(minimal("relayService: {maxSessions: 2000, maxSessionsPerNode: 50}\n"));
+    CHECK(c.relay_max_sessions == 2000);
+    CHECK(c.relay_max_sessions_per_node == 50);
+    // Only the total set below the default per-node cap: the per-node cap follows it down.
+    auto small = ok(minimal("relayService: {maxSessions: 100}\n"));
+    CHECK(small.relay_max_sessions == 100);
+    CHECK(small.relay_max_sessions_per_node == 100);
+    CHECK(ok(minimal("relayService: {maxSessionsPerNode: 16384}\n")).relay_max_sessions_per_node ==
+          16384);
+    CHECK(ok(minimal("relayService: {maxSessions: 1048576}\n")).relay_max_sessions == 1048576);
+    CHECK_ERR(
+        minimal("relayService: {maxSessions: 0}\n"),
+        "relayService.maxSessions: 0 is out of range (expected an integer from 1 to 1048576)");
+    CHECK_ERR(minimal("relayService: {maxSessions: 1048577}\n"), "relayService.maxSessions:");
+    CHECK_ERR(minimal("relayService: {maxSessions: many}\n"),
+              "relayService.maxSessions: \"many\" is not an integer from 1 to 1048576");
+    CHECK_ERR(minimal("relayService: {maxSessionsPerNode: -1}\n"),
+              "relayService.maxSessionsPerNode: -1 is out of range");
+    CHECK_ERR(minimal("relayService: {maxSessions: 10, maxSessionsPerNode: 11}\n"),
+              "relayService.maxSessionsPerNode: 11 is more than relayService.maxSessions (10)");
+    CHECK_ERR(minimal("relayService: {maxSession: 10}\n"), "relayService.maxSession");
+    // print_yaml writes both and reads back the same; a change is restart-only (not live).
+    auto again = ok(mw::meshd::print_yaml(c));
+    CHECK(again.relay_max_sessions == 2000);
+    CHECK(again.relay_max_sessions_per_node == 50);
+}

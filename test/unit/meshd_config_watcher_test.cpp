@@ -57,6 +57,8 @@ TEST_CASE("config watcher: every restart-only field is named, including mdns, dh
              edit{"wireguard: {backend: userspace}\n", "wireguard.backend"},
              edit{"wireguard: {listenPort: 51900}\n", "wireguard.listenPort"},
              edit{"listenPort: 51999\n", "listenPort"},
+             edit{"relayService: {maxSessions: 100}\n", "relayService.maxSessions"},
+             edit{"relayService: {maxSessionsPerNode: 10}\n", "relayService.maxSessionsPerNode"},
              edit{"stateDir: /var/lib/other\n", "stateDir"},
              edit{"socket: /run/other.sock\n", "socket"},
              edit{"mtu: 1380\n", "mtu"},

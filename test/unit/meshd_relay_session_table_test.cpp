@@ -407,6 +407,7 @@ TEST_CASE("relay table: capacity limits") {
     auto r = t.bind(3, nid(1), nid(4), a, t0);
     REQUIRE_FALSE(r);
     CHECK(r.err().is(errc::exhausted));  // per node
+    CHECK(t.refusals(relay_refusal::node_limit) == 1);
     CHECK(t.size() == 2);
     // Half-open sessions naming a victim as "to" do not use up the victim's quota.
     CHECK(t.node_sessions(nid(2)) == 0);
@@ -416,9 +417,13 @@ TEST_CASE("relay table: capacity limits") {
     CHECK(t.node_count() == 3);
     // A fourth distinct node does not fit the node table.
     CHECK(t.bind(5, nid(6), nid(5), addr("10.0.0.6:1"), t0).err().is(errc::exhausted));
+    CHECK(t.refusals(relay_refusal::node_table) == 1);
     REQUIRE(t.bind(5, nid(3), nid(5), addr("10.0.0.3:1"), t0));
     CHECK(t.size() == 5);
     CHECK(t.bind(6, nid(2), nid(5), addr("10.0.0.2:1"), t0).err().is(errc::exhausted));  // table
+    CHECK(t.refusals(relay_refusal::table_full) == 1);
+    CHECK(t.refusals(relay_refusal::node_limit) == 1);
+    CHECK(std::string(to_string(relay_refusal::table_full)) == "table_full");
     // Binding session 1's other side as node 2 uses node 2's existing slot.
     REQUIRE(t.bind(1, nid(2), nid(1), addr("10.0.0.2:2"), t0));
     CHECK(t.node_sessions(nid(2)) == 2);

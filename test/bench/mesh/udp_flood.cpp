@@ -1,9 +1,18 @@
-// udp_flood: sends unauthenticated control-looking datagrams ("MW" magic, version 1, a control
+// udp_flood: sends unauthenticated control-looking datagrams ("MW" magic, version 2, a control
 // type, random bytes: they pass classify() and fail the AEAD) at one address, at a target rate,
 // with sendmmsg from several source ports, for bench_control_flood (issue 17). Run it only inside
 // the testbed's network namespaces, at a testbed address.
 //
 //   udp_flood --dst ADDR:PORT --pps N --seconds S [--size BYTES] [--sockets K]
+//
+// Kinds (issue 14 §6): --kind junk (the above, default); --kind data: RELAY_DATA frames for random
+// session IDs (what a relay must drop as unknown_session); --replay FILE: the datagrams in FILE
+// (each a big-endian u16 length and the bytes, as bench_control_flood captures them) sent again
+// verbatim, round robin. --size up to 65507 (the largest UDP/IPv4 payload): larger than any legal
+// frame, which the relay's fixed receive buffers truncate and drop.
+//
+//   udp_flood --dst ADDR:PORT --pps N --seconds S [--size BYTES] [--sockets K]
+//             [--kind junk|data] [--replay FILE]
 //
 // Prints one line: "RESULT sent=<datagrams> seconds=<elapsed> pps=<achieved>"; exit 1 on a bad
 // argument or when nothing could be sent.
@@ -16,10 +25,13 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <fstream>
 #include <random>
 #include <string>
 #include <thread>
 #include <vector>
+
+#include "meshd/core/wire_codec.hpp"
 
 namespace {
 
@@ -56,6 +68,7 @@ int main(int argc, char** argv) {
     std::string dst;
     double pps = 300'000, seconds = 10;
     size_t size = 200, sockets = 8;
+    std::string kind = "junk", replay;
     for (int i = 1; i + 1 < argc; i += 2) {
         std::string k = argv[i], v = argv[i + 1];
         if (k == "--dst")
@@ -66,6 +79,10 @@ int main(int argc, char** argv) {
             seconds = std::atof(v.c_str());
         else if (k == "--size")
             size = size_t(std::atoi(v.c_str()));
+        else if (k == "--kind")
+            kind = v;
+        else if (k == "--replay")
+            replay = v;
         else if (k == "--sockets")
             sockets = size_t(std::atoi(v.c_str()));
         else {
@@ -76,10 +93,10 @@ int main(int argc, char** argv) {
     sockaddr_storage to;
     socklen_t to_len = 0;
     if (dst.empty() || !parse_endpoint(dst, to, to_len) || pps <= 0 || seconds <= 0 || size < 32 ||
-        size > 1400 || sockets == 0 || sockets > 256) {
+        size > 65507 || (kind != "junk" && kind != "data") || sockets == 0 || sockets > 256) {
         std::fprintf(stderr,
-                     "usage: udp_flood --dst ADDR:PORT --pps N --seconds S [--size 32..1400] "
-                     "[--sockets 1..256]\n");
+                     "usage: udp_flood --dst ADDR:PORT --pps N --seconds S [--size 32..65507] "
+                     "[--sockets 1..256] [--kind junk|data] [--replay FILE]\n");
         return 1;
     }
     std::vector<int> fds;
@@ -98,15 +115,35 @@ int main(int argc, char** argv) {
     constexpr size_t batch = 64;
     std::mt19937_64 rng(std::random_device{}());
     std::vector<std::vector<uint8_t>> bufs(batch, std::vector<uint8_t>(size));
+    std::vector<std::vector<uint8_t>> captured;
+    if (!replay.empty()) {
+        std::ifstream in(replay, std::ios::binary);
+        uint8_t len[2];
+        while (in.read(reinterpret_cast<char*>(len), 2)) {
+            std::vector<uint8_t> d(size_t(len[0]) << 8 | len[1]);
+            if (!in.read(reinterpret_cast<char*>(d.data()), std::streamsize(d.size()))) break;
+            if (!d.empty()) captured.push_back(std::move(d));
+        }
+        if (captured.empty()) {
+            std::fprintf(stderr, "udp_flood: no datagrams in %s\n", replay.c_str());
+            return 1;
+        }
+    }
     std::vector<iovec> iov(batch);
     std::vector<mmsghdr> msgs(batch);
     for (size_t i = 0; i < batch; ++i) {
         for (auto& b : bufs[i]) b = uint8_t(rng());
-        bufs[i][0] = 'M';
-        bufs[i][1] = 'W';
-        bufs[i][2] = 0x01;
-        bufs[i][3] = 0x01;  // a sealed control type (HELLO)
-        iov[i] = {bufs[i].data(), size};
+        if (!captured.empty()) {
+            bufs[i] = captured[i % captured.size()];
+        } else if (kind == "data") {
+            mw::meshd::write_relay_data_header(rng(), bufs[i].data());
+        } else {
+            bufs[i][0] = 'M';
+            bufs[i][1] = 'W';
+            bufs[i][2] = 0x02;  // the current control protocol: it reaches the AEAD
+            bufs[i][3] = 0x01;  // a sealed control type (HELLO)
+        }
+        iov[i] = {bufs[i].data(), bufs[i].size()};
         std::memset(&msgs[i], 0, sizeof msgs[i]);
         msgs[i].msg_hdr.msg_name = &to;
         msgs[i].msg_hdr.msg_namelen = to_len;
@@ -126,9 +163,18 @@ int main(int argc, char** argv) {
             continue;
         }
         for (size_t i = 0; i < batch; ++i) {
-            // Vary a few bytes so that no two datagrams repeat.
+            if (!captured.empty()) {
+                // Replayed: verbatim, walking through the capture.
+                const auto& c = captured[(sent + i) % captured.size()];
+                iov[i] = {const_cast<uint8_t*>(c.data()), c.size()};
+                continue;
+            }
+            // Vary a few bytes so that no two datagrams repeat (a data frame: its session ID).
             uint64_t r = rng();
-            std::memcpy(bufs[i].data() + 4, &r, sizeof r);
+            if (kind == "data")
+                mw::meshd::write_relay_data_header(r, bufs[i].data());
+            else
+                std::memcpy(bufs[i].data() + 4, &r, sizeof r);
         }
         int n = ::sendmmsg(fds[next_fd], msgs.data(), batch, MSG_DONTWAIT);
         next_fd = (next_fd + 1) % fds.size();
