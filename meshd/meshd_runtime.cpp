@@ -42,6 +42,17 @@ namespace asio = boost::asio;
 using json = nlohmann::json;
 
 constexpr auto k_wg_poll = std::chrono::seconds(2);
+// 127/8, ::1 and ::ffff:127/104: where the relay proxy's per-peer sockets are.
+bool is_loopback(const ip_address& a) {
+    const uint8_t* b = a.data();
+    if (a.is_v4()) return b[0] == 127;
+    static constexpr uint8_t mapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
+    if (std::equal(b, b + 12, mapped)) return b[12] == 127;
+    for (int i = 0; i < 15; ++i) {
+        if (b[i]) return false;
+    }
+    return b[15] == 1;
+}
 // How long after the start peers found on the WireGuard device but not (yet) planned are kept:
 // the core finds its peers again within ~1 s (records from a relay or the cache, probes); 10 s
 // is ample and leaves a peer removed while meshd was down on the device for no longer.
@@ -434,7 +445,8 @@ void daemon::poll_wg() {
             std::vector<wg_peer_counters> counters;
             counters.reserve(d->peers.size());
             for (const auto& p : d->peers) {
-                counters.push_back(wg_peer_counters{p.public_key, p.rx_bytes, p.tx_bytes});
+                counters.push_back(
+                    wg_peer_counters{p.public_key, p.rx_bytes, p.tx_bytes, p.endpoint});
             }
             if (core_ && !stopping_) {
                 core_->on_wireguard_counters(counters, core_ms());
@@ -451,7 +463,9 @@ void daemon::poll_wg() {
         planner_.lingering() || keepalive_pending_ || keep_ended) {
         apply_dataplane();
     }
-    wg_timer_.expires_after(k_wg_poll);
+    // Faster while a direct pair's PONGs are late (node_core::wg_read_interval).
+    wg_timer_.expires_after(core_ ? std::chrono::milliseconds(core_->wg_read_interval())
+                                  : k_wg_poll);
     wg_timer_.async_wait([this](const boost::system::error_code& ec) {
         if (!ec) poll_wg();
     });
@@ -792,6 +806,21 @@ int daemon::run() {
         if (ec) return;
         log::info("signal received", {{"signal", std::to_string(sig)}});
         shutdown();
+    });
+    // The device as the last meshd left it (kept, or adopted after a crash), read before the first
+    // apply changes it: peers on a relay proxy socket (a loopback endpoint) were relayed, and the
+    // core requests their relay sessions at once instead of after the direct grace (issue 14 §3).
+    wg_->get([this](result<wg_device> d) {
+        if (!d || !core_ || stopping_) return;
+        std::vector<wg_key> relayed;
+        for (const auto& p : d->peers) {
+            if (p.endpoint && is_loopback(p.endpoint->address)) relayed.push_back(p.public_key);
+        }
+        if (relayed.empty()) return;
+        log::info("peers relayed before the restart; relay sessions requested at once",
+                  {{"peers", std::to_string(relayed.size())}});
+        core_->on_relayed_before(relayed, core_ms());
+        after_core();
     });
     core_->start(core_ms());
     cache_.load(*core_);

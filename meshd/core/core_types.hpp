@@ -121,6 +121,12 @@ struct node_core_config {
     // idle_used_ping_interval (retried every ping_interval while unanswered). So an idle node's
     // control traffic grows with its relays, not with the cluster.
     uint64_t ping_interval_ms = 1000;  // paths of active pairs (direct and in-band); retries
+    // WireGuard's counters are read this often (node_core::wg_read_interval), and at the fast
+    // interval while an active direct pair's PONGs are late: its path is then kept by the rx from
+    // the peer (peer_paths, "kept by WireGuard"), credited to the read before the growth, which
+    // must come within path_timeout_ms of the next (reads 2 s apart left gaps of 0.5 s).
+    uint64_t wg_read_interval_ms = 2000;
+    uint64_t wg_read_fast_interval_ms = 1000;
     // The NAT keepalive interval: a used relay's address in use gets a NAT_KEEPALIVE (4 bytes,
     // wire_codec.hpp) this often between full probes; also the retry cap of a relay not up.
     uint64_t idle_ping_interval_ms = 25000;
@@ -301,6 +307,9 @@ struct peer_dataplane {
 struct wg_peer_counters {
     wg_key public_key;
     uint64_t rx_bytes = 0, tx_bytes = 0;
+    // Where WireGuard sends to the peer now (it roams to the source of the last packet it
+    // authenticated); nullopt: unknown.
+    std::optional<wg_endpoint> endpoint;
 };
 
 struct outgoing_datagram {

@@ -548,6 +548,11 @@ void node_core::on_wireguard_counters(const std::vector<wg_peer_counters>& peers
     ctx_.due(read_ms);
 }
 
+void node_core::on_relayed_before(const std::vector<wg_key>& peers, uint64_t now) {
+    for (const auto& k : peers) paths_.relayed_before(node_id::of(k), now);
+    ctx_.due(now);
+}
+
 void node_core::on_traffic(const wg_key& peer, uint64_t now) {
     paths_.on_traffic(node_id::of(peer), now);
     ctx_.due(now);

@@ -106,6 +106,15 @@ public:
     // a relayed pair whose WireGuard makes no progress through its relay leaves it, and growth
     // beyond keepalives makes a pair active (probed fast; see "Liveness" above).
     void on_wireguard_counters(const std::vector<wg_peer_counters>& peers, uint64_t read_ms);
+    // When the daemon should read WireGuard's counters next, after a read: cfg
+    // wg_read_interval_ms, or wg_read_fast_interval_ms while an active direct pair's PONGs are
+    // late (its path may have to be kept by WireGuard's rx; see peer_paths).
+    uint64_t wg_read_interval() const { return paths_.wg_read_interval(last_tick_ms_); }
+    // Peers the WireGuard device found at start (kept, or adopted from a meshd that crashed) sends
+    // to through a relay proxy socket (a loopback endpoint): relayed when the last meshd stopped.
+    // They get no direct grace: their relay sessions are requested at once, so that a relayed
+    // pair is back within the session setup (a direct answer still wins, as always).
+    void on_relayed_before(const std::vector<wg_key>& peers, uint64_t now_ms);
     // The data plane saw WireGuard send to the peer with this key (the relay proxy, as it
     // happens): the pair is active at once, not at the next device read.
     void on_traffic(const wg_key& peer, uint64_t now_ms);

@@ -81,6 +81,29 @@ const peer_paths::candidate* peer_paths::answering(const peer_entry& p, uint64_t
     return nullptr;
 }
 
+void peer_paths::relayed_before(const node_id& id, uint64_t now) {
+    if (id == ctx_.id() || relayed_before_.size() >= store_.config().max_records) return;
+    relayed_before_.insert(id);
+    if (auto it = peers_.find(id); it != peers_.end()) recheck(it->second);
+    ctx_.due(now);
+}
+
+uint64_t peer_paths::wg_read_interval(uint64_t now) const {
+    const auto& cfg = ctx_.cfg;
+    if (now >= latest_active_until_) return cfg.wg_read_interval_ms;  // no pair active
+    // Late: no PONG for a ping interval and a half (one probe unanswered). Reads come fast from
+    // then on, so a gap between reads never exceeds what a credit (the read before growth) covers.
+    const uint64_t late = cfg.ping_interval_ms + cfg.ping_interval_ms / 2;
+    for (const auto& [id, p] : peers_) {
+        if (p.dp.path != path_kind::direct || p.learned || !active(p, now)) continue;
+        if (p.held_by_wg) return cfg.wg_read_fast_interval_ms;
+        uint64_t last = 0;
+        for (const auto& c : p.candidates) last = std::max(last, c.last_pong_ms);
+        if (now > std::max(last, p.active_since) + late) return cfg.wg_read_fast_interval_ms;
+    }
+    return cfg.wg_read_interval_ms;
+}
+
 size_t peer_paths::active_pairs(uint64_t now) const {
     size_t n = 0;
     for (const auto& [id, p] : peers_) n += active(p, now);
@@ -258,6 +281,7 @@ void peer_paths::decide(const node_id& id, peer_entry& p, const peer_record& rec
     // Only what the route authority accepted is routed to the peer.
     if (const auto* d = routes_.find(id)) dp.allowed_ips = d->accepted;
     bool learned = false;
+    bool held_by_wg = false;
 
     const candidate* best = nullptr;
     // The peer's PINGs that make a path learned: its direct probes (every ping_interval while it
@@ -302,6 +326,16 @@ void peer_paths::decide(const node_id& id, peer_entry& p, const peer_record& rec
         } else {
             learned = true;
         }
+    } else if (p.dp.path == path_kind::direct && !p.learned && p.dp.endpoint && p.wg_rx_direct_ms &&
+               now <= p.wg_rx_direct_ms + cfg.path_timeout_ms) {
+        // The peer's meshd does not answer, but its WireGuard packets keep arriving on the direct
+        // endpoint in use: the path works (the peer's meshd is restarting). A relay would not
+        // help: the peer's meshd is what sets up its side of a relayed path.
+        dp.path = path_kind::direct;
+        dp.endpoint = p.dp.endpoint;
+        dp.keepalive = p.dp.keepalive;
+        held_by_wg = true;
+        ctx_.due(p.wg_rx_direct_ms + cfg.path_timeout_ms + 1);
     } else if (fresh(p.last_inbound_ms, p, now, learned_timeout)) {
         dp.path = path_kind::direct;
         learned = true;
@@ -314,8 +348,11 @@ void peer_paths::decide(const node_id& id, peer_entry& p, const peer_record& rec
         // reached directly by everyone, never through another relay.
         ctx_.due(now + cfg.ping_interval_ms);
     } else if (!role_.serving() && !p.candidates.empty() &&
-               now < p.discovered_ms + cfg.direct_grace_ms) {
+               now < p.discovered_ms + cfg.direct_grace_ms && p.dp.path != path_kind::relay &&
+               !relayed_before_.count(id)) {
         // A new peer: give its direct addresses a moment before binding relay sessions for it.
+        // Not one relayed before our restart (its direct addresses did not answer then), nor
+        // one relayed already (it was).
         ctx_.due(p.discovered_ms + cfg.direct_grace_ms);
     } else if (!role_.serving()) {
         ensure_keys(id, p, rec.wg_public_key);
@@ -333,6 +370,17 @@ void peer_paths::decide(const node_id& id, peer_entry& p, const peer_record& rec
         now < p.relayed.relay_since_ms + 4 * cfg.path_timeout_ms) {
         activate(p, now);
     }
+    if (held_by_wg != p.held_by_wg) {
+        p.held_by_wg = held_by_wg;
+        if (held_by_wg) {
+            ctx_.log(1, "path kept",
+                     {{"peer", rec.name},
+                      {"path", to_string(dp.path)},
+                      {"endpoint", dp.endpoint ? dp.endpoint->str() : "-"},
+                      {"reason", "no PONG for " + std::to_string(cfg.path_timeout_ms) +
+                                     " ms but WireGuard receives from the peer on it"}});
+        }
+    }
     // Only a relayed path's data plane follows the active spell (its keepalive): the decision is
     // taken again at the spell's end (due above), so the data plane changes only on the turns.
     dp.active = dp.path == path_kind::relay && active(p, now);
@@ -344,8 +392,10 @@ void peer_paths::decide(const node_id& id, peer_entry& p, const peer_record& rec
                 {"peer", rec.name}, {"path", to_string(dp.path)}, {"endpoint", ep}};
             if (dp.path == path_kind::relay) {
                 f.emplace_back("relay", ctx_.name_of(dp.relay));
-                f.emplace_back("reason", "no direct answer within " +
-                                             std::to_string(cfg.path_timeout_ms) + " ms");
+                f.emplace_back("reason", relayed_before_.count(id)
+                                             ? std::string("relayed before the restart")
+                                             : "no direct answer within " +
+                                                   std::to_string(cfg.path_timeout_ms) + " ms");
             } else if (dp.path == path_kind::direct) {
                 f.emplace_back("reason", learned ? "the peer reaches us directly"
                                                  : "the peer answers on a direct address");
@@ -362,6 +412,7 @@ void peer_paths::decide(const node_id& id, peer_entry& p, const peer_record& rec
         p.learned = learned;
         ++dp_version_;
     }
+    if (p.dp.path != path_kind::none) relayed_before_.erase(id);
 }
 
 void peer_paths::ensure_keys(const node_id& id, peer_entry& p, const wg_key& key) {
@@ -539,6 +590,18 @@ void peer_paths::on_wireguard_counters(const std::vector<wg_peer_counters>& v, u
             rx = c.rx_bytes - wg.our_rx;
         }
         p.relayed.wg.note_ours(c.tx_bytes, c.rx_bytes, read_ms);
+        // rx that grew since the last read while the direct path was in use, with WireGuard at its
+        // address (not roamed to a relay proxy's): the path carried the peer's packets after that
+        // read.
+        if (p.wg_read_ms && c.rx_bytes > p.wg_rx && p.dp.path == path_kind::direct && !p.learned &&
+            p.dp.endpoint &&
+            (!c.endpoint || normalize_endpoint(*c.endpoint).address ==
+                                normalize_endpoint(*p.dp.endpoint).address)) {
+            p.wg_rx_direct_ms = p.wg_read_ms;
+            recheck(p);
+        }
+        p.wg_rx = c.rx_bytes;
+        p.wg_read_ms = read_ms;
         // Counted over reads in a row without rx: an idle end that only keepalives into a dead
         // path also gets there, by WireGuard's handshake retries (148 bytes every 5 s).
         p.tx_unanswered = rx ? 0 : p.tx_unanswered + tx;
@@ -625,6 +688,8 @@ void peer_paths::shift_clocks(uint64_t late, uint64_t now) {
     for (auto& [id, p] : peers_) {
         for (auto& c : p.candidates) core_context::shift_clock(c.last_pong_ms, late, now);
         core_context::shift_clock(p.last_inbound_ms, late, now);
+        core_context::shift_clock(p.wg_read_ms, late, now);
+        core_context::shift_clock(p.wg_rx_direct_ms, late, now);
         core_context::shift_clock(p.relayed.last_inband_pong_ms, late, now);
         core_context::shift_clock(p.relayed.peer_relay_ms, late, now);
     }

@@ -67,6 +67,15 @@ public:
         // WireGuard bytes sent since its counters last showed anything received (reads in a
         // row): unanswered_tx_bytes_per_read of them makes the pair active.
         uint64_t tx_unanswered = 0;
+        // WireGuard's rx from the peer (on_wireguard_counters): the total at the last read, that
+        // read's time, and the time rx last grew on the direct endpoint in use, credited to the
+        // read before (the packets came after it; so a path that died is never held longer than
+        // by its last PONG). It keeps a direct path whose PONGs stopped (the peer's meshd is
+        // down, its WireGuard is not) for path_timeout_ms after that.
+        uint64_t wg_rx = 0;
+        uint64_t wg_read_ms = 0;
+        uint64_t wg_rx_direct_ms = 0;
+        bool held_by_wg = false;  // the decision was kept by WireGuard rx (logged once)
         // the decision
         peer_dataplane dp;
         bool learned = false;
@@ -111,6 +120,11 @@ public:
     // The data plane saw WireGuard send to `peer` (the relay proxy, at once, without waiting
     // for the next device read): the pair is active.
     void on_traffic(const node_id& peer, uint64_t now);
+    // The peer was relayed before this start (node_core::on_relayed_before): no direct grace
+    // when it is (or once it is) found; forgotten once it has a path.
+    void relayed_before(const node_id& id, uint64_t now);
+    // How soon WireGuard's counters should be read again (node_core::wg_read_interval).
+    uint64_t wg_read_interval(uint64_t now) const;
     // Pairs active now (meshctl, metrics).
     size_t active_pairs(uint64_t now) const;
     // The candidate whose PONG still vouches for the direct path (as decide() judges it: an
@@ -199,6 +213,7 @@ private:
     };
     std::map<node_id, std::vector<offered>> offered_;  // add_candidate(), bounded
     route_authority routes_;
+    std::set<node_id> relayed_before_;       // relayed_before(), bounded like the store
     std::vector<ip_address> host_underlay_;  // as last given to routes_
     std::set<node_id> routes_dirty_;         // their route decision changed: decide again
     uint64_t dp_version_ = 0;

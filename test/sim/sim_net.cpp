@@ -85,6 +85,12 @@ std::vector<relay_spec> sim_net::relay_specs() const {
     return v;
 }
 
+void sim_net::stop_meshd(sim_host& h) {
+    h.wg_only = h.core->dataplane();
+    h.core.reset();
+    h.deadline = UINT64_MAX;
+}
+
 void sim_net::start_core(sim_host& h, const std::vector<relay_spec>& relays, const std::string& psk,
                          node_core_config c) {
     identity_seed seed{};
@@ -123,7 +129,11 @@ void sim_net::start_core(sim_host& h, const std::vector<relay_spec>& relays, con
             for (auto& b : out) b = static_cast<uint8_t>((*gen)());
         },
         h.binder.get(), store_cfg);
+    // A restart: the device's peers stay until the core has a path for them, at most 10 s (the
+    // daemon's keep window, wg_interface_config::keep_other_peers).
+    if (h.wg_only) h.wg_only_until = now_ + 10000;
     h.deadline = h.to_sim(h.core->start(h.clock(now_)));
+    h.wg_public_key = h.core->self_record().wg_public_key;
     drain(h);
 }
 
@@ -314,8 +324,8 @@ void sim_net::route(const wg_endpoint& from, const wg_endpoint& to, std::vector<
 void sim_net::deliver(const event& e) {
     sim_host* h = host_at(e.to.address);
     if (h) ++h->rx_by_port[e.to.port];
-    if (h && h->up && h->core && e.to.port == wg_port && e.bytes.size() == wg_size_ &&
-        e.bytes[0] == 4 && !lost(h->loss)) {
+    if (h && h->up && (h->core || h->wg_only) && e.to.port == wg_port &&
+        e.bytes.size() == wg_size_ && e.bytes[0] == 4 && !lost(h->loss)) {
         // Simulated WireGuard on a direct path: counted for the pair, as on a relayed one.
         uint64_t tag = 0;
         std::memcpy(&tag, e.bytes.data() + 8, 8);
@@ -390,8 +400,20 @@ void sim_net::wireguard_tick() {
     if (now_ >= next_wg_ms_) {
         next_wg_ms_ = now_ + wg_interval_ms_;
         for (auto& h : hosts_) {
-            if (!h->core || !h->up || h->frozen_until_ms > now_) continue;
-            for (const auto& dp : h->core->dataplane()) {
+            if ((!h->core && !h->wg_only) || !h->up || h->frozen_until_ms > now_) continue;
+            std::vector<peer_dataplane> dps = h->core ? h->core->dataplane() : *h->wg_only;
+            if (h->core && h->wg_only && now_ < h->wg_only_until) {
+                for (const auto& k : *h->wg_only) {
+                    auto it = std::find_if(dps.begin(), dps.end(),
+                                           [&](const auto& d) { return d.id == k.id; });
+                    if (it == dps.end()) {
+                        dps.push_back(k);
+                    } else if (it->path == path_kind::none) {
+                        *it = k;
+                    }
+                }
+            }
+            for (const auto& dp : dps) {
                 const bool relayed = dp.path == path_kind::relay && dp.session_id;
                 const bool direct = dp.path == path_kind::direct && dp.endpoint;
                 if (!relayed && !direct) continue;
@@ -413,7 +435,7 @@ void sim_net::wireguard_tick() {
                 wg_frames_[tag] = {h.get(), to};
                 h->wg_tx[dp.name] += wg_size_;
                 uint64_t& last = wg_last_sent_[{h.get(), dp.name}];
-                if (wg_notify_traffic && relayed && (!last || now_ >= last + 1000)) {
+                if (h->core && wg_notify_traffic && relayed && (!last || now_ >= last + 1000)) {
                     h->core->on_traffic(dp.wg_public_key, h->clock(now_));
                     h->deadline = std::min(h->deadline, h->to_sim(h->core->next_deadline()));
                 }
@@ -428,20 +450,24 @@ void sim_net::wireguard_tick() {
         if (wg_frames_.size() > 100000) wg_frames_.clear();  // lost ones
     }
     if (now_ >= next_wg_read_ms_) {
-        next_wg_read_ms_ = now_ + 2000;
+        // As the daemon: the next read when the soonest core wants it
+        // (node_core::wg_read_interval).
+        uint64_t next = 2000;
         for (auto& h : hosts_) {
             if (!h->core || !h->up || h->frozen_until_ms > now_) continue;
             std::vector<wg_peer_counters> v;
             for (auto& o : hosts_) {
-                if (o.get() == h.get() || !o->core) continue;
+                if (o.get() == h.get() || (!o->core && !o->wg_only)) continue;
                 if (!h->wg_tx.count(o->name) && !h->wg_rx.count(o->name)) continue;
-                v.push_back(wg_peer_counters{o->core->self_record().wg_public_key,
-                                             h->wg_rx[o->name], h->wg_tx[o->name]});
+                v.push_back(
+                    wg_peer_counters{o->wg_public_key, h->wg_rx[o->name], h->wg_tx[o->name]});
             }
             h->core->on_wireguard_counters(v, h->clock(now_));
             h->deadline = std::min(h->deadline, h->to_sim(h->core->next_deadline()));
             drain(*h);
+            next = std::min(next, h->core->wg_read_interval());
         }
+        next_wg_read_ms_ = now_ + next;
     }
 }
 

@@ -73,6 +73,11 @@ struct sim_host {
     }
     bool relay = false;
     std::unique_ptr<node_core> core;
+    // meshd down, WireGuard up (sim_net::stop_meshd): WireGuard goes on with the data plane
+    // the core left, under the key it had.
+    std::optional<std::vector<meshd::peer_dataplane>> wg_only;
+    uint64_t wg_only_until = 0;  // after the restart: the kept peers until then
+    wg_key wg_public_key{};
     // Created on first use (a relay's first session): a table is ~3.5 MB preallocated, which
     // would swamp the per-core memory figures of core_rss_bench if every host had one.
     std::unique_ptr<meshd::relay_session_table> table;
@@ -124,6 +129,10 @@ public:
     // 10.244.<host index>.0/24 (unique beyond 256 hosts, see start_core) unless `overrides` sets
     // pod_cidrs; the host's control endpoint is advertised unless `overrides.endpoints` lists
     // others (a lying node).
+    // Kills the host's core (a SIGKILLed meshd) and leaves its WireGuard running with the core's
+    // last data plane (wireguard-go adopted later, a kernel device): start_core() again (with
+    // next_seed set to the same identity seed) is the restart.
+    void stop_meshd(sim_host& h);
     void start_core(sim_host& h, const std::vector<meshd::relay_spec>& relays,
                     const std::string& psk = "sim cluster psk 0123456789",
                     node_core_config overrides = {});

@@ -1,0 +1,148 @@
+// meshd restarts (issue 14 §3) on the simulator: a node's core killed and started again with
+// the same identity while its WireGuard goes on (sim_net::stop_meshd).
+#include <doctest/doctest.h>
+
+#include <algorithm>
+#include <string>
+
+#include "test/sim/sim_mesh_fixture.hpp"
+
+namespace mw::sim {
+
+namespace {
+
+// The std_mesh with every core started, `name` with a fixed identity seed so that it can
+// restart as the same node.
+struct restart_mesh {
+    std_mesh m;
+    meshd::identity_seed seed{};
+    std::string name;
+    std::vector<meshd::relay_spec> specs;
+
+    restart_mesh(uint64_t s, const std::string& n, uint8_t fill) : m(s, false), name(n) {
+        seed.fill(fill);
+        specs = m.net.relay_specs();
+        for (auto& h : m.net.hosts()) {
+            if (h->name == name) m.net.next_seed = seed;
+            m.net.start_core(*h, specs);
+        }
+    }
+    void start_again() {
+        m.net.next_seed = seed;
+        m.net.start_core(m.net[name], specs);
+    }
+};
+
+size_t count_log(const sim_host& h, const std::string& msg, const std::string& peer) {
+    return std::count_if(h.log.begin(), h.log.end(), [&](const auto& e) {
+        if (e.msg != msg) return false;
+        for (const auto& [k, v] : e.fields) {
+            if (k == "peer" && v == peer) return true;
+        }
+        return false;
+    });
+}
+
+}  // namespace
+
+// Issue 14 §3: lan1b's meshd is down for 6 s (longer than the 3.5 s path timeout) while its
+// WireGuard carries traffic with lan1a. lan1a's probes go unanswered, but WireGuard's rx from
+// lan1b keeps growing on the direct endpoint: lan1a keeps the direct path (a relay would not
+// help: lan1b's meshd sets up its side of a relayed path) and logs that once. Bounded: when the
+// path itself dies too (nothing arrives any more), lan1a fails over to a relay within the path
+// timeout and a WireGuard read of the last rx.
+TEST_CASE("sim: restart — a direct pair is kept by WireGuard rx while the peer's meshd is down") {
+    restart_mesh rm(41, "lan1b", 0x5b);
+    auto& net = rm.m.net;
+    REQUIRE(net.run_until([&] { return rm.m.all_know_all() && is_direct(net, "lan1a", "lan1b"); },
+                          15000));
+    net.simulate_wireguard(100, 128, {{"lan1a", "lan1b"}, {"lan1b", "lan1a"}});
+    net.run_for(3000);
+    REQUIRE(is_direct(net, "lan1a", "lan1b"));
+
+    net.stop_meshd(net["lan1b"]);
+    const uint64_t t_kill = net.now();
+    bool stayed = true;
+    while (net.now() < t_kill + 6000) {
+        net.run_for(100);
+        stayed &= net.path("lan1a", "lan1b") == meshd::path_kind::direct;
+    }
+    CHECK(stayed);
+    CHECK(count_log(net["lan1a"], "path kept", "lan1b") == 1);
+    // WireGuard went on both ways all along.
+    check_wireguard_flows(net, "lan1a", "lan1b");
+
+    rm.start_again();
+    REQUIRE(net.run_until([&] { return is_direct(net, "lan1a", "lan1b"); }, 2000));
+    check_wireguard_flows(net, "lan1a", "lan1b");
+
+    // Down again, and this time the LAN path dies as well: the hold ends with the rx.
+    net.stop_meshd(net["lan1b"]);
+    net.run_for(5000);
+    REQUIRE(net.path("lan1a", "lan1b") == meshd::path_kind::direct);
+    net["lan1a"].drop_from.push_back(net["lan1b"].addr);
+    net["lan1b"].drop_from.push_back(net["lan1a"].addr);
+    const uint64_t t_cut = net.now();
+    REQUIRE(net.run_until([&] { return net.path("lan1a", "lan1b") != meshd::path_kind::direct; },
+                          10000));
+    const uint64_t took = net.now() - t_cut;
+    MESSAGE("direct path given up " << took << " ms after it died (peer's meshd down)");
+    const meshd::node_core_config cfg;
+    CHECK(took <= cfg.path_timeout_ms + cfg.wg_read_fast_interval_ms + 100);
+}
+
+}  // namespace mw::sim
+
+namespace mw::sim {
+
+// Issue 14 §3: lan2a's meshd restarts (killed, started again with the same identity, its
+// WireGuard kept). A fresh core gives a new peer direct_grace_ms (1 s) to answer directly before
+// it binds relay sessions; a peer the device still sent to through a relay proxy socket
+// (node_core::on_relayed_before, the daemon's read of the kept device) gets its relay path at
+// once. Measured both ways on the same mesh: the relayed pair lan2a -> lan1a has its relayed path
+// with the session accepted again within 1 s of the restart only with the hint.
+TEST_CASE("sim: restart — a pair relayed before the restart is relayed again at once") {
+    restart_mesh rm(43, "lan2a", 0x2a);
+    auto& net = rm.m.net;
+    REQUIRE(net.run_until(
+        [&] { return rm.m.all_know_all() && rm.m.relayed_live("lan1a", "lan2a"); }, 20000));
+    net.simulate_wireguard(100, 128, {{"lan1a", "lan2a"}, {"lan2a", "lan1a"}});
+    net.run_for(3000);
+    auto relayed_again = [&] {
+        auto p = net.peer("lan2a", "lan1a");
+        return p && p->path == meshd::path_kind::relay && p->session_accepted;
+    };
+    auto restart = [&](bool hint) {
+        auto& h = net["lan2a"];
+        net.stop_meshd(h);
+        net.run_for(2000);
+        std::vector<wg_key> relayed;
+        for (const auto& dp : *h.wg_only) {
+            if (dp.path == meshd::path_kind::relay) relayed.push_back(dp.wg_public_key);
+        }
+        REQUIRE(!relayed.empty());
+        const uint64_t t = net.now();
+        rm.start_again();
+        if (hint) h.core->on_relayed_before(relayed, h.clock(net.now()));
+        REQUIRE(net.run_until(relayed_again, 5000));
+        const uint64_t took = net.now() - t;
+        check_wireguard_flows(net, "lan1a", "lan2a");
+        net.run_for(5000);
+        return took;
+    };
+    const uint64_t without = restart(false);
+    const uint64_t with = restart(true);
+    MESSAGE("relayed path back " << without << " ms after the restart without the hint, " << with
+                                 << " ms with it");
+    const meshd::node_core_config cfg;
+    CHECK(without >= cfg.direct_grace_ms);
+    CHECK(with < 500);
+    size_t logged = 0;
+    for (const auto& e : net["lan2a"].log) {
+        for (const auto& [k, v] : e.fields)
+            logged += k == "reason" && v == "relayed before the restart";
+    }
+    CHECK(logged >= 1);
+}
+
+}  // namespace mw::sim
