@@ -619,18 +619,21 @@ void relay_directory::tick(const peer_record& self, uint64_t now) {
             h.request_id = ctx_.random_u64() | 1;  // never 0 (0: RECORDS pushed)
             h.cookie = ctx_.cookies().for_responder(*r.id, normalize_endpoint(to));
             h.flags = hello_msg::flag_want_records;
-            if (!r.registered) h.flags |= hello_msg::flag_ack;
+            // Not registered, or our current record not acknowledged yet: ask for an answer.
+            const bool unacked = !r.registered || r.acked_seq != self.seq;
+            if (unacked) h.flags |= hello_msg::flag_ack;
             h.record = self;
             if (add_digest) add_digest(h);
             ctx_.cookies().note_request(h.request_id, {cookie_jar::request_kind::hello, *r.id,
                                                        normalize_endpoint(to), now});
             r.last_hello_ms = now;
+            r.hello_request_id = h.request_id;
+            r.hello_seq = self.seq;
             ctx_.send(std::move(h), *r.id, to, 0, now);
             // Unanswered, again soon: a relay answers every HELLO with flag_ack. Unanswered
             // HELLOs mean a lost answer or a relay that refuses us (we are revoked there, or it
             // is restarting): a node unrevoked must be back within a retry, not an interval.
-            const bool retry = !r.registered;
-            r.next_hello_ms = now + (retry ? cfg.hello_retry_interval_ms : cfg.hello_interval_ms);
+            r.next_hello_ms = now + (unacked ? cfg.hello_retry_interval_ms : cfg.hello_interval_ms);
         }
         if (r.id) ctx_.due(r.next_hello_ms);
         if (is_up) {
@@ -774,8 +777,20 @@ void relay_directory::on_hello_wanted(const node_id& relay, uint64_t now) {
 void relay_directory::on_hello_answer(const node_id& relay, uint64_t request_id, uint64_t now) {
     relay_entry* r = find(relay);
     // Any answer (a RECORDS with a HELLO's request id, from the relay itself): it holds us.
-    if (!r || request_id == 0 || r->registered) return;
+    if (!r || request_id == 0) return;
+    const bool newest = request_id == r->hello_request_id;
+    if (r->registered && (!newest || r->acked_seq == r->hello_seq)) return;
     r->registered = true;
+    if (newest) r->acked_seq = r->hello_seq;
+    // An answer to an older HELLO: the one with our current record may have been lost at the
+    // relay. It stays at the retry interval (tick) until answered.
+    if (r->acked_seq != r->hello_seq) {
+        // "seq": the counter part, as membership logs it.
+        const uint64_t counter = r->hello_seq & ((uint64_t{1} << 30) - 1);
+        ctx_.log(0, "relay answered an older HELLO; our current record not acknowledged yet",
+                 {{"relay", r->spec.name}, {"seq", std::to_string(counter)}});
+        return;
+    }
     // The retry becomes the interval; a HELLO already due (our record changed since) stays due.
     if (r->next_hello_ms > now) {
         r->next_hello_ms =

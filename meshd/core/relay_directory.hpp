@@ -80,8 +80,16 @@ struct relay_entry {
     // every hello_retry_interval (a relay answers a node registering anew, membership.hpp).
     bool registered = false;
     uint64_t last_hello_ms = 0;  // our last HELLO
-    size_t hello_addr = 0;       // with no address answering: the next one HELLOs go to
-    uint64_t boot_epoch = 0;     // the relay's, from its PONGs: a new one is a restart
+    // Our last HELLO's request id and the seq of the record it carried, and the seq of the
+    // record in the last HELLO it answered. An answer to an older HELLO does not say that our
+    // newer record arrived (the relay may have lost it: its port changes hands when its role
+    // turns active): until the HELLO with our current record is answered, HELLOs ask for an
+    // answer (flag_ack) and are retried every hello_retry_interval.
+    uint64_t hello_request_id = 0;
+    uint64_t hello_seq = 0;
+    uint64_t acked_seq = 0;
+    size_t hello_addr = 0;    // with no address answering: the next one HELLOs go to
+    uint64_t boot_epoch = 0;  // the relay's, from its PONGs: a new one is a restart
     // It announced keeping our idle sessions while it hears us (RELAY_SESSION_KEPT, its keep
     // window; 0: not in this boot epoch): relay_election stops refreshing them at idle.
     uint64_t keep_ms = 0;
@@ -163,7 +171,8 @@ public:
     // hello_wanted_gap_ms per relay, so a relay cannot make us HELLO faster than that.
     void on_hello_wanted(const node_id& relay, uint64_t now);
     static constexpr uint64_t hello_wanted_gap_ms = 1'000;
-    // RECORDS from a relay answering a HELLO of ours (request id): we are registered there.
+    // RECORDS from a relay answering a HELLO of ours (request id): we are registered there, and
+    // it holds our current record if the request is our last HELLO's.
     void on_hello_answer(const node_id& relay, uint64_t request_id, uint64_t now);
     // A relay's boot epoch, from a message of its (PONG): a new one means it restarted and
     // lost our registration, so we HELLO it at once. True when it restarted (its sessions are

@@ -242,7 +242,15 @@ def run(m, st):
                                for p in m.meshctl(m[n], "peers")["peers"]}
                 except Exception as x:  # noqa: BLE001 - a diagnosis
                     seqs[n] = str(x)
-            raise AssertionError("%s\nrecordSeq held: %s" % (e, seqs)) from None
+            # Every node's meshd log, kept past the mesh's cleanup (a start-up race is rare:
+            # its HELLO/registration lines are the evidence).
+            keep = "/tmp/e2e_clock_skew_a_%d" % os.getpid()
+            os.makedirs(keep, exist_ok=True)
+            for n in NODES:
+                with open(os.path.join(keep, n + ".log"), "w") as f:
+                    f.write(m.log(m[n]))
+            raise AssertionError("%s\nrecordSeq held: %s\nmeshd logs in %s" % (e, seqs, keep)) \
+                from None
         for n in ("relay1", "lan1b", "lan2a"):
             off = log_clock_offset(m, n)
             figure("a. %s: meshd's wall clock (its log) minus the real one" % n,
