@@ -13,6 +13,7 @@
 
 #include <cerrno>
 #include <cstring>
+#include <fstream>
 #include <vector>
 
 #include "common/log.hpp"
@@ -102,6 +103,35 @@ result<bool> link_exists(const std::string& netns_path, const std::string& ifnam
     return li.err().wrap("looking up interface " + ifname);
 }
 
+// Same file (device and inode) as `path`; false if either cannot be stat'ed.
+bool same_file(const std::string& a, const std::string& b) {
+    struct stat sa {};
+    struct stat sb {};
+    return ::stat(a.c_str(), &sa) == 0 && ::stat(b.c_str(), &sb) == 0 && sa.st_dev == sb.st_dev &&
+           sa.st_ino == sb.st_ino;
+}
+
+// Whether the process behind `pid` is one this meshd could have started: the wireguard-go
+// program it runs (its executable, or for a script its interpreter's first argument), in the
+// network namespace it serves. Anything else answering on the shared socket directory (another
+// meshd's wireguard-go for the same name in another namespace, boringtun, an operator's own) is
+// neither adopted nor stopped. Empty: it is; else why not.
+std::string foreign_reason(pid_t pid, const std::string& program, const std::string& netns_path) {
+    const std::string proc = "/proc/" + std::to_string(pid);
+    bool ours = same_file(proc + "/exe", program);
+    if (!ours) {
+        std::ifstream in(proc + "/cmdline", std::ios::binary);
+        std::string arg;
+        for (int i = 0; i < 2 && std::getline(in, arg, '\0'); ++i) {
+            if (same_file(arg, program)) ours = true;
+        }
+    }
+    if (!ours) return "it does not run " + program;
+    const std::string ns = netns_path.empty() ? "/proc/self/ns/net" : netns_path;
+    if (!same_file(proc + "/ns/net", ns)) return "it serves another network namespace";
+    return {};
+}
+
 std::string describe_wait_status(int st) {
     if (WIFEXITED(st)) return "exit code " + std::to_string(WEXITSTATUS(st));
     if (WIFSIGNALED(st)) return std::string("signal ") + strsignal(WTERMSIG(st));
@@ -184,6 +214,28 @@ result<bool> wg_userspace_backend::take_over_existing() {
     }
     auto d = decide_existing(probe);
     const std::string pid_s = std::to_string(probe.socket_pid);
+    // Before stopping or adopting it: pin the process (a pidfd names it even if its pid is
+    // reused later), then check it is what we would have started.
+    unique_fd pinned;
+    if (d.action == wg_existing_action::remove_stale || d.action == wg_existing_action::adopt) {
+        pinned.reset(open_pidfd(probe.socket_pid));
+        if (!pinned.valid()) {
+            return error::from_errno(
+                errno, "wireguard-go pid " + pid_s + " for " + opts_.ifname + ": pidfd_open");
+        }
+        if (auto why = foreign_reason(probe.socket_pid, resolve_program(opts_.wireguard_go),
+                                      opts_.netns_path);
+            !why.empty()) {
+            return error(errc::already_exists,
+                         "pid " + pid_s + " answers on " + socket_path() + " but " + why +
+                             ": not adopting or stopping it (stop it, or use another interface "
+                             "name)");
+        }
+        if (wait_pidfd(pinned.get(), std::chrono::milliseconds(0))) {
+            return error(errc::io_error, "wireguard-go pid " + pid_s + " for " + opts_.ifname +
+                                             " exited while being adopted; start meshd again");
+        }
+    }
     switch (d.action) {
         case wg_existing_action::start:
             // A socket file nobody serves (wireguard-go killed with SIGKILL): remove it.
@@ -199,13 +251,10 @@ result<bool> wg_userspace_backend::take_over_existing() {
         case wg_existing_action::remove_stale: {
             log::warn("stale wireguard-go stopped",
                       {{"interface", opts_.ifname}, {"pid", pid_s}, {"reason", d.reason}});
-            unique_fd fd(open_pidfd(probe.socket_pid));
-            if (fd.valid()) {
-                (void)signal_pidfd(fd.get(), SIGTERM);
-                if (!wait_pidfd(fd.get(), std::chrono::seconds(3))) {
-                    (void)signal_pidfd(fd.get(), SIGKILL);
-                    (void)wait_pidfd(fd.get(), std::chrono::seconds(1));
-                }
+            (void)signal_pidfd(pinned.get(), SIGTERM);
+            if (!wait_pidfd(pinned.get(), std::chrono::seconds(3))) {
+                (void)signal_pidfd(pinned.get(), SIGKILL);
+                (void)wait_pidfd(pinned.get(), std::chrono::seconds(1));
             }
             (void)::unlink(socket_path().c_str());
             return false;
@@ -213,11 +262,7 @@ result<bool> wg_userspace_backend::take_over_existing() {
         case wg_existing_action::adopt:
             break;
     }
-    unique_fd fd(open_pidfd(probe.socket_pid));
-    if (!fd.valid()) {
-        return error::from_errno(
-            errno, "adopting wireguard-go pid " + pid_s + " for " + opts_.ifname + ": pidfd_open");
-    }
+    unique_fd& fd = pinned;
     // What it holds is what was applied so far: if it dies later, a new one gets all of it back,
     // and the reconciler's first full sync only changes what differs (no flush).
     {

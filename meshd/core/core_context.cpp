@@ -78,9 +78,9 @@ void core_context::send_nat_keepalive(const wg_endpoint& to) {
     out_.push_back(outgoing_datagram{to, 0, std::vector<uint8_t>(d.begin(), d.end())});
 }
 
-uint64_t core_context::send_ping(const wg_endpoint& to, uint64_t session_id, probe p,
-                                 uint64_t now) {
-    if (session_id == 0 && !budget_allows(to, now)) return 0;
+uint64_t core_context::send_ping(const wg_endpoint& to, uint64_t session_id, probe p, uint64_t now,
+                                 bool budgeted) {
+    if (session_id == 0 && budgeted && !budget_allows(to, now)) return 0;
     p.ep = normalize_endpoint(to);
     p.session_id = session_id;
     const uint64_t id = add_probe(p, now);

@@ -81,7 +81,11 @@ public:
     // its PING to p.peer, or to no one in particular; returns the random request id (0: not
     // sent, the destination's send budget is spent). Out-of-band PINGs and send_fresh() take a
     // token of the destination address's send_budget (send_budget.hpp).
-    uint64_t send_ping(const wg_endpoint& to, uint64_t session_id, probe p, uint64_t now);
+    // `budgeted` false only for an address that answers us with authenticated PONGs right now
+    // (a fast-probed relay within its timeout): no record can aim those at a victim, and on a
+    // lossy link they come faster than the budget's 16/s (probe_loss, issue 14 §5).
+    uint64_t send_ping(const wg_endpoint& to, uint64_t session_id, probe p, uint64_t now,
+                       bool budgeted = true);
     // A NAT_KEEPALIVE (wire_codec.hpp) to a relay we probe: 4 bytes, never answered. No send
     // budget: it goes only to the address in use of a relay that answers us.
     void send_nat_keepalive(const wg_endpoint& to);

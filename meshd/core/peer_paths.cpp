@@ -592,11 +592,11 @@ void peer_paths::on_wireguard_counters(const std::vector<wg_peer_counters>& v, u
         p.relayed.wg.note_ours(c.tx_bytes, c.rx_bytes, read_ms);
         // rx that grew since the last read while the direct path was in use, with WireGuard at its
         // address (not roamed to a relay proxy's): the path carried the peer's packets after that
-        // read.
+        // read. A reading without WireGuard's endpoint proves nothing about the path (the rx may
+        // have come through a relay proxy): no credit.
         if (p.wg_read_ms && c.rx_bytes > p.wg_rx && p.dp.path == path_kind::direct && !p.learned &&
-            p.dp.endpoint &&
-            (!c.endpoint || normalize_endpoint(*c.endpoint).address ==
-                                normalize_endpoint(*p.dp.endpoint).address)) {
+            p.dp.endpoint && c.endpoint &&
+            normalize_endpoint(*c.endpoint).address == normalize_endpoint(*p.dp.endpoint).address) {
             p.wg_rx_direct_ms = p.wg_read_ms;
             recheck(p);
         }
@@ -691,6 +691,7 @@ void peer_paths::shift_clocks(uint64_t late, uint64_t now) {
         core_context::shift_clock(p.wg_read_ms, late, now);
         core_context::shift_clock(p.wg_rx_direct_ms, late, now);
         core_context::shift_clock(p.relayed.last_inband_pong_ms, late, now);
+        p.relayed.inband_loss.forget_pending();
         core_context::shift_clock(p.relayed.peer_relay_ms, late, now);
     }
 }

@@ -21,7 +21,7 @@ void probe_loss::pop_front(bool judge_lost) {
 }
 
 void probe_loss::sent(uint64_t sent_ms) {
-    if (count_ == max_pending) pop_front(true);
+    if (count_ == max_pending) pop_front(false);
     ring_[(head_ + count_) % max_pending] = slot{sent_ms, false};
     ++count_;
 }
@@ -31,6 +31,7 @@ void probe_loss::answered(uint64_t sent_ms) {
         slot& s = ring_[(head_ + i) % max_pending];
         if (s.sent_ms == sent_ms && !s.answered) {
             s.answered = true;
+            newest_answered_ms_ = std::max(newest_answered_ms_, sent_ms);
             add(false);
             break;
         }
@@ -39,17 +40,22 @@ void probe_loss::answered(uint64_t sent_ms) {
 }
 
 void probe_loss::judge(uint64_t now, uint64_t wait_ms) {
-    while (count_ && ring_[head_].sent_ms + wait_ms <= now) pop_front(true);
+    while (count_ && ring_[head_].sent_ms + wait_ms <= now &&
+           ring_[head_].sent_ms < newest_answered_ms_) {
+        pop_front(true);
+    }
 }
 
 uint64_t probe_loss::interval_for(uint64_t timeout_ms, uint64_t max_interval_ms,
-                                  uint64_t min_interval_ms) const {
-    if (loss_ <= 0) return max_interval_ms;
-    if (loss_ >= 1) return min_interval_ms;
+                                  uint64_t min_interval_ms, uint64_t granularity_ms) const {
+    if (loss_ <= 0 || loss_ > max_forgiven_loss) return max_interval_ms;
     // n probes all lost: loss^n <= p  <=>  n >= log(p) / log(loss).
     const double n = std::ceil(std::log(false_timeout_probability) / std::log(loss_));
     const double interval = static_cast<double>(timeout_ms) / std::max(1.0, n);
-    return std::clamp<uint64_t>(static_cast<uint64_t>(interval), min_interval_ms, max_interval_ms);
+    uint64_t iv = static_cast<uint64_t>(interval);
+    if (iv >= max_interval_ms) return max_interval_ms;
+    if (granularity_ms > 1) iv -= iv % granularity_ms;
+    return std::clamp<uint64_t>(iv, min_interval_ms, max_interval_ms);
 }
 
 }  // namespace mw::meshd

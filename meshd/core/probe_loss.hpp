@@ -10,6 +10,11 @@
 // them being lost by chance has probability below false_timeout_probability — at most
 // max_interval (clean links: today's 100 ms, no extra cost) and at least min_interval.
 //
+// Beyond max_forgiven_loss the link is not noisy but broken: interval_for() then gives the
+// longest interval, as before this adaptation, so such a relay or path fails over as quickly as
+// it did (at 80 % loss, 4 probes all lost in 41 % of the windows) instead of being kept alive by
+// ever faster probing (review of the first version).
+//
 // The estimate is an exponentially weighted mean over probe outcomes (weight 1/256: about the
 // last 256 probes, 10 s at 40 ms; a shorter memory is too noisy at these rates — at 1/32 a 19 %
 // loss read anywhere from 10 to 30 %, and an underestimate is a false failover). A probe counts as
@@ -28,13 +33,14 @@ public:
     static constexpr double weight = 1.0 / 256;
     static constexpr double false_timeout_probability = 1e-7;
     static constexpr size_t max_pending = 64;
+    static constexpr double max_forgiven_loss = 0.5;
 
     // A probe sent at `sent_ms` (times increase). With max_pending unanswered, the oldest is
-    // judged lost first.
+    // dropped unjudged (a long, slow path: its answer may still come).
     void sent(uint64_t sent_ms);
     // The answer to the probe sent at `sent_ms`; ignored if that probe was judged already.
     void answered(uint64_t sent_ms);
-    // Probes unanswered for `wait_ms` at `now` are lost.
+    // Probes unanswered for `wait_ms` at `now`, and older than the newest answered one, are lost.
     void judge(uint64_t now, uint64_t wait_ms);
     // Forgets the probes in flight without judging them (the target was declared dead: its
     // silence from then on is not the link's loss rate).
@@ -42,9 +48,12 @@ public:
     double loss() const noexcept { return loss_; }
     size_t judged() const noexcept { return judged_; }
 
-    // See the header comment. timeout_ms >= max_interval_ms >= min_interval_ms > 0.
-    uint64_t interval_for(uint64_t timeout_ms, uint64_t max_interval_ms,
-                          uint64_t min_interval_ms) const;
+    // See the header comment. timeout_ms >= max_interval_ms >= min_interval_ms > 0. A shorter
+    // interval than max is rounded down to a multiple of `granularity_ms` (the caller's timer
+    // granularity: core_context rounds deadlines up to 20 ms, which would turn 50 ms into 60 and
+    // leave fewer probes in the timeout than counted).
+    uint64_t interval_for(uint64_t timeout_ms, uint64_t max_interval_ms, uint64_t min_interval_ms,
+                          uint64_t granularity_ms = 1) const;
 
 private:
     void add(bool lost);
@@ -55,7 +64,8 @@ private:
         bool answered = false;
     };
     std::array<slot, max_pending> ring_{};
-    size_t head_ = 0, count_ = 0;  // the oldest pending probe, how many
+    size_t head_ = 0, count_ = 0;      // the oldest pending probe, how many
+    uint64_t newest_answered_ms_ = 0;  // send time of the newest probe answered
     double loss_ = 0;
     size_t judged_ = 0;
 };

@@ -430,8 +430,10 @@ double relay_directory::rtt(const relay_entry& r) const {
 
 uint64_t relay_directory::fast_timeout(const relay_entry& r) const {
     const auto& cfg = ctx_.cfg;
-    return std::max<uint64_t>(cfg.fast_relay_timeout_ms,
-                              static_cast<uint64_t>(rtt(r)) + cfg.fast_ping_interval_ms);
+    // Capped: a relay that turned slow (bufferbloat, a starved CPU) and then died must still be
+    // left within the failover budget (< 1 s).
+    const uint64_t by_rtt = static_cast<uint64_t>(rtt(r)) + cfg.fast_ping_interval_ms;
+    return std::max(cfg.fast_relay_timeout_ms, std::min(by_rtt, 2 * cfg.fast_relay_timeout_ms));
 }
 
 uint64_t relay_directory::fast_interval(const relay_entry& r) const {
@@ -449,7 +451,8 @@ uint64_t relay_directory::fast_interval(const relay_entry& r) const {
     }
     if (!worst) return cfg.fast_ping_interval_ms;
     return worst->interval_for(fast_timeout(r), cfg.fast_ping_interval_ms,
-                               std::min(min_fast_interval_ms, cfg.fast_ping_interval_ms));
+                               std::min(min_fast_interval_ms, cfg.fast_ping_interval_ms),
+                               core_context::tick_quantum_ms);
 }
 
 bool relay_directory::usable_fast(const relay_entry& r, uint64_t now) const {
@@ -582,7 +585,11 @@ void relay_directory::tick(const peer_record& self, uint64_t now) {
                              now >= r.next_other_ms;
             for (size_t a = 0; a < r.addrs.size(); ++a) {
                 if (!all && a != r.active) continue;
-                if (ctx_.send_ping(r.addrs[a].ep, 0, probe{probe_kind::relay, expect, i, a}, now) &&
+                // A fast-probed address that answers (within its fast timeout) is exempt from
+                // the send budget (core_context::send_ping).
+                const bool answering = r.fast && alive(r, r.addrs[a], fast_timeout(r), now);
+                if (ctx_.send_ping(r.addrs[a].ep, 0, probe{probe_kind::relay, expect, i, a}, now,
+                                   !answering) &&
                     r.fast) {
                     r.addrs[a].fast_loss.sent(now);
                 }
@@ -885,7 +892,10 @@ std::vector<wg_endpoint> relay_directory::self_addresses() const {
 
 void relay_directory::shift_clocks(uint64_t late, uint64_t now) {
     for (auto& r : relays_) {
-        for (auto& a : r.addrs) core_context::shift_clock(a.last_pong_ms, late, now);
+        for (auto& a : r.addrs) {
+            core_context::shift_clock(a.last_pong_ms, late, now);
+            a.fast_loss.forget_pending();  // their answers were forgotten (node_core::note_wakeup)
+        }
     }
 }
 

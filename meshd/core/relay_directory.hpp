@@ -201,7 +201,8 @@ public:
     // While fast: no answer for fast_timeout() means dead for the pairs; probes every
     // fast_interval() (probe_loss: more often on a lossy link, so that the timeout holds enough
     // probes not to be reached by chance; issue 14 §5). The timeout is fast_relay_timeout_ms, or
-    // the relay's RTT plus a probe interval if that is longer (a slow link's first answer).
+    // the relay's RTT plus a probe interval if that is longer (a slow link's first answer), at
+    // most twice fast_relay_timeout_ms.
     uint64_t fast_timeout(const relay_entry& r) const;
     uint64_t fast_interval(const relay_entry& r) const;
     static constexpr uint64_t min_fast_interval_ms = 25;

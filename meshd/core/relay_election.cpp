@@ -298,9 +298,10 @@ void relay_election::choose(const node_id& id, relayed_pair& p, const peer_recor
             ctx_.send_ping(dp.relay_endpoint, p.session_id, probe{probe_kind::inband, id}, now);
         }
         p.inband_loss.sent(now);
-        p.next_inband_ms = now + p.inband_loss.interval_for(
-                                     cfg.path_timeout_ms, cfg.ping_interval_ms,
-                                     std::min(min_inband_interval_ms, cfg.ping_interval_ms));
+        p.next_inband_ms =
+            now + p.inband_loss.interval_for(cfg.path_timeout_ms, cfg.ping_interval_ms,
+                                             std::min(min_inband_interval_ms, cfg.ping_interval_ms),
+                                             core_context::tick_quantum_ms);
     }
     if (p.active) ctx_.due(p.next_inband_ms);
     // A probe unanswered for twice the path's RTT (at least a second) is lost.

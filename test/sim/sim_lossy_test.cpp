@@ -72,6 +72,11 @@ TEST_CASE("sim lossy: 5 % loss and 100 ms per uplink: converges, no flapping, fa
     for (auto* n : {"lan1a", "lan2a"}) {
         for (const auto& e : net[n].log) {
             relay_dead += e.msg == "relay stopped answering; its pairs fail over";
+            if (e.msg == "relay stopped answering; its pairs fail over") {
+                std::string f;
+                for (const auto& [k, v] : e.fields) f += " " + k + "=" + v;
+                MESSAGE(n << ":" << f);
+            }
             silent += e.msg == "relayed path silent end to end; trying another relay";
         }
     }

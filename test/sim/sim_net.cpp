@@ -2,6 +2,8 @@
 
 #include <algorithm>
 #include <cstring>
+#include <map>
+#include <optional>
 #include <stdexcept>
 
 #include "meshd/core/probe_frame.hpp"
@@ -456,11 +458,24 @@ void sim_net::wireguard_tick() {
         for (auto& h : hosts_) {
             if (!h->core || !h->up || h->frozen_until_ms > now_) continue;
             std::vector<wg_peer_counters> v;
+            // WireGuard's endpoint per peer, as the device reports it: the peer's direct address
+            // on a direct path, a relay proxy's loopback socket on a relayed one.
+            std::map<std::string, std::optional<wg_endpoint>> endpoint_of;
+            for (const auto& d : h->core->dataplane()) {
+                if (d.path == path_kind::direct && d.endpoint) {
+                    endpoint_of[d.name] = *d.endpoint;
+                } else if (d.path == path_kind::relay) {
+                    endpoint_of[d.name] = wg_endpoint::parse("127.0.0.1:40000").value();
+                }
+            }
             for (auto& o : hosts_) {
                 if (o.get() == h.get() || (!o->core && !o->wg_only)) continue;
                 if (!h->wg_tx.count(o->name) && !h->wg_rx.count(o->name)) continue;
-                v.push_back(
-                    wg_peer_counters{o->wg_public_key, h->wg_rx[o->name], h->wg_tx[o->name]});
+                wg_peer_counters c{o->wg_public_key, h->wg_rx[o->name], h->wg_tx[o->name]};
+                if (auto e = endpoint_of.find(o->name); e != endpoint_of.end()) {
+                    c.endpoint = e->second;
+                }
+                v.push_back(c);
             }
             h->core->on_wireguard_counters(v, h->clock(now_));
             h->deadline = std::min(h->deadline, h->to_sim(h->core->next_deadline()));

@@ -19,18 +19,8 @@ TEST_CASE("probe_loss: answered probes are no loss; a clean link keeps the longe
     CHECK(l.interval_for(400, 100, 25) == 100);
 }
 
-TEST_CASE("probe_loss: answers in flight are not losses; unanswered ones are after the wait") {
-    probe_loss l;
-    // RTT 350 ms, a probe every 100 ms: 3-4 always in flight.
-    for (uint64_t t = 0; t < 5'000; t += 100) {
-        l.sent(t);
-        if (t >= 350) l.answered(t - 350);
-        l.judge(t, 800);
-    }
-    // The answers named probes sent at t-350, which were never sent (times are multiples of
-    // 100 ms): every probe is lost once judged.
-    CHECK(l.loss() > 0.9);
-
+TEST_CASE("probe_loss: answers in flight are not losses; silence after the last answer is none") {
+    // RTT 400 ms, a probe every 100 ms: 4 always in flight, none lost.
     probe_loss m;
     for (uint64_t t = 0; t < 5'000; t += 100) {
         m.sent(t);
@@ -39,6 +29,35 @@ TEST_CASE("probe_loss: answers in flight are not losses; unanswered ones are aft
     }
     CHECK(m.loss() == 0);
     CHECK(m.judged() >= 40);
+
+    // The target dies at 2 s: its silence from then on is not counted (no probe after it was
+    // answered), so the estimate stays what the link had, and the next target is not probed
+    // faster because of a death.
+    probe_loss d;
+    for (uint64_t t = 0; t < 10'000; t += 100) {
+        d.sent(t);
+        if (t < 2'000) d.answered(t);
+        d.judge(t, 800);
+    }
+    CHECK(d.loss() == 0);
+    // One answer after a gap: the unanswered probes before it were lost.
+    d.sent(10'000);
+    d.answered(10'000);
+    d.judge(10'000, 800);
+    CHECK(d.loss() > 0.05);
+}
+
+TEST_CASE("probe_loss: beyond max_forgiven_loss the link is broken: no faster probing") {
+    std::mt19937_64 rng(9);
+    std::bernoulli_distribution lost(0.8);
+    probe_loss l;
+    for (uint64_t t = 0; t < 200'000; t += 50) {
+        l.sent(t);
+        if (!lost(rng)) l.answered(t);
+        l.judge(t, 400);
+    }
+    CHECK(l.loss() > probe_loss::max_forgiven_loss);
+    CHECK(l.interval_for(400, 100, 25) == 100);
 }
 
 TEST_CASE(
@@ -70,16 +89,20 @@ TEST_CASE(
     }
 }
 
-TEST_CASE("probe_loss: a full ring judges its oldest probe; forget_pending judges nothing") {
+TEST_CASE(
+    "probe_loss: a full ring drops its oldest probe unjudged; forget_pending judges nothing") {
     probe_loss l;
     for (uint64_t t = 0; t < probe_loss::max_pending; ++t) l.sent(t);
+    l.sent(1000);  // the 65th: the oldest (sent at 0) goes, unjudged
     CHECK(l.judged() == 0);
-    l.sent(1000);  // the 65th: the oldest is lost
-    CHECK(l.judged() == 1);
-    CHECK(l.loss() == 1.0);
-    l.forget_pending();
+    l.answered(0);  // gone: ignored
+    CHECK(l.judged() == 0);
+    l.answered(1000);  // every probe before it is now lost once judged
     l.judge(100'000, 1);
-    CHECK(l.judged() == 1);
-    l.answered(1000);  // forgotten: ignored
-    CHECK(l.judged() == 1);
+    CHECK(l.judged() == probe_loss::max_pending);
+    CHECK(l.loss() > 0.9);
+    l.sent(100'001);
+    l.forget_pending();
+    l.answered(100'001);  // forgotten: ignored
+    CHECK(l.judged() == probe_loss::max_pending);
 }

@@ -201,3 +201,40 @@ TEST_CASE("userspace backend: a serving wireguard-go is adopted, a stale one is 
         CHECK(::access(sock.c_str(), F_OK) != 0);
     }
 }
+
+TEST_CASE("userspace backend: a process on the socket that is not our wireguard-go is left alone") {
+    if (::access("/usr/bin/python3", X_OK) != 0) return;
+    temp_dir dir;
+    ::setenv("FAKE_SOCKET_DIR", dir.path.c_str(), 1);
+    std::string fake = write_fake_uapi_server(dir.path);
+    // Another program (a copy: another file) serving the same name, e.g. another meshd's
+    // wireguard-go or boringtun: neither adopted nor stopped, whether its interface exists or not.
+    const std::string other = dir.path + "/other-wireguard";
+    REQUIRE(std::system(("cp " + fake + " " + other).c_str()) == 0);
+    for (std::string ifname : {"lo", "mwgone1"}) {
+        CAPTURE(ifname);
+        pid_t left = ::fork();
+        REQUIRE(left >= 0);
+        if (left == 0) {
+            ::setsid();
+            ::execl(other.c_str(), "wireguard-go", "-f", ifname.c_str(), nullptr);
+            ::_exit(127);
+        }
+        std::string sock = dir.path + "/" + ifname + ".sock";
+        for (int i = 0; i < 300 && ::access(sock.c_str(), F_OK) != 0; ++i) ::usleep(10000);
+        wg_backend_options o;
+        o.ifname = ifname;
+        o.socket_dir = dir.path;
+        o.wireguard_go = fake;
+        wg_userspace_backend be(o);
+        auto st = be.up();
+        REQUIRE_FALSE(st.ok());
+        CHECK(st.err().is(mw::errc::already_exists));
+        CHECK(st.err().message.find("does not run") != std::string::npos);
+        CHECK(alive(left));
+        CHECK(::access(sock.c_str(), F_OK) == 0);
+        ::kill(left, SIGTERM);
+        int ws = 0;
+        CHECK(::waitpid(left, &ws, 0) == left);
+    }
+}
