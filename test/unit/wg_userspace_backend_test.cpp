@@ -154,6 +154,22 @@ TEST_CASE("userspace backend: wireguard-go runs in its own session and a clean s
     CHECK(::access(be.socket_path().c_str(), F_OK) != 0);
 }
 
+// A wireguard-go left behind by a killed meshd: `program` serving `ifname` in a session of its own.
+pid_t start_left_behind(const std::string& program, const std::string& ifname) {
+    pid_t pid = ::fork();
+    REQUIRE(pid >= 0);
+    if (pid == 0) {
+        ::setsid();
+        ::execl(program.c_str(), "wireguard-go", "-f", ifname.c_str(), nullptr);
+        ::_exit(127);
+    }
+    return pid;
+}
+
+void wait_for_socket(const std::string& sock) {
+    for (int i = 0; i < 300 && ::access(sock.c_str(), F_OK) != 0; ++i) ::usleep(10000);
+}
+
 TEST_CASE("userspace backend: a serving wireguard-go is adopted, a stale one is replaced") {
     if (::access("/usr/bin/python3", X_OK) != 0) return;
     temp_dir dir;
@@ -162,15 +178,9 @@ TEST_CASE("userspace backend: a serving wireguard-go is adopted, a stale one is 
     // "lo" always exists: stands for the interface a killed meshd's wireguard-go still serves.
     for (std::string ifname : {"lo", "mwgone0"}) {
         CAPTURE(ifname);
-        pid_t left = ::fork();
-        REQUIRE(left >= 0);
-        if (left == 0) {
-            ::setsid();
-            ::execl(fake.c_str(), "wireguard-go", "-f", ifname.c_str(), nullptr);
-            ::_exit(127);
-        }
+        pid_t left = start_left_behind(fake, ifname);
         std::string sock = dir.path + "/" + ifname + ".sock";
-        for (int i = 0; i < 300 && ::access(sock.c_str(), F_OK) != 0; ++i) ::usleep(10000);
+        wait_for_socket(sock);
         wg_backend_options o;
         o.ifname = ifname;
         o.socket_dir = dir.path;
@@ -213,15 +223,9 @@ TEST_CASE("userspace backend: a process on the socket that is not our wireguard-
     REQUIRE(std::system(("cp " + fake + " " + other).c_str()) == 0);
     for (std::string ifname : {"lo", "mwgone1"}) {
         CAPTURE(ifname);
-        pid_t left = ::fork();
-        REQUIRE(left >= 0);
-        if (left == 0) {
-            ::setsid();
-            ::execl(other.c_str(), "wireguard-go", "-f", ifname.c_str(), nullptr);
-            ::_exit(127);
-        }
+        pid_t left = start_left_behind(other, ifname);
         std::string sock = dir.path + "/" + ifname + ".sock";
-        for (int i = 0; i < 300 && ::access(sock.c_str(), F_OK) != 0; ++i) ::usleep(10000);
+        wait_for_socket(sock);
         wg_backend_options o;
         o.ifname = ifname;
         o.socket_dir = dir.path;
