@@ -1,4 +1,5 @@
 #include "meshd/meshd_runtime.hpp"
+#include "meshd/core/endpoint_filter.hpp"
 
 #include <sodium.h>
 
@@ -42,17 +43,6 @@ namespace asio = boost::asio;
 using json = nlohmann::json;
 
 constexpr auto k_wg_poll = std::chrono::seconds(2);
-// 127/8, ::1 and ::ffff:127/104: where the relay proxy's per-peer sockets are.
-bool is_loopback(const ip_address& a) {
-    const uint8_t* b = a.data();
-    if (a.is_v4()) return b[0] == 127;
-    static constexpr uint8_t mapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
-    if (std::equal(b, b + 12, mapped)) return b[12] == 127;
-    for (int i = 0; i < 15; ++i) {
-        if (b[i]) return false;
-    }
-    return b[15] == 1;
-}
 // How long after the start peers found on the WireGuard device but not (yet) planned are kept:
 // the core finds its peers again within ~1 s (records from a relay or the cache, probes); 10 s
 // is ample and leaves a peer removed while meshd was down on the device for no longer.
@@ -814,7 +804,11 @@ int daemon::run() {
         if (!d || !core_ || stopping_) return;
         std::vector<wg_key> relayed;
         for (const auto& p : d->peers) {
-            if (p.endpoint && is_loopback(p.endpoint->address)) relayed.push_back(p.public_key);
+            // A relay proxy's per-peer socket: loopback.
+            if (p.endpoint &&
+                endpoint_filter::classify(p.endpoint->address) == endpoint_refusal::loopback) {
+                relayed.push_back(p.public_key);
+            }
         }
         if (relayed.empty()) return;
         log::info("peers relayed before the restart; relay sessions requested at once",

@@ -11,35 +11,9 @@
 
 namespace mw::sim {
 
-namespace {
-
-// The std_mesh topology with 100 ms per uplink and 5 % loss at every host.
-struct lossy_mesh {
-    sim_net net;
-    explicit lossy_mesh(uint64_t seed, double loss = 0.05, double delay_ms = 100) : net(seed) {
-        net.add_public("relay1", delay_ms).relay = true;
-        net.add_public("relay2", delay_ms + 3).relay = true;
-        int l1 = net.add_lan(false, delay_ms);
-        int l2 = net.add_lan(true, delay_ms);
-        net.add_lan_host(l1, "lan1a");
-        net.add_lan_host(l1, "lan1b");
-        net.add_lan_host(l2, "lan2a");
-        net.add_lan_host(l2, "lan2b");
-        for (auto& h : net.hosts()) h->loss = loss;
-        auto specs = net.relay_specs();
-        for (auto& h : net.hosts()) net.start_core(*h, specs);
-    }
-    bool relayed_live(const std::string& a, const std::string& b) {
-        auto pa = net.peer(a, b), pb = net.peer(b, a);
-        return pa && pb && pa->path == meshd::path_kind::relay &&
-               pb->path == meshd::path_kind::relay && pa->rtt_ms && pb->rtt_ms;
-    }
-};
-
-}  // namespace
-
 TEST_CASE("sim lossy: 5 % loss and 100 ms per uplink: converges, no flapping, failover < 1 s") {
-    lossy_mesh m(515);
+    // 100 ms per uplink (relay2 3 ms further, so the relays rank apart), 5 % loss at every host.
+    std_mesh m(515, true, std_links{100, 103, 100, 100, 0.05});
     auto& net = m.net;
     net.simulate_wireguard(
         100, 128, {{"lan1a", "lan2a"}, {"lan2a", "lan1a"}, {"lan1a", "lan1b"}, {"lan1b", "lan1a"}});

@@ -15,18 +15,25 @@ namespace mw::sim {
 namespace {
 
 // relay1, relay2 public; LAN 1 (cone) lan1a, lan1b; LAN 2 (symmetric) lan2a, lan2b.
+// One-way uplink delays (relays to the core, LANs' NATs to the core) and the loss at every host.
+struct std_links {
+    double relay1_ms = 2, relay2_ms = 5, lan1_ms = 3, lan2_ms = 4;
+    double loss = 0;
+};
+
 struct std_mesh {
     sim_net net;
     std::vector<std::string> names{"relay1", "relay2", "lan1a", "lan1b", "lan2a", "lan2b"};
-    explicit std_mesh(uint64_t seed = 1, bool start = true) : net(seed) {
-        net.add_public("relay1", 2).relay = true;
-        net.add_public("relay2", 5).relay = true;
-        int l1 = net.add_lan(false, 3);
-        int l2 = net.add_lan(true, 4);
+    explicit std_mesh(uint64_t seed = 1, bool start = true, std_links l = {}) : net(seed) {
+        net.add_public("relay1", l.relay1_ms).relay = true;
+        net.add_public("relay2", l.relay2_ms).relay = true;
+        int l1 = net.add_lan(false, l.lan1_ms);
+        int l2 = net.add_lan(true, l.lan2_ms);
         net.add_lan_host(l1, "lan1a");
         net.add_lan_host(l1, "lan1b");
         net.add_lan_host(l2, "lan2a");
         net.add_lan_host(l2, "lan2b");
+        for (auto& h : net.hosts()) h->loss = l.loss;
         if (start) {
             auto specs = net.relay_specs();
             for (auto& h : net.hosts()) net.start_core(*h, specs);

@@ -227,6 +227,21 @@ class _BackgroundPing:
             return "".join(f.readlines()[-lines:])
 
 
+def start_and_ping(m, pairs, pods, pod_nodes, more_pings=()):
+    """Starts meshd everywhere, waits until every node is ready and every (a, b, path) of `pairs`
+    is on its path, adds a pod "p" on each of `pod_nodes` (into `pods`, by node name), waits
+    until each pair of `pairs` and of `more_pings` pings, and prints the time it all took."""
+    t0 = time.monotonic()
+    m.start()
+    m.wait_ready(timeout=READY_BOUND)
+    m.wait_paths({(a, b): p for a, b, p in pairs}, timeout=PATHS_BOUND)
+    for n in pod_nodes:
+        pods[n] = m.add_pod(m[n], "p")
+    for a, b, _ in list(pairs) + list(more_pings):
+        ping_retry(pods[a], pods[b].addr4, within=HANDSHAKE_BOUND)
+    figure("mesh up, pods pinging (from start)", "%.2fs" % (time.monotonic() - t0))
+
+
 @contextlib.contextmanager
 def background_ping(pod, addr, interval=0.5):
     """A pod pinging `addr` every `interval` s while the block runs (a user's traffic: under

@@ -31,8 +31,8 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
-from checks import (HANDSHAKE_BOUND, PATHS_BOUND, READY_BOUND, check, expect, figure,  # noqa: E402
-                    ping_retry, report, run_and_clean, scenario_setup)
+from checks import (READY_BOUND, check, expect, figure, start_and_ping, report,  # noqa: E402
+                    run_and_clean, scenario_setup)
 
 NODES = ["relay1", "lan1a", "lan1b", "lan2a", "lan2b"]
 PAIRS = [("lan1a", "lan1b", "direct"), ("lan1a", "lan2a", "relay")]
@@ -165,15 +165,7 @@ def body(m):
 
     @check("meshd on 5 nodes (userspace); lan1a-lan1b direct, lan1a-lan2a relayed; pods ping")
     def _():
-        t0 = time.monotonic()
-        m.start()
-        m.wait_ready(timeout=READY_BOUND)
-        m.wait_paths({(a, b): p for a, b, p in PAIRS}, timeout=PATHS_BOUND)
-        for n in NODES[1:]:
-            pods[n] = m.add_pod(m[n], "p")
-        for a, b, _ in PAIRS:
-            ping_retry(pods[a], pods[b].addr4, within=HANDSHAKE_BOUND)
-        figure("mesh up, pods pinging (from start)", "%.2fs" % (time.monotonic() - t0))
+        start_and_ping(m, PAIRS, pods, NODES[1:])
         st["ok"] = True
 
     if "ok" not in st or m.wg_backend != "userspace":

@@ -30,8 +30,8 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
-from checks import (HANDSHAKE_BOUND, PATHS_BOUND, READY_BOUND, check, expect, figure,  # noqa: E402
-                    ping_retry, report, run_and_clean, scenario_setup, status, wait_for)
+from checks import (check, expect, figure, start_and_ping, report, run_and_clean,  # noqa: E402
+                    scenario_setup, status, wait_for)
 
 NODES = ["relay1", "lan1a", "lan1b", "lan2a", "lan2b"]
 ROLLED = ["relay1", "lan1a", "lan1b", "lan2a"]  # lan2b is left behind at step 2
@@ -117,15 +117,8 @@ def run_roll(m, roll=True):
 
     @check("meshd starts on 5 nodes; lan1a-lan1b direct, lan1a-lan2a relayed; pods ping")
     def _():
-        t0 = time.monotonic()
-        m.start()
-        m.wait_ready(timeout=READY_BOUND)
-        m.wait_paths({(a, b): p for a, b, p in PAIRS}, timeout=PATHS_BOUND)
-        for n in NODES[1:]:
-            pods[n] = m.add_pod(m[n], "p")
-        for a, b, _ in PAIRS + [("lan2b", "lan1a", "relay"), ("lan2b", "lan2a", "direct")]:
-            ping_retry(pods[a], pods[b].addr4, within=HANDSHAKE_BOUND)
-        figure("mesh up, pods pinging (from start)", "%.2fs" % (time.monotonic() - t0))
+        start_and_ping(m, PAIRS, pods, NODES[1:],
+                       more_pings=[("lan2b", "lan1a", "relay"), ("lan2b", "lan2a", "direct")])
         s = status(m, "lan1a")["clusterKeys"]
         expect(s["accept"] == [] and s["seal"], s)
         st["old_fp"] = s["seal"]
