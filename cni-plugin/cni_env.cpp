@@ -51,18 +51,28 @@ env_result parse_env(const env_lookup& get) {
     };
     cni_env env;
     auto cmd = get("CNI_COMMAND");
-    if (!cmd || cmd->empty()) return fail("CNI_COMMAND is not set (expected ADD, DEL, CHECK, VERSION, STATUS or GC)");
-    if (*cmd == "ADD") env.cmd = command::add;
-    else if (*cmd == "DEL") env.cmd = command::del;
-    else if (*cmd == "CHECK") env.cmd = command::check;
-    else if (*cmd == "VERSION") env.cmd = command::version;
-    else if (*cmd == "STATUS") env.cmd = command::status;
-    else if (*cmd == "GC") env.cmd = command::gc;
-    else return fail("unknown CNI_COMMAND \"" + *cmd + "\" (expected ADD, DEL, CHECK, VERSION, STATUS or GC)");
+    if (!cmd || cmd->empty())
+        return fail("CNI_COMMAND is not set (expected ADD, DEL, CHECK, VERSION, STATUS or GC)");
+    if (*cmd == "ADD")
+        env.cmd = command::add;
+    else if (*cmd == "DEL")
+        env.cmd = command::del;
+    else if (*cmd == "CHECK")
+        env.cmd = command::check;
+    else if (*cmd == "VERSION")
+        env.cmd = command::version;
+    else if (*cmd == "STATUS")
+        env.cmd = command::status;
+    else if (*cmd == "GC")
+        env.cmd = command::gc;
+    else
+        return fail("unknown CNI_COMMAND \"" + *cmd +
+                    "\" (expected ADD, DEL, CHECK, VERSION, STATUS or GC)");
 
     if (env.cmd == command::version) return {env, {}};
 
-    bool per_container = env.cmd == command::add || env.cmd == command::del || env.cmd == command::check;
+    bool per_container =
+        env.cmd == command::add || env.cmd == command::del || env.cmd == command::check;
     if (per_container) {
         auto id = get("CNI_CONTAINERID");
         if (!id || id->empty()) return fail("CNI_CONTAINERID is not set");
@@ -82,7 +92,8 @@ env_result parse_env(const env_lookup& get) {
         auto ns = get("CNI_NETNS");
         if (ns) env.netns = *ns;
         if (env.cmd != command::del && env.netns.empty()) {
-            return fail("CNI_NETNS is not set (ADD and CHECK need the container's network namespace path)");
+            return fail(
+                "CNI_NETNS is not set (ADD and CHECK need the container's network namespace path)");
         }
         auto path = get("CNI_PATH");
         if (!path || path->empty()) return fail("CNI_PATH is not set");
@@ -93,7 +104,8 @@ env_result parse_env(const env_lookup& get) {
         for (const auto& kv : split(*args, ';')) {
             auto eq = kv.find('=');
             if (eq == std::string::npos || eq == 0) {
-                return fail("CNI_ARGS is malformed at \"" + kv + "\" (expected K=V pairs separated by ';')");
+                return fail("CNI_ARGS is malformed at \"" + kv +
+                            "\" (expected K=V pairs separated by ';')");
             }
             env.args[kv.substr(0, eq)] = kv.substr(eq + 1);
         }

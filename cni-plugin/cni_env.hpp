@@ -16,9 +16,9 @@ enum class command { add, del, check, version, status, gc };
 struct cni_env {
     command cmd = command::version;
     std::string container_id;
-    std::string netns;   // may be empty for DEL / GC / STATUS
+    std::string netns;  // may be empty for DEL / GC / STATUS
     std::string ifname;
-    std::vector<std::string> path;  // CNI_PATH split on ':'
+    std::vector<std::string> path;            // CNI_PATH split on ':'
     std::map<std::string, std::string> args;  // CNI_ARGS "K=V;K=V"
 };
 

@@ -18,11 +18,11 @@ enum code : int {
     try_again_later = 11,       // transient: e.g. meshd has not written node.json yet
     plugin_not_available = 50,  // STATUS: cannot serve ADDs
     // meshwire's own
-    internal = 100,             // netlink or OS failure while wiring (message has errno + kernel text)
-    ipam_exhausted = 101,       // no free address left in the pod CIDR
-    ipam_delegate_failed = 102, // the delegated IPAM plugin failed (its message is included)
-    check_failed = 103,         // CHECK found the interface, addresses or routes not as recorded
-    interface_exists = 104,     // CNI_IFNAME already exists in the container's namespace
+    internal = 100,        // netlink or OS failure while wiring (message has errno + kernel text)
+    ipam_exhausted = 101,  // no free address left in the pod CIDR
+    ipam_delegate_failed = 102,  // the delegated IPAM plugin failed (its message is included)
+    check_failed = 103,          // CHECK found the interface, addresses or routes not as recorded
+    interface_exists = 104,      // CNI_IFNAME already exists in the container's namespace
 };
 
 struct cni_error {

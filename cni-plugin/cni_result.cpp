@@ -68,10 +68,12 @@ result<cni_result> decode_result(const json& j) {
                 dst = v->get<std::string>();
                 return true;
             };
-            if (!str("name", ri.name) || ri.name.empty()) return bad(f + ".name", "missing or not a string");
+            if (!str("name", ri.name) || ri.name.empty())
+                return bad(f + ".name", "missing or not a string");
             if (!str("mac", ri.mac)) return bad(f + ".mac", "not a string");
             if (!str("sandbox", ri.sandbox)) return bad(f + ".sandbox", "not a string");
-            if (auto m = ji.find("mtu"); m != ji.end() && m->is_number_unsigned()) ri.mtu = m->get<unsigned>();
+            if (auto m = ji.find("mtu"); m != ji.end() && m->is_number_unsigned())
+                ri.mtu = m->get<unsigned>();
             r.interfaces.push_back(std::move(ri));
         }
     }
@@ -82,7 +84,8 @@ result<cni_result> decode_result(const json& j) {
             std::string f = "ips[" + std::to_string(i) + "]";
             if (!jp.is_object()) return bad(f, "not an object");
             auto a = jp.find("address");
-            if (a == jp.end() || !a->is_string()) return bad(f + ".address", "missing or not a string");
+            if (a == jp.end() || !a->is_string())
+                return bad(f + ".address", "missing or not a string");
             auto p = ip_prefix::parse(a->get<std::string>());
             if (!p) return bad(f + ".address", p.err().message);
             result_ip ri{*p, std::nullopt, std::nullopt};

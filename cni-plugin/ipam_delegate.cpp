@@ -63,7 +63,8 @@ result<delegate_outcome> run_plugin(const std::string& binary, const std::string
     size_t written = 0;
     char buf[4096];
     // SIGPIPE would kill us if the delegate exits without reading its stdin.
-    struct sigaction ign {}, old {};
+    struct sigaction ign {
+    }, old{};
     ign.sa_handler = SIG_IGN;
     ::sigaction(SIGPIPE, &ign, &old);
     while (out_r.valid()) {
@@ -73,7 +74,8 @@ result<delegate_outcome> run_plugin(const std::string& binary, const std::string
             break;
         }
         if (in_w.valid() && (fds[1].revents & (POLLOUT | POLLERR | POLLHUP))) {
-            ssize_t n = ::write(in_w.get(), stdin_conf.data() + written, stdin_conf.size() - written);
+            ssize_t n =
+                ::write(in_w.get(), stdin_conf.data() + written, stdin_conf.size() - written);
             if (n > 0) written += static_cast<size_t>(n);
             if (n < 0 || written == stdin_conf.size()) in_w.reset();
         }
@@ -96,12 +98,16 @@ result<delegate_outcome> run_plugin(const std::string& binary, const std::string
     if (outcome.exit_code != 0) {
         auto j = nlohmann::json::parse(outcome.out, nullptr, false);
         if (j.is_object()) {
-            if (auto c = j.find("code"); c != j.end() && c->is_number_integer()) outcome.cni_code = c->get<int>();
-            if (auto m = j.find("msg"); m != j.end() && m->is_string()) outcome.cni_msg = m->get<std::string>();
-            if (auto d = j.find("details"); d != j.end() && d->is_string() && !d->get<std::string>().empty())
+            if (auto c = j.find("code"); c != j.end() && c->is_number_integer())
+                outcome.cni_code = c->get<int>();
+            if (auto m = j.find("msg"); m != j.end() && m->is_string())
+                outcome.cni_msg = m->get<std::string>();
+            if (auto d = j.find("details");
+                d != j.end() && d->is_string() && !d->get<std::string>().empty())
                 outcome.cni_msg += " (" + d->get<std::string>() + ")";
         }
-        if (outcome.cni_msg.empty()) outcome.cni_msg = "exited with status " + std::to_string(outcome.exit_code);
+        if (outcome.cni_msg.empty())
+            outcome.cni_msg = "exited with status " + std::to_string(outcome.exit_code);
     }
     return outcome;
 }
@@ -124,8 +130,10 @@ result<cni_result> delegate_add(const std::string& type, const std::vector<std::
     }
     auto r = decode_result(j);
     if (!r) return r.err().wrap("IPAM plugin " + type + " ADD result");
-    if (r->ips.empty()) return error(errc::protocol_error, "IPAM plugin " + type + " returned no IPs");
-    log::debug("delegated IPAM allocated", {{"ipam", type}, {"ips", std::to_string(r->ips.size())}});
+    if (r->ips.empty())
+        return error(errc::protocol_error, "IPAM plugin " + type + " returned no IPs");
+    log::debug("delegated IPAM allocated",
+               {{"ipam", type}, {"ips", std::to_string(r->ips.size())}});
     return r;
 }
 

@@ -43,7 +43,8 @@ const char* k_help =
     "meshwire - the meshwire CNI plugin (routed veth pod networking for meshd's WireGuard mesh)\n"
     "\n"
     "This binary is run by a container runtime, not by hand. It reads the network configuration\n"
-    "as JSON on stdin and the CNI_* environment variables (CNI_COMMAND=ADD|DEL|CHECK|VERSION|STATUS|GC,\n"
+    "as JSON on stdin and the CNI_* environment variables "
+    "(CNI_COMMAND=ADD|DEL|CHECK|VERSION|STATUS|GC,\n"
     "CNI_CONTAINERID, CNI_NETNS, CNI_IFNAME, CNI_PATH, CNI_ARGS), and prints the CNI result or\n"
     "error JSON on stdout. Supported spec versions: 0.3.0, 0.3.1, 0.4.0, 1.0.0, 1.1.0.\n"
     "\n"
@@ -68,7 +69,8 @@ int main(int argc, char** argv) {
     }
     std::string input;
     if (!read_all(STDIN_FILENO, input)) {
-        std::string err = R"({"cniVersion":"1.1.0","code":5,"msg":"cannot read the network configuration from stdin"})";
+        std::string err =
+            R"({"cniVersion":"1.1.0","code":5,"msg":"cannot read the network configuration from stdin"})";
         write_all(STDOUT_FILENO, err);
         return 1;
     }

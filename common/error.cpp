@@ -11,17 +11,28 @@ public:
     const char* name() const noexcept override { return "meshwire"; }
     std::string message(int v) const override {
         switch (static_cast<errc>(v)) {
-            case errc::ok: return "success";
-            case errc::invalid_argument: return "invalid argument";
-            case errc::parse_error: return "parse error";
-            case errc::not_found: return "not found";
-            case errc::already_exists: return "already exists";
-            case errc::exhausted: return "resource exhausted";
-            case errc::unsupported: return "unsupported";
-            case errc::io_error: return "I/O error";
-            case errc::protocol_error: return "protocol error";
-            case errc::timeout: return "timed out";
-            case errc::state_mismatch: return "state mismatch";
+            case errc::ok:
+                return "success";
+            case errc::invalid_argument:
+                return "invalid argument";
+            case errc::parse_error:
+                return "parse error";
+            case errc::not_found:
+                return "not found";
+            case errc::already_exists:
+                return "already exists";
+            case errc::exhausted:
+                return "resource exhausted";
+            case errc::unsupported:
+                return "unsupported";
+            case errc::io_error:
+                return "I/O error";
+            case errc::protocol_error:
+                return "protocol error";
+            case errc::timeout:
+                return "timed out";
+            case errc::state_mismatch:
+                return "state mismatch";
         }
         return "unknown meshwire error";
     }

@@ -20,7 +20,7 @@ enum class errc {
     io_error,              // file or socket I/O failed in a way errno does not describe
     protocol_error,        // a peer (kernel, daemon, plugin) answered something we cannot use
     timeout,
-    state_mismatch,        // observed state differs from what was expected (CNI CHECK)
+    state_mismatch,  // observed state differs from what was expected (CNI CHECK)
 };
 
 const std::error_category& mw_category() noexcept;

@@ -20,11 +20,16 @@ std::string g_component;
 
 const char* level_name(level l) {
     switch (l) {
-        case level::debug: return "debug";
-        case level::info: return "info";
-        case level::warn: return "warn";
-        case level::error: return "error";
-        case level::off: return "off";
+        case level::debug:
+            return "debug";
+        case level::info:
+            return "info";
+        case level::warn:
+            return "warn";
+        case level::error:
+            return "error";
+        case level::off:
+            return "off";
     }
     return "?";
 }
@@ -32,7 +37,8 @@ const char* level_name(level l) {
 bool needs_quotes(std::string_view v) {
     if (v.empty()) return true;
     for (char c : v) {
-        if (c == ' ' || c == '"' || c == '=' || c == '\\' || static_cast<unsigned char>(c) < 0x20) return true;
+        if (c == ' ' || c == '"' || c == '=' || c == '\\' || static_cast<unsigned char>(c) < 0x20)
+            return true;
     }
     return false;
 }
@@ -45,11 +51,21 @@ void append_value(std::string& out, std::string_view v) {
     out.push_back('"');
     for (char c : v) {
         switch (c) {
-            case '"': out.append("\\\""); break;
-            case '\\': out.append("\\\\"); break;
-            case '\n': out.append("\\n"); break;
-            case '\r': out.append("\\r"); break;
-            case '\t': out.append("\\t"); break;
+            case '"':
+                out.append("\\\"");
+                break;
+            case '\\':
+                out.append("\\\\");
+                break;
+            case '\n':
+                out.append("\\n");
+                break;
+            case '\r':
+                out.append("\\r");
+                break;
+            case '\t':
+                out.append("\\t");
+                break;
             default:
                 if (static_cast<unsigned char>(c) < 0x20) {
                     char buf[8];
@@ -86,8 +102,12 @@ bool set_file(const std::string& path) {
     return true;
 }
 
-void set_level(level l) { g_level = l; }
-level current_level() { return g_level; }
+void set_level(level l) {
+    g_level = l;
+}
+level current_level() {
+    return g_level;
+}
 
 void set_component(std::string_view name) {
     std::lock_guard lk(g_mu);

@@ -37,7 +37,9 @@ result<netns> netns::open(const std::string& path) {
     return netns(std::move(owned), path);
 }
 
-result<netns> netns::current() { return open("/proc/thread-self/ns/net"); }
+result<netns> netns::current() {
+    return open("/proc/thread-self/ns/net");
+}
 
 status netns::run(const std::function<status()>& fn) const {
     std::optional<status> out;
@@ -53,7 +55,8 @@ status netns::run(const std::function<status()>& fn) const {
 }
 
 bool netns::same_as(const netns& other) const {
-    struct stat a {}, b {};
+    struct stat a {
+    }, b{};
     if (fstat(fd_.get(), &a) != 0 || fstat(other.fd_.get(), &b) != 0) return false;
     return a.st_dev == b.st_dev && a.st_ino == b.st_ino;
 }

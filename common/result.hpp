@@ -19,16 +19,31 @@ public:
     bool ok() const noexcept { return v_.index() == 0; }
     explicit operator bool() const noexcept { return ok(); }
 
-    T& value() & { assert(ok()); return std::get<0>(v_); }
-    const T& value() const& { assert(ok()); return std::get<0>(v_); }
-    T&& value() && { assert(ok()); return std::get<0>(std::move(v_)); }
+    T& value() & {
+        assert(ok());
+        return std::get<0>(v_);
+    }
+    const T& value() const& {
+        assert(ok());
+        return std::get<0>(v_);
+    }
+    T&& value() && {
+        assert(ok());
+        return std::get<0>(std::move(v_));
+    }
     T& operator*() & { return value(); }
     const T& operator*() const& { return value(); }
     T* operator->() { return &value(); }
     const T* operator->() const { return &value(); }
 
-    const error& err() const& { assert(!ok()); return std::get<1>(v_); }
-    error&& err() && { assert(!ok()); return std::get<1>(std::move(v_)); }
+    const error& err() const& {
+        assert(!ok());
+        return std::get<1>(v_);
+    }
+    error&& err() && {
+        assert(!ok());
+        return std::get<1>(std::move(v_));
+    }
 
 private:
     std::variant<T, error> v_;
@@ -43,8 +58,14 @@ public:
 
     bool ok() const noexcept { return !failed_; }
     explicit operator bool() const noexcept { return ok(); }
-    const error& err() const& { assert(failed_); return err_; }
-    error&& err() && { assert(failed_); return std::move(err_); }
+    const error& err() const& {
+        assert(failed_);
+        return err_;
+    }
+    error&& err() && {
+        assert(failed_);
+        return std::move(err_);
+    }
 
 private:
     error err_;
@@ -56,16 +77,16 @@ using status = result<void>;
 }  // namespace mw
 
 // Propagate a failed result from the enclosing function; yields the value otherwise.
-#define MW_TRY(expr)                                        \
-    ({                                                      \
-        auto mw_try_r_ = (expr);                            \
+#define MW_TRY(expr)                                            \
+    ({                                                          \
+        auto mw_try_r_ = (expr);                                \
         if (!mw_try_r_.ok()) return std::move(mw_try_r_).err(); \
-        std::move(mw_try_r_).value();                       \
+        std::move(mw_try_r_).value();                           \
     })
 
 // Same for result<void> / status.
-#define MW_TRY_STATUS(expr)                                  \
-    do {                                                     \
-        auto mw_try_s_ = (expr);                             \
+#define MW_TRY_STATUS(expr)                                     \
+    do {                                                        \
+        auto mw_try_s_ = (expr);                                \
         if (!mw_try_s_.ok()) return std::move(mw_try_s_).err(); \
     } while (0)

@@ -53,7 +53,9 @@ std::optional<mac_address> parse_mac(std::string_view text) {
     return m;
 }
 
-bool link_info::up() const { return (flags & IFF_UP) != 0; }
+bool link_info::up() const {
+    return (flags & IFF_UP) != 0;
+}
 
 rtnl::rtnl(mnl_socket* s) : sock_(s), buf_(k_buf_size) {
     portid_ = mnl_socket_get_portid(s);
@@ -61,7 +63,10 @@ rtnl::rtnl(mnl_socket* s) : sock_(s), buf_(k_buf_size) {
 }
 
 rtnl::rtnl(rtnl&& o) noexcept
-    : sock_(std::exchange(o.sock_, nullptr)), seq_(o.seq_), portid_(o.portid_), buf_(std::move(o.buf_)) {}
+    : sock_(std::exchange(o.sock_, nullptr)),
+      seq_(o.seq_),
+      portid_(o.portid_),
+      buf_(std::move(o.buf_)) {}
 
 rtnl& rtnl::operator=(rtnl&& o) noexcept {
     if (this != &o) {
@@ -155,9 +160,15 @@ static link_info parse_link(const nlmsghdr* nlh) {
     li.flags = ifi->ifi_flags;
     nl::for_each_attr(nlh, sizeof(*ifi), [&](const nlattr* a) {
         switch (mnl_attr_get_type(a)) {
-            case IFLA_IFNAME: li.name = attr_string(a); break;
-            case IFLA_MTU: li.mtu = mnl_attr_get_u32(a); break;
-            case IFLA_IFALIAS: li.alias = attr_string(a); break;
+            case IFLA_IFNAME:
+                li.name = attr_string(a);
+                break;
+            case IFLA_MTU:
+                li.mtu = mnl_attr_get_u32(a);
+                break;
+            case IFLA_IFALIAS:
+                li.alias = attr_string(a);
+                break;
             case IFLA_ADDRESS:
                 if (mnl_attr_get_payload_len(a) == 6) {
                     mac_address m;
@@ -171,7 +182,8 @@ static link_info parse_link(const nlmsghdr* nlh) {
                 });
                 break;
             }
-            default: break;
+            default:
+                break;
         }
     });
     return li;
@@ -202,7 +214,9 @@ result<link_info> rtnl::get_link(const std::string& name) {
     return get_link_req(&name, 0);
 }
 
-result<link_info> rtnl::get_link(int index) { return get_link_req(nullptr, index); }
+result<link_info> rtnl::get_link(int index) {
+    return get_link_req(nullptr, index);
+}
 
 result<std::vector<link_info>> rtnl::list_links() {
     nlmsghdr* nlh = start(RTM_GETLINK, NLM_F_DUMP);
@@ -294,9 +308,15 @@ status rtnl::change_link(int index, const link_change& change) {
     return transact(nlh, what);
 }
 
-status rtnl::set_link_up(int index, bool up) { return change_link(index, {up, {}, {}}); }
-status rtnl::set_mtu(int index, unsigned mtu) { return change_link(index, {{}, mtu, {}}); }
-status rtnl::set_alias(int index, const std::string& alias) { return change_link(index, {{}, {}, alias}); }
+status rtnl::set_link_up(int index, bool up) {
+    return change_link(index, {up, {}, {}});
+}
+status rtnl::set_mtu(int index, unsigned mtu) {
+    return change_link(index, {{}, mtu, {}});
+}
+status rtnl::set_alias(int index, const std::string& alias) {
+    return change_link(index, {{}, {}, alias});
+}
 
 status rtnl::set_link_netns(int index, int netns_fd) {
     nlmsghdr* nlh = start(RTM_NEWLINK, 0);
@@ -375,7 +395,8 @@ static nlmsghdr* fill_route(nlmsghdr* nlh, const route_info& r) {
     auto* rtm = static_cast<rtmsg*>(mnl_nlmsg_put_extra_header(nlh, sizeof(rtmsg)));
     rtm->rtm_family = static_cast<uint8_t>(r.dst.family());
     rtm->rtm_dst_len = static_cast<uint8_t>(r.dst.length());
-    rtm->rtm_table = r.table < 256 ? static_cast<uint8_t>(r.table) : static_cast<uint8_t>(RT_TABLE_UNSPEC);
+    rtm->rtm_table =
+        r.table < 256 ? static_cast<uint8_t>(r.table) : static_cast<uint8_t>(RT_TABLE_UNSPEC);
     rtm->rtm_protocol = r.protocol;
     rtm->rtm_scope = r.scope;
     rtm->rtm_type = r.type;
@@ -436,10 +457,17 @@ result<std::vector<route_info>> rtnl::list_routes(int family) {
                     ri.gateway = ip_address::from_bytes(r->rtm_family, mnl_attr_get_payload(at),
                                                         mnl_attr_get_payload_len(at));
                     break;
-                case RTA_OIF: ri.oif = static_cast<int>(mnl_attr_get_u32(at)); break;
-                case RTA_TABLE: ri.table = mnl_attr_get_u32(at); break;
-                case RTA_PRIORITY: ri.priority = mnl_attr_get_u32(at); break;
-                default: break;
+                case RTA_OIF:
+                    ri.oif = static_cast<int>(mnl_attr_get_u32(at));
+                    break;
+                case RTA_TABLE:
+                    ri.table = mnl_attr_get_u32(at);
+                    break;
+                case RTA_PRIORITY:
+                    ri.priority = mnl_attr_get_u32(at);
+                    break;
+                default:
+                    break;
             }
         });
         ri.dst = ip_prefix(dst, r->rtm_dst_len);

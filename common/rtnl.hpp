@@ -1,6 +1,6 @@
 // rtnetlink (links, addresses, routes, neighbours) over libmnl. Every request is acknowledged;
-// failures come back as mw::error carrying the errno and, when the kernel sent one, its extended-ack
-// text ("RTM_NEWLINK veth0: File exists (kernel: ...)").
+// failures come back as mw::error carrying the errno and, when the kernel sent one, its
+// extended-ack text ("RTM_NEWLINK veth0: File exists (kernel: ...)").
 #pragma once
 
 #include <libmnl/libmnl.h>
@@ -41,13 +41,13 @@ struct addr_info {
 };
 
 struct route_info {
-    ip_prefix dst;                     // 0.0.0.0/0 or ::/0 for default
+    ip_prefix dst;  // 0.0.0.0/0 or ::/0 for default
     std::optional<ip_address> gateway;
     int oif = 0;
-    uint32_t table = 254;              // RT_TABLE_MAIN
-    uint8_t protocol = 4;              // RTPROT_STATIC
-    uint8_t scope = 0;                 // RT_SCOPE_UNIVERSE
-    uint8_t type = 1;                  // RTN_UNICAST
+    uint32_t table = 254;  // RT_TABLE_MAIN
+    uint8_t protocol = 4;  // RTPROT_STATIC
+    uint8_t scope = 0;     // RT_SCOPE_UNIVERSE
+    uint8_t type = 1;      // RTN_UNICAST
     uint32_t priority = 0;
     bool onlink = false;
 };
@@ -67,11 +67,11 @@ struct link_change {
 };
 
 struct veth_spec {
-    std::string name;          // in this socket's namespace
+    std::string name;  // in this socket's namespace
     std::string peer_name;
-    int peer_netns_fd = -1;    // -1: peer stays in this namespace
-    unsigned mtu = 0;          // 0: kernel default
-    std::string alias;         // optional IFLA_IFALIAS on `name`
+    int peer_netns_fd = -1;  // -1: peer stays in this namespace
+    unsigned mtu = 0;        // 0: kernel default
+    std::string alias;       // optional IFLA_IFALIAS on `name`
 };
 
 class rtnl {
@@ -121,7 +121,8 @@ private:
     // Sends the message in buf_ and waits for its ack; `what` names the request in errors.
     status transact(nlmsghdr* nlh, const std::string& what);
     // Sends a dump request and feeds every answer message to cb.
-    status dump(nlmsghdr* nlh, const std::string& what, const std::function<void(const nlmsghdr*)>& cb);
+    status dump(nlmsghdr* nlh, const std::string& what,
+                const std::function<void(const nlmsghdr*)>& cb);
     // Receives until the answer to `seq` is complete. cb gets data messages (may be empty).
     status receive(uint32_t seq, const std::string& what,
                    const std::function<void(const nlmsghdr*)>* cb);

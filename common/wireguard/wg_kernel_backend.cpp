@@ -27,7 +27,9 @@ result<rtnl> open_rtnl_in(const std::string& netns_path) {
     return rtnl::open_in(ns);
 }
 
-result<mnl_socket*> open_genl() { return nl::open_socket(NETLINK_GENERIC, "generic netlink"); }
+result<mnl_socket*> open_genl() {
+    return nl::open_socket(NETLINK_GENERIC, "generic netlink");
+}
 
 // Receives the answer to `seq`: data messages go to cb; ends at the ack, NLMSG_DONE or an error.
 status receive(mnl_socket* s, uint32_t portid, uint32_t seq, const std::string& what,

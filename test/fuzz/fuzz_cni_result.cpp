@@ -15,9 +15,9 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
         if (r) (void)mw::cni::encode_result(*r, "0.3.1").dump();
     }
     // The same bytes as CNI_ARGS / CNI_CONTAINERID / CNI_IFNAME.
-    std::map<std::string, std::string> vars = {{"CNI_COMMAND", "ADD"},   {"CNI_CONTAINERID", in},
-                                               {"CNI_NETNS", "/x"},      {"CNI_IFNAME", in},
-                                               {"CNI_PATH", in},         {"CNI_ARGS", in}};
+    std::map<std::string, std::string> vars = {{"CNI_COMMAND", "ADD"}, {"CNI_CONTAINERID", in},
+                                               {"CNI_NETNS", "/x"},    {"CNI_IFNAME", in},
+                                               {"CNI_PATH", in},       {"CNI_ARGS", in}};
     (void)mw::cni::parse_env([&](const char* k) -> std::optional<std::string> {
         auto it = vars.find(k);
         if (it == vars.end()) return std::nullopt;

@@ -36,19 +36,27 @@ TEST_CASE("config errors carry the spec's codes and name the field") {
         {R"({"cniVersion":"1.0.0","name":"../etc"})", invalid_config, "name"},
         {R"({"cniVersion":"1.0.0","name":"n","podCIDRs":"10.0.0.0/24"})", invalid_config, "array"},
         {R"({"cniVersion":"1.0.0","name":"n","podCIDRs":[]})", invalid_config, "empty"},
-        {R"({"cniVersion":"1.0.0","name":"n","podCIDRs":["10.0.0.0/33"]})", invalid_config, "podCIDRs[0]"},
-        {R"({"cniVersion":"1.0.0","name":"n","podCIDRs":["10.0.0.1/24"]})", invalid_config, "host bits"},
-        {R"({"cniVersion":"1.0.0","name":"n","podCIDRs":["10.0.0.0/31"]})", invalid_config, "too small"},
-        {R"({"cniVersion":"1.0.0","name":"n","podCIDRs":["10.0.0.0/16","10.0.1.0/24"]})", invalid_config, "overlaps"},
+        {R"({"cniVersion":"1.0.0","name":"n","podCIDRs":["10.0.0.0/33"]})", invalid_config,
+         "podCIDRs[0]"},
+        {R"({"cniVersion":"1.0.0","name":"n","podCIDRs":["10.0.0.1/24"]})", invalid_config,
+         "host bits"},
+        {R"({"cniVersion":"1.0.0","name":"n","podCIDRs":["10.0.0.0/31"]})", invalid_config,
+         "too small"},
+        {R"({"cniVersion":"1.0.0","name":"n","podCIDRs":["10.0.0.0/16","10.0.1.0/24"]})",
+         invalid_config, "overlaps"},
         {R"({"cniVersion":"1.0.0","name":"n","mtu":"1400"})", invalid_config, "mtu"},
         {R"({"cniVersion":"1.0.0","name":"n","mtu":100})", invalid_config, "mtu"},
         {R"({"cniVersion":"1.0.0","name":"n","dataDir":"rel/dir"})", invalid_config, "absolute"},
         {R"({"cniVersion":"1.0.0","name":"n","ipam":{}})", 0, ""},
         {R"({"cniVersion":"1.0.0","name":"n","ipam":{"subnet":"x"}})", invalid_config, "ipam.type"},
-        {R"({"cniVersion":"1.0.0","name":"n","ipam":{"type":"../x"}})", invalid_config, "plugin name"},
-        {R"({"cniVersion":"1.0.0","name":"n","ipam":{"type":"host-local"},"podCIDRs":["10.0.0.0/24"]})", invalid_config, "not both"},
-        {R"({"cniVersion":"1.0.0","name":"n","prevResult":{"ips":[{"address":"bogus"}]}})", invalid_config, "prevResult"},
-        {R"({"cniVersion":"1.1.0","name":"n","cni.dev/valid-attachments":[{"containerID":1}]})", invalid_config, "valid-attachments"},
+        {R"({"cniVersion":"1.0.0","name":"n","ipam":{"type":"../x"}})", invalid_config,
+         "plugin name"},
+        {R"({"cniVersion":"1.0.0","name":"n","ipam":{"type":"host-local"},"podCIDRs":["10.0.0.0/24"]})",
+         invalid_config, "not both"},
+        {R"({"cniVersion":"1.0.0","name":"n","prevResult":{"ips":[{"address":"bogus"}]}})",
+         invalid_config, "prevResult"},
+        {R"({"cniVersion":"1.1.0","name":"n","cni.dev/valid-attachments":[{"containerID":1}]})",
+         invalid_config, "valid-attachments"},
     };
     for (const auto& c : cases) {
         CAPTURE(c.json);
@@ -88,7 +96,10 @@ TEST_CASE("CNI environment validation") {
 
     auto expect_fail = [&](const char* key, std::optional<std::string> value, const char* needle) {
         auto saved = vars;
-        if (value) vars[key] = *value; else vars.erase(key);
+        if (value)
+            vars[key] = *value;
+        else
+            vars.erase(key);
         auto r = parse_env(lookup);
         CAPTURE(key);
         CHECK_FALSE(r.env);
@@ -108,7 +119,10 @@ TEST_CASE("CNI environment validation") {
     expect_fail("CNI_PATH", std::nullopt, "CNI_PATH");
     expect_fail("CNI_ARGS", "novalue", "CNI_ARGS");
 
-    vars = {{"CNI_COMMAND", "DEL"}, {"CNI_CONTAINERID", "c"}, {"CNI_IFNAME", "eth0"}, {"CNI_PATH", "/x"}};
+    vars = {{"CNI_COMMAND", "DEL"},
+            {"CNI_CONTAINERID", "c"},
+            {"CNI_IFNAME", "eth0"},
+            {"CNI_PATH", "/x"}};
     CHECK(parse_env(lookup).env);  // DEL without CNI_NETNS is fine
     vars = {{"CNI_COMMAND", "VERSION"}};
     CHECK(parse_env(lookup).env);

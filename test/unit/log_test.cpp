@@ -8,8 +8,9 @@ TEST_CASE("log lines are logfmt with quoted values where needed") {
     auto line = log::format_line(log::level::info, "cni", "pod wired",
                                  {{"container_id", "abc"}, {"error", "a \"b\"\nc"}, {"empty", ""}},
                                  1700000000123LL);
-    CHECK(line == "ts=2023-11-14T22:13:20.123Z level=info component=cni msg=\"pod wired\" "
-                  "container_id=abc error=\"a \\\"b\\\"\\nc\" empty=\"\"\n");
+    CHECK(line ==
+          "ts=2023-11-14T22:13:20.123Z level=info component=cni msg=\"pod wired\" "
+          "container_id=abc error=\"a \\\"b\\\"\\nc\" empty=\"\"\n");
 }
 
 TEST_CASE("log levels parse") {

@@ -33,7 +33,9 @@ netns private_netns() {
     return std::move(out->value());
 }
 
-bool root() { return geteuid() == 0; }
+bool root() {
+    return geteuid() == 0;
+}
 
 }  // namespace
 
@@ -135,7 +137,8 @@ TEST_CASE("links, addresses, routes and neighbours in a private namespace") {
     bad.gateway = *ip_address::parse("192.0.2.1");
     auto refused = nl->add_route(bad);
     REQUIRE_FALSE(refused);
-    CHECK(refused.err().message.find("RTM_NEWROUTE 10.88.0.0/16 via 192.0.2.1") != std::string::npos);
+    CHECK(refused.err().message.find("RTM_NEWROUTE 10.88.0.0/16 via 192.0.2.1") !=
+          std::string::npos);
     CHECK(refused.err().message.find("kernel:") != std::string::npos);
     bad.onlink = true;  // ... unless told it is on the link
     CHECK(nl->add_route(bad));
@@ -145,14 +148,16 @@ TEST_CASE("links, addresses, routes and neighbours in a private namespace") {
     auto neigh = nl->list_neighbors(AF_INET, a->index);
     REQUIRE(neigh);
     bool nfound = false;
-    for (const auto& n : *neigh) nfound |= n.dst.str() == "10.77.0.9" && n.lladdr && *n.lladdr == mac;
+    for (const auto& n : *neigh)
+        nfound |= n.dst.str() == "10.77.0.9" && n.lladdr && *n.lladdr == mac;
     CHECK(nfound);
 
     // sysctls act on the namespace of the thread that writes them
     REQUIRE(ns.run([] { return write_sysctl("net/ipv4/ip_forward", "1"); }));
     auto in_ns = ns.run_value<std::string>([] { return read_sysctl("net/ipv4/ip_forward"); });
     CHECK(*in_ns == "1");
-    auto in_peer = peer_ns.run_value<std::string>([] { return read_sysctl("net/ipv4/ip_forward"); });
+    auto in_peer =
+        peer_ns.run_value<std::string>([] { return read_sysctl("net/ipv4/ip_forward"); });
     CHECK(*in_peer == "0");
 
     REQUIRE(nl->delete_link(a->index));
