@@ -20,7 +20,7 @@ std::optional<unsigned> default_route_mtu(rtnl& nl) {
             auto link = nl.get_link(r.oif);
             if (link && link->mtu >= k_min_underlay_mtu) {
                 log::debug("MTU from default route device",
-                           {{"device", link->name}, {"underlay_mtu", std::to_string(link->mtu)}});
+                           {{"interface", link->name}, {"underlay_mtu", std::to_string(link->mtu)}});
                 return link->mtu;
             }
         }

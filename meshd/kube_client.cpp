@@ -539,7 +539,7 @@ status kube_client::list_and_watch() {
                             std::lock_guard lk(mu_);
                             ++stats_.relists_gone;
                             log::info("kubernetes watch: 410 Gone; listing again",
-                                      {{"message", ev->status_message}});
+                                      {{"detail", ev->status_message}});
                             return {};
                         }
                         return error(errc::protocol_error, "kubernetes watch: ERROR event " +

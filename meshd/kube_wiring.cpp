@@ -55,7 +55,7 @@ void kube_wiring::on_nodes(std::shared_ptr<const kube_node_map> nodes) {
     if (stopped_) return;
     const uint64_t now = core_ms();
     auto v = read_kube_nodes(*nodes, cfg_.node_name, identity_.id(), cfg_.listen_port);
-    for (const auto& b : v.bad) log::warn("kubernetes node annotation ignored", {{"what", b}});
+    for (const auto& b : v.bad) log::warn("kubernetes node annotation ignored", {{"detail", b}});
     if (v.self) {
         // Both set: the config wins (an operator's explicit choice), said once per change.
         std::string theirs;

@@ -383,7 +383,7 @@ void daemon::apply_dataplane() {
     auto plan = planner_.wireguard(dps, proxy_up, now);
     if (plan.dropped != dropped_) {  // logged when it changes, not on every apply
         for (const auto& d : plan.dropped) {
-            log::warn("wireguard setting left out so that the rest applies", {{"what", d}});
+            log::warn("wireguard setting left out so that the rest applies", {{"detail", d}});
         }
         dropped_ = plan.dropped;
     }

@@ -446,7 +446,7 @@ void wg_userspace_backend::supervise(bool adopted) {
             cv_.notify_all();
             if (stopping_) return;
             log::warn("wireguard-go died, restarting",
-                      {{"interface", opts_.ifname}, {"status", how}});
+                      {{"interface", opts_.ifname}, {"detail", how}});
         }
         // A process that ran for a while gets restarted at once; a crash loop backs off.
         if (clock_type::now() - started > std::chrono::seconds(10)) {

@@ -110,7 +110,7 @@ void core_context::refuse(endpoint_refusal why, const wg_endpoint& ep, const cha
                   "meshwire_endpoints_refused_total)"
                 : "endpoint refused: not a unicast address at the cluster's port (logged once "
                   "per reason; see meshwire_endpoints_refused_total)",
-            {{"reason", to_string(why)}, {"endpoint", ep.str()}, {"from", what}});
+            {{"reason", to_string(why)}, {"endpoint", ep.str()}, {"source", what}});
     }
 }
 

@@ -140,7 +140,7 @@ result<put_outcome> membership::accept(const peer_record& rec, learned_via via, 
     ctx_.admission.store_full += store_.refused_full() - refused;
     if (!put) return put;
     if (prior && (*put == put_outcome::replaced || *put == put_outcome::refreshed)) {
-        core_context::log_fields f{{"peer", rec.name}, {"from", to_string(via)}};
+        core_context::log_fields f{{"peer", rec.name}, {"learned_via", to_string(via)}};
         append_change_fields(f, *prior, rec, ctx_.name_of);
         ctx_.log(0, *put == put_outcome::replaced ? "peer record changed" : "peer record refreshed",
                  std::move(f));

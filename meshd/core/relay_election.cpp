@@ -271,7 +271,7 @@ void relay_election::choose(const node_id& id, relayed_pair& p, const peer_recor
             ctx_.log(1, "relay switched",
                      {{"peer", rec.name},
                       {"relay", ctx_.name_of(dp.relay)},
-                      {"from", ctx_.name_of(*p.relay)},
+                      {"previous_relay", ctx_.name_of(*p.relay)},
                       {"path", "relay"},
                       {"rtt_sum_ms", std::string(scores) + " (was " + from_score + ")"}});
         }

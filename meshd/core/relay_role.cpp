@@ -101,7 +101,7 @@ void relay_role::set_role(relay_role_state st, relay_role_cause cause, std::stri
     int lvl = st == relay_role_state::refused ? 2 : 1;
     ctx_.log(
         lvl, std::string("relay role ") + to_string(st),
-        {{"relay", ctx_.cfg.node_name}, {"cause", to_string(cause)}, {"reason", role_reason_}});
+        {{"node", ctx_.cfg.node_name}, {"reason", to_string(cause)}, {"detail", role_reason_}});
     ctx_.due(now);
 }
 

@@ -436,7 +436,7 @@ def failover_part(m):
         # the relay in use, and not by an election that happened to come first.
         log = m.log(m["lan1a"]).splitlines()
         gone = [_log_time(ln) for ln in log if 'msg="relay switched"' in ln and
-                "peer=lan2a " in ln and "from=%s " % relay in ln and "was gone" in ln]
+                "peer=lan2a " in ln and "previous_relay=%s " % relay in ln and "was gone" in ln]
         gone = [t for t in gone if t is not None and t >= t_kill - 0.05]
         silent = [_log_time(ln) for ln in log if "relay stopped answering" in ln and
                   "relay=%s " % relay in ln + " "]
