@@ -14,11 +14,12 @@ and ~34 %. Traffic inside a LAN crosses no bridge. Checks, on one mesh:
   traffic     a 100/s UDP stream pod -> pod on two cross-LAN relayed pairs (lan1a -> lan2a,
               lan1b -> lan2b) and a ping every 0.2 s on a LAN-direct pair (lan1a -> lan1b),
               flowing within a bound
-  steady      for --window s (60 in the suite) no pair changes relay or path: the "relay
-              switched" and "path selected" lines of every meshd over the window are counted and
-              `meshctl peers` of every node compared before/after; false failovers per hour
-              (count * 3600 / window) printed, with the "relay stopped answering" and "relayed
-              path silent end to end" verdicts; the LAN-direct ping lost nothing
+  steady      after SETTLE_S (20 s), for --window s (60 in the suite) no pair changes relay or
+              path: the "relay switched" and "path selected" lines of every meshd over the window
+              are counted and `meshctl peers` of every node compared before/after; false
+              failovers per hour (count * 3600 / window) printed, with the failover verdicts
+              (relay stopped answering, relayed path silent end to end, WireGuard not through,
+              session rejected); the LAN-direct ping lost nothing
   failover    --trials times (2): the meshd of the relay lan1a uses for lan2a is SIGKILLed under
               the streams; the outage (largest gap in the arrivals, minus the 10 ms period) of
               each stream is printed against the 1 s target of issue 14; the check fails only
@@ -26,7 +27,7 @@ and ~34 %. Traffic inside a LAN crosses no bridge. Checks, on one mesh:
               restarted and up everywhere before the next trial
 
 Prints figures (with the load average) and `N passed, N failed`; exit 1 on a failure, 77 when it
-cannot run here. About 2.5 min with --window 60.
+cannot run here. About 2 min with --window 60.
 
 Usage: test_lossy.py [--build-dir DIR] [--window S] [--trials N]
   --window 3600 measures false failovers over an hour of steady traffic (about 62 min in all)
@@ -76,9 +77,16 @@ RESTART_BOUND = 30.0
 # outage beyond the bound is seen as one (and fails) rather than cut off.
 WATCH_S = FAILOVER_BOUND + 2.0
 
+# Before the steady window: a relayed path taken at the start is verified end to end (an in-band
+# PONG) while its sessions are still being bound on both ends; under ~34 % end-to-end loss that
+# can take longer than the verdict's 3 path timeouts (a silent-end-to-end switch 10.5 s after the
+# path was taken was seen at this point). The simulator's sim_lossy settles 30 s before its hour.
+SETTLE_S = 20.0
 CHANGE_MSGS = ('msg="relay switched"', 'msg="path selected"')
 VERDICT_MSGS = ('msg="relay stopped answering; its pairs fail over"',
-                'msg="relayed path silent end to end; trying another relay"')
+                'msg="relayed path silent end to end; trying another relay"',
+                'msg="relay carries probes but not WireGuard; trying another relay"',
+                'msg="relay session rejected; trying another relay"')
 
 
 def load():
@@ -125,6 +133,11 @@ def stalls(lines):
     """late_ms of meshd's "woken late" lines (its own process starved) among `lines`."""
     return [int(mo.group(1)) for ln in lines for mo in [re.search(r" late_ms=(\d+)", ln)]
             if mo and 'msg="woken late' in ln]
+
+
+def ping_seqs(proc):
+    """icmp_seq of every reply in a ping's log."""
+    return [int(x) for x in re.findall(r" bytes from .*icmp_seq=(\d+)", proc.log())]
 
 
 def peer_of(ln):
@@ -203,11 +216,22 @@ def run(m, window, trials):
     if not state.get("flowing"):
         return
 
-    @check("steady: no relay or path change in %.0f s of traffic" % window)
+    @check("steady: no relay or path change in %.0f s of traffic (after %.0f s to settle)" % (
+        window, SETTLE_S))
     def _():
+        settle_l = {n: len(v) for n, v in log_lines(m).items()}
+        time.sleep(SETTLE_S)
         before_t = path_table(m)
         before_l = {n: len(v) for n, v in log_lines(m).items()}
-        ping_before = state["ping"].log().count(" bytes from ")
+        early = [(n, ln) for n, v in log_lines(m).items() for ln in v[settle_l[n]:before_l[n]]
+                 if any(c in ln for c in CHANGE_MSGS + VERDICT_MSGS)]
+        # Not counted, but said: what changed while the streams' pairs settled.
+        figure("while settling (not counted): changes / verdicts", "%d / %d %s" % (
+            sum(any(c in ln for c in CHANGE_MSGS) for _, ln in early),
+            sum(any(c in ln for c in VERDICT_MSGS) for _, ln in early),
+            " ".join("%s>%s:%s" % (n, peer_of(ln), ln[ln.find('msg="') + 5:].split('"')[0][:40])
+                     for n, ln in early if any(c in ln for c in VERDICT_MSGS))))
+        seq0 = max(ping_seqs(state["ping"]) or [0])
         t0 = time.time()
         time.sleep(window)
         t1 = time.time()
@@ -222,9 +246,9 @@ def run(m, window, trials):
         figure("steady window", "%.0f s, %s" % (window, load()))
         figure("relay/path changes in the window (all meshd)", "%d -> false failovers per hour "
                "%.1f" % (len(changes), per_h))
-        figure("failover verdicts in the window (relay dead / relayed path silent)", "%d / %d" % (
-            sum(VERDICT_MSGS[0] in ln for _, ln in verdicts),
-            sum(VERDICT_MSGS[1] in ln for _, ln in verdicts)))
+        figure("failover verdicts in the window (relay dead / relayed path silent / WireGuard "
+               "not through / session rejected)", " / ".join(
+                   str(sum(v in ln for _, ln in verdicts)) for v in VERDICT_MSGS))
         for s, (x, y) in zip(state["streams"], STREAMS):
             arr = [t for t in s.arrivals() if t0 <= t <= t1]
             gap, _ = largest_gap(arr, t0, t1)
@@ -232,10 +256,11 @@ def run(m, window, trials):
                    "%d of %d arrived (%.1f %% lost), largest gap %.0f ms" % (
                        len(arr), int(window * 100), 100.0 - len(arr) / window,
                        gap * 1000))
-        sent = int(window / 0.2)
-        got = state["ping"].log().count(" bytes from ") - ping_before
-        figure("LAN-direct ping %s -> %s in the window" % LAN_PAIR, "%d replies of ~%d" % (
-            got, sent))
+        seqs = [q for q in ping_seqs(state["ping"]) if q > seq0]
+        sent = max(seqs or [seq0]) - seq0  # up to the last answered one (later ones in flight)
+        lost = sent - len(set(seqs))
+        figure("LAN-direct ping %s -> %s in the window" % LAN_PAIR, "%d of %d lost" % (
+            lost, sent))
         # Starvation on this host, the testbed's own noise: meshd woken late (its core called
         # > 150 ms after its deadline) and the bridges' worst lateness (since they started).
         late = {n: stalls(v) for n, v in lines.items()}
@@ -246,8 +271,8 @@ def run(m, window, trials):
         detail = "\n".join("%s: %s" % (n, ln[:240]) for n, ln in changes + verdicts)
         expect(not changes and not moved, "changes: %s\nmoved: %s\n%s" % (
             ["%s>%s" % (n, peer_of(ln)) for n, ln in changes], moved, detail))
-        # The LAN pair crosses no bridge: 0.2 s pings, none lost (the last may be in flight).
-        expect(got >= sent - 2, "LAN-direct ping: %d replies of ~%d" % (got, sent))
+        # The LAN pair crosses no bridge: none lost.
+        expect(sent > 0 and lost == 0, "LAN-direct ping: %d of %d lost" % (lost, sent))
         return "%d pairs unchanged" % len(before_t)
 
     for i in range(1, trials + 1):
