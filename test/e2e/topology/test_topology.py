@@ -26,6 +26,7 @@ from pass_fail import check, expect, results  # noqa: E402
 from topology import NETTOOLS, Topology  # noqa: E402
 
 DELAY_MS = 25.0  # one-way delay on relay2's uplink
+NAT_DELAY_MS = 20.0  # one-way delay on nat3's WAN uplink (0 outside its check)
 SLACK_MS = 15.0  # allowed median RTT above 2 * delay (measured: ~1 ms idle, ~4 ms at load 11)
 def ping_rtts(node, addr, count=5, interval=0.2):
     p = node.run(["ping", "-n", "-c", str(count), "-i", str(interval), "-W", "2", addr],
@@ -253,6 +254,26 @@ def run_topology_checks(t):
         r2.set_delay(DELAY_MS)
         figures.extend("UDP " + o for o in out)
         return "\n     " + "\n     ".join(out)
+
+    @check("latency: a delay on a NAT router's WAN uplink (nat3 +%g ms)" % NAT_DELAY_MS)
+    def _():
+        # The whole LAN's way out crosses it, traffic inside the LAN does not.
+        a, b = t["lan3a"], t["lan3b"]
+        t["nat3"].set_delay(NAT_DELAY_MS)
+        try:
+            out = ping_rtts(a, r1.addr4, count=10, interval=0.05)
+            lan = ping_rtts(a, b.addr4, count=5, interval=0.05)
+        finally:
+            t["nat3"].set_delay(0)
+        expect(len(out) >= 8 and len(lan) >= 4, "lost pings: %s %s" % (out, lan))
+        m_out, m_lan = sorted(out)[len(out) // 2], sorted(lan)[len(lan) // 2]
+        expect(2 * NAT_DELAY_MS <= m_out <= 2 * NAT_DELAY_MS + SLACK_MS,
+               "lan3a -> relay1 median RTT %.2f ms" % m_out)
+        expect(m_lan < 5, "lan3a -> lan3b median RTT %.2f ms" % m_lan)
+        s = "ping median RTT lan3a -> relay1 %.2f ms (nat3 +%g one-way), lan3a -> lan3b %.2f ms" % (
+            m_out, NAT_DELAY_MS, m_lan)
+        figures.append(s)
+        return s
 
     @check("TCP bulk transfer through NAT and the delay bridge")
     def _():
@@ -551,7 +572,7 @@ def main():
     figures = []
     t0 = time.monotonic()
     t = Topology(relays=2, lans=["cone", "symmetric", "cone"], nodes_per_lan=2,
-                 delay_ms={"relay2": DELAY_MS})
+                 delay_ms={"relay2": DELAY_MS, "nat3": 0})
     build_s = time.monotonic() - t0
     prefix, tmpdir = t.prefix, t.tmpdir
     print("topology built in %.2fs (prefix %s, logs in %s)" % (build_s, prefix, tmpdir))

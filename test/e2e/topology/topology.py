@@ -16,8 +16,10 @@ What is built (every namespace is named <prefix><role>, prefix = "mwt<pid>-"):
                   v6 (cone: plain masquerade; symmetric: masquerade random), stateful firewall
                   (nothing unsolicited gets in from wan0)
     lanKa, lanKb  LAN nodes: eth0 192.168.1K.10/.11 + fd0K::10/::11, default via the router
-    dly-<node>    (optional) a user-space delay bridge spliced into a public node's uplink
-                  (see delayer.py): adds delay_ms one-way, in each direction, to every frame
+    dly-<node>    (optional) a user-space delay bridge spliced into the uplink of a public node
+                  (between eth0 and br0) or of a NAT router natK (between wan0 and br0: the whole
+                  LAN's WAN uplink; traffic inside the LAN does not cross it); see delayer.py:
+                  adds delay_ms one-way, in each direction, to every frame, drops loss_pct %
 
 No interface is ever created in the caller's namespace: veth pairs are created directly inside the
 test namespaces (`ip -n A link add ... peer ... netns B`), so the only change to the root namespace
@@ -374,7 +376,7 @@ class Node:
         self.lan_addr4 = self.lan_addr6 = None
         self.lan = None  # LAN number for routers and LAN nodes
         self.nat = None  # routers: "cone" | "symmetric"
-        self.delayer = None  # public nodes with a delay bridge: the Delayer
+        self.delayer = None  # public nodes and routers with a delay bridge: the Delayer
         self.ns_id = self.ns_cookie = None  # the namespace's identity, set once it exists
         self.wg_ifname = "mwt%dn%d" % (topo.pid, index)
         assert len(self.wg_ifname) <= 15
@@ -516,7 +518,8 @@ class Node:
         return None, None
 
     def set_delay(self, ms, loss=None):
-        """Change this node's uplink delay (needs delay_ms={name: ...} at build time)."""
+        """Change this node's uplink delay (a public node or a NAT router; needs
+        delay_ms={name: ...} at build time)."""
         if not self.delayer:
             raise RuntimeError("%s has no delay bridge (pass delay_ms={%r: 0} to Topology)" % (
                 self.name, self.name))
@@ -561,9 +564,11 @@ class Topology:
     relays       number of public relay nodes (relay1..relayN), or a list of names
     lans         one entry per LAN: "cone" or "symmetric" (NAT kind of its router)
     nodes_per_lan  hosts per LAN (lanKa, lanKb, ...)
-    delay_ms     {public node name: one-way ms} -> a delay bridge on that node's uplink (0 is fine:
-                 the delay can be changed later with node.set_delay)
-    loss_pct     {public node name: percent} random frame loss on the same bridge
+    delay_ms     {public node or NAT router name (relayN, natK): one-way ms} -> a delay bridge on
+                 that node's uplink (a router's: the LAN's WAN uplink, so every LAN node's traffic
+                 to the outside crosses it, LAN-internal traffic does not); 0 is fine: the delay
+                 can be changed later with node.set_delay
+    loss_pct     {same names: percent} random frame loss on the same bridge (each direction)
     private_dirs directories that each node sees privately (a per-node dir is bind-mounted over
                  them in node.run/popen); default /run/wireguard so that `wg show` in a node lists
                  only that node's wireguard-go interfaces
@@ -664,9 +669,10 @@ class Topology:
 
     def _build(self, relay_names, lans, per_lan, delay_ms, loss_pct):
         unknown = set(delay_ms) | set(loss_pct)
-        unknown -= set(relay_names)
+        unknown -= set(relay_names) | {"nat%d" % k for k in range(1, len(lans) + 1)}
         if unknown:
-            raise ValueError("delay/loss only on public nodes, not %s" % sorted(unknown))
+            raise ValueError("delay/loss only on public nodes and NAT routers, not %s" %
+                             sorted(unknown))
         inet = self._new_node("internet", "internet")
         self.internet = inet
         self._port = 0
@@ -677,8 +683,8 @@ class Topology:
         inet.ip("link", "set", "br0", "up")
         for name in relay_names:
             self.add_public(name, delay_ms.get(name), loss_pct.get(name))
-        for kind in lans:
-            k = self.add_lan(kind)
+        for i, kind in enumerate(lans, 1):
+            k = self.add_lan(kind, delay_ms.get("nat%d" % i), loss_pct.get("nat%d" % i))
             for _ in range(per_lan):
                 self.add_lan_node(k)
 
@@ -719,8 +725,9 @@ class Topology:
         self._attach(n, "eth0", 10 + i, delay_ms, loss_pct)
         return n
 
-    def add_lan(self, kind="cone"):
-        """A LAN behind a new NAT router natK; returns K (add hosts with add_lan_node(K))."""
+    def add_lan(self, kind="cone", delay_ms=None, loss_pct=None):
+        """A LAN behind a new NAT router natK; returns K (add hosts with add_lan_node(K)).
+        delay_ms/loss_pct: a delay bridge on its WAN uplink (between wan0 and the public bridge)."""
         if kind not in ("cone", "symmetric"):
             raise ValueError("NAT kind must be cone or symmetric, not %r" % kind)
         k = len(self.routers) + 1
@@ -729,7 +736,7 @@ class Topology:
         rt = self._new_node("nat%d" % k, "router")
         rt.lan, rt.nat = k, kind
         self._lan_count[k] = 0
-        self._attach(rt, "wan0", 100 + k)
+        self._attach(rt, "wan0", 100 + k, delay_ms, loss_pct)
         n4, n6 = lan_net4(k), lan_net6(k)
         rt.lan_addr4, rt.lan_addr6 = str(n4[1]), str(n6[1])
         rt.ip("link", "add", "lan0", "type", "bridge", "stp_state", "0")
@@ -1037,7 +1044,8 @@ def main(argv=None):
     ap.add_argument("--up", action="store_true",
                     help="build the default topology, print it, wait for Ctrl-C, clean up")
     ap.add_argument("--lans", default="cone,symmetric")
-    ap.add_argument("--delay", action="append", default=[], metavar="NODE=MS")
+    ap.add_argument("--delay", action="append", default=[], metavar="NODE=MS",
+                    help="one-way delay on a public node's or NAT router's (natK) uplink")
     a = ap.parse_args(argv)
     if a.cleanup_stale:
         if os.geteuid() != 0:
