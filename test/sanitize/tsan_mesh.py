@@ -9,7 +9,7 @@ config watcher), then a clean stop (SIGTERM: the threads' shutdown).
 
 meshd runs with TSAN_OPTIONS halt_on_error=1 (the first report ends it, which also fails the pings)
 and log_path=<node dir>/tsan: a check fails when any meshd wrote a report (printed here) or did
-not exit 0 on SIGTERM. About 40 s. Prints `N passed, N failed`; exit 1 on a failure, 77 when it
+not exit 0 on SIGTERM. About 45 s. Prints `N passed, N failed`; exit 1 on a failure, 77 when it
 cannot run here.
 
 Usage: tsan_mesh.py [--build-dir DIR]   (default build-tsan/)
