@@ -68,8 +68,9 @@ std::vector<proxy_op> dataplane_planner::proxy_ops(const std::vector<peer_datapl
     // Proxy sockets of peers no longer relayed linger, then go; at once when the record is gone.
     for (const auto& [id, px] : proxied_) {
         if (relayed.count(id)) continue;
-        bool gone =
-            std::none_of(desired.begin(), desired.end(), [&](const auto& d) { return d.id == id; });
+        // id by copy: clang 14 (the sanitizer build) refuses a structured binding in [&].
+        bool gone = std::none_of(desired.begin(), desired.end(),
+                                 [&, id = id](const auto& d) { return d.id == id; });
         if (gone || (px.linger_until && now >= px.linger_until)) {
             ops.push_back({proxy_op::kind::remove_peer, id, {}, px.session_id, 0, {}});
         }
