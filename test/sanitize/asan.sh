@@ -75,7 +75,8 @@ else
     export ASAN_OPTIONS=$asan_options:log_path=$reports/asan
     export UBSAN_OPTIONS=$UBSAN_OPTIONS:log_path=$reports/ubsan
     for b in meshd/meshd meshctl/meshctl cni-plugin/meshwire; do
-        if ! nm -C "$build/$b" | grep -q ' __asan_init'; then
+        # grep without -q: with pipefail, nm killed by SIGPIPE would fail the check.
+        if ! nm "$build/$b" 2>/dev/null | grep ' __asan_init' >/dev/null; then
             echo "asan: $build/$b is not built with AddressSanitizer"
             exit 1
         fi
