@@ -6,7 +6,7 @@
 #
 #   test/sanitize/asan.sh unit-sim
 #       build unit_tests and sim_tests in build-fuzz/, run all unit cases, then every simulator
-#       case (CTest asan_unit_sim, label cpu).
+#       case but one, the 201-node idle cluster (below why) (CTest asan_unit_sim, label cpu).
 #   test/sanitize/asan.sh e2e [SCENARIO]
 #       build meshd, meshctl and the CNI plugin in build-fuzz/, run test/e2e/mesh/SCENARIO
 #       (default test_mesh.py) with --build-dir build-fuzz/; every sanitizer report of any of
@@ -64,7 +64,11 @@ run() {
 
 if [ "$what" = unit-sim ]; then
     run unit "$build/test/unit/unit_tests"
-    run sim "$build/test/sim/sim_tests"
+    # Every simulator case but the 201-node idle cluster (105 s alone in build/; ASan + the
+    # coverage instrumentation cost 5x the CPU, measured on sim lossy + anti-entropy: 84 s
+    # instead of 17 s, so ~9 min), for the suite's budget. The other idle cases of
+    # sim_idle_test.cpp still run; this one by hand: sim_tests -tc='sim: idle liveness*'.
+    run sim "$build/test/sim/sim_tests" '-tce=sim: idle liveness per node is bounded*'
 else
     scenario=${2:-test_mesh.py}
     # Reports to files, not to stderr: meshd's stderr is its log in the topology's temporary
