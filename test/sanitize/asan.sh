@@ -30,7 +30,8 @@ e2e) targets=(meshd meshctl meshwire) ;;
     ;;
 esac
 
-# detect_stack_use_after_return and the init-order checks are off by default in clang 14.
+# detect_stack_use_after_return and the init-order checks are off by default in clang 14. The
+# first costs: sim lossy + anti-entropy 84 CPU-s with it, 60 without (17 in build/).
 asan_options=detect_leaks=1:halt_on_error=1:detect_stack_use_after_return=1
 asan_options+=:check_initialization_order=1:strict_init_order=1
 export ASAN_OPTIONS=$asan_options
