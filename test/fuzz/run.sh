@@ -8,6 +8,9 @@
 #   test/fuzz/run.sh --grow SECONDS [TARGET...]
 #       the same with SECONDS per target, then -merge=1 what adds coverage into the committed
 #       corpus.
+#   test/fuzz/run.sh --exec COMMAND [ARG...]
+#       configure build-fuzz/ as here, then exec COMMAND holding this run's lock, with
+#       FUZZ_BUILD_DIR set (test/sanitize/asan.sh builds and runs the tests there this way).
 #
 # Kept under the build dir: build-fuzz/artifacts/<target>/ (crash-/leak-/timeout-/oom- inputs),
 # build-fuzz/fuzz-runs/<run>/<target>.log (full logs) and .../new/<target>/ (inputs the run found;
@@ -25,6 +28,10 @@ case ${1:-} in
     secs=${2:-}
     shift 2 || true
     ;;
+--exec)
+    mode=exec
+    shift
+    ;;
 -h | --help)
     awk 'NR > 1 && !/^#/ { exit } NR > 1 { sub(/^# ?/, ""); print }' "$0"
     exit 0
@@ -40,8 +47,9 @@ if ! [[ $secs =~ ^[0-9]+$ ]]; then
 fi
 all_targets=$(cd "$root/test/fuzz" && ls fuzz_*.cpp | sed 's/\.cpp$//')
 targets=("$@")
-[ ${#targets[@]} -gt 0 ] || read -r -d '' -a targets <<<"$all_targets" || true
-for t in "${targets[@]}"; do
+[ ${#targets[@]} -gt 0 ] || [ $mode = exec ] || read -r -d '' -a targets <<<"$all_targets" || true
+[ $mode != exec ] || [ ${#targets[@]} -gt 0 ] || { echo "fuzz: --exec needs a command" >&2; exit 2; }
+[ $mode = exec ] || for t in "${targets[@]}"; do
     if ! grep -qx "$t" <<<"$all_targets"; then
         echo "fuzz: no target $t (have: ${all_targets//$'\n'/ })" >&2
         exit 2
@@ -83,6 +91,11 @@ then
         exit 1
     fi
     echo "$config" >"$build/.fuzz-config"
+fi
+if [ $mode = exec ]; then
+    # fd 9 (the lock) stays open in COMMAND: no fuzz run rebuilds build-fuzz/ under it.
+    export FUZZ_BUILD_DIR=$build FUZZ_LOCK_HELD=1
+    exec "${targets[@]}"
 fi
 build_rc=0
 TIMEFORMAT='%U %S'

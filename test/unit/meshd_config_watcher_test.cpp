@@ -77,7 +77,10 @@ TEST_CASE("config watcher: every restart-only field is named, including mdns, dh
              edit{"kubernetes: {routeAuthority: config}\n", "kubernetes.routeAuthority"},
              edit{"metrics: {listen: \"127.0.0.1:9100\"}\n", "metrics.listen"},
          }) {
-        CAPTURE(yaml);
+        // CAPTURE takes a reference in a lambda: not of the structured binding itself, which
+        // clang 14 (the sanitizer build) refuses.
+        const auto& edit_yaml = yaml;
+        CAPTURE(edit_yaml);
         // A key the base has already is replaced (the parser refuses duplicate keys).
         std::string b = base, n;
         auto key = std::string(yaml).substr(0, std::string(yaml).find(':'));

@@ -161,7 +161,10 @@ TEST_CASE("kube access: kubeconfig errors name the field") {
                  "no context named"},
              bad{"[unclosed", "kc", "not YAML"},
          }) {
-        CAPTURE(text);
+        // CAPTURE takes a reference in a lambda: not of the structured binding itself, which
+        // clang 14 (the sanitizer build) refuses.
+        const auto& kubeconfig_text = text;
+        CAPTURE(kubeconfig_text);
         auto a = parse_kubeconfig(text, d.path, "kc");
         REQUIRE_FALSE(a);
         CAPTURE(a.err().message);
