@@ -232,7 +232,7 @@ def main():
           f"{len(tus) - len(work)} from the cache {cache}; "
           f"{len([f for f in findings if re.search(r': (warning|error):', f)])} findings; "
           f"{time.monotonic() - start:.1f} s wall, "
-          f"{kids.ru_utime + kids.ru_stime:.1f} CPU s in clang-tidy")
+          f"{kids.ru_utime + kids.ru_stime:.1f} CPU s in child processes (clang-tidy, ninja, the compiler)")
     return 1 if failed else 0
 
 
