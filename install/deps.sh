@@ -12,6 +12,7 @@ packages=(
   # toolchain
   build-essential cmake ninja-build pkg-config g++-12 clang-14 clang-format-14 clang-tidy-14
   libclang-rt-14-dev
+  clang-tidy-15  # test/style (ctest style_tidy): bugprone-unchecked-optional-access is new in 15
   # libraries
   libboost1.81-dev nlohmann-json3-dev libmnl-dev libnl-3-dev libnl-route-3-dev doctest-dev
   libsodium-dev libssl-dev libyaml-cpp-dev

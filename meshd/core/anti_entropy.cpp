@@ -116,6 +116,7 @@ void anti_entropy::set_neighbours(const std::vector<neighbour>& nbrs, uint64_t n
         // A sample by our own keyed rank: everybody's sample differs, so the island stays
         // connected without anyone becoming everyone's neighbour.
         std::vector<std::pair<uint64_t, node_id>> ranked;
+        ranked.reserve(want.size());
         for (const auto& [id, ep] : want) ranked.emplace_back(rank_of(id), id);
         std::sort(ranked.begin(), ranked.end());
         for (size_t i = cfg_.max_neighbours; i < ranked.size(); ++i) want.erase(ranked[i].second);

@@ -80,6 +80,10 @@ public:
 
     psk_sealer(const psk_sealer&) = default;
     psk_sealer& operator=(const psk_sealer&) = default;
+    // Movable, or every std::move of a sealer copied it: a move hands the key buffer over (one
+    // copy fewer to wipe); the moved-from sealer still wipes what it kept when destroyed.
+    psk_sealer(psk_sealer&&) noexcept = default;
+    psk_sealer& operator=(psk_sealer&&) noexcept = default;
     ~psk_sealer();
 
     std::vector<uint8_t> seal(uint8_t type, std::span<const uint8_t> plaintext,

@@ -183,10 +183,17 @@ void relay_election::choose(const node_id& id, relayed_pair& p, const peer_recor
                     election_params{cfg.warm_relays, cfg.switch_abs_ms, cfg.switch_rel,
                                     cfg.spread_abs_ms, cfg.spread_rel});
     const relay_candidate use = rk.warm[rk.use];
+    // Candidates passed up() above, so they have a live address; checked all the same, so that a
+    // relay without one can never be dereferenced (issue 14 §8): no relay path this tick then.
+    const relay_entry* use_entry = relays_.by_id(use.id);
+    const std::optional<wg_endpoint> use_ep =
+        use_entry ? relays_.endpoint(*use_entry, now) : std::nullopt;
+    if (!use_ep) return;
 
     // The warm set, and the relay the peer sends through (even if we excluded it or rank it
     // lower), or its frames would find no session on our side.
     std::vector<const relay_entry*> set;
+    set.reserve(rk.warm.size() + 1);
     for (const auto& c : rk.warm) set.push_back(relays_.by_id(c.id));
     if (p.peer_relay && now <= p.peer_relay_ms + cfg.path_timeout_ms) {
         bool in = false;
@@ -197,8 +204,9 @@ void relay_election::choose(const node_id& id, relayed_pair& p, const peer_recor
     // Warm sessions follow the set, keeping the state of those that stay.
     std::vector<relayed_pair::warm_session> warm;
     for (const relay_entry* r : set) {
-        relayed_pair::warm_session w{*r->id, relay_session_id(ctx_.id(), id, *r->id),
-                                     *relays_.endpoint(*r, now)};
+        const std::optional<wg_endpoint> ep = r ? relays_.endpoint(*r, now) : std::nullopt;
+        if (!ep || !r->id) continue;  // up() a moment ago, as above: not expected
+        relayed_pair::warm_session w{*r->id, relay_session_id(ctx_.id(), id, *r->id), *ep};
         if (auto rj = p.rejected.find(w.relay); rj != p.rejected.end() && now < rj->second) {
             w.next_request_ms = rj->second;
         }
@@ -238,7 +246,7 @@ void relay_election::choose(const node_id& id, relayed_pair& p, const peer_recor
             req.session_id = w.session_id;
             req.from = ctx_.id();
             req.to = id;
-            ctx_.send(std::move(req), w.relay, w.ep, 0, now);
+            ctx_.send(req, w.relay, w.ep, 0, now);
             // An idle pair's refresh is retried like a request until the relay answers
             // (on_session_answer moves it to the next refresh): refreshes are rare at idle
             // (idle_session_refresh_ms), so one lost datagram must not let the session expire.
@@ -250,7 +258,7 @@ void relay_election::choose(const node_id& id, relayed_pair& p, const peer_recor
 
     dp.path = path_kind::relay;
     dp.relay = use.id;
-    dp.relay_endpoint = *relays_.endpoint(*relays_.by_id(use.id), now);
+    dp.relay_endpoint = *use_ep;
     dp.session_id = relay_session_id(ctx_.id(), id, dp.relay);
     for (const auto& w : p.warm) {
         if (w.relay != dp.relay && w.accepted) dp.standby.emplace_back(w.session_id, w.ep);
