@@ -55,6 +55,7 @@ INTERVAL = 0.1
 # the nodes retried ~1 s later (1.25-1.59 s measured).
 RESUME_BOUND = 1.0
 WG_RUN_DIR = "/run/wireguard"
+PEERS_BOUND = 10.0  # before a kill: every other node's peer on the device (waited for, not checked)
 
 
 def wireguard_go_pids(node):
@@ -127,6 +128,12 @@ def ping_result(proc, count, t_restart):
 def restart_case(m, pods, name, st, down_s=None):
     down_s = DOWN_S if down_s is None else down_s
     node = m[name]
+    # The mesh is up once the pinged pairs answer; a loaded host may still be installing the
+    # other peers (seen: lan1b got lan2b's peer during case (a), and "changed" failed it).
+    deadline = time.monotonic() + PEERS_BOUND
+    while time.monotonic() < deadline and len(node.run(
+            ["wg", "show", node.wg_ifname, "peers"]).stdout.split()) < len(NODES) - 1:
+        time.sleep(0.1)
     before = {"pids": wireguard_go_pids(node), "socks": sockets(node), "dp": data_path(node),
               "adopted": adoptions(m, node)}
     count = int((1.0 + down_s + AFTER_S + 1.0) / INTERVAL)
