@@ -39,7 +39,6 @@ struct saved_role_file {
     std::vector<wg_endpoint> advertised;
     std::vector<wg_endpoint> verified;
     cache_clock at;
-    friend bool operator==(const saved_role_file&, const saved_role_file&) = default;
 };
 
 class relay_role_file {
