@@ -32,6 +32,7 @@
 #include "meshd/record_cache_wiring.hpp"
 #include "meshd/relay_nodes_diff.hpp"
 #include "meshd/relay_path_mtu.hpp"
+#include "meshd/relay_role_file.hpp"
 #include "meshd/transport.hpp"
 #include "meshd/wireguard_worker.hpp"
 
@@ -155,7 +156,10 @@ private:
     void apply_dataplane();
     void run_proxy_ops(const std::vector<proxy_op>& ops);
     void poll_wg();
-    void check_relay_mtu();  // relay_path_mtu: the interface MTU while a relay path is smaller
+    void check_relay_mtu();
+    // relay_role_file.hpp: the role read at start into node_core_config, and kept on disk.
+    void read_role_file(node_core_config& cc);
+    void keep_role_file();  // relay_path_mtu: the interface MTU while a relay path is smaller
     void poll_addresses();
     void start_mdns();
     void on_mdns_peer(const mdns_peer& p);
@@ -196,6 +200,12 @@ private:
     // The on-disk record cache (record_cache_wiring.hpp): loaded once at start, written when
     // the store changed (debounced) and at shutdown.
     record_cache_wiring cache_;
+
+    // The relay role on disk (relay_role_file.hpp): saved while serving, removed otherwise.
+    relay_role_file role_file_{cfg_.state_dir};
+    bool role_file_present_ = false;  // a file may be there (read at start, or written since)
+    uint64_t role_file_ms_ = 0;       // steady_ms() of the last write
+    saved_role_file role_file_last_;  // what was last written (its clock aside)
 
     // Data plane. The planner holds the kept state (last configuration per peer, proxy sockets,
     // keepalive staging); WireGuard calls run on wg_'s thread.
@@ -320,8 +330,73 @@ void daemon::after_core() {
         p->rtts.push_back(rtt);
     }
     if (replan_ || core_->dataplane_version() != planned_version_) apply_dataplane();
+    keep_role_file();
     // The core may have pulled its deadline in (a datagram to act on, a ping).
     arm_timer(core_->next_deadline());
+}
+
+void daemon::read_role_file(node_core_config& cc) {
+    auto r = role_file_.load();
+    if (!r) {
+        if (r.err().is(errc::not_found)) return;
+        // Never fatal: the role is verified as on a first start, and the file replaced.
+        role_file_present_ = true;
+        log::warn("relay role file ignored; verifying the role first",
+                  {{"path", role_file_.path()}, {"error", r.err().message}});
+        return;
+    }
+    role_file_present_ = true;
+    auto now = cache_clock::now();
+    if (!now) {
+        log::warn("relay role file ignored: no clock to age it",
+                  {{"path", role_file_.path()}, {"error", now.err().message}});
+        return;
+    }
+    elapsed_basis basis{};
+    const uint64_t age = elapsed_since(r->at, *now, &basis);
+    cc.saved_role = node_core_config::saved_relay_role{r->listed, r->advertised, r->verified, age};
+    log::info("relay role file read", {{"path", role_file_.path()},
+                                       {"mode", r->listed ? "listed" : "offering"},
+                                       {"age_ms", std::to_string(age)},
+                                       {"clock", to_string(basis)}});
+}
+
+void daemon::keep_role_file() {
+    if (!core_ || stopping_) return;
+    const auto role = core_->role();
+    // Serving on the restored role, not dialled back yet: the file stays as it was read (its
+    // age keeps counting), so a relay restarting over and over does not extend it.
+    if (role == relay_role_state::active && core_->role_cause() == relay_role_cause::restarted)
+        return;
+    if (role != relay_role_state::active) {
+        if (!role_file_present_) return;
+        if (auto s = role_file_.remove(); !s) {
+            log::warn("cannot remove the relay role file", {{"error", s.err().message}});
+        }
+        role_file_present_ = false;
+        return;
+    }
+    saved_role_file f;
+    f.listed = core_->config().relay_role;
+    f.advertised = core_->role_addresses();
+    f.verified = core_->verified_addresses();
+    if (f.verified.empty()) return;
+    const uint64_t now = steady_ms();
+    if (role_file_present_ && role_file_ms_ && now < role_file_ms_ + relay_role_file::refresh_ms &&
+        f.listed == role_file_last_.listed && f.advertised == role_file_last_.advertised &&
+        f.verified == role_file_last_.verified) {
+        return;
+    }
+    role_file_ms_ = now;  // a failure is retried at the next refresh, not at every call
+    auto at = cache_clock::now();
+    if (!at) return;
+    f.at = *at;
+    if (auto s = role_file_.save(f); !s) {
+        log::warn("cannot write the relay role file", {{"error", s.err().message}});
+        return;
+    }
+    role_file_present_ = true;
+    role_file_last_ = std::move(f);
 }
 
 void daemon::run_proxy_ops(const std::vector<proxy_op>& ops) {
@@ -759,6 +834,7 @@ int daemon::run() {
     cc.relay_role = cfg_.self_relay() != nullptr;
     cc.bootstrap = cfg_.dht_bootstrap;
     cc.revoked = revoked_ids(cfg_.revoked_nodes);
+    read_role_file(cc);
     core_ = std::make_unique<node_core>(
         cc, identity_, sealer_,
         [](std::span<uint8_t> out) { randombytes_buf(out.data(), out.size()); },

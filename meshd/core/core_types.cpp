@@ -69,6 +69,8 @@ const char* to_string(relay_role_cause c) noexcept {
             return "no_helper";
         case relay_role_cause::unreachable:
             return "unreachable";
+        case relay_role_cause::restarted:
+            return "restarted";
     }
     return "?";
 }

@@ -67,6 +67,7 @@ enum class relay_role_cause : uint8_t {
     still_reachable,    // serving on at addresses already dialled back
     no_helper,          // refused: no other node could be asked to dial back
     unreachable,        // refused: asked, no dial-back in time
+    restarted,          // serving since the start on the role saved before it; checked again
 };
 const char* to_string(relay_role_cause c) noexcept;
 
@@ -100,6 +101,16 @@ struct node_core_config {
     std::vector<wg_endpoint> endpoints;  // our control endpoints, advertised in our record
     std::vector<relay_spec> relays;
     bool relay_role = false;
+    // The relay role this node had when its last meshd stopped (the daemon's relay_role_file):
+    // serving at `verified` (all of our advertised relay endpoints then: `advertised`, listed or
+    // offering), last known serving `age_ms` before this start. Unset: none, or not usable.
+    struct saved_relay_role {
+        bool listed = false;
+        std::vector<wg_endpoint> advertised;
+        std::vector<wg_endpoint> verified;
+        uint64_t age_ms = 0;
+    };
+    std::optional<saved_relay_role> saved_role;
     // dht.bootstrap: nodes (control port) asked for the cluster's records when no relayNodes
     // are configured; they serve as relays only if their record says so.
     std::vector<ip_address> bootstrap;
@@ -222,6 +233,10 @@ struct node_core_config {
     // A refused relay role is checked again after role_retry_ms, doubling up to the max.
     uint64_t role_retry_ms = 60000;
     uint64_t role_retry_max_ms = 960000;
+    // A role saved at most this long ago (saved_role.age_ms) for the same advertised addresses
+    // serves from the start and is verified again meanwhile (relay_role.hpp). Bounded so that a
+    // relay down for longer (its firewall or port forward may have changed) verifies first.
+    uint64_t role_saved_max_age_ms = 60000;
     uint64_t dialback_probes_per_s = 20;  // as a helper: probes we send for others, at most
     uint64_t upgrade_interval_ms = 5000;  // direct candidates of an active pair not using them
     uint64_t path_timeout_ms = 3500;      // no answer for this long: path / relay is down

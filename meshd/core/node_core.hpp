@@ -192,6 +192,8 @@ public:
     relay_role_cause role_cause() const noexcept { return role_.cause(); }
     // Our relay addresses (addr:control port) that another node has dialled back.
     std::vector<wg_endpoint> verified_addresses() const { return role_.verified_addresses(); }
+    // Our advertised relay endpoints (listed, or offered without relayNodes).
+    const std::vector<wg_endpoint>& role_addresses() const noexcept { return role_.addresses(); }
     // Failovers (the relay we send through changed because it failed) and relay selections.
     uint64_t relay_failovers() const noexcept { return election_.failovers(); }
     // Wakeups later than stall_ms past the deadline (our process was stalled).

@@ -10,6 +10,45 @@ relay_role::relay_role(core_context& ctx, relay_binder* binder, std::function<vo
 void relay_role::start(uint64_t now) {
     role_since_ms_ = now;  // the constructor has no clock
     next_dialback_ms_ = now;
+    restore(now);
+}
+
+void relay_role::restore(uint64_t now) {
+    const auto& saved = ctx_.cfg.saved_role;
+    if (!saved || role_ != relay_role_state::verifying) return;
+    std::string why;
+    std::vector<bool> v(self_addrs_.size(), false);
+    std::string list;
+    for (size_t i = 0; i < self_addrs_.size(); ++i) {
+        v[i] = std::find(saved->verified.begin(), saved->verified.end(), self_addrs_[i]) !=
+               saved->verified.end();
+        if (v[i]) list += (list.empty() ? "" : ", ") + self_addrs_[i].str();
+    }
+    if (saved->listed != ctx_.cfg.relay_role) {
+        why = saved->listed ? "listed in relayNodes before, not now" : "listed now, not before";
+    } else if (saved->advertised != self_addrs_) {
+        why = "the advertised addresses changed";
+    } else if (saved->age_ms > ctx_.cfg.role_saved_max_age_ms) {
+        why = "last serving " + std::to_string(saved->age_ms / 1000) + " s ago (more than " +
+              std::to_string(ctx_.cfg.role_saved_max_age_ms / 1000) + " s)";
+    } else if (list.empty()) {
+        why = "no advertised address was dialled back";
+    }
+    if (!why.empty()) {
+        ctx_.log(1, "saved relay role not used; verifying first",
+                 {{"relay", ctx_.cfg.node_name}, {"reason", why}});
+        return;
+    }
+    self_verified_ = std::move(v);
+    rechecking_ = true;
+    rechecked_.assign(self_addrs_.size(), false);
+    dialback_first_ms_ = 0;
+    dialback_nonces_.clear();
+    dialback_asked_.clear();
+    set_role(relay_role_state::active, relay_role_cause::restarted,
+             "serving as before the restart at " + list + " (last serving " +
+                 std::to_string(saved->age_ms / 1000) + " s before); being dialled back again",
+             now);
 }
 
 void relay_role::on_relay_config(bool listed, bool was_listed, std::vector<wg_endpoint> addrs,
@@ -48,6 +87,7 @@ bool relay_role::keep_serving_at(const std::vector<wg_endpoint>& addrs, const st
     self_addrs_ = addrs;
     self_verified_ = std::move(v);
     dialback_nonces_.clear();
+    rechecked_.assign(addrs.size(), false);
     set_role(relay_role_state::active, relay_role_cause::still_reachable, why + list, now);
     return true;
 }
@@ -92,6 +132,11 @@ void relay_role::update_auto(uint64_t now, bool was_listed) {
 void relay_role::set_role(relay_role_state st, relay_role_cause cause, std::string reason,
                           uint64_t now) {
     if (st == role_ && cause == role_cause_ && reason == role_reason_) return;
+    if (st != relay_role_state::active && rechecking_) {
+        // The restored role was not confirmed: only what was dialled back since counts.
+        self_verified_ = rechecked_;
+        rechecking_ = false;
+    }
     role_ = st;
     role_cause_ = cause;
     role_reason_ = std::move(reason);
@@ -135,6 +180,22 @@ void relay_role::tick(const helper_source& helper_fn, uint64_t now) {
                                    std::to_string((now - role_since_ms_) / 1000) + " s ago)",
                                now);
     }
+    if (role_ == relay_role_state::active && rechecking_) {
+        // Serving on the restored role: the first dial-back confirms it.
+        if (std::find(rechecked_.begin(), rechecked_.end(), true) == rechecked_.end()) {
+            return dial_round(helper_fn, rechecked_, now);
+        }
+        rechecking_ = false;
+        std::string list;
+        for (size_t i = 0; i < self_addrs_.size(); ++i) {
+            if (rechecked_[i]) list += (list.empty() ? "" : ", ") + self_addrs_[i].str();
+        }
+        return set_role(relay_role_state::active, relay_role_cause::reachable,
+                        "advertiseAddress reachable: " + list +
+                            " (dialled back again after the "
+                            "restart)",
+                        now);
+    }
     if (role_ != relay_role_state::verifying) return;
     size_t verified = std::count(self_verified_.begin(), self_verified_.end(), true);
     auto list = [&](bool want_verified) {
@@ -157,6 +218,19 @@ void relay_role::tick(const helper_source& helper_fn, uint64_t now) {
                             " (not dialled back yet: " + list(false) + ")",
                         now);
     }
+    dial_round(helper_fn, self_verified_, now);
+}
+
+void relay_role::dial_round(const helper_source& helper_fn, const std::vector<bool>& done,
+                            uint64_t now) {
+    const auto& cfg = ctx_.cfg;
+    auto pending = [&] {
+        std::string s;
+        for (size_t i = 0; i < self_addrs_.size(); ++i) {
+            if (!done[i]) s += (s.empty() ? "" : ", ") + self_addrs_[i].str();
+        }
+        return s;
+    };
     // Listed nodes get dialback_timeout_ms from being listed. A node that only offers itself
     // (no relayNodes) counts from its first request: the first node of a cluster has nobody to
     // ask until others arrive, and must not be refused for being early.
@@ -169,9 +243,9 @@ void relay_role::tick(const helper_source& helper_fn, uint64_t now) {
         return set_role(
             relay_role_state::refused,
             dialback_asked_.empty() ? relay_role_cause::no_helper : relay_role_cause::unreachable,
-            dialback_asked_.empty() ? "no other node could be asked to dial back " + list(false) +
+            dialback_asked_.empty() ? "no other node could be asked to dial back " + pending() +
                                           " within " + secs + " s"
-                                    : "advertiseAddress " + list(false) +
+                                    : "advertiseAddress " + pending() +
                                           " not reachable from other nodes: no dial-back from " +
                                           who + " within " + secs + " s",
             now);
@@ -194,7 +268,7 @@ void relay_role::tick(const helper_source& helper_fn, uint64_t now) {
     }
     if (!dialback_first_ms_) dialback_first_ms_ = now;
     for (size_t i = 0; i < self_addrs_.size(); ++i) {
-        if (self_verified_[i]) continue;
+        if (done[i]) continue;
         for (const auto& [name, id, ep] : helpers) {
             // Any helper: it sends the probe from a fresh socket of the target's family,
             // whatever family we reach it on.
@@ -245,6 +319,11 @@ void relay_role::on_dialback_probe(const control_message& m, const dialback_prob
                                    uint64_t now) {
     auto it = dialback_nonces_.find(b.nonce);
     if (it == dialback_nonces_.end() || it->second >= self_verified_.size()) return;
+    if (rechecking_ && it->second < rechecked_.size() && !rechecked_[it->second]) {
+        rechecked_[it->second] = true;
+        ctx_.log(1, "advertiseAddress dialled back again",
+                 {{"endpoint", self_addrs_[it->second].str()}, {"peer", ctx_.name_of(m.sender)}});
+    }
     if (!self_verified_[it->second]) {
         self_verified_[it->second] = true;
         ctx_.log(1, "advertiseAddress dialled back",

@@ -4,6 +4,12 @@
 // helper side of dial-back (probes for others, rate-limited per requester and in all) and the
 // relay's session requests (bound in the relay_binder, the forwarder's session table).
 //
+// A restart (issue 14 §3): a role saved by the last meshd (node_core_config::saved_role) for the
+// same advertised addresses, listed or offering as now, and at most role_saved_max_age_ms old,
+// starts `active` (cause restarted) at once and is dialled back again meanwhile, as a verifying
+// role would be; no dial-back within dialback_timeout_ms refuses it as today. Otherwise it
+// verifies first (logged with why).
+//
 // Couplings, as explicit calls (wired by node_core): on_change whenever the state changes (pairs
 // are decided again — a serving node takes no relayed paths — and our record re-signed).
 #pragma once
@@ -75,6 +81,11 @@ public:
 private:
     void set_role(relay_role_state s, relay_role_cause cause, std::string reason, uint64_t now);
     void start_verifying(relay_role_cause cause, std::string why, uint64_t now);
+    // At start: serve at once on the saved role when it still applies (see the header).
+    void restore(uint64_t now);
+    // One round of dial-back requests for the addresses not `done` yet, or the refusal when
+    // dialback_timeout_ms passed without one.
+    void dial_round(const helper_source& helpers, const std::vector<bool>& done, uint64_t now);
     // Already active and dialled back at one of addrs: serve there at once (a switch between
     // relayNodes and none configured must not stop a working relay to verify it again).
     bool keep_serving_at(const std::vector<wg_endpoint>& addrs, const std::string& why,
@@ -92,6 +103,10 @@ private:
     uint64_t dialback_first_ms_ = 0;       // first DIALBACK_REQUEST of this verification
     std::vector<wg_endpoint> self_addrs_;  // our advertised relay endpoints
     std::vector<bool> self_verified_;
+    // Serving on a restored role and not dialled back since the start (restore()); then which
+    // addresses were.
+    bool rechecking_ = false;
+    std::vector<bool> rechecked_;
     std::map<uint64_t, size_t> dialback_nonces_;  // nonce -> index into self_addrs_
     std::vector<std::string> dialback_asked_;     // helpers asked so far (names)
     uint64_t probe_window_ms_ = 0, probes_in_window_ = 0;

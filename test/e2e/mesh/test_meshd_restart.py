@@ -7,8 +7,10 @@ symmetric NAT (lan2a, lan2b). Pods ping every 0.1 s: lan1a -> lan1b (direct) and
 (relayed through relay1). meshd is killed with SIGKILL, left dead DOWN_S seconds and started
 again, on
   (a) lan1b   one end of the direct pair: 0 pings lost (checked);
-  (b) relay1  the only relay: the relayed pair is down while relay1's meshd is; the time from
-              the restart to its first answered ping is printed;
+  (b) relay1  the only relay: the relayed pair is down while relay1's meshd is; from the restart
+              to its first answered ping <= RESUME_BOUND (1 s, checked): the restarted relay
+              serves at once on the role it saved (relay_role_file, log "relay role active"
+              cause=restarted), then is dialled back again;
   (c) lan2a   one end of the relayed pair: from the restart to its first answered ping
               <= RESUME_BOUND (1 s, checked);
   (d) lan1b   again, dead LONG_DOWN_S (6 s, beyond the 3.5 s path timeout): 0 pings lost (lan1a
@@ -48,9 +50,12 @@ INTERVAL = 0.1
 # Issue 14 §3 wants a relayed pair back within 1 s of the restart of one of its nodes' meshd.
 # The restarted meshd reads the kept device first: a peer it sent to through a relay proxy socket
 # gets its relay session at once, not after the 1 s direct grace (node_core::on_relayed_before).
-# Measured 0.14 s (was 1.19 s with the grace).
+# Measured 0.14 s (was 1.19 s with the grace). (b): a restarted relay serves at once on its saved
+# role; before, it verified its address again and refused the session requests meanwhile, which
+# the nodes retried ~1 s later (1.25-1.59 s measured).
 RESUME_BOUND = 1.0
 WG_RUN_DIR = "/run/wireguard"
+PEERS_BOUND = 10.0  # before a kill: every other node's peer on the device (waited for, not checked)
 
 
 def wireguard_go_pids(node):
@@ -123,6 +128,12 @@ def ping_result(proc, count, t_restart):
 def restart_case(m, pods, name, st, down_s=None):
     down_s = DOWN_S if down_s is None else down_s
     node = m[name]
+    # The mesh is up once the pinged pairs answer; a loaded host may still be installing the
+    # other peers (seen: lan1b got lan2b's peer during case (a), and "changed" failed it).
+    deadline = time.monotonic() + PEERS_BOUND
+    while time.monotonic() < deadline and len(node.run(
+            ["wg", "show", node.wg_ifname, "peers"]).stdout.split()) < len(NODES) - 1:
+        time.sleep(0.1)
     before = {"pids": wireguard_go_pids(node), "socks": sockets(node), "dp": data_path(node),
               "adopted": adoptions(m, node)}
     count = int((1.0 + down_s + AFTER_S + 1.0) / INTERVAL)
@@ -178,13 +189,21 @@ def body(m):
             expect(not lost, "%s lost icmp_seq %s" % (pair, lost))
         check_kept(m, "lan1b", c)
 
-    @check("(b) relay1's meshd killed 2 s: relayed pair resumes (printed), direct loses 0")
+    @check("(b) relay1's meshd killed 2 s: relayed pair answers <= %.1f s after the restart; "
+           "served on its saved role" % RESUME_BOUND)
     def _():
         c = restart_case(m, pods, "relay1", st)
         lost, back = c["res"][("lan1a", "lan1b")]
         expect(not lost, "direct pair lost icmp_seq %s" % lost)
         lost, back = c["res"][("lan1a", "lan2a")]
-        expect(back is not None, "relayed pair never answered again (lost %s)" % lost)
+        expect(back is not None and back <= RESUME_BOUND,
+               "relayed pair answered %s after the restart (bound %.1fs; lost %s)" % (
+                   "never" if back is None else "%.2fs" % back, RESUME_BOUND, lost))
+        log = m.log(m["relay1"])
+        expect(re.search(r'msg="relay role active" relay=relay1 cause=restarted', log),
+               "relay1 did not serve on its saved role")
+        expect(re.search(r'msg="advertiseAddress dialled back again"', log),
+               "relay1 was not dialled back again after the restart")
         check_kept(m, "relay1", c)
 
     @check("(c) lan2a's meshd killed 2 s: relayed pair answers <= %.1f s after the restart" %
