@@ -19,8 +19,9 @@ std::optional<unsigned> default_route_mtu(rtnl& nl) {
             if (r.table != RT_TABLE_MAIN || r.dst.length() != 0 || !r.oif) continue;
             auto link = nl.get_link(r.oif);
             if (link && link->mtu >= k_min_underlay_mtu) {
-                log::debug("MTU from default route device",
-                           {{"interface", link->name}, {"underlay_mtu", std::to_string(link->mtu)}});
+                log::debug(
+                    "MTU from default route device",
+                    {{"interface", link->name}, {"underlay_mtu", std::to_string(link->mtu)}});
                 return link->mtu;
             }
         }

@@ -219,7 +219,7 @@ TEST_CASE("sim: restart — a relay restarted with its saved role serves at once
     size_t restored = 0, confirmed = 0;
     for (const auto& e : relay.log) {
         for (const auto& [k, v] : e.fields) {
-            restored += e.msg == "relay role active" && k == "cause" && v == "restarted";
+            restored += e.msg == "relay role active" && k == "reason" && v == "restarted";
         }
         confirmed += e.msg == "advertiseAddress dialled back again";
     }

@@ -10,7 +10,7 @@ again, on
   (b) relay1  the only relay: the relayed pair is down while relay1's meshd is; from the restart
               to its first answered ping <= RESUME_BOUND (1 s, checked): the restarted relay
               serves at once on the role it saved (relay_role_file, log "relay role active"
-              cause=restarted), then is dialled back again;
+              reason=restarted), then is dialled back again;
   (c) lan2a   one end of the relayed pair: from the restart to its first answered ping
               <= RESUME_BOUND (1 s, checked);
   (d) lan1b   again, dead LONG_DOWN_S (6 s, beyond the 3.5 s path timeout): 0 pings lost (lan1a
@@ -200,7 +200,7 @@ def body(m):
                "relayed pair answered %s after the restart (bound %.1fs; lost %s)" % (
                    "never" if back is None else "%.2fs" % back, RESUME_BOUND, lost))
         log = m.log(m["relay1"])
-        expect(re.search(r'msg="relay role active" relay=relay1 cause=restarted', log),
+        expect(re.search(r'msg="relay role active" node=relay1 reason=restarted', log),
                "relay1 did not serve on its saved role")
         expect(re.search(r'msg="advertiseAddress dialled back again"', log),
                "relay1 was not dialled back again after the restart")
