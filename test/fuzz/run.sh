@@ -97,23 +97,9 @@ if [ $mode = exec ]; then
     export FUZZ_BUILD_DIR=$build FUZZ_LOCK_HELD=1
     exec "${targets[@]}"
 fi
-build_rc=0
-TIMEFORMAT='%U %S'
-{ time cmake --build "$build" --target "${targets[@]}" >"$build/fuzz-build.log" 2>&1; } \
-    2>"$build/fuzz-build.cpu" || build_rc=$?
-if [ $build_rc -ne 0 ]; then
-    grep -E -A8 'error:|FAILED:' "$build/fuzz-build.log" | head -80
-    echo "fuzz: build FAILED, log: $build/fuzz-build.log"
-    exit 1
-fi
-# CPU seconds next to the wall time: on a busy machine the wall time says little.
-cpu=$(awk '{ printf "%d", $1 + $2 }' "$build/fuzz-build.cpu")
-if grep -q '^ninja: no work to do' "$build/fuzz-build.log"; then
-    echo "fuzz: build $((SECONDS - t0)) s (up to date) in $build"
-else
-    steps=$(grep -c '^\[[0-9]*/[0-9]*\] [A-Z]' "$build/fuzz-build.log" || true)
-    echo "fuzz: build $((SECONDS - t0)) s, $cpu s CPU ($steps steps) in $build"
-fi
+# shellcheck source=../sanitize/timed_build.sh
+. "$root/test/sanitize/timed_build.sh"
+timed_build fuzz "$build/fuzz-build.log" $t0 cmake --build "$build" --target "${targets[@]}"
 
 run=$(date -u +%Y%m%dT%H%M%SZ)-$$
 run_dir=$build/fuzz-runs/$run

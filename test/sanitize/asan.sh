@@ -41,19 +41,10 @@ export UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1
 
 # -j2 (ASAN_JOBS): ninja's default is 3 on 2 cores, and the suite runs another cpu test beside.
 t0=$SECONDS
-log=$build/asan-build.log
-TIMEFORMAT='%U %S'
-build_rc=0
-{ time cmake --build "$build" -j "${ASAN_JOBS:-2}" --target "${targets[@]}" >"$log" 2>&1; } \
-    2>"$build/asan-build.cpu" || build_rc=$?
-if [ $build_rc -ne 0 ]; then
-    grep -E -A8 'error:|FAILED:' "$log" | head -80
-    echo "asan: build FAILED, log: $log"
-    exit 1
-fi
-cpu=$(awk '{ printf "%d", $1 + $2 }' "$build/asan-build.cpu")
-steps=$(grep -c '^\[[0-9]*/[0-9]*\] [A-Z]' "$log" || true)
-echo "asan: build of ${targets[*]}: $((SECONDS - t0)) s, $cpu s CPU ($steps steps) in $build"
+# shellcheck source=timed_build.sh
+. "$root/test/sanitize/timed_build.sh"
+timed_build asan "$build/asan-build.log" $t0 \
+    cmake --build "$build" -j "${ASAN_JOBS:-2}" --target "${targets[@]}"
 
 fail=0
 # run NAME COMMAND...: one test binary, its wall time; a sanitizer report fails it (exit != 0).

@@ -35,19 +35,7 @@ then
     fi
     echo "$config" >"$build/.tsan-config"
 fi
-TIMEFORMAT='%U %S'
-rc=0
-{ time cmake --build "$build" -j"${TSAN_JOBS:-2}" --target "${targets[@]}" \
-    >"$build/tsan-build.log" 2>&1; } 2>"$build/tsan-build.cpu" || rc=$?
-if [ $rc -ne 0 ]; then
-    grep -E -A8 'error:|FAILED:' "$build/tsan-build.log" | head -80
-    echo "tsan: build FAILED, log: $build/tsan-build.log"
-    exit 1
-fi
-cpu=$(awk '{ printf "%d", $1 + $2 }' "$build/tsan-build.cpu")
-if grep -q '^ninja: no work to do' "$build/tsan-build.log"; then
-    echo "tsan: build $((SECONDS - t0)) s (up to date) in $build"
-else
-    steps=$(grep -c '^\[[0-9]*/[0-9]*\] [A-Z]' "$build/tsan-build.log" || true)
-    echo "tsan: build $((SECONDS - t0)) s, $cpu s CPU ($steps steps) in $build"
-fi
+# shellcheck source=timed_build.sh
+. "$root/test/sanitize/timed_build.sh"
+timed_build tsan "$build/tsan-build.log" $t0 \
+    cmake --build "$build" -j"${TSAN_JOBS:-2}" --target "${targets[@]}"
