@@ -44,6 +44,9 @@ def parse_args():
     p.add_argument("-j", "--jobs", type=int, default=2)
     p.add_argument("--clang-tidy", default=os.environ.get("CLANG_TIDY", "clang-tidy-15"))
     p.add_argument("--only", help="regex on the TU path: check only those")
+    p.add_argument("--checks", default="",
+                   help="appended to .clang-tidy's Checks (clang-tidy --checks), e.g. "
+                        "'-clang-analyzer-*'; part of the cache key")
     p.add_argument("--show-timing", action="store_true", help="print each checked TU's time")
     return p.parse_args()
 
@@ -127,8 +130,9 @@ def tu_key(entry, args, deps, prefix, source_dir, build_dir):
     return h.hexdigest(), "preprocessed"
 
 
-def run_tidy(tidy, entry, args, source_dir):
-    cmd = [tidy, "--quiet", "--warnings-as-errors=*", entry["file"], "--"] + args + [
+def run_tidy(tidy, checks, entry, args, source_dir):
+    cmd = [tidy, "--quiet", "--warnings-as-errors=*"] + (["--checks=" + checks] if checks else [])
+    cmd += [entry["file"], "--"] + args + [
         "-Wno-unknown-warning-option", "-Qunused-arguments"]
     t0 = time.monotonic()
     r = subprocess.run(cmd, cwd=entry["directory"], capture_output=True, text=True)
@@ -168,7 +172,7 @@ def main():
     version = subprocess.run([tidy, "--version"], capture_output=True, text=True).stdout
     with open(os.path.join(source_dir, ".clang-tidy"), "rb") as f:
         config = f.read()
-    prefix = hashlib.sha256(version.encode() + b"\0" + config)
+    prefix = hashlib.sha256(version.encode() + b"\0" + config + b"\0" + a.checks.encode())
     prefix = prefix.digest()
 
     start = time.monotonic()
@@ -189,7 +193,7 @@ def main():
 
     failed = False
     with concurrent.futures.ThreadPoolExecutor(max(1, a.jobs)) as pool:
-        futs = {pool.submit(run_tidy, tidy, e, args, source_dir): (e, path) for e, args, path in work}
+        futs = {pool.submit(run_tidy, tidy, a.checks, e, args, source_dir): (e, path) for e, args, path in work}
         for fut in concurrent.futures.as_completed(futs):
             e, path = futs[fut]
             rc, out, secs = fut.result()
