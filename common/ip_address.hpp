@@ -78,6 +78,11 @@ public:
     friend bool operator==(const ip_prefix& a, const ip_prefix& b) noexcept {
         return a.addr_ == b.addr_ && a.len_ == b.len_;
     }
+    // By address, then by length (the order WireGuard's allowed-ips lists are kept in).
+    friend bool operator<(const ip_prefix& a, const ip_prefix& b) noexcept {
+        if (a.addr_ == b.addr_) return a.len_ < b.len_;
+        return a.addr_ < b.addr_;
+    }
 
 private:
     ip_address addr_;

@@ -95,6 +95,12 @@ result<rtnl> rtnl::open_in(const netns& ns) {
     return r;
 }
 
+result<rtnl> rtnl::open_at(const std::string& netns_path) {
+    if (netns_path.empty()) return open();
+    auto ns = MW_TRY(netns::open(netns_path));
+    return open_in(ns);
+}
+
 nlmsghdr* rtnl::start(uint16_t type, uint16_t flags) {
     std::memset(buf_.data(), 0, MNL_NLMSG_HDRLEN);
     nlmsghdr* nlh = mnl_nlmsg_put_header(buf_.data());

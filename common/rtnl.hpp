@@ -81,6 +81,8 @@ public:
     // A socket bound to `ns`. The socket is created on a helper thread inside ns, then used from
     // any thread: a netlink socket stays in the namespace it was created in.
     static result<rtnl> open_in(const netns& ns);
+    // open() when `netns_path` is empty, else open_in() the namespace at that path.
+    static result<rtnl> open_at(const std::string& netns_path);
 
     rtnl(rtnl&&) noexcept;
     rtnl& operator=(rtnl&&) noexcept;

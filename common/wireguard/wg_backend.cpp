@@ -10,16 +10,6 @@
 
 namespace mw {
 
-namespace {
-
-result<rtnl> open_rtnl_in(const std::string& netns_path) {
-    if (netns_path.empty()) return rtnl::open();
-    auto ns = MW_TRY(netns::open(netns_path));
-    return rtnl::open_in(ns);
-}
-
-}  // namespace
-
 bool kernel_wireguard_available(const std::string& netns_path, std::string* why) {
     auto say = [&](std::string s) {
         if (why) *why = std::move(s);
@@ -30,7 +20,7 @@ bool kernel_wireguard_available(const std::string& netns_path, std::string* why)
     }
     // Not loaded yet: creating a link of kind wireguard makes the kernel load it on demand, and
     // is the only reliable test. A scratch name is used and removed again.
-    auto nl = open_rtnl_in(netns_path);
+    auto nl = rtnl::open_at(netns_path);
     if (!nl) {
         say("cannot open rtnetlink: " + nl.err().message);
         return false;
@@ -52,7 +42,7 @@ result<std::unique_ptr<wg_backend>> attach_wg_backend(const wg_backend_options& 
     if (::access(sock.c_str(), F_OK) == 0) {
         return std::unique_ptr<wg_backend>(new wg_userspace_backend(opts));
     }
-    auto nl = MW_TRY(open_rtnl_in(opts.netns_path));
+    auto nl = MW_TRY(rtnl::open_at(opts.netns_path));
     auto link = nl.get_link(opts.ifname);
     if (link && link->kind == "wireguard") {
         return std::unique_ptr<wg_backend>(new wg_kernel_backend(opts));

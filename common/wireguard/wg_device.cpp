@@ -5,19 +5,10 @@
 
 namespace mw {
 
-namespace {
-
-bool prefix_less(const ip_prefix& a, const ip_prefix& b) {
-    if (a.address() == b.address()) return a.length() < b.length();
-    return a.address() < b.address();
-}
-
-}  // namespace
-
 bool allowed_ips_normalized(const std::vector<ip_prefix>& v) {
     for (size_t i = 0; i < v.size(); ++i) {
         if (!(v[i] == v[i].network())) return false;
-        if (i > 0 && !prefix_less(v[i - 1], v[i])) return false;
+        if (i > 0 && !(v[i - 1] < v[i])) return false;
     }
     return true;
 }
@@ -27,7 +18,7 @@ std::vector<ip_prefix> normalize_allowed_ips(const std::vector<ip_prefix>& in) {
     std::vector<ip_prefix> out;
     out.reserve(in.size());
     for (const auto& p : in) out.push_back(p.network());
-    std::sort(out.begin(), out.end(), prefix_less);
+    std::sort(out.begin(), out.end());
     out.erase(std::unique(out.begin(), out.end()), out.end());
     return out;
 }
@@ -120,7 +111,7 @@ status validate(const wg_device& d) {
         }
     }
     std::sort(claims.begin(), claims.end(), [](const claim& x, const claim& y) {
-        if (!(x.net == y.net)) return prefix_less(x.net, y.net);
+        if (!(x.net == y.net)) return x.net < y.net;
         return x.peer < y.peer;
     });
     for (size_t i = 1; i < claims.size(); ++i) {

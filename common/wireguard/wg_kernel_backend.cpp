@@ -21,12 +21,6 @@ namespace {
 
 constexpr size_t k_recv_size = 1 << 16;
 
-result<rtnl> open_rtnl_in(const std::string& netns_path) {
-    if (netns_path.empty()) return rtnl::open();
-    auto ns = MW_TRY(netns::open(netns_path));
-    return rtnl::open_in(ns);
-}
-
 result<mnl_socket*> open_genl() {
     return nl::open_socket(NETLINK_GENERIC, "generic netlink");
 }
@@ -140,7 +134,7 @@ status wg_kernel_backend::ensure_socket() {
 
 status wg_kernel_backend::up() {
     MW_TRY_STATUS(validate_ifname(opts_.ifname));
-    auto nl = MW_TRY(open_rtnl_in(opts_.netns_path));
+    auto nl = MW_TRY(rtnl::open_at(opts_.netns_path));
     auto link = nl.get_link(opts_.ifname);
     if (link) {
         // Keep an existing device: a restarted meshd must not interrupt a working data path.
@@ -165,7 +159,7 @@ status wg_kernel_backend::up() {
 }
 
 status wg_kernel_backend::down() {
-    auto nl = MW_TRY(open_rtnl_in(opts_.netns_path));
+    auto nl = MW_TRY(rtnl::open_at(opts_.netns_path));
     auto link = nl.get_link(opts_.ifname);
     if (!link) return link.err().is_errno(ENODEV) ? status{} : status(std::move(link).err());
     if (link->kind != "wireguard") {

@@ -10,21 +10,6 @@
 
 namespace mw {
 
-namespace {
-
-bool prefix_less(const ip_prefix& a, const ip_prefix& b) {
-    if (a.address() == b.address()) return a.length() < b.length();
-    return a.address() < b.address();
-}
-
-result<rtnl> open_rtnl(const std::string& netns_path) {
-    if (netns_path.empty()) return rtnl::open();
-    auto ns = MW_TRY(netns::open(netns_path));
-    return rtnl::open_in(ns);
-}
-
-}  // namespace
-
 struct wg_reconciler::hook_guard {
     std::mutex m;
     wg_reconciler* self = nullptr;
@@ -127,7 +112,7 @@ std::vector<ip_prefix> wg_reconciler::wanted_routes(const wg_device& desired) {
     for (const auto& p : desired.peers) {
         for (const auto& a : p.allowed_ips) out.push_back(a.network());
     }
-    std::sort(out.begin(), out.end(), prefix_less);
+    std::sort(out.begin(), out.end());
     out.erase(std::unique(out.begin(), out.end()), out.end());
     return out;
 }
@@ -137,15 +122,13 @@ wg_route_diff wg_reconciler::diff_routes(const std::vector<ip_prefix>& owned,
     auto a = owned, b = wanted;
     for (auto& p : a) p = p.network();
     for (auto& p : b) p = p.network();
-    std::sort(a.begin(), a.end(), prefix_less);
+    std::sort(a.begin(), a.end());
     a.erase(std::unique(a.begin(), a.end()), a.end());
-    std::sort(b.begin(), b.end(), prefix_less);
+    std::sort(b.begin(), b.end());
     b.erase(std::unique(b.begin(), b.end()), b.end());
     wg_route_diff d;
-    std::set_difference(b.begin(), b.end(), a.begin(), a.end(), std::back_inserter(d.add),
-                        prefix_less);
-    std::set_difference(a.begin(), a.end(), b.begin(), b.end(), std::back_inserter(d.remove),
-                        prefix_less);
+    std::set_difference(b.begin(), b.end(), a.begin(), a.end(), std::back_inserter(d.add));
+    std::set_difference(a.begin(), a.end(), b.begin(), b.end(), std::back_inserter(d.remove));
     return d;
 }
 
@@ -242,7 +225,7 @@ status wg_reconciler::apply_link_locked(const wg_interface_config& desired, bool
                        last_->route_table == desired.route_table;
     std::optional<rtnl> nl_opt;
     auto nl_get = [&]() -> result<rtnl*> {
-        if (!nl_opt) nl_opt.emplace(MW_TRY(open_rtnl(backend_.options().netns_path)));
+        if (!nl_opt) nl_opt.emplace(MW_TRY(rtnl::open_at(backend_.options().netns_path)));
         return &*nl_opt;
     };
     if (!incremental) {

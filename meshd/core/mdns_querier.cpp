@@ -7,7 +7,6 @@ namespace mw::meshd {
 
 namespace {
 
-constexpr uint64_t never = std::numeric_limits<uint64_t>::max();
 // Known answers in one query: enough for a large LAN in one packet (~60 bytes each, compressed).
 constexpr size_t max_known_answers = 100;
 
@@ -129,7 +128,7 @@ void mdns_querier::maintain(uint64_t now_ms) {
 }
 
 uint64_t mdns_querier::next_refresh_ms(uint64_t now_ms) const {
-    uint64_t t = never;
+    uint64_t t = mdns_never;
     auto names = peer_names(now_ms);
     for (const auto& e : cache_.entries())
         if (refreshed_type(e.rec.type) &&
@@ -201,7 +200,7 @@ void mdns_querier::on_timer(uint64_t now_ms, std::vector<mdns_datagram>& out) {
 }
 
 uint64_t mdns_querier::next_deadline() const noexcept {
-    if (!running_) return never;
+    if (!running_) return mdns_never;
     uint64_t t = std::min(browse_due_ms_, cache_.next_expiry());
     t = std::min(t, next_refresh_ms_);
     if (!pending_.empty()) t = std::min(t, pending_due_ms_);

@@ -8,8 +8,6 @@ namespace mw::meshd {
 
 namespace {
 
-constexpr uint64_t never = std::numeric_limits<uint64_t>::max();
-
 bool matches(const mdns_question& q, const mdns_record& r) {
     return (q.type == mdns_type::any || q.type == r.type) &&
            (q.qclass == mdns_class_in || q.qclass == mdns_type::any) && q.name == r.name;
@@ -420,7 +418,7 @@ void mdns_responder::stop(uint64_t now_ms, std::vector<mdns_datagram>& out) {
 }
 
 uint64_t mdns_responder::next_deadline() const noexcept {
-    uint64_t t = never;
+    uint64_t t = mdns_never;
     if (state_ == state::probing || state_ == state::announcing) t = phase_due_ms_;
     if (state_ == state::announcing || state_ == state::announced)
         for (const auto& o : records_)

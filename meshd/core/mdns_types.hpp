@@ -15,6 +15,8 @@
 namespace mw::meshd {
 
 inline constexpr uint16_t mdns_port = 5353;
+// A deadline that never comes (the querier's and responder's "nothing due").
+inline constexpr uint64_t mdns_never = UINT64_MAX;
 inline constexpr uint32_t mdns_host_ttl_s = 120;  // RFC 6762 §10: records naming a host (SRV too)
 inline constexpr uint32_t mdns_other_ttl_s = 4500;  // 75 minutes: PTR, TXT
 inline constexpr uint32_t mdns_legacy_ttl_s = 10;   // §6.7: at most 10 s in legacy unicast answers

@@ -32,7 +32,7 @@ using json = nlohmann::json;
 
 namespace {
 
-class connection;
+class control_connection;
 
 // Never throws: a request may hold any bytes (nlohmann's default dump throws on invalid UTF-8).
 std::string to_line(const json& j) {
@@ -65,7 +65,7 @@ struct control_server::state : std::enable_shared_from_this<control_server::stat
     // second meshd that replaced it (after ours was stopped) keeps its socket.
     dev_t dev = 0;
     ino_t ino = 0;
-    std::unordered_map<connection*, std::weak_ptr<connection>> conns;
+    std::unordered_map<control_connection*, std::weak_ptr<control_connection>> conns;
 
     void accept_next();
 };
@@ -74,14 +74,14 @@ namespace {
 
 // One client. Lives as long as an operation or an outstanding reply_fn holds it; all member
 // access happens on the io_context's thread.
-class connection : public std::enable_shared_from_this<connection> {
+class control_connection : public std::enable_shared_from_this<control_connection> {
 public:
-    connection(std::shared_ptr<control_server::state> s, stream::socket sock)
+    control_connection(std::shared_ptr<control_server::state> s, stream::socket sock)
         : s_(std::move(s)), sock_(std::move(sock)), timer_(s_->io) {}
 
     // A handler that dropped its reply_fn without calling it ends here: the client sees the
     // connection close without an answer, and the server must forget the connection.
-    ~connection() { s_->conns.erase(this); }
+    ~control_connection() { s_->conns.erase(this); }
 
     void start() {
         arm_timer();
@@ -119,7 +119,7 @@ public:
 private:
     void arm_timer() {
         timer_.expires_after(s_->lim.idle_timeout);
-        std::weak_ptr<connection> weak = shared_from_this();
+        std::weak_ptr<control_connection> weak = shared_from_this();
         timer_.async_wait([weak](const boost::system::error_code& ec) {
             if (ec) return;  // cancelled or re-armed
             if (auto self = weak.lock()) {
@@ -315,7 +315,7 @@ void control_server::state::accept_next() {
             if (self->conns.size() >= self->lim.max_clients) {
                 refuse_busy(std::move(sock));
             } else {
-                auto c = std::make_shared<connection>(self, std::move(sock));
+                auto c = std::make_shared<control_connection>(self, std::move(sock));
                 self->conns.emplace(c.get(), c);
                 c->start();
             }
@@ -391,7 +391,7 @@ void control_server::stop() {
     s_->acceptor.close(ignored);
     s_->retry_timer.cancel();
     // close() erases from the map, so collect first.
-    std::vector<std::shared_ptr<connection>> open;
+    std::vector<std::shared_ptr<control_connection>> open;
     for (auto& [raw, weak] : s_->conns)
         if (auto c = weak.lock()) open.push_back(std::move(c));
     for (auto& c : open) c->close();

@@ -26,7 +26,7 @@ using tcp = asio::ip::tcp;
 
 namespace {
 
-class connection;
+class metrics_connection;
 
 constexpr std::string_view metrics_path = "/metrics";
 constexpr std::string_view metrics_content_type = "text/plain; version=0.0.4; charset=utf-8";
@@ -246,7 +246,7 @@ struct metrics_server::state : std::enable_shared_from_this<metrics_server::stat
     limits lim;
     wg_endpoint local;
     bool stopped = false;
-    std::unordered_map<connection*, std::weak_ptr<connection>> conns;
+    std::unordered_map<metrics_connection*, std::weak_ptr<metrics_connection>> conns;
     uint64_t accepted = 0;  // numbers connections in accept order (the oldest goes first)
     uint64_t evicted = 0;
 
@@ -259,16 +259,16 @@ struct metrics_server::state : std::enable_shared_from_this<metrics_server::stat
 namespace {
 
 // One client, one request. Lives as long as an operation holds it; all on the io thread.
-class connection : public std::enable_shared_from_this<connection> {
+class metrics_connection : public std::enable_shared_from_this<metrics_connection> {
 public:
-    connection(std::shared_ptr<metrics_server::state> s, tcp::socket sock)
+    metrics_connection(std::shared_ptr<metrics_server::state> s, tcp::socket sock)
         : s_(std::move(s)), sock_(std::move(sock)), timer_(s_->io), serial_(++s_->accepted) {}
 
     uint64_t serial() const noexcept { return serial_; }
     // Not in the middle of writing a response: waiting for (the rest of) its head, or draining.
     bool idle() const noexcept { return !closed_ && !writing_; }
 
-    ~connection() { s_->conns.erase(this); }
+    ~metrics_connection() { s_->conns.erase(this); }
 
     void start() {
         arm_timer();  // the whole head must arrive within one timeout
@@ -288,7 +288,7 @@ public:
 private:
     void arm_timer() {
         timer_.expires_after(s_->lim.idle_timeout);
-        std::weak_ptr<connection> weak = shared_from_this();
+        std::weak_ptr<metrics_connection> weak = shared_from_this();
         timer_.async_wait([weak](const boost::system::error_code& ec) {
             if (ec) return;  // cancelled or re-armed
             if (auto self = weak.lock()) {
@@ -434,7 +434,7 @@ void metrics_server::state::accept_next() {
                 boost::system::error_code ignored;
                 sock.close(ignored);
             } else {
-                auto c = std::make_shared<connection>(self, std::move(sock));
+                auto c = std::make_shared<metrics_connection>(self, std::move(sock));
                 self->conns.emplace(c.get(), c);
                 c->start();
             }
@@ -443,7 +443,7 @@ void metrics_server::state::accept_next() {
 }
 
 bool metrics_server::state::evict_oldest_idle() {
-    std::shared_ptr<connection> oldest;
+    std::shared_ptr<metrics_connection> oldest;
     for (auto& [raw, weak] : conns) {
         auto c = weak.lock();
         if (c && c->idle() && (!oldest || c->serial() < oldest->serial())) oldest = std::move(c);
@@ -518,7 +518,7 @@ void metrics_server::stop() {
     boost::system::error_code ignored;
     s_->acceptor.close(ignored);
     s_->retry_timer.cancel();
-    std::vector<std::shared_ptr<connection>> open;
+    std::vector<std::shared_ptr<metrics_connection>> open;
     for (auto& [raw, weak] : s_->conns)
         if (auto c = weak.lock()) open.push_back(std::move(c));
     for (auto& c : open) c->close();

@@ -19,9 +19,9 @@ namespace mw::meshd {
 
 namespace {
 
-constexpr uint64_t stop_tag = ~uint64_t(0);
-constexpr uint64_t uplink_tag = ~uint64_t(0) - 1;
-constexpr int max_rounds_per_wakeup = 16;
+constexpr uint64_t proxy_stop_tag = ~uint64_t(0);
+constexpr uint64_t proxy_uplink_tag = ~uint64_t(0) - 1;
+constexpr int proxy_rounds_per_wakeup = 16;
 
 uint64_t peer_tag(uint32_t slot, uint32_t generation) {
     return uint64_t(generation) << 32 | slot;
@@ -66,8 +66,8 @@ result<std::unique_ptr<relay_proxy>> relay_proxy::start(relay_proxy_config confi
     if (!p->epoll_.valid()) return error::from_errno(errno, "relay proxy: epoll_create1");
     p->stop_event_.reset(::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC));
     if (!p->stop_event_.valid()) return error::from_errno(errno, "relay proxy: eventfd");
-    for (auto [fd, tag] :
-         {std::pair{p->stop_event_.get(), stop_tag}, std::pair{p->uplink_.get(), uplink_tag}}) {
+    for (auto [fd, tag] : {std::pair{p->stop_event_.get(), proxy_stop_tag},
+                           std::pair{p->uplink_.get(), proxy_uplink_tag}}) {
         epoll_event ev{};
         ev.events = EPOLLIN;
         ev.data.u64 = tag;
@@ -338,8 +338,8 @@ void relay_proxy::run() noexcept {
         if (n < 0 && errno != EINTR) return;
         for (int i = 0; i < n; ++i) {
             uint64_t tag = events[i].data.u64;
-            if (tag == stop_tag) return;
-            if (tag == uplink_tag) {
+            if (tag == proxy_stop_tag) return;
+            if (tag == proxy_uplink_tag) {
                 drain_uplink();
                 continue;
             }
@@ -357,7 +357,7 @@ void relay_proxy::run() noexcept {
 void relay_proxy::drain_uplink() noexcept {
     constexpr auto relaxed = std::memory_order_relaxed;
     constexpr uint32_t none = fixed_u64_map::none;
-    for (int round = 0; round < max_rounds_per_wakeup; ++round) {
+    for (int round = 0; round < proxy_rounds_per_wakeup; ++round) {
         int n = rx_.recv(uplink_.get());
         if (n <= 0) return;
         uint64_t malformed = 0, unknown = 0, wrong = 0, sent = 0, bytes = 0, failed = 0;
@@ -486,7 +486,7 @@ void relay_proxy::drain_peer(uint32_t slot) noexcept {
     peer_slot& p = peers_[slot];
     // A WireGuard transport packet larger than a keepalive, or a handshake initiation (on_wake).
     bool data = false;
-    for (int round = 0; round < max_rounds_per_wakeup; ++round) {
+    for (int round = 0; round < proxy_rounds_per_wakeup; ++round) {
         int n = rx_.recv(p.fd.get());
         if (n <= 0) return;
         const uint64_t now = steady_ms();

@@ -75,7 +75,9 @@ export UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1
 cxx_flags="-fsanitize=fuzzer-no-link -fno-sanitize-recover=all"
 # RelWithDebInfo without -DNDEBUG: an assert (result<T>::value() on an error) is a finding too.
 opt_flags="-O2 -g"
-config="clang++-14 | RelWithDebInfo $opt_flags | $cxx_flags"
+# Unity build: install/build.sh says why; MESHWIRE_UNITY_BUILD=OFF for per-file builds.
+unity=${MESHWIRE_UNITY_BUILD:-ON}
+config="clang++-14 | RelWithDebInfo $opt_flags | $cxx_flags | unity $unity"
 t0=$SECONDS
 # Configure only when the build dir is new or the flags changed; otherwise ninja alone decides
 # what to rebuild (it re-runs CMake itself when a CMakeLists.txt changed).
@@ -83,7 +85,7 @@ if [ ! -f "$build/build.ninja" ] || [ "$(cat "$build/.fuzz-config" 2>/dev/null)"
 then
     echo "fuzz: configuring $build"
     if ! CXX=clang++-14 cmake -S "$root" -B "$build" -G Ninja -DMESHWIRE_FUZZ=ON \
-        -DMESHWIRE_SANITIZE=ON -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+        -DMESHWIRE_SANITIZE=ON -DCMAKE_BUILD_TYPE=RelWithDebInfo "-DCMAKE_UNITY_BUILD=$unity" \
         "-DCMAKE_CXX_FLAGS=$cxx_flags" "-DCMAKE_CXX_FLAGS_RELWITHDEBINFO=$opt_flags" \
         >"$build/fuzz-configure.log" 2>&1; then
         tail -40 "$build/fuzz-configure.log"

@@ -21,13 +21,15 @@ if ! flock -n 9; then
 fi
 # -O1: TSan's recommended level (-O0 is ~2x slower to run, -O2 loses frames in the reports).
 opt_flags="-O1 -g"
-config="clang++-14 | thread | $opt_flags"
+unity=${MESHWIRE_UNITY_BUILD:-ON}  # install/build.sh says why
+config="clang++-14 | thread | $opt_flags | unity $unity"
 t0=$SECONDS
 if [ ! -f "$build/build.ninja" ] || [ "$(cat "$build/.tsan-config" 2>/dev/null)" != "$config" ]
 then
     echo "tsan: configuring $build"
     if ! CXX=clang++-14 cmake -S "$root" -B "$build" -G Ninja -DMESHWIRE_SANITIZE=thread \
         -DCMAKE_BUILD_TYPE=RelWithDebInfo "-DCMAKE_CXX_FLAGS_RELWITHDEBINFO=$opt_flags" \
+        "-DCMAKE_UNITY_BUILD=$unity" \
         >"$build/tsan-configure.log" 2>&1; then
         tail -40 "$build/tsan-configure.log"
         echo "tsan: configure FAILED, log: $build/tsan-configure.log"

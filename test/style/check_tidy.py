@@ -48,6 +48,9 @@ def parse_args():
                    help="appended to .clang-tidy's Checks (clang-tidy --checks), e.g. "
                         "'-clang-analyzer-*'; part of the cache key")
     p.add_argument("--show-timing", action="store_true", help="print each checked TU's time")
+    p.add_argument("--unity", action="store_true",
+                   help="check a unity build's unity files as they are (each parses its batch's "
+                        "headers once: ~4x cheaper) instead of every source on its own")
     return p.parse_args()
 
 
@@ -131,7 +134,14 @@ def tu_key(entry, args, deps, prefix, source_dir, build_dir):
 
 
 def run_tidy(tidy, checks, entry, args, source_dir):
-    cmd = [tidy, "--quiet", "--warnings-as-errors=*"] + (["--checks=" + checks] if checks else [])
+    cmd = [tidy, "--quiet", "--warnings-as-errors=*"]
+    if "unity_sources" in entry:
+        # The unity file lives in the build dir: name the config, report findings in the sources
+        # it includes (to clang-tidy those are headers), and do not flag the #include of a .cpp.
+        checks = ",".join(c for c in (checks, "-bugprone-suspicious-include") if c)
+        cmd += ["--config-file=" + os.path.join(source_dir, ".clang-tidy"),
+                "--header-filter=(common|cni-plugin|meshd|meshctl|tools)/"]
+    cmd += ["--checks=" + checks] if checks else []
     cmd += [entry["file"], "--"] + args + [
         "-Wno-unknown-warning-option", "-Qunused-arguments"]
     t0 = time.monotonic()
@@ -143,6 +153,40 @@ def run_tidy(tidy, checks, entry, args, source_dir):
            if not re.match(r"^(\d+ warnings?( and \d+ errors?)? generated\.|Suppressed \d+ warnings|"
                            r"Use -header-filter=|Error while processing|\d+ warnings? treated as errors?)", l)]
     return r.returncode, "\n".join(lines + err).strip(), time.monotonic() - t0
+
+
+def unity_sources(entry):
+    """The sources a unity file (CMAKE_UNITY_BUILD) includes; None for any other TU."""
+    f = entry["file"]
+    if not re.search(r"/Unity/unity_\d+_cxx\.cxx$", f):
+        return None
+    try:
+        with open(os.path.join(entry["directory"], f)) as u:
+            return re.findall(r'^#include "(.+)"$', u.read(), re.M)
+    except OSError:
+        return []
+
+
+def expand_unity(db):
+    """A unity build (CMAKE_UNITY_BUILD, install/build.sh) compiles generated unity_N_cxx.cxx files
+    that #include several sources: each of those is checked on its own, with the unity file's
+    flags (so a source that compiles only after its batch neighbours' includes is a finding)."""
+    out = []
+    for e in db:
+        f = e["file"]
+        sources = unity_sources(e)
+        if sources is None:
+            out.append(e)
+            continue
+        for src in sources:
+            x = dict(e, file=src)
+            if "arguments" in e:
+                x["arguments"] = [src if a == f else a for a in e["arguments"]]
+            else:
+                x["command"] = " ".join(shlex.quote(src) if a == f else shlex.quote(a)
+                                        for a in shlex.split(e["command"]))
+            out.append(x)
+    return out
 
 
 def main():
@@ -157,12 +201,23 @@ def main():
     db_path = os.path.join(build_dir, "compile_commands.json")
     with open(db_path) as f:
         db = json.load(f)
-    # Project TUs only: under the source dir, not generated into the build dir.
-    tus = [e for e in db
-           if os.path.realpath(e["file"]).startswith(source_dir + os.sep)
-           and not os.path.realpath(e["file"]).startswith(build_dir + os.sep)]
-    if a.only:
-        tus = [e for e in tus if re.search(a.only, e["file"])]
+    if a.unity:
+        for e in db:
+            sources = unity_sources(e)
+            if sources is not None:
+                e["unity_sources"] = sources
+    else:
+        db = expand_unity(db)
+
+    def ours(path):  # under the source dir, not generated into the build dir
+        path = os.path.realpath(path)
+        return path.startswith(source_dir + os.sep) and not path.startswith(build_dir + os.sep)
+
+    def wanted(e):
+        files = e.get("unity_sources", [e["file"]])
+        return any(ours(f) and (not a.only or re.search(a.only, f)) for f in files)
+
+    tus = [e for e in db if wanted(e)]
     if not tus:
         print("check_tidy.py: no translation units", file=sys.stderr)
         return 1

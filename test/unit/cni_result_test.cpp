@@ -7,7 +7,7 @@ using namespace mw;
 using namespace mw::cni;
 using nlohmann::json;
 
-static cni_result sample() {
+static cni_result cni_sample() {
     cni_result r;
     r.interfaces.push_back({"mw0123456789ab", "aa:bb:cc:dd:ee:01", "", 1420});
     r.interfaces.push_back({"eth0", "aa:bb:cc:dd:ee:02", "/var/run/netns/p", 1420});
@@ -23,7 +23,7 @@ TEST_CASE("result encoding follows each spec version") {
     for (auto v : k_supported_versions) {
         std::string ver(v);
         CAPTURE(ver);
-        json j = encode_result(sample(), ver);
+        json j = encode_result(cni_sample(), ver);
         CHECK(j["cniVersion"] == ver);
         CHECK(j["interfaces"].size() == 2);
         CHECK(j["interfaces"][1]["sandbox"] == "/var/run/netns/p");
@@ -45,7 +45,7 @@ TEST_CASE("result encoding follows each spec version") {
 
 TEST_CASE("results round-trip and malformed results are rejected") {
     for (auto v : k_supported_versions) {
-        auto back = decode_result(encode_result(sample(), std::string(v)));
+        auto back = decode_result(encode_result(cni_sample(), std::string(v)));
         REQUIRE(back);
         CHECK(back->ips.size() == 2);
         CHECK(back->ips[1].address.str() == "fd00::2/128");

@@ -28,13 +28,13 @@ using namespace std::chrono_literals;
 
 namespace {
 
-struct tmp_dir {
+struct ctl_tmp_dir {
     std::string path;
-    tmp_dir() {
+    ctl_tmp_dir() {
         char tmpl[] = "/tmp/mw-ctl-XXXXXX";
         path = mkdtemp(tmpl);
     }
-    ~tmp_dir() { fs::remove_all(path); }
+    ~ctl_tmp_dir() { fs::remove_all(path); }
 };
 
 int connect_unix(const std::string& path) {
@@ -130,7 +130,7 @@ void make_stale_socket(const std::string& path) {
 }  // namespace
 
 TEST_CASE("control_server: request and response, socket file mode, parent dir, removal") {
-    tmp_dir dir;
+    ctl_tmp_dir dir;
     boost::asio::io_context io;
     std::string path = dir.path + "/run/meshwire/meshd.sock";  // parents do not exist yet
     int calls = 0;
@@ -176,7 +176,7 @@ TEST_CASE("control_server: the socket file is never accessible by others, even a
         MESSAGE("skipped: needs root");
         return;
     }
-    tmp_dir dir;
+    ctl_tmp_dir dir;
     // umask 0: what the kernel gives a plain bind() then is 0777, for as long as it takes to chmod.
     struct umask_guard {
         mode_t old = ::umask(0);
@@ -259,7 +259,7 @@ TEST_CASE("control_server: the socket file is never accessible by others, even a
 }
 
 TEST_CASE("control_server: asynchronous reply, reply twice, reply from another thread") {
-    tmp_dir dir;
+    ctl_tmp_dir dir;
     boost::asio::io_context io;
     std::string path = dir.path + "/meshd.sock";
     boost::asio::steady_timer timer(io);
@@ -293,7 +293,7 @@ TEST_CASE("control_server: asynchronous reply, reply twice, reply from another t
 }
 
 TEST_CASE("control_server: malformed requests are answered by the server") {
-    tmp_dir dir;
+    ctl_tmp_dir dir;
     boost::asio::io_context io;
     std::string path = dir.path + "/meshd.sock";
     int calls = 0;
@@ -329,7 +329,7 @@ TEST_CASE("control_server: malformed requests are answered by the server") {
 }
 
 TEST_CASE("control_server: request size limit") {
-    tmp_dir dir;
+    ctl_tmp_dir dir;
     boost::asio::io_context io;
     std::string path = dir.path + "/meshd.sock";
     int calls = 0;
@@ -356,7 +356,7 @@ TEST_CASE("control_server: request size limit") {
 }
 
 TEST_CASE("control_server: concurrent clients are served at the same time") {
-    tmp_dir dir;
+    ctl_tmp_dir dir;
     boost::asio::io_context io;
     std::string path = dir.path + "/meshd.sock";
     constexpr int n = 8;
@@ -384,7 +384,7 @@ TEST_CASE("control_server: concurrent clients are served at the same time") {
 }
 
 TEST_CASE("control_server: idle clients are dropped, busy limit") {
-    tmp_dir dir;
+    ctl_tmp_dir dir;
     boost::asio::io_context io;
     std::string path = dir.path + "/meshd.sock";
     control_server::limits lim;
@@ -415,7 +415,7 @@ TEST_CASE("control_server: idle clients are dropped, busy limit") {
 }
 
 TEST_CASE("control_server: stale socket replaced, other files and live sockets refused") {
-    tmp_dir dir;
+    ctl_tmp_dir dir;
     boost::asio::io_context io;
     std::string path = dir.path + "/meshd.sock";
 
@@ -452,7 +452,7 @@ TEST_CASE("control_server: stale socket replaced, other files and live sockets r
 }
 
 TEST_CASE("control_server: stop drops open connections; a later reply is harmless") {
-    tmp_dir dir;
+    ctl_tmp_dir dir;
     boost::asio::io_context io;
     std::string path = dir.path + "/meshd.sock";
     control_server::reply_fn held;
@@ -473,7 +473,7 @@ TEST_CASE("control_server: stop drops open connections; a later reply is harmles
 }
 
 TEST_CASE("control_server: a handler that drops its reply closes the connection") {
-    tmp_dir dir;
+    ctl_tmp_dir dir;
     boost::asio::io_context io;
     std::string path = dir.path + "/meshd.sock";
     auto server = control_server::start(io, path, [](const json&, control_server::reply_fn) {});

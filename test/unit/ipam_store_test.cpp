@@ -14,13 +14,13 @@ using namespace mw::cni;
 namespace fs = std::filesystem;
 
 namespace {
-struct tmp_dir {
+struct ipam_tmp_dir {
     fs::path path;
-    tmp_dir() {
+    ipam_tmp_dir() {
         char tmpl[] = "/tmp/mw-ipam-test-XXXXXX";
         path = mkdtemp(tmpl);
     }
-    ~tmp_dir() { fs::remove_all(path); }
+    ~ipam_tmp_dir() { fs::remove_all(path); }
 };
 std::string slurp(const fs::path& p) {
     std::ifstream in(p);
@@ -31,7 +31,7 @@ std::string slurp(const fs::path& p) {
 }  // namespace
 
 TEST_CASE("allocator never hands out network, gateway or broadcast and exhausts cleanly") {
-    tmp_dir d;
+    ipam_tmp_dir d;
     auto range = *ip_prefix::parse("10.9.0.0/29");  // .0 net, .1 gw, .7 bcast -> .2-.6 usable
     std::set<std::string> got;
     {
@@ -55,7 +55,7 @@ TEST_CASE("allocator never hands out network, gateway or broadcast and exhausts 
 }
 
 TEST_CASE("allocation is idempotent per container and ifname, and release frees") {
-    tmp_dir d;
+    ipam_tmp_dir d;
     auto range = *ip_prefix::parse("fd00:5::/120");
     auto store = ipam_store::open_locked(d.path, "net");
     REQUIRE(store);
@@ -79,7 +79,7 @@ TEST_CASE("allocation is idempotent per container and ifname, and release frees"
 }
 
 TEST_CASE("allocation wraps around after the end of the range") {
-    tmp_dir d;
+    ipam_tmp_dir d;
     auto range = *ip_prefix::parse("10.9.1.0/30");  // only .2 usable
     auto store = ipam_store::open_locked(d.path, "net");
     auto a = store->allocate(range, 0, {"a", "eth0"});
@@ -90,7 +90,7 @@ TEST_CASE("allocation wraps around after the end of the range") {
 }
 
 TEST_CASE("concurrent processes never share an address") {
-    tmp_dir d;
+    ipam_tmp_dir d;
     auto range = *ip_prefix::parse("10.9.2.0/24");
     constexpr int k_procs = 20;
     std::vector<pid_t> pids;
@@ -132,7 +132,7 @@ TEST_CASE("usable span") {
 }
 
 TEST_CASE("a killed writer's temporary files are swept and never count as allocations") {
-    tmp_dir d;
+    ipam_tmp_dir d;
     auto range = *ip_prefix::parse("10.9.3.0/29");
     { REQUIRE(ipam_store::open_locked(d.path, "net")); }
     // what a plugin SIGKILLed mid-write leaves: a partial reservation and a STATUS probe
@@ -154,7 +154,7 @@ TEST_CASE("a killed writer's temporary files are swept and never count as alloca
 }
 
 TEST_CASE("a reservation file that already exists is skipped, not overwritten") {
-    tmp_dir d;
+    ipam_tmp_dir d;
     auto range = *ip_prefix::parse("10.9.4.0/29");
     auto store = ipam_store::open_locked(d.path, "net");
     REQUIRE(store);

@@ -15,17 +15,12 @@
 
 using namespace mw::meshd;
 using meshd_test::identity;
+using meshd_test::psk;
 using meshd_test::record;
+using meshd_test::sealer;
 using meshd_test::t0;
 
 namespace {
-
-constexpr std::string_view psk = "0123456789abcdef0123456789abcdef";
-
-psk_sealer sealer() {
-    return psk_sealer::create(std::span(reinterpret_cast<const uint8_t*>(psk.data()), psk.size()))
-        .value();
-}
 
 mw::wg_endpoint ep(const char* s) {
     return mw::wg_endpoint::parse(s).value();

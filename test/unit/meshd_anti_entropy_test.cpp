@@ -14,7 +14,9 @@
 
 using namespace mw::meshd;
 using meshd_test::identity;
+using meshd_test::psk;
 using meshd_test::record;
+using meshd_test::sealer;
 using meshd_test::t0;
 
 TEST_CASE("record_digest: order-free; a changed seq changes its bucket and the digest only") {
@@ -68,13 +70,6 @@ TEST_CASE("record_digest: bucket ranges tile the node ID space") {
 }
 
 namespace {
-
-constexpr std::string_view psk = "0123456789abcdef0123456789abcdef";
-
-psk_sealer sealer() {
-    return psk_sealer::create(std::span(reinterpret_cast<const uint8_t*>(psk.data()), psk.size()))
-        .value();
-}
 
 // Two cores on one LAN, no relays, each with the other's record: they reach each other directly
 // and run anti-entropy. Datagrams between their endpoints are delivered (after `delay_ms`),

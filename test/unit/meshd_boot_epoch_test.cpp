@@ -18,14 +18,14 @@ using namespace mw::meshd;
 namespace {
 
 // meshd_test::tmp_dir, named for these tests.
-struct tmp_dir : meshd_test::tmp_dir {
-    tmp_dir() : meshd_test::tmp_dir("/tmp/mw-boot-epoch") {}
+struct epoch_tmp_dir : meshd_test::tmp_dir {
+    epoch_tmp_dir() : meshd_test::tmp_dir("/tmp/mw-boot-epoch") {}
 };
 
 }  // namespace
 
 TEST_CASE("boot_epoch: max(stored + 1, now), stored before use, 0600") {
-    tmp_dir d;
+    epoch_tmp_dir d;
     const std::string state = d.path + "/state";  // created on first use
     boot_epoch e(state);
     CHECK(e.load().err().is(mw::errc::not_found));
@@ -45,7 +45,7 @@ TEST_CASE("boot_epoch: max(stored + 1, now), stored before use, 0600") {
 
 TEST_CASE(
     "boot_epoch: refuses garbage, loose permissions and links; a stale temp file is replaced") {
-    tmp_dir d;
+    epoch_tmp_dir d;
     boot_epoch e(d.path);
     auto write = [&](const std::string& text, mode_t mode) {
         fs::remove(e.path());

@@ -15,7 +15,7 @@ using namespace mw::meshd;
 
 namespace {
 
-config_environment env() {
+config_environment watch_env() {
     config_environment e;
     e.hostname = "host-a";
     return e;
@@ -26,7 +26,7 @@ const std::string base =
     "relayNodes: [{nodeName: r1, advertiseAddress: [192.0.2.1]}]\n";
 
 meshd_config parse(const std::string& yaml) {
-    auto r = parse_meshd_config(yaml, env());
+    auto r = parse_meshd_config(yaml, watch_env());
     if (!r) FAIL_CHECK("config does not parse: ", r.err().message, "\n", yaml);
     REQUIRE(r.ok());
     return *r;

@@ -19,7 +19,7 @@ namespace {
 
 const std::string cluster_psk = "the cluster psk for channel tests";
 
-psk_sealer sealer(const std::string& psk = cluster_psk) {
+psk_sealer channel_sealer(const std::string& psk = cluster_psk) {
     return psk_sealer::create(std::vector<uint8_t>(psk.begin(), psk.end())).value();
 }
 
@@ -40,7 +40,7 @@ struct node {
     node_identity ident;
     control_channel ch;
     explicit node(uint8_t n, uint64_t epoch = 1000, replay_config rc = {})
-        : ident(identity(n)), ch(ident, sealer(), epoch, rc) {
+        : ident(identity(n)), ch(ident, channel_sealer(), epoch, rc) {
         ch.set_key_source([](const node_id& id) -> std::optional<mw::wg_key> {
             for (uint8_t i = 1; i < 10; ++i) {
                 if (identity(i).id() == id) return identity(i).wg_public_key();
@@ -60,7 +60,7 @@ struct node {
 std::vector<uint8_t> forge(const node_identity& attacker, const node_identity& claimed,
                            const node_id& recipient, const mw::wg_key& recipient_key,
                            message_body body, uint64_t epoch, uint64_t counter) {
-    auto s = sealer();
+    auto s = channel_sealer();
     auto priv = attacker.wg_private_key();
     auto k = pair_key(s.pair_cluster_key(), priv, attacker.wg_public_key(), recipient_key).value();
     control_message m;
@@ -197,7 +197,7 @@ TEST_CASE("control_channel: a PING to no one: answered, not believed, replay sta
     CHECK(b.ch.replay().sender_count() == 0);
     // Anyone with the PSK can make one claiming a (its tag is PSK-keyed): that is why it moves
     // nothing. A forged one with a's key and a far epoch leaves a's real messages passing.
-    auto s = sealer();
+    auto s = channel_sealer();
     control_message f;
     f.sender_key = a.ident.wg_public_key();
     f.sender = a.id();
@@ -226,7 +226,7 @@ TEST_CASE("control_channel: a PING to no one: answered, not believed, replay sta
 TEST_CASE("control_channel: wrong PSK, garbage, RELAY_DATA, version 1") {
     node b(2);
     node_identity i3 = identity(3);
-    control_channel intruder(i3, sealer("not the cluster psk at all"), 5);
+    control_channel intruder(i3, channel_sealer("not the cluster psk at all"), 5);
     intruder.set_key_source([&](const node_id&) { return b.ident.wg_public_key(); });
     auto bad = intruder.send(ping_msg{}, b.id(), nonce(1)).value();
     CHECK(b.ch.receive(bad, t0).err().is(mw::errc::protocol_error));
@@ -250,7 +250,7 @@ TEST_CASE("control_channel: wrong PSK, garbage, RELAY_DATA, version 1") {
 TEST_CASE("control_channel: malformed body from a PSK holder is counted") {
     node b(2);
     std::vector<uint8_t> plain(envelope_size + 3 + pair_tag_size, 0);  // PING needs 43 body bytes
-    auto d = sealer().seal(static_cast<uint8_t>(msg_type::ping), plain, nonce(1));
+    auto d = channel_sealer().seal(static_cast<uint8_t>(msg_type::ping), plain, nonce(1));
     CHECK(b.ch.receive(d, t0).err().is(mw::errc::parse_error));
     CHECK(b.ch.counters().malformed == 1);
 }
@@ -285,7 +285,7 @@ TEST_CASE("control_channel: full sender table replaces the least recently heard 
 
 TEST_CASE("control_channel: a recipient whose key is unknown cannot be sent to") {
     node_identity i1 = identity(1);
-    control_channel a(i1, sealer(), 1);
+    control_channel a(i1, channel_sealer(), 1);
     auto r = a.send(ping_msg{}, identity(2).id(), nonce(1));
     CHECK(r.err().is(mw::errc::not_found));
     CHECK(a.send(ping_msg{}, node_id{}, nonce(1)).ok());  // a PING to no one needs no key

@@ -15,7 +15,9 @@
 
 using namespace mw::meshd;
 using meshd_test::identity;
+using meshd_test::psk;
 using meshd_test::record;
+using meshd_test::sealer;
 using meshd_test::t0;
 
 namespace {
@@ -167,13 +169,6 @@ TEST_CASE("learned_via: names in a fixed order") {
 }
 
 namespace {
-
-constexpr std::string_view psk = "0123456789abcdef0123456789abcdef";
-
-psk_sealer sealer() {
-    return psk_sealer::create(std::span(reinterpret_cast<const uint8_t*>(psk.data()), psk.size()))
-        .value();
-}
 
 struct core_fixture {
     node_core core;

@@ -8,6 +8,7 @@
 #include "meshd/dataplane_planner.hpp"
 #include "meshd_test_util.hpp"
 
+using meshd_test::ep;
 using namespace mw;
 using namespace mw::meshd;
 using meshd_test::identity;
@@ -17,9 +18,6 @@ namespace {
 
 using K = proxy_op::kind;
 
-wg_endpoint ep(const char* s) {
-    return wg_endpoint::parse(s).value();
-}
 ip_prefix pfx(const char* s) {
     return ip_prefix::parse(s).value();
 }

@@ -15,8 +15,11 @@
 #include "meshd/core/send_budget.hpp"
 #include "meshd_test_util.hpp"
 
+using meshd_test::ep;
 using namespace mw::meshd;
 using meshd_test::identity;
+using meshd_test::psk;
+using meshd_test::sealer;
 using meshd_test::t0;
 using mw::ip_address;
 using mw::wg_endpoint;
@@ -25,17 +28,6 @@ namespace {
 
 endpoint_refusal cls(const char* a) {
     return endpoint_filter::classify(ip_address::parse(a).value());
-}
-
-wg_endpoint ep(const std::string& s) {
-    return wg_endpoint::parse(s).value();
-}
-
-constexpr std::string_view psk = "0123456789abcdef0123456789abcdef";
-
-psk_sealer sealer() {
-    return psk_sealer::create(std::span(reinterpret_cast<const uint8_t*>(psk.data()), psk.size()))
-        .value();
 }
 
 node_core make_core() {

@@ -10,7 +10,9 @@
 
 #include "meshd/core/mdns_cache.hpp"
 #include "meshd/core/mdns_engine.hpp"
+#include "meshd_test_util.hpp"
 
+using meshd_test::ep;
 using namespace mw;
 using namespace mw::meshd;
 
@@ -25,10 +27,6 @@ node_id nid(uint8_t n) {
 ip_address ip(const char* s) {
     return ip_address::parse(s).value();
 }
-wg_endpoint ep(const char* s) {
-    return wg_endpoint::parse(s).value();
-}
-
 mdns_engine_config config(const std::string& name, uint8_t n, std::vector<int> fam = {AF_INET}) {
     mdns_engine_config c;
     c.service.instance = name;

@@ -16,6 +16,7 @@
 #include "meshd/record_cache_writer.hpp"
 #include "meshd_test_util.hpp"
 
+using meshd_test::ep;
 using namespace mw;
 using namespace mw::meshd;
 using meshd_test::identity;
@@ -40,11 +41,7 @@ cache_clock clock_at(uint8_t boot, uint64_t boottime_ms, uint64_t unix_ms) {
     return c;
 }
 
-wg_endpoint ep(const char* s) {
-    return wg_endpoint::parse(s).value();
-}
-
-std::vector<cached_record> sample() {
+std::vector<cached_record> cache_sample() {
     return {cached_record{record(1, 5, 600'000), 500'000, ep("192.168.1.1:51820")},
             cached_record{record(2, 7, 600'000), 100'000, std::nullopt},
             cached_record{record(3, 9, 600'000), 300'000, ep("[2001:db8::3]:51820")}};
@@ -65,7 +62,7 @@ void write_file(const std::string& p, const std::vector<uint8_t>& b) {
 TEST_CASE("record cache: round trip keeps records and hints, the time since the save counts") {
     record_cache c("/nonexistent", k_key, 100);
     const auto saved = clock_at(1, 50'000, t0);
-    auto bytes = c.encode(sample(), saved);
+    auto bytes = c.encode(cache_sample(), saved);
     // Same boot, 60 s later on CLOCK_BOOTTIME (the wall clock says an hour: not used).
     auto got = c.decode(bytes, clock_at(1, 110'000, t0 + 3'600'000));
     REQUIRE(got);
@@ -73,7 +70,7 @@ TEST_CASE("record cache: round trip keeps records and hints, the time since the 
     CHECK(got->elapsed_ms == 60'000);
     CHECK(got->expired == 0);
     REQUIRE(got->records.size() == 3);
-    auto want = sample();
+    auto want = cache_sample();
     for (size_t i = 0; i < 3; ++i) {
         CHECK(got->records[i].record.same_content(want[i].record));
         CHECK(got->records[i].record.sig == want[i].record.sig);
@@ -89,7 +86,7 @@ TEST_CASE("record cache: round trip keeps records and hints, the time since the 
 TEST_CASE("record cache: expiry accounting across restarts never extends a lifetime") {
     record_cache c("/nonexistent", k_key, 100);
     const auto saved = clock_at(1, 50'000, t0);
-    const auto bytes = c.encode(sample(), saved);
+    const auto bytes = c.encode(cache_sample(), saved);
 
     SUBCASE("same boot: what ran out is dropped and counted") {
         auto got = c.decode(bytes, clock_at(1, 50'000 + 300'000, t0));
@@ -116,7 +113,7 @@ TEST_CASE("record cache: expiry accounting across restarts never extends a lifet
         CHECK(got->basis == elapsed_basis::wall_clock_behind);
         CHECK(got->elapsed_ms == 0);
         REQUIRE(got->records.size() == 3);
-        auto want = sample();
+        auto want = cache_sample();
         for (size_t i = 0; i < 3; ++i) CHECK(got->records[i].remaining_ms == want[i].remaining_ms);
     }
     SUBCASE("same boot, CLOCK_BOOTTIME reading behind: nothing passed, nothing added") {
@@ -146,7 +143,7 @@ TEST_CASE("record cache: expiry accounting across restarts never extends a lifet
 TEST_CASE("record cache: corrupt, truncated, foreign, oversized and other-PSK files are refused") {
     record_cache c("/nonexistent", k_key, 100);
     const auto saved = clock_at(1, 50'000, t0);
-    const auto good = c.encode(sample(), saved);
+    const auto good = c.encode(cache_sample(), saved);
     REQUIRE(c.decode(good, saved));
 
     // Every truncation, and every single flipped byte.
@@ -182,7 +179,7 @@ TEST_CASE("record cache: corrupt, truncated, foreign, oversized and other-PSK fi
     // the next write is under the sealing key only.
     other.set_accepted_keys({k_key});
     REQUIRE(other.decode(good, saved));
-    auto rewritten = other.encode(sample(), saved);
+    auto rewritten = other.encode(cache_sample(), saved);
     CHECK_FALSE(c.decode(rewritten, saved));
 
     // More entries than this node's store holds.
@@ -191,7 +188,7 @@ TEST_CASE("record cache: corrupt, truncated, foreign, oversized and other-PSK fi
     REQUIRE_FALSE(got);
     CHECK(got.err().message.find("more than the 2") != std::string::npos);
     // ... and encode() keeps to the bound.
-    auto bounded = small.decode(small.encode(sample(), saved), saved);
+    auto bounded = small.decode(small.encode(cache_sample(), saved), saved);
     REQUIRE(bounded);
     CHECK(bounded->records.size() == 2);
 }
@@ -206,7 +203,7 @@ TEST_CASE("record cache: atomic save, load, oversized and unreadable files, set 
     REQUIRE_FALSE(none);
     CHECK(none.err().is(errc::not_found));
 
-    REQUIRE(c.save(sample(), saved));
+    REQUIRE(c.save(cache_sample(), saved));
     struct stat st {};
     REQUIRE(::stat(c.path().c_str(), &st) == 0);
     CHECK((st.st_mode & 0777) == 0600);
@@ -217,7 +214,7 @@ TEST_CASE("record cache: atomic save, load, oversized and unreadable files, set 
     CHECK(got->records[0].remaining_ms == 490'000);
 
     // A second save replaces the first.
-    REQUIRE(c.save({sample()[1]}, saved));
+    REQUIRE(c.save({cache_sample()[1]}, saved));
     got = c.load(saved);
     REQUIRE(got);
     REQUIRE(got->records.size() == 1);
@@ -261,7 +258,7 @@ TEST_CASE("record cache: the writer thread writes the latest state and reports b
     record_cache c(dir.path, k_key, 100);
     record_cache_writer w(c, io);
     int done = 0;
-    w.write(sample(), clock_at(1, 50'000, t0), [&](status s) {
+    w.write(cache_sample(), clock_at(1, 50'000, t0), [&](status s) {
         CHECK(s);
         ++done;
     });
@@ -274,7 +271,7 @@ TEST_CASE("record cache: the writer thread writes the latest state and reports b
     REQUIRE(got);
     CHECK(got->records.size() == 3);
     // stop() writes what waits, then joins.
-    w.write({sample()[2]}, clock_at(1, 50'000, t0), nullptr);
+    w.write({cache_sample()[2]}, clock_at(1, 50'000, t0), nullptr);
     w.stop();
     got = c.load(clock_at(1, 50'000, t0));
     REQUIRE(got);

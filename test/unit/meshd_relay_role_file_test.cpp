@@ -15,11 +15,11 @@ using namespace mw::meshd;
 
 namespace {
 
-struct tmp_dir : meshd_test::tmp_dir {
-    tmp_dir() : meshd_test::tmp_dir("/tmp/mw-relay-role-file") {}
+struct role_tmp_dir : meshd_test::tmp_dir {
+    role_tmp_dir() : meshd_test::tmp_dir("/tmp/mw-relay-role-file") {}
 };
 
-saved_role_file sample() {
+saved_role_file role_sample() {
     saved_role_file r;
     r.listed = true;
     r.advertised = {wg_endpoint::parse("203.0.113.11:51821").value(),
@@ -40,7 +40,7 @@ bool same(const saved_role_file& a, const saved_role_file& b) {
 }  // namespace
 
 TEST_CASE("relay role file: encode/decode round trip") {
-    const auto r = sample();
+    const auto r = role_sample();
     const auto text = relay_role_file::encode(r);
     CHECK(text.starts_with("meshwire-relay-role 1\n"));
     auto d = relay_role_file::decode(text);
@@ -52,7 +52,7 @@ TEST_CASE("relay role file: encode/decode round trip") {
 }
 
 TEST_CASE("relay role file: unusable contents are refused, never a crash") {
-    const std::string good = relay_role_file::encode(sample());
+    const std::string good = relay_role_file::encode(role_sample());
     auto refused = [](const std::string& t) {
         auto d = relay_role_file::decode(t);
         return !d && d.err().is(errc::protocol_error);
@@ -78,14 +78,14 @@ TEST_CASE("relay role file: unusable contents are refused, never a crash") {
 }
 
 TEST_CASE("relay role file: save, load, remove") {
-    tmp_dir d;
+    role_tmp_dir d;
     relay_role_file f(d.path);
     auto none = f.load();
     REQUIRE(!none);
     CHECK(none.err().is(errc::not_found));
     CHECK(f.remove());  // none is fine
 
-    const auto r = sample();
+    const auto r = role_sample();
     REQUIRE(f.save(r));
     struct stat st {};
     REQUIRE(stat(f.path().c_str(), &st) == 0);

@@ -19,7 +19,7 @@ node_id sender(uint8_t n) {
 }
 
 constexpr auto ok = replay_verdict::accept;
-constexpr auto dup = replay_verdict::replay;
+constexpr auto replayed = replay_verdict::replay;
 
 }  // namespace
 
@@ -27,11 +27,11 @@ TEST_CASE("replay_window: each counter once, in any order within the window") {
     replay_window w;
     auto a = sender(1);
     CHECK(w.check(a, 7, 0) == ok);
-    CHECK(w.check(a, 7, 0) == dup);
+    CHECK(w.check(a, 7, 0) == replayed);
     CHECK(w.check(a, 7, 2) == ok);
     CHECK(w.check(a, 7, 1) == ok);  // late, inside the window
-    CHECK(w.check(a, 7, 1) == dup);
-    CHECK(w.check(a, 7, 2) == dup);
+    CHECK(w.check(a, 7, 1) == replayed);
+    CHECK(w.check(a, 7, 2) == replayed);
     // Another sender's counters are its own.
     CHECK(w.check(sender(2), 7, 1) == ok);
     CHECK(w.sender_count() == 2);
@@ -43,20 +43,20 @@ TEST_CASE("replay_window: window edges") {
     const uint64_t top = 5000;
     CHECK(w.check(a, 1, top) == ok);
     CHECK(w.check(a, 1, top - replay_window::window_bits) == ok);  // the oldest still judged
-    CHECK(w.check(a, 1, top - replay_window::window_bits) == dup);
-    CHECK(w.check(a, 1, top - replay_window::window_bits - 1) == dup);  // below: refused
-    CHECK(w.check(a, 1, 0) == dup);
+    CHECK(w.check(a, 1, top - replay_window::window_bits) == replayed);
+    CHECK(w.check(a, 1, top - replay_window::window_bits - 1) == replayed);  // below: refused
+    CHECK(w.check(a, 1, 0) == replayed);
     // A jump further than the whole window clears it: old bits must not alias new counters.
     CHECK(w.check(a, 1, top + 64 * replay_window::blocks * 3 + 5) == ok);
     CHECK(w.check(a, 1, top + 64 * replay_window::blocks * 3 + 4) == ok);
-    CHECK(w.check(a, 1, top + 64 * replay_window::blocks * 2 + 5) == dup);  // below the window
+    CHECK(w.check(a, 1, top + 64 * replay_window::blocks * 2 + 5) == replayed);  // below the window
     // Counters at block boundaries.
     replay_window v;
     for (uint64_t c : {63u, 64u, 127u, 128u, 0u, 1u}) CHECK(v.check(a, 1, c) == ok);
-    for (uint64_t c : {63u, 64u, 127u, 128u, 0u, 1u}) CHECK(v.check(a, 1, c) == dup);
+    for (uint64_t c : {63u, 64u, 127u, 128u, 0u, 1u}) CHECK(v.check(a, 1, c) == replayed);
     // The largest counter.
     CHECK(v.check(a, 1, UINT64_MAX) == ok);
-    CHECK(v.check(a, 1, UINT64_MAX) == dup);
+    CHECK(v.check(a, 1, UINT64_MAX) == replayed);
     CHECK(v.check(a, 1, UINT64_MAX - 1) == ok);
 }
 
@@ -66,7 +66,7 @@ TEST_CASE("replay_window: a newer epoch resets, an older one is refused") {
     CHECK(w.check(a, 10, 500) == ok);
     CHECK(w.check(a, 11, 0) == ok);  // restarted: counters begin again
     CHECK(w.check(a, 11, 1) == ok);
-    CHECK(w.check(a, 11, 0) == dup);
+    CHECK(w.check(a, 11, 0) == replayed);
     CHECK(w.check(a, 10, 501) == replay_verdict::stale_epoch);
     CHECK(w.check(a, 10, 0) == replay_verdict::stale_epoch);
     CHECK(w.check(a, 0, 0) == replay_verdict::stale_epoch);
@@ -101,7 +101,7 @@ TEST_CASE("replay_window: matches a set model under random reordering") {
         }
         // Replays of a random earlier counter are always refused.
         uint64_t old = order[rng() % (i + 1)];
-        REQUIRE(w.check(a, 3, old) == dup);
+        REQUIRE(w.check(a, 3, old) == replayed);
     }
     CHECK(seen.size() == order.size());  // reordering by < 400 is well inside the window
 }
@@ -114,8 +114,8 @@ TEST_CASE("replay_window: bounded sender table replaces the least recently accep
     CHECK(w.check(sender(3), 1, 0) == ok);  // replaces 2
     CHECK(w.sender_count() == 2);
     CHECK(w.replaced() == 1);
-    CHECK(w.check(sender(1), 1, 1) == dup);  // 1 was kept
-    CHECK(w.check(sender(2), 1, 0) == ok);   // 2 was forgotten (documented)
+    CHECK(w.check(sender(1), 1, 1) == replayed);  // 1 was kept
+    CHECK(w.check(sender(2), 1, 0) == ok);        // 2 was forgotten (documented)
     CHECK(replay_window::memory_bound(replay_config{}) < 2u * 1024 * 1024);
 }
 
@@ -132,12 +132,12 @@ TEST_CASE("replay_window: senders not admitted cannot push out admitted ones") {
     CHECK(w.check(sender(4), 1, 0, true) == ok);
     CHECK(w.check(sender(5), 1, 0, true) == ok);
     for (uint8_t i = 10; i < 100; ++i) CHECK(w.check(sender(i), 1, 0, false) == ok);
-    CHECK(w.check(sender(4), 1, 0, true) == dup);
-    CHECK(w.check(sender(5), 1, 0, true) == dup);
+    CHECK(w.check(sender(4), 1, 0, true) == replayed);
+    CHECK(w.check(sender(5), 1, 0, true) == replayed);
     // A full table takes an unknown sender's slot for a new known one.
     CHECK(w.check(sender(6), 1, 0, true) == ok);
     CHECK(w.unadmitted_count() == 1);
-    CHECK(w.check(sender(4), 1, 0, true) == dup);
+    CHECK(w.check(sender(4), 1, 0, true) == replayed);
     // An unknown sender that becomes admitted (its HELLO was accepted) moves to the known share.
     CHECK(w.check(sender(99), 1, 1, true) == ok);
     CHECK(w.unadmitted_count() == 0);

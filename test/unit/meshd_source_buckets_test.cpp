@@ -7,14 +7,14 @@ using namespace mw::meshd;
 using verdict = source_buckets::verdict;
 
 namespace {
-mw::ip_address addr(const char* s) {
+mw::ip_address ip_of(const char* s) {
     return mw::ip_address::parse(s).value();
 }
 }  // namespace
 
 TEST_CASE("source_buckets: a source is held to its rate and burst, and refills over time") {
     source_buckets b({.rate = 10, .burst = 5, .shared_rate = 100, .shared_burst = 100});
-    const uint64_t k = b.key_of(addr("192.0.2.1"));
+    const uint64_t k = b.key_of(ip_of("192.0.2.1"));
     int ok = 0;
     for (int i = 0; i < 20; ++i) ok += b.allow(k, 1000);
     // The first datagram is paid by the shared bucket, then the source's own burst of 5.
@@ -31,7 +31,7 @@ TEST_CASE("source_buckets: a source is held to its rate and burst, and refills o
 
 TEST_CASE("source_buckets: a heavy source does not starve another one") {
     source_buckets b({.rate = 100, .burst = 100, .shared_rate = 10, .shared_burst = 10});
-    const uint64_t flood = b.key_of(addr("198.51.100.7")), honest = b.key_of(addr("192.0.2.1"));
+    const uint64_t flood = b.key_of(ip_of("198.51.100.7")), honest = b.key_of(ip_of("192.0.2.1"));
     uint64_t passed = 0, honest_passed = 0;
     for (uint64_t t = 0; t < 10'000; ++t) {  // 10 s: the flood 300 per ms, honest 1 per 100 ms
         for (int i = 0; i < 300; ++i) passed += b.allow(flood, t);
@@ -49,7 +49,7 @@ TEST_CASE("source_buckets: spoofed new sources cost only the shared rate and evi
                       .shared_burst = 50,
                       .max_sources = 64,
                       .idle_ms = 2000});
-    const uint64_t honest = b.key_of(addr("192.0.2.1"));
+    const uint64_t honest = b.key_of(ip_of("192.0.2.1"));
     REQUIRE(b.allow(honest, 0));
     uint64_t spoofed_passed = 0, honest_passed = 0, honest_sent = 0;
     uint32_t n = 0;
@@ -74,13 +74,13 @@ TEST_CASE("source_buckets: spoofed new sources cost only the shared rate and evi
 
 TEST_CASE("source_buckets: IPv6 sources count per /64; keys depend on the seed") {
     source_buckets a({.hash_seed = 1}), b({.hash_seed = 2});
-    CHECK(a.key_of(addr("2001:db8::1")) == a.key_of(addr("2001:db8::ffff:1")));
-    CHECK(a.key_of(addr("2001:db8::1")) != a.key_of(addr("2001:db8:0:1::1")));
-    CHECK(a.key_of(addr("192.0.2.1")) != a.key_of(addr("192.0.2.2")));
+    CHECK(a.key_of(ip_of("2001:db8::1")) == a.key_of(ip_of("2001:db8::ffff:1")));
+    CHECK(a.key_of(ip_of("2001:db8::1")) != a.key_of(ip_of("2001:db8:0:1::1")));
+    CHECK(a.key_of(ip_of("192.0.2.1")) != a.key_of(ip_of("192.0.2.2")));
     // IPv4 peers of a dual-stack socket are their IPv4 address, not one shared /64.
-    CHECK(a.key_of(addr("::ffff:192.0.2.1")) == a.key_of(addr("192.0.2.1")));
-    CHECK(a.key_of(addr("::ffff:192.0.2.1")) != a.key_of(addr("::ffff:192.0.2.2")));
-    CHECK(a.key_of(addr("192.0.2.1")) != b.key_of(addr("192.0.2.1")));
+    CHECK(a.key_of(ip_of("::ffff:192.0.2.1")) == a.key_of(ip_of("192.0.2.1")));
+    CHECK(a.key_of(ip_of("::ffff:192.0.2.1")) != a.key_of(ip_of("::ffff:192.0.2.2")));
+    CHECK(a.key_of(ip_of("192.0.2.1")) != b.key_of(ip_of("192.0.2.1")));
 }
 
 TEST_CASE("source_buckets: memory bound covers the table") {

@@ -25,8 +25,8 @@ using namespace mw::meshd;
 namespace {
 
 // meshd_test::tmp_dir, named for these tests.
-struct tmp_dir : meshd_test::tmp_dir {
-    tmp_dir() : meshd_test::tmp_dir("/tmp/mw-meshd-files") {}
+struct files_tmp_dir : meshd_test::tmp_dir {
+    files_tmp_dir() : meshd_test::tmp_dir("/tmp/mw-meshd-files") {}
 };
 
 void write_file(const std::string& path, const std::string& content, mode_t mode) {
@@ -50,7 +50,7 @@ relay_node relay(const std::string& name, std::initializer_list<const char*> add
 }  // namespace
 
 TEST_CASE("identity_store: created once 0600 in a new 0700 state dir, reloaded unchanged") {
-    tmp_dir d;
+    files_tmp_dir d;
     std::string state = d.path + "/var/lib/meshwire";
     identity_store store(state);
     auto absent = store.load();
@@ -85,7 +85,7 @@ TEST_CASE("identity_store: created once 0600 in a new 0700 state dir, reloaded u
 }
 
 TEST_CASE("identity_store: refuses a seed of the wrong size, loose permissions or a symlink") {
-    tmp_dir d;
+    files_tmp_dir d;
     identity_store store(d.path);
     SUBCASE("wrong size") {
         write_file(store.path(), std::string(31, 'x'), 0600);
@@ -125,7 +125,7 @@ TEST_CASE("identity_store: refuses a state dir or seed others can reach, or anot
         MESSAGE("skipped: needs root");
         return;
     }
-    tmp_dir d;
+    files_tmp_dir d;
     const std::string state = d.path + "/state";
     identity_store store(state);
     SUBCASE("an existing state dir group/other-accessible: refused, not repaired, no seed") {
@@ -196,7 +196,7 @@ constexpr const char* good_b64 = "q3Z0R8k1mJv7XyT2bL9sWc4HdN6aPfE0gUiO5rKxYzA=";
 constexpr const char* good_hex = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08";
 
 TEST_CASE("psk_file: permissions, size and trailing newline rules") {
-    tmp_dir d;
+    files_tmp_dir d;
     std::string p = d.path + "/psk";
     SUBCASE("a 0600 base64 key with a newline: the text itself is the key") {
         write_file(p, std::string(good_b64) + "\n", 0600);
@@ -245,7 +245,7 @@ TEST_CASE("psk_file: permissions, size and trailing newline rules") {
 }
 
 TEST_CASE("psk_file: a key with less than 32 bytes of entropy is refused with the generator") {
-    tmp_dir d;
+    files_tmp_dir d;
     std::string p = d.path + "/psk";
     auto refused = [&](const std::string& key, const std::string& why) {
         write_file(p, key, 0600);
@@ -288,7 +288,7 @@ TEST_CASE("psk_file: a key with less than 32 bytes of entropy is refused with th
 }
 
 TEST_CASE("node_file: written atomically and read back by the CNI plugin's reader") {
-    tmp_dir d;
+    files_tmp_dir d;
     std::string path = d.path + "/run/meshwire/node.json";
     node_file nf{"edge-1",
                  {mw::ip_prefix::parse("10.244.1.0/24").value(),

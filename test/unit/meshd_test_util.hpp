@@ -7,11 +7,13 @@
 #include <filesystem>
 #include <span>
 #include <string>
+#include <string_view>
 
 #include "common/ip_address.hpp"
 #include "common/wireguard/wg_endpoint.hpp"
 #include "meshd/core/node_identity.hpp"
 #include "meshd/core/peer_record.hpp"
+#include "meshd/core/psk_sealer.hpp"
 
 namespace meshd_test {
 
@@ -46,6 +48,18 @@ struct tmp_dir {
     tmp_dir(const tmp_dir&) = delete;
     tmp_dir& operator=(const tmp_dir&) = delete;
 };
+
+// The cluster PSK of the core tests, and its sealer.
+inline constexpr std::string_view psk = "0123456789abcdef0123456789abcdef";
+inline mw::meshd::psk_sealer sealer() {
+    return mw::meshd::psk_sealer::create(
+               std::span(reinterpret_cast<const uint8_t*>(psk.data()), psk.size()))
+        .value();
+}
+
+inline mw::wg_endpoint ep(std::string_view text) {
+    return mw::wg_endpoint::parse(text).value();
+}
 
 inline constexpr uint64_t t0 = 1'764'000'000'000ull;  // a fixed "now" (Nov 2025, unix ms)
 

@@ -21,7 +21,7 @@ using meshd_test::t0;
 
 namespace {
 
-psk_sealer sealer() {
+psk_sealer codec_sealer() {
     std::string psk = "cluster psk for codec tests 0123";
     return psk_sealer::create(std::vector<uint8_t>(psk.begin(), psk.end())).value();
 }
@@ -129,7 +129,7 @@ std::vector<control_message> all_messages() {
 }  // namespace
 
 TEST_CASE("wire_codec: a HELLO with the sender's store digest round-trips; unknown flags fail") {
-    auto s = sealer();
+    auto s = codec_sealer();
     hello_msg hello;
     hello.request_id = 7;
     hello.cookie = some_cookie();
@@ -163,7 +163,7 @@ TEST_CASE("wire_codec: a HELLO with the sender's store digest round-trips; unkno
 }
 
 TEST_CASE("wire_codec: every message type round-trips through seal and open") {
-    auto s = sealer();
+    auto s = codec_sealer();
     auto all = all_messages();
     for (const auto& m : all) {
         CAPTURE(to_string(m.type()));
@@ -237,7 +237,7 @@ TEST_CASE("wire_codec: truncated and padded plaintexts of every type are errors"
 }
 
 TEST_CASE("wire_codec: a sealed but truncated or padded body is refused after opening") {
-    auto s = sealer();
+    auto s = codec_sealer();
     for (const auto& m : all_messages()) {
         CAPTURE(to_string(m.type()));
         auto plain = encode_plaintext(m).value();
@@ -251,7 +251,7 @@ TEST_CASE("wire_codec: a sealed but truncated or padded body is refused after op
 }
 
 TEST_CASE("wire_codec: unknown types and malformed fields are errors") {
-    auto s = sealer();
+    auto s = codec_sealer();
     auto plain = encode_plaintext(msg(ping_msg{.request_id = 1})).value();
     for (int t : {0x00, 0x10, 0x42, 0x7f, 0x80, 0x81, 0xff}) {
         CAPTURE(t);
@@ -355,7 +355,7 @@ TEST_CASE("wire_codec: unknown types and malformed fields are errors") {
             b[0] = static_cast<uint8_t>(i);
             full.entries.push_back({node_id(b), i});
         }
-        auto sealed = seal_message(sealer(), tag_key(), msg(full), nonce(1));
+        auto sealed = seal_message(codec_sealer(), tag_key(), msg(full), nonce(1));
         REQUIRE(sealed.ok());
         CHECK(sealed->size() <= max_control_datagram);
         std::array<uint8_t, node_id::size> b{};
@@ -380,7 +380,7 @@ TEST_CASE("wire_codec: unknown types and malformed fields are errors") {
             b[0] = static_cast<uint8_t>(i);
             full.ids.push_back(node_id(b));
         }
-        auto sealed = seal_message(sealer(), tag_key(), msg(full), nonce(1));
+        auto sealed = seal_message(codec_sealer(), tag_key(), msg(full), nonce(1));
         REQUIRE(sealed.ok());
         CHECK(sealed->size() <= max_control_datagram);
     }
@@ -409,7 +409,7 @@ TEST_CASE("wire_codec: oversized messages are refused on both sides") {
     r.records = {big};
     CHECK(encode_plaintext(msg(r)).ok());
 
-    auto s = sealer();
+    auto s = codec_sealer();
     std::vector<uint8_t> d(max_control_datagram + 1, 0);
     d[0] = 'M';
     d[1] = 'W';
@@ -419,7 +419,7 @@ TEST_CASE("wire_codec: oversized messages are refused on both sides") {
 }
 
 TEST_CASE("wire_codec: the pair tag covers the header and every plaintext byte") {
-    auto s = sealer();
+    auto s = codec_sealer();
     for (const auto& m : all_messages()) {
         CAPTURE(to_string(m.type()));
         auto o = open_message(s, seal_message(s, tag_key(), m, nonce(1)).value()).value();
@@ -457,7 +457,7 @@ TEST_CASE("wire_codec: only a PING may name no recipient") {
 }
 
 TEST_CASE("wire_codec: a PING is never smaller than its PONG; COOKIE_REPLY below any HELLO") {
-    auto s = sealer();
+    auto s = codec_sealer();
     auto size_of = [&](message_body b) {
         return seal_message(s, tag_key(), msg(std::move(b)), nonce(1)).value().size();
     };
@@ -482,7 +482,7 @@ TEST_CASE("wire_codec: a PING is never smaller than its PONG; COOKIE_REPLY below
 }
 
 TEST_CASE("wire_codec: HELLO_WANTED has no body; a byte after the header is refused") {
-    auto s = sealer();
+    auto s = codec_sealer();
     auto d = seal_message(s, tag_key(), msg(hello_wanted_msg{}), nonce(5));
     REQUIRE(d.ok());
     CHECK((*d)[3] == 0x0f);
@@ -499,7 +499,7 @@ TEST_CASE("wire_codec: RELAY_SESSION_KEPT layout, keep window range, a type of i
     relay_session_kept_msg k{.request_id = 0x1111111111111111ull,
                              .session_id = 0x0102030405060708ull,
                              .keep_ms = 300000};
-    auto s = sealer();
+    auto s = codec_sealer();
     auto size_of = [&](message_body b) {
         return seal_message(s, tag_key(), msg(std::move(b)), nonce(1)).value().size();
     };
@@ -562,7 +562,7 @@ TEST_CASE("wire_codec: RELAY_DATA header in place, classify") {
     CHECK(decode_relay_data(huge).ok());
 
     // A RELAY_DATA frame is never a control message and vice versa.
-    auto s = sealer();
+    auto s = codec_sealer();
     CHECK_FALSE(open_message(s, frame).ok());
     auto ctl = seal_message(s, tag_key(), msg(ping_msg{.request_id = 3}), nonce(1)).value();
     CHECK(classify(ctl) == frame_kind::control);
@@ -590,7 +590,7 @@ TEST_CASE("wire_codec: NAT_KEEPALIVE is the bare 4-byte header, classified apart
     CHECK(k[3] != static_cast<uint8_t>(msg_type::relay_data));
     CHECK_FALSE(peek_relay_data_session(k).has_value());
     CHECK_FALSE(decode_relay_data(k).ok());
-    auto s = sealer();
+    auto s = codec_sealer();
     CHECK_FALSE(open_message(s, k).ok());
     CHECK(std::string(to_string(msg_type::nat_keepalive)) == "NAT_KEEPALIVE");
     // Exactly 4 bytes of the current version: longer, or a version-1 one, is junk.
