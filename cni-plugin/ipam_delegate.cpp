@@ -20,7 +20,9 @@ namespace mw::cni {
 result<std::string> find_plugin(const std::string& type, const std::vector<std::string>& cni_path) {
     std::string searched;
     for (const auto& dir : cni_path) {
-        std::string p = dir + "/" + type;
+        std::string p = dir;
+        p += '/';
+        p += type;
         if (::access(p.c_str(), X_OK) == 0) return p;
         if (!searched.empty()) searched += ':';
         searched += dir;
