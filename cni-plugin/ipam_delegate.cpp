@@ -20,9 +20,12 @@ namespace mw::cni {
 result<std::string> find_plugin(const std::string& type, const std::vector<std::string>& cni_path) {
     std::string searched;
     for (const auto& dir : cni_path) {
-        std::string p = dir + "/" + type;
+        std::string p = dir;
+        p += '/';
+        p += type;
         if (::access(p.c_str(), X_OK) == 0) return p;
-        searched += (searched.empty() ? "" : ":") + dir;
+        if (!searched.empty()) searched += ':';
+        searched += dir;
     }
     return error(errc::not_found,
                  "IPAM plugin \"" + type + "\" not found in CNI_PATH (" + searched + ")");
@@ -42,6 +45,7 @@ result<delegate_outcome> run_plugin(const std::string& binary, const std::string
     }
     env_store.push_back("CNI_COMMAND=" + command);
     std::vector<char*> envp;
+    envp.reserve(env_store.size() + 1);
     for (auto& s : env_store) envp.push_back(s.data());
     envp.push_back(nullptr);
     std::string arg0 = binary;

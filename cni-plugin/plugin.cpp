@@ -2,8 +2,11 @@
 
 #include <sys/stat.h>
 
+#include <cerrno>
 #include <chrono>
 #include <cstdio>
+#include <cstdlib>
+#include <cstring>
 #include <set>
 
 #include "cni-plugin/cni_version.hpp"
@@ -331,7 +334,15 @@ long peak_rss_kb() {
     char line[256];
     long kb = -1;
     while (std::fgets(line, sizeof line, f)) {
-        if (std::sscanf(line, "VmHWM: %ld kB", &kb) == 1) break;
+        // "VmHWM:    1234 kB". strtol, not sscanf: a number that does not convert is no value.
+        if (std::strncmp(line, "VmHWM:", 6) != 0) continue;
+        char* end = nullptr;
+        errno = 0;
+        const long v = std::strtol(line + 6, &end, 10);
+        if (end != line + 6 && errno == 0) {
+            kb = v;
+            break;
+        }
     }
     std::fclose(f);
     return kb;

@@ -9,7 +9,6 @@
 #include <sys/statfs.h>
 
 #include <cerrno>
-#include <optional>
 #include <thread>
 
 namespace mw {
@@ -42,16 +41,16 @@ result<netns> netns::current() {
 }
 
 status netns::run(const std::function<status()>& fn) const {
-    std::optional<status> out;
+    status out;  // set on both of the thread's paths
     std::thread t([&] {
         if (::setns(fd_.get(), CLONE_NEWNET) != 0) {
-            out.emplace(error::from_errno(errno, "entering network namespace " + path_));
+            out = error::from_errno(errno, "entering network namespace " + path_);
             return;
         }
-        out.emplace(fn());
+        out = fn();
     });
     t.join();
-    return std::move(*out);
+    return out;
 }
 
 bool netns::same_as(const netns& other) const {

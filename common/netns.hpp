@@ -35,7 +35,9 @@ public:
             out.emplace(fn());
             return {};
         });
-        if (!st) return std::move(st).err();
+        // out is unset exactly when run() failed before fn ran (setns): tested directly, so
+        // that the dereference below is visibly checked.
+        if (!out) return std::move(st).err();
         return std::move(*out);
     }
 

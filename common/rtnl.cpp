@@ -39,7 +39,7 @@ std::string mac_to_string(const mac_address& m) {
 std::optional<mac_address> parse_mac(std::string_view text) {
     if (text.size() != 17) return std::nullopt;
     mac_address m{};
-    for (int i = 0; i < 6; ++i) {
+    for (size_t i = 0; i < 6; ++i) {
         auto hex = [](char c) -> int {
             if (c >= '0' && c <= '9') return c - '0';
             if (c >= 'a' && c <= 'f') return c - 'a' + 10;

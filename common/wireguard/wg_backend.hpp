@@ -61,8 +61,8 @@ public:
     // Called (from a backend thread, without backend locks held) after the device had to be
     // re-created behind the caller's back and its WireGuard state was restored — e.g. after
     // wireguard-go died. The link is new then, so link-level state (up, addresses, routes) must
-    // be re-applied by the hook's owner.
-    virtual void set_restart_hook(std::function<void()> hook) { (void)hook; }
+    // be re-applied by the hook's owner. By value: a backend keeps it (moves it in).
+    virtual void set_restart_hook(std::function<void()> hook) = 0;
 
 protected:
     explicit wg_backend(wg_backend_options o) : opts_(std::move(o)) {}

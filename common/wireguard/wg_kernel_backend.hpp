@@ -23,6 +23,8 @@ public:
     result<wg_device> get() override;
     status set(const wg_device_update& u) override;
     wg_backend_stats stats() const override;
+    // The kernel device is never re-created behind the caller's back: no hook to call.
+    void set_restart_hook(std::function<void()> /*hook*/) override {}
 
     // The error for a kernel without WireGuard, naming the userspace fallback.
     static error no_module_error(const std::string& ifname, const std::string& detail);

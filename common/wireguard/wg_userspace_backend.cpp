@@ -306,6 +306,7 @@ status wg_userspace_backend::start_child() {
     env_store.emplace_back("WG_PROCESS_FOREGROUND=1");
     env_store.emplace_back("LOG_LEVEL=" + opts_.go_log_level);
     std::vector<char*> envp;
+    envp.reserve(env_store.size() + 1);
     for (auto& s : env_store) envp.push_back(s.data());
     envp.push_back(nullptr);
     std::string arg0 = "wireguard-go", arg1 = "-f", arg2 = opts_.ifname;

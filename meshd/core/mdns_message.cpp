@@ -4,6 +4,7 @@
 #include <optional>
 #include <tuple>
 #include <unordered_map>
+#include <utility>
 
 #include "meshd/core/byte_io.hpp"
 
@@ -333,8 +334,22 @@ bool operator==(const mdns_name& a, const mdns_name& b) noexcept {
     return true;
 }
 
+namespace {
+// Rdata equality as std::variant's == defines it, without it: that one reaches the alternative
+// through std::get, which may throw bad_variant_access (not for the index it has just compared,
+// but bugprone-exception-escape cannot see that), and same_record is noexcept. get_if never
+// throws, and every alternative's == is noexcept.
+template <size_t... i>
+bool rdata_equal(const mdns_rdata& a, const mdns_rdata& b, std::index_sequence<i...>) noexcept {
+    if (a.index() != b.index()) return false;
+    return a.valueless_by_exception() ||
+           ((a.index() == i && *std::get_if<i>(&a) == *std::get_if<i>(&b)) || ...);
+}
+}  // namespace
+
 bool mdns_record::same_record(const mdns_record& o) const noexcept {
-    return type == o.type && rclass == o.rclass && name == o.name && data == o.data;
+    return type == o.type && rclass == o.rclass && name == o.name &&
+           rdata_equal(data, o.data, std::make_index_sequence<std::variant_size_v<mdns_rdata>>{});
 }
 
 std::vector<uint8_t> mdns_record::canonical_rdata() const {

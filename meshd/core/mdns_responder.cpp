@@ -40,6 +40,7 @@ mdns_responder::mdns_responder(mdns_service_info info, std::vector<int> families
 
 std::vector<mdns_record> mdns_responder::records() const {
     std::vector<mdns_record> out;
+    out.reserve(records_.size());
     for (const auto& o : records_) out.push_back(o.rec);
     return out;
 }

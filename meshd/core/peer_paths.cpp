@@ -500,11 +500,12 @@ std::optional<std::pair<probe, double>> peer_paths::on_probe_frame(uint64_t sess
                                                                    const wg_endpoint& from,
                                                                    std::span<const uint8_t> frame,
                                                                    uint64_t now) {
-    auto index = peek_probe_index(frame);
-    if (!index) {
+    const auto peeked = peek_probe_index(frame);
+    if (!peeked) {
         ++probe_frames_dropped_;
         return std::nullopt;
     }
+    const uint32_t index = *peeked;
     auto from_relay = [&](const relay_entry& r) {
         return std::any_of(r.addrs.begin(), r.addrs.end(),
                            [&](const auto& a) { return a.ep == from; });
@@ -542,11 +543,13 @@ std::optional<std::pair<probe, double>> peer_paths::on_probe_frame(uint64_t sess
     peer_entry& p = *pe;
     const node_id id = *peer_id;
     ensure_keys(id, p, p.dp.wg_public_key);
-    if (!p.relayed.keys || *index != p.relayed.keys->recv_index) {
+    if (!p.relayed.keys || index != p.relayed.keys->recv_index) {
         ++probe_frames_dropped_;
         return std::nullopt;
     }
-    auto body = open_probe(*p.relayed.keys, frame);
+    // Bound once: nothing below resets the keys (only ensure_keys does).
+    const probe_keys& keys = *p.relayed.keys;
+    auto body = open_probe(keys, frame);
     if (!body) {
         ++probe_frames_dropped_;
         return std::nullopt;
@@ -561,7 +564,7 @@ std::optional<std::pair<probe, double>> peer_paths::on_probe_frame(uint64_t sess
         probe_frame_body pong = relay_election::wg_report(r, now);
         pong.kind = probe_frame_kind::pong;
         pong.request_id = body->request_id;
-        ctx_.send_probe_frame(from, session_id, *r.keys, pong);
+        ctx_.send_probe_frame(from, session_id, keys, pong);
         if (r.peer_relay != relay) recheck(p);
         r.peer_relay = relay;
         r.peer_relay_ms = now;

@@ -673,12 +673,13 @@ bool relay_directory::on_pong(const probe& p, const node_id& sender, double rtt_
     auto& r = *rp;
     // A found relay is the node its signed record names: an answer from another node at that
     // address (a stale record of a reinstalled node, a forged one) is no answer.
-    if (r.origin == relay_origin::discovered && r.id && *r.id != sender) return false;
-    if (r.id && *r.id != sender) {
+    // (optional == value: engaged and equal; no dereference for the check to track.)
+    if (r.origin == relay_origin::discovered && r.id && r.id != sender) return false;
+    if (r.id && r.id != sender) {
         ctx_.log(2, "relay answered with a new node identity (reinstalled?)",
                  {{"relay", r.spec.name}, {"node_id", sender.short_hex()}});
     }
-    if (!r.id || *r.id != sender) {
+    if (r.id != sender) {
         on_self_changed_();
         on_relays_changed_();
         dirty_ = ctx_.auto_relays();  // a bootstrap node: its record names it

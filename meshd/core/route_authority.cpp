@@ -78,10 +78,11 @@ bool route_authority::pod_space(const ip_address& a) const {
     return false;
 }
 
-std::optional<cidr_refusal> route_authority::check_node(const node_id& id,
+std::optional<cidr_refusal> route_authority::check_node(const node_cidrs& by_node,
+                                                        const node_id& id,
                                                         const ip_prefix& c) const {
-    auto it = node_cidrs_->find(id);
-    if (it == node_cidrs_->end()) return cidr_refusal::no_node;
+    auto it = by_node.find(id);
+    if (it == by_node.end()) return cidr_refusal::no_node;
     const bool inside = std::any_of(it->second.begin(), it->second.end(), [&](const ip_prefix& b) {
         return b.family() == c.family() && b.length() <= c.length() && b.contains(c.address());
     });
@@ -138,7 +139,8 @@ bool route_authority::evaluate(const node_id& id, node_state& st) {
                         [&](const refused_cidr& r) { return r.cidr == c; })) {
             continue;  // listed twice in one record
         }
-        std::optional<cidr_refusal> why = node_cidrs_ ? check_node(id, c) : policy_.check_shape(c);
+        std::optional<cidr_refusal> why =
+            node_cidrs_ ? check_node(*node_cidrs_, id, c) : policy_.check_shape(c);
         if (!why && std::any_of(policy_.own_cidrs.begin(), policy_.own_cidrs.end(),
                                 [&](const ip_prefix& o) { return overlaps(o, c); })) {
             why = cidr_refusal::overlaps_own;

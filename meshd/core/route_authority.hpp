@@ -157,8 +157,10 @@ private:
     // Pod address space (never underlay): inside a clusterCIDR or, under the Kubernetes
     // authority, inside any Node's podCIDRs.
     bool pod_space(const ip_address& a) const;
-    // The Kubernetes authority's verdict on one claim of `id` (nullopt: inside its Node's).
-    std::optional<cidr_refusal> check_node(const node_id& id, const ip_prefix& c) const;
+    // The Kubernetes authority's verdict on one claim of `id` (nullopt: inside its Node's);
+    // by_node is *node_cidrs_, passed so that only a caller that checked it can call this.
+    std::optional<cidr_refusal> check_node(const node_cidrs& by_node, const node_id& id,
+                                           const ip_prefix& c) const;
     // Every node decided again (node ID order), then the refused ones once more.
     void reevaluate_all(std::set<node_id>& out);
     std::optional<node_id> overlapping_pin(const ip_prefix& p, const node_id& self) const;

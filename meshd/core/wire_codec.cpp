@@ -4,6 +4,8 @@
 #include <sodium.h>
 
 #include <cstring>
+#include <exception>
+#include <utility>
 
 #include "meshd/core/byte_io.hpp"
 
@@ -430,8 +432,23 @@ const char* to_string(msg_type t) noexcept {
     return "UNKNOWN";
 }
 
+namespace {
+// Each body alternative's msg_type, by its index in message_body.
+template <size_t... i>
+constexpr std::array<msg_type, sizeof...(i)> body_types(std::index_sequence<i...>) {
+    return {std::variant_alternative_t<i, message_body>::type...};
+}
+constexpr auto body_type_of_index =
+    body_types(std::make_index_sequence<std::variant_size_v<message_body>>{});
+}  // namespace
+
 msg_type control_message::type() const noexcept {
-    return std::visit([](const auto& m) { return std::decay_t<decltype(m)>::type; }, body);
+    // By index, not std::visit: type() is noexcept and visit throws bad_variant_access for a
+    // body left valueless by a throwing assignment. That case still ends the process, as the
+    // exception escaping noexcept did.
+    const size_t i = body.index();
+    if (i >= body_type_of_index.size()) std::terminate();
+    return body_type_of_index[i];
 }
 
 result<std::vector<uint8_t>> encode_plaintext(const control_message& m) {
