@@ -1,6 +1,6 @@
 // meshd's Prometheus endpoint: the text format writer (meshd/io/prometheus_text) and the HTTP
 // server (meshd/io/metrics_server) over real TCP on loopback (127.0.0.1:0 and [::1]:0). The
-// io_context runs on the test thread (pump_until); clients are blocking POSIX sockets on other
+// io_context runs on the test thread (pump_io_until); clients are blocking POSIX sockets on other
 // threads, as Prometheus would be.
 #include <arpa/inet.h>
 #include <doctest/doctest.h>
@@ -61,7 +61,7 @@ void send_all(int fd, const std::string& data) {
     }
 }
 
-std::string read_all(int fd) {
+std::string read_to_eof(int fd) {
     std::string out;
     char buf[4096];
     for (;;) {
@@ -73,18 +73,18 @@ std::string read_all(int fd) {
 }
 
 // `half_close`: shut down the sending side after `data`, as `printf ... | nc -N` does.
-std::string roundtrip(const wg_endpoint& ep, const std::string& data, bool half_close = false) {
+std::string tcp_roundtrip(const wg_endpoint& ep, const std::string& data, bool half_close = false) {
     int fd = connect_tcp(ep);
     if (fd < 0) return "<connect failed>";
     send_all(fd, data);
     if (half_close) ::shutdown(fd, SHUT_WR);
-    std::string out = read_all(fd);
+    std::string out = read_to_eof(fd);
     ::close(fd);
     return out;
 }
 
 template <class Pred>
-bool pump_until(boost::asio::io_context& io, Pred ready) {
+bool pump_io_until(boost::asio::io_context& io, Pred ready) {
     auto deadline = std::chrono::steady_clock::now() + 10s;
     while (!ready()) {
         if (std::chrono::steady_clock::now() > deadline) return false;
@@ -96,13 +96,13 @@ bool pump_until(boost::asio::io_context& io, Pred ready) {
 
 template <class T>
 T pump_future(boost::asio::io_context& io, std::future<T>& f) {
-    REQUIRE(pump_until(io, [&] { return f.wait_for(0s) == std::future_status::ready; }));
+    REQUIRE(pump_io_until(io, [&] { return f.wait_for(0s) == std::future_status::ready; }));
     return f.get();
 }
 
-std::string pump_roundtrip(boost::asio::io_context& io, const wg_endpoint& ep,
-                           const std::string& data, bool half_close = false) {
-    auto f = std::async(std::launch::async, [&] { return roundtrip(ep, data, half_close); });
+std::string pump_tcp_roundtrip(boost::asio::io_context& io, const wg_endpoint& ep,
+                               const std::string& data, bool half_close = false) {
+    auto f = std::async(std::launch::async, [&] { return tcp_roundtrip(ep, data, half_close); });
     return pump_future(io, f);
 }
 
@@ -120,7 +120,7 @@ struct http_response {
     }
 };
 
-http_response parse_response(const std::string& raw) {
+http_response parse_http_response(const std::string& raw) {
     http_response r;
     auto end = raw.find("\r\n\r\n");
     REQUIRE_MESSAGE(end != std::string::npos, "no complete response head in: " << raw);
@@ -132,8 +132,9 @@ http_response parse_response(const std::string& raw) {
     return r;
 }
 
-http_response get(boost::asio::io_context& io, const wg_endpoint& ep, const std::string& request) {
-    return parse_response(pump_roundtrip(io, ep, request));
+http_response http_get(boost::asio::io_context& io, const wg_endpoint& ep,
+                       const std::string& request) {
+    return parse_http_response(pump_tcp_roundtrip(io, ep, request));
 }
 
 const std::string metrics_body = "# HELP up Whether it is up.\n# TYPE up gauge\nup 1\n";
@@ -259,7 +260,7 @@ TEST_CASE("metrics_server: GET and HEAD /metrics, 404, 405 on IPv4 and IPv6 loop
         CHECK(ep.address.is_v6() == (listen[0] == '['));
 
         http_response r =
-            get(io, ep, "GET /metrics HTTP/1.1\r\nHost: x\r\nUser-Agent: test\r\n\r\n");
+            http_get(io, ep, "GET /metrics HTTP/1.1\r\nHost: x\r\nUser-Agent: test\r\n\r\n");
         CHECK(r.status == 200);
         CHECK(r.head.starts_with("HTTP/1.1 200 OK\r\n"));
         CHECK(r.header("Content-Type") == "text/plain; version=0.0.4; charset=utf-8");
@@ -269,32 +270,32 @@ TEST_CASE("metrics_server: GET and HEAD /metrics, 404, 405 on IPv4 and IPv6 loop
         CHECK(calls == 1);
 
         // A query string is ignored; HTTP/1.0 and bare LF line ends are accepted.
-        r = get(io, ep, "GET /metrics?x=1 HTTP/1.0\n\n");
+        r = http_get(io, ep, "GET /metrics?x=1 HTTP/1.0\n\n");
         CHECK(r.status == 200);
         CHECK(r.body == metrics_body);
 
-        r = get(io, ep, "HEAD /metrics HTTP/1.1\r\nHost: x\r\n\r\n");
+        r = http_get(io, ep, "HEAD /metrics HTTP/1.1\r\nHost: x\r\n\r\n");
         CHECK(r.status == 200);
         CHECK(r.header("Content-Length") == std::to_string(metrics_body.size()));
         CHECK(r.body.empty());
         CHECK(calls == 3);
 
-        r = get(io, ep, "GET / HTTP/1.1\r\nHost: x\r\n\r\n");
+        r = http_get(io, ep, "GET / HTTP/1.1\r\nHost: x\r\n\r\n");
         CHECK(r.status == 404);
-        r = get(io, ep, "GET /metricsx HTTP/1.1\r\nHost: x\r\n\r\n");
+        r = http_get(io, ep, "GET /metricsx HTTP/1.1\r\nHost: x\r\n\r\n");
         CHECK(r.status == 404);
-        r = get(io, ep, "HEAD /nothing HTTP/1.1\r\nHost: x\r\n\r\n");
+        r = http_get(io, ep, "HEAD /nothing HTTP/1.1\r\nHost: x\r\n\r\n");
         CHECK(r.status == 404);
         CHECK(r.body.empty());
 
         for (std::string method : {"POST", "PUT", "DELETE", "OPTIONS"}) {
-            r = get(io, ep,
-                    method + " /metrics HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabc");
+            r = http_get(io, ep,
+                         method + " /metrics HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabc");
             CHECK(r.status == 405);
             CHECK(r.header("Allow") == "GET, HEAD");
         }
         CHECK(calls == 3);
-        CHECK(pump_until(io, [&] { return (*server)->connections() == 0; }));
+        CHECK(pump_io_until(io, [&] { return (*server)->connections() == 0; }));
     }
 }
 
@@ -315,39 +316,39 @@ TEST_CASE("metrics_server: malformed and oversized requests") {
           std::string("GET /metrics HTTP/1.1\r\nA: b\r\n folded\r\n\r\n"),
           std::string("\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03\n\n", 14)}) {
         CAPTURE(garbage);
-        http_response r = get(io, ep, garbage);
+        http_response r = http_get(io, ep, garbage);
         CHECK(r.status == 400);
         CHECK(r.header("Content-Type") == "text/plain; charset=utf-8");
     }
     // A client that half-closes in the middle of its head.
     auto t0 = std::chrono::steady_clock::now();
-    CHECK(parse_response(pump_roundtrip(io, ep, "GET /metrics HTTP/1.1\r\nHost", true)).status ==
-          400);
+    CHECK(parse_http_response(pump_tcp_roundtrip(io, ep, "GET /metrics HTTP/1.1\r\nHost", true))
+              .status == 400);
     CHECK(std::chrono::steady_clock::now() - t0 < 2s);  // not by the timeout
     // A complete request followed by a half-close is served.
-    CHECK(parse_response(pump_roundtrip(io, ep, "GET /metrics HTTP/1.1\r\n\r\n", true)).status ==
-          200);
-    CHECK(get(io, ep, "GET /metrics HTTP/2.0\r\n\r\n").status == 505);
+    CHECK(parse_http_response(pump_tcp_roundtrip(io, ep, "GET /metrics HTTP/1.1\r\n\r\n", true))
+              .status == 200);
+    CHECK(http_get(io, ep, "GET /metrics HTTP/2.0\r\n\r\n").status == 505);
 
     // Just under the limit is served; over it (with or without an end in sight) is 431, and the
     // response arrives intact although the client sent more than the server read.
     std::string head = "GET /metrics HTTP/1.1\r\nX-Pad: ";
     std::string pad(1024 - head.size() - 4, 'a');
-    http_response r = get(io, ep, head + pad + "\r\n\r\n");
+    http_response r = http_get(io, ep, head + pad + "\r\n\r\n");
     CHECK(r.status == 200);
-    r = get(io, ep, head + pad + "a\r\n\r\n");
+    r = http_get(io, ep, head + pad + "a\r\n\r\n");
     CHECK(r.status == 431);
-    r = get(io, ep, head + std::string(64 * 1024, 'a') + "\r\n\r\n");
+    r = http_get(io, ep, head + std::string(64 * 1024, 'a') + "\r\n\r\n");
     CHECK(r.status == 431);
-    CHECK(pump_until(io, [&] { return (*server)->connections() == 0; }));
+    CHECK(pump_io_until(io, [&] { return (*server)->connections() == 0; }));
 
     // The default limit is 8 KiB.
     auto def = metrics_server::start(io, "127.0.0.1:0", fixed_provider());
     REQUIRE(def.ok());
     std::string big = "GET /metrics HTTP/1.1\r\nX-Pad: " + std::string(8 * 1024, 'a') + "\r\n\r\n";
-    CHECK(get(io, (*def)->local_endpoint(), big).status == 431);
-    CHECK(get(io, (*def)->local_endpoint(),
-              "GET /metrics HTTP/1.1\r\nX-Pad: " + std::string(7 * 1024, 'a') + "\r\n\r\n")
+    CHECK(http_get(io, (*def)->local_endpoint(), big).status == 431);
+    CHECK(http_get(io, (*def)->local_endpoint(),
+                   "GET /metrics HTTP/1.1\r\nX-Pad: " + std::string(7 * 1024, 'a') + "\r\n\r\n")
               .status == 200);
 }
 
@@ -356,7 +357,7 @@ TEST_CASE("metrics_server: a provider that throws gets a 500") {
     auto server = metrics_server::start(io, "127.0.0.1:0",
                                         []() -> std::string { throw std::runtime_error("boom"); });
     REQUIRE(server.ok());
-    CHECK(get(io, (*server)->local_endpoint(), "GET /metrics HTTP/1.1\r\n\r\n").status == 500);
+    CHECK(http_get(io, (*server)->local_endpoint(), "GET /metrics HTTP/1.1\r\n\r\n").status == 500);
 }
 
 TEST_CASE("metrics_server: slow clients are dropped, concurrent clients, connection limit") {
@@ -374,7 +375,7 @@ TEST_CASE("metrics_server: slow clients are dropped, concurrent clients, connect
         REQUIRE(silent >= 0);
         REQUIRE(dribble >= 0);
         auto t0 = std::chrono::steady_clock::now();
-        auto fs = std::async(std::launch::async, [silent] { return read_all(silent); });
+        auto fs = std::async(std::launch::async, [silent] { return read_to_eof(silent); });
         // Bytes every 50 ms do not extend the deadline: the whole head is due in 200 ms.
         auto fd = std::async(std::launch::async, [dribble] {
             std::string req = "GET /metrics HTTP/1.1\r\n";
@@ -382,7 +383,7 @@ TEST_CASE("metrics_server: slow clients are dropped, concurrent clients, connect
                 if (::send(dribble, &c, 1, MSG_NOSIGNAL) != 1) break;
                 std::this_thread::sleep_for(50ms);
             }
-            return read_all(dribble);
+            return read_to_eof(dribble);
         });
         CHECK(pump_future(io, fs).empty());
         CHECK(pump_future(io, fd).empty());
@@ -391,7 +392,7 @@ TEST_CASE("metrics_server: slow clients are dropped, concurrent clients, connect
         CHECK(elapsed < 1s);  // the dribbler would need 23 × 50 ms
         ::close(silent);
         ::close(dribble);
-        CHECK(pump_until(io, [&] { return (*server)->connections() == 0; }));
+        CHECK(pump_io_until(io, [&] { return (*server)->connections() == 0; }));
     }
 
     SUBCASE("two clients are served concurrently") {
@@ -399,18 +400,18 @@ TEST_CASE("metrics_server: slow clients are dropped, concurrent clients, connect
         int b = connect_tcp(ep);
         send_all(a, "GET /metrics HTTP/1.1\r\n");
         send_all(b, "GET /metrics HTTP/1.1\r\n");
-        REQUIRE(pump_until(io, [&] { return (*server)->connections() == 2; }));
+        REQUIRE(pump_io_until(io, [&] { return (*server)->connections() == 2; }));
         // b finishes first and is answered while a is still in its head.
         send_all(b, "\r\n");
-        auto fb = std::async(std::launch::async, [b] { return read_all(b); });
-        http_response rb = parse_response(pump_future(io, fb));
+        auto fb = std::async(std::launch::async, [b] { return read_to_eof(b); });
+        http_response rb = parse_http_response(pump_future(io, fb));
         CHECK(rb.status == 200);
         send_all(a, "Host: x\r\n\r\n");
-        auto fa = std::async(std::launch::async, [a] { return read_all(a); });
-        CHECK(parse_response(pump_future(io, fa)).body == metrics_body);
+        auto fa = std::async(std::launch::async, [a] { return read_to_eof(a); });
+        CHECK(parse_http_response(pump_future(io, fa)).body == metrics_body);
         ::close(a);
         ::close(b);
-        CHECK(pump_until(io, [&] { return (*server)->connections() == 0; }));
+        CHECK(pump_io_until(io, [&] { return (*server)->connections() == 0; }));
     }
 
     SUBCASE("at the limit a new connection closes the oldest idle one") {
@@ -419,21 +420,21 @@ TEST_CASE("metrics_server: slow clients are dropped, concurrent clients, connect
         REQUIRE(slow.ok());
         wg_endpoint sep = (*slow)->local_endpoint();
         int a = connect_tcp(sep);
-        REQUIRE(pump_until(io, [&] { return (*slow)->connections() == 1; }));
+        REQUIRE(pump_io_until(io, [&] { return (*slow)->connections() == 1; }));
         int b = connect_tcp(sep);
-        REQUIRE(pump_until(io, [&] { return (*slow)->connections() == 2; }));
+        REQUIRE(pump_io_until(io, [&] { return (*slow)->connections() == 2; }));
         auto t0 = std::chrono::steady_clock::now();
-        CHECK(parse_response(pump_roundtrip(io, sep, "GET /metrics HTTP/1.1\r\n\r\n")).status ==
-              200);
+        CHECK(parse_http_response(pump_tcp_roundtrip(io, sep, "GET /metrics HTTP/1.1\r\n\r\n"))
+                  .status == 200);
         CHECK(std::chrono::steady_clock::now() - t0 < 2s);
         CHECK((*slow)->evicted() == 1);
         // a (the oldest) was closed for it, b is still open.
-        auto fa = std::async(std::launch::async, [a] { return read_all(a); });
+        auto fa = std::async(std::launch::async, [a] { return read_to_eof(a); });
         CHECK(pump_future(io, fa).empty());
-        CHECK(pump_until(io, [&] { return (*slow)->connections() == 1; }));
+        CHECK(pump_io_until(io, [&] { return (*slow)->connections() == 1; }));
         ::close(a);
         ::close(b);
-        REQUIRE(pump_until(io, [&] { return (*slow)->connections() == 0; }));
+        REQUIRE(pump_io_until(io, [&] { return (*slow)->connections() == 0; }));
     }
 }
 
@@ -453,7 +454,7 @@ TEST_CASE("metrics_server: 40 idle connections (a slow-loris) do not lock the sc
         idle.push_back(fd);
         // Accepted (past the limit: accepted by closing the oldest idle one).
         const std::size_t n = static_cast<std::size_t>(i) + 1;
-        REQUIRE(pump_until(io, [&] {
+        REQUIRE(pump_io_until(io, [&] {
             return (*server)->connections() == std::min(n, lim.max_clients) &&
                    (*server)->evicted() == (n > lim.max_clients ? n - lim.max_clients : 0);
         }));
@@ -461,7 +462,7 @@ TEST_CASE("metrics_server: 40 idle connections (a slow-loris) do not lock the sc
     CHECK((*server)->evicted() == 8);
     auto t0 = std::chrono::steady_clock::now();
     for (int scrape = 0; scrape < 3; ++scrape) {
-        http_response r = get(io, ep, "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n");
+        http_response r = http_get(io, ep, "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n");
         CHECK(r.status == 200);
         CHECK(r.body == metrics_body);
     }
@@ -471,7 +472,7 @@ TEST_CASE("metrics_server: 40 idle connections (a slow-loris) do not lock the sc
     CHECK(took < 2s);  // well before the idle ones' 5 s timeout
     CHECK((*server)->connections() <= lim.max_clients);
     for (int fd : idle) ::close(fd);
-    REQUIRE(pump_until(io, [&] { return (*server)->connections() == 0; }));
+    REQUIRE(pump_io_until(io, [&] { return (*server)->connections() == 0; }));
 }
 
 TEST_CASE("metrics_server: stop closes the listener and open connections") {
@@ -481,12 +482,12 @@ TEST_CASE("metrics_server: stop closes the listener and open connections") {
     REQUIRE(server.ok());
     wg_endpoint ep = (*server)->local_endpoint();
     int open = connect_tcp(ep);
-    REQUIRE(pump_until(io, [&] { return (*server)->connections() == 1; }));
+    REQUIRE(pump_io_until(io, [&] { return (*server)->connections() == 1; }));
     (*server)->stop();
     (*server)->stop();  // idempotent
     CHECK((*server)->connections() == 0);
     CHECK((*server)->local_endpoint() == ep);
-    auto f = std::async(std::launch::async, [open] { return read_all(open); });
+    auto f = std::async(std::launch::async, [open] { return read_to_eof(open); });
     CHECK(pump_future(io, f).empty());
     ::close(open);
     CHECK(connect_tcp(ep) == -1);  // ECONNREFUSED: nothing listens any more
