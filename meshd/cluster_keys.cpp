@@ -16,6 +16,7 @@ result<cluster_keys> cluster_keys::load(const meshd_config& c) {
         accepted.push_back(std::move(f));
     }
     std::vector<std::span<const uint8_t>> spans;
+    spans.reserve(accepted.size());
     for (const auto& f : accepted) spans.push_back(f.bytes());
     auto sealer = MW_TRY(psk_sealer::create(seal.bytes(), spans));
     cluster_keys k{

@@ -252,7 +252,7 @@ wireguard_plan dataplane_planner::wireguard(const std::vector<peer_dataplane>& d
 }
 
 void dataplane_planner::seed(const node_id& peer, std::optional<wg_endpoint> endpoint) {
-    seeds_[peer] = seed_entry{std::move(endpoint), false};
+    seeds_[peer] = seed_entry{endpoint, false};
 }
 
 void dataplane_planner::proxy_gone() {

@@ -111,7 +111,7 @@ public:
                 res.async_resolve(
                     a_.host, std::to_string(a_.port),
                     [&, h](boost::system::error_code e, asio::ip::tcp::resolver::results_type r) {
-                        eps = r;
+                        eps = std::move(r);
                         h(e);
                     });
             },
@@ -259,6 +259,8 @@ private:
         });
         auto next_idle = clock::now() + 1s;
         bool cancelled = false;
+        // NOLINTNEXTLINE(bugprone-infinite-loop): `done` is set by the callback above, which
+        // ioc_.run_for() runs; the check does not follow captures into a lambda.
         while (!done) {
             ioc_.restart();
             ioc_.run_for(100ms);

@@ -51,7 +51,7 @@ void kube_wiring::stop() {
 
 // Nothing is torn down when the API is unreachable: no update arrives then, and what was
 // offered stays.
-void kube_wiring::on_nodes(std::shared_ptr<const kube_node_map> nodes) {
+void kube_wiring::on_nodes(const std::shared_ptr<const kube_node_map>& nodes) {
     if (stopped_) return;
     const uint64_t now = core_ms();
     auto v = read_kube_nodes(*nodes, cfg_.node_name, identity_.id(), cfg_.listen_port);

@@ -44,7 +44,7 @@ private:
     kube_wiring(const meshd_config& cfg, const node_identity& identity, node_core& core,
                 std::function<void()> after_core);
     // The API's node set (after a LIST, and after each batch of watch events).
-    void on_nodes(std::shared_ptr<const kube_node_map> nodes);
+    void on_nodes(const std::shared_ptr<const kube_node_map>& nodes);
 
     const meshd_config& cfg_;
     const node_identity& identity_;

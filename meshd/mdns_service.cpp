@@ -7,6 +7,7 @@
 #include <sodium.h>
 #include <sys/socket.h>
 #include <unistd.h>
+#include <exception>
 
 #include <algorithm>
 #include <array>
@@ -71,7 +72,13 @@ mdns_service::mdns_service(asio::io_context& io, mdns_service_config cfg, found_
       rescan_timer_(io) {}
 
 mdns_service::~mdns_service() {
-    stop();
+    // stop() throws only what nothing here can handle (bad_alloc, Asio's throwing cancel()):
+    // the process ends, as it would anyway with an exception leaving a destructor.
+    try {
+        stop();
+    } catch (...) {
+        std::terminate();
+    }
 }
 
 result<std::unique_ptr<mdns_service>> mdns_service::start(asio::io_context& io,

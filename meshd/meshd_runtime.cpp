@@ -110,7 +110,7 @@ void emit(const core_log_event& e) {
 class daemon {
 public:
     daemon(const meshd_config& cfg, std::string config_path, const node_identity& id,
-           cluster_keys keys)
+           const cluster_keys& keys)
         : cfg_(cfg),
           identity_(id),
           sealer_(keys.sealer),
@@ -736,6 +736,7 @@ void daemon::reload_config() {
     }
     cfg_.relay_nodes = next->relay_nodes;
     std::vector<relay_spec> specs;
+    specs.reserve(cfg_.relay_nodes.size());
     for (const auto& r : cfg_.relay_nodes)
         specs.push_back(relay_spec{r.node_name, r.advertise_address});
     core_->set_relays(std::move(specs), cfg_.self_relay() != nullptr, core_ms());
@@ -921,7 +922,7 @@ int daemon::run() {
 
 int run_daemon(const meshd_config& cfg, const std::string& config_path,
                const node_identity& identity, cluster_keys keys, unsigned mtu) {
-    daemon d(cfg, config_path, identity, std::move(keys));
+    daemon d(cfg, config_path, identity, keys);
     d.set_mtu(mtu);
     return d.run();
 }

@@ -175,7 +175,7 @@ void record_cache_wiring::poll() {
             auto batch = entries();
             const size_t n = batch.size();
             const uint64_t wall = at->unix_ms;
-            writer_->write(std::move(batch), *at, [this, n, wall](status st) {
+            writer_->write(std::move(batch), *at, [this, n, wall](const status& st) {
                 if (!st) {
                     ++stats_.write_failures;
                     nodes_ = seqs_ = 0;  // again at the next poll after the interval

@@ -16,6 +16,7 @@ peer_paths::peer_paths(core_context& ctx, const record_store& store, relay_direc
 
 void peer_paths::sync_host_underlay() {
     std::vector<ip_address> v;
+    v.reserve(ctx_.cfg.endpoints.size());
     for (const auto& e : ctx_.cfg.endpoints) v.push_back(e.address);
     for (const auto& r : ctx_.cfg.relays) v.insert(v.end(), r.addresses.begin(), r.addresses.end());
     v.insert(v.end(), ctx_.cfg.bootstrap.begin(), ctx_.cfg.bootstrap.end());
@@ -231,6 +232,7 @@ void peer_paths::tick(uint64_t now) {
         if (p.record_seq != rec.seq) {
             take_candidates(id, p, rec, now);
             std::vector<ip_address> addrs;
+            addrs.reserve(rec.endpoints.size());
             for (const auto& e : rec.endpoints) addrs.push_back(e.address);
             mark_routes(routes_.update(id, rec.pod_cidrs, addrs));
         }

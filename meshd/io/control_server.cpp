@@ -326,7 +326,13 @@ void control_server::state::accept_next() {
 control_server::control_server(std::shared_ptr<state> s) : s_(std::move(s)) {}
 
 control_server::~control_server() {
-    stop();
+    // stop() throws only what nothing here can handle (bad_alloc, Asio's throwing cancel()):
+    // the process ends, as it would anyway with an exception leaving a destructor.
+    try {
+        stop();
+    } catch (...) {
+        std::terminate();
+    }
 }
 
 result<std::unique_ptr<control_server>> control_server::start(asio::io_context& io,

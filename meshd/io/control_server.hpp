@@ -39,7 +39,8 @@ public:
     using handler = std::function<void(const nlohmann::json& request, reply_fn reply)>;
 
     struct limits {
-        std::size_t max_request_bytes = 64 * 1024;  // the request line including its newline
+        std::size_t max_request_bytes =
+            std::size_t{64} * 1024;  // the request line including its newline
         // A client that has not finished its request line after this long is dropped, and so is
         // one that does not read its response; the handler's own time is not limited.
         std::chrono::milliseconds idle_timeout{5000};

@@ -33,7 +33,7 @@ constexpr std::string_view metrics_content_type = "text/plain; version=0.0.4; ch
 constexpr std::string_view error_content_type = "text/plain; charset=utf-8";
 // After the response, what the client still sends (a body, pipelined requests) is read and
 // discarded up to this much, so closing does not reset the connection under the response.
-constexpr std::size_t max_drain_bytes = 64 * 1024;
+constexpr std::size_t max_drain_bytes = std::size_t{64} * 1024;
 
 // RFC 7230 tchar: the characters of a method and of a header name.
 bool is_tchar(char c) {
@@ -462,7 +462,13 @@ bool metrics_server::state::evict_oldest_idle() {
 metrics_server::metrics_server(std::shared_ptr<state> s) : s_(std::move(s)) {}
 
 metrics_server::~metrics_server() {
-    stop();
+    // stop() throws only what nothing here can handle (bad_alloc, Asio's throwing cancel()):
+    // the process ends, as it would anyway with an exception leaving a destructor.
+    try {
+        stop();
+    } catch (...) {
+        std::terminate();
+    }
 }
 
 result<std::unique_ptr<metrics_server>> metrics_server::start(asio::io_context& io,

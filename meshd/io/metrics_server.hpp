@@ -29,7 +29,7 @@ public:
 
     struct limits {
         // The request line and headers including the blank line that ends them.
-        std::size_t max_head_bytes = 8 * 1024;
+        std::size_t max_head_bytes = std::size_t{8} * 1024;
         // A client gets this long from connecting to finish its request head (in total, so
         // dribbling bytes does not extend it), and again this long to read the response.
         std::chrono::milliseconds idle_timeout{5000};

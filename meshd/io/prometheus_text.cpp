@@ -9,7 +9,7 @@ namespace mw::meshd {
 
 namespace {
 
-bool is_alpha_(char c) {
+bool is_name_start(char c) {
     return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '_';
 }
 bool is_digit(char c) {
@@ -52,17 +52,17 @@ std::string printable(std::string_view s) {
 }  // namespace
 
 bool prometheus_text::valid_metric_name(std::string_view name) noexcept {
-    if (name.empty() || !(is_alpha_(name[0]) || name[0] == ':')) return false;
+    if (name.empty() || !(is_name_start(name[0]) || name[0] == ':')) return false;
     for (char c : name)
-        if (!(is_alpha_(c) || is_digit(c) || c == ':')) return false;
+        if (!(is_name_start(c) || is_digit(c) || c == ':')) return false;
     return true;
 }
 
 bool prometheus_text::valid_label_name(std::string_view name) noexcept {
-    if (name.empty() || !is_alpha_(name[0])) return false;
+    if (name.empty() || !is_name_start(name[0])) return false;
     if (name.starts_with("__")) return false;  // reserved for Prometheus itself
     for (char c : name)
-        if (!(is_alpha_(c) || is_digit(c))) return false;
+        if (!(is_name_start(c) || is_digit(c))) return false;
     return true;
 }
 

@@ -3,6 +3,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <exception>
 #include <string>
 
 #include "tools/cni_installer/cni_installer.hpp"
@@ -45,9 +46,7 @@ std::string env_or(const char* name, const char* fallback) {
     return v && *v ? v : fallback;
 }
 
-}  // namespace
-
-int main(int argc, char** argv) {
+int run(int argc, char** argv) {
     mw::tools::cni_installer_options o;
     o.plugin_source = "/usr/bin/meshwire";
     o.conflist_source = "/etc/meshwire/cni.conflist";
@@ -88,4 +87,19 @@ int main(int argc, char** argv) {
         std::printf("meshwire-install: %s %s\n", a.changed ? "installed" : "unchanged",
                     a.path.c_str());
     return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+    // Errors are values below here; what still throws (bad_alloc) is reported as a failure.
+    try {
+        return run(argc, argv);
+    } catch (const std::exception& e) {
+        std::fprintf(stderr, "meshwire-install: %s\n", e.what());
+        return 1;
+    } catch (...) {
+        std::fprintf(stderr, "meshwire-install: unknown exception\n");
+        return 1;
+    }
 }

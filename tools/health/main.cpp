@@ -3,11 +3,14 @@
 // shows the output in the pod's events).
 #include <cstdio>
 #include <cstdlib>
+#include <exception>
 #include <string>
 
 #include "tools/health/node_health.hpp"
 
-int main(int argc, char** argv) {
+namespace {
+
+int run(int argc, char** argv) {
     mw::tools::node_health_options o;
     for (int i = 1; i < argc; ++i) {
         std::string a = argv[i];
@@ -15,8 +18,16 @@ int main(int argc, char** argv) {
             std::string v = argv[++i];
             if (a == "--socket") o.socket = v;
             if (a == "--wg-socket-dir") o.wg_socket_dir = v;
-            if (a == "--timeout")
-                o.timeout = std::chrono::milliseconds(std::atoi(v.c_str()) * 1000);
+            if (a == "--timeout") {
+                char* end = nullptr;
+                const long s = std::strtol(v.c_str(), &end, 10);
+                if (end == v.c_str() || *end != '\0' || s <= 0 || s > 3600) {
+                    std::fprintf(stderr, "meshwire-health: --timeout %s: not 1..3600 seconds\n",
+                                 v.c_str());
+                    return 64;
+                }
+                o.timeout = std::chrono::seconds(s);
+            }
         } else if (a == "-h" || a == "--help") {
             std::puts(
                 "usage: meshwire-health [--socket PATH] [--wg-socket-dir DIR] [--timeout SECONDS]\n"
@@ -37,4 +48,19 @@ int main(int argc, char** argv) {
     std::printf("healthy: meshd answers, %s (%s) is up\n", r->interface.c_str(),
                 r->backend.c_str());
     return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+    // Errors are values below here; what still throws (bad_alloc) is reported, not a core dump.
+    try {
+        return run(argc, argv);
+    } catch (const std::exception& e) {
+        std::printf("unhealthy: %s\n", e.what());
+        return 1;
+    } catch (...) {
+        std::printf("unhealthy: unknown exception\n");
+        return 1;
+    }
 }
