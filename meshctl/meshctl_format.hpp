@@ -18,8 +18,9 @@ nlohmann::json build_request(const std::string& command, const std::string& node
 
 // A response line, checked against the envelope {"ok":true,"result":{...}} |
 // {"ok":false,"error":"..."}. errc::protocol_error when it is anything else.
-// NOLINTNEXTLINE(bugprone-exception-escape): the implicit noexcept members of nlohmann::json's
-// move are what the check flags; json's move constructor is noexcept.
+// bugprone-exception-escape flags the implicit noexcept members that move nlohmann::json, whose
+// move constructor is noexcept: a false positive.
+// NOLINTNEXTLINE(bugprone-exception-escape)
 struct response {
     bool ok = false;
     nlohmann::json result;  // an object when ok

@@ -259,8 +259,9 @@ private:
         });
         auto next_idle = clock::now() + 1s;
         bool cancelled = false;
-        // NOLINTNEXTLINE(bugprone-infinite-loop): `done` is set by the callback above, which
-        // ioc_.run_for() runs; the check does not follow captures into a lambda.
+        // bugprone-infinite-loop: `done` is set by the callback above, which ioc_.run_for() runs;
+        // the check does not follow captures into a lambda.
+        // NOLINTNEXTLINE(bugprone-infinite-loop)
         while (!done) {
             ioc_.restart();
             ioc_.run_for(100ms);

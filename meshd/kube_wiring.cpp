@@ -39,7 +39,7 @@ result<std::unique_ptr<kube_wiring>> kube_wiring::start(const meshd_config& cfg,
     kube_wiring* self = w.get();
     w->client_ = std::make_unique<kube_client>(
         std::move(kc), io,
-        [self](std::shared_ptr<const kube_node_map> n) { self->on_nodes(std::move(n)); });
+        [self](const std::shared_ptr<const kube_node_map>& n) { self->on_nodes(n); });
     w->client_->start();
     return w;
 }

@@ -325,7 +325,7 @@ int run(const std::string& path) {
     log::info("cluster keys", {{"count", std::to_string(keys->fingerprints.size())},
                                {"seal", keys->fingerprints[0]},
                                {"accept", keys->accepted_list()}});
-    return run_daemon(*c, path, id->identity, std::move(*keys), mtu);
+    return run_daemon(*c, path, id->identity, *keys, mtu);
 }
 
 }  // namespace

@@ -921,7 +921,7 @@ int daemon::run() {
 }  // namespace
 
 int run_daemon(const meshd_config& cfg, const std::string& config_path,
-               const node_identity& identity, cluster_keys keys, unsigned mtu) {
+               const node_identity& identity, const cluster_keys& keys, unsigned mtu) {
     daemon d(cfg, config_path, identity, keys);
     d.set_mtu(mtu);
     return d.run();

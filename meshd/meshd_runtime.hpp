@@ -36,6 +36,6 @@ namespace mw::meshd {
 // psk.acceptPaths) are re-read at every config poll, and a changed key set applies live.
 // `mtu`: the WireGuard interface's (the same as node.json's; 0 leaves the device default).
 int run_daemon(const meshd_config& cfg, const std::string& config_path,
-               const node_identity& identity, cluster_keys keys, unsigned mtu = 0);
+               const node_identity& identity, const cluster_keys& keys, unsigned mtu = 0);
 
 }  // namespace mw::meshd
