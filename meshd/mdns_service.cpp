@@ -7,7 +7,6 @@
 #include <sodium.h>
 #include <sys/socket.h>
 #include <unistd.h>
-#include <exception>
 
 #include <algorithm>
 #include <array>
@@ -72,13 +71,9 @@ mdns_service::mdns_service(asio::io_context& io, mdns_service_config cfg, found_
       rescan_timer_(io) {}
 
 mdns_service::~mdns_service() {
-    // stop() throws only what nothing here can handle (bad_alloc, Asio's throwing cancel()):
-    // the process ends, as it would anyway with an exception leaving a destructor.
-    try {
-        stop();
-    } catch (...) {
-        std::terminate();
-    }
+    // Goodbyes are sent (and allocated) by stop(), which the daemon calls on its way out; here
+    // only what cannot fail.
+    close_sockets();
 }
 
 result<std::unique_ptr<mdns_service>> mdns_service::start(asio::io_context& io,
@@ -432,9 +427,13 @@ void mdns_service::stop() {
     for (auto& [i, s] : links_) stop_link(s, now);
     links_.clear();
     stopped_ = true;
+    close_sockets();
+}
+
+void mdns_service::close_sockets() noexcept {
     boost::system::error_code ec;
-    timer_.cancel();
-    rescan_timer_.cancel();
+    timer_.cancel(ec);
+    rescan_timer_.cancel(ec);
     sock4_.close(ec);
     sock6_.close(ec);
     netlink_.close(ec);

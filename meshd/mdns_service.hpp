@@ -43,6 +43,7 @@ public:
     // IPv4 socket cannot be opened (the IPv6 one is optional: a host without IPv6 runs v4 only).
     static result<std::unique_ptr<mdns_service>> start(boost::asio::io_context& io,
                                                        mdns_service_config cfg, found_fn found);
+    // Closes the sockets and the netlink watch; no goodbyes (they need stop()).
     ~mdns_service();
 
     // Goodbyes on every interface, then closes everything. Idempotent.
@@ -57,6 +58,7 @@ private:
 
     mdns_service(boost::asio::io_context& io, mdns_service_config cfg, found_fn found);
     status open_sockets();
+    void close_sockets() noexcept;
     void open_netlink();
     void wait_socket(int family);
     void wait_netlink();

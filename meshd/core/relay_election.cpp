@@ -3,6 +3,7 @@
 #include <sodium.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cstdio>
 #include <cstring>
 
@@ -77,6 +78,7 @@ void wg_progress::note_ours(uint64_t tx, uint64_t rx, uint64_t read_ms) {
     if (!our_read_ms) tx_mark = tx;
     our_read_ms = read_ms;
     if (grew) {
+        recent_ms[growth_readings % recent_readings] = read_ms;
         ++growth_readings;
         if (!pending_since_ms) pending_since_ms = read_ms;
     }
@@ -101,9 +103,36 @@ void wg_progress::restart() {
     pending_since_ms = 0;
 }
 
-bool wg_progress::stalled(uint64_t stall_ms) const {
-    return pending_since_ms && growth_readings >= 3 && peer_reported &&
-           peer_read_ms >= pending_since_ms + stall_ms && peer_read_ms >= hold_until_ms;
+unsigned wg_progress::readings_for_loss(double round_trip_loss) {
+    if (round_trip_loss <= 0 || round_trip_loss >= probe_loss::max_forgiven_loss)
+        return min_readings;
+    // loss^n <= p  <=>  n >= log(p) / log(loss)
+    double n = std::ceil(std::log(false_stall_probability) / std::log(round_trip_loss));
+    return static_cast<unsigned>(std::clamp(n, double(min_readings), double(max_readings)));
+}
+
+unsigned wg_progress::covered_readings(uint64_t lag_ms) const {
+    // The ring holds the newest readings; those the peer's reading is too early for are among
+    // them (readings come 2 s apart). All of the ring too new: none counted (no verdict).
+    const unsigned held = std::min<unsigned>(growth_readings, recent_readings);
+    unsigned too_new = 0;
+    for (unsigned i = 0; i < held; ++i) too_new += recent_ms[i] + lag_ms > peer_read_ms;
+    if (too_new == recent_readings) return 0;
+    return growth_readings - too_new;
+}
+
+bool wg_progress::stalled(const wg_stall_rule& rule) const {
+    return pending_since_ms && peer_reported && peer_read_ms >= pending_since_ms + rule.stall_ms &&
+           peer_read_ms >= hold_until_ms &&
+           covered_readings(rule.lag_ms) >= std::max(rule.readings, min_readings);
+}
+
+wg_stall_rule relay_election::stall_rule(const relayed_pair& p) const {
+    // Our packet reaches the peer within the path's round trip (an upper bound of one way;
+    // 1 s before there is one) plus jitter.
+    const uint64_t rtt =
+        p.inband_rtt_ms > 0 ? static_cast<uint64_t>(p.inband_rtt_ms) : uint64_t{1000};
+    return {ctx_.cfg.wg_stall_ms, wg_progress::readings_for_loss(p.inband_loss.loss()), rtt + 250};
 }
 
 uint64_t relay_election::strike(relayed_pair& p, const node_id& relay) const {
@@ -342,14 +371,17 @@ void relay_election::choose(const node_id& id, relayed_pair& p, const peer_recor
         relays_.note_pair_failure(dp.relay, id, now);
         p.relay.reset();
         ctx_.due(now);
-    } else if (p.wg.stalled(cfg.wg_stall_ms)) {
+    } else if (p.wg.stalled(stall_rule(p))) {
         // The probes answer, but our WireGuard does not get through: the relay drops what it
         // can tell is not a probe (or everything but small frames). Excluded like a silent one.
-        ctx_.log(2, "relay carries probes but not WireGuard; trying another relay",
-                 {{"peer", rec.name},
-                  {"relay", ctx_.name_of(dp.relay)},
-                  {"path", "relay"},
-                  {"wg_tx_unacknowledged", std::to_string(p.wg.our_tx - p.wg.tx_mark)}});
+        ctx_.log(
+            2, "relay carries probes but not WireGuard; trying another relay",
+            {{"peer", rec.name},
+             {"relay", ctx_.name_of(dp.relay)},
+             {"path", "relay"},
+             {"wg_tx_unacknowledged", std::to_string(p.wg.our_tx - p.wg.tx_mark)},
+             {"readings", std::to_string(p.wg.growth_readings)},
+             {"probe_loss", std::to_string(static_cast<int>(100 * p.inband_loss.loss())) + "%"}});
         ++wg_stalls_;
         p.excluded[dp.relay] = now + strike(p, dp.relay);
         relays_.note_pair_failure(dp.relay, id, now);

@@ -19,6 +19,7 @@
 // or the pair turns active. An idle node then sends no session traffic at all (issue 18).
 #pragma once
 
+#include <array>
 #include <cstddef>
 #include <cstdint>
 #include <map>
@@ -63,8 +64,22 @@ relay_ranking rank_relays(std::vector<relay_candidate> cands, const std::optiona
 // judged by what they carry, not only by the probes (a relay could tell probes apart by their
 // timing and forward only those). Our side: WireGuard's tx bytes for the peer (read every 2 s,
 // on_wireguard_counters); the peer's side: its rx bytes from us, reported in its sealed probes.
-// Our tx grew in 3 readings since the peer's rx last moved, and the peer read its counters
-// wg_stall_ms after the first of those and still saw nothing new: the relay drops our WireGuard.
+// A reading in which our tx grew holds at least one packet of ours; the peer's rx unmoved at a
+// reading late enough for that packet to have arrived (`lag_ms` after ours) says it was lost.
+// The relay drops our WireGuard when `readings` such packets were all lost, and the peer read
+// its counters wg_stall_ms after the first of them and still saw nothing new.
+//
+// How many readings: enough that losing them all by chance is unlikely on this path
+// (readings_for_loss). Three were too few on a lossy path: the receiving end of a one-way stream
+// sends only a keepalive every 10 s, at 19 % loss two or three in a row go several times an hour
+// (sim_lossy_test: 25 false verdicts an hour) — and the peer's reading just after our third
+// reading could not yet have seen the third packet.
+struct wg_stall_rule {
+    uint64_t stall_ms = 6000;
+    unsigned readings = 3;
+    uint64_t lag_ms = 0;
+};
+
 struct wg_progress {
     uint64_t our_tx = 0, our_rx = 0;
     uint64_t our_read_ms = 0;  // 0: never read (WireGuard has no such peer yet)
@@ -74,16 +89,29 @@ struct wg_progress {
     uint64_t tx_mark = 0;           // our tx when the peer's rx last moved / the relay was taken
     unsigned growth_readings = 0;   // our readings since then in which tx grew past the mark
     uint64_t pending_since_ms = 0;  // the first of them (0: none)
+    // The newest of those readings' times (a ring): which ones the peer's reading could cover.
+    static constexpr size_t recent_readings = 16;
+    std::array<uint64_t, recent_readings> recent_ms{};
     // Either end's counters started again (its WireGuard restarted, and with it the session
     // keys: our packets fail to decrypt there until a new handshake, which the peer's 25 s
     // keepalive brings): no verdict before the peer read its counters after this.
     uint64_t hold_until_ms = 0;
 
     static constexpr uint64_t restart_hold_ms = 30000;
+    // A verdict's chance of being drawn from packets lost by chance, at most.
+    static constexpr double false_stall_probability = 1e-5;
+    static constexpr unsigned min_readings = 3, max_readings = 12;
+    // The readings whose packets must all be lost for a verdict, given the path's round-trip
+    // probe loss (an upper bound of our direction's loss: symmetric loss would allow fewer, a
+    // one-sided one not). Past probe_loss::max_forgiven_loss the path is broken, not noisy:
+    // min_readings, as before.
+    static unsigned readings_for_loss(double round_trip_loss);
     void note_ours(uint64_t tx, uint64_t rx, uint64_t read_ms);
     void note_peers(uint64_t rx, uint64_t read_ms);
     void restart();  // a new relay: judged from now on
-    bool stalled(uint64_t stall_ms) const;
+    bool stalled(const wg_stall_rule& rule) const;
+    // Readings of ours the peer's last reading came `lag_ms` or more after.
+    unsigned covered_readings(uint64_t lag_ms) const;
 };
 
 // A relayed pair's relay state (owned per peer by peer_paths, changed only here).
@@ -173,6 +201,7 @@ public:
 private:
     // Counts a failure of `relay` for the pair; returns how long it is excluded.
     uint64_t strike(relayed_pair& p, const node_id& relay) const;
+    wg_stall_rule stall_rule(const relayed_pair& p) const;
 
     core_context& ctx_;
     relay_directory& relays_;

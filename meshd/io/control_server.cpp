@@ -106,13 +106,13 @@ public:
                           });
     }
 
-    void close() {
+    void close() noexcept {
         if (closed_) return;
         closed_ = true;
         boost::system::error_code ignored;
         sock_.shutdown(stream::socket::shutdown_both, ignored);
         sock_.close(ignored);
-        timer_.cancel();
+        timer_.cancel(ignored);
         s_->conns.erase(this);
     }
 
@@ -326,13 +326,7 @@ void control_server::state::accept_next() {
 control_server::control_server(std::shared_ptr<state> s) : s_(std::move(s)) {}
 
 control_server::~control_server() {
-    // stop() throws only what nothing here can handle (bad_alloc, Asio's throwing cancel()):
-    // the process ends, as it would anyway with an exception leaving a destructor.
-    try {
-        stop();
-    } catch (...) {
-        std::terminate();
-    }
+    stop();
 }
 
 result<std::unique_ptr<control_server>> control_server::start(asio::io_context& io,
@@ -390,18 +384,17 @@ result<std::unique_ptr<control_server>> control_server::start(asio::io_context& 
     return server;
 }
 
-void control_server::stop() {
+void control_server::stop() noexcept {
     if (!s_ || s_->stopped) return;
     s_->stopped = true;
     boost::system::error_code ignored;
     s_->acceptor.close(ignored);
-    s_->retry_timer.cancel();
-    // close() erases from the map, so collect first.
-    std::vector<std::shared_ptr<control_connection>> open;
-    for (auto& [raw, weak] : s_->conns)
-        if (auto c = weak.lock()) open.push_back(std::move(c));
-    for (auto& c : open) c->close();
+    s_->retry_timer.cancel(ignored);
+    // close() erases itself from s_->conns: walk a map taken out of it.
+    auto open = std::move(s_->conns);
     s_->conns.clear();
+    for (auto& [raw, weak] : open)
+        if (auto c = weak.lock()) c->close();
     // Drop the handler now: it may capture daemon objects that die right after the server,
     // while a pending reply_fn still keeps this state alive.
     s_->h = nullptr;

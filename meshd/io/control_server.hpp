@@ -67,7 +67,7 @@ public:
     // stop(): stop accepting, drop every open connection (pending replies become no-ops), remove
     // the socket file. Idempotent; the destructor calls it. Must run on the io_context's thread
     // (or while it is not running).
-    void stop();
+    void stop() noexcept;
     ~control_server();
 
     control_server(const control_server&) = delete;

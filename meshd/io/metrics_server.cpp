@@ -275,13 +275,13 @@ public:
         read_head();
     }
 
-    void close() {
+    void close() noexcept {
         if (closed_) return;
         closed_ = true;
         boost::system::error_code ignored;
         sock_.shutdown(tcp::socket::shutdown_both, ignored);
         sock_.close(ignored);
-        timer_.cancel();
+        timer_.cancel(ignored);
         s_->conns.erase(this);
     }
 
@@ -462,13 +462,7 @@ bool metrics_server::state::evict_oldest_idle() {
 metrics_server::metrics_server(std::shared_ptr<state> s) : s_(std::move(s)) {}
 
 metrics_server::~metrics_server() {
-    // stop() throws only what nothing here can handle (bad_alloc, Asio's throwing cancel()):
-    // the process ends, as it would anyway with an exception leaving a destructor.
-    try {
-        stop();
-    } catch (...) {
-        std::terminate();
-    }
+    stop();
 }
 
 result<std::unique_ptr<metrics_server>> metrics_server::start(asio::io_context& io,
@@ -518,17 +512,17 @@ wg_endpoint metrics_server::local_endpoint() const {
     return s_->local;
 }
 
-void metrics_server::stop() {
+void metrics_server::stop() noexcept {
     if (!s_ || s_->stopped) return;
     s_->stopped = true;
     boost::system::error_code ignored;
     s_->acceptor.close(ignored);
-    s_->retry_timer.cancel();
-    std::vector<std::shared_ptr<metrics_connection>> open;
-    for (auto& [raw, weak] : s_->conns)
-        if (auto c = weak.lock()) open.push_back(std::move(c));
-    for (auto& c : open) c->close();
+    s_->retry_timer.cancel(ignored);
+    // close() erases itself from s_->conns: walk a map taken out of it.
+    auto open = std::move(s_->conns);
     s_->conns.clear();
+    for (auto& [raw, weak] : open)
+        if (auto c = weak.lock()) c->close();
     // The provider may capture daemon objects that die right after the server.
     s_->p = nullptr;
 }

@@ -55,7 +55,7 @@ public:
     // Stop accepting (the listening socket is closed), drop every open connection, release the
     // provider. Idempotent; the destructor calls it. Must run on the io_context's thread (or
     // while it is not running).
-    void stop();
+    void stop() noexcept;
     ~metrics_server();
 
     metrics_server(const metrics_server&) = delete;

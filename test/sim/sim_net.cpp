@@ -419,7 +419,12 @@ void sim_net::wireguard_tick() {
                 const bool relayed = dp.path == path_kind::relay && dp.session_id;
                 const bool direct = dp.path == path_kind::direct && dp.endpoint;
                 if (!relayed && !direct) continue;
-                if (!wg_pairs_.empty() && !wg_pairs_.count({h->name, dp.name})) continue;
+                if (auto sp = wg_sparse_.find({h->name, dp.name}); sp != wg_sparse_.end()) {
+                    if (now_ < sp->second.next_ms) continue;
+                    sp->second.next_ms = now_ + sp->second.period_ms;
+                } else if (!wg_pairs_.empty() && !wg_pairs_.count({h->name, dp.name})) {
+                    continue;
+                }
                 sim_host* to = nullptr;
                 for (auto& o : hosts_) {
                     if (o->name == dp.name) to = o.get();

@@ -184,8 +184,15 @@ public:
         wg_interval_ms_ = interval_ms;
         wg_size_ = size;
         wg_pairs_ = std::move(pairs);
+        wg_sparse_.clear();
         next_wg_ms_ = now_;
         if (next_wg_read_ms_ == UINT64_MAX) next_wg_read_ms_ = now_ + 2000;
+    }
+    // Also `a` sends to `b` one frame every `period_ms` (a multiple of the interval): the
+    // receiving end of a one-way stream, whose WireGuard sends only its passive keepalive every
+    // 10 s. After simulate_wireguard, which forgets these.
+    void simulate_sparse_wireguard(const std::string& a, const std::string& b, uint64_t period_ms) {
+        wg_sparse_[{a, b}] = {period_ms, now_};
     }
     // As the daemon's relay proxy does (node_core::on_traffic): a relayed end's first simulated
     // frame to a peer after a quiet second is reported to its core at once.
@@ -251,6 +258,10 @@ private:
     uint64_t next_wg_ms_ = UINT64_MAX, next_wg_read_ms_ = UINT64_MAX;
     std::map<uint64_t, std::pair<sim_host*, sim_host*>> wg_frames_;  // counter field -> (from, to)
     std::set<std::pair<std::string, std::string>> wg_pairs_;         // empty: all
+    struct sparse_sender {
+        uint64_t period_ms = 0, next_ms = 0;
+    };
+    std::map<std::pair<std::string, std::string>, sparse_sender> wg_sparse_;
     std::map<std::pair<sim_host*, std::string>, uint64_t> wg_last_sent_;  // wg_notify_traffic
 };
 

@@ -160,11 +160,17 @@ def unity_sources(entry):
     f = entry["file"]
     if not re.search(r"/Unity/unity_\d+_cxx\.cxx$", f):
         return None
+    path = os.path.join(entry["directory"], f)
+    # Unreadable or empty, its sources would go unchecked and the check pass: an error instead.
     try:
-        with open(os.path.join(entry["directory"], f)) as u:
-            return re.findall(r'^#include "(.+)"$', u.read(), re.M)
-    except OSError:
-        return []
+        with open(path) as u:
+            sources = re.findall(r'^#include "(.+)"$', u.read(), re.M)
+    except OSError as err:
+        sys.exit(f"check_tidy.py: cannot read the unity file {path}: {err.strerror}"
+                 " (build the tree first: install/build.sh)")
+    if not sources:
+        sys.exit(f"check_tidy.py: the unity file {path} includes no sources")
+    return sources
 
 
 def expand_unity(db):

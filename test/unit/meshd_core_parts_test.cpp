@@ -383,7 +383,7 @@ TEST_CASE("node_id: from_hex is the inverse of hex(), either case; anything else
 // Relays judged by what they carry: our WireGuard tx through the relay vs the rx the peer
 // reports in its sealed probes (relay_election.hpp, wg_progress).
 TEST_CASE("wg_progress: a stall needs 3 readings of our tx growth the peer did not see") {
-    const uint64_t stall = 6000;
+    const wg_stall_rule stall{6000, 3, 0};
     wg_progress w;
     w.note_ours(1000, 500, 10'000);  // first reading: the baseline
     w.note_peers(800, 10'000);
@@ -418,8 +418,49 @@ TEST_CASE("wg_progress: a stall needs 3 readings of our tx growth the peer did n
     CHECK_FALSE(idle.stalled(stall));
 }
 
+TEST_CASE("wg_progress: on a lossy path, more lost packets; only those the peer could have seen") {
+    // Clean or broken paths: three, as before; noisy ones: enough that losing all by chance
+    // is below false_stall_probability.
+    CHECK(wg_progress::readings_for_loss(0) == 3);
+    CHECK(wg_progress::readings_for_loss(0.01) == 3);
+    CHECK(wg_progress::readings_for_loss(0.05) == 4);
+    CHECK(wg_progress::readings_for_loss(0.19) == 7);
+    CHECK(wg_progress::readings_for_loss(0.34) == 11);
+    CHECK(wg_progress::readings_for_loss(0.49) == 12);
+    CHECK(wg_progress::readings_for_loss(0.6) == 3);
+    // The receiving end of a one-way stream: a keepalive every 10 s. The peer's reading 1 s
+    // after our third one could not have seen the third packet (900 ms one way): not counted.
+    const wg_stall_rule rule{6000, 3, 1200};
+    wg_progress w;
+    w.note_ours(1000, 0, 1000);
+    w.note_peers(500, 1000);
+    w.restart();
+    uint64_t tx = 1000;
+    for (uint64_t t = 11'000; t <= 31'000; t += 10'000) w.note_ours(tx += 32, 0, t);
+    w.note_peers(500, 32'000);
+    CHECK(w.covered_readings(rule.lag_ms) == 2);
+    CHECK_FALSE(w.stalled(rule));
+    w.note_peers(500, 32'300);
+    CHECK(w.covered_readings(rule.lag_ms) == 3);
+    CHECK(w.stalled(rule));
+    CHECK_FALSE(w.stalled(wg_stall_rule{6000, 4, 1200}));
+    // More readings than the ring holds: the old ones still count.
+    wg_progress v;
+    v.note_ours(0, 0, 1000);
+    v.note_peers(0, 1000);
+    for (uint64_t t = 3000; t <= 43'000; t += 2000) v.note_ours(t, 0, t);
+    v.note_peers(0, 43'500);
+    CHECK(v.growth_readings == 21);
+    CHECK(v.covered_readings(1200) == 20);
+    CHECK(v.stalled(wg_stall_rule{6000, 12, 1200}));
+    // Something of ours arrived: nothing pending.
+    v.note_peers(7, 44'000);
+    CHECK(v.covered_readings(0) == 0);
+    CHECK_FALSE(v.stalled(rule));
+}
+
 TEST_CASE("wg_progress: counters that start again hold the verdict for a new handshake") {
-    const uint64_t stall = 6000;
+    const wg_stall_rule stall{6000, 3, 0};
     wg_progress w;
     w.note_ours(1000, 0, 1000);
     w.note_peers(5000, 1000);

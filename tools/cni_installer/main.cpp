@@ -3,9 +3,9 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
-#include <exception>
 #include <string>
 
+#include "common/guarded_main.hpp"
 #include "tools/cni_installer/cni_installer.hpp"
 
 #ifndef MESHWIRE_VERSION
@@ -92,14 +92,7 @@ int run(int argc, char** argv) {
 }  // namespace
 
 int main(int argc, char** argv) {
-    // Errors are values below here; what still throws (bad_alloc) is reported as a failure.
-    try {
-        return run(argc, argv);
-    } catch (const std::exception& e) {
-        std::fprintf(stderr, "meshwire-install: %s\n", e.what());
-        return 1;
-    } catch (...) {
-        std::fprintf(stderr, "meshwire-install: unknown exception\n");
-        return 1;
-    }
+    return mw::guarded_main(
+        [&] { return run(argc, argv); },
+        [](const char* what) { std::fprintf(stderr, "meshwire-install: %s\n", what); });
 }

@@ -3,9 +3,9 @@
 // shows the output in the pod's events).
 #include <cstdio>
 #include <cstdlib>
-#include <exception>
 #include <string>
 
+#include "common/guarded_main.hpp"
 #include "tools/health/node_health.hpp"
 
 namespace {
@@ -53,14 +53,6 @@ int run(int argc, char** argv) {
 }  // namespace
 
 int main(int argc, char** argv) {
-    // Errors are values below here; what still throws (bad_alloc) is reported, not a core dump.
-    try {
-        return run(argc, argv);
-    } catch (const std::exception& e) {
-        std::printf("unhealthy: %s\n", e.what());
-        return 1;
-    } catch (...) {
-        std::printf("unhealthy: unknown exception\n");
-        return 1;
-    }
+    return mw::guarded_main([&] { return run(argc, argv); },
+                            [](const char* what) { std::printf("unhealthy: %s\n", what); });
 }
