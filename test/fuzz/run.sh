@@ -74,7 +74,10 @@ fi
 export UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1
 cxx_flags="-fsanitize=fuzzer-no-link -fno-sanitize-recover=all"
 # RelWithDebInfo without -DNDEBUG: an assert (result<T>::value() on an error) is a finding too.
-opt_flags="-O2 -g"
+# -gline-tables-only: file:line for every frame is all a sanitizer report or a crash's stack needs;
+# full -g took ~15 % more compile time (a meshd_core unity TU: 15.1 against 12.7 CPU s, clang 14).
+# For variables in a debugger, configure the tree by hand with -g.
+opt_flags="-O2 -gline-tables-only"
 # Unity build: install/build.sh says why; MESHWIRE_UNITY_BUILD=OFF for per-file builds.
 unity=${MESHWIRE_UNITY_BUILD:-ON}
 config="clang++-14 | RelWithDebInfo $opt_flags | $cxx_flags | unity $unity"

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Configures and builds the ThreadSanitizer tree build-tsan/ (clang++-14, -fsanitize=thread,
-# -O1 -g, asserts on) with only the targets the TSan tests run: unit_tests, relay_e2e, meshd,
-# meshctl and the CNI plugin (the mesh scenario's binaries). Reused between runs: ninja rebuilds
-# only what changed. One build at a time per tree (flock). Prints the wall and CPU time.
+# -O1 -gline-tables-only, asserts on) with only the targets the TSan tests run: unit_tests,
+# relay_e2e, meshd, meshctl and the CNI plugin (the mesh scenario's binaries). Reused between
+# runs: ninja rebuilds only what changed. One build at a time per tree (flock). Prints the wall
+# and CPU time.
 #   test/sanitize/tsan_build.sh            (TSAN_BUILD_DIR overrides build-tsan/)
 # Exit: 0 built, 1 failed, 77 (CTest skip) without clang++-14.
 set -euo pipefail
@@ -20,7 +21,8 @@ if ! flock -n 9; then
     flock 9
 fi
 # -O1: TSan's recommended level (-O0 is ~2x slower to run, -O2 loses frames in the reports).
-opt_flags="-O1 -g"
+# -gline-tables-only: what the reports' stacks need (test/fuzz/run.sh says what full -g costs).
+opt_flags="-O1 -gline-tables-only"
 unity=${MESHWIRE_UNITY_BUILD:-ON}  # install/build.sh says why
 config="clang++-14 | thread | $opt_flags | unity $unity"
 t0=$SECONDS
