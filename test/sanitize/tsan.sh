@@ -56,7 +56,7 @@ run_part() {
 }
 for p in "${parts[@]}"; do
     case $p in
-    unit) run_part unit "$build/test/tsan_unit_tests" ;;
+    unit) run_part unit "$build/test/sanitize/tsan_unit_tests" ;;
     relay) run_part relay "$build/test/e2e/relay/relay_e2e" ;;
     mesh) run_part mesh python3 "$here/tsan_mesh.py" --build-dir "$build" ;;
     esac
