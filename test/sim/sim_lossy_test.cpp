@@ -12,6 +12,49 @@
 #include "test/sim/sim_mesh_fixture.hpp"
 
 namespace mw::sim {
+namespace {
+
+using lossy_end = std::pair<std::string, std::string>;  // a's view of peer b
+
+// Runs the net for an hour of virtual time in 50 ms steps; per end, how often its path or relay
+// changed ("direct/-", "relayed/relay1", ...).
+std::vector<size_t> lossy_changes_in_an_hour(sim_net& net, const std::vector<lossy_end>& ends) {
+    auto state = [&](const lossy_end& e) {
+        auto p = net.peer(e.first, e.second);
+        return p ? std::string(meshd::to_string(p->path)) + "/" + p->relay_name : std::string("-");
+    };
+    std::vector<std::string> was;
+    for (const auto& e : ends) was.push_back(state(e));
+    std::vector<size_t> changes(ends.size());
+    const uint64_t hour = 3'600'000, step = 50;
+    for (uint64_t t = 0; t < hour; t += step) {
+        net.run_for(step);
+        for (size_t i = 0; i < ends.size(); ++i) {
+            auto now = state(ends[i]);
+            changes[i] += now != was[i];
+            was[i] = now;
+        }
+    }
+    return changes;
+}
+
+// The log lines `msg` of the named nodes (since their logs were cleared), each printed with its
+// fields: the verdicts an hour of steady traffic should not have.
+size_t lossy_logged(sim_net& net, const std::vector<std::string>& nodes, const std::string& msg) {
+    size_t n = 0;
+    for (const auto& name : nodes) {
+        for (const auto& e : net[name].log) {
+            if (e.msg != msg) continue;
+            ++n;
+            std::string f;
+            for (const auto& [k, v] : e.fields) f += " " + k + "=" + v;
+            MESSAGE(name << ": " << msg << ":" << f);
+        }
+    }
+    return n;
+}
+
+}  // namespace
 
 TEST_CASE("sim lossy: 5 % loss and 100 ms per uplink: converges, no flapping, failover < 1 s") {
     // 100 ms per uplink (relay2 3 ms further, so the relays rank apart), 5 % loss at every host.
@@ -22,40 +65,20 @@ TEST_CASE("sim lossy: 5 % loss and 100 ms per uplink: converges, no flapping, fa
     REQUIRE(net.run_until([&] { return m.relayed_live("lan1a", "lan2a"); }, 30000));
     net.run_for(30000);
     for (auto& h : net.hosts()) h->log.clear();
-    // An hour of steady traffic: count every change of the pair's relay or path, either end.
-    auto state = [&](const std::string& a, const std::string& b) {
-        auto p = net.peer(a, b);
-        return p ? std::string(meshd::to_string(p->path)) + "/" + p->relay_name : std::string("-");
-    };
-    std::string s1 = state("lan1a", "lan2a"), s2 = state("lan2a", "lan1a"),
-                s3 = state("lan1a", "lan1b"), s4 = state("lan1b", "lan1a");
-    const std::string direct0 = s3;
-    size_t changes = 0, lan_changes = 0;
-    const uint64_t hour = 3'600'000, step = 50;
-    for (uint64_t t = 0; t < hour; t += step) {
-        net.run_for(step);
-        auto n1 = state("lan1a", "lan2a"), n2 = state("lan2a", "lan1a");
-        auto n3 = state("lan1a", "lan1b"), n4 = state("lan1b", "lan1a");
-        changes += (n1 != s1) + (n2 != s2);
-        lan_changes += (n3 != s3) + (n4 != s4);
-        s1 = n1, s2 = n2, s3 = n3, s4 = n4;
-    }
+    // An hour of steady traffic: every change of the pairs' relay or path, either end.
+    const auto lan_pair = net.peer("lan1a", "lan1b");
+    const std::string direct0 = lan_pair ? std::string(meshd::to_string(lan_pair->path)) : "-";
+    const auto ch = lossy_changes_in_an_hour(
+        net, {{"lan1a", "lan2a"}, {"lan2a", "lan1a"}, {"lan1a", "lan1b"}, {"lan1b", "lan1a"}});
+    const size_t changes = ch[0] + ch[1], lan_changes = ch[2] + ch[3];
     MESSAGE("an hour of traffic with 5 % loss, 100 ms per uplink: relayed pair lan1a<->lan2a "
             << changes << " relay/path changes, LAN pair lan1a<->lan1b " << lan_changes
             << " (started " << direct0 << ")");
     // The failovers the two liveness checks declared in the hour, by kind (none was real).
-    size_t relay_dead = 0, silent = 0;
-    for (auto* n : {"lan1a", "lan2a"}) {
-        for (const auto& e : net[n].log) {
-            relay_dead += e.msg == "relay stopped answering; its pairs fail over";
-            if (e.msg == "relay stopped answering; its pairs fail over") {
-                std::string f;
-                for (const auto& [k, v] : e.fields) f += " " + k + "=" + v;
-                MESSAGE(n << ":" << f);
-            }
-            silent += e.msg == "relayed path silent end to end; trying another relay";
-        }
-    }
+    const size_t relay_dead =
+        lossy_logged(net, {"lan1a", "lan2a"}, "relay stopped answering; its pairs fail over");
+    const size_t silent = lossy_logged(net, {"lan1a", "lan2a"},
+                                       "relayed path silent end to end; trying another relay");
     MESSAGE("false failovers in the hour: relay declared dead "
             << relay_dead << ", relayed path silent end to end " << silent);
     CHECK(relay_dead <= 1);
@@ -99,34 +122,13 @@ TEST_CASE("sim lossy: one-way streams: the quiet end's lost keepalives are not a
         30000));
     net.run_for(30000);
     for (auto& h : net.hosts()) h->log.clear();
-    auto state = [&](const std::string& a, const std::string& b) {
-        auto p = net.peer(a, b);
-        return p ? std::string(meshd::to_string(p->path)) + "/" + p->relay_name : std::string("-");
-    };
-    const std::vector<std::pair<std::string, std::string>> ends = {
-        {"lan1a", "lan2a"}, {"lan2a", "lan1a"}, {"lan1b", "lan2b"}, {"lan2b", "lan1b"}};
-    std::vector<std::string> was;
-    for (const auto& [a, b] : ends) was.push_back(state(a, b));
     size_t changes = 0;
-    const uint64_t hour = 3'600'000, step = 50;
-    for (uint64_t t = 0; t < hour; t += step) {
-        net.run_for(step);
-        for (size_t i = 0; i < ends.size(); ++i) {
-            auto now = state(ends[i].first, ends[i].second);
-            changes += now != was[i];
-            was[i] = now;
-        }
-    }
-    size_t stalls = 0;
-    for (std::string n : {"lan1a", "lan2a", "lan1b", "lan2b"}) {
-        for (const auto& e : net[n].log) {
-            if (e.msg != "relay carries probes but not WireGuard; trying another relay") continue;
-            ++stalls;
-            std::string f;
-            for (const auto& [k, v] : e.fields) f += " " + k + "=" + v;
-            MESSAGE(n << ":" << f);
-        }
-    }
+    for (size_t c : lossy_changes_in_an_hour(
+             net, {{"lan1a", "lan2a"}, {"lan2a", "lan1a"}, {"lan1b", "lan2b"}, {"lan2b", "lan1b"}}))
+        changes += c;
+    const size_t stalls =
+        lossy_logged(net, {"lan1a", "lan2a", "lan1b", "lan2b"},
+                     "relay carries probes but not WireGuard; trying another relay");
     MESSAGE(
         "an hour of two one-way relayed streams (keepalives back every 10 s), 5 % loss, "
         "100 ms per uplink: "

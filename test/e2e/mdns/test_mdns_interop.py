@@ -172,8 +172,9 @@ def main():
         out = dig(client, "-p", "5353", "@" + node.addr4, "not-a-meshd._meshwire._udp.local",
                   "SRV")
         check(not answers(out), "meshd does not answer for another _meshwire instance")
-        # Its browse must have seen the fake instance (its queries back off: wait for one).
-        r = client.run([DEBIAN_PY, ZC, "browse", SERVICE, "4"], timeout=30)
+        # A browse sees the fake instance (up to 10 s: its queries back off, 1 s, 2 s, 4 s).
+        r = client.run([DEBIAN_PY, ZC, "browse", SERVICE, "10", "not-a-meshd." + SERVICE,
+                        "lan1a." + SERVICE], timeout=30)
         names = json.loads(r.stdout)["seen"]
         check("not-a-meshd." + SERVICE in names and "lan1a." + SERVICE in names,
               "zeroconf sees both _meshwire instances: %s" % names)

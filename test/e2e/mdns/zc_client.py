@@ -2,9 +2,11 @@
 """python-zeroconf (Debian's python3-zeroconf, run with /usr/bin/python3) as the interop client of
 test_mdns_interop.py, inside a test namespace. Prints one JSON object on stdout.
 
-    zc_client.py browse TYPE SECONDS     every instance of TYPE seen and resolved within SECONDS:
+    zc_client.py browse TYPE SECONDS [NAME ...]
+                                         every instance of TYPE seen and resolved within SECONDS:
                                          {"services": [{"name", "server", "port", "addresses",
-                                         "txt": {k: v}}], "removed": [names]}
+                                         "txt": {k: v}}], "removed": [names]}; with NAMEs, goes
+                                         on until each of them is seen and resolved (or SECONDS)
     zc_client.py watch TYPE SECONDS      like browse, but keeps listening for SECONDS and reports
                                          instances removed (goodbye packets) too; prints "ready"
                                          on stderr once browsing
@@ -27,7 +29,7 @@ import time
 from zeroconf import ServiceBrowser, ServiceInfo, ServiceStateChange, Zeroconf, IPVersion
 
 
-def browse(stype, seconds, watch=False):
+def browse(stype, seconds, watch=False, expect=()):
     zc = Zeroconf(ip_version=IPVersion.All)
     seen, removed = {}, []
 
@@ -60,7 +62,11 @@ def browse(stype, seconds, watch=False):
             }
         # Done when everything seen is resolved, but not before 2 s: shared answers from
         # several responders come 20-120 ms apart, and the first alone must not end the browse.
-        if out and not watch and len(out) == len(seen) and time.monotonic() - start > 2:
+        # Named instances are waited for: a responder on this host may miss the first query's
+        # answer (it asks for a unicast reply, which SO_REUSEPORT hands to one of the sockets
+        # bound to 5353, not necessarily ours) and only show up after the next query, 1-2 s on.
+        if (out and not watch and len(out) == len(seen) and time.monotonic() - start > 2 and
+                all(n in out for n in expect)):
             break
         time.sleep(0.1)
     zc.close()
@@ -112,7 +118,7 @@ def register(stype, name, port, seconds, props):
 def main():
     cmd = sys.argv[1]
     if cmd in ("browse", "watch"):
-        browse(sys.argv[2], float(sys.argv[3]), watch=cmd == "watch")
+        browse(sys.argv[2], float(sys.argv[3]), watch=cmd == "watch", expect=sys.argv[4:])
     elif cmd == "legacy":
         legacy(sys.argv[2], sys.argv[3], sys.argv[4])
     elif cmd == "register":
