@@ -203,6 +203,10 @@ json peers_json(const node_snapshot& s) {
         j["relay"] = p.relay ? json(p.relay_name) : json(nullptr);
         j["relayId"] = p.relay ? json(p.relay->hex()) : json(nullptr);
         j["sessionId"] = p.relay ? json(hex16(p.session_id)) : json(nullptr);
+        json sessions = json::array();
+        for (const auto& r : p.relay_sessions)
+            sessions.push_back({{"relay", r.relay_name}, {"accepted", r.accepted}});
+        j["relaySessions"] = sessions;
         j["endpoint"] = opt_str(e.endpoint);
         j["rttMs"] = p.rtt_ms ? json(*p.rtt_ms) : json(nullptr);
         j["learnedVia"] = learned_via_names(p.sources);

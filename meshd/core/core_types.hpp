@@ -369,6 +369,14 @@ struct peer_view {
     std::string relay_name;
     uint64_t session_id = 0;
     bool session_accepted = false;
+    // A relayed pair's sessions: at the relay it sends through first, then its warm standby,
+    // each with whether that relay accepted our side. A failover to an accepted standby whose
+    // peer accepted its side too needs no session request (the sub-second promise).
+    struct relay_session {
+        std::string relay_name;
+        bool accepted = false;
+    };
+    std::vector<relay_session> relay_sessions;
     std::optional<wg_endpoint> endpoint;
     std::optional<double> rtt_ms;  // of the path in use
     learned_via_set sources = 0;   // how its record reached us (learned_via bits)

@@ -740,6 +740,8 @@ std::vector<peer_view> peer_paths::views() const {
             pv.relay_name = ctx_.name_of(p.dp.relay);
             pv.session_id = p.dp.session_id;
             pv.session_accepted = p.relayed.accepted;
+            for (const auto& w : p.relayed.warm)
+                pv.relay_sessions.push_back({ctx_.name_of(w.relay), w.accepted});
             if (p.relayed.last_inband_pong_ms) pv.rtt_ms = p.relayed.inband_rtt_ms;
         } else if (p.dp.path == path_kind::direct) {
             for (const auto& c : p.candidates) {
