@@ -123,8 +123,7 @@ unsigned wg_progress::covered_readings(uint64_t lag_ms) const {
 
 bool wg_progress::stalled(const wg_stall_rule& rule) const {
     return pending_since_ms && peer_reported && peer_read_ms >= pending_since_ms + rule.stall_ms &&
-           peer_read_ms >= hold_until_ms &&
-           covered_readings(rule.lag_ms) >= rule.readings;
+           peer_read_ms >= hold_until_ms && covered_readings(rule.lag_ms) >= rule.readings;
 }
 
 wg_stall_rule relay_election::stall_rule(const relayed_pair& p) const {

@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """meshd end to end with the KERNEL WireGuard backend (root; Python 3 stdlib; meshd + the kernel's
-wireguard module + the real CNI plugin; iperf3). CTest `e2e_mesh_kernel` (--part mesh) and
-`e2e_failover_kernel` (--part failover), labels e2e;vm;kernel-wg, run it in the QEMU guest of
-test/vm (this machine's kernel has no WireGuard); by hand it runs wherever the module loads.
+wireguard module + the real CNI plugin; iperf3). CTest `e2e_mesh_kernel` (--part all), labels
+e2e;vm;kernel-wg, runs it in the QEMU guest of test/vm (this machine's kernel has no WireGuard);
+by hand it runs wherever the module loads.
 
 Why not test_mesh.py and test_failover.py themselves: their six-node mesh keeps the guest's two
 emulated CPUs busy at steady state (meshd's relay probing: every LAN node with a relayed pair
