@@ -4,6 +4,7 @@ each other, figures, the final report, the named time bounds, meshctl shortcuts 
 ping whose missed deadline fails with both nodes' state. Python 3 stdlib."""
 
 import argparse
+import calendar
 import contextlib
 import os
 import re
@@ -81,6 +82,28 @@ def report(t_start, width=48):
     failed = sum(1 for _, ok in results if not ok)
     print("%d passed, %d failed" % (len(results) - failed, failed))
     return 1 if failed else 0
+
+
+def log_time(line):
+    """The unix time of a meshd log line (ts=2026-12-05T16:37:42.649Z ...), or None."""
+    mo = re.match(r"ts=(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(\.\d+)?Z", line)
+    if not mo:
+        return None
+    return calendar.timegm(time.strptime(mo.group(1), "%Y-%m-%dT%H:%M:%S")) + float(
+        mo.group(2) or 0)
+
+
+def print_logs(m, names, t0, t1, about=(), limit=40):
+    """Prints what each named meshd logged from unix time t0 to t1 (lines naming any of `about`
+    as a field value, e.g. "lan2a", or all of them when empty): for a failed bound, why, in the
+    output CI keeps (the testbed's logs go with it)."""
+    for n in names:
+        said = [ln for ln in m.log(m[n]).splitlines() if t0 <= (log_time(ln) or 0) <= t1 and
+                (not about or any("=%s " % a in ln + " " for a in about))]
+        span = "%s to %s" % tuple(time.strftime("%H:%M:%S", time.gmtime(t)) for t in (t0, t1))
+        print("%s's log from %s (%d lines%s):\n%s" % (
+            n, span, len(said), ", the first %d" % limit if len(said) > limit else "",
+            "\n".join("  " + ln[:300] for ln in said[:limit])), flush=True)
 
 
 def lan_of(name):

@@ -35,7 +35,6 @@ Usage: test_lossy.py [--build-dir DIR] [--window S] [--trials N]
 
 import argparse
 import ast
-import calendar
 import os
 import re
 import signal
@@ -46,8 +45,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
 from checks import (ALL, FAILOVER_BOUND, LAN_NODES, PATHS_BOUND, READY_BOUND,  # noqa: E402
-                    RELAYS, REKEY_TIMEOUT, check, expect, figure, lan_of, peers_by_name,
-                    preflight, report, run_and_clean)
+                    RELAYS, REKEY_TIMEOUT, check, expect, figure, lan_of, log_time,
+                    peers_by_name, preflight, print_logs, report, run_and_clean)
 from mesh import Mesh  # noqa: E402
 from test_failover import UdpStream, largest_gap, relay_state  # noqa: E402
 
@@ -144,15 +143,6 @@ def ping_seqs(proc):
 def peer_of(ln):
     mo = re.search(r" peer=(\S+)", ln)
     return mo.group(1) if mo else "?"
-
-
-def log_time(line):
-    """The unix time of a meshd log line (ts=2026-12-05T16:37:42.649Z ...), or None."""
-    mo = re.match(r"ts=(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(\.\d+)?Z", line)
-    if not mo:
-        return None
-    return calendar.timegm(time.strptime(mo.group(1), "%Y-%m-%dT%H:%M:%S")) + float(
-        mo.group(2) or 0)
 
 
 def main():
@@ -337,13 +327,8 @@ def trial(m, state, i, restart):
         if worst >= TARGET_S:
             # What both ends of each stream said from the kill on: why the outage was long.
             for x, y in STREAMS:
-                for a, b in ((x, y), (y, x)):
-                    said = [ln for ln in m.log(m[a]).splitlines()
-                            if (log_time(ln) or 0) >= t_kill - 0.5 and
-                            ("peer=%s " % b in ln + " " or "relay=%s " % relay in ln + " ")]
-                    print("%s's log about %s or %s after the kill (%d lines):\n%s" % (
-                        a, b, relay, len(said), "\n".join("  " + ln[:300] for ln in said[:40])),
-                        flush=True)
+                print_logs(m, [x], t_kill - 0.5, t_end, about=(y, relay))
+                print_logs(m, [y], t_kill - 0.5, t_end, about=(x, relay))
         expect(worst <= FAILOVER_BOUND, "outage %.2f s > FAILOVER_BOUND %.1f s" % (
             worst, FAILOVER_BOUND))
         state.setdefault("outages", []).append(worst)
