@@ -124,7 +124,7 @@ JSON
     peers:
       {"peers": [{"name", "id", "wgPublicKey", "podCIDRs": [str],
                   "path": "direct"|"relay"|"none", "relay": str|null, "relayId": hex|null,
-                  "sessionId": hex16|null, "relaySessions": [{"relay", "accepted"}],
+                  "sessionId": hex16|null, "relaySessions": [{"relay", "inUse", "accepted"}],
                   "endpoint": "ip:port"|null, "rttMs": num|null,
                   "learnedVia": [str], "recordSeq": int, "recordExpiresInSeconds": int|null,
                   "lastHandshake": unix-seconds|null, "lastHandshakeAgoSeconds": int|null,

@@ -205,7 +205,8 @@ json peers_json(const node_snapshot& s) {
         j["sessionId"] = p.relay ? json(hex16(p.session_id)) : json(nullptr);
         json sessions = json::array();
         for (const auto& r : p.relay_sessions)
-            sessions.push_back({{"relay", r.relay_name}, {"accepted", r.accepted}});
+            sessions.push_back(
+                {{"relay", r.relay_name}, {"inUse", r.in_use}, {"accepted", r.accepted}});
         j["relaySessions"] = sessions;
         j["endpoint"] = opt_str(e.endpoint);
         j["rttMs"] = p.rtt_ms ? json(*p.rtt_ms) : json(nullptr);

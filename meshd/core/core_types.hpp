@@ -369,11 +369,13 @@ struct peer_view {
     std::string relay_name;
     uint64_t session_id = 0;
     bool session_accepted = false;
-    // A relayed pair's sessions: at the relay it sends through first, then its warm standby,
-    // each with whether that relay accepted our side. A failover to an accepted standby whose
-    // peer accepted its side too needs no session request (the sub-second promise).
+    // A relayed pair's sessions: at the relay it sends through first, then its warm standby (and
+    // the relay the peer sends through, when that is a third), each with whether that relay
+    // accepted our side. A failover to an accepted standby whose peer accepted its side too needs
+    // no session request (the sub-second promise).
     struct relay_session {
         std::string relay_name;
+        bool in_use = false;
         bool accepted = false;
     };
     std::vector<relay_session> relay_sessions;

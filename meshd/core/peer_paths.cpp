@@ -740,8 +740,14 @@ std::vector<peer_view> peer_paths::views() const {
             pv.relay_name = ctx_.name_of(p.dp.relay);
             pv.session_id = p.dp.session_id;
             pv.session_accepted = p.relayed.accepted;
-            for (const auto& w : p.relayed.warm)
-                pv.relay_sessions.push_back({ctx_.name_of(w.relay), w.accepted});
+            // The one in use first: warm is in ranking order, and the election may keep a
+            // second-ranked relay in use (hysteresis).
+            for (const auto& w : p.relayed.warm) {
+                const bool in_use = w.relay == p.dp.relay;
+                pv.relay_sessions.insert(
+                    in_use ? pv.relay_sessions.begin() : pv.relay_sessions.end(),
+                    {ctx_.name_of(w.relay), in_use, w.accepted});
+            }
             if (p.relayed.last_inband_pong_ms) pv.rtt_ms = p.relayed.inband_rtt_ms;
         } else if (p.dp.path == path_kind::direct) {
             for (const auto& c : p.candidates) {

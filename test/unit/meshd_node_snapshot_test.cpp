@@ -43,6 +43,7 @@ node_snapshot example() {
     dev.last_handshake_sec = static_cast<int64_t>(s.now_ms / 1000) - 7;
     dev.rx_bytes = 100;
     s.peers[0].device = dev;
+    s.peers[2].view.relay_sessions = {{"relay2", true, true}, {"relay1", false, false}};
     s.peers[0].view.record_seq = 12345;
     s.peers[0].view.record_expires_in_ms = 512'999;
     s.paths = {4, 2, 1, 1};
@@ -126,6 +127,11 @@ TEST_CASE("node snapshot: peers show the endpoint in use and the device's handsh
     CHECK(p[1]["endpoint"].is_null());
     CHECK(p[1]["lastHandshake"].is_null());
     CHECK(p[3]["path"] == "none");
+    // A relayed pair's sessions, the one in use first; none for other paths.
+    CHECK(p[2]["relaySessions"] == nlohmann::json::parse(R"([
+        {"relay": "relay2", "inUse": true, "accepted": true},
+        {"relay": "relay1", "inUse": false, "accepted": false}])"));
+    CHECK(p[0]["relaySessions"] == nlohmann::json::array());
     // The record's lifetime left on this node (its clock, from first receipt), in whole seconds.
     CHECK(p[0]["recordSeq"] == 12345);
     CHECK(p[0]["recordExpiresInSeconds"] == 512);

@@ -60,7 +60,6 @@ Usage: test_kernel_mesh.py [--build-dir DIR] [--part mesh|failover|all]
 """
 
 import argparse
-import calendar
 import json
 import os
 import re
@@ -72,7 +71,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
 from checks import (FAILOVER_BOUND, HANDSHAKE_BOUND, PATHS_BOUND, READY_BOUND,  # noqa: E402
-                    RELAYS, WG_PORT, block_udp, check, expect, figure, peers_by_name,
+                    RELAYS, WG_PORT, block_udp, check, expect, figure, log_time, peers_by_name,
                     ping_retry, pods_pinging,
                     preflight,
                     relays_of, report, run_and_clean)
@@ -127,15 +126,6 @@ def kernel_wireguard():
     return None if r.returncode == 0 else (r.stderr.strip() or "exit %d" % r.returncode)
 
 
-def _log_time(line):
-    """The unix time of a meshd log line (ts=2026-12-05T16:37:42.649Z ...), or None."""
-    mo = re.match(r"ts=(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(\.\d+)?Z", line)
-    if not mo:
-        return None
-    return calendar.timegm(time.strptime(mo.group(1), "%Y-%m-%dT%H:%M:%S")) + float(
-        mo.group(2) or 0)
-
-
 def relay_choices(m, a, b):
     """[(unix time, relay or None)]: the relays a's meshd chose to send to b through, from its
     log ("path selected" and "relay switched" lines, written when it decides)."""
@@ -147,7 +137,7 @@ def relay_choices(m, a, b):
             continue
         path = re.search(r" path=(\S+)", ln)
         relay = re.search(r" relay=(\S+)", ln)
-        out.append((_log_time(ln), relay.group(1) if path and path.group(1) == "relay" and relay
+        out.append((log_time(ln), relay.group(1) if path and path.group(1) == "relay" and relay
                     else None))
     return out
 
@@ -440,10 +430,10 @@ def failover_part(m):
         # lan1a's meshd moved lan2a off the relay because it died ("was gone"), i.e. the kill hit
         # the relay in use, and not by an election that happened to come first.
         log = m.log(m["lan1a"]).splitlines()
-        gone = [_log_time(ln) for ln in log if 'msg="relay switched"' in ln and
+        gone = [log_time(ln) for ln in log if 'msg="relay switched"' in ln and
                 "peer=lan2a " in ln and "previous_relay=%s " % relay in ln and "was gone" in ln]
         gone = [t for t in gone if t is not None and t >= t_kill - 0.05]
-        silent = [_log_time(ln) for ln in log if "relay stopped answering" in ln and
+        silent = [log_time(ln) for ln in log if "relay stopped answering" in ln and
                   "relay=%s " % relay in ln + " "]
         silent = [t for t in silent if t is not None and t >= t_kill - 0.05]
         figure("relay killed / new relay (lan1a>lan2a; lan2a>lan1a used %s)" % pair[

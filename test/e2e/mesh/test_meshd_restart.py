@@ -163,7 +163,8 @@ def resumed(m, c, back, lost):
     its ends and the relay logged about it from the restart on."""
     if back is None or back > RESUME_BOUND:
         t = c["t_restart"]
-        print_logs(m, ["relay1", "lan1a", "lan2a"], t - 0.5, t + (back or 3.0) + 0.5,
+        print_logs(m, ["relay1", "lan1a", "lan2a"], t - 0.5,
+                   t + (back if back is not None else AFTER_S) + 0.5,
                    about=("lan1a", "lan2a", "relay1"))
     expect(back is not None and back <= RESUME_BOUND,
            "relayed pair answered %s after the restart (bound %.1fs; lost %s)" % (
