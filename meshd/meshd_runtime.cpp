@@ -14,6 +14,7 @@
 #include "common/log.hpp"
 #include "common/sysctl.hpp"
 #include "common/wireguard/wg_backend.hpp"
+#include "meshd/background_writer.hpp"
 #include "meshd/boot_epoch.hpp"
 #include "meshd/config_watcher.hpp"
 #include "meshd/control_api.hpp"
@@ -203,9 +204,11 @@ private:
 
     // The relay role on disk (relay_role_file.hpp): saved while serving, removed otherwise.
     relay_role_file role_file_{cfg_.state_dir};
-    bool role_file_present_ = false;  // a file may be there (read at start, or written since)
-    uint64_t role_file_ms_ = 0;       // steady_ms() of the last write
-    saved_role_file role_file_last_;  // what was last written (its clock aside)
+    bool role_file_present_ = false;      // a file may be there (read at start, or written since)
+    uint64_t role_file_ms_ = 0;           // steady_ms() of the last write asked for
+    saved_role_file role_file_last_;      // what was last asked to be written (its clock aside)
+    bool role_file_failed_ = false;       // the last write that finished failed
+    background_writer role_writer_{io_};  // the writes, off this thread
 
     // Data plane. The planner holds the kept state (last configuration per peer, proxy sockets,
     // keepalive staging); WireGuard calls run on wg_'s thread.
@@ -370,10 +373,16 @@ void daemon::keep_role_file() {
         return;
     if (role != relay_role_state::active) {
         if (!role_file_present_) return;
-        if (auto s = role_file_.remove(); !s) {
-            log::warn("cannot remove the relay role file", {{"error", s.err().message}});
-        }
         role_file_present_ = false;
+        role_file_ms_ = 0;
+        role_file_last_ = {};
+        role_writer_.post(
+            [file = role_file_] { return file.remove(); },
+            [](status s) {
+                if (!s) {
+                    log::warn("cannot remove the relay role file", {{"error", s.err().message}});
+                }
+            });
         return;
     }
     saved_role_file f;
@@ -382,21 +391,28 @@ void daemon::keep_role_file() {
     f.verified = core_->verified_addresses();
     if (f.verified.empty()) return;
     const uint64_t now = steady_ms();
-    if (role_file_present_ && role_file_ms_ && now < role_file_ms_ + relay_role_file::refresh_ms &&
-        f.listed == role_file_last_.listed && f.advertised == role_file_last_.advertised &&
-        f.verified == role_file_last_.verified) {
+    const bool same = f.listed == role_file_last_.listed &&
+                      f.advertised == role_file_last_.advertised &&
+                      f.verified == role_file_last_.verified;
+    // A failure is retried at the next refresh, not at every call.
+    if (role_file_ms_ && now < role_file_ms_ + relay_role_file::refresh_ms &&
+        (same || role_file_failed_)) {
         return;
     }
-    role_file_ms_ = now;  // a failure is retried at the next refresh, not at every call
     auto at = cache_clock::now();
     if (!at) return;
     f.at = *at;
-    if (auto s = role_file_.save(f); !s) {
-        log::warn("cannot write the relay role file", {{"error", s.err().message}});
-        return;
-    }
+    role_file_ms_ = now;
     role_file_present_ = true;
-    role_file_last_ = std::move(f);
+    role_file_last_ = f;
+    role_writer_.post(
+        [file = role_file_, f = std::move(f)] { return file.save(f); },
+        [this](status s) {
+            role_file_failed_ = !s;
+            if (!s) {
+                log::warn("cannot write the relay role file", {{"error", s.err().message}});
+            }
+        });
 }
 
 void daemon::run_proxy_ops(const std::vector<proxy_op>& ops) {
@@ -781,6 +797,7 @@ void daemon::shutdown() {
     addr_timer_.cancel();
     config_timer_.cancel();
     cache_.stop();
+    role_writer_.stop();  // what waits is written (or removed) first
     if (metrics_) metrics_->stop();
     if (kube_) kube_->stop();  // a request in progress is closed; nothing is torn down
     if (mdns_) mdns_->stop();  // goodbyes (TTL 0) so that LAN neighbours forget us at once

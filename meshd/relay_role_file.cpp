@@ -14,7 +14,7 @@ namespace mw::meshd {
 
 namespace {
 
-constexpr std::string_view k_magic = "meshwire-relay-role 1";
+constexpr std::string_view k_role_magic = "meshwire-relay-role 1";
 
 result<uint64_t> parse_u64(std::string_view v) {
     uint64_t n = 0;
@@ -38,7 +38,7 @@ std::string hex(std::span<const uint8_t> b) {
 }  // namespace
 
 std::string relay_role_file::encode(const saved_role_file& r) {
-    std::string s(k_magic);
+    std::string s(k_role_magic);
     s += "\nboot " + hex(r.at.boot) + "\nboottime_ms " + std::to_string(r.at.boottime_ms) +
          "\nunix_ms " + std::to_string(r.at.unix_ms) + "\nmode " +
          (r.listed ? "listed" : "offering") + "\n";
@@ -60,7 +60,8 @@ result<saved_role_file> relay_role_file::decode(std::string_view text) {
         std::string_view line = text.substr(0, nl);
         text.remove_prefix(nl + 1);
         if (first) {
-            if (line != k_magic) return bad("first line is not \"" + std::string(k_magic) + "\"");
+            if (line != k_role_magic)
+                return bad("first line is not \"" + std::string(k_role_magic) + "\"");
             first = false;
             continue;
         }

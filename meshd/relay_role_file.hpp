@@ -15,8 +15,9 @@
 //   advertised <endpoint>      each advertised relay endpoint, in order
 //   verified <endpoint>        each one dialled back
 // The age at load is counted as the record cache counts it (elapsed_since: CLOCK_BOOTTIME in the
-// same boot, else the wall clock, 0 when it went back). Not fsynced (a write is a small rename
-// on the core's thread, never a disk flush): a power loss may leave an older or empty file;
+// same boot, else the wall clock, 0 when it went back). Written and removed on the daemon's
+// background_writer, off the core's thread. Not fsynced (a small rename, never a disk flush: the
+// role is verified again anyway if it is lost): a power loss may leave an older or empty file;
 // an unusable file (empty, malformed, another version, oversized) is ignored with a warning
 // and replaced at the next write, never fatal. Not authenticated: who can write the state dir
 // holds the node's identity seed anyway.

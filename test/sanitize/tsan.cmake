@@ -14,11 +14,12 @@ if(MESHWIRE_SANITIZE STREQUAL "thread")
                  ${unit_dir}/meshd_control_inbox_test.cpp ${unit_dir}/metrics_test.cpp
                  ${unit_dir}/meshctl_format_test.cpp ${unit_dir}/meshd_record_cache_test.cpp
                  ${unit_dir}/wg_userspace_backend_test.cpp
-                 # The four daemon files those cases use, instead of all of meshwire_meshd: the
+                 # The five daemon files those cases use, instead of all of meshwire_meshd: the
                  # binary does not wait for the daemon library to build.
                  ${PROJECT_SOURCE_DIR}/meshd/control_inbox.cpp
                  ${PROJECT_SOURCE_DIR}/meshd/record_cache.cpp
                  ${PROJECT_SOURCE_DIR}/meshd/record_cache_writer.cpp
+                 ${PROJECT_SOURCE_DIR}/meshd/background_writer.cpp
                  ${PROJECT_SOURCE_DIR}/meshd/directories.cpp)
   target_link_libraries(tsan_unit_tests PRIVATE meshwire_meshd_io meshwire_meshd_core
                                                 meshwire_meshctl meshwire_common doctest::doctest)

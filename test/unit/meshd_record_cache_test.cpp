@@ -1,16 +1,21 @@
 // The on-disk record cache (meshd/record_cache.hpp): its file format (round trip, MAC, bounds),
 // the lifetime accounting across a restart (same boot, another boot, a wall clock behind),
 // unusable files (corrupt, truncated, oversized, another version, another PSK), the atomic
-// save and set-aside, the writer thread, and the import into a real node core (verified again:
+// save and set-aside, the writer thread (background_writer: latest wins, callbacks on the
+// core's io_context, stop() runs what waits), and the import into a real node core (verified again:
 // revoked, own and forged records refused; the cache never extends a lifetime).
 #include <doctest/doctest.h>
 #include <sodium.h>
 #include <sys/stat.h>
 
 #include <boost/asio.hpp>
+#include <condition_variable>
 #include <filesystem>
 #include <fstream>
+#include <mutex>
+#include <thread>
 
+#include "meshd/background_writer.hpp"
 #include "meshd/core/node_core.hpp"
 #include "meshd/record_cache.hpp"
 #include "meshd/record_cache_writer.hpp"
@@ -277,6 +282,84 @@ TEST_CASE("record cache: the writer thread writes the latest state and reports b
     REQUIRE(got);
     REQUIRE(got->records.size() == 1);
     CHECK(got->records[0].record.name == "node-3");
+}
+
+TEST_CASE("background writer: latest wins, the running write finishes, stop runs what waits") {
+    boost::asio::io_context io;
+    background_writer w(io);
+    std::mutex mu;
+    std::condition_variable cv;
+    bool release = false, started = false;
+    std::vector<int> ran;  // under mu
+    auto work = [&](int n, bool block) {
+        return [&, n, block]() -> status {
+            std::unique_lock lock(mu);
+            if (block) {
+                started = true;
+                cv.notify_all();
+                cv.wait(lock, [&] { return release; });
+            }
+            ran.push_back(n);
+            if (n == 3) return error(errc::io_error, "disk full");
+            return {};
+        };
+    };
+    std::vector<std::pair<int, bool>> done;  // on io's thread
+    auto cb = [&](int n) { return [&, n](status s) { done.emplace_back(n, bool(s)); }; };
+    // 1 runs and blocks; 2 waits, then 3 replaces it (2 never runs, its callback is dropped).
+    w.post(work(1, true), cb(1));
+    {
+        std::unique_lock lock(mu);
+        REQUIRE(cv.wait_for(lock, std::chrono::seconds(5), [&] { return started; }));
+    }
+    w.post(work(2, false), cb(2));
+    w.post(work(3, false), cb(3));
+    {
+        std::lock_guard lock(mu);
+        release = true;
+    }
+    cv.notify_all();
+    auto guard = boost::asio::make_work_guard(io);
+    for (int i = 0; i < 500 && done.size() < 2; ++i) io.run_for(std::chrono::milliseconds(10));
+    guard.reset();
+    REQUIRE(done.size() == 2);
+    CHECK(done[0] == std::pair{1, true});
+    CHECK(done[1] == std::pair{3, false});  // the failure reaches the callback
+    CHECK(w.runs() == 2);
+    {
+        std::lock_guard lock(mu);
+        CHECK(ran == std::vector<int>{1, 3});
+    }
+    // stop() lets the running write finish and runs the waiting one; later posts are ignored.
+    {
+        std::lock_guard lock(mu);
+        release = false;
+        started = false;
+    }
+    w.post(work(4, true), cb(4));
+    {
+        std::unique_lock lock(mu);
+        REQUIRE(cv.wait_for(lock, std::chrono::seconds(5), [&] { return started; }));
+    }
+    w.post(work(5, false), cb(5));
+    std::thread releaser([&] {
+        std::this_thread::sleep_for(std::chrono::milliseconds(50));
+        std::lock_guard lock(mu);
+        release = true;
+        cv.notify_all();
+    });
+    w.stop();
+    releaser.join();
+    w.post(work(6, false), cb(6));
+    w.stop();  // idempotent
+    io.restart();
+    io.poll();
+    {
+        std::lock_guard lock(mu);
+        CHECK(ran == std::vector<int>{1, 3, 4, 5});
+    }
+    CHECK(w.runs() == 4);
+    for (const auto& d : done) CHECK(d.first != 6);
 }
 
 TEST_CASE("record cache: the core verifies cached records again and keeps their expiry") {
