@@ -23,6 +23,11 @@ uint64_t background_writer::runs() const {
     return runs_;
 }
 
+bool background_writer::stopping() const {
+    std::lock_guard lock(mu_);
+    return stopping_;
+}
+
 void background_writer::run() {
     for (;;) {
         std::optional<job> j;
@@ -36,8 +41,9 @@ void background_writer::run() {
         auto s = j->work();
         std::lock_guard lock(mu_);
         ++runs_;
-        // Checked after the write: stop() may have been called while it ran, and the caller
-        // that stops does not run `home` for callbacks any more.
+        // Checked after the write: stop() may have been called while it ran, and a caller that
+        // stops wants no callback from then on (the daemon's io_context is about to stop; the
+        // record cache's key change starts over with a new writer).
         if (!stopping_ && j->done) {
             boost::asio::post(home_, [done = std::move(j->done), s = std::move(s)]() mutable {
                 done(std::move(s));

@@ -35,8 +35,9 @@ public:
     void post(work_fn work, done_fn done);
     void stop();
 
-    // Tests: writes run so far (a replaced one never ran).
+    // Tests: writes run so far (a replaced one never ran), and whether stop() was called.
     uint64_t runs() const;
+    bool stopping() const;
 
 private:
     void run();

@@ -207,7 +207,6 @@ private:
     bool role_file_present_ = false;      // a file may be there (read at start, or written since)
     uint64_t role_file_ms_ = 0;           // steady_ms() of the last write asked for
     saved_role_file role_file_last_;      // what was last asked to be written (its clock aside)
-    bool role_file_failed_ = false;       // the last write that finished failed
     background_writer role_writer_{io_};  // the writes, off this thread
 
     // Data plane. The planner holds the kept state (last configuration per peer, proxy sockets,
@@ -394,11 +393,8 @@ void daemon::keep_role_file() {
     const bool same = f.listed == role_file_last_.listed &&
                       f.advertised == role_file_last_.advertised &&
                       f.verified == role_file_last_.verified;
-    // A failure is retried at the next refresh, not at every call.
-    if (role_file_ms_ && now < role_file_ms_ + relay_role_file::refresh_ms &&
-        (same || role_file_failed_)) {
-        return;
-    }
+    // Unchanged content (also after a failed write) waits for the refresh, not every call.
+    if (role_file_ms_ && now < role_file_ms_ + relay_role_file::refresh_ms && same) return;
     auto at = cache_clock::now();
     if (!at) return;
     f.at = *at;
@@ -407,8 +403,7 @@ void daemon::keep_role_file() {
     role_file_last_ = f;
     role_writer_.post(
         [file = role_file_, f = std::move(f)] { return file.save(f); },
-        [this](status s) {
-            role_file_failed_ = !s;
+        [](status s) {
             if (!s) {
                 log::warn("cannot write the relay role file", {{"error", s.err().message}});
             }

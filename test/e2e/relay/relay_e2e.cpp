@@ -260,8 +260,11 @@ TEST_CASE("relay e2e: node A <-> proxy <-> forwarder <-> proxy <-> node B, both 
         settle([&] {
             auto f = r.relay->stats();
             auto a = r.proxy_a->stats(), b = r.proxy_b->stats();
+            // Bytes are added just after packets, by the same thread.
             return f.forwarded_packets == 2 * n && f.rx_packets == 2 * n && a.to_wg_packets == n &&
-                   b.to_wg_packets == n && a.to_relay_packets == n && b.to_relay_packets == n;
+                   b.to_wg_packets == n && a.to_relay_packets == n && b.to_relay_packets == n &&
+                   a.to_relay_bytes == b.to_wg_bytes + n * relay_data_header_size &&
+                   f.forwarded_bytes == a.to_relay_bytes + b.to_relay_bytes;
         });
         auto fs = r.relay->stats();
         CHECK(fs.forwarded_packets == 2 * n);
