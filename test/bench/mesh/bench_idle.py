@@ -317,9 +317,9 @@ def idle_window(m, fails, window, label):
     print("\n---- %s: idle window %.1f s (%d nodes; active pairs at the end: %s)" % (
         label, window_s, len(m.nodes), ", ".join("%s %s" % kv for kv in active.items() if kv[1])
         or "none"))
-    print("%-7s %9s %9s %7s %7s %11s | %9s %9s %7s %7s | %9s %9s | %9s %9s | %7s" % (
+    print("%-7s %9s %9s %7s %7s %11s | %9s %9s %7s %7s | %9s %9s | %9s %9s | %7s %7s %7s" % (
         "node", "eth0 in", "out B/s", "pkt/s", "out", "MB/30 d", "ctl in", "out B/s", "pkt/s",
-        "out", "wg in", "out B/s", "WAN in", "out B/s", "CPU %"))
+        "out", "wg in", "out B/s", "WAN in", "out B/s", "CPU %", "meshd", "wg-go"))
     res = {"lan": [], "relay": [], "secs": window_s}
     for n in m.nodes:
         secs = s1["t"][n.name] - s0["t"][n.name]
@@ -330,19 +330,19 @@ def idle_window(m, fails, window, label):
                                                        "txPackets"))
         wrx, wtx = diff(s0["wg"][n.name], s1["wg"][n.name])
         wan = diff(s0["wan"][n.name], s1["wan"][n.name]) if n.name in s0["wan"] else None
-        c = cpu.delta.get((n.name, "meshd"), 0) + cpu.delta.get((n.name, "wg"), 0)
-        cpu_pct = 100.0 * c / cpu.wall
+        c_meshd, c_wg = cpu.delta.get((n.name, "meshd"), 0), cpu.delta.get((n.name, "wg"), 0)
+        cpu_pct = 100.0 * (c_meshd + c_wg) / cpu.wall
         kind = "relay" if n.kind == "public" else "lan"
         fig = {"node": n.name, "month": month(rb + tb, secs), "ctl_month": month(crb + ctb, csecs),
                "wan_month": month(wan[0] + wan[2], wan_s) if wan else None, "cpu": cpu_pct,
                "pps": (rp + tp) / secs}
         res[kind].append(fig)
         print("%-7s %9.1f %9.1f %7.2f %7.2f %11.1f | %9.1f %9.1f %7.2f %7.2f | %9.1f %9.1f | %9s "
-              "%9s | %7.3f" % (
+              "%9s | %7.3f %7.3f %7.3f" % (
                   n.name, rb / secs, tb / secs, rp / secs, tp / secs, fig["month"] / MB,
                   crb / csecs, ctb / csecs, crp / csecs, ctp / csecs, wrx / csecs, wtx / csecs,
                   "%.1f" % (wan[0] / wan_s) if wan else "-", "%.1f" % (wan[2] / wan_s) if wan
-                  else "-", cpu_pct))
+                  else "-", cpu_pct, 100.0 * c_meshd / cpu.wall, 100.0 * c_wg / cpu.wall))
         # meshd's count of control datagrams sent must not exceed what left the interface
         # (every one leaves by eth0; the interface also carries WireGuard, ARP/ND): otherwise one
         # of the two counts is wrong and neither figure can be trusted.
@@ -359,8 +359,8 @@ def idle_window(m, fails, window, label):
     print("columns: eth0 = the node's veth, layer-2 frames (everything: WireGuard keepalives and "
           "handshakes, relayed WireGuard, meshd control, ARP/ND, LAN-local traffic); ctl = meshd's "
           "own controlTraffic (UDP payload); wg = `wg show transfer` (UDP payload); WAN = the "
-          "node's share of its NAT router's uplink (IP bytes); CPU = meshd + wireguard-go, %% of "
-          "one core (10 ms ticks: +-%.3f %%)" % (100.0 * 0.01 / cpu.wall))
+          "node's share of its NAT router's uplink (IP bytes); CPU = meshd + wireguard-go (then "
+          "each), %% of one core (10 ms ticks: +-%.3f %%)" % (100.0 * 0.01 / cpu.wall))
     for name, line in texts.items():
         print("meshctl status on %s at the end: %s" % (name, line))
     res["mix"] = {name: print_mix(name, proc, window) for name, proc in mix.items()}
