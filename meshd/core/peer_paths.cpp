@@ -75,6 +75,14 @@ bool peer_paths::fresh(uint64_t last, const peer_entry& p, uint64_t now, uint64_
     return held && (!is_active || now <= p.active_since + t);
 }
 
+const peer_paths::candidate* peer_paths::candidate_in_use(const peer_entry& p) const {
+    if (p.dp.path != path_kind::direct || p.learned || !p.dp.endpoint) return nullptr;
+    for (const auto& c : p.candidates) {
+        if (c.ep.address == p.dp.endpoint->address) return &c;
+    }
+    return nullptr;
+}
+
 const peer_paths::candidate* peer_paths::answering(const peer_entry& p, uint64_t now) const {
     for (const auto& c : p.candidates) {
         if (fresh(c.last_pong_ms, p, now, ctx_.cfg.path_timeout_ms)) return &c;
@@ -261,18 +269,33 @@ void peer_paths::decide(const node_id& id, peer_entry& p, const peer_record& rec
     const bool is_active = active(p, now);
     // Probe the direct candidates: an active pair's, and (slowly) those of a pair with no path.
     // An idle pair with a path sends nothing: that is what keeps idle cost off the peer count.
+    const candidate* in_use = in_use_direct ? candidate_in_use(p) : nullptr;
     if (now >= p.next_probe_ms) {
         if (is_active || p.dp.path == path_kind::none) {
             for (size_t i = 0; i < p.candidates.size(); ++i) {
                 ctx_.send_ping(p.candidates[i].ep, 0, probe{probe_kind::direct, id, i}, now);
             }
         }
-        p.next_probe_ms = now + (!is_active ? cfg.idle_ping_interval_ms
-                                 : in_use_direct || p.dp.path == path_kind::none || p.learned
-                                     ? cfg.ping_interval_ms
-                                     : cfg.upgrade_interval_ms);
+        uint64_t interval = !is_active ? cfg.idle_ping_interval_ms
+                            : in_use_direct || p.dp.path == path_kind::none || p.learned
+                                ? cfg.ping_interval_ms
+                                : cfg.upgrade_interval_ms;
+        if (is_active && in_use) {
+            if (!p.direct_loss) p.direct_loss = std::make_unique<probe_loss>();
+            p.direct_loss->sent(now);
+            interval =
+                p.direct_loss->interval_for(cfg.path_timeout_ms, cfg.ping_interval_ms,
+                                            std::min(min_direct_interval_ms, cfg.ping_interval_ms),
+                                            core_context::tick_quantum_ms);
+        }
+        p.next_probe_ms = now + interval;
     }
     ctx_.due(p.next_probe_ms);
+    // A probe unanswered for twice the address's RTT (at least a second) is lost.
+    if (p.direct_loss && in_use) {
+        p.direct_loss->judge(now,
+                             std::max<uint64_t>(1000, static_cast<uint64_t>(2 * in_use->rtt_ms)));
+    }
     // The end of the active spell: the relays' and the election's rates follow.
     if (is_active) ctx_.due(p.active_until);
 
@@ -403,6 +426,8 @@ void peer_paths::decide(const node_id& id, peer_entry& p, const peer_record& rec
                                                  : "the peer answers on a direct address");
             }
             ctx_.log(1, "path selected", std::move(f));
+            // Probes in flight went to the previous address; its loss rate is a fair start.
+            if (p.direct_loss) p.direct_loss->forget_pending();
             // A new path of ours is verified by probes for a while, even on an idle pair (a
             // learned one is the peer's to probe; none has nothing to probe).
             if (dp.path == path_kind::relay || (dp.path == path_kind::direct && !learned)) {
@@ -477,6 +502,7 @@ void peer_paths::on_pong(const probe& pr, const node_id& sender, double rtt, uin
         if (!(normalize_endpoint(c.ep) == pr.ep)) return;  // the list changed since the PING
         c.last_pong_ms = now;
         c.rtt_ms = c.rtt_min.update(rtt, now, ctx_.cfg.rtt_window_ms);
+        if (pe.direct_loss && &c == candidate_in_use(pe)) pe.direct_loss->answered(pr.sent_ms);
         if (observed) {
             const auto seen = normalize_endpoint(*observed).address;
             const auto& own = ctx_.cfg.endpoints;

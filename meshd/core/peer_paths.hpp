@@ -23,6 +23,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <map>
+#include <memory>
 #include <optional>
 #include <set>
 #include <string>
@@ -30,6 +31,7 @@
 #include <vector>
 
 #include "meshd/core/core_context.hpp"
+#include "meshd/core/probe_loss.hpp"
 #include "meshd/core/record_store.hpp"
 #include "meshd/core/relay_directory.hpp"
 #include "meshd/core/relay_election.hpp"
@@ -76,6 +78,12 @@ public:
         uint64_t wg_read_ms = 0;
         uint64_t wg_rx_direct_ms = 0;
         bool held_by_wg = false;  // the decision was kept by WireGuard rx (logged once)
+        // The loss rate of the probes to the direct address in use, while the pair is active
+        // (probe_loss): on a lossy link they come faster, so that path_timeout_ms holds enough
+        // of them that losing all by chance does not happen (an hour on the lossy testbed moved
+        // two direct paths from a stale IPv4 address to the IPv6 one that happened to answer).
+        // Lazy: ~1 KB, only for pairs that were active on a direct path.
+        std::unique_ptr<probe_loss> direct_loss;
         // the decision
         peer_dataplane dp;
         bool learned = false;
@@ -83,6 +91,9 @@ public:
 
     peer_paths(core_context& ctx, const record_store& store, relay_directory& relays,
                relay_election& election, const relay_role& role);
+    // Probes of an active direct path: every ping_interval_ms on a clean link, down to this on
+    // a lossy one (direct_loss).
+    static constexpr uint64_t min_direct_interval_ms = 100;
 
     // Follows the store, decides the peers that are due (all after relays_changed()).
     void tick(uint64_t now);
@@ -130,6 +141,8 @@ public:
     // The candidate whose PONG still vouches for the direct path (as decide() judges it: an
     // idle pair's holds), if any: anti-entropy's neighbours, which idle pairs stay.
     const candidate* answering(const peer_entry& p, uint64_t now) const;
+    // The candidate at the address of the direct path in use (none: not direct, learned).
+    const candidate* candidate_in_use(const peer_entry& p) const;
     // Probe frames dropped: no pair for the session, not from its relay, failed to open.
     uint64_t probe_frames_dropped() const noexcept { return probe_frames_dropped_; }
     // A relay asked for a cookie (COOKIE_REPLY): our unanswered session requests to it go again
