@@ -270,19 +270,29 @@ void peer_paths::decide(const node_id& id, peer_entry& p, const peer_record& rec
     // Probe the direct candidates: an active pair's, and (slowly) those of a pair with no path.
     // An idle pair with a path sends nothing: that is what keeps idle cost off the peer count.
     const candidate* in_use = in_use_direct ? candidate_in_use(p) : nullptr;
+    // Active on a direct path: the address in use is probed at its loss-adapted interval
+    // (direct_loss), the peer's other addresses at ping_interval_ms as before (a record's extra
+    // addresses are never probed faster).
+    const bool adapted = is_active && in_use;
+    if (adapted && !p.direct_loss) p.direct_loss = std::make_unique<probe_loss>();
     if (now >= p.next_probe_ms) {
         if (is_active || p.dp.path == path_kind::none) {
+            const bool others = !adapted || now >= p.next_others_ms;
             for (size_t i = 0; i < p.candidates.size(); ++i) {
-                ctx_.send_ping(p.candidates[i].ep, 0, probe{probe_kind::direct, id, i}, now);
+                const bool this_in_use = &p.candidates[i] == in_use;
+                if (!this_in_use && !others) continue;
+                const uint64_t sent =
+                    ctx_.send_ping(p.candidates[i].ep, 0, probe{probe_kind::direct, id, i}, now);
+                // A ping the send budget refused is not a probe the link lost.
+                if (this_in_use && adapted && sent) p.direct_loss->sent(now);
             }
+            if (adapted && others) p.next_others_ms = now + cfg.ping_interval_ms;
         }
         uint64_t interval = !is_active ? cfg.idle_ping_interval_ms
                             : in_use_direct || p.dp.path == path_kind::none || p.learned
                                 ? cfg.ping_interval_ms
                                 : cfg.upgrade_interval_ms;
-        if (is_active && in_use) {
-            if (!p.direct_loss) p.direct_loss = std::make_unique<probe_loss>();
-            p.direct_loss->sent(now);
+        if (adapted) {
             interval =
                 p.direct_loss->interval_for(cfg.path_timeout_ms, cfg.ping_interval_ms,
                                             std::min(min_direct_interval_ms, cfg.ping_interval_ms),
@@ -723,6 +733,7 @@ void peer_paths::shift_clocks(uint64_t late, uint64_t now) {
         core_context::shift_clock(p.wg_rx_direct_ms, late, now);
         core_context::shift_clock(p.relayed.last_inband_pong_ms, late, now);
         p.relayed.inband_loss.forget_pending();
+        if (p.direct_loss) p.direct_loss->forget_pending();  // our stall, not the link's loss
         core_context::shift_clock(p.relayed.peer_relay_ms, late, now);
     }
 }

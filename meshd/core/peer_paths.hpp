@@ -84,6 +84,7 @@ public:
         // two direct paths from a stale IPv4 address to the IPv6 one that happened to answer).
         // Lazy: ~1 KB, only for pairs that were active on a direct path.
         std::unique_ptr<probe_loss> direct_loss;
+        uint64_t next_others_ms = 0;  // meanwhile, the peer's other addresses (ping_interval_ms)
         // the decision
         peer_dataplane dp;
         bool learned = false;

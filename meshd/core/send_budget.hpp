@@ -6,8 +6,10 @@
 // we are attached to (those are bounded by what we were sent, and by the relay's sessions).
 //
 // The default (16/s, burst 32) is above what one destination gets from an honest node: relay
-// probes every fast_ping_interval (100 ms: 10/s), direct probes once a second per peer, a few
-// dial-back probes and meshctl pings. Bounded memory: at most `max_tracked` addresses; when full,
+// probes every fast_ping_interval (100 ms: 10/s, faster on a lossy link but then exempt while
+// the relay answers), direct probes once a second per peer address (the address in use of an
+// active pair on a lossy link up to ~7/s, peer_paths::direct_loss), a few dial-back probes and
+// meshctl pings. Bounded memory: at most `max_tracked` addresses; when full,
 // the one idle longest is forgotten (it starts again with a full bucket).
 #pragma once
 

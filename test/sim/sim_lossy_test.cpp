@@ -148,6 +148,7 @@ TEST_CASE("sim lossy: an active direct path kept by its probes alone does not fl
     MESSAGE("an hour active on a direct path with ~19 % of round trips lost, no WireGuard on it: "
             << changes << " path changes, " << selected << " \"path selected\" lines");
     CHECK(changes == 0);
+    CHECK(selected == 0);
 }
 
 // The receiving end of a one-way stream sends only WireGuard's passive keepalive (one frame every
