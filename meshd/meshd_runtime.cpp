@@ -377,7 +377,7 @@ void daemon::keep_role_file() {
         role_file_last_ = {};
         role_writer_.post(
             [file = role_file_] { return file.remove(); },
-            [](status s) {
+            [](const status& s) {
                 if (!s) {
                     log::warn("cannot remove the relay role file", {{"error", s.err().message}});
                 }
@@ -403,7 +403,7 @@ void daemon::keep_role_file() {
     role_file_last_ = f;
     role_writer_.post(
         [file = role_file_, f = std::move(f)] { return file.save(f); },
-        [](status s) {
+        [](const status& s) {
             if (!s) {
                 log::warn("cannot write the relay role file", {{"error", s.err().message}});
             }
