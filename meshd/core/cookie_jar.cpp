@@ -27,7 +27,7 @@ uint64_t cookie_jar::tick(uint64_t now) {
         rng_(secret_);
         rotate_at_ = now + rotate_ms;
     }
-    // Requests in flight are kept only as long as a reply could matter (match_reply checks the
+    // Requests in flight are kept only as long as a reply could matter (on_reply checks the
     // age itself): swept once a second, not on every tick (a walk of every request in flight,
     // hundreds with many relayed pairs, was a tenth of an idle cluster's CPU in the simulator).
     if (now >= next_sweep_ms_) {
@@ -90,18 +90,20 @@ bool cookie_jar::store(const node_id& responder, const wg_endpoint& ep, const co
 
 void cookie_jar::note_request(uint64_t request_id, request r) {
     if (requests_.size() >= max_requests) requests_.erase(requests_.begin());
+    r.cookie = for_responder(r.to, r.ep);
     requests_[request_id] = r;
 }
 
-std::optional<cookie_jar::request> cookie_jar::match_reply(uint64_t request_id,
-                                                           const node_id& sender,
-                                                           const wg_endpoint& from,
-                                                           uint64_t now) const {
+std::optional<cookie_jar::reply> cookie_jar::on_reply(uint64_t request_id, const node_id& sender,
+                                                      const wg_endpoint& from,
+                                                      const cookie_bytes& c, uint64_t now) {
     auto it = requests_.find(request_id);
     if (it == requests_.end()) return std::nullopt;
-    const request& r = it->second;
+    const request r = it->second;
     if (r.to != sender || !(r.ep == from) || now > r.sent_ms + request_ttl_ms) return std::nullopt;
-    return r;
+    requests_.erase(it);  // one reply per request: a replayed COOKIE_REPLY retries nothing
+    store(sender, from, c);
+    return reply{r, !(r.cookie == c)};
 }
 
 }  // namespace mw::meshd

@@ -40,6 +40,7 @@ public:
         node_id to;
         wg_endpoint ep;
         uint64_t sent_ms = 0;
+        cookie_bytes cookie{};  // the cookie it carried (note_request: what for_responder gave)
     };
 
     static constexpr uint64_t rotate_ms = 120'000;
@@ -61,10 +62,22 @@ public:
     cookie_bytes for_responder(const node_id& responder, const wg_endpoint& ep) const;
     // A cookie from `responder`'s answer at `ep`; true if it differs from the one kept.
     bool store(const node_id& responder, const wg_endpoint& ep, const cookie_bytes& c);
+    // A request just sent with for_responder(r.to, r.ep) as its cookie.
     void note_request(uint64_t request_id, request r);
-    // The request a COOKIE_REPLY answers, if it is ours, fresh, and from its node and address.
-    std::optional<request> match_reply(uint64_t request_id, const node_id& sender,
-                                       const wg_endpoint& from, uint64_t now) const;
+    // A COOKIE_REPLY from `sender` at `from`: nothing (nullopt) unless it answers a request of
+    // ours, fresh, sent to that node at that address. Then its cookie is kept, and the request
+    // is to be sent again at once (`retry`) if it carried another cookie (a responder that refuses
+    // the cookie it just gave gets no second try: no ping-pong). Judged per request, not by whether
+    // the cookie was new here: a HELLO and a session request sent together with a stale cookie (the
+    // relay restarted) both need the retry, though the first reply already stored the new cookie
+    // (CI: a relayed pair back 1.07 s after its relay's restart, its session request asked again
+    // only at session_retry_ms).
+    struct reply {
+        request answered;
+        bool retry = false;
+    };
+    std::optional<reply> on_reply(uint64_t request_id, const node_id& sender,
+                                  const wg_endpoint& from, const cookie_bytes& c, uint64_t now);
 
 private:
     cookie_bytes mac(const std::array<uint8_t, 32>& secret, const node_id& sender,

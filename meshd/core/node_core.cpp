@@ -497,18 +497,18 @@ bool node_core::source_proven(const control_message& m, uint64_t request_id,
 
 void node_core::on_cookie_reply(const control_message& m, const cookie_reply_msg& b,
                                 const wg_endpoint& from, uint64_t now) {
-    auto req = ctx_.cookies().match_reply(b.request_id, m.sender, from, now);
-    if (!req) return;  // not for a request of ours to that node at that address
+    auto r = ctx_.cookies().on_reply(b.request_id, m.sender, from, b.cookie, now);
+    if (!r) return;  // not for a request of ours to that node at that address
     ctx_.channel().count_cookie_required();
-    // Again at once, but only with a cookie we did not already have (no ping-pong when the
-    // responder keeps refusing).
-    if (!ctx_.cookies().store(m.sender, from, b.cookie)) return;
+    // Again at once, with the new cookie, unless the request carried that one already.
+    if (!r->retry) return;
+    const auto* req = &r->answered;
     if (req->kind == cookie_jar::request_kind::hello) {
         directory_.hello_now(now);
     } else if (req->kind == cookie_jar::request_kind::anti_entropy) {
         ae_.on_cookie(m.sender, now);
     } else {
-        paths_.retry_session_requests(m.sender, now);
+        paths_.retry_session_request(m.sender, b.request_id, now);
     }
     ctx_.due(now);
 }

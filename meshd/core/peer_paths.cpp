@@ -655,10 +655,10 @@ void peer_paths::on_wireguard_counters(const std::vector<wg_peer_counters>& v, u
     }
 }
 
-void peer_paths::retry_session_requests(const node_id& relay, uint64_t now) {
+void peer_paths::retry_session_request(const node_id& relay, uint64_t request_id, uint64_t now) {
     for (auto& [id, p] : peers_) {
         for (auto& w : p.relayed.warm) {
-            if (w.relay == relay && !w.accepted) {
+            if (w.relay == relay && w.request_id == request_id) {
                 w.next_request_ms = now;
                 recheck(p);
             }

@@ -109,7 +109,6 @@ public:
     // The sources that offered candidates for this node now (learned_via bits).
     learned_via_set offered_via(const node_id& id) const;
 
-    // A PING from `sender` (session_id != 0: in-band, through that relay session).
     // A PING from `sender`; in-band (session_id != 0) it came from `from`, which must be an
     // address of the relay whose session for the pair it names.
     void on_ping(const node_id& sender, uint64_t session_id, const wg_endpoint& from, uint64_t now);
@@ -146,9 +145,11 @@ public:
     const candidate* candidate_in_use(const peer_entry& p) const;
     // Probe frames dropped: no pair for the session, not from its relay, failed to open.
     uint64_t probe_frames_dropped() const noexcept { return probe_frames_dropped_; }
-    // A relay asked for a cookie (COOKIE_REPLY): our unanswered session requests to it go again
-    // at once, now with the cookie.
-    void retry_session_requests(const node_id& relay, uint64_t now);
+    // A relay asked for a cookie (COOKIE_REPLY) in answer to session request `request_id`: that
+    // session is requested again at once, now with the cookie (an accepted one too: a rebind
+    // after the relay restarted carries the old cookie when the PONG that told of the restart
+    // came from its other address; it would otherwise wait for the next refresh).
+    void retry_session_request(const node_id& relay, uint64_t request_id, uint64_t now);
     // The relay restarted (a new boot epoch) and lost every session: each pair's sessions through
     // it (in use or warm standby) are requested again at once, not at the next refresh, so that a
     // failover to it right after finds the session bound.

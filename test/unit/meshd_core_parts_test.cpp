@@ -1,12 +1,16 @@
 // The node core's parts on their own: the pure relay ranking, the probe tracker, the pair hashes,
-// learned_via names, and the discovery entry of node_core (records and endpoints from a source
-// become peers, path candidates and rendezvous points; withdrawn ones stop being probed).
+// learned_via names, the cookie jar's retries, and the discovery entry of node_core (records and
+// endpoints from a source become peers, path candidates and rendezvous points; withdrawn ones stop
+// being probed).
 #include <doctest/doctest.h>
-#include <cctype>
+#include <sodium.h>
 
 #include <algorithm>
+#include <cctype>
+#include <span>
 #include <string>
 
+#include "meshd/core/cookie_jar.hpp"
 #include "meshd/core/node_core.hpp"
 #include "meshd/core/probe_tracker.hpp"
 #include "meshd/core/relay_election.hpp"
@@ -518,4 +522,45 @@ TEST_CASE(
     CHECK(el.on_session_answer(p, "peer", id_of(7), 1234, ep, 99, false, capacity, t0));
     CHECK(p.warm.empty());
     CHECK(p.excluded.count(id_of(7)) == 1);
+}
+
+TEST_CASE("cookie_jar: a COOKIE_REPLY retries each request that carried another cookie") {
+    auto rng = [](std::span<uint8_t> b) { randombytes_buf(b.data(), b.size()); };
+    cookie_jar responder(rng), requester(rng);
+    const node_id me = id_of(1), relay = id_of(2);
+    const auto ep = mw::wg_endpoint::parse("203.0.113.7:51821").value();
+    const auto my_src = mw::wg_endpoint::parse("198.51.100.1:40000").value();
+    cookie_bytes stale{};
+    stale.fill(0x5a);
+    requester.store(relay, ep, stale);
+    // A HELLO and a session request sent together with the stale cookie (the relay restarted).
+    using kind = cookie_jar::request_kind;
+    requester.note_request(1, {kind::hello, relay, ep, t0});
+    requester.note_request(2, {kind::session, relay, ep, t0});
+    const cookie_bytes fresh = responder.make(me, my_src);
+    auto a = requester.on_reply(1, relay, ep, fresh, t0 + 5);
+    REQUIRE(a);
+    CHECK(a->retry);
+    CHECK(a->answered.kind == kind::hello);
+    CHECK(requester.for_responder(relay, ep) == fresh);
+    // The second reply brings the cookie the first one stored: its request still goes again
+    // (before, only a cookie new to the jar did, and the session request waited for its retry).
+    auto b = requester.on_reply(2, relay, ep, fresh, t0 + 6);
+    REQUIRE(b);
+    CHECK(b->retry);
+    CHECK(b->answered.kind == kind::session);
+    CHECK(responder.valid(requester.for_responder(relay, ep), me, my_src));
+    // Refused with the cookie it carried: no second try (no ping-pong).
+    requester.note_request(3, {kind::session, relay, ep, t0 + 10});
+    auto c = requester.on_reply(3, relay, ep, fresh, t0 + 15);
+    REQUIRE(c);
+    CHECK_FALSE(c->retry);
+    // One reply per request; another node, another address, or too late: nothing.
+    CHECK_FALSE(requester.on_reply(1, relay, ep, stale, t0 + 20));
+    requester.note_request(4, {kind::hello, relay, ep, t0 + 20});
+    CHECK_FALSE(requester.on_reply(4, id_of(3), ep, stale, t0 + 21));
+    CHECK_FALSE(requester.on_reply(4, relay, mw::wg_endpoint::parse("203.0.113.8:51821").value(),
+                                   stale, t0 + 21));
+    CHECK_FALSE(requester.on_reply(4, relay, ep, stale, t0 + 21 + cookie_jar::request_ttl_ms));
+    CHECK(requester.for_responder(relay, ep) == fresh);  // none of those stored theirs
 }
