@@ -306,9 +306,10 @@ struct peer_dataplane {
     std::vector<std::pair<uint64_t, wg_endpoint>> standby;
     // WireGuard persistent keepalive at the NAT rate wanted (issue 18): false on a direct path
     // the peer answered at with our own address as it saw us (no NAT between: the planner sets
-    // a slow one); a learned direct path keeps it. Relayed paths through the relay proxy get
-    // none whatever this says (dataplane_planner: their packets leave from the control socket,
-    // whose NAT mapping to the relay the relay probes keep).
+    // a slow one); on a learned direct path, true only when the peer's PINGs come from one of
+    // its own addresses (no NAT, maybe a firewall: a NATed peer keeps its mapping). Relayed paths
+    // through the relay proxy get none whatever this says (dataplane_planner: their packets leave
+    // from the control socket, whose NAT mapping to the relay the relay probes keep).
     bool keepalive = true;
     // relay path: the pair is active (peer_paths: traffic, or a fresh path, for active_hold_ms).
     // The planner gives a relayed peer through the relay proxy a persistent keepalive only while

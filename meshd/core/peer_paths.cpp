@@ -374,6 +374,11 @@ void peer_paths::decide(const node_id& id, peer_entry& p, const peer_record& rec
     } else if (fresh(p.last_inbound_ms, p, now, learned_timeout)) {
         dp.path = path_kind::direct;
         learned = true;
+        // A NATed peer keeps its own mapping (its keepalive to us is fast: it saw a NAT); ours
+        // need only be slow. A peer without NAT may sit behind a stateful firewall whose state
+        // only our keepalives refresh (its own are slow). Issue 18: a relay sent every NATed LAN
+        // node a keepalive every 25 s beside the node's own, ~6 MB a month per relay and node.
+        dp.keepalive = p.inbound_nat_free;
         if (is_active) {
             ctx_.due(std::max(p.last_inbound_ms, p.active_since) + learned_timeout + 1);
         }
@@ -496,6 +501,10 @@ void peer_paths::on_ping(const node_id& sender, uint64_t session_id, const wg_en
         }
     } else {
         p.last_inbound_ms = now;
+        const auto addr = normalize_endpoint(from).address;
+        p.inbound_nat_free =
+            std::any_of(p.candidates.begin(), p.candidates.end(),
+                        [&](const auto& c) { return normalize_endpoint(c.ep).address == addr; });
         recheck(p);
     }
 }

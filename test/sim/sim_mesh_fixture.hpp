@@ -5,6 +5,7 @@
 #include <doctest/doctest.h>
 
 #include <map>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -72,6 +73,15 @@ inline void check_wireguard_flows(sim_net& net, const std::string& a, const std:
     net.run_for(2000);
     CHECK(net[a].wg_rx[b] > rx_a);
     CHECK(net[b].wg_rx[a] > rx_b);
+}
+
+// The WireGuard keepalive `a`'s core wants for peer `b` (peer_dataplane::keepalive: true at the
+// NAT rate, false the slow one); nullopt when `b` is not in its data plane.
+inline std::optional<bool> wg_keepalive(sim_net& net, const std::string& a, const std::string& b) {
+    for (const auto& d : net[a].core->dataplane()) {
+        if (d.id == net[b].core->id()) return d.keepalive;
+    }
+    return std::nullopt;
 }
 
 inline bool is_direct(sim_net& n, const std::string& a, const std::string& b) {

@@ -42,6 +42,20 @@ TEST_CASE("sim: membership through relays, direct within a LAN, relayed across N
         }
     }
     CHECK(is_direct(net, "relay1", "relay2"));
+    // WireGuard keepalives at the NAT rate only where a mapping needs them (issue 18): a NATed
+    // node keeps its mapping to a relay itself; the relay's learned path to it is slow, and so
+    // are paths with no NAT between (relay to relay, within a LAN).
+    auto keepalive = [&](const std::string& a, const std::string& b) {
+        return wg_keepalive(net, a, b);
+    };
+    for (std::string n : {"lan1a", "lan1b", "lan2a", "lan2b"}) {
+        for (std::string r : {"relay1", "relay2"}) {
+            CHECK(keepalive(n, r) == std::optional<bool>(true));
+            CHECK(keepalive(r, n) == std::optional<bool>(false));
+        }
+    }
+    CHECK(keepalive("relay1", "relay2") == std::optional<bool>(false));
+    CHECK(keepalive("lan1a", "lan1b") == std::optional<bool>(false));
     // Direct endpoints within a LAN are the peer's LAN address and WireGuard port.
     auto v = net.peer("lan1a", "lan1b");
     REQUIRE(v->endpoint);
@@ -60,6 +74,32 @@ TEST_CASE("sim: membership through relays, direct within a LAN, relayed across N
     size_t sessions = net["relay1"].relay_table().size() + net["relay2"].relay_table().size();
     CHECK(sessions == 8);
     CHECK(net["relay1"].relay_table().drops(meshd::relay_drop::wrong_source) == 0);
+}
+
+TEST_CASE(
+    "sim: a learned direct path keeps WireGuard's fast keepalive only for a peer seen at its own "
+    "address") {
+    // fw1 is public but drops everything relay1 sends (a stateful firewall that never let
+    // relay1's flows in): relay1 learns fw1's record through relay2 and hears fw1's PINGs, so
+    // its path to fw1 is learned, from fw1's own address. No NAT there, so fw1's keepalives to
+    // relay1 are slow; only relay1's keep a firewall's state open. A NATed node keeps its
+    // mapping itself: relay1's learned paths to the LAN nodes get the slow one.
+    std_mesh m(7, false);
+    auto& net = m.net;
+    net.add_public("fw1", 3).drop_from.push_back(net["relay1"].addr);
+    auto specs = net.relay_specs();
+    for (auto& h : net.hosts()) net.start_core(*h, specs);
+    REQUIRE(net.run_until(
+        [&] {
+            auto v = net.peer("relay1", "fw1");
+            auto w = net.peer("relay1", "lan1a");
+            return v && v->path == path_kind::direct && v->learned && w &&
+                   w->path == path_kind::direct && w->learned;
+        },
+        20000));
+    CHECK(wg_keepalive(net, "relay1", "fw1") == std::optional<bool>(true));
+    CHECK(wg_keepalive(net, "relay1", "lan1a") == std::optional<bool>(false));
+    CHECK(wg_keepalive(net, "lan1a", "relay1") == std::optional<bool>(true));
 }
 
 TEST_CASE(
