@@ -100,9 +100,15 @@ void peer_paths::relayed_before(const node_id& id, uint64_t now) {
 uint64_t peer_paths::wg_read_interval(uint64_t now) const {
     const auto& cfg = ctx_.cfg;
     if (now >= latest_active_until_) return cfg.wg_read_interval_ms;  // no pair active
-    // Late: no PONG for a ping interval and a half (one probe unanswered). Reads come fast from
-    // then on, so a gap between reads never exceeds what a credit (the read before growth) covers.
-    const uint64_t late = cfg.ping_interval_ms + cfg.ping_interval_ms / 2;
+    // Late: no PONG for so long that a read at the slow interval would end within read_slack_ms
+    // of the path timeout (1 s by default). Reads come fast from then on, so that a read whose
+    // rx growth holds the path (credited to the read before, which came after the last PONG)
+    // reaches the core read_slack_ms before the PONGs' verdict, though its result arrives after
+    // the read (the daemon reads on another thread). Before, "late" was 1.5 s: a read started
+    // just before then was followed by one at the path timeout itself, late by the read's own
+    // delay: 1 run in 16 of e2e_meshd_restart (d) lost its direct pair to the relay.
+    const uint64_t need = cfg.wg_read_interval_ms + read_slack_ms;
+    const uint64_t late = cfg.path_timeout_ms > need ? cfg.path_timeout_ms - need : 0;
     for (const auto& [id, p] : peers_) {
         if (p.dp.path != path_kind::direct || p.learned || !active(p, now)) continue;
         if (p.held_by_wg) return cfg.wg_read_fast_interval_ms;

@@ -100,6 +100,9 @@ public:
     // Probes of an active direct path: every ping_interval_ms on a clean link, down to this on
     // a lossy one (direct_loss).
     static constexpr uint64_t min_direct_interval_ms = 100;
+    // What a WireGuard device read may take, from its start to its result at the core
+    // (wg_read_interval: reads come fast early enough to hold a direct path despite it).
+    static constexpr uint64_t read_slack_ms = 500;
 
     // Follows the store, decides the peers that are due (all after relays_changed()).
     void tick(uint64_t now);

@@ -174,7 +174,7 @@ void sim_net::step(uint64_t until_ms) {
             if (h->core && h->up && h->deadline != UINT64_MAX)
                 th = std::min(th, std::max(h->deadline, h->frozen_until_ms) * 1000);
         }
-        uint64_t tw = std::min(next_wg_ms_, next_wg_read_ms_);
+        uint64_t tw = std::min({next_wg_ms_, next_wg_read_ms_, wg_reads_at_});
         tw = tw == UINT64_MAX ? UINT64_MAX : tw * 1000;
         uint64_t t = std::min({tq, th, tw});
         if (t > until_us) {
@@ -456,10 +456,23 @@ void sim_net::wireguard_tick() {
         }
         if (wg_frames_.size() > 100000) wg_frames_.clear();  // lost ones
     }
+    auto report = [&](sim_host& h, const std::vector<wg_peer_counters>& v) {
+        h.core->on_wireguard_counters(v, h.clock(now_));
+        h.deadline = std::min(h.deadline, h.to_sim(h.core->next_deadline()));
+        drain(h);
+    };
+    if (now_ >= wg_reads_at_) {
+        for (auto& [h, v] : wg_reads_in_flight_) {
+            if (h->core && h->up && h->frozen_until_ms <= now_) report(*h, v);
+        }
+        wg_reads_in_flight_.clear();
+        wg_reads_at_ = UINT64_MAX;
+    }
     if (now_ >= next_wg_read_ms_) {
         // As the daemon: the next read when the soonest core wants it
         // (node_core::wg_read_interval).
         uint64_t next = 2000;
+        wg_reads_in_flight_.clear();  // a delay longer than the interval: the newer read wins
         for (auto& h : hosts_) {
             if (!h->core || !h->up || h->frozen_until_ms > now_) continue;
             std::vector<wg_peer_counters> v;
@@ -482,12 +495,16 @@ void sim_net::wireguard_tick() {
                 }
                 v.push_back(c);
             }
-            h->core->on_wireguard_counters(v, h->clock(now_));
-            h->deadline = std::min(h->deadline, h->to_sim(h->core->next_deadline()));
-            drain(*h);
+            if (wg_read_delay_ms) {
+                next = std::min(next, h->core->wg_read_interval());
+                wg_reads_in_flight_.emplace_back(h.get(), std::move(v));
+                continue;
+            }
+            report(*h, v);
             next = std::min(next, h->core->wg_read_interval());
         }
         next_wg_read_ms_ = now_ + next;
+        if (!wg_reads_in_flight_.empty()) wg_reads_at_ = now_ + wg_read_delay_ms;
     }
 }
 

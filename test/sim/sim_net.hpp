@@ -197,6 +197,10 @@ public:
     // As the daemon's relay proxy does (node_core::on_traffic): a relayed end's first simulated
     // frame to a peer after a quiet second is reported to its core at once.
     bool wg_notify_traffic = false;
+    // The daemon reads the device on another thread: the counters of a read reach the core this
+    // long after it (0: at once). The next read is timed when the read starts, from what the
+    // core wanted then (meshd_runtime's poll_wg), as the daemon does.
+    uint64_t wg_read_delay_ms = 0;
     // No more simulated WireGuard frames (an idle cluster); the counter reads go on.
     void stop_wireguard() { next_wg_ms_ = UINT64_MAX; }
     static constexpr uint16_t wg_port = 51820;
@@ -256,6 +260,9 @@ private:
     uint64_t wg_interval_ms_ = 0;
     size_t wg_size_ = 128;
     uint64_t next_wg_ms_ = UINT64_MAX, next_wg_read_ms_ = UINT64_MAX;
+    // wg_read_delay_ms: the reads on their way to the cores, and when they arrive
+    std::vector<std::pair<sim_host*, std::vector<meshd::wg_peer_counters>>> wg_reads_in_flight_;
+    uint64_t wg_reads_at_ = UINT64_MAX;
     std::map<uint64_t, std::pair<sim_host*, sim_host*>> wg_frames_;  // counter field -> (from, to)
     std::set<std::pair<std::string, std::string>> wg_pairs_;         // empty: all
     struct sparse_sender {

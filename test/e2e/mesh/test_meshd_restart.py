@@ -233,6 +233,10 @@ def body(m):
     def _():
         c = restart_case(m, pods, "lan1b", st, down_s=LONG_DOWN_S)
         lost, _ = c["res"][("lan1a", "lan1b")]
+        if lost:
+            t = c["t_restart"]
+            print_logs(m, ["lan1a", "lan1b"], t - LONG_DOWN_S - 0.5, t + AFTER_S,
+                       about=("lan1a", "lan1b"), limit=80)
         expect(not lost, "direct pair lost icmp_seq %s" % lost)
         expect(re.search(r'msg="path kept" peer=lan1b path=direct', m.log(m["lan1a"])),
                "lan1a did not log 'path kept' for lan1b")
