@@ -540,7 +540,7 @@ void daemon::poll_wg() {
         apply_dataplane();
     }
     // Faster while a direct pair's PONGs are late (node_core::wg_read_interval).
-    wg_timer_.expires_after(core_ ? std::chrono::milliseconds(core_->wg_read_interval())
+    wg_timer_.expires_after(core_ ? std::chrono::milliseconds(core_->wg_read_interval(core_ms()))
                                   : k_wg_poll);
     wg_timer_.async_wait([this](const boost::system::error_code& ec) {
         if (!ec) poll_wg();

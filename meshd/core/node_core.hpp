@@ -108,8 +108,9 @@ public:
     void on_wireguard_counters(const std::vector<wg_peer_counters>& peers, uint64_t read_ms);
     // When the daemon should read WireGuard's counters next, after a read: cfg
     // wg_read_interval_ms, or wg_read_fast_interval_ms while an active direct pair's PONGs are
-    // late (its path may have to be kept by WireGuard's rx; see peer_paths).
-    uint64_t wg_read_interval() const { return paths_.wg_read_interval(last_tick_ms_); }
+    // late (its path may have to be kept by WireGuard's rx; see peer_paths), judged at `now`
+    // (the read's start: the core's last tick may be a second old on a quiet node).
+    uint64_t wg_read_interval(uint64_t now) const { return paths_.wg_read_interval(now); }
     // Peers the WireGuard device found at start (kept, or adopted from a meshd that crashed) sends
     // to through a relay proxy socket (a loopback endpoint): relayed when the last meshd stopped.
     // They get no direct grace: their relay sessions are requested at once, so that a relayed

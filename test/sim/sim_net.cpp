@@ -88,6 +88,7 @@ std::vector<relay_spec> sim_net::relay_specs() const {
 }
 
 void sim_net::stop_meshd(sim_host& h) {
+    std::erase_if(wg_reads_in_flight_, [&](const auto& r) { return r.first == &h; });
     h.wg_only = h.core->dataplane();
     h.core.reset();
     h.deadline = UINT64_MAX;
@@ -463,6 +464,8 @@ void sim_net::wireguard_tick() {
     };
     if (now_ >= wg_reads_at_) {
         for (auto& [h, v] : wg_reads_in_flight_) {
+            // Not to a frozen core (a stall: such reads are rare enough to drop); a core stopped
+            // meanwhile took its reads with it (stop_meshd).
             if (h->core && h->up && h->frozen_until_ms <= now_) report(*h, v);
         }
         wg_reads_in_flight_.clear();
@@ -472,9 +475,14 @@ void sim_net::wireguard_tick() {
         // As the daemon: the next read when the soonest core wants it
         // (node_core::wg_read_interval).
         uint64_t next = 2000;
-        wg_reads_in_flight_.clear();  // a delay longer than the interval: the newer read wins
+        // A read still on its way is not asked for again (meshd_runtime's wg_get_busy_).
+        const bool busy = !wg_reads_in_flight_.empty();
         for (auto& h : hosts_) {
             if (!h->core || !h->up || h->frozen_until_ms > now_) continue;
+            if (busy) {
+                next = std::min(next, h->core->wg_read_interval(h->clock(now_)));
+                continue;
+            }
             std::vector<wg_peer_counters> v;
             // WireGuard's endpoint per peer, as the device reports it: the peer's direct address
             // on a direct path, a relay proxy's loopback socket on a relayed one.
@@ -496,15 +504,15 @@ void sim_net::wireguard_tick() {
                 v.push_back(c);
             }
             if (wg_read_delay_ms) {
-                next = std::min(next, h->core->wg_read_interval());
+                next = std::min(next, h->core->wg_read_interval(h->clock(now_)));
                 wg_reads_in_flight_.emplace_back(h.get(), std::move(v));
                 continue;
             }
             report(*h, v);
-            next = std::min(next, h->core->wg_read_interval());
+            next = std::min(next, h->core->wg_read_interval(h->clock(now_)));
         }
         next_wg_read_ms_ = now_ + next;
-        if (!wg_reads_in_flight_.empty()) wg_reads_at_ = now_ + wg_read_delay_ms;
+        if (!busy && !wg_reads_in_flight_.empty()) wg_reads_at_ = now_ + wg_read_delay_ms;
     }
 }
 

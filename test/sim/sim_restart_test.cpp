@@ -93,20 +93,23 @@ TEST_CASE("sim: restart — a direct pair is kept by WireGuard rx while the peer
     CHECK(took <= cfg.path_timeout_ms + cfg.wg_read_fast_interval_ms + 100);
 }
 
-// The hold above at every phase of the device reads against the probes, with each read
-// reaching the core 100 ms after it starts (the daemon reads on another thread). e2e_meshd_restart
-// (d) lost the direct pair in 1 of 16 runs: reads came every 2 s until a PONG was 1.5 s late, so
-// a read started just before that was followed by one at the path timeout itself, whose result
-// came too late to hold the path (it went to the relay, which the peer's dead meshd cannot use).
+// The hold above at every phase of the device reads against the probes (80 phases, 25 ms apart),
+// with each read reaching the core 100 ms after it starts (the daemon reads on another thread).
+// e2e_meshd_restart (d) lost the direct pair in 1 of 16 runs: reads came every 2 s until a PONG
+// was 1.5 s late, so a read started just before that was followed by one at the path timeout
+// itself, whose result came too late to hold the path (it went to the relay, which the peer's
+// dead meshd cannot use). Before: 8 of 80 phases lost the path; with lateness judged at the
+// read's start (not the core's last tick) 6; with "late" at 1 s as well, none. (With every pair
+// idle before the kill no phase lost it, before or after: the sweep keeps the fresh pairs.)
 TEST_CASE("sim: restart — the WireGuard hold covers every phase of the device reads") {
     int left = 0;
-    for (int phase = 0; phase < 20; ++phase) {
+    for (int phase = 0; phase < 80; ++phase) {
         restart_mesh rm(43, "lan1b", 0x5c);
         auto& net = rm.m.net;
         net.wg_read_delay_ms = 100;
         REQUIRE(net.run_until(
             [&] { return rm.m.all_know_all() && is_direct(net, "lan1a", "lan1b"); }, 15000));
-        net.run_for(uint64_t(phase) * 100);  // the reads start here: their phase to the probes
+        net.run_for(uint64_t(phase) * 25);  // the reads start here: their phase to the probes
         net.simulate_wireguard(100, 128, {{"lan1a", "lan1b"}, {"lan1b", "lan1a"}});
         net.run_for(3000);
         REQUIRE(is_direct(net, "lan1a", "lan1b"));
@@ -119,7 +122,7 @@ TEST_CASE("sim: restart — the WireGuard hold covers every phase of the device 
         }
         if (!stayed) {
             ++left;
-            MESSAGE("phase " << phase * 100 << " ms: the direct path was left");
+            MESSAGE("phase " << phase * 25 << " ms: the direct path was left");
         }
     }
     CHECK(left == 0);
