@@ -381,10 +381,11 @@ void peer_paths::decide(const node_id& id, peer_entry& p, const peer_record& rec
         dp.path = path_kind::direct;
         learned = true;
         // A NATed peer keeps its own mapping (its keepalive to us is fast: it saw a NAT); ours
-        // need only be slow. A peer without NAT may sit behind a stateful firewall whose state
-        // only our keepalives refresh (its own are slow). Issue 18: a relay sent every NATed LAN
-        // node a keepalive every 25 s beside the node's own, ~6 MB a month per relay and node.
-        dp.keepalive = p.inbound_nat_free;
+        // need only be slow. A peer without NAT may sit behind a stateful firewall whose UDP
+        // state outlives neither its slow keepalive nor silence: ours keep it (own_inbound_ms).
+        // Issue 18: a relay sent every NATed LAN node a keepalive every 25 s beside the node's
+        // own, ~6 MB a month per relay and node.
+        dp.keepalive = fresh(p.own_inbound_ms, p, now, learned_timeout);
         if (is_active) {
             ctx_.due(std::max(p.last_inbound_ms, p.active_since) + learned_timeout + 1);
         }
@@ -508,9 +509,10 @@ void peer_paths::on_ping(const node_id& sender, uint64_t session_id, const wg_en
     } else {
         p.last_inbound_ms = now;
         const auto addr = normalize_endpoint(from).address;
-        p.inbound_nat_free =
-            std::any_of(p.candidates.begin(), p.candidates.end(),
-                        [&](const auto& c) { return normalize_endpoint(c.ep).address == addr; });
+        if (std::any_of(p.candidates.begin(), p.candidates.end(),
+                        [&](const auto& c) { return normalize_endpoint(c.ep).address == addr; })) {
+            p.own_inbound_ms = now;
+        }
         recheck(p);
     }
 }
@@ -744,6 +746,7 @@ void peer_paths::shift_clocks(uint64_t late, uint64_t now) {
     for (auto& [id, p] : peers_) {
         for (auto& c : p.candidates) core_context::shift_clock(c.last_pong_ms, late, now);
         core_context::shift_clock(p.last_inbound_ms, late, now);
+        core_context::shift_clock(p.own_inbound_ms, late, now);
         core_context::shift_clock(p.wg_read_ms, late, now);
         core_context::shift_clock(p.wg_rx_direct_ms, late, now);
         core_context::shift_clock(p.relayed.last_inband_pong_ms, late, now);

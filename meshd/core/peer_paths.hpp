@@ -56,11 +56,13 @@ public:
         std::vector<candidate> candidates;
         uint64_t next_probe_ms = 0;
         uint64_t last_inbound_ms = 0;  // last direct PING from the peer
-        // That PING came from one of the peer's own addresses (its record's or offered): no NAT
-        // between us, though maybe a stateful firewall, which only our keepalives keep open (the
-        // peer's are slow: it sees no NAT either). From another address, a NAT maps the peer,
-        // and the peer keeps that mapping with its own keepalives (peer_dataplane::keepalive).
-        bool inbound_nat_free = false;
+        // The last direct PING from one of the peer's own addresses (its record's or offered):
+        // no NAT between us on that one, though maybe a stateful firewall, whose UDP state may
+        // time out before the peer's slow keepalive (it sees no NAT either) comes: our 25 s
+        // keepalive keeps it. PINGs from elsewhere come through a NAT, whose mapping the peer
+        // keeps with its own fast keepalive (peer_dataplane::keepalive). A time, not a flag of
+        // the last PING: a dual-stack peer's PINGs from both kinds must not flip the keepalive.
+        uint64_t own_inbound_ms = 0;
         uint64_t discovered_ms = 0;
         relayed_pair relayed;  // relay path: the election's state for this pair
         // when decide() must run again (0: now); events that may change the decision reset it

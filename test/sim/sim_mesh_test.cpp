@@ -79,11 +79,11 @@ TEST_CASE("sim: membership through relays, direct within a LAN, relayed across N
 TEST_CASE(
     "sim: a learned direct path keeps WireGuard's fast keepalive only for a peer seen at its own "
     "address") {
-    // fw1 is public but drops everything relay1 sends (a stateful firewall that never let
-    // relay1's flows in): relay1 learns fw1's record through relay2 and hears fw1's PINGs, so
-    // its path to fw1 is learned, from fw1's own address. No NAT there, so fw1's keepalives to
-    // relay1 are slow; only relay1's keep a firewall's state open. A NATed node keeps its
-    // mapping itself: relay1's learned paths to the LAN nodes get the slow one.
+    // fw1 is public but drops everything relay1 sends (the sim has no stateful firewall; this
+    // makes relay1's path to fw1 a learned one without a NAT): relay1 learns fw1's record
+    // through relay2 and hears fw1's PINGs from fw1's own address. No NAT there, so fw1's own
+    // keepalives are the slow ones, and a firewall's UDP state would need relay1's 25 s. A NATed
+    // node keeps its mapping itself: relay1's learned paths to the LAN nodes get the slow one.
     std_mesh m(7, false);
     auto& net = m.net;
     net.add_public("fw1", 3).drop_from.push_back(net["relay1"].addr);
