@@ -280,7 +280,6 @@ void peer_paths::decide(const node_id& id, peer_entry& p, const peer_record& rec
     // (direct_loss), the peer's other addresses at ping_interval_ms as before (a record's extra
     // addresses are never probed faster).
     const bool adapted = is_active && in_use;
-    if (adapted && !p.direct_loss) p.direct_loss = std::make_unique<probe_loss>();
     if (now >= p.next_probe_ms) {
         if (is_active || p.dp.path == path_kind::none) {
             const bool others = !adapted || now >= p.next_others_ms;
@@ -290,7 +289,7 @@ void peer_paths::decide(const node_id& id, peer_entry& p, const peer_record& rec
                 const uint64_t sent =
                     ctx_.send_ping(p.candidates[i].ep, 0, probe{probe_kind::direct, id, i}, now);
                 // A ping the send budget refused is not a probe the link lost.
-                if (this_in_use && adapted && sent) p.direct_loss->sent(now);
+                if (this_in_use && adapted && sent) p.direct_loss.sent(now);
             }
             if (adapted && others) p.next_others_ms = now + cfg.ping_interval_ms;
         }
@@ -300,17 +299,17 @@ void peer_paths::decide(const node_id& id, peer_entry& p, const peer_record& rec
                                 : cfg.upgrade_interval_ms;
         if (adapted) {
             interval =
-                p.direct_loss->interval_for(cfg.path_timeout_ms, cfg.ping_interval_ms,
-                                            std::min(min_direct_interval_ms, cfg.ping_interval_ms),
-                                            core_context::tick_quantum_ms);
+                p.direct_loss.interval_for(cfg.path_timeout_ms, cfg.ping_interval_ms,
+                                           std::min(min_direct_interval_ms, cfg.ping_interval_ms),
+                                           core_context::tick_quantum_ms);
         }
         p.next_probe_ms = now + interval;
     }
     ctx_.due(p.next_probe_ms);
     // A probe unanswered for twice the address's RTT (at least a second) is lost.
-    if (p.direct_loss && in_use) {
-        p.direct_loss->judge(now,
-                             std::max<uint64_t>(1000, static_cast<uint64_t>(2 * in_use->rtt_ms)));
+    if (in_use) {
+        p.direct_loss.judge(now,
+                            std::max<uint64_t>(1000, static_cast<uint64_t>(2 * in_use->rtt_ms)));
     }
     // The end of the active spell: the relays' and the election's rates follow.
     if (is_active) ctx_.due(p.active_until);
@@ -449,7 +448,7 @@ void peer_paths::decide(const node_id& id, peer_entry& p, const peer_record& rec
             }
             ctx_.log(1, "path selected", std::move(f));
             // Probes in flight went to the previous address; its loss rate is a fair start.
-            if (p.direct_loss) p.direct_loss->forget_pending();
+            p.direct_loss.forget_pending();
             // A new path of ours is verified by probes for a while, even on an idle pair (a
             // learned one is the peer's to probe; none has nothing to probe).
             if (dp.path == path_kind::relay || (dp.path == path_kind::direct && !learned)) {
@@ -529,7 +528,7 @@ void peer_paths::on_pong(const probe& pr, const node_id& sender, double rtt, uin
         if (!(normalize_endpoint(c.ep) == pr.ep)) return;  // the list changed since the PING
         c.last_pong_ms = now;
         c.rtt_ms = c.rtt_min.update(rtt, now, ctx_.cfg.rtt_window_ms);
-        if (pe.direct_loss && &c == candidate_in_use(pe)) pe.direct_loss->answered(pr.sent_ms);
+        if (&c == candidate_in_use(pe)) pe.direct_loss.answered(pr.sent_ms);
         if (observed) {
             const auto seen = normalize_endpoint(*observed).address;
             const auto& own = ctx_.cfg.endpoints;
@@ -751,7 +750,7 @@ void peer_paths::shift_clocks(uint64_t late, uint64_t now) {
         core_context::shift_clock(p.wg_rx_direct_ms, late, now);
         core_context::shift_clock(p.relayed.last_inband_pong_ms, late, now);
         p.relayed.inband_loss.forget_pending();
-        if (p.direct_loss) p.direct_loss->forget_pending();  // our stall, not the link's loss
+        p.direct_loss.forget_pending();  // our stall, not the link's loss
         core_context::shift_clock(p.relayed.peer_relay_ms, late, now);
     }
 }

@@ -89,8 +89,8 @@ public:
         // (probe_loss): on a lossy link they come faster, so that path_timeout_ms holds enough
         // of them that losing all by chance does not happen (an hour on the lossy testbed moved
         // two direct paths from a stale IPv4 address to the IPv6 one that happened to answer).
-        // Lazy: ~1 KB, only for pairs that were active on a direct path.
-        std::unique_ptr<probe_loss> direct_loss;
+        // Lazy: ~1 KB, only for pairs that probed a direct path while active.
+        lazy_probe_loss direct_loss;
         uint64_t next_others_ms = 0;  // meanwhile, the peer's other addresses (ping_interval_ms)
         // the decision
         peer_dataplane dp;

@@ -161,8 +161,9 @@ struct relayed_pair {
     double inband_rtt_ms = 0;
     // Loss of the in-band probes (through the relay to the peer and back: every hop of both
     // ends' uplinks, twice): the in-band interval shrinks with it so that path_timeout_ms holds
-    // enough probes not to be reached by chance (issue 14 §5, probe_loss.hpp).
-    probe_loss inband_loss;
+    // enough probes not to be reached by chance (issue 14 §5, probe_loss.hpp). Made at the first
+    // in-band probe (only active relayed pairs send them).
+    lazy_probe_loss inband_loss;
     std::map<node_id, uint64_t> excluded;  // relay -> until
     // relay -> how often it failed the pair end to end (silent, or WireGuard stalled) without
     // carrying it in between: each failure doubles its exclusion (relay_exclude_ms × 2^(n-1),

@@ -32,7 +32,7 @@ from meshbench import (Failures, Mesh, check_meshd_alive, meshd_pid, need_root, 
                        status_kb, wg_pid)
 
 RESULT_KEYS = ("peers", "lans", "all_known", "known_after_ms", "rss_growth_kib", "kib_per_core",
-               "obs_peers", "obs_records", "obs_sessions")
+               "heap_kib_per_core", "obs_peers", "obs_records", "obs_sessions")
 
 
 def sample(fails, rows, node, what, pid, peers):
@@ -124,9 +124,10 @@ def main():
             name, what, kb["VmRSS"] / 1024, kb["VmHWM"] / 1024, peers))
     if res:
         print("simulated: 1 relay node_core + %s peers in %s LANs (%.0f s wall): RSS growth %.1f MiB"
-              " = %s KiB per core (every core knows every other)" % (
-                  res["peers"], res["lans"], wall,
-                  float(res["rss_growth_kib"]) / 1024, res["kib_per_core"]))
+              " = %s KiB per core, heap in use %s KiB per core (every core knows every other; RSS"
+              " keeps the formation's peak)" % (
+                  res["peers"], res["lans"], wall, float(res["rss_growth_kib"]) / 1024,
+                  res["kib_per_core"], res["heap_kib_per_core"]))
         print("simulated observed relay node: %s peers, %s records stored, %s relay sessions; all "
               "peers known: %s (after %s ms virtual)" % (
                   res["obs_peers"], res["obs_records"], res["obs_sessions"],
