@@ -1,4 +1,5 @@
-// probe_loss (issue 14 §5): the loss estimate over judged probes and the interval it calls for.
+// probe_loss (issue 14 §5): the loss estimate over judged probes and the interval it calls for;
+// lazy_probe_loss, made at the first probe.
 #include <doctest/doctest.h>
 
 #include <cmath>
@@ -105,4 +106,34 @@ TEST_CASE(
     l.forget_pending();
     l.answered(100'001);  // forgotten: ignored
     CHECK(l.judged() == probe_loss::max_pending);
+}
+
+TEST_CASE("lazy_probe_loss: nothing held before the first probe sent; then as probe_loss") {
+    mw::meshd::lazy_probe_loss lazy;
+    probe_loss eager;
+    // Before any probe: answers, judging and forgetting hold nothing; a clean link's interval.
+    lazy.answered(0);
+    lazy.judge(10'000, 800);
+    lazy.forget_pending();
+    CHECK_FALSE(lazy.engaged());
+    CHECK(lazy.loss() == 0);
+    CHECK(lazy.judged() == 0);
+    CHECK(lazy.interval_for(3500, 1000, 100, 20) == 1000);
+    // From the first probe on it follows probe_loss exactly (here: every third probe lost).
+    for (uint64_t t = 20'000; t < 60'000; t += 100) {
+        lazy.sent(t);
+        eager.sent(t);
+        if (t % 300 != 0) {
+            lazy.answered(t);
+            eager.answered(t);
+        }
+        lazy.judge(t, 800);
+        eager.judge(t, 800);
+    }
+    CHECK(lazy.engaged());
+    CHECK(lazy.loss() == eager.loss());
+    CHECK(lazy.loss() > 0.2);
+    CHECK(lazy.judged() == eager.judged());
+    CHECK(lazy.interval_for(3500, 1000, 100, 20) == eager.interval_for(3500, 1000, 100, 20));
+    CHECK(lazy.interval_for(3500, 1000, 100, 20) < 1000);
 }
