@@ -45,6 +45,27 @@ size_t count_log(const sim_host& h, const std::string& msg, const std::string& p
     });
 }
 
+// lan1a <-> lan1b direct, their WireGuard started `phase_ms` later and flowing both ways for 3 s,
+// then lan1b's meshd killed: whether lan1a kept the direct path over the next 6 s (sampled every
+// 50 ms).
+bool kill_keeps_direct(restart_mesh& rm, uint64_t phase_ms) {
+    auto& net = rm.m.net;
+    REQUIRE(net.run_until([&] { return rm.m.all_know_all() && is_direct(net, "lan1a", "lan1b"); },
+                          15000));
+    net.run_for(phase_ms);
+    net.simulate_wireguard(100, 128, {{"lan1a", "lan1b"}, {"lan1b", "lan1a"}});
+    net.run_for(3000);
+    REQUIRE(is_direct(net, "lan1a", "lan1b"));
+    net.stop_meshd(net["lan1b"]);
+    const uint64_t t_kill = net.now();
+    bool stayed = true;
+    while (net.now() < t_kill + 6000) {
+        net.run_for(50);
+        stayed &= net.path("lan1a", "lan1b") == meshd::path_kind::direct;
+    }
+    return stayed;
+}
+
 }  // namespace
 
 // Issue 14 §3: lan1b's meshd is down for 6 s (longer than the 3.5 s path timeout) while its
@@ -56,20 +77,7 @@ size_t count_log(const sim_host& h, const std::string& msg, const std::string& p
 TEST_CASE("sim: restart — a direct pair is kept by WireGuard rx while the peer's meshd is down") {
     restart_mesh rm(41, "lan1b", 0x5b);
     auto& net = rm.m.net;
-    REQUIRE(net.run_until([&] { return rm.m.all_know_all() && is_direct(net, "lan1a", "lan1b"); },
-                          15000));
-    net.simulate_wireguard(100, 128, {{"lan1a", "lan1b"}, {"lan1b", "lan1a"}});
-    net.run_for(3000);
-    REQUIRE(is_direct(net, "lan1a", "lan1b"));
-
-    net.stop_meshd(net["lan1b"]);
-    const uint64_t t_kill = net.now();
-    bool stayed = true;
-    while (net.now() < t_kill + 6000) {
-        net.run_for(100);
-        stayed &= net.path("lan1a", "lan1b") == meshd::path_kind::direct;
-    }
-    CHECK(stayed);
+    CHECK(kill_keeps_direct(rm, 0));
     CHECK(count_log(net["lan1a"], "path kept", "lan1b") == 1);
     // WireGuard went on both ways all along.
     check_wireguard_flows(net, "lan1a", "lan1b");
@@ -105,22 +113,9 @@ TEST_CASE("sim: restart — the WireGuard hold covers every phase of the device 
     int left = 0;
     for (int phase = 0; phase < 80; ++phase) {
         restart_mesh rm(43, "lan1b", 0x5c);
-        auto& net = rm.m.net;
-        net.wg_read_delay_ms = 100;
-        REQUIRE(net.run_until(
-            [&] { return rm.m.all_know_all() && is_direct(net, "lan1a", "lan1b"); }, 15000));
-        net.run_for(uint64_t(phase) * 25);  // the reads start here: their phase to the probes
-        net.simulate_wireguard(100, 128, {{"lan1a", "lan1b"}, {"lan1b", "lan1a"}});
-        net.run_for(3000);
-        REQUIRE(is_direct(net, "lan1a", "lan1b"));
-        net.stop_meshd(net["lan1b"]);
-        const uint64_t t_kill = net.now();
-        bool stayed = true;
-        while (net.now() < t_kill + 6000) {
-            net.run_for(50);
-            stayed &= net.path("lan1a", "lan1b") == meshd::path_kind::direct;
-        }
-        if (!stayed) {
+        rm.m.net.wg_read_delay_ms = 100;
+        // The reads start `phase` ms later: their phase to the probes.
+        if (!kill_keeps_direct(rm, uint64_t(phase) * 25)) {
             ++left;
             MESSAGE("phase " << phase * 25 << " ms: the direct path was left");
         }
