@@ -3,12 +3,16 @@
 // the UAPI socket (python3), wireguard-go runs in its own session, a clean stop ends it, a serving
 // one is adopted (interface "lo" exists) and one whose interface is gone is replaced.
 #include <doctest/doctest.h>
+#include <fcntl.h>
 #include <signal.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <cstdlib>
+#include <cstring>
 #include <fstream>
 
 #include "common/wireguard/wg_userspace_backend.hpp"
@@ -155,19 +159,58 @@ TEST_CASE("userspace backend: wireguard-go runs in its own session and a clean s
 }
 
 // A wireguard-go left behind by a killed meshd: `program` serving `ifname` in a session of its own.
-pid_t start_left_behind(const std::string& program, const std::string& ifname) {
-    pid_t pid = ::fork();
-    REQUIRE(pid >= 0);
-    if (pid == 0) {
-        ::setsid();
-        ::execl(program.c_str(), "wireguard-go", "-f", ifname.c_str(), nullptr);
-        ::_exit(127);
+// Its output goes to /dev/null and it is killed and reaped when the guard goes, also when a check
+// fails: in its own session it outlives the test otherwise, holding the test's output pipe (and
+// every fd the test inherited, e.g. test/fuzz/run.sh's lock) open, and CTest waits for that pipe
+// until its timeout (CI: asan_unit_sim, then e2e_mesh_asan behind the lock).
+struct left_behind {
+    pid_t pid = -1;
+    left_behind(const std::string& program, const std::string& ifname) {
+        pid = ::fork();
+        REQUIRE(pid >= 0);
+        if (pid == 0) {
+            ::setsid();
+            int null = ::open("/dev/null", O_RDWR);
+            if (null >= 0) {
+                ::dup2(null, STDOUT_FILENO);
+                ::dup2(null, STDERR_FILENO);
+            }
+            ::execl(program.c_str(), "wireguard-go", "-f", ifname.c_str(), nullptr);
+            ::_exit(127);
+        }
     }
-    return pid;
-}
+    left_behind(const left_behind&) = delete;
+    left_behind& operator=(const left_behind&) = delete;
+    // Waits for it to exit on its own (stopped by the backend or by the test); its wait status.
+    int reap() {
+        int st = 0;
+        CHECK(::waitpid(pid, &st, 0) == pid);
+        pid = -1;
+        return st;
+    }
+    ~left_behind() {
+        if (pid <= 0) return;
+        ::kill(pid, SIGKILL);
+        ::waitpid(pid, nullptr, 0);
+    }
+};
 
+// Until the socket accepts a connection: the file appears at bind(), before listen(), and a
+// connect in between is refused, which the backend rightly reads as a stale socket.
 void wait_for_socket(const std::string& sock) {
-    for (int i = 0; i < 300 && ::access(sock.c_str(), F_OK) != 0; ++i) ::usleep(10000);
+    sockaddr_un a{};
+    a.sun_family = AF_UNIX;
+    REQUIRE(sock.size() < sizeof a.sun_path);
+    std::memcpy(a.sun_path, sock.c_str(), sock.size());
+    bool up = false;
+    for (int i = 0; i < 3000 && !up; ++i) {
+        int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        REQUIRE(fd >= 0);
+        up = ::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0;
+        ::close(fd);
+        if (!up) ::usleep(10000);
+    }
+    REQUIRE_MESSAGE(up, sock << " does not accept connections after 30 s");
 }
 
 TEST_CASE("userspace backend: a serving wireguard-go is adopted, a stale one is replaced") {
@@ -178,7 +221,7 @@ TEST_CASE("userspace backend: a serving wireguard-go is adopted, a stale one is 
     // "lo" always exists: stands for the interface a killed meshd's wireguard-go still serves.
     for (std::string ifname : {"lo", "mwgone0"}) {
         CAPTURE(ifname);
-        pid_t left = start_left_behind(fake, ifname);
+        left_behind left(fake, ifname);
         std::string sock = dir.path + "/" + ifname + ".sock";
         wait_for_socket(sock);
         wg_backend_options o;
@@ -189,24 +232,21 @@ TEST_CASE("userspace backend: a serving wireguard-go is adopted, a stale one is 
         REQUIRE(be.up().ok());
         if (ifname == "lo") {
             CHECK(be.adopted());
-            CHECK(be.pid() == left);
+            CHECK(be.pid() == left.pid);
             auto d = be.get();
             REQUIRE(d.ok());
             CHECK(d->listen_port == 51820);
         } else {
             // Its interface is gone: stopped, and a new one serves.
             CHECK_FALSE(be.adopted());
-            CHECK(be.pid() != left);
+            CHECK(be.pid() != left.pid);
             CHECK(be.pid() > 0);
-            int st = 0;
-            CHECK(::waitpid(left, &st, 0) == left);
+            left.reap();
         }
         CHECK(be.down().ok());
         if (ifname == "lo") {
             // Not our child: the test reaps it; down() stopped it.
-            int st = 0;
-            CHECK(::waitpid(left, &st, 0) == left);
-            CHECK(WIFEXITED(st));
+            CHECK(WIFEXITED(left.reap()));
         }
         CHECK(::access(sock.c_str(), F_OK) != 0);
     }
@@ -223,7 +263,7 @@ TEST_CASE("userspace backend: a process on the socket that is not our wireguard-
     REQUIRE(std::system(("cp " + fake + " " + other).c_str()) == 0);
     for (std::string ifname : {"lo", "mwgone1"}) {
         CAPTURE(ifname);
-        pid_t left = start_left_behind(other, ifname);
+        left_behind left(other, ifname);
         std::string sock = dir.path + "/" + ifname + ".sock";
         wait_for_socket(sock);
         wg_backend_options o;
@@ -235,10 +275,9 @@ TEST_CASE("userspace backend: a process on the socket that is not our wireguard-
         REQUIRE_FALSE(st.ok());
         CHECK(st.err().is(mw::errc::already_exists));
         CHECK(st.err().message.find("does not run") != std::string::npos);
-        CHECK(alive(left));
+        CHECK(alive(left.pid));
         CHECK(::access(sock.c_str(), F_OK) == 0);
-        ::kill(left, SIGTERM);
-        int ws = 0;
-        CHECK(::waitpid(left, &ws, 0) == left);
+        ::kill(left.pid, SIGTERM);
+        left.reap();
     }
 }
