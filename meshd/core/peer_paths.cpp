@@ -224,6 +224,7 @@ void peer_paths::tick(uint64_t now) {
             ctx_.log(1, "peer gone (record expired)", {{"peer", pit->second.dp.name}});
             mark_routes(routes_.remove(pit->first));
             routes_dirty_.erase(pit->first);
+            unindex_keys(pit->first, pit->second);
             pit = peers_.erase(pit);
             ++dp_version_;
         }
@@ -463,15 +464,28 @@ void peer_paths::decide(const node_id& id, peer_entry& p, const peer_record& rec
     if (p.dp.path != path_kind::none) relayed_before_.erase(id);
 }
 
+void peer_paths::unindex_keys(const node_id& id, const peer_entry& p) {
+    if (!p.relayed.keys) return;
+    auto [b, e] = by_probe_index_.equal_range(p.relayed.keys->recv_index);
+    for (auto it = b; it != e; ++it) {
+        if (it->second == id) {
+            by_probe_index_.erase(it);
+            return;
+        }
+    }
+}
+
 void peer_paths::ensure_keys(const node_id& id, peer_entry& p, const wg_key& key) {
     auto& r = p.relayed;
     if (r.keys_tried && r.keys_for == key) return;
     r.keys_tried = true;
+    unindex_keys(id, p);
     r.keys.reset();
     r.keys_for = key;
     auto k = ctx_.probe_keys_for(id, key);
     if (k) {
         r.keys = *k;
+        by_probe_index_.emplace(k->recv_index, id);
     } else {
         ctx_.log(2, "no sealed probes for a peer; old-style probes",
                  {{"peer", p.dp.name}, {"error", k.err().message}});
@@ -564,30 +578,46 @@ std::optional<std::pair<probe, double>> peer_paths::on_probe_frame(uint64_t sess
         return std::any_of(r.addrs.begin(), r.addrs.end(),
                            [&](const auto& a) { return a.ep == from; });
     };
-    // The pair: a warm session of ours first (no hashing), else a session the peer uses that we
-    // do not (yet): its id is hashed from the pair and the relay, so any pair's session at the
-    // relay that sent it (rare: after a cut, or before our side bound it).
+    // The pair: among the peers whose frames carry this index (by_probe_index_), a warm session
+    // of ours first (no hashing), else a session the peer uses that we do not (yet): its id is
+    // hashed from the pair and the relay, so any pair's session at the relay that sent it (rare:
+    // after a cut, or before our side bound it).
     peer_entry* pe = nullptr;
     const node_id* peer_id = nullptr;
     std::optional<node_id> relay;
-    for (auto& [id, p] : peers_) {
-        for (const auto& w : p.relayed.warm) {
+    auto [first, last] = by_probe_index_.equal_range(index);
+    for (auto c = first; c != last && !pe; ++c) {
+        auto it = peers_.find(c->second);
+        if (it == peers_.end()) continue;
+        for (const auto& w : it->second.relayed.warm) {
             if (w.session_id != session_id) continue;
             const relay_entry* r = relays_.by_id(w.relay);
-            if (r && from_relay(*r)) pe = &p, peer_id = &id, relay = w.relay;
+            if (r && from_relay(*r)) pe = &it->second, peer_id = &it->first, relay = w.relay;
         }
-        if (pe) break;
     }
+    // A session hashed from a pair and a relay that sent the frame: the indexed peers, then those
+    // whose keys are not derived (or not for their current key) yet, derived when a pair is first
+    // relayed from our side (the peer may relay before that). That second walk covers every peer,
+    // as every lookup did before the index: a frame that matches no keyed peer (a stray, or a
+    // forged header) still costs it.
     if (!pe) {
+        std::vector<const relay_entry*> senders;
         for (const auto& r : relays_.all()) {
-            if (!r.id || r.self || !from_relay(r)) continue;
-            for (auto& [id, p] : peers_) {
-                if (relay_session_id(ctx_.id(), id, *r.id) == session_id) {
-                    pe = &p, peer_id = &id, relay = r.id;
-                    break;
-                }
+            if (r.id && !r.self && from_relay(r)) senders.push_back(&r);
+        }
+        auto hashed = [&](const node_id& id, peer_entry& p) {
+            for (const relay_entry* r : senders) {
+                if (relay_session_id(ctx_.id(), id, *r->id) != session_id) continue;
+                pe = &p, peer_id = &id, relay = r->id;
+                return;
             }
-            if (pe) break;
+        };
+        for (auto c = first; c != last && !pe; ++c) {
+            if (auto it = peers_.find(c->second); it != peers_.end()) hashed(it->first, it->second);
+        }
+        for (auto it = peers_.begin(); it != peers_.end() && !pe && !senders.empty(); ++it) {
+            const auto& r = it->second.relayed;
+            if (!r.keys || r.keys_for != it->second.dp.wg_public_key) hashed(it->first, it->second);
         }
     }
     if (!pe) {
