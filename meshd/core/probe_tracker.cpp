@@ -7,7 +7,9 @@ namespace mw::meshd {
 
 bool probe_tracker::add(uint64_t request_id, probe p, uint64_t now) {
     p.sent_ms = now;
-    return pending_.emplace(request_id, p).second;
+    if (!pending_.emplace(request_id, p).second) return false;
+    order_.emplace_back(now, request_id);
+    return true;
 }
 
 std::optional<probe> probe_tracker::take(uint64_t request_id, const wg_endpoint& from,
@@ -28,30 +30,32 @@ std::optional<probe> probe_tracker::take(uint64_t request_id, const wg_endpoint&
 }
 
 uint64_t probe_tracker::expire(uint64_t now, uint64_t timeout_ms) {
-    uint64_t next = UINT64_MAX;
-    for (auto it = pending_.begin(); it != pending_.end();) {
-        if (now >= it->second.sent_ms + timeout_ms) {
-            switch (it->second.kind) {
-                case probe_kind::relay:
-                    ++losses_.relay;
-                    break;
-                case probe_kind::direct:
-                    ++losses_.direct;
-                    break;
-                case probe_kind::inband:
-                    ++losses_.inband;
-                    break;
-                case probe_kind::user:
-                    ++losses_.user;
-                    break;
-            }
-            it = pending_.erase(it);
-        } else {
-            next = std::min(next, it->second.sent_ms + timeout_ms);
-            ++it;
+    while (!order_.empty()) {
+        const auto [sent_ms, request_id] = order_.front();
+        auto it = pending_.find(request_id);
+        if (it == pending_.end() || it->second.sent_ms != sent_ms) {
+            order_.pop_front();  // answered or forgotten
+            continue;
         }
+        if (now < sent_ms + timeout_ms) return sent_ms + timeout_ms;
+        switch (it->second.kind) {
+            case probe_kind::relay:
+                ++losses_.relay;
+                break;
+            case probe_kind::direct:
+                ++losses_.direct;
+                break;
+            case probe_kind::inband:
+                ++losses_.inband;
+                break;
+            case probe_kind::user:
+                ++losses_.user;
+                break;
+        }
+        pending_.erase(it);
+        order_.pop_front();
     }
-    return next;
+    return UINT64_MAX;
 }
 
 size_t probe_tracker::forget_sent_until(uint64_t t) {

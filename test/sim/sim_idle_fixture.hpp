@@ -161,7 +161,17 @@ inline idle_figures measure_idle_cluster(int lans, int per_lan, uint64_t seed,
         std::max<uint64_t>(120000, 200 * uint64_t(f.nodes)));  // 1,000 nodes: 200 s
     if (progress) progress(f.converged ? "converged" : "did not converge");
     if (!f.converged) return f;
-    net.run_for(settle_ms);
+    // In steps of 60 s, each reported (a 1,000-node run takes minutes of CPU per step).
+    for (uint64_t done = 0; done < settle_ms;) {
+        const uint64_t step = std::min<uint64_t>(60000, settle_ms - done);
+        net.run_for(step);
+        done += step;
+        if (progress && done < settle_ms) {
+            const std::string phase = "settling, " + std::to_string(done / 1000) + " of " +
+                                      std::to_string(settle_ms / 1000) + " s";
+            progress(phase.c_str());
+        }
+    }
     if (progress) progress("settled; measuring");
     send_meter meter(net);
     std::map<std::string, meshd::control_traffic> before;

@@ -7,8 +7,10 @@
 
 #include <algorithm>
 #include <cctype>
+#include <random>
 #include <span>
 #include <string>
+#include <vector>
 
 #include "meshd/core/cookie_jar.hpp"
 #include "meshd/core/node_core.hpp"
@@ -137,6 +139,41 @@ TEST_CASE("probe_tracker: answers, timeouts counted by kind, stalls forgotten un
     CHECK(t.losses().inband == 0);
     CHECK(t.losses().user == 1);
     CHECK(t.losses().direct == 0);
+}
+
+TEST_CASE("probe_tracker: expiry goes by send time whatever the ids, skipping answered probes") {
+    // expire() pops probes in the order they were added (random ids, so not the id order; `now`
+    // never goes back), skipping the answered ones and an id answered and then taken again by a
+    // later probe.
+    probe_tracker t;
+    const auto ep = mw::wg_endpoint::parse("192.0.2.1:51821").value();
+    std::mt19937_64 rng(7);
+    std::vector<uint64_t> ids;
+    for (uint64_t i = 0; i < 1000; ++i) {
+        probe p{probe_kind::direct};
+        p.ep = ep;
+        ids.push_back(rng() | 1);
+        REQUIRE(t.add(ids.back(), p, 1000 + i));  // one a millisecond from 1000
+    }
+    size_t answered = 0;
+    for (size_t i = 0; i < ids.size(); i += 2) answered += t.take(ids[i], ep, 0, id_of(1)) ? 1 : 0;
+    CHECK(answered == 500);
+    // ids[0] answered, then reused at 2000 by another probe: that one times out at 5000.
+    probe again{probe_kind::relay};
+    again.ep = ep;
+    REQUIRE(t.add(ids[0], again, 2000));
+    CHECK(t.expire(3999, 3000) == 4001);  // the oldest unanswered: ids[1], sent at 1001
+    CHECK(t.losses().direct == 0);
+    // At 4500: the unanswered of 1001..1500 (250).
+    CHECK(t.expire(4500, 3000) == 4501);
+    CHECK(t.losses().direct == 250);
+    CHECK(t.in_flight() == 251);
+    CHECK(t.expire(4999, 3000) == 5000);
+    CHECK(t.losses().direct == 500);
+    CHECK(t.losses().relay == 0);
+    CHECK(t.expire(5000, 3000) == UINT64_MAX);
+    CHECK(t.losses().relay == 1);
+    CHECK(t.in_flight() == 0);
 }
 
 TEST_CASE("probe_tracker: a PONG counts only from the probed address, session and node") {
