@@ -41,8 +41,7 @@ void peer_paths::decide_now(const node_id& id, peer_entry& p, const peer_record&
     uint64_t outer = ctx_.next_deadline();
     ctx_.set_next_deadline(UINT64_MAX);
     decide(id, p, rec, now);
-    p.next_check_ms = ctx_.next_deadline();
-    walk_due_ms_ = std::min(walk_due_ms_, p.next_check_ms);
+    set_next_check(p, ctx_.next_deadline());
     ctx_.set_next_deadline(std::min(outer, p.next_check_ms));
 }
 
@@ -178,7 +177,10 @@ void peer_paths::add_candidate(const node_id& id, const wg_endpoint& ep, learned
     }
     if (v.size() >= peer_record::max_endpoints) v.erase(v.begin());  // the oldest goes
     v.push_back(offered{ep, via});
-    if (auto p = peers_.find(id); p != peers_.end()) p->second.record_seq = 0;  // take them
+    if (auto p = peers_.find(id); p != peers_.end()) {
+        p->second.record_seq = 0;  // take them
+        recheck(p->second);
+    }
     ctx_.due(now);
 }
 
@@ -195,29 +197,55 @@ void peer_paths::withdraw_candidates(learned_via via, uint64_t now) {
         auto n = it->second.size();
         std::erase_if(it->second, [&](const offered& o) { return o.via == via; });
         if (n != it->second.size()) {
-            if (auto p = peers_.find(it->first); p != peers_.end()) p->second.record_seq = 0;
+            if (auto p = peers_.find(it->first); p != peers_.end()) {
+                p->second.record_seq = 0;
+                recheck(p->second);
+            }
         }
         it = it->second.empty() ? offered_.erase(it) : std::next(it);
     }
     ctx_.due(now);
 }
 
+void peer_paths::take_record(const node_id& id, peer_entry& p, const peer_record& rec,
+                             uint64_t now) {
+    if (p.record_seq == rec.seq) return;
+    take_candidates(id, p, rec, now);
+    std::vector<ip_address> addrs;
+    addrs.reserve(rec.endpoints.size());
+    for (const auto& e : rec.endpoints) addrs.push_back(e.address);
+    mark_routes(routes_.update(id, rec.pod_cidrs, addrs));
+}
+
 void peer_paths::tick(uint64_t now) {
-    // Both are maps ordered by node ID, walked together in one pass (a tick runs often; with
-    // hundreds of peers, per-peer lookups and key hashing were most of its cost).
     sync_host_underlay();
-    // Nothing due and nothing changed since the last walk: no walk. With 1,000 peers a walk on
-    // every tick (a node ticks several times a second) was most of an idle node's CPU in the
-    // simulator. walk_due_ms_ is the earliest next_check_ms, lowered wherever one is (recheck,
-    // decide_now); the record set is unchanged when the store's generation is.
-    if (!recheck_all_ && routes_dirty_.empty() && store_.generation() == walked_generation_ &&
-        now < walk_due_ms_) {
-        ctx_.due(walk_due_ms_);
+    if (!recheck_all_ && store_.generation() == walked_generation_) {
+        // The record set is as at the last walk: only the peers due, and those whose route
+        // decision changed (a pin they waited for was freed), are decided again. Collected
+        // first: a decision may make another peer due (recheck), which then waits for the next
+        // tick (due now) rather than looping here.
+        std::vector<node_id> ids;
+        for (auto it = due_.begin(); it != due_.end() && it->first <= now; ++it) {
+            ids.push_back(it->second);
+        }
+        for (const auto& id : std::exchange(routes_dirty_, {})) ids.push_back(id);
+        std::sort(ids.begin(), ids.end());
+        ids.erase(std::unique(ids.begin(), ids.end()), ids.end());
+        for (const auto& id : ids) {
+            auto it = peers_.find(id);
+            const peer_record* rec = store_.find(id);
+            if (it == peers_.end() || !rec) continue;
+            take_record(id, it->second, *rec, now);  // candidates offered since (record_seq 0)
+            decide_now(id, it->second, *rec, now);
+        }
+        if (!due_.empty()) ctx_.due(due_.begin()->first);
+        if (!routes_dirty_.empty()) ctx_.due(now);
         log_refusals();
         return;
     }
+    // Both are maps ordered by node ID, walked together in one pass (with hundreds of peers,
+    // per-peer lookups and key hashing were most of a walk's cost).
     walked_generation_ = store_.generation();
-    walk_due_ms_ = UINT64_MAX;
     auto pit = peers_.begin();
     auto drop_until = [&](const node_id* id) {
         while (pit != peers_.end() && (!id || pit->first < *id)) {
@@ -225,6 +253,7 @@ void peer_paths::tick(uint64_t now) {
             mark_routes(routes_.remove(pit->first));
             routes_dirty_.erase(pit->first);
             unindex_keys(pit->first, pit->second);
+            due_.erase({pit->second.next_check_ms, pit->first});
             pit = peers_.erase(pit);
             ++dp_version_;
         }
@@ -239,25 +268,16 @@ void peer_paths::tick(uint64_t now) {
         ++pit;
         if (inserted) {
             p.dp.id = id;
+            due_.emplace(p.next_check_ms, id);
             p.discovered_ms = now;
             activate(p, now);  // probed until its path is settled
             ctx_.log(1, "peer discovered", {{"peer", rec.name}, {"node_id", id.short_hex()}});
             ++dp_version_;
         }
-        if (p.record_seq != rec.seq) {
-            take_candidates(id, p, rec, now);
-            std::vector<ip_address> addrs;
-            addrs.reserve(rec.endpoints.size());
-            for (const auto& e : rec.endpoints) addrs.push_back(e.address);
-            mark_routes(routes_.update(id, rec.pod_cidrs, addrs));
-        }
+        take_record(id, p, rec, now);
         const bool routes_changed = routes_dirty_.erase(id) > 0;
-        // Only peers with something due are decided again: ticks stay cheap with many peers.
-        if (!all && !routes_changed && now < p.next_check_ms) {
-            ctx_.due(p.next_check_ms);
-            walk_due_ms_ = std::min(walk_due_ms_, p.next_check_ms);
-            return;
-        }
+        // Only peers with something due are decided again.
+        if (!all && !routes_changed && now < p.next_check_ms) return;
         decide_now(id, p, rec, now);
     });
     drop_until(nullptr);
@@ -267,6 +287,8 @@ void peer_paths::tick(uint64_t now) {
         const peer_record* rec = store_.find(id);
         if (it != peers_.end() && rec) decide_now(id, it->second, *rec, now);
     }
+    if (!due_.empty()) ctx_.due(due_.begin()->first);
+    if (!routes_dirty_.empty()) ctx_.due(now);
     log_refusals();
 }
 

@@ -221,6 +221,8 @@ private:
     void take_candidates(const node_id& id, peer_entry& p, const peer_record& rec, uint64_t now);
     // decide() with the peer's own deadline kept apart from the tick's.
     void decide_now(const node_id& id, peer_entry& p, const peer_record& rec, uint64_t now);
+    // Its candidates and routes from `rec`, unless taken from that record already.
+    void take_record(const node_id& id, peer_entry& p, const peer_record& rec, uint64_t now);
     // The route authority's view of the host underlay (our addresses, relays, bootstrap).
     void sync_host_underlay();
     void mark_routes(const route_authority::changed& c) {
@@ -251,15 +253,20 @@ private:
     uint64_t next_token_ = 1;
     uint64_t probe_frames_dropped_ = 0;
     bool recheck_all_ = true;
-    // tick() walks the peers only when one is due (the earliest next_check_ms) or the record set
-    // changed (the store's generation at the last walk).
-    uint64_t walk_due_ms_ = 0;
+    // Every peer's (next_check_ms, id), earliest first: tick() decides the peers due from here,
+    // and walks every record only when the record set changed (the store's generation at the
+    // last walk) or relays_changed(). With 1,000 peers a walk for each peer due (an idle peer is
+    // due every few seconds to minutes, so several a second) was O(N) a tick: O(N^2) a node.
+    std::set<std::pair<uint64_t, node_id>> due_;
     uint64_t latest_active_until_ = 0;  // the latest active_until of any pair (activate)
     uint64_t walked_generation_ = UINT64_MAX;
-    void recheck(peer_entry& p) noexcept {
-        p.next_check_ms = 0;
-        walk_due_ms_ = 0;
+    void set_next_check(peer_entry& p, uint64_t t) {
+        if (t == p.next_check_ms) return;
+        due_.erase({p.next_check_ms, p.dp.id});
+        p.next_check_ms = t;
+        due_.emplace(t, p.dp.id);
     }
+    void recheck(peer_entry& p) { set_next_check(p, 0); }
 };
 
 }  // namespace mw::meshd
