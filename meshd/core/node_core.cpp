@@ -285,19 +285,12 @@ uint64_t node_core::tick(uint64_t now) {
                       uint64_t t) { return dialback_helpers(public_only, max, t); },
                now);
     if (directory_.dirty()) directory_.rebuild(now, false);
-    // Relays in some active relayed pair's warm set are probed fast (failover budget).
-    paths_.for_each_warm_relay(now,
-                               [&](const node_id& relay) { directory_.keep_fast(relay, now); });
-    // The relays idle pairs send through are probed at the NAT-keepalive rate, the rest slower.
-    // Each distinct relay once: a directory lookup per pair and relay was a tenth of an idle
-    // 100-node cluster's CPU in the simulator (the pairs name the same few relays).
-    used_relays_.clear();
-    paths_.for_each_used_relay([&](const node_id& relay) {
-        if (std::find(used_relays_.begin(), used_relays_.end(), relay) != used_relays_.end())
-            return;
-        used_relays_.push_back(relay);
-        directory_.keep_used(relay);
-    });
+    // Relays in some active relayed pair's warm set are probed fast (failover budget); the
+    // relays idle pairs send through at the NAT-keepalive rate, the rest slower. Each distinct
+    // relay once (peer_paths::uses).
+    const auto& uses = paths_.uses(now);
+    for (const auto& relay : uses.warm_active) directory_.keep_fast(relay, now);
+    for (const auto& relay : uses.used) directory_.keep_used(relay);
     directory_.tick(members_.self(), now);
     refresh_self(now, false);
     ctx_.due(members_.self_refresh_due());

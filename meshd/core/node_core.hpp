@@ -269,7 +269,6 @@ private:
 
     std::vector<ping_result> ping_results_;
     uint64_t next_neighbour_scan_ms_ = 0;
-    std::vector<node_id> used_relays_;  // tick's scratch: the distinct relays our pairs use
     uint64_t next_expire_ms_ = 0;
     uint64_t stalls_ = 0;
     uint64_t last_tick_ms_ = 0;

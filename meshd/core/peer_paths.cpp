@@ -41,8 +41,41 @@ void peer_paths::decide_now(const node_id& id, peer_entry& p, const peer_record&
     uint64_t outer = ctx_.next_deadline();
     ctx_.set_next_deadline(UINT64_MAX);
     decide(id, p, rec, now);
+    note_uses(p, now);
     set_next_check(p, ctx_.next_deadline());
     ctx_.set_next_deadline(std::min(outer, p.next_check_ms));
+}
+
+void peer_paths::note_uses(const peer_entry& p, uint64_t now) {
+    auto listed = [](const std::vector<node_id>& v, const node_id& r) {
+        return std::find(v.begin(), v.end(), r) != v.end();
+    };
+    bool missing = false;
+    for (const auto& w : p.relayed.warm) {
+        missing = missing || (active(p, now) && !listed(uses_.warm_active, w.relay));
+        missing = missing || (p.dp.path == path_kind::relay && !listed(uses_.used, w.relay));
+    }
+    missing = missing || (p.dp.path == path_kind::relay && !listed(uses_.used, p.dp.relay));
+    if (missing) next_uses_walk_ms_ = 0;
+}
+
+const peer_paths::relay_uses& peer_paths::uses(uint64_t now) {
+    if (now < next_uses_walk_ms_) return uses_;
+    next_uses_walk_ms_ = now + relay_uses_walk_ms;
+    uses_.warm_active.clear();
+    uses_.used.clear();
+    auto add = [](std::vector<node_id>& v, const node_id& r) {
+        if (std::find(v.begin(), v.end(), r) == v.end()) v.push_back(r);
+    };
+    for (const auto& [id, p] : peers_) {
+        const bool is_active = active(p, now), relayed = p.dp.path == path_kind::relay;
+        if (relayed) add(uses_.used, p.dp.relay);
+        for (const auto& w : p.relayed.warm) {
+            if (is_active) add(uses_.warm_active, w.relay);
+            if (relayed) add(uses_.used, w.relay);
+        }
+    }
+    return uses_;
 }
 
 void peer_paths::activate(peer_entry& p, uint64_t now) {
@@ -62,6 +95,7 @@ void peer_paths::activate(peer_entry& p, uint64_t now) {
     }
     p.active_until = std::max(p.active_until, now + ctx_.cfg.active_hold_ms);
     latest_active_until_ = std::max(latest_active_until_, p.active_until);
+    note_uses(p, now);  // its warm relays are probed fast from this tick on
 }
 
 bool peer_paths::fresh(uint64_t last, const peer_entry& p, uint64_t now, uint64_t t) const {
