@@ -41,34 +41,48 @@ void peer_paths::decide_now(const node_id& id, peer_entry& p, const peer_record&
     uint64_t outer = ctx_.next_deadline();
     ctx_.set_next_deadline(UINT64_MAX);
     decide(id, p, rec, now);
-    note_uses(p, now);
+    uses_touched_.push_back(id);
     set_next_check(p, ctx_.next_deadline());
     ctx_.set_next_deadline(std::min(outer, p.next_check_ms));
 }
 
-void peer_paths::note_uses(const peer_entry& p, uint64_t now) {
-    auto listed = [](const std::vector<node_id>& v, const node_id& r) {
-        return std::find(v.begin(), v.end(), r) != v.end();
+uint64_t peer_paths::uses_sig(const peer_entry& p, uint64_t now) const {
+    // FNV-1a over what the lists take from a pair: active or not, relayed or not, the relay in
+    // use and the warm set's relays.
+    uint64_t h = 1469598103934665603ULL;
+    auto mix = [&](const uint8_t* b, size_t n) {
+        for (size_t i = 0; i < n; ++i) h = (h ^ b[i]) * 1099511628211ULL;
     };
-    bool missing = false;
-    for (const auto& w : p.relayed.warm) {
-        missing = missing || (active(p, now) && !listed(uses_.warm_active, w.relay));
-        missing = missing || (p.dp.path == path_kind::relay && !listed(uses_.used, w.relay));
-    }
-    missing = missing || (p.dp.path == path_kind::relay && !listed(uses_.used, p.dp.relay));
-    if (missing) next_uses_walk_ms_ = 0;
+    const uint8_t flags =
+        uint8_t((active(p, now) ? 1 : 0) | (p.dp.path == path_kind::relay ? 2 : 0));
+    mix(&flags, 1);
+    mix(p.dp.relay.data(), node_id::size);
+    for (const auto& w : p.relayed.warm) mix(w.relay.data(), node_id::size);
+    return h;
 }
 
 const peer_paths::relay_uses& peer_paths::uses(uint64_t now) {
-    if (now < next_uses_walk_ms_) return uses_;
-    next_uses_walk_ms_ = now + relay_uses_walk_ms;
+    bool walk = uses_stale_ || now >= uses_valid_until_;
+    for (const auto& id : uses_touched_) {
+        if (walk) break;
+        auto it = peers_.find(id);
+        walk = it == peers_.end() || uses_sig(it->second, now) != it->second.uses_sig;
+    }
+    uses_touched_.clear();
+    if (!walk) return uses_;
+    uses_stale_ = false;
+    uses_valid_until_ = UINT64_MAX;
     uses_.warm_active.clear();
     uses_.used.clear();
     auto add = [](std::vector<node_id>& v, const node_id& r) {
         if (std::find(v.begin(), v.end(), r) == v.end()) v.push_back(r);
     };
-    for (const auto& [id, p] : peers_) {
+    for (auto& [id, p] : peers_) {
+        p.uses_sig = uses_sig(p, now);
         const bool is_active = active(p, now), relayed = p.dp.path == path_kind::relay;
+        // Its warm relays leave the fast list when it turns idle: walk again then.
+        if (is_active && !p.relayed.warm.empty())
+            uses_valid_until_ = std::min(uses_valid_until_, p.active_until);
         if (relayed) add(uses_.used, p.dp.relay);
         for (const auto& w : p.relayed.warm) {
             if (is_active) add(uses_.warm_active, w.relay);
@@ -95,7 +109,7 @@ void peer_paths::activate(peer_entry& p, uint64_t now) {
     }
     p.active_until = std::max(p.active_until, now + ctx_.cfg.active_hold_ms);
     latest_active_until_ = std::max(latest_active_until_, p.active_until);
-    note_uses(p, now);  // its warm relays are probed fast from this tick on
+    uses_touched_.push_back(p.dp.id);  // its warm relays are probed fast from this tick on
 }
 
 bool peer_paths::fresh(uint64_t last, const peer_entry& p, uint64_t now, uint64_t t) const {
@@ -288,6 +302,7 @@ void peer_paths::tick(uint64_t now) {
             routes_dirty_.erase(pit->first);
             unindex_keys(pit->first, pit->second);
             due_.erase({pit->second.next_check_ms, pit->first});
+            uses_stale_ = true;
             pit = peers_.erase(pit);
             ++dp_version_;
         }

@@ -69,6 +69,7 @@ public:
         // when decide() must run again (0: now); events that may change the decision reset it
         uint64_t next_check_ms = 0;
         uint64_t record_seq = 0;  // the record the candidates were taken from (0: rebuild)
+        uint64_t uses_sig = 0;    // uses_sig() at the last walk of uses()
         // Adaptive liveness: active until active_until, since active_since (the start of
         // this active spell; probes are judged from there).
         uint64_t active_until = 0;
@@ -174,16 +175,16 @@ public:
 
     // The distinct relays in the warm sets of active pairs (they are probed fast), and those our
     // relayed pairs send through or would fail over to first (their warm sets: probed at the
-    // NAT-keepalive rate at idle). Each tick asks; walking every pair for it each time was
+    // NAT-keepalive rate at idle), as each tick asks. Walking every pair for it at every tick was
     // O(N) a tick (at 1,000 simulated nodes a third of the CPU while pairs were active), so the
-    // lists are kept: rebuilt by a walk at most every relay_uses_walk_ms, and at once when a
-    // decision puts a relay in a pair's warm set or path that the lists lack (decide_now). A
-    // relay no pair uses any more stays listed until the next walk (at most a second).
+    // lists are kept and walked again only when they may differ: a pair decided, rechecked or
+    // activated since (uses_touched_) whose relays, path or activity changed (uses_sig), a pair
+    // gone, or an active pair with warm relays turning idle (uses_valid_until_). The same lists
+    // at every tick as the walk gave.
     struct relay_uses {
         std::vector<node_id> warm_active;
         std::vector<node_id> used;
     };
-    static constexpr uint64_t relay_uses_walk_ms = 1000;
     const relay_uses& uses(uint64_t now);
     const std::map<node_id, peer_entry>& all() const noexcept { return peers_; }
     uint64_t dataplane_version() const noexcept { return dp_version_; }
@@ -255,15 +256,20 @@ private:
     uint64_t latest_active_until_ = 0;  // the latest active_until of any pair (activate)
     uint64_t walked_generation_ = UINT64_MAX;
     relay_uses uses_;
-    uint64_t next_uses_walk_ms_ = 0;  // 0: walk at the next uses()
-    void note_uses(const peer_entry& p, uint64_t now);
+    bool uses_stale_ = true;
+    uint64_t uses_valid_until_ = 0;
+    std::vector<node_id> uses_touched_;
+    uint64_t uses_sig(const peer_entry& p, uint64_t now) const;
     void set_next_check(peer_entry& p, uint64_t t) {
         if (t == p.next_check_ms) return;
         due_.erase({p.next_check_ms, p.dp.id});
         p.next_check_ms = t;
         due_.emplace(t, p.dp.id);
     }
-    void recheck(peer_entry& p) { set_next_check(p, 0); }
+    void recheck(peer_entry& p) {
+        set_next_check(p, 0);
+        uses_touched_.push_back(p.dp.id);  // a handler may have changed its relays
+    }
 };
 
 }  // namespace mw::meshd
