@@ -98,6 +98,10 @@ struct idle_figures {
     double lan_member_packets = 0;
     double lan_resigns = 0;    // records a LAN node signed in the window (its own re-signs)
     double relayed_pairs = 0;  // per LAN node
+    // Per LAN node: direct peers whose WireGuard keepalive is the NAT rate
+    // (peer_dataplane::keepalive) and those found NAT-free (the slow rate); idle relayed peers
+    // get none (dataplane_planner.hpp).
+    double direct_nat_keepalive = 0, direct_nat_free = 0;
     double relay_probe_bytes = 0, relay_forwarded_bytes = 0, relay_member_bytes = 0;
     double relay_member_packets = 0;
     double resigns = 0;  // records signed in the window, every node (relays included)
@@ -218,6 +222,10 @@ inline idle_figures measure_idle_cluster(int lans, int per_lan, uint64_t seed,
         f.lan_member_bytes += double(c.member_bytes);
         f.lan_ae_bytes += double(c.ae_bytes);
         f.lan_ae_packets += double(c.ae_packets);
+        for (const auto& d : net[n].core->dataplane()) {
+            if (d.path != meshd::path_kind::direct) continue;
+            (d.keepalive ? f.direct_nat_keepalive : f.direct_nat_free) += 1;
+        }
         for (const auto& pv : net[n].core->peers()) {
             f.relayed_pairs += pv.path == meshd::path_kind::relay;
             f.pairs_without_path += pv.path == meshd::path_kind::none;
@@ -237,6 +245,7 @@ inline idle_figures measure_idle_cluster(int lans, int per_lan, uint64_t seed,
     f.lan_resigns /= n;
     f.lan_ae_bytes *= per_min / n, f.lan_ae_packets *= per_min / n;
     f.relayed_pairs /= n;
+    f.direct_nat_keepalive /= n, f.direct_nat_free /= n;
     const double nr = double(relay_names.size());
     for (const auto& r : relay_names) {
         f.relay_probe_bytes += double(meter.of(r).probe_bytes) * per_min / nr;

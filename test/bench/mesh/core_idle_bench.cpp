@@ -8,9 +8,11 @@
 // re-sign every ~11 min costs, 34 times more often than the default's every 6 h. Prints, per LAN
 // node and per relay, the control bytes sent per minute by kind (probes, NAT keepalives to the
 // used relays, relayed sessions, membership, anti-entropy rounds) and extrapolated to a 30-day
-// month, what a LAN node received, plus WireGuard's keepalives as they would add (25 s per peer and
-// direction, 60 bytes on the wire; 72 relayed): the simulation carries no WireGuard. UDP/IP headers
-// are not in the control figures (about 28 bytes a datagram).
+// month, what a LAN node received, plus WireGuard's keepalives as meshd would set them from each
+// core's decisions (60 bytes on the wire, each direction: every 25 s on a direct path through a
+// NAT, 120 s on one found NAT-free, none on an idle relayed path; dataplane_planner.hpp): the
+// simulation carries no WireGuard. UDP/IP headers are not in the control figures (about 28 bytes
+// a datagram).
 //
 // Exits 1 (after the figures) when a figure would not be what it claims: the cluster did not
 // converge, a pair was still active (probed fast) or had no path when measured, a core's own
@@ -39,6 +41,7 @@
 #include <utility>
 #include <vector>
 
+#include "meshd/dataplane_planner.hpp"
 #include "test/sim/sim_idle_fixture.hpp"
 
 using namespace mw;
@@ -139,10 +142,13 @@ int main(int argc, char** argv) {
         const double ka_bytes = f.lan_keepalive_packets * double(meshd::nat_keepalive_size);
         const double lan = f.lan_probe_bytes + ka_bytes + f.lan_session_bytes + f.lan_member_bytes +
                            f.lan_ae_bytes;
-        // Keepalives: each peer, both directions, every 25 s: 60 bytes direct, 72 relayed.
-        const double peers = double(f.nodes - 1);
-        const double ka_per_min =
-            60.0 / 25.0 * 2 * (60.0 * (peers - f.relayed_pairs) + 72.0 * f.relayed_pairs);
+        // WireGuard keepalives as meshd sets them (dataplane_planner.hpp), both directions, 60
+        // bytes on the wire: every 25 s on a direct path through a NAT, every 120 s on one found
+        // NAT-free, none on an idle relayed path (the relay proxy keeps what it needs).
+        const meshd::dataplane_timing wg;
+        const double ka_per_min = 2 * 60.0 *
+                                  (60.0 / wg.keepalive_s * f.direct_nat_keepalive +
+                                   60.0 / wg.keepalive_nat_free_s * f.direct_nat_free);
         const double relay = f.relay_probe_bytes + f.relay_forwarded_bytes;
         std::printf(
             "%6zu %10.0f %10.1f %10.0f %10.0f %10.0f %10.1f %10.0f %10.1f %8.2f %12.1f %12.1f "
