@@ -270,8 +270,9 @@ void peer_paths::tick(uint64_t now) {
     if (!recheck_all_ && store_.generation() == walked_generation_) {
         // The record set is as at the last walk: only the peers due, and those whose route
         // decision changed (a pin they waited for was freed), are decided again. Collected
-        // first: a decision may make another peer due (recheck), which then waits for the next
-        // tick (due now) rather than looping here.
+        // first: a decision may make another peer due (recheck), and taking a record may free a
+        // route pin (routes_dirty_); those wait for the next tick (due now) rather than looping
+        // here, where the walk decided them in the same tick.
         std::vector<node_id> ids;
         for (auto it = due_.begin(); it != due_.end() && it->first <= now; ++it) {
             ids.push_back(it->second);
@@ -668,9 +669,9 @@ std::optional<std::pair<probe, double>> peer_paths::on_probe_frame(uint64_t sess
     }
     // A session hashed from a pair and a relay that sent the frame: the indexed peers, then those
     // whose keys are not derived (or not for their current key) yet, derived when a pair is first
-    // relayed from our side (the peer may relay before that). That second walk covers every peer,
-    // as every lookup did before the index: a frame that matches no keyed peer (a stray, or a
-    // forged header) still costs it.
+    // relayed from our side (the peer may relay before that). That second walk visits every peer
+    // (hashing only the unkeyed), as every lookup did before the index: a frame that matches no
+    // keyed peer (a stray, or a forged header) still costs it.
     if (!pe) {
         std::vector<const relay_entry*> senders;
         for (const auto& r : relays_.all()) {

@@ -180,7 +180,8 @@ public:
     // lists are kept and walked again only when they may differ: a pair decided, rechecked or
     // activated since (uses_touched_) whose relays, path or activity changed (uses_sig), a pair
     // gone, or an active pair with warm relays turning idle (uses_valid_until_). The same lists
-    // at every tick as the walk gave.
+    // at every tick as the walk gave (but for a 64-bit signature collision, ~2^-64 a change,
+    // which would keep them until the next walk).
     struct relay_uses {
         std::vector<node_id> warm_active;
         std::vector<node_id> used;

@@ -11,6 +11,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <cstdlib>
 #include <cstring>
 #include <fstream>
@@ -181,10 +182,23 @@ struct left_behind {
     }
     left_behind(const left_behind&) = delete;
     left_behind& operator=(const left_behind&) = delete;
-    // Waits for it to exit on its own (stopped by the backend or by the test); its wait status.
+    // Waits up to 10 s for it to exit on its own (stopped by the backend or by the test); its
+    // wait status. Bounded: after a failed check nothing may stop it, and the test must fail,
+    // not block (it is killed then, and the check fails).
     int reap() {
         int st = 0;
-        CHECK(::waitpid(pid, &st, 0) == pid);
+        for (int i = 0; i < 1000; ++i) {
+            pid_t r = ::waitpid(pid, &st, WNOHANG);
+            if (r == pid) {
+                pid = -1;
+                return st;
+            }
+            if (r < 0 && errno != EINTR) break;
+            ::usleep(10000);
+        }
+        FAIL_CHECK("pid " << pid << " did not exit within 10 s; killed");
+        ::kill(pid, SIGKILL);
+        ::waitpid(pid, &st, 0);
         pid = -1;
         return st;
     }
