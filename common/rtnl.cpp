@@ -412,6 +412,12 @@ static nlmsghdr* fill_route(nlmsghdr* nlh, const route_info& r) {
     if (r.gateway) put_addr(nlh, RTA_GATEWAY, *r.gateway);
     if (r.oif) mnl_attr_put_u32(nlh, RTA_OIF, static_cast<uint32_t>(r.oif));
     if (r.priority) mnl_attr_put_u32(nlh, RTA_PRIORITY, r.priority);
+    if (r.mtu) {
+        // Nested, as iproute2 sends it. No RTAX_LOCK: path MTU discovery may still lower it.
+        nlattr* metrics = mnl_attr_nest_start(nlh, RTA_METRICS);
+        mnl_attr_put_u32(nlh, RTAX_MTU, r.mtu);
+        mnl_attr_nest_end(nlh, metrics);
+    }
     return nlh;
 }
 
@@ -419,6 +425,7 @@ static std::string route_what(const char* verb, const route_info& r) {
     std::string s = std::string(verb) + " " + r.dst.str();
     if (r.gateway) s += " via " + r.gateway->str();
     if (r.oif) s += " oif " + std::to_string(r.oif);
+    if (r.mtu) s += " mtu " + std::to_string(r.mtu);
     return s;
 }
 
@@ -471,6 +478,14 @@ result<std::vector<route_info>> rtnl::list_routes(int family) {
                     break;
                 case RTA_PRIORITY:
                     ri.priority = mnl_attr_get_u32(at);
+                    break;
+                case RTA_METRICS:
+                    // IPv6 dumps carry the route MTU here too (the kernel's fib6_pmtu).
+                    nl::for_each_nested(at, [&](const nlattr* mx) {
+                        if (mnl_attr_get_type(mx) == RTAX_MTU &&
+                            mnl_attr_get_payload_len(mx) >= sizeof(uint32_t))
+                            ri.mtu = mnl_attr_get_u32(mx);
+                    });
                     break;
                 default:
                     break;

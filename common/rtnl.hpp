@@ -50,6 +50,7 @@ struct route_info {
     uint8_t type = 1;      // RTN_UNICAST
     uint32_t priority = 0;
     bool onlink = false;
+    unsigned mtu = 0;  // RTA_METRICS/RTAX_MTU, not locked (`ip route ... mtu N`); 0: none
 };
 
 struct neigh_info {
@@ -109,8 +110,11 @@ public:
     status del_address(int index, const ip_prefix& addr);
     result<std::vector<addr_info>> list_addresses(int family, int index = 0);
 
-    // Routes in the main table unless route.table says otherwise.
+    // Routes in the main table unless route.table says otherwise. replace (NLM_F_REPLACE) swaps
+    // the route for this one in place, its MTU included (mtu 0 drops the metric): the prefix is
+    // never without a route, as it would be between a delete and an add.
     status add_route(const route_info& route, bool replace = false);
+    // A nonzero route.mtu must match too (IPv4); 0 matches any.
     status del_route(const route_info& route);
     result<std::vector<route_info>> list_routes(int family);
 

@@ -333,13 +333,19 @@ std::string format_peers(const json& r, std::int64_t now_unix) {
         // How its record reached this node ("relay,cache"); "-" from an older meshd.
         std::string via;
         for (const json& v : list(p, "learnedVia")) via += (via.empty() ? "" : ",") + text(v);
+        // The path MTU measured on the path in use ("?" while its search runs); "-" when not
+        // measured (a direct path, an idle pair, an older meshd).
+        std::string pmtu = "-";
+        if (std::int64_t m = integer(at(p, "pathMtu")); m > 0) {
+            pmtu = std::to_string(m) + (text(at(p, "pathMtuSearch")) == "searching" ? "?" : "");
+        }
         rows.push_back({text(at(p, "name")), text(at(p, "path")), text(at(p, "relay")),
-                        text(at(p, "endpoint")), format_rtt(at(p, "rttMs")), hs,
+                        text(at(p, "endpoint")), format_rtt(at(p, "rttMs")), pmtu, hs,
                         via.empty() ? "-" : via});
     }
     sort_rows(rows);
-    std::string out =
-        render_table({"NAME", "PATH", "RELAY", "ENDPOINT", "RTT", "HANDSHAKE", "LEARNED"}, rows);
+    std::string out = render_table(
+        {"NAME", "PATH", "RELAY", "ENDPOINT", "RTT", "MTU", "HANDSHAKE", "LEARNED"}, rows);
     // Pod CIDRs a peer claims that this node refuses to route (route authority).
     std::vector<std::string> refused;
     for (const json& p : list(r, "peers")) {

@@ -210,6 +210,10 @@ json peers_json(const node_snapshot& s) {
         j["relaySessions"] = sessions;
         j["endpoint"] = opt_str(e.endpoint);
         j["rttMs"] = p.rtt_ms ? json(*p.rtt_ms) : json(nullptr);
+        j["pathMtu"] = p.path_mtu ? json(*p.path_mtu) : json(nullptr);
+        j["pathMtuSearch"] = !p.path_mtu           ? json(nullptr)
+                             : p.path_mtu_complete ? json("complete")
+                                                   : json("searching");
         j["learnedVia"] = learned_via_names(p.sources);
         j["recordSeq"] = p.record_seq;
         j["recordExpiresInSeconds"] =

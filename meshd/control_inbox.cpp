@@ -27,7 +27,7 @@ control_inbox::push_result control_inbox::push(std::span<const uint8_t> d, const
         key = buckets_.key_of(std::span<const uint8_t>(k, sizeof k));
     }
     std::lock_guard lock(mutex_);
-    if (d.size() > max_control_datagram) {
+    if (d.size() > max_inbox_datagram) {
         ++stats_.oversize;
         return push_result::dropped;
     }

@@ -6,7 +6,7 @@
 // push() (socket thread) admits a datagram only if its source's bucket pays (source_buckets: the
 // sender's address for plain control, the address and session for in-band control; newcomers
 // pay a shared bucket first), and only if the queue has room; every drop is counted by reason.
-// The queue is a ring of `capacity` fixed buffers of max_control_datagram bytes, allocated once:
+// The queue is a ring of `capacity` fixed buffers of max_inbox_datagram bytes, allocated once:
 // memory_bound() is what the inbox can ever hold, whatever arrives. push() says when the
 // consumer must be woken (the queue went from idle to non-empty), so one posted handler drains
 // many datagrams. pop() (core's thread) takes them in arrival order.
@@ -14,6 +14,7 @@
 // Thread-safe (one mutex, held for a bucket decision and one copy).
 #pragma once
 
+#include <algorithm>
 #include <array>
 #include <cstddef>
 #include <cstdint>
@@ -22,10 +23,16 @@
 #include <vector>
 
 #include "common/wireguard/wg_endpoint.hpp"
+#include "meshd/core/probe_frame.hpp"
 #include "meshd/core/source_buckets.hpp"
 #include "meshd/core/wire_codec.hpp"
 
 namespace mw::meshd {
+
+// The largest datagram queued: a control datagram, or an in-band probe padded to measure a path
+// MTU (probe_frame.hpp; up to 1500 inner bytes: 1,532).
+constexpr size_t max_inbox_datagram =
+    std::max(max_control_datagram, probe_overhead + probe_max_plaintext_size);
 
 struct control_inbox_config {
     size_t capacity = 1024;  // datagrams waiting for the core, at most
@@ -76,7 +83,7 @@ public:
 
 private:
     struct slot {
-        std::array<uint8_t, max_control_datagram> bytes;
+        std::array<uint8_t, max_inbox_datagram> bytes;
         size_t size = 0;
         wg_endpoint from;
         uint64_t session_id = 0;

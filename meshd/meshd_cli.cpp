@@ -121,6 +121,8 @@ CONFIGURATION (YAML; unknown fields are errors; an annotated example is conf/mes
     socket              Control socket for meshctl (default <runDir>/meshd.sock)
     mtu                 MTU of the WireGuard interface and of the pods (node.json) (1280-65535;
                         default: the default route device's MTU - 92)
+    pathMtuDiscovery    measure the path MTU of relayed peers in use with padded probes and
+                        give it to their pod-CIDR routes as a route MTU (default true)
     mdns.enable         LAN discovery by mDNS on UDP 5353 (default true)
     mdns.interfaces     [name, ...] interfaces for mDNS (default []: every up interface with an
                         address but the WireGuard one, pod veths and container/virtual devices)

@@ -422,11 +422,28 @@ meshd_config parse_tree(const YAML::Node& root, const config_environment& env) {
     meshd_config c;
     if (root.IsNull())
         fail("", root, "the config is empty: at least psk.path and podCIDRs are required");
-    mapping top(root, "", {"nodeName",   "podCIDRs",  "clusterCIDRs", "nodeCIDRMaskSize",
-                           "interface",  "wireguard", "listenPort",   "psk",
-                           "relayNodes", "stateDir",  "runDir",       "socket",
-                           "mtu",        "mdns",      "dht",          "kubernetes",
-                           "metrics",    "logLevel",  "revokedNodes", "relayService"});
+    mapping top(root, "",
+                {"nodeName",
+                 "podCIDRs",
+                 "clusterCIDRs",
+                 "nodeCIDRMaskSize",
+                 "interface",
+                 "wireguard",
+                 "listenPort",
+                 "psk",
+                 "relayNodes",
+                 "stateDir",
+                 "runDir",
+                 "socket",
+                 "mtu",
+                 "mdns",
+                 "dht",
+                 "kubernetes",
+                 "metrics",
+                 "logLevel",
+                 "revokedNodes",
+                 "relayService",
+                 "pathMtuDiscovery"});
 
     if (auto n = top.get("nodeName")) {
         c.node_name = as_string(*n, "nodeName");
@@ -589,6 +606,8 @@ meshd_config parse_tree(const YAML::Node& root, const config_environment& env) {
              quoted(c.socket) + " is too long for a unix socket path (at most 107 bytes)");
     }
     if (auto n = top.get("mtu")) c.mtu = static_cast<unsigned>(as_integer(*n, "mtu", 1280, 65535));
+    if (auto n = top.get("pathMtuDiscovery"))
+        c.path_mtu_discovery = as_bool(*n, "pathMtuDiscovery");
 
     if (auto n = top.get("mdns")) {
         mapping m(*n, "mdns", {"enable", "interfaces", "linkLocal"});
@@ -842,6 +861,7 @@ std::string print_yaml(const meshd_config& c) {
     o << "runDir: " << quoted(c.run_dir) << "\n";
     o << "socket: " << quoted(c.socket) << "\n";
     if (c.mtu) o << "mtu: " << *c.mtu << "\n";
+    o << "pathMtuDiscovery: " << (c.path_mtu_discovery ? "true" : "false") << "\n";
     o << "mdns:\n  enable: " << (c.mdns_enable ? "true" : "false") << "\n";
     o << "  interfaces: [";
     for (size_t i = 0; i < c.mdns_interfaces.size(); ++i)

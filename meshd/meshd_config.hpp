@@ -72,6 +72,8 @@ struct meshd_config {
     std::string run_dir = "/run/meshwire";
     std::string socket;           // default <runDir>/meshd.sock
     std::optional<unsigned> mtu;  // written to node.json for the CNI plugin when set
+    // Path MTU search on relayed pairs in use, applied as route MTUs (issue 15; default on).
+    bool path_mtu_discovery = true;
     // mDNS (docs/architecture.md "mDNS"): on these interfaces; empty = every up, non-loopback
     // interface with an address except our WireGuard interface, pod veths and container/virtual
     // bridges. Link-local addresses are advertised only with mdns_link_local.

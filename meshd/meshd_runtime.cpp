@@ -482,6 +482,13 @@ void daemon::apply_dataplane() {
     want.device.private_key = identity_.wg_private_key();
     want.device.listen_port = cfg_.wg_listen_port;
     want.mtu = mtu_;
+    // A relayed peer's measured path MTU (issue 15) as the MTU of the routes to its pod CIDRs:
+    // a pod's larger packet then gets an ICMP "too big" from this node, instead of a frame the
+    // relay path cannot carry. Only below the interface MTU (which holds otherwise).
+    for (const auto& dp : dps) {
+        if (!dp.path_mtu || dp.path_mtu >= mtu_) continue;
+        for (const auto& a : dp.allowed_ips) want.route_mtu[a.network()] = dp.path_mtu;
+    }
     // A device kept (kernel) or adopted (wireguard-go) from before a crash carries peers the
     // fresh core has not found again yet: they stay until it had time to (no flush).
     want.keep_other_peers = now < keep_peers_until_;
@@ -503,7 +510,8 @@ void daemon::apply_dataplane() {
                        {{"peers", std::to_string(peers)},
                         {"operations", std::to_string(rep->wg_operations)},
                         {"routes_added", std::to_string(rep->routes_added)},
-                        {"routes_removed", std::to_string(rep->routes_removed)}});
+                        {"routes_removed", std::to_string(rep->routes_removed)},
+                        {"routes_changed", std::to_string(rep->routes_changed)}});
         }
     });
 }
@@ -840,6 +848,14 @@ int daemon::run() {
     cc.node_cidr_mask_v4 = cfg_.node_cidr_mask_v4;
     cc.node_cidr_mask_v6 = cfg_.node_cidr_mask_v6;
     cc.control_port = cfg_.listen_port;
+    // Searched up to the interface MTU we start with (the pods' MTU: nothing larger is sent).
+    cc.pmtu_max = cfg_.path_mtu_discovery ? mtu_ : 0;
+    if (cc.pmtu_max > probe_max_plaintext_size) {
+        log::info(
+            "path MTU discovery off: the interface MTU is above what padded probes carry",
+            {{"mtu", std::to_string(mtu_)}, {"max", std::to_string(probe_max_plaintext_size)}});
+        cc.pmtu_max = 0;
+    }
     cc.wg_port = cfg_.wg_listen_port;
     cc.endpoints = advertised_endpoints(cfg_.interface, cfg_.listen_port);
     for (const auto& r : cfg_.relay_nodes)

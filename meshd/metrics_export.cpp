@@ -24,6 +24,18 @@ std::string metrics_text(const node_snapshot& s) {
               "Relays a pair left because its WireGuard made no progress through them (the "
               "probes may still have answered).",
               L{}, s.relay_wg_stalls);
+    t.counter("meshwire_pmtu_probes_total",
+              "Padded path MTU probes of relayed pairs, by result (sent, acked; the difference "
+              "includes sizes above the path MTU, which the search expects to lose).",
+              {{"result", "sent"}}, s.pmtu.probes_sent);
+    t.counter("meshwire_pmtu_probes_total", "", {{"result", "acked"}}, s.pmtu.probes_acked);
+    t.counter("meshwire_pmtu_black_holes_total",
+              "A pair's confirmed path MTU stopped carrying its probes (it fell to 1280 and was "
+              "searched again).",
+              L{}, s.pmtu.black_holes);
+    t.counter("meshwire_pmtu_changes_total",
+              "Changes of a pair's path MTU as applied to the routes of its pod CIDRs.", L{},
+              s.pmtu.changes);
     for (size_t i = 0; i < resign_reason_count; ++i) {
         t.counter("meshwire_record_resigns_total",
                   "Our peer record signed again (a record to every node), by reason: start, "
@@ -71,8 +83,9 @@ std::string metrics_text(const node_snapshot& s) {
                 static_cast<double>(s.cidrs_refused_now[i]));
     }
     const auto& pl = s.probe_losses;
-    for (auto [kind, v] : {std::pair{"relay", pl.relay}, std::pair{"direct", pl.direct},
-                           std::pair{"inband", pl.inband}, std::pair{"user", pl.user}}) {
+    for (auto [kind, v] :
+         {std::pair{"relay", pl.relay}, std::pair{"direct", pl.direct},
+          std::pair{"inband", pl.inband}, std::pair{"user", pl.user}, std::pair{"pmtu", pl.pmtu}}) {
         t.counter("meshwire_probe_losses_total", "PINGs without an answer, by what they probed.",
                   {{"probe", kind}}, v);
     }

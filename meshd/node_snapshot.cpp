@@ -88,6 +88,7 @@ node_snapshot take_snapshot(const snapshot_sources& s) {
     n.relay_failovers = core.relay_failovers();
     n.stalls = core.stalls();
     n.relay_wg_stalls = core.relay_wg_stalls();
+    n.pmtu = core.pmtu();
     n.record_resigns = core.record_resigns();
     n.probe_frames_dropped = core.probe_frames_dropped();
     n.probe_losses = core.probe_losses();

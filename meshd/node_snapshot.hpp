@@ -85,6 +85,7 @@ struct node_snapshot {
     // Relays left because our WireGuard made no progress through them; sealed in-band probe
     // frames dropped (no pair for the session, wrong source, not opening).
     uint64_t relay_wg_stalls = 0, probe_frames_dropped = 0;
+    pmtu_totals pmtu;  // path MTU searches (issue 15)
     // Our record signed again in this run, by reason (issue 18: each is a record to every node).
     std::array<uint64_t, resign_reason_count> record_resigns{};
     node_core::probe_loss_counts probe_losses;

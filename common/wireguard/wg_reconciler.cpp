@@ -117,18 +117,32 @@ std::vector<ip_prefix> wg_reconciler::wanted_routes(const wg_device& desired) {
     return out;
 }
 
-wg_route_diff wg_reconciler::diff_routes(const std::vector<ip_prefix>& owned,
-                                         const std::vector<ip_prefix>& wanted) {
-    auto a = owned, b = wanted;
-    for (auto& p : a) p = p.network();
-    for (auto& p : b) p = p.network();
-    std::sort(a.begin(), a.end());
-    a.erase(std::unique(a.begin(), a.end()), a.end());
-    std::sort(b.begin(), b.end());
-    b.erase(std::unique(b.begin(), b.end()), b.end());
+wg_route_set wg_reconciler::wanted_route_set(const wg_device& desired,
+                                             const std::map<ip_prefix, unsigned>& route_mtu) {
+    wg_route_set out;
+    for (const auto& p : wanted_routes(desired)) out.emplace_hint(out.end(), p, 0);
+    for (const auto& [p, mtu] : route_mtu) {
+        auto it = out.find(p.network());
+        if (it != out.end()) it->second = mtu;
+    }
+    return out;
+}
+
+wg_route_diff wg_reconciler::diff_routes(const wg_route_set& owned, const wg_route_set& wanted) {
+    // Both sorted by prefix and walked together.
     wg_route_diff d;
-    std::set_difference(b.begin(), b.end(), a.begin(), a.end(), std::back_inserter(d.add));
-    std::set_difference(a.begin(), a.end(), b.begin(), b.end(), std::back_inserter(d.remove));
+    auto a = owned.begin(), b = wanted.begin();
+    while (a != owned.end() || b != wanted.end()) {
+        if (b == wanted.end() || (a != owned.end() && a->first < b->first)) {
+            d.remove.push_back((a++)->first);
+        } else if (a == owned.end() || b->first < a->first) {
+            d.add.push_back((b++)->first);
+        } else {
+            if (a->second != b->second) d.change.push_back(b->first);
+            ++a;
+            ++b;
+        }
+    }
     return d;
 }
 
@@ -145,6 +159,14 @@ result<wg_reconcile_report> wg_reconciler::apply(const wg_interface_config& desi
     for (const auto& a : desired.addresses) {
         if (!a.address().valid() || a.length() < 0 || a.length() > a.address().bits()) {
             return error(errc::invalid_argument, "invalid interface address prefix");
+        }
+    }
+    for (const auto& [p, mtu] : desired.route_mtu) {
+        // The kernel clamps larger values: the route read back would differ at every full sync.
+        if (mtu > k_max_route_mtu) {
+            return error(errc::invalid_argument, "route MTU " + std::to_string(mtu) + " for " +
+                                                     p.str() + " above " +
+                                                     std::to_string(k_max_route_mtu));
         }
     }
     std::lock_guard lk(mu_);
@@ -167,6 +189,7 @@ result<wg_reconcile_report> wg_reconciler::apply(const wg_interface_config& desi
     }
     const wg_interface_config* want = &desired;
     std::optional<wg_interface_config> with_kept;
+    std::vector<ip_prefix> kept_routes;
     if (desired.keep_other_peers) {
         // Peers only the device has are wanted as they are (diff() then leaves them alone).
         std::set<wg_key> listed;
@@ -175,6 +198,7 @@ result<wg_reconcile_report> wg_reconciler::apply(const wg_interface_config& desi
             if (listed.count(p.public_key)) continue;
             if (!with_kept) with_kept = desired;
             with_kept->device.peers.push_back(p);
+            for (const auto& a : p.allowed_ips) kept_routes.push_back(a.network());
         }
         if (with_kept) want = &*with_kept;
     }
@@ -203,7 +227,7 @@ result<wg_reconcile_report> wg_reconciler::apply(const wg_interface_config& desi
     }
     expected_ = std::move(base);
     if (want->manage_link) {
-        auto st = apply_link_locked(*want, full, rep);
+        auto st = apply_link_locked(*want, full, rep, kept_routes);
         if (!st) {
             invalidate_locked();
             return std::move(st).err();
@@ -215,9 +239,11 @@ result<wg_reconcile_report> wg_reconciler::apply(const wg_interface_config& desi
 }
 
 status wg_reconciler::apply_link_locked(const wg_interface_config& desired, bool full,
-                                        wg_reconcile_report& rep) {
+                                        wg_reconcile_report& rep,
+                                        const std::vector<ip_prefix>& kept) {
     const std::string& ifname = backend_.ifname();
-    auto wanted = desired.manage_routes ? wanted_routes(desired.device) : std::vector<ip_prefix>{};
+    auto wanted = desired.manage_routes ? wanted_route_set(desired.device, desired.route_mtu)
+                                        : wg_route_set{};
     // Between full syncs, link settings that did not change are not re-read, and routes are
     // diffed against the set we know we own: a one-peer change costs one route operation.
     bool incremental = !full && ifindex_ > 0 && owned_routes_ && last_ &&
@@ -264,13 +290,14 @@ status wg_reconciler::apply_link_locked(const wg_interface_config& desired, bool
                 ++it;
             }
         }
-        std::vector<ip_prefix> owned;
+        // With the MTU the kernel has, so that a route whose MTU someone changed is repaired.
+        wg_route_set owned;
         for (int family : {AF_INET, AF_INET6}) {
             auto routes = MW_TRY(nl.list_routes(family));
             for (const auto& r : routes) {
                 if (r.oif == link.index && r.protocol == k_wg_route_protocol &&
                     r.table == desired.route_table) {
-                    owned.push_back(r.dst);
+                    owned[r.dst.network()] = r.mtu;
                 }
             }
         }
@@ -278,9 +305,27 @@ status wg_reconciler::apply_link_locked(const wg_interface_config& desired, bool
         foreign_routes_.clear();
     }
     // Prefixes someone else already routes are not ours to add (found on an earlier attempt).
-    std::erase_if(wanted, [&](const ip_prefix& p) { return foreign_routes_.count(p.str()) > 0; });
-    auto rd = diff_routes(*owned_routes_, wanted);
+    std::erase_if(wanted, [&](const auto& w) { return foreign_routes_.count(w.first.str()) > 0; });
     auto& owned = *owned_routes_;
+    // A kept peer's route stays as it is: the MTU it was given before a restart is still the best
+    // we know until meshd measures the path again.
+    for (const auto& p : kept) {
+        auto w = wanted.find(p);
+        auto o = owned.find(p);
+        if (w != wanted.end() && w->second == 0 && o != owned.end()) w->second = o->second;
+    }
+    auto rd = diff_routes(owned, wanted);
+    auto route_for = [&](const ip_prefix& p) {
+        route_info r;
+        r.dst = p;
+        r.oif = ifindex_;
+        r.table = desired.route_table;
+        r.protocol = k_wg_route_protocol;
+        r.scope = p.is_v4() ? RT_SCOPE_LINK : RT_SCOPE_UNIVERSE;
+        auto w = wanted.find(p);
+        if (w != wanted.end()) r.mtu = w->second;
+        return r;
+    };
     for (const auto& p : rd.remove) {
         route_info r;
         r.dst = p;
@@ -288,16 +333,20 @@ status wg_reconciler::apply_link_locked(const wg_interface_config& desired, bool
         r.table = desired.route_table;
         auto st = MW_TRY(nl_get())->del_route(r);
         if (!st && !st.err().is_errno(ESRCH) && !st.err().is_errno(ENOENT)) return st;
-        std::erase(owned, p);
+        owned.erase(p);
         ++rep.routes_removed;
     }
+    for (const auto& p : rd.change) {
+        // Replaced, not deleted and added: the prefix is never without its route, and never
+        // falls back to a less specific one meanwhile.
+        auto r = route_for(p);
+        rtnl* nl = MW_TRY(nl_get());
+        MW_TRY_STATUS(nl->add_route(r, /*replace=*/true));
+        owned[p] = r.mtu;
+        ++rep.routes_changed;
+    }
     for (const auto& p : rd.add) {
-        route_info r;
-        r.dst = p;
-        r.oif = ifindex_;
-        r.table = desired.route_table;
-        r.protocol = k_wg_route_protocol;
-        r.scope = p.is_v4() ? RT_SCOPE_LINK : RT_SCOPE_UNIVERSE;
+        auto r = route_for(p);
         auto st = MW_TRY(nl_get())->add_route(r);
         if (!st && st.err().is_errno(EEXIST)) {
             // Someone else's route for the same prefix: it is theirs, we leave it.
@@ -307,7 +356,7 @@ status wg_reconciler::apply_link_locked(const wg_interface_config& desired, bool
             continue;
         }
         if (!st) return st;
-        owned.push_back(p);
+        owned[p] = r.mtu;
         ++rep.routes_added;
     }
     return {};

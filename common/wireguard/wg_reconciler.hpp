@@ -4,6 +4,9 @@
 // the peers' allowed-ips in line. Applying the same state twice sends nothing. Routes it installs
 // carry their own rtnetlink protocol number, so routes others installed are never touched.
 //
+// A route may carry its own MTU (wg_interface_config::route_mtu); when only that changes, the
+// route is replaced in place (NLM_F_REPLACE), so its prefix is never without a route.
+//
 // Cost: a full sync reads the device, its addresses and the route table (O(peers)); between full
 // syncs the reconciler diffs against what it knows it applied, so changing one peer costs O(1)
 // bytes and time. A full sync happens on the first apply, after any failure or device restart,
@@ -13,6 +16,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -30,6 +34,8 @@ namespace mw {
 // rtm_protocol of the routes we own ("m" for meshwire). Not a value the kernel or the common
 // routing daemons use (see /etc/iproute2/rt_protos).
 inline constexpr uint8_t k_wg_route_protocol = 109;
+// The largest route MTU the kernel keeps as given (it clamps RTAX_MTU to 65535 - 15).
+inline constexpr unsigned k_max_route_mtu = 65520;
 
 struct wg_interface_config {
     wg_device device;
@@ -42,7 +48,16 @@ struct wg_interface_config {
     // sets it for its first seconds: the device it kept or adopted carries peers its fresh core
     // has not found again yet, and removing them broke pairs that never stopped working.
     bool keep_other_peers = false;
+    // MTU of the route for a prefix, keyed by the network prefix (as wanted_routes() gives it);
+    // absent or 0: no MTU metric, the interface's MTU applies. meshd sets a peer's measured path
+    // MTU on the routes of its pod CIDRs (issue 15), so that a pod packet too big for that path is
+    // refused with an ICMP "too big" by its own node instead of being lost on the way. At most
+    // k_max_route_mtu.
+    std::map<ip_prefix, unsigned> route_mtu;
 };
+
+// Routes by normalized prefix, with their MTU (0: no MTU metric).
+using wg_route_set = std::map<ip_prefix, unsigned>;
 
 enum class wg_sync { automatic, full };
 
@@ -52,13 +67,17 @@ struct wg_reconcile_report {
     size_t link_changes = 0;   // up / mtu / addresses
     size_t routes_added = 0;
     size_t routes_removed = 0;
-    bool full_sync = false;  // the device (and routes) were read back this time
-    bool changed() const { return wg_operations || link_changes || routes_added || routes_removed; }
+    size_t routes_changed = 0;  // replaced in place: only the MTU differed
+    bool full_sync = false;     // the device (and routes) were read back this time
+    bool changed() const {
+        return wg_operations || link_changes || routes_added || routes_removed || routes_changed;
+    }
 };
 
 struct wg_route_diff {
     std::vector<ip_prefix> add;
     std::vector<ip_prefix> remove;
+    std::vector<ip_prefix> change;  // owned and wanted with another MTU: replaced in place
 };
 
 class wg_reconciler {
@@ -80,17 +99,23 @@ public:
     // listen port, fwmark, a peer's endpoint) are left alone; peers absent from desired are
     // removed.
     static wg_device_update diff(const wg_device& observed, const wg_device& desired);
-    // Routes to add and remove, given the routes we own now and the allowed-ips wanted.
-    static wg_route_diff diff_routes(const std::vector<ip_prefix>& owned,
-                                     const std::vector<ip_prefix>& wanted);
+    // Routes to add, remove and replace, given the routes we own now and the ones wanted (both
+    // keyed by normalized prefix, as wanted_route_set() and a route dump give them). O(N).
+    static wg_route_diff diff_routes(const wg_route_set& owned, const wg_route_set& wanted);
     // Every allowed-ip of every peer, normalized (what needs a route).
     static std::vector<ip_prefix> wanted_routes(const wg_device& desired);
+    // wanted_routes() with each route's MTU from `route_mtu` (its keys are normalized here too;
+    // entries for prefixes no peer has are ignored).
+    static wg_route_set wanted_route_set(const wg_device& desired,
+                                         const std::map<ip_prefix, unsigned>& route_mtu);
 
 private:
     struct hook_guard;  // lets the backend's restart hook outlive us safely
 
+    // `kept`: allowed-ips of the peers keep_other_peers kept; their routes keep the MTU they
+    // have unless desired.route_mtu names one.
     status apply_link_locked(const wg_interface_config& desired, bool full,
-                             wg_reconcile_report& rep);
+                             wg_reconcile_report& rep, const std::vector<ip_prefix>& kept = {});
     void invalidate_locked();
     void on_restart();
 
@@ -102,8 +127,8 @@ private:
     std::set<std::pair<ip_address, int>> added_addresses_;
     // What we know the device holds (valid between full syncs).
     std::optional<wg_device> expected_;
-    std::optional<std::vector<ip_prefix>> owned_routes_;
-    std::set<std::string> foreign_routes_;  // prefixes routed by someone else on this interface
+    std::optional<wg_route_set> owned_routes_;  // with the MTU each has in the kernel
+    std::set<std::string> foreign_routes_;      // prefixes routed by someone else on this interface
     int ifindex_ = 0;
     std::chrono::steady_clock::time_point last_full_{};
 };

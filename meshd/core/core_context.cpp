@@ -154,8 +154,7 @@ void core_context::send_probe_ping(const wg_endpoint& to, uint64_t session_id,
 
 void core_context::send_probe_frame(const wg_endpoint& to, uint64_t session_id,
                                     const probe_keys& keys, const probe_frame_body& body) {
-    auto f = seal_probe(keys, random_u64(), body);
-    out_.push_back(outgoing_datagram{to, session_id, std::vector<uint8_t>(f.begin(), f.end())});
+    out_.push_back(outgoing_datagram{to, session_id, seal_probe(keys, random_u64(), body)});
 }
 
 void core_context::log(int level, std::string msg, log_fields f) {

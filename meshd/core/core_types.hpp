@@ -42,7 +42,7 @@ constexpr learned_via_set operator|(learned_via_set s, learned_via v) noexcept {
 
 // PINGs that got no PONG within ping_timeout_ms, by what they probed.
 struct probe_loss_counts {
-    uint64_t relay = 0, direct = 0, inband = 0, user = 0;
+    uint64_t relay = 0, direct = 0, inband = 0, user = 0, pmtu = 0;
 };
 
 enum class path_kind : uint8_t { none, direct, relay };
@@ -240,6 +240,13 @@ struct node_core_config {
     uint64_t dialback_probes_per_s = 20;  // as a helper: probes we send for others, at most
     uint64_t upgrade_interval_ms = 5000;  // direct candidates of an active pair not using them
     uint64_t path_timeout_ms = 3500;      // no answer for this long: path / relay is down
+    // Path MTU search on active relayed pairs (issue 15, path_mtu.hpp): inner sizes from 1280 up
+    // to pmtu_max (the WireGuard interface's MTU; 0: off). A complete search confirms its MTU
+    // every pmtu_confirm_interval_ms with one padded probe (RFC 8899 suggests less often; ours
+    // bounds how long a black hole on a path in use lasts, ~ interval + 3 probe timeouts, and
+    // only active pairs pay it: ~300 B/s each).
+    unsigned pmtu_max = 0;
+    uint64_t pmtu_confirm_interval_ms = 5000;
     // HELLO to each relay (registration, membership.hpp): every hello_interval once the relay
     // answered one, every hello_retry_interval until it does; at once when our record changes,
     // the relay restarted (a new boot epoch in its PONG), came back up, or answers a probe
@@ -311,6 +318,9 @@ struct peer_dataplane {
     // through the relay proxy get none whatever this says (dataplane_planner: their packets leave
     // from the control socket, whose NAT mapping to the relay the relay probes keep).
     bool keepalive = true;
+    // relay path: the path MTU measured on it (issue 15, path_mtu.hpp) when below the interface
+    // MTU: the MTU of the routes to the peer's pod CIDRs. 0: none (the interface MTU holds).
+    unsigned path_mtu = 0;
     // relay path: the pair is active (peer_paths: traffic, or a fresh path, for active_hold_ms).
     // The planner gives a relayed peer through the relay proxy a persistent keepalive only while
     // it is (issue 18). False on other paths, so that their active/idle turns change nothing.
@@ -382,7 +392,11 @@ struct peer_view {
     std::vector<relay_session> relay_sessions;
     std::optional<wg_endpoint> endpoint;
     std::optional<double> rtt_ms;  // of the path in use
-    learned_via_set sources = 0;   // how its record reached us (learned_via bits)
+    // The path MTU (inner bytes) of the path in use as measured, and whether that search is
+    // complete; nullopt: not measured (a direct path, an idle pair not probed yet, a search off).
+    std::optional<unsigned> path_mtu;
+    bool path_mtu_complete = false;
+    learned_via_set sources = 0;  // how its record reached us (learned_via bits)
     uint64_t record_seq = 0;
     // Left of its record's lifetime here (counted from our first receipt of that seq, on our
     // clock), at the last instant the core saw; nullopt when no record is held.

@@ -57,6 +57,8 @@ public:
     uint64_t next_deadline() const noexcept;
     const path_mtu_counters& counters() const noexcept { return counters_; }
     const path_mtu_config& config() const noexcept { return config_; }
+    // The path's round trip is known (or changed): a probe counts as lost after `ms` from now on.
+    void set_probe_timeout(uint64_t ms) noexcept { config_.probe_timeout_ms = ms; }
 
 private:
     unsigned candidate() const noexcept;

@@ -732,6 +732,10 @@ std::optional<std::pair<probe, double>> peer_paths::on_probe_frame(uint64_t sess
     double rtt = static_cast<double>(now - pr->sent_ms);
     if (pr->kind == probe_kind::user) return std::make_pair(*pr, rtt);
     if (pr->kind == probe_kind::inband) on_pong(*pr, id, rtt, now);
+    if (pr->kind == probe_kind::pmtu) {
+        election_.on_pmtu_ack(r, static_cast<unsigned>(pr->token), now);
+        recheck(p);
+    }
     return std::nullopt;
 }
 
@@ -905,6 +909,10 @@ std::vector<peer_view> peer_paths::views() const {
                     {ctx_.name_of(w.relay), in_use, w.accepted});
             }
             if (p.relayed.last_inband_pong_ms) pv.rtt_ms = p.relayed.inband_rtt_ms;
+            if (p.relayed.pmtu && p.relayed.pmtu_answered) {
+                pv.path_mtu = p.relayed.pmtu->mtu();
+                pv.path_mtu_complete = p.relayed.pmtu->state() == path_mtu::phase::complete;
+            }
         } else if (p.dp.path == path_kind::direct) {
             for (const auto& c : p.candidates) {
                 if (c.last_pong_ms && (!pv.rtt_ms || c.rtt_ms < *pv.rtt_ms)) pv.rtt_ms = c.rtt_ms;

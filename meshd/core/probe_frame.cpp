@@ -2,7 +2,9 @@
 
 #include <sodium.h>
 
+#include <algorithm>
 #include <cstring>
+#include <vector>
 
 #include "meshd/core/sodium_init.hpp"
 
@@ -64,28 +66,30 @@ probe_keys probe_keys::derive(const symmetric_key& pair_key, const node_id& self
 }
 
 std::optional<uint32_t> peek_probe_index(std::span<const uint8_t> f) noexcept {
-    if (f.size() != probe_frame_size || f[0] != probe_frame_type || f[1] != 0 || f[2] != 0 ||
-        f[3] != 0)
+    if (f.size() < probe_frame_size || f.size() > probe_overhead + probe_max_plaintext_size ||
+        f[0] != probe_frame_type || f[1] != 0 || f[2] != 0 || f[3] != 0)
         return std::nullopt;
     return get_le32(f.data() + 4);
 }
 
-std::array<uint8_t, probe_frame_size> seal_probe(const probe_keys& keys, uint64_t counter,
-                                                 const probe_frame_body& body) {
+std::vector<uint8_t> seal_probe(const probe_keys& keys, uint64_t counter,
+                                const probe_frame_body& body) {
     ensure_sodium();
-    std::array<uint8_t, probe_frame_size> f{};
+    const size_t plain =
+        std::clamp<size_t>(body.size, probe_plaintext_size, probe_max_plaintext_size);
+    std::vector<uint8_t> f(probe_overhead + plain);
     f[0] = probe_frame_type;
     put_le32(f.data() + 4, keys.send_index);
     put_le64(f.data() + 8, counter);
-    uint8_t pt[probe_plaintext_size] = {};
+    std::vector<uint8_t> pt(plain);
     pt[0] = static_cast<uint8_t>(body.kind);
-    put_le64(pt + 1, body.request_id);
-    put_le64(pt + 9, body.wg_rx_bytes);
-    put_le32(pt + 17, body.wg_reading_age_ms);
+    put_le64(pt.data() + 1, body.request_id);
+    put_le64(pt.data() + 9, body.wg_rx_bytes);
+    put_le32(pt.data() + 17, body.wg_reading_age_ms);
     uint8_t nonce[12] = {};
     put_le64(nonce + 4, counter);
     unsigned long long clen = 0;
-    crypto_aead_chacha20poly1305_ietf_encrypt(f.data() + header_size, &clen, pt, sizeof pt,
+    crypto_aead_chacha20poly1305_ietf_encrypt(f.data() + header_size, &clen, pt.data(), pt.size(),
                                               f.data(), header_size, nullptr, nonce,
                                               keys.send.data());
     return f;
@@ -97,25 +101,26 @@ result<probe_frame_body> open_probe(const probe_keys& keys, std::span<const uint
     ensure_sodium();
     uint8_t nonce[12] = {};
     std::memcpy(nonce + 4, f.data() + 8, 8);
-    uint8_t pt[probe_plaintext_size];
+    std::vector<uint8_t> pt(f.size() - probe_overhead);  // peek_probe_index bounded it
     unsigned long long plen = 0;
-    if (crypto_aead_chacha20poly1305_ietf_decrypt(pt, &plen, nullptr, f.data() + header_size,
+    if (crypto_aead_chacha20poly1305_ietf_decrypt(pt.data(), &plen, nullptr, f.data() + header_size,
                                                   f.size() - header_size, f.data(), header_size,
                                                   nonce, keys.recv.data()) != 0 ||
-        plen != sizeof pt) {
+        plen != pt.size()) {
         return error(errc::protocol_error, "probe frame failed authentication");
     }
     probe_frame_body b;
     if (pt[0] != static_cast<uint8_t>(probe_frame_kind::ping) &&
         pt[0] != static_cast<uint8_t>(probe_frame_kind::pong))
         return error(errc::protocol_error, "probe frame of unknown kind");
-    for (size_t i = 21; i < sizeof pt; ++i) {
+    for (size_t i = 21; i < pt.size(); ++i) {
         if (pt[i] != 0) return error(errc::protocol_error, "probe frame padding not zero");
     }
     b.kind = static_cast<probe_frame_kind>(pt[0]);
-    b.request_id = get_le64(pt + 1);
-    b.wg_rx_bytes = get_le64(pt + 9);
-    b.wg_reading_age_ms = get_le32(pt + 17);
+    b.request_id = get_le64(pt.data() + 1);
+    b.wg_rx_bytes = get_le64(pt.data() + 9);
+    b.wg_reading_age_ms = get_le32(pt.data() + 17);
+    b.size = static_cast<uint32_t>(pt.size());
     return b;
 }
 

@@ -13,11 +13,19 @@
 // 96 bytes is what WireGuard sends for a 49-64 byte inner packet (16 header + 64 + 16 tag), the
 // size of a TCP ACK with timestamps, the commonest small data frame; keepalives are 32.
 //
-// Plaintext (64 bytes): kind (1 PING, 2 PONG), request id (u64, random; a PONG echoes its PING's),
-// then what the sender's WireGuard reports for the receiver: rx_bytes (u64) and the age of that
-// reading in ms (u32, UINT32_MAX: none), and zero padding. The receiver uses the rx_bytes to see
-// whether its WireGuard traffic reaches the peer (relay_election: "relays judged by what they
-// carry").
+// Padded frames (issue 15, the path MTU search of path_mtu.hpp): a PING may carry more plaintext,
+// zero padding up to `size` bytes, so that the frame is exactly what WireGuard sends for an inner
+// packet of `size` bytes (16 + size + 16, as a full-size data frame is). The receiver answers with
+// an ordinary 96-byte PONG (only the forward direction is measured; the PONG echoes the request
+// id, and the sender knows the size it asked). A node from before padded frames does not take
+// them for probes (their size is not 96) and hands them to WireGuard, which drops them: no PONG,
+// and path_mtu.hpp's user applies nothing until a padded probe was answered once.
+//
+// Plaintext (64 bytes, or `size` when padded): kind (1 PING, 2 PONG), request id (u64, random; a
+// PONG echoes its PING's), then what the sender's WireGuard reports for the receiver: rx_bytes
+// (u64) and the age of that reading in ms (u32, UINT32_MAX: none), and zero padding. The receiver
+// uses the rx_bytes to see whether its WireGuard traffic reaches the peer (relay_election: "relays
+// judged by what they carry").
 //
 // Keys (probe_keys): per direction, BLAKE2b-256 keyed with the pair key (pair_key.hpp) over
 // "meshwire probe v1 key" | sender ID | receiver ID; the receiver index is the first 4 bytes of
@@ -44,6 +52,7 @@
 #include <cstdint>
 #include <optional>
 #include <span>
+#include <vector>
 
 #include "common/result.hpp"
 #include "meshd/core/node_id.hpp"
@@ -53,6 +62,11 @@ namespace mw::meshd {
 
 constexpr size_t probe_frame_size = 96;
 constexpr size_t probe_plaintext_size = 64;
+constexpr size_t probe_overhead = probe_frame_size - probe_plaintext_size;  // header + tag
+// The largest padded probe: any tunnel MTU over a 1500-byte underlay. Bounded because the
+// receiving daemon queues probes in fixed buffers (control_inbox); a larger interface MTU (a
+// jumbo underlay) turns the path MTU search off (meshd_runtime).
+constexpr size_t probe_max_plaintext_size = 1500;
 constexpr uint8_t probe_frame_type = 4;  // WireGuard transport data
 
 enum class probe_frame_kind : uint8_t { ping = 1, pong = 2 };
@@ -65,6 +79,9 @@ struct probe_frame_body {
     uint64_t wg_rx_bytes = 0;
     uint32_t wg_reading_age_ms = no_reading;
     static constexpr uint32_t no_reading = UINT32_MAX;
+    // Plaintext bytes (the inner packet size the frame stands for): sealed padded to it (at
+    // least probe_plaintext_size), and what open_probe found.
+    uint32_t size = probe_plaintext_size;
 
     bool operator==(const probe_frame_body&) const = default;
 };
@@ -79,13 +96,14 @@ struct probe_keys {
                              const node_id& peer);
 };
 
-// The receiver index of a WireGuard-shaped frame of probe size (nullopt: not that shape). Cheap:
-// no crypto; the relay proxy calls it per frame.
+// The receiver index of a WireGuard-shaped frame of a probe's size (96 bytes up to a padded
+// probe's largest; nullopt: not that shape). Cheap: no crypto; the relay proxy calls it per frame.
 std::optional<uint32_t> peek_probe_index(std::span<const uint8_t> frame) noexcept;
 
-// `counter` is the nonce: random per frame (the caller's RNG).
-std::array<uint8_t, probe_frame_size> seal_probe(const probe_keys& keys, uint64_t counter,
-                                                 const probe_frame_body& body);
+// `counter` is the nonce: random per frame (the caller's RNG). The frame has probe_overhead +
+// max(body.size, probe_plaintext_size) bytes (body.size at most probe_max_plaintext_size).
+std::vector<uint8_t> seal_probe(const probe_keys& keys, uint64_t counter,
+                                const probe_frame_body& body);
 
 // Fails (errc::parse_error) on a wrong shape or index, (errc::protocol_error) on a failed
 // authentication, an unknown kind or non-zero padding.

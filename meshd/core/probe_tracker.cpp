@@ -51,6 +51,9 @@ uint64_t probe_tracker::expire(uint64_t now, uint64_t timeout_ms) {
             case probe_kind::user:
                 ++losses_.user;
                 break;
+            case probe_kind::pmtu:
+                ++losses_.pmtu;
+                break;
         }
         pending_.erase(it);
         order_.pop_front();

@@ -24,7 +24,8 @@
 
 namespace mw::meshd {
 
-enum class probe_kind : uint8_t { relay, direct, inband, user };
+// pmtu: a relayed pair's padded in-band probe (path_mtu.hpp); its size is in `token`.
+enum class probe_kind : uint8_t { relay, direct, inband, user, pmtu };
 
 // What a PING probed, so its PONG can be credited.
 struct probe {
@@ -35,7 +36,7 @@ struct probe {
     wg_endpoint ep;           // the address probed (set by core_context::send_ping)
     uint64_t session_id = 0;  // in-band: the relay session it went through (set by send_ping)
     uint64_t sent_ms = 0;
-    uint64_t token = 0;  // user: meshctl's token
+    uint64_t token = 0;  // user: meshctl's token; pmtu: the probe's size
 };
 
 class probe_tracker {

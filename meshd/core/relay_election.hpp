@@ -23,11 +23,13 @@
 #include <cstddef>
 #include <cstdint>
 #include <map>
+#include <memory>
 #include <optional>
 #include <string>
 #include <vector>
 
 #include "meshd/core/core_context.hpp"
+#include "meshd/core/path_mtu.hpp"
 #include "meshd/core/relay_directory.hpp"
 
 namespace mw::meshd {
@@ -171,6 +173,23 @@ struct relayed_pair {
     std::map<node_id, uint32_t> strikes;
     // relay -> until: it REJECTed our session request; no new request before then.
     std::map<node_id, uint64_t> rejected;
+    // The path MTU of the relay path in use (issue 15): searched with padded in-band probes while
+    // the pair is active, made at its first probe (an idle pair costs a pointer), reset when the
+    // relay changes. `pmtu_answered`: a padded probe was answered on this pair once; a node from
+    // before padded probes never answers one, and its pair then gets no path MTU applied (a
+    // search that only fails would otherwise cut it to 1280). `pmtu_applied`: the MTU in the
+    // data plane now (0: none, the interface MTU holds).
+    std::unique_ptr<path_mtu> pmtu;
+    bool pmtu_answered = false;
+    unsigned pmtu_applied = 0;
+};
+
+// What the path MTU searches of all pairs did (metrics).
+struct pmtu_totals {
+    uint64_t probes_sent = 0;
+    uint64_t probes_acked = 0;
+    uint64_t black_holes = 0;  // a confirmed MTU stopped working: it fell to 1280
+    uint64_t changes = 0;      // a pair's applied path MTU changed
 };
 
 class relay_election {
@@ -193,6 +212,9 @@ public:
 
     // The body of a probe frame to the peer: our WireGuard's rx reading for it.
     static probe_frame_body wg_report(const relayed_pair& p, uint64_t now);
+    // The peer answered our padded probe of `size` bytes through the relay in use.
+    void on_pmtu_ack(relayed_pair& p, unsigned size, uint64_t now);
+    const pmtu_totals& pmtu() const noexcept { return pmtu_; }
 
     uint64_t failovers() const noexcept { return failovers_; }
     uint64_t selections() const noexcept { return selections_; }
@@ -203,10 +225,14 @@ private:
     // Counts a failure of `relay` for the pair; returns how long it is excluded.
     uint64_t strike(relayed_pair& p, const node_id& relay) const;
     wg_stall_rule stall_rule(const relayed_pair& p) const;
+    // The path MTU search of an active pair: a padded probe when one is due, and dp.path_mtu.
+    void probe_path_mtu(const node_id& id, relayed_pair& p, const peer_record& rec, uint64_t now,
+                        peer_dataplane& dp);
 
     core_context& ctx_;
     relay_directory& relays_;
     uint64_t failovers_ = 0, selections_ = 0, wg_stalls_ = 0;
+    pmtu_totals pmtu_;
 };
 
 }  // namespace mw::meshd

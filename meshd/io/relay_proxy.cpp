@@ -395,8 +395,11 @@ void relay_proxy::drain_uplink() noexcept {
                     // it is how the core learns that the peer sends through a relay that we
                     // dropped from the pair's warm set (say after a cut), and takes that
                     // session back. The core checks its source against the relay's addresses.
+                    // Liveness probes only (96 bytes): padded ones (path MTU) are for a session
+                    // we use, and WireGuard data of any size would otherwise reach the core.
                     auto payload = d.subspan(relay_data_header_size);
-                    if (peek_probe_index(payload) || classify(payload) == frame_kind::control) {
+                    if ((payload.size() == probe_frame_size && peek_probe_index(payload)) ||
+                        classify(payload) == frame_kind::control) {
                         control_idx_.push_back(uint32_t(i));
                         control_session_.push_back(*session);
                         ++inband;

@@ -1,7 +1,8 @@
 // libFuzzer target: sealed in-band probe frames (probe_frame.hpp) from arbitrary bytes, as a
-// relay may send them. peek_probe_index must accept exactly the WireGuard-data shape of probe
-// size; open_probe must fail (random bytes never authenticate) without crashing. The bytes are
-// also used as a plaintext body: what seals must open to the same body.
+// relay may send them. peek_probe_index must accept exactly the WireGuard-data shape of a probe's
+// size (96 bytes up to the largest padded probe); open_probe must fail (random bytes never
+// authenticate) without crashing. The bytes are also used as a plaintext body: what seals must open
+// to the same body.
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
@@ -20,7 +21,9 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
         return probe_keys::derive(pair, a, b);
     }();
     auto idx = peek_probe_index(in);
-    if (idx && (size != probe_frame_size || data[0] != 4)) __builtin_trap();
+    if (idx && (size < probe_frame_size || size > probe_overhead + probe_max_plaintext_size ||
+                data[0] != 4))
+        __builtin_trap();
     if (auto b = open_probe(keys, in)) {
         // Only a frame sealed with the key opens; the fuzzer cannot produce one by chance.
         (void)b;
@@ -32,6 +35,12 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
         std::memcpy(&body.request_id, data + 1, 8);
         std::memcpy(&body.wg_rx_bytes, data + 9, 8);
         std::memcpy(&body.wg_reading_age_ms, data + 17, 4);
+        // Padded to a size from the input (a path MTU probe), or not.
+        body.size = probe_plaintext_size;
+        if (size >= 23 && (data[21] & 1)) {
+            body.size =
+                static_cast<uint32_t>(probe_plaintext_size + (data[22] | (data[21] << 8)) % 1600);
+        }
         probe_keys rev = keys;
         std::swap(rev.send, rev.recv);
         std::swap(rev.send_index, rev.recv_index);

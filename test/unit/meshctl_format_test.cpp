@@ -54,7 +54,7 @@ json sample_peers() {
        "podCIDRs": ["10.244.3.0/24"], "path": "relay", "relay": "relay1",
        "relayId": ")" + hex64('1') +
                        R"(", "sessionId": "0123456789abcdef",
-       "endpoint": "127.0.0.1:40001", "rttMs": 3.14, "lastHandshake": 1700000000,
+       "endpoint": "127.0.0.1:40001", "rttMs": 3.14, "pathMtu": 1308, "pathMtuSearch": "complete", "lastHandshake": 1700000000,
        "lastHandshakeAgoSeconds": 12, "rxBytes": 10, "txBytes": 20,
        "learnedVia": ["relay", "cache"]},
       {"name": "node-b", "id": ")" +
@@ -303,12 +303,12 @@ TEST_CASE("meshctl: peers table") {
     // node-b's handshake age comes from lastHandshake and now (200 s before).
     std::string t = format_peers(sample_peers(), 1700000000);
     CHECK(t ==
-          "NAME    PATH    RELAY   ENDPOINT          RTT    HANDSHAKE  LEARNED\n"
-          "node-b  direct  -       192.0.2.20:51820  0.8ms  3m20s ago  mdns\n"
-          "node-c  relay   relay1  127.0.0.1:40001   3.1ms  12s ago    relay,cache\n"
-          "node-d  none    -       -                 -      never      -\n");
+          "NAME    PATH    RELAY   ENDPOINT          RTT    MTU   HANDSHAKE  LEARNED\n"
+          "node-b  direct  -       192.0.2.20:51820  0.8ms  -     3m20s ago  mdns\n"
+          "node-c  relay   relay1  127.0.0.1:40001   3.1ms  1308  12s ago    relay,cache\n"
+          "node-d  none    -       -                 -      -     never      -\n");
     CHECK(format_peers(json{{"peers", json::array()}}, 0) ==
-          "NAME  PATH  RELAY  ENDPOINT  RTT  HANDSHAKE  LEARNED\n");
+          "NAME  PATH  RELAY  ENDPOINT  RTT  MTU  HANDSHAKE  LEARNED\n");
     CHECK_NOTHROW(format_peers(json{{"peers", {1, "x", nullptr}}}, 0));
     CHECK_NOTHROW(format_peers(json{{"peers", 5}}, 0));
     // Refused pod CIDRs (route authority) are listed under the table, sorted.
@@ -318,13 +318,17 @@ TEST_CASE("meshctl: peers table") {
             {"cidr": "10.244.3.0/25", "reason": "wrong_block_size"}])");
     refused["peers"][0]["refusedCIDRs"] = json::array();
     CHECK(format_peers(refused, 1700000000) ==
-          "NAME    PATH    RELAY   ENDPOINT          RTT    HANDSHAKE  LEARNED\n"
-          "node-b  direct  -       192.0.2.20:51820  0.8ms  3m20s ago  mdns\n"
-          "node-c  relay   relay1  127.0.0.1:40001   3.1ms  12s ago    relay,cache\n"
-          "node-d  none    -       -                 -      never      -\n"
+          "NAME    PATH    RELAY   ENDPOINT          RTT    MTU   HANDSHAKE  LEARNED\n"
+          "node-b  direct  -       192.0.2.20:51820  0.8ms  -     3m20s ago  mdns\n"
+          "node-c  relay   relay1  127.0.0.1:40001   3.1ms  1308  12s ago    relay,cache\n"
+          "node-d  none    -       -                 -      -     never      -\n"
           "node-d: 10.244.3.0/25 refused (wrong_block_size)\n"
           "node-d: 8.0.0.0/8 refused (outside_cluster)\n");
     refused["peers"][2]["refusedCIDRs"] = json::parse(R"([7, {"cidr": 1}])");
+    CHECK_NOTHROW(format_peers(refused, 0));
+    // A search still running shows its current value with "?".
+    refused["peers"][0]["pathMtuSearch"] = "searching";
+    CHECK(format_peers(refused, 1700000000).find("3.1ms  1308?  12s ago") != std::string::npos);
     CHECK_NOTHROW(format_peers(refused, 0));
 }
 

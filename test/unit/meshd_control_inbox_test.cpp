@@ -39,8 +39,14 @@ TEST_CASE("control_inbox: FIFO, one wakeup per idle period, buffers reused") {
     CHECK(in.push(d1, ep("192.0.2.1:51821"), 0, 0, 0) == push_result::queued_wake);
     CHECK(in.stats().queued == 3);
     CHECK(in.stats().depth == 1);
-    // Larger than any control datagram: dropped, counted.
-    CHECK(in.push(datagram(9, max_control_datagram + 1), ep("192.0.2.1:51821"), 0, 0, 0) ==
+    // A padded probe of a full 1500-byte tunnel MTU fits; one byte more does not.
+    CHECK(max_inbox_datagram == 1532);
+    auto big = datagram(8, max_inbox_datagram);
+    CHECK(in.push(big, ep("192.0.2.1:51821"), 7, 0, 0) == push_result::queued);
+    in.pop(it);
+    CHECK(in.pop(it));
+    CHECK(it.bytes == big);
+    CHECK(in.push(datagram(9, max_inbox_datagram + 1), ep("192.0.2.1:51821"), 0, 0, 0) ==
           push_result::dropped);
     CHECK(in.stats().oversize == 1);
 }

@@ -87,14 +87,51 @@ TEST_CASE("probe frame: every tampered byte and every wrong size fails") {
             CHECK(!open_probe(kb, t));
         }
     }
+    // One byte more has a padded probe's shape, but does not authenticate.
     std::vector<uint8_t> longer(f.begin(), f.end());
     longer.push_back(0);
-    CHECK(!peek_probe_index(longer));
+    CHECK(peek_probe_index(longer) == kb.recv_index);
     CHECK(!open_probe(kb, longer));
+    std::vector<uint8_t> huge(f.begin(), f.end());
+    huge.resize(probe_overhead + probe_max_plaintext_size + 1);
+    CHECK(!peek_probe_index(huge));
+    CHECK(!open_probe(kb, huge));
     CHECK(!peek_probe_index(std::span(f).first(95)));
     CHECK(!peek_probe_index(std::span(f).first(0)));
     // Random counters: two frames of the same body differ everywhere after the index.
     auto g = seal_probe(ka, 10, probe_frame_body{probe_frame_kind::ping, 77, 0, 0});
     CHECK(std::vector<uint8_t>(f.begin() + 16, f.end()) !=
           std::vector<uint8_t>(g.begin() + 16, g.end()));
+}
+
+TEST_CASE("probe frame: padded to a size (path MTU probes), the size comes back") {
+    auto a = ident(6), b = ident(7);
+    const char* psk = "a cluster psk of at least thirty-two bytes!!";
+    auto ka = keys_of(a, b, psk), kb = keys_of(b, a, psk);
+    for (uint32_t size :
+         {64u, 65u, 1280u, 1308u, 1408u, 1420u, 1440u, uint32_t(probe_max_plaintext_size)}) {
+        CAPTURE(size);
+        probe_frame_body body{probe_frame_kind::ping, 99, 5, 6};
+        body.size = size;
+        auto f = seal_probe(ka, 11, body);
+        // What WireGuard sends for an inner packet of `size` bytes.
+        CHECK(f.size() == size + 32);
+        CHECK(peek_probe_index(f) == kb.recv_index);
+        auto o = open_probe(kb, f);
+        REQUIRE(o);
+        CHECK(*o == body);
+        // Cut short or grown by a byte, it does not authenticate.
+        std::vector<uint8_t> cut(f.begin(), f.end() - 1);
+        CHECK(!open_probe(kb, cut));
+        auto grown = f;
+        grown.push_back(0);
+        CHECK(!open_probe(kb, grown));
+    }
+    // Smaller than a plain probe, or beyond the largest: clamped.
+    probe_frame_body small{probe_frame_kind::ping, 1, 0, 0};
+    small.size = 10;
+    CHECK(seal_probe(ka, 12, small).size() == probe_frame_size);
+    probe_frame_body big{probe_frame_kind::ping, 1, 0, 0};
+    big.size = 100000;
+    CHECK(seal_probe(ka, 13, big).size() == probe_overhead + probe_max_plaintext_size);
 }

@@ -129,21 +129,62 @@ TEST_CASE("reconcile diff: unset desired fields and roaming endpoints are left a
 
 TEST_CASE("reconcile diff: route ownership") {
     auto d = wg_reconciler::diff_routes(
-        {pfx("10.0.0.0/24"), pfx("10.0.1.0/24"), pfx("fd00::/64")},
-        {pfx("10.0.1.7/24"), pfx("10.0.2.0/24"), pfx("fd00::/64"), pfx("fd01::/64")});
+        {{pfx("10.0.0.0/24"), 0}, {pfx("10.0.1.0/24"), 0}, {pfx("fd00::/64"), 0}},
+        {{pfx("10.0.1.0/24"), 0},
+         {pfx("10.0.2.0/24"), 0},
+         {pfx("fd00::/64"), 0},
+         {pfx("fd01::/64"), 0}});
     REQUIRE(d.add.size() == 2);
     CHECK(d.add[0].str() == "10.0.2.0/24");
     CHECK(d.add[1].str() == "fd01::/64");
     REQUIRE(d.remove.size() == 1);
     CHECK(d.remove[0].str() == "10.0.0.0/24");
-    auto same = wg_reconciler::diff_routes({pfx("10.0.0.0/24")}, {pfx("10.0.0.0/24")});
+    CHECK(d.change.empty());
+    auto same = wg_reconciler::diff_routes({{pfx("10.0.0.0/24"), 0}}, {{pfx("10.0.0.0/24"), 0}});
     CHECK(same.add.empty());
     CHECK(same.remove.empty());
+    CHECK(same.change.empty());
 
     wg_device want = make_device(2);
     want.peers[1].allowed_ips.push_back(pfx("fd00:1::/64"));
     auto routes = wg_reconciler::wanted_routes(want);
     CHECK(routes.size() == 3);
+}
+
+TEST_CASE("reconcile diff: route MTU") {
+    wg_device want = make_device(3);  // 10.0.0.0/24, 10.0.1.0/24, 10.0.2.0/24
+    want.peers[2].allowed_ips.push_back(pfx("fd00:2::/64"));
+    // Keys with host bits name their network prefix; a prefix no peer has is ignored.
+    auto wanted = wg_reconciler::wanted_route_set(want, {{pfx("10.0.1.9/24"), 1380},
+                                                         {pfx("fd00:2::/64"), 1300},
+                                                         {pfx("10.9.0.0/16"), 1200},
+                                                         {pfx("10.0.2.0/24"), 0}});
+    REQUIRE(wanted.size() == 4);
+    CHECK(wanted.at(pfx("10.0.0.0/24")) == 0);
+    CHECK(wanted.at(pfx("10.0.1.0/24")) == 1380);
+    CHECK(wanted.at(pfx("10.0.2.0/24")) == 0);
+    CHECK(wanted.at(pfx("fd00:2::/64")) == 1300);
+    CHECK_FALSE(wanted.count(pfx("10.9.0.0/16")));
+
+    // Only the MTU differs: a change (replace in place), never a remove + add.
+    wg_route_set owned = {{pfx("10.0.0.0/24"), 0},
+                          {pfx("10.0.1.0/24"), 1420},
+                          {pfx("10.0.2.0/24"), 1300},
+                          {pfx("fd00:2::/64"), 1300}};
+    auto d = wg_reconciler::diff_routes(owned, wanted);
+    CHECK(d.add.empty());
+    CHECK(d.remove.empty());
+    REQUIRE(d.change.size() == 2);
+    CHECK(d.change[0].str() == "10.0.1.0/24");  // 1420 -> 1380
+    CHECK(d.change[1].str() == "10.0.2.0/24");  // 1300 -> none
+    // A new prefix with an MTU is an add (it goes in with its MTU), not a change.
+    owned.erase(pfx("fd00:2::/64"));
+    d = wg_reconciler::diff_routes(owned, wanted);
+    REQUIRE(d.add.size() == 1);
+    CHECK(d.add[0].str() == "fd00:2::/64");
+    CHECK(d.change.size() == 2);
+    // Applied, nothing is left to do.
+    CHECK(wg_reconciler::diff_routes(wanted, wanted).change.empty());
 }
 
 TEST_CASE("validate: bad input is rejected before anything is applied") {

@@ -144,6 +144,21 @@ TEST_CASE("reconciler: bad input sends nothing; the restart hook is released on 
     CHECK_FALSE(be.hook);
 }
 
+TEST_CASE("reconciler: a route MTU the kernel would clamp is refused before anything is sent") {
+    fake_backend be;
+    wg_reconciler rec(be);
+    auto cfg = make_config(2);
+    cfg.route_mtu[cfg.device.peers[0].allowed_ips[0]] = k_max_route_mtu + 1;
+    auto r = rec.apply(cfg);
+    REQUIRE_FALSE(r.ok());
+    CHECK(r.err().is(errc::invalid_argument));
+    CHECK(r.err().message.find("route MTU 65521") != std::string::npos);
+    CHECK(be.st.get_calls == 0);
+    CHECK(be.st.set_calls == 0);
+    cfg.route_mtu.begin()->second = k_max_route_mtu;
+    CHECK(rec.apply(cfg).ok());
+}
+
 TEST_CASE("reconciler: keep_other_peers leaves the device's unlisted peers, then they go") {
     // A restarted meshd on a kept or adopted device: its core has found 1 of 3 peers so far.
     fake_backend be;

@@ -165,6 +165,70 @@ TEST_CASE("links, addresses, routes and neighbours in a private namespace") {
     CHECK(nl->delete_link(a->index).err().is_errno(ENODEV));
 }
 
+TEST_CASE("route MTU: written as RTA_METRICS, read back (v4, v6), replaced in place") {
+    if (!root()) return;
+    auto ns = private_netns();
+    auto nl = rtnl::open_in(ns);
+    REQUIRE(nl);
+    REQUIRE(nl->create_veth({"mwt-m", "mwt-n", -1, 0, {}}));
+    auto a = nl->get_link("mwt-m");
+    REQUIRE(a);
+    REQUIRE(nl->set_link_up(a->index));
+    auto find = [&](const ip_prefix& dst) -> std::optional<route_info> {
+        auto routes = nl->list_routes(dst.family());
+        REQUIRE(routes);
+        for (const auto& x : *routes) {
+            if (x.dst == dst && x.oif == a->index) return x;
+        }
+        return std::nullopt;
+    };
+    for (const char* dst : {"10.89.0.0/24", "fd00:89::/64"}) {
+        CAPTURE(dst);
+        route_info r;
+        r.dst = *ip_prefix::parse(dst);
+        r.oif = a->index;
+        r.scope = r.dst.is_v4() ? RT_SCOPE_LINK : RT_SCOPE_UNIVERSE;
+        r.mtu = 1380;
+        REQUIRE(nl->add_route(r));
+        auto got = find(r.dst);
+        REQUIRE(got);
+        CHECK(got->mtu == 1380);
+        auto dup = nl->add_route(r);
+        REQUIRE_FALSE(dup);
+        CHECK(dup.err().is_errno(EEXIST));
+        CHECK(dup.err().message.find(" mtu 1380") != std::string::npos);
+        r.mtu = 1300;
+        REQUIRE(nl->add_route(r, /*replace=*/true));
+        CHECK(find(r.dst)->mtu == 1300);
+        r.mtu = 0;  // replacing without an MTU drops the metric
+        REQUIRE(nl->add_route(r, /*replace=*/true));
+        got = find(r.dst);
+        REQUIRE(got);
+        CHECK(got->mtu == 0);
+        REQUIRE(nl->del_route(r));
+        CHECK_FALSE(find(r.dst));
+    }
+    // In a table above 255 (RTA_TABLE) as well.
+    route_info t;
+    t.dst = *ip_prefix::parse("10.90.0.0/24");
+    t.oif = a->index;
+    t.scope = RT_SCOPE_LINK;
+    t.table = 1000;
+    t.mtu = 1300;
+    REQUIRE(nl->add_route(t));
+    auto got = find(t.dst);
+    REQUIRE(got);
+    CHECK(got->table == 1000);
+    CHECK(got->mtu == 1300);
+    // Errors still carry the errno and name the route, MTU included.
+    auto gone = nl->del_route(t);
+    REQUIRE(gone);
+    gone = nl->del_route(t);
+    REQUIRE_FALSE(gone);
+    CHECK(gone.err().is_errno(ESRCH));
+    CHECK(gone.err().message.find("RTM_DELROUTE 10.90.0.0/24 oif") != std::string::npos);
+}
+
 TEST_CASE("invalid names are refused before any request") {
     if (!root()) return;
     auto ns = private_netns();

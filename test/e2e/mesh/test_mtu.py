@@ -20,15 +20,26 @@ them has one IPv4 and one IPv6 leg, the IPv6 one being the worst case (40-byte h
              lan2a's kernel the path MTU (nat2's ICMPv6 "too big"), meshd's next frames are
              refused (EMSGSIZE) and counted in meshwire_oversize_drops_total{socket=
              "relay_uplink"}, and within MTU_BOUND meshd lowers lan2a's WireGuard interface MTU
-             to 1400 - 92 = 1308 (meshctl status shows it). From then on full-size DF pings get
-             an ICMP "too big" with mtu 1308 (never silence), 1308-byte ones pass, neither lan2a
-             nor nat2 (nor any other node) created a fragment, and 1000-byte pings pass both ways
+             to 1400 - 92 = 1308 (meshctl status shows it). The active pair's padded probes then
+             find the path MTU (WireGuard pads to 16 bytes: 1296 over IPv6), meshctl peers shows
+             it (pathMtu, complete) and lan2a routes lan1a's pod CIDRs (v4 and v6) with that
+             mtu, within PMTU_BOUND. Full-size DF pings get "too big" (never silence), 1308-byte
+             ones "too big" with the path MTU, path-MTU-sized ones pass, no node or router
+             created a fragment, and 1000-byte pings pass both ways
+  mid-stream  lan1b (IPv4 to the relays) -> lan2b relayed: an iperf3 TCP stream, and 6 s into it
+             nat1's WAN link drops to 1400 with nat1's ICMP errors dropped (no "too big" reaches
+             anyone: the black hole). lan1b's probes find it (confirmation lost, 1280 at once,
+             then the search: 1328 over IPv4), route lan2b's pod CIDRs with it, and the stream
+             is back to a tenth of its speed within RECOVER_BOUND s and stays there; nothing is
+             fragmented
 then close() leaves nothing. Prints `N passed, N failed`; exit 1 on a failure, 77 when it cannot
 run here.
 
 Usage: test_mtu.py [--build-dir DIR]
 """
 
+import contextlib
+import ipaddress
 import json
 import os
 import re
@@ -50,7 +61,20 @@ PINGS = 20
 # meshd looks at the relay uplink's oversize drops every 2 s (k_wg_poll) and applies a lower
 # WireGuard MTU on the WireGuard thread at once; 2 s + slack for the loaded host.
 MTU_BOUND = 6.0
-FRAG_NODES = ["lan1a", "lan1b", "lan2a", "relay1", "relay2", "nat1", "nat2"]
+FRAG_NODES = ["lan1a", "lan1b", "lan2a", "lan2b", "relay1", "relay2", "nat1", "nat2"]
+# The path MTU search of an active pair: a confirmation every 5 s, 3 probes of 1 s before a size
+# counts as lost, then a binary search (about 5 sizes, a lost one 3 s); slack for the loaded host.
+PMTU_BOUND = 40.0
+STREAM_S = 30  # the mid-stream iperf3 run
+CUT_AT_S = 6  # nat1's WAN link goes to 1400 after this many seconds of it
+RECOVER_BOUND = 15  # s: black hole found (<= 8 s), 1280 applied, TCP's next retransmission
+NO_ICMP_TABLE = """table inet mwt_noicmp {
+    chain out {
+        type filter hook output priority 0;
+        icmp type destination-unreachable drop
+        icmpv6 type packet-too-big drop
+    }
+}"""
 
 FETCH = ("import urllib.request,sys;"
          "sys.stdout.write(urllib.request.urlopen('http://%s/metrics',timeout=5).read().decode())"
@@ -99,9 +123,59 @@ def metric(m, node, name, labels):
     raise AssertionError("%s: no %s in the metrics" % (node, want))
 
 
+def fits(hop, v6):
+    """The largest inner size whose WireGuard frame (padded to 16 bytes, as WireGuard pads it)
+    crosses a `hop`-byte link relayed: + 32 WireGuard + 12 relay header + 8 UDP + IP header."""
+    outer = 32 + 12 + 8 + (40 if v6 else 20)
+    return (hop - outer) // 16 * 16
+
+
+def route_mtu_to(node, addr):
+    """The MTU metric of the route on node's WireGuard interface that covers addr (0: none)."""
+    fam = "-6" if ":" in addr else "-4"
+    best, mtu = -1, 0
+    for r in json.loads(node.run(["ip", "-j", fam, "route", "show", "dev",
+                                  node.wg_ifname]).stdout or "[]"):
+        dst = r.get("dst", "")
+        try:
+            net = ipaddress.ip_network(dst if "/" in dst else dst + ("/128" if ":" in dst
+                                                                     else "/32"))
+        except ValueError:
+            continue
+        if ipaddress.ip_address(addr) in net and net.prefixlen > best:
+            best = net.prefixlen
+            mtu = 0
+            for mt in r.get("metrics", []):
+                if isinstance(mt, dict) and "mtu" in mt:
+                    mtu = mt["mtu"]
+    return mtu
+
+
+def pmtu_applied(m, a, b, pod_b):
+    """(ok, n): a's meshctl peers shows b's path MTU n as complete, and a routes pod_b's v4 and
+    v6 addresses with mtu n."""
+    peers = {p["name"]: p for p in m.meshctl(m[a], "peers")["peers"]}
+    p = peers.get(b, {})
+    n = p.get("pathMtu")
+    if not n or p.get("pathMtuSearch") != "complete":
+        return False, ("meshctl peers", p.get("pathMtu"), p.get("pathMtuSearch"))
+    routes = [route_mtu_to(m[a], pod_b.addr4), route_mtu_to(m[a], pod_b.addr6)]
+    return routes == [n, n], n if routes == [n, n] else ("routes", routes, "pathMtu", n)
+
+
+@contextlib.contextmanager
+def keep_active(pod, addr):
+    """Pings in the background so that the pair stays active (probed) meanwhile."""
+    proc = pod.netns.popen(["ping", "-n", "-i", "0.2", "-s", "900", addr], name="keep-active")
+    try:
+        yield
+    finally:
+        proc.stop()
+
+
 def body(m):
     # lan1a reaches the relays over IPv4 only, lan2a over IPv6 only.
-    for name, fam in (("lan1a", "."), ("lan2a", ":")):
+    for name, fam in (("lan1a", "."), ("lan1b", "."), ("lan2a", ":")):
         cfg = m.configs[name]
         cfg["relayNodes"] = [{"nodeName": r["nodeName"],
                               "advertiseAddress": [a for a in r["advertiseAddress"] if fam in a]}
@@ -109,7 +183,8 @@ def body(m):
         m.write_config(m[name])
     m.start()
     m.wait_ready(timeout=READY_BOUND)
-    m.wait_paths({("lan1a", "lan2a"): "relay", ("lan1a", "lan1b"): "direct"},
+    m.wait_paths({("lan1a", "lan2a"): "relay", ("lan1a", "lan1b"): "direct",
+                  ("lan1b", "lan2b"): "relay"},
                  timeout=PATHS_BOUND)
     pa = m.add_pod(m["lan1a"], "a")
     pb = m.add_pod(m["lan2a"], "b")
@@ -164,7 +239,7 @@ def body(m):
     nat2 = m.t["nat2"]
     nat2.ip("link", "set", "wan0", "mtu", HOP_MTU)
     try:
-        @check("1400 hop: the pod gets \"too big\" with the hop's MTU, never silence; no fragments")
+        @check("1400 hop: the pod gets \"too big\" with the path MTU, never silence; no fragments")
         def _():
             before = all_frags(m)
             drops0 = metric(m, "lan2a", "meshwire_oversize_drops_total",
@@ -188,18 +263,35 @@ def body(m):
                            'socket="relay_uplink"') - drops0
             figure("1400 hop: lan2a oversize drops (relay_uplink)", int(drops))
             expect(drops > 0, "lan2a counted no oversize drops")
-            # Full size now: refused at the source with the right MTU (ICMP from lan2a, or the
-            # pod's own stack once it learned it), never silence.
-            want = re.compile(r"mtu ?[=:]? ?%d" % (HOP_MTU - OVERHEAD), re.I)
+            # The padded probes of the active pair find the path MTU (frames padded as
+            # WireGuard pads them: the largest multiple of 16 that fits) and lan2a routes lan1a's
+            # pod CIDRs with it.
+            want = fits(HOP_MTU, v6=True)
+            with keep_active(pb, pa.addr4):
+                n, took = wait_for("lan2a's path MTU to lan1a applied",
+                                   lambda: pmtu_applied(m, "lan2a", "lan1a", pa), PMTU_BOUND)
+            figure("1400 hop: lan2a's path MTU to lan1a (meshctl peers, route mtu)", n)
+            figure("1400 hop: path MTU applied after (s)", "%.1f" % took)
+            expect(want - 8 < n <= want, "path MTU %d, want (%d, %d]" % (n, want - 8, want))
+            # Refused at the source, never silence: full size with the smaller MTU the pod
+            # learned (the interface's, from the first lowering, or the path MTU), and a packet
+            # of the interface MTU with the path MTU (lan2a's ICMP from the route, or the pod's
+            # own stack once it learned it). The path MTU itself passes.
+            any_mtu = re.compile(r"mtu ?[=:]? ?(\d+)", re.I)
+            too_big = re.compile(r"mtu ?[=:]? ?%d\b" % n, re.I)
             for addr in (pa.addr4, pa.addr6):
                 got, out = df_ping(pb, addr, full, count=3)
-                expect(got == 0 and want.search(out), "full size -> %s: want \"too big\" with mtu "
-                       "%d, got:\n%s" % (addr, HOP_MTU - OVERHEAD, out))
-                got, out = df_ping(pb, addr, HOP_MTU - OVERHEAD, count=10)
+                said = [int(v) for v in any_mtu.findall(out)]
+                expect(got == 0 and said and max(said) <= HOP_MTU - OVERHEAD,
+                       "full size -> %s: want \"too big\" with mtu <= %d, got:\n%s" % (
+                           addr, HOP_MTU - OVERHEAD, out))
+                got, out = df_ping(pb, addr, HOP_MTU - OVERHEAD, count=3)
+                expect(got == 0 and too_big.search(out), "%d bytes -> %s: want \"too big\" with "
+                       "mtu %d, got:\n%s" % (HOP_MTU - OVERHEAD, addr, n, out))
+                got, out = df_ping(pb, addr, n, count=10)
                 figure("1400 hop: relayed b->a %s %d-byte DF pings answered" % (
-                    "v6" if ":" in addr else "v4", HOP_MTU - OVERHEAD), "%d/10" % got)
-                expect(got >= 9, "%d-byte pings -> %s: %d/10\n%s" % (
-                    HOP_MTU - OVERHEAD, addr, got, out))
+                    "v6" if ":" in addr else "v4", n), "%d/10" % got)
+                expect(got >= 9, "%d-byte pings -> %s: %d/10\n%s" % (n, addr, got, out))
             delta = frag_delta(before, all_frags(m))
             figure("1400 hop: FragCreates delta (v4, v6)", delta or "none")
             expect(not delta, "fragments created: %s" % delta)
@@ -210,6 +302,56 @@ def body(m):
                         src.name, addr, got, out))
     finally:
         nat2.ip("link", "set", "wan0", "mtu", UNDERLAY)
+
+    # lan1b (IPv4 to the relays) -> lan2b, relayed: an iperf3 stream, and nat1's WAN link drops
+    # to 1400 mid-stream with nat1's ICMP dropped (the classic black hole: nothing tells lan1b).
+    pe = m.add_pod(m["lan1b"], "e")
+    pd = m.add_pod(m["lan2b"], "d")
+    ping_retry(pe, pd.addr4)
+    nat1 = m.t["nat1"]
+    pd.netns.popen(["iperf3", "-s"], name="iperf3-server")
+    nat1.nft(NO_ICMP_TABLE)
+    try:
+        @check("black hole mid-stream (no ICMP, IPv4): found by probes, TCP recovers in seconds")
+        def _():
+            before = all_frags(m)
+            want = fits(HOP_MTU, v6=False)
+            # Up before the client connects.
+            wait_for("iperf3 server in pod d", lambda: pd.run(
+                ["ss", "-ltn", "sport", "= :5201"]).stdout.count("LISTEN") > 0, 10)
+            client = pe.netns.popen(["iperf3", "-c", pd.addr4, "-t", str(STREAM_S), "-i", "1",
+                                     "-J", "--connect-timeout", "5000"], name="iperf3-client")
+            time.sleep(CUT_AT_S)
+            nat1.ip("link", "set", "wan0", "mtu", HOP_MTU)
+            t_cut = time.monotonic()
+            n, took = wait_for("lan1b's path MTU to lan2b applied",
+                               lambda: pmtu_applied(m, "lan1b", "lan2b", pd), PMTU_BOUND)
+            figure("mid-stream: lan1b's path MTU to lan2b applied after the cut (s)",
+                   "%.1f" % (time.monotonic() - t_cut))
+            figure("mid-stream: lan1b's path MTU to lan2b", n)
+            expect(want - 8 < n <= want, "path MTU %d, want (%d, %d]" % (n, want - 8, want))
+            rc = client.popen.wait(timeout=STREAM_S + 30)
+            with open(client.log_path) as f:
+                doc = json.loads(f.read())
+            expect(rc == 0 and not doc.get("error"), "iperf3: exit %s, %s" % (rc, doc.get("error")))
+            per_s = [iv["sum"]["bits_per_second"] / 1e6 for iv in doc["intervals"]]
+            figure("mid-stream: iperf3 Mbit/s per second", " ".join("%.0f" % v for v in per_s))
+            figure("mid-stream: retransmits", doc["end"]["sum_sent"].get("retransmits"))
+            before_cut = sorted(per_s[1:CUT_AT_S])[len(per_s[1:CUT_AT_S]) // 2]
+            # Recovered: the first second after the cut at a tenth of the speed before it.
+            after = per_s[CUT_AT_S:]
+            back = next((i for i, v in enumerate(after) if i >= 1 and v >= before_cut / 10), None)
+            figure("mid-stream: TCP back to >= 1/10 of its speed after the cut (s)", back)
+            expect(back is not None and back <= RECOVER_BOUND,
+                   "no recovery within %d s: %s" % (RECOVER_BOUND, per_s))
+            expect(all(v >= before_cut / 10 for v in per_s[CUT_AT_S + back:]),
+                   "the stream stalled again: %s" % per_s)
+            delta = frag_delta(before, all_frags(m))
+            figure("mid-stream: FragCreates delta (v4, v6)", delta or "none")
+            expect(not delta, "fragments created: %s" % delta)
+    finally:
+        nat1.ip("link", "set", "wan0", "mtu", UNDERLAY)
+        nat1.nft("delete table inet mwt_noicmp")
 
 
 def main():
