@@ -42,10 +42,10 @@ result<control_message> control_channel::receive(std::span<const uint8_t> datagr
         ++counters_.old_version;
         return error(errc::unsupported, "control protocol version 1 (a node not upgraded yet)");
     }
-    if (datagram.size() <= max_control_datagram && datagram.size() >= psk_sealer::header_size &&
-        datagram[0] == psk_sealer::magic0 && datagram[1] == psk_sealer::magic1 &&
-        datagram[2] == psk_sealer::version && is_sealed_type(datagram[3]) &&
-        !is_known_control_type(datagram[3])) {
+    if (datagram.size() <= max_datagram_of_type(datagram.size() > 3 ? datagram[3] : 0) &&
+        datagram.size() >= psk_sealer::header_size && datagram[0] == psk_sealer::magic0 &&
+        datagram[1] == psk_sealer::magic1 && datagram[2] == psk_sealer::version &&
+        is_sealed_type(datagram[3]) && !is_known_control_type(datagram[3])) {
         // A type from a newer version (rolling upgrade): counted once it proves to be sealed
         // with our PSK (so outsiders cannot move this counter), never decoded or answered.
         if (!sealer_.open(datagram)) {
@@ -56,7 +56,8 @@ result<control_message> control_channel::receive(std::span<const uint8_t> datagr
         return error(errc::unsupported, "control message type " + std::to_string(datagram[3]) +
                                             " unknown to this version (a newer peer's)");
     }
-    if (datagram.size() > max_control_datagram || classify(datagram) != frame_kind::control) {
+    if (datagram.size() > max_datagram_of_type(datagram.size() > 3 ? datagram[3] : 0) ||
+        classify(datagram) != frame_kind::control) {
         ++counters_.not_control;
         return error(errc::parse_error, "not a control datagram");
     }

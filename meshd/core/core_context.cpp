@@ -88,6 +88,17 @@ uint64_t core_context::send_ping(const wg_endpoint& to, uint64_t session_id, pro
     return id;
 }
 
+uint64_t core_context::send_padded_ping(const wg_endpoint& to, probe p, size_t size, uint64_t now) {
+    size = std::clamp(size, ping_datagram_size, max_padded_ping_datagram);
+    p.ep = normalize_endpoint(to);
+    p.session_id = 0;
+    const uint64_t id = add_probe(p, now);
+    if (id != 0) {
+        send(ping_msg{id, static_cast<uint16_t>(size - ping_datagram_size)}, p.peer, to, 0, now);
+    }
+    return id;
+}
+
 bool core_context::endpoint_allowed(const wg_endpoint& ep, const char* what) {
     auto why = endpoint_filter::check(normalize_endpoint(ep), cfg.control_port);
     if (why == endpoint_refusal::none) return true;

@@ -22,6 +22,7 @@
 #include "meshd/core/core_types.hpp"
 #include "meshd/core/endpoint_filter.hpp"
 #include "meshd/core/node_identity.hpp"
+#include "meshd/core/pmtu_prober.hpp"
 #include "meshd/core/probe_frame.hpp"
 #include "meshd/core/probe_tracker.hpp"
 #include "meshd/core/send_budget.hpp"
@@ -86,6 +87,9 @@ public:
     // lossy link they come faster than the budget's 16/s (probe_loss, issue 14 §5).
     uint64_t send_ping(const wg_endpoint& to, uint64_t session_id, probe p, uint64_t now,
                        bool budgeted = true);
+    // A PING padded to a datagram of `size` bytes (a direct path's path MTU probe, issue 15):
+    // out of band, to the address in use of a peer that answers us, so no send budget.
+    uint64_t send_padded_ping(const wg_endpoint& to, probe p, size_t size, uint64_t now);
     // A NAT_KEEPALIVE (wire_codec.hpp) to a relay we probe: 4 bytes, never answered. No send
     // budget: it goes only to the address in use of a relay that answers us.
     void send_nat_keepalive(const wg_endpoint& to);
@@ -94,6 +98,9 @@ public:
     // the endpoint came from (for that log line).
     bool endpoint_allowed(const wg_endpoint& ep, const char* what);
     const endpoint_refusal_counts& endpoint_refusals() const noexcept { return refusals_; }
+    // Path MTU searches of every pair (pmtu_prober counts them here).
+    const pmtu_totals& pmtu() const noexcept { return pmtu_; }
+    pmtu_totals& pmtu_totals_mut() noexcept { return pmtu_; }
     // A relayed pair's probe keys (probe_frame.hpp): an X25519 (~50 µs), so callers keep them.
     // Fails for a low-order peer key.
     result<probe_keys> probe_keys_for(const node_id& peer, const wg_key& peer_public) const;
@@ -155,6 +162,7 @@ private:
     uint64_t next_deadline_ = UINT64_MAX;
     send_budget budget_;
     endpoint_refusal_counts refusals_{};
+    pmtu_totals pmtu_;
     void refuse(endpoint_refusal why, const wg_endpoint& ep, const char* what);
     bool budget_allows(const wg_endpoint& to, uint64_t now);
 };

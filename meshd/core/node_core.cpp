@@ -526,6 +526,7 @@ void node_core::on_pong(const control_message& m, const pong_msg& b, const wg_en
         }
         case probe_kind::direct:
         case probe_kind::inband:
+        case probe_kind::pmtu:  // a direct path's padded PING (relayed ones answer in-band)
             paths_.on_pong(*p, m.sender, rtt, now,
                            p->kind == probe_kind::direct ? &b.observed : nullptr);
             break;

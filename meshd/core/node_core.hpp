@@ -203,7 +203,7 @@ public:
     // Relays left by a pair because its WireGuard made no progress through them.
     uint64_t relay_wg_stalls() const noexcept { return election_.wg_stall_exclusions(); }
     // The path MTU searches of relayed pairs (issue 15).
-    const pmtu_totals& pmtu() const noexcept { return election_.pmtu(); }
+    const pmtu_totals& pmtu() const noexcept { return ctx_.pmtu(); }
     // Our record's re-signs in this run, by reason (record_changes.hpp).
     const std::array<uint64_t, resign_reason_count>& record_resigns() const noexcept {
         return members_.resigns();

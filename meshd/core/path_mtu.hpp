@@ -59,6 +59,14 @@ public:
     const path_mtu_config& config() const noexcept { return config_; }
     // The path's round trip is known (or changed): a probe counts as lost after `ms` from now on.
     void set_probe_timeout(uint64_t ms) noexcept { config_.probe_timeout_ms = ms; }
+    // The path's loss is known: a size counts as failed after `n` unanswered probes.
+    void set_max_probes(unsigned n) noexcept { config_.max_probes = n ? n : 1; }
+    // A probe is in flight and its answer is overdue (next_probe() would count it lost): when
+    // that probe was sent. nullopt otherwise.
+    std::optional<uint64_t> overdue(uint64_t now_ms) const noexcept {
+        if (!inflight_ || now_ms < sent_ms_ + config_.probe_timeout_ms) return std::nullopt;
+        return sent_ms_;
+    }
 
 private:
     unsigned candidate() const noexcept;

@@ -379,6 +379,12 @@ void peer_paths::decide(const node_id& id, peer_entry& p, const peer_record& rec
         p.next_probe_ms = now + interval;
     }
     ctx_.due(p.next_probe_ms);
+    if (is_active && in_use) {
+        probe_direct_mtu(id, p, rec, *in_use, now);
+    } else if (!in_use) {
+        p.direct_pmtu.clear();  // no direct path in use: nothing to measure or apply
+        p.direct_pmtu_ep = wg_endpoint{};
+    }
     // A probe unanswered for twice the address's RTT (at least a second) is lost.
     if (in_use) {
         p.direct_loss.judge(now,
@@ -436,6 +442,9 @@ void peer_paths::decide(const node_id& id, peer_entry& p, const peer_record& rec
         dp.keepalive = !best->nat_free;
         if (rec.wg_port) {
             dp.endpoint = wg_endpoint{best->ep.address, rec.wg_port};
+            // Measured on the address in use (probe_direct_mtu): a route MTU for its pod CIDRs.
+            if (normalize_endpoint(best->ep) == p.direct_pmtu_ep)
+                dp.path_mtu = p.direct_pmtu.applied();
         } else {
             learned = true;
         }
@@ -447,6 +456,7 @@ void peer_paths::decide(const node_id& id, peer_entry& p, const peer_record& rec
         dp.path = path_kind::direct;
         dp.endpoint = p.dp.endpoint;
         dp.keepalive = p.dp.keepalive;
+        dp.path_mtu = p.dp.path_mtu;
         held_by_wg = true;
         ctx_.due(p.wg_rx_direct_ms + cfg.path_timeout_ms + 1);
     } else if (fresh(p.last_inbound_ms, p, now, learned_timeout)) {
@@ -602,6 +612,27 @@ void peer_paths::on_ping(const node_id& sender, uint64_t session_id, const wg_en
     }
 }
 
+void peer_paths::probe_direct_mtu(const node_id& id, peer_entry& p, const peer_record& rec,
+                                  const candidate& in_use, uint64_t now) {
+    const wg_endpoint ep = normalize_endpoint(in_use.ep);
+    p.direct_pmtu.track(ep, 0, now);  // another address: another route
+    p.direct_pmtu_ep = ep;
+    pmtu_path_signal sig;
+    sig.ready = in_use.last_pong_ms != 0;
+    sig.rtt_ms = sig.ready ? in_use.rtt_ms : 0;
+    sig.loss = p.direct_loss.loss();
+    sig.alive_sent_ms = in_use.answered_sent_ms;
+    auto r = p.direct_pmtu.poll(ctx_, sig, now);
+    if (r.send) {
+        probe pr{probe_kind::pmtu, id, static_cast<size_t>(&in_use - p.candidates.data())};
+        pr.token = r.send->size;
+        // The datagram as large as WireGuard's data message for that inner size (16-byte
+        // header, padded inner packet, 16-byte tag) on the same route.
+        ctx_.send_padded_ping(in_use.ep, pr, r.send->wire_size + 32, now);
+    }
+    p.direct_pmtu.log(ctx_, r, {{"peer", rec.name}, {"endpoint", ep.str()}, {"path", "direct"}});
+}
+
 void peer_paths::on_pong(const probe& pr, const node_id& sender, double rtt, uint64_t now,
                          const wg_endpoint* observed) {
     if (sender != pr.peer) return;
@@ -613,6 +644,7 @@ void peer_paths::on_pong(const probe& pr, const node_id& sender, double rtt, uin
         auto& c = pe.candidates[pr.index];
         if (!(normalize_endpoint(c.ep) == pr.ep)) return;  // the list changed since the PING
         c.last_pong_ms = now;
+        c.answered_sent_ms = std::max(c.answered_sent_ms, pr.sent_ms);
         c.rtt_ms = c.rtt_min.update(rtt, now, ctx_.cfg.rtt_window_ms);
         if (&c == candidate_in_use(pe)) pe.direct_loss.answered(pr.sent_ms);
         if (observed) {
@@ -627,9 +659,16 @@ void peer_paths::on_pong(const probe& pr, const node_id& sender, double rtt, uin
             }
         }
         recheck(pe);
+    } else if (pr.kind == probe_kind::pmtu) {
+        // A direct path's padded PING, answered from the address it measures.
+        if (pr.ep == pe.direct_pmtu_ep) {
+            pe.direct_pmtu.ack(ctx_, static_cast<unsigned>(pr.token), now);
+            recheck(pe);
+        }
     } else if (pr.kind == probe_kind::inband) {
         auto& r = pe.relayed;
         r.last_inband_pong_ms = now;
+        r.inband_answered_sent_ms = std::max(r.inband_answered_sent_ms, pr.sent_ms);
         r.inband_loss.answered(pr.sent_ms);
         r.inband_rtt_ms = r.inband_rtt_ms == 0 ? rtt : 0.75 * r.inband_rtt_ms + 0.25 * rtt;
         recheck(pe);
@@ -732,7 +771,9 @@ std::optional<std::pair<probe, double>> peer_paths::on_probe_frame(uint64_t sess
     double rtt = static_cast<double>(now - pr->sent_ms);
     if (pr->kind == probe_kind::user) return std::make_pair(*pr, rtt);
     if (pr->kind == probe_kind::inband) on_pong(*pr, id, rtt, now);
-    if (pr->kind == probe_kind::pmtu) {
+    // A padded probe's answer counts for the session in use only (a late one through the
+    // previous relay says nothing of this path).
+    if (pr->kind == probe_kind::pmtu && pr->session_id == r.session_id) {
         election_.on_pmtu_ack(r, static_cast<unsigned>(pr->token), now);
         recheck(p);
     }
@@ -909,14 +950,14 @@ std::vector<peer_view> peer_paths::views() const {
                     {ctx_.name_of(w.relay), in_use, w.accepted});
             }
             if (p.relayed.last_inband_pong_ms) pv.rtt_ms = p.relayed.inband_rtt_ms;
-            if (p.relayed.pmtu && p.relayed.pmtu_answered) {
-                pv.path_mtu = p.relayed.pmtu->mtu();
-                pv.path_mtu_complete = p.relayed.pmtu->state() == path_mtu::phase::complete;
-            }
+            pv.path_mtu = p.relayed.pmtu.measured();
+            pv.path_mtu_complete = p.relayed.pmtu.complete();
         } else if (p.dp.path == path_kind::direct) {
             for (const auto& c : p.candidates) {
                 if (c.last_pong_ms && (!pv.rtt_ms || c.rtt_ms < *pv.rtt_ms)) pv.rtt_ms = c.rtt_ms;
             }
+            pv.path_mtu = p.direct_pmtu.measured();
+            pv.path_mtu_complete = p.direct_pmtu.complete();
         }
         v.push_back(std::move(pv));
     }

@@ -52,6 +52,9 @@ public:
         // Its last PONG saw us at one of our own addresses: no NAT between us on this address,
         // so WireGuard's keepalive can be slow (peer_dataplane::keepalive).
         bool nat_free = false;
+        // The newest of our PINGs to it that was answered: when it was sent (pmtu_prober: a
+        // padded PING's loss counts once a later small one came back).
+        uint64_t answered_sent_ms = 0;
     };
     struct peer_entry {
         std::vector<candidate> candidates;
@@ -94,6 +97,10 @@ public:
         // Lazy: ~1 KB, only for pairs that probed a direct path while active.
         lazy_probe_loss direct_loss;
         uint64_t next_others_ms = 0;  // meanwhile, the peer's other addresses (ping_interval_ms)
+        // The path MTU of the direct path in use (issue 15): padded PINGs to the control
+        // address in use (it shares the route of the peer's WireGuard endpoint), while active.
+        pmtu_prober direct_pmtu;
+        wg_endpoint direct_pmtu_ep;  // the address it measures (another one: reset)
         // the decision
         peer_dataplane dp;
         bool learned = false;
@@ -211,6 +218,9 @@ private:
     // within `timeout_ms` of the later of it and the start of the active spell.
     bool fresh(uint64_t last, const peer_entry& p, uint64_t now, uint64_t timeout_ms) const;
     void decide(const node_id& id, peer_entry& p, const peer_record& rec, uint64_t now);
+    // An active pair's direct path in use: its path MTU search (a padded PING when one is due).
+    void probe_direct_mtu(const node_id& id, peer_entry& p, const peer_record& rec,
+                          const candidate& in_use, uint64_t now);
     // Makes the pair's probe keys for `key` (the peer's WireGuard key) if not made yet.
     void ensure_keys(const node_id& id, peer_entry& p, const wg_key& key);
     void unindex_keys(const node_id& id, const peer_entry& p);

@@ -160,82 +160,38 @@ void relay_election::release(relayed_pair& p) {
         p.warm.clear();
     }
     // A relayed path's MTU says nothing about the next one.
-    p.pmtu.reset();
-    p.pmtu_applied = 0;
+    p.pmtu.clear();
 }
 
 void relay_election::probe_path_mtu(const node_id& id, relayed_pair& p, const peer_record& rec,
                                     uint64_t now, peer_dataplane& dp) {
-    const auto& cfg = ctx_.cfg;
     // Only sealed probes can be padded (a legacy peer gets none), and only an active pair
     // probes: the path in use, while something uses it. An idle pair keeps what it learned; a
     // confirmation due meanwhile is sent when it turns active again.
-    if (cfg.pmtu_max >= path_mtu_config{}.base && p.active && p.keys && !p.legacy_probes) {
-        if (!p.pmtu) {
-            path_mtu_config c;
-            c.max = cfg.pmtu_max;
-            c.confirm_interval_ms = cfg.pmtu_confirm_interval_ms;
-            p.pmtu = std::make_unique<path_mtu>(c);
-            p.pmtu->reset(now);
-        }
-        // A probe is lost after three of the path's round trips (at least 250 ms; 1 s until
-        // one was measured): a black hole on a path in use then costs the confirmation
-        // interval plus three of those, not three seconds.
-        if (p.last_inband_pong_ms) {
-            p.pmtu->set_probe_timeout(
-                std::max<uint64_t>(250, static_cast<uint64_t>(3 * p.inband_rtt_ms)));
-        }
-        const uint64_t holes = p.pmtu->counters().black_holes;
-        // A search that ended without one answer: the peer does not speak padded probes (or
-        // even 1280 does not pass, which the pair's own traffic shows better). No more probes
-        // on this path: reset() on the next relay starts over.
-        const bool gave_up = !p.pmtu_answered && p.pmtu->state() == path_mtu::phase::complete;
-        if (auto size = gave_up ? std::nullopt : p.pmtu->next_probe(now)) {
+    if (p.active && p.keys && !p.legacy_probes) {
+        p.pmtu.track(dp.relay_endpoint, p.session_id, now);
+        pmtu_path_signal sig;
+        // Probed once the session carried an in-band probe (both ends bound it).
+        sig.ready = p.last_inband_pong_ms > p.relay_since_ms;
+        sig.rtt_ms = sig.ready ? p.inband_rtt_ms : 0;
+        sig.loss = p.inband_loss.loss();
+        sig.alive_sent_ms = p.inband_answered_sent_ms;
+        auto r = p.pmtu.poll(ctx_, sig, now);
+        if (r.send) {
             probe pr{probe_kind::pmtu, id};
-            pr.token = *size;
+            pr.token = r.send->size;
             probe_frame_body body = wg_report(p, now);
-            // What WireGuard sends for an inner packet of `size` bytes: padded to a multiple of
-            // 16, at most the interface MTU (wireguard-go and the kernel alike). A route MTU
-            // whose padded packets do not fit would black-hole its largest ones.
-            body.size = std::min((*size + 15) / 16 * 16, cfg.pmtu_max);
+            body.size = r.send->wire_size;
             ctx_.send_probe_ping(dp.relay_endpoint, p.session_id, *p.keys, pr, body, now);
-            ++pmtu_.probes_sent;
         }
-        if (p.pmtu->counters().black_holes > holes && p.pmtu_answered) {
-            ++pmtu_.black_holes;
-            ctx_.log(2, "path MTU stopped working; searching again from the minimum",
-                     {{"peer", rec.name},
-                      {"relay", ctx_.name_of(dp.relay)},
-                      {"path", "relay"},
-                      {"path_mtu", std::to_string(p.pmtu->mtu())},
-                      {"reason", "confirmation_lost"}});
-        }
-        if (!gave_up) ctx_.due(p.pmtu->next_deadline());
+        p.pmtu.log(ctx_, r,
+                   {{"peer", rec.name}, {"relay", ctx_.name_of(dp.relay)}, {"path", "relay"}});
     }
-    // Applied once the peer answered a padded probe (it speaks them), and only below the
-    // interface MTU (above it the interface's own MTU already holds).
-    unsigned want = 0;
-    if (p.pmtu && p.pmtu_answered && p.pmtu->mtu() < cfg.pmtu_max) want = p.pmtu->mtu();
-    if (want != p.pmtu_applied) {
-        ++pmtu_.changes;
-        ctx_.log(1, "path MTU applied to the peer's routes",
-                 {{"peer", rec.name},
-                  {"relay", ctx_.name_of(dp.relay)},
-                  {"path", "relay"},
-                  {"path_mtu", std::to_string(want ? want : cfg.pmtu_max)},
-                  {"reason", p.pmtu && p.pmtu->state() == path_mtu::phase::complete
-                                 ? "search_complete"
-                                 : "search_running"}});
-        p.pmtu_applied = want;
-    }
-    dp.path_mtu = p.pmtu_applied;
+    dp.path_mtu = p.pmtu.applied();
 }
 
 void relay_election::on_pmtu_ack(relayed_pair& p, unsigned size, uint64_t now) {
-    if (!p.pmtu) return;
-    ++pmtu_.probes_acked;
-    p.pmtu_answered = true;
-    p.pmtu->on_ack(size, now);
+    p.pmtu.ack(ctx_, size, now);
 }
 
 void relay_election::choose(const node_id& id, relayed_pair& p, const peer_record& rec,
@@ -395,7 +351,6 @@ void relay_election::choose(const node_id& id, relayed_pair& p, const peer_recor
         p.next_inband_ms = now;
         p.inband_loss.forget_pending();  // sent through the previous session
         p.wg.restart();
-        if (p.pmtu) p.pmtu->reset(now);  // another path: measured again
     }
     p.accepted = false;
     for (const auto& w : p.warm) {

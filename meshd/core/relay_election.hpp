@@ -29,7 +29,7 @@
 #include <vector>
 
 #include "meshd/core/core_context.hpp"
-#include "meshd/core/path_mtu.hpp"
+#include "meshd/core/pmtu_prober.hpp"
 #include "meshd/core/relay_directory.hpp"
 
 namespace mw::meshd {
@@ -173,23 +173,11 @@ struct relayed_pair {
     std::map<node_id, uint32_t> strikes;
     // relay -> until: it REJECTed our session request; no new request before then.
     std::map<node_id, uint64_t> rejected;
-    // The path MTU of the relay path in use (issue 15): searched with padded in-band probes while
-    // the pair is active, made at its first probe (an idle pair costs a pointer), reset when the
-    // relay changes. `pmtu_answered`: a padded probe was answered on this pair once; a node from
-    // before padded probes never answers one, and its pair then gets no path MTU applied (a
-    // search that only fails would otherwise cut it to 1280). `pmtu_applied`: the MTU in the
-    // data plane now (0: none, the interface MTU holds).
-    std::unique_ptr<path_mtu> pmtu;
-    bool pmtu_answered = false;
-    unsigned pmtu_applied = 0;
-};
-
-// What the path MTU searches of all pairs did (metrics).
-struct pmtu_totals {
-    uint64_t probes_sent = 0;
-    uint64_t probes_acked = 0;
-    uint64_t black_holes = 0;  // a confirmed MTU stopped working: it fell to 1280
-    uint64_t changes = 0;      // a pair's applied path MTU changed
+    // The path MTU of the relay path in use (issue 15, pmtu_prober.hpp): searched with padded
+    // in-band probes while the pair is active, again for each relay session it tracks. Its
+    // losses count once an in-band probe sent after them was answered: the newest such send.
+    pmtu_prober pmtu;
+    uint64_t inband_answered_sent_ms = 0;
 };
 
 class relay_election {
@@ -214,7 +202,6 @@ public:
     static probe_frame_body wg_report(const relayed_pair& p, uint64_t now);
     // The peer answered our padded probe of `size` bytes through the relay in use.
     void on_pmtu_ack(relayed_pair& p, unsigned size, uint64_t now);
-    const pmtu_totals& pmtu() const noexcept { return pmtu_; }
 
     uint64_t failovers() const noexcept { return failovers_; }
     uint64_t selections() const noexcept { return selections_; }
@@ -232,7 +219,6 @@ private:
     core_context& ctx_;
     relay_directory& relays_;
     uint64_t failovers_ = 0, selections_ = 0, wg_stalls_ = 0;
-    pmtu_totals pmtu_;
 };
 
 }  // namespace mw::meshd

@@ -125,6 +125,11 @@ struct body_encoder {
         w.u64(m.request_id);
         static constexpr uint8_t zeros[ping_padding] = {};
         w.bytes(zeros, sizeof zeros);
+        for (size_t left = m.pad; left > 0;) {
+            const size_t n = std::min(left, sizeof zeros);
+            w.bytes(zeros, n);
+            left -= n;
+        }
         return {};
     }
     status operator()(const pong_msg& m) {
@@ -258,6 +263,14 @@ result<message_body> decode_body(msg_type t, byte_reader& r) {
             m.request_id = r.u64();
             auto pad = r.view(ping_padding);
             if (!r.ok()) return bad(t, "truncated padding");
+            // A path MTU probe's extra padding: the rest, zero too.
+            const size_t extra = r.remaining();
+            auto more = r.view(extra);
+            if (extra > UINT16_MAX) return bad(t, "padding too long");
+            m.pad = static_cast<uint16_t>(extra);
+            for (uint8_t b : more) {
+                if (b != 0) return bad(t, "padding not zero");
+            }
             for (uint8_t b : pad) {
                 if (b != 0) return bad(t, "padding not zero");
             }
@@ -465,7 +478,7 @@ result<std::vector<uint8_t>> encode_plaintext(const control_message& m) {
     w.u64(m.counter);
     MW_TRY_STATUS(std::visit(body_encoder{w}, m.body));
     w.bytes(m.tag.data(), m.tag.size());
-    if (out.size() > max_control_plaintext) {
+    if (out.size() > max_datagram_of_type(static_cast<uint8_t>(m.type())) - psk_sealer::overhead) {
         return error(errc::invalid_argument, std::string(to_string(m.type())) + ": " +
                                                  std::to_string(out.size()) +
                                                  " bytes does not fit one datagram");
@@ -479,7 +492,9 @@ result<control_message> decode_plaintext(uint8_t type, std::span<const uint8_t> 
                      "unknown control message type " + std::to_string(static_cast<unsigned>(type)));
     }
     auto t = static_cast<msg_type>(type);
-    if (plaintext.size() > max_control_plaintext) return bad(t, "oversized");
+    if (plaintext.size() > max_datagram_of_type(type) - psk_sealer::overhead) {
+        return bad(t, "oversized");
+    }
     if (plaintext.size() < envelope_size + pair_tag_size) return bad(t, "truncated envelope");
     byte_reader r(plaintext.first(plaintext.size() - pair_tag_size));
     control_message m;
@@ -527,7 +542,7 @@ result<std::vector<uint8_t>> seal_message(const psk_sealer& sealer, const symmet
 }
 
 result<opened_message> open_message(const psk_sealer& sealer, std::span<const uint8_t> datagram) {
-    if (datagram.size() > max_control_datagram) {
+    if (datagram.size() > max_datagram_of_type(datagram.size() > 3 ? datagram[3] : 0)) {
         return error(errc::parse_error,
                      "control datagram oversized (" + std::to_string(datagram.size()) + " bytes)");
     }

@@ -234,7 +234,7 @@ void sim_net::inject(const wg_endpoint& from, const wg_endpoint& to, std::vector
 void sim_net::transmit(sim_host& src, const wg_endpoint& to, std::vector<uint8_t> bytes,
                        uint16_t src_port) {
     if (on_send) on_send(src, to, bytes);
-    if (!src.up || lost(src.loss)) {
+    if (!src.up || lost(src.loss) || (src.max_send && bytes.size() > src.max_send)) {
         ++dropped_;
         return;
     }

@@ -50,9 +50,12 @@ struct sim_nat {
 struct sim_host {
     std::string name;
     ip_address addr;
-    int lan = -1;          // -1: public
-    double delay_ms = 1;   // public hosts: one-way to the core
-    double loss = 0;       // probability a datagram to or from this host is lost
+    int lan = -1;         // -1: public
+    double delay_ms = 1;  // public hosts: one-way to the core
+    double loss = 0;      // probability a datagram to or from this host is lost
+    // Datagrams this host sends with more UDP payload than this are dropped silently (a smaller
+    // hop beyond it that sends no ICMP); 0: none.
+    size_t max_send = 0;
     double jitter_ms = 0;  // extra one-way delay, uniform in [0, jitter_ms], per datagram
     // A busy machine: with probability busy_prob a datagram to this host waits for a CPU,
     // uniform in [0, busy_ms] (probe RTTs that are mostly CPU wait, as on a loaded CI box).

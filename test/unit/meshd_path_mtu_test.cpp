@@ -3,7 +3,10 @@
 
 #include <doctest/doctest.h>
 
+#include <cmath>
 #include <vector>
+
+#include "meshd/core/pmtu_prober.hpp"
 
 using mw::meshd::path_mtu;
 using mw::meshd::path_mtu_config;
@@ -128,4 +131,32 @@ TEST_CASE("path_mtu: a path that carries only base ends at base") {
     CHECK(p.state() == path_mtu::phase::complete);
     CHECK(p.mtu() >= 1280);
     CHECK(p.mtu() <= 1280 + p.config().granularity);
+}
+
+TEST_CASE("path_mtu: overdue() names the probe next_probe() would count lost") {
+    path_mtu_config c;
+    c.probe_timeout_ms = 1000;
+    path_mtu m(c);
+    m.reset(0);
+    CHECK_FALSE(m.overdue(0));
+    REQUIRE(m.next_probe(0) == c.max);
+    CHECK_FALSE(m.overdue(999));
+    CHECK(m.overdue(1000) == 0u);
+    m.set_probe_timeout(250);
+    CHECK(m.overdue(250) == 0u);
+    m.on_ack(c.max, 300);
+    CHECK_FALSE(m.overdue(5000));
+}
+
+TEST_CASE("pmtu_prober: tries per size grow with the path's loss") {
+    using mw::meshd::pmtu_prober;
+    CHECK(pmtu_prober::tries_for_loss(0) == 3);
+    CHECK(pmtu_prober::tries_for_loss(0.01) == 3);
+    CHECK(pmtu_prober::tries_for_loss(0.1) == 4);   // 0.1^4 = 1e-4
+    CHECK(pmtu_prober::tries_for_loss(0.34) == 9);  // 0.34^9 = 6e-5
+    CHECK(pmtu_prober::tries_for_loss(0.6) == 14);
+    for (double loss : {0.05, 0.2, 0.3, 0.45}) {
+        const unsigned n = pmtu_prober::tries_for_loss(loss);
+        CHECK(std::pow(loss, n) <= pmtu_prober::false_loss_probability);
+    }
 }

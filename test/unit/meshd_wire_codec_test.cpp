@@ -227,13 +227,45 @@ TEST_CASE("wire_codec: truncated and padded plaintexts of every type are errors"
             CHECK_FALSE(r.ok());
             if (!r.ok()) CHECK(r.err().is(mw::errc::parse_error));
         }
+        // A PING takes zero padding (a path MTU probe: ping_msg::pad), nothing else does.
+        const bool ping = m.type() == msg_type::ping;
         auto padded = plain;
-        padded.push_back(0);
+        padded.insert(padded.end() - pair_tag_size, uint8_t{0});
+        CHECK(decode_plaintext(t, padded).ok() == ping);
+        padded[padded.size() - pair_tag_size - 1] = 1;
         CHECK_FALSE(decode_plaintext(t, padded).ok());
         auto huge = plain;
-        huge.resize(max_control_plaintext + 1);
+        huge.resize(max_datagram_of_type(t) - mw::meshd::psk_sealer::overhead + 1);
         CHECK_FALSE(decode_plaintext(t, huge).ok());
     }
+}
+
+TEST_CASE("wire_codec: a padded PING (path MTU probe) round-trips up to its size limit") {
+    auto s = codec_sealer();
+    for (uint16_t pad : {uint16_t(0), uint16_t(1), uint16_t(1000),
+                         uint16_t(max_padded_ping_datagram - ping_datagram_size)}) {
+        CAPTURE(pad);
+        auto d = seal_message(s, tag_key(), msg(ping_msg{.request_id = 4, .pad = pad}), nonce(2));
+        REQUIRE(d.ok());
+        CHECK(d->size() == ping_datagram_size + pad);
+        auto o = open_message(s, *d);
+        REQUIRE(o.ok());
+        const auto* p = std::get_if<ping_msg>(&o->message.body);
+        REQUIRE(p);
+        CHECK(p->request_id == 4);
+        CHECK(p->pad == pad);
+    }
+    // One byte more does not encode, and a datagram that large does not open.
+    const uint16_t over = max_padded_ping_datagram - ping_datagram_size + 1;
+    CHECK_FALSE(
+        seal_message(s, tag_key(), msg(ping_msg{.request_id = 4, .pad = over}), nonce(2)).ok());
+    // Another type is bounded by max_control_datagram as before.
+    std::vector<uint8_t> d(max_control_datagram + 1, 0);
+    d[0] = 'M';
+    d[1] = 'W';
+    d[2] = 2;
+    d[3] = static_cast<uint8_t>(msg_type::pong);
+    CHECK(open_message(s, d).err().is(mw::errc::parse_error));
 }
 
 TEST_CASE("wire_codec: a sealed but truncated or padded body is refused after opening") {
@@ -244,8 +276,11 @@ TEST_CASE("wire_codec: a sealed but truncated or padded body is refused after op
         auto t = static_cast<uint8_t>(m.type());
         plain.pop_back();
         CHECK_FALSE(open_message(s, s.seal(t, plain, nonce(1))).ok());
+        // Two bytes more: a PING reads a zero pad byte (its tag, not checked here, moved).
         plain.push_back(0);
         plain.push_back(0);
+        CHECK(open_message(s, s.seal(t, plain, nonce(1))).ok() == (m.type() == msg_type::ping));
+        plain.insert(plain.end() - pair_tag_size, uint8_t{7});
         CHECK_FALSE(open_message(s, s.seal(t, plain, nonce(1))).ok());
     }
 }

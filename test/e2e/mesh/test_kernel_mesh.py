@@ -32,6 +32,11 @@ Both parts start with:
   block       the direct lan1a-lan1b path blocked by nftables turns relay (pods still reach each
               other; the kernel's endpoint moves to a 127.0.0.1 proxy), and direct again when
               unblocked
+  path MTU    nat2's WAN link at 1400 with nat2's ICMP errors dropped (a black hole): lan2a's
+              padded probes find the path MTU of its relayed pair with lan1a and route lan1a's
+              pod CIDRs with it (test_mtu.py's checks, with the kernel backend); a DF ping one
+              byte larger gets "too big" with it, one of that size passes, lan2a and nat2 create
+              no fragment
 --part failover:
   tcp         an iperf3 TCP stream pod(lan1a) -> pod(lan2a) and a ping -i 0.01 beside it; at
               ~3 s the meshd of the relay lan1a sends through then (its meshd's log says) is
@@ -74,12 +79,15 @@ sys.path.insert(0, HERE)
 
 from checks import (FAILOVER_BOUND, HANDSHAKE_BOUND, PATHS_BOUND, READY_BOUND,  # noqa: E402
                     RELAYS, WG_PORT, block_udp, check, expect, figure, log_time, peers_by_name,
+                    wait_for,
                     ping_retry, pods_pinging, preflight, print_logs,
                     relays_of, report, run_and_clean)
 from mesh import TIME_FACTOR, Mesh  # noqa: E402
 from test_failover import (fmt_table, intervals, largest_gap, longest_empty_run,  # noqa: E402
                            ping_reply_times, relay_table)
 from test_mesh import want_path, wg_endpoints  # noqa: E402
+from test_mtu import (NO_ICMP_TABLE, PMTU_BOUND, fits, frag_creates,  # noqa: E402
+                      keep_active, pmtu_applied, refused_above)
 from test_meshd_restart import RESUME_BOUND  # noqa: E402
 from topology import Topology  # noqa: E402
 
@@ -355,6 +363,31 @@ def mesh_part(m):
             figure("pods direct again: pings resumed after", "%.2fs" % resumed())
         return "relay after %.1fs (via %s), direct again after %.1fs" % (
             t_relay, pa["relay"], t_direct)
+
+    @check("path MTU (kernel backend): a 1400 hop without ICMP on lan2a's uplink is found by "
+           "probes, routed, and refused at the source; no fragments")
+    def _():
+        pb, pa = pods["lan2a"], pods["lan1a"]
+        nat2 = m.t["nat2"]
+        before = {n: frag_creates(m.t[n]) for n in ("lan2a", "nat2")}
+        nat2.nft(NO_ICMP_TABLE)
+        nat2.ip("link", "set", "wan0", "mtu", 1400)
+        try:
+            # lan2a may reach the relay over either family: between the IPv6 and IPv4 fits.
+            lo, hi = fits(1400, v6=True) - 8, fits(1400, v6=False)
+            with keep_active(pb, pa.addr4):
+                n, took = wait_for("lan2a's path MTU to lan1a applied",
+                                   lambda: pmtu_applied(m, "lan2a", "lan1a", pa),
+                                   PMTU_BOUND * TIME_FACTOR)
+            figure("kernel: lan2a's path MTU to lan1a, applied after", "%d, %.1fs" % (n, took))
+            expect(lo < n <= hi, "path MTU %d, want (%d, %d]" % (n, lo, hi))
+            refused_above(pb, pa, n)
+            after = {n_: frag_creates(m.t[n_]) for n_ in ("lan2a", "nat2")}
+            expect(after == before, "fragments created: %s -> %s" % (before, after))
+        finally:
+            nat2.ip("link", "set", "wan0", "mtu", 1500)
+            nat2.nft("delete table inet mwt_noicmp")
+        return "path MTU %d after %.1fs" % (n, took)
 
 
 def failover_part(m):

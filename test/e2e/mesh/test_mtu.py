@@ -32,6 +32,10 @@ them has one IPv4 and one IPv6 leg, the IPv6 one being the worst case (40-byte h
              then the search: 1328 over IPv4), route lan2b's pod CIDRs with it, and the stream
              is back to a tenth of its speed within RECOVER_BOUND s and stays there; nothing is
              fragmented
+  direct      lan1a -> relay1 (a direct pair: WireGuard's own sockets, IPv4) through the same
+             silent 1400 hop on nat1: lan1a's padded PINGs find 1328, route relay1's pod CIDRs
+             with it, a DF ping one byte larger gets "too big" with it, one of that size passes;
+             the pair stays direct; nothing is fragmented
 then close() leaves nothing. Prints `N passed, N failed`; exit 1 on a failure, 77 when it cannot
 run here.
 
@@ -65,7 +69,7 @@ FRAG_NODES = ["lan1a", "lan1b", "lan2a", "lan2b", "relay1", "relay2", "nat1", "n
 # The path MTU search of an active pair: a confirmation every 5 s, 3 probes of 1 s before a size
 # counts as lost, then a binary search (about 5 sizes, a lost one 3 s); slack for the loaded host.
 PMTU_BOUND = 40.0
-STREAM_S = 30  # the mid-stream iperf3 run
+STREAM_S = 20  # the mid-stream iperf3 run
 CUT_AT_S = 6  # nat1's WAN link goes to 1400 after this many seconds of it
 RECOVER_BOUND = 15  # s: black hole found (<= 8 s), 1280 applied, TCP's next retransmission
 NO_ICMP_TABLE = """table inet mwt_noicmp {
@@ -123,10 +127,10 @@ def metric(m, node, name, labels):
     raise AssertionError("%s: no %s in the metrics" % (node, want))
 
 
-def fits(hop, v6):
+def fits(hop, v6, relayed=True):
     """The largest inner size whose WireGuard frame (padded to 16 bytes, as WireGuard pads it)
-    crosses a `hop`-byte link relayed: + 32 WireGuard + 12 relay header + 8 UDP + IP header."""
-    outer = 32 + 12 + 8 + (40 if v6 else 20)
+    crosses a `hop`-byte link: + 32 WireGuard (+ 12 relay header) + 8 UDP + IP header."""
+    outer = 32 + (12 if relayed else 0) + 8 + (40 if v6 else 20)
     return (hop - outer) // 16 * 16
 
 
@@ -161,6 +165,18 @@ def pmtu_applied(m, a, b, pod_b):
         return False, ("meshctl peers", p.get("pathMtu"), p.get("pathMtuSearch"))
     routes = [route_mtu_to(m[a], pod_b.addr4), route_mtu_to(m[a], pod_b.addr6)]
     return routes == [n, n], n if routes == [n, n] else ("routes", routes, "pathMtu", n)
+
+
+def refused_above(src, dst, n):
+    """DF pings from pod src to pod dst (v4 and v6): n + 1 bytes get "too big" with mtu n (from
+    src's node, or src's own stack once it learned it), n bytes pass."""
+    too_big = re.compile(r"mtu ?[=:]? ?%d\b" % n, re.I)
+    for addr in (dst.addr4, dst.addr6):
+        got, out = df_ping(src, addr, n + 1, count=3)
+        expect(got == 0 and too_big.search(out), "%d bytes -> %s: want \"too big\" with mtu %d, "
+               "got:\n%s" % (n + 1, addr, n, out))
+        got, out = df_ping(src, addr, n, count=5)
+        expect(got >= 4, "%d-byte DF pings -> %s: %d/5\n%s" % (n, addr, got, out))
 
 
 @contextlib.contextmanager
@@ -270,9 +286,21 @@ def body(m):
             with keep_active(pb, pa.addr4):
                 n, took = wait_for("lan2a's path MTU to lan1a applied",
                                    lambda: pmtu_applied(m, "lan2a", "lan1a", pa), PMTU_BOUND)
+                # The other direction crosses the hop too (nat2's WAN link drops what it
+                # receives above 1400): lan1a finds it as well. Until then lan1a may route lan2a's
+                # pods at 1280 (the black hole's value), and it fragments the pods' echo replies
+                # (no DF) to fit: inner packets, routed like any router, but not what is tested.
+                n2, _ = wait_for("lan1a's path MTU to lan2a applied",
+                                 lambda: pmtu_applied(m, "lan1a", "lan2a", pb), PMTU_BOUND)
             figure("1400 hop: lan2a's path MTU to lan1a (meshctl peers, route mtu)", n)
+            figure("1400 hop: lan1a's path MTU to lan2a", n2)
             figure("1400 hop: path MTU applied after (s)", "%.1f" % took)
             expect(want - 8 < n <= want, "path MTU %d, want (%d, %d]" % (n, want - 8, want))
+            # Received on nat2's WAN veth, a frame may exceed its MTU by 4 bytes (the kernel
+            # leaves room for a VLAN tag: is_skb_forwardable): 1404 bytes come in.
+            want_in = fits(HOP_MTU + 4, v6=True)
+            expect(want - 8 < n2 <= want_in, "lan1a's path MTU %d, want (%d, %d]" % (
+                n2, want - 8, want_in))
             # Refused at the source, never silence: full size with the smaller MTU the pod
             # learned (the interface's, from the first lowering, or the path MTU), and a packet
             # of the interface MTU with the path MTU (lan2a's ICMP from the route, or the pod's
@@ -348,6 +376,32 @@ def body(m):
                    "the stream stalled again: %s" % per_s)
             delta = frag_delta(before, all_frags(m))
             figure("mid-stream: FragCreates delta (v4, v6)", delta or "none")
+            expect(not delta, "fragments created: %s" % delta)
+    finally:
+        nat1.ip("link", "set", "wan0", "mtu", UNDERLAY)
+        nat1.nft("delete table inet mwt_noicmp")
+
+    # lan1a -> relay1 is a direct pair (WireGuard's own sockets, over IPv4): the same black hole
+    # on nat1's WAN link, found by padded PINGs to relay1's control address.
+    pr = m.add_pod(m["relay1"], "r")
+    ping_retry(pa, pr.addr4)
+    nat1.nft(NO_ICMP_TABLE)
+    nat1.ip("link", "set", "wan0", "mtu", HOP_MTU)
+    try:
+        @check("direct pair, black hole (no ICMP, IPv4): path MTU found by padded PINGs, routed, "
+               "refused at the source")
+        def _():
+            before = all_frags(m)
+            want = fits(HOP_MTU, v6=False, relayed=False)
+            with keep_active(pa, pr.addr4):
+                n, took = wait_for("lan1a's path MTU to relay1 applied",
+                                   lambda: pmtu_applied(m, "lan1a", "relay1", pr), PMTU_BOUND)
+            figure("direct: lan1a's path MTU to relay1, applied after", "%d, %.1fs" % (n, took))
+            expect(want - 8 < n <= want, "path MTU %d, want (%d, %d]" % (n, want - 8, want))
+            expect(m.paths(m["lan1a"]).get("relay1") == "direct", "the pair left its direct path")
+            refused_above(pa, pr, n)
+            delta = frag_delta(before, all_frags(m))
+            figure("direct: FragCreates delta (v4, v6)", delta or "none")
             expect(not delta, "fragments created: %s" % delta)
     finally:
         nat1.ip("link", "set", "wan0", "mtu", UNDERLAY)
