@@ -1,6 +1,7 @@
 #include "meshd/core/path_mtu.hpp"
 
 #include <algorithm>
+#include <utility>
 
 namespace mw::meshd {
 
@@ -15,6 +16,7 @@ path_mtu::path_mtu(path_mtu_config config)
 }
 
 void path_mtu::reset(uint64_t now_ms) {
+    raise_after_confirm_ = false;
     phase_ = phase::searching;
     lo_ = config_.base;
     hi_ = config_.max + 1;
@@ -22,6 +24,17 @@ void path_mtu::reset(uint64_t now_ms) {
     inflight_ = tries_ = 0;
     next_ms_ = now_ms;
     if (search_done()) finish(now_ms);
+}
+
+void path_mtu::reset_confirming(uint64_t now_ms, unsigned size) {
+    reset(now_ms);
+    if (size < config_.base || size >= config_.max) return;
+    phase_ = phase::complete;
+    lo_ = mtu_ = size;
+    hi_ = config_.max + 1;
+    next_ms_ = now_ms;       // the confirmation first, whenever the caller probes next
+    raise_ms_ = UINT64_MAX;  // then, once it is answered, the upward search (on_ack)
+    raise_after_confirm_ = true;
 }
 
 bool path_mtu::search_done() const noexcept {
@@ -54,6 +67,7 @@ void path_mtu::lost(uint64_t now_ms) {
     if (phase_ == phase::complete) {
         // The confirmed MTU no longer gets through: a black hole. Down to base, search again.
         ++counters_.black_holes;
+        raise_after_confirm_ = false;
         phase_ = phase::searching;
         lo_ = config_.base;
         hi_ = size;
@@ -108,6 +122,7 @@ void path_mtu::on_ack(unsigned size, uint64_t now_ms) {
     inflight_ = tries_ = 0;
     if (phase_ == phase::complete) {  // confirmed
         next_ms_ = now_ms + config_.confirm_interval_ms;
+        if (std::exchange(raise_after_confirm_, false)) raise_ms_ = now_ms;
         return;
     }
     lo_ = std::max(lo_, size);

@@ -46,6 +46,10 @@ public:
 
     // The path changed: forget what was learned and search again, starting now.
     void reset(uint64_t now_ms);
+    // The path changed while `size` is in use (applied from the previous path): confirm it on
+    // this path first, as a complete search would (lost: a black hole, down to base), then search
+    // upward from it.
+    void reset_confirming(uint64_t now_ms, unsigned size);
     // The size of the probe to send now, if one is due (a retry after a timeout is a new call).
     std::optional<unsigned> next_probe(uint64_t now_ms);
     // The other end answered a probe of `size`. Answers to sizes not in flight are ignored.
@@ -76,14 +80,15 @@ private:
 
     path_mtu_config config_;
     phase phase_ = phase::searching;
-    unsigned lo_;            // largest size answered (base is assumed)
-    unsigned hi_;            // smallest size that failed; max + 1 while none did
-    unsigned mtu_;           // what to apply now
-    unsigned inflight_ = 0;  // probe size in flight, 0 when none
-    unsigned tries_ = 0;     // probes of inflight_ sent
-    uint64_t sent_ms_ = 0;   // the last of them
-    uint64_t next_ms_ = 0;   // next probe (complete: the confirmation)
-    uint64_t raise_ms_ = 0;  // next upward search (complete, mtu < max)
+    unsigned lo_;                       // largest size answered (base is assumed)
+    unsigned hi_;                       // smallest size that failed; max + 1 while none did
+    unsigned mtu_;                      // what to apply now
+    unsigned inflight_ = 0;             // probe size in flight, 0 when none
+    unsigned tries_ = 0;                // probes of inflight_ sent
+    uint64_t sent_ms_ = 0;              // the last of them
+    uint64_t next_ms_ = 0;              // next probe (complete: the confirmation)
+    uint64_t raise_ms_ = 0;             // next upward search (complete, mtu < max)
+    bool raise_after_confirm_ = false;  // reset_confirming: search upward once confirmed
     path_mtu_counters counters_;
 };
 

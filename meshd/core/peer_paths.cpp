@@ -442,9 +442,9 @@ void peer_paths::decide(const node_id& id, peer_entry& p, const peer_record& rec
         dp.keepalive = !best->nat_free;
         if (rec.wg_port) {
             dp.endpoint = wg_endpoint{best->ep.address, rec.wg_port};
-            // Measured on the address in use (probe_direct_mtu): a route MTU for its pod CIDRs.
-            if (normalize_endpoint(best->ep) == p.direct_pmtu_ep)
-                dp.path_mtu = p.direct_pmtu.applied();
+            // The direct path's MTU (probe_direct_mtu): a route MTU for its pod CIDRs. Another
+            // address keeps it until its own confirmation (pmtu_prober::track).
+            dp.path_mtu = p.direct_pmtu.applied();
         } else {
             learned = true;
         }
@@ -624,7 +624,7 @@ void peer_paths::probe_direct_mtu(const node_id& id, peer_entry& p, const peer_r
     sig.alive_sent_ms = in_use.answered_sent_ms;
     auto r = p.direct_pmtu.poll(ctx_, sig, now);
     if (r.send) {
-        probe pr{probe_kind::pmtu, id, static_cast<size_t>(&in_use - p.candidates.data())};
+        probe pr{probe_kind::pmtu, id};
         pr.token = r.send->size;
         // The datagram as large as WireGuard's data message for that inner size (16-byte
         // header, padded inner packet, 16-byte tag) on the same route.

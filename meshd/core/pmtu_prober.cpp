@@ -10,19 +10,24 @@ namespace mw::meshd {
 unsigned pmtu_prober::tries_for_loss(double loss) {
     const unsigned min_tries = path_mtu_config{}.max_probes;
     if (loss <= 0) return min_tries;
-    if (loss >= 0.5) return 14;  // a broken path: what 1e-4 needs at 50 %
+    if (loss >= 0.5) return max_tries;  // a broken path: what the bound needs at 50 %
     const double n = std::ceil(std::log(false_loss_probability) / std::log(loss));
-    return std::clamp(static_cast<unsigned>(n), min_tries, 14u);
+    return std::clamp(static_cast<unsigned>(n), min_tries, max_tries);
 }
 
 void pmtu_prober::track(const wg_endpoint& ep, uint64_t session_id, uint64_t now) {
     if (ep == ep_ && session_id == session_id_) return;
     ep_ = ep;
     session_id_ = session_id;
-    // answered_ stays: it says the peer speaks padded probes, whatever the path. The applied
-    // MTU stays until the new search completes (update_applied).
+    // answered_ stays: it says the peer speaks padded probes, whatever the path. An applied MTU
+    // stays, and is confirmed on the new path first (a smaller new path is then a black hole:
+    // 1280 at once), before the search looks upward.
     if (search_) {
-        search_->reset(now);
+        if (applied_) {
+            search_->reset_confirming(now, applied_);
+        } else {
+            search_->reset(now);
+        }
         search_->set_probe_timeout(path_mtu_config{}.probe_timeout_ms);
     }
     gave_up_ms_ = 0;
@@ -111,6 +116,8 @@ void pmtu_prober::clear() {
 
 std::optional<unsigned> pmtu_prober::measured() const {
     if (!search_ || !answered_) return std::nullopt;
+    // While a search runs the applied value is in effect (it changes when the search ends).
+    if (!complete() && applied_) return applied_;
     return search_->mtu();
 }
 

@@ -4,7 +4,7 @@
 // WireGuard endpoint). It decides when to probe and with what size, what to apply, and counts
 // and logs; the caller sends the probe and reports its answer.
 //
-// - Made at an active pair's first poll (an idle pair costs a pointer), from
+// - The search is made at an active pair's first poll (until then ~50 bytes), from
 //   node_core_config::pmtu_max (the interface MTU; 0: off) and pmtu_confirm_interval_ms.
 // - The wire size of a probe of inner size S is what WireGuard sends for an inner packet of S
 //   bytes: padded to a multiple of 16, at most the interface MTU (wireguard-go and the kernel
@@ -12,18 +12,19 @@
 // - Loss is not size: an unanswered padded probe counts as failed only once a small probe of the
 //   pair (in-band or direct), sent after it, was answered; until then the search holds. The
 //   tries per size grow with the small probes' loss (a size is given up after losing all of
-//   them by chance at most 1 in 10,000 times). Before the path carried one small probe (a fresh
-//   relay session) nothing is probed.
-// - A probe is lost after three of the path's round trips (at least 250 ms; 1 s until one is
-//   known): a black hole on a path in use costs the confirmation interval plus three of those.
+//   them by chance at most 1 in 10^6 times: 3 on a clean path, 6 at 10 %, 13 at 34 %). Before
+//   the path carried one small probe (a fresh relay session) nothing is probed.
+// - A try is lost after three of the path's round trips (at least 250 ms; 1 s until one is
+//   known): a black hole on a clean path in use costs the confirmation interval plus three
+//   of those (more tries on a lossy one, each also waiting for a small probe to come back).
 // - Applied only once the peer answered a padded probe: a node from before padded probes
 //   answers none. A search that ends without one answer stops probing, and starts again after
 //   raise_interval_ms (the peer may have been upgraded).
 // - What is applied changes when a search completes, and at a black hole (the confirmed MTU of
 //   the path in use stopped getting through: 1280 at once, so TCP recovers), never halfway
-//   through a search: a pod keeps a "too big" for 10 minutes. A new path's search (another
-//   relay or address: track()) keeps the previous path's MTU until it completes, so a
-//   failover between relays behind one small uplink does not black-hole.
+//   through a search: a pod keeps a "too big" for 10 minutes. A new path (another relay
+//   session or address: track()) keeps the MTU applied and confirms it there first: if the new
+//   path is smaller that is a black hole (1280 at once); if not, the search then looks upward.
 #pragma once
 
 #include <cstdint>
@@ -87,8 +88,11 @@ public:
     std::optional<unsigned> measured() const;
     bool complete() const;
 
-    // Losing all of a size's tries by chance at most this often.
-    static constexpr double false_loss_probability = 1e-4;
+    // Losing all of a size's tries by chance at most this often: per confirmation, and an
+    // active pair confirms 720 times an hour (1e-6: one false black hole in ~1,400 active
+    // pair-hours on a lossy path, each pinning the pods at 1280 for 10 minutes).
+    static constexpr double false_loss_probability = 1e-6;
+    static constexpr unsigned max_tries = 20;
     static unsigned tries_for_loss(double loss);
 
 private:

@@ -171,8 +171,9 @@ void relay_election::probe_path_mtu(const node_id& id, relayed_pair& p, const pe
     if (p.active && p.keys && !p.legacy_probes) {
         p.pmtu.track(dp.relay_endpoint, p.session_id, now);
         pmtu_path_signal sig;
-        // Probed once the session carried an in-band probe (both ends bound it).
-        sig.ready = p.last_inband_pong_ms > p.relay_since_ms;
+        // Probed once the session carried an in-band probe sent after we took it (both ends
+        // bound it; a late answer through the previous relay says nothing).
+        sig.ready = p.inband_answered_sent_ms >= p.relay_since_ms && p.last_inband_pong_ms;
         sig.rtt_ms = sig.ready ? p.inband_rtt_ms : 0;
         sig.loss = p.inband_loss.loss();
         sig.alive_sent_ms = p.inband_answered_sent_ms;

@@ -38,8 +38,10 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
         // Padded to a size from the input (a path MTU probe), or not.
         body.size = probe_plaintext_size;
         if (size >= 23 && (data[21] & 1)) {
-            body.size =
-                static_cast<uint32_t>(probe_plaintext_size + (data[22] | (data[21] << 8)) % 1600);
+            // Within what seal_probe pads to (it clamps anything else).
+            body.size = static_cast<uint32_t>(
+                probe_plaintext_size + (data[22] | (data[21] << 8)) %
+                                           (probe_max_plaintext_size - probe_plaintext_size + 1));
         }
         probe_keys rev = keys;
         std::swap(rev.send, rev.recv);

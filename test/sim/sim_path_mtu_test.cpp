@@ -252,3 +252,51 @@ TEST_CASE("sim: path MTU of a direct pair is found with padded PINGs and applied
     net.run_for(10000);
     CHECK(route_mtu(net, "lan1b", "lan1a") == 0);
 }
+
+TEST_CASE("sim: a failover to a smaller relay path confirms the kept MTU there and drops it") {
+    pmtu_mesh pm(46, k_iface_mtu, {{"lan1a", "lan2a"}});
+    auto& net = pm.m.net;
+    limit_relay(net, "relay1", 1400);
+    limit_relay(net, "relay2", 1400);
+    const unsigned big = fits(1400);
+    REQUIRE(net.run_until(
+        [&] {
+            auto q = net.peer("lan1a", "lan2a");
+            return pm.m.relayed_live("lan1a", "lan2a") && q->path_mtu_complete &&
+                   route_mtu(net, "lan1a", "lan2a") == big;
+        },
+        60000));
+    auto used = net.peer("lan1a", "lan2a")->relay_name;
+    std::string other = used == "relay1" ? "relay2" : "relay1";
+    // The other relay's path carries less: the MTU kept from the first one does not fit there.
+    limit_relay(net, other, 1380);
+    const unsigned small = fits(1380);
+    REQUIRE(small < big);
+    const uint64_t holes = net["lan1a"].core->pmtu().black_holes;
+    net[used].up = false;
+    const uint64_t t = net.now();
+    REQUIRE(net.run_until([&] { return net.peer("lan1a", "lan2a")->relay_name == other; }, 10000));
+    // Down to what fits (1280 at the black hole) within a confirmation's tries of the switch.
+    REQUIRE(net.run_until(
+        [&] {
+            unsigned r = route_mtu(net, "lan1a", "lan2a");
+            return r && r <= small;
+        },
+        30000));
+    const uint64_t down_ms = net.now() - t;
+    bool settled = net.run_until(
+        [&] {
+            auto q = net.peer("lan1a", "lan2a");
+            return q->relay_name == other && q->path_mtu_complete &&
+                   route_mtu(net, "lan1a", "lan2a") == small;
+        },
+        60000);
+    MESSAGE("failover " << used << " (1400) -> " << other << " (1380): route MTU "
+                        << route_mtu(net, "lan1a", "lan2a") << " (want " << small
+                        << "): down after " << down_ms << " ms, search complete after "
+                        << net.now() - t << " ms");
+    CHECK(settled);
+    // Found as a black hole of the kept value on the new path, within its first confirmation.
+    CHECK(net["lan1a"].core->pmtu().black_holes > holes);
+    CHECK(down_ms <= 10000);
+}

@@ -151,12 +151,43 @@ TEST_CASE("path_mtu: overdue() names the probe next_probe() would count lost") {
 TEST_CASE("pmtu_prober: tries per size grow with the path's loss") {
     using mw::meshd::pmtu_prober;
     CHECK(pmtu_prober::tries_for_loss(0) == 3);
-    CHECK(pmtu_prober::tries_for_loss(0.01) == 3);
-    CHECK(pmtu_prober::tries_for_loss(0.1) == 4);   // 0.1^4 = 1e-4
-    CHECK(pmtu_prober::tries_for_loss(0.34) == 9);  // 0.34^9 = 6e-5
-    CHECK(pmtu_prober::tries_for_loss(0.6) == 14);
+    CHECK(pmtu_prober::tries_for_loss(0.009) == 3);
+    CHECK(pmtu_prober::tries_for_loss(0.1) == 6);    // 0.1^6 = 1e-6
+    CHECK(pmtu_prober::tries_for_loss(0.34) == 13);  // 0.34^13 = 8e-7
+    CHECK(pmtu_prober::tries_for_loss(0.6) == pmtu_prober::max_tries);
     for (double loss : {0.05, 0.2, 0.3, 0.45}) {
         const unsigned n = pmtu_prober::tries_for_loss(loss);
         CHECK(std::pow(loss, n) <= pmtu_prober::false_loss_probability);
     }
+}
+
+TEST_CASE("path_mtu: reset_confirming confirms the size in use first, then searches upward") {
+    path_mtu_config c;  // 1280..1408, granularity 8
+    path_mtu m(c);
+    m.reset_confirming(0, 1296);
+    CHECK(m.mtu() == 1296);
+    CHECK(m.state() == path_mtu::phase::complete);
+    // Whenever the caller probes first (here late: the new path was not ready), the
+    // confirmation comes before any upward search.
+    REQUIRE(m.next_probe(3000) == 1296u);
+    m.on_ack(1296, 3010);
+    CHECK(m.mtu() == 1296);
+    // Then upward: the next probe is the top.
+    CHECK(m.next_probe(3020) == c.max);
+    // A new path that does not carry it: three lost tries are a black hole, down to base.
+    path_mtu n(c);
+    n.reset_confirming(0, 1296);
+    uint64_t now = 0;
+    for (int i = 0; i < 3; ++i) {
+        REQUIRE(n.next_probe(now) == 1296u);
+        now += c.probe_timeout_ms;
+    }
+    CHECK_FALSE(n.next_probe(now) == 1296u);
+    CHECK(n.mtu() == c.base);
+    CHECK(n.counters().black_holes == 1);
+    // Out of range: an ordinary reset.
+    path_mtu o(c);
+    o.reset_confirming(0, c.max);
+    CHECK(o.state() == path_mtu::phase::searching);
+    CHECK(o.next_probe(0) == c.max);
 }

@@ -4,8 +4,8 @@ plugin). CTest `e2e_mtu`, label e2e. Issue 15.
 
 Topology (mesh.py's default): relay1, relay2 public; lan1a, lan1b (cone NAT); lan2a, lan2b
 (symmetric NAT): lan1a-lan2a is relayed, lan1a-lan1b direct. lan1a reaches the relays over IPv4
-only and lan2a over IPv6 only (their relayNodes list one family), so every relayed packet between
-them has one IPv4 and one IPv6 leg, the IPv6 one being the worst case (40-byte header + the
+only, lan1b and lan2a over IPv6 only (their relayNodes list one family), so every relayed packet
+between lan1a and lan2a has one IPv4 and one IPv6 leg, the IPv6 one being the worst case (40-byte header + the
 12-byte relay header). Every node serves metrics. Checks:
 
   one MTU    node.json "mtu", the WireGuard interface and the pods' eth0 all have 1500 - 92 = 1408
@@ -26,16 +26,20 @@ them has one IPv4 and one IPv6 leg, the IPv6 one being the worst case (40-byte h
              mtu, within PMTU_BOUND. Full-size DF pings get "too big" (never silence), 1308-byte
              ones "too big" with the path MTU, path-MTU-sized ones pass, no node or router
              created a fragment, and 1000-byte pings pass both ways
-  mid-stream  lan1b (IPv4 to the relays) -> lan2b relayed: an iperf3 TCP stream, and 6 s into it
+  streams    iperf3 TCP (4 s) relayed b->a and direct a->c at 1500, relayed b->a through the 1400
+             hop once routed, and on each direct pair below: each completes with no second
+             below 1 Mbit/s (Mbit/s and retransmits are figures)
+  mid-stream  lan1b (IPv6 to the relays) -> lan2b relayed: an iperf3 TCP stream, and 6 s into it
              nat1's WAN link drops to 1400 with nat1's ICMP errors dropped (no "too big" reaches
              anyone: the black hole). lan1b's probes find it (confirmation lost, 1280 at once,
-             then the search: 1328 over IPv4), route lan2b's pod CIDRs with it, and the stream
+             then the search: 1296 over IPv6), route lan2b's pod CIDRs with it, and the stream
              is back to a tenth of its speed within RECOVER_BOUND s and stays there; nothing is
              fragmented
-  direct      lan1a -> relay1 (a direct pair: WireGuard's own sockets, IPv4) through the same
-             silent 1400 hop on nat1: lan1a's padded PINGs find 1328, route relay1's pod CIDRs
-             with it, a DF ping one byte larger gets "too big" with it, one of that size passes;
-             the pair stays direct; nothing is fragmented
+  direct      lan1a -> relay1 and lan1b -> relay1, direct pairs (WireGuard's own sockets; meshd
+             picks the family: IPv4 here), through the same silent 1400 hop on nat1: padded
+             PINGs find 1328 (1312 over IPv6), route relay1's pod CIDRs with it, a DF ping one byte larger gets "too big"
+             with it, one of that size passes, a stream completes; the pairs stay direct;
+             nothing is fragmented
 then close() leaves nothing. Prints `N passed, N failed`; exit 1 on a failure, 77 when it cannot
 run here.
 
@@ -54,7 +58,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
 from checks import (run_mesh_scenario, PATHS_BOUND, READY_BOUND, check, expect, figure,  # noqa: E402
-                    ping_retry, wait_for)
+                    peers_by_name, ping_retry, wait_for)
 
 METRICS = "127.0.0.1:9464"
 UNDERLAY = 1500
@@ -66,10 +70,12 @@ PINGS = 20
 # WireGuard MTU on the WireGuard thread at once; 2 s + slack for the loaded host.
 MTU_BOUND = 6.0
 FRAG_NODES = ["lan1a", "lan1b", "lan2a", "lan2b", "relay1", "relay2", "nat1", "nat2"]
-# The path MTU search of an active pair: a confirmation every 5 s, 3 probes of 1 s before a size
-# counts as lost, then a binary search (about 5 sizes, a lost one 3 s); slack for the loaded host.
+# The path MTU search of an active pair: a confirmation every 5 s, 3 tries (3 RTTs each, and the
+# next small probe's answer) before a size counts as lost, then a binary search (about 5 sizes);
+# slack for the loaded host.
 PMTU_BOUND = 40.0
 STREAM_S = 20  # the mid-stream iperf3 run
+STREAM_CHECK_S = 4  # each other iperf3 run
 CUT_AT_S = 6  # nat1's WAN link goes to 1400 after this many seconds of it
 RECOVER_BOUND = 15  # s: black hole found (<= 8 s), 1280 applied, TCP's next retransmission
 NO_ICMP_TABLE = """table inet mwt_noicmp {
@@ -167,6 +173,25 @@ def pmtu_applied(m, a, b, pod_b):
     return routes == [n, n], n if routes == [n, n] else ("routes", routes, "pathMtu", n)
 
 
+def stream_ok(what, src, dst, seconds=STREAM_CHECK_S):
+    """An iperf3 TCP stream pod src -> pod dst (v4, `seconds`): it completes, and no second of it
+    carries less than 1 Mbit/s (a black hole stalls it). Figures: Mbit/s, retransmits."""
+    r = src.run(["iperf3", "-c", dst.addr4, "-t", str(seconds), "-i", "1", "-J",
+                 "--connect-timeout", "5000"], check=False, timeout=seconds + 40)
+    try:
+        doc = json.loads(r.stdout)
+    except ValueError:
+        doc = {"error": "no JSON (exit %d): %s" % (r.returncode, r.stderr[-300:])}
+    per_s = [iv["sum"]["bits_per_second"] / 1e6 for iv in doc.get("intervals", [])]
+    end = doc.get("end", {})
+    figure("%s: iperf3 Mbit/s, retransmits" % what, "%.0f, %s" % (
+        end.get("sum_received", {}).get("bits_per_second", 0) / 1e6,
+        end.get("sum_sent", {}).get("retransmits")))
+    expect(r.returncode == 0 and not doc.get("error") and len(per_s) >= seconds and
+           min(per_s) >= 1, "%s: iperf3 exit %d, %s, per second %s" % (
+               what, r.returncode, doc.get("error"), " ".join("%.0f" % v for v in per_s)))
+
+
 def refused_above(src, dst, n):
     """DF pings from pod src to pod dst (v4 and v6): n + 1 bytes get "too big" with mtu n (from
     src's node, or src's own stack once it learned it), n bytes pass."""
@@ -190,8 +215,8 @@ def keep_active(pod, addr):
 
 
 def body(m):
-    # lan1a reaches the relays over IPv4 only, lan2a over IPv6 only.
-    for name, fam in (("lan1a", "."), ("lan1b", "."), ("lan2a", ":")):
+    # lan1a reaches the relays over IPv4 only, lan1b and lan2a over IPv6 only.
+    for name, fam in (("lan1a", "."), ("lan1b", ":"), ("lan2a", ":")):
         cfg = m.configs[name]
         cfg["relayNodes"] = [{"nodeName": r["nodeName"],
                               "advertiseAddress": [a for a in r["advertiseAddress"] if fam in a]}
@@ -205,6 +230,9 @@ def body(m):
     pa = m.add_pod(m["lan1a"], "a")
     pb = m.add_pod(m["lan2a"], "b")
     pc = m.add_pod(m["lan1b"], "c")
+    pr = m.add_pod(m["relay1"], "r")
+    for p in (pa, pc, pr):
+        p.netns.popen(["iperf3", "-s"], name="iperf3-server-" + p.name)
 
     @check("one MTU: node.json, the WireGuard interface and the pods have underlay - 92")
     def _():
@@ -243,6 +271,15 @@ def body(m):
                     what, addr, got, PINGS, out))
         delta = frag_delta(before, all_frags(m))
         figure("FragCreates delta (v4, v6) at 1500", delta or "none")
+        expect(not delta, "fragments created: %s" % delta)
+
+    @check("1500 path: iperf3 TCP streams complete, relayed and direct, no second stalls")
+    def _():
+        before = all_frags(m)
+        for src, dst, what in ((pb, pa, "relayed b->a"), (pa, pc, "direct a->c")):
+            stream_ok("1500 path: " + what, src, dst)
+        delta = frag_delta(before, all_frags(m))
+        figure("FragCreates delta (v4, v6) at 1500, streams", delta or "none")
         expect(not delta, "fragments created: %s" % delta)
 
     @check("too big: a packet above the pod MTU fails at once in the pod, not silently")
@@ -320,6 +357,7 @@ def body(m):
                 figure("1400 hop: relayed b->a %s %d-byte DF pings answered" % (
                     "v6" if ":" in addr else "v4", n), "%d/10" % got)
                 expect(got >= 9, "%d-byte pings -> %s: %d/10\n%s" % (n, addr, got, out))
+            stream_ok("1400 hop: relayed b->a", pb, pa)
             delta = frag_delta(before, all_frags(m))
             figure("1400 hop: FragCreates delta (v4, v6)", delta or "none")
             expect(not delta, "fragments created: %s" % delta)
@@ -331,7 +369,7 @@ def body(m):
     finally:
         nat2.ip("link", "set", "wan0", "mtu", UNDERLAY)
 
-    # lan1b (IPv4 to the relays) -> lan2b, relayed: an iperf3 stream, and nat1's WAN link drops
+    # lan1b (IPv6 to the relays) -> lan2b, relayed: an iperf3 stream, and nat1's WAN link drops
     # to 1400 mid-stream with nat1's ICMP dropped (the classic black hole: nothing tells lan1b).
     pe = m.add_pod(m["lan1b"], "e")
     pd = m.add_pod(m["lan2b"], "d")
@@ -340,10 +378,10 @@ def body(m):
     pd.netns.popen(["iperf3", "-s"], name="iperf3-server")
     nat1.nft(NO_ICMP_TABLE)
     try:
-        @check("black hole mid-stream (no ICMP, IPv4): found by probes, TCP recovers in seconds")
+        @check("black hole mid-stream (no ICMP, IPv6): found by probes, TCP recovers in seconds")
         def _():
             before = all_frags(m)
-            want = fits(HOP_MTU, v6=False)
+            want = fits(HOP_MTU, v6=True)
             # Up before the client connects.
             wait_for("iperf3 server in pod d", lambda: pd.run(
                 ["ss", "-ltn", "sport", "= :5201"]).stdout.count("LISTEN") > 0, 10)
@@ -381,25 +419,39 @@ def body(m):
         nat1.ip("link", "set", "wan0", "mtu", UNDERLAY)
         nat1.nft("delete table inet mwt_noicmp")
 
-    # lan1a -> relay1 is a direct pair (WireGuard's own sockets, over IPv4): the same black hole
-    # on nat1's WAN link, found by padded PINGs to relay1's control address.
-    pr = m.add_pod(m["relay1"], "r")
+    # lan1a -> relay1 and lan1b -> relay1 are direct pairs (WireGuard's own sockets): the same
+    # black hole on nat1's WAN link, found by padded PINGs to relay1's control address.
     ping_retry(pa, pr.addr4)
+    ping_retry(pc, pr.addr4)
     nat1.nft(NO_ICMP_TABLE)
     nat1.ip("link", "set", "wan0", "mtu", HOP_MTU)
     try:
-        @check("direct pair, black hole (no ICMP, IPv4): path MTU found by padded PINGs, routed, "
-               "refused at the source")
+        @check("direct pairs, black hole (no ICMP): path MTU found by padded PINGs, routed, "
+               "refused at the source, TCP streams")
         def _():
             before = all_frags(m)
-            want = fits(HOP_MTU, v6=False, relayed=False)
-            with keep_active(pa, pr.addr4):
-                n, took = wait_for("lan1a's path MTU to relay1 applied",
-                                   lambda: pmtu_applied(m, "lan1a", "relay1", pr), PMTU_BOUND)
-            figure("direct: lan1a's path MTU to relay1, applied after", "%d, %.1fs" % (n, took))
-            expect(want - 8 < n <= want, "path MTU %d, want (%d, %d]" % (n, want - 8, want))
-            expect(m.paths(m["lan1a"]).get("relay1") == "direct", "the pair left its direct path")
-            refused_above(pa, pr, n)
+            families = set()
+            for src, node in ((pa, "lan1a"), (pc, "lan1b")):
+                with keep_active(src, pr.addr4):
+                    # The family of the WireGuard endpoint in use (meshctl peers): the MTU's.
+                    # meshd picks it (both pairs here settle on IPv4; the direct IPv6 case is
+                    # sim_path_mtu_test's).
+                    ep = peers_by_name(m, node)["relay1"].get("endpoint") or ""
+                    v6 = ep.startswith("[")
+                    fam = "IPv6" if v6 else "IPv4"
+                    families.add(fam)
+                    want = fits(HOP_MTU, v6=v6, relayed=False)
+                    n, took = wait_for("%s's path MTU to relay1 applied" % node,
+                                       lambda: pmtu_applied(m, node, "relay1", pr), PMTU_BOUND)
+                    figure("direct %s: %s's path MTU to relay1, applied after" % (fam, node),
+                           "%d, %.1fs" % (n, took))
+                    expect(want - 8 < n <= want, "%s: path MTU %d, want (%d, %d]" % (
+                        node, n, want - 8, want))
+                    expect(m.paths(m[node]).get("relay1") == "direct",
+                           "%s: the pair left its direct path" % node)
+                    refused_above(src, pr, n)
+                    stream_ok("direct %s %s->relay1" % (fam, node), src, pr)
+            figure("direct: underlay families covered", " ".join(sorted(families)))
             delta = frag_delta(before, all_frags(m))
             figure("direct: FragCreates delta (v4, v6)", delta or "none")
             expect(not delta, "fragments created: %s" % delta)

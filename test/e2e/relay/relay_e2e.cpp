@@ -399,9 +399,17 @@ TEST_CASE("relay e2e: sealed probe frames with the peer's probe index reach the 
     CHECK(at_b[0].datagram == probe);
     CHECK(at_b[0].session_id == rig::session);
     check_silence(r.wg_b.get());
-    // Another index, or B's index at another size: WireGuard's (as from WireGuard A itself).
+    // B's index at a padded probe's size (a path MTU probe, up to 32 + 1500): the core's too.
+    auto padded = frame(index_b, 32 + 1408);
+    REQUIRE(r.proxy_a->send_in_session(rig::session, padded));
+    auto padded_at_b = r.control_b.wait_for(2);
+    REQUIRE(padded_at_b.size() == 2);
+    CHECK(padded_at_b[1].datagram == padded);
+    check_silence(r.wg_b.get());
+    // Another index, or B's index at a size no probe has: WireGuard's (as from WireGuard A).
     std::vector<uint8_t> buf(4096);
-    for (auto f : {frame(index_b + 1, 96), frame(index_b, 128), frame(index_b, 32)}) {
+    for (auto f : {frame(index_b + 1, 96), frame(index_b + 1, 1440), frame(index_b, 32),
+                   frame(index_b, 95), frame(index_b, 32 + 1500 + 1)}) {
         send_to(r.wg_a.get(), f.data(), f.size(), r.local_a);
         auto got = recv_from(r.wg_b.get(), buf, 2000);
         REQUIRE(got.size == ssize_t(f.size()));
@@ -413,8 +421,8 @@ TEST_CASE("relay e2e: sealed probe frames with the peer's probe index reach the 
     auto got = recv_from(r.wg_a.get(), buf, 2000);
     CHECK(got.size == ssize_t(to_a.size()));
     CHECK(r.control_a.wait_for(1).empty());
-    CHECK(r.control_b.wait_for(2).size() == 1);
-    CHECK(r.proxy_b->stats().inband_control_packets == 1);
+    CHECK(r.control_b.wait_for(3).size() == 2);
+    CHECK(r.proxy_b->stats().inband_control_packets == 2);
 }
 
 TEST_CASE("relay e2e: in-band control datagrams take the data path and reach the core, not WG") {
