@@ -383,7 +383,6 @@ void peer_paths::decide(const node_id& id, peer_entry& p, const peer_record& rec
         probe_direct_mtu(id, p, rec, *in_use, now);
     } else if (!in_use) {
         p.direct_pmtu.clear();  // no direct path in use: nothing to measure or apply
-        p.direct_pmtu_ep = wg_endpoint{};
     }
     // A probe unanswered for twice the address's RTT (at least a second) is lost.
     if (in_use) {
@@ -616,7 +615,6 @@ void peer_paths::probe_direct_mtu(const node_id& id, peer_entry& p, const peer_r
                                   const candidate& in_use, uint64_t now) {
     const wg_endpoint ep = normalize_endpoint(in_use.ep);
     p.direct_pmtu.track(ep, 0, now);  // another address: another route
-    p.direct_pmtu_ep = ep;
     pmtu_path_signal sig;
     sig.ready = in_use.last_pong_ms != 0;
     sig.rtt_ms = sig.ready ? in_use.rtt_ms : 0;
@@ -661,7 +659,7 @@ void peer_paths::on_pong(const probe& pr, const node_id& sender, double rtt, uin
         recheck(pe);
     } else if (pr.kind == probe_kind::pmtu) {
         // A direct path's padded PING, answered from the address it measures.
-        if (pr.ep == pe.direct_pmtu_ep) {
+        if (pr.ep == pe.direct_pmtu.tracked()) {
             pe.direct_pmtu.ack(ctx_, static_cast<unsigned>(pr.token), now);
             recheck(pe);
         }

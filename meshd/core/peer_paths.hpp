@@ -100,7 +100,6 @@ public:
         // The path MTU of the direct path in use (issue 15): padded PINGs to the control
         // address in use (it shares the route of the peer's WireGuard endpoint), while active.
         pmtu_prober direct_pmtu;
-        wg_endpoint direct_pmtu_ep;  // the address it measures (another one: reset)
         // the decision
         peer_dataplane dp;
         bool learned = false;

@@ -82,6 +82,8 @@ public:
     // No such path any more: forget it all (nothing applied).
     void clear();
 
+    // The path it measures (track()): answers from anywhere else are not its.
+    const wg_endpoint& tracked() const noexcept { return ep_; }
     // The route MTU to apply (0: none, the interface MTU holds).
     unsigned applied() const noexcept { return applied_; }
     // For meshctl: the MTU as measured (nullopt until the peer answered one probe).

@@ -27,7 +27,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "..", "e2e", "mesh"))
 
 from mesh import Mesh  # noqa: E402
-from test_mtu import frag_creates  # noqa: E402
+from test_mtu import NO_ICMP_TABLE, frag_creates  # noqa: E402
 
 NODES = ["lan2a", "relay1", "relay2", "nat2"]
 
@@ -52,14 +52,6 @@ def iperf(src, dst, seconds):
                   if iv.get("sum", {}).get("bits_per_second", 0) < 1e6)
     return mbps, retr, stalled, doc.get("error")
 
-
-NO_ICMP = """table inet bench_noicmp {
-    chain out {
-        type filter hook output priority 0;
-        icmp type destination-unreachable drop
-        icmpv6 type packet-too-big drop
-    }
-}"""
 
 
 def run_mesh(build, seconds, pmtu, hops):
@@ -89,7 +81,7 @@ def run_mesh(build, seconds, pmtu, hops):
         nat2 = m.t["nat2"]
         for hop, icmp in hops:
             if not icmp:
-                nat2.nft(NO_ICMP)
+                nat2.nft(NO_ICMP_TABLE)
             nat2.ip("link", "set", "wan0", "mtu", hop)
             f0 = {n: frags(m.t[n]) for n in NODES}
             # Without ICMP, long enough for TCP's backed-off retransmissions to find the path
@@ -101,7 +93,7 @@ def run_mesh(build, seconds, pmtu, hops):
                          "frags": {n: f1[n] - f0[n] for n in NODES if f1[n] != f0[n]}})
             nat2.ip("link", "set", "wan0", "mtu", 1500)
             if not icmp:
-                nat2.nft("delete table inet bench_noicmp")
+                nat2.nft("delete table inet mwt_noicmp")
         path = m.paths(m["lan1a"]).get("lan2a")
     finally:
         m.close()
