@@ -32,11 +32,18 @@ Both parts start with:
   block       the direct lan1a-lan1b path blocked by nftables turns relay (pods still reach each
               other; the kernel's endpoint moves to a 127.0.0.1 proxy), and direct again when
               unblocked
-  path MTU    nat2's WAN link at 1400 with nat2's ICMP errors dropped (a black hole): lan2a's
-              padded probes find the path MTU of its relayed pair with lan1a and route lan1a's
-              pod CIDRs with it (test_mtu.py's checks, with the kernel backend); a DF ping one
-              byte larger gets "too big" with it, one of that size passes, lan2a and nat2 create
-              no fragment
+  path MTU    first, at 1500, full-size (1408-byte) DF pings pass on both pairs below, v4 and v6.
+              relayed: an iperf3 TCP stream pod(lan2a) -> pod(lan1a) (4 Mbit/s), and 4 s into it
+              nat2's WAN link drops to 1400 with nat2's ICMP errors dropped (a black hole):
+              lan2a (which reaches the relays over IPv6 only) finds the path MTU of the pair
+              with padded probes (1296: IPv6) and routes lan1a's pod CIDRs with it, the stream
+              recovers and completes (test_mtu.py's checks, with the kernel backend); a DF ping
+              one byte larger gets "too big" with it, one of that size passes, lan2a and nat2
+              create no fragment.
+              direct: lan1a -> a pod on relay1 through the same silent 1400 hop on nat1: padded
+              PINGs find 1328 over IPv4, then lan1a's IPv4 UDP to relay1 is cut and the pair
+              moves to IPv6, where they find 1304-1312; each routed, "too big" one byte above, a
+              4 s iperf3 stream completes, no fragment
 --part failover:
   tcp         an iperf3 TCP stream pod(lan1a) -> pod(lan2a) and a ping -i 0.01 beside it; at
               ~3 s the meshd of the relay lan1a sends through then (its meshd's log says) is
@@ -86,8 +93,10 @@ from mesh import TIME_FACTOR, Mesh  # noqa: E402
 from test_failover import (fmt_table, intervals, largest_gap, longest_empty_run,  # noqa: E402
                            ping_reply_times, relay_table)
 from test_mesh import want_path, wg_endpoints  # noqa: E402
-from test_mtu import (NO_ICMP_TABLE, PMTU_BOUND, fits, frag_creates,  # noqa: E402
-                      keep_active, pmtu_applied, refused_above)
+from test_mtu import (HOP_MTU, NO_ICMP_TABLE, PMTU_BOUND, POD_MTU, RECOVER_BOUND,  # noqa: E402
+                      UNDERLAY, V4_CUT_TABLE, df_ping,
+                      fits, frag_creates, keep_active, pmtu_applied, refused_above,
+                      stream_across_cut, stream_ok)
 from test_meshd_restart import RESUME_BOUND  # noqa: E402
 from topology import Topology  # noqa: E402
 
@@ -119,11 +128,30 @@ IPERF_INTERVAL = 0.1
 # The stream's rate: the guest's emulated CPUs carry a few Mbit/s through a relay (meshd forwards
 # in user space); more only queues and starves meshd's probing, which is not what is tested here.
 IPERF_RATE = "4M"
+# Path MTU: the search of an active pair (test_mtu.py's bound) runs on meshd's real-time timers,
+# but its probes cross the emulated testbed. The relayed case cuts the hop MTU_CUT_AT_S into a
+# stream of MTU_STREAM_S, which must outlast the recovery bound (the search, then TCP's backed-off
+# retransmission): the bound is the host's times TIME_FACTOR, capped by the stream.
+PMTU = PMTU_BOUND * TIME_FACTOR
+MTU_STREAM_S = 30
+MTU_CUT_AT_S = 4
+MTU_RECOVER = min(RECOVER_BOUND * TIME_FACTOR, MTU_STREAM_S - MTU_CUT_AT_S - 3)
 LAN_DOWN_S = 2.0  # lan kill: below the peers' path timeout (3.5 s), as test_meshd_restart.py (a)
 # lan kill: the relayed pair lan2a -> lan1b answers again this soon after lan1b's meshd restarts
 # (issue 14 §3's 1 s, test_meshd_restart.py's bound), times TIME_FACTOR: the restarted meshd's
 # start (config, key, device read, proxy sockets) runs on the guest's emulated CPU.
 RESUME = RESUME_BOUND * TIME_FACTOR
+
+
+def full_size_pass(what, src, dst):
+    """The plain 1500 path: full-size (pod MTU) don't-fragment pings src -> dst, v4 and v6, all
+    answered (WireGuard's and the relay's overhead fit in the underlay)."""
+    for addr in (dst.addr4, dst.addr6):
+        got, out = df_ping(src, addr, POD_MTU, count=5)
+        figure("kernel: 1500 path: %s %s %d-byte DF pings answered" % (
+            what, "v6" if ":" in addr else "v4", POD_MTU), "%d/5" % got)
+        expect(got == 5, "%s: %d-byte DF pings -> %s: %d/5\n%s" % (what, POD_MTU, addr, got,
+                                                                      out))
 
 
 def all_pairs(nodes):
@@ -214,6 +242,13 @@ def run(m, part):
 
     @check("meshd starts on the 5 nodes with the kernel backend (wireguard links, no wireguard-go)")
     def _():
+        # lan2a reaches the relays over IPv6 only (its relayNodes list that family): the relayed
+        # pairs have an IPv6 leg, the path MTU check's worst case (test_mtu.py's choice).
+        cfg = m.configs["lan2a"]
+        cfg["relayNodes"] = [{"nodeName": r["nodeName"],
+                              "advertiseAddress": [a for a in r["advertiseAddress"] if ":" in a]}
+                             for r in cfg["relayNodes"]]
+        m.write_config(m["lan2a"])
         t0 = time.monotonic()
         m.start()
         # wait_ready() fails unless check_backend() passes on every node: meshctl says kernel,
@@ -364,30 +399,80 @@ def mesh_part(m):
         return "relay after %.1fs (via %s), direct again after %.1fs" % (
             t_relay, pa["relay"], t_direct)
 
-    @check("path MTU (kernel backend): a 1400 hop without ICMP on lan2a's uplink is found by "
-           "probes, routed, and refused at the source; no fragments")
+    @check("path MTU (kernel backend), relayed: a 1400 hop without ICMP on lan2a's uplink "
+           "under a TCP stream is found by probes and routed, TCP recovers, larger packets are "
+           "refused at the source; no fragments")
     def _():
         pb, pa = pods["lan2a"], pods["lan1a"]
         nat2 = m.t["nat2"]
+        pa.netns.popen(["iperf3", "-s"], name="iperf3-server-mtu")
         before = {n: frag_creates(m.t[n]) for n in ("lan2a", "nat2")}
+        full_size_pass("relayed lan2a->lan1a", pb, pa)
         nat2.nft(NO_ICMP_TABLE)
-        nat2.ip("link", "set", "wan0", "mtu", 1400)
         try:
-            # lan2a may reach the relay over either family: between the IPv6 and IPv4 fits.
-            lo, hi = fits(1400, v6=True) - 8, fits(1400, v6=False)
-            with keep_active(pb, pa.addr4):
-                n, took = wait_for("lan2a's path MTU to lan1a applied",
-                                   lambda: pmtu_applied(m, "lan2a", "lan1a", pa),
-                                   PMTU_BOUND * TIME_FACTOR)
-            figure("kernel: lan2a's path MTU to lan1a, applied after", "%d, %.1fs" % (n, took))
-            expect(lo < n <= hi, "path MTU %d, want (%d, %d]" % (n, lo, hi))
+            # lan2a reaches the relays over IPv6.
+            hi = fits(HOP_MTU, v6=True)
+            lo = hi - 8
+            n = stream_across_cut(m, "kernel: relayed lan2a->lan1a", pb, pa, "lan2a", "lan1a",
+                                  lambda: nat2.ip("link", "set", "wan0", "mtu", HOP_MTU),
+                                  (lo, hi), MTU_STREAM_S, MTU_CUT_AT_S, PMTU, MTU_RECOVER,
+                                  rate=IPERF_RATE)
             refused_above(pb, pa, n)
             after = {n_: frag_creates(m.t[n_]) for n_ in ("lan2a", "nat2")}
             expect(after == before, "fragments created: %s -> %s" % (before, after))
         finally:
-            nat2.ip("link", "set", "wan0", "mtu", 1500)
+            nat2.ip("link", "set", "wan0", "mtu", UNDERLAY)
             nat2.nft("delete table inet mwt_noicmp")
-        return "path MTU %d after %.1fs" % (n, took)
+        return "path MTU %d" % n
+
+    @check("path MTU (kernel backend), direct: lan1a -> relay1 through a 1400 hop without ICMP "
+           "on nat1's uplink: found by padded PINGs, routed, refused at the source, a TCP stream "
+           "completes; no fragments")
+    def _():
+        pa = pods["lan1a"]
+        pr = pods["relay1"] = m.add_pod(m["relay1"], "r")
+        pr.netns.popen(["iperf3", "-s"], name="iperf3-server-r")
+        ping_retry(pa, pr.addr4, within=HANDSHAKE)
+        nat1 = m.t["nat1"]
+        before = {n: frag_creates(m.t[n]) for n in ("lan1a", "nat1", "relay1")}
+        full_size_pass("direct lan1a->relay1", pa, pr)
+        nat1.nft(NO_ICMP_TABLE)
+        nat1.ip("link", "set", "wan0", "mtu", HOP_MTU)
+        found = []
+        try:
+            # meshd picks the family of the endpoint (IPv4 here); then lan1a's IPv4 UDP to
+            # relay1 is cut: the pair moves to relay1's IPv6 address, where the kept MTU fails
+            # its confirmation and the search finds IPv6's.
+            for cut_v4 in (False, True):
+                with keep_active(pa, pr.addr4):
+                    if cut_v4:
+                        nat1.nft(V4_CUT_TABLE % (m["lan1a"].addr4, m["relay1"].addr4))
+                        wait_for("lan1a's endpoint for relay1 on IPv6",
+                                 lambda: (peers_by_name(m, "lan1a")["relay1"].get("endpoint")
+                                          or "").startswith("["), PATH_CHANGE)
+                    ep = peers_by_name(m, "lan1a")["relay1"].get("endpoint") or ""
+                    expect(ep.startswith("[") == cut_v4, "lan1a: endpoint %s for relay1" % ep)
+                    want = fits(HOP_MTU, v6=cut_v4, relayed=False)
+
+                    def applied(want=want):
+                        ok, n = pmtu_applied(m, "lan1a", "relay1", pr)
+                        return ok and want - 8 < n <= want, n
+                    n, took = wait_for("lan1a's path MTU to relay1 applied, in (%d, %d]" % (
+                        want - 8, want), applied, PMTU)
+                    figure("kernel: direct lan1a->relay1 (%s): path MTU, applied after" % ep,
+                           "%d, %.1fs" % (n, took))
+                    expect(m.paths(m["lan1a"]).get("relay1") == "direct",
+                           "lan1a: the pair left its direct path")
+                    refused_above(pa, pr, n)
+                    stream_ok("kernel: direct lan1a->relay1 (%s)" % ep, pa, pr, rate=IPERF_RATE)
+                    found.append("%s: %d after %.1fs" % (ep, n, took))
+            after = {n_: frag_creates(m.t[n_]) for n_ in ("lan1a", "nat1", "relay1")}
+            expect(after == before, "fragments created: %s -> %s" % (before, after))
+        finally:
+            nat1.ip("link", "set", "wan0", "mtu", UNDERLAY)
+            nat1.nft("delete table inet mwt_noicmp")
+            nat1.run(["nft", "delete", "table", "inet", "mwt_v4cut"], check=False)
+        return "; ".join(found)
 
 
 def failover_part(m):
