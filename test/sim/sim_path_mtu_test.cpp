@@ -133,7 +133,9 @@ TEST_CASE("sim: path MTU of a relayed pair is found with padded probes and appli
     CHECK(net.run_until([&] { return route_mtu(net, "lan1a", "lan2a") == 0; }, 700000));
 }
 
-TEST_CASE("sim: a peer that never answers padded probes gets no path MTU applied") {
+TEST_CASE(
+    "sim: a peer that never answers padded probes gets no path MTU applied, and is "
+    "tried again 10 min later") {
     // lan2a searches nothing (pmtu_max 0) and relays that drop every frame bigger than a plain
     // probe stand in for a peer from before padded probes: lan1a's probes all go unanswered.
     // Only lan1a-lan2a carries traffic: the direct pairs go idle and send no probes.
@@ -154,12 +156,37 @@ TEST_CASE("sim: a peer that never answers padded probes gets no path MTU applied
     // lan1a searched, got no answer, gave up (no black hole logged for a peer that never
     // answered), and sends nothing more while the pair stays active.
     const uint64_t sent = net["lan1a"].core->pmtu().probes_sent;
-    MESSAGE("lan1a sent " << sent << " padded probes before giving up");
+    MESSAGE("lan1a sent " << sent
+                          << " padded probes (all its pairs active at the start) before "
+                             "giving up");
     CHECK(sent > 0);
     net.run_for(60000);
     CHECK(net["lan1a"].core->pmtu().probes_sent == sent);
     CHECK(net["lan1a"].core->pmtu().black_holes == 0);
     CHECK(net["lan1a"].core->active_pairs() >= 1);
+
+    // The peer is upgraded (it answers padded probes now) and its path has a 1400-byte hop:
+    // lan1a tries again one raise interval (10 min) after it gave up, and the search finds
+    // and applies the hop's MTU. Nothing is sent meanwhile.
+    limit_relay(net, "relay1", 1400);
+    limit_relay(net, "relay2", 1400);
+    const unsigned want = fits(1400);
+    const uint64_t t = net.now();
+    CHECK(net.run_until([&] { return net["lan1a"].core->pmtu().probes_sent > sent; }, 600000));
+    const uint64_t retry_ms = net.now() - t;
+    MESSAGE("lan1a tried again " << retry_ms
+                                 << " ms after the upgrade (it gave up less than 120 s before)");
+    CHECK(retry_ms >= 600000 - 120000 - 1000);
+    CHECK(net.run_until(
+        [&] {
+            unsigned r = route_mtu(net, "lan1a", "lan2a");
+            return r && r <= want && r + 8 > want && net.peer("lan1a", "lan2a")->path_mtu_complete;
+        },
+        30000));
+    MESSAGE("then applied " << route_mtu(net, "lan1a", "lan2a") << " after "
+                            << net.now() - t - retry_ms << " ms");
+    CHECK(net["lan1a"].core->pmtu().black_holes == 0);
+    CHECK(pm.m.relayed_live("lan1a", "lan2a"));
 }
 
 TEST_CASE("sim: random loss on a clean path is not taken for a smaller path MTU") {
