@@ -379,9 +379,18 @@ void peer_paths::decide(const node_id& id, peer_entry& p, const peer_record& rec
         p.next_probe_ms = now + interval;
     }
     ctx_.due(p.next_probe_ms);
+    // WireGuard roamed off the candidate in use (it sends to the source of the peer's last
+    // packet: the peer chose another of our addresses, another family): its route is measured
+    // on the peer's mapping of that address, as a learned path's.
+    const bool roamed =
+        in_use && p.wg_seen.port && !(p.wg_seen.address == normalize_endpoint(in_use->ep).address);
     if (is_active && in_use) {
-        probe_direct_mtu(id, p, rec, *in_use, now);
-    } else if (!in_use) {
+        if (roamed) {
+            probe_learned_mtu(id, p, rec, now);
+        } else {
+            probe_direct_mtu(id, p, rec, *in_use, now);
+        }
+    } else if (!in_use && !p.learned) {
         p.direct_pmtu.clear();  // no direct path in use: nothing to measure or apply
     }
     // A probe unanswered for twice the address's RTT (at least a second) is lost.
@@ -469,7 +478,9 @@ void peer_paths::decide(const node_id& id, peer_entry& p, const peer_record& rec
         dp.keepalive = fresh(p.own_inbound_ms, p, now, learned_timeout);
         if (is_active) {
             ctx_.due(std::max(p.last_inbound_ms, p.active_since) + learned_timeout + 1);
+            probe_learned_mtu(id, p, rec, now);
         }
+        dp.path_mtu = p.direct_pmtu.applied();
     } else if (const relay_entry* rl = relays_.by_id(id);
                rl && rl->candidate && relays_.up(*rl, now) && now >= rl->not_serving_until) {
         // A serving relay answers at its relay address, which its record advertises: it is
@@ -489,6 +500,10 @@ void peer_paths::decide(const node_id& id, peer_entry& p, const peer_record& rec
         election_.choose(id, p.relayed, rec, now, dp);
     }
     if (dp.path != path_kind::relay) relay_election::release(p.relayed);
+    if (!learned && !(roamed && dp.path == path_kind::direct)) p.learned_ctl.reset();
+    if (dp.path != path_kind::direct) p.direct_pmtu.clear();
+    // WireGuard goes where we set it until the peer's packets make it roam (the next reads).
+    if (dp.endpoint && dp.endpoint != p.dp.endpoint) p.wg_seen = normalize_endpoint(*dp.endpoint);
     // A relayed path not yet verified end to end (no in-band PONG since it was taken) stays
     // probed until the end-to-end verdict (3 path timeouts after it was taken): a relay that
     // black-holes the pair is found now, not when traffic starts. Bounded, so that a pair left
@@ -602,7 +617,11 @@ void peer_paths::on_ping(const node_id& sender, uint64_t session_id, const wg_en
         }
     } else {
         p.last_inbound_ms = now;
-        const auto addr = normalize_endpoint(from).address;
+        const auto src = normalize_endpoint(from);
+        // A learned (or roamed) path's MTU is measured on a mapping of WireGuard's address
+        // (another family's route and headers differ).
+        if (p.wg_seen.port == 0 || src.address == p.wg_seen.address) p.inbound_from = src;
+        const auto addr = src.address;
         if (std::any_of(p.candidates.begin(), p.candidates.end(),
                         [&](const auto& c) { return normalize_endpoint(c.ep).address == addr; })) {
             p.own_inbound_ms = now;
@@ -613,22 +632,68 @@ void peer_paths::on_ping(const node_id& sender, uint64_t session_id, const wg_en
 
 void peer_paths::probe_direct_mtu(const node_id& id, peer_entry& p, const peer_record& rec,
                                   const candidate& in_use, uint64_t now) {
-    const wg_endpoint ep = normalize_endpoint(in_use.ep);
-    p.direct_pmtu.track(ep, 0, now);  // another address: another route
     pmtu_path_signal sig;
     sig.ready = in_use.last_pong_ms != 0;
     sig.rtt_ms = sig.ready ? in_use.rtt_ms : 0;
     sig.loss = p.direct_loss.loss();
     sig.alive_sent_ms = in_use.answered_sent_ms;
+    poll_direct_pmtu(id, p, rec, in_use.ep, sig, now);
+}
+
+void peer_paths::poll_direct_pmtu(const node_id& id, peer_entry& p, const peer_record& rec,
+                                  const wg_endpoint& to, const pmtu_path_signal& sig,
+                                  uint64_t now) {
+    const wg_endpoint ep = normalize_endpoint(to);
+    p.direct_pmtu.track(ep, 0, now);  // another address: another route
     auto r = p.direct_pmtu.poll(ctx_, sig, now);
     if (r.send) {
         probe pr{probe_kind::pmtu, id};
         pr.token = r.send->size;
         // The datagram as large as WireGuard's data message for that inner size (16-byte
         // header, padded inner packet, 16-byte tag) on the same route.
-        ctx_.send_padded_ping(in_use.ep, pr, r.send->wire_size + 32, now);
+        ctx_.send_padded_ping(to, pr, r.send->wire_size + 32, now);
     }
     p.direct_pmtu.log(ctx_, r, {{"peer", rec.name}, {"endpoint", ep.str()}, {"path", "direct"}});
+}
+
+void peer_paths::probe_learned_mtu(const node_id& id, peer_entry& p, const peer_record& rec,
+                                   uint64_t now) {
+    const auto& cfg = ctx_.cfg;
+    if (cfg.pmtu_max < path_mtu_config{}.base || p.inbound_from.port == 0) return;
+    if (p.wg_seen.port && !(p.inbound_from.address == p.wg_seen.address)) {
+        // WireGuard roamed to an address none of the peer's PINGs came from (yet): nothing
+        // measured there, nothing applied.
+        p.learned_ctl.reset();
+        p.direct_pmtu.clear();
+        return;
+    }
+    if (!p.learned_ctl) p.learned_ctl = std::make_unique<learned_probe>();
+    auto& l = *p.learned_ctl;
+    // The peer's PINGs may come from two sockets (its control socket's and, to a relay, its
+    // relay uplink's mapping): both on the same route. The mapping probed is kept while it
+    // answers; another is taken when it stopped (its liveness starts over).
+    if (l.ep.port == 0 || (!(l.ep == p.inbound_from) &&
+                           now >= std::max(l.last_pong_ms, l.since_ms) + cfg.path_timeout_ms)) {
+        l = learned_probe{};
+        l.ep = p.inbound_from;
+        l.since_ms = now;
+    }
+    // The path's liveness: a small PING every ping_interval_ms while active (the peer's own
+    // PINGs prove only its direction).
+    if (now >= l.next_ping_ms) {
+        if (ctx_.send_ping(l.ep, 0, probe{probe_kind::direct, id, learned_probe_index}, now)) {
+            l.loss.sent(now);
+        }
+        l.next_ping_ms = now + cfg.ping_interval_ms;
+    }
+    ctx_.due(l.next_ping_ms);
+    l.loss.judge(now, std::max<uint64_t>(1000, static_cast<uint64_t>(2 * l.rtt_ms)));
+    pmtu_path_signal sig;
+    sig.ready = l.last_pong_ms != 0;
+    sig.rtt_ms = sig.ready ? l.rtt_ms : 0;
+    sig.loss = l.loss.loss();
+    sig.alive_sent_ms = l.answered_sent_ms;
+    poll_direct_pmtu(id, p, rec, l.ep, sig, now);
 }
 
 void peer_paths::on_pong(const probe& pr, const node_id& sender, double rtt, uint64_t now,
@@ -637,7 +702,17 @@ void peer_paths::on_pong(const probe& pr, const node_id& sender, double rtt, uin
     auto pit = peers_.find(pr.peer);
     if (pit == peers_.end()) return;
     auto& pe = pit->second;
-    if (pr.kind == probe_kind::direct) {
+    if (pr.kind == probe_kind::direct && pr.index == learned_probe_index) {
+        // A learned path's liveness PING (probe_learned_mtu), answered from the mapping probed.
+        if (pe.learned_ctl && pr.ep == pe.learned_ctl->ep) {
+            auto& l = *pe.learned_ctl;
+            l.last_pong_ms = now;
+            l.answered_sent_ms = std::max(l.answered_sent_ms, pr.sent_ms);
+            l.loss.answered(pr.sent_ms);
+            l.rtt_ms = l.rtt_ms == 0 ? rtt : 0.75 * l.rtt_ms + 0.25 * rtt;
+            recheck(pe);
+        }
+    } else if (pr.kind == probe_kind::direct) {
         if (pr.index >= pe.candidates.size()) return;
         auto& c = pe.candidates[pr.index];
         if (!(normalize_endpoint(c.ep) == pr.ep)) return;  // the list changed since the PING
@@ -804,6 +879,9 @@ void peer_paths::on_wireguard_counters(const std::vector<wg_peer_counters>& v, u
         }
         p.wg_rx = c.rx_bytes;
         p.wg_read_ms = read_ms;
+        // Where WireGuard sends (it roams to the source of the peer's packets): the address
+        // whose route a direct path's MTU must be measured on.
+        if (c.endpoint) p.wg_seen = normalize_endpoint(*c.endpoint);
         // Counted over reads in a row without rx: an idle end that only keepalives into a dead
         // path also gets there, by WireGuard's handshake retries (148 bytes every 5 s).
         p.tx_unanswered = rx ? 0 : p.tx_unanswered + tx;

@@ -280,6 +280,46 @@ TEST_CASE("sim: path MTU of a direct pair is found with padded PINGs and applied
     CHECK(route_mtu(net, "lan1b", "lan1a") == 0);
 }
 
+TEST_CASE("sim: a learned direct path (the peer is NATed) is measured on the peer's mapping") {
+    // relay1 is public, lan1a behind a NAT: relay1 cannot probe lan1a's addresses, its path to
+    // lan1a is the one lan1a's PINGs open (learned). relay1's uplink carries 1400-byte IPv6
+    // packets at most, silently: relay1 measures its direction through lan1a's control mapping.
+    pmtu_mesh pm(47, k_iface_mtu, {{"relay1", "lan1a"}, {"lan1a", "relay1"}});
+    auto& net = pm.m.net;
+    auto direct = [&] {
+        auto p = net.peer("relay1", "lan1a"), q = net.peer("lan1a", "relay1");
+        return p && q && p->path == meshd::path_kind::direct && p->learned &&
+               q->path == meshd::path_kind::direct && !q->learned;
+    };
+    REQUIRE(net.run_until(direct, 15000));
+    net.run_for(5000);
+    auto p = net.peer("relay1", "lan1a");
+    REQUIRE(p->path_mtu);
+    CHECK(*p->path_mtu == k_iface_mtu);
+    CHECK(p->path_mtu_complete);
+    CHECK(route_mtu(net, "relay1", "lan1a") == 0);
+    net["relay1"].max_send = 1400 - 48;
+    const unsigned want = (1400 - 48 - 32) / 16 * 16;
+    uint64_t t = net.now();
+    REQUIRE(net.run_until(
+        [&] {
+            auto q = net.peer("relay1", "lan1a");
+            unsigned r = route_mtu(net, "relay1", "lan1a");
+            return q->path_mtu_complete && r && r <= want && r + 8 > want;
+        },
+        30000));
+    MESSAGE("learned, 1400 hop: relay1's route MTU to lan1a "
+            << route_mtu(net, "relay1", "lan1a") << " (want " << want << ") after " << net.now() - t
+            << " ms");
+    CHECK(direct());
+    CHECK(net["relay1"].core->pmtu().black_holes >= 1);
+    // Steady: no further black hole while the pair stays active.
+    const uint64_t holes = net["relay1"].core->pmtu().black_holes;
+    net.run_for(30000);
+    CHECK(net["relay1"].core->pmtu().black_holes == holes);
+    CHECK(route_mtu(net, "relay1", "lan1a") <= want);
+}
+
 TEST_CASE("sim: a failover to a smaller relay path confirms the kept MTU there and drops it") {
     pmtu_mesh pm(46, k_iface_mtu, {{"lan1a", "lan2a"}});
     auto& net = pm.m.net;
