@@ -379,17 +379,8 @@ void peer_paths::decide(const node_id& id, peer_entry& p, const peer_record& rec
         p.next_probe_ms = now + interval;
     }
     ctx_.due(p.next_probe_ms);
-    // WireGuard roamed off the candidate in use (it sends to the source of the peer's last
-    // packet: the peer chose another of our addresses, another family): its route is measured
-    // on the peer's mapping of that address, as a learned path's.
-    const bool roamed =
-        in_use && p.wg_seen.port && !(p.wg_seen.address == normalize_endpoint(in_use->ep).address);
     if (is_active && in_use) {
-        if (roamed) {
-            probe_learned_mtu(id, p, rec, now);
-        } else {
-            probe_direct_mtu(id, p, rec, *in_use, now);
-        }
+        probe_direct_mtu(id, p, rec, *in_use, now);
     } else if (!in_use && !p.learned) {
         p.direct_pmtu.clear();  // no direct path in use: nothing to measure or apply
     }
@@ -500,10 +491,10 @@ void peer_paths::decide(const node_id& id, peer_entry& p, const peer_record& rec
         election_.choose(id, p.relayed, rec, now, dp);
     }
     if (dp.path != path_kind::relay) relay_election::release(p.relayed);
-    if (!learned && !(roamed && dp.path == path_kind::direct)) p.learned_ctl.reset();
+    // A learned path's probing lives while the pair is active (an idle pair keeps its MTU).
+    if (!learned || !is_active) p.learned_ctl.reset();
+    if (!learned) p.wg_seen = wg_endpoint{};
     if (dp.path != path_kind::direct) p.direct_pmtu.clear();
-    // WireGuard goes where we set it until the peer's packets make it roam (the next reads).
-    if (dp.endpoint && dp.endpoint != p.dp.endpoint) p.wg_seen = normalize_endpoint(*dp.endpoint);
     // A relayed path not yet verified end to end (no in-band PONG since it was taken) stays
     // probed until the end-to-end verdict (3 path timeouts after it was taken): a relay that
     // black-holes the pair is found now, not when traffic starts. Bounded, so that a pair left
@@ -618,7 +609,7 @@ void peer_paths::on_ping(const node_id& sender, uint64_t session_id, const wg_en
     } else {
         p.last_inbound_ms = now;
         const auto src = normalize_endpoint(from);
-        // A learned (or roamed) path's MTU is measured on a mapping of WireGuard's address
+        // A learned path's MTU is measured on a mapping of WireGuard's address
         // (another family's route and headers differ).
         if (p.wg_seen.port == 0 || src.address == p.wg_seen.address) p.inbound_from = src;
         const auto addr = src.address;
@@ -662,7 +653,7 @@ void peer_paths::probe_learned_mtu(const node_id& id, peer_entry& p, const peer_
     if (cfg.pmtu_max < path_mtu_config{}.base || p.inbound_from.port == 0) return;
     if (p.wg_seen.port && !(p.inbound_from.address == p.wg_seen.address)) {
         // WireGuard roamed to an address none of the peer's PINGs came from (yet): nothing
-        // measured there, nothing applied.
+        // to measure its route on; nothing applied (as before path MTUs of learned paths).
         p.learned_ctl.reset();
         p.direct_pmtu.clear();
         return;
@@ -672,8 +663,10 @@ void peer_paths::probe_learned_mtu(const node_id& id, peer_entry& p, const peer_
     // The peer's PINGs may come from two sockets (its control socket's and, to a relay, its
     // relay uplink's mapping): both on the same route. The mapping probed is kept while it
     // answers; another is taken when it stopped (its liveness starts over).
-    if (l.ep.port == 0 || (!(l.ep == p.inbound_from) &&
-                           now >= std::max(l.last_pong_ms, l.since_ms) + cfg.path_timeout_ms)) {
+    // Never one of another address than WireGuard's (it roamed: another route).
+    if (l.ep.port == 0 || (p.wg_seen.port && !(l.ep.address == p.wg_seen.address)) ||
+        (!(l.ep == p.inbound_from) &&
+         now >= std::max(l.last_pong_ms, l.since_ms) + cfg.path_timeout_ms)) {
         l = learned_probe{};
         l.ep = p.inbound_from;
         l.since_ms = now;
@@ -879,9 +872,9 @@ void peer_paths::on_wireguard_counters(const std::vector<wg_peer_counters>& v, u
         }
         p.wg_rx = c.rx_bytes;
         p.wg_read_ms = read_ms;
-        // Where WireGuard sends (it roams to the source of the peer's packets): the address
-        // whose route a direct path's MTU must be measured on.
-        if (c.endpoint) p.wg_seen = normalize_endpoint(*c.endpoint);
+        // Where WireGuard sends on a learned path (it roams to the source of the peer's
+        // packets): the address whose mapping probe_learned_mtu measures.
+        if (p.learned && c.endpoint) p.wg_seen = normalize_endpoint(*c.endpoint);
         // Counted over reads in a row without rx: an idle end that only keepalives into a dead
         // path also gets there, by WireGuard's handshake retries (148 bytes every 5 s).
         p.tx_unanswered = rx ? 0 : p.tx_unanswered + tx;

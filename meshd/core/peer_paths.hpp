@@ -116,9 +116,9 @@ public:
         // The source of the peer's last direct PING (of wg_seen's address, when known): on a
         // learned path (the peer is behind a NAT and reached us first) its control socket's NAT
         // mapping, on the route of its WireGuard mapping. What we measure our direction's path
-        // MTU on (learned_probe) when WireGuard's endpoint is not a candidate we probe.
+        // MTU on (learned_probe).
         wg_endpoint inbound_from;
-        // WireGuard's endpoint as its counters last showed it, or as we set it since (port 0:
+        // WireGuard's endpoint on a learned path as its counters last showed it (port 0:
         // unknown): inbound_from is taken only from PINGs of that address.
         wg_endpoint wg_seen;
         // A learned path's probing while active (probe_learned_mtu; lazy: only for such pairs).

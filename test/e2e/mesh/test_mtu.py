@@ -41,7 +41,10 @@ between lan1a and lan2a has one IPv4 and one IPv6 leg, the IPv6 one being the wo
              "too big" with it, one of that size passes, a stream completes; the pairs stay
              direct. Then lan1b's IPv4 UDP to relay1 is cut on nat1: the pair moves to relay1's
              IPv6 address, the kept 1328 fails its confirmation there and the search finds 1312
-             (IPv6's 20 bytes more), checked the same way. Nothing is fragmented
+             (IPv6's 20 bytes more), checked the same way. relay1 -> lan1a (relay1 probes
+             lan1a's reflexive address; nat1's WAN link takes 4 bytes over its MTU inbound):
+             1304-1344 by family. lan1a -> lan2b, relayed, the hop on its IPv4 leg: 1328.
+             Nothing is fragmented
 then close() leaves nothing. Prints `N passed, N failed`; exit 1 on a failure, 77 when it cannot
 run here.
 
@@ -465,7 +468,8 @@ def body(m):
         nat1.nft("delete table inet mwt_noicmp")
 
     # lan1a -> relay1 and lan1b -> relay1 are direct pairs (WireGuard's own sockets): the same
-    # black hole on nat1's WAN link, found by padded PINGs to relay1's control address.
+    # black hole on nat1's WAN link, found by padded PINGs to relay1's control address. Then
+    # relay1's direction, and a relayed pair with the hop on its IPv4 leg.
     ping_retry(pa, pr.addr4)
     ping_retry(pc, pr.addr4)
     nat1.nft(NO_ICMP_TABLE)
@@ -512,26 +516,34 @@ def body(m):
             figure("direct: underlay families covered", " ".join(sorted(families)))
             expect(families == {"IPv4", "IPv6"}, "families %s" % families)
             # relay1's direction to lan1a, through nat1: relay1 probes lan1a's reflexive control
-            # address (its registration), which may be IPv6, while WireGuard roams to the source
-            # of lan1a's packets (IPv4: lan1a picked relay1's IPv4 address). The MTU is measured
-            # on lan1a's mapping of WireGuard's address (its PINGs' source there), as on a
-            # learned path. The hop is nat1's WAN link inbound, which takes 4 bytes more than
-            # its MTU (a veth's check allows for a VLAN tag). Before, the candidate's route was
-            # measured (IPv6 here: 1312, smaller than needed; with the families the other way
-            # round the MTU applied would exceed WireGuard's route: a black hole).
+            # address (its registration, either family) and measures that route. The hop is
+            # nat1's WAN link inbound, which takes 4 bytes more than its MTU (a veth's check
+            # allows for a VLAN tag): between IPv6's fit for 1400 and IPv4's for 1404.
             with keep_active(pr, pa.addr4):
                 expect(m.paths(m["relay1"]).get("lan1a") == "direct",
                        "relay1's path to lan1a: %s" % m.paths(m["relay1"]).get("lan1a"))
-                lo, hi = fits(HOP_MTU, v6=False, relayed=False) - 8, fits(
+                lo, hi = fits(HOP_MTU, v6=True, relayed=False) - 8, fits(
                     HOP_MTU + 4, v6=False, relayed=False)
                 n, took = wait_for("relay1's path MTU to lan1a applied, in (%d, %d]" % (lo, hi),
                                    lambda: (lambda ok, n: (ok and lo < n <= hi, n))(
                                        *pmtu_applied(m, "relay1", "lan1a", pa)), PMTU_BOUND)
-                figure("direct IPv4 (WireGuard's roamed endpoint): relay1's path MTU to lan1a, "
-                       "applied after",
+                figure("direct: relay1's path MTU to lan1a, applied after",
                        "%d, %.1fs" % (n, took))
                 refused_above(pr, pa, n, back=m["lan1a"])
-                stream_ok("direct IPv4 relay1->lan1a", pr, pa)
+                stream_ok("direct relay1->lan1a", pr, pa)
+            # A relayed pair whose hop is on its IPv4 leg: lan1a (IPv4 to the relays) -> lan2b,
+            # never measured before (the pair carried no traffic), through the same hop.
+            with keep_active(pa, pd.addr4):
+                want = fits(HOP_MTU, v6=False)
+                n, took = wait_for("lan1a's path MTU to lan2b applied, in (%d, %d]" % (
+                    want - 8, want), lambda: (lambda ok, n: (ok and want - 8 < n <= want, n))(
+                        *pmtu_applied(m, "lan1a", "lan2b", pd)), PMTU_BOUND)
+                figure("relayed, IPv4 leg: lan1a's path MTU to lan2b, applied after",
+                       "%d, %.1fs" % (n, took))
+                expect(m.paths(m["lan1a"]).get("lan2b") == "relay",
+                       "lan1a -> lan2b: %s" % m.paths(m["lan1a"]).get("lan2b"))
+                refused_above(pa, pd, n, back=m["lan2b"])
+                stream_ok("relayed IPv4 leg lan1a->lan2b", pa, pd)
             delta = frag_delta(before, all_frags(m))
             figure("direct: FragCreates delta (v4, v6)", delta or "none")
             expect(not delta, "fragments created: %s" % delta)
