@@ -653,7 +653,8 @@ void peer_paths::probe_learned_mtu(const node_id& id, peer_entry& p, const peer_
     if (cfg.pmtu_max < path_mtu_config{}.base || p.inbound_from.port == 0) return;
     if (p.wg_seen.port && !(p.inbound_from.address == p.wg_seen.address)) {
         // WireGuard roamed to an address none of the peer's PINGs came from (yet): nothing
-        // to measure its route on; nothing applied (as before path MTUs of learned paths).
+        // to measure its route on; nothing applied (the interface MTU, as before learned paths
+        // were measured).
         p.learned_ctl.reset();
         p.direct_pmtu.clear();
         return;

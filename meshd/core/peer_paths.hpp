@@ -56,9 +56,10 @@ public:
         // padded PING's loss counts once a later small one came back).
         uint64_t answered_sent_ms = 0;
     };
-    // A learned direct path's own probes (issue 15): small PINGs to the peer's control mapping
-    // (inbound_from), whose answers tell pmtu_prober that the path lives (a padded probe's loss
-    // counts only once a small one sent after it came back), beside the padded ones.
+    // A learned direct path's own probes (issue 15): small PINGs to the peer's NAT mapping of
+    // WireGuard's address (inbound_from), whose answers tell pmtu_prober that the path lives (a
+    // padded probe's loss counts only once a small one sent after it came back), beside the
+    // padded ones.
     struct learned_probe {
         wg_endpoint ep;
         uint64_t since_ms = 0;  // probed since
@@ -121,7 +122,7 @@ public:
         // WireGuard's endpoint on a learned path as its counters last showed it (port 0:
         // unknown): inbound_from is taken only from PINGs of that address.
         wg_endpoint wg_seen;
-        // A learned path's probing while active (probe_learned_mtu; lazy: only for such pairs).
+        // A learned path's probing (probe_learned_mtu; lazy: only while such a pair is active).
         std::unique_ptr<learned_probe> learned_ctl;
         // the decision
         peer_dataplane dp;
