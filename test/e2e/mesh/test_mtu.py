@@ -208,12 +208,39 @@ def stream_ok(what, src, dst, seconds=STREAM_CHECK_S, rate=None):
                what, r.returncode, doc.get("error"), " ".join("%.0f" % v for v in per_s)))
 
 
-def refused_above(src, dst, n, back=None):
-    """DF pings from pod src to pod dst (v4 and v6): n + 1 bytes get "too big" with mtu n (from
-    src's node, or src's own stack once it learned it), n bytes pass. `back`: dst's node
-    (topology node): a path MTU it measured the other way, if smaller, bounds the passing pings,
-    whose echo replies (no DF) its stack would otherwise fragment at that route MTU: an inner
-    packet's fragments, not a tunnel's, but FragCreates counts both."""
+# Sends `count` don't-fragment UDP datagrams of `size` bytes (IP packet) to port 9 of `addr`
+# (nothing listens: the receiver counts them in NoPorts and answers with a small ICMP error).
+DF_UDP = """import socket, sys
+addr, size, count = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+v6 = ":" in addr
+s = socket.socket(socket.AF_INET6 if v6 else socket.AF_INET, socket.SOCK_DGRAM)
+if v6:
+    s.setsockopt(socket.IPPROTO_IPV6, 23, 2)  # IPV6_MTU_DISCOVER = IPV6_PMTUDISC_DO
+else:
+    s.setsockopt(socket.IPPROTO_IP, 10, 2)  # IP_MTU_DISCOVER = IP_PMTUDISC_DO
+for _ in range(count):
+    s.sendto(b"x" * (size - (48 if v6 else 28)), (addr, 9))
+"""
+
+
+def udp_no_ports(pod, v6):
+    """The pod's UDP NoPorts counter (datagrams that reached it for a port nobody listens on)."""
+    if v6:
+        for ln in pod.run(["cat", "/proc/net/snmp6"]).stdout.splitlines():
+            parts = ln.split()
+            if len(parts) == 2 and parts[0] == "Udp6NoPorts":
+                return int(parts[1])
+        return 0
+    udp = [ln.split()[1:] for ln in pod.run(["cat", "/proc/net/snmp"]).stdout.splitlines()
+           if ln.startswith("Udp:")]
+    return int(dict(zip(udp[0], udp[1]))["NoPorts"])
+
+
+def refused_above(src, dst, n):
+    """From pod src to pod dst (v4 and v6): a DF ping of n + 1 bytes gets "too big" with mtu n
+    (from src's node, or src's own stack once it learned it), and n-byte DF datagrams arrive.
+    One way (UDP to a closed port: counted at dst), not pings: an echo reply takes the other
+    direction's path, whose MTU is its own (its node would fragment or drop it)."""
     too_big = re.compile(r"mtu ?[=:]? ?%d\b" % n, re.I)
     # What src's own stack learned before (a "too big" from its node while the path was at 1280
     # after a black hole: the kernel keeps such an exception for net.ipv4.route.mtu_expires, 10
@@ -224,12 +251,17 @@ def refused_above(src, dst, n, back=None):
         got, out = df_ping(src, addr, n + 1, count=3)
         expect(got == 0 and too_big.search(out), "%d bytes -> %s: want \"too big\" with mtu %d, "
                "got:\n%s" % (n + 1, addr, n, out))
-        size = n
-        if back is not None:
-            size = min([n] + [v for v in [route_mtu_to(back, src.addr6 if ":" in addr
-                                                       else src.addr4)] if v])
-        got, out = df_ping(src, addr, size, count=5)
-        expect(got >= 4, "%d-byte DF pings -> %s: %d/5\n%s" % (size, addr, got, out))
+        v6 = ":" in addr
+        before = udp_no_ports(dst, v6)
+        r = src.run([sys.executable, "-c", DF_UDP, addr, str(n), "5"], check=False)
+        got = 0
+        for _ in range(20):  # they cross the tunnel: a moment
+            got = udp_no_ports(dst, v6) - before
+            if got >= 5:
+                break
+            time.sleep(0.1)
+        expect(r.returncode == 0 and got >= 4, "%d-byte DF datagrams -> %s: %d/5 arrived (exit "
+               "%d %s)" % (n, addr, got, r.returncode, r.stderr[-200:]))
 
 
 def stream_across_cut(m, what, src, dst, a, b, cut, mtu_range, seconds, cut_at, pmtu_bound,
@@ -511,7 +543,7 @@ def body(m):
                            "%d, %.1fs" % (n, took))
                     expect(m.paths(m[node]).get("relay1") == "direct",
                            "%s: the pair left its direct path" % node)
-                    refused_above(src, pr, n, back=m["relay1"])
+                    refused_above(src, pr, n)
                     stream_ok("direct %s %s->relay1" % (fam, node), src, pr)
             figure("direct: underlay families covered", " ".join(sorted(families)))
             expect(families == {"IPv4", "IPv6"}, "families %s" % families)
@@ -529,7 +561,7 @@ def body(m):
                                        *pmtu_applied(m, "relay1", "lan1a", pa)), PMTU_BOUND)
                 figure("direct: relay1's path MTU to lan1a, applied after",
                        "%d, %.1fs" % (n, took))
-                refused_above(pr, pa, n, back=m["lan1a"])
+                refused_above(pr, pa, n)
                 stream_ok("direct relay1->lan1a", pr, pa)
             # A relayed pair whose hop is on its IPv4 leg: lan1a (IPv4 to the relays) -> lan2b,
             # never measured before (the pair carried no traffic), through the same hop.
@@ -542,7 +574,7 @@ def body(m):
                        "%d, %.1fs" % (n, took))
                 expect(m.paths(m["lan1a"]).get("lan2b") == "relay",
                        "lan1a -> lan2b: %s" % m.paths(m["lan1a"]).get("lan2b"))
-                refused_above(pa, pd, n, back=m["lan2b"])
+                refused_above(pa, pd, n)
                 stream_ok("relayed IPv4 leg lan1a->lan2b", pa, pd)
             delta = frag_delta(before, all_frags(m))
             figure("direct: FragCreates delta (v4, v6)", delta or "none")
