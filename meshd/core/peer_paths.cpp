@@ -382,7 +382,7 @@ void peer_paths::decide(const node_id& id, peer_entry& p, const peer_record& rec
     if (is_active && in_use) {
         probe_direct_mtu(id, p, rec, *in_use, now);
     } else if (!in_use && !p.learned) {
-        p.direct_pmtu.clear();  // no direct path in use: nothing to measure or apply
+        p.direct_mtu.clear();  // no direct path in use: nothing to measure or apply
     }
     // A probe unanswered for twice the address's RTT (at least a second) is lost.
     if (in_use) {
@@ -443,7 +443,7 @@ void peer_paths::decide(const node_id& id, peer_entry& p, const peer_record& rec
             dp.endpoint = wg_endpoint{best->ep.address, rec.wg_port};
             // The direct path's MTU (probe_direct_mtu): a route MTU for its pod CIDRs. Another
             // address keeps it until its own confirmation (pmtu_prober::track).
-            dp.path_mtu = p.direct_pmtu.applied();
+            dp.path_mtu = p.direct_mtu.applied();
         } else {
             learned = true;
         }
@@ -469,9 +469,9 @@ void peer_paths::decide(const node_id& id, peer_entry& p, const peer_record& rec
         dp.keepalive = fresh(p.own_inbound_ms, p, now, learned_timeout);
         if (is_active) {
             ctx_.due(std::max(p.last_inbound_ms, p.active_since) + learned_timeout + 1);
-            probe_learned_mtu(id, p, rec, now);
+            p.direct_mtu.probe_learned(ctx_, id, rec.name, now);
         }
-        dp.path_mtu = p.direct_pmtu.applied();
+        dp.path_mtu = p.direct_mtu.applied();
     } else if (const relay_entry* rl = relays_.by_id(id);
                rl && rl->candidate && relays_.up(*rl, now) && now >= rl->not_serving_until) {
         // A serving relay answers at its relay address, which its record advertises: it is
@@ -492,9 +492,7 @@ void peer_paths::decide(const node_id& id, peer_entry& p, const peer_record& rec
     }
     if (dp.path != path_kind::relay) relay_election::release(p.relayed);
     // A learned path's probing lives while the pair is active (an idle pair keeps its MTU).
-    if (!learned || !is_active) p.learned_ctl.reset();
-    if (!learned) p.wg_seen = wg_endpoint{};
-    if (dp.path != path_kind::direct) p.direct_pmtu.clear();
+    p.direct_mtu.after_decision(learned, is_active, dp.path == path_kind::direct);
     // A relayed path not yet verified end to end (no in-band PONG since it was taken) stays
     // probed until the end-to-end verdict (3 path timeouts after it was taken): a relay that
     // black-holes the pair is found now, not when traffic starts. Bounded, so that a pair left
@@ -609,9 +607,7 @@ void peer_paths::on_ping(const node_id& sender, uint64_t session_id, const wg_en
     } else {
         p.last_inbound_ms = now;
         const auto src = normalize_endpoint(from);
-        // A learned path's MTU is measured on a mapping of WireGuard's address
-        // (another family's route and headers differ).
-        if (p.wg_seen.port == 0 || src.address == p.wg_seen.address) p.inbound_from = src;
+        p.direct_mtu.on_peer_ping(src);
         const auto addr = src.address;
         if (std::any_of(p.candidates.begin(), p.candidates.end(),
                         [&](const auto& c) { return normalize_endpoint(c.ep).address == addr; })) {
@@ -628,66 +624,7 @@ void peer_paths::probe_direct_mtu(const node_id& id, peer_entry& p, const peer_r
     sig.rtt_ms = sig.ready ? in_use.rtt_ms : 0;
     sig.loss = p.direct_loss.loss();
     sig.alive_sent_ms = in_use.answered_sent_ms;
-    poll_direct_pmtu(id, p, rec, in_use.ep, sig, now);
-}
-
-void peer_paths::poll_direct_pmtu(const node_id& id, peer_entry& p, const peer_record& rec,
-                                  const wg_endpoint& to, const pmtu_path_signal& sig,
-                                  uint64_t now) {
-    const wg_endpoint ep = normalize_endpoint(to);
-    p.direct_pmtu.track(ep, 0, now);  // another address: another route
-    auto r = p.direct_pmtu.poll(ctx_, sig, now);
-    if (r.send) {
-        probe pr{probe_kind::pmtu, id};
-        pr.token = r.send->size;
-        // The datagram as large as WireGuard's data message for that inner size (16-byte
-        // header, padded inner packet, 16-byte tag) on the same route.
-        ctx_.send_padded_ping(to, pr, r.send->wire_size + 32, now);
-    }
-    p.direct_pmtu.log(ctx_, r, {{"peer", rec.name}, {"endpoint", ep.str()}, {"path", "direct"}});
-}
-
-void peer_paths::probe_learned_mtu(const node_id& id, peer_entry& p, const peer_record& rec,
-                                   uint64_t now) {
-    const auto& cfg = ctx_.cfg;
-    if (cfg.pmtu_max < path_mtu_config{}.base || p.inbound_from.port == 0) return;
-    if (p.wg_seen.port && !(p.inbound_from.address == p.wg_seen.address)) {
-        // WireGuard roamed to an address none of the peer's PINGs came from (yet): nothing
-        // to measure its route on; nothing applied (the interface MTU, as before learned paths
-        // were measured).
-        p.learned_ctl.reset();
-        p.direct_pmtu.clear();
-        return;
-    }
-    if (!p.learned_ctl) p.learned_ctl = std::make_unique<learned_probe>();
-    auto& l = *p.learned_ctl;
-    // The peer's PINGs may come from two sockets (its control socket's and, to a relay, its
-    // relay uplink's mapping): both on the same route. The mapping probed is kept while it
-    // answers; another is taken when it stopped (its liveness starts over).
-    // Never one of another address than WireGuard's (it roamed: another route).
-    if (l.ep.port == 0 || (p.wg_seen.port && !(l.ep.address == p.wg_seen.address)) ||
-        (!(l.ep == p.inbound_from) &&
-         now >= std::max(l.last_pong_ms, l.since_ms) + cfg.path_timeout_ms)) {
-        l = learned_probe{};
-        l.ep = p.inbound_from;
-        l.since_ms = now;
-    }
-    // The path's liveness: a small PING every ping_interval_ms while active (the peer's own
-    // PINGs prove only its direction).
-    if (now >= l.next_ping_ms) {
-        if (ctx_.send_ping(l.ep, 0, probe{probe_kind::direct, id, learned_probe_index}, now)) {
-            l.loss.sent(now);
-        }
-        l.next_ping_ms = now + cfg.ping_interval_ms;
-    }
-    ctx_.due(l.next_ping_ms);
-    l.loss.judge(now, std::max<uint64_t>(1000, static_cast<uint64_t>(2 * l.rtt_ms)));
-    pmtu_path_signal sig;
-    sig.ready = l.last_pong_ms != 0;
-    sig.rtt_ms = sig.ready ? l.rtt_ms : 0;
-    sig.loss = l.loss.loss();
-    sig.alive_sent_ms = l.answered_sent_ms;
-    poll_direct_pmtu(id, p, rec, l.ep, sig, now);
+    p.direct_mtu.probe_candidate(ctx_, id, rec.name, in_use.ep, sig, now);
 }
 
 void peer_paths::on_pong(const probe& pr, const node_id& sender, double rtt, uint64_t now,
@@ -696,16 +633,9 @@ void peer_paths::on_pong(const probe& pr, const node_id& sender, double rtt, uin
     auto pit = peers_.find(pr.peer);
     if (pit == peers_.end()) return;
     auto& pe = pit->second;
-    if (pr.kind == probe_kind::direct && pr.index == learned_probe_index) {
-        // A learned path's liveness PING (probe_learned_mtu), answered from the mapping probed.
-        if (pe.learned_ctl && pr.ep == pe.learned_ctl->ep) {
-            auto& l = *pe.learned_ctl;
-            l.last_pong_ms = now;
-            l.answered_sent_ms = std::max(l.answered_sent_ms, pr.sent_ms);
-            l.loss.answered(pr.sent_ms);
-            l.rtt_ms = l.rtt_ms == 0 ? rtt : 0.75 * l.rtt_ms + 0.25 * rtt;
-            recheck(pe);
-        }
+    if (pr.kind == probe_kind::direct && pr.index == direct_pmtu::learned_probe_index) {
+        // A learned path's liveness PING, answered from the mapping probed.
+        if (pe.direct_mtu.on_liveness_pong(pr, rtt, now)) recheck(pe);
     } else if (pr.kind == probe_kind::direct) {
         if (pr.index >= pe.candidates.size()) return;
         auto& c = pe.candidates[pr.index];
@@ -728,10 +658,7 @@ void peer_paths::on_pong(const probe& pr, const node_id& sender, double rtt, uin
         recheck(pe);
     } else if (pr.kind == probe_kind::pmtu) {
         // A direct path's padded PING, answered from the address it measures.
-        if (pr.ep == pe.direct_pmtu.tracked()) {
-            pe.direct_pmtu.ack(ctx_, static_cast<unsigned>(pr.token), now);
-            recheck(pe);
-        }
+        if (pe.direct_mtu.on_padded_pong(ctx_, pr, now)) recheck(pe);
     } else if (pr.kind == probe_kind::inband) {
         auto& r = pe.relayed;
         r.last_inband_pong_ms = now;
@@ -875,7 +802,7 @@ void peer_paths::on_wireguard_counters(const std::vector<wg_peer_counters>& v, u
         p.wg_read_ms = read_ms;
         // Where WireGuard sends on a learned path (it roams to the source of the peer's
         // packets): the address whose mapping probe_learned_mtu measures.
-        if (p.learned && c.endpoint) p.wg_seen = normalize_endpoint(*c.endpoint);
+        if (p.learned && c.endpoint) p.direct_mtu.on_wireguard_endpoint(*c.endpoint);
         // Counted over reads in a row without rx: an idle end that only keepalives into a dead
         // path also gets there, by WireGuard's handshake retries (148 bytes every 5 s).
         p.tx_unanswered = rx ? 0 : p.tx_unanswered + tx;
@@ -1026,8 +953,8 @@ std::vector<peer_view> peer_paths::views() const {
             for (const auto& c : p.candidates) {
                 if (c.last_pong_ms && (!pv.rtt_ms || c.rtt_ms < *pv.rtt_ms)) pv.rtt_ms = c.rtt_ms;
             }
-            pv.path_mtu = p.direct_pmtu.measured();
-            pv.path_mtu_complete = p.direct_pmtu.complete();
+            pv.path_mtu = p.direct_mtu.measured();
+            pv.path_mtu_complete = p.direct_mtu.complete();
         }
         v.push_back(std::move(pv));
     }

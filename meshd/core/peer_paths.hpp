@@ -32,6 +32,7 @@
 #include <vector>
 
 #include "meshd/core/core_context.hpp"
+#include "meshd/core/direct_pmtu.hpp"
 #include "meshd/core/probe_loss.hpp"
 #include "meshd/core/record_store.hpp"
 #include "meshd/core/relay_directory.hpp"
@@ -56,20 +57,6 @@ public:
         // padded PING's loss counts once a later small one came back).
         uint64_t answered_sent_ms = 0;
     };
-    // A learned direct path's own probes (issue 15): small PINGs to the peer's NAT mapping of
-    // WireGuard's address (inbound_from), whose answers tell pmtu_prober that the path lives (a
-    // padded probe's loss counts only once a small one sent after it came back), beside the
-    // padded ones.
-    struct learned_probe {
-        wg_endpoint ep;
-        uint64_t since_ms = 0;  // probed since
-        uint64_t next_ping_ms = 0;
-        uint64_t last_pong_ms = 0;
-        uint64_t answered_sent_ms = 0;
-        double rtt_ms = 0;
-        probe_loss loss;
-    };
-
     struct peer_entry {
         std::vector<candidate> candidates;
         uint64_t next_probe_ms = 0;
@@ -111,19 +98,9 @@ public:
         // Lazy: ~1 KB, only for pairs that probed a direct path while active.
         lazy_probe_loss direct_loss;
         uint64_t next_others_ms = 0;  // meanwhile, the peer's other addresses (ping_interval_ms)
-        // The path MTU of the direct path in use (issue 15): padded PINGs to the control
-        // address in use (it shares the route of the peer's WireGuard endpoint), while active.
-        pmtu_prober direct_pmtu;
-        // The source of the peer's last direct PING (of wg_seen's address, when known): on a
-        // learned path (the peer is behind a NAT and reached us first) its control socket's NAT
-        // mapping, on the route of its WireGuard mapping. What we measure our direction's path
-        // MTU on (learned_probe).
-        wg_endpoint inbound_from;
-        // WireGuard's endpoint on a learned path as its counters last showed it (port 0:
-        // unknown): inbound_from is taken only from PINGs of that address.
-        wg_endpoint wg_seen;
-        // A learned path's probing (probe_learned_mtu; lazy: only while such a pair is active).
-        std::unique_ptr<learned_probe> learned_ctl;
+        // The path MTU of the direct path in use (issue 15): the candidate's route, or a
+        // learned path's (direct_pmtu.hpp).
+        direct_pmtu direct_mtu;
         // the decision
         peer_dataplane dp;
         bool learned = false;
@@ -134,8 +111,6 @@ public:
     // Probes of an active direct path: every ping_interval_ms on a clean link, down to this on
     // a lossy one (direct_loss).
     static constexpr uint64_t min_direct_interval_ms = 100;
-    // probe::index of a direct PING to a learned path's control mapping (not a candidate).
-    static constexpr size_t learned_probe_index = SIZE_MAX;
     // What a WireGuard device read may take, from its start to its result at the core
     // (wg_read_interval: reads come fast early enough to hold a direct path despite it).
     static constexpr uint64_t read_slack_ms = 500;
@@ -246,13 +221,6 @@ private:
     // An active pair's direct path in use: its path MTU search (a padded PING when one is due).
     void probe_direct_mtu(const node_id& id, peer_entry& p, const peer_record& rec,
                           const candidate& in_use, uint64_t now);
-    // The direct path MTU search on the route to `to` (tracked: another address, another
-    // route), with that route's liveness: a padded PING when one is due, and its logs.
-    void poll_direct_pmtu(const node_id& id, peer_entry& p, const peer_record& rec,
-                          const wg_endpoint& to, const pmtu_path_signal& sig, uint64_t now);
-    // A learned direct path's MTU, our direction: small and padded PINGs to the peer's control
-    // mapping while the pair is active (learned_probe).
-    void probe_learned_mtu(const node_id& id, peer_entry& p, const peer_record& rec, uint64_t now);
     // Makes the pair's probe keys for `key` (the peer's WireGuard key) if not made yet.
     void ensure_keys(const node_id& id, peer_entry& p, const wg_key& key);
     void unindex_keys(const node_id& id, const peer_entry& p);

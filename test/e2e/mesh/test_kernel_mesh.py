@@ -96,8 +96,8 @@ from test_failover import (fmt_table, intervals, largest_gap, longest_empty_run,
 from test_mesh import want_path, wg_endpoints  # noqa: E402
 from test_mtu import (HOP_MTU, NO_ICMP_TABLE, PMTU_BOUND, POD_MTU, RECOVER_BOUND,  # noqa: E402
                       UNDERLAY, V4_CUT_TABLE, df_ping,
-                      fits, frag_creates, keep_active, pmtu_applied, refused_above,
-                      stream_across_cut, stream_ok)
+                      fits, frag_creates, keep_active, refused_above,
+                      stream_across_cut, stream_ok, wait_pmtu)
 from test_meshd_restart import RESUME_BOUND  # noqa: E402
 from topology import Topology  # noqa: E402
 
@@ -454,12 +454,7 @@ def mesh_part(m):
                     ep = peers_by_name(m, "lan1a")["relay1"].get("endpoint") or ""
                     expect(ep.startswith("[") == cut_v4, "lan1a: endpoint %s for relay1" % ep)
                     want = fits(HOP_MTU, v6=cut_v4, relayed=False)
-
-                    def applied(want=want):
-                        ok, n = pmtu_applied(m, "lan1a", "relay1", pr)
-                        return ok and want - 8 < n <= want, n
-                    n, took = wait_for("lan1a's path MTU to relay1 applied, in (%d, %d]" % (
-                        want - 8, want), applied, PMTU)
+                    n, took = wait_pmtu(m, "lan1a", "relay1", pr, want - 8, want, PMTU)
                     figure("kernel: direct lan1a->relay1 (%s): path MTU, applied after" % ep,
                            "%d, %.1fs" % (n, took))
                     expect(m.paths(m["lan1a"]).get("relay1") == "direct",

@@ -64,6 +64,7 @@ sys.path.insert(0, HERE)
 
 from checks import (run_mesh_scenario, PATHS_BOUND, READY_BOUND, check, expect, figure,  # noqa: E402
                     peers_by_name, ping_retry, wait_for)
+from topology import NETTOOLS  # noqa: E402 (mesh.py puts test/e2e/topology on the path)
 
 METRICS = "127.0.0.1:9464"
 UNDERLAY = 1500
@@ -105,17 +106,26 @@ FETCH = ("import urllib.request,sys;"
          % METRICS)
 
 
-def frag_creates(node):
-    """(Ip FragCreates, Ip6FragCreates) inside the node's namespace."""
-    snmp = node.run(["cat", "/proc/net/snmp"]).stdout.splitlines()
-    ip = [ln.split()[1:] for ln in snmp if ln.startswith("Ip:")]
-    v4 = int(dict(zip(ip[0], ip[1]))["FragCreates"])
-    v6 = 0
+def snmp(node):
+    """The namespace's IP counters: /proc/net/snmp as "Proto:Name" (e.g. "Ip:FragCreates"),
+    /proc/net/snmp6 by its own names (e.g. "Ip6FragCreates")."""
+    out = {}
+    lines = node.run(["cat", "/proc/net/snmp"]).stdout.splitlines()
+    for names, values in zip(lines[::2], lines[1::2]):
+        proto = names.split(":")[0]
+        out.update({"%s:%s" % (proto, k): int(v)
+                    for k, v in zip(names.split()[1:], values.split()[1:])})
     for ln in node.run(["cat", "/proc/net/snmp6"]).stdout.splitlines():
         parts = ln.split()
-        if len(parts) == 2 and parts[0] == "Ip6FragCreates":
-            v6 = int(parts[1])
-    return v4, v6
+        if len(parts) == 2:
+            out[parts[0]] = int(parts[1])
+    return out
+
+
+def frag_creates(node):
+    """(Ip FragCreates, Ip6FragCreates) inside the node's namespace."""
+    c = snmp(node)
+    return c["Ip:FragCreates"], c.get("Ip6FragCreates", 0)
 
 
 def all_frags(m):
@@ -187,6 +197,14 @@ def pmtu_applied(m, a, b, pod_b):
     return routes == [n, n], n if routes == [n, n] else ("routes", routes, "pathMtu", n)
 
 
+def wait_pmtu(m, a, b, pod_b, lo, hi, bound):
+    """Waits until a's path MTU to b is applied (pmtu_applied) and in (lo, hi]: (n, seconds)."""
+    def ready():
+        ok, n = pmtu_applied(m, a, b, pod_b)
+        return ok and lo < n <= hi, n
+    return wait_for("%s's path MTU to %s applied, in (%d, %d]" % (a, b, lo, hi), ready, bound)
+
+
 def stream_ok(what, src, dst, seconds=STREAM_CHECK_S, rate=None):
     """An iperf3 TCP stream pod src -> pod dst (v4, `seconds`, at most `rate`, an iperf3 -b
     value): it completes, and no second of it carries less than 1 Mbit/s (a black hole stalls
@@ -208,34 +226,6 @@ def stream_ok(what, src, dst, seconds=STREAM_CHECK_S, rate=None):
                what, r.returncode, doc.get("error"), " ".join("%.0f" % v for v in per_s)))
 
 
-# Sends `count` don't-fragment UDP datagrams of `size` bytes (IP packet) to port 9 of `addr`
-# (nothing listens: the receiver counts them in NoPorts and answers with a small ICMP error).
-DF_UDP = """import socket, sys
-addr, size, count = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
-v6 = ":" in addr
-s = socket.socket(socket.AF_INET6 if v6 else socket.AF_INET, socket.SOCK_DGRAM)
-if v6:
-    s.setsockopt(socket.IPPROTO_IPV6, 23, 2)  # IPV6_MTU_DISCOVER = IPV6_PMTUDISC_DO
-else:
-    s.setsockopt(socket.IPPROTO_IP, 10, 2)  # IP_MTU_DISCOVER = IP_PMTUDISC_DO
-for _ in range(count):
-    s.sendto(b"x" * (size - (48 if v6 else 28)), (addr, 9))
-"""
-
-
-def udp_no_ports(pod, v6):
-    """The pod's UDP NoPorts counter (datagrams that reached it for a port nobody listens on)."""
-    if v6:
-        for ln in pod.run(["cat", "/proc/net/snmp6"]).stdout.splitlines():
-            parts = ln.split()
-            if len(parts) == 2 and parts[0] == "Udp6NoPorts":
-                return int(parts[1])
-        return 0
-    udp = [ln.split()[1:] for ln in pod.run(["cat", "/proc/net/snmp"]).stdout.splitlines()
-           if ln.startswith("Udp:")]
-    return int(dict(zip(udp[0], udp[1]))["NoPorts"])
-
-
 def refused_above(src, dst, n):
     """From pod src to pod dst (v4 and v6): a DF ping of n + 1 bytes gets "too big" with mtu n
     (from src's node, or src's own stack once it learned it), and n-byte DF datagrams arrive.
@@ -251,12 +241,14 @@ def refused_above(src, dst, n):
         got, out = df_ping(src, addr, n + 1, count=3)
         expect(got == 0 and too_big.search(out), "%d bytes -> %s: want \"too big\" with mtu %d, "
                "got:\n%s" % (n + 1, addr, n, out))
-        v6 = ":" in addr
-        before = udp_no_ports(dst, v6)
-        r = src.run([sys.executable, "-c", DF_UDP, addr, str(n), "5"], check=False)
+        no_ports = "Udp6NoPorts" if ":" in addr else "Udp:NoPorts"
+        before = snmp(dst)[no_ports]
+        target = "[%s]:9" % addr if ":" in addr else "%s:9" % addr
+        r = src.run([sys.executable, NETTOOLS, "udp-df-send", "--target", target, "--size",
+                     str(n), "--count", "5"], check=False)
         got = 0
         for _ in range(20):  # they cross the tunnel: a moment
-            got = udp_no_ports(dst, v6) - before
+            got = snmp(dst)[no_ports] - before
             if got >= 5:
                 break
             time.sleep(0.1)
@@ -282,9 +274,7 @@ def stream_across_cut(m, what, src, dst, a, b, cut, mtu_range, seconds, cut_at, 
     time.sleep(cut_at)
     cut()
     t_cut = time.monotonic()
-    n, took = wait_for("%s's path MTU to %s applied, in (%d, %d]" % (a, b, lo, hi),
-                       lambda: (lambda ok, n: (ok and lo < n <= hi, n))(
-                           *pmtu_applied(m, a, b, dst)), pmtu_bound)
+    n, _ = wait_pmtu(m, a, b, dst, lo, hi, pmtu_bound)
     figure("%s: %s's path MTU to %s applied after the cut (s)" % (what, a, b),
            "%.1f" % (time.monotonic() - t_cut))
     figure("%s: %s's path MTU to %s" % (what, a, b), n)
@@ -533,12 +523,7 @@ def body(m):
                     fam = "IPv6" if v6 else "IPv4"
                     families.add(fam)
                     want = fits(HOP_MTU, v6=v6, relayed=False)
-
-                    def found(node=node, want=want):
-                        ok, n = pmtu_applied(m, node, "relay1", pr)
-                        return ok and want - 8 < n <= want, n
-                    n, took = wait_for("%s's %s path MTU to relay1 applied, in (%d, %d]" % (
-                        node, fam, want - 8, want), found, PMTU_BOUND)
+                    n, took = wait_pmtu(m, node, "relay1", pr, want - 8, want, PMTU_BOUND)
                     figure("direct %s: %s's path MTU to relay1, applied after" % (fam, node),
                            "%d, %.1fs" % (n, took))
                     expect(m.paths(m[node]).get("relay1") == "direct",
@@ -556,9 +541,7 @@ def body(m):
                        "relay1's path to lan1a: %s" % m.paths(m["relay1"]).get("lan1a"))
                 lo, hi = fits(HOP_MTU, v6=True, relayed=False) - 8, fits(
                     HOP_MTU + 4, v6=False, relayed=False)
-                n, took = wait_for("relay1's path MTU to lan1a applied, in (%d, %d]" % (lo, hi),
-                                   lambda: (lambda ok, n: (ok and lo < n <= hi, n))(
-                                       *pmtu_applied(m, "relay1", "lan1a", pa)), PMTU_BOUND)
+                n, took = wait_pmtu(m, "relay1", "lan1a", pa, lo, hi, PMTU_BOUND)
                 figure("direct: relay1's path MTU to lan1a, applied after",
                        "%d, %.1fs" % (n, took))
                 refused_above(pr, pa, n)
@@ -567,9 +550,7 @@ def body(m):
             # never measured before (the pair carried no traffic), through the same hop.
             with keep_active(pa, pd.addr4):
                 want = fits(HOP_MTU, v6=False)
-                n, took = wait_for("lan1a's path MTU to lan2b applied, in (%d, %d]" % (
-                    want - 8, want), lambda: (lambda ok, n: (ok and want - 8 < n <= want, n))(
-                        *pmtu_applied(m, "lan1a", "lan2b", pd)), PMTU_BOUND)
+                n, took = wait_pmtu(m, "lan1a", "lan2b", pd, want - 8, want, PMTU_BOUND)
                 figure("relayed, IPv4 leg: lan1a's path MTU to lan2b, applied after",
                        "%d, %.1fs" % (n, took))
                 expect(m.paths(m["lan1a"]).get("lan2b") == "relay",

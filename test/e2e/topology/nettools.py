@@ -14,6 +14,9 @@
   tcp-sink  --port P                       accept one connection at a time, count bytes, reply
                                            with the count when the sender shuts down
   tcp-send  --target IP:P --bytes N        send N bytes, print JSON {"bytes", "seconds", "MBps"}
+  udp-df-send --target IP:P --size N [--count C]  send C don't-fragment datagrams whose IP packets
+                                           are N bytes (a path MTU check; exit 1 when the local
+                                           stack refuses them: EMSGSIZE)
 IPv6 targets are written [addr]:port.
 """
 
@@ -173,6 +176,19 @@ def tcp_send(a):
     return 0 if got == a.bytes else 1
 
 
+def udp_df_send(a):
+    host, port = parse_target(a.target)
+    v6 = family_of(host) == socket.AF_INET6
+    s = socket.socket(family_of(host), socket.SOCK_DGRAM)
+    if v6:
+        s.setsockopt(socket.IPPROTO_IPV6, 23, 2)  # IPV6_MTU_DISCOVER = IPV6_PMTUDISC_DO
+    else:
+        s.setsockopt(socket.IPPROTO_IP, 10, 2)  # IP_MTU_DISCOVER = IP_PMTUDISC_DO
+    for _ in range(a.count):
+        s.sendto(b"x" * (a.size - (48 if v6 else 28)), (host, port))
+    return 0
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__)
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -200,9 +216,13 @@ def main():
     p.add_argument("--target", required=True)
     p.add_argument("--bytes", type=int, default=20 << 20)
     p.add_argument("--timeout", type=float, default=10.0)
+    p = sub.add_parser("udp-df-send")
+    p.add_argument("--target", required=True)
+    p.add_argument("--size", type=int, required=True)
+    p.add_argument("--count", type=int, default=5)
     a = ap.parse_args()
     return {"udp-echo": udp_echo, "udp-probe": udp_probe, "udp-rtt": udp_rtt, "udp-punch": udp_punch,
-            "tcp-sink": tcp_sink, "tcp-send": tcp_send}[a.cmd](a) or 0
+            "tcp-sink": tcp_sink, "tcp-send": tcp_send, "udp-df-send": udp_df_send}[a.cmd](a) or 0
 
 
 if __name__ == "__main__":
