@@ -12,14 +12,17 @@
 #include <set>
 
 #include "common/log.hpp"
+#include "common/rtnl.hpp"
 #include "common/sysctl.hpp"
 #include "common/wireguard/wg_backend.hpp"
+#include "common/wireguard/wg_reconciler.hpp"
 #include "meshd/background_writer.hpp"
 #include "meshd/boot_epoch.hpp"
 #include "meshd/config_watcher.hpp"
 #include "meshd/control_api.hpp"
 #include "meshd/control_inbox.hpp"
 #include "meshd/core/node_core.hpp"
+#include "meshd/core/path_mtu.hpp"
 #include "meshd/core/psk_sealer.hpp"
 #include "meshd/daemon_clock.hpp"
 #include "meshd/dataplane_planner.hpp"
@@ -157,10 +160,11 @@ private:
     void apply_dataplane();
     void run_proxy_ops(const std::vector<proxy_op>& ops);
     void poll_wg();
-    void check_relay_mtu();
+    void check_relay_mtu();  // relay_path_mtu: the interface MTU while a relay path is smaller
     // relay_role_file.hpp: the role read at start into node_core_config, and kept on disk.
     void read_role_file(node_core_config& cc);
-    void keep_role_file();  // relay_path_mtu: the interface MTU while a relay path is smaller
+    void keep_role_file();
+    void keep_route_mtus();  // the route MTUs a previous meshd measured, read at start
     void poll_addresses();
     void start_mdns();
     void on_mdns_peer(const mdns_peer& p);
@@ -514,6 +518,35 @@ void daemon::apply_dataplane() {
                         {"routes_changed", std::to_string(rep->routes_changed)}});
         }
     });
+}
+
+void daemon::keep_route_mtus() {
+    // As the core's search is off (node_core_config::pmtu_max below the smallest MTU probed).
+    if (!cfg_.path_mtu_discovery || mtu_ < path_mtu_config{}.base) return;
+    // A netlink dump before the loop runs (no timer is driven yet), not a device read: the
+    // first apply, built right after start(), would drop these MTUs otherwise.
+    auto fail = [&](const std::string& msg) {
+        log::warn("cannot read the interface's routes; path MTUs are measured again",
+                  {{"interface", cfg_.interface}, {"error", msg}});
+    };
+    auto nl = rtnl::open_at(wg_->backend().options().netns_path);
+    if (!nl) return fail(nl.err().message);
+    auto link = nl->get_link(cfg_.interface);
+    if (!link) {
+        if (!link.err().is_errno(ENODEV)) fail(link.err().message);
+        return;  // ENODEV: a new device, nothing from before
+    }
+    auto routes =
+        wg_reconciler::read_owned_routes(*nl, link->index, wg_interface_config{}.route_table);
+    if (!routes) return fail(routes.err().message);
+    std::map<ip_prefix, unsigned> kept;
+    for (const auto& [prefix, mtu] : *routes) {
+        if (mtu && mtu < mtu_) kept.emplace(prefix, mtu);
+    }
+    if (kept.empty()) return;
+    log::info("route MTUs from before the restart kept until confirmed",
+              {{"routes", std::to_string(kept.size())}, {"reason", "route_mtu_before_restart"}});
+    core_->on_route_mtus_before(kept, core_ms());
 }
 
 void daemon::poll_wg() {
@@ -921,6 +954,7 @@ int daemon::run() {
         core_->on_relayed_before(relayed, core_ms());
         after_core();
     });
+    keep_route_mtus();
     core_->start(core_ms());
     cache_.load(*core_);
     after_core();

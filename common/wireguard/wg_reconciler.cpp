@@ -128,6 +128,19 @@ wg_route_set wg_reconciler::wanted_route_set(const wg_device& desired,
     return out;
 }
 
+result<wg_route_set> wg_reconciler::read_owned_routes(rtnl& nl, int ifindex, uint32_t table) {
+    wg_route_set owned;
+    for (int family : {AF_INET, AF_INET6}) {
+        auto routes = MW_TRY(nl.list_routes(family));
+        for (const auto& r : routes) {
+            if (r.oif == ifindex && r.protocol == k_wg_route_protocol && r.table == table) {
+                owned[r.dst.network()] = r.mtu;
+            }
+        }
+    }
+    return owned;
+}
+
 wg_route_diff wg_reconciler::diff_routes(const wg_route_set& owned, const wg_route_set& wanted) {
     // Both sorted by prefix and walked together.
     wg_route_diff d;
@@ -291,17 +304,7 @@ status wg_reconciler::apply_link_locked(const wg_interface_config& desired, bool
             }
         }
         // With the MTU the kernel has, so that a route whose MTU someone changed is repaired.
-        wg_route_set owned;
-        for (int family : {AF_INET, AF_INET6}) {
-            auto routes = MW_TRY(nl.list_routes(family));
-            for (const auto& r : routes) {
-                if (r.oif == link.index && r.protocol == k_wg_route_protocol &&
-                    r.table == desired.route_table) {
-                    owned[r.dst.network()] = r.mtu;
-                }
-            }
-        }
-        owned_routes_ = std::move(owned);
+        owned_routes_ = MW_TRY(read_owned_routes(nl, link.index, desired.route_table));
         foreign_routes_.clear();
     }
     // Prefixes someone else already routes are not ours to add (found on an earlier attempt).

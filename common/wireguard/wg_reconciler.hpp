@@ -102,6 +102,10 @@ public:
     // Routes to add, remove and replace, given the routes we own now and the ones wanted (both
     // keyed by normalized prefix, as wanted_route_set() and a route dump give them). O(N).
     static wg_route_diff diff_routes(const wg_route_set& owned, const wg_route_set& wanted);
+    // The routes on interface `ifindex` in `table` that a reconciler installed (our protocol
+    // number), with the MTU each has in the kernel. meshd reads them at start: the route MTUs a
+    // previous meshd measured (issue 15) are kept and confirmed, not dropped by the first apply.
+    static result<wg_route_set> read_owned_routes(rtnl& nl, int ifindex, uint32_t table);
     // Every allowed-ip of every peer, normalized (what needs a route).
     static std::vector<ip_prefix> wanted_routes(const wg_device& desired);
     // wanted_routes() with each route's MTU from `route_mtu` (its keys are normalized here too;

@@ -47,6 +47,8 @@ public:
     // endpoint is followed only on a learned path; a path that is not direct has no MTU.
     void after_decision(bool learned, bool active, bool direct);
 
+    // A route MTU a previous meshd applied (pmtu_prober::seed).
+    void seed(unsigned mtu, unsigned max) { prober_.seed(mtu, max); }
     void clear() { prober_.clear(); }
     unsigned applied() const { return prober_.applied(); }
     std::optional<unsigned> measured() const { return prober_.measured(); }

@@ -547,6 +547,10 @@ void node_core::on_relayed_before(const std::vector<wg_key>& peers, uint64_t now
     ctx_.due(now);
 }
 
+void node_core::on_route_mtus_before(const std::map<ip_prefix, unsigned>& routes, uint64_t now) {
+    paths_.route_mtus_before(routes, now);
+}
+
 void node_core::on_traffic(const wg_key& peer, uint64_t now) {
     paths_.on_traffic(node_id::of(peer), now);
     ctx_.due(now);

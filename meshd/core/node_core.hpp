@@ -59,6 +59,7 @@
 #include <array>
 #include <cstdint>
 #include <functional>
+#include <map>
 #include <optional>
 #include <span>
 #include <string>
@@ -116,6 +117,10 @@ public:
     // They get no direct grace: their relay sessions are requested at once, so that a relayed
     // pair is back within the session setup (a direct answer still wins, as always).
     void on_relayed_before(const std::vector<wg_key>& peers, uint64_t now_ms);
+    // The MTUs on the routes of the WireGuard interface at start (wg_reconciler::
+    // read_owned_routes), by prefix: what a previous meshd measured is kept on each peer's
+    // routes and confirmed on the path it takes (peer_paths::route_mtus_before). Before start().
+    void on_route_mtus_before(const std::map<ip_prefix, unsigned>& routes, uint64_t now_ms);
     // The data plane saw WireGuard send to the peer with this key (the relay proxy, as it
     // happens): the pair is active at once, not at the next device read.
     void on_traffic(const wg_key& peer, uint64_t now_ms);

@@ -144,6 +144,28 @@ void peer_paths::relayed_before(const node_id& id, uint64_t now) {
     ctx_.due(now);
 }
 
+void peer_paths::route_mtus_before(const std::map<ip_prefix, unsigned>& routes, uint64_t now) {
+    for (const auto& [prefix, mtu] : routes) {
+        // Bounded like the store (each record has at most max_cidrs pod CIDRs).
+        if (mtu_before_.size() >= store_.config().max_records * peer_record::max_cidrs) break;
+        if (mtu) mtu_before_[prefix.network()] = mtu;
+    }
+    // A peer that takes no path within 10 minutes searches afresh when it does.
+    mtu_before_until_ = now + 600'000;
+    for (auto& [id, p] : peers_) recheck(p);
+    ctx_.due(now);
+}
+
+unsigned peer_paths::mtu_before(const peer_dataplane& dp) const {
+    unsigned m = 0;
+    for (const auto& a : dp.allowed_ips) {
+        if (auto it = mtu_before_.find(a.network()); it != mtu_before_.end()) {
+            m = m ? std::min(m, it->second) : it->second;
+        }
+    }
+    return m;
+}
+
 uint64_t peer_paths::wg_read_interval(uint64_t now) const {
     const auto& cfg = ctx_.cfg;
     if (now >= latest_active_until_) return cfg.wg_read_interval_ms;  // no pair active
@@ -401,6 +423,17 @@ void peer_paths::decide(const node_id& id, peer_entry& p, const peer_record& rec
     bool learned = false;
     bool held_by_wg = false;
 
+    // A route MTU the previous meshd measured (issue 15): seeded into both searches before the
+    // decision; the path taken confirms it (the other's is cleared below), and until a path is
+    // taken the routes keep it. A restart would otherwise drop it at the first update, and a
+    // smaller path would be a black hole until a new search completed.
+    if (!mtu_before_.empty() && now >= mtu_before_until_) mtu_before_.clear();
+    const unsigned kept_mtu = mtu_before_.empty() ? 0 : mtu_before(dp);
+    if (kept_mtu) {
+        p.direct_mtu.seed(kept_mtu, cfg.pmtu_max);
+        p.relayed.pmtu.seed(kept_mtu, cfg.pmtu_max);
+    }
+
     const candidate* best = nullptr;
     // The peer's PINGs that make a path learned: its direct probes (every ping_interval while it
     // is active), and on a serving relay also its relay probes, every idle_used_ping_interval
@@ -493,6 +526,22 @@ void peer_paths::decide(const node_id& id, peer_entry& p, const peer_record& rec
     if (dp.path != path_kind::relay) relay_election::release(p.relayed);
     // A learned path's probing lives while the pair is active (an idle pair keeps its MTU).
     p.direct_mtu.after_decision(learned, is_active, dp.path == path_kind::direct);
+    if (kept_mtu) {
+        if (dp.path == path_kind::none) {
+            dp.path_mtu = kept_mtu < cfg.pmtu_max ? kept_mtu : 0;
+        } else {
+            for (const auto& a : dp.allowed_ips) mtu_before_.erase(a.network());
+        }
+        // Logged when the path taken kept it (a search under way, a path without a search,
+        // the search off: not kept).
+        if (dp.path != path_kind::none && dp.path_mtu == kept_mtu) {
+            ctx_.log(1, "path MTU from before the restart kept, to be confirmed",
+                     {{"peer", rec.name},
+                      {"path", to_string(dp.path)},
+                      {"path_mtu", std::to_string(dp.path_mtu)},
+                      {"reason", "route_mtu_before_restart"}});
+        }
+    }
     // A relayed path not yet verified end to end (no in-band PONG since it was taken) stays
     // probed until the end-to-end verdict (3 path timeouts after it was taken): a relay that
     // black-holes the pair is found now, not when traffic starts. Bounded, so that a pair left

@@ -153,6 +153,10 @@ public:
     // The peer was relayed before this start (node_core::on_relayed_before): no direct grace
     // when it is (or once it is) found; forgotten once it has a path.
     void relayed_before(const node_id& id, uint64_t now);
+    // The route MTUs a previous meshd applied (node_core::on_route_mtus_before), by route
+    // prefix: each peer whose routes carry one has it seeded into the path MTU search of the
+    // first path it takes (confirmed there, pmtu_prober::seed), and until then on its routes.
+    void route_mtus_before(const std::map<ip_prefix, unsigned>& routes, uint64_t now);
     // How soon WireGuard's counters should be read again (node_core::wg_read_interval).
     uint64_t wg_read_interval(uint64_t now) const;
     // Pairs active now (meshctl, metrics).
@@ -218,6 +222,8 @@ private:
     // within `timeout_ms` of the later of it and the start of the active spell.
     bool fresh(uint64_t last, const peer_entry& p, uint64_t now, uint64_t timeout_ms) const;
     void decide(const node_id& id, peer_entry& p, const peer_record& rec, uint64_t now);
+    // A route MTU from before the restart for the routes of `dp` (the smallest; 0: none).
+    unsigned mtu_before(const peer_dataplane& dp) const;
     // An active pair's direct path in use: its path MTU search (a padded PING when one is due).
     void probe_direct_mtu(const node_id& id, peer_entry& p, const peer_record& rec,
                           const candidate& in_use, uint64_t now);
@@ -252,9 +258,11 @@ private:
     };
     std::map<node_id, std::vector<offered>> offered_;  // add_candidate(), bounded
     route_authority routes_;
-    std::set<node_id> relayed_before_;       // relayed_before(), bounded like the store
-    std::vector<ip_address> host_underlay_;  // as last given to routes_
-    std::set<node_id> routes_dirty_;         // their route decision changed: decide again
+    std::set<node_id> relayed_before_;          // relayed_before(), bounded like the store
+    std::map<ip_prefix, unsigned> mtu_before_;  // route_mtus_before(), until a path is taken
+    uint64_t mtu_before_until_ = 0;             // ... or until then (a pod's "too big" lifetime)
+    std::vector<ip_address> host_underlay_;     // as last given to routes_
+    std::set<node_id> routes_dirty_;            // their route decision changed: decide again
     uint64_t dp_version_ = 0;
     uint64_t next_token_ = 1;
     uint64_t probe_frames_dropped_ = 0;

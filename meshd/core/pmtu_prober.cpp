@@ -43,7 +43,11 @@ pmtu_prober::poll_result pmtu_prober::poll(core_context& ctx, const pmtu_path_si
         c.max = cfg.pmtu_max;
         c.confirm_interval_ms = cfg.pmtu_confirm_interval_ms;
         search_ = std::make_unique<path_mtu>(c);
-        search_->reset(now);
+        if (applied_) {
+            search_->reset_confirming(now, applied_);  // seed(): confirmed first
+        } else {
+            search_->reset(now);
+        }
     }
     if (path.rtt_ms > 0) {
         search_->set_probe_timeout(std::max<uint64_t>(250, static_cast<uint64_t>(3 * path.rtt_ms)));
@@ -105,6 +109,13 @@ void pmtu_prober::ack(core_context& ctx, unsigned size, uint64_t now) {
     ctx.due(now);  // the next size at once, and the applied MTU with the next decision
 }
 
+void pmtu_prober::seed(unsigned mtu, unsigned max) {
+    if (search_ || applied_ || mtu < path_mtu_config{}.base || mtu >= max) return;
+    applied_ = mtu;
+    // The previous meshd applied it only after the peer answered a padded probe.
+    answered_ = true;
+}
+
 void pmtu_prober::clear() {
     search_.reset();
     ep_ = wg_endpoint{};
@@ -115,6 +126,7 @@ void pmtu_prober::clear() {
 }
 
 std::optional<unsigned> pmtu_prober::measured() const {
+    if (!search_ && applied_) return applied_;  // seed(): applied, confirmed at the first poll
     if (!search_ || !answered_) return std::nullopt;
     // While a search runs the applied value is in effect (it changes when the search ends).
     if (!complete() && applied_) return applied_;

@@ -79,6 +79,11 @@ public:
              std::vector<std::pair<std::string, std::string>> fields) const;
     // The peer answered our probe of `size` on the tracked path.
     void ack(core_context& ctx, unsigned size, uint64_t now);
+    // The MTU a previous meshd applied to the peer's routes (read back at start): applied from
+    // now on, as if a search had found it, and confirmed at the pair's first active poll (a
+    // smaller path is then a black hole: 1280 at once) before the search looks upward. Only
+    // before anything was measured, and only below the interface MTU.
+    void seed(unsigned mtu, unsigned max);
     // No such path any more: forget it all (nothing applied).
     void clear();
 

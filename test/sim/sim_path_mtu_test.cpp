@@ -5,6 +5,7 @@
 #include <doctest/doctest.h>
 
 #include <algorithm>
+#include <map>
 #include <optional>
 #include <set>
 #include <string>
@@ -31,6 +32,22 @@ unsigned route_mtu(sim_net& net, const std::string& a, const std::string& b) {
     return 0;
 }
 
+// What the kernel routes of `a` to `b`'s pod CIDRs carry: the core's data plane once it has the
+// peer, else the kept device's (a restarted meshd keeps the peers it has not found again for
+// 10 s, with their routes as they were: wg_interface_config::keep_other_peers).
+unsigned kernel_route_mtu(sim_net& net, const std::string& a, const std::string& b) {
+    auto& h = net[a];
+    for (const auto& dp : h.core->dataplane()) {
+        if (dp.name == b) return dp.path_mtu;
+    }
+    if (h.wg_only && net.now() < h.wg_only_until) {
+        for (const auto& dp : *h.wg_only) {
+            if (dp.name == b) return dp.path_mtu;
+        }
+    }
+    return 0;
+}
+
 // Relay whose path carries IP packets of at most `mtu` bytes (frames beyond are dropped
 // silently: no ICMP, the black hole RFC 8899 is for).
 void limit_relay(sim_net& net, const std::string& relay, size_t mtu) {
@@ -41,17 +58,42 @@ void limit_relay(sim_net& net, const std::string& relay, size_t mtu) {
 
 struct pmtu_mesh {
     std_mesh m;
+    // lan1a's identity, fixed so that it can restart as the same node (restart()).
+    meshd::identity_seed lan1a_seed{};
     // WireGuard traffic on `pairs` (all when empty): only those stay active, and probe.
     explicit pmtu_mesh(uint64_t seed, unsigned pmtu_lan2a = k_iface_mtu,
                        std::set<std::pair<std::string, std::string>> pairs = {})
         : m(seed, false) {
-        auto specs = m.net.relay_specs();
-        for (auto& h : m.net.hosts()) {
-            meshd::node_core_config c;
-            c.pmtu_max = h->name == "lan2a" ? pmtu_lan2a : k_iface_mtu;
-            m.net.start_core(*h, specs, "sim cluster psk 0123456789", c);
-        }
+        lan1a_seed.fill(0x1a);
+        for (auto& h : m.net.hosts()) start(*h, h->name == "lan2a" ? pmtu_lan2a : k_iface_mtu);
         m.net.simulate_wireguard(100, 128, std::move(pairs));
+    }
+    void start(sim_host& h, unsigned pmtu_max) {
+        meshd::node_core_config c;
+        c.pmtu_max = pmtu_max;
+        if (h.name == "lan1a") m.net.next_seed = lan1a_seed;
+        m.net.start_core(h, m.net.relay_specs(), "sim cluster psk 0123456789", c);
+    }
+    // lan1a's meshd killed and started again after `down_ms` (its WireGuard going on), told
+    // what the daemon reads of the kept device: the peers it relayed through a proxy socket,
+    // and, with `routes`, the route MTUs on its interface (each peer's path MTU on its
+    // allowed-ips, as the previous core applied them). Returns those route MTUs.
+    std::map<ip_prefix, unsigned> restart(uint64_t down_ms, bool routes,
+                                          std::optional<unsigned> route_override = {}) {
+        auto& h = m.net["lan1a"];
+        m.net.stop_meshd(h);
+        m.net.run_for(down_ms);
+        std::vector<wg_key> relayed;
+        std::map<ip_prefix, unsigned> mtus;
+        for (const auto& dp : *h.wg_only) {
+            if (dp.path == meshd::path_kind::relay) relayed.push_back(dp.wg_public_key);
+            if (!dp.path_mtu) continue;
+            for (const auto& a : dp.allowed_ips) mtus[a] = route_override.value_or(dp.path_mtu);
+        }
+        start(h, k_iface_mtu);
+        if (routes) h.core->on_route_mtus_before(mtus, h.clock(m.net.now()));
+        h.core->on_relayed_before(relayed, h.clock(m.net.now()));
+        return mtus;
     }
 };
 
@@ -366,4 +408,84 @@ TEST_CASE("sim: a failover to a smaller relay path confirms the kept MTU there a
     // Found as a black hole of the kept value on the new path, within its first confirmation.
     CHECK(net["lan1a"].core->pmtu().black_holes > holes);
     CHECK(down_ms <= 10000);
+}
+
+// Issue 15: a restarted meshd read its interface's route MTUs (what the previous meshd measured)
+// and keeps each on the peer's routes, confirmed on the path the pair takes: the routes never
+// lose it, and no search starts from the interface MTU (a black hole for a smaller path until
+// it completed). Without the read (before), the first data plane dropped the route MTU. A kept
+// MTU larger than the new path is a black hole of its first confirmation: 1280, then the search.
+TEST_CASE("sim: a restarted meshd keeps the route MTUs it measured and confirms them") {
+    pmtu_mesh pm(48, k_iface_mtu, {{"lan1a", "lan2a"}, {"lan2a", "lan1a"}});
+    auto& net = pm.m.net;
+    limit_relay(net, "relay1", 1400);
+    limit_relay(net, "relay2", 1400);
+    const unsigned want = fits(1400);
+    auto settled = [&] {
+        auto q = net.peer("lan1a", "lan2a");
+        return q && pm.m.relayed_live("lan1a", "lan2a") && q->path_mtu_complete &&
+               route_mtu(net, "lan1a", "lan2a") == want;
+    };
+    REQUIRE(net.run_until(settled, 60000));
+
+    // With the read: the route MTU holds at every 50 ms sample, through the restart and the
+    // confirmation on the relay path taken again.
+    auto routes = pm.restart(2000, true);
+    REQUIRE(!routes.empty());
+    auto& h = net["lan1a"];
+    const uint64_t t = net.now();
+    bool held = true;
+    uint64_t confirmed_ms = 0;
+    while (net.now() < t + 15000) {
+        held &= kernel_route_mtu(net, "lan1a", "lan2a") == want;
+        // The first padded probe answered is the kept size's (the confirmation comes first).
+        if (!confirmed_ms && h.core->pmtu().probes_acked > 0) confirmed_ms = net.now() - t;
+        net.run_for(50);
+    }
+    MESSAGE("restart with the routes read: route MTU " << want << " held throughout; confirmed on "
+                                                       << net.peer("lan1a", "lan2a")->relay_name
+                                                       << " " << confirmed_ms << " ms after start");
+    CHECK(held);
+    CHECK(confirmed_ms > 0);
+    // Then the upward search (nothing above fits) ends where it started, without a change.
+    CHECK(net.run_until(settled, 60000));
+    CHECK(h.core->pmtu().black_holes == 0);
+    CHECK(h.core->pmtu().changes == 0);
+    size_t logged = 0;
+    for (const auto& e : h.log)
+        logged += e.msg == "path MTU from before the restart kept, to be confirmed";
+    CHECK(logged == 1);
+
+    // Without it (meshd before this change): the MTU is gone from the routes once the core
+    // has the peer, until a new search completes.
+    pm.restart(2000, false);
+    const uint64_t t2 = net.now();
+    uint64_t lost_ms = 0;
+    while (net.now() < t2 + 15000 && !lost_ms) {
+        if (net.peer("lan1a", "lan2a") && kernel_route_mtu(net, "lan1a", "lan2a") == 0) {
+            lost_ms = net.now() - t2 + 1;
+        }
+        net.run_for(50);
+    }
+    MESSAGE("restart without the read: route MTU dropped " << lost_ms - 1 << " ms after start");
+    CHECK(lost_ms > 0);
+    REQUIRE(net.run_until(settled, 60000));
+
+    // A kept MTU larger than the path now (a route MTU the path no longer carries): its first
+    // confirmation is lost, 1280 at once, then the search finds what fits.
+    pm.restart(2000, true, want + 64);
+    REQUIRE(net.run_until([&] { return net.peer("lan1a", "lan2a").has_value(); }, 5000));
+    CHECK(kernel_route_mtu(net, "lan1a", "lan2a") == want + 64);
+    const uint64_t t3 = net.now();
+    REQUIRE(net.run_until([&] { return route_mtu(net, "lan1a", "lan2a") <= want; }, 15000));
+    const uint64_t down_ms = net.now() - t3;
+    CHECK(net["lan1a"].core->pmtu().black_holes >= 1);
+    CHECK(net.run_until(
+        [&] {
+            unsigned r = route_mtu(net, "lan1a", "lan2a");
+            return net.peer("lan1a", "lan2a")->path_mtu_complete && r <= want && r + 8 > want;
+        },
+        60000));
+    MESSAGE("kept MTU " << want + 64 << " too large: down after " << down_ms
+                        << " ms, search settled at " << route_mtu(net, "lan1a", "lan2a"));
 }

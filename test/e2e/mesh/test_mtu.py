@@ -35,6 +35,10 @@ between lan1a and lan2a has one IPv4 and one IPv6 leg, the IPv6 one being the wo
              then the search: 1296 over IPv6), route lan2b's pod CIDRs with it, and the stream
              is back to a tenth of its speed within RECOVER_BOUND s and stays there; nothing is
              fragmented
+  restart    then lan1b's meshd is killed and started again (wireguard-go adopted), the pair
+             kept active: lan1b's routes to lan2b's pods keep their MTU at every 0.1 s sample
+             (the new meshd reads it back from the routes and confirms it on the relay path), no
+             black hole is counted, and meshctl peers shows the same path MTU, complete
   direct      lan1a -> relay1 and lan1b -> relay1, direct pairs (WireGuard's own sockets; meshd
              picks the family: IPv4 here), through the same silent 1400 hop on nat1: padded
              PINGs find 1328, route relay1's pod CIDRs with it, a DF ping one byte larger gets
@@ -57,6 +61,7 @@ import json
 import os
 import re
 import sys
+import threading
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -71,6 +76,10 @@ UNDERLAY = 1500
 OVERHEAD = 92  # common/tunnel_mtu.hpp k_tunnel_overhead: WireGuard over IPv6 80 + relay header 12
 POD_MTU = UNDERLAY - OVERHEAD
 HOP_MTU = 1400
+# restart: meshd dead this long, then the pair is watched this long after it is ready (the first
+# confirmation of the kept MTU comes at the pair's first poll, about 1 s after it is found).
+RESTART_DOWN_S = 2.0
+RESTART_HOLD_S = 8.0
 PINGS = 20
 # meshd looks at the relay uplink's oversize drops every 2 s (k_wg_poll) and applies a lower
 # WireGuard MTU on the WireGuard thread at once; 2 s + slack for the loaded host.
@@ -150,7 +159,7 @@ def df_ping(pod, addr, size, count=PINGS, interval=0.1):
 
 def metric(m, node, name, labels):
     text = m[node].run(["python3", "-c", FETCH]).stdout
-    want = "%s{%s}" % (name, labels)
+    want = "%s{%s}" % (name, labels) if labels else name
     for ln in text.splitlines():
         if ln.startswith(want + " "):
             return float(ln.split()[-1])
@@ -485,6 +494,49 @@ def body(m):
             delta = frag_delta(before, all_frags(m))
             figure("mid-stream: FragCreates delta (v4, v6)", delta or "none")
             expect(not delta, "fragments created: %s" % delta)
+
+        @check("restart: lan1b's meshd killed and started again keeps the route MTU it measured "
+               "(read back from its routes) and confirms it; the routes never lose it")
+        def _():
+            want = fits(HOP_MTU, v6=True)
+            n, _ = wait_pmtu(m, "lan1b", "lan2b", pd, want - 8, want, PMTU_BOUND)
+            node = m["lan1b"]
+            samples = []
+            done = threading.Event()
+
+            def sample():
+                while not done.is_set():
+                    samples.append((route_mtu_to(node, pd.addr4), route_mtu_to(node, pd.addr6)))
+                    time.sleep(0.1)
+            sampler = threading.Thread(target=sample, daemon=True)
+            sampler.start()
+            with keep_active(pe, pd.addr4):
+                try:
+                    m.kill(node)
+                    time.sleep(RESTART_DOWN_S)
+                    m.start(node)
+                    m.wait_ready(timeout=READY_BOUND, nodes=[node])
+                    # The pair is active: its first poll confirms the kept MTU on the relay path
+                    # (lost: 1280 at once, which the samples would show), then searches upward.
+                    time.sleep(RESTART_HOLD_S)
+                finally:
+                    done.set()
+                    sampler.join()
+                # The upward search (nothing above fits) completes where it started; the pair
+                # stays active meanwhile (an idle pair does not probe).
+                n2, took = wait_pmtu(m, "lan1b", "lan2b", pd, want - 8, want, PMTU_BOUND)
+            changed = sorted({smp for smp in samples if smp != (n, n)})
+            figure("restart: lan1b's route MTUs to lan2b's pods, %d samples over %.0f s" % (
+                len(samples), RESTART_DOWN_S + RESTART_HOLD_S),
+                "all %d" % n if not changed else "%d, and %s" % (n, changed))
+            expect(samples and not changed, "route MTU left %d: %s" % (n, changed))
+            expect("route MTUs from before the restart kept" in m.log(node),
+                   "lan1b did not log the route MTUs it kept")
+            holes = metric(m, "lan1b", "meshwire_pmtu_black_holes_total", "")
+            expect(holes == 0, "lan1b's restarted meshd saw %d black holes" % holes)
+            figure("restart: search after the restart complete at, after (s)",
+                   "%d, %.1f" % (n2, took + RESTART_HOLD_S))
+            expect(n2 == n, "after the restart: path MTU %d, before %d" % (n2, n))
     finally:
         nat1.ip("link", "set", "wan0", "mtu", UNDERLAY)
         nat1.nft("delete table inet mwt_noicmp")
