@@ -204,6 +204,26 @@ std::string format_status(const json& r) {
     out += kv("relay role", role);
     std::int64_t up = integer(at(node, "uptimeSeconds"));
     out += kv("uptime", up < 0 ? "-" : format_duration(up));
+    // Per family: the mapping, the address the relays saw, how many saw it (absent from an
+    // older meshd's answer: no line).
+    if (node.is_object() && node.contains("nat") && at(node, "nat").is_object()) {
+        std::string line;
+        for (const char* fam : {"ipv4", "ipv6"}) {
+            const json& f = at(at(node, "nat"), fam);
+            std::string m = text(at(f, "mapping"));
+            std::string part = std::string(fam) + " " + m;
+            if (at(f, "reflexive").is_string()) {
+                part += " (" + text(at(f, "reflexive")) + ", " + count(at(f, "observers")) +
+                        (integer(at(f, "observers")) == 1 ? " relay" : " relays") +
+                        (at(f, "portPreserved").is_boolean() && at(f, "portPreserved").get<bool>()
+                             ? ", port kept"
+                             : "") +
+                        ")";
+            }
+            line += std::string(line.empty() ? "" : "; ") + part;
+        }
+        out += kv("nat", line);
+    }
     out += "\n";
 
     const json& peers = at(r, "peers");

@@ -45,6 +45,15 @@ json status_json(const node_snapshot& s) {
     for (const auto& e : s.verified) verified.push_back(e.str());
     node["relayVerified"] = verified;
     node["uptimeSeconds"] = s.uptime_s;
+    // The NAT in front of the control socket per family, from the relays' reports (issue 13).
+    json nat;
+    for (const auto& [fam, v] : {std::pair{"ipv4", &s.nat.ipv4}, std::pair{"ipv6", &s.nat.ipv6}}) {
+        nat[fam] = {{"mapping", to_string(v->mapping)},
+                    {"reflexive", v->reflexive ? json(v->reflexive->str()) : json(nullptr)},
+                    {"observers", v->observers},
+                    {"portPreserved", v->port_preserved}};
+    }
+    node["nat"] = nat;
     json peers = {{"total", s.paths.total},
                   {"direct", s.paths.direct},
                   {"relay", s.paths.relay},

@@ -63,6 +63,16 @@ std::string metrics_text(const node_snapshot& s) {
     t.counter("meshwire_stalls_total",
               "Wakeups over 150 ms late (meshd itself stalled); relay liveness was paused.", L{},
               s.stalls);
+    for (const auto& [fam, v] : {std::pair{"ipv4", &s.nat.ipv4}, std::pair{"ipv6", &s.nat.ipv6}}) {
+        for (size_t i = 0; i < nat_mapping_count; ++i) {
+            const auto m = static_cast<nat_mapping>(i);
+            t.gauge("meshwire_nat_mapping",
+                    "1 for how the NAT in front of the control socket maps it, per family (from "
+                    "the relays' reports: none, endpoint-independent, endpoint-dependent, "
+                    "single-observer, unknown).",
+                    {{"family", fam}, {"mapping", to_string(m)}}, v->mapping == m ? 1 : 0);
+        }
+    }
     for (const auto& r : s.relays) {
         L l{{"relay", r.name}};
         t.gauge("meshwire_relay_up", "1 if the relay answers our probes.", l,

@@ -60,6 +60,7 @@ node_snapshot take_snapshot(const snapshot_sources& s) {
     }
     n.relays = core.relays();
     for (const auto& r : n.relays) n.relays_up += relay_is_up(r) ? 1 : 0;
+    n.nat = core.nat();
 
     if (s.forwarder) {
         node_snapshot::relay_service svc;

@@ -59,6 +59,7 @@ struct node_snapshot {
 
     std::vector<relay_view> relays;
     size_t relays_up = 0;
+    nat_view nat;  // the NAT in front of our control socket, per family (issue 13)
 
     // This node's relay service (while the forwarder owns the port).
     struct relay_service {

@@ -584,4 +584,9 @@ std::vector<relay_view> node_core::relays() const {
     return v;
 }
 
+nat_view node_core::nat() const {
+    const auto obs = directory_.nat_observations(last_tick_ms_);
+    return classify_nat(obs, ctx_.cfg.endpoints, ctx_.cfg.control_port);
+}
+
 }  // namespace mw::meshd

@@ -74,6 +74,7 @@
 #include "meshd/core/core_types.hpp"
 #include "meshd/core/discovery_sink.hpp"
 #include "meshd/core/membership.hpp"
+#include "meshd/core/nat_behaviour.hpp"
 #include "meshd/core/node_id.hpp"
 #include "meshd/core/node_identity.hpp"
 #include "meshd/core/peer_paths.hpp"
@@ -181,6 +182,9 @@ public:
 
     std::vector<peer_view> peers() const;
     std::vector<relay_view> relays() const;
+    // The NAT in front of our control socket, per family, from the relays' reports (meshctl
+    // status, metrics; nat_behaviour.hpp). At the last instant the core saw.
+    nat_view nat() const;
     const peer_record& self_record() const noexcept { return members_.self(); }
     control_counters counters() const noexcept {
         control_counters c = ctx_.channel().counters();

@@ -719,6 +719,7 @@ bool relay_directory::on_pong(const probe& p, const node_id& sender, double rtt_
     if (ai == r.active) {
         r.publish_min.update(rtt_ms, now, std::max(cfg.publish_rtt_window_ms, window));
     }
+    if (!a.reflexive || moved) a.reflexive_since_ms = now;
     a.reflexive = seen;
     // Only the address in use carries our sessions (and its loss is what they feel).
     if ((was_lost || moved) && ai == r.active) {
@@ -898,6 +899,20 @@ void relay_directory::shift_clocks(uint64_t late, uint64_t now) {
             a.fast_loss.forget_pending();  // their answers were forgotten (node_core::note_wakeup)
         }
     }
+}
+
+std::vector<nat_observation> relay_directory::nat_observations(uint64_t now) const {
+    std::vector<nat_observation> v;
+    for (const auto& r : relays_) {
+        if (r.self || r.lan_neighbour) continue;
+        for (const auto& a : r.addrs) {
+            if (a.reflexive && !a.lost && alive(r, a, timeout(r), now)) {
+                v.push_back(nat_observation{a.ep.address, *a.reflexive, a.reflexive_since_ms,
+                                            a.last_pong_ms});
+            }
+        }
+    }
+    return v;
 }
 
 std::vector<relay_view> relay_directory::views(uint64_t last_tick_ms) const {

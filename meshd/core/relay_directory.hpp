@@ -45,6 +45,7 @@
 #include <vector>
 
 #include "meshd/core/core_context.hpp"
+#include "meshd/core/nat_behaviour.hpp"
 #include "meshd/core/probe_loss.hpp"
 #include "meshd/core/record_store.hpp"
 #include "meshd/core/windowed_min.hpp"
@@ -57,8 +58,9 @@ struct relay_addr_state {
     double rtt_ms = 0;  // the minimum over cfg.rtt_window_ms (see windowed_min.hpp)
     windowed_min rtt_min;
     std::optional<wg_endpoint> reflexive;
-    bool lost = false;     // timed out: down until it answers again (alive())
-    probe_loss fast_loss;  // of the fast probes (fast_interval, probe_loss.hpp)
+    uint64_t reflexive_since_ms = 0;  // the first PONG that reported it (nat_observation)
+    bool lost = false;                // timed out: down until it answers again (alive())
+    probe_loss fast_loss;             // of the fast probes (fast_interval, probe_loss.hpp)
 };
 
 struct relay_entry {
@@ -214,6 +216,10 @@ public:
     std::string name_of(const node_id& id) const;
 
     // meshctl's view (load left 0: the pairs are peer_paths'). "Up" is judged at last_tick_ms.
+    // Every relay address that answers now with where it saw us (nat_behaviour.hpp): not our
+    // own relay role's addresses, nor a LAN neighbour's (it sees our LAN address, not the
+    // NAT's), nor one whose last probe round went unanswered.
+    std::vector<nat_observation> nat_observations(uint64_t now) const;
     std::vector<relay_view> views(uint64_t last_tick_ms) const;
 
     // Set by node_core: true for an mDNS rendezvous (lan_neighbour, no relay) whose records come

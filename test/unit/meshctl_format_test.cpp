@@ -238,6 +238,23 @@ TEST_CASE("meshctl: status") {
     CHECK(format_status(caps).find("relay limits:   max 16384 sessions, 1024 per node; refused: "
                                    "node_limit=7 table_full=0 node_table=1\n") !=
           std::string::npos);
+    // The NAT per family (issue 13): a line when meshd reports it, none from an older meshd.
+    CHECK(format_status(sample_status()).find("nat:") == std::string::npos);
+    json nat = sample_status();
+    nat["node"]["nat"] = {{"ipv4",
+                           {{"mapping", "endpoint-independent"},
+                            {"reflexive", "198.51.100.1:51821"},
+                            {"observers", 2},
+                            {"portPreserved", true}}},
+                          {"ipv6",
+                           {{"mapping", "unknown"},
+                            {"reflexive", nullptr},
+                            {"observers", 0},
+                            {"portPreserved", false}}}};
+    CHECK(
+        format_status(nat).find("uptime:         1h02m\n"
+                                "nat:            ipv4 endpoint-independent (198.51.100.1:51821, 2 "
+                                "relays, port kept); ipv6 unknown\n") != std::string::npos);
     json off = sample_status();
     off["relayService"] = nullptr;
     CHECK(format_status(off).find("relay service:  off\n") != std::string::npos);

@@ -41,7 +41,7 @@ from checks import (ALL, HANDSHAKE_BOUND, LAN_NODES, PATHS_BOUND, READY_BOUND,  
                     RELAY_PORT,
                     RELAYS, WG_PORT, block_udp, check, expect, figure,
                     lan_of, peers_by_name, ping_retry, pods_pinging, report, run_and_clean, scenario_setup,
-                    status)
+                    status, wait_for)
 from mesh import Mesh  # noqa: E402
 
 
@@ -360,6 +360,33 @@ def main_mesh(m):
                     expect(isinstance(px.get(k), int), (n, k, px))
                 # relayed pods have pinged by now: WireGuard traffic went both ways via relays
                 expect(px["toRelayPackets"] > 0 and px["toWireguardPackets"] > 0, (n, px))
+
+    @check("meshctl status: NAT mapping per family from the relays' reports (nftables "
+           "masquerade: endpoint-independent; masquerade random: endpoint-dependent)")
+    def _():
+        want = {"lan1a": "endpoint-independent", "lan1b": "endpoint-independent",
+                "lan2a": "endpoint-dependent", "lan2b": "endpoint-dependent",
+                "relay1": "none", "relay2": "none"}
+        for n, mapping in want.items():
+            def seen(n=n, mapping=mapping):
+                nat = status(m, n)["node"]["nat"]
+                return all(nat[f]["mapping"] == mapping for f in ("ipv4", "ipv6")), nat
+            nat, _ = wait_for("%s: nat %s on both families" % (n, mapping), seen, PATHS_BOUND)
+            for fam in ("ipv4", "ipv6"):
+                f = nat[fam]
+                # Two relays observe a LAN node; a relay is observed by the other one only.
+                expect(f["observers"] == (2 if n in LAN_NODES else 1), (n, fam, f))
+                host = (f["reflexive"] or "").rsplit(":", 1)[0].strip("[]")
+                # Behind a NAT: the router's public address; a relay: its own.
+                outer = m.t["nat%d" % m[n].lan] if n in LAN_NODES else m[n]
+                own = outer.addr4 if fam == "ipv4" else outer.addr6
+                expect(host == own, "%s %s: reflexive %s, want the address %s" % (
+                    n, fam, f["reflexive"], own))
+            figure("nat %s" % n, "%s (v4 %s, v6 %s)" % (mapping, nat["ipv4"]["reflexive"],
+                                                         nat["ipv6"]["reflexive"]))
+        text = m.meshctl(m["lan1a"], "status", json=False)
+        expect(re.search(r"^nat: +ipv4 endpoint-independent \(\S+, 2 relays", text, re.M),
+               "meshctl status text:\n%s" % text)
 
     @check("relayService: relays carrying pairs have sessions and forwarded")
     def _():
