@@ -2,7 +2,8 @@
 """Self-test of the e2e testbed (root; Python 3 stdlib; plain tools only: ping, UDP/TCP probes).
 
 Builds the default topology (2 relays, LAN1 behind a cone NAT, LAN2 behind a symmetric NAT, relay2
-behind a user-space delay bridge) and proves its properties; then proves that teardown leaves
+behind a user-space delay bridge) and proves its properties; then the router kinds `plain` and
+`fw6` on a topology of their own (what hole punching gets behind them); then proves that teardown leaves
 nothing behind, also when the building process raises, is SIGTERMed, or is SIGKILLed (then
 `--cleanup-stale` removes the leftovers). Prints `N passed, N failed`; exit 1 on any failure,
 77 when it cannot run here (not root, no `ip netns`).
@@ -556,6 +557,98 @@ def run_teardown_checks():
                "removed in %.2fs" % (len(left), sweep_s)
 
 
+def punch(x, y, port, x_to, y_to, stagger=0.0, only_x=False, seconds=1.0):
+    """nettools udp-punch from x (to x_to) and y (to y_to) on `port`, y starting `stagger` s after
+    x (x sends that much longer), or x alone: (datagrams x got, datagrams y got)."""
+    px = x.popen([sys.executable, NETTOOLS, "udp-punch", "--sport", str(port), "--peer",
+                  tgt(x_to, port), "--seconds", str(seconds + stagger)], name="punch")
+    py = None
+    if not only_x:
+        time.sleep(stagger)
+        py = y.popen([sys.executable, NETTOOLS, "udp-punch", "--sport", str(port), "--peer",
+                      tgt(y_to, port), "--seconds", str(seconds)], name="punch")
+    got = []
+    for p in (px, py):
+        if p is None:
+            got.append(0)
+            continue
+        p.wait(10 + seconds + stagger)
+        got.append(json.loads(p.log().strip().splitlines()[-1])["received"])
+    return tuple(got)
+
+
+def run_kind_checks(figures):
+    """The router kinds `plain` (masquerade, no firewall) and `fw6` (IPv6 routed behind a stateful
+    firewall) on a topology of their own (issue 13's testbed)."""
+    t = Topology(relays=1, lans=["plain", "plain", "fw6", "fw6", "cone"], nodes_per_lan=1)
+    try:
+        r1 = t["relay1"]
+        r1.popen([sys.executable, NETTOOLS, "udp-echo", "--port", "7000"],
+                 name="udp-echo").wait_log("listening")
+        a, b, c, d, e = (t[n] for n in ("lan1a", "lan2a", "lan3a", "lan4a", "lan5a"))
+
+        @check("fw6: a global IPv6 address inside, seen as itself outside; IPv4 still NATed")
+        def _():
+            expect(c.addr6 == "2001:db8:103::10", c.addr6)
+            res = (udp_probe(c, [tgt(r1.addr6, 7000)], sport=40100) +
+                   udp_probe(c, [tgt(r1.addr4, 7000)], sport=40100))
+            expect(res[0].get("seen_src") == c.addr6 and res[0].get("seen_port") == 40100,
+                   "v6: %s" % res[0])
+            expect(res[1].get("seen_src") == t["nat3"].addr4, "v4: %s" % res[1])
+            # Unsolicited: the firewall drops it (a ping from the relay, and from another fw6 LAN).
+            expect(not reachable(r1, c.addr6), "relay1 reached %s unsolicited" % c.addr6)
+            expect(not reachable(d, c.addr6), "lan4a reached %s unsolicited" % c.addr6)
+            expect(reachable(c, r1.addr6), "lan3a -> relay1 over IPv6")
+            return "lan3a %s seen as itself; v4 as %s" % (c.addr6, res[1].get("seen_src"))
+
+        @check("fw6<->fw6 over IPv6: a simultaneous open passes both firewalls; one side alone "
+               "does not")
+        def _():
+            both = punch(c, d, 42100, d.addr6, c.addr6)
+            alone = punch(c, d, 42101, d.addr6, c.addr6, only_x=True)
+            expect(both[0] > 0 and both[1] > 0, "simultaneous: %s" % (both,))
+            expect(alone == (0, 0), "one side alone got through: %s" % (alone,))
+            s = "fw6<->fw6 v6: simultaneous %d/%d in, one side alone %d" % (both + alone[:1])
+            figures.append(s)
+            return s
+
+        # A plain router's own stack takes the first unsolicited packet (ICMP port unreachable)
+        # and its conntrack entry then owns the tuple: the LAN node's own packets to that peer
+        # are mapped to another port, which the peer's router does not expect. So a plain NAT
+        # is punched only by sending from its side first (its mapping is then in place when the
+        # peer's packets arrive), and two plain NATs not at all (the first packet in, either
+        # way, claims the tuple). `together` depends on which first packet arrives first: shown.
+        @check("plain masquerade (no firewall): punched only from its own side first; "
+               "plain<->plain never")
+        def _():
+            out = []
+            cases = (("plain<->plain v4, together", a, b, "addr4", 0.0, None),
+                     ("plain<->plain v4, lan1a 0.3 s first", a, b, "addr4", 0.3, False),
+                     ("plain<->plain v6, lan1a 0.3 s first", a, b, "addr6", 0.3, False),
+                     ("plain<->cone v4, plain 0.3 s first", a, e, "addr4", 0.3, True),
+                     ("plain<->cone v6, plain 0.3 s first", a, e, "addr6", 0.3, True),
+                     ("cone<->plain v4, cone 0.3 s first", e, a, "addr4", 0.3, False))
+            for i, (what, x, y, fam, stagger, want) in enumerate(cases):
+                rx, ry = t.router_of(x), t.router_of(y)
+                got = punch(x, y, 42200 + i, getattr(ry, fam), getattr(rx, fam), stagger)
+                out.append("%s: %d/%d" % (what, got[0], got[1]))
+                if want is not None:
+                    expect((got[0] > 0 and got[1] > 0) == want,
+                           "%s: %s, want %s" % (what, got, "through" if want else "nothing"))
+                    if not want:
+                        expect(got == (0, 0), "%s: one way got through: %s" % (what, got))
+            figures.append("plain: " + "; ".join(out))
+            return "; ".join(out)
+    finally:
+        t.close()
+
+    @check("kinds topology closed: nothing left")
+    def _():
+        left = t.leftovers() + [("netns", ns) for ns in topology.netns_list()
+                                if ns.startswith(t.prefix)]
+        expect(not left, left)
+
+
 def main():
     if os.geteuid() != 0:
         print("SKIP: needs root")
@@ -582,6 +675,7 @@ def main():
         t0 = time.monotonic()
         t.close()
         close_s = time.monotonic() - t0
+    run_kind_checks(figures)
 
     @check("teardown: nothing left, root namespace unchanged")
     def _():

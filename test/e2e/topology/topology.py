@@ -14,8 +14,12 @@ What is built (every namespace is named <prefix><role>, prefix = "mwt<pid>-"):
     natK          NAT router of LAN K: wan0 203.0.113.10K + 2001:db8::10K on the public segment,
                   bridge lan0 192.168.1K.1/24 + fd0K::1/64 inside; nftables masquerade for v4 AND
                   v6 (cone: plain masquerade; symmetric: masquerade random), stateful firewall
-                  (nothing unsolicited gets in from wan0)
-    lanKa, lanKb  LAN nodes: eth0 192.168.1K.10/.11 + fd0K::10/::11, default via the router
+                  (nothing unsolicited gets in from wan0). Two more kinds (Topology._nat_rules):
+                  plain (masquerade, no firewall: the router's own stack meets unsolicited
+                  packets) and fw6 (IPv4 as cone; IPv6 routed, global 2001:db8:10K::/64 inside,
+                  no NAT66, the same firewall; the internet namespace then forwards IPv6 to it)
+    lanKa, lanKb  LAN nodes: eth0 192.168.1K.10/.11 + fd0K::10/::11 (fw6: 2001:db8:10K::10/::11),
+                  default via the router
     dly-<node>    (optional) a user-space delay bridge spliced into the uplink of a public node
                   (between eth0 and br0) or of a NAT router natK (between wan0 and br0: the whole
                   LAN's WAN uplink; traffic inside the LAN does not cross it); see delayer.py:
@@ -77,8 +81,15 @@ def lan_net4(k):
     return ipaddress.ip_network("192.168.%d.0/24" % (10 + k))
 
 
-def lan_net6(k):
+def lan_net6(k, routed=False):
+    """LAN K's IPv6 prefix: ULA behind NAT66, or (a "fw6" LAN) a global prefix the router routes
+    (2001:db8:10K::/64, reached from the public segment through the internet namespace)."""
+    if routed:
+        return ipaddress.ip_network("2001:db8:%d::/64" % (100 + k))
     return ipaddress.ip_network("fd%02x::/64" % k)
+
+
+NAT_KINDS = ("cone", "symmetric", "plain", "fw6")
 
 
 # ------------------------------------------------------------------------------------------------
@@ -514,7 +525,8 @@ class Node:
         if self.kind in ("public", "router"):
             return str(PUBLIC4[1]), str(PUBLIC6[1])
         if self.kind == "lan":
-            return str(lan_net4(self.lan)[1]), str(lan_net6(self.lan)[1])
+            routed = self.topo.router_of(self.lan).nat == "fw6"
+            return str(lan_net4(self.lan)[1]), str(lan_net6(self.lan, routed)[1])
         return None, None
 
     def set_delay(self, ms, loss=None):
@@ -562,7 +574,8 @@ class Topology:
     """Build the testbed; use as a context manager (or call close()).
 
     relays       number of public relay nodes (relay1..relayN), or a list of names
-    lans         one entry per LAN: "cone" or "symmetric" (NAT kind of its router)
+    lans         one entry per LAN: "cone", "symmetric", "plain" or "fw6" (its router's kind,
+                 Topology._nat_rules)
     nodes_per_lan  hosts per LAN (lanKa, lanKb, ...)
     delay_ms     {public node or NAT router name (relayN, natK): one-way ms} -> a delay bridge on
                  that node's uplink (a router's: the LAN's WAN uplink, so every LAN node's traffic
@@ -728,8 +741,8 @@ class Topology:
     def add_lan(self, kind="cone", delay_ms=None, loss_pct=None):
         """A LAN behind a new NAT router natK; returns K (add hosts with add_lan_node(K)).
         delay_ms/loss_pct: a delay bridge on its WAN uplink (between wan0 and the public bridge)."""
-        if kind not in ("cone", "symmetric"):
-            raise ValueError("NAT kind must be cone or symmetric, not %r" % kind)
+        if kind not in NAT_KINDS:
+            raise ValueError("NAT kind must be one of %s, not %r" % (", ".join(NAT_KINDS), kind))
         k = len(self.routers) + 1
         if k > 99:
             raise ValueError("at most 99 LANs")
@@ -737,8 +750,10 @@ class Topology:
         rt.lan, rt.nat = k, kind
         self._lan_count[k] = 0
         self._attach(rt, "wan0", 100 + k, delay_ms, loss_pct)
-        n4, n6 = lan_net4(k), lan_net6(k)
+        n4, n6 = lan_net4(k), lan_net6(k, kind == "fw6")
         rt.lan_addr4, rt.lan_addr6 = str(n4[1]), str(n6[1])
+        if kind == "fw6":
+            self._route_public6(n6, rt.addr6)
         rt.ip("link", "add", "lan0", "type", "bridge", "stp_state", "0")
         rt.ip("addr", "add", "%s/24" % n4[1], "dev", "lan0")
         rt.ip("addr", "add", "%s/64" % n6[1], "dev", "lan0", "nodad")
@@ -756,7 +771,7 @@ class Topology:
         if j >= 26:
             raise ValueError("at most 26 nodes per LAN")
         self._lan_count[k] = j + 1
-        n4, n6 = lan_net4(k), lan_net6(k)
+        n4, n6 = lan_net4(k), lan_net6(k, rt.nat == "fw6")
         h = self._new_node(name or "lan%d%s" % (k, chr(ord("a") + j)), "lan")
         h.lan = k
         pname = "h%d" % j
@@ -772,18 +787,33 @@ class Topology:
         h._restore_routes()
         return h
 
+    def _route_public6(self, prefix, via):
+        """Routes a LAN's global IPv6 prefix from the public segment: the internet namespace (every
+        public node's and router's IPv6 gateway) forwards it to the LAN's router. It forwarded
+        nothing before; now it forwards IPv6 to these prefixes only (a blackhole default drops the
+        rest silently, as before)."""
+        inet = self.internet
+        if not getattr(self, "_inet_routes6", False):
+            inet.sysctl("net.ipv6.conf.all.forwarding", 1)
+            inet.ip("-6", "route", "add", "blackhole", "default")
+            self._inet_routes6 = True
+        inet.ip("-6", "route", "add", str(prefix), "via", via, "dev", "br0")
+
     @staticmethod
     def _nat_rules(kind):
-        masq = "masquerade" if kind == "cone" else "masquerade random"
-        return """
-table inet mwnat {
-    chain prerouting {
-        type nat hook prerouting priority dstnat; policy accept;
-    }
-    chain postrouting {
-        type nat hook postrouting priority srcnat; policy accept;
-        oifname "wan0" %s
-    }
+        """nftables of a LAN router by kind:
+        cone       masquerade (v4 and v6; Linux keeps the source port when it can and maps one
+                   source to one port towards every destination) and a stateful WAN firewall:
+                   nothing unsolicited gets in (a home router; what lets a simultaneous open work)
+        symmetric  masquerade random (a port per destination), the same firewall
+        plain      masquerade, no firewall: unsolicited packets to the router's address reach its
+                   own stack (which answers a closed UDP port with ICMP port unreachable, and
+                   whose conntrack entry for that packet then owns the tuple)
+        fw6        IPv4 as cone; IPv6 routed with global addresses (no NAT66) behind the same
+                   stateful firewall"""
+        masq = {"cone": "masquerade", "symmetric": "masquerade random", "plain": "masquerade",
+                "fw6": "meta nfproto ipv4 masquerade"}[kind]
+        firewall = "" if kind == "plain" else """
     chain forward {
         type filter hook forward priority filter; policy accept;
         iifname "wan0" ct state established,related accept
@@ -795,9 +825,18 @@ table inet mwnat {
         iifname "wan0" ct state established,related accept
         iifname "wan0" meta l4proto { icmp, ipv6-icmp } accept
         iifname "wan0" drop
+    }"""
+        return """
+table inet mwnat {
+    chain prerouting {
+        type nat hook prerouting priority dstnat; policy accept;
     }
+    chain postrouting {
+        type nat hook postrouting priority srcnat; policy accept;
+        oifname "wan0" %s
+    }%s
 }
-""" % masq
+""" % (masq, firewall)
 
     def expose(self, node, proto, port, public_port=None):
         """Port-forward router:public_port -> node:port (v4 only), e.g. a LAN node made a relay."""
