@@ -68,10 +68,16 @@ OUTPUT
       NAME       the peer's node name
       PATH       direct (WireGuard talks to the peer's endpoint), relay (WireGuard traffic
                  goes through a relay), none (no working path yet)
+      REASON     why: lan or public (that address of the peer answers), learned (the peer
+                 reaches us: it is behind a NAT), kept (its meshd is silent, WireGuard still
+                 receives), no_direct_answer, relayed_before_restart, symmetric_nat_here (our
+                 own NAT maps per destination), waiting (a new peer's addresses get a moment)
       RELAY      the relay's node name when PATH is relay
       ENDPOINT   the WireGuard endpoint the device uses for this peer (for a relayed peer a
                  local loopback address of meshd's relay proxy)
       RTT        the last measured round-trip time over that path
+      MTU        the path MTU measured on that path ("?" while its search runs), "-" when
+                 not measured
       HANDSHAKE  time since the last WireGuard handshake ("12s ago"), or "never"
       LEARNED    how the peer's record reached this node, comma-separated: relay, bootstrap
                  (a dht.bootstrap node), mdns, cache (meshd's on-disk record cache, at
@@ -98,7 +104,10 @@ JSON
     status:
       {"node": {"name", "id", "wgPublicKey", "podCIDRs": [str], "interface",
                 "backend": "userspace"|"kernel", "mtu", "wgListenPort", "listenPort",
-                "endpoints": ["ip:port"], "relayRole": bool, "uptimeSeconds"},
+                "endpoints": ["ip:port"], "relayRole": bool, "uptimeSeconds",
+                "nat": {"ipv4"|"ipv6": {"mapping": "none"|"endpoint-independent"|
+                        "endpoint-dependent"|"single-observer"|"unknown",
+                        "reflexive": "ip:port"|null, "observers", "portPreserved": bool}}},
        "peers": {"total", "direct", "relay", "none",
                  "learnedVia": {"relay", "bootstrap", "mdns", "cache", "dht", "kubernetes",
                                 "registration"}},
@@ -123,7 +132,10 @@ JSON
                 "lastWriteAgoSeconds": int|null}}
     peers:
       {"peers": [{"name", "id", "wgPublicKey", "podCIDRs": [str],
-                  "path": "direct"|"relay"|"none", "relay": str|null, "relayId": hex|null,
+                  "path": "direct"|"relay"|"none",
+                  "pathReason": "lan"|"public"|"learned"|"kept"|"no_direct_answer"|
+                                "relayed_before_restart"|"symmetric_nat_here"|"waiting"|"none",
+                  "relay": str|null, "relayId": hex|null,
                   "sessionId": hex16|null, "relaySessions": [{"relay", "inUse", "accepted"}],
                   "endpoint": "ip:port"|null, "rttMs": num|null,
                   "learnedVia": [str], "recordSeq": int, "recordExpiresInSeconds": int|null,

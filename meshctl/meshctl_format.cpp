@@ -359,13 +359,15 @@ std::string format_peers(const json& r, std::int64_t now_unix) {
         if (std::int64_t m = integer(at(p, "pathMtu")); m > 0) {
             pmtu = std::to_string(m) + (text(at(p, "pathMtuSearch")) == "searching" ? "?" : "");
         }
-        rows.push_back({text(at(p, "name")), text(at(p, "path")), text(at(p, "relay")),
-                        text(at(p, "endpoint")), format_rtt(at(p, "rttMs")), pmtu, hs,
-                        via.empty() ? "-" : via});
+        // Why that path ("lan", "no_direct_answer", ...); "-" from an older meshd.
+        rows.push_back({text(at(p, "name")), text(at(p, "path")), text(at(p, "pathReason")),
+                        text(at(p, "relay")), text(at(p, "endpoint")), format_rtt(at(p, "rttMs")),
+                        pmtu, hs, via.empty() ? "-" : via});
     }
     sort_rows(rows);
     std::string out = render_table(
-        {"NAME", "PATH", "RELAY", "ENDPOINT", "RTT", "MTU", "HANDSHAKE", "LEARNED"}, rows);
+        {"NAME", "PATH", "REASON", "RELAY", "ENDPOINT", "RTT", "MTU", "HANDSHAKE", "LEARNED"},
+        rows);
     // Pod CIDRs a peer claims that this node refuses to route (route authority).
     std::vector<std::string> refused;
     for (const json& p : list(r, "peers")) {

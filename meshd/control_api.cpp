@@ -209,6 +209,7 @@ json peers_json(const node_snapshot& s) {
             refused.push_back({{"cidr", r.cidr.str()}, {"reason", to_string(r.reason)}});
         j["refusedCIDRs"] = refused;
         j["path"] = to_string(p.path);
+        j["pathReason"] = to_string(p.reason);
         j["relay"] = p.relay ? json(p.relay_name) : json(nullptr);
         j["relayId"] = p.relay ? json(p.relay->hex()) : json(nullptr);
         j["sessionId"] = p.relay ? json(hex16(p.session_id)) : json(nullptr);

@@ -45,6 +45,30 @@ const char* to_string(path_kind k) noexcept {
     return "?";
 }
 
+const char* to_string(path_reason r) noexcept {
+    switch (r) {
+        case path_reason::none:
+            return "none";
+        case path_reason::waiting:
+            return "waiting";
+        case path_reason::lan:
+            return "lan";
+        case path_reason::public_address:
+            return "public";
+        case path_reason::learned:
+            return "learned";
+        case path_reason::kept:
+            return "kept";
+        case path_reason::no_direct_answer:
+            return "no_direct_answer";
+        case path_reason::relayed_before_restart:
+            return "relayed_before_restart";
+        case path_reason::symmetric_nat_here:
+            return "symmetric_nat_here";
+    }
+    return "none";
+}
+
 const char* to_string(relay_role_cause c) noexcept {
     switch (c) {
         case relay_role_cause::none:

@@ -48,6 +48,26 @@ struct probe_loss_counts {
 enum class path_kind : uint8_t { none, direct, relay };
 const char* to_string(path_kind k) noexcept;
 
+// Why a pair has the path it has (meshctl peers REASON, `pathReason`; issue 13), fixed codes:
+// direct to a private address of the peer ("lan") or a public one ("public"), reached by the peer
+// ("learned": it is behind a NAT, we are not), kept by WireGuard's traffic while the peer's meshd
+// is silent ("kept"); relayed because no direct address answered ("no_direct_answer"), because
+// it was relayed before our restart ("relayed_before_restart"), or because our own NAT maps per
+// destination ("symmetric_nat_here": no peer can reach our mapping); no path yet while direct
+// addresses get a moment ("waiting"), or none ("none").
+enum class path_reason : uint8_t {
+    none,
+    waiting,
+    lan,
+    public_address,
+    learned,
+    kept,
+    no_direct_answer,
+    relayed_before_restart,
+    symmetric_nat_here,
+};
+const char* to_string(path_reason r) noexcept;
+
 // The relay role of this node (DESIGN §5 "Relay role"): listed in relayNodes -> verifying (its
 // advertiseAddress must be dialled back by another node) -> active, or refused with a reason.
 enum class relay_role_state : uint8_t { none, verifying, active, refused };
@@ -375,6 +395,7 @@ struct peer_view {
     std::vector<ip_prefix> pod_cidrs;         // accepted and routed
     std::vector<refused_cidr> refused_cidrs;  // claimed in its record, refused (never routed)
     path_kind path = path_kind::none;
+    path_reason reason = path_reason::none;
     bool learned = false;  // direct, endpoint learned by WireGuard
     std::optional<node_id> relay;
     std::string relay_name;

@@ -562,7 +562,21 @@ result<uint64_t> node_core::ping(const node_id& peer, uint64_t now) {
 
 std::vector<peer_view> node_core::peers() const {
     auto v = paths_.views();
+    // Relayed for want of a direct answer while our own NAT maps per destination: say so (no
+    // peer behind a NAT can reach such a mapping; the relays' reports tell, nat_behaviour).
+    const nat_view n = nat();
+    auto dependent = [](const nat_family_view& f) {
+        return f.mapping == nat_mapping::endpoint_dependent;
+    };
+    auto unusable = [&](const nat_family_view& f) {
+        return dependent(f) || f.mapping == nat_mapping::unknown;
+    };
+    const bool symmetric_here =
+        (dependent(n.ipv4) || dependent(n.ipv6)) && unusable(n.ipv4) && unusable(n.ipv6);
     for (auto& pv : v) {
+        if (symmetric_here && pv.reason == path_reason::no_direct_answer) {
+            pv.reason = path_reason::symmetric_nat_here;
+        }
         // How its record reached us, and who offered its endpoints (mDNS, Kubernetes).
         pv.sources =
             static_cast<learned_via_set>(members_.learned_of(pv.id) | paths_.offered_via(pv.id));

@@ -422,6 +422,7 @@ void peer_paths::decide(const node_id& id, peer_entry& p, const peer_record& rec
     if (const auto* d = routes_.find(id)) dp.allowed_ips = d->accepted;
     bool learned = false;
     bool held_by_wg = false;
+    path_reason reason = path_reason::none;
 
     // A route MTU the previous meshd measured (issue 15): seeded into both searches before the
     // decision; the path taken confirms it (the other's is cleared below), and until a path is
@@ -472,6 +473,7 @@ void peer_paths::decide(const node_id& id, peer_entry& p, const peer_record& rec
         // No NAT between us on this address (the peer saw our own): WireGuard's keepalive
         // only needs to be slow (issue 18). Behind a NAT we keep our mapping open ourselves.
         dp.keepalive = !best->nat_free;
+        reason = best->ep.address.is_private() ? path_reason::lan : path_reason::public_address;
         if (rec.wg_port) {
             dp.endpoint = wg_endpoint{best->ep.address, rec.wg_port};
             // The direct path's MTU (probe_direct_mtu): a route MTU for its pod CIDRs. Another
@@ -479,6 +481,7 @@ void peer_paths::decide(const node_id& id, peer_entry& p, const peer_record& rec
             dp.path_mtu = p.direct_mtu.applied();
         } else {
             learned = true;
+            reason = path_reason::learned;
         }
     } else if (p.dp.path == path_kind::direct && !p.learned && p.dp.endpoint && p.wg_rx_direct_ms &&
                now <= p.wg_rx_direct_ms + cfg.path_timeout_ms) {
@@ -490,10 +493,12 @@ void peer_paths::decide(const node_id& id, peer_entry& p, const peer_record& rec
         dp.keepalive = p.dp.keepalive;
         dp.path_mtu = p.dp.path_mtu;
         held_by_wg = true;
+        reason = path_reason::kept;
         ctx_.due(p.wg_rx_direct_ms + cfg.path_timeout_ms + 1);
     } else if (fresh(p.last_inbound_ms, p, now, learned_timeout)) {
         dp.path = path_kind::direct;
         learned = true;
+        reason = path_reason::learned;
         // A NATed peer keeps its own mapping (its keepalive to us is fast: it saw a NAT); ours
         // need only be slow. A peer without NAT may sit behind a stateful firewall whose UDP
         // state outlives neither its slow keepalive nor silence: ours keep it (own_inbound_ms).
@@ -517,12 +522,18 @@ void peer_paths::decide(const node_id& id, peer_entry& p, const peer_record& rec
         // Not one relayed before our restart (its direct addresses did not answer then), nor
         // one relayed already (it was).
         ctx_.due(p.discovered_ms + cfg.direct_grace_ms);
+        reason = path_reason::waiting;
     } else if (!role_.serving()) {
         ensure_keys(id, p, rec.wg_public_key);
         p.relayed.active = is_active;
         p.relayed.active_since = p.active_since;
         election_.choose(id, p.relayed, rec, now, dp);
+        if (dp.path == path_kind::relay) {
+            reason = relayed_before_.count(id) ? path_reason::relayed_before_restart
+                                               : path_reason::no_direct_answer;
+        }
     }
+    p.reason = reason;
     if (dp.path != path_kind::relay) relay_election::release(p.relayed);
     // A learned path's probing lives while the pair is active (an idle pair keeps its MTU).
     p.direct_mtu.after_decision(learned, is_active, dp.path == path_kind::direct);
@@ -980,6 +991,7 @@ std::vector<peer_view> peer_paths::views() const {
         pv.pod_cidrs = p.dp.allowed_ips;
         if (const auto* d = routes_.find(id)) pv.refused_cidrs = d->refused;
         pv.path = p.dp.path;
+        pv.reason = p.reason;
         pv.learned = p.learned;
         pv.endpoint = p.dp.endpoint;
         if (p.dp.path == path_kind::relay) {

@@ -69,7 +69,8 @@ public:
         // the last PING: a dual-stack peer's PINGs from both kinds must not flip the keepalive.
         uint64_t own_inbound_ms = 0;
         uint64_t discovered_ms = 0;
-        relayed_pair relayed;  // relay path: the election's state for this pair
+        relayed_pair relayed;                    // relay path: the election's state for this pair
+        path_reason reason = path_reason::none;  // of the last decision (peer_view::reason)
         // when decide() must run again (0: now); events that may change the decision reset it
         uint64_t next_check_ms = 0;
         uint64_t record_seq = 0;  // the record the candidates were taken from (0: rebuild)

@@ -41,4 +41,28 @@ TEST_CASE("sim: nat — cone, symmetric and public nodes are told apart by two r
     MESSAGE("relay2 down: lan1a single-observer after " << net.elapsed_ms() << " ms");
 }
 
+// meshctl peers' REASON (issue 13): why each pair has its path.
+TEST_CASE("sim: nat — each pair's path reason") {
+    std_mesh m(62);
+    auto& net = m.net;
+    auto reason = [&](const std::string& a, const std::string& b) -> std::string {
+        auto p = net.peer(a, b);
+        return p ? meshd::to_string(p->reason) : "unknown";
+    };
+    REQUIRE(net.run_until(
+        [&] {
+            return m.all_know_all() && m.relayed_live("lan1a", "lan2a") &&
+                   net.path("lan1a", "lan1b") == meshd::path_kind::direct &&
+                   reason("lan2a", "lan1a") == "symmetric_nat_here";
+        },
+        20000));
+    CHECK(reason("lan1a", "lan1b") == "lan");      // 192.168.1.x answers
+    CHECK(reason("lan1a", "relay1") == "public");  // 203.0.113.x answers
+    // Relayed: lan1a's NAT is a cone, so only "no direct answer"; lan2a's maps per destination.
+    CHECK(reason("lan1a", "lan2a") == "no_direct_answer");
+    CHECK(reason("lan2a", "lan1a") == "symmetric_nat_here");
+    MESSAGE("relay1 -> lan1a: " << reason("relay1", "lan1a")
+                                << ", relay1 -> lan2a: " << reason("relay1", "lan2a"));
+}
+
 }  // namespace mw::sim

@@ -51,7 +51,7 @@ json sample_peers() {
     return json::parse(R"({"peers": [
       {"name": "node-c", "id": ")" +
                        hex64('c') + R"(", "wgPublicKey": "Yw==",
-       "podCIDRs": ["10.244.3.0/24"], "path": "relay", "relay": "relay1",
+       "podCIDRs": ["10.244.3.0/24"], "path": "relay", "pathReason": "no_direct_answer", "relay": "relay1",
        "relayId": ")" + hex64('1') +
                        R"(", "sessionId": "0123456789abcdef",
        "endpoint": "127.0.0.1:40001", "rttMs": 3.14, "pathMtu": 1308, "pathMtuSearch": "complete", "lastHandshake": 1700000000,
@@ -59,7 +59,7 @@ json sample_peers() {
        "learnedVia": ["relay", "cache"]},
       {"name": "node-b", "id": ")" +
                        hex64('b') + R"(", "wgPublicKey": "Yg==",
-       "podCIDRs": ["10.244.2.0/24"], "path": "direct", "relay": null, "relayId": null,
+       "podCIDRs": ["10.244.2.0/24"], "path": "direct", "pathReason": "lan", "relay": null, "relayId": null,
        "sessionId": null, "endpoint": "192.0.2.20:51820", "rttMs": 0.8,
        "lastHandshake": 1699999800, "lastHandshakeAgoSeconds": null, "rxBytes": 0,
        "txBytes": 0, "learnedVia": ["mdns"]},
@@ -316,16 +316,23 @@ TEST_CASE("meshctl: status") {
     CHECK_NOTHROW(format_status(json::parse(R"({"node":[1],"peers":"x","control":7})")));
 }
 
+// sample_peers() as the table prints it (node-d from an older meshd: no pathReason).
+const std::string k_peers_table =
+    "NAME    PATH    REASON            RELAY   ENDPOINT          RTT    MTU   HANDSHAKE  "
+    "LEARNED\n"
+    "node-b  direct  lan               -       192.0.2.20:51820  0.8ms  -     3m20s ago  "
+    "mdns\n"
+    "node-c  relay   no_direct_answer  relay1  127.0.0.1:40001   3.1ms  1308  12s ago    "
+    "relay,cache\n"
+    "node-d  none    -                 -       -                 -      -     never      "
+    "-\n";
+
 TEST_CASE("meshctl: peers table") {
     // node-b's handshake age comes from lastHandshake and now (200 s before).
     std::string t = format_peers(sample_peers(), 1700000000);
-    CHECK(t ==
-          "NAME    PATH    RELAY   ENDPOINT          RTT    MTU   HANDSHAKE  LEARNED\n"
-          "node-b  direct  -       192.0.2.20:51820  0.8ms  -     3m20s ago  mdns\n"
-          "node-c  relay   relay1  127.0.0.1:40001   3.1ms  1308  12s ago    relay,cache\n"
-          "node-d  none    -       -                 -      -     never      -\n");
+    CHECK(t == k_peers_table);
     CHECK(format_peers(json{{"peers", json::array()}}, 0) ==
-          "NAME  PATH  RELAY  ENDPOINT  RTT  MTU  HANDSHAKE  LEARNED\n");
+          "NAME  PATH  REASON  RELAY  ENDPOINT  RTT  MTU  HANDSHAKE  LEARNED\n");
     CHECK_NOTHROW(format_peers(json{{"peers", {1, "x", nullptr}}}, 0));
     CHECK_NOTHROW(format_peers(json{{"peers", 5}}, 0));
     // Refused pod CIDRs (route authority) are listed under the table, sorted.
@@ -335,12 +342,9 @@ TEST_CASE("meshctl: peers table") {
             {"cidr": "10.244.3.0/25", "reason": "wrong_block_size"}])");
     refused["peers"][0]["refusedCIDRs"] = json::array();
     CHECK(format_peers(refused, 1700000000) ==
-          "NAME    PATH    RELAY   ENDPOINT          RTT    MTU   HANDSHAKE  LEARNED\n"
-          "node-b  direct  -       192.0.2.20:51820  0.8ms  -     3m20s ago  mdns\n"
-          "node-c  relay   relay1  127.0.0.1:40001   3.1ms  1308  12s ago    relay,cache\n"
-          "node-d  none    -       -                 -      -     never      -\n"
-          "node-d: 10.244.3.0/25 refused (wrong_block_size)\n"
-          "node-d: 8.0.0.0/8 refused (outside_cluster)\n");
+          k_peers_table +
+              "node-d: 10.244.3.0/25 refused (wrong_block_size)\n"
+              "node-d: 8.0.0.0/8 refused (outside_cluster)\n");
     refused["peers"][2]["refusedCIDRs"] = json::parse(R"([7, {"cidr": 1}])");
     CHECK_NOTHROW(format_peers(refused, 0));
     // A search still running shows its current value with "?".

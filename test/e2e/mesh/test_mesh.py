@@ -362,7 +362,8 @@ def main_mesh(m):
                 expect(px["toRelayPackets"] > 0 and px["toWireguardPackets"] > 0, (n, px))
 
     @check("meshctl status: NAT mapping per family from the relays' reports (nftables "
-           "masquerade: endpoint-independent; masquerade random: endpoint-dependent)")
+           "masquerade: endpoint-independent; masquerade random: endpoint-dependent); "
+           "meshctl peers: each pair's path reason")
     def _():
         want = {"lan1a": "endpoint-independent", "lan1b": "endpoint-independent",
                 "lan2a": "endpoint-dependent", "lan2b": "endpoint-dependent",
@@ -387,6 +388,17 @@ def main_mesh(m):
         text = m.meshctl(m["lan1a"], "status", json=False)
         expect(re.search(r"^nat: +ipv4 endpoint-independent \(\S+, 2 relays", text, re.M),
                "meshctl status text:\n%s" % text)
+        # Why each pair has its path (meshctl peers pathReason / REASON): a LAN address, a
+        # public one, no direct answer (lan1a's cone NAT), our own NAT per destination (lan2a).
+        want_reason = {("lan1a", "lan1b"): "lan", ("lan1a", "relay1"): "public",
+                       ("lan1a", "lan2a"): "no_direct_answer",
+                       ("lan2a", "lan1a"): "symmetric_nat_here"}
+        got = {(a, b): peers_by_name(m, a)[b].get("pathReason") for a, b in want_reason}
+        figure("path reasons", ", ".join("%s->%s %s" % (a, b, r) for (a, b), r in got.items()))
+        expect(got == want_reason, "pathReason %s, want %s" % (got, want_reason))
+        table = m.meshctl(m["lan2a"], "peers", json=False)
+        expect(re.search(r"^lan1a +relay +symmetric_nat_here ", table, re.M),
+               "meshctl peers text:\n%s" % table)
 
     @check("relayService: relays carrying pairs have sessions and forwarded")
     def _():
