@@ -71,7 +71,8 @@ OUTPUT
       REASON     why: lan or public (that address of the peer answers), learned (the peer
                  reaches us: it is behind a NAT), kept (its meshd is silent, WireGuard still
                  receives), no_direct_answer, relayed_before_restart, symmetric_nat_here (our
-                 own NAT maps per destination), waiting (a new peer's addresses get a moment)
+                 own NAT maps per destination), waiting (a new peer's addresses get a moment),
+                 none
       RELAY      the relay's node name when PATH is relay
       ENDPOINT   the WireGuard endpoint the device uses for this peer (for a relayed peer a
                  local loopback address of meshd's relay proxy)

@@ -129,6 +129,8 @@ def udp_punch(a):
     while time.monotonic() < end:
         s.sendto(b"punch", (host, port))
         sent += 1
+        if sent == 1:
+            print("sending", flush=True)  # the first datagram left (callers stagger on it)
         try:
             while True:
                 _, src = s.recvfrom(2048)

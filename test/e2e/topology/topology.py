@@ -9,7 +9,8 @@
 What is built (every namespace is named <prefix><role>, prefix = "mwt<pid>-"):
 
     internet      bridge br0 = the public segment, 203.0.113.1/24 + 2001:db8::1/64 (the
-                  "upstream gateway" of public nodes; it forwards nothing)
+                  "upstream gateway" of public nodes; it forwards nothing, but IPv6 to the
+                  prefixes of fw6 LANs when there are any)
     relay1..N     public nodes: eth0 203.0.113.1N/24, 2001:db8::1N/64, default via .1 / ::1
     natK          NAT router of LAN K: wan0 203.0.113.10K + 2001:db8::10K on the public segment,
                   bridge lan0 192.168.1K.1/24 + fd0K::1/64 inside; nftables masquerade for v4 AND
@@ -386,7 +387,7 @@ class Node:
         self.addr4 = self.addr6 = None
         self.lan_addr4 = self.lan_addr6 = None
         self.lan = None  # LAN number for routers and LAN nodes
-        self.nat = None  # routers: "cone" | "symmetric"
+        self.nat = None  # routers: one of NAT_KINDS
         self.delayer = None  # public nodes and routers with a delay bridge: the Delayer
         self.ns_id = self.ns_cookie = None  # the namespace's identity, set once it exists
         self.wg_ifname = "mwt%dn%d" % (topo.pid, index)
